@@ -1,0 +1,365 @@
+"""The run configuration: a YAML file validated by pydantic.
+
+Sections: ``input``, ``prep``, ``resample``, ``spectra``, ``fit``, ``output``, ``cluster``.
+Every key has a default, so an empty section (or a missing one) is valid. Unknown keys,
+wrong types and impossible values are errors that name the key and say what is allowed.
+
+Command-line overrides use dotted keys: ``--set spectra.segments=2``; values are parsed
+as YAML scalars/lists (``--set fit.models='{m1: powerlaw_tail}'`` works too).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "load_config",
+    "apply_overrides",
+    "config_diff",
+    "SCIENCE_SECTIONS",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the key and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CutoutConfig(_Section):
+    """A rectangular box, inclusive of x1/y1 and exclusive of x2/y2 for pixels."""
+
+    x1: float
+    x2: float
+    y1: float
+    y2: float
+    units: Literal["arcsec", "pixel"] = "arcsec"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CutoutConfig:
+        if not (self.x2 > self.x1 and self.y2 > self.y1):
+            raise ValueError("needs x2 > x1 and y2 > y1")
+        return self
+
+
+class InputConfig(_Section):
+    """Where the frames are and how to read them."""
+
+    kind: Literal["auto", "fits_series", "fits_cube", "images", "array", "zarr"] = "auto"
+    path: str | None = Field(
+        None, description="A folder, a glob, or a single file (cube, .npy, .zarr)."
+    )
+    pattern: str = Field("*", description="Glob of file names inside `path` when it is a folder.")
+    hdu: int | None = Field(None, description="FITS HDU holding the image; None = first with data.")
+    time_key: list[str] = Field(
+        default_factory=lambda: ["T_OBS", "DATE-OBS"],
+        description="FITS header keys tried in order for the frame time.",
+    )
+    exposure_key: str | None = Field("EXPTIME", description="Header key of the exposure time (s).")
+    normalise_exposure: bool = True
+    time_source: Literal["auto", "header", "filename", "exif", "csv", "array"] = "auto"
+    time_pattern: str | None = Field(
+        None,
+        description="strptime pattern matched against file names, e.g. '1600_%Y%m%d_%H_%M_%S.jpg'.",
+    )
+    times_csv: str | None = Field(None, description="CSV with columns file,time (ISO 8601 or seconds).")
+    times: str | None = Field(None, description="For .npy/.zarr cubes: a .npy file of times (s).")
+    missing_below: float | None = Field(
+        None, description="Values below this are missing (NaN), e.g. IRIS's -200 sentinel."
+    )
+    max_frames: int | None = Field(None, ge=2, description="Use only the first N frames.")
+
+
+class PrepConfig(_Section):
+    """Preprocessing applied to the frames before the cube is written."""
+
+    derotate: bool = False
+    reference_time: str | None = Field(None, description="ISO time; None = the middle frame.")
+    cutout: CutoutConfig | None = None
+    coalign: bool = False
+    despike: bool = False
+    despike_size: int = Field(3, ge=3, description="Median-filter width (odd) for despiking.")
+    despike_sigma: float = Field(5.0, gt=0)
+
+    @field_validator("despike_size")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("must be odd (3, 5, ...)")
+        return v
+
+
+class ResampleConfig(_Section):
+    """Interpolation onto a uniform time grid."""
+
+    cadence: float | None = Field(None, gt=0, description="Seconds; None = median frame spacing.")
+    method: Literal["linear"] = "linear"
+    max_gap: float = Field(
+        3.0, gt=0, description="Gaps longer than this many cadences are reported."
+    )
+
+
+class SpectraConfig(_Section):
+    """Periodograms per pixel."""
+
+    segments: int = Field(1, ge=1, description="K non-overlapping segments averaged (Bartlett).")
+    segment_length: float | None = Field(
+        None, gt=0, description="Seconds per segment for Welch averaging; overrides `segments`."
+    )
+    overlap: float = Field(0.0, ge=0.0, lt=1.0, description="Welch overlap fraction (0.5 typical).")
+    window: Literal["none", "hann"] = "hann"
+    detrend: Literal["none", "mean", "linear"] = "linear"
+    normalisation: Literal["density", "variance", "raw"] = "density"
+    box: int = Field(1, ge=1, description="Spatial box (odd) whose spectra are averaged.")
+    fmin: float | None = Field(None, ge=0, description="Hz; lowest frequency kept.")
+    fmax: float | None = Field(None, gt=0, description="Hz; highest frequency kept.")
+
+    @field_validator("box")
+    @classmethod
+    def _odd_box(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("must be odd (1, 3, 5, ...)")
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> SpectraConfig:
+        if self.fmin is not None and self.fmax is not None and self.fmax <= self.fmin:
+            raise ValueError("fmax must be greater than fmin")
+        return self
+
+
+class FitConfig(_Section):
+    """Spectral models and how they are fitted."""
+
+    models: dict[str, str] = Field(
+        default_factory=lambda: {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"},
+        description="Alias -> model name. Aliases become result prefixes (m1_index, ...).",
+    )
+    method: Literal["whittle", "lsq_log", "lsq"] = "whittle"
+    user_models: list[str] = Field(
+        default_factory=list,
+        description="Python files or importable modules that register extra models.",
+    )
+    bounds: dict[str, dict[str, tuple[float, float]]] = Field(
+        default_factory=dict, description="model name -> parameter -> [low, high] overrides."
+    )
+    max_iter: int = Field(200, ge=1)
+    tol: float = Field(1e-8, gt=0)
+    multistart: int = Field(1, ge=1, description="Starting points tried per pixel (best kept).")
+    best_model: Literal["lrt", "aic", "bic", "ftest", "chi2"] = "lrt"
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level for lrt/ftest.")
+
+    @field_validator("models")
+    @classmethod
+    def _aliases(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            raise ValueError("needs at least one model, e.g. {m1: powerlaw_tail}")
+        for alias in v:
+            if not alias.isidentifier():
+                raise ValueError(f"alias {alias!r} must be a plain identifier like m1")
+        return v
+
+
+class OutputConfig(_Section):
+    """Where results go and how they are chunked."""
+
+    path: str = "results.zarr"
+    cube_path: str | None = Field(None, description="Where cube.zarr goes; None = beside results.")
+    keep_cube: bool = True
+    tile: int | None = Field(
+        None, ge=8, description="Spatial tile (px) per task; None = chosen from worker memory."
+    )
+    time_chunk: int | None = Field(
+        None, ge=1, description="Frames per cube.zarr chunk; None = chosen from frame size."
+    )
+    plots: bool = False
+
+
+class ClusterConfig(_Section):
+    """Which dask cluster runs the work."""
+
+    kind: Literal["local", "mpi", "address", "synchronous"] = "local"
+    address: str | None = Field(None, description="tcp://host:port or a scheduler JSON file.")
+    n_workers: int | None = Field(None, ge=1)
+    threads_per_worker: int | None = Field(None, ge=1)
+    memory_limit: str | None = Field("auto", description="Per worker, e.g. '4GiB'; 'auto'.")
+    interface: str | None = Field(None, description="Network interface for mpi, e.g. 'lo'.")
+    dashboard: bool = True
+    report: str | None = Field(None, description="Write dask's performance report HTML here.")
+
+    @model_validator(mode="after")
+    def _address(self) -> ClusterConfig:
+        if self.kind == "address" and not self.address:
+            raise ValueError("kind 'address' needs cluster.address (tcp://host:port or a file)")
+        return self
+
+
+class Config(_Section):
+    """A whole specfit run."""
+
+    input: InputConfig = Field(default_factory=InputConfig)
+    prep: PrepConfig = Field(default_factory=PrepConfig)
+    resample: ResampleConfig = Field(default_factory=ResampleConfig)
+    spectra: SpectraConfig = Field(default_factory=SpectraConfig)
+    fit: FitConfig = Field(default_factory=FitConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# Sections whose values change the numbers in a results store: a resumed run must match them.
+SCIENCE_SECTIONS = ("input", "prep", "resample", "spectra", "fit")
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            section_path = [str(p) for p in e["loc"][:-1]]
+            allowed = _allowed_keys(section_path)
+            msg = f"unknown key; allowed keys here: {', '.join(allowed)}"
+        elif e["type"] == "literal_error":
+            msg = msg.replace("Input should be", "must be one of")
+        lines.append(f"  {key}: {msg} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _allowed_keys(section_path: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in section_path:
+        field = model.model_fields.get(part)
+        if field is None:
+            break
+        ann = field.annotation
+        # Optional[Section] -> Section
+        candidates = getattr(ann, "__args__", (ann,))
+        sub = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if sub is None:
+            break
+        model = sub
+    return sorted(model.model_fields)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply ``section.key=value`` overrides to a raw config mapping (returns a copy)."""
+    data = copy.deepcopy(data) if data else {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. spectra.segments=2")
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if len(parts) < 2:
+            raise ConfigError(f"--set {item!r}: the key must name a section, e.g. fit.method=lsq")
+        node = data
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            if not isinstance(node[p], dict):
+                raise ConfigError(f"--set {item!r}: {p} is not a section")
+            node = node[p]
+        node[parts[-1]] = _parse_value(value)
+    return data
+
+
+def load_config(
+    source: str | Path | dict | Config | None = None,
+    overrides: list[str] | None = None,
+) -> Config:
+    """Read and validate a configuration.
+
+    Parameters
+    ----------
+    source
+        A YAML file path, a mapping, an existing :class:`Config`, or None for all defaults.
+        Relative paths in ``input``/``output`` are resolved against the YAML file's folder.
+    overrides
+        ``section.key=value`` strings applied on top (as ``--set`` on the command line).
+
+    Raises
+    ------
+    ConfigError
+        With one line per bad key, naming it and what is allowed.
+    """
+    base_dir: Path | None = None
+    label = "configuration"
+    if isinstance(source, Config):
+        data = source.model_dump(mode="json")
+    elif source is None:
+        data = {}
+    elif isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source)
+        label = str(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        base_dir = path.resolve().parent
+    data = apply_overrides(data, overrides)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, label)) from None
+    if base_dir is not None:
+        _resolve_paths(cfg, base_dir)
+    return cfg
+
+
+def _resolve_paths(cfg: Config, base: Path) -> None:
+    """Make relative paths relative to the config file, so configs work from any cwd."""
+
+    def fix(p: str | None) -> str | None:
+        if p is None or "://" in p:
+            return p
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    cfg.input.path = fix(cfg.input.path)
+    cfg.input.times_csv = fix(cfg.input.times_csv)
+    cfg.input.times = fix(cfg.input.times)
+    cfg.output.path = fix(cfg.output.path)
+    cfg.output.cube_path = fix(cfg.output.cube_path)
+    cfg.fit.user_models = [
+        fix(m) if m.endswith(".py") else m for m in cfg.fit.user_models
+    ]
+
+
+def config_diff(a: dict, b: dict, sections: tuple[str, ...] = SCIENCE_SECTIONS) -> list[str]:
+    """Dotted keys whose values differ between two config mappings (only ``sections``)."""
+    out: list[str] = []
+
+    def walk(x: Any, y: Any, prefix: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y)):
+                walk(x.get(k), y.get(k), f"{prefix}.{k}" if prefix else k)
+        elif x != y:
+            out.append(f"{prefix}: {x!r} != {y!r}")
+
+    for s in sections:
+        walk(a.get(s, {}), b.get(s, {}), s)
+    return out
