@@ -1,0 +1,267 @@
+"""Pieces shared by every reader: the error type, lazy frame stacks, times, WCS coordinates.
+
+Each reader gathers cheap metadata eagerly (file names, headers, times, exposures) so that
+bad input fails before any compute, then hands a :class:`LazyFrames` object to
+:func:`assemble`, which wraps it in a dask array (one task per chunk of frames) and an
+``xarray.DataArray`` that follows the data model in DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from astropy.io import fits
+from astropy.time import Time
+
+__all__ = [
+    "InputError",
+    "LazyFrames",
+    "assemble",
+    "parse_time",
+    "relative_seconds",
+    "hpc_coords",
+    "celestial_header",
+]
+
+
+class InputError(ValueError):
+    """Bad input data: the message names the file or config key and says how to fix it."""
+
+
+# A reader function takes (source, index, missing_below, scale) and returns one float32
+# frame or a (k, ny, nx) block; it must be a module-level function so graphs pickle.
+FrameReader = Callable[..., np.ndarray]
+
+
+@dataclass
+class LazyFrames:
+    """An indexable (time, y, x) stack that reads frames only when sliced.
+
+    ``dask.array.from_array`` stores this object once in the graph; every chunk task slices
+    it, so a chunk of one frame reads exactly one file (or one slab of a cube).
+
+    Parameters
+    ----------
+    read
+        ``read(source, start, stop) -> ndarray (stop-start, ny, nx)`` of raw values.
+    source
+        Whatever ``read`` needs: a list of paths, a single path, ...
+    shape
+        (nt, ny, nx) of the whole stack.
+    order
+        Frame order: position i of the stack is raw frame ``order[i]`` (sorted by time).
+    scale
+        Per-frame multiplier (1 / exposure when normalising), length nt, or None.
+    missing_below
+        Raw values below this become NaN (sentinels), or None.
+    blank
+        Per-frame integer BLANK value of FITS integer data, or None.
+    """
+
+    read: Callable[[Any, int, int], np.ndarray]
+    source: Any
+    shape: tuple[int, int, int]
+    order: np.ndarray
+    scale: np.ndarray | None = None
+    missing_below: float | None = None
+    blank: Sequence[float | None] | None = None
+    dtype: np.dtype = field(default_factory=lambda: np.dtype("float32"))
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    def _frames(self, idx: np.ndarray) -> np.ndarray:
+        """Read raw frames ``idx`` (stack positions), grouping runs of consecutive raw frames."""
+        raw = self.order[idx]
+        out = []
+        start = 0
+        # Consecutive raw indices are read as one slab (cubes read a slab in one call).
+        for k in range(1, len(raw) + 1):
+            if k == len(raw) or raw[k] != raw[k - 1] + 1:
+                out.append(np.asarray(self.read(self.source, int(raw[start]), int(raw[k - 1]) + 1)))
+                start = k
+        if not out:
+            return np.empty((0,) + self.shape[1:], dtype=self.dtype)
+        return np.concatenate(out, axis=0)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        tkey, ykey, xkey = key
+        idx = np.arange(self.shape[0])[tkey]
+        scalar_t = np.ndim(idx) == 0
+        idx = np.atleast_1d(idx)
+        frames = self._frames(idx)
+        block = frames.astype(np.float32, copy=True)
+        if self.blank is not None:
+            for j, i in enumerate(idx):
+                b = self.blank[int(self.order[i])]
+                if b is not None:
+                    block[j][frames[j] == b] = np.nan
+        if self.missing_below is not None:
+            with np.errstate(invalid="ignore"):
+                block[block < self.missing_below] = np.nan
+        block[~np.isfinite(block)] = np.nan
+        if self.scale is not None:
+            block *= self.scale[idx].astype(np.float32)[:, None, None]
+        block = block[:, ykey, xkey]
+        return block[0] if scalar_t else block
+
+
+def assemble(
+    frames: LazyFrames,
+    *,
+    times: Time,
+    exposure: np.ndarray | None,
+    time_chunk: int,
+    attrs: dict[str, Any],
+    hpc: tuple[np.ndarray, np.ndarray] | None = None,
+    max_frames: int | None = None,
+) -> xr.DataArray:
+    """Wrap a :class:`LazyFrames` stack into the standard lazy "intensity" DataArray.
+
+    ``times`` must already be in stack order (sorted). ``max_frames`` keeps the first N.
+    """
+    nt, ny, nx = frames.shape
+    arr = da.from_array(
+        frames,
+        chunks=(time_chunk, ny, nx),
+        name=f"read-{attrs.get('kind', 'input')}-{da.core.tokenize(attrs.get('source'), frames.shape, frames.order.tobytes(), frames.scale.tobytes() if frames.scale is not None else None, frames.missing_below)}",
+        asarray=False,
+        meta=np.empty((0, 0, 0), dtype=np.float32),
+    )
+    t_rel = relative_seconds(times)
+    coords: dict[str, Any] = {
+        "time": ("time", t_rel, {"units": "s", "long_name": "time since the first frame"}),
+        "y": ("y", np.arange(ny, dtype=np.int64), {"units": "pixel"}),
+        "x": ("x", np.arange(nx, dtype=np.int64), {"units": "pixel"}),
+    }
+    if exposure is not None:
+        coords["exposure"] = ("time", np.asarray(exposure, dtype=np.float64), {"units": "s"})
+    if hpc is not None:
+        hx, hy = hpc
+        coords["hpc_x"] = (("y", "x"), hx, {"units": "arcsec", "long_name": "helioprojective x"})
+        coords["hpc_y"] = (("y", "x"), hy, {"units": "arcsec", "long_name": "helioprojective y"})
+    attrs = dict(attrs)
+    attrs["start_time"] = times[0].utc.isot + "Z"
+    out = xr.DataArray(arr, dims=("time", "y", "x"), coords=coords, name="intensity", attrs=attrs)
+    if max_frames is not None and max_frames < nt:
+        out = out.isel(time=slice(0, max_frames))
+    return out
+
+
+def parse_time(value: Any, where: str) -> Time:
+    """Parse one ISO 8601 time string (a trailing Z is allowed) as UTC.
+
+    Raises
+    ------
+    InputError
+        Naming ``where`` (file and key) when the value is not a time.
+    """
+    text = str(value).strip()
+    if text.endswith("Z"):
+        text = text[:-1]
+    try:
+        return Time(text, scale="utc", format="isot" if "T" in text else None)
+    except Exception as exc:  # astropy raises several types for bad strings
+        raise InputError(
+            f"{where}: {value!r} is not an ISO 8601 time ({exc}); fix the header or choose "
+            "another key with input.time_key"
+        ) from None
+
+
+def relative_seconds(times: Time) -> np.ndarray:
+    """Seconds (float64) from the first element, computed in TAI so leap seconds count."""
+    tai = times.tai
+    # jd1/jd2 differences keep microsecond precision over days, unlike a single float JD.
+    d = (tai.jd1 - tai.jd1[0]) + (tai.jd2 - tai.jd2[0])
+    return np.asarray(d * 86400.0, dtype=np.float64)
+
+
+_WCS_KEYS = (
+    "WCSAXES",
+    "CTYPE1",
+    "CTYPE2",
+    "CUNIT1",
+    "CUNIT2",
+    "CRPIX1",
+    "CRPIX2",
+    "CRVAL1",
+    "CRVAL2",
+    "CDELT1",
+    "CDELT2",
+    "CROTA2",
+    "PC1_1",
+    "PC1_2",
+    "PC2_1",
+    "PC2_2",
+    "CD1_1",
+    "CD1_2",
+    "CD2_1",
+    "CD2_2",
+    "LONPOLE",
+    "LATPOLE",
+    "DATE-OBS",
+    "DATE_OBS",
+    "T_OBS",
+    "MJD-OBS",
+    "DSUN_OBS",
+    "HGLN_OBS",
+    "HGLT_OBS",
+    "CRLN_OBS",
+    "CRLT_OBS",
+    "RSUN_REF",
+    "RSUN_OBS",
+    "TELESCOP",
+    "INSTRUME",
+    "WAVELNTH",
+    "WAVEUNIT",
+    "EXPTIME",
+)
+
+
+def celestial_header(header: fits.Header, obs_time: Time | None = None) -> fits.Header | None:
+    """The 2-D helioprojective WCS (plus observer keys) of a header, or None if it has none.
+
+    For a 3-D cube header the spatial axes 1 and 2 are kept. ``obs_time`` sets DATE-OBS, so
+    that sunpy places the observer at the right time.
+    """
+    c1 = str(header.get("CTYPE1", "")).upper()
+    c2 = str(header.get("CTYPE2", "")).upper()
+    if not (c1.startswith("HPLN") and c2.startswith("HPLT")):
+        return None
+    out = fits.Header()
+    out["NAXIS"] = 2
+    out["NAXIS1"] = header.get("NAXIS1")
+    out["NAXIS2"] = header.get("NAXIS2")
+    for k in _WCS_KEYS:
+        if k in header and header[k] is not None:
+            out[k] = header[k]
+    out["WCSAXES"] = 2
+    if obs_time is not None:
+        out["DATE-OBS"] = obs_time.utc.isot
+        for k in ("T_OBS", "DATE_OBS", "MJD-OBS"):
+            out.pop(k, None)
+    return out
+
+
+def hpc_coords(header: fits.Header, ny: int, nx: int) -> tuple[np.ndarray, np.ndarray]:
+    """Helioprojective (x, y) in arcsec of every pixel centre, from a 2-D celestial header."""
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        w = WCS(header, naxis=2)
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    lon, lat = w.wcs_pix2world(xx.astype(float), yy.astype(float), 0)
+    # wcslib returns degrees; helioprojective longitudes near 360 are small negatives.
+    lon = (np.asarray(lon) + 180.0) % 360.0 - 180.0
+    return (lon * 3600.0).astype(np.float64), (np.asarray(lat) * 3600.0).astype(np.float64)
