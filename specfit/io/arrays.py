@@ -1,0 +1,231 @@
+"""Plain arrays: a .npy cube (t, y, x) or a Zarr store, with frame times given separately.
+
+- ``.npy``: memory-mapped, read a few frames per dask chunk; times from ``input.times``
+  (a .npy of seconds from the first frame, or of datetime64).
+- Zarr: an xarray dataset (``intensity`` or the only 3-D variable, dims (time, y, x)) whose
+  ``time`` coordinate is seconds (with ``attrs["start_time"]``) or datetime64 — e.g. a
+  ``cube.zarr`` written by specfit — or a bare 3-D Zarr array with ``input.times``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from astropy.time import Time, TimeDelta
+
+from specfit.config import InputConfig
+
+from ._base import InputError, LazyFrames, assemble, parse_time
+from .fits_cube import cube_time_chunk
+
+__all__ = ["open_array", "load_times"]
+
+# Relative times with no absolute start get this nominal epoch, stated in attrs["time_note"].
+_NOMINAL_START = "2000-01-01T00:00:00"
+
+
+def load_times(path: str, nt: int | None = None) -> np.ndarray | Time:
+    """Frame times from a .npy: float seconds (returned as ndarray) or datetime64 (as Time).
+
+    Raises
+    ------
+    InputError
+        If the file is missing, not 1-D, or shorter than ``nt``.
+    """
+    if not os.path.isfile(path):
+        raise InputError(f"input.times {path} does not exist; give a .npy of frame times (s)")
+    try:
+        t = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"input.times {path}: not a readable .npy ({exc})") from None
+    if t.ndim != 1:
+        raise InputError(f"input.times {path}: must be 1-D (one time per frame), got {t.shape}")
+    if nt is not None and t.shape[0] < nt:
+        raise InputError(
+            f"input.times {path} has {t.shape[0]} times but the cube has {nt} frames; give one "
+            "time per frame"
+        )
+    t = t[:nt] if nt is not None else t
+    if np.issubdtype(t.dtype, np.datetime64):
+        return Time(t.astype("datetime64[ns]").astype(str), scale="utc", format="isot")
+    if not np.issubdtype(t.dtype, np.number) or not np.all(np.isfinite(t)):
+        raise InputError(f"input.times {path}: must hold finite numbers (seconds) or datetime64")
+    return np.asarray(t, dtype=float)
+
+
+class _ReadNpy:
+    def __call__(self, path: str, start: int, stop: int) -> np.ndarray:
+        return np.asarray(np.load(path, mmap_mode="r")[start:stop])
+
+
+def open_array(cfg: InputConfig, kind: str) -> xr.DataArray:
+    """Open a .npy cube (``kind="array"``) or a Zarr store (``kind="zarr"``) lazily.
+
+    Raises
+    ------
+    InputError
+        Missing file, wrong dimensionality, missing or mismatched times.
+    """
+    path = cfg.path
+    if not path or not os.path.exists(path):
+        raise InputError(
+            f"input.path {path} does not exist; fix the path (relative paths are resolved from "
+            "the config file's folder)"
+        )
+    if kind == "zarr":
+        return _open_zarr(cfg)
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable .npy array ({exc})") from None
+    if arr.ndim != 3:
+        raise InputError(f"{path}: needs a 3-D (time, y, x) array, got shape {arr.shape}")
+    if not cfg.times:
+        raise InputError(
+            f"{path}: a .npy cube has no frame times; give input.times (a .npy of seconds)"
+        )
+    nt, ny, nx = arr.shape
+    times = _as_time(load_times(cfg.times, nt))
+    order = np.argsort((times - times[0]).to_value("s"), kind="stable")
+    _check_increasing(times[order], cfg.times)
+    frames = LazyFrames(
+        read=_ReadNpy(),
+        source=str(Path(path).resolve()),
+        shape=(nt, ny, nx),
+        order=order,
+        missing_below=cfg.missing_below,
+    )
+    attrs = _plain_attrs(path, "array", isinstance(load_times(cfg.times, nt), Time))
+    return assemble(
+        frames,
+        times=times[order],
+        exposure=None,
+        time_chunk=cube_time_chunk(nt, ny, nx),
+        attrs=attrs,
+        max_frames=cfg.max_frames,
+    )
+
+
+def _as_time(t: np.ndarray | Time) -> Time:
+    if isinstance(t, Time):
+        return t
+    return Time(_NOMINAL_START, scale="utc") + TimeDelta(t - t[0], format="sec")
+
+
+def _check_increasing(times: Time, where: str) -> None:
+    d = np.diff((times - times[0]).to_value("s"))
+    if np.any(d <= 0):
+        raise InputError(f"{where}: two frames have the same time; give distinct frame times")
+
+
+def _plain_attrs(path: str, kind: str, absolute: bool) -> dict:
+    attrs = {
+        "source": str(Path(path).resolve()),
+        "kind": kind,
+        "bunit": "",
+        "exposure_normalised": False,
+    }
+    if not absolute:
+        attrs["time_note"] = f"relative times only; start_time is nominal ({_NOMINAL_START})"
+    return attrs
+
+
+def _open_zarr(cfg: InputConfig) -> xr.DataArray:
+    path = cfg.path
+    ds = None
+    try:
+        ds = xr.open_zarr(path, consolidated=None)
+    except Exception:
+        ds = None
+    if ds is not None and len(ds.data_vars):
+        name = "intensity" if "intensity" in ds else None
+        if name is None:
+            cands = [v for v in ds.data_vars if ds[v].ndim == 3]
+            if len(cands) != 1:
+                raise InputError(
+                    f"{path}: expected a variable 'intensity' (or exactly one 3-D variable), "
+                    f"found {list(ds.data_vars)}; rename the variable to 'intensity'"
+                )
+            name = cands[0]
+        var = ds[name]
+        if var.dims != ("time", "y", "x"):
+            raise InputError(f"{path}: variable {name} has dims {var.dims}, need (time, y, x)")
+        if "time" not in var.coords and not cfg.times:
+            raise InputError(f"{path}: no time coordinate; give input.times (a .npy of seconds)")
+        nt = var.sizes["time"]
+        if cfg.times:
+            times = _as_time(load_times(cfg.times, nt))
+            absolute = isinstance(load_times(cfg.times, nt), Time)
+        elif np.issubdtype(var["time"].dtype, np.datetime64):
+            times = Time(var["time"].values.astype("datetime64[ns]").astype(str), scale="utc")
+            absolute = True
+        else:
+            secs = np.asarray(var["time"].values, dtype=float)
+            start = var.attrs.get("start_time") or ds.attrs.get("start_time")
+            absolute = bool(start)
+            t0 = parse_time(start, f"{path}: attrs start_time") if start else None
+            times = (
+                t0 + TimeDelta(secs - secs[0], format="sec") if t0 is not None else _as_time(secs)
+            )
+        data = var.data
+        attrs = {k: v for k, v in var.attrs.items() if k not in ("start_time",)}
+        attrs.update(_plain_attrs(path, "zarr", absolute))
+        for k in ("bunit", "instrument", "wavelength", "wcs_header", "exposure_normalised"):
+            if k in var.attrs:
+                attrs[k] = var.attrs[k]
+        extra = {c: var[c].values for c in ("hpc_x", "hpc_y") if c in var.coords}
+        exposure = var["exposure"].values if "exposure" in var.coords else None
+    else:
+        import zarr
+
+        try:
+            z = zarr.open_array(path, mode="r")
+        except Exception as exc:
+            raise InputError(
+                f"{path}: neither an xarray dataset nor a Zarr array ({exc}); fix input.path"
+            ) from None
+        if z.ndim != 3:
+            raise InputError(f"{path}: needs a 3-D (time, y, x) array, got shape {z.shape}")
+        if not cfg.times:
+            raise InputError(f"{path}: a bare Zarr array has no times; give input.times")
+        nt = z.shape[0]
+        lt = load_times(cfg.times, nt)
+        times, absolute = _as_time(lt), isinstance(lt, Time)
+        data = da.from_zarr(z)
+        attrs = _plain_attrs(path, "zarr", absolute)
+        extra, exposure = {}, None
+    order = np.argsort((times - times[0]).to_value("s"), kind="stable")
+    _check_increasing(times[order], path)
+    if np.any(order != np.arange(nt)):
+        data = data[order]
+        exposure = exposure[order] if exposure is not None else None
+    data = data.astype(np.float32)
+    if cfg.missing_below is not None:
+        data = da.where(data < cfg.missing_below, np.float32(np.nan), data)
+    data = da.where(da.isfinite(data), data, np.float32(np.nan))
+    if data.chunks[0][0] > cube_time_chunk(*data.shape):
+        data = data.rechunk({0: cube_time_chunk(*data.shape)})
+    times = times[order]
+    out = xr.DataArray(
+        data,
+        dims=("time", "y", "x"),
+        coords={
+            "time": ("time", (times - times[0]).to_value("s").astype(np.float64), {"units": "s"}),
+            "y": ("y", np.arange(data.shape[1], dtype=np.int64), {"units": "pixel"}),
+            "x": ("x", np.arange(data.shape[2], dtype=np.int64), {"units": "pixel"}),
+        },
+        name="intensity",
+        attrs=attrs,
+    )
+    if exposure is not None:
+        out = out.assign_coords(exposure=("time", np.asarray(exposure, float), {"units": "s"}))
+    for c, v in extra.items():
+        out = out.assign_coords({c: (("y", "x"), v, {"units": "arcsec"})})
+    out.attrs["start_time"] = times[0].utc.isot + "Z"
+    if cfg.max_frames is not None:
+        out = out.isel(time=slice(0, cfg.max_frames))
+    return out

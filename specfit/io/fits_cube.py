@@ -1,0 +1,215 @@
+"""FITS cubes: one file holding (t, y, x), with per-frame times (IRIS slit-jaw layout).
+
+Frame times, in order of preference:
+
+1. an auxiliary image HDU whose header key ``TIME`` gives the column of per-frame seconds
+   from ``STARTOBS`` (IRIS level 2; ``EXPTIMES`` likewise gives the exposure column). Test
+   files may be truncated so the table has more rows than the cube has frames: the first
+   n rows are used;
+2. ``input.times``: a .npy of seconds (or datetime64) per frame;
+3. a linear time axis 3 (``CTYPE3 = 'Time'``, ``CRVAL3``/``CDELT3``/``CRPIX3``) from
+   ``DATE-OBS``/``STARTOBS``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from astropy.io import fits
+from astropy.time import Time, TimeDelta
+
+from specfit.config import InputConfig
+
+from ._base import InputError, LazyFrames, assemble, celestial_header, hpc_coords, parse_time
+from .fits_series import _instrument_attrs, find_image_hdu, list_files
+
+__all__ = ["open_fits_cube", "cube_time_chunk"]
+
+
+def cube_time_chunk(nt: int, ny: int, nx: int, target_bytes: int = 16 * 2**20) -> int:
+    """Frames per dask chunk for a cube: about ``target_bytes`` of float32, at most 16 frames."""
+    per = max(1, target_bytes // max(1, ny * nx * 4))
+    return int(max(1, min(nt, per, 16)))
+
+
+class _ReadCube:
+    """Picklable slab reader: frames [start, stop) of HDU ``hdu`` of one FITS file."""
+
+    def __init__(self, hdu: int) -> None:
+        self.hdu = hdu
+
+    def __call__(self, path: str, start: int, stop: int) -> np.ndarray:
+        # .section reads only the requested frames from disk (uncompressed HDUs); it applies
+        # BSCALE/BZERO itself.
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            return np.asarray(hdul[self.hdu].section[start:stop])
+
+
+def _aux_times(
+    hdul: fits.HDUList, header: fits.Header, nt: int, path: str, time_keys: list[str]
+) -> tuple[Time, np.ndarray | None] | None:
+    """IRIS-style per-frame times (and exposures) from an auxiliary HDU, or None if absent."""
+    for i, h in enumerate(hdul):
+        if i == 0 or not h.is_image or "TIME" not in h.header or h.header.get("NAXIS") != 2:
+            continue
+        table = np.asarray(h.data, dtype=float)
+        col = int(h.header["TIME"])
+        if table.shape[0] < nt or col >= table.shape[1]:
+            raise InputError(
+                f"{path}: HDU {i} has {table.shape[0]} rows x {table.shape[1]} columns but the "
+                f"cube has {nt} frames and TIME names column {col}; the file is damaged or "
+                "truncated too far: give per-frame times with input.times"
+            )
+        start_key = next((k for k in ("STARTOBS", *time_keys, "DATE_OBS") if header.get(k)), None)
+        if start_key is None:
+            raise InputError(
+                f"{path}: the time table in HDU {i} is relative to STARTOBS, which is missing; "
+                "add STARTOBS or set input.time_key to the key of the start time"
+            )
+        t0 = parse_time(header[start_key], f"{path}: header key {start_key}")
+        secs = table[:nt, col]
+        exposure = None
+        if "EXPTIMES" in h.header:
+            exposure = table[:nt, int(h.header["EXPTIMES"])].astype(float)
+        return t0 + TimeDelta(secs, format="sec"), exposure
+    return None
+
+
+def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
+    """Open one FITS cube (t, y, x) lazily, a few frames per dask chunk.
+
+    Parameters
+    ----------
+    cfg
+        ``path`` (a file, or a folder/glob matching exactly one FITS file), ``hdu``,
+        ``times``, ``time_key``, ``exposure_key``, ``normalise_exposure``,
+        ``missing_below`` (e.g. -100 for IRIS's -200 sentinel), ``max_frames``.
+
+    Returns
+    -------
+    xarray.DataArray
+        As :func:`specfit.io.open_input`.
+
+    Raises
+    ------
+    InputError
+        For a missing file, a non-3-D image, or no usable per-frame times.
+    """
+    files = list_files(cfg, (".fits", ".fits.gz", ".fts", ".fit", ".fts.gz", ".fit.gz"))
+    if len(files) != 1:
+        raise InputError(
+            f"input.path {cfg.path} matches {len(files)} FITS files but kind fits_cube reads one "
+            "file; point input.path at the cube file (or use kind fits_series)"
+        )
+    path = files[0]
+    try:
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            hdu = find_image_hdu(hdul, cfg.hdu, path)
+            header = hdul[hdu].header.copy()
+            if header.get("NAXIS") != 3:
+                raise InputError(
+                    f"{path}: HDU {hdu} is {header.get('NAXIS')}-D, not a (t, y, x) cube; use "
+                    "input.kind fits_series for single frames"
+                )
+            nt, ny, nx = header["NAXIS3"], header["NAXIS2"], header["NAXIS1"]
+            aux = None if cfg.times else _aux_times(hdul, header, nt, path, list(cfg.time_key))
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"{path}: cannot read the FITS header ({type(exc).__name__}: {exc}); replace the file"
+        ) from None
+
+    exposure: np.ndarray | None = None
+    if cfg.times:
+        times = _times_from_npy(cfg.times, nt, header, path, list(cfg.time_key))
+        time_source = f"input.times {cfg.times}"
+    elif aux is not None:
+        times, exposure = aux
+        time_source = "auxiliary table (TIME column, seconds from STARTOBS)"
+    elif str(header.get("CTYPE3", "")).strip().upper().startswith("TIME"):
+        t0 = _start_time(header, path, list(cfg.time_key))
+        k = np.arange(nt, dtype=float) + 1.0 - header.get("CRPIX3", 1.0)
+        secs = header.get("CRVAL3", 0.0) + k * header.get("CDELT3", 1.0)
+        times = t0 + TimeDelta(secs, format="sec")
+        time_source = "linear time axis 3 (CRVAL3, CDELT3)"
+    else:
+        raise InputError(
+            f"{path}: no per-frame times (no auxiliary TIME table, no CTYPE3='Time'); give a "
+            ".npy of frame times in seconds with input.times"
+        )
+    if exposure is None and cfg.exposure_key and header.get(cfg.exposure_key):
+        exposure = np.full(nt, float(header[cfg.exposure_key]))
+    if exposure is not None and not np.all(np.isfinite(exposure) & (exposure > 0)):
+        if cfg.normalise_exposure:
+            raise InputError(
+                f"{path}: some per-frame exposure times are missing or not positive; set "
+                "input.normalise_exposure: false"
+            )
+    if cfg.normalise_exposure and exposure is None and cfg.exposure_key:
+        raise InputError(
+            f"{path}: no exposure time (header key {cfg.exposure_key} or an EXPTIMES column); "
+            "set input.exposure_key, or input.normalise_exposure: false"
+        )
+    rel = (times - times[0]).to_value("s")
+    order = np.argsort(rel, kind="stable")
+    if np.any(np.diff(rel[order]) <= 0):
+        raise InputError(f"{path}: two frames have the same time; the time table is damaged")
+    times = times[order]
+    if exposure is not None:
+        exposure = exposure[order]
+    scale = 1.0 / exposure if (cfg.normalise_exposure and exposure is not None) else None
+    frames = LazyFrames(
+        read=_ReadCube(hdu),
+        source=path,
+        shape=(nt, ny, nx),
+        order=order,
+        scale=scale,
+        missing_below=cfg.missing_below,
+    )
+    cel = celestial_header(header, times[nt // 2])
+    hpc = hpc_coords(cel, ny, nx) if cel is not None else None
+    bunit = str(header.get("BUNIT", "") or "").strip()
+    attrs = {
+        "source": str(Path(path).resolve()),
+        "kind": "fits_cube",
+        "bunit": (f"{bunit} / s" if bunit else "1 / s") if scale is not None else bunit,
+        "exposure_normalised": scale is not None,
+        "time_source": time_source,
+        "files": [os.path.basename(path)],
+        "reference_index": nt // 2,
+    }
+    if cel is not None:
+        attrs["wcs_header"] = cel.tostring(sep="\n")
+    _instrument_attrs(header, attrs)
+    return assemble(
+        frames,
+        times=times,
+        exposure=exposure,
+        time_chunk=cube_time_chunk(nt, ny, nx),
+        attrs=attrs,
+        hpc=hpc,
+        max_frames=cfg.max_frames,
+    )
+
+
+def _start_time(header: fits.Header, path: str, keys: list[str]) -> Time:
+    for k in (*keys, "DATE_OBS", "STARTOBS"):
+        if header.get(k):
+            return parse_time(header[k], f"{path}: header key {k}")
+    raise InputError(
+        f"{path}: no start time (tried {keys + ['DATE_OBS', 'STARTOBS']}); set input.time_key"
+    )
+
+
+def _times_from_npy(npy: str, nt: int, header: fits.Header, path: str, keys: list[str]) -> Time:
+    """Times from a .npy: datetime64 values are absolute; numbers are seconds from the start."""
+    from .arrays import load_times
+
+    t = load_times(npy, nt)
+    if isinstance(t, Time):
+        return t
+    return _start_time(header, path, keys) + TimeDelta(t, format="sec")

@@ -1,0 +1,229 @@
+"""Generic image sequences: JPG/PNG/TIFF frames (colour becomes grey), no FITS header.
+
+Frame times (``input.time_source``; "auto" tries them in this order):
+
+- ``filename``: ``input.time_pattern`` (strptime) matched against each file name, e.g.
+  ``1600_%Y%m%d_%H_%M_%S.jpg``;
+- ``csv``: ``input.times_csv`` with columns ``file,time`` (ISO 8601, or seconds);
+- ``exif``: EXIF DateTimeOriginal (+ SubSecTimeOriginal), read as UTC.
+
+Colour frames become luminance Y = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601), in the
+image's own units (0-255 for 8-bit). There is no exposure, so nothing is normalised.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from astropy.time import Time, TimeDelta
+
+from specfit.config import InputConfig
+
+from ._base import InputError, LazyFrames, assemble, parse_time
+from .fits_series import list_files
+
+__all__ = ["open_images", "IMAGE_SUFFIXES", "to_grey", "exif_time", "filename_time"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def to_grey(arr: np.ndarray) -> np.ndarray:
+    """(ny, nx) float32 from a grey, grey+alpha, RGB or RGBA array (alpha dropped)."""
+    a = np.asarray(arr)
+    if a.ndim == 2:
+        return a.astype(np.float32)
+    if a.ndim == 3 and a.shape[2] in (1, 2):
+        return a[..., 0].astype(np.float32)
+    if a.ndim == 3 and a.shape[2] >= 3:
+        return a[..., :3].astype(np.float32) @ _LUMA
+    raise ValueError(f"unsupported image array shape {a.shape}")
+
+
+def _read_image(path: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode == "P":  # palette images: expand so the grey levels are real
+            im = im.convert("RGB")
+        return to_grey(np.asarray(im))
+
+
+class _ReadImages:
+    def __call__(self, paths: list[str], start: int, stop: int) -> np.ndarray:
+        return np.stack([_read_image(p) for p in paths[start:stop]])
+
+
+def exif_time(path: str) -> Time | None:
+    """EXIF DateTimeOriginal (with sub-seconds) as UTC, or None if the file has none."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        exif = im.getexif()
+        sub = exif.get_ifd(0x8769)  # the Exif IFD holds DateTimeOriginal
+        text = sub.get(36867) or exif.get(36867) or exif.get(306)  # 306 = DateTime
+        frac = sub.get(37521)  # SubSecTimeOriginal
+    if not text:
+        return None
+    dt = datetime.strptime(str(text).strip(), "%Y:%m:%d %H:%M:%S")
+    t = Time(dt.replace(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%S"), scale="utc")
+    if frac:
+        digits = "".join(ch for ch in str(frac) if ch.isdigit())
+        if digits:
+            t = t + TimeDelta(float("0." + digits), format="sec")
+    return t
+
+
+def filename_time(path: str, pattern: str) -> Time:
+    """The time in a file name, parsed with the strptime ``pattern`` (UTC).
+
+    Raises
+    ------
+    InputError
+        Naming the file and the pattern when they do not match.
+    """
+    name = os.path.basename(path)
+    try:
+        dt = datetime.strptime(name, pattern)
+    except ValueError:
+        # Allow the pattern to match the name without its extension too.
+        try:
+            dt = datetime.strptime(os.path.splitext(name)[0], pattern)
+        except ValueError:
+            raise InputError(
+                f"{path}: file name does not match input.time_pattern {pattern!r}; fix the "
+                "pattern (strptime codes, e.g. '1600_%Y%m%d_%H_%M_%S.jpg') or narrow "
+                "input.pattern to exclude the file"
+            ) from None
+    return Time(dt.strftime("%Y-%m-%dT%H:%M:%S.%f"), scale="utc")
+
+
+def _csv_times(files: list[str], csv_path: str) -> Time:
+    if not os.path.isfile(csv_path):
+        raise InputError(f"input.times_csv {csv_path} does not exist; fix the path")
+    table: dict[str, str] = {}
+    with open(csv_path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"file", "time"} <= set(reader.fieldnames):
+            raise InputError(
+                f"input.times_csv {csv_path}: needs a header row with columns file,time "
+                f"(got {reader.fieldnames})"
+            )
+        for row in reader:
+            table[os.path.basename(row["file"].strip())] = row["time"].strip()
+    values = []
+    for f in files:
+        v = table.get(os.path.basename(f))
+        if v is None:
+            raise InputError(
+                f"{f}: not listed in input.times_csv {csv_path}; add a row '{os.path.basename(f)},"
+                "<time>' or narrow input.pattern"
+            )
+        values.append(v)
+    try:
+        secs = np.array([float(v) for v in values])
+    except ValueError:
+        return Time(
+            [parse_time(v, f"{csv_path}: time of {f}") for v, f in zip(values, files, strict=True)]
+        )
+    # Plain numbers are seconds; the absolute start is then nominal.
+    return Time("2000-01-01T00:00:00", scale="utc") + TimeDelta(secs - secs.min(), format="sec")
+
+
+def open_images(cfg: InputConfig) -> xr.DataArray:
+    """Open a JPG/PNG/TIFF sequence lazily, one dask task per file.
+
+    Raises
+    ------
+    InputError
+        No files, unreadable or differently sized images, or no usable times (the message
+        says which of input.time_pattern / times_csv to set).
+    """
+    from PIL import Image
+
+    files = list_files(cfg, IMAGE_SUFFIXES)
+    shape = None
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                size = (im.size[1], im.size[0])  # PIL gives (width, height)
+        except Exception as exc:
+            raise InputError(
+                f"{f}: cannot read the image ({type(exc).__name__}: {exc}); remove the file or "
+                "narrow input.pattern"
+            ) from None
+        if shape is None:
+            shape = size
+        elif size != shape:
+            raise InputError(
+                f"{f}: image size {size} differs from {shape} of {files[0]}; all frames must "
+                "have the same size"
+            )
+    source = cfg.time_source
+    if source == "auto":
+        source = "filename" if cfg.time_pattern else ("csv" if cfg.times_csv else "exif")
+    absolute = True
+    if source == "filename":
+        if not cfg.time_pattern:
+            raise InputError("input.time_source is filename but input.time_pattern is not set")
+        times = Time([filename_time(f, cfg.time_pattern) for f in files])
+    elif source == "csv":
+        if not cfg.times_csv:
+            raise InputError("input.time_source is csv but input.times_csv is not set")
+        times = _csv_times(files, cfg.times_csv)
+        absolute = "T" in times[0].isot and times[0].isot[:4] != "2000"
+    elif source == "exif":
+        ts = []
+        for f in files:
+            t = exif_time(f)
+            if t is None:
+                raise InputError(
+                    f"{f}: no EXIF DateTimeOriginal; give times with input.time_pattern "
+                    "(from file names) or input.times_csv"
+                )
+            ts.append(t)
+        times = Time(ts)
+    else:
+        raise InputError(
+            f"input.time_source {source!r} does not apply to images; use filename, csv or exif"
+        )
+    rel = (times - times[0]).to_value("s")
+    order = np.argsort(rel, kind="stable")
+    d = np.diff(rel[order])
+    if np.any(d <= 0):
+        j = int(np.argmin(d))
+        raise InputError(
+            f"{files[order[j]]} and {files[order[j + 1]]} have the same time; remove one or "
+            "fix the times"
+        )
+    ny, nx = shape
+    frames = LazyFrames(
+        read=_ReadImages(),
+        source=list(files),
+        shape=(len(files), ny, nx),
+        order=order,
+        missing_below=cfg.missing_below,
+    )
+    attrs = {
+        "source": str(Path(cfg.path).resolve()),
+        "kind": "images",
+        "bunit": "",
+        "exposure_normalised": False,
+        "time_source": source,
+        "files": [os.path.basename(files[i]) for i in order],
+    }
+    if not absolute:
+        attrs["time_note"] = "relative times only; start_time is nominal (2000-01-01T00:00:00)"
+    return assemble(
+        frames,
+        times=times[order],
+        exposure=None,
+        time_chunk=1,
+        attrs=attrs,
+        max_frames=cfg.max_frames,
+    )
