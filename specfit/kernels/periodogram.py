@@ -1,0 +1,323 @@
+"""Windowed, segment-averaged power spectra of ``(npix, n)`` uniform series, and box averaging.
+
+Each row is cut into segments (Bartlett: ``K`` back-to-back segments; Welch: fixed-length
+segments with a fractional overlap), each segment is detrended and windowed, and the
+one-sided power of its real FFT is averaged over segments. The DC and Nyquist bins are
+dropped because, unlike every other bin, their power follows chi^2 with 1 degree of freedom,
+which would break the chi^2_2K statistics the Whittle fit relies on. See ``docs/spectra.md``.
+Pure numpy/scipy: no dask, no xarray, no I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+
+__all__ = ["periodogram", "box_average", "segment_layout", "welch_dof"]
+
+WINDOWS = ("none", "hann")
+DETRENDS = ("none", "mean", "linear")
+NORMALISATIONS = ("density", "variance", "raw")
+
+
+def _window(name: str, length: int) -> np.ndarray:
+    if name == "none":
+        return np.ones(length)
+    # The periodic ("DFT-even") Hann window, as scipy.signal.get_window("hann", L) returns and
+    # scipy.signal.periodogram/welch use: its overlap-add is flat at 50 % overlap.
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
+
+
+def segment_layout(
+    n: int, segments: int = 1, segment_length: int | None = None, overlap: float = 0.0
+) -> tuple[int, int, int]:
+    """Segment length, step and count for a series of ``n`` samples.
+
+    Parameters
+    ----------
+    n
+        Samples per series.
+    segments
+        Bartlett: number ``K`` of back-to-back segments of ``n // K`` samples (the remainder
+        at the end is dropped). Ignored when ``segment_length`` is given.
+    segment_length
+        Welch: samples per segment; segments start every ``L - floor(overlap * L)`` samples
+        and as many as fit are used.
+    overlap
+        Welch overlap fraction in ``[0, 1)``; must be 0 unless ``segment_length`` is given.
+
+    Returns
+    -------
+    (L, step, K)
+        Segment length, samples between segment starts, number of segments.
+    """
+    if not (0.0 <= overlap < 1.0):
+        raise ValueError(f"spectra.overlap must be in [0, 1), got {overlap!r}")
+    if segment_length is None:
+        if overlap != 0.0:
+            raise ValueError(
+                "spectra.overlap > 0 needs spectra.segment_length (Welch averaging); "
+                "`segments` always cuts back-to-back segments"
+            )
+        if int(segments) != segments or segments < 1:
+            raise ValueError(f"spectra.segments must be a positive integer, got {segments!r}")
+        k = int(segments)
+        length = n // k
+        if length < 3:
+            raise ValueError(
+                f"{n} samples cut into spectra.segments={k} leaves {length} per segment; "
+                "at least 3 are needed for one frequency: use fewer segments"
+            )
+        return length, length, k
+    if int(segment_length) != segment_length:
+        raise ValueError(
+            f"segment_length must be a whole number of samples, got {segment_length!r}"
+        )
+    length = int(segment_length)
+    if length < 3:
+        raise ValueError(f"segment_length must be at least 3 samples, got {length}")
+    if length > n:
+        raise ValueError(
+            f"segment_length of {length} samples is longer than the series ({n} samples); "
+            "shorten spectra.segment_length"
+        )
+    step = length - int(np.floor(overlap * length))
+    k = 1 + (n - length) // step
+    return length, step, k
+
+
+def welch_dof(window: str, segment_length: int, step: int, segments: int) -> float:
+    """Equivalent chi^2 degrees of freedom of a segment-averaged periodogram.
+
+    Welch (1967), Percival & Walden (1993, eq. 292b) for white noise:
+    ``nu = 2K / (1 + 2 sum_{m=1}^{K-1} (1 - m/K) rho(m))`` with
+    ``rho(m) = (sum_t w_t w_{t+mS})^2 / (sum_t w_t^2)^2``, the squared correlation of the
+    windows of segments ``m`` steps apart. Without overlap every ``rho`` is 0 and ``nu = 2K``.
+
+    Parameters
+    ----------
+    window
+        ``"none"`` or ``"hann"``.
+    segment_length
+        Samples per segment ``L``.
+    step
+        Samples between segment starts ``S``.
+    segments
+        Number of segments ``K``.
+
+    Returns
+    -------
+    float
+        The equivalent degrees of freedom ``nu``.
+    """
+    w = _window(window, segment_length)
+    norm = np.dot(w, w) ** 2
+    denom = 1.0
+    for m in range(1, segments):
+        lag = m * step
+        if lag >= segment_length:
+            break
+        rho = np.dot(w[: segment_length - lag], w[lag:]) ** 2 / norm
+        denom += 2.0 * (1.0 - m / segments) * rho
+    return 2.0 * segments / denom
+
+
+def periodogram(
+    values: np.ndarray,
+    dt: float,
+    segments: int = 1,
+    segment_length: int | None = None,
+    overlap: float = 0.0,
+    window: str = "hann",
+    detrend: str = "linear",
+    normalisation: str = "density",
+    fmin: float | None = None,
+    fmax: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Segment-averaged one-sided power spectrum of every row.
+
+    Parameters
+    ----------
+    values
+        ``(npix, n)`` series sampled every ``dt`` seconds. A row with any NaN/inf gets NaN
+        power (after resampling, NaN means a bad pixel).
+    dt
+        Cadence in seconds.
+    segments
+        Bartlett averaging: ``K`` back-to-back segments of ``L = n // K`` samples.
+    segment_length
+        Welch averaging: ``L`` samples per segment (overrides ``segments``).
+    overlap
+        Welch overlap fraction (0.5 typical); needs ``segment_length``.
+    window
+        ``"hann"`` (periodic Hann, as scipy's) or ``"none"``.
+    detrend
+        Per segment: ``"linear"`` (least-squares line removed), ``"mean"`` or ``"none"``.
+    normalisation
+        ``"density"``: one-sided PSD in units^2/Hz, ``2 dt |X_k|^2 / sum(w^2)``, equal to
+        ``scipy.signal.welch(..., scaling="density")``; ``"variance"``: each segment's density
+        divided by that segment's variance (mean square of the detrended, unwindowed segment)
+        before averaging, units 1/Hz; ``"raw"``: ``|X_k|^2`` with ``X = rfft(w * detrended)``.
+    fmin, fmax
+        Keep only frequencies in ``[fmin, fmax]`` Hz.
+
+    Returns
+    -------
+    freq : numpy.ndarray
+        ``(nf,)`` float64, ``k / (L dt)`` for ``k = 1 .. ceil(L/2) - 1`` (DC and Nyquist
+        excluded), restricted to ``[fmin, fmax]``.
+    power : numpy.ndarray
+        ``(npix, nf)`` float32.
+    meta : dict
+        ``segments`` K, ``segment_length`` L, ``step``, ``dof`` (equivalent chi^2 degrees of
+        freedom of each power value: 2K without overlap), ``window``, ``detrend``,
+        ``normalisation``, ``overlap``, ``dt``.
+    """
+    x = np.asarray(values)
+    if x.ndim != 2:
+        raise ValueError(f"values must be 2-D (npix, n), got shape {x.shape}")
+    dt = float(dt)
+    if not (np.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a positive cadence in seconds, got {dt!r}")
+    if window not in WINDOWS:
+        raise ValueError(f"spectra.window must be one of {WINDOWS}, got {window!r}")
+    if detrend not in DETRENDS:
+        raise ValueError(f"spectra.detrend must be one of {DETRENDS}, got {detrend!r}")
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(
+            f"spectra.normalisation must be one of {NORMALISATIONS}, got {normalisation!r}"
+        )
+    npix, n = x.shape
+    length, step, nseg = segment_layout(n, segments, segment_length, overlap)
+
+    kmax = (length + 1) // 2 - 1  # ceil(L/2) - 1: the last bin below Nyquist
+    freq = np.arange(1, kmax + 1, dtype=np.float64) / (length * dt)
+    keep = np.ones(kmax, dtype=bool)
+    if fmin is not None:
+        keep &= freq >= fmin
+    if fmax is not None:
+        keep &= freq <= fmax
+    if not keep.any():
+        raise ValueError(
+            f"no frequency of {freq[0]:.4g}..{freq[-1]:.4g} Hz lies in spectra.fmin={fmin!r}, "
+            f"fmax={fmax!r}; widen the range"
+        )
+    k_lo = int(np.argmax(keep)) + 1
+    k_hi = k_lo + int(keep.sum())  # contiguous, so a slice of the rfft output
+    freq = freq[keep]
+
+    meta = {
+        "segments": nseg,
+        "segment_length": length,
+        "step": step,
+        "dof": float(welch_dof(window, length, step, nseg)),
+        "window": window,
+        "detrend": detrend,
+        "normalisation": normalisation,
+        "overlap": float(overlap),
+        "dt": dt,
+    }
+    power = np.full((npix, freq.size), np.nan, dtype=np.float32)
+    if npix == 0:
+        return freq, power, meta
+
+    good = np.isfinite(x).all(axis=1)
+    xg = x[good] if not good.all() else x
+    w = _window(window, length)
+    tc = np.arange(length, dtype=np.float64) - 0.5 * (length - 1)
+    tc2 = np.dot(tc, tc)
+
+    acc = np.zeros((xg.shape[0], freq.size), dtype=np.float64)
+    # One segment at a time keeps the temporaries at (npix, L) whatever K is.
+    for s in range(nseg):
+        seg = np.asarray(xg[:, s * step : s * step + length], dtype=np.float64)
+        if detrend == "none":
+            d = seg
+        else:
+            mean = seg.mean(axis=1, keepdims=True)
+            d = seg - mean
+            if detrend == "linear":
+                d -= (d @ tc)[:, None] / tc2 * tc
+        spec = scipy.fft.rfft(d * w, axis=1)[:, k_lo:k_hi]
+        p = spec.real**2 + spec.imag**2
+        if normalisation == "variance":
+            var = np.einsum("ij,ij->i", d, d) / length
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # A constant segment has no variance to normalise by: its power is undefined.
+                p /= np.where(var > 0, var, np.nan)[:, None]
+        acc += p
+    acc /= nseg
+    if normalisation in ("density", "variance"):
+        acc *= 2.0 * dt / np.dot(w, w)
+    power[good] = acc
+    return freq, power, meta
+
+
+def _box_sum(a: np.ndarray, r: int) -> np.ndarray:
+    """Sum over a ``(2r+1)^2`` box of the last two axes, truncated at the edges."""
+    out = a
+    for axis in (-2, -1):
+        n = out.shape[axis]
+        c = np.cumsum(out, axis=axis)
+        zero_shape = list(c.shape)
+        zero_shape[axis] = 1
+        c = np.concatenate([np.zeros(zero_shape, dtype=c.dtype), c], axis=axis)
+        i = np.arange(n)
+        hi = np.minimum(i + r + 1, n)
+        lo = np.maximum(i - r, 0)
+        out = np.take(c, hi, axis=axis) - np.take(c, lo, axis=axis)
+    return out
+
+
+def box_average(power: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Average each pixel's spectrum with its neighbours in a ``box`` x ``box`` square.
+
+    The box is centred on each pixel and truncated at the array edge. A pixel whose spectrum
+    has any NaN/inf is left out of every box (it is a bad pixel), including its own; its output
+    is the average of its finite neighbours, and ``count`` says how many there were.
+
+    Parameters
+    ----------
+    power
+        ``(nf, ny, nx)`` spectra.
+    box
+        Odd box width in pixels (config ``spectra.box``); 1 returns the input unchanged.
+
+    Returns
+    -------
+    mean : numpy.ndarray
+        ``(nf, ny, nx)`` float32 mean over the finite pixels in the box (NaN if none).
+    spread : numpy.ndarray
+        ``(nf, ny, nx)`` float32 standard deviation over those pixels (``ddof=1``; NaN where
+        fewer than 2). The fit uses it as the per-frequency sigma of the box mean's pixels;
+        the standard error of the mean is ``spread / sqrt(count)``.
+    count : numpy.ndarray
+        ``(ny, nx)`` int32 number of finite pixels in the box.
+    """
+    p = np.asarray(power)
+    if p.ndim != 3:
+        raise ValueError(f"power must be 3-D (nf, ny, nx), got shape {p.shape}")
+    if int(box) != box or box < 1 or box % 2 == 0:
+        raise ValueError(f"spectra.box must be an odd positive integer (1, 3, 5, ...), got {box!r}")
+    r = int(box) // 2
+    valid = np.isfinite(p).all(axis=0)
+    if r == 0:
+        # Exactly the input (no rounding through the centring below).
+        mean = np.where(valid, p, np.nan).astype(np.float32)
+        return mean, np.full(p.shape, np.nan, dtype=np.float32), valid.astype(np.int32)
+    count = _box_sum(valid.astype(np.int64), r).astype(np.int32)
+    x = np.where(valid, p, 0.0).astype(np.float64)
+    # Centre each frequency plane on its mean before summing squares, so the one-pass
+    # variance S2/n - mean^2 does not lose digits when the power is large (e.g. 1e8 DN^2/Hz).
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ref = x.sum(axis=(1, 2), keepdims=True) / max(int(valid.sum()), 1)
+    x = np.where(valid, x - ref, 0.0)
+    s1 = _box_sum(x, r)
+    s2 = _box_sum(x * x, r)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_c = s1 / count
+        var = (s2 - s1 * mean_c) / (count - 1)
+    np.maximum(var, 0.0, out=var)  # rounding can leave tiny negatives for equal values
+    mean = np.where(count > 0, mean_c + ref, np.nan).astype(np.float32)
+    spread = np.where(count > 1, np.sqrt(var), np.nan).astype(np.float32)
+    return mean, spread, count

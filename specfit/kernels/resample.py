@@ -1,0 +1,203 @@
+"""Uniform-cadence resampling of ``(npix, nt)`` time series.
+
+Frames of a real series are not evenly spaced (missed frames, irregular instrument
+cadences), but the periodogram needs one cadence. These kernels build the uniform grid,
+report the gaps it bridges, and linearly interpolate every pixel over its own finite samples.
+Pure numpy/numba: no dask, no xarray, no I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["uniform_times", "find_gaps", "interp_linear"]
+
+
+def _check_times(times: np.ndarray, name: str = "times") -> np.ndarray:
+    """Return ``times`` as a 1-D float64 array, or raise a ValueError saying what is wrong."""
+    t = np.asarray(times, dtype=np.float64)
+    if t.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one time per frame), got shape {t.shape}")
+    if t.size < 2:
+        raise ValueError(f"{name} needs at least 2 frames to resample, got {t.size}")
+    if not np.all(np.isfinite(t)):
+        bad = np.flatnonzero(~np.isfinite(t))[:5].tolist()
+        raise ValueError(f"{name} has non-finite values at frames {bad}; fix or drop those frames")
+    d = np.diff(t)
+    if np.any(d <= 0):
+        i = int(np.flatnonzero(d <= 0)[0])
+        raise ValueError(
+            f"{name} must be strictly increasing: frame {i + 1} (t={t[i + 1]!r} s) is not after "
+            f"frame {i} (t={t[i]!r} s); sort the frames and drop duplicates"
+        )
+    return t
+
+
+def uniform_times(times: np.ndarray, cadence: float | None = None) -> np.ndarray:
+    """The uniform time grid that covers a series without extrapolating.
+
+    Parameters
+    ----------
+    times
+        ``(nt,)`` frame times in seconds, strictly increasing.
+    cadence
+        Grid spacing in seconds (config ``resample.cadence``); None uses the median frame
+        spacing, which is robust to a few missing frames.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``t0 + k * cadence`` for ``k = 0 .. floor((t_end - t0) / cadence)``, float64. The last
+        point never lies after the last frame.
+    """
+    t = _check_times(times)
+    if cadence is None:
+        cadence = float(np.median(np.diff(t)))
+    cadence = float(cadence)
+    if not (np.isfinite(cadence) and cadence > 0):
+        raise ValueError(f"resample.cadence must be a positive number of seconds, got {cadence!r}")
+    span = t[-1] - t[0]
+    # The relative slack absorbs rounding in span/cadence (e.g. 596 frames at 24 s whose
+    # span is 14303.999999 s), so an exact multiple still gets its last grid point.
+    nk = int(np.floor(span / cadence * (1.0 + 1e-12) + 1e-9)) + 1
+    grid = t[0] + cadence * np.arange(nk, dtype=np.float64)
+    # That slack may push the last point a hair past t_end; clamp so it is never extrapolated.
+    np.minimum(grid, t[-1], out=grid)
+    return grid
+
+
+def find_gaps(times: np.ndarray, cadence: float, max_gap: float) -> list[tuple[float, float]]:
+    """Spacings between consecutive frames longer than ``max_gap`` cadences.
+
+    Parameters
+    ----------
+    times
+        ``(nt,)`` frame times in seconds, strictly increasing.
+    cadence
+        The uniform cadence in seconds.
+    max_gap
+        Threshold in cadences (config ``resample.max_gap``); a spacing ``> max_gap * cadence``
+        is a gap.
+
+    Returns
+    -------
+    list of (float, float)
+        ``(start, end)`` times of the frames on either side of each gap, in time order.
+    """
+    t = _check_times(times)
+    if not (np.isfinite(cadence) and cadence > 0):
+        raise ValueError(f"cadence must be a positive number of seconds, got {cadence!r}")
+    if not (np.isfinite(max_gap) and max_gap > 0):
+        raise ValueError(f"resample.max_gap must be a positive number of cadences, got {max_gap!r}")
+    d = np.diff(t)
+    idx = np.flatnonzero(d > max_gap * cadence)
+    return [(float(t[i]), float(t[i + 1])) for i in idx]
+
+
+@njit(cache=True, nogil=True)
+def _interp_rows(t, v, tn, idx, w, inside, out):  # pragma: no cover - compiled
+    npix, nt = v.shape
+    m = tn.size
+    ok = np.empty(nt, dtype=np.int64)
+    nan = np.float32(np.nan)
+    for p in range(npix):
+        row = v[p]
+        nok = 0
+        for j in range(nt):
+            if np.isfinite(row[j]):
+                ok[nok] = j
+                nok += 1
+        if nok == nt:
+            # Fast path: a complete row reuses the shared indices and weights.
+            for k in range(m):
+                if inside[k]:
+                    i = idx[k]
+                    a = np.float64(row[i])
+                    out[p, k] = a + w[k] * (np.float64(row[i + 1]) - a)
+                else:
+                    out[p, k] = nan
+        elif nok < 2:
+            for k in range(m):
+                out[p, k] = nan
+        else:
+            lo = t[ok[0]]
+            hi = t[ok[nok - 1]]
+            q = 0
+            # new_times is sorted, so one forward walk over the finite samples suffices.
+            for k in range(m):
+                x = tn[k]
+                if not (x >= lo and x <= hi):
+                    out[p, k] = nan
+                    continue
+                while q < nok - 2 and t[ok[q + 1]] <= x:
+                    q += 1
+                i0 = ok[q]
+                i1 = ok[q + 1]
+                t0 = t[i0]
+                a = np.float64(row[i0])
+                if x == t0:
+                    out[p, k] = a
+                else:
+                    out[p, k] = a + (x - t0) / (t[i1] - t0) * (np.float64(row[i1]) - a)
+    return out
+
+
+def interp_linear(times: np.ndarray, values: np.ndarray, new_times: np.ndarray) -> np.ndarray:
+    """Linear interpolation of every row over its own finite samples.
+
+    Row ``p`` of the result equals ``np.interp(new_times, times[ok], values[p, ok])`` with
+    ``ok = np.isfinite(values[p])``, except that points outside ``[times[ok][0],
+    times[ok][-1]]`` are NaN (no extrapolation) and rows with fewer than 2 finite samples are
+    all NaN.
+
+    Parameters
+    ----------
+    times
+        ``(nt,)`` frame times in seconds, strictly increasing.
+    values
+        ``(npix, nt)`` float32/float64 samples, one row per pixel; NaN/inf mark missing samples.
+    new_times
+        ``(m,)`` times in seconds to interpolate at (any order; NaN gives NaN).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(npix, m)`` float32.
+    """
+    t = _check_times(times)
+    v = np.asarray(values)
+    if v.ndim != 2:
+        raise ValueError(f"values must be 2-D (npix, nt), got shape {v.shape}")
+    if v.shape[1] != t.size:
+        raise ValueError(
+            f"values has {v.shape[1]} samples per row but times has {t.size} frames; "
+            "they must describe the same frames"
+        )
+    if v.dtype not in (np.float32, np.float64):
+        v = v.astype(np.float64)
+    v = np.ascontiguousarray(v)
+    tn = np.asarray(new_times, dtype=np.float64)
+    if tn.ndim != 1:
+        raise ValueError(f"new_times must be 1-D, got shape {tn.shape}")
+
+    # The row walk needs sorted query times; sort once and undo at the end if needed.
+    order = None
+    if tn.size > 1 and not np.all(tn[1:] >= tn[:-1]):
+        order = np.argsort(tn, kind="stable")
+        tn = tn[order]
+    tn = np.ascontiguousarray(tn)
+
+    # Shared indices/weights for rows without missing samples.
+    inside = (tn >= t[0]) & (tn <= t[-1])
+    idx = np.clip(np.searchsorted(t, tn, side="right") - 1, 0, t.size - 2).astype(np.int64)
+    with np.errstate(invalid="ignore"):
+        w = (tn - t[idx]) / (t[idx + 1] - t[idx])
+
+    out = np.empty((v.shape[0], tn.size), dtype=np.float32)
+    _interp_rows(t, v, tn, idx, w, inside, out)
+    if order is not None:
+        unsorted = np.empty_like(out)
+        unsorted[:, order] = out
+        out = unsorted
+    return out

@@ -1,0 +1,123 @@
+"""Tests of specfit.kernels.resample against np.interp and hand-checked grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from specfit.kernels.resample import find_gaps, interp_linear, uniform_times
+
+
+def _reference(times, values, new_times):
+    """np.interp per row over its finite samples, NaN outside them (the documented contract)."""
+    out = np.full((values.shape[0], new_times.size), np.nan)
+    for p, row in enumerate(values):
+        ok = np.isfinite(row)
+        if ok.sum() < 2:
+            continue
+        t, v = times[ok], row[ok]
+        r = np.interp(new_times, t, v)
+        r[(new_times < t[0]) | (new_times > t[-1])] = np.nan
+        out[p] = r
+    return out
+
+
+def _irregular_times(rng, nt, cadence=24.0):
+    """Jittered cadence with a 2-frame and a 4-frame gap, like the AIA 1600 example."""
+    steps = cadence * (1 + 0.05 * rng.uniform(-1, 1, nt - 1))
+    steps[nt // 3] = 2 * cadence
+    steps[2 * nt // 3] = 4 * cadence
+    return 3.5 + np.concatenate([[0.0], np.cumsum(steps)])
+
+
+def test_uniform_times_median_cadence_and_no_extrapolation():
+    t = np.array([0.0, 24.0, 48.0, 96.0, 120.0, 130.0])  # median spacing 24
+    grid = uniform_times(t)
+    np.testing.assert_allclose(grid, [0, 24, 48, 72, 96, 120])
+    grid = uniform_times(t + 1000.0, cadence=50.0)
+    np.testing.assert_allclose(grid, [1000, 1050, 1100])
+    assert grid[-1] <= t[-1] + 1000.0
+
+
+def test_uniform_times_exact_multiple_keeps_last_point():
+    # 0.1 * k accumulates rounding; the last frame time is an exact multiple of the cadence.
+    t = np.arange(301) * 0.1
+    grid = uniform_times(t, cadence=0.1)
+    assert grid.size == 301
+    assert grid[-1] <= t[-1]
+    np.testing.assert_allclose(np.diff(grid), 0.1, rtol=1e-9)
+
+
+def test_find_gaps():
+    t = np.array([0.0, 24.0, 48.0, 96.0, 120.0, 216.0, 240.0])
+    assert find_gaps(t, 24.0, 1.5) == [(48.0, 96.0), (120.0, 216.0)]
+    assert find_gaps(t, 24.0, 3.0) == [(120.0, 216.0)]
+    assert find_gaps(t, 24.0, 4.0) == []
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_interp_linear_matches_np_interp_with_nan_masks(dtype):
+    rng = np.random.default_rng(42)
+    nt, npix = 80, 60
+    t = _irregular_times(rng, nt)
+    v = rng.normal(size=(npix, nt)).astype(dtype)
+    # Rows 0-19 complete (fast path); others with random missing samples, including at the
+    # ends (so the valid range shrinks), a row with one sample, and an all-NaN row.
+    for p in range(20, npix):
+        v[p, rng.random(nt) < rng.uniform(0.05, 0.6)] = np.nan
+    v[20, :5] = np.nan
+    v[21, -7:] = np.nan
+    v[22, :] = np.nan
+    v[22, 10] = 1.0
+    v[23, :] = np.nan
+    v[24, 3] = np.inf
+    new = uniform_times(t, 24.0)
+    new_ext = np.concatenate([[t[0] - 10.0], new, [t[-1], t[-1] + 5.0]])
+    got = interp_linear(t, v, new_ext)
+    assert got.dtype == np.float32 and got.shape == (npix, new_ext.size)
+    ref = _reference(t, v.astype(np.float64), new_ext)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=2e-6, equal_nan=True)
+    assert np.isnan(got[22]).all() and np.isnan(got[23]).all()
+    assert np.isnan(got[:, 0]).all() and np.isnan(got[:, -1]).all()
+
+
+def test_interp_linear_at_sample_times_returns_samples():
+    rng = np.random.default_rng(1)
+    t = _irregular_times(rng, 30)
+    v = rng.normal(size=(4, 30))
+    v[1, ::3] = np.nan
+    got = interp_linear(t, v, t)
+    ok = np.isfinite(v)
+    np.testing.assert_allclose(got[ok], v[ok].astype(np.float32))
+    # Row 1 starts with a missing sample, so its first query is outside its finite range.
+    assert np.isnan(got[1, 0])
+
+
+def test_interp_linear_unsorted_query_times():
+    rng = np.random.default_rng(2)
+    t = _irregular_times(rng, 40)
+    v = rng.normal(size=(3, 40))
+    v[2, rng.random(40) < 0.3] = np.nan
+    q = rng.uniform(t[0] - 20, t[-1] + 20, 25)
+    q[5] = np.nan
+    np.testing.assert_allclose(
+        interp_linear(t, v, q), _reference(t, v, q), rtol=1e-6, atol=1e-6, equal_nan=True
+    )
+
+
+def test_interp_linear_bad_input_messages():
+    t = np.array([0.0, 1.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        interp_linear(t, np.zeros((2, 4)), np.array([0.5]))
+    with pytest.raises(ValueError, match="same frames"):
+        interp_linear(np.arange(4.0), np.zeros((2, 5)), np.array([0.5]))
+    with pytest.raises(ValueError, match="2-D"):
+        interp_linear(np.arange(4.0), np.zeros(4), np.array([0.5]))
+    with pytest.raises(ValueError, match="cadence"):
+        uniform_times(np.arange(4.0), cadence=-1.0)
+
+
+def test_interp_linear_empty_block():
+    out = interp_linear(np.arange(5.0), np.zeros((0, 5)), np.arange(3.0))
+    assert out.shape == (0, 3) and out.dtype == np.float32
