@@ -1,0 +1,581 @@
+"""Where the work runs: the one module that knows about LocalCluster, dask-mpi and addresses.
+
+Four kinds of cluster, chosen by ``cluster.kind`` in the config or ``--cluster`` on the
+command line (see :func:`cluster_config_from_flag`):
+
+``local``
+    A :class:`distributed.LocalCluster` of worker processes on this machine (the default).
+``mpi``
+    ``mpiexec -n N specfit run CONFIG --cluster mpi`` with N >= 3: through dask-mpi, MPI
+    rank 0 runs the scheduler, rank 1 runs the pipeline (the client) and ranks >= 2 are
+    workers. Only rank 1 ever returns from :func:`connect`; the other ranks serve until the
+    client shuts the cluster down and then leave the process.
+``address``
+    An existing scheduler: ``tcp://host:port`` or a scheduler JSON file written by
+    ``dask scheduler --scheduler-file``. specfit never shuts such a scheduler down.
+``synchronous``
+    No cluster at all: dask's single-threaded scheduler, for debugging with pdb.
+
+The sizing helpers :func:`auto_tile` and :func:`auto_time_chunk` turn a worker's memory into
+chunk sizes; :func:`progress` draws a progress bar on any kind of cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dask
+
+from specfit.config import ClusterConfig
+
+__all__ = [
+    "ClusterError",
+    "connect",
+    "dashboard_link",
+    "performance_report",
+    "auto_tile",
+    "auto_time_chunk",
+    "cluster_config_from_flag",
+    "progress",
+    "worker_memory_bytes",
+    "total_threads",
+    "MIN_MPI_RANKS",
+]
+
+# Scheduler + client + at least one worker.
+MIN_MPI_RANKS = 3
+
+# Seconds to wait for the first worker before giving up with a clear message instead of
+# hanging forever (an MPI job whose worker ranks died, a scheduler with no workers).
+WORKER_WAIT_TIMEOUT = 120.0
+
+_ADDRESS_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
+
+
+class ClusterError(RuntimeError):
+    """A cluster could not be started or reached; the message says what to change."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizing
+# ---------------------------------------------------------------------------------------------
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _system_memory() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
+def _local_layout(cfg: ClusterConfig) -> tuple[int, int]:
+    """Workers and threads per worker for a LocalCluster.
+
+    The kernels are numpy/numba code that holds the GIL for part of each task, so processes
+    scale better than threads; one or two threads per worker keeps memory per task predictable.
+    """
+    ncpu = _cpu_count()
+    threads = cfg.threads_per_worker
+    workers = cfg.n_workers
+    if threads is None and workers is None:
+        threads = 1 if ncpu <= 4 else 2
+        workers = max(1, ncpu // threads)
+    elif threads is None:
+        threads = max(1, ncpu // workers)
+    elif workers is None:
+        workers = max(1, ncpu // threads)
+    return int(workers), int(threads)
+
+
+def _memory_limit(cfg: ClusterConfig) -> str:
+    # None and "auto" both mean: share this machine's memory between the workers.
+    return cfg.memory_limit or "auto"
+
+
+def auto_tile(
+    ny: int,
+    nx: int,
+    nt: int,
+    worker_memory_bytes: int,
+    nmodels: int,
+    *,
+    min_tasks: int = 1,
+) -> int:
+    """Spatial tile edge (px) for the spectra and fit tasks.
+
+    One task holds a ``(nt, tile, tile)`` float64 time series and its spectra and fit
+    work arrays. Its peak is estimated as ``nt * tile**2 * 8 bytes * copies`` with
+    ``copies = 6 + 4 * nmodels`` (input, detrended/windowed copy, complex rfft, power,
+    plus per model a model curve, residuals and a jacobian of a few parameters over ~nt/2
+    frequencies); the tile is the largest multiple of 8 (at most 256) keeping that under a
+    quarter of the worker's memory, so several tasks plus dask's own buffers fit.
+
+    Parameters
+    ----------
+    ny, nx
+        Image size in pixels.
+    nt
+        Number of frames (time samples) per pixel.
+    worker_memory_bytes
+        Memory of one worker (see :func:`worker_memory_bytes`).
+    nmodels
+        Number of spectral models fitted per pixel.
+    min_tasks
+        Shrink the tile (not below 8 px) until the image gives at least this many tiles,
+        so that every worker thread has work (pass :func:`total_threads`).
+
+    Returns
+    -------
+    int
+        Tile edge in pixels: a multiple of 8, between 8 and 256.
+    """
+    if min(ny, nx, nt) < 1:
+        raise ValueError(f"auto_tile: ny, nx, nt must be positive (got {ny}, {nx}, {nt})")
+    if worker_memory_bytes <= 0:
+        raise ValueError("auto_tile: worker_memory_bytes must be positive")
+    copies = 6 + 4 * max(1, nmodels)
+    budget = worker_memory_bytes / 4
+    tile = int(math.sqrt(budget / (nt * 8 * copies)))
+    tile = min(256, tile // 8 * 8)
+    if tile < 8:
+        warnings.warn(
+            f"a worker's memory ({worker_memory_bytes / 2**30:.2f} GiB) is small for {nt} frames "
+            "per pixel; using 8 px tiles. Raise cluster.memory_limit or use fewer workers.",
+            stacklevel=2,
+        )
+        tile = 8
+    # No point in a tile larger than the image (rounded up to a multiple of 8).
+    tile = min(tile, max(8, -(-max(ny, nx) // 8) * 8))
+    while tile > 8 and math.ceil(ny / tile) * math.ceil(nx / tile) < min_tasks:
+        tile -= 8
+    return tile
+
+
+def auto_time_chunk(
+    ny: int, nx: int, worker_memory_bytes: int, *, itemsize: int = 4, nt: int | None = None
+) -> int:
+    """Frames per ``cube.zarr`` chunk for the per-frame to per-tile rechunk.
+
+    Frames arrive one by one (chunks ``(1, ny, nx)``); ``cube.zarr`` is chunked
+    ``(time_chunk, tile, tile)`` so that reading a whole tile's time series is a cheap
+    concatenation. Building one such chunk row needs ``time_chunk`` whole frames in memory,
+    about twice over (input pieces and the assembled output), so ``time_chunk`` is the
+    largest count keeping ``2 * time_chunk * ny * nx * itemsize`` under a quarter of a
+    worker's memory.
+
+    Parameters
+    ----------
+    ny, nx
+        Frame size in pixels.
+    worker_memory_bytes
+        Memory of one worker.
+    itemsize
+        Bytes per cube value (4 for float32).
+    nt
+        Number of frames, if known: the result never exceeds it.
+
+    Returns
+    -------
+    int
+        Frames per chunk, at least 1 (and at most 1024, so tasks stay short).
+    """
+    if min(ny, nx) < 1 or worker_memory_bytes <= 0:
+        raise ValueError("auto_time_chunk: ny, nx and worker_memory_bytes must be positive")
+    frames = int(worker_memory_bytes / 4 / (2 * ny * nx * itemsize))
+    frames = max(1, min(1024, frames))
+    if nt is not None:
+        frames = max(1, min(frames, nt))
+    return frames
+
+
+def worker_memory_bytes(client: Any | None = None) -> int:
+    """Memory limit of the smallest worker, in bytes.
+
+    With no client (synchronous runs), or workers without a limit, the machine's available
+    memory is used instead.
+    """
+    limits: list[int] = []
+    if client is not None:
+        info = client.scheduler_info(n_workers=-1)
+        limits = [int(w.get("memory_limit") or 0) for w in info.get("workers", {}).values()]
+    limits = [m for m in limits if m > 0]
+    if limits:
+        return min(limits)
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def total_threads(client: Any | None = None) -> int:
+    """Worker threads in the cluster (1 for synchronous runs)."""
+    if client is None:
+        return 1
+    info = client.scheduler_info(n_workers=-1)
+    return max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags
+# ---------------------------------------------------------------------------------------------
+
+
+def cluster_config_from_flag(flag: str, base: ClusterConfig | None = None) -> ClusterConfig:
+    """Turn ``--cluster FLAG`` into a :class:`ClusterConfig`.
+
+    Parameters
+    ----------
+    flag
+        ``local``, ``mpi``, ``synchronous``, a scheduler address such as
+        ``tcp://10.0.0.5:8786``, or the path of a scheduler JSON file.
+    base
+        The config's own ``cluster`` section; its other keys (workers, memory, interface,
+        report, ...) are kept.
+
+    Raises
+    ------
+    ClusterError
+        If the flag is none of those (for example a scheduler file that does not exist).
+    """
+    data = (base or ClusterConfig()).model_dump()
+    text = flag.strip()
+    if text in ("local", "mpi", "synchronous"):
+        data.update(kind=text, address=None)
+    elif text.startswith(_ADDRESS_SCHEMES):
+        data.update(kind="address", address=text)
+    elif text.endswith(".json") or Path(text).expanduser().is_file():
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ClusterError(
+                f"--cluster {flag}: scheduler file {path} does not exist; start the scheduler "
+                f"with `dask scheduler --scheduler-file {path}` first"
+            )
+        data.update(kind="address", address=str(path.resolve()))
+    else:
+        raise ClusterError(
+            f"--cluster {flag!r}: expected local, mpi, synchronous, a scheduler address like "
+            "tcp://host:8786, or a scheduler JSON file"
+        )
+    return ClusterConfig.model_validate(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Connecting
+# ---------------------------------------------------------------------------------------------
+
+
+def _say(msg: str) -> None:
+    # Diagnostics go to stderr so that stdout stays clean for results/paths.
+    print(f"specfit: {msg}", file=sys.stderr, flush=True)
+
+
+def dashboard_link(client: Any | None) -> str | None:
+    """The dashboard URL of ``client``'s scheduler, or None (no client or no dashboard)."""
+    if client is None:
+        return None
+    try:
+        link = client.dashboard_link
+    except (KeyError, AttributeError, TypeError, OSError):
+        return None
+    return link or None
+
+
+def _announce(client: Any, what: str) -> None:
+    link = dashboard_link(client)
+    nthreads = total_threads(client)
+    _say(
+        f"{what}: {len(client.scheduler_info(n_workers=-1).get('workers', {}))} workers, "
+        f"{nthreads} threads" + (f"; dashboard {link}" if link else "")
+    )
+
+
+def _wait_for_workers(client: Any, n: int, what: str) -> None:
+    try:
+        client.wait_for_workers(n, timeout=WORKER_WAIT_TIMEOUT)
+    except TimeoutError as exc:
+        raise ClusterError(
+            f"{what}: no worker joined within {WORKER_WAIT_TIMEOUT:.0f} s; check that workers "
+            "are running and can reach the scheduler (network interface, firewall)"
+        ) from exc
+
+
+def _quiet_p2p_logs() -> None:
+    # The p2p scheduler plugin logs a WARNING for every rechunk it starts and ends; on a
+    # pipeline with hundreds of tiles that buries real warnings. Only the scheduler's own
+    # process is affected (the client's for local clusters, rank 0 for MPI).
+    import logging
+
+    logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _distributed_settings() -> Iterator[None]:
+    # Turning per-frame chunks into per-tile chunks is an all-to-all rechunk: the p2p
+    # algorithm keeps its memory bounded where the task-based one can blow up.
+    _quiet_p2p_logs()
+    with dask.config.set({"array.rechunk.method": "p2p"}):
+        yield
+
+
+@contextlib.contextmanager
+def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    workers, threads = _local_layout(cfg)
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=threads,
+        memory_limit=_memory_limit(cfg),
+        processes=True,
+        # When 8787 is taken (several runs on one machine) distributed picks a free port.
+        dashboard_address=":8787" if cfg.dashboard else None,
+        silence_logs=logging.WARNING,
+    )
+    try:
+        with Client(cluster) as client:
+            _announce(client, "local cluster")
+            with _distributed_settings():
+                yield client
+    finally:
+        cluster.close()
+
+
+@contextlib.contextmanager
+def _connect_address(cfg: ClusterConfig) -> Iterator[Any]:
+    from distributed import Client
+
+    address = cfg.address or ""
+    is_file = not address.startswith(_ADDRESS_SCHEMES)
+    if is_file and not Path(address).is_file():
+        raise ClusterError(
+            f"cluster.address {address!r} is neither tcp://host:port nor an existing "
+            "scheduler JSON file"
+        )
+    try:
+        client = Client(scheduler_file=address) if is_file else Client(address)
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot reach the dask scheduler at {address}: {exc}. Is it running "
+            "(`dask scheduler`), and is the address/port right?"
+        ) from exc
+    # Never shut down a scheduler we did not start: only disconnect from it.
+    with client:
+        _wait_for_workers(client, 1, f"scheduler {address}")
+        _announce(client, f"scheduler {client.scheduler.address}")
+        with _distributed_settings():
+            yield client
+
+
+@contextlib.contextmanager
+def _connect_mpi(cfg: ClusterConfig) -> Iterator[Any]:
+    try:
+        import dask_mpi
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ClusterError(
+            "cluster.kind 'mpi' needs dask-mpi and mpi4py: pip install 'specfit[mpi]'"
+        ) from exc
+    from distributed import Client
+
+    comm = MPI.COMM_WORLD
+    size = comm.Get_size()
+    if size < MIN_MPI_RANKS:
+        raise ClusterError(
+            f"--cluster mpi needs at least {MIN_MPI_RANKS} MPI ranks (scheduler, client, "
+            f"worker) but got {size}: run `mpiexec -n 4 specfit run CONFIG --cluster mpi`"
+        )
+    _quiet_p2p_logs()
+    # Every rank logs; at INFO level N ranks bury the pipeline's own messages.
+    import logging
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    # exit=False: we, not an atexit hook, decide when the cluster closes, so that the close
+    # signal is sent on errors and Ctrl-C too; the non-client ranks leave right here.
+    is_client = dask_mpi.initialize(
+        interface=cfg.interface,
+        nthreads=cfg.threads_per_worker or 1,
+        memory_limit=_memory_limit(cfg),
+        dashboard=cfg.dashboard,
+        exit=False,
+    )
+    if not is_client:
+        # Scheduler and worker ranks: their event loop has ended because the client shut
+        # the cluster down. They must never run the rest of the pipeline.
+        sys.exit(0)
+
+    client = None
+    try:
+        client = Client()  # dask_mpi.initialize put the scheduler address in dask.config
+        _wait_for_workers(client, size - 2, f"MPI cluster of {size} ranks")
+        _announce(client, f"MPI cluster ({size} ranks)")
+        with _distributed_settings():
+            yield client
+    finally:
+        _close_mpi(client)
+
+
+def _close_mpi(client: Any | None) -> None:
+    """Shut the MPI cluster down so that every rank exits and mpiexec returns."""
+    from distributed import Client
+
+    try:
+        if client is None:
+            client = Client(timeout=30)
+        client.shutdown()
+    except Exception as exc:  # the scheduler may already be gone; nothing else to do
+        _say(f"closing the MPI cluster: {exc}")
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close(timeout=10)
+
+
+@contextlib.contextmanager
+def _connect_synchronous(cfg: ClusterConfig) -> Iterator[None]:
+    # The task-based rechunk is the only one that runs without distributed.
+    with dask.config.set({"scheduler": "synchronous", "array.rechunk.method": "tasks"}):
+        _say("synchronous scheduler (no cluster; for debugging)")
+        yield None
+
+
+@contextlib.contextmanager
+def connect(cfg: ClusterConfig | None = None) -> Iterator[Any | None]:
+    """Start or join the cluster described by ``cfg`` for the duration of a ``with`` block.
+
+    Call this before any other work (reading input, writing stores): with ``kind='mpi'``
+    every MPI rank runs the same program, and only the client rank (1) comes out of
+    ``connect``; the scheduler (rank 0) and worker ranks (>= 2) serve until the client
+    leaves the block and then exit the process.
+
+    Parameters
+    ----------
+    cfg
+        The ``cluster`` section of the config; None means a default local cluster.
+
+    Yields
+    ------
+    distributed.Client or None
+        The client, set as dask's default scheduler inside the block; None for
+        ``kind='synchronous'``.
+
+    Raises
+    ------
+    ClusterError
+        When the cluster cannot be started or reached, with what to change.
+
+    Examples
+    --------
+    >>> from specfit.config import ClusterConfig
+    >>> with connect(ClusterConfig(kind="synchronous")) as client:
+    ...     client is None
+    True
+    """
+    cfg = cfg or ClusterConfig()
+    factory = {
+        "local": _connect_local,
+        "mpi": _connect_mpi,
+        "address": _connect_address,
+        "synchronous": _connect_synchronous,
+    }[cfg.kind]
+    with factory(cfg) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def performance_report(path: str | os.PathLike | None) -> Iterator[None]:
+    """Write dask's performance report (HTML) for the enclosed work to ``path``.
+
+    A no-op when ``path`` is None, and (with a warning) when no distributed client is
+    active, as with the synchronous scheduler.
+    """
+    if path is None:
+        yield
+        return
+    from distributed import default_client
+    from distributed import performance_report as _report
+
+    try:
+        default_client()
+    except ValueError:
+        warnings.warn(
+            f"--report {path}: a performance report needs a dask cluster; "
+            "none is active (synchronous scheduler), so no report is written",
+            stacklevel=3,
+        )
+        yield
+        return
+    Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    with _report(filename=str(Path(path).expanduser())):
+        yield
+    _say(f"performance report written to {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_future(x: Any) -> bool:
+    from distributed import Future
+
+    return isinstance(x, Future)
+
+
+def progress(
+    futures_or_iterable: Iterable[Any],
+    total: int | None = None,
+    desc: str = "",
+) -> Iterator[Any]:
+    """Iterate with a progress bar, on any kind of cluster.
+
+    Parameters
+    ----------
+    futures_or_iterable
+        A list/tuple of :class:`distributed.Future` (yielded as they complete, in completion
+        order), a :class:`distributed.as_completed` object, or any iterable (yielded in
+        order; with the synchronous scheduler the work happens while iterating).
+    total
+        Number of items, if ``len()`` does not tell.
+    desc
+        Label in front of the bar, e.g. ``"fit"``.
+
+    Yields
+    ------
+    The futures (completed) or the items of the iterable.
+    """
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    items: Iterable[Any] = futures_or_iterable
+    if isinstance(items, list | tuple) and items and all(_is_future(f) for f in items):
+        items = as_completed(items)
+    if total is None:
+        with contextlib.suppress(TypeError):
+            total = len(futures_or_iterable)  # type: ignore[arg-type]
+    # In batch logs (SLURM, CI) a bar redrawn ten times a second is noise.
+    interactive = sys.stderr.isatty()
+    with tqdm(
+        total=total,
+        desc=desc or None,
+        unit="block",
+        mininterval=0.1 if interactive else 10.0,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    ) as bar:
+        for item in items:
+            yield item
+            bar.update(1)

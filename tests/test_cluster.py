@@ -1,0 +1,334 @@
+"""The cluster layer alone: every kind of cluster runs a small dask computation.
+
+The MPI and external-scheduler tests start real processes (mpiexec, ``dask scheduler``,
+``dask worker``) and always kill them, with timeouts, so that no test can hang CI.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+from specfit.cluster import (
+    ClusterError,
+    auto_tile,
+    auto_time_chunk,
+    cluster_config_from_flag,
+    connect,
+    dashboard_link,
+    performance_report,
+    progress,
+    total_threads,
+    worker_memory_bytes,
+)
+from specfit.config import ClusterConfig
+
+GiB = 2**30
+
+
+# --------------------------------------------------------------------------- sizing
+
+
+@pytest.mark.parametrize("nt", [100, 600, 1200, 20000])
+@pytest.mark.parametrize("mem_gib", [0.5, 2, 4, 16])
+@pytest.mark.parametrize("nmodels", [1, 2, 3])
+def test_auto_tile_is_the_largest_tile_within_a_quarter_of_memory(nt, mem_gib, nmodels):
+    mem = int(mem_gib * GiB)
+    tile = auto_tile(4096, 4096, nt, mem, nmodels)
+    assert tile % 8 == 0 and 8 <= tile <= 256
+
+    def peak(t: int) -> float:
+        # The documented estimate: float64 series x (6 + 4 per model) copies.
+        return nt * t * t * 8 * (6 + 4 * nmodels)
+
+    if tile > 8:
+        assert peak(tile) <= mem / 4
+    if tile < 256:
+        # Brute force: no larger multiple of 8 fits.
+        assert all(peak(t) > mem / 4 for t in range(tile + 8, 257, 8))
+
+
+def test_auto_tile_shrinks_with_more_frames_and_models():
+    mem = 4 * GiB
+    tiles = [auto_tile(2048, 2048, nt, mem, 2) for nt in (300, 1200, 4800, 19200)]
+    assert tiles == sorted(tiles, reverse=True) and tiles[0] > tiles[-1]
+    assert auto_tile(2048, 2048, 4800, mem, 1) >= auto_tile(2048, 2048, 4800, mem, 3)
+
+
+def test_auto_tile_small_images_and_min_tasks():
+    # Never larger than the image (rounded up to a multiple of 8).
+    assert auto_tile(20, 13, 100, 16 * GiB, 2) == 24
+    # Enough tiles for every worker thread.
+    tile = auto_tile(256, 256, 100, 16 * GiB, 2, min_tasks=8)
+    assert math.ceil(256 / tile) ** 2 >= 8
+    assert math.ceil(256 / (tile + 8)) ** 2 < 8
+
+
+def test_auto_tile_tiny_memory_warns_and_returns_8():
+    with pytest.warns(UserWarning, match="memory_limit"):
+        assert auto_tile(512, 512, 100_000, 64 * 2**20, 3) == 8
+
+
+def test_auto_tile_rejects_bad_input():
+    with pytest.raises(ValueError, match="positive"):
+        auto_tile(0, 10, 10, GiB, 1)
+    with pytest.raises(ValueError, match="worker_memory_bytes"):
+        auto_tile(10, 10, 10, 0, 1)
+
+
+@pytest.mark.parametrize("shape", [(164, 287), (1024, 1024), (4096, 4096)])
+@pytest.mark.parametrize("mem_gib", [0.25, 2, 8])
+def test_auto_time_chunk_keeps_a_rechunk_task_in_memory(shape, mem_gib):
+    ny, nx = shape
+    mem = int(mem_gib * GiB)
+    frames = auto_time_chunk(ny, nx, mem)
+    assert 1 <= frames <= 1024
+    if frames > 1:
+        assert 2 * frames * ny * nx * 4 <= mem / 4
+    if frames < 1024:
+        assert 2 * (frames + 1) * ny * nx * 4 > mem / 4
+    assert auto_time_chunk(ny, nx, mem, nt=7) <= 7
+    assert auto_time_chunk(ny, nx, mem, itemsize=8) <= frames
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def test_cluster_config_from_flag(tmp_path):
+    base = ClusterConfig(n_workers=3, memory_limit="2GiB", interface="lo", report="r.html")
+    for kind in ("local", "mpi", "synchronous"):
+        cfg = cluster_config_from_flag(kind, base)
+        assert cfg.kind == kind and cfg.address is None
+        # The rest of the section is kept.
+        assert (cfg.n_workers, cfg.memory_limit, cfg.interface, cfg.report) == (
+            3,
+            "2GiB",
+            "lo",
+            "r.html",
+        )
+    cfg = cluster_config_from_flag("tcp://10.1.2.3:8786", base)
+    assert (cfg.kind, cfg.address) == ("address", "tcp://10.1.2.3:8786")
+    sched = tmp_path / "scheduler.json"
+    sched.write_text("{}")
+    cfg = cluster_config_from_flag(str(sched))
+    assert (cfg.kind, cfg.address) == ("address", str(sched.resolve()))
+    with pytest.raises(ClusterError, match="does not exist"):
+        cluster_config_from_flag(str(tmp_path / "missing.json"))
+    with pytest.raises(ClusterError, match="expected local, mpi"):
+        cluster_config_from_flag("lcoal")
+
+
+# --------------------------------------------------------------------------- synchronous
+
+
+def test_synchronous_runs_in_this_thread_and_yields_none():
+    x = np.arange(10_000, dtype=float).reshape(100, 100)
+    with connect(ClusterConfig(kind="synchronous")) as client:
+        assert client is None
+        assert dask.config.get("scheduler") == "synchronous"
+        assert dashboard_link(client) is None
+        assert total_threads(client) == 1
+        assert worker_memory_bytes(client) > 0
+        got = (da.from_array(x, chunks=30) ** 2).sum(axis=0).compute()
+        items = list(progress(iter(range(5)), total=5, desc="sync"))
+    np.testing.assert_allclose(got, (x**2).sum(axis=0))
+    assert items == [0, 1, 2, 3, 4]
+    assert dask.config.get("scheduler", None) != "synchronous"
+
+
+def test_performance_report_none_is_a_no_op_and_sync_warns(tmp_path):
+    with performance_report(None):
+        pass
+    with connect(ClusterConfig(kind="synchronous")):
+        with pytest.warns(UserWarning, match="needs a dask cluster"):
+            with performance_report(tmp_path / "r.html"):
+                da.ones(10, chunks=5).sum().compute()
+    assert not (tmp_path / "r.html").exists()
+
+
+# --------------------------------------------------------------------------- local
+
+
+def test_local_cluster_computes_reports_and_closes(tmp_path):
+    rng = np.random.default_rng(42)
+    x = rng.normal(size=(64, 64))
+    cfg = ClusterConfig(n_workers=1, threads_per_worker=2, memory_limit="1GiB")
+    report = tmp_path / "sub" / "report.html"
+    with connect(cfg) as client:
+        assert client is not None
+        assert total_threads(client) == 2
+        assert worker_memory_bytes(client) == GiB
+        link = dashboard_link(client)
+        assert link is None or link.startswith("http")
+        with performance_report(report):
+            got = da.from_array(x, chunks=16).rechunk((64, 8)).std(axis=0).compute()
+        futures = client.map(np.square, [1, 2, 3, 4])
+        done = list(progress(futures, desc="local"))
+        results = sorted(int(f.result()) for f in done)
+    np.testing.assert_allclose(got, x.std(axis=0), rtol=1e-12)
+    assert results == [1, 4, 9, 16]
+    assert {f.key for f in done} == {f.key for f in futures}
+    assert report.exists() and "<html" in report.read_text()[:2000].lower()
+    assert client.status == "closed"
+
+
+# --------------------------------------------------------------------------- external scheduler
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def external_scheduler(tmp_path_factory):
+    """A ``dask scheduler`` + one ``dask worker`` on 127.0.0.1, killed afterwards."""
+    if shutil.which("dask") is None:
+        pytest.skip("the `dask` command is not on PATH")
+    port = _free_port()
+    sched_file = tmp_path_factory.mktemp("sched") / "scheduler.json"
+    address = f"tcp://127.0.0.1:{port}"
+    procs = []
+    try:
+        procs.append(
+            subprocess.Popen(
+                ["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                 "--no-dashboard", "--scheduler-file", str(sched_file)],
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                ["dask", "worker", address, "--nworkers", "1", "--nthreads", "1",
+                 "--memory-limit", "1GiB", "--no-dashboard"],
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sched_file.exists(), "dask scheduler did not start within 60 s"
+        yield address, sched_file
+    finally:
+        for p in procs:
+            _kill(p)
+
+
+@pytest.mark.timeout(180)
+def test_address_and_scheduler_file_join_without_shutting_down(external_scheduler):
+    address, sched_file = external_scheduler
+    x = np.arange(1000.0)
+    for flag in (address, str(sched_file)):
+        cfg = cluster_config_from_flag(flag)
+        with connect(cfg) as client:
+            assert client.scheduler.address == address
+            assert worker_memory_bytes(client) == GiB
+            got = float((da.from_array(x, chunks=100) ** 2).sum().compute())
+        assert got == float((x**2).sum())
+    # connect() only disconnected: the scheduler still serves a new client.
+    with connect(cluster_config_from_flag(address)) as client:
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+
+
+def test_unreachable_address_is_a_clear_error():
+    port = _free_port()  # nothing listens there
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        with pytest.raises(ClusterError, match="cannot reach the dask scheduler"):
+            with connect(ClusterConfig(kind="address", address=f"tcp://127.0.0.1:{port}")):
+                pass
+
+
+# --------------------------------------------------------------------------- MPI
+
+MPI_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import dask.array as da
+    import numpy as np
+    from specfit.cluster import connect
+    from specfit.config import ClusterConfig
+
+    with connect(ClusterConfig(kind="mpi", interface="lo", dashboard=False)) as client:
+        x = np.random.default_rng(1).normal(size=(50, 40))
+        got = da.from_array(x, chunks=10).sum(axis=0).compute()
+        ok = np.allclose(got, x.sum(axis=0))
+        print("CLIENT", ok, len(client.scheduler_info()["workers"]), flush=True)
+        if sys.argv[1] == "fail":
+            raise RuntimeError("client failed on purpose")
+    # Only the client rank may get here.
+    print("AFTER", flush=True)
+    """
+)
+
+
+def _mpiexec(tmp_path: Path, n: int, mode: str) -> subprocess.CompletedProcess:
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("mpiexec not found (pip install mpich)")
+    script = tmp_path / "mpi_connect.py"
+    script.write_text(MPI_SCRIPT)
+    proc = subprocess.Popen(
+        [mpiexec, "-n", str(n), sys.executable, str(script), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"mpiexec -n {n} hung for 120 s:\n{out}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_mpi_four_ranks_compute_and_only_the_client_continues(tmp_path):
+    res = _mpiexec(tmp_path, 4, "ok")
+    assert res.returncode == 0, res.stderr[-3000:]
+    # Rank 1 computed correctly with 2 worker ranks; no other rank ran the code after connect.
+    assert res.stdout.count("CLIENT True 2") == 1, res.stdout
+    assert res.stdout.count("AFTER") == 1, res.stdout
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_mpi_client_error_closes_every_rank(tmp_path):
+    res = _mpiexec(tmp_path, 3, "fail")
+    assert res.returncode != 0
+    assert "client failed on purpose" in res.stderr
+    assert "AFTER" not in res.stdout
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_mpi_too_few_ranks_says_how_many(tmp_path):
+    res = _mpiexec(tmp_path, 2, "ok")
+    assert res.returncode != 0
+    assert "needs at least 3 MPI ranks" in res.stderr
