@@ -51,10 +51,22 @@ class CutoutConfig(_Section):
         return self
 
 
+class SyntheticConfig(_Section):
+    """Built-in synthetic frames (``input.kind: synthetic``), made once in ``input.path``."""
+
+    shape: tuple[int, int] = (48, 64)
+    n_frames: int = Field(600, ge=16)
+    cadence: float = Field(12.0, gt=0)
+    seed: int = 0
+
+
 class InputConfig(_Section):
     """Where the frames are and how to read them."""
 
-    kind: Literal["auto", "fits_series", "fits_cube", "images", "array", "zarr"] = "auto"
+    kind: Literal["auto", "fits_series", "fits_cube", "images", "array", "zarr", "synthetic"] = (
+        "auto"
+    )
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     path: str | None = Field(
         None, description="A folder, a glob, or a single file (cube, .npy, .zarr)."
     )

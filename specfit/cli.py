@@ -1,0 +1,142 @@
+"""``specfit run | demo | plot | explore | info``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable), e.g. --set spectra.segments=2",
+    )
+    p.add_argument(
+        "--cluster",
+        default=None,
+        help="local (default) | mpi (under mpiexec, >= 3 ranks) | synchronous | "
+        "tcp://host:port | path/to/scheduler.json",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--overwrite", action="store_true", help="replace an existing results store")
+    g.add_argument("--resume", action="store_true", help="finish an interrupted run")
+    p.add_argument("--report", default=None, metavar="FILE.html", help="dask performance report")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from specfit import __version__
+
+    ap = argparse.ArgumentParser(
+        prog="specfit",
+        description="Fit spectral models to the power spectrum of every pixel of an image series.",
+    )
+    ap.add_argument("--version", action="version", version=f"specfit {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a pipeline from a YAML config")
+    p.add_argument("config", help="YAML config file (see configs/)")
+    _add_run_flags(p)
+
+    p = sub.add_parser("demo", help="synthetic frames -> full pipeline -> recovered vs true table")
+    p.add_argument("--out", default="specfit-demo", help="output folder (default: specfit-demo)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG heatmaps")
+    _add_run_flags(p)
+
+    p = sub.add_parser("info", help="summarise a results store")
+    p.add_argument("results")
+
+    p = sub.add_parser("plot", help="PNG per map and one HTML page of all maps")
+    p.add_argument("results")
+    p.add_argument("--out", default=None, help="output folder (default: RESULTS_plots)")
+
+    p = sub.add_parser("explore", help="browser explorer of a results store")
+    p.add_argument("results")
+    p.add_argument("--port", type=int, default=5006)
+    p.add_argument("--address", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--show", action="store_true", help="open a browser tab")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="specfit: %(levelname)s: %(message)s",
+    )
+    from specfit.config import ConfigError
+    from specfit.store import StoreError
+
+    try:
+        return _dispatch(args)
+    except (ConfigError, StoreError, FileNotFoundError) as exc:
+        print(f"specfit: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # Input errors from the readers carry their own clear message.
+        if type(exc).__name__ in ("InputError", "RunError"):
+            print(f"specfit: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _dispatch(args) -> int:
+    if args.command == "run":
+        from specfit.pipeline import run
+
+        ds = run(
+            args.config,
+            args.overrides,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            cluster=args.cluster,
+            report=args.report,
+        )
+        from specfit.summary import summarise
+
+        print(summarise(ds))
+        return 0
+    if args.command == "demo":
+        from specfit.demo import demo
+
+        demo(
+            args.out,
+            overrides=args.overrides,
+            cluster=args.cluster,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            plots=not args.no_plots,
+            report=args.report,
+        )
+        return 0
+    if args.command == "info":
+        from specfit.store import open_results
+        from specfit.summary import summarise
+
+        print(summarise(open_results(args.results, allow_incomplete=True), path=args.results))
+        return 0
+    if args.command == "plot":
+        from specfit.viz import plot_results
+
+        out = args.out or str(Path(args.results).with_suffix("")) + "_plots"
+        files = plot_results(args.results, out)
+        print(f"wrote {len(files)} files to {out}")
+        return 0
+    if args.command == "explore":
+        from specfit.viz import serve
+
+        serve(args.results, port=args.port, address=args.address, show=args.show)
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

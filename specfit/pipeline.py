@@ -1,0 +1,511 @@
+"""config -> ingest -> cube.zarr -> (resample -> spectra -> fit) per tile -> results.zarr.
+
+Two passes over the data:
+
+1. **ingest**: frames are read lazily (one task per file), preprocessed, and written once to
+   ``cube.zarr`` with chunks ``(time_chunk, tile, tile)``: the per-frame to per-tile rechunk,
+   staged so that one task never holds more than ``time_chunk`` frames.
+2. **tiles**: one task per spatial tile reads its whole time series (plus a halo of
+   ``box // 2`` px for box averaging) from ``cube.zarr``, runs the resample, periodogram and
+   fit kernels, and writes every result variable for that tile straight into
+   ``results.zarr`` (its own Zarr chunks), marking the tile done last. Memory per task is
+   set by the tile size, never by the cube size; a killed run resumes with the tiles not
+   yet marked done (``--resume``), and the store is marked complete only when all are in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from specfit import __version__
+from specfit.config import SCIENCE_SECTIONS, Config, ConfigError, config_diff, load_config
+from specfit.store import (
+    StoreError,
+    StoreLayout,
+    config_hash,
+    done_blocks,
+    finalise_store,
+    is_complete,
+    open_results,
+    prepare_store,
+    store_attrs,
+    write_block,
+)
+
+__all__ = ["run", "RunError", "plan_run", "cube_path_for"]
+
+log = logging.getLogger("specfit")
+
+
+class RunError(RuntimeError):
+    """A run could not finish; what is written is kept and ``--resume`` continues it."""
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cube_path_for(cfg: Config) -> Path:
+    """Where the uniform-tiled cube goes: ``output.cube_path`` or beside the results."""
+    if cfg.output.cube_path:
+        return Path(cfg.output.cube_path)
+    res = Path(cfg.output.path)
+    stem = res.name[:-5] if res.name.endswith(".zarr") else res.name
+    return res.with_name("cube.zarr" if stem == "results" else f"{stem}.cube.zarr")
+
+
+def _science(cfg: Config) -> dict:
+    d = cfg.model_dump(mode="json")
+    return {k: d[k] for k in SCIENCE_SECTIONS}
+
+
+# ----------------------------------------------------------------------------- planning
+@dataclass
+class TilePlan:
+    """Everything a tile task needs (picklable; sent to every worker)."""
+
+    cube_path: str
+    results_path: str
+    ny: int
+    nx: int
+    block: int
+    halo: int
+    times: np.ndarray
+    new_times: np.ndarray
+    dt: float
+    spectra_kw: dict
+    box: int
+    models: dict[str, str]
+    user_models: list[str]
+    bounds: dict
+    method: str
+    fit_options: dict
+    keep_sigma: bool
+    freq: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def _check_store_target(cfg: Config, overwrite: bool, resume: bool) -> str:
+    """Decide what to do with an existing results store: 'new' or 'resume'. Raises if unsafe."""
+    path = Path(cfg.output.path)
+    if not path.exists():
+        return "new"
+    if overwrite:
+        return "new"
+    if not (path / "zarr.json").exists():
+        raise StoreError(
+            f"{path} exists and is not a specfit results store; choose another output.path "
+            "or remove it"
+        )
+    attrs = store_attrs(path)
+    old = json.loads(attrs.get("config_json", "{}"))
+    diff = config_diff(old, _science(cfg))
+    if is_complete(path):
+        if resume and not diff:
+            return "done"
+        raise StoreError(
+            f"{path} already holds a finished run; pass --overwrite to replace it"
+            + (f" (its config differs: {'; '.join(diff)})" if diff else "")
+        )
+    if not resume:
+        raise StoreError(
+            f"{path} holds an unfinished run; pass --resume to finish it or --overwrite to "
+            "start again"
+        )
+    if diff:
+        raise StoreError(
+            f"refusing to resume {path}: it was started with a different configuration "
+            f"({'; '.join(diff)}). Use the same config, or --overwrite"
+        )
+    return "resume"
+
+
+def _prepare_input(cfg: Config) -> Config:
+    """Make built-in synthetic frames when asked, and point the reader at them."""
+    if cfg.input.kind != "synthetic":
+        return cfg
+    from specfit.synthetic import make_synthetic
+
+    if not cfg.input.path:
+        raise ConfigError("input.path: a folder where the synthetic frames are written is needed")
+    s = cfg.input.synthetic
+    data = make_synthetic(
+        cfg.input.path, shape=tuple(s.shape), n_frames=s.n_frames, cadence=s.cadence, seed=s.seed
+    )
+    cfg = cfg.model_copy(deep=True)
+    cfg.input.kind = "fits_series"
+    cfg.input.path = str(data.frames)
+    cfg.input.pattern = "synth_*.fits"
+    return cfg
+
+
+def plan_run(cfg: Config):
+    """Validate everything that can be checked before work starts; returns (arr, info).
+
+    ``arr`` is the lazy preprocessed (time, y, x) cube; ``info`` holds the uniform time grid,
+    gaps, the frequency grid and the resolved models. Raises a clear error naming the config
+    key on any inconsistency.
+    """
+    from specfit.kernels import periodogram as pg
+    from specfit.kernels import resample as rs
+    from specfit.kernels.fitting import result_variables
+    from specfit.stages import _segment_samples, ingest, resolve_models
+
+    try:
+        models = resolve_models(cfg.fit.models, cfg.fit.user_models, cfg.fit.bounds)
+    except (KeyError, ImportError, FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"fit.models / fit.user_models: {exc}") from exc
+    if cfg.fit.method == "lsq" and cfg.spectra.box < 2:
+        raise ConfigError(
+            "fit.method=lsq weights by the spread across the box: set spectra.box to 3 or more "
+            "(or use fit.method=whittle)"
+        )
+    arr = ingest(cfg)
+    if cfg.input.max_frames:
+        arr = arr.isel(time=slice(0, cfg.input.max_frames))
+    times = np.asarray(arr["time"].values, dtype=float)
+    if times.size < 8:
+        raise ConfigError(f"input: only {times.size} frames found; at least 8 are needed")
+    new_times = rs.uniform_times(times, cfg.resample.cadence)
+    dt = float(new_times[1] - new_times[0])
+    gaps = rs.find_gaps(times, dt, cfg.resample.max_gap)
+    sp = cfg.spectra
+    spectra_kw = dict(
+        segments=sp.segments,
+        segment_length=_segment_samples(sp.segment_length, dt),
+        overlap=sp.overlap,
+        window=sp.window,
+        detrend=sp.detrend,
+        normalisation=sp.normalisation,
+        fmin=sp.fmin,
+        fmax=sp.fmax,
+    )
+    try:
+        freq, _, meta = pg.periodogram(np.zeros((1, new_times.size)), dt, **spectra_kw)
+    except ValueError as exc:
+        raise ConfigError(f"spectra: {exc}") from exc
+    npar = max(len(m.param_names) for m in models.values())
+    if freq.size <= npar + 1:
+        raise ConfigError(
+            f"spectra: only {freq.size} frequencies remain (segments={sp.segments}, "
+            f"fmin={sp.fmin}, fmax={sp.fmax}); the models need more than {npar + 1}. Use fewer "
+            "segments or a wider frequency range"
+        )
+    variables = result_variables(models, method=cfg.fit.method, best_model=cfg.fit.best_model)
+    info = dict(
+        times=times,
+        new_times=new_times,
+        dt=dt,
+        gaps=gaps,
+        freq=freq,
+        meta=meta,
+        spectra_kw=spectra_kw,
+        models=models,
+        variables=variables,
+    )
+    return arr, info
+
+
+# ----------------------------------------------------------------------------- stage 1
+def _write_cube(arr, path: Path, tile: int, time_chunk: int, client, science: dict) -> None:
+    """Write the preprocessed cube once, rechunked from per-frame to (time_chunk, tile, tile)."""
+    import dask
+    import xarray as xr
+
+    from specfit.cluster import progress
+
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    arr = arr.astype("float32").chunk({"time": time_chunk, "y": tile, "x": tile})
+    ds = xr.Dataset({"intensity": arr})
+    ds.attrs = {k: v for k, v in arr.attrs.items() if isinstance(v, str | int | float | bool)}
+    ds.attrs["config_hash"] = config_hash({k: science[k] for k in ("input", "prep")})
+    for v in ds.variables.values():
+        v.encoding = {}
+    # Chunks align by construction; safe_chunks makes xarray refuse any misalignment.
+    delayed = ds.to_zarr(tmp, mode="w", compute=False, safe_chunks=True, consolidated=True)
+    if client is not None:
+        fut = client.compute(delayed)
+        for _ in progress([fut], total=1, desc="ingest"):
+            pass
+        fut.result()
+    else:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(out=sys.stderr, dt=1.0):
+            dask.compute(delayed)
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)  # the cube exists only once it is whole
+
+
+def _cube_is_current(path: Path, science: dict) -> bool:
+    import zarr
+
+    if not (path / "zarr.json").exists():
+        return False
+    try:
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception:
+        return False
+    return attrs.get("config_hash") == config_hash({k: science[k] for k in ("input", "prep")})
+
+
+# ----------------------------------------------------------------------------- stage 2
+def process_tile(plan: TilePlan, by: int, bx: int) -> tuple[int, int]:
+    """Resample, take spectra and fit one tile, and write it to the results store."""
+    import zarr
+
+    from specfit.kernels.resample import interp_linear
+    from specfit.stages import fit_block_maps, resolve_models, spectra_block
+
+    b, h = plan.block, plan.halo
+    y0, y1 = by * b, min((by + 1) * b, plan.ny)
+    x0, x1 = bx * b, min((bx + 1) * b, plan.nx)
+    ya, yb = max(0, y0 - h), min(plan.ny, y1 + h)
+    xa, xb = max(0, x0 - h), min(plan.nx, x1 + h)
+    cube = zarr.open_group(plan.cube_path, mode="r")["intensity"]
+    vals = np.asarray(cube[:, ya:yb, xa:xb], dtype=np.float32)
+    nt, py, px = vals.shape
+    rows = np.ascontiguousarray(vals.reshape(nt, py * px).T)
+    uni = interp_linear(plan.times, rows, plan.new_times)
+    uni = np.ascontiguousarray(uni.T).reshape(plan.new_times.size, py, px)
+    freq, power, spread, dof, _ = spectra_block(
+        uni, plan.dt, box=plan.box, halo=(y0 - ya, yb - y1, x0 - xa, xb - x1), **plan.spectra_kw
+    )
+    models = resolve_models(plan.models, plan.user_models, plan.bounds)
+    sigma = spread if plan.method == "lsq" else None
+    maps = fit_block_maps(freq, power, models, plan.method, dof, sigma, plan.fit_options)
+    inner = vals[:, y0 - ya : y0 - ya + (y1 - y0), x0 - xa : x0 - xa + (x1 - x0)]
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(inner, axis=0).astype(np.float32)
+    data = dict(maps)
+    data["power"] = power
+    if plan.keep_sigma and spread is not None:
+        data["power_sigma"] = spread.astype(np.float32)
+    data["dof"] = dof
+    data["mean_intensity"] = mean
+    write_block(plan.results_path, by, bx, b, data)
+    return by, bx
+
+
+def _layout(cfg: Config, arr, info: dict, block: int, cube_path: Path) -> StoreLayout:
+    from specfit.kernels.fitting import STATUS_CODES, model_attrs
+
+    ny, nx = arr.sizes["y"], arr.sizes["x"]
+    variables = dict(info["variables"])
+    bunit = arr.attrs.get("bunit", "intensity")
+    variables["dof"] = {
+        "dtype": np.float32,
+        "attrs": {"long_name": "chi-square degrees of freedom of each power value", "units": "1"},
+    }
+    variables["mean_intensity"] = {
+        "dtype": np.float32,
+        "attrs": {"long_name": "mean intensity over time", "units": f"{bunit}/s"},
+    }
+    from specfit.stages import _power_units
+
+    pu = _power_units(f"{bunit}/s", cfg.spectra.normalisation)
+    spectral = {"power": {"dtype": np.float32, "attrs": {"long_name": "power", "units": pu}}}
+    if cfg.spectra.box > 1:
+        spectral["power_sigma"] = {
+            "dtype": np.float32,
+            "attrs": {"long_name": "spread of the power across the box", "units": pu},
+        }
+    coords2d = {}
+    for c in ("hpc_x", "hpc_y"):
+        if c in arr.coords:
+            coords2d[c] = np.asarray(arr[c].values, dtype=float)
+    science = _science(cfg)
+    attrs = {
+        "config": cfg.to_yaml(),
+        "config_json": json.dumps(science),
+        "config_hash": config_hash(science),
+        "specfit_version": __version__,
+        "models": json.dumps(model_attrs(info["models"]), default=str),
+        "status_codes": json.dumps({str(k): v for k, v in STATUS_CODES.items()}),
+        "method": cfg.fit.method,
+        "cube_path": str(cube_path) if cfg.output.keep_cube else "",
+        "start_time": str(arr.attrs.get("start_time", "")),
+        "cadence": info["dt"],
+        "n_frames": int(info["times"].size),
+        "gaps": json.dumps([list(g) for g in info["gaps"]]),
+        "segments": int(info["meta"]["segments"]),
+        "segment_length": int(info["meta"]["segment_length"]),
+        "dof_per_spectrum": float(info["meta"]["dof"]),
+        "box": cfg.spectra.box,
+        "source": str(arr.attrs.get("source", cfg.input.path)),
+    }
+    return StoreLayout(ny, nx, info["freq"], block, variables, spectral, coords2d, attrs)
+
+
+def _choose_sizes(cfg: Config, arr, info: dict, client) -> tuple[int, int]:
+    from specfit.cluster import auto_tile, auto_time_chunk, total_threads, worker_memory_bytes
+
+    ny, nx, nt = arr.sizes["y"], arr.sizes["x"], arr.sizes["time"]
+    mem = worker_memory_bytes(client)
+    tile = cfg.output.tile or auto_tile(
+        ny, nx, max(nt, info["new_times"].size), mem, len(info["models"]),
+        min_tasks=2 * total_threads(client),
+    )
+    time_chunk = cfg.output.time_chunk or auto_time_chunk(ny, nx, mem, nt=nt)
+    return tile, time_chunk
+
+
+# ----------------------------------------------------------------------------- run
+def run(
+    config: Any = None,
+    overrides: list[str] | None = None,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    cluster: str | None = None,
+    report: str | None = None,
+):
+    """Run the whole pipeline and return the results Dataset (lazy, from ``results.zarr``).
+
+    Parameters
+    ----------
+    config
+        A YAML path, a mapping or a :class:`specfit.config.Config`.
+    overrides
+        ``section.key=value`` strings (as ``--set``).
+    overwrite
+        Replace an existing results store.
+    resume
+        Continue an unfinished run with the same science config (only missing tiles run).
+    cluster
+        ``local``, ``mpi``, ``synchronous``, ``tcp://host:port`` or a scheduler file; overrides
+        the config's ``cluster`` section.
+    report
+        Write dask's performance report (HTML) here.
+    """
+    from specfit.cluster import cluster_config_from_flag, connect, performance_report, progress
+
+    cfg = load_config(config, overrides)
+    if cluster:
+        cfg.cluster = cluster_config_from_flag(cluster, cfg.cluster)
+    report = report or cfg.cluster.report
+    results_path = Path(cfg.output.path)
+    cube_path = cube_path_for(cfg)
+    t_start = time.perf_counter()
+
+    # Everything that can be checked is checked before any cluster starts or data is read.
+    action = _check_store_target(cfg, overwrite, resume)
+    if action == "done":
+        _say(f"{results_path} is already complete; nothing to do")
+        return open_results(results_path)
+    run_cfg = _prepare_input(cfg)
+    arr, info = plan_run(run_cfg)
+    science = _science(cfg)
+    ny, nx, nt = arr.sizes["y"], arr.sizes["x"], arr.sizes["time"]
+    _say(
+        f"specfit {__version__}: {nt} frames of {ny} x {nx} px from {arr.attrs.get('source', '?')}"
+    )
+    _say(
+        f"  cadence {info['dt']:.3g} s -> {info['new_times'].size} samples; "
+        f"{info['freq'].size} frequencies {info['freq'][0]:.3g}-{info['freq'][-1]:.3g} Hz; "
+        f"{len(info['gaps'])} gap(s) > {cfg.resample.max_gap:g} cadences"
+    )
+    from specfit.stages import report_gaps
+
+    report_gaps(info["gaps"], info["dt"])
+
+    with connect(cfg.cluster) as client, performance_report(report):
+        tile, time_chunk = _choose_sizes(cfg, arr, info, client)
+        if action == "resume":
+            tile = int(store_attrs(results_path).get("block_size", tile))
+        # Stage 1: the cube.
+        if _cube_is_current(cube_path, science):
+            _say(f"  reusing {cube_path}")
+        else:
+            _say(f"  writing {cube_path} (chunks {time_chunk} frames x {tile} x {tile} px)")
+            _write_cube(arr, cube_path, tile, time_chunk, client, science)
+        # Stage 2: tiles.
+        layout = _layout(cfg, arr, info, tile, cube_path)
+        if action == "new":
+            prepare_store(results_path, layout)
+        done = done_blocks(results_path)
+        todo = [(by, bx) for by in range(done.shape[0]) for bx in range(done.shape[1]) if not done[by, bx]]
+        _say(
+            f"  fitting {len(info['models'])} model(s) by {cfg.fit.method} in "
+            f"{done.size} tile(s) of {tile} px ({done.size - len(todo)} already done)"
+        )
+        plan = TilePlan(
+            cube_path=str(cube_path),
+            results_path=str(results_path),
+            ny=ny,
+            nx=nx,
+            block=tile,
+            halo=cfg.spectra.box // 2,
+            times=info["times"],
+            new_times=info["new_times"],
+            dt=info["dt"],
+            spectra_kw=info["spectra_kw"],
+            box=cfg.spectra.box,
+            models=dict(cfg.fit.models),
+            user_models=list(cfg.fit.user_models),
+            bounds={k: dict(v) for k, v in cfg.fit.bounds.items()},
+            method=cfg.fit.method,
+            fit_options=dict(
+                max_iter=cfg.fit.max_iter,
+                tol=cfg.fit.tol,
+                multistart=cfg.fit.multistart,
+                best_model=cfg.fit.best_model,
+                alpha=cfg.fit.alpha,
+            ),
+            keep_sigma=cfg.spectra.box > 1,
+            freq=info["freq"],
+        )
+        failures = _run_tiles(plan, todo, client, progress)
+    if failures:
+        by, bx, err = failures[0]
+        raise RunError(
+            f"{len(failures)} of {len(todo)} tile(s) failed (first: tile ({by}, {bx}): {err}). "
+            f"Everything else is saved in {results_path}; fix the cause and run again with --resume"
+        )
+    finalise_store(results_path, {"elapsed_s": round(time.perf_counter() - t_start, 2)})
+    if not cfg.output.keep_cube and cube_path.exists():
+        shutil.rmtree(cube_path)
+    _say(f"  wrote {results_path} in {time.perf_counter() - t_start:.1f} s")
+    return open_results(results_path)
+
+
+def _run_tiles(plan: TilePlan, todo: list, client, progress) -> list:
+    """Run every tile; a failing tile is reported and the others go on."""
+    failures = []
+    if not todo:
+        return failures
+    if client is None:
+        for by, bx in progress(todo, total=len(todo), desc="tiles"):
+            try:
+                process_tile(plan, by, bx)
+            except Exception as exc:  # a bug or I/O fault in one tile must not lose the rest
+                log.exception("tile (%d, %d) failed", by, bx)
+                failures.append((by, bx, repr(exc)))
+        return failures
+    plan_f = client.scatter(plan, broadcast=True)
+    futures = [
+        client.submit(process_tile, plan_f, by, bx, key=f"tile-{by}-{bx}-{plan.results_path}", pure=False)
+        for by, bx in todo
+    ]
+    index = {f.key: (by, bx) for f, (by, bx) in zip(futures, todo, strict=True)}
+    for fut in progress(futures, total=len(futures), desc="tiles"):
+        if fut.status == "error":
+            by, bx = index[fut.key]
+            failures.append((by, bx, repr(fut.exception())))
+        fut.release()
+    return failures

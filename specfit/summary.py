@@ -1,0 +1,83 @@
+"""Text summaries of a results store (``specfit info`` and the end of ``specfit run``)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["summarise", "percentiles"]
+
+
+def percentiles(values: np.ndarray, q=(1, 50, 99)) -> np.ndarray:
+    """Percentiles of the finite values (NaN if none)."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return np.full(len(q), np.nan)
+    return np.percentile(v, q)
+
+
+def _models(ds: xr.Dataset) -> dict:
+    m = ds.attrs.get("models", "{}")
+    return json.loads(m) if isinstance(m, str) else dict(m)
+
+
+def summarise(ds: xr.Dataset, path: str | None = None) -> str:
+    """A readable multi-line summary: size, settings, per-map percentiles, status, best model."""
+    lines = []
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    nf = ds.sizes.get("freq", 0)
+    title = f"results {path}" if path else "results"
+    lines.append(f"{title}: {ny} x {nx} px, {nf} frequencies")
+    if "complete" in ds.attrs:
+        state = "complete" if ds.attrs["complete"] else "INCOMPLETE (resume with --resume)"
+        lines.append(f"  state: {state}")
+    for key in ("source", "start_time", "cadence", "n_frames", "segments", "box", "method"):
+        if key in ds.attrs and ds.attrs[key] not in ("", None):
+            lines.append(f"  {key}: {ds.attrs[key]}")
+    if "freq" in ds.coords and nf:
+        f = ds["freq"].values
+        lines.append(f"  frequencies: {f[0]:.4g} - {f[-1]:.4g} Hz")
+    models = _models(ds)
+    for alias, info in models.items():
+        lines.append(f"  {alias}: {info.get('name', '?')}  {info.get('formula', '')}")
+    lines.append("")
+    lines.append(f"  {'map':28s} {'units':>14s} {'p1':>11s} {'median':>11s} {'p99':>11s} {'NaN %':>6s}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name, var in ds.data_vars.items():
+            if var.dims != ("y", "x") or name.endswith("_status") or name == "best_model":
+                continue
+            if np.dtype(var.dtype).kind not in "fiu":
+                continue
+            v = np.asarray(var.values, dtype=float)
+            p1, p50, p99 = percentiles(v)
+            nan = 100.0 * np.mean(~np.isfinite(v))
+            units = str(var.attrs.get("units", ""))[:14]
+            lines.append(f"  {name:28s} {units:>14s} {p1:11.4g} {p50:11.4g} {p99:11.4g} {nan:6.1f}")
+    codes = ds.attrs.get("status_codes")
+    codes = json.loads(codes) if isinstance(codes, str) else (codes or {})
+    for alias in models:
+        st = f"{alias}_status"
+        if st in ds:
+            s = np.asarray(ds[st].values).ravel()
+            vals, counts = np.unique(s, return_counts=True)
+            parts = [
+                f"{codes.get(str(int(v)), str(int(v)))}: {100 * c / s.size:.1f}%"
+                for v, c in zip(vals, counts, strict=True)
+            ]
+            lines.append(f"  {st}: " + ", ".join(parts))
+    if "best_model" in ds:
+        b = np.asarray(ds["best_model"].values).ravel()
+        aliases = list(models)
+        parts = []
+        for i, a in enumerate(aliases):
+            parts.append(f"{a} {100 * np.mean(b == i):.1f}%")
+        if np.any(b < 0):
+            parts.append(f"none {100 * np.mean(b < 0):.1f}%")
+        rule = ds["best_model"].attrs.get("rule", "")
+        lines.append(f"  best_model{f' ({rule})' if rule else ''}: " + ", ".join(parts))
+    return "\n".join(lines)
