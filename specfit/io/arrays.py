@@ -138,7 +138,7 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
     path = cfg.path
     ds = None
     try:
-        ds = xr.open_zarr(path, consolidated=None)
+        ds = xr.open_zarr(path, consolidated=_consolidated(path))
     except Exception:
         ds = None
     if ds is not None and len(ds.data_vars):
@@ -229,3 +229,16 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
     if cfg.max_frames is not None:
         out = out.isel(time=slice(0, cfg.max_frames))
     return out
+
+
+def _consolidated(path: str) -> bool | None:
+    """True when the store has consolidated metadata (v2 .zmetadata or v3 in zarr.json)."""
+    if os.path.exists(os.path.join(path, ".zmetadata")):
+        return True
+    meta = os.path.join(path, "zarr.json")
+    if os.path.exists(meta):
+        import json
+
+        with open(meta) as fh:
+            return bool(json.load(fh).get("consolidated_metadata"))
+    return None

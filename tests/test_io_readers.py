@@ -1,0 +1,415 @@
+"""Readers: real files in ../shared/data (skipped when absent) and small synthetic files."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from astropy.io import fits
+from astropy.time import Time, TimeDelta
+
+from specfit.config import InputConfig
+from specfit.io import InputError, detect_kind, frame_times, open_input
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+AIA_FITS = DATA / "aia1600_20120606" / "fits"
+AIA_JPG = DATA / "aia1600_20120606" / "jpg"
+IRIS = DATA / "iris_sji_20140329"
+IRIS_1400 = IRIS / "iris_l2_20140329_140938_3860258481_SJI_1400_t000.fits"
+IRIS_2796 = IRIS / "iris_l2_20140329_140938_3860258481_SJI_2796_t000_deconvolved.fits"
+
+needs_aia = pytest.mark.skipif(
+    not AIA_FITS.is_dir(), reason=f"real AIA data not found at {AIA_FITS} (../shared/data)"
+)
+needs_jpg = pytest.mark.skipif(
+    not AIA_JPG.is_dir(), reason=f"real AIA JPGs not found at {AIA_JPG} (../shared/data)"
+)
+needs_iris = pytest.mark.skipif(
+    not IRIS_1400.is_file(), reason=f"real IRIS cubes not found at {IRIS} (../shared/data)"
+)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _hpc_header(ny: int, nx: int, date_obs: str, exptime: float | None = 2.0) -> fits.Header:
+    h = fits.Header()
+    h["DATE-OBS"] = date_obs
+    if exptime is not None:
+        h["EXPTIME"] = exptime
+    h["BUNIT"] = "DN"
+    h["CTYPE1"], h["CTYPE2"] = "HPLN-TAN", "HPLT-TAN"
+    h["CUNIT1"], h["CUNIT2"] = "arcsec", "arcsec"
+    h["CDELT1"], h["CDELT2"] = 0.5, 0.5
+    h["CRPIX1"], h["CRPIX2"] = 3.0, 2.0
+    h["CRVAL1"], h["CRVAL2"] = 100.0, -50.0
+    h["DSUN_OBS"], h["HGLN_OBS"], h["HGLT_OBS"], h["RSUN_REF"] = 1.5e11, 0.0, 1.0, 6.96e8
+    return h
+
+
+def _write_series(folder: Path, nt: int = 6, ny: int = 5, nx: int = 7, seed: int = 1):
+    """Frames with shuffled file order vs time, so sorting is exercised; returns truth."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    secs = np.concatenate([[0.0], np.cumsum(rng.uniform(10, 14, nt - 1))])
+    t0 = Time("2020-01-01T00:00:00", scale="utc")
+    data = rng.normal(100, 10, (nt, ny, nx)).astype(np.float32)
+    exps = rng.uniform(1.5, 2.5, nt)
+    names = rng.permutation(nt)  # file name order differs from time order
+    for i in range(nt):
+        h = _hpc_header(ny, nx, (t0 + TimeDelta(secs[i], format="sec")).isot, float(exps[i]))
+        fits.PrimaryHDU(data[i], header=h).writeto(folder / f"f{names[i]:03d}.fits")
+    return secs - secs[0], data, exps
+
+
+# ----------------------------------------------------------------------------- synthetic
+def test_fits_series_sorted_normalised_lazy(tmp_path):
+    secs, data, exps = _write_series(tmp_path / "s")
+    da_ = open_input(InputConfig(path=str(tmp_path / "s")))
+    assert da_.name == "intensity" and da_.dims == ("time", "y", "x")
+    assert da_.dtype == np.float32 and da_.attrs["kind"] == "fits_series"
+    # One dask chunk (task) per file.
+    assert da_.data.chunks[0] == (1,) * len(secs)
+    # DATE-OBS strings carry milliseconds.
+    np.testing.assert_allclose(da_["time"].values, secs, atol=1e-3)
+    np.testing.assert_allclose(da_["exposure"].values, exps)
+    np.testing.assert_allclose(da_.values, data / exps[:, None, None], rtol=1e-6)
+    assert da_.attrs["bunit"] == "DN / s"
+    assert da_.attrs["start_time"].startswith("2020-01-01T00:00:00")
+    np.testing.assert_array_equal(frame_times(da_)[0], np.datetime64("2020-01-01T00:00:00", "ns"))
+    # hpc from the TAN WCS: near the reference pixel the projection is ~linear in CDELT.
+    assert da_["hpc_x"].values[1, 2] == pytest.approx(100.0, abs=1e-6)
+    assert da_["hpc_y"].values[1, 2] == pytest.approx(-50.0, abs=1e-6)
+    assert da_["hpc_x"].values[1, 3] - da_["hpc_x"].values[1, 2] == pytest.approx(0.5, rel=1e-3)
+    # Lazy: the data of a file is read only at compute time, so deleting one fails then.
+    for f in glob.glob(str(tmp_path / "s" / "*.fits")):
+        os.remove(f)
+    with pytest.raises(FileNotFoundError):
+        _ = da_.isel(time=0).values
+
+
+def test_fits_series_without_normalisation_and_missing(tmp_path):
+    secs, data, exps = _write_series(tmp_path / "s")
+    cfg = InputConfig(path=str(tmp_path / "s"), normalise_exposure=False, missing_below=95.0)
+    out = open_input(cfg).values
+    expect = np.where(data < 95.0, np.nan, data)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expect))
+    np.testing.assert_allclose(out, expect, equal_nan=True)
+
+
+def test_fits_int16_blank_and_bscale(tmp_path):
+    ny, nx = 4, 5
+    raw = np.arange(ny * nx, dtype=np.int16).reshape(ny, nx)
+    raw[0, 0] = -32768
+    for i in range(2):
+        h = _hpc_header(ny, nx, f"2021-05-01T00:00:{10 * i:02d}", 2.0)
+        h["BLANK"] = -32768
+        fits.PrimaryHDU(raw, header=h).writeto(tmp_path / f"a{i}.fits")
+    out = open_input(InputConfig(path=str(tmp_path))).values
+    assert np.isnan(out[:, 0, 0]).all()
+    np.testing.assert_allclose(out[0].ravel()[1:], raw.ravel()[1:] / 2.0)
+    # Scaled integers (BZERO/BSCALE): physical = raw * BSCALE + BZERO, BLANK still NaN.
+    sub = tmp_path / "scaled"
+    sub.mkdir()
+    for i in range(2):
+        h = _hpc_header(ny, nx, f"2021-05-01T00:00:{10 * i:02d}", 1.0)
+        hdu = fits.PrimaryHDU(raw.copy(), header=h)
+        hdu.header["BSCALE"], hdu.header["BZERO"], hdu.header["BLANK"] = 0.5, 10.0, -32768
+        hdu.writeto(sub / f"b{i}.fits")
+    out = open_input(InputConfig(path=str(sub))).values
+    assert np.isnan(out[:, 0, 0]).all()
+    np.testing.assert_allclose(out[1].ravel()[1:], raw.ravel()[1:] * 0.5 + 10.0)
+
+
+def test_fits_series_errors_name_file_and_fix(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        open_input(InputConfig(path=str(tmp_path / "nope")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no FITS or image files"):
+        open_input(InputConfig(path=str(tmp_path / "empty")))
+    with pytest.raises(InputError, match="no input files"):
+        open_input(InputConfig(path=str(tmp_path / "empty"), kind="fits_series"))
+    # Inconsistent shapes.
+    d = tmp_path / "shapes"
+    _write_series(d, nt=3)
+    fits.PrimaryHDU(
+        np.zeros((6, 7), np.float32), header=_hpc_header(6, 7, "2020-01-01T01:00:00")
+    ).writeto(d / "odd.fits")
+    with pytest.raises(InputError, match=r"odd\.fits.*differs"):
+        open_input(InputConfig(path=str(d)))
+    # Missing time key.
+    d = tmp_path / "notime"
+    _write_series(d, nt=3)
+    h = _hpc_header(5, 7, "x")
+    del h["DATE-OBS"]
+    fits.PrimaryHDU(np.zeros((5, 7), np.float32), header=h).writeto(d / "zz.fits")
+    with pytest.raises(InputError, match=r"zz\.fits.*input\.time_key"):
+        open_input(InputConfig(path=str(d)))
+    # Unreadable header.
+    d = tmp_path / "broken"
+    _write_series(d, nt=3)
+    (d / "bad.fits").write_bytes(b"this is not a FITS file at all" * 10)
+    with pytest.raises(InputError, match=r"bad\.fits.*cannot read"):
+        open_input(InputConfig(path=str(d), kind="fits_series"))
+    # Missing exposure with normalisation on; fine with it off.
+    d = tmp_path / "noexp"
+    d.mkdir()
+    for i in range(2):
+        fits.PrimaryHDU(
+            np.ones((3, 3), np.float32), header=_hpc_header(3, 3, f"2020-01-01T00:00:0{i}", None)
+        ).writeto(d / f"n{i}.fits")
+    with pytest.raises(InputError, match="normalise_exposure"):
+        open_input(InputConfig(path=str(d)))
+    out = open_input(InputConfig(path=str(d), normalise_exposure=False))
+    assert "exposure" not in out.coords and out.attrs["exposure_normalised"] is False
+    # Duplicate times.
+    fits.PrimaryHDU(
+        np.ones((3, 3), np.float32), header=_hpc_header(3, 3, "2020-01-01T00:00:00", None)
+    ).writeto(d / "n9.fits")
+    with pytest.raises(InputError, match="same time"):
+        open_input(InputConfig(path=str(d), normalise_exposure=False))
+
+
+def test_reads_lead_synthetic_writer(tmp_path):
+    from specfit.synthetic import make_synthetic
+
+    syn = make_synthetic(tmp_path / "syn", shape=(6, 8), n_frames=20, cadence=12.0, seed=3)
+    da_ = open_input(InputConfig(path=str(syn.frames)))
+    assert da_.shape == (syn.n_frames, 6, 8)
+    files = sorted(glob.glob(str(Path(syn.frames) / "*.fits")))
+    with fits.open(files[0]) as h:
+        ref = h[0].data.astype(np.float32) / np.float32(h[0].header["EXPTIME"])
+    np.testing.assert_allclose(da_.isel(time=0).values, ref, rtol=1e-6)
+    assert np.all(np.diff(da_["time"].values) > 0)
+    assert "hpc_x" in da_.coords and da_.attrs["instrument"] == "specfit SYNTHETIC"
+
+
+def _write_iris_like(path: Path, nt=5, ny=4, nx=6, extra_rows=7, seed=2):
+    rng = np.random.default_rng(seed)
+    cube = rng.normal(50, 5, (nt, ny, nx)).astype(np.float32)
+    cube[:, 0, :] = -200.0  # IRIS-style missing-pixel sentinel
+    h = fits.Header()
+    h["STARTOBS"] = "2014-03-29T14:09:38.830"
+    h["EXPTIME"] = 4.0
+    h["BUNIT"] = "Corrected DN"
+    h["CTYPE1"], h["CTYPE2"], h["CTYPE3"] = "HPLN-TAN", "HPLT-TAN", "Time"
+    h["CUNIT1"], h["CUNIT2"] = "arcsec", "arcsec"
+    h["CDELT1"], h["CDELT2"], h["CRPIX1"], h["CRPIX2"] = 0.2, 0.2, 1.0, 1.0
+    h["CRVAL1"], h["CRVAL2"] = 500.0, 280.0
+    # Irregular times and more table rows than frames, as in the truncated IRIS test files.
+    aux = np.zeros((nt + extra_rows, 4))
+    aux[:, 0] = 0.1 + np.cumsum(
+        np.r_[0, np.tile([18.7, 37.5], nt + extra_rows)[: nt + extra_rows - 1]]
+    )
+    aux[:, 3] = rng.uniform(3, 5, nt + extra_rows)
+    ah = fits.Header()
+    ah["TIME"], ah["EXPTIMES"] = 0, 3
+    fits.HDUList([fits.PrimaryHDU(cube, header=h), fits.ImageHDU(aux, header=ah)]).writeto(path)
+    return cube, aux[:nt]
+
+
+def test_fits_cube_iris_layout(tmp_path):
+    cube, aux = _write_iris_like(tmp_path / "c.fits")
+    cfg = InputConfig(path=str(tmp_path / "c.fits"), missing_below=-100)
+    assert detect_kind(cfg) == "fits_cube"
+    da_ = open_input(cfg)
+    np.testing.assert_allclose(da_["time"].values, aux[:, 0] - aux[0, 0], atol=1e-6)
+    assert da_.attrs["start_time"].startswith("2014-03-29T14:09:38.930")
+    np.testing.assert_allclose(da_["exposure"].values, aux[:, 3])
+    out = da_.values
+    assert np.isnan(out[:, 0, :]).all()
+    np.testing.assert_allclose(out[:, 1:], cube[:, 1:] / aux[:, 3, None, None], rtol=1e-6)
+    assert da_["hpc_x"].values[0, 0] == pytest.approx(500.0, abs=1e-6)
+
+
+def test_fits_cube_linear_time_axis_and_npy_times(tmp_path):
+    cube = np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2)
+    h = fits.Header()
+    h["DATE-OBS"], h["CTYPE3"], h["CRVAL3"], h["CDELT3"], h["CRPIX3"] = (
+        "2020-02-02T00:00:00",
+        "Time",
+        0.0,
+        5.0,
+        1.0,
+    )
+    fits.PrimaryHDU(cube, header=h).writeto(tmp_path / "lin.fits")
+    da_ = open_input(InputConfig(path=str(tmp_path / "lin.fits"), normalise_exposure=False))
+    np.testing.assert_allclose(da_["time"].values, [0, 5, 10, 15])
+    np.testing.assert_array_equal(da_.values, cube)
+    # .npy times override; unsorted times are sorted with the frames.
+    np.save(tmp_path / "t.npy", np.array([0.0, 30.0, 10.0, 20.0]))
+    da2 = open_input(
+        InputConfig(
+            path=str(tmp_path / "lin.fits"), times=str(tmp_path / "t.npy"), normalise_exposure=False
+        )
+    )
+    np.testing.assert_allclose(da2["time"].values, [0, 10, 20, 30])
+    np.testing.assert_array_equal(da2.values, cube[[0, 2, 3, 1]])
+    # No times at all: a clear error.
+    fits.PrimaryHDU(cube).writeto(tmp_path / "bare.fits")
+    with pytest.raises(InputError, match=r"bare\.fits.*input\.times"):
+        open_input(InputConfig(path=str(tmp_path / "bare.fits")))
+
+
+def test_npy_and_zarr(tmp_path):
+    rng = np.random.default_rng(5)
+    cube = rng.normal(size=(7, 3, 4)).astype(np.float64)
+    cube[2, 1, 1] = np.inf
+    np.save(tmp_path / "c.npy", cube)
+    np.save(tmp_path / "t.npy", np.arange(7) * 3.0 + 100.0)
+    cfg = InputConfig(path=str(tmp_path / "c.npy"), times=str(tmp_path / "t.npy"))
+    da_ = open_input(cfg)
+    assert da_.attrs["kind"] == "array" and da_.dtype == np.float32
+    np.testing.assert_allclose(da_["time"].values, np.arange(7) * 3.0)
+    out = da_.values
+    assert np.isnan(out[2, 1, 1]) and np.isfinite(out).sum() == out.size - 1
+    with pytest.raises(InputError, match="input.times"):
+        open_input(InputConfig(path=str(tmp_path / "c.npy")))
+    # Zarr round trip of the DataArray (what a cube.zarr holds).
+    da_.to_dataset().to_zarr(tmp_path / "c.zarr", mode="w", consolidated=False)
+    back = open_input(InputConfig(path=str(tmp_path / "c.zarr")))
+    assert back.attrs["kind"] == "zarr"
+    assert back.attrs["start_time"] == da_.attrs["start_time"]
+    np.testing.assert_allclose(back["time"].values, da_["time"].values)
+    np.testing.assert_array_equal(back.values, out)
+
+
+def test_images_times_from_names_csv_exif(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 255, (3, 4, 5, 3), dtype=np.uint8)
+    names = ["img_20200101_00_00_20.png", "img_20200101_00_00_00.png", "img_20200101_00_00_10.png"]
+    for a, n in zip(rgb, names, strict=True):
+        Image.fromarray(a).save(tmp_path / n)
+    cfg = InputConfig(path=str(tmp_path), pattern="*.png", time_pattern="img_%Y%m%d_%H_%M_%S.png")
+    da_ = open_input(cfg)
+    np.testing.assert_allclose(da_["time"].values, [0, 10, 20])
+    grey = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    np.testing.assert_allclose(da_.values, grey[[1, 2, 0]], rtol=1e-5)
+    with pytest.raises(InputError, match="time_pattern"):
+        open_input(InputConfig(path=str(tmp_path), pattern="*.png", time_pattern="x_%Y.png"))
+    # CSV times (ISO) in a different order again.
+    csv = tmp_path / "times.csv"
+    csv.write_text(
+        "file,time\n"
+        + "\n".join(f"{n},2020-01-01T00:01:{s:02d}" for n, s in zip(names, [5, 0, 30], strict=True))
+    )
+    da_ = open_input(
+        InputConfig(path=str(tmp_path), pattern="*.png", times_csv=str(csv), time_source="csv")
+    )
+    np.testing.assert_allclose(da_["time"].values, [0, 5, 30])
+    np.testing.assert_allclose(da_.values, grey[[1, 0, 2]], rtol=1e-5)
+    # EXIF DateTimeOriginal in JPEGs.
+    jd = tmp_path / "jpg"
+    jd.mkdir()
+    for i in range(3):
+        im = Image.fromarray(rgb[i])
+        ex = Image.Exif()
+        ex.get_ifd(0x8769)[36867] = f"2019:07:0{i + 1} 12:00:00"
+        im.save(jd / f"p{i}.jpg", exif=ex)
+    da_ = open_input(InputConfig(path=str(jd)))
+    np.testing.assert_allclose(da_["time"].values, [0, 86400, 2 * 86400])
+    assert da_.attrs["start_time"].startswith("2019-07-01T12:00:00")
+    # No EXIF and no pattern: a clear error.
+    with pytest.raises(InputError, match="EXIF"):
+        open_input(InputConfig(path=str(tmp_path), pattern="*.png"))
+
+
+# ----------------------------------------------------------------------------- real data
+@needs_aia
+@pytest.mark.realdata
+def test_real_aia_fits_series():
+    da_ = open_input(InputConfig(path=str(AIA_FITS)))
+    assert da_.shape == (596, 164, 287) and da_.data.numblocks == (596, 1, 1)
+    dt = np.diff(da_["time"].values)
+    # Cadence 24 s with one 48 s and one 96 s gap (data README).
+    assert np.median(dt) == pytest.approx(24.0, abs=0.1)
+    assert sorted(np.round(dt[dt > 30]).tolist()) == [48.0, 96.0]
+    assert da_.attrs["start_time"] == "2012-06-06T05:00:18.570Z"  # T_OBS of the first frame
+    files = sorted(glob.glob(str(AIA_FITS / "*.fits")))
+    with fits.open(files[10]) as h:
+        raw = h[0].data.astype(np.float32)
+        blank = h[0].header["BLANK"]
+        expect = np.where(h[0].data == blank, np.nan, raw / np.float32(h[0].header["EXPTIME"]))
+    np.testing.assert_allclose(da_.isel(time=10).values, expect, rtol=1e-6)
+    # hpc against sunpy's own WCS handling of the reference (middle) frame.
+    import sunpy.map
+
+    ref = da_.attrs["reference_index"]
+    m = sunpy.map.Map(str(AIA_FITS / da_.attrs["files"][ref]))
+    import astropy.units as u
+
+    c = m.pixel_to_world([0, 286] * u.pix, [0, 163] * u.pix)
+    np.testing.assert_allclose(
+        da_["hpc_x"].values[[0, 163], [0, 286]], c.Tx.to_value("arcsec"), atol=1e-3
+    )
+    np.testing.assert_allclose(
+        da_["hpc_y"].values[[0, 163], [0, 286]], c.Ty.to_value("arcsec"), atol=1e-3
+    )
+    assert da_.attrs["instrument"].startswith("SDO/AIA") and da_.attrs["wavelength"] == 1600
+
+
+@needs_jpg
+@pytest.mark.realdata
+def test_real_aia_jpg_sequence():
+    cfg = InputConfig(path=str(AIA_JPG), time_pattern="1600_%Y%m%d_%H_%M_%S.jpg")
+    da_ = open_input(cfg)
+    assert da_.shape == (596, 164, 287) and da_.attrs["kind"] == "images"
+    assert da_.data.numblocks == (596, 1, 1)
+    frame = da_.isel(time=0).values
+    from PIL import Image
+
+    with Image.open(AIA_JPG / "1600_20120606_05_00_19.jpg") as im:
+        ref = np.asarray(im.convert("L"), dtype=np.float32)
+    # PIL's L conversion rounds the same BT.601 luma to integers.
+    assert np.abs(frame - ref).max() <= 1.0
+    if AIA_FITS.is_dir():
+        fits_t = open_input(InputConfig(path=str(AIA_FITS)))
+        abs_jpg = frame_times(da_).astype("datetime64[ms]").astype(float)
+        abs_fit = frame_times(fits_t).astype("datetime64[ms]").astype(float)
+        # File names carry whole seconds; T_OBS has hundredths.
+        assert np.abs(abs_jpg - abs_fit).max() <= 1000.0
+
+
+@needs_iris
+@pytest.mark.realdata
+@pytest.mark.parametrize("path,nt", [(IRIS_1400, 54), (IRIS_2796, 72)])
+def test_real_iris_cubes(path, nt):
+    da_ = open_input(InputConfig(path=str(path), missing_below=-100))
+    assert da_.shape == (nt, 109, 110) and da_.attrs["kind"] == "fits_cube"
+    assert 1 < da_.data.numblocks[0] < nt  # a few frames per chunk
+    with fits.open(path) as h:
+        raw = h[0].data[:nt].astype(np.float32)
+        aux = h[1].data
+        tcol, ecol = h[1].header["TIME"], h[1].header["EXPTIMES"]
+        start = Time(h[0].header["STARTOBS"], scale="utc")
+    np.testing.assert_allclose(da_["time"].values, aux[:nt, tcol] - aux[0, tcol], atol=1e-6)
+    t0 = Time(da_.attrs["start_time"].rstrip("Z"), scale="utc")
+    assert abs((t0 - start).to_value("s") - aux[0, tcol]) < 1e-3
+    expect = np.where(raw < -100, np.nan, raw / aux[:nt, ecol, None, None].astype(np.float32))
+    np.testing.assert_allclose(da_.values, expect, rtol=1e-6)
+    dt = np.diff(da_["time"].values)
+    if nt == 54:  # mostly alternating ~18.7 s / ~37.5 s (a few odd steps near the end)
+        assert np.median(dt[dt < 28]) == pytest.approx(18.7, abs=0.2)
+        assert np.median(dt[dt >= 28]) == pytest.approx(37.5, abs=0.2)
+    else:
+        assert np.median(dt) == pytest.approx(18.7, abs=0.3)
+    assert np.isfinite(da_["hpc_x"].values).all()
+    assert 490 < float(da_["hpc_x"].mean()) < 520 and 270 < float(da_["hpc_y"].mean()) < 290
+
+
+def test_zarr_dataset_is_lazy(tmp_path):
+    arr = xr.DataArray(
+        np.ones((3, 2, 2), np.float32),
+        dims=("time", "y", "x"),
+        coords={"time": [0.0, 1.0, 2.0]},
+        name="intensity",
+        attrs={"start_time": "2020-01-01T00:00:00Z"},
+    )
+    arr.to_dataset().to_zarr(tmp_path / "z.zarr", mode="w", consolidated=False)
+    out = open_input(InputConfig(path=str(tmp_path / "z.zarr")))
+    assert out.chunks is not None
+    assert out.attrs["start_time"] == "2020-01-01T00:00:00.000Z"
