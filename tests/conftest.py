@@ -1,0 +1,59 @@
+"""Shared fixtures: the real data folder (or a clean skip) and a small real results store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT / ".." / "shared" / "data"
+
+# Worker processes started by tests inherit this: keep numba/BLAS to one thread per worker so
+# parallel test runs on a 2-core machine do not oversubscribe it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the repo, or a skip saying why."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA.resolve()} is absent (only in the dev setup)")
+    return SHARED_DATA.resolve()
+
+
+TINY = {
+    "input": {
+        "kind": "synthetic",
+        "synthetic": {"shape": [20, 24], "n_frames": 300, "cadence": 12.0, "seed": 3},
+    },
+    "spectra": {"segments": 1, "window": "hann", "detrend": "linear"},
+    "fit": {"models": {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}},
+    "output": {"tile": 8},
+    "cluster": {"kind": "synchronous"},
+}
+
+
+def tiny_config(tmp: Path, **sections) -> dict:
+    """A small synthetic run config writing under ``tmp`` (sections override TINY's)."""
+    import copy
+
+    cfg = copy.deepcopy(TINY)
+    cfg["input"]["path"] = str(tmp / "synthetic")
+    cfg["output"]["path"] = str(tmp / "results.zarr")
+    for k, v in sections.items():
+        cfg.setdefault(k, {}).update(v)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory) -> Path:
+    """A real results.zarr from a small synthetic run of the whole pipeline (made once)."""
+    from specfit.pipeline import run
+
+    tmp = tmp_path_factory.mktemp("demo_store")
+    run(tiny_config(tmp))
+    return tmp / "results.zarr"

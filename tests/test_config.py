@@ -1,0 +1,85 @@
+"""The YAML schema: defaults, overrides, and error messages that name the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from specfit.config import ConfigError, apply_overrides, config_diff, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_valid():
+    cfg = load_config()
+    assert cfg.fit.method == "whittle"
+    assert cfg.fit.models == {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}
+    assert cfg.spectra.segments == 1 and cfg.cluster.kind == "local"
+
+
+@pytest.mark.parametrize("name", ["demo", "aia1600", "legacy", "mpi"])
+def test_shipped_configs_validate(name):
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+    # Relative paths are resolved from the config's folder, so runs work from any cwd.
+    assert Path(cfg.output.path).is_absolute()
+
+
+def test_legacy_config_is_the_original_specfit_settings():
+    cfg = load_config(ROOT / "configs" / "legacy.yaml")
+    assert cfg.spectra.segments == 2 and cfg.spectra.box == 3
+    assert cfg.fit.method == "lsq" and cfg.fit.models["m2"] == "powerlaw_tail_lorentzian"
+
+
+def test_overrides_parse_yaml_scalars_and_nested_keys():
+    cfg = load_config(None, ["spectra.segments=3", "fit.method=lsq_log", "spectra.fmin=0.001",
+                             "fit.models={m1: powerlaw_tail}", "cluster.kind=synchronous"])
+    assert cfg.spectra.segments == 3 and cfg.fit.method == "lsq_log"
+    assert cfg.spectra.fmin == pytest.approx(0.001)
+    assert cfg.fit.models == {"m1": "powerlaw_tail"}
+    assert cfg.cluster.kind == "synchronous"
+
+
+def test_unknown_key_names_the_key_and_lists_allowed():
+    with pytest.raises(ConfigError) as e:
+        load_config({"spectra": {"segmnts": 2}})
+    msg = str(e.value)
+    assert "spectra.segmnts" in msg and "segments" in msg and "allowed keys" in msg
+
+
+def test_wrong_type_and_impossible_values_name_the_key():
+    with pytest.raises(ConfigError, match=r"spectra\.segments"):
+        load_config(None, ["spectra.segments=two"])
+    with pytest.raises(ConfigError, match=r"spectra\.segments"):
+        load_config(None, ["spectra.segments=0"])
+    with pytest.raises(ConfigError, match=r"spectra\.box.*odd"):
+        load_config(None, ["spectra.box=2"])
+    with pytest.raises(ConfigError, match=r"fit\.method.*whittle"):
+        load_config(None, ["fit.method=bayes"])
+    with pytest.raises(ConfigError, match="fmax must be greater"):
+        load_config(None, ["spectra.fmin=0.01", "spectra.fmax=0.001"])
+    with pytest.raises(ConfigError, match="cluster.address"):
+        load_config(None, ["cluster.kind=address"])
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_overrides({}, ["segments"])
+    with pytest.raises(ConfigError, match="must name a section"):
+        apply_overrides({}, ["segments=2"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_config_diff_names_changed_science_keys_only():
+    a = load_config().model_dump(mode="json")
+    b = load_config(None, ["spectra.segments=2", "cluster.kind=synchronous"]).model_dump(mode="json")
+    diff = config_diff(a, b)
+    assert diff == ["spectra.segments: 1 != 2"]
