@@ -125,10 +125,13 @@ def assemble(
     attrs: dict[str, Any],
     hpc: tuple[np.ndarray, np.ndarray] | None = None,
     max_frames: int | None = None,
+    time_coords: dict[str, tuple[np.ndarray, dict]] | None = None,
 ) -> xr.DataArray:
     """Wrap a :class:`LazyFrames` stack into the standard lazy "intensity" DataArray.
 
     ``times`` must already be in stack order (sorted). ``max_frames`` keeps the first N.
+    ``time_coords`` are extra per-frame coordinates (values in stack order, attrs), e.g. the
+    observer position and pointing that derotation needs.
     """
     nt, ny, nx = frames.shape
     arr = da.from_array(
@@ -146,6 +149,8 @@ def assemble(
     }
     if exposure is not None:
         coords["exposure"] = ("time", np.asarray(exposure, dtype=np.float64), {"units": "s"})
+    for name, (values, cattrs) in (time_coords or {}).items():
+        coords[name] = ("time", np.asarray(values), cattrs)
     if hpc is not None:
         hx, hy = hpc
         coords["hpc_x"] = (("y", "x"), hx, {"units": "arcsec", "long_name": "helioprojective x"})

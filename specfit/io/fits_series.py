@@ -244,7 +244,31 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
         attrs=attrs,
         hpc=hpc,
         max_frames=cfg.max_frames,
+        time_coords=frame_geometry([headers[i] for i in order]) if cel is not None else None,
     )
+
+
+# Per-frame observer position and pointing, carried as time coordinates so that derotation
+# can rebuild each frame's WCS; names are the lower-case FITS keys with a prefix.
+GEOMETRY_KEYS = {
+    "obs_hgln": ("HGLN_OBS", "deg"),
+    "obs_hglt": ("HGLT_OBS", "deg"),
+    "obs_dsun": ("DSUN_OBS", "m"),
+    "wcs_crpix1": ("CRPIX1", "pixel"),
+    "wcs_crpix2": ("CRPIX2", "pixel"),
+    "wcs_crval1": ("CRVAL1", "arcsec"),
+    "wcs_crval2": ("CRVAL2", "arcsec"),
+}
+
+
+def frame_geometry(headers: list[fits.Header]) -> dict[str, tuple[np.ndarray, dict]]:
+    """Per-frame observer/pointing keys present in every header, as time coordinates."""
+    out = {}
+    for name, (key, unit) in GEOMETRY_KEYS.items():
+        vals = [h.get(key) for h in headers]
+        if all(isinstance(v, int | float) and np.isfinite(v) for v in vals):
+            out[name] = (np.asarray(vals, dtype=np.float64), {"units": unit, "fits_key": key})
+    return out
 
 
 class _ReadSeries:
