@@ -95,9 +95,20 @@ class PrepConfig(_Section):
     """Preprocessing applied to the frames before the cube is written."""
 
     derotate: bool = False
+    derotate_method: Literal["affine", "reproject"] = Field(
+        "affine",
+        description="affine: per-frame affine map from sunpy's differential rotation (fast); "
+        "reproject: sunpy propagate_with_solar_surface + reproject per pixel (slow, exact).",
+    )
+    interpolation_order: int = Field(
+        3, ge=1, le=5, description="Spline order of the resampling in derotate/coalign."
+    )
     reference_time: str | None = Field(None, description="ISO time; None = the middle frame.")
     cutout: CutoutConfig | None = None
     coalign: bool = False
+    coalign_max_shift: float = Field(
+        5.0, gt=0, description="Largest co-alignment shift (px); the cutout is trimmed by it."
+    )
     despike: bool = False
     despike_size: int = Field(3, ge=3, description="Median-filter width (odd) for despiking.")
     despike_sigma: float = Field(5.0, gt=0)
