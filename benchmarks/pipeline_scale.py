@@ -1,0 +1,287 @@
+"""Pipeline scale: the whole run against its floor, at growing image sizes, in one process.
+
+For each image size (default 256², 512², 1024² px, 1200 frames) this script
+
+1. writes a synthetic input cube as Zarr (noise + power-law light curves, made tile by tile so
+   memory stays small; 1024² x 1200 float32 is 5 GB on disk);
+2. times ``specfit.run`` on it (ingest to cube.zarr, resample, spectra, M1 and M2 Whittle
+   fits, results.zarr) on a LocalCluster started *before* the clock starts, so the
+   cluster start is excluded;
+3. times the floor on the same cluster and tiles: (a) read the cube once from Zarr and take
+   each pixel's rfft power, keeping the spectra in worker memory; (b) the fit kernel alone
+   (``specfit.kernels.fitting.fit_block``) on those in-memory spectra;
+4. samples the RSS of this process and every worker process (psutil, every 0.2 s) and
+   reports the peak of their sum during the run.
+
+It prints, per size: pipeline and floor seconds, their ratio, throughput in pixels/s and
+the peak memory. Targets (docs): ratio <= 1.5, throughput flat within 25 % across sizes,
+peak memory not growing with the image size.
+
+Usage::
+
+    python benchmarks/pipeline_scale.py                       # 256 512 1024, 1200 frames
+    python benchmarks/pipeline_scale.py --sizes 128 256 --frames 600 --workers 2
+    python benchmarks/pipeline_scale.py --keep                # keep /tmp/specfit-scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+GEN_BLOCK = 128  # px; the synthetic cube is generated and stored in (120, 128, 128) chunks
+CADENCE = 12.0
+
+
+# ----------------------------------------------------------------------------- data
+def _light_curves(rng: np.random.Generator, nt: int, npix: int) -> np.ndarray:
+    """(nt, npix) float32: power law (index 1.5-2.5) + white noise around 1000 DN/s."""
+    freq = np.fft.rfftfreq(nt, d=CADENCE)
+    index = rng.uniform(1.5, 2.5, size=npix)
+    amp = np.zeros((npix, freq.size))
+    amp[:, 1:] = freq[1:] ** (-index[:, None] / 2)
+    spec = amp * (rng.standard_normal(amp.shape) + 1j * rng.standard_normal(amp.shape))
+    red = np.fft.irfft(spec, n=nt, axis=1)
+    red *= 30.0 / red.std(axis=1, keepdims=True)
+    white = rng.standard_normal((npix, nt)) * 10.0
+    return (1000.0 + red + white).T.astype(np.float32)
+
+
+def make_input(path: Path, size: int, nt: int, seed: int = 0) -> Path:
+    """Write a (nt, size, size) cube as an xarray Zarr store, one 128² column at a time."""
+    import dask.array as da
+    import xarray as xr
+    import zarr
+
+    if (path / "zarr.json").exists() and (path / ".complete").exists():
+        return path
+    if path.exists():
+        shutil.rmtree(path)
+    tchunk = 120
+    empty = da.zeros((nt, size, size), dtype=np.float32, chunks=(tchunk, GEN_BLOCK, GEN_BLOCK))
+    ds = xr.Dataset(
+        {"intensity": (("time", "y", "x"), empty, {"bunit": "DN"})},
+        coords={
+            "time": ("time", np.arange(nt) * CADENCE, {"units": "s"}),
+            "y": np.arange(size),
+            "x": np.arange(size),
+        },
+        attrs={"start_time": "2020-01-01T00:00:00"},
+    )
+    ds["intensity"].attrs["start_time"] = "2020-01-01T00:00:00"
+    ds.to_zarr(path, mode="w", compute=False, consolidated=True)
+    z = zarr.open_group(str(path), mode="r+")["intensity"]
+    rng = np.random.default_rng(seed)
+    for y0 in range(0, size, GEN_BLOCK):
+        for x0 in range(0, size, GEN_BLOCK):
+            ny, nx = min(GEN_BLOCK, size - y0), min(GEN_BLOCK, size - x0)
+            block = _light_curves(rng, nt, ny * nx).reshape(nt, ny, nx)
+            z[:, y0 : y0 + ny, x0 : x0 + nx] = block
+    (path / ".complete").write_text("ok")
+    return path
+
+
+# ----------------------------------------------------------------------------- memory
+class PeakRSS:
+    """Peak of the summed RSS of this process and all its children, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        import psutil
+
+        me = psutil.Process()
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ----------------------------------------------------------------------------- floor
+def _read_rfft(path: str, ys: slice, xs: slice) -> np.ndarray:
+    """One tile's power |rfft|² (npix, nf) float32, read straight from the Zarr cube."""
+    import zarr
+
+    vals = np.asarray(zarr.open_group(path, mode="r")["intensity"][:, ys, xs], dtype=np.float64)
+    nt = vals.shape[0]
+    rows = vals.reshape(nt, -1).T
+    power = np.abs(np.fft.rfft(rows, axis=1)) ** 2
+    return power[:, 1:].astype(np.float32)  # drop the zero frequency, as the pipeline does
+
+
+def _fit_tile(power: np.ndarray, freq: np.ndarray, models: dict, dof: float) -> int:
+    from specfit.kernels.fitting import fit_block
+
+    rows = np.ascontiguousarray(power, dtype=np.float64)
+    res = fit_block(freq, rows, models, method="whittle", dof=np.full(rows.shape[0], dof))
+    return len(res)
+
+
+def floor(client, path: Path, size: int, nt: int, tile: int, model_names: dict) -> dict:
+    """Seconds to read+rfft every tile (spectra kept in memory) and to fit them alone."""
+    from specfit.stages import resolve_models
+
+    models = resolve_models(model_names)
+    freq = np.fft.rfftfreq(nt, d=CADENCE)[1:]
+    tiles = [
+        (slice(y, min(y + tile, size)), slice(x, min(x + tile, size)))
+        for y in range(0, size, tile)
+        for x in range(0, size, tile)
+    ]
+    t0 = time.perf_counter()
+    spectra = [client.submit(_read_rfft, str(path), ys, xs, pure=False) for ys, xs in tiles]
+    client.gather(spectra)  # all spectra now sit in worker memory
+    t_read = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fits = [client.submit(_fit_tile, s, freq, models, 2.0, pure=False) for s in spectra]
+    client.gather(fits)
+    t_fit = time.perf_counter() - t0
+    del spectra, fits
+    return {"read_rfft_s": t_read, "fit_s": t_fit, "floor_s": t_read + t_fit}
+
+
+# ----------------------------------------------------------------------------- main
+def run_size(client, workdir: Path, size: int, nt: int, tile: int | None) -> dict:
+    import specfit
+    from specfit.store import store_attrs
+
+    t0 = time.perf_counter()
+    inp = make_input(workdir / f"input_{size}.zarr", size, nt)
+    t_gen = time.perf_counter() - t0
+    results = workdir / f"results_{size}.zarr"
+    models = {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}
+    cfg = {
+        "input": {"kind": "zarr", "path": str(inp)},
+        "spectra": {"segments": 1, "window": "hann", "detrend": "linear"},
+        "fit": {"models": models, "method": "whittle"},
+        "output": {
+            "path": str(results),
+            "cube_path": str(workdir / f"cube_{size}.zarr"),
+            "tile": tile,
+        },
+    }
+    address = client.scheduler.address
+    for p in (results, workdir / f"cube_{size}.zarr"):
+        if p.exists():
+            shutil.rmtree(p)
+    with PeakRSS() as mem_pipe:
+        t0 = time.perf_counter()
+        specfit.run(cfg, cluster=address, overwrite=True)
+        t_pipe = time.perf_counter() - t0
+    used_tile = int(store_attrs(results)["block_size"])
+    client.run(lambda: __import__("gc").collect())
+    with PeakRSS() as mem_floor:
+        fl = floor(client, inp, size, nt, used_tile, models)
+    npix = size * size
+    return {
+        "size": size,
+        "frames": nt,
+        "tile": used_tile,
+        "generate_s": round(t_gen, 1),
+        "pipeline_s": round(t_pipe, 2),
+        "read_rfft_s": round(fl["read_rfft_s"], 2),
+        "fit_s": round(fl["fit_s"], 2),
+        "floor_s": round(fl["floor_s"], 2),
+        "ratio": round(t_pipe / fl["floor_s"], 2),
+        "pixels_per_s": round(npix / t_pipe, 1),
+        "floor_pixels_per_s": round(npix / fl["floor_s"], 1),
+        "peak_rss_pipeline_gib": round(mem_pipe.peak / 2**30, 2),
+        "peak_rss_floor_gib": round(mem_floor.peak / 2**30, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
+    ap.add_argument("--frames", type=int, default=1200)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--memory-limit", default="4GiB", help="per worker")
+    ap.add_argument("--tile", type=int, default=None, help="default: auto_tile from memory")
+    ap.add_argument("--workdir", default="/tmp/specfit-scale")
+    ap.add_argument("--keep", action="store_true", help="keep the generated stores")
+    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = ap.parse_args(argv)
+
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    cluster = LocalCluster(
+        n_workers=args.workers,
+        threads_per_worker=args.threads,
+        memory_limit=args.memory_limit,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    try:
+        with Client(cluster) as client:
+            print(
+                f"cluster: {args.workers} workers x {args.threads} threads, "
+                f"{args.memory_limit} each; {args.frames} frames",
+                file=sys.stderr,
+            )
+            for size in args.sizes:
+                row = run_size(client, workdir, size, args.frames, args.tile)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                if not args.keep:
+                    for p in workdir.glob(f"*_{size}.zarr"):
+                        shutil.rmtree(p, ignore_errors=True)
+    finally:
+        cluster.close()
+    _table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def _table(rows: list[dict]) -> None:
+    print()
+    print("| size | frames | tile | pipeline s | floor s (read+rfft / fit) | ratio | px/s | "
+          "peak RSS GiB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['size']}² | {r['frames']} | {r['tile']} | {r['pipeline_s']} | "
+            f"{r['floor_s']} ({r['read_rfft_s']} / {r['fit_s']}) | {r['ratio']} | "
+            f"{r['pixels_per_s']:.0f} | {r['peak_rss_pipeline_gib']} |"
+        )
+    if len(rows) > 1:
+        tp = [r["pixels_per_s"] for r in rows]
+        print(f"\nthroughput spread: {max(tp) / min(tp) - 1:.0%} (target <= 25 %)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Helpers for the whole-run cluster tests (MPI, external scheduler, kill and resume).
+
+One small synthetic run is computed once per test session with the synchronous scheduler
+(the reference); the other tests run the same science config on other clusters, or kill and
+resume it, and compare every result variable with the reference.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+# Big enough for several tiles per worker (so a run can be killed half way), small enough
+# that one run takes seconds on 2 shared cores.
+SHAPE = (32, 40)
+N_FRAMES = 240
+TILE = 8
+
+_CACHE: dict[str, Path] = {}
+
+
+def pipeline_config(data_dir: Path, results: Path, **sections: dict) -> dict:
+    """A small synthetic run: frames in ``data_dir`` (shared by all runs), results anywhere."""
+    cfg = {
+        "input": {
+            "kind": "synthetic",
+            "path": str(data_dir),
+            "synthetic": {"shape": list(SHAPE), "n_frames": N_FRAMES, "cadence": 12.0, "seed": 5},
+        },
+        "spectra": {"segments": 1, "window": "hann", "detrend": "linear"},
+        "fit": {"models": {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}},
+        "output": {"path": str(results), "tile": TILE},
+        "cluster": {"kind": "local", "n_workers": 2, "threads_per_worker": 1, "dashboard": False},
+    }
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
+    return cfg
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(synthetic data folder, reference results.zarr), computed once per session."""
+    if "ref" not in _CACHE:
+        from specfit.pipeline import run
+
+        base = tmp_path_factory.mktemp("cluster_ref")
+        data_dir = base / "synthetic"
+        results = base / "reference.zarr"
+        run(pipeline_config(data_dir, results), cluster="synchronous")
+        _CACHE["ref"] = base
+    base = _CACHE["ref"]
+    return base / "synthetic", base / "reference.zarr"
+
+
+def assert_same_results(got: Path, want: Path) -> None:
+    """Every variable of two results stores is identical (NaN where NaN)."""
+    from specfit.store import open_results
+
+    a, b = open_results(got), open_results(want)
+    assert sorted(a.data_vars) == sorted(b.data_vars)
+    for name in b.data_vars:
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    for name in b.coords:
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+
+
+def cli(args: list[str], timeout: float, launcher: list[str] | None = None, **kw):
+    """Run ``specfit ARGS`` in its own process group; on timeout kill the group and fail."""
+    cmd = [*(launcher or []), sys.executable, "-m", "specfit.cli", *args]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kw,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} did not finish in {timeout} s:\n{out}\n{err[-4000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a process started with ``start_new_session=True`` and all its children."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)

@@ -1,0 +1,102 @@
+"""A run killed with SIGKILL in the middle of the fit stage resumes to identical results."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest_cluster import (
+    assert_same_results,
+    cli,
+    kill_group,
+    pipeline_config,
+    reference_run,
+    write_config,
+)
+
+
+def _wait_for_partial(results, proc: subprocess.Popen, timeout: float) -> tuple[int, int]:
+    """Poll the store's done-tile record until some but not all tiles are done."""
+    from specfit.store import block_status
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        if (results / "zarr.json").exists():
+            try:
+                done, total = block_status(results)
+            except Exception:  # the store is being created right now
+                done, total = 0, 1
+            if 0 < done < total:
+                return done, total
+        time.sleep(0.05)
+    return -1, -1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigkill_mid_fit_then_resume_gives_identical_results(tmp_path, tmp_path_factory):
+    from specfit.store import StoreError, block_status, open_results
+
+    data_dir, reference = reference_run(tmp_path_factory)
+    results = tmp_path / "killed.zarr"
+    # One worker thread: tiles finish one by one, so the kill lands with some done.
+    cfg = pipeline_config(data_dir, results, cluster={"n_workers": 1, "threads_per_worker": 1})
+    config = write_config(tmp_path / "run.yaml", cfg)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "specfit.cli", "run", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        done, total = _wait_for_partial(results, proc, timeout=240)
+    finally:
+        kill_group(proc)  # SIGKILL the CLI, its LocalCluster nanny and worker processes
+    if done < 0:
+        pytest.fail(
+            "the run ended (or never reached the fit stage) before it could be killed half way:"
+            f"\n{proc.stderr.read().decode()[-3000:]}"
+        )
+    done_after_kill, total_after_kill = block_status(results)
+    assert total_after_kill == total and done_after_kill < total
+
+    # An interrupted store is refused as a result, and a plain re-run says to --resume.
+    with pytest.raises(StoreError, match="incomplete"):
+        open_results(results)
+    res = cli(["run", str(config)], timeout=120)
+    assert res.returncode == 2 and "--resume" in res.stderr
+
+    report = tmp_path / "report.html"
+    res = cli(["run", str(config), "--resume", "--report", str(report)], timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert f"({done_after_kill} already done)" in res.stderr or "already done" in res.stderr
+    assert block_status(results) == (total, total)
+    assert report.exists() and report.stat().st_size > 1000
+    assert_same_results(results, reference)
+
+
+@pytest.mark.timeout(300)
+def test_resume_refuses_a_different_science_config(tmp_path, tmp_path_factory):
+    data_dir, _ = reference_run(tmp_path_factory)
+    results = tmp_path / "partial.zarr"
+    cfg = pipeline_config(data_dir, results)
+    config = write_config(tmp_path / "run.yaml", cfg)
+    from specfit.pipeline import run
+
+    run(cfg, cluster="synchronous")
+    # Finished store + different fit settings: --resume must refuse, naming the key.
+    changed = write_config(
+        tmp_path / "changed.yaml", pipeline_config(data_dir, results, fit={"method": "lsq_log"})
+    )
+    res = cli(["run", str(changed), "--resume", "--cluster", "synchronous"], timeout=120)
+    assert res.returncode == 2
+    assert "fit.method" in res.stderr
+    # The same config on a finished store is a no-op, not a recomputation.
+    res = cli(["run", str(config), "--resume", "--cluster", "synchronous"], timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "nothing to do" in res.stderr
