@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.ndimage
 import scipy.signal
 
 from specfit.kernels.periodogram import box_average, periodogram, segment_layout, welch_dof
@@ -213,13 +214,37 @@ def test_fmin_fmax_select_a_band():
         periodogram(x, 24.0, fmin=1.0)
 
 
-def test_float32_input_and_empty_block():
-    x = np.random.default_rng(19).normal(size=(3, 100))
-    _, p64, _ = periodogram(x, 1.0)
-    _, p32, _ = periodogram(x.astype(np.float32), 1.0)
-    np.testing.assert_allclose(p32, p64, rtol=1e-4)
+def test_float32_input_keeps_precision_over_a_steep_spectrum():
+    # f^-3 red noise on a large offset: the expected power falls by ~1e8 from the lowest to the
+    # highest bin, the regime where a single-precision FFT could swamp the weak bins.
+    rng = np.random.default_rng(19)
+    n = 1200
+    f = np.fft.rfftfreq(n)
+    amp = np.zeros_like(f)
+    amp[1:] = f[1:] ** -1.5
+    coef = amp * (rng.normal(size=(4, f.size)) + 1j * rng.normal(size=(4, f.size)))
+    y = np.fft.irfft(coef, n)
+    x32 = (1000.0 + 5.0 * y / y.std()).astype(np.float32)
+    freq, p32, _ = periodogram(x32, 24.0, window="hann", detrend="linear")
+    _, p_ref = scipy.signal.periodogram(
+        x32.astype(np.float64), fs=1 / 24.0, window="hann", detrend="linear"
+    )
+    p_ref = p_ref[:, 1 : freq.size + 1]
+    # The local spectrum level (21-bin running mean): single bins scatter as chi^2_2 around it,
+    # so an error small against the level is far below the statistical noise of every bin.
+    level = scipy.ndimage.uniform_filter1d(p_ref, 21, axis=1)
+    assert (level.max(axis=1) / level.min(axis=1) > 1e7).all()
+    assert (np.abs(p32 - p_ref) / level).max() < 2e-3
+    # Double precision input gets double precision arithmetic.
+    _, p64, _ = periodogram(x32.astype(np.float64), 24.0, window="hann", detrend="linear")
+    np.testing.assert_allclose(p64, p_ref, rtol=1e-5)
+
+
+def test_empty_block_and_integer_input():
     freq, p0, _ = periodogram(np.zeros((0, 100)), 1.0)
     assert p0.shape == (0, freq.size)
+    xi = np.random.default_rng(22).integers(0, 100, size=(2, 100))
+    np.testing.assert_allclose(periodogram(xi, 1.0)[1], periodogram(xi.astype(float), 1.0)[1])
 
 
 def test_bad_arguments_name_the_key():

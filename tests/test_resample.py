@@ -72,7 +72,8 @@ def test_interp_linear_matches_np_interp_with_nan_masks(dtype):
     v[23, :] = np.nan
     v[24, 3] = np.inf
     new = uniform_times(t, 24.0)
-    new_ext = np.concatenate([[t[0] - 10.0], new, [t[-1], t[-1] + 5.0]])
+    # t[10] is row 22's only sample: still NaN, a single sample is not a series.
+    new_ext = np.concatenate([[t[0] - 10.0], new, [t[10], t[-1], t[-1] + 5.0]])
     got = interp_linear(t, v, new_ext)
     assert got.dtype == np.float32 and got.shape == (npix, new_ext.size)
     ref = _reference(t, v.astype(np.float64), new_ext)

@@ -99,30 +99,33 @@ def find_gaps(times: np.ndarray, cadence: float, max_gap: float) -> list[tuple[f
 def _interp_rows(t, v, tn, idx, w, inside, out):  # pragma: no cover - compiled
     npix, nt = v.shape
     m = tn.size
-    ok = np.empty(nt, dtype=np.int64)
+    # Per-row compacted finite samples (contiguous, so the walk below streams through memory).
+    tt = np.empty(nt, dtype=np.float64)
+    vv = np.empty(nt, dtype=np.float64)
     nan = np.float32(np.nan)
     for p in range(npix):
         row = v[p]
         nok = 0
         for j in range(nt):
             if np.isfinite(row[j]):
-                ok[nok] = j
+                tt[nok] = t[j]
+                vv[nok] = row[j]
                 nok += 1
         if nok == nt:
             # Fast path: a complete row reuses the shared indices and weights.
             for k in range(m):
                 if inside[k]:
                     i = idx[k]
-                    a = np.float64(row[i])
-                    out[p, k] = a + w[k] * (np.float64(row[i + 1]) - a)
+                    a = vv[i]
+                    out[p, k] = a + w[k] * (vv[i + 1] - a)
                 else:
                     out[p, k] = nan
         elif nok < 2:
             for k in range(m):
                 out[p, k] = nan
         else:
-            lo = t[ok[0]]
-            hi = t[ok[nok - 1]]
+            lo = tt[0]
+            hi = tt[nok - 1]
             q = 0
             # new_times is sorted, so one forward walk over the finite samples suffices.
             for k in range(m):
@@ -130,16 +133,14 @@ def _interp_rows(t, v, tn, idx, w, inside, out):  # pragma: no cover - compiled
                 if not (x >= lo and x <= hi):
                     out[p, k] = nan
                     continue
-                while q < nok - 2 and t[ok[q + 1]] <= x:
+                while q < nok - 2 and tt[q + 1] <= x:
                     q += 1
-                i0 = ok[q]
-                i1 = ok[q + 1]
-                t0 = t[i0]
-                a = np.float64(row[i0])
+                t0 = tt[q]
+                a = vv[q]
                 if x == t0:
                     out[p, k] = a
                 else:
-                    out[p, k] = a + (x - t0) / (t[i1] - t0) * (np.float64(row[i1]) - a)
+                    out[p, k] = a + (x - t0) / (tt[q + 1] - t0) * (vv[q + 1] - a)
     return out
 
 
