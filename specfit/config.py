@@ -95,10 +95,10 @@ class PrepConfig(_Section):
     """Preprocessing applied to the frames before the cube is written."""
 
     derotate: bool = False
-    derotate_method: Literal["affine", "reproject"] = Field(
-        "affine",
-        description="affine: per-frame affine map from sunpy's differential rotation (fast); "
-        "reproject: sunpy propagate_with_solar_surface + reproject per pixel (slow, exact).",
+    derotate_method: Literal["polynomial", "reproject"] = Field(
+        "polynomial",
+        description="polynomial: per-frame quadratic pixel map fitted to sunpy's differential "
+        "rotation (fast); reproject: sunpy propagate_with_solar_surface + reproject (slow).",
     )
     interpolation_order: int = Field(
         3, ge=1, le=5, description="Spline order of the resampling in derotate/coalign."
