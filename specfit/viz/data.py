@@ -1,0 +1,742 @@
+"""The data side of the viz layer: plain functions from a results Dataset to arrays.
+
+Nothing here imports holoviews, panel or bokeh. The explorer's callbacks and the exporters are
+thin wrappers around these functions, so what a click shows can be tested without a browser.
+Every function reads lazily: on a dask-backed Dataset only the selected map, pixel or region
+is computed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "AxisInfo",
+    "MapSpec",
+    "ModelCurves",
+    "PixelSpectrum",
+    "open_store",
+    "model_info",
+    "status_codes",
+    "map_catalog",
+    "axis_info",
+    "pixel_index",
+    "map_values",
+    "clip_limits",
+    "pixel_spectrum",
+    "pixel_timeseries",
+    "power_map",
+    "spectral_density",
+    "region_from_bounds",
+    "map_histogram",
+    "open_cube",
+]
+
+# Statistics stored per model alias (DESIGN.md results contract) and how to label them.
+_STATS = {
+    "loglike": "log-likelihood",
+    "chi2red": "reduced chi-square",
+    "aic": "AIC",
+    "bic": "BIC",
+    "nfev": "function evaluations",
+    "gof_pvalue": "goodness-of-fit p-value",
+    "bump_period": "bump period",
+}
+# Parameters spanning decades are easier to read as log10.
+_LOG_PARAMS = {"amplitude", "tail", "bump_amplitude"}
+_CATEGORICAL_SUFFIXES = ("_status",)
+_CATEGORICAL = {"best_model"}
+_PVALUE_VARS = ("lrt_pvalue", "ftest_pvalue")
+
+
+def open_store(path_or_ds: str | Path | xr.Dataset) -> xr.Dataset:
+    """Open a results store lazily (or pass a Dataset through).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path_or_ds`` is a path that does not exist.
+    """
+    if isinstance(path_or_ds, xr.Dataset):
+        return path_or_ds
+    path = Path(path_or_ds)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"results store {path} does not exist; run `specfit run CONFIG` or `specfit demo` first"
+        )
+    try:
+        from specfit.store import open_results  # the contract's own reader, when present
+    except ImportError:
+        return xr.open_zarr(path)
+    return open_results(path)
+
+
+def _json_attr(ds: xr.Dataset, key: str) -> dict:
+    raw = ds.attrs.get(key)
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return {}
+
+
+def model_info(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """Fitted models by alias: ``{alias: {"name", "formula", "params"}}``.
+
+    Read from the ``models`` attr; if it is missing, aliases and parameter names are inferred
+    from the ``<alias>_status`` and ``<alias>_<param>_err`` variables (names then unknown).
+    """
+    info = _json_attr(ds, "models")
+    if info:
+        return {a: dict(v) for a, v in info.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for name in ds.data_vars:
+        if str(name).endswith("_status"):
+            alias = str(name)[: -len("_status")]
+            params = [
+                str(v)[len(alias) + 1 : -4]
+                for v in ds.data_vars
+                if str(v).startswith(alias + "_") and str(v).endswith("_err")
+            ]
+            out[alias] = {"name": None, "formula": "", "params": params}
+    return out
+
+
+def status_codes(ds: xr.Dataset, alias: str | None = None) -> dict[int, str]:
+    """Status code -> meaning, from the store attrs (or the ``<alias>_status`` attrs)."""
+    codes = _json_attr(ds, "status_codes")
+    if not codes and alias is not None and f"{alias}_status" in ds:
+        raw = ds[f"{alias}_status"].attrs.get("status_codes")
+        if raw:
+            try:
+                codes = json.loads(raw) if isinstance(raw, str) else dict(raw)
+            except ValueError:
+                codes = {}
+    out = {}
+    for k, v in codes.items():
+        try:
+            out[int(k)] = str(v)
+        except ValueError:
+            continue
+    return out
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """How one (y, x) map is shown.
+
+    Attributes
+    ----------
+    name
+        The key used by the viz layer: a store variable, or a derived name (``m2_bump_period``
+        computed from ``m2_bump_center`` when the store lacks it).
+    label
+        Human-readable title, with the display transform (e.g. ``log10``).
+    units
+        Units of the displayed values.
+    alias
+        The model alias the map belongs to, or None for model-independent maps.
+    transform
+        ``"none"``, ``"log10"`` or ``"period_from_ln_hz"`` (minutes from ln Hz).
+    source
+        The store variable the values come from.
+    categorical
+        Integer codes (status, best model): no percentile clipping, discrete colours.
+    """
+
+    name: str
+    label: str
+    units: str
+    alias: str | None
+    transform: str
+    source: str
+    categorical: bool = False
+
+
+def _units(da: xr.DataArray) -> str:
+    return str(da.attrs.get("units", "") or "")
+
+
+def map_catalog(ds: xr.Dataset) -> list[MapSpec]:
+    """Every map the store holds, in a readable order, with labels and units.
+
+    Order: for each model alias its parameters (bump centre shown as a period in minutes),
+    their uncertainties, the statistics and the status; then model comparison, then the mean
+    intensity and any other (y, x) variable.
+    """
+    specs: list[MapSpec] = []
+    seen: set[str] = set()
+    models = model_info(ds)
+
+    def add(spec: MapSpec) -> None:
+        if spec.name not in seen:
+            specs.append(spec)
+            seen.add(spec.name)
+            seen.add(spec.source)
+
+    for alias, info in models.items():
+        mname = info.get("name") or alias
+        for p in info.get("params", []):
+            var = f"{alias}_{p}"
+            if var not in ds:
+                continue
+            if p == "bump_center":
+                per = f"{alias}_bump_period"
+                if per in ds:
+                    add(
+                        MapSpec(
+                            per,
+                            f"{alias} bump period",
+                            _units(ds[per]) or "min",
+                            alias,
+                            "none",
+                            per,
+                        )
+                    )
+                else:
+                    add(
+                        MapSpec(per, f"{alias} bump period", "min", alias, "period_from_ln_hz", var)
+                    )
+                add(
+                    MapSpec(
+                        var, f"{alias} bump centre", _units(ds[var]) or "ln Hz", alias, "none", var
+                    )
+                )
+                continue
+            if p in _LOG_PARAMS:
+                add(
+                    MapSpec(
+                        var,
+                        f"{alias} log10 {p.replace('_', ' ')}",
+                        _units(ds[var]),
+                        alias,
+                        "log10",
+                        var,
+                    )
+                )
+            else:
+                add(
+                    MapSpec(
+                        var, f"{alias} {p.replace('_', ' ')}", _units(ds[var]), alias, "none", var
+                    )
+                )
+        for p in info.get("params", []):
+            var = f"{alias}_{p}_err"
+            if var in ds:
+                add(
+                    MapSpec(
+                        var,
+                        f"{alias} {p.replace('_', ' ')} uncertainty",
+                        _units(ds[var]),
+                        alias,
+                        "none",
+                        var,
+                    )
+                )
+        for s, label in _STATS.items():
+            var = f"{alias}_{s}"
+            if var in ds and var not in seen:
+                add(MapSpec(var, f"{alias} {label} ({mname})", _units(ds[var]), alias, "none", var))
+        var = f"{alias}_status"
+        if var in ds:
+            add(MapSpec(var, f"{alias} fit status", "", alias, "none", var, categorical=True))
+    for var, label in (
+        ("best_model", "best model"),
+        ("lrt_pvalue", "likelihood-ratio test p-value"),
+        ("ftest_pvalue", "F-test p-value"),
+        ("mean_intensity", "mean intensity"),
+    ):
+        if var in ds:
+            add(
+                MapSpec(
+                    var, label, _units(ds[var]), None, "none", var, categorical=var in _CATEGORICAL
+                )
+            )
+    for var in ds.data_vars:
+        var = str(var)
+        if var in seen or ds[var].dims != ("y", "x"):
+            continue
+        alias = next((a for a in models if var.startswith(a + "_")), None)
+        cat = var in _CATEGORICAL or var.endswith(_CATEGORICAL_SUFFIXES)
+        add(
+            MapSpec(
+                var, var.replace("_", " "), _units(ds[var]), alias, "none", var, categorical=cat
+            )
+        )
+    return specs
+
+
+def _spec(ds: xr.Dataset, name: str) -> MapSpec:
+    for s in map_catalog(ds):
+        if s.name == name:
+            return s
+    names = ", ".join(s.name for s in map_catalog(ds))
+    raise KeyError(f"no map {name!r} in the results store; available: {names}")
+
+
+@dataclass(frozen=True)
+class AxisInfo:
+    """Axes of the maps: pixel indices or helioprojective arcsec (affine in the pixel index).
+
+    ``X = x0 + dx * ix`` and ``Y = y0 + dy * iy``.
+    """
+
+    x0: float
+    dx: float
+    y0: float
+    dy: float
+    xlabel: str
+    ylabel: str
+    solar: bool
+    nx: int
+    ny: int
+
+    def x_coords(self) -> np.ndarray:
+        return self.x0 + self.dx * np.arange(self.nx)
+
+    def y_coords(self) -> np.ndarray:
+        return self.y0 + self.dy * np.arange(self.ny)
+
+
+def axis_info(ds: xr.Dataset, solar: bool = True) -> AxisInfo:
+    """Axis mapping for the maps.
+
+    Uses ``hpc_x``/``hpc_y`` when the store has them and they are, to 1 % of a pixel, a
+    separable affine function of the pixel index (true for the cutouts specfit writes); only
+    the first row/column and a far corner are read, so this is cheap on any map size.
+    Otherwise pixel indices.
+    """
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    pixel = AxisInfo(0.0, 1.0, 0.0, 1.0, "x (px)", "y (px)", False, nx, ny)
+    if not solar or "hpc_x" not in ds.coords or "hpc_y" not in ds.coords:
+        return pixel
+    hx, hy = ds["hpc_x"], ds["hpc_y"]
+    row = np.asarray(hx.isel(y=0).values, dtype=float)
+    col = np.asarray(hy.isel(x=0).values, dtype=float)
+    if nx < 2 or ny < 2 or not (np.all(np.isfinite(row)) and np.all(np.isfinite(col))):
+        return pixel
+    dx = (row[-1] - row[0]) / (nx - 1)
+    dy = (col[-1] - col[0]) / (ny - 1)
+    if dx == 0 or dy == 0:
+        return pixel
+    tol_x, tol_y = 0.01 * abs(dx), 0.01 * abs(dy)
+    lin_x = np.max(np.abs(row - (row[0] + dx * np.arange(nx)))) <= tol_x
+    lin_y = np.max(np.abs(col - (col[0] + dy * np.arange(ny)))) <= tol_y
+    # A rotated grid would make hpc_x vary along y: check the opposite corner too.
+    far_x = float(hx.isel(y=ny - 1, x=nx - 1).values)
+    far_y = float(hy.isel(y=ny - 1, x=nx - 1).values)
+    sep = abs(far_x - row[-1]) <= tol_x and abs(far_y - col[-1]) <= tol_y
+    if not (lin_x and lin_y and sep):
+        return pixel
+    return AxisInfo(
+        float(row[0]), float(dx), float(col[0]), float(dy),
+        "helioprojective x (arcsec)", "helioprojective y (arcsec)", True, nx, ny,
+    )  # fmt: skip
+
+
+def pixel_index(axes: AxisInfo, X: float, Y: float) -> tuple[int, int] | None:
+    """The (iy, ix) pixel under axis position (X, Y), or None outside the map."""
+    if X is None or Y is None or not (np.isfinite(X) and np.isfinite(Y)):
+        return None
+    ix = int(np.floor((X - axes.x0) / axes.dx + 0.5))
+    iy = int(np.floor((Y - axes.y0) / axes.dy + 0.5))
+    if 0 <= ix < axes.nx and 0 <= iy < axes.ny:
+        return iy, ix
+    return None
+
+
+def _pvalue_var(ds: xr.Dataset) -> str | None:
+    return next((v for v in _PVALUE_VARS if v in ds), None)
+
+
+def map_values(
+    ds: xr.Dataset,
+    name: str,
+    pvalue_threshold: float | None = None,
+    mask_status: bool = True,
+) -> xr.DataArray:
+    """One map, lazily, transformed for display and masked.
+
+    Parameters
+    ----------
+    ds
+        The results Dataset.
+    name
+        A :func:`map_catalog` name.
+    pvalue_threshold
+        Hide pixels whose model-comparison p-value (``lrt_pvalue``, else ``ftest_pvalue``) is
+        above this: the richer model is not significant there. Applies to the maps of every
+        model alias but the first (the base model of the nested pair), as in paramPlot.
+    mask_status
+        Hide pixels whose fit status (``<alias>_status``) is not 0 (converged).
+
+    Returns
+    -------
+    xarray.DataArray
+        Float (y, x) with NaN where masked; ``attrs`` hold ``label`` and ``units``.
+    """
+    spec = _spec(ds, name)
+    da = ds[spec.source]
+    if spec.categorical:
+        out = da.astype("float32")
+    elif spec.transform == "log10":
+        out = np.log10(da.where(da > 0))
+    elif spec.transform == "period_from_ln_hz":
+        out = np.exp(-da) / 60.0
+    else:
+        out = da.astype("float32") if da.dtype.kind in "iub" else da
+    aliases = list(model_info(ds))
+    if spec.alias is not None and not spec.categorical:
+        if mask_status and f"{spec.alias}_status" in ds:
+            out = out.where(ds[f"{spec.alias}_status"] == 0)
+        pv = _pvalue_var(ds)
+        if pvalue_threshold is not None and pv and aliases and spec.alias != aliases[0]:
+            out = out.where(ds[pv] <= pvalue_threshold)
+    out = out.drop_vars([c for c in out.coords if c not in ("y", "x")])
+    out.name = spec.name
+    out.attrs = {"label": spec.label, "units": spec.units}
+    return out
+
+
+def clip_limits(
+    values: xr.DataArray | np.ndarray,
+    percentiles: tuple[float, float] = (1.0, 99.0),
+    max_samples: int = 1_000_000,
+) -> tuple[float, float]:
+    """Colour limits at the given percentiles of the finite values.
+
+    Large maps are subsampled with a regular stride (at most ``max_samples`` values) so the
+    limits cost one strided read, not the whole map. Returns (nan, nan) for an all-NaN map.
+    """
+    if isinstance(values, xr.DataArray):
+        ny, nx = values.sizes["y"], values.sizes["x"]
+        step = max(1, int(np.ceil(np.sqrt(ny * nx / max_samples))))
+        arr = np.asarray(values.isel(y=slice(None, None, step), x=slice(None, None, step)).values)
+    else:
+        arr = np.asarray(values)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(arr, percentiles)
+    if lo == hi:  # a constant map still needs a non-empty colour range
+        lo, hi = lo - 0.5, hi + 0.5
+    return float(lo), float(hi)
+
+
+@dataclass
+class ModelCurves:
+    """One fitted model at one pixel."""
+
+    alias: str
+    name: str | None
+    model: np.ndarray | None
+    components: dict[str, np.ndarray]
+    residual: np.ndarray | None  # data / model
+    params: dict[str, tuple[float, float, str]]  # name -> (value, error, units)
+    status: int | None
+    status_text: str
+    stats: dict[str, float]
+    error: str | None = None
+
+
+@dataclass
+class PixelSpectrum:
+    """What the explorer shows for one pixel."""
+
+    iy: int
+    ix: int
+    freq: np.ndarray
+    power: np.ndarray
+    sigma: np.ndarray | None
+    models: dict[str, ModelCurves]
+    comparison: dict[str, float]
+    hpc: tuple[float, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """Title naming the pixel, as shown above the spectrum panel."""
+        t = f"pixel x={self.ix}, y={self.iy}"
+        if self.hpc is not None:
+            t += f" ({self.hpc[0]:.1f}\u2033, {self.hpc[1]:.1f}\u2033)"
+        return t
+
+
+def _get_model(name: str, ds: xr.Dataset | None = None):
+    """The model by name; user models named in the run's config are loaded on demand."""
+    from specfit.kernels import models as registry
+
+    try:
+        return registry.get_model(name)
+    except (KeyError, ValueError):
+        if ds is None or name in registry.available_models():
+            raise
+    import yaml
+
+    cfg = yaml.safe_load(ds.attrs.get("config") or "") or {}
+    user = (cfg.get("fit") or {}).get("user_models") or []
+    if not user:
+        raise
+    registry.load_user_models(user)
+    return registry.get_model(name)
+
+
+def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
+    """The stored spectrum of pixel (iy, ix) and every fitted model evaluated there.
+
+    Each model is evaluated from the stored parameters with
+    ``specfit.kernels.models.get_model(name)`` (``evaluate`` and ``components``). A model that
+    cannot be evaluated (unknown name, NaN parameters of a failed fit) is reported in
+    ``ModelCurves.error`` with ``model=None``; nothing raises for one bad pixel.
+    """
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    if not (0 <= iy < ny and 0 <= ix < nx):
+        raise IndexError(f"pixel (y={iy}, x={ix}) is outside the {ny} x {nx} map")
+    pix = ds.isel(y=iy, x=ix)
+    freq = np.asarray(ds["freq"].values, dtype=float)
+    power = np.asarray(pix["power"].values, dtype=float)
+    sigma = np.asarray(pix["power_sigma"].values, dtype=float) if "power_sigma" in ds else None
+    codes = status_codes(ds)
+    models: dict[str, ModelCurves] = {}
+    for alias, info in model_info(ds).items():
+        params: dict[str, tuple[float, float, str]] = {}
+        for p in info.get("params", []):
+            if f"{alias}_{p}" not in ds:
+                continue
+            val = float(pix[f"{alias}_{p}"].values)
+            err_var = f"{alias}_{p}_err"
+            err = float(pix[err_var].values) if err_var in ds else float("nan")
+            params[p] = (val, err, _units(ds[f"{alias}_{p}"]))
+        status = int(pix[f"{alias}_status"].values) if f"{alias}_status" in ds else None
+        stats = {s: float(pix[f"{alias}_{s}"].values) for s in _STATS if f"{alias}_{s}" in ds}
+        curves = ModelCurves(
+            alias=alias,
+            name=info.get("name"),
+            model=None,
+            components={},
+            residual=None,
+            params=params,
+            status=status,
+            status_text=codes.get(status, "unknown") if status is not None else "not stored",
+            stats=stats,
+        )
+        models[alias] = curves
+        try:
+            model = _get_model(info["name"], ds)
+            order = list(model.param_names)
+            missing = [p for p in order if p not in params]
+            if missing:
+                curves.error = f"store lacks parameters {missing} of model {info['name']}"
+                continue
+            p_row = np.array([[params[p][0] for p in order]])
+            if not np.all(np.isfinite(p_row)):
+                curves.error = "no fitted parameters at this pixel (NaN)"
+                continue
+            curves.model = np.asarray(model.evaluate(freq, p_row), dtype=float).reshape(-1)
+            comps = model.components(freq, p_row) if hasattr(model, "components") else {}
+            curves.components = {
+                k: np.asarray(v, dtype=float).reshape(-1) for k, v in comps.items()
+            }
+            with np.errstate(divide="ignore", invalid="ignore"):
+                curves.residual = power / curves.model
+        except Exception as exc:  # a broken user model must not break the explorer
+            curves.error = f"cannot evaluate model {info.get('name')!r}: {exc}"
+    comparison = {
+        v: float(pix[v].values) for v in ("best_model", "lrt_pvalue", "ftest_pvalue") if v in ds
+    }
+    hpc = None
+    if "hpc_x" in ds.coords and "hpc_y" in ds.coords:
+        hpc = (float(pix["hpc_x"].values), float(pix["hpc_y"].values))
+    return PixelSpectrum(iy, ix, freq, power, sigma, models, comparison, hpc)
+
+
+def open_cube(ds: xr.Dataset) -> xr.Dataset | None:
+    """The kept uniform cube named by the ``cube_path`` attr, or None if absent/unreadable."""
+    path = ds.attrs.get("cube_path")
+    if not path or not Path(path).exists():
+        return None
+    try:
+        return xr.open_zarr(path)
+    except Exception:  # a moved or partial cube only disables the time-series panel
+        return None
+
+
+def pixel_timeseries(
+    ds: xr.Dataset, iy: int, ix: int, cube: xr.Dataset | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(time in s, intensity) of one pixel from the kept cube, or None when there is no cube."""
+    cube = open_cube(ds) if cube is None else cube
+    if cube is None or "intensity" not in cube:
+        return None
+    series = cube["intensity"].isel(y=iy, x=ix)
+    t = np.asarray(cube["time"].values, dtype=float)
+    return t, np.asarray(series.values, dtype=float)
+
+
+def power_map(
+    ds: xr.Dataset,
+    period_min: float | None = None,
+    band_min: tuple[float, float] | None = None,
+) -> xr.DataArray:
+    """Power at one period, or mean power over a band of periods, for every pixel (lazy).
+
+    Parameters
+    ----------
+    period_min
+        Period in minutes; the stored frequency nearest to 1/period is used.
+    band_min
+        (shortest, longest) period in minutes; power is averaged over the frequencies inside.
+
+    Raises
+    ------
+    ValueError
+        If neither or both are given, or the band holds no stored frequency.
+    """
+    freq = np.asarray(ds["freq"].values, dtype=float)
+    if (period_min is None) == (band_min is None):
+        raise ValueError("give exactly one of period_min or band_min")
+    if period_min is not None:
+        if period_min <= 0:
+            raise ValueError(f"period_min must be positive, got {period_min}")
+        k = int(np.argmin(np.abs(freq - 1.0 / (60.0 * period_min))))
+        out = ds["power"].isel(freq=k)
+        label = f"power at {1.0 / freq[k] / 60.0:.2f} min"
+    else:
+        lo, hi = sorted(band_min)
+        if lo <= 0:
+            raise ValueError(f"band periods must be positive, got {band_min}")
+        sel = np.nonzero((freq >= 1.0 / (60.0 * hi)) & (freq <= 1.0 / (60.0 * lo)))[0]
+        if sel.size == 0:
+            raise ValueError(
+                f"no stored frequency in the band {lo}-{hi} min; stored periods span "
+                f"{1 / freq.max() / 60:.2f}-{1 / freq.min() / 60:.2f} min"
+            )
+        out = ds["power"].isel(freq=sel).mean("freq")
+        label = f"mean power {lo:g}-{hi:g} min"
+    out = out.drop_vars([c for c in out.coords if c not in ("y", "x")])
+    out.name = "power_map"
+    out.attrs = {"label": label, "units": _units(ds["power"])}
+    return out
+
+
+def spectral_density(
+    ds: xr.Dataset,
+    y: tuple[int, int] | None = None,
+    x: tuple[int, int] | None = None,
+    bins: int = 80,
+    max_pixels: int = 250_000,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """2-D histogram of log10 power against log10 frequency over the spectra of a region.
+
+    Each spectrum is binned onto the grid and the counts are summed, so thousands of spectra
+    read as one picture.
+
+    Parameters
+    ----------
+    y, x
+        Half-open pixel ranges ``(start, stop)``; None means the whole axis.
+    bins
+        Number of power bins; frequency bins follow the stored frequencies (one per frequency,
+        at most ``bins``).
+    max_pixels
+        Regions larger than this are thinned with a regular stride to bound the read.
+
+    Returns
+    -------
+    counts, logf_edges, logp_edges, n_spectra
+        ``counts`` has shape (n_power_bins, n_freq_bins).
+    """
+    y0, y1 = y if y is not None else (0, ds.sizes["y"])
+    x0, x1 = x if x is not None else (0, ds.sizes["x"])
+    y0, y1 = max(0, int(y0)), min(ds.sizes["y"], int(y1))
+    x0, x1 = max(0, int(x0)), min(ds.sizes["x"], int(x1))
+    if y1 <= y0 or x1 <= x0:
+        raise ValueError(f"empty region y={y0}:{y1}, x={x0}:{x1}")
+    freq = np.asarray(ds["freq"].values, dtype=float)
+    region = ds["power"].isel(y=slice(y0, y1), x=slice(x0, x1))
+    npix = (y1 - y0) * (x1 - x0)
+    if npix > max_pixels:
+        # Strided thinning keeps the read chunk-friendly and deterministic.
+        step = int(np.ceil(np.sqrt(npix / max_pixels)))
+        region = region.isel(y=slice(None, None, step), x=slice(None, None, step))
+    spectra = np.asarray(region.values, dtype=float).reshape(freq.size, -1).T  # (npix, nfreq)
+    good = np.all(np.isfinite(spectra) & (spectra > 0), axis=1)
+    spectra = spectra[good]
+    logf = np.log10(freq)
+    nfb = min(bins, freq.size)
+    if freq.size > 1:
+        half = 0.5 * np.diff(logf)
+        inner = logf[:-1] + half
+        f_edges_full = np.concatenate([[logf[0] - half[0]], inner, [logf[-1] + half[-1]]])
+    else:
+        f_edges_full = np.array([logf[0] - 0.5, logf[0] + 0.5])
+    f_edges = (
+        f_edges_full
+        if nfb == freq.size
+        else np.linspace(f_edges_full[0], f_edges_full[-1], nfb + 1)
+    )
+    if spectra.size == 0:
+        return np.zeros((bins, len(f_edges) - 1)), f_edges, np.linspace(0, 1, bins + 1), 0
+    logp = np.log10(spectra)
+    lo, hi = np.percentile(logp, [0.1, 99.9])
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    p_edges = np.linspace(lo, hi, bins + 1)
+    ff = np.broadcast_to(logf, logp.shape)
+    counts, _, _ = np.histogram2d(logp.ravel(), ff.ravel(), bins=[p_edges, f_edges])
+    return counts, f_edges, p_edges, int(spectra.shape[0])
+
+
+def region_from_bounds(
+    axes: AxisInfo, bounds: tuple[float, float, float, float] | None
+) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """Half-open pixel ranges ((y0, y1), (x0, x1)) of the pixels whose centres lie in a box.
+
+    ``bounds`` is (left, bottom, right, top) in axis coordinates, as a box selection gives.
+    Returns None when no pixel centre is inside.
+    """
+    if bounds is None or any(b is None for b in bounds):
+        return None
+    left, bottom, right, top = bounds
+
+    def span(a: float, b: float, c0: float, d: float, n: int) -> tuple[int, int]:
+        i0, i1 = sorted(((a - c0) / d, (b - c0) / d))
+        return max(0, int(np.ceil(i0))), min(n, int(np.floor(i1)) + 1)
+
+    x = span(left, right, axes.x0, axes.dx, axes.nx)
+    y = span(bottom, top, axes.y0, axes.dy, axes.ny)
+    if x[1] <= x[0] or y[1] <= y[0]:
+        return None
+    return y, x
+
+
+def map_histogram(
+    values: xr.DataArray | np.ndarray,
+    lim: tuple[float, float],
+    bins: int = 50,
+    max_samples: int = 1_000_000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, edges) of the finite values inside ``lim``, values outside clipped to its ends.
+
+    Large maps are read with a regular stride (at most ``max_samples`` values).
+    """
+    if isinstance(values, xr.DataArray):
+        ny, nx = values.sizes["y"], values.sizes["x"]
+        step = max(1, int(np.ceil(np.sqrt(ny * nx / max_samples))))
+        arr = np.asarray(values.isel(y=slice(None, None, step), x=slice(None, None, step)).values)
+    else:
+        arr = np.asarray(values)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0 or not np.all(np.isfinite(lim)):
+        return np.zeros(bins), np.linspace(0.0, 1.0, bins + 1)
+    counts, edges = np.histogram(np.clip(arr, *lim), bins=bins, range=lim)
+    return counts, edges

@@ -1,0 +1,508 @@
+"""The results explorer: a panel app (the successor of specVis), also usable in a notebook.
+
+Layout: controls on the left (map, masks, colour clipping, power-map period/band); the
+selected map with its histogram; for the tapped pixel its spectrum with every fitted model and
+its components, the residuals, the parameter table and its time series; the mean intensity,
+a power map and the spectral-density image of the box-selected region.
+
+The wiring here is thin: what each view shows comes from plain functions in
+:mod:`specfit.viz.data` (``pixel_spectrum`` and friends) and :func:`spectrum_elements`, which
+are tested without a browser.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import xarray as xr
+
+from specfit.viz.data import (
+    AxisInfo,
+    PixelSpectrum,
+    axis_info,
+    clip_limits,
+    map_catalog,
+    map_values,
+    open_cube,
+    open_store,
+    pixel_index,
+    pixel_spectrum,
+    pixel_timeseries,
+    power_map,
+    region_from_bounds,
+    spectral_density,
+)
+from specfit.viz.maps import histogram_element, image_element
+
+__all__ = [
+    "ExplorerParts",
+    "build_explorer",
+    "explorer",
+    "serve",
+    "spectrum_elements",
+    "parameter_table",
+]
+
+# Maps with more pixels than this are rasterised by datashader to the screen's resolution.
+RASTERIZE_ABOVE = 512 * 512
+_MODEL_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b"]
+_COMPONENT_DASH = {"power law": "dashed", "tail": "dotted", "bump": "dashdot"}
+
+
+def _ensure_extension() -> None:
+    """Load holoviews' bokeh backend and panel's extension once (idempotent)."""
+    import holoviews.plotting.bokeh  # noqa: F401
+
+    if "bokeh" not in hv.Store.loaded_backends() or hv.Store.current_backend != "bokeh":
+        hv.extension("bokeh", logo=False)
+    pn.extension()
+
+
+def spectrum_elements(ps: PixelSpectrum) -> tuple[hv.Overlay, hv.Overlay]:
+    """The spectrum overlay (data, each model, its components) and the residual overlay.
+
+    Curves are labelled ``data``, ``<alias> <model name>`` and ``<alias> <component>``; each
+    holds exactly the arrays of ``ps`` (the stored spectrum and the model evaluated from the
+    stored parameters), with non-positive values dropped for the log axes.
+    """
+    fdim = hv.Dimension("frequency", label="frequency", unit="Hz")
+    pdim = hv.Dimension("power", label="power")
+    rdim = hv.Dimension("ratio", label="data / model")
+
+    def curve(y: np.ndarray, label: str, **opts) -> hv.Curve:
+        ok = np.isfinite(y) & (y > 0) & (ps.freq > 0)
+        return hv.Curve((ps.freq[ok], y[ok]), fdim, pdim, label=label).opts(
+            tools=["hover"], backend="bokeh", **opts
+        )
+
+    spec = [curve(ps.power, "data", color="black", line_width=1.5)]
+    resid = []
+    for i, (alias, mc) in enumerate(ps.models.items()):
+        colour = _MODEL_COLOURS[i % len(_MODEL_COLOURS)]
+        if mc.model is None:
+            continue
+        name = f"{alias} {mc.name}" if mc.name else alias
+        spec.append(curve(mc.model, name, color=colour, line_width=2))
+        for comp, values in mc.components.items():
+            dash = _COMPONENT_DASH.get(comp, "dashed")
+            spec.append(
+                curve(values, f"{alias} {comp}", color=colour, line_dash=dash, line_width=1)
+            )
+        if mc.residual is not None:
+            ok = np.isfinite(mc.residual)
+            resid.append(
+                hv.Curve((ps.freq[ok], mc.residual[ok]), fdim, rdim, label=name).opts(color=colour)
+            )
+    spectrum = hv.Overlay(spec).opts(
+        title=ps.title, legend_position="right", responsive=True, height=360,
+        logx=True, logy=True, backend="bokeh",
+    )  # fmt: skip
+    residuals = hv.Overlay([*resid, hv.HLine(1.0).opts(color="grey", line_dash="dotted")]).opts(
+        title="residuals (data / model)", responsive=True, height=200, logx=True,
+        show_legend=False, xlabel="frequency (Hz)", ylabel="data / model", backend="bokeh",
+    )  # fmt: skip
+    return spectrum, residuals
+
+
+def _fmt(v: float) -> str:
+    if v is None or not np.isfinite(v):
+        return "NaN"
+    a = abs(v)
+    return f"{v:.4g}" if (a == 0 or 1e-3 <= a < 1e5) else f"{v:.3e}"
+
+
+def parameter_table(ps: PixelSpectrum) -> str:
+    """Markdown: each model's parameters ± errors, its status and statistics, and the
+    model-comparison figures at the pixel."""
+    lines = [f"### {html.escape(ps.title)}", ""]
+    for alias, mc in ps.models.items():
+        lines.append(f"**{alias}** `{mc.name}` — status {mc.status}: {mc.status_text}")
+        if mc.error:
+            lines.append(f"<br>*{html.escape(mc.error)}*")
+        lines += ["", "| parameter | value | ± error | units |", "|---|---|---|---|"]
+        for p, (val, err, units) in mc.params.items():
+            lines.append(f"| {p} | {_fmt(val)} | {_fmt(err)} | {units} |")
+        if mc.stats:
+            lines.append("")
+            lines.append(", ".join(f"{k} = {_fmt(v)}" for k, v in mc.stats.items()))
+        lines.append("")
+    if ps.comparison:
+        lines.append(
+            "**model comparison**: "
+            + ", ".join(f"{k} = {_fmt(v)}" for k, v in ps.comparison.items())
+        )
+    return "\n".join(lines)
+
+
+def _timeseries_element(ds: xr.Dataset, cube: xr.Dataset | None, iy: int, ix: int):
+    ts = pixel_timeseries(ds, iy, ix, cube=cube) if cube is not None else None
+    if ts is None:
+        return pn.pane.Markdown(
+            "*No cube kept with this run (`output.keep_cube`): no time series.*"
+        )
+    t, v = ts
+    return hv.Curve((t, v), hv.Dimension("time", unit="s"), "intensity").opts(
+        title=f"time series x={ix}, y={iy}", responsive=True, height=200, color="black"
+    )
+
+
+def _maybe_rasterize(obj, n_pixels: int, threshold: int = RASTERIZE_ABOVE):
+    if n_pixels <= threshold:
+        return obj
+    from holoviews.operation.datashader import rasterize
+
+    return rasterize(obj, aggregator="mean")
+
+
+@dataclass
+class ExplorerParts:
+    """The explorer's pieces, for tests and for notebooks that want to rearrange them.
+
+    ``tap`` (x, y in axis units) and ``box`` (bounds) are the holoviews streams that drive the
+    pixel and region views; ``pixel`` holds the (iy, ix) currently shown.
+    """
+
+    layout: pn.layout.Panel
+    heatmap: Any
+    histogram: hv.DynamicMap
+    spectrum: hv.DynamicMap
+    residuals: hv.DynamicMap
+    table: pn.pane.Markdown
+    power: Any
+    density: hv.DynamicMap
+    tap: hv.streams.Tap
+    box: hv.streams.BoundsXY
+    widgets: dict[str, pn.widgets.Widget]
+    axes: AxisInfo
+    pixel: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def build_explorer(
+    ds: xr.Dataset | str | Path,
+    rasterize_above: int = RASTERIZE_ABOVE,
+    solar: bool = True,
+) -> ExplorerParts:
+    """Build the explorer and return its parts (``.layout`` is what :func:`explorer` returns).
+
+    See :func:`explorer` for the parameters.
+    """
+    _ensure_extension()
+    ds = open_store(ds)
+    axes = axis_info(ds, solar=solar)
+    catalog = map_catalog(ds)
+    if not catalog:
+        raise ValueError("the results store holds no (y, x) maps; is it a specfit results.zarr?")
+    specs = {s.name: s for s in catalog}
+    cube = open_cube(ds)
+    n_pixels = axes.nx * axes.ny
+    large = n_pixels > rasterize_above
+    width = 560
+    aspect = axes.ny * abs(axes.dy) / (axes.nx * abs(axes.dx))
+    height = max(240, min(700, int(width * aspect)))
+
+    # -- controls -------------------------------------------------------------------------
+    default_map = next((s.name for s in catalog if s.name.endswith("_index")), catalog[0].name)
+    w_map = pn.widgets.Select(
+        name="map", options={f"{s.label} ({s.name})": s.name for s in catalog}, value=default_map
+    )
+    w_p = pn.widgets.FloatSlider(
+        name="p-value mask (richer models shown where p \u2264)",
+        start=0.001,
+        end=1.0,
+        step=0.001,
+        value=1.0,
+    )
+    w_status = pn.widgets.Checkbox(name="hide pixels whose fit did not converge", value=True)
+    w_clip = pn.widgets.RangeSlider(
+        name="colour clip (percentiles)", start=0.0, end=100.0, value=(1.0, 99.0), step=0.5
+    )
+    freq = np.asarray(ds["freq"].values, dtype=float)
+    periods = 1.0 / freq[freq > 0] / 60.0
+    pmin, pmax = float(periods.min()), float(periods.max())
+    w_mode = pn.widgets.RadioButtonGroup(
+        name="power map", options=["period", "band"], value="period"
+    )
+    w_period = pn.widgets.FloatInput(
+        name="period (min)", value=float(np.clip(5.0, pmin, pmax)), start=pmin, end=pmax, step=0.5
+    )
+    w_band = pn.widgets.RangeSlider(
+        name="band (min)",
+        start=pmin,
+        end=pmax,
+        value=(float(np.clip(3.0, pmin, pmax)), float(np.clip(7.0, pmin, pmax))),
+        step=0.1,
+    )
+    # A power map reads every stored spectrum: on a large store only on request.
+    w_power_go = pn.widgets.Button(name="compute power map", button_type="primary")
+
+    # -- the selected map ---------------------------------------------------------------
+    def current_map(name: str, pthr: float, mask: bool) -> xr.DataArray:
+        thr = None if pthr >= 1.0 else pthr
+        return map_values(ds, name, pvalue_threshold=thr, mask_status=mask)
+
+    def image_for(name: str, pthr: float, mask: bool) -> hv.Image:
+        return image_element(current_map(name, pthr, mask), axes)
+
+    def clim_for(name: str, pthr: float, mask: bool, clip: tuple[float, float]):
+        da = current_map(name, pthr, mask)
+        if specs[name].categorical:
+            lo, hi = clip_limits(da, (0.0, 100.0))
+            return (lo - 0.5, hi + 0.5) if np.isfinite(lo) else (0.0, 1.0)
+        lim = clip_limits(da, tuple(clip))
+        return lim if np.all(np.isfinite(lim)) else (0.0, 1.0)
+
+    bound_image = pn.bind(image_for, name=w_map, pthr=w_p, mask=w_status)
+    bound_clim = pn.bind(clim_for, name=w_map, pthr=w_p, mask=w_status, clip=w_clip)
+    heat = _maybe_rasterize(hv.DynamicMap(bound_image), n_pixels, rasterize_above)
+    heat = heat.apply.opts(clim=bound_clim).opts(
+        cmap="viridis",
+        colorbar=True,
+        tools=["hover", "tap", "box_select"],
+        width=width,
+        height=height,
+        title="click a pixel; box-select a region",
+        xlabel=axes.xlabel,
+        ylabel=axes.ylabel,
+    )
+
+    def hist_for(name: str, pthr: float, mask: bool, clip: tuple[float, float]):
+        spec = specs[name]
+        lim = clim_for(name, pthr, mask, clip)
+        vdim = hv.Dimension(name, label=spec.label, unit=spec.units or None)
+        return histogram_element(current_map(name, pthr, mask), lim, vdim).opts(
+            width=320, height=260, title="histogram", color="#4c72b0"
+        )
+
+    hist = hv.DynamicMap(pn.bind(hist_for, name=w_map, pthr=w_p, mask=w_status, clip=w_clip))
+
+    # -- the tapped pixel -----------------------------------------------------------------
+    cx, cy = axes.x_coords()[axes.nx // 2], axes.y_coords()[axes.ny // 2]
+    tap = hv.streams.Tap(source=heat, x=float(cx), y=float(cy))
+    box = hv.streams.BoundsXY(source=heat, bounds=None)
+    state: dict[str, tuple[int, int]] = {"pixel": (axes.ny // 2, axes.nx // 2)}
+    cache: dict[tuple[int, int], PixelSpectrum] = {}
+
+    def spectrum_at(x: float, y: float) -> PixelSpectrum:
+        idx = pixel_index(axes, x, y)
+        if idx is not None:  # a tap outside the map keeps the current pixel
+            state["pixel"] = idx
+        key = state["pixel"]
+        if key not in cache:
+            # Four views update per tap: read the pixel once, keep only the latest.
+            cache.clear()
+            cache[key] = pixel_spectrum(ds, *key)
+        return cache[key]
+
+    spectrum = hv.DynamicMap(lambda x, y: spectrum_elements(spectrum_at(x, y))[0], streams=[tap])
+    residuals = hv.DynamicMap(lambda x, y: spectrum_elements(spectrum_at(x, y))[1], streams=[tap])
+    table = pn.pane.Markdown(
+        pn.bind(lambda x, y: parameter_table(spectrum_at(x, y)), x=tap.param.x, y=tap.param.y),
+        css_classes=["specfit-pixel"],
+        width=420,
+    )
+
+    def ts_plot(x, y):
+        ps = spectrum_at(x, y)
+        return _timeseries_element(ds, cube, ps.iy, ps.ix)
+
+    ts_pane = pn.panel(pn.bind(ts_plot, x=tap.param.x, y=tap.param.y), sizing_mode="stretch_width")
+
+    # -- mean intensity, power map, spectral density ------------------------------------
+    side = dict(width=420, height=max(200, int(420 * aspect)), colorbar=True)
+    side["height"] = min(side["height"], 600)
+    mean_view = None
+    if "mean_intensity" in ds:
+        mi = map_values(ds, "mean_intensity")
+        lim = clip_limits(mi, (1.0, 99.0))
+        mean_view = _maybe_rasterize(image_element(mi, axes), n_pixels, rasterize_above)
+        mean_view = mean_view.opts(
+            cmap="gray",
+            clim=lim if np.all(np.isfinite(lim)) else (0, 1),
+            title="mean intensity",
+            xlabel=axes.xlabel,
+            ylabel=axes.ylabel,
+            **side,
+        )
+
+    def power_for(mode: str, period: float, band: tuple[float, float], clicks: int) -> hv.Image:
+        if large and clicks == 0:
+            return image_element(_blank_map(axes), axes).relabel(
+                "press 'compute power map' (reads every spectrum)"
+            )
+        try:
+            if mode == "period":
+                pm = power_map(ds, period_min=period)
+            else:
+                pm = power_map(ds, band_min=band)
+        except ValueError as exc:
+            return image_element(_blank_map(axes), axes).relabel(str(exc))
+        logp = np.log10(pm.where(pm > 0))
+        logp.attrs = {"label": f"log10 {pm.attrs['label']}", "units": pm.attrs.get("units", "")}
+        logp.name = "log10_power"
+        return image_element(logp, axes).relabel(pm.attrs["label"])
+
+    power = _maybe_rasterize(
+        hv.DynamicMap(
+            pn.bind(power_for, mode=w_mode, period=w_period, band=w_band, clicks=w_power_go)
+        ),
+        n_pixels,
+        rasterize_above,
+    ).opts(
+        cmap="inferno", title="power map (log10)", xlabel=axes.xlabel, ylabel=axes.ylabel, **side
+    )
+
+    def density_for(bounds):
+        region = region_from_bounds(axes, bounds)
+        if region is None:
+            region = _default_region(axes)
+        y, x = region
+        counts, f_edges, p_edges, n = spectral_density(ds, y=y, x=x)
+        with np.errstate(divide="ignore"):
+            shown = np.where(counts > 0, np.log10(counts), np.nan)
+        return hv.QuadMesh(
+            (f_edges, p_edges, shown),
+            [
+                hv.Dimension("log10_f", label="log10 frequency (Hz)"),
+                hv.Dimension("log10_p", label="log10 power"),
+            ],
+            [hv.Dimension("log10_count", label="log10 spectra per bin")],
+        ).opts(
+            title=f"spectral density: {n} spectra (x {x[0]}:{x[1]}, y {y[0]}:{y[1]})",
+            cmap="viridis",
+            colorbar=True,
+            width=420,
+            height=320,
+        )
+
+    density = hv.DynamicMap(density_for, streams=[box])
+
+    controls = pn.Column(
+        pn.pane.Markdown(
+            f"## specfit explorer\n{axes.ny} \u00d7 {axes.nx} px, {freq.size} frequencies"
+        ),
+        w_map,
+        w_p,
+        w_status,
+        w_clip,
+        pn.pane.Markdown("**power map**"),
+        w_mode,
+        w_period,
+        w_band,
+        *([w_power_go] if large else []),
+        width=300,
+    )
+    maps_row = pn.Row(
+        pn.pane.HoloViews(heat, name="heatmap", css_classes=["specfit-heatmap"]),
+        pn.pane.HoloViews(hist),
+    )
+    pixel_col = pn.Column(
+        pn.pane.HoloViews(
+            spectrum, sizing_mode="stretch_width", name="spectrum", css_classes=["specfit-spectrum"]
+        ),
+        pn.pane.HoloViews(residuals, sizing_mode="stretch_width"),
+        ts_pane,
+        sizing_mode="stretch_width",
+    )
+    lower = pn.Row(
+        *([pn.pane.HoloViews(mean_view)] if mean_view is not None else []),
+        pn.pane.HoloViews(power),
+        pn.pane.HoloViews(density),
+    )
+    layout = pn.Row(
+        controls, pn.Column(maps_row, pn.Row(pn.Column(pixel_col, width=620), table), lower)
+    )
+    widgets = {
+        "map": w_map,
+        "pvalue": w_p,
+        "status": w_status,
+        "clip": w_clip,
+        "power_mode": w_mode,
+        "period": w_period,
+        "band": w_band,
+        "power_go": w_power_go,
+    }
+    return ExplorerParts(
+        layout,
+        heat,
+        hist,
+        spectrum,
+        residuals,
+        table,
+        power,
+        density,
+        tap,
+        box,
+        widgets,
+        axes,
+        state,
+    )
+
+
+def _blank_map(axes: AxisInfo) -> xr.DataArray:
+    """An all-NaN 2 x 2 placeholder spanning the map's corners."""
+    da = xr.DataArray(np.full((2, 2), np.nan, np.float32), dims=("y", "x"), name="log10_power")
+    da.attrs = {"label": "log10 power", "units": ""}
+    return da
+
+
+def _default_region(axes: AxisInfo, side: int = 256) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The whole map if small, else a central ``side`` x ``side`` box (bounded read)."""
+    hy, hx = min(axes.ny, side), min(axes.nx, side)
+    y0, x0 = (axes.ny - hy) // 2, (axes.nx - hx) // 2
+    return (y0, y0 + hy), (x0, x0 + hx)
+
+
+def explorer(
+    ds: xr.Dataset | str | Path,
+    rasterize_above: int = RASTERIZE_ABOVE,
+    solar: bool = True,
+) -> pn.layout.Panel:
+    """Build the explorer for a results store (use in a notebook, or serve with :func:`serve`).
+
+    Parameters
+    ----------
+    ds
+        Results Dataset (ideally lazy, from ``specfit.open_results``) or store path.
+    rasterize_above
+        Maps with more pixels are rasterised with datashader to the plot's resolution, so a
+        4096 x 4096 map streams only what the screen shows.
+    solar
+        Helioprojective arcsec on the map axes where the store has them.
+
+    Returns
+    -------
+    panel.layout.Row
+        The whole app; display it in a notebook or ``.servable()`` it.
+    """
+    return build_explorer(ds, rasterize_above=rasterize_above, solar=solar).layout
+
+
+def serve(
+    path: str | Path | xr.Dataset,
+    port: int = 5006,
+    address: str = "127.0.0.1",
+    show: bool = False,
+) -> None:
+    """Serve the explorer over HTTP (blocking until interrupted).
+
+    Binds to 127.0.0.1 unless ``address`` says otherwise; the store is opened once (lazily)
+    and each browser session builds its own explorer on it.
+    """
+    ds = open_store(path)
+    origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
+    print(f"specfit explorer: http://{address}:{port}/", flush=True)
+    pn.serve(
+        {"/": lambda: explorer(ds)},
+        port=port,
+        address=address,
+        show=show,
+        websocket_origin=origins,
+        title="specfit explorer",
+        threaded=False,
+    )

@@ -1,0 +1,266 @@
+"""Heatmaps of every parameter, uncertainty and statistic (holoviews), and their exports.
+
+``heatmap`` builds one map with its histogram for either backend; ``plot_results`` writes a
+PNG per map (matplotlib backend) and one self-contained HTML page holding all maps (bokeh).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import holoviews as hv
+import numpy as np
+import xarray as xr
+
+from specfit.viz.data import (
+    AxisInfo,
+    axis_info,
+    clip_limits,
+    map_catalog,
+    map_histogram,
+    map_values,
+    open_store,
+)
+
+__all__ = ["image_element", "histogram_element", "heatmap", "plot_results", "decimate"]
+
+_CMAP = "viridis"
+_CAT_CMAP = "Set1"
+
+
+def decimate(da: xr.DataArray, max_pixels: int | None) -> tuple[xr.DataArray, int]:
+    """Block-average (NaN-aware) a map so neither side exceeds ``max_pixels``; lazy.
+
+    Returns the map and the integer factor used (1 = untouched). Exported pages and PNGs use
+    this so a 4096 x 4096 run does not embed 16 M values per map.
+    """
+    if max_pixels is None:
+        return da, 1
+    factor = int(np.ceil(max(da.sizes["y"], da.sizes["x"]) / max_pixels))
+    if factor <= 1:
+        return da, 1
+    return da.coarsen(y=factor, x=factor, boundary="trim").mean(skipna=True), factor
+
+
+def image_element(
+    da: xr.DataArray, axes: AxisInfo, factor: int = 1, label: str | None = None
+) -> hv.Image:
+    """An ``hv.Image`` of a (y, x) map on the store's axes (arcsec where known, else px).
+
+    ``factor`` is the decimation already applied to ``da`` so its centres land on the
+    right axis positions.
+    """
+    ny, nx = da.sizes["y"], da.sizes["x"]
+    # Centre of each block of `factor` original pixels.
+    xs = axes.x0 + axes.dx * (np.arange(nx) * factor + (factor - 1) / 2.0)
+    ys = axes.y0 + axes.dy * (np.arange(ny) * factor + (factor - 1) / 2.0)
+    da = da.assign_coords(x=xs, y=ys)
+    if axes.dx < 0:
+        da = da.isel(x=slice(None, None, -1))
+    if axes.dy < 0:
+        da = da.isel(y=slice(None, None, -1))
+    vname = str(da.name or "value")
+    units = da.attrs.get("units", "")
+    vdim = hv.Dimension(vname, label=label or da.attrs.get("label", vname), unit=units or None)
+    return hv.Image(
+        da,
+        kdims=[hv.Dimension("x", label=axes.xlabel), hv.Dimension("y", label=axes.ylabel)],
+        vdims=[vdim],
+    )
+
+
+def histogram_element(
+    values: xr.DataArray | np.ndarray, lim: tuple[float, float], vdim: hv.Dimension, bins: int = 50
+) -> hv.Histogram:
+    """Histogram of a map's finite values inside the colour limits (ends clipped)."""
+    counts, edges = map_histogram(values, lim, bins)
+    return hv.Histogram((edges, counts), kdims=[vdim], vdims=["count"])
+
+
+def heatmap(
+    ds: xr.Dataset | str | Path,
+    name: str,
+    pvalue_threshold: float | None = None,
+    mask_status: bool = True,
+    percentiles: tuple[float, float] = (1.0, 99.0),
+    max_pixels: int | None = 1024,
+    backend: str = "bokeh",
+    solar: bool = True,
+) -> hv.Layout:
+    """One map as a colour-barred heatmap beside its histogram.
+
+    Parameters
+    ----------
+    ds
+        Results Dataset or store path.
+    name
+        A map name from :func:`specfit.viz.data.map_catalog` (e.g. ``m1_index``).
+    pvalue_threshold, mask_status
+        Masks, as in :func:`specfit.viz.data.map_values`.
+    percentiles
+        Colour limits clip the values at these percentiles (ignored for status/best model).
+    max_pixels
+        Decimate larger maps to at most this many pixels per side (None: full resolution).
+    backend
+        ``"bokeh"`` or ``"matplotlib"``: which backend's options to set.
+    solar
+        Put helioprojective arcsec on the axes when the store has them.
+    """
+    _load_backend(backend)
+    ds = open_store(ds)
+    spec = next(s for s in map_catalog(ds) if s.name == name)
+    da = map_values(ds, name, pvalue_threshold=pvalue_threshold, mask_status=mask_status)
+    axes = axis_info(ds, solar=solar)
+    small, factor = decimate(da, max_pixels)
+    small = small.compute()
+    values = np.asarray(small.values)
+    if spec.categorical:
+        finite = values[np.isfinite(values)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        lim = (lo - 0.5, hi + 0.5)
+        cmap = _CAT_CMAP
+    else:
+        lim = clip_limits(values, percentiles)
+        cmap = _CMAP
+    if not np.all(np.isfinite(lim)):
+        lim = (0.0, 1.0)
+    small.attrs = da.attrs
+    img = image_element(small, axes, factor)
+    hist = histogram_element(values, lim, img.vdims[0])
+    units = f" [{spec.units}]" if spec.units else ""
+    title = f"{spec.label}{units}"
+    if backend == "bokeh":
+        img = img.opts(
+            backend="bokeh", cmap=cmap, clim=lim, colorbar=True, title=title, tools=["hover"],
+            width=520, height=max(200, int(520 * axes.ny / max(axes.nx, 1))),
+            data_aspect=1, clabel=spec.units or None,
+        )  # fmt: skip
+        hist = hist.opts(backend="bokeh", width=300, height=260, title=f"{spec.label} histogram")
+    else:
+        img = img.opts(
+            backend="matplotlib", cmap=cmap, clim=lim, colorbar=True, title=title,
+            aspect="equal", fig_inches=5, clabel=spec.units or None,
+        )  # fmt: skip
+        hist = hist.opts(backend="matplotlib", aspect=1.2, fig_inches=3.5, title="histogram")
+    layout = (img + hist).opts(backend=backend, shared_axes=False)
+    if backend == "matplotlib":
+        layout = layout.opts(backend=backend, sublabel_format="")
+    return layout
+
+
+def _load_backend(backend: str) -> None:
+    """Import a holoviews plotting backend so its options and renderer are registered."""
+    if backend == "bokeh":
+        import holoviews.plotting.bokeh  # noqa: F401
+    elif backend == "matplotlib":
+        import matplotlib
+
+        # Only pick a non-interactive backend if pyplot has not been set up by the user.
+        if "matplotlib.pyplot" not in __import__("sys").modules:
+            matplotlib.use("Agg")
+        import holoviews.plotting.mpl  # noqa: F401
+    else:
+        raise ValueError(f"backend must be 'bokeh' or 'matplotlib', got {backend!r}")
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def plot_results(
+    path_or_ds: str | Path | xr.Dataset,
+    out_dir: str | Path,
+    maps: Sequence[str] | None = None,
+    pvalue_threshold: float | None = None,
+    mask_status: bool = True,
+    percentiles: tuple[float, float] = (1.0, 99.0),
+    max_pixels: int | None = 1024,
+    png: bool = True,
+    html_page: bool = True,
+    dpi: int = 100,
+) -> list[Path]:
+    """Write a PNG per map and one self-contained HTML page with all maps.
+
+    Parameters
+    ----------
+    path_or_ds
+        Results store path or Dataset.
+    out_dir
+        Created if missing. PNGs are named ``<map>.png``; the page is ``maps.html`` (bokeh,
+        JavaScript inlined, so it opens without a server or network).
+    maps
+        Map names to draw (default: all of :func:`specfit.viz.data.map_catalog`).
+    pvalue_threshold, mask_status, percentiles, max_pixels
+        As in :func:`heatmap`.
+
+    Returns
+    -------
+    list of Path
+        The files written, PNGs first, then the HTML page.
+    """
+    _load_backend("matplotlib")
+    import matplotlib.pyplot as plt
+
+    ds = open_store(path_or_ds)
+    catalog = map_catalog(ds)
+    names = [s.name for s in catalog] if maps is None else list(maps)
+    known = {s.name for s in catalog}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise KeyError(f"unknown map(s) {unknown}; available: {', '.join(sorted(known))}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    kwargs = dict(
+        pvalue_threshold=pvalue_threshold,
+        mask_status=mask_status,
+        percentiles=percentiles,
+        max_pixels=max_pixels,
+    )
+    if png:
+        renderer = hv.renderer("matplotlib").instance(dpi=dpi)
+        for name in names:
+            layout = heatmap(ds, name, backend="matplotlib", **kwargs)
+            target = out / f"{_safe_name(name)}.png"
+            renderer.save(layout, str(target.with_suffix("")), fmt="png")
+            written.append(target)
+            plt.close("all")
+    if html_page:
+        written.append(_write_html(ds, names, out / "maps.html", kwargs))
+    return written
+
+
+def _write_html(ds: xr.Dataset, names: list[str], target: Path, kwargs: dict) -> Path:
+    _load_backend("bokeh")
+    from bokeh.embed import file_html
+    from bokeh.layouts import column, row
+    from bokeh.models import Div
+    from bokeh.resources import INLINE
+
+    specs = {s.name: s for s in map_catalog(ds)}
+    blocks = []
+    version = html.escape(str(ds.attrs.get("specfit_version", "")))
+    blocks.append(
+        Div(
+            text=f"<h1>specfit results</h1><p>specfit {version}; {ds.sizes['y']} x "
+            f"{ds.sizes['x']} px; {len(names)} maps. Colour limits at percentiles "
+            f"{kwargs['percentiles']}; p-value mask: {kwargs['pvalue_threshold']}; "
+            f"status mask: {kwargs['mask_status']}.</p>"
+        )
+    )
+    for name in names:
+        layout = heatmap(ds, name, backend="bokeh", **kwargs)
+        spec = specs[name]
+        blocks.append(
+            Div(
+                text=f'<h2 id="{html.escape(name)}">{html.escape(spec.label)} ({html.escape(name)})</h2>'
+            )
+        )
+        img, hist = layout
+        blocks.append(row(hv.render(img, backend="bokeh"), hv.render(hist, backend="bokeh")))
+    page = file_html(column(*blocks), INLINE, title="specfit results")
+    target.write_text(page, encoding="utf-8")
+    return target
