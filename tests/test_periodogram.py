@@ -306,6 +306,20 @@ def test_box_average_matches_brute_force(box):
         assert np.isnan(spread).all()
 
 
+def test_box_average_in_frequency_chunks_matches_brute_force(monkeypatch):
+    import specfit.kernels.periodogram as pg
+
+    # Force 2 frequency planes per chunk (and a ragged last chunk) on a small array.
+    monkeypatch.setattr(pg, "_BOX_CHUNK_VALUES", 2 * 7 * 8)
+    rng = np.random.default_rng(23)
+    p = rng.exponential(size=(5, 7, 8))
+    p[:, 3, 3] = np.nan
+    got = box_average(p, 3)
+    ref = _box_brute(p, 3)
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-5, equal_nan=True)
+
+
 def test_box_average_large_offset_keeps_spread_precision():
     rng = np.random.default_rng(21)
     p = 1e8 + rng.normal(size=(2, 6, 6))  # std 1 on a mean of 1e8

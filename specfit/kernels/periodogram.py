@@ -20,6 +20,8 @@ __all__ = ["periodogram", "box_average", "segment_layout", "welch_dof"]
 WINDOWS = ("none", "hann")
 DETRENDS = ("none", "mean", "linear")
 NORMALISATIONS = ("density", "variance", "raw")
+# float64 values per temporary in box_average (4 Mi values = 32 MB).
+_BOX_CHUNK_VALUES = 1 << 22
 
 
 def _window(name: str, length: int) -> np.ndarray:
@@ -355,18 +357,25 @@ def box_average(power: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray, np
         mean = np.where(valid, p, np.nan).astype(np.float32)
         return mean, np.full(p.shape, np.nan, dtype=np.float32), valid.astype(np.int32)
     count = np.rint(_box_sum(valid, r)).astype(np.int32)
-    x = np.where(valid, p, 0.0).astype(np.float64)
-    # Centre each frequency plane on its mean before summing squares, so the one-pass
-    # variance S2/n - mean^2 does not lose digits when the power is large (e.g. 1e8 DN^2/Hz).
+    nf = p.shape[0]
+    mean = np.empty(p.shape, dtype=np.float32)
+    spread = np.empty(p.shape, dtype=np.float32)
+    nvalid = max(int(valid.sum()), 1)
+    # A few frequency planes at a time: the float64 temporaries stay near 32 MB each whatever
+    # the block size (a 149 x 256 x 256 block at once would need ~0.5 GB of them).
+    step = max(1, _BOX_CHUNK_VALUES // max(valid.size, 1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        ref = x.sum(axis=(1, 2), keepdims=True) / max(int(valid.sum()), 1)
-    x = np.where(valid, x - ref, 0.0)
-    s1 = _box_sum(x, r)
-    s2 = _box_sum(x * x, r)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_c = s1 / count
-        var = (s2 - s1 * mean_c) / (count - 1)
-    np.maximum(var, 0.0, out=var)  # rounding can leave tiny negatives for equal values
-    mean = np.where(count > 0, mean_c + ref, np.nan).astype(np.float32)
-    spread = np.where(count > 1, np.sqrt(var), np.nan).astype(np.float32)
+        for f0 in range(0, nf, step):
+            x = np.where(valid, p[f0 : f0 + step], 0.0).astype(np.float64)
+            # Centre each plane on its mean before summing squares, so the one-pass variance
+            # S2/n - mean^2 keeps its digits when the power is large (e.g. 1e8 DN^2/Hz).
+            ref = x.sum(axis=(1, 2), keepdims=True) / nvalid
+            x = np.where(valid, x - ref, 0.0)
+            s1 = _box_sum(x, r)
+            s2 = _box_sum(x * x, r)
+            mean_c = s1 / count
+            var = (s2 - s1 * mean_c) / (count - 1)
+            np.maximum(var, 0.0, out=var)  # rounding can leave tiny negatives for equal values
+            mean[f0 : f0 + step] = np.where(count > 0, mean_c + ref, np.nan)
+            spread[f0 : f0 + step] = np.where(count > 1, np.sqrt(var), np.nan)
     return mean, spread, count
