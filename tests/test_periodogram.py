@@ -142,6 +142,19 @@ def test_variance_normalisation_parseval_and_scale_invariance():
     np.testing.assert_allclose(pv, dens / resid.var(axis=1)[:, None], rtol=1e-5)
 
 
+def test_variance_normalisation_divides_each_segment_before_averaging():
+    rng = np.random.default_rng(24)
+    x = rng.normal(size=(3, 3 * 128)) * np.repeat([1.0, 10.0, 0.1], 128)  # unequal segments
+    _, pv, _ = periodogram(x, 2.0, segments=3, normalisation="variance", detrend="linear")
+    ref = np.zeros_like(pv, dtype=np.float64)
+    for s in range(3):
+        seg = x[:, s * 128 : (s + 1) * 128]
+        _, dens = scipy.signal.periodogram(seg, fs=0.5, window="hann", detrend="linear")
+        resid = scipy.signal.detrend(seg, type="linear")
+        ref += dens[:, 1:64] / resid.var(axis=1)[:, None] / 3
+    np.testing.assert_allclose(pv, ref, rtol=1e-5)
+
+
 def test_constant_row_variance_normalisation_is_nan_not_error():
     x = np.ones((2, 64))
     x[1] = np.random.default_rng(0).normal(size=64)
