@@ -710,7 +710,9 @@ def region_from_bounds(
 
     def span(a: float, b: float, c0: float, d: float, n: int) -> tuple[int, int]:
         i0, i1 = sorted(((a - c0) / d, (b - c0) / d))
-        return max(0, int(np.ceil(i0))), min(n, int(np.floor(i1)) + 1)
+        # A centre on the box edge counts as inside, despite rounding in the axis affine.
+        eps = 1e-6
+        return max(0, int(np.ceil(i0 - eps))), min(n, int(np.floor(i1 + eps)) + 1)
 
     x = span(left, right, axes.x0, axes.dx, axes.nx)
     y = span(bottom, top, axes.y0, axes.dy, axes.ny)

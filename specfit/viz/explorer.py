@@ -209,37 +209,37 @@ def build_explorer(
     # -- controls -------------------------------------------------------------------------
     default_map = next((s.name for s in catalog if s.name.endswith("_index")), catalog[0].name)
     w_map = pn.widgets.Select(
-        name="map", options={f"{s.label} ({s.name})": s.name for s in catalog}, value=default_map
+        label="map", options={f"{s.label} ({s.name})": s.name for s in catalog}, value=default_map
     )
     w_p = pn.widgets.FloatSlider(
-        name="p-value mask (richer models shown where p \u2264)",
+        label="p-value mask (richer models shown where p \u2264)",
         start=0.001,
         end=1.0,
         step=0.001,
         value=1.0,
     )
-    w_status = pn.widgets.Checkbox(name="hide pixels whose fit did not converge", value=True)
+    w_status = pn.widgets.Checkbox(label="hide pixels whose fit did not converge", value=True)
     w_clip = pn.widgets.RangeSlider(
-        name="colour clip (percentiles)", start=0.0, end=100.0, value=(1.0, 99.0), step=0.5
+        label="colour clip (percentiles)", start=0.0, end=100.0, value=(1.0, 99.0), step=0.5
     )
     freq = np.asarray(ds["freq"].values, dtype=float)
     periods = 1.0 / freq[freq > 0] / 60.0
     pmin, pmax = float(periods.min()), float(periods.max())
     w_mode = pn.widgets.RadioButtonGroup(
-        name="power map", options=["period", "band"], value="period"
+        label="power map", options=["period", "band"], value="period"
     )
     w_period = pn.widgets.FloatInput(
-        name="period (min)", value=float(np.clip(5.0, pmin, pmax)), start=pmin, end=pmax, step=0.5
+        label="period (min)", value=float(np.clip(5.0, pmin, pmax)), start=pmin, end=pmax, step=0.5
     )
     w_band = pn.widgets.RangeSlider(
-        name="band (min)",
+        label="band (min)",
         start=pmin,
         end=pmax,
         value=(float(np.clip(3.0, pmin, pmax)), float(np.clip(7.0, pmin, pmax))),
         step=0.1,
     )
     # A power map reads every stored spectrum: on a large store only on request.
-    w_power_go = pn.widgets.Button(name="compute power map", button_type="primary")
+    w_power_go = pn.widgets.Button(label="compute power map", color="primary")
 
     # -- the selected map ---------------------------------------------------------------
     def current_map(name: str, pthr: float, mask: bool) -> xr.DataArray:
@@ -332,8 +332,8 @@ def build_explorer(
 
     def power_for(mode: str, period: float, band: tuple[float, float], clicks: int) -> hv.Image:
         if large and clicks == 0:
-            return image_element(_blank_map(axes), axes).relabel(
-                "press 'compute power map' (reads every spectrum)"
+            return image_element(_blank_map(axes), axes).opts(
+                title="press 'compute power map' (reads every spectrum)"
             )
         try:
             if mode == "period":
@@ -341,11 +341,11 @@ def build_explorer(
             else:
                 pm = power_map(ds, band_min=band)
         except ValueError as exc:
-            return image_element(_blank_map(axes), axes).relabel(str(exc))
+            return image_element(_blank_map(axes), axes).opts(title=str(exc))
         logp = np.log10(pm.where(pm > 0))
         logp.attrs = {"label": f"log10 {pm.attrs['label']}", "units": pm.attrs.get("units", "")}
         logp.name = "log10_power"
-        return image_element(logp, axes).relabel(pm.attrs["label"])
+        return image_element(logp, axes).opts(title=f"log10 {pm.attrs['label']}")
 
     power = _maybe_rasterize(
         hv.DynamicMap(
@@ -353,9 +353,7 @@ def build_explorer(
         ),
         n_pixels,
         rasterize_above,
-    ).opts(
-        cmap="inferno", title="power map (log10)", xlabel=axes.xlabel, ylabel=axes.ylabel, **side
-    )
+    ).opts(cmap="inferno", xlabel=axes.xlabel, ylabel=axes.ylabel, **side)
 
     def density_for(bounds):
         region = region_from_bounds(axes, bounds)

@@ -1,0 +1,200 @@
+# ruff: noqa: F811  (pytest fixtures imported from conftest_viz are re-used as arguments)
+"""The data side of the viz layer and the explorer callbacks, without a browser.
+
+References are independent of the code under test: the model formulas written out in
+``conftest_viz``, numpy percentiles/histograms, and brute-force loops over pixels.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest_viz import MODELS, make_results_store, ref_model, viz_store, viz_store_plain  # noqa: F401
+
+from specfit.store import open_results
+from specfit.viz import data as D
+
+
+@pytest.fixture()
+def ds(viz_store):
+    return open_results(viz_store)
+
+
+@pytest.fixture()
+def ds_plain(viz_store_plain):
+    return open_results(viz_store_plain)
+
+
+def _stored_params(ds: xr.Dataset, alias: str, iy: int, ix: int) -> dict[str, float]:
+    return {p: float(ds[f"{alias}_{p}"].values[iy, ix]) for p in MODELS[alias]["params"]}
+
+
+def test_catalog_lists_every_map_with_units(ds):
+    specs = {s.name: s for s in D.map_catalog(ds)}
+    yx_vars = {str(v) for v in ds.data_vars if ds[v].dims == ("y", "x")}
+    # Every stored (y, x) variable is reachable, and nothing 3-D sneaks in.
+    assert yx_vars <= {s.source for s in specs.values()}
+    assert "power" not in specs
+    assert specs["m2_bump_period"].units == "min"
+    assert specs["m1_amplitude"].transform == "log10"
+    assert specs["m1_status"].categorical and specs["best_model"].categorical
+    assert specs["m1_tail"].units == "DN^2 s"
+    # Parameters come before their errors, and m1's before m2's.
+    names = [s.name for s in D.map_catalog(ds)]
+    assert names.index("m1_index") < names.index("m1_index_err") < names.index("m2_index")
+
+
+def test_bump_period_derived_when_not_stored(ds):
+    ds2 = ds.drop_vars("m2_bump_period")
+    spec = next(s for s in D.map_catalog(ds2) if s.name == "m2_bump_period")
+    assert spec.transform == "period_from_ln_hz" and spec.units == "min"
+    got = D.map_values(ds2, "m2_bump_period", mask_status=False).values
+    want = 1.0 / np.exp(ds["m2_bump_center"].values) / 60.0
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    # The store's own derived map agrees with the derivation (same truth).
+    np.testing.assert_allclose(got, ds["m2_bump_period"].values, rtol=1e-5)
+
+
+def test_map_values_masks_and_transforms(ds):
+    status = ds["m2_status"].values
+    lrt = ds["lrt_pvalue"].values
+    raw = ds["m2_amplitude"].values.astype(float)
+    got = D.map_values(ds, "m2_amplitude", pvalue_threshold=0.05, mask_status=True).values
+    keep = (status == 0) & (lrt <= 0.05)
+    np.testing.assert_allclose(got[keep], np.log10(raw[keep]), rtol=1e-6)
+    assert np.all(np.isnan(got[~keep]))
+    # The p-value mask leaves the base model (first alias) alone.
+    m1 = D.map_values(ds, "m1_index", pvalue_threshold=0.05, mask_status=False).values
+    np.testing.assert_array_equal(np.isnan(m1), np.isnan(ds["m1_index"].values))
+    # Without masks, the failed pixel is still NaN (its stored value) and the rest is data.
+    nomask = D.map_values(ds, "m2_index", mask_status=False).values
+    assert np.isfinite(nomask).sum() == nomask.size - 1
+
+
+def test_map_values_unknown_name_is_clear(ds):
+    with pytest.raises(KeyError, match="no map 'm3_index'.*available: .*m1_index"):
+        D.map_values(ds, "m3_index")
+
+
+def test_clip_limits_match_numpy(ds):
+    da = D.map_values(ds, "m1_index", mask_status=False)
+    lo, hi = D.clip_limits(da, (2.0, 98.0))
+    want = np.nanpercentile(ds["m1_index"].values, [2.0, 98.0])
+    np.testing.assert_allclose([lo, hi], want, rtol=1e-6)
+    # Constant maps still get a usable range; all-NaN maps say so with NaN.
+    assert D.clip_limits(np.ones((3, 3))) == (0.5, 1.5)
+    assert all(np.isnan(D.clip_limits(np.full((3, 3), np.nan))))
+
+
+def test_axis_info_and_pixel_index_roundtrip(ds, ds_plain):
+    axes = D.axis_info(ds)
+    assert axes.solar and "arcsec" in axes.xlabel
+    hx, hy = ds["hpc_x"].values, ds["hpc_y"].values
+    for iy in range(ds.sizes["y"]):
+        for ix in range(ds.sizes["x"]):
+            assert D.pixel_index(axes, hx[iy, ix], hy[iy, ix]) == (iy, ix)
+            # Anywhere inside the pixel (less than half a pixel off) maps to it too.
+            assert D.pixel_index(axes, hx[iy, ix] + 0.29, hy[iy, ix] - 0.29) == (iy, ix)
+    assert D.pixel_index(axes, hx[0, 0] - 5.0, hy[0, 0]) is None
+    plain = D.axis_info(ds_plain)
+    assert not plain.solar and D.pixel_index(plain, 3.4, 2.6) == (3, 3)
+    # A rotated grid is not separable: fall back to pixel axes rather than mislabel.
+    rot = ds.assign_coords(hpc_x=ds["hpc_x"] + 0.3 * ds["y"], hpc_y=ds["hpc_y"])
+    assert not D.axis_info(rot).solar
+
+
+def test_region_from_bounds(ds):
+    axes = D.axis_info(ds)
+    hx, hy = ds["hpc_x"].values, ds["hpc_y"].values
+    # A box from the centre of pixel (2, 3) to just past the centre of (5, 8).
+    region = D.region_from_bounds(axes, (hx[2, 3], hy[2, 3], hx[5, 8] + 0.1, hy[5, 8] + 0.1))
+    assert region == ((2, 6), (3, 9))
+    assert (
+        D.region_from_bounds(axes, (hx[0, 0] + 0.1, hy[0, 0] + 0.1, hx[0, 0] + 0.2, hy[0, 0] + 0.2))
+        is None
+    )
+    assert D.region_from_bounds(axes, None) is None
+
+
+@pytest.mark.parametrize("iy, ix", [(3, 5), (0, 0), (11, 15)])
+def test_pixel_spectrum_equals_store_and_reference_model(ds, iy, ix):
+    ps = D.pixel_spectrum(ds, iy, ix)
+    f = ds["freq"].values
+    np.testing.assert_array_equal(ps.power, ds["power"].values[:, iy, ix].astype(float))
+    np.testing.assert_array_equal(ps.freq, f)
+    for alias, info in MODELS.items():
+        mc = ps.models[alias]
+        params = _stored_params(ds, alias, iy, ix)
+        want = ref_model(info["name"], f, params)
+        np.testing.assert_allclose(mc.model, want, rtol=1e-6)
+        # Components add up to the model; the bump exists only for m2.
+        np.testing.assert_allclose(sum(mc.components.values()), want, rtol=1e-6)
+        assert ("bump" in mc.components) == (alias == "m2")
+        np.testing.assert_allclose(mc.residual, ps.power / want, rtol=1e-6)
+        for p, (val, err, _units) in mc.params.items():
+            assert val == pytest.approx(params[p])
+            assert err == pytest.approx(float(ds[f"{alias}_{p}_err"].values[iy, ix]))
+    assert ps.comparison["lrt_pvalue"] == pytest.approx(float(ds["lrt_pvalue"].values[iy, ix]))
+    assert f"x={ix}, y={iy}" in ps.title
+
+
+def test_pixel_spectrum_failed_and_unknown_models_do_not_raise(ds, tmp_path):
+    nx = ds.sizes["x"]
+    ps = D.pixel_spectrum(ds, 0, nx - 1)  # the failed-fit pixel: NaN parameters, status 2
+    for mc in ps.models.values():
+        assert mc.model is None and "NaN" in mc.error
+        assert mc.status == 2 and mc.status_text == "invalid input (NaN spectrum)"
+    bad = ds.copy()
+    info = json.loads(ds.attrs["models"])
+    info["m2"]["name"] = "no_such_model"
+    bad.attrs = {**ds.attrs, "models": json.dumps(info)}
+    ps = D.pixel_spectrum(bad, 2, 2)
+    assert ps.models["m2"].model is None and "no_such_model" in ps.models["m2"].error
+    assert ps.models["m1"].model is not None
+    with pytest.raises(IndexError, match="outside"):
+        D.pixel_spectrum(ds, 99, 0)
+
+
+def test_pixel_timeseries_from_cube(ds, ds_plain):
+    t, v = D.pixel_timeseries(ds, 4, 7)
+    cube = xr.open_zarr(ds.attrs["cube_path"])
+    np.testing.assert_array_equal(v, cube["intensity"].values[:, 4, 7].astype(float))
+    np.testing.assert_array_equal(t, cube["time"].values)
+    assert D.pixel_timeseries(ds_plain, 1, 1) is None
+
+
+def test_power_map_period_and_band(ds):
+    f = ds["freq"].values
+    power = ds["power"].values
+    pm = D.power_map(ds, period_min=5.0).values
+    k = np.argmin(np.abs(1.0 / f / 60.0 - 5.0))  # nearest stored period, by brute force
+    np.testing.assert_array_equal(pm, power[k])
+    band = D.power_map(ds, band_min=(7.0, 3.0)).values
+    per = 1.0 / f / 60.0
+    sel = (per >= 3.0) & (per <= 7.0)
+    np.testing.assert_allclose(band, power[sel].mean(axis=0), rtol=1e-6)
+    with pytest.raises(ValueError, match="no stored frequency in the band"):
+        D.power_map(ds, band_min=(1000.0, 2000.0))
+    with pytest.raises(ValueError, match="exactly one"):
+        D.power_map(ds)
+
+
+def test_spectral_density_counts_every_spectrum_bin(ds):
+    counts, f_edges, p_edges, n = D.spectral_density(ds, y=(2, 7), x=(1, 9), bins=20)
+    f = ds["freq"].values
+    spectra = ds["power"].values[:, 2:7, 1:9].reshape(f.size, -1).T
+    assert n == spectra.shape[0] == 40
+    # Brute force: drop one spectrum at a time into the grid.
+    want = np.zeros_like(counts)
+    for s in spectra:
+        h, _, _ = np.histogram2d(np.log10(s), np.log10(f), bins=[p_edges, f_edges])
+        want += h
+    np.testing.assert_array_equal(counts, want)
+    # Nearly every point lands inside (the power range clips only 0.1 % tails).
+    assert counts.sum() >= 0.99 * spectra.size
+    # The failed pixel's NaN spectrum is skipped, not counted.
+    _, _, _, n_all = D.spectral_density(ds)
+    assert n_all == ds.sizes["y"] * ds.sizes["x"] - 1

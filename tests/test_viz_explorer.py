@@ -1,0 +1,108 @@
+# ruff: noqa: F811  (pytest fixtures imported from conftest_viz are re-used as arguments)
+"""The explorer's callbacks, driven through its holoviews streams and panel widgets.
+
+A tap at (x, y) must show that pixel's stored spectrum and each model evaluated from its
+stored parameters (checked against the formulas in conftest_viz, not against specfit code).
+"""
+
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+import pytest
+from conftest_viz import MODELS, ref_model, viz_store, viz_store_plain  # noqa: F401
+
+from specfit.store import open_results
+from specfit.viz.explorer import build_explorer, explorer
+
+
+@pytest.fixture()
+def parts(viz_store):
+    return build_explorer(open_results(viz_store))
+
+
+def _curves(overlay: hv.Overlay) -> dict[str, hv.Curve]:
+    return {c.label: c for c in overlay if isinstance(c, hv.Curve)}
+
+
+@pytest.mark.parametrize("iy, ix", [(3, 5), (10, 1)])
+def test_tap_shows_stored_spectrum_and_models(parts, viz_store, iy, ix):
+    ds = open_results(viz_store)
+    x, y = float(ds["hpc_x"].values[iy, ix]), float(ds["hpc_y"].values[iy, ix])
+    # Tap a little off the pixel centre, as a mouse would.
+    parts.tap.event(x=x + 0.2, y=y - 0.2)
+    assert parts.pixel["pixel"] == (iy, ix)
+    curves = _curves(parts.spectrum[()])
+    f = ds["freq"].values
+    data = curves["data"]
+    np.testing.assert_array_equal(data.dimension_values(0), f)
+    np.testing.assert_array_equal(data.dimension_values(1), ds["power"].values[:, iy, ix])
+    for alias, info in MODELS.items():
+        params = {p: float(ds[f"{alias}_{p}"].values[iy, ix]) for p in info["params"]}
+        c = curves[f"{alias} {info['name']}"]
+        np.testing.assert_allclose(
+            c.dimension_values(1), ref_model(info["name"], f, params), rtol=1e-6
+        )
+    assert {"m2 power law", "m2 tail", "m2 bump", "m1 power law", "m1 tail"} <= set(curves)
+    title = parts.spectrum[()].opts.get().kwargs["title"]
+    assert f"x={ix}, y={iy}" in title
+    md = parts.table.object
+    assert f"x={ix}, y={iy}" in md and "bump_center" in md and "lrt_pvalue" in md
+    # Residual curves are data / model.
+    res = [e for e in parts.residuals[()] if isinstance(e, hv.Curve)]
+    params = {p: float(ds[f"m2_{p}"].values[iy, ix]) for p in MODELS["m2"]["params"]}
+    want = ds["power"].values[:, iy, ix] / ref_model("powerlaw_tail_lorentzian", f, params)
+    np.testing.assert_allclose(res[-1].dimension_values(1), want, rtol=1e-5)
+
+
+def test_tap_outside_keeps_current_pixel(parts):
+    before = parts.pixel["pixel"]
+    parts.tap.event(x=1e6, y=1e6)
+    assert parts.pixel["pixel"] == before
+
+
+def test_widgets_mask_the_heatmap(parts, viz_store):
+    ds = open_results(viz_store)
+    parts.widgets["map"].value = "m2_index"
+    stored = ds["m2_index"].values.astype(float)
+    vals = parts.heatmap[()].dimension_values(2, flat=False)  # (y, x) as stored
+    ok = ds["m2_status"].values == 0
+    np.testing.assert_array_equal(np.isfinite(vals), ok & np.isfinite(stored))
+    np.testing.assert_allclose(vals[ok], stored[ok], rtol=1e-6)
+    parts.widgets["pvalue"].value = 0.05
+    vals = parts.heatmap[()].dimension_values(2, flat=False)
+    keep = ok & (ds["lrt_pvalue"].values <= 0.05)
+    np.testing.assert_array_equal(np.isfinite(vals), keep)
+    np.testing.assert_allclose(vals[keep], stored[keep], rtol=1e-6)
+    # The colour limits follow the percentile slider.
+    parts.widgets["clip"].value = (10.0, 90.0)
+    clim = parts.heatmap[()].opts.get().kwargs["clim"]
+    np.testing.assert_allclose(clim, np.percentile(stored[keep], [10, 90]), rtol=1e-6)
+
+
+def test_power_map_and_density_views(parts, viz_store):
+    ds = open_results(viz_store)
+    f = ds["freq"].values
+    parts.widgets["period"].value = 4.2
+    img = parts.power[()]
+    k = np.argmin(np.abs(1.0 / f / 60.0 - 4.2))  # nearest stored period (4.29 min)
+    want = np.log10(ds["power"].values[k].astype(float))
+    np.testing.assert_allclose(img.dimension_values(2, flat=False), want, rtol=1e-5)
+    assert "4.29 min" in img.opts.get().kwargs["title"]
+    parts.widgets["power_mode"].value = "band"
+    parts.widgets["band"].value = (3.0, 6.0)
+    per = 1.0 / f / 60.0
+    sel = (per >= 3.0) & (per <= 6.0)
+    want = np.log10(ds["power"].values[sel].astype(float).mean(axis=0))
+    np.testing.assert_allclose(parts.power[()].dimension_values(2, flat=False), want, rtol=1e-5)
+    hx, hy = ds["hpc_x"].values, ds["hpc_y"].values
+    parts.box.event(bounds=(hx[1, 2] - 0.1, hy[1, 2] - 0.1, hx[4, 6] + 0.1, hy[4, 6] + 0.1))
+    title = parts.density[()].opts.get().kwargs["title"]
+    assert "20 spectra" in title and "x 2:7, y 1:5" in title
+
+
+def test_explorer_without_hpc_or_cube(viz_store_plain):
+    app = explorer(open_results(viz_store_plain))
+    text = repr(app)
+    assert "specfit-heatmap" in repr(app.objects[1].objects[0].objects[0].css_classes)
+    assert "Markdown" in text
