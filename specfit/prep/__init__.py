@@ -1,0 +1,162 @@
+"""Preprocessing of the (time, y, x) frames before the cube is written.
+
+:func:`apply_prep` chains, lazily and in this order: despike -> derotate -> coalign -> cutout.
+The cutout is always trimmed to the pixels that every frame covers after derotation and
+co-alignment, so no pixel of the result is ever outside the field of view.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import xarray as xr
+
+from specfit.config import CutoutConfig, PrepConfig
+from specfit.io._base import InputError
+
+from .coalign import coalign, estimate_shift, shift_frame
+from .derotate import derotate, plan_derotation, reference_index, valid_box
+from .despike import despike, despike_frame
+
+__all__ = [
+    "apply_prep",
+    "cutout_box",
+    "despike",
+    "despike_frame",
+    "derotate",
+    "plan_derotation",
+    "valid_box",
+    "coalign",
+    "estimate_shift",
+    "shift_frame",
+]
+
+
+def _enabled(cfg: PrepConfig) -> bool:
+    return bool(cfg.despike or cfg.derotate or cfg.coalign or cfg.cutout is not None)
+
+
+def cutout_box(arr: xr.DataArray, cutout: CutoutConfig) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) positional index box (exclusive ends) of ``cutout`` in ``arr``.
+
+    Pixel boxes refer to the ``y``/``x`` coordinate values (original pixel indices, x1/y1
+    inclusive, x2/y2 exclusive); arcsec boxes select the columns whose ``hpc_x`` (along the
+    middle row) and rows whose ``hpc_y`` (along the middle column) lie in [x1, x2], [y1, y2].
+
+    Raises
+    ------
+    InputError
+        An arcsec box without ``hpc_x``/``hpc_y``, or a box that misses the field.
+    """
+    if cutout.units == "pixel":
+        xs, ys = np.asarray(arr["x"].values), np.asarray(arr["y"].values)
+        cols = np.flatnonzero((xs >= cutout.x1) & (xs < cutout.x2))
+        rows = np.flatnonzero((ys >= cutout.y1) & (ys < cutout.y2))
+        extent = f"x {xs.min()}..{xs.max()}, y {ys.min()}..{ys.max()} px"
+    else:
+        if "hpc_x" not in arr.coords or "hpc_y" not in arr.coords:
+            raise InputError(
+                "prep.cutout has units arcsec but the input has no helioprojective WCS "
+                "(no hpc_x/hpc_y); give the box in pixels with prep.cutout.units: pixel"
+            )
+        ny, nx = arr.sizes["y"], arr.sizes["x"]
+        hx = np.asarray(arr["hpc_x"].values)[ny // 2, :]
+        hy = np.asarray(arr["hpc_y"].values)[:, nx // 2]
+        cols = np.flatnonzero((hx >= cutout.x1) & (hx <= cutout.x2))
+        rows = np.flatnonzero((hy >= cutout.y1) & (hy <= cutout.y2))
+        extent = (
+            f"x {np.nanmin(hx):.1f}..{np.nanmax(hx):.1f}, y {np.nanmin(hy):.1f}.."
+            f"{np.nanmax(hy):.1f} arcsec"
+        )
+    if cols.size == 0 or rows.size == 0:
+        raise InputError(
+            f"prep.cutout {cutout.model_dump()} does not overlap the field ({extent}); fix "
+            "x1/x2/y1/y2 (or units)"
+        )
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def apply_prep(da: xr.DataArray, cfg: PrepConfig) -> xr.DataArray:
+    """Apply the configured preprocessing lazily: despike -> derotate -> coalign -> cutout.
+
+    Parameters
+    ----------
+    da
+        (time, y, x) intensity from :func:`specfit.io.open_input`.
+    cfg
+        The ``prep`` section (``despike``, ``despike_size``, ``despike_sigma``, ``derotate``,
+        ``derotate_method``, ``reference_time``, ``interpolation_order``, ``coalign``,
+        ``coalign_max_shift``, ``cutout``).
+
+    Returns
+    -------
+    xarray.DataArray
+        The input itself when nothing is enabled; otherwise a lazy DataArray trimmed to the
+        pixels every frame covers, with ``hpc_x``/``hpc_y`` of the kept pixels and attrs
+        ``prep_box`` ([y0, y1, x0, x1] in input pixel positions) and ``prep_steps``.
+
+    Raises
+    ------
+    InputError
+        Derotation without a WCS/absolute times, an off-disk field, or a cutout that misses
+        the field (all detected before any pixel is read).
+    """
+    if not _enabled(cfg):
+        return da
+    nt, ny, nx = da.sizes["time"], da.sizes["y"], da.sizes["x"]
+    out = da
+    steps: list[str] = []
+    box = (0, ny, 0, nx)
+    margin = float(cfg.coalign_max_shift) if cfg.coalign else 0.0
+    ref = None
+    if cfg.despike:
+        out = despike(out, cfg.despike_size, cfg.despike_sigma)
+        steps.append("despike")
+    if cfg.derotate:
+        plan = plan_derotation(out, cfg.reference_time)
+        ref = plan.ref_index
+        out = derotate(out, method=cfg.derotate_method, order=cfg.interpolation_order, plan=plan)
+        box = valid_box(plan, ny, nx, margin=margin)
+        steps.append("derotate")
+    elif cfg.coalign:
+        m = math.ceil(margin)
+        if 2 * m >= min(ny, nx):
+            raise InputError(
+                f"prep.coalign_max_shift {margin} px leaves no pixels of a {ny} x {nx} frame; "
+                "make it smaller"
+            )
+        box = (m, ny - m, m, nx - m)
+    if cfg.coalign:
+        if ref is None:
+            ref = reference_index(out, cfg.reference_time) if cfg.reference_time else nt // 2
+        out = coalign(out, ref, cfg.coalign_max_shift, cfg.interpolation_order)
+        steps.append("coalign")
+    if cfg.cutout is not None:
+        want = cutout_box(out, cfg.cutout)
+        got = (
+            max(want[0], box[0]),
+            min(want[1], box[1]),
+            max(want[2], box[2]),
+            min(want[3], box[3]),
+        )
+        if got[0] >= got[1] or got[2] >= got[3]:
+            raise InputError(
+                f"prep.cutout {cfg.cutout.model_dump()} lies outside the region every frame "
+                f"covers (rows {box[0]}..{box[1]}, columns {box[2]}..{box[3]}); move the box "
+                "inwards"
+            )
+        if got != want:
+            warnings.warn(
+                f"prep.cutout trimmed from rows {want[0]}:{want[1]}, cols {want[2]}:{want[3]} "
+                f"to {got[0]}:{got[1]}, {got[2]}:{got[3]} so that every frame covers it",
+                stacklevel=2,
+            )
+        box = got
+        steps.append("cutout")
+    if box != (0, ny, 0, nx):
+        out = out.isel(y=slice(box[0], box[1]), x=slice(box[2], box[3]))
+    out.attrs["prep_box"] = [int(v) for v in box]
+    out.attrs["prep_steps"] = steps
+    return out
