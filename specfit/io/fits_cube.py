@@ -23,7 +23,14 @@ from astropy.time import Time, TimeDelta
 
 from specfit.config import InputConfig
 
-from ._base import InputError, LazyFrames, assemble, celestial_header, hpc_coords, parse_time
+from ._base import (
+    InputError,
+    LazyFrames,
+    assemble,
+    celestial_header,
+    hpc_coords,
+    parse_time,
+)
 from .fits_series import _instrument_attrs, find_image_hdu, list_files
 
 __all__ = ["open_fits_cube", "cube_time_chunk"]
@@ -74,7 +81,15 @@ def _aux_times(
         exposure = None
         if "EXPTIMES" in h.header:
             exposure = table[:nt, int(h.header["EXPTIMES"])].astype(float)
-        return t0 + TimeDelta(secs, format="sec"), exposure
+        # Per-exposure pointing: IRIS tracks solar rotation, and the primary header holds
+        # only the observation average, so each frame's reference coordinate is XCEN/YCEN.
+        pointing = {}
+        for name, key in (("wcs_crval1", "XCENIX"), ("wcs_crval2", "YCENIX")):
+            if key in h.header and int(h.header[key]) < table.shape[1]:
+                vals = table[:nt, int(h.header[key])].astype(float)
+                if np.all(np.isfinite(vals)):
+                    pointing[name] = vals
+        return t0 + TimeDelta(secs, format="sec"), exposure, pointing
     return None
 
 
@@ -124,11 +139,12 @@ def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
         ) from None
 
     exposure: np.ndarray | None = None
+    pointing: dict[str, np.ndarray] = {}
     if cfg.times:
         times = _times_from_npy(cfg.times, nt, header, path, list(cfg.time_key))
         time_source = f"input.times {cfg.times}"
     elif aux is not None:
-        times, exposure = aux
+        times, exposure, pointing = aux
         time_source = "auxiliary table (TIME column, seconds from STARTOBS)"
     elif str(header.get("CTYPE3", "")).strip().upper().startswith("TIME"):
         t0 = _start_time(header, path, list(cfg.time_key))
@@ -171,6 +187,11 @@ def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
         missing_below=cfg.missing_below,
     )
     cel = celestial_header(header, times[nt // 2])
+    pointing = {k: v[order] for k, v in pointing.items()}
+    if cel is not None:
+        for name, key in (("wcs_crval1", "CRVAL1"), ("wcs_crval2", "CRVAL2")):
+            if name in pointing:
+                cel[key] = float(pointing[name][nt // 2])
     hpc = hpc_coords(cel, ny, nx) if cel is not None else None
     bunit = str(header.get("BUNIT", "") or "").strip()
     attrs = {
@@ -193,6 +214,15 @@ def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
         attrs=attrs,
         hpc=hpc,
         max_frames=cfg.max_frames,
+        time_coords={
+            k: (
+                v,
+                {"units": str(header.get("CUNIT1", "arcsec")).strip(), "fits_key": k[4:].upper()},
+            )
+            for k, v in pointing.items()
+        }
+        if cel is not None
+        else None,
     )
 
 

@@ -1,8 +1,10 @@
 """Despiking: replace isolated outliers (cosmic-ray hits, hot pixels) by the local median.
 
-Per frame: ``m = median_filter(frame, size)``; the residual ``r = frame - m`` has a robust
-scale ``s = 1.4826 * median(|r - median(r)|)``; pixels with ``|r| > sigma * s`` are replaced
-by ``m``. Spatial only, so each frame is its own dask task (time chunks are kept).
+Per frame: ``m = median_filter(frame, size)``; the residual ``r = frame - m`` gets a robust
+scale ``s``: start from ``1.4826 * MAD(r)``, then iterate ``s = std(r[|r| < 4 s])``. (The MAD
+alone is too small: a median-filter residual of Gaussian noise has heavy tails, and a
+5-MAD cut replaces ~2 % of clean pixels; the clipped std gives ~0.005 %.) Pixels with
+``|r| > sigma * s`` are replaced by ``m``. Spatial only, so each frame is its own dask task (time chunks are kept).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import xarray as xr
 from scipy import ndimage
 
 __all__ = ["despike_frame", "despike"]
+
+_CLIP_ITER = 5
 
 
 def despike_frame(frame: np.ndarray, size: int = 3, sigma: float = 5.0) -> np.ndarray:
@@ -29,6 +33,10 @@ def despike_frame(frame: np.ndarray, size: int = 3, sigma: float = 5.0) -> np.nd
     med = ndimage.median_filter(filled, size=size, mode="reflect")
     r = (filled - med)[~bad]
     scale = 1.4826 * np.median(np.abs(r - np.median(r)))
+    for _ in range(_CLIP_ITER):
+        if not scale > 0:
+            break
+        scale = float(np.std(r[np.abs(r) < 4.0 * scale]))
     if not scale > 0:
         return f.copy()
     spike = (np.abs(filled - med) > sigma * scale) & ~bad
