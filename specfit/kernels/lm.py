@@ -32,9 +32,16 @@ Details that matter:
 from __future__ import annotations
 
 import math
+import types
 
 import numba
 import numpy as np
+
+from .models import SHIPPED_KERNEL_IDS, shipped_eval
+
+# the model evaluation the solver calls: shipped models by id (cached compilation); user
+# models get a recompiled copy of the solver with EVAL bound to their kernel (_user_solver)
+EVAL = shipped_eval
 
 __all__ = ["solve", "OBJECTIVES", "LMResult"]
 
@@ -109,46 +116,52 @@ def _accum(y, w, use_w, obj, m, J, npar, H, g, want):
 def _chol_solve(A, b, free, npar, L, out, damp):
     """Solve (A + damp diag A)_ff x = b_f by Cholesky on the free set; x = 0 elsewhere.
 
+    The matrix is Jacobi-scaled (unit diagonal) first, so parameters of wildly different
+    magnitude (an amplitude of 1e-8 next to an index of 2) do not break the factorisation.
     Returns b_f^T x (the decrement) or -1.0 if the matrix is not positive definite.
     """
     idx = np.empty(npar, dtype=np.int64)
+    dsq = np.empty(npar)
     nfree = 0
     for a in range(npar):
-        if free[a]:
-            idx[nfree] = a
-            nfree += 1
-    for a in range(npar):
         out[a] = 0.0
+        if free[a] and A[a, a] > 0.0:
+            idx[nfree] = a
+            dsq[nfree] = math.sqrt(A[a, a])
+            nfree += 1
     if nfree == 0:
         return 0.0
     for i in range(nfree):
         for j in range(i + 1):
-            v = A[idx[i], idx[j]]
+            v = A[idx[i], idx[j]] / (dsq[i] * dsq[j])
             if i == j:
-                v *= 1.0 + damp
+                v = 1.0 + damp
             for k in range(j):
                 v -= L[i, k] * L[j, k]
             if i == j:
-                if not v > 0.0:
+                if not v > 1e-13:
                     return -1.0
                 L[i, i] = math.sqrt(v)
             else:
                 L[i, j] = v / L[j, j]
-    # forward then back substitution
+    # forward then back substitution on the scaled system
     z = np.empty(nfree)
     for i in range(nfree):
-        v = b[idx[i]]
+        v = b[idx[i]] / dsq[i]
         for k in range(i):
             v -= L[i, k] * z[k]
         z[i] = v / L[i, i]
     dec = 0.0
     for i in range(nfree):
         dec += z[i] * z[i]
+    sol = np.empty(nfree)
     for i in range(nfree - 1, -1, -1):
         v = z[i]
         for k in range(i + 1, nfree):
-            v -= L[k, i] * out[idx[k]]
-        out[idx[i]] = v / L[i, i]
+            v -= L[k, i] * sol[k]
+        sol[i] = v / L[i, i]
+    for i in range(nfree):
+        out[idx[i]] = sol[i] / dsq[i]
     return dec
 
 
@@ -156,40 +169,42 @@ def _chol_solve(A, b, free, npar, L, out, damp):
 def _chol_inv_diag(A, free, npar, L, scale, out):
     """sqrt(diag((scale A_ff)^-1)) into out (NaN where not free). False if not PD."""
     idx = np.empty(npar, dtype=np.int64)
+    dsq = np.empty(npar)
     nfree = 0
     for a in range(npar):
         out[a] = math.nan
-        if free[a]:
+        if free[a] and A[a, a] > 0.0:
             idx[nfree] = a
+            dsq[nfree] = math.sqrt(A[a, a] * scale)
             nfree += 1
     if nfree == 0:
         return True
     for i in range(nfree):
         for j in range(i + 1):
-            v = A[idx[i], idx[j]] * scale
+            v = A[idx[i], idx[j]] * scale / (dsq[i] * dsq[j])
             for k in range(j):
                 v -= L[i, k] * L[j, k]
             if i == j:
-                if not v > 0.0:
+                # a correlation matrix this close to singular has no usable inverse
+                if not v > 1e-13:
                     return False
                 L[i, i] = math.sqrt(v)
             else:
                 L[i, j] = v / L[j, j]
-    # diag(A^-1)_c = |L^-1 e_c|^2 since A^-1 = L^-T L^-1
+    # diag(A^-1)_c = |L^-1 e_c|^2 since A^-1 = L^-T L^-1 (then undo the Jacobi scaling)
     z = np.empty(nfree)
-    var = np.zeros(nfree)
     for c in range(nfree):
         for i in range(nfree):
             v = 1.0 if i == c else 0.0
             for k in range(i):
                 v -= L[i, k] * z[k]
             z[i] = v / L[i, i]
+        var = 0.0
         for i in range(nfree):
-            var[c] += z[i] * z[i]
-    for i in range(nfree):
-        if not (var[i] > 0.0 and math.isfinite(var[i])):
+            var += z[i] * z[i]
+        if not (var > 0.0 and math.isfinite(var)):
             return False
-        out[idx[i]] = math.sqrt(var[i])
+        out[idx[c]] = math.sqrt(var) / dsq[c]
     return True
 
 
@@ -200,7 +215,9 @@ def _free_set(p, lo, hi, H, g, npar, free):
         maxd = max(maxd, H[a, a])
     nfree = 0
     for a in range(npar):
-        f = H[a, a] > 1e-14 * maxd and H[a, a] > 0.0
+        # only an exactly vanishing column carries no information (e.g. a bump centre
+        # when the bump amplitude is 0); anything else is handled by the Jacobi scaling
+        f = H[a, a] > 1e-280 * maxd and H[a, a] > 0.0
         if p[a] <= lo[a] and g[a] <= 0.0:
             f = False
         if p[a] >= hi[a] and g[a] >= 0.0:
@@ -211,14 +228,14 @@ def _free_set(p, lo, hi, H, g, npar, free):
     return nfree
 
 
-@numba.njit(nogil=True)
-def _lm_pixel(kernel, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs):
+@numba.njit(nogil=True, cache=True)
+def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs):
     """Fit one pixel in place (p holds the start); returns (F, s2, status, nfev, c_eff)."""
     m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free = bufs
     npar = p.shape[0]
     for a in range(npar):
         p[a] = min(max(p[a], lo[a]), hi[a])
-    kernel(x, p, m, J, True)
+    EVAL(kid, x, p, m, J, True)
     F, s2 = _accum(y, w, use_w, obj, m, J, npar, H, g, True)
     nfev = 1
     if not math.isfinite(F):
@@ -250,7 +267,7 @@ def _lm_pixel(kernel, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bu
         for a in range(npar):
             for b in range(npar):
                 pred -= 0.5 * d[a] * H[a, b] * d[b]
-        kernel(x, pt, mt, Jt, True)
+        EVAL(kid, x, pt, mt, Jt, True)
         Ft, s2t = _accum(y, w, use_w, obj, mt, Jt, npar, Ht, gt, True)
         nfev += 1
         if math.isfinite(Ft) and Ft < F:
@@ -282,7 +299,7 @@ def _lm_pixel(kernel, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bu
         inside = lo[a] < p[a] < hi[a]
         if not inside:
             at_bound = True
-        free[a] = inside and H[a, a] > 1e-14 * maxd and H[a, a] > 0.0
+        free[a] = inside and H[a, a] > 1e-280 * maxd and H[a, a] > 0.0
     ok = _chol_inv_diag(H, free, npar, L, ceff, d)
     if status == _CONVERGED:
         if at_bound:
@@ -302,9 +319,9 @@ def _lm_pixel(kernel, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bu
     return F, s2, status, nfev, ceff
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def _lm_block(
-    kernel,
+    kid,
     x,
     Y,
     W,
@@ -357,7 +374,7 @@ def _lm_block(
             for s in range(nstart):
                 for a in range(npar):
                     p[a] = min(max(P0[i, s, a], LO[i, a]), HI[i, a])
-                kernel(x, p, m, J, False)
+                EVAL(kid, x, p, m, J, False)
                 Fc[s], _ = _accum(Y[i], w, use_w, obj, m, J, npar, H, g, False)
                 tot += 1
             order = np.argsort(Fc)
@@ -366,7 +383,7 @@ def _lm_block(
             for a in range(npar):
                 p[a] = P0[i, s, a]
             Fi, s2i, st, nfev, ce = _lm_pixel(
-                kernel, x, Y[i], w, use_w, obj, C[i], NFIT[i], p, LO[i], HI[i], max_iter, tol, bufs
+                kid, x, Y[i], w, use_w, obj, C[i], NFIT[i], p, LO[i], HI[i], max_iter, tol, bufs
             )
             tot += nfev
             if r == 0 or (math.isfinite(Fi) and Fi < best):
@@ -379,6 +396,29 @@ def _lm_block(
                     P[i, a] = p[a]
                     ERR[i, a] = pt[a]
         NFEV[i] = tot
+
+
+_USER_SOLVERS: dict[int, tuple] = {}
+
+
+def _user_solver(kernel):
+    """The block solver recompiled with EVAL bound to a user model's kernel (not cached)."""
+    key = id(kernel)
+    if key in _USER_SOLVERS:
+        return _USER_SOLVERS[key][0]
+
+    @numba.njit(nogil=True)
+    def ev(kid, x, p, m, J, want):
+        kernel(x, p, m, J, want)
+
+    g = dict(globals())
+    g["EVAL"] = ev
+    pix = types.FunctionType(_lm_pixel.py_func.__code__, g, "_lm_pixel_user")
+    g["_lm_pixel"] = numba.njit(nogil=True)(pix)
+    blk = types.FunctionType(_lm_block.py_func.__code__, g, "_lm_block_user")
+    solver = numba.njit(nogil=True)(blk)
+    _USER_SOLVERS[key] = (solver, kernel)
+    return solver
 
 
 class LMResult(dict):
@@ -444,8 +484,10 @@ def solve(
     use_w = weights is not None
     W = np.ascontiguousarray(weights, dtype=np.float64) if use_w else np.ones((1, 1))
     nfit = np.full(npix, float(x.shape[0]))
-    _lm_block(
-        kernel,
+    kid = SHIPPED_KERNEL_IDS.get(id(kernel), -1)
+    block = _lm_block if kid >= 0 else _user_solver(kernel)
+    block(
+        kid,
         np.ascontiguousarray(x, dtype=np.float64),
         np.ascontiguousarray(y, dtype=np.float64),
         W,

@@ -48,6 +48,12 @@ __all__ = [
 INF = math.inf
 
 
+def _njit_cached(fn: Callable) -> Callable:
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(fn)
+
+
 @dataclass(frozen=True)
 class Model:
     """A spectral model: formula, parameter names, units, bounds, guesses and jacobian.
@@ -85,6 +91,11 @@ class Model:
         frequency grid (a bump centre inside the fitted range); intersected with ``bounds``.
     independent
         ``"f"`` or ``"lnf"``: the name of ``func``'s first argument.
+    kernel
+        Optional fused numba-compilable ``kernel(x, p, m, J, want_jac)`` writing the model
+        (nf,) and, if ``want_jac``, the jacobian (nf, npar) in place: a speed-up only (one
+        pass, shared ``exp``); it must agree with ``func``/``jac`` (tests check the shipped
+        ones). Without it the solver compiles a kernel from ``func`` and ``jac``.
     """
 
     name: str
@@ -100,6 +111,7 @@ class Model:
     base: str | None = None
     data_bounds: Callable | None = field(repr=False, compare=False, default=None)
     independent: str = "f"
+    kernel: Callable | None = field(repr=False, compare=False, default=None)
 
     @property
     def npar(self) -> int:
@@ -246,6 +258,7 @@ def define_model(
     base: str | None = None,
     data_bounds: Callable | None = None,
     formula: str | None = None,
+    kernel: Callable | None = None,
 ) -> Model:
     """Declare a model from a line-shape function.
 
@@ -269,7 +282,7 @@ def define_model(
         ``guess(f, power, dof, base) -> (npix, npar)`` starting values in natural units.
         Without one, starting values are the parameters' ``default`` from the signature
         (power-unit defaults are multiplied by each pixel's mean power).
-    components, base, data_bounds, formula
+    components, base, data_bounds, formula, kernel
         See :class:`Model`.
 
     Returns
@@ -322,6 +335,7 @@ def define_model(
         base=base,
         data_bounds=data_bounds,
         independent=independent,
+        kernel=kernel,
     )
 
 
@@ -422,10 +436,10 @@ def guess_powerlaw_tail(
     """M1 start: tail from the top 15 % of bins, then a log-log line where the power law rules.
 
     The tail is the mean power of the highest frequencies. The straight line in log-log
-    space is fitted over the bins whose locally smoothed power exceeds three times that
-    tail (the power-law range; at least the lowest 5 % of bins), to ln(power - tail); its
-    intercept is corrected for the mean offset of log chi-square values, so the start is
-    unbiased for any ``dof``. Finally the tail is lowered by what the power law still
+    space is fitted to ln(power) over the bins whose 5-bin smoothed power exceeds three times
+    that tail (the power-law range; at least the lowest 5 % of bins), with the mean offset of
+    log chi-square values for ``dof`` removed, then refitted once after removing the tail's
+    share ln(1 + C / A f^-n). Finally the tail is lowered by what the power law still
     contributes at the top.
     """
     power = np.atleast_2d(np.asarray(power, np.float64))
@@ -439,22 +453,27 @@ def guess_powerlaw_tail(
     smooth = (cs[:, 5:] - cs[:, :-5]) * kern[0]
     smooth = np.concatenate([power[:, :1], smooth], axis=1)[:, :nf]
     nmin = max(int(0.05 * nf), 3)
-    use = smooth > 3.0 * high[:, None]
+    # a prefix of bins, not every bin above the threshold: picking single bins by their
+    # noisy values would favour upward fluctuations near the crossover and flatten the slope
+    use = np.cumprod(smooth > 3.0 * high[:, None], axis=1).astype(bool)
     use[:, :nmin] = True
     w = use.astype(np.float64)
-    floor = 0.5 * smooth  # never take the log of (almost) nothing
-    yl = np.log(np.maximum(smooth - high[:, None], floor))
     nw = w.sum(axis=1)
+    floor = 1e-12 * np.maximum(high, 1e-300)[:, None]  # zero bins of a raw periodogram
+    ly = np.log(np.maximum(power, floor)) - _log_bias(np.asarray(dof, np.float64)).reshape(-1, 1)
     xm = (w * lnf).sum(axis=1) / nw
-    ym = (w * yl).sum(axis=1) / nw
     dx = lnf[None, :] - xm[:, None]
-    slope = (w * dx * (yl - ym[:, None])).sum(axis=1) / np.maximum(
-        (w * dx * dx).sum(axis=1), 1e-300
-    )
-    # the mean of 5 chi-square values has 5x the dof: its log bias is that of 5 dof units
-    bias = np.broadcast_to(_log_bias(5.0 * np.asarray(dof, np.float64)), (power.shape[0],))
-    index = -slope
-    lnA = ym - bias + index * xm
+    sxx = np.maximum((w * dx * dx).sum(axis=1), 1e-300)
+    corr = np.zeros_like(ly)
+    for _ in range(2):
+        # second pass: remove the tail's share of the power in the selected bins
+        z = ly - corr
+        zm = (w * z).sum(axis=1) / nw
+        slope = (w * dx * (z - zm[:, None])).sum(axis=1) / sxx
+        index = -slope
+        lnA = zm + index * xm
+        pl = np.exp(np.clip(lnA[:, None] - index[:, None] * lnf[None, :], -700, 700))
+        corr = np.log1p(high[:, None] / np.maximum(pl, 1e-300))
     pl_high = np.exp(np.clip(lnA - index * lnf[-nhi:].mean(), -700, 700))
     tail = np.maximum(high - pl_high, 0.1 * high)
     amplitude = np.exp(np.clip(lnA, -700, 700))
@@ -561,6 +580,70 @@ def _bump_data_bounds(f: np.ndarray) -> dict[str, tuple[float, float]]:
     return {"bump_center": (float(np.log(f[0])), float(np.log(f[-1])))}
 
 
+@_njit_cached
+def _powerlaw_tail_kernel(x, p, m, J, want_jac):
+    """Fused A f^-n + C and its jacobian (one exp per bin)."""
+    amp, index, tail = p[0], p[1], p[2]
+    for i in range(x.shape[0]):
+        e = np.exp(-index * x[i])
+        m[i] = amp * e + tail
+        if want_jac:
+            J[i, 0] = e
+            J[i, 1] = -amp * x[i] * e
+            J[i, 2] = 1.0
+
+
+@_njit_cached
+def _lorentzian_kernel(x, p, m, J, want_jac):
+    """Fused M1 + alpha / (1 + ((ln f - beta) / sigma)^2) and its jacobian."""
+    amp, index, tail, alpha, beta, sigma = p[0], p[1], p[2], p[3], p[4], p[5]
+    for i in range(x.shape[0]):
+        e = np.exp(-index * x[i])
+        u = (x[i] - beta) / sigma
+        q = 1.0 / (1.0 + u * u)
+        m[i] = amp * e + tail + alpha * q
+        if want_jac:
+            dq = 2.0 * alpha * u * q * q / sigma
+            J[i, 0] = e
+            J[i, 1] = -amp * x[i] * e
+            J[i, 2] = 1.0
+            J[i, 3] = q
+            J[i, 4] = dq
+            J[i, 5] = dq * u
+
+
+@_njit_cached
+def _lognormal_kernel(x, p, m, J, want_jac):
+    """Fused M1 + alpha exp(-(ln f - beta)^2 / (2 sigma^2)) and its jacobian."""
+    amp, index, tail, alpha, beta, sigma = p[0], p[1], p[2], p[3], p[4], p[5]
+    for i in range(x.shape[0]):
+        e = np.exp(-index * x[i])
+        u = (x[i] - beta) / sigma
+        g = np.exp(-0.5 * u * u)
+        m[i] = amp * e + tail + alpha * g
+        if want_jac:
+            dc = alpha * g * u / sigma
+            J[i, 0] = e
+            J[i, 1] = -amp * x[i] * e
+            J[i, 2] = 1.0
+            J[i, 3] = g
+            J[i, 4] = dc
+            J[i, 5] = dc * u
+
+
+@_njit_cached
+def shipped_eval(kid, x, p, m, J, want_jac):
+    """Evaluate shipped model ``kid`` (see ``SHIPPED_KERNEL_IDS``): lets the solver for the
+    shipped models be compiled once and cached on disk (numba cannot cache a function that
+    receives another compiled function as an argument)."""
+    if kid == 0:
+        _powerlaw_tail_kernel(x, p, m, J, want_jac)
+    elif kid == 1:
+        _lorentzian_kernel(x, p, m, J, want_jac)
+    else:
+        _lognormal_kernel(x, p, m, J, want_jac)
+
+
 _M1_UNITS = {"amplitude": "power", "index": "1", "tail": "power"}
 _M1_BOUNDS = {"amplitude": (0.0, INF), "index": (-1.0, 10.0), "tail": (0.0, INF)}
 _M1_LONG = {
@@ -585,6 +668,7 @@ M1 = define_model(
     jac=powerlaw_tail_jac,
     guess=guess_powerlaw_tail,
     components={"power law": _power_law_part, "tail": _tail_part},
+    kernel=_powerlaw_tail_kernel,
 )
 M2_LORENTZIAN = define_model(
     powerlaw_tail_lorentzian,
@@ -596,6 +680,7 @@ M2_LORENTZIAN = define_model(
     components={"power law": _power_law_part, "tail": _tail_part, "bump": _lorentzian_part},
     base="powerlaw_tail",
     data_bounds=_bump_data_bounds,
+    kernel=_lorentzian_kernel,
 )
 M2_LOGNORMAL = define_model(
     powerlaw_tail_lognormal,
@@ -607,6 +692,7 @@ M2_LOGNORMAL = define_model(
     components={"power law": _power_law_part, "tail": _tail_part, "bump": _lognormal_part},
     base="powerlaw_tail",
     data_bounds=_bump_data_bounds,
+    kernel=_lognormal_kernel,
 )
 
 _SHIPPED = {m.name: m for m in (M1, M2_LORENTZIAN, M2_LOGNORMAL)}
@@ -707,10 +793,16 @@ def numba_kernel(model: Model):
     Generated from the model's own line-shape function (and jacobian, or central
     differences when it has none), compiled once per process and model.
     """
-    key = id(model.func), id(model.jac)
+    key = id(model.func), id(model.jac), id(model.kernel)
     if key in _KERNELS:
         return _KERNELS[key][0]
     import numba
+
+    if model.kernel is not None:
+        k = model.kernel
+        kernel = k if isinstance(k, numba.core.dispatcher.Dispatcher) else numba.njit(nogil=True)(k)
+        _KERNELS[key] = (kernel, model)
+        return kernel
 
     try:
         fn = numba.njit(nogil=True)(model.func)
@@ -740,3 +832,11 @@ def numba_kernel(model: Model):
     kernel = numba.njit(nogil=True)(ns["kernel"])
     _KERNELS[key] = (kernel, model)  # keep model alive so id() keys stay unique
     return kernel
+
+
+# the shipped kernels by id, for the solver's cached entry point (see shipped_eval)
+SHIPPED_KERNEL_IDS = {
+    id(_powerlaw_tail_kernel): 0,
+    id(_lorentzian_kernel): 1,
+    id(_lognormal_kernel): 2,
+}
