@@ -146,7 +146,12 @@ def open_input(cfg: InputConfig) -> xr.DataArray:
         from .arrays import open_array
 
         return open_array(cfg, kind)
-    raise InputError(f"input.kind {kind!r} is not known")  # pragma: no cover (pydantic checks)
+    if kind == "synthetic":
+        raise InputError(
+            "input.kind synthetic: the frames are made by specfit.pipeline (or "
+            "specfit.make_synthetic) first; open the written folder with kind fits_series"
+        )
+    raise InputError(f"input.kind {kind!r} is not known")
 
 
 def frame_times(da: xr.DataArray) -> np.ndarray:
