@@ -57,7 +57,13 @@ UNITS = {
     "bump_center": "ln Hz",
     "bump_width": "ln Hz",
 }
-STATUS_CODES = {"0": "converged", "1": "max iterations", "2": "invalid input (NaN spectrum)"}
+STATUS_CODES = {
+    "0": "converged",
+    "1": "max_iter: not converged within max_iter steps",
+    "2": "invalid input (NaN spectrum)",
+    "7": "at_bound: converged with a parameter on a bound",
+}
+CONVERGED = [0, 7]
 
 
 def make_results_store(
@@ -99,6 +105,7 @@ def make_results_store(
         status = np.zeros((ny, nx), np.int8)
         status[0, nx - 1] = 2
         status[ny - 1, 0] = 1
+        status[ny - 1, nx - 1] = 7  # converged at a bound: still shown by the status mask
         for p in info["params"]:
             # m1's amplitude differs a little from the truth: the fit without a bump is biased.
             val = truth[p] * (1.1 if (alias == "m1" and p == "amplitude") else 1.0)

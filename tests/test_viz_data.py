@@ -1,4 +1,4 @@
-# ruff: noqa: F811  (pytest fixtures imported from conftest_viz are re-used as arguments)
+# ruff: noqa: F401, F811  (pytest fixtures imported from conftest_viz, re-used as arguments)
 """The data side of the viz layer and the explorer callbacks, without a browser.
 
 References are independent of the code under test: the model formulas written out in
@@ -12,7 +12,13 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
-from conftest_viz import MODELS, make_results_store, ref_model, viz_store, viz_store_plain  # noqa: F401
+from conftest_viz import (
+    CONVERGED,
+    MODELS,
+    ref_model,
+    viz_store,
+    viz_store_plain,
+)
 
 from specfit.store import open_results
 from specfit.viz import data as D
@@ -63,7 +69,7 @@ def test_map_values_masks_and_transforms(ds):
     lrt = ds["lrt_pvalue"].values
     raw = ds["m2_amplitude"].values.astype(float)
     got = D.map_values(ds, "m2_amplitude", pvalue_threshold=0.05, mask_status=True).values
-    keep = (status == 0) & (lrt <= 0.05)
+    keep = np.isin(status, CONVERGED) & (lrt <= 0.05)
     np.testing.assert_allclose(got[keep], np.log10(raw[keep]), rtol=1e-6)
     assert np.all(np.isnan(got[~keep]))
     # The p-value mask leaves the base model (first alias) alone.

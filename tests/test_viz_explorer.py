@@ -1,4 +1,4 @@
-# ruff: noqa: F811  (pytest fixtures imported from conftest_viz are re-used as arguments)
+# ruff: noqa: F401, F811  (pytest fixtures imported from conftest_viz, re-used as arguments)
 """The explorer's callbacks, driven through its holoviews streams and panel widgets.
 
 A tap at (x, y) must show that pixel's stored spectrum and each model evaluated from its
@@ -10,7 +10,7 @@ from __future__ import annotations
 import holoviews as hv
 import numpy as np
 import pytest
-from conftest_viz import MODELS, ref_model, viz_store, viz_store_plain  # noqa: F401
+from conftest_viz import CONVERGED, MODELS, ref_model, viz_store, viz_store_plain
 
 from specfit.store import open_results
 from specfit.viz.explorer import build_explorer, explorer
@@ -66,7 +66,7 @@ def test_widgets_mask_the_heatmap(parts, viz_store):
     parts.widgets["map"].value = "m2_index"
     stored = ds["m2_index"].values.astype(float)
     vals = parts.heatmap[()].dimension_values(2, flat=False)  # (y, x) as stored
-    ok = ds["m2_status"].values == 0
+    ok = np.isin(ds["m2_status"].values, CONVERGED)
     np.testing.assert_array_equal(np.isfinite(vals), ok & np.isfinite(stored))
     np.testing.assert_allclose(vals[ok], stored[ok], rtol=1e-6)
     parts.widgets["pvalue"].value = 0.05

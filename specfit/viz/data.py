@@ -36,6 +36,7 @@ __all__ = [
     "region_from_bounds",
     "map_histogram",
     "open_cube",
+    "converged_codes",
 ]
 
 # Statistics stored per model alias (DESIGN.md results contract) and how to label them.
@@ -128,6 +129,17 @@ def status_codes(ds: xr.Dataset, alias: str | None = None) -> dict[int, str]:
         except ValueError:
             continue
     return out
+
+
+def converged_codes(ds: xr.Dataset, alias: str | None = None) -> list[int]:
+    """Status codes whose fits converged: 0, and any code whose meaning says it converged
+    (e.g. ``at_bound: converged with a parameter on a bound``) but not ``not converged``."""
+    ok = {0}
+    for code, text in status_codes(ds, alias).items():
+        head = text.lower()
+        if "converged" in head and "not converged" not in head:
+            ok.add(code)
+    return sorted(ok)
 
 
 @dataclass(frozen=True)
@@ -377,7 +389,8 @@ def map_values(
         above this: the richer model is not significant there. Applies to the maps of every
         model alias but the first (the base model of the nested pair), as in paramPlot.
     mask_status
-        Hide pixels whose fit status (``<alias>_status``) is not 0 (converged).
+        Hide pixels whose fit did not converge (``<alias>_status`` not in
+        :func:`converged_codes`).
 
     Returns
     -------
@@ -397,7 +410,7 @@ def map_values(
     aliases = list(model_info(ds))
     if spec.alias is not None and not spec.categorical:
         if mask_status and f"{spec.alias}_status" in ds:
-            out = out.where(ds[f"{spec.alias}_status"] == 0)
+            out = out.where(ds[f"{spec.alias}_status"].isin(converged_codes(ds, spec.alias)))
         pv = _pvalue_var(ds)
         if pvalue_threshold is not None and pv and aliases and spec.alias != aliases[0]:
             out = out.where(ds[pv] <= pvalue_threshold)

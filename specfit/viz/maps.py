@@ -28,7 +28,11 @@ from specfit.viz.data import (
 __all__ = ["image_element", "histogram_element", "heatmap", "plot_results", "decimate"]
 
 _CMAP = "viridis"
-_CAT_CMAP = "Set1"
+# One distinct colour per integer code (status, best model).
+_CAT_COLOURS = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+]  # fmt: skip
 
 
 def decimate(da: xr.DataArray, max_pixels: int | None) -> tuple[xr.DataArray, int]:
@@ -64,6 +68,7 @@ def image_element(
         da = da.isel(y=slice(None, None, -1))
     vname = str(da.name or "value")
     units = da.attrs.get("units", "")
+    units = "" if units == "1" else units  # dimensionless: no "(1)" on the axis
     vdim = hv.Dimension(vname, label=label or da.attrs.get("label", vname), unit=units or None)
     return hv.Image(
         da,
@@ -120,35 +125,49 @@ def heatmap(
     if spec.categorical:
         finite = values[np.isfinite(values)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        n = int(hi - lo) + 1
+        if n > len(_CAT_COLOURS):  # too many codes for distinct colours: a plain ramp
+            cmap, levels = _CMAP, {}
+        else:
+            cmap, levels = _CAT_COLOURS[:n], {"color_levels": n}
         lim = (lo - 0.5, hi + 0.5)
-        cmap = _CAT_CMAP
     else:
         lim = clip_limits(values, percentiles)
         cmap = _CMAP
+        levels = {}
     if not np.all(np.isfinite(lim)):
         lim = (0.0, 1.0)
     small.attrs = da.attrs
     img = image_element(small, axes, factor)
     hist = histogram_element(values, lim, img.vdims[0])
-    units = f" [{spec.units}]" if spec.units else ""
-    title = f"{spec.label}{units}"
+    units = f" [{spec.units}]" if spec.units not in ("", "1") else ""
+    title = f"{spec.label}{units}{_flag_legend(ds[spec.source]) if spec.categorical else ''}"
     if backend == "bokeh":
         img = img.opts(
             backend="bokeh", cmap=cmap, clim=lim, colorbar=True, title=title, tools=["hover"],
             width=520, height=max(200, int(520 * axes.ny / max(axes.nx, 1))),
-            data_aspect=1, clabel=spec.units or None,
+            data_aspect=1, clabel=spec.units or None, **levels,
         )  # fmt: skip
         hist = hist.opts(backend="bokeh", width=300, height=260, title=f"{spec.label} histogram")
     else:
         img = img.opts(
             backend="matplotlib", cmap=cmap, clim=lim, colorbar=True, title=title,
-            aspect="equal", fig_inches=5, clabel=spec.units or None,
+            aspect="equal", fig_inches=5, clabel=spec.units or None, **levels,
         )  # fmt: skip
         hist = hist.opts(backend="matplotlib", aspect=1.2, fig_inches=3.5, title="histogram")
     layout = (img + hist).opts(backend=backend, shared_axes=False)
     if backend == "matplotlib":
         layout = layout.opts(backend=backend, sublabel_format="")
     return layout
+
+
+def _flag_legend(da: xr.DataArray, max_flags: int = 4) -> str:
+    """' (0 m1, 1 m2)' from CF flag attrs when there are few flags, else ''."""
+    values = da.attrs.get("flag_values")
+    meanings = str(da.attrs.get("flag_meanings", "")).split()
+    if values is None or len(meanings) != len(values) or len(values) > max_flags:
+        return ""
+    return " (" + ", ".join(f"{v} {m}" for v, m in zip(values, meanings, strict=True)) + ")"
 
 
 def _load_backend(backend: str) -> None:
@@ -262,5 +281,8 @@ def _write_html(ds: xr.Dataset, names: list[str], target: Path, kwargs: dict) ->
         img, hist = layout
         blocks.append(row(hv.render(img, backend="bokeh"), hv.render(hist, backend="bokeh")))
     page = file_html(column(*blocks), INLINE, title="specfit results")
+    # Importing panel adds a module-shim <script src="static/..."> that only a panel server
+    # can serve; the page's plots are plain bokeh (inlined), so drop the dangling reference.
+    page = re.sub(r'<script[^>]*src="static/[^"]*"[^>]*>\s*</script>', "", page)
     target.write_text(page, encoding="utf-8")
     return target

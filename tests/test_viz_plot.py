@@ -1,0 +1,87 @@
+# ruff: noqa: F401, F811  (pytest fixtures imported from conftest_viz, re-used as arguments)
+"""``specfit plot``: a PNG per map (matplotlib) and one self-contained HTML page (bokeh)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest_viz import viz_store
+from PIL import Image
+
+from specfit.store import open_results
+from specfit.viz.data import map_catalog
+
+
+def _check_png(path: Path) -> np.ndarray:
+    """A real picture: a sane size and a map area with many colours, not a blank canvas."""
+    img = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+    h, w, _ = img.shape
+    assert w >= 400 and h >= 200, f"{path.name}: {w}x{h} is too small for a map + histogram"
+    assert img.std() > 20, f"{path.name} looks blank"
+    return img
+
+
+def _check_html(page: str, names: list[str]) -> None:
+    for name in names:
+        assert f'id=\\"{name}\\"' in page, f"map {name} missing from the HTML page"
+    # One bokeh Image glyph per map, and nothing loaded from elsewhere (shareable offline).
+    assert page.count('"name":"Image"') >= len(names)
+    assert not re.search(r"<script[^>]*\bsrc=", page), "the page must not load external scripts"
+
+
+# A handful of maps of every kind (log10 parameter, derived period, categorical, statistic)
+# keeps the default test fast; the slow CLI test below draws every map of the demo store.
+SOME_MAPS = ["m1_index", "m1_tail", "m2_bump_period", "m2_status", "best_model", "lrt_pvalue"]
+
+
+def test_plot_results_png_and_html(viz_store, tmp_path):
+    from specfit.viz import plot_results
+
+    files = plot_results(viz_store, tmp_path / "plots", maps=SOME_MAPS, pvalue_threshold=0.05)
+    pngs = {p.stem: p for p in files if p.suffix == ".png"}
+    assert set(pngs) == set(SOME_MAPS)
+    pics = {n: _check_png(p) for n, p in pngs.items()}
+    # Different data make different pictures (the map is really drawn from the store).
+    assert not np.array_equal(pics["m1_index"], pics["m1_tail"])
+    html = [p for p in files if p.suffix == ".html"]
+    assert len(html) == 1
+    _check_html(html[0].read_text(), SOME_MAPS)
+
+
+def test_html_page_holds_every_map(viz_store, tmp_path):
+    from specfit.viz import plot_results
+
+    names = [s.name for s in map_catalog(open_results(viz_store))]
+    files = plot_results(viz_store, tmp_path, png=False)
+    assert [p.name for p in files] == ["maps.html"]
+    _check_html(files[0].read_text(), names)
+
+
+def test_plot_results_rejects_unknown_map(viz_store, tmp_path):
+    from specfit.viz import plot_results
+
+    with pytest.raises(KeyError, match="unknown map.*nope"):
+        plot_results(viz_store, tmp_path, maps=["nope"])
+
+
+def test_plot_results_missing_store_is_clear(tmp_path):
+    from specfit.viz import plot_results
+
+    with pytest.raises(FileNotFoundError, match="not a results store|does not exist"):
+        plot_results(tmp_path / "absent.zarr", tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_cli_plot_on_demo_store(demo_store, tmp_path):
+    """`specfit plot` on the lead's real pipeline store: a PNG per map + the HTML page."""
+    from specfit.cli import main
+
+    out = tmp_path / "plots"
+    assert main(["plot", str(demo_store), "--out", str(out)]) == 0
+    names = [s.name for s in map_catalog(open_results(demo_store))]
+    for name in names:
+        _check_png(out / f"{name}.png")
+    _check_html((out / "maps.html").read_text(), names)
