@@ -139,8 +139,10 @@ class SpectraConfig(_Section):
         None, gt=0, description="Seconds per segment for Welch averaging; overrides `segments`."
     )
     overlap: float = Field(0.0, ge=0.0, lt=1.0, description="Welch overlap fraction (0.5 typical).")
-    window: Literal["none", "hann"] = "hann"
-    detrend: Literal["none", "mean", "linear"] = "linear"
+    # Defaults measured on synthetic truth (docs/spectra.md): no taper keeps the bins
+    # independent; a linear detrend removes red-noise power and biases the index low.
+    window: Literal["none", "hann"] = "none"
+    detrend: Literal["none", "mean", "linear"] = "mean"
     normalisation: Literal["density", "variance", "raw"] = "density"
     box: int = Field(1, ge=1, description="Spatial box (odd) whose spectra are averaged.")
     fmin: float | None = Field(None, ge=0, description="Hz; lowest frequency kept.")

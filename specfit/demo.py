@@ -21,8 +21,10 @@ DEMO_CONFIG: dict[str, Any] = {
         "path": "synthetic",
         "synthetic": {"shape": [48, 64], "n_frames": 600, "cadence": 12.0, "seed": 0},
     },
-    "resample": {"max_gap": 2.0},
-    "spectra": {"segments": 1, "window": "hann", "detrend": "linear", "normalisation": "density"},
+    # The nominal cadence: a grid at the median spacing of jittered frames drifts against them
+    # and linear interpolation would then damp the high-frequency tail (see docs/spectra.md).
+    "resample": {"cadence": 12.0, "max_gap": 2.0},
+    "spectra": {"segments": 1, "window": "none", "detrend": "mean", "normalisation": "density"},
     "fit": {
         "models": {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"},
         "method": "whittle",

@@ -11,6 +11,7 @@ The ``*_block`` functions are the same per-block chains, on numpy, shared with
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -60,7 +61,6 @@ def ingest(source: Any, prep: Any = None) -> xr.DataArray:
     """
     from specfit.config import Config, InputConfig, PrepConfig
     from specfit.io import open_input
-    from specfit.prep import apply_prep
 
     if isinstance(source, Config):
         prep = source.prep if prep is None else prep
@@ -72,7 +72,11 @@ def ingest(source: Any, prep: Any = None) -> xr.DataArray:
     arr = open_input(source)
     if prep is not None:
         prep = prep if isinstance(prep, PrepConfig) else PrepConfig.model_validate(dict(prep))
-        arr = apply_prep(arr, prep)
+        # Nothing to do means no import of the solar stack (sunpy is slow to import).
+        if prep != PrepConfig():
+            from specfit.prep import apply_prep
+
+            arr = apply_prep(arr, prep)
     return arr
 
 
@@ -195,8 +199,8 @@ def power_spectra(
     segments: int = 1,
     segment_length: float | None = None,
     overlap: float = 0.0,
-    window: str = "hann",
-    detrend: str = "linear",
+    window: str = "none",
+    detrend: str = "mean",
     normalisation: str = "density",
     box: int = 1,
     fmin: float | None = None,
@@ -319,6 +323,23 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
     return out
 
 
+def models_attr(models: Mapping[str, Any]) -> str:
+    """The ``models`` attr of a results store: JSON {alias: {name, formula, params, units, ...}}."""
+    from specfit.kernels.fitting import model_attrs
+
+    info = model_attrs(models)["models"]
+    return json.dumps({a: {**m, "params": m["param_names"]} for a, m in info.items()})
+
+
+def likelihood_dof(dof, method: str, window: str, segment_length: int):
+    """The dof handed to the fit: the marginal chi^2 dof, divided for ``whittle`` by the
+    window's bin-correlation variance inflation (see ``kernels.periodogram.window_vif``), so
+    that errors and likelihood-ratio tests stay calibrated with tapered windows."""
+    if method != "whittle" or window == "none":
+        return dof
+    return dof / _pg.window_vif(window, int(segment_length))
+
+
 def fit_block_maps(
     freq: np.ndarray,
     power: np.ndarray,
@@ -376,7 +397,7 @@ def fit(
     xarray.Dataset
         The results-contract variables (``m1_index``, ``m1_index_err``, ``m1_status``, ...).
     """
-    from specfit.kernels.fitting import model_attrs, result_variables
+    from specfit.kernels.fitting import STATUS_CODES, result_variables
 
     bad = set(options) - set(FIT_OPTION_KEYS)
     if bad:
@@ -390,6 +411,10 @@ def fit(
     pw = power.transpose("freq", "y", "x").chunk({"freq": -1})
     if dof is None:
         dof = power.coords["dof"] if "dof" in power.coords else float(power.attrs.get("dof", 2.0))
+        if "window" in power.attrs and "segment_length" in power.attrs:
+            dof = likelihood_dof(
+                dof, method, power.attrs["window"], power.attrs["segment_length"]
+            )
     dof_arr = (
         dof.transpose("y", "x").chunk(dict(zip(("y", "x"), pw.chunks[1:], strict=True))).data
         if isinstance(dof, xr.DataArray)
@@ -423,6 +448,7 @@ def fit(
         out[n] = xr.DataArray(
             stacked[i].astype(spec[n]["dtype"]), dims=("y", "x"), attrs=dict(spec[n]["attrs"])
         )
-    out.attrs["models"] = model_attrs(mods)
+    out.attrs["models"] = models_attr(mods)
+    out.attrs["status_codes"] = json.dumps({str(k): v for k, v in STATUS_CODES.items()})
     out.attrs["method"] = method
     return out

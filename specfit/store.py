@@ -139,7 +139,7 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
     for name, spec in layout.spectral.items():
         arr(name, (nf, ny, nx), (nf, b, b), spec["dtype"], ("freq", "y", "x"), spec.get("attrs", {}))
     nby, nbx = layout.nblocks
-    arr(
+    done = arr(
         "blocks_done",
         (nby, nbx),
         (1, 1),
@@ -147,6 +147,7 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
         ("block_y", "block_x"),
         {"long_name": "1 where the spatial block is fully written", "block_size": b},
     )
+    done[:] = 0
     root.attrs.update(_json_safe({**layout.attrs, "complete": False, "block_size": b}))
     # The coordinate arrays need xarray's _ARRAY_DIMENSIONS-free v3 names only; consolidate so
     # that xarray.open_zarr opens a partial store without warnings too.

@@ -63,9 +63,10 @@ def synthetic_maps(shape: tuple[int, int], cadence: float, exposure: float) -> d
     disc = ((u - 0.72) ** 2 + (v - 0.5) ** 2) < 0.18**2
     period_min = 3.0 + 2.0 * np.clip((v - 0.32) / 0.36, 0, 1)
     bump_center = np.log(1.0 / (60.0 * period_min))
-    bump_width = np.full(shape, 0.15)
+    bump_width = np.full(shape, 0.2)
     pl_at_bump = amplitude * np.exp(bump_center) ** (-index)
-    bump_amplitude = np.where(disc, 2.5 * pl_at_bump, 0.0)
+    # Strong enough to be seen in a single periodogram (chi^2_2 noise) of 600 frames.
+    bump_amplitude = np.where(disc, 8.0 * pl_at_bump, 0.0)
     return {
         "amplitude": amplitude,
         "index": index,
@@ -100,7 +101,7 @@ def synthetic_series(
     n_frames: int = 600,
     cadence: float = 12.0,
     seed: int = 0,
-    jitter: float = 0.02,
+    jitter: float = 0.01,
     drop_fraction: float = 0.01,
     exposure: float = 2.9,
     exposure_jitter: float = 0.05,

@@ -1,0 +1,124 @@
+"""The whole pipeline end to end on small synthetic frames, and its refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import tiny_config
+from specfit.config import ConfigError
+from specfit.pipeline import run
+from specfit.store import StoreError, block_status, open_results
+
+
+def test_results_contract(demo_store):
+    ds = xr.open_zarr(demo_store)  # plain xarray opens it
+    models = json.loads(ds.attrs["models"])
+    assert set(models) == {"m1", "m2"}
+    for alias, info in models.items():
+        for p in info["params"]:
+            for name in (f"{alias}_{p}", f"{alias}_{p}_err"):
+                assert ds[name].dims == ("y", "x") and ds[name].dtype == np.float32
+                assert "units" in ds[name].attrs and "long_name" in ds[name].attrs
+        for s in ("status", "loglike", "chi2red", "aic", "bic", "nfev"):
+            assert f"{alias}_{s}" in ds
+        assert ds[f"{alias}_status"].dtype == np.int8
+    for name in ("best_model", "lrt_pvalue", "power", "mean_intensity", "m2_bump_period"):
+        assert name in ds
+    assert ds["power"].dims == ("freq", "y", "x")
+    assert "hpc_x" in ds.coords or "hpc_x" in ds  # synthetic frames carry a WCS
+    assert "fit:" in ds.attrs["config"] and ds.attrs["specfit_version"]
+    assert ds.attrs["complete"] is True
+    # Every pixel has a result; the synthetic data are clean, so nearly all converge.
+    assert float((ds["m1_status"] == 0).mean()) > 0.95
+
+
+def test_store_spectra_equal_independent_reference(demo_store, tmp_path):
+    """power in the store == scipy.signal.periodogram of np.interp-resampled frames."""
+    from astropy.io import fits
+    from scipy.signal import periodogram
+
+    ds = open_results(demo_store)
+    frames = sorted((demo_store.parent / "synthetic" / "frames").glob("synth_*.fits"))
+    from astropy.time import Time
+
+    t, pix = [], []
+    for f in frames:
+        with fits.open(f) as h:
+            t.append(Time(h[0].header["DATE-OBS"]).unix)
+            pix.append(h[0].data[5, 7] / h[0].header["EXPTIME"])
+    t = np.array(t) - t[0]
+    dt = float(np.median(np.diff(t)))
+    tn = np.arange(0, t[-1] + 1e-9, dt)
+    tn = tn[tn <= t[-1]]
+    series = np.interp(tn, t, np.array(pix))
+    f, p = periodogram(series, fs=1 / dt, window="boxcar", detrend="constant")
+    np.testing.assert_allclose(ds["freq"].values, f[1 : 1 + ds.sizes["freq"]], rtol=1e-9)
+    np.testing.assert_allclose(
+        ds["power"].values[:, 5, 7], p[1 : 1 + ds.sizes["freq"]], rtol=2e-3
+    )
+    np.testing.assert_allclose(float(ds["mean_intensity"][5, 7]), np.mean(pix), rtol=1e-5)
+
+
+def test_finished_store_needs_overwrite_and_resume_refuses_other_config(demo_store, tmp_path):
+    cfg = tiny_config(demo_store.parent)
+    with pytest.raises(StoreError, match="--overwrite"):
+        run(cfg)
+    # Resuming a finished run with the same config is a no-op.
+    ds = run(cfg, resume=True)
+    assert ds.attrs["complete"]
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    cfg = tiny_config(tmp_path)
+    run(cfg)
+    # Pretend the run was interrupted.
+    import zarr
+
+    root = zarr.open_group(str(tmp_path / "results.zarr"), mode="r+")
+    root["blocks_done"][0, 0] = 0
+    root.attrs["complete"] = False
+    with pytest.raises(StoreError, match="unfinished run"):
+        run(cfg)
+    with pytest.raises(StoreError, match=r"spectra\.segments: 1 != 2"):
+        run(cfg, ["spectra.segments=2"], resume=True)
+    before = xr.open_zarr(tmp_path / "results.zarr")["m1_index"].values
+    ds = run(cfg, resume=True)
+    assert block_status(tmp_path / "results.zarr")[0] == block_status(tmp_path / "results.zarr")[1]
+    np.testing.assert_array_equal(ds["m1_index"].values, before)
+
+
+def test_bad_inputs_fail_before_work_with_clear_messages(tmp_path):
+    cfg = tiny_config(tmp_path, input={"kind": "auto", "path": str(tmp_path / "missing")})
+    with pytest.raises(Exception, match="does not exist"):
+        run(cfg)
+    assert not (tmp_path / "results.zarr").exists()
+    with pytest.raises(ConfigError, match="spectra.box"):
+        run(tiny_config(tmp_path), ["fit.method=lsq"])
+    with pytest.raises(ConfigError, match="frequencies remain"):
+        run(tiny_config(tmp_path), ["spectra.segments=60"])
+    with pytest.raises(ConfigError, match="fit.models"):
+        run(tiny_config(tmp_path), ["fit.models={m1: no_such_model}"])
+
+
+def test_bad_pixels_become_nan_and_status_not_a_crash(tmp_path):
+    """Dead and saturated pixels in the frames: the run finishes, they get a status code."""
+    from astropy.io import fits
+
+    from specfit.synthetic import make_synthetic
+
+    data = make_synthetic(tmp_path / "synthetic", shape=(16, 16), n_frames=200, seed=2)
+    for f in sorted(data.frames.glob("*.fits")):
+        with fits.open(f, mode="update") as h:
+            h[0].data[3, 4] = np.nan  # dead
+            h[0].data[10, 10] = 0.0  # all zero
+    cfg = tiny_config(tmp_path, input={"kind": "fits_series", "path": str(data.frames)})
+    ds = run(cfg)
+    assert np.isnan(ds["m1_index"].values[3, 4]) and ds["m1_status"].values[3, 4] != 0
+    assert ds["m1_status"].values[10, 10] != 0
+    good = ds["m1_status"].values == 0
+    assert good.sum() >= 16 * 16 - 10
