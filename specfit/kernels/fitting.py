@@ -352,13 +352,20 @@ def _fit_models(
         if base_alias is not None:
             base = fits[base_alias]["params"]
             base = np.where(np.isfinite(base), base, np.nan)
+        elif model.base is not None and not too_few:
+            # the nested model is not requested: fit it anyway, its residuals seed the bump
+            bm = get_model(model.base)
+            hidden, _, _ = _fit_models(
+                f, power, {"_base": bm}, method, dof, sigma, max_iter, tol, 1
+            )
+            base = hidden["_base"]["params"]
         # guesses are only computed on pixels we fit, with harmless stand-ins elsewhere
         pg = np.where(active[:, None], power, 1.0 + np.arange(nf)[None, ::-1])
         if base is not None:
             bad = ~np.isfinite(base).all(axis=1)
             if bad.any():
                 base = base.copy()
-                base[bad] = _base_guess(models, base_alias, f, pg[bad], dof[bad])
+                base[bad] = _starts(get_model(model.base), f, pg[bad], dof[bad], None, 1)[:, 0, :]
         starts = _starts(model, f, pg, dof, base, multistart)
         r = _fit_one(
             model, f, power, scale, weights, y, c, active, starts, method, max_iter, tol, multistart
@@ -389,11 +396,6 @@ def _fit_models(
         fits[alias] = r
         by_name.setdefault(model.name, alias)
     return fits, status_in, scale
-
-
-def _base_guess(models, base_alias, f, power, dof):
-    m = models[base_alias]
-    return _starts(m, f, power, dof, None, 1)[:, 0, :]
 
 
 def _ensure_nested(r, rb, model, f, power, scale, weights, y, c, starts, method, max_iter, tol):

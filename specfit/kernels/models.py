@@ -438,7 +438,7 @@ def guess_powerlaw_tail(
     The tail is the mean power of the highest frequencies. The straight line in log-log
     space is fitted to ln(power) over the bins whose 5-bin smoothed power exceeds three times
     that tail (the power-law range; at least the lowest 5 % of bins), with the mean offset of
-    log chi-square values for ``dof`` removed, then refitted once after removing the tail's
+    log chi-square values for ``dof`` removed, then refitted three times after removing the tail's
     share ln(1 + C / A f^-n). Finally the tail is lowered by what the power law still
     contributes at the top.
     """
@@ -465,8 +465,8 @@ def guess_powerlaw_tail(
     dx = lnf[None, :] - xm[:, None]
     sxx = np.maximum((w * dx * dx).sum(axis=1), 1e-300)
     corr = np.zeros_like(ly)
-    for _ in range(2):
-        # second pass: remove the tail's share of the power in the selected bins
+    for _ in range(4):
+        # later passes: remove the tail's share of the power in the selected bins
         z = ly - corr
         zm = (w * z).sum(axis=1) / nw
         slope = (w * dx * (z - zm[:, None])).sum(axis=1) / sxx

@@ -1,0 +1,186 @@
+"""The batched Levenberg–Marquardt solver against scipy on the same objectives."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.optimize import OptimizeWarning, curve_fit, minimize
+
+from specfit.kernels import models as M
+from specfit.kernels.fitting import fit_block
+from specfit.kernels.stats import log_bias
+
+F = np.arange(1, 301) / 14400.0  # 300 bins
+LNF = np.log(F)
+M1 = M.get_model("powerlaw_tail")
+M2 = M.get_model("powerlaw_tail_lorentzian")
+
+
+def _m1(x, a, n, c):
+    return a * np.exp(-n * x) + c
+
+
+def _m1_jac(x, a, n, c):
+    e = np.exp(-n * x)
+    return np.stack([e, -a * x * e, np.ones_like(x)], axis=1)
+
+
+def _m2(x, a, n, c, al, be, si):
+    u = (x - be) / si
+    return a * np.exp(-n * x) + c + al / (1 + u * u)
+
+
+def _m2_jac(x, *p):
+    return M2.jacobian(F, np.array(p))[0]
+
+
+def _simulate(model, truth, npix, dof, seed):
+    rng = np.random.default_rng(seed)
+    p = np.tile(truth, (npix, 1))
+    k = dof / 2
+    return model.evaluate(F, p) * rng.gamma(k, 1 / k, size=(npix, F.size))
+
+
+def _agreement(ours, ref, ok):
+    rel = np.abs(ours[ok] - ref[ok]) / np.maximum(np.abs(ref[ok]), 1e-300)
+    return np.mean(np.all(rel < 1e-4, axis=1)), ok.sum()
+
+
+def _curve_fit_rows(fn, jac, y, starts, sigma=None, absolute_sigma=True, x=LNF):
+    out = np.full(starts.shape, np.nan)
+    for i in range(y.shape[0]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)
+            try:
+                out[i], _ = curve_fit(
+                    fn,
+                    x,
+                    y[i],
+                    p0=starts[i],
+                    jac=jac,
+                    method="lm",
+                    sigma=None if sigma is None else sigma[i],
+                    absolute_sigma=absolute_sigma,
+                    maxfev=4000,
+                    # MINPACK's default ftol (1.5e-8) stops before 1e-4 relative agreement
+                    # in the amplitude-index valley; the reference must be converged
+                    ftol=1e-14,
+                    xtol=1e-14,
+                )
+            except RuntimeError:
+                pass
+    return out
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_lsq_matches_curve_fit_m1(weighted):
+    npix = 150
+    # unweighted least squares hardly sees a tail under a steep power law: use a flat one
+    truth = [1e-5, 2.0, 1.0] if weighted else [1e-3, 1.0, 5.0]
+    y = _simulate(M1, truth, npix, dof=18.0, seed=1)
+    sigma = M1.evaluate(F, np.tile(truth, (npix, 1))) / 3.0 if weighted else None
+    # tol is in standard errors squared (stop when the Newton step < sqrt(tol) sigma); the
+    # default 1e-8 stops at ~1e-3 sigma, which can be >1e-4 relative for a loose amplitude
+    out = fit_block(F, y, {"m1": M1}, method="lsq", sigma=sigma, tol=1e-12)
+    ours = np.column_stack([out[f"m1_{p}"] for p in M1.param_names]).astype(float)
+    ok_ours = out["m1_status"] == 0
+    # curve_fit (method lm, analytic jacobian) from the same data-driven start
+    starts = M1.guess(F, y, 18.0)
+    ref = _curve_fit_rows(_m1, _m1_jac, y, starts, sigma)
+    ok = ok_ours & np.isfinite(ref).all(axis=1)
+    frac, n = _agreement(ours, ref, ok)
+    assert n > 0.9 * npix
+    assert frac >= 0.99
+
+
+def _fit64(y, method, sigma=None, model=M1, dof=18.0):
+    """Our fit with float64 parameters (fit_block rounds results to float32)."""
+    from specfit.kernels import fitting
+
+    fits, _, _ = fitting._fit_models(
+        F, y, {"a": model}, method, np.full(y.shape[0], dof), sigma, 200, 1e-12, 1
+    )
+    return fits["a"]["params"]
+
+
+def test_lsq_log_matches_curve_fit_on_log_power():
+    npix = 150
+    dof = 2.0
+    y = _simulate(M1, [1e-5, 2.0, 1.0], npix, dof=dof, seed=2)
+    ours = _fit64(y, "lsq_log", dof=dof)
+    b = float(log_bias(dof))
+    starts = M1.guess(F, y, dof)
+
+    def logm(x, a, n, c):
+        with np.errstate(invalid="ignore"):  # curve_fit may try a negative tail
+            return np.log(_m1(x, a, n, c)) + b
+
+    def logm_jac(x, a, n, c):
+        return _m1_jac(x, a, n, c) / _m1(x, a, n, c)[:, None]
+
+    ref = _curve_fit_rows(logm, logm_jac, np.log(y), starts)
+    ok = np.isfinite(ref).all(axis=1) & np.isfinite(ours).all(axis=1) & (ref[:, 2] > 0)
+    frac, n = _agreement(ours, ref, ok)
+    assert n > 0.9 * npix and frac >= 0.99
+
+
+def test_whittle_matches_scipy_minimize():
+    npix = 12
+    y = _simulate(M1, [1e-5, 2.0, 1.0], npix, dof=2.0, seed=3)
+    ours = _fit64(y, "whittle", dof=2.0)
+    for i in range(npix):
+        s = y[i].mean()
+
+        def nll(q, yi=y[i] / s):
+            # log-parametrised amplitude/tail: an independent route to the same optimum
+            m = np.exp(q[0] - q[1] * LNF) + np.exp(q[2])
+            return np.sum(np.log(m) + yi / m)
+
+        q0 = [np.log(ours[i, 0] / s) + 0.3, ours[i, 1] + 0.1, np.log(ours[i, 2] / s) - 0.2]
+        r = minimize(
+            nll,
+            q0,
+            method="Nelder-Mead",
+            options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000},
+        )
+        ref = np.array([np.exp(r.x[0]) * s, r.x[1], np.exp(r.x[2]) * s])
+        np.testing.assert_allclose(ours[i], ref, rtol=2e-4)
+
+
+def test_m2_lsq_matches_curve_fit_with_strong_bump():
+    npix = 100
+    truth = [1e-5, 2.0, 1.0, 6.0, np.log(1 / 300), 0.25]
+    y = _simulate(M2, truth, npix, dof=50.0, seed=4)
+    sigma = M2.evaluate(F, np.tile(truth, (npix, 1))) / 5.0
+    out = fit_block(F, y, {"m1": M1, "m2": M2}, method="lsq", sigma=sigma, tol=1e-12)
+    ours = np.column_stack([out[f"m2_{p}"] for p in M2.param_names]).astype(float)
+    # M2 has several local optima; curve_fit starts 1 % away from ours, so agreement shows
+    # that our point is the optimum of the same objective (curve_fit would walk away)
+    ref = _curve_fit_rows(_m2, _m2_jac, y, ours * (1 + 0.01), sigma)
+    ok = (out["m2_status"] == 0) & np.isfinite(ref).all(axis=1)
+    frac, n = _agreement(ours, ref, ok)
+    assert n > 0.6 * npix and frac >= 0.99
+    # and our seeds find the true bump (centre within 0.1 in ln f) in most pixels
+    assert np.mean(np.abs(ours[:, 4] - truth[4]) < 0.1) > 0.6
+
+
+def test_bounds_status_and_errors():
+    # a spectrum with no tail at all: the tail sits on its lower bound 0
+    rng = np.random.default_rng(6)
+    p = np.tile([1e-6, 2.0, 0.0], (50, 1))
+    y = M1.evaluate(F, p) * rng.gamma(50, 1 / 50, size=(50, F.size))
+    out = fit_block(F, y, {"m1": M1}, dof=100.0)
+    at = out["m1_status"] == 7
+    assert at.mean() > 0.3  # about half of the noisy fits want a negative tail
+    assert np.all(out["m1_tail"][at] == 0) and np.all(np.isnan(out["m1_tail_err"][at]))
+    assert np.all(np.isfinite(out["m1_index_err"][at]))
+    assert np.all(out["m1_tail"] >= 0)
+
+
+def test_max_iter_status():
+    y = _simulate(M1, [1e-5, 2.0, 1.0], 20, dof=2.0, seed=7)
+    out = fit_block(F, y, {"m1": M1}, max_iter=1)
+    assert np.all(out["m1_status"] == 1)
+    assert np.all(np.isfinite(out["m1_index"]))
