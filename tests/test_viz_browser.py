@@ -1,0 +1,154 @@
+"""`specfit explore` in a real browser: load the page, click a pixel, see its spectrum.
+
+Runs the CLI as a subprocess on a free port, drives Debian's chromium through playwright, and
+always kills the server. Also refreshes docs/img/explorer.png (the README screenshot).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+ROOT = Path(__file__).resolve().parents[1]
+TITLE_RE = re.compile(r"pixel x=(\d+), y=(\d+)")
+
+# Every ColumnDataSource that holds a spectrum curve (holoviews names the columns after the
+# curve's dimensions: frequency and power).
+_CURVES_JS = """
+() => {
+  const out = [];
+  for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
+    for (const m of doc.all_models) {
+      if (!m.data) continue;
+      const d = m.data instanceof Map ? Object.fromEntries(m.data) : m.data;
+      if (d.frequency !== undefined && d.power !== undefined) {
+        out.push({f: Array.from(d.frequency), p: Array.from(d.power)});
+      }
+    }
+  }
+  return out;
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"specfit explore exited early with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"specfit explore did not listen on port {port} within {timeout} s")
+
+
+def _title(page) -> tuple[int, int] | None:
+    # The Markdown pane renders into its own shadow root: pierce to the heading.
+    loc = page.locator(".specfit-pixel h3")
+    if loc.count() == 0:
+        return None
+    text = loc.first.inner_text()
+    m = TITLE_RE.search(text)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(120)
+def test_explore_click_shows_pixel_spectrum(demo_store, tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    from specfit.store import open_results
+
+    ds = open_results(demo_store)
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    port = _free_port()
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "specfit.cli", "explore", str(demo_store), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # so the kill below reaches any child too
+    )
+    try:
+        _wait_port(port, proc, timeout=60)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 1400})
+                page.goto(f"http://127.0.0.1:{port}/", timeout=60_000)
+                page.wait_for_selector(".specfit-pixel", timeout=60_000)
+                # Panel renders into shadow roots: poll through playwright's piercing locator.
+                deadline = time.monotonic() + 30
+                while _title(page) is None and time.monotonic() < deadline:
+                    time.sleep(0.25)
+                start = _title(page)
+                assert start == (nx // 2, ny // 2)  # the explorer opens on the centre pixel
+                heat = page.locator(".specfit-heatmap").first
+                box = heat.bounding_box()
+                assert box is not None and box["width"] > 200
+                # Upper-left part of the map frame (left of centre, above centre).
+                page.mouse.click(box["x"] + 0.25 * box["width"], box["y"] + 0.27 * box["height"])
+                deadline = time.monotonic() + 30
+                while _title(page) == start and time.monotonic() < deadline:
+                    time.sleep(0.25)
+                clicked = _title(page)
+                assert clicked is not None and clicked != start, "the click did not select a pixel"
+                ix, iy = clicked
+                assert ix < nx // 2 and iy > ny // 2, f"pixel {clicked} is not where we clicked"
+                # The spectrum panel now plots that pixel's stored spectrum.
+                want = ds["power"].values[:, iy, ix].astype(float)
+                deadline = time.monotonic() + 30
+                matched = False
+                while not matched and time.monotonic() < deadline:
+                    for c in page.evaluate(_CURVES_JS):
+                        p_ = np.asarray(c["p"], dtype=float)
+                        if p_.size == want.size and np.allclose(p_, want, rtol=1e-6):
+                            matched = True
+                    time.sleep(0.25)
+                assert matched, "no plotted curve equals the clicked pixel's stored spectrum"
+                time.sleep(1.0)  # let the other panels finish redrawing before the screenshot
+                shot = tmp_path / "explorer.png"
+                page.screenshot(path=str(shot), full_page=True)
+                assert shot.stat().st_size > 50_000
+                if os.environ.get("SPECFIT_UPDATE_DOCS_IMG") == "1":
+                    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+                    shutil.copy(shot, ROOT / "docs" / "img" / "explorer.png")
+            finally:
+                browser.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
