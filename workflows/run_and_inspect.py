@@ -18,9 +18,9 @@ import specfit
 def main(config, overrides=(), overwrite=True):
     ds = specfit.run(config, list(overrides), overwrite=overwrite)
     ds = specfit.open_results(specfit.load_config(config, list(overrides)).output.path)
-    index = ds["m1_index"]
+    index = ds["m1_index"].load()  # one (y, x) map: small enough to hold
     ok = ds["m1_status"] == 0
-    print(f"m1 index ({index.attrs.get('units', '')}): median {float(index.where(ok).median()):.3f}")
+    print(f"m1 index: median {float(index.where(ok).median()):.3f} over {int(ok.sum())} converged px")
     if "best_model" in ds:
         frac = float((ds["best_model"] == 1).mean())
         print(f"m2 preferred in {100 * frac:.1f}% of pixels")

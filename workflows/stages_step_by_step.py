@@ -24,7 +24,7 @@ def main(out_dir: str = "workflow-out", cluster: str = "local", shape=(32, 32), 
     data = specfit.make_synthetic(out / "synthetic", shape=shape, n_frames=n_frames, seed=1)
     with connect(cluster_config_from_flag(cluster)):
         frames = specfit.ingest(data.frames)  # lazy (time, y, x), one task per file
-        uniform = specfit.resample(frames, max_gap=2.0)
+        uniform = specfit.resample(frames, cadence=12.0, max_gap=2.0)  # the nominal cadence
         power = specfit.power_spectra(uniform, segments=2, window="hann", box=3)
         results = specfit.fit(
             power, models={"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}
