@@ -22,6 +22,7 @@ Both are lazy: each time chunk is resampled in its own task.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -47,6 +48,7 @@ __all__ = [
 _N_KNOTS = 24
 _GRID = 7
 _EDGE_TOL = 1e-3  # px
+_PROPAGATE_LOCK = threading.Lock()
 
 
 def _terms(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> list[np.ndarray]:
@@ -209,7 +211,7 @@ def plan_derotation(arr: xr.DataArray, reference_time: str | None = None) -> Der
         for k in pointing_keys:
             if k in ref_header:
                 h[k] = ref_header[k]
-        with propagate_with_solar_surface(), warnings.catch_warnings():
+        with _PROPAGATE_LOCK, propagate_with_solar_surface(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             px, py = _wcs(h).world_to_pixel(world)
         dst = np.vstack([np.asarray(py), np.asarray(px)])
@@ -401,7 +403,9 @@ def _reproject_block(block: np.ndarray, heads: list[str], ref: str, block_info=N
         for k in range(block.shape[0]):
             h = fits.Header.fromstring(heads[t0 + k], sep="\n")
             m = sunpy.map.Map(block[k].astype(np.float64), h)
-            with propagate_with_solar_surface():
+            # propagate_with_solar_surface switches a process-wide transform on and off: two
+            # threads of one worker would undo each other's, so frames take turns.
+            with _PROPAGATE_LOCK, propagate_with_solar_surface():
                 r = m.reproject_to(ref_wcs, algorithm="interpolation")
             out[k] = np.asarray(r.data, np.float32)
     return out
