@@ -311,12 +311,19 @@ def _wait_for_workers(client: Any, n: int, what: str) -> None:
         ) from exc
 
 
-def _quiet_p2p_logs() -> None:
-    # The p2p scheduler plugin logs a WARNING for every rechunk it starts and ends; on a
-    # pipeline with hundreds of tiles that buries real warnings. Only the scheduler's own
-    # process is affected (the client's for local clusters, rank 0 for MPI).
+def _quiet_logs() -> None:
+    """Keep dask's INFO chatter (and p2p's per-rechunk warnings) out of the run's output.
+
+    Only the loggers of this process are touched: the client's (which also hosts a local
+    cluster's scheduler), or each MPI rank's. With debug logging on (``specfit -v``) dask's
+    INFO messages stay.
+    """
     import logging
 
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    # The p2p scheduler plugin logs a WARNING for every rechunk it starts and ends; on a
+    # pipeline with hundreds of tiles that buries real warnings.
     logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
 
 
@@ -324,7 +331,6 @@ def _quiet_p2p_logs() -> None:
 def _distributed_settings() -> Iterator[None]:
     # Turning per-frame chunks into per-tile chunks is an all-to-all rechunk: the p2p
     # algorithm keeps its memory bounded where the task-based one can blow up.
-    _quiet_p2p_logs()
     with dask.config.set({"array.rechunk.method": "p2p"}):
         yield
 
@@ -336,6 +342,7 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     workers, threads = _local_layout(cfg)
+    _quiet_logs()  # before the scheduler starts in this process
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=threads,
@@ -365,6 +372,7 @@ def _connect_address(cfg: ClusterConfig) -> Iterator[Any]:
             f"cluster.address {address!r} is neither tcp://host:port nor an existing "
             "scheduler JSON file"
         )
+    _quiet_logs()
     try:
         client = Client(scheduler_file=address) if is_file else Client(address)
     except OSError as exc:
@@ -398,11 +406,8 @@ def _connect_mpi(cfg: ClusterConfig) -> Iterator[Any]:
             f"--cluster mpi needs at least {MIN_MPI_RANKS} MPI ranks (scheduler, client, "
             f"worker) but got {size}: run `mpiexec -n 4 specfit run CONFIG --cluster mpi`"
         )
-    _quiet_p2p_logs()
     # Every rank logs; at INFO level N ranks bury the pipeline's own messages.
-    import logging
-
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    _quiet_logs()
     # exit=False: we, not an atexit hook, decide when the cluster closes, so that the close
     # signal is sent on errors and Ctrl-C too; the non-client ranks leave right here.
     is_client = dask_mpi.initialize(
