@@ -18,14 +18,15 @@ import specfit
 def main(config, overrides=(), overwrite=True):
     ds = specfit.run(config, list(overrides), overwrite=overwrite)
     ds = specfit.open_results(specfit.load_config(config, list(overrides)).output.path)
-    index = ds["m1_index"].load()  # one (y, x) map: small enough to hold
-    ok = ds["m1_status"] == 0
+    maps = ds[[v for v in ds.data_vars if ds[v].dims == ("y", "x")]].load()  # 2-D maps only
+    index = maps["m1_index"]
+    ok = maps["m1_status"] == 0
     print(f"m1 index: median {float(index.where(ok).median()):.3f} over {int(ok.sum())} converged px")
-    if "best_model" in ds:
-        frac = float((ds["best_model"] == 1).mean())
+    if "best_model" in maps:
+        frac = float((maps["best_model"] == 1).mean())
         print(f"m2 preferred in {100 * frac:.1f}% of pixels")
-    if "m2_bump_period" in ds:
-        per = ds["m2_bump_period"].where(ds["best_model"] == 1)
+    if "m2_bump_period" in maps:
+        per = maps["m2_bump_period"].where(maps["best_model"] == 1)
         print(f"median bump period where m2 is preferred: {float(np.nanmedian(per)):.2f} min")
     return ds
 
