@@ -211,3 +211,65 @@ def viz_store_plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
         with_cube=False,
         seed=2,
     )
+
+
+def make_large_store(path: Path, n: int = 4096, nfreq: int = 64, chunk: int = 256) -> Path:
+    """A contract-conforming n x n results store written with zarr directly, without ever
+    holding a full array: unwritten chunks read as the fill value (NaN, status 0), and only
+    two spatial chunks (a corner one and the central one) hold real maps and spectra.
+
+    On disk it is a few MB; read in full it would be ``nfreq * n * n * 4`` bytes of power
+    (4.3 GB for the defaults), which is what the explorer must never do.
+    """
+    import zarr
+
+    rng = np.random.default_rng(7)
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    freq = np.arange(1, nfreq + 1) / (nfreq * 2 * 12.0)
+
+    def arr(name, shape, chunks, dtype, dims, fill, attrs=None):
+        a = root.create_array(
+            name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, dimension_names=dims
+        )
+        a.attrs.update(attrs or {})
+        return a
+
+    arr("y", (n,), (n,), "int32", ("y",), 0)[:] = np.arange(n, dtype=np.int32)
+    arr("x", (n,), (n,), "int32", ("x",), 0)[:] = np.arange(n, dtype=np.int32)
+    arr("freq", (nfreq,), (nfreq,), "float64", ("freq",), 0.0, {"units": "Hz"})[:] = freq
+    truth = {"amplitude": (1e-3, "power"), "index": (1.8, "1"), "tail": (0.1, "power")}
+    blocks = [(slice(0, chunk), slice(0, chunk))]
+    c0 = (n // 2 // chunk) * chunk
+    blocks.append((slice(c0, c0 + chunk), slice(c0, c0 + chunk)))
+    params = {}
+    for p, (value, units) in truth.items():
+        a = arr(f"m1_{p}", (n, n), (chunk, chunk), "float32", ("y", "x"), np.nan, {"units": units})
+        e = arr(
+            f"m1_{p}_err", (n, n), (chunk, chunk), "float32", ("y", "x"), np.nan, {"units": units}
+        )
+        for sy, sx in blocks:
+            block = (value * rng.uniform(0.8, 1.2, (chunk, chunk))).astype(np.float32)
+            a[sy, sx] = block
+            e[sy, sx] = 0.05 * block
+            params.setdefault((sy.start, sx.start), {})[p] = block
+    arr("m1_status", (n, n), (chunk, chunk), "int8", ("y", "x"), 0)
+    mean = arr("mean_intensity", (n, n), (chunk, chunk), "float32", ("y", "x"), np.nan)
+    power = arr(
+        "power", (nfreq, n, n), (nfreq, chunk, chunk), "float32", ("freq", "y", "x"), np.nan
+    )
+    for sy, sx in blocks:
+        pr = params[(sy.start, sx.start)]
+        clean = ref_powerlaw_tail(freq[:, None, None], pr["amplitude"], pr["index"], pr["tail"])
+        power[:, sy, sx] = (clean * rng.chisquare(2, clean.shape) / 2).astype(np.float32)
+        mean[sy, sx] = rng.uniform(90, 110, (chunk, chunk)).astype(np.float32)
+    root.attrs.update(
+        {
+            "config": "fit:\n  models: {m1: powerlaw_tail}\n",
+            "specfit_version": "0.1.0",
+            "models": json.dumps({"m1": MODELS["m1"]}),
+            "status_codes": json.dumps(STATUS_CODES),
+            "complete": True,
+        }
+    )
+    zarr.consolidate_metadata(str(path))
+    return path
