@@ -54,10 +54,10 @@ def _resolve(models: Mapping[str, Model | str]) -> dict[str, Model]:
 
 
 def _nested_pair(models: dict[str, Model]) -> tuple[str, str] | None:
-    aliases = list(models)
-    for j, b in enumerate(aliases):
-        for a in aliases[:j]:
-            if models[b].base == models[a].name:
+    """The first (smaller, bigger) alias pair where the bigger model nests the smaller."""
+    for b in models:
+        for a in models:
+            if a != b and models[b].base == models[a].name:
                 return a, b
     return None
 
@@ -342,7 +342,11 @@ def _fit_models(
     status_in, scale, y, weights, c = _prepare(power, sigma, method, dof)
     fits: dict[str, dict] = {}
     by_name: dict[str, str] = {}
-    for alias, model in models.items():
+    # nested base models first, whatever the requested order: their fits seed the bumps
+    bases = {m.base for m in models.values() if m.base}
+    order = sorted(models, key=lambda a: 0 if models[a].name in bases else 1)
+    for alias in order:
+        model = models[alias]
         active = status_in == 0
         too_few = nf < model.npar + 1
         if too_few:
@@ -395,7 +399,7 @@ def _fit_models(
         r["errors"][notfit] = np.nan
         fits[alias] = r
         by_name.setdefault(model.name, alias)
-    return fits, status_in, scale
+    return {a: fits[a] for a in models}, status_in, scale
 
 
 def _ensure_nested(r, rb, model, f, power, scale, weights, y, c, starts, method, max_iter, tol):

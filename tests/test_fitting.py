@@ -1,0 +1,194 @@
+"""fit_block: output contract, robustness to bad pixels, scale invariance, model choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from specfit.kernels import models as M
+from specfit.kernels.fitting import (
+    STATUS_CODES,
+    fit_block,
+    model_attrs,
+    result_variables,
+)
+
+F = np.arange(1, 151) / 7200.0
+MODELS = {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}
+M1 = M.get_model("powerlaw_tail")
+M2 = M.get_model("powerlaw_tail_lorentzian")
+
+
+def _spectra(n, seed, dof=18.0, bump=True):
+    rng = np.random.default_rng(seed)
+    truth = np.column_stack(
+        [
+            10 ** rng.uniform(-6.5, -5.0, n),
+            rng.uniform(1.5, 2.5, n),
+            np.ones(n),
+            np.where(rng.random(n) < 0.5, 3.0, 0.0) if bump else np.zeros(n),
+            np.full(n, np.log(1 / 300)),
+            np.full(n, 0.25),
+        ]
+    )
+    k = dof / 2
+    return M2.evaluate(F, truth) * rng.gamma(k, 1 / k, size=(n, F.size)), truth
+
+
+@pytest.mark.parametrize("method", ["whittle", "lsq_log", "lsq"])
+@pytest.mark.parametrize(
+    "models",
+    [
+        {"m1": "powerlaw_tail"},
+        MODELS,
+        {"a": "powerlaw_tail_lognormal", "b": "powerlaw_tail"},
+    ],
+)
+def test_keys_order_dtypes_match_result_variables(method, models):
+    y, _ = _spectra(6, 0)
+    spec = result_variables(models, method=method)
+    out = fit_block(F, y, models, method=method, dof=18.0)
+    assert list(out) == list(spec)
+    for name, meta in spec.items():
+        assert out[name].dtype == meta["dtype"], name
+        assert out[name].shape == (6,)
+        assert "units" in meta["attrs"] and "long_name" in meta["attrs"]
+    alias = next(iter(models))
+    attrs = spec[f"{alias}_status"]["attrs"]
+    assert attrs["flag_values"] == list(STATUS_CODES)
+    assert "converged" in attrs["flag_meanings"] and "at_bound" in attrs["flag_meanings"]
+    for a, m in models.items():
+        model = M.get_model(m)
+        for p in model.param_names:
+            assert spec[f"{a}_{p}"]["dtype"] == np.float32
+        assert ("bump_center" in model.param_names) == (f"{a}_bump_period" in spec)
+    assert ("lrt_pvalue" in spec) == (len(models) == 2)
+
+
+def test_model_attrs():
+    attrs = model_attrs(MODELS)
+    assert attrs["model_aliases"] == ["m1", "m2"]
+    assert attrs["models"]["m2"]["name"] == "powerlaw_tail_lorentzian"
+    assert attrs["models"]["m1"]["formula"] == "P(f) = A f^-n + C"
+    assert attrs["models"]["m1"]["param_names"] == ["amplitude", "index", "tail"]
+
+
+def test_bad_pixels_get_status_and_do_not_touch_good_ones():
+    good, _ = _spectra(30, 1)
+    clean = fit_block(F, good, MODELS, dof=18.0)
+    bad = np.empty((7, F.size))
+    bad[0] = np.nan
+    bad[1] = good[0]
+    bad[1, 10] = np.inf
+    bad[2] = 0.0
+    bad[3] = 4.2  # constant
+    bad[4] = good[1]
+    bad[4, 3] = -1.0  # negative power
+    bad[5] = good[2] * 1e15  # wildly out of range but valid
+    bad[6] = good[3] * 1e-12
+    mixed = np.concatenate([bad[:3], good[:15], bad[3:], good[15:]])
+    out = fit_block(F, mixed, MODELS, dof=18.0)
+    gi = np.r_[3:18, 22:37]
+    for name in clean:
+        a, b = clean[name], out[name][gi]
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    for alias in ("m1", "m2"):
+        st = out[f"{alias}_status"]
+        assert list(st[[0, 1, 2, 18, 19]]) == [2, 2, 3, 3, 4]
+        assert np.all(np.isnan(out[f"{alias}_index"][[0, 1, 2, 18, 19]]))
+        assert np.all(out[f"{alias}_nfev"][[0, 1, 2, 18, 19]] == 0)
+    assert np.all(out["best_model"][[0, 1, 2, 18, 19]] == -1)
+    assert np.all(np.isnan(out["lrt_pvalue"][[0, 1, 2, 18, 19]]))
+    # the rescaled pixels give the same shape parameters as their originals
+    np.testing.assert_allclose(out["m1_index"][20], clean["m1_index"][2], rtol=1e-5)
+    np.testing.assert_allclose(out["m1_index"][21], clean["m1_index"][3], rtol=1e-5)
+    np.testing.assert_allclose(out["m1_tail"][20], clean["m1_tail"][2] * 1e15, rtol=1e-5)
+    np.testing.assert_allclose(out["m1_amplitude"][21], clean["m1_amplitude"][3] * 1e-12, rtol=1e-5)
+    assert out["m1_status"][20] in (0, 7) and out["m1_status"][21] in (0, 7)
+
+
+def test_scale_invariance_over_18_decades():
+    y, _ = _spectra(20, 2)
+    ref = fit_block(F, y, {"m1": M1}, dof=18.0)
+    for s in (1e-6, 1e12):
+        out = fit_block(F, y * s, {"m1": M1}, dof=18.0)
+        np.testing.assert_allclose(out["m1_index"], ref["m1_index"], rtol=1e-5)
+        np.testing.assert_allclose(out["m1_tail"], ref["m1_tail"] * s, rtol=1e-5)
+        np.testing.assert_allclose(out["m1_tail_err"], ref["m1_tail_err"] * s, rtol=1e-4)
+        np.testing.assert_array_equal(out["m1_status"], ref["m1_status"])
+        # log-likelihoods shift by -n ln s per pixel (density of a rescaled variable)
+        np.testing.assert_allclose(
+            out["m1_loglike"], ref["m1_loglike"] - F.size * np.log(s), rtol=1e-9, atol=1e-6
+        )
+
+
+def test_too_few_bins_and_input_errors():
+    y, _ = _spectra(3, 3)
+    out = fit_block(F[:5], y[:, :5], MODELS, dof=18.0)
+    assert np.all(out["m2_status"] == 5) and np.all(np.isnan(out["m2_index"]))
+    assert np.all(out["m1_status"] != 5)
+    with pytest.raises(ValueError, match="positive"):
+        fit_block(np.r_[0.0, F[1:]], y, MODELS)
+    with pytest.raises(ValueError, match="increasing"):
+        fit_block(F[::-1], y, MODELS)
+    with pytest.raises(ValueError, match=r"\(npix, 150\)"):
+        fit_block(F, y[:, :10], MODELS)
+    with pytest.raises(ValueError, match="fit.method"):
+        fit_block(F, y, MODELS, method="ml")
+    with pytest.raises(ValueError, match="fit.best_model"):
+        fit_block(F, y, MODELS, best_model="vote")
+    with pytest.raises(ValueError, match="dof"):
+        fit_block(F, y, MODELS, dof=0.0)
+    with pytest.raises(KeyError, match="available"):
+        fit_block(F, y, {"m1": "nope"})
+
+
+def test_dof_per_pixel_scales_errors():
+    y, _ = _spectra(10, 4)
+    one = fit_block(F, y, {"m1": M1}, dof=18.0)
+    per = fit_block(F, y, {"m1": M1}, dof=np.r_[np.full(5, 18.0), np.full(5, 72.0)])
+    # whittle estimates do not depend on dof (up to the stopping rule, which is in units of
+    # the standard error); errors scale as 1/sqrt(dof)
+    assert np.all(np.abs(per["m1_index"] - one["m1_index"]) < 0.01 * one["m1_index_err"])
+    np.testing.assert_allclose(per["m1_index_err"][5:], one["m1_index_err"][5:] / 2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rule", ["aic", "bic", "chi2", "ftest", "lrt"])
+def test_best_model_rules(rule):
+    y, truth = _spectra(200, 5)
+    out = fit_block(F, y, MODELS, dof=18.0, best_model=rule)
+    best = out["best_model"]
+    assert set(np.unique(best)) <= {-1, 0, 1}
+    if rule in ("aic", "bic"):
+        expect = np.where(out[f"m2_{rule}"] < out[f"m1_{rule}"], 1, 0)
+        np.testing.assert_array_equal(best, expect)
+    elif rule == "chi2":
+        expect = np.where(out["m2_chi2red"] < out["m1_chi2red"], 1, 0)
+        np.testing.assert_array_equal(best, expect)
+    else:
+        p = out[f"{rule}_pvalue"]
+        np.testing.assert_array_equal(best, np.where(p < 0.05, 1, 0))
+    has_bump = truth[:, 3] > 0
+    # a strong bump is found by every rule; LRT keeps M1 on most bump-free pixels
+    assert np.mean(best[has_bump] == 1) > 0.8
+    if rule in ("lrt", "bic"):
+        assert np.mean(best[~has_bump] == 0) > 0.85
+
+
+def test_nested_guarantee_m2_never_worse_than_m1():
+    y, _ = _spectra(300, 6, bump=False)
+    out = fit_block(F, y, MODELS, dof=2.0)
+    both = np.isfinite(out["m1_loglike"]) & np.isfinite(out["m2_loglike"])
+    assert np.all(out["m2_loglike"][both] >= out["m1_loglike"][both] - 1e-6)
+    assert np.all(out["lrt_stat"][both] >= 0)
+
+
+def test_lsq_with_sigma_and_multistart():
+    y, truth = _spectra(40, 7)
+    sigma = M2.evaluate(F, truth) / 3.0
+    out = fit_block(F, y, MODELS, method="lsq", sigma=sigma, multistart=3)
+    ok = out["m1_status"] == 0
+    assert ok.mean() > 0.8
+    assert np.all(np.isfinite(out["m1_chi2red"][ok]))
+    with pytest.raises(ValueError, match="sigma"):
+        fit_block(F, y, MODELS, method="whittle", sigma=sigma)
