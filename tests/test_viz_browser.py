@@ -100,6 +100,16 @@ def test_explore_click_shows_pixel_spectrum(demo_store, tmp_path):
     )
     try:
         _wait_port(port, proc, timeout=60)
+        # Bound to the loopback interface only (the default of `specfit explore`).
+        import psutil
+
+        listening = [
+            c.laddr
+            for pr in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            for c in pr.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        ]
+        assert listening and all(a.ip == "127.0.0.1" for a in listening), listening
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
@@ -135,6 +145,7 @@ def test_explore_click_shows_pixel_spectrum(demo_store, tmp_path):
                             matched = True
                     time.sleep(0.25)
                 assert matched, "no plotted curve equals the clicked pixel's stored spectrum"
+                page.mouse.move(2, 2)  # no hover tooltip over the map in the screenshot
                 time.sleep(1.0)  # let the other panels finish redrawing before the screenshot
                 shot = tmp_path / "explorer.png"
                 page.screenshot(path=str(shot), full_page=True)

@@ -283,7 +283,7 @@ def build_explorer(
     def hist_for(name: str, pthr: float, mask: bool, clip: tuple[float, float]):
         spec = specs[name]
         lim = clim_for(name, pthr, mask, clip)
-        vdim = hv.Dimension(name, label=spec.label, unit=spec.units or None)
+        vdim = hv.Dimension(name, label=spec.label, unit=spec.units if spec.units != "1" else None)
         return histogram_element(current_map(name, pthr, mask), lim, vdim).opts(
             width=320, height=260, title="histogram", color="#4c72b0"
         )
@@ -404,8 +404,18 @@ def build_explorer(
         *([w_power_go] if large else []),
         width=300,
     )
+
+    def marker(x, y):
+        # A ring on the pixel whose spectrum is shown (follows the tap; stays on bad taps).
+        iy, ix = spectrum_at(x, y).iy, spectrum_at(x, y).ix
+        px, py = axes.x0 + axes.dx * ix, axes.y0 + axes.dy * iy
+        return hv.Points([(px, py)]).opts(
+            marker="circle", size=14, fill_alpha=0, line_color="red", line_width=2
+        )
+
+    heat_view = heat * hv.DynamicMap(marker, streams=[tap])
     maps_row = pn.Row(
-        pn.pane.HoloViews(heat, name="heatmap", css_classes=["specfit-heatmap"]),
+        pn.pane.HoloViews(heat_view, name="heatmap", css_classes=["specfit-heatmap"]),
         pn.pane.HoloViews(hist),
     )
     pixel_col = pn.Column(
