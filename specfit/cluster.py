@@ -8,8 +8,9 @@ command line (see :func:`cluster_config_from_flag`):
 ``mpi``
     ``mpiexec -n N specfit run CONFIG --cluster mpi`` with N >= 3: through dask-mpi, MPI
     rank 0 runs the scheduler, rank 1 runs the pipeline (the client) and ranks >= 2 are
-    workers. Only rank 1 ever returns from :func:`connect`; the other ranks serve until the
-    client shuts the cluster down and then leave the process.
+    workers. Only rank 1 ever returns from :func:`start_mpi` (called early) or
+    :func:`connect`; the other ranks serve until the client shuts the cluster down and then
+    leave the process.
 ``address``
     An existing scheduler: ``tcp://host:port`` or a scheduler JSON file written by
     ``dask scheduler --scheduler-file``. specfit never shuts such a scheduler down.
@@ -22,6 +23,7 @@ chunk sizes; :func:`progress` draws a progress bar on any kind of cluster.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -38,6 +40,7 @@ from specfit.config import ClusterConfig
 __all__ = [
     "ClusterError",
     "connect",
+    "start_mpi",
     "dashboard_link",
     "performance_report",
     "auto_tile",
@@ -388,8 +391,30 @@ def _connect_address(cfg: ClusterConfig) -> Iterator[Any]:
             yield client
 
 
-@contextlib.contextmanager
-def _connect_mpi(cfg: ClusterConfig) -> Iterator[Any]:
+# Whether this process has turned its MPI job into a dask cluster, and whether it is closed.
+_MPI_STATE = {"started": False, "closed": False, "size": 0}
+
+
+def start_mpi(cfg: ClusterConfig) -> None:
+    """Turn this MPI job into a dask cluster now; only the client rank returns.
+
+    Call it first thing in a program that every MPI rank runs (``specfit run`` under
+    ``mpiexec``), before any file is read or written: rank 0 becomes the scheduler and ranks
+    >= 2 the workers, and those ranks serve inside this call until the client shuts the
+    cluster down, then exit the process; rank 1 returns and runs the program. A no-op unless
+    ``cfg.kind == 'mpi'``, and when called again. :func:`connect` calls it too, so calling it
+    early is optional, but then checks and input preparation run on rank 1 only.
+
+    If rank 1 ends without entering :func:`connect` (an error in a check, Ctrl-C), an exit
+    hook still shuts the cluster down, so no rank is left waiting.
+
+    Raises
+    ------
+    ClusterError
+        If dask-mpi/mpi4py are missing or the job has fewer than 3 ranks.
+    """
+    if cfg.kind != "mpi" or _MPI_STATE["started"]:
+        return
     try:
         import dask_mpi
         from mpi4py import MPI
@@ -397,10 +422,8 @@ def _connect_mpi(cfg: ClusterConfig) -> Iterator[Any]:
         raise ClusterError(
             "cluster.kind 'mpi' needs dask-mpi and mpi4py: pip install 'specfit[mpi]'"
         ) from exc
-    from distributed import Client
 
-    comm = MPI.COMM_WORLD
-    size = comm.Get_size()
+    size = MPI.COMM_WORLD.Get_size()
     if size < MIN_MPI_RANKS:
         raise ClusterError(
             f"--cluster mpi needs at least {MIN_MPI_RANKS} MPI ranks (scheduler, client, "
@@ -408,8 +431,8 @@ def _connect_mpi(cfg: ClusterConfig) -> Iterator[Any]:
         )
     # Every rank logs; at INFO level N ranks bury the pipeline's own messages.
     _quiet_logs()
-    # exit=False: we, not an atexit hook, decide when the cluster closes, so that the close
-    # signal is sent on errors and Ctrl-C too; the non-client ranks leave right here.
+    # exit=False: we, not dask-mpi's own atexit hook, decide when the cluster closes (in
+    # connect()'s finally, or our exit hook below); the non-client ranks leave right here.
     is_client = dask_mpi.initialize(
         interface=cfg.interface,
         nthreads=cfg.threads_per_worker or 1,
@@ -419,9 +442,23 @@ def _connect_mpi(cfg: ClusterConfig) -> Iterator[Any]:
     )
     if not is_client:
         # Scheduler and worker ranks: their event loop has ended because the client shut
-        # the cluster down. They must never run the rest of the pipeline.
+        # the cluster down. They must never run the rest of the program.
         sys.exit(0)
+    _MPI_STATE.update(started=True, closed=False, size=size)
+    atexit.register(_close_mpi_at_exit)
 
+
+def _close_mpi_at_exit() -> None:
+    if _MPI_STATE["started"] and not _MPI_STATE["closed"]:
+        _close_mpi(None)
+
+
+@contextlib.contextmanager
+def _connect_mpi(cfg: ClusterConfig) -> Iterator[Any]:
+    from distributed import Client
+
+    start_mpi(cfg)
+    size = int(_MPI_STATE["size"])
     client = None
     try:
         client = Client()  # dask_mpi.initialize put the scheduler address in dask.config
@@ -430,6 +467,7 @@ def _connect_mpi(cfg: ClusterConfig) -> Iterator[Any]:
         with _distributed_settings():
             yield client
     finally:
+        # Always, also on errors and Ctrl-C: otherwise the other ranks wait forever.
         _close_mpi(client)
 
 
@@ -437,6 +475,7 @@ def _close_mpi(client: Any | None) -> None:
     """Shut the MPI cluster down so that every rank exits and mpiexec returns."""
     from distributed import Client
 
+    _MPI_STATE["closed"] = True
     try:
         if client is None:
             client = Client(timeout=30)
@@ -461,10 +500,12 @@ def _connect_synchronous(cfg: ClusterConfig) -> Iterator[None]:
 def connect(cfg: ClusterConfig | None = None) -> Iterator[Any | None]:
     """Start or join the cluster described by ``cfg`` for the duration of a ``with`` block.
 
-    Call this before any other work (reading input, writing stores): with ``kind='mpi'``
-    every MPI rank runs the same program, and only the client rank (1) comes out of
-    ``connect``; the scheduler (rank 0) and worker ranks (>= 2) serve until the client
-    leaves the block and then exit the process.
+    With ``kind='mpi'`` every MPI rank runs the same program and only the client rank (1)
+    comes out of ``connect``; the scheduler (rank 0) and worker ranks (>= 2) serve until the
+    client leaves the block and then exit the process. Work done *before* ``connect`` runs
+    on every rank, so call :func:`start_mpi` first thing in the program (it is a no-op for
+    other kinds) and do checks and input preparation after it. One ``connect`` per MPI job:
+    leaving the block shuts the MPI cluster down.
 
     Parameters
     ----------

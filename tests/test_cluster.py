@@ -266,18 +266,29 @@ def test_unreachable_address_is_a_clear_error():
 
 MPI_SCRIPT = textwrap.dedent(
     """
+    import os
     import sys
     import dask.array as da
     import numpy as np
-    from specfit.cluster import connect
+    from specfit.cluster import connect, start_mpi
     from specfit.config import ClusterConfig
 
-    with connect(ClusterConfig(kind="mpi", interface="lo", dashboard=False)) as client:
+    mode = sys.argv[1]
+    cfg = ClusterConfig(kind="mpi", interface="lo", dashboard=False)
+    if mode.startswith("early"):
+        start_mpi(cfg)
+        # Only the client rank gets here: a file created exclusively proves it.
+        fd = os.open(sys.argv[2], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(fd, b"rank 1")
+        os.close(fd)
+        if mode == "early-fail":
+            raise RuntimeError("check failed before connect")
+    with connect(cfg) as client:
         x = np.random.default_rng(1).normal(size=(50, 40))
         got = da.from_array(x, chunks=10).sum(axis=0).compute()
         ok = np.allclose(got, x.sum(axis=0))
         print("CLIENT", ok, len(client.scheduler_info()["workers"]), flush=True)
-        if sys.argv[1] == "fail":
+        if mode == "fail":
             raise RuntimeError("client failed on purpose")
     # Only the client rank may get here.
     print("AFTER", flush=True)
@@ -285,14 +296,14 @@ MPI_SCRIPT = textwrap.dedent(
 )
 
 
-def _mpiexec(tmp_path: Path, n: int, mode: str) -> subprocess.CompletedProcess:
+def _mpiexec(tmp_path: Path, n: int, mode: str, *extra: str) -> subprocess.CompletedProcess:
     mpiexec = shutil.which("mpiexec")
     if mpiexec is None:
         pytest.skip("mpiexec not found (pip install mpich)")
     script = tmp_path / "mpi_connect.py"
     script.write_text(MPI_SCRIPT)
     proc = subprocess.Popen(
-        [mpiexec, "-n", str(n), sys.executable, str(script), mode],
+        [mpiexec, "-n", str(n), sys.executable, str(script), mode, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -332,3 +343,24 @@ def test_mpi_too_few_ranks_says_how_many(tmp_path):
     res = _mpiexec(tmp_path, 2, "ok")
     assert res.returncode != 0
     assert "needs at least 3 MPI ranks" in res.stderr
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_mpi_start_early_runs_the_code_before_connect_on_rank_1_only(tmp_path):
+    marker = tmp_path / "only-once"
+    res = _mpiexec(tmp_path, 4, "early", str(marker))
+    # A second rank creating the marker would fail with FileExistsError.
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert marker.read_text() == "rank 1"
+    assert res.stdout.count("CLIENT True 2") == 1 and res.stdout.count("AFTER") == 1
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_mpi_error_between_start_and_connect_still_closes_every_rank(tmp_path):
+    marker = tmp_path / "only-once"
+    res = _mpiexec(tmp_path, 3, "early-fail", str(marker))
+    assert res.returncode != 0
+    assert "check failed before connect" in res.stderr
+    assert "CLIENT" not in res.stdout
