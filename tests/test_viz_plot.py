@@ -85,3 +85,23 @@ def test_cli_plot_on_demo_store(demo_store, tmp_path):
     for name in names:
         _check_png(out / f"{name}.png")
     _check_html((out / "maps.html").read_text(), names)
+
+
+def test_decimate_block_means_and_codes():
+    import xarray as xr
+
+    from specfit.viz.maps import decimate
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(10, 11))
+    a[0, 0] = np.nan
+    da = xr.DataArray(a, dims=("y", "x"))
+    small, factor = decimate(da, 4)
+    assert factor == 3 and small.shape == (3, 3)
+    want = np.array(
+        [[np.nanmean(a[3 * i : 3 * i + 3, 3 * j : 3 * j + 3]) for j in range(3)] for i in range(3)]
+    )
+    np.testing.assert_allclose(small.values, want)
+    codes, _ = decimate(xr.DataArray(np.arange(110).reshape(10, 11) % 7, dims=("y", "x")), 4, True)
+    np.testing.assert_array_equal(codes.values, (np.arange(110).reshape(10, 11) % 7)[0:9:3, 0:9:3])
+    assert decimate(da, None)[1] == 1 and decimate(da, 100)[1] == 1

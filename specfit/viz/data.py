@@ -514,7 +514,10 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     if not (0 <= iy < ny and 0 <= ix < nx):
         raise IndexError(f"pixel (y={iy}, x={ix}) is outside the {ny} x {nx} map")
-    pix = ds.isel(y=iy, x=ix)
+    # One compute for every (y, x) and (freq, y, x) variable of this pixel, not one each.
+    wanted = [v for v in ds.data_vars if set(ds[v].dims) <= {"freq", "y", "x"}]
+    wanted = [v for v in wanted if {"y", "x"} <= set(ds[v].dims)]
+    pix = ds[wanted].isel(y=iy, x=ix).compute()
     freq = np.asarray(ds["freq"].values, dtype=float)
     power = np.asarray(pix["power"].values, dtype=float)
     sigma = np.asarray(pix["power_sigma"].values, dtype=float) if "power_sigma" in ds else None

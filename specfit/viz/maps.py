@@ -35,17 +35,25 @@ _CAT_COLOURS = [
 ]  # fmt: skip
 
 
-def decimate(da: xr.DataArray, max_pixels: int | None) -> tuple[xr.DataArray, int]:
-    """Block-average (NaN-aware) a map so neither side exceeds ``max_pixels``; lazy.
+def decimate(
+    da: xr.DataArray, max_pixels: int | None, categorical: bool = False
+) -> tuple[xr.DataArray, int]:
+    """Shrink a map so neither side exceeds ``max_pixels``; lazy.
 
-    Returns the map and the integer factor used (1 = untouched). Exported pages and PNGs use
-    this so a 4096 x 4096 run does not embed 16 M values per map.
+    Values are block-averaged (NaN-aware); integer codes (``categorical``) are subsampled
+    instead, since the mean of two status codes means nothing. Returns the map and the
+    integer factor used (1 = untouched). Exported pages and PNGs use this so a 4096 x 4096
+    run does not embed 16 M values per map.
     """
     if max_pixels is None:
         return da, 1
     factor = int(np.ceil(max(da.sizes["y"], da.sizes["x"]) / max_pixels))
     if factor <= 1:
         return da, 1
+    ny, nx = (da.sizes["y"] // factor) * factor, (da.sizes["x"] // factor) * factor
+    if categorical:
+        # The code at each block's first pixel, on the same grid as the block means.
+        return da.isel(y=slice(0, ny, factor), x=slice(0, nx, factor)), factor
     return da.coarsen(y=factor, x=factor, boundary="trim").mean(skipna=True), factor
 
 
@@ -119,7 +127,7 @@ def heatmap(
     spec = next(s for s in map_catalog(ds) if s.name == name)
     da = map_values(ds, name, pvalue_threshold=pvalue_threshold, mask_status=mask_status)
     axes = axis_info(ds, solar=solar)
-    small, factor = decimate(da, max_pixels)
+    small, factor = decimate(da, max_pixels, categorical=spec.categorical)
     small = small.compute()
     values = np.asarray(small.values)
     if spec.categorical:
