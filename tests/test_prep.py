@@ -361,3 +361,24 @@ def test_bilinear_derotation_plants_a_peak_at_the_pixel_crossing_period():
     lin, cub = _crossing_peak(1), _crossing_peak(3)
     assert lin > 8.0
     assert cub < 4.0
+
+
+@pytest.mark.parametrize("shape", [(40, 60), (3000, 2500)])
+def test_valid_box_matches_translations(shape):
+    """Pure per-frame translations have an exact answer; large frames use a strided grid."""
+    from specfit.prep.derotate import DerotationPlan, valid_box
+
+    ny, nx = shape
+    a = np.array([-3.4, 0.0, 2.2, 5.9])  # row shifts per frame
+    b = np.array([7.5, 0.0, -1.2, -4.8])  # column shifts
+    coef = np.zeros((4, 2, 6))
+    coef[:, 0, 0], coef[:, 0, 1] = (ny - 1) / 2 + a, ny / 2
+    coef[:, 1, 0], coef[:, 1, 2] = (nx - 1) / 2 + b, nx / 2
+    plan = DerotationPlan(coef, (ny, nx), 1, Time("2020-01-01"), 0.0)
+    y0, y1, x0, x1 = valid_box(plan, ny, nx, margin=1.0)
+    # Exact: rows r with 1 <= r + a_i <= ny - 2 for every i.
+    ey0, ey1 = int(np.ceil(1 - a.min())), int(np.floor(ny - 2 - a.max())) + 1
+    ex0, ex1 = int(np.ceil(1 - b.min())), int(np.floor(nx - 2 - b.max())) + 1
+    step = max(1, int(np.ceil(max(ny, nx) / 1024)))
+    assert ey0 <= y0 < ey0 + step and ey1 - step < y1 <= ey1
+    assert ex0 <= x0 < ex0 + step and ex1 - step < x1 <= ex1

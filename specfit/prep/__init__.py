@@ -38,12 +38,17 @@ def _enabled(cfg: PrepConfig) -> bool:
     return bool(cfg.despike or cfg.derotate or cfg.coalign or cfg.cutout is not None)
 
 
-def cutout_box(arr: xr.DataArray, cutout: CutoutConfig) -> tuple[int, int, int, int]:
+def cutout_box(
+    arr: xr.DataArray,
+    cutout: CutoutConfig,
+    hpc: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) positional index box (exclusive ends) of ``cutout`` in ``arr``.
 
     Pixel boxes refer to the ``y``/``x`` coordinate values (original pixel indices, x1/y1
     inclusive, x2/y2 exclusive); arcsec boxes select the columns whose ``hpc_x`` (along the
     middle row) and rows whose ``hpc_y`` (along the middle column) lie in [x1, x2], [y1, y2].
+    ``hpc`` overrides the array's own ``hpc_x``/``hpc_y`` (e.g. the derotation reference).
 
     Raises
     ------
@@ -56,14 +61,16 @@ def cutout_box(arr: xr.DataArray, cutout: CutoutConfig) -> tuple[int, int, int, 
         rows = np.flatnonzero((ys >= cutout.y1) & (ys < cutout.y2))
         extent = f"x {xs.min()}..{xs.max()}, y {ys.min()}..{ys.max()} px"
     else:
-        if "hpc_x" not in arr.coords or "hpc_y" not in arr.coords:
-            raise InputError(
-                "prep.cutout has units arcsec but the input has no helioprojective WCS "
-                "(no hpc_x/hpc_y); give the box in pixels with prep.cutout.units: pixel"
-            )
-        ny, nx = arr.sizes["y"], arr.sizes["x"]
-        hx = np.asarray(arr["hpc_x"].values)[ny // 2, :]
-        hy = np.asarray(arr["hpc_y"].values)[:, nx // 2]
+        if hpc is None:
+            if "hpc_x" not in arr.coords or "hpc_y" not in arr.coords:
+                raise InputError(
+                    "prep.cutout has units arcsec but the input has no helioprojective WCS "
+                    "(no hpc_x/hpc_y); give the box in pixels with prep.cutout.units: pixel"
+                )
+            hpc = (np.asarray(arr["hpc_x"].values), np.asarray(arr["hpc_y"].values))
+        ny, nx = hpc[0].shape
+        hx = hpc[0][ny // 2, :]
+        hy = hpc[1][:, nx // 2]
         cols = np.flatnonzero((hx >= cutout.x1) & (hx <= cutout.x2))
         rows = np.flatnonzero((hy >= cutout.y1) & (hy <= cutout.y2))
         extent = (
@@ -76,6 +83,22 @@ def cutout_box(arr: xr.DataArray, cutout: CutoutConfig) -> tuple[int, int, int, 
             "x1/x2/y1/y2 (or units)"
         )
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _intersect(box, want, cutout: CutoutConfig) -> tuple[int, int, int, int]:
+    got = (max(want[0], box[0]), min(want[1], box[1]), max(want[2], box[2]), min(want[3], box[3]))
+    if got[0] >= got[1] or got[2] >= got[3]:
+        raise InputError(
+            f"prep.cutout {cutout.model_dump()} lies outside the region every frame covers "
+            f"(rows {box[0]}..{box[1]}, columns {box[2]}..{box[3]}); move the box inwards"
+        )
+    if got != tuple(want):
+        warnings.warn(
+            f"prep.cutout trimmed from rows {want[0]}:{want[1]}, cols {want[2]}:{want[3]} to "
+            f"{got[0]}:{got[1]}, {got[2]}:{got[3]} so that every frame covers it",
+            stacklevel=3,
+        )
+    return got
 
 
 def apply_prep(da: xr.DataArray, cfg: PrepConfig) -> xr.DataArray:
@@ -108,55 +131,57 @@ def apply_prep(da: xr.DataArray, cfg: PrepConfig) -> xr.DataArray:
     nt, ny, nx = da.sizes["time"], da.sizes["y"], da.sizes["x"]
     out = da
     steps: list[str] = []
-    box = (0, ny, 0, nx)
+    box = (0, ny, 0, nx)  # final box, in positions of the input grid
+    origin = (0, 0)  # position of out's first row/column in the input grid
     margin = float(cfg.coalign_max_shift) if cfg.coalign else 0.0
+    m = math.ceil(margin)
     ref = None
     if cfg.despike:
         out = despike(out, cfg.despike_size, cfg.despike_sigma)
         steps.append("despike")
     if cfg.derotate:
+        from specfit.io._base import hpc_coords
+
+        from .derotate import frame_header
+
         plan = plan_derotation(out, cfg.reference_time)
         ref = plan.ref_index
-        out = derotate(out, method=cfg.derotate_method, order=cfg.interpolation_order, plan=plan)
         box = valid_box(plan, ny, nx, margin=margin)
-        steps.append("derotate")
-    elif cfg.coalign:
-        m = math.ceil(margin)
-        if 2 * m >= min(ny, nx):
-            raise InputError(
-                f"prep.coalign_max_shift {margin} px leaves no pixels of a {ny} x {nx} frame; "
-                "make it smaller"
-            )
-        box = (m, ny - m, m, nx - m)
+        if cfg.cutout is not None:
+            ref_hpc = hpc_coords(frame_header(out, ref, plan.ref_time), ny, nx)
+            box = _intersect(box, cutout_box(out, cfg.cutout, ref_hpc), cfg.cutout)
+            steps.append("cutout")
+        # Only the kept box (plus the co-alignment margin) is resampled: a small cutout of
+        # a large frame costs what its pixels cost.
+        region = (max(0, box[0] - m), min(ny, box[1] + m), max(0, box[2] - m), min(nx, box[3] + m))
+        out = derotate(
+            out,
+            method=cfg.derotate_method,
+            order=cfg.interpolation_order,
+            plan=plan,
+            region=region,
+        )
+        origin = (region[0], region[2])
+        steps.insert(len(steps) - ("cutout" in steps), "derotate")
+    else:
+        if cfg.coalign:
+            if 2 * m >= min(ny, nx):
+                raise InputError(
+                    f"prep.coalign_max_shift {margin} px leaves no pixels of a {ny} x {nx} "
+                    "frame; make it smaller"
+                )
+            box = (m, ny - m, m, nx - m)
+        if cfg.cutout is not None:
+            box = _intersect(box, cutout_box(out, cfg.cutout), cfg.cutout)
+            steps.append("cutout")
     if cfg.coalign:
         if ref is None:
             ref = reference_index(out, cfg.reference_time) if cfg.reference_time else nt // 2
         out = coalign(out, ref, cfg.coalign_max_shift, cfg.interpolation_order)
-        steps.append("coalign")
-    if cfg.cutout is not None:
-        want = cutout_box(out, cfg.cutout)
-        got = (
-            max(want[0], box[0]),
-            min(want[1], box[1]),
-            max(want[2], box[2]),
-            min(want[3], box[3]),
-        )
-        if got[0] >= got[1] or got[2] >= got[3]:
-            raise InputError(
-                f"prep.cutout {cfg.cutout.model_dump()} lies outside the region every frame "
-                f"covers (rows {box[0]}..{box[1]}, columns {box[2]}..{box[3]}); move the box "
-                "inwards"
-            )
-        if got != want:
-            warnings.warn(
-                f"prep.cutout trimmed from rows {want[0]}:{want[1]}, cols {want[2]}:{want[3]} "
-                f"to {got[0]}:{got[1]}, {got[2]}:{got[3]} so that every frame covers it",
-                stacklevel=2,
-            )
-        box = got
-        steps.append("cutout")
-    if box != (0, ny, 0, nx):
-        out = out.isel(y=slice(box[0], box[1]), x=slice(box[2], box[3]))
+        steps.insert(len(steps) - ("cutout" in steps), "coalign")
+    rel = (box[0] - origin[0], box[1] - origin[0], box[2] - origin[1], box[3] - origin[1])
+    if rel != (0, out.sizes["y"], 0, out.sizes["x"]):
+        out = out.isel(y=slice(rel[0], rel[1]), x=slice(rel[2], rel[3]))
     out.attrs["prep_box"] = [int(v) for v in box]
     out.attrs["prep_steps"] = steps
     return out

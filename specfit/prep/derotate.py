@@ -253,14 +253,29 @@ def valid_box(
     plan: DerotationPlan, ny: int, nx: int, margin: float = 0.0
 ) -> tuple[int, int, int, int]:
     """Largest (y0, y1, x0, x1) box (exclusive ends) of reference pixels that every frame
-    covers, with ``margin`` px to spare (e.g. for co-alignment shifts)."""
-    rows, cols = np.mgrid[0:ny, 0:nx].astype(float)
-    ok = np.ones((ny, nx), bool)
+    covers, with ``margin`` px to spare (e.g. for co-alignment shifts).
+
+    Frames larger than 1024 px are tested on a grid of every s-th pixel (plus the last), so
+    that the grid has <= 1024 points a side; the box spans the valid grid points. Pixels
+    between two valid grid points are valid because each frame's covered region is convex
+    to within the maps' tiny curvature (they are nearly translations); up to s - 1 valid
+    pixels outside the grid box are given up.
+    """
+    step = max(1, int(np.ceil(max(ny, nx) / 1024)))
+    ys = np.arange(0, ny, step, dtype=float)
+    xs = np.arange(0, nx, step, dtype=float)
+    if ys[-1] != ny - 1:
+        ys = np.append(ys, ny - 1)
+    if xs[-1] != nx - 1:
+        xs = np.append(xs, nx - 1)
+    rows, cols = np.meshgrid(ys, xs, indexing="ij")
+    ok = np.ones(rows.shape, bool)
+    m = margin - _EDGE_TOL
     for i in range(plan.coef.shape[0]):
         r, c = plan.source_coords(i, rows, cols)
-        m = margin - _EDGE_TOL
         ok &= (r >= m) & (r <= ny - 1 - m) & (c >= m) & (c <= nx - 1 - m)
-    return largest_rectangle(ok)
+    gy0, gy1, gx0, gx1 = largest_rectangle(ok)
+    return int(ys[gy0]), int(ys[gy1 - 1]) + 1, int(xs[gx0]), int(xs[gx1 - 1]) + 1
 
 
 def largest_rectangle(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -313,12 +328,16 @@ def resample_frame(frame: np.ndarray, coords: np.ndarray, order: int) -> np.ndar
 
 
 def _derotate_block(
-    block: np.ndarray, plan: DerotationPlan, order: int, block_info=None
+    block: np.ndarray,
+    plan: DerotationPlan,
+    order: int,
+    region: tuple[int, int, int, int],
+    block_info=None,
 ) -> np.ndarray:
     t0 = block_info[0]["array-location"][0][0]
-    ny, nx = block.shape[1:]
-    rows, cols = np.mgrid[0:ny, 0:nx].astype(float)
-    out = np.empty(block.shape, np.float32)
+    y0, y1, x0, x1 = region
+    rows, cols = np.mgrid[y0:y1, x0:x1].astype(float)
+    out = np.empty((block.shape[0], y1 - y0, x1 - x0), np.float32)
     for k in range(block.shape[0]):
         out[k] = resample_frame(block[k], plan.source_coords(t0 + k, rows, cols), order)
     return out
@@ -330,6 +349,7 @@ def derotate(
     method: str = "polynomial",
     order: int = 3,
     plan: DerotationPlan | None = None,
+    region: tuple[int, int, int, int] | None = None,
 ) -> xr.DataArray:
     """Lazily derotate a (time, y, x) DataArray onto its reference frame's grid.
 
@@ -346,11 +366,14 @@ def derotate(
         sub-pixel phase drifts; 1 smooths by a phase-dependent amount).
     plan
         A precomputed :func:`plan_derotation` (reused by :func:`specfit.prep.apply_prep`).
+    region
+        (y0, y1, x0, x1) positions (exclusive ends) of the reference grid to produce; None =
+        all. Only these pixels are computed, so a small cutout of a large frame is cheap.
 
     Returns
     -------
     xarray.DataArray
-        Same shape; pixels not seen in a frame are NaN; ``hpc_x``/``hpc_y`` of the reference
+        The region of the reference grid; pixels not seen in a frame are NaN; ``hpc_x``/``hpc_y`` of the reference
         frame; attrs ``derotated_to`` (ISO time), ``derotate_method`` and
         ``derotate_max_residual_px``; the per-frame pointing/observer coords are dropped.
     """
@@ -361,20 +384,35 @@ def derotate(
     if not isinstance(data, da.Array):
         data = da.from_array(np.asarray(data), chunks=(1, ny, nx))
     data = data.rechunk({1: ny, 2: nx})
+    region = (0, ny, 0, nx) if region is None else tuple(int(v) for v in region)
+    y0, y1, x0, x1 = region
+    if not (0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx):
+        raise ValueError(f"region {region} is not inside the {ny} x {nx} frame")
     meta = np.empty((0, 0, 0), np.float32)
     if method == "polynomial":
-        out = data.map_blocks(_derotate_block, plan, order, dtype=np.float32, meta=meta)
+        out = data.map_blocks(
+            _derotate_block,
+            plan,
+            order,
+            region,
+            chunks=(data.chunks[0], (y1 - y0,), (x1 - x0,)),
+            dtype=np.float32,
+            meta=meta,
+        )
     elif method == "reproject":
         times = _times(arr)
         ref_h = frame_header(arr, plan.ref_index, times[plan.ref_index]).tostring(sep="\n")
         heads = [frame_header(arr, i, times[i]).tostring(sep="\n") for i in range(nt)]
         out = data.map_blocks(_reproject_block, heads, ref_h, dtype=np.float32, meta=meta)
+        out = out[:, y0:y1, x0:x1]
     else:
         raise InputError(f"prep.derotate_method {method!r}: use polynomial or reproject")
     drop = [c for c in arr.coords if c.startswith(("wcs_crpix", "wcs_crval", "obs_"))]
-    res = arr.drop_vars(drop).copy(data=out)
+    drop += [c for c in ("hpc_x", "hpc_y") if c in arr.coords]
+    res = arr.drop_vars(drop).isel(y=slice(y0, y1), x=slice(x0, x1)).copy(data=out)
     ref_h = frame_header(arr, plan.ref_index, plan.ref_time)
     hx, hy = hpc_coords(ref_h, ny, nx)
+    hx, hy = hx[y0:y1, x0:x1], hy[y0:y1, x0:x1]
     res = res.assign_coords(
         hpc_x=(("y", "x"), hx, {"units": "arcsec", "long_name": "helioprojective x"}),
         hpc_y=(("y", "x"), hy, {"units": "arcsec", "long_name": "helioprojective y"}),
