@@ -54,7 +54,8 @@ def decimate(
     if categorical:
         # The code at each block's first pixel, on the same grid as the block means.
         return da.isel(y=slice(0, ny, factor), x=slice(0, nx, factor)), factor
-    return da.coarsen(y=factor, x=factor, boundary="trim").mean()  # NaN-skipping for floats, factor
+    # coarsen's mean skips NaN for floats: a block with one good pixel keeps its value.
+    return da.coarsen(y=factor, x=factor, boundary="trim").mean(), factor
 
 
 def image_element(
