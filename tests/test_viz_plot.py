@@ -105,3 +105,16 @@ def test_decimate_block_means_and_codes():
     codes, _ = decimate(xr.DataArray(np.arange(110).reshape(10, 11) % 7, dims=("y", "x")), 4, True)
     np.testing.assert_array_equal(codes.values, (np.arange(110).reshape(10, 11) % 7)[0:9:3, 0:9:3])
     assert decimate(da, None)[1] == 1 and decimate(da, 100)[1] == 1
+
+
+def test_plot_results_decimates_large_maps(tmp_path):
+    """A map over max_pixels is shrunk before drawing (mostly-NaN store, pixel axes)."""
+    from conftest_viz import make_large_store
+
+    from specfit.viz import plot_results
+
+    store = make_large_store(tmp_path / "big.zarr", n=96, nfreq=8, chunk=16)
+    files = plot_results(store, tmp_path / "out", maps=["m1_index", "m1_status"], max_pixels=32)
+    _check_png(files[0])
+    page = files[-1].read_text()
+    _check_html(page, ["m1_index", "m1_status"])
