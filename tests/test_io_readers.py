@@ -212,6 +212,7 @@ def _write_iris_like(path: Path, nt=5, ny=4, nx=6, extra_rows=7, seed=2):
 
 def test_fits_cube_iris_layout(tmp_path):
     cube, aux = _write_iris_like(tmp_path / "c.fits")
+    assert "missing_below" not in open_input(InputConfig(path=str(tmp_path / "c.fits"))).attrs
     cfg = InputConfig(path=str(tmp_path / "c.fits"), missing_below=-100)
     assert detect_kind(cfg) == "fits_cube"
     da_ = open_input(cfg)
@@ -399,6 +400,11 @@ def test_real_iris_cubes(path, nt):
         assert np.median(dt) == pytest.approx(18.7, abs=0.3)
     assert np.isfinite(da_["hpc_x"].values).all()
     assert 490 < float(da_["hpc_x"].mean()) < 520 and 270 < float(da_["hpc_y"].mean()) < 290
+    # Without input.missing_below, IRIS cubes get the IRIS sentinel threshold by default.
+    auto = open_input(InputConfig(path=str(path)))
+    assert auto.attrs["missing_below"] == -50.0
+    frame = auto.isel(time=0).values
+    assert np.nanmin(frame) >= -50.0 / aux[0, ecol] and np.isnan(frame).mean() > 0.1
 
 
 def test_zarr_dataset_is_lazy(tmp_path):

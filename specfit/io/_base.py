@@ -134,10 +134,21 @@ def assemble(
     observer position and pointing that derotation needs.
     """
     nt, ny, nx = frames.shape
+    # The name must change with anything that changes the values: the files themselves
+    # (with their sizes and modification times), order, scaling and masking.
+    token = da.core.tokenize(
+        _file_stamps(frames.source),
+        frames.shape,
+        frames.order.tobytes(),
+        None if frames.scale is None else frames.scale.tobytes(),
+        frames.missing_below,
+        None if frames.blank is None else list(frames.blank),
+        type(frames.read).__name__,
+    )
     arr = da.from_array(
         frames,
         chunks=(time_chunk, ny, nx),
-        name=f"read-{attrs.get('kind', 'input')}-{da.core.tokenize(attrs.get('source'), frames.shape, frames.order.tobytes(), frames.scale.tobytes() if frames.scale is not None else None, frames.missing_below)}",
+        name=f"read-{attrs.get('kind', 'input')}-{token}",
         asarray=False,
         meta=np.empty((0, 0, 0), dtype=np.float32),
     )
@@ -160,6 +171,21 @@ def assemble(
     out = xr.DataArray(arr, dims=("time", "y", "x"), coords=coords, name="intensity", attrs=attrs)
     if max_frames is not None and max_frames < nt:
         out = out.isel(time=slice(0, max_frames))
+    return out
+
+
+def _file_stamps(source: Any) -> list:
+    """(path, size, mtime) of each file in ``source`` (a path or a list of paths)."""
+    import os
+
+    paths = [source] if isinstance(source, str) else list(source)
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.append((str(p), st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((str(p), None, None))
     return out
 
 

@@ -33,7 +33,9 @@ from ._base import (
 )
 from .fits_series import _instrument_attrs, find_image_hdu, list_files
 
-__all__ = ["open_fits_cube", "cube_time_chunk"]
+__all__ = ["open_fits_cube", "cube_time_chunk", "IRIS_MISSING_BELOW"]
+
+IRIS_MISSING_BELOW = -50.0
 
 
 def cube_time_chunk(nt: int, ny: int, nx: int, target_bytes: int = 16 * 2**20) -> int:
@@ -178,13 +180,18 @@ def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
     if exposure is not None:
         exposure = exposure[order]
     scale = 1.0 / exposure if (cfg.normalise_exposure and exposure is not None) else None
+    missing_below = cfg.missing_below
+    if missing_below is None and str(header.get("TELESCOP", "")).strip().upper() == "IRIS":
+        # IRIS level 2 stores missing pixels as -200, blurred to about -60 at the field
+        # edges by the level-2 resampling; real data stay above about -20.
+        missing_below = IRIS_MISSING_BELOW
     frames = LazyFrames(
         read=_ReadCube(hdu),
         source=path,
         shape=(nt, ny, nx),
         order=order,
         scale=scale,
-        missing_below=cfg.missing_below,
+        missing_below=missing_below,
     )
     cel = celestial_header(header, times[nt // 2])
     pointing = {k: v[order] for k, v in pointing.items()}
@@ -205,6 +212,8 @@ def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
     }
     if cel is not None:
         attrs["wcs_header"] = cel.tostring(sep="\n")
+    if missing_below is not None:
+        attrs["missing_below"] = float(missing_below)
     _instrument_attrs(header, attrs)
     return assemble(
         frames,
