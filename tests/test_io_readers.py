@@ -419,3 +419,19 @@ def test_zarr_dataset_is_lazy(tmp_path):
     out = open_input(InputConfig(path=str(tmp_path / "z.zarr")))
     assert out.chunks is not None
     assert out.attrs["start_time"] == "2020-01-01T00:00:00.000Z"
+
+
+def test_rice_compressed_frames_in_hdu1(tmp_path):
+    """JSOC-style files: empty primary HDU, RICE-compressed integer image in HDU 1."""
+    rng = np.random.default_rng(8)
+    raw = rng.integers(0, 3000, (3, 6, 7)).astype(np.int16)
+    raw[1, 2, 3] = -32768
+    for i in range(3):
+        h = _hpc_header(6, 7, f"2021-01-01T00:00:{12 * i:02d}", 2.5)
+        h["BLANK"] = -32768
+        comp = fits.CompImageHDU(raw[i], header=h, compression_type="RICE_1")
+        fits.HDUList([fits.PrimaryHDU(), comp]).writeto(tmp_path / f"c{i}.fits")
+    out = open_input(InputConfig(path=str(tmp_path)))
+    expect = np.where(raw == -32768, np.nan, raw / np.float32(2.5)).astype(np.float32)
+    np.testing.assert_allclose(out.values, expect, rtol=1e-6)
+    assert np.isnan(out.values[1, 2, 3])
