@@ -25,6 +25,48 @@ def _models(ds: xr.Dataset) -> dict:
     return json.loads(m) if isinstance(m, str) else dict(m)
 
 
+def headline(ds: xr.Dataset) -> dict[str, float]:
+    """The figures the original specFit reported: the power-law index distribution, the
+    median bump period and how often the bump model is preferred."""
+    models = list(_models(ds))
+    out: dict[str, float] = {}
+    best = np.asarray(ds["best_model"].values) if "best_model" in ds else None
+    for i, alias in enumerate(models):
+        if f"{alias}_index" in ds:
+            v = np.asarray(ds[f"{alias}_index"].values, dtype=float)
+            if best is not None:
+                v = np.where(best == i, v, np.nan)  # the index of the preferred model
+            p1, p50, p99 = percentiles(v)
+            out[f"{alias}_index_median"], out[f"{alias}_index_p1"] = p50, p1
+            out[f"{alias}_index_p99"] = p99
+        if f"{alias}_bump_period" in ds:
+            v = np.asarray(ds[f"{alias}_bump_period"].values, dtype=float)
+            if best is not None:
+                v = np.where(best == i, v, np.nan)
+            out[f"{alias}_bump_period_median"] = percentiles(v)[1]
+        if best is not None:
+            out[f"{alias}_preferred_percent"] = 100.0 * float(np.mean(best == i))
+    return out
+
+
+def _headline_lines(ds: xr.Dataset) -> list[str]:
+    h = headline(ds)
+    lines = ["  headline (where each model is preferred):"]
+    for alias in _models(ds):
+        parts = []
+        if f"{alias}_index_median" in h:
+            parts.append(
+                f"index median {h[f'{alias}_index_median']:.3g} "
+                f"(1st-99th percentile {h[f'{alias}_index_p1']:.3g}-{h[f'{alias}_index_p99']:.3g})"
+            )
+        if f"{alias}_bump_period_median" in h:
+            parts.append(f"bump period median {h[f'{alias}_bump_period_median']:.3g} min")
+        if f"{alias}_preferred_percent" in h:
+            parts.append(f"preferred in {h[f'{alias}_preferred_percent']:.1f}% of pixels")
+        lines.append(f"    {alias}: " + "; ".join(parts))
+    return lines
+
+
 def summarise(ds: xr.Dataset, path: str | None = None) -> str:
     """A readable multi-line summary: size, settings, per-map percentiles, status, best model."""
     lines = []
@@ -80,4 +122,5 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
             parts.append(f"none {100 * np.mean(b < 0):.1f}%")
         rule = ds["best_model"].attrs.get("rule", "")
         lines.append(f"  best_model{f' ({rule})' if rule else ''}: " + ", ".join(parts))
+        lines += _headline_lines(ds)
     return "\n".join(lines)
