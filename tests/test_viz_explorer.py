@@ -106,3 +106,19 @@ def test_explorer_without_hpc_or_cube(viz_store_plain):
     text = repr(app)
     assert "specfit-heatmap" in repr(app.objects[1].objects[0].objects[0].css_classes)
     assert "Markdown" in text
+
+
+def test_power_sigma_band_and_cube_grid_guard(viz_store):
+    from specfit.viz.data import pixel_spectrum, pixel_timeseries
+    from specfit.viz.explorer import spectrum_elements
+
+    ds = open_results(viz_store)
+    ds = ds.assign(power_sigma=0.5 * ds["power"])
+    ps = pixel_spectrum(ds, 2, 3)
+    np.testing.assert_array_equal(ps.sigma, 0.5 * ds["power"].values[:, 2, 3])
+    band = next(e for e in spectrum_elements(ps)[0] if isinstance(e, hv.Area))
+    np.testing.assert_allclose(band.dimension_values(1), 0.5 * ps.power, rtol=1e-6)
+    np.testing.assert_allclose(band.dimension_values(2), 1.5 * ps.power, rtol=1e-6)
+    # A cube on another pixel grid gives no time series rather than a wrong one.
+    small = ds.isel(y=slice(0, 5))
+    assert pixel_timeseries(small, 1, 1) is None

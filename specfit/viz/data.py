@@ -593,6 +593,8 @@ def pixel_timeseries(
     cube = open_cube(ds) if cube is None else cube
     if cube is None or "intensity" not in cube:
         return None
+    if (cube.sizes.get("y"), cube.sizes.get("x")) != (ds.sizes["y"], ds.sizes["x"]):
+        return None  # not the same pixel grid as the results: a series would be misplaced
     series = cube["intensity"].isel(y=iy, x=ix)
     t = np.asarray(cube["time"].values, dtype=float)
     return t, np.asarray(series.values, dtype=float)

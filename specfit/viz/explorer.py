@@ -81,7 +81,20 @@ def spectrum_elements(ps: PixelSpectrum) -> tuple[hv.Overlay, hv.Overlay]:
             tools=["hover"], backend="bokeh", **opts
         )
 
-    spec = [curve(ps.power, "data", color="black", line_width=1.5)]
+    spec = []
+    if ps.sigma is not None:
+        # power +- sigma as a grey band; the lower edge is kept positive for the log axis.
+        ok = np.isfinite(ps.power) & np.isfinite(ps.sigma) & (ps.power > 0)
+        lo = np.maximum(ps.power - ps.sigma, 0.01 * ps.power)
+        spec.append(
+            hv.Area(
+                (ps.freq[ok], lo[ok], (ps.power + ps.sigma)[ok]),
+                fdim,
+                [pdim, hv.Dimension("power_upper")],
+                label="data \u00b1 sigma",
+            ).opts(color="lightgrey", line_alpha=0, backend="bokeh")
+        )
+    spec.append(curve(ps.power, "data", color="black", line_width=1.5))
     resid = []
     for i, (alias, mc) in enumerate(ps.models.items()):
         colour = _MODEL_COLOURS[i % len(_MODEL_COLOURS)]
