@@ -14,8 +14,10 @@ matrix), ``m_status``, ``m_loglike``, ``m_chi2red``, ``m_aic``, ``m_bic``, ``m_n
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 
+import numba
 import numpy as np
 
 from . import lm
@@ -199,26 +201,53 @@ def _check_method(method: str, best_model: str) -> None:
         )
 
 
-def _screen(power: np.ndarray, sigma: np.ndarray | None, method: str) -> np.ndarray:
-    """Per-pixel input status before fitting (0 = fit it)."""
-    status = np.zeros(power.shape[0], dtype=np.int8)
-    finite = np.isfinite(power).all(axis=1)
-    if sigma is not None:
-        finite &= np.isfinite(sigma).all(axis=1)
-    with np.errstate(invalid="ignore"):
-        constant = np.nanmax(power, axis=1, initial=-np.inf) == np.nanmin(
-            power, axis=1, initial=np.inf
-        )
-        if method == "whittle":
-            invalid = (power < 0).any(axis=1)
-        elif method == "lsq_log":
-            invalid = (power <= 0).any(axis=1)
+@numba.njit(cache=True, nogil=True)
+def _scan_rows(power, mode, pn):
+    """One pass per row: input status, scale (mean |power|), sum ln(power > 0), and the
+    normalised spectrum into ``pn`` (1.0 for rows that will not be fitted).
+
+    mode: 0 lsq, 1 lsq_log, 2 whittle (which values are invalid depends on it).
+    """
+    npix, nf = power.shape
+    status = np.zeros(npix, dtype=np.int8)
+    scale = np.ones(npix)
+    sum_ln_y = np.zeros(npix)
+    for r in range(npix):
+        y = power[r]
+        finite = True
+        invalid = False
+        first = y[0]
+        constant = True
+        acc = 0.0
+        sl = 0.0
+        for i in range(nf):
+            v = y[i]
+            if not math.isfinite(v):
+                finite = False
+                break
+            if v != first:
+                constant = False
+            if (mode == 2 and v < 0.0) or (mode == 1 and v <= 0.0):
+                invalid = True
+            acc += abs(v)
+            if v > 0.0:
+                sl += math.log(v)
+        if not finite:
+            status[r] = 2
+        elif constant:
+            status[r] = 3
+        elif invalid:
+            status[r] = 4
+        if status[r] == 0 and acc > 0.0:
+            s = acc / nf
+            scale[r] = s
+            sum_ln_y[r] = sl
+            for i in range(nf):
+                pn[r, i] = y[i] / s
         else:
-            invalid = (sigma <= 0).any(axis=1) if sigma is not None else np.zeros_like(finite)
-    status[invalid] = 4
-    status[constant] = 3
-    status[~finite] = 2
-    return status
+            for i in range(nf):
+                pn[r, i] = 1.0
+    return status, scale, sum_ln_y
 
 
 def _starts(
@@ -282,7 +311,20 @@ def _fit_one(
     S = np.where(np.isfinite(S), S, 0.0)
     x = model._x(f)
     res = lm.solve(
-        numba_kernel(model), x, y, S, LO, HI, method, c, active, weights, max_iter, tol, nrun
+        numba_kernel(model),
+        x,
+        y,
+        S,
+        LO,
+        HI,
+        method,
+        c,
+        active,
+        weights,
+        max_iter,
+        tol,
+        nrun,
+        np.array([n in model.log_params for n in model.param_names]),
     )
     P, E = res["params"], res["errors"]
     P[:, pw] *= scale[:, None]
@@ -299,15 +341,19 @@ def _fit_one(
 
 
 def _prepare(power, sigma, method, dof):
-    """Normalised data, weights and the covariance factor c per pixel."""
+    """Input status, per-pixel scale, sum ln(power), normalised data, weights and the factor
+    c turning the curvature into an inverse covariance."""
     npix, nf = power.shape
     k = dof / 2.0
-    status = _screen(power, sigma, method)
+    pn = np.empty((npix, nf))
+    status, scale, sum_ln_y = _scan_rows(power, {"lsq": 0, "lsq_log": 1, "whittle": 2}[method], pn)
+    if sigma is not None:
+        with np.errstate(invalid="ignore"):
+            bad_sigma = ~np.isfinite(sigma).all(axis=1)
+            nonpos = (sigma <= 0).any(axis=1)
+        status[(status == 0) & nonpos] = 4
+        status[bad_sigma] = 2
     good = status == 0
-    with np.errstate(invalid="ignore"):
-        scale = np.where(good, np.nanmean(np.abs(np.where(good[:, None], power, 0.0)), axis=1), 1.0)
-    scale = np.where(good & (scale > 0) & np.isfinite(scale), scale, 1.0)
-    pn = np.where(good[:, None], power / scale[:, None], 1.0)
     weights = None
     if method == "whittle":
         y = pn
@@ -323,7 +369,7 @@ def _prepare(power, sigma, method, dof):
             c = np.ones(npix)
         else:
             c = -np.ones(npix)
-    return status, scale, y, weights, c
+    return status, scale, sum_ln_y, y, weights, c
 
 
 def _fit_models(
@@ -339,7 +385,7 @@ def _fit_models(
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """Fit every model; returns per-alias raw results, input status and per-pixel scale."""
     npix, nf = power.shape
-    status_in, scale, y, weights, c = _prepare(power, sigma, method, dof)
+    status_in, scale, sum_ln_y, y, weights, c = _prepare(power, sigma, method, dof)
     fits: dict[str, dict] = {}
     by_name: dict[str, str] = {}
     # nested base models first, whatever the requested order: their fits seed the bumps
@@ -397,6 +443,7 @@ def _fit_models(
         notfit = np.isin(st_, _NOT_FITTED)
         r["params"][notfit] = np.nan
         r["errors"][notfit] = np.nan
+        r["sum_ln_y"] = sum_ln_y
         fits[alias] = r
         by_name.setdefault(model.name, alias)
     return {a: fits[a] for a in models}, status_in, scale
@@ -501,8 +548,7 @@ def lrt_reference(
 
 def _loglike_from_fit(r, method, power, dof, ln_scale, sigma):
     n = power.shape[1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sum_ln_y = np.where(power > 0, np.log(np.where(power > 0, power, 1.0)), 0.0).sum(axis=1)
+    sum_ln_y = r["sum_ln_y"]
     sls = np.log(sigma).sum(axis=1) if sigma is not None else None
     return st.loglike(method, r["F"], n, dof / 2.0, ln_scale, sum_ln_y, sls)
 

@@ -209,6 +209,16 @@ def _chol_inv_diag(A, free, npar, L, scale, out):
 
 
 @numba.njit(nogil=True, cache=True)
+def _chain_log(logp, pn, J, npar, want):
+    """Jacobian columns of log-parametrised parameters: dm/dln(p) = p dm/dp."""
+    if want:
+        for a in range(npar):
+            if logp[a]:
+                for i in range(J.shape[0]):
+                    J[i, a] *= pn[a]
+
+
+@numba.njit(nogil=True, cache=True)
 def _free_set(p, lo, hi, H, g, npar, free):
     maxd = 0.0
     for a in range(npar):
@@ -231,11 +241,14 @@ def _free_set(p, lo, hi, H, g, npar, free):
 @numba.njit(nogil=True, cache=True)
 def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs):
     """Fit one pixel in place (p holds the start); returns (F, s2, status, nfev, c_eff)."""
-    m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free = bufs
+    m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn = bufs
     npar = p.shape[0]
     for a in range(npar):
         p[a] = min(max(p[a], lo[a]), hi[a])
-    EVAL(kid, x, p, m, J, True)
+    for a in range(npar):
+        pn[a] = math.exp(p[a]) if logp[a] else p[a]
+    EVAL(kid, x, pn, m, J, True)
+    _chain_log(logp, pn, J, npar, True)
     F, s2 = _accum(y, w, use_w, obj, m, J, npar, H, g, True)
     nfev = 1
     if not math.isfinite(F):
@@ -267,7 +280,10 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs)
         for a in range(npar):
             for b in range(npar):
                 pred -= 0.5 * d[a] * H[a, b] * d[b]
-        EVAL(kid, x, pt, mt, Jt, True)
+        for a in range(npar):
+            pn[a] = math.exp(pt[a]) if logp[a] else pt[a]
+        EVAL(kid, x, pn, mt, Jt, True)
+        _chain_log(logp, pn, Jt, npar, True)
         Ft, s2t = _accum(y, w, use_w, obj, mt, Jt, npar, Ht, gt, True)
         nfev += 1
         if math.isfinite(Ft) and Ft < F:
@@ -336,6 +352,7 @@ def _lm_block(
     max_iter,
     tol,
     nrun,
+    logp,
     P,
     ERR,
     F,
@@ -358,7 +375,8 @@ def _lm_block(
     d = np.empty(npar)
     pt = np.empty(npar)
     free = np.empty(npar, dtype=np.bool_)
-    bufs = (m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free)
+    pn = np.empty(npar)
+    bufs = (m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn)
     p = np.empty(npar)
     w0 = np.ones(1)
     Fc = np.empty(nstart)
@@ -374,7 +392,10 @@ def _lm_block(
             for s in range(nstart):
                 for a in range(npar):
                     p[a] = min(max(P0[i, s, a], LO[i, a]), HI[i, a])
-                EVAL(kid, x, p, m, J, False)
+                for a in range(npar):
+                    pn[a] = math.exp(p[a]) if logp[a] else p[a]
+                EVAL(kid, x, pn, m, J, False)
+                _chain_log(logp, pn, J, npar, False)
                 Fc[s], _ = _accum(Y[i], w, use_w, obj, m, J, npar, H, g, False)
                 tot += 1
             order = np.argsort(Fc)
@@ -439,6 +460,7 @@ def solve(
     max_iter: int = 200,
     tol: float = 1e-8,
     nrun: int | None = None,
+    log_params: np.ndarray | None = None,
 ) -> LMResult:
     """Run the batched solver on a normalised block.
 
@@ -466,6 +488,9 @@ def solve(
         Iteration cap (trial steps per start) and convergence threshold (see module doc).
     nrun
         Iterate from the best ``nrun`` starts ranked by their initial objective (None: all).
+    log_params
+        (npar,) bool: parameters solved as ln(p) (strictly positive scale parameters);
+        starts, bounds, results and errors are in natural units either way.
 
     Returns
     -------
@@ -474,6 +499,17 @@ def solve(
         (int8), ``nfev`` (int32).
     """
     npix, nstart, npar = starts.shape
+    logp = np.zeros(npar, dtype=np.bool_) if log_params is None else np.asarray(log_params, bool)
+    if logp.any():
+        # strictly positive scale parameters are solved in ln space: a power law that must
+        # fall by decades is then a straight walk, not a crawl along the amplitude bound
+        starts = starts.copy()
+        lo = np.array(lo, dtype=np.float64)
+        hi = np.array(hi, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            starts[..., logp] = np.log(np.maximum(starts[..., logp], 1e-300))
+            lo[:, logp] = np.where(lo[:, logp] > 0, np.log(lo[:, logp]), -np.inf)
+            hi[:, logp] = np.log(hi[:, logp])
     P = np.full((npix, npar), np.nan)
     ERR = np.full((npix, npar), np.nan)
     F = np.full(npix, np.nan)
@@ -502,6 +538,7 @@ def solve(
         int(max_iter),
         float(tol),
         int(nstart if nrun is None else max(1, nrun)),
+        logp,
         P,
         ERR,
         F,
@@ -510,4 +547,7 @@ def solve(
         ST,
         NF,
     )
+    if logp.any():
+        P[:, logp] = np.exp(P[:, logp])
+        ERR[:, logp] *= P[:, logp]  # delta method: sigma_p = p sigma_ln(p)
     return LMResult(params=P, errors=ERR, F=F, s2=S2, c_eff=CE, status=ST, nfev=NF)

@@ -96,6 +96,10 @@ class Model:
         (nf,) and, if ``want_jac``, the jacobian (nf, npar) in place: a speed-up only (one
         pass, shared ``exp``); it must agree with ``func``/``jac`` (tests check the shipped
         ones). Without it the solver compiles a kernel from ``func`` and ``jac``.
+    log_params
+        Strictly positive scale parameters the solver works on as ln(p) (the power-law
+        amplitude, which may have to move by decades between start and optimum). Reported
+        values and errors stay in natural units.
     """
 
     name: str
@@ -112,6 +116,7 @@ class Model:
     data_bounds: Callable | None = field(repr=False, compare=False, default=None)
     independent: str = "f"
     kernel: Callable | None = field(repr=False, compare=False, default=None)
+    log_params: tuple[str, ...] = ()
 
     @property
     def npar(self) -> int:
@@ -259,6 +264,7 @@ def define_model(
     data_bounds: Callable | None = None,
     formula: str | None = None,
     kernel: Callable | None = None,
+    log_params: Sequence[str] = (),
 ) -> Model:
     """Declare a model from a line-shape function.
 
@@ -282,7 +288,7 @@ def define_model(
         ``guess(f, power, dof, base) -> (npix, npar)`` starting values in natural units.
         Without one, starting values are the parameters' ``default`` from the signature
         (power-unit defaults are multiplied by each pixel's mean power).
-    components, base, data_bounds, formula, kernel
+    components, base, data_bounds, formula, kernel, log_params
         See :class:`Model`.
 
     Returns
@@ -305,7 +311,7 @@ def define_model(
     missing = [p for p in pnames if p not in units]
     if missing:
         raise ValueError(f"model {name or func.__name__}: units missing for {missing}")
-    for key in list(bounds) + list(long_names):
+    for key in list(bounds) + list(long_names) + list(log_params):
         if key not in pnames:
             raise ValueError(f"model {name or func.__name__}: unknown parameter {key!r}")
     if guess is None:
@@ -336,6 +342,7 @@ def define_model(
         data_bounds=data_bounds,
         independent=independent,
         kernel=kernel,
+        log_params=tuple(log_params),
     )
 
 
@@ -444,40 +451,69 @@ def guess_powerlaw_tail(
     """
     power = np.atleast_2d(np.asarray(power, np.float64))
     lnf = np.log(np.asarray(f, np.float64))
-    nf = lnf.size
+    bias = np.broadcast_to(_log_bias(np.asarray(dof, np.float64)), (power.shape[0],))
+    out = np.empty((power.shape[0], 3))
+    _guess_m1_rows(lnf, np.ascontiguousarray(power), np.ascontiguousarray(bias, np.float64), out)
+    return out
+
+
+@_njit_cached
+def _guess_m1_rows(lnf, power, bias, out):
+    """Per-pixel body of :func:`guess_powerlaw_tail` (numba: no (npix, nf) temporaries)."""
+    npix, nf = power.shape
     nhi = max(int(round(0.15 * nf)), 2)
-    high = np.nanmean(power[:, -nhi:], axis=1)
-    # 5-bin running mean: tames the chi-square scatter before the threshold and the log
-    kern = np.ones(5) / 5.0
-    cs = np.cumsum(np.pad(power, ((0, 0), (2, 2)), mode="edge"), axis=1)
-    smooth = (cs[:, 5:] - cs[:, :-5]) * kern[0]
-    smooth = np.concatenate([power[:, :1], smooth], axis=1)[:, :nf]
-    nmin = max(int(0.05 * nf), 3)
-    # a prefix of bins, not every bin above the threshold: picking single bins by their
-    # noisy values would favour upward fluctuations near the crossover and flatten the slope
-    use = np.cumprod(smooth > 3.0 * high[:, None], axis=1).astype(bool)
-    use[:, :nmin] = True
-    w = use.astype(np.float64)
-    nw = w.sum(axis=1)
-    floor = 1e-12 * np.maximum(high, 1e-300)[:, None]  # zero bins of a raw periodogram
-    ly = np.log(np.maximum(power, floor)) - _log_bias(np.asarray(dof, np.float64)).reshape(-1, 1)
-    xm = (w * lnf).sum(axis=1) / nw
-    dx = lnf[None, :] - xm[:, None]
-    sxx = np.maximum((w * dx * dx).sum(axis=1), 1e-300)
-    corr = np.zeros_like(ly)
-    for _ in range(4):
-        # later passes: remove the tail's share of the power in the selected bins
-        z = ly - corr
-        zm = (w * z).sum(axis=1) / nw
-        slope = (w * dx * (z - zm[:, None])).sum(axis=1) / sxx
-        index = -slope
-        lnA = zm + index * xm
-        pl = np.exp(np.clip(lnA[:, None] - index[:, None] * lnf[None, :], -700, 700))
-        corr = np.log1p(high[:, None] / np.maximum(pl, 1e-300))
-    pl_high = np.exp(np.clip(lnA - index * lnf[-nhi:].mean(), -700, 700))
-    tail = np.maximum(high - pl_high, 0.1 * high)
-    amplitude = np.exp(np.clip(lnA, -700, 700))
-    return np.stack([amplitude, index, tail], axis=1)
+    nmin = min(max(int(0.05 * nf), 3), nf)
+    xhi = 0.0
+    for i in range(nf - nhi, nf):
+        xhi += lnf[i]
+    xhi /= nhi
+    for r in range(npix):
+        y = power[r]
+        high = 0.0
+        for i in range(nf - nhi, nf):
+            high += y[i]
+        high /= nhi
+        # a prefix of bins, not every bin above the threshold: picking single bins by their
+        # noisy values would favour upward fluctuations near the crossover and flatten the
+        # slope; the 5-bin running mean tames the chi-square scatter for the threshold
+        nsel = nmin
+        for i in range(nf):
+            acc = 0.0
+            for j in range(i - 2, i + 3):
+                acc += y[min(max(j, 0), nf - 1)]
+            if acc / 5.0 > 3.0 * high:
+                nsel = max(nsel, i + 1)
+            else:
+                break
+        floor = 1e-12 * max(high, 1e-300)  # zero bins of a raw periodogram
+        xm = 0.0
+        for i in range(nsel):
+            xm += lnf[i]
+        xm /= nsel
+        sxx = 0.0
+        for i in range(nsel):
+            sxx += (lnf[i] - xm) ** 2
+        sxx = max(sxx, 1e-300)
+        index = 0.0
+        lnA = 0.0
+        for it in range(4):
+            # later passes: remove the tail's share ln(1 + C / A f^-n) in the selected bins
+            zm = 0.0
+            sxy = 0.0
+            for i in range(nsel):
+                z = np.log(max(y[i], floor)) - bias[r]
+                if it > 0:
+                    pl = np.exp(min(max(lnA - index * lnf[i], -700.0), 700.0))
+                    z -= np.log1p(high / max(pl, 1e-300))
+                zm += z
+                sxy += (lnf[i] - xm) * z
+            zm /= nsel
+            index = -sxy / sxx
+            lnA = zm + index * xm
+        pl_high = np.exp(min(max(lnA - index * xhi, -700.0), 700.0))
+        out[r, 0] = np.exp(min(max(lnA, -700.0), 700.0))
+        out[r, 1] = index
+        out[r, 2] = max(high - pl_high, 0.1 * high)
 
 
 def _bump_grid(lnf: np.ndarray, width: float, ngrid: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -669,6 +705,7 @@ M1 = define_model(
     guess=guess_powerlaw_tail,
     components={"power law": _power_law_part, "tail": _tail_part},
     kernel=_powerlaw_tail_kernel,
+    log_params=("amplitude",),
 )
 M2_LORENTZIAN = define_model(
     powerlaw_tail_lorentzian,
@@ -681,6 +718,7 @@ M2_LORENTZIAN = define_model(
     base="powerlaw_tail",
     data_bounds=_bump_data_bounds,
     kernel=_lorentzian_kernel,
+    log_params=("amplitude",),
 )
 M2_LOGNORMAL = define_model(
     powerlaw_tail_lognormal,
@@ -693,6 +731,7 @@ M2_LOGNORMAL = define_model(
     base="powerlaw_tail",
     data_bounds=_bump_data_bounds,
     kernel=_lognormal_kernel,
+    log_params=("amplitude",),
 )
 
 _SHIPPED = {m.name: m for m in (M1, M2_LORENTZIAN, M2_LOGNORMAL)}
