@@ -435,3 +435,16 @@ def test_rice_compressed_frames_in_hdu1(tmp_path):
     expect = np.where(raw == -32768, np.nan, raw / np.float32(2.5)).astype(np.float32)
     np.testing.assert_allclose(out.values, expect, rtol=1e-6)
     assert np.isnan(out.values[1, 2, 3])
+
+
+def test_sixteen_bit_tiff_keeps_its_levels(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(12)
+    frames = rng.integers(0, 65535, (2, 5, 6)).astype(np.uint16)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / f"t_2020-01-01_00{i}.tif")
+    cfg = InputConfig(path=str(tmp_path), time_pattern="t_%Y-%m-%d_%H%M.tif")
+    out = open_input(cfg)
+    np.testing.assert_array_equal(out.values, frames.astype(np.float32))
+    np.testing.assert_allclose(out["time"].values, [0.0, 60.0])
