@@ -109,6 +109,14 @@ class PrepConfig(_Section):
     coalign_max_shift: float = Field(
         5.0, gt=0, description="Largest co-alignment shift (px); the cutout is trimmed by it."
     )
+    coalign_smooth: int | None = Field(
+        None,
+        ge=0,
+        le=5,
+        description="Measure all shifts first and fit a polynomial of this degree in time "
+        "(e.g. 3 for solar rotation in images without WCS); trims by the actual shifts. "
+        "None = each frame's own shift, applied lazily.",
+    )
     despike: bool = False
     despike_size: int = Field(3, ge=3, description="Median-filter width (odd) for despiking.")
     despike_sigma: float = Field(5.0, gt=0)
