@@ -355,7 +355,7 @@ def build_explorer(
     def power_for(mode: str, period: float, band: tuple[float, float], clicks: int) -> hv.Image:
         if large and clicks == 0:
             return image_element(_blank_map(axes), axes).opts(
-                title="press 'compute power map' (reads every spectrum)"
+                title="power map: press 'compute power map'"
             )
         try:
             if mode == "period":
@@ -393,7 +393,7 @@ def build_explorer(
             ],
             [hv.Dimension("log10_count", label="log10 spectra per bin")],
         ).opts(
-            title=f"spectral density: {n} spectra (x {x[0]}:{x[1]}, y {y[0]}:{y[1]})",
+            title=f"density of {n} spectra, x {x[0]}:{x[1]}, y {y[0]}:{y[1]}",
             cmap="viridis",
             colorbar=True,
             width=420,
