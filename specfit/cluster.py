@@ -332,10 +332,10 @@ def _quiet_logs() -> None:
 
 @contextlib.contextmanager
 def _distributed_settings() -> Iterator[None]:
-    # Turning per-frame chunks into per-tile chunks is an all-to-all rechunk: the p2p
-    # algorithm keeps its memory bounded where the task-based one can blow up.
-    with dask.config.set({"array.rechunk.method": "p2p"}):
-        yield
+    # The rechunk method is left to dask (task-based for small graphs, p2p for huge ones;
+    # DASK_ARRAY__RECHUNK__METHOD overrides it). Forcing p2p for every rechunk made small
+    # cube writes fail at random with "lost dependencies" (dask/distributed 2026.8).
+    yield
 
 
 @contextlib.contextmanager
