@@ -122,3 +122,22 @@ def test_power_sigma_band_and_cube_grid_guard(viz_store):
     # A cube on another pixel grid gives no time series rather than a wrong one.
     small = ds.isel(y=slice(0, 5))
     assert pixel_timeseries(small, 1, 1) is None
+
+
+def test_rasterized_explorer_taps_and_defers_power_map(viz_store):
+    """The large-store path (datashader rasterize, power map on request) on a small store."""
+    ds = open_results(viz_store)
+    parts = build_explorer(ds, rasterize_above=10)
+    assert parts.widgets["power_go"].clicks == 0
+    assert "press" in parts.power[()].opts.get().kwargs["title"]
+    parts.widgets["power_go"].clicks += 1
+    assert "min" in parts.power[()].opts.get().kwargs["title"]
+    x, y = float(ds["hpc_x"].values[7, 9]), float(ds["hpc_y"].values[7, 9])
+    parts.tap.event(x=x, y=y)
+    data = next(c for c in parts.spectrum[()] if c.label == "data")
+    np.testing.assert_array_equal(data.dimension_values(1), ds["power"].values[:, 7, 9])
+    # The rasterised map holds the stored values (nearest-pixel at this size).
+    img = parts.heatmap[()]
+    vals = img.dimension_values(2)
+    assert np.nanmax(vals) <= np.nanmax(ds["m1_index"].values) + 1e-6
+    assert np.nanmin(vals) >= np.nanmin(ds["m1_index"].values) - 1e-6

@@ -371,7 +371,9 @@ def build_explorer(
 
     power = _maybe_rasterize(
         hv.DynamicMap(
-            pn.bind(power_for, mode=w_mode, period=w_period, band=w_band, clicks=w_power_go)
+            pn.bind(
+                power_for, mode=w_mode, period=w_period, band=w_band, clicks=w_power_go.param.clicks
+            )
         ),
         n_pixels,
         rasterize_above,
