@@ -382,3 +382,35 @@ def test_valid_box_matches_translations(shape):
     step = max(1, int(np.ceil(max(ny, nx) / 1024)))
     assert ey0 <= y0 < ey0 + step and ey1 - step < y1 <= ey1
     assert ex0 <= x0 < ex0 + step and ex1 - step < x1 <= ex1
+
+
+def test_coalign_smooth_fits_drift_and_trims_exactly():
+    """A smooth drift (quadratic in time, up to 6 px) plus two frames with wild jitter:
+    the degree-2 fit ignores the outliers, undoes the drift, and trims by its extent."""
+    base = _texture((60, 80), seed=6)
+    nt = 21
+    tt = np.linspace(-1, 1, nt)
+    drift = np.stack([1.5 * tt**2 - 1.0 * tt, 6.0 * tt], axis=1)  # (dy, dx) per frame
+    measured_truth = drift.copy()
+    measured_truth[[4, 15]] += [[3.0, -4.0], [-2.5, 3.5]]  # jitter the fit must reject
+    frames = np.stack([ndimage.shift(base, d, order=3, mode="grid-wrap") for d in measured_truth])
+    arr = _cube(frames, chunks=4)
+    ref = nt // 2
+    out = apply_prep(arr, PrepConfig(coalign=True, coalign_max_shift=8, coalign_smooth=2))
+    fitted = np.stack([out["coalign_dy"].values, out["coalign_dx"].values], axis=1)
+    np.testing.assert_allclose(fitted, drift - drift[ref], atol=0.05)
+    # Exact trimming: rows lose ceil of the largest upward/downward shift, columns likewise.
+    f = fitted
+    lo = np.ceil(np.maximum(0, -f.min(axis=0)) - 1e-6).astype(int)
+    hi = np.ceil(np.maximum(0, f.max(axis=0)) - 1e-6).astype(int)
+    assert out.attrs["prep_box"] == [lo[0], 60 - hi[0], lo[1], 80 - hi[1]]
+    vals = out.values
+    assert np.isfinite(vals).all()
+    # Frames on the fitted drift are aligned to the reference (outlier frames are not).
+    good = [k for k in range(nt) if k not in (4, 15)]
+    y0, y1, x0, x1 = out.attrs["prep_box"]
+    assert np.allclose(drift[ref], 0.0)  # the reference frame is the undrifted base image
+    core = base[y0:y1, x0:x1]
+    for k in good[::4]:
+        sy, sx = estimate_shift(vals[k], core)
+        assert abs(sy) < 0.06 and abs(sx) < 0.06

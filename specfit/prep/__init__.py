@@ -16,7 +16,7 @@ import xarray as xr
 from specfit.config import CutoutConfig, PrepConfig
 from specfit.io._base import InputError
 
-from .coalign import coalign, estimate_shift, shift_frame
+from .coalign import coalign, estimate_shift, measure_shifts, shift_frame, smooth_shifts
 from .derotate import derotate, plan_derotation, reference_index, valid_box
 from .despike import despike, despike_frame
 
@@ -31,6 +31,8 @@ __all__ = [
     "coalign",
     "estimate_shift",
     "shift_frame",
+    "measure_shifts",
+    "smooth_shifts",
 ]
 
 
@@ -131,11 +133,13 @@ def apply_prep(da: xr.DataArray, cfg: PrepConfig) -> xr.DataArray:
     nt, ny, nx = da.sizes["time"], da.sizes["y"], da.sizes["x"]
     out = da
     steps: list[str] = []
-    box = (0, ny, 0, nx)  # final box, in positions of the input grid
-    origin = (0, 0)  # position of out's first row/column in the input grid
-    margin = float(cfg.coalign_max_shift) if cfg.coalign else 0.0
-    m = math.ceil(margin)
+    smooth = cfg.coalign and cfg.coalign_smooth is not None
+    m = math.ceil(cfg.coalign_max_shift) if cfg.coalign else 0
+    # With measured (smoothed) shifts the margin is known only after measuring them; until
+    # then keep everything every frame covers.
+    margin = float(cfg.coalign_max_shift) if (cfg.coalign and not smooth) else 0.0
     ref = None
+    want = None  # the cutout, in positions of the input grid
     if cfg.despike:
         out = despike(out, cfg.despike_size, cfg.despike_sigma)
         steps.append("despike")
@@ -149,11 +153,23 @@ def apply_prep(da: xr.DataArray, cfg: PrepConfig) -> xr.DataArray:
         box = valid_box(plan, ny, nx, margin=margin)
         if cfg.cutout is not None:
             ref_hpc = hpc_coords(frame_header(out, ref, plan.ref_time), ny, nx)
-            box = _intersect(box, cutout_box(out, cfg.cutout, ref_hpc), cfg.cutout)
-            steps.append("cutout")
-        # Only the kept box (plus the co-alignment margin) is resampled: a small cutout of
-        # a large frame costs what its pixels cost.
-        region = (max(0, box[0] - m), min(ny, box[1] + m), max(0, box[2] - m), min(nx, box[3] + m))
+            want = cutout_box(out, cfg.cutout, ref_hpc)
+    else:
+        if cfg.coalign and not smooth and 2 * m >= min(ny, nx):
+            raise InputError(
+                f"prep.coalign_max_shift {cfg.coalign_max_shift} px leaves no pixels of a "
+                f"{ny} x {nx} frame; make it smaller"
+            )
+        box = (m, ny - m, m, nx - m) if margin else (0, ny, 0, nx)
+        if cfg.cutout is not None:
+            want = cutout_box(out, cfg.cutout)
+    if want is not None and not smooth:
+        box = _intersect(box, want, cfg.cutout)
+    # Only this region (the kept box plus the co-alignment margin) is ever computed, so a
+    # small cutout of a large frame costs what its pixels cost.
+    area = box if (want is None or not smooth) else _overlap(box, _grow(want, m, ny, nx))
+    region = area if smooth else _grow(area, m, ny, nx)
+    if cfg.derotate:
         out = derotate(
             out,
             method=cfg.derotate_method,
@@ -161,27 +177,43 @@ def apply_prep(da: xr.DataArray, cfg: PrepConfig) -> xr.DataArray:
             plan=plan,
             region=region,
         )
-        origin = (region[0], region[2])
-        steps.insert(len(steps) - ("cutout" in steps), "derotate")
-    else:
-        if cfg.coalign:
-            if 2 * m >= min(ny, nx):
-                raise InputError(
-                    f"prep.coalign_max_shift {margin} px leaves no pixels of a {ny} x {nx} "
-                    "frame; make it smaller"
-                )
-            box = (m, ny - m, m, nx - m)
-        if cfg.cutout is not None:
-            box = _intersect(box, cutout_box(out, cfg.cutout), cfg.cutout)
-            steps.append("cutout")
+        steps.append("derotate")
+    elif region != (0, ny, 0, nx):
+        out = out.isel(y=slice(region[0], region[1]), x=slice(region[2], region[3]))
+    origin = (region[0], region[2])
     if cfg.coalign:
         if ref is None:
             ref = reference_index(out, cfg.reference_time) if cfg.reference_time else nt // 2
-        out = coalign(out, ref, cfg.coalign_max_shift, cfg.interpolation_order)
-        steps.insert(len(steps) - ("cutout" in steps), "coalign")
+        shifts = None
+        if smooth:
+            measured = measure_shifts(out, ref)
+            shifts = smooth_shifts(out["time"].values, measured, int(cfg.coalign_smooth))
+            shifts = np.clip(shifts, -cfg.coalign_max_shift, cfg.coalign_max_shift)
+            # Output pixel y reads frame i at y + dy_i: keep rows whose sources stay inside.
+            lo = np.ceil(np.maximum(0.0, -shifts.min(axis=0)) - 1e-6).astype(int)
+            hi = np.ceil(np.maximum(0.0, shifts.max(axis=0)) - 1e-6).astype(int)
+            box = (box[0] + lo[0], box[1] - hi[0], box[2] + lo[1], box[3] - hi[1])
+            if box[0] >= box[1] or box[2] >= box[3]:
+                raise InputError(
+                    "co-alignment shifts exceed the field; lower prep.coalign_max_shift"
+                )
+            if want is not None:
+                box = _intersect(box, want, cfg.cutout)
+        out = coalign(out, ref, cfg.coalign_max_shift, cfg.interpolation_order, shifts=shifts)
+        steps.append("coalign")
+    if want is not None:
+        steps.append("cutout")
     rel = (box[0] - origin[0], box[1] - origin[0], box[2] - origin[1], box[3] - origin[1])
     if rel != (0, out.sizes["y"], 0, out.sizes["x"]):
         out = out.isel(y=slice(rel[0], rel[1]), x=slice(rel[2], rel[3]))
     out.attrs["prep_box"] = [int(v) for v in box]
     out.attrs["prep_steps"] = steps
     return out
+
+
+def _grow(box, m: int, ny: int, nx: int) -> tuple[int, int, int, int]:
+    return (max(0, box[0] - m), min(ny, box[1] + m), max(0, box[2] - m), min(nx, box[3] + m))
+
+
+def _overlap(a, b) -> tuple[int, int, int, int]:
+    return (max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3]))

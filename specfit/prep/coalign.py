@@ -3,6 +3,11 @@ the derotation test uses to measure residual drifts.
 
 Each frame's shift is estimated in its own dask task (the reference frame is a shared
 dependency), clipped to ``prep.coalign_max_shift`` px, and undone by a spline shift.
+
+With ``prep.coalign_smooth`` set, all shifts are measured first (one eager pass over the
+frames, :func:`measure_shifts`), a polynomial in time is fitted to them
+(:func:`smooth_shifts`, with outlier rejection) and the fitted shifts are applied lazily;
+the kept field is then trimmed by the actual shifts instead of the maximum on every side.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-__all__ = ["estimate_shift", "coalign", "shift_frame"]
+__all__ = ["estimate_shift", "coalign", "shift_frame", "measure_shifts", "smooth_shifts"]
 
 
 def _fill(img: np.ndarray) -> np.ndarray:
@@ -96,16 +101,87 @@ def _coalign_block(block: np.ndarray, ref: np.ndarray, max_shift: float, order: 
         if not (np.isfinite(dy) and np.isfinite(dx)):
             out[k] = block[k]
             continue
-        dy, dx = (
-            float(np.clip(dy, -max_shift, max_shift)),
-            float(np.clip(dx, -max_shift, max_shift)),
-        )
+        dy = float(np.clip(dy, -max_shift, max_shift))
+        dx = float(np.clip(dx, -max_shift, max_shift))
         out[k] = shift_frame(block[k], -dy, -dx, order)
     return out
 
 
+def _apply_block(block: np.ndarray, shifts: np.ndarray, order: int, block_info=None) -> np.ndarray:
+    t0 = block_info[0]["array-location"][0][0]
+    out = np.empty(block.shape, np.float32)
+    for k in range(block.shape[0]):
+        dy, dx = shifts[t0 + k]
+        out[k] = shift_frame(block[k], -dy, -dx, order)
+    return out
+
+
+def _shift_block(block: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    return np.array([estimate_shift(b, ref[0]) for b in block], dtype=np.float64).reshape(-1, 2)
+
+
+def _frames(arr: xr.DataArray) -> da.Array:
+    nt, ny, nx = arr.shape
+    data = arr.data
+    if not isinstance(data, da.Array):
+        data = da.from_array(np.asarray(data), chunks=(1, ny, nx))
+    return data.rechunk({1: ny, 2: nx})
+
+
+def measure_shifts(arr: xr.DataArray, ref_index: int) -> np.ndarray:
+    """(nt, 2) shifts (dy, dx) of every frame against frame ``ref_index`` (computes now).
+
+    One task per time chunk, run by the current dask scheduler (a distributed client if
+    one is active). NaN rows for frames without finite pixels.
+    """
+    data = _frames(arr)
+    ref = data[ref_index : ref_index + 1].rechunk({0: 1})
+    shifts = da.map_blocks(
+        _shift_block,
+        data,
+        ref,
+        drop_axis=2,
+        chunks=(data.chunks[0], (2,)),
+        dtype=np.float64,
+        meta=np.empty((0, 0), np.float64),
+    )
+    return np.asarray(shifts.compute(), dtype=np.float64)
+
+
+def smooth_shifts(times: np.ndarray, shifts: np.ndarray, degree: int) -> np.ndarray:
+    """Polynomial (in time) fit to each column of ``shifts``, ignoring outliers.
+
+    Three passes: fit, drop points more than 4 robust deviations (1.4826 MAD) from the fit,
+    refit. NaN shifts are ignored. Returns the fitted shifts at every time.
+    """
+    t = np.asarray(times, dtype=float)
+    t = (t - t.mean()) / max(np.ptp(t), 1e-9)  # scaled time: a well-conditioned fit
+    out = np.empty_like(np.asarray(shifts, dtype=float))
+    for a in range(shifts.shape[1]):
+        y = np.asarray(shifts[:, a], dtype=float)
+        use = np.isfinite(y)
+        if use.sum() <= degree:
+            raise ValueError(
+                f"prep.coalign_smooth {degree}: only {int(use.sum())} frames gave a shift; "
+                "lower the degree or check the frames"
+            )
+        for _ in range(3):
+            c = np.polyfit(t[use], y[use], degree)
+            r = y - np.polyval(c, t)
+            scale = 1.4826 * np.median(np.abs(r[use]))
+            if not scale > 0:
+                break
+            use = np.isfinite(y) & (np.abs(r) <= 4.0 * scale)
+        out[:, a] = np.polyval(c, t)
+    return out
+
+
 def coalign(
-    arr: xr.DataArray, ref_index: int | None = None, max_shift: float = 5.0, order: int = 3
+    arr: xr.DataArray,
+    ref_index: int | None = None,
+    max_shift: float = 5.0,
+    order: int = 3,
+    shifts: np.ndarray | None = None,
 ) -> xr.DataArray:
     """Lazily shift every frame onto the reference frame (cross-correlation, sub-pixel).
 
@@ -120,25 +196,28 @@ def coalign(
         :func:`specfit.prep.apply_prep` trims this margin from the cutout.
     order
         Spline order of the shift.
+    shifts
+        (nt, 2) shifts (dy, dx) to undo, e.g. from :func:`smooth_shifts`; None = estimate
+        each frame's shift in its own task. They are clipped to ``max_shift`` too and stored
+        as coords ``coalign_dy``/``coalign_dx``.
     """
     nt, ny, nx = arr.shape
     if ref_index is None:
         ref_index = int(arr.attrs.get("reference_index", nt // 2))
-    data = arr.data
-    if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data), chunks=(1, ny, nx))
-    data = data.rechunk({1: ny, 2: nx})
-    ref = data[ref_index : ref_index + 1].rechunk({0: 1})
-    out = da.map_blocks(
-        _coalign_block,
-        data,
-        ref,
-        max_shift,
-        order,
-        dtype=np.float32,
-        meta=np.empty((0, 0, 0), np.float32),
-        chunks=data.chunks,
-    )
-    res = arr.copy(data=out)
+    data = _frames(arr)
+    meta = np.empty((0, 0, 0), np.float32)
+    if shifts is None:
+        ref = data[ref_index : ref_index + 1].rechunk({0: 1})
+        out = da.map_blocks(
+            _coalign_block, data, ref, max_shift, order, dtype=np.float32, meta=meta
+        )
+        res = arr.copy(data=out)
+    else:
+        shifts = np.clip(np.nan_to_num(np.asarray(shifts, float)), -max_shift, max_shift)
+        out = data.map_blocks(_apply_block, shifts, order, dtype=np.float32, meta=meta)
+        res = arr.copy(data=out).assign_coords(
+            coalign_dy=("time", shifts[:, 0], {"units": "pixel"}),
+            coalign_dx=("time", shifts[:, 1], {"units": "pixel"}),
+        )
     res.attrs.update(coalign_reference_index=int(ref_index), coalign_max_shift=float(max_shift))
     return res
