@@ -113,7 +113,10 @@ def apply_prep(da: xr.DataArray, cfg: PrepConfig) -> xr.DataArray:
     cfg
         The ``prep`` section (``despike``, ``despike_size``, ``despike_sigma``, ``derotate``,
         ``derotate_method``, ``reference_time``, ``interpolation_order``, ``coalign``,
-        ``coalign_max_shift``, ``cutout``).
+        ``coalign_max_shift``, ``coalign_smooth``, ``cutout``).
+
+    Everything stays lazy except ``coalign_smooth``, which measures all co-alignment shifts
+    in one pass before returning.
 
     Returns
     -------
