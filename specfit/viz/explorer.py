@@ -285,6 +285,7 @@ def build_explorer(
     heat = heat.apply.opts(clim=bound_clim).opts(
         cmap="viridis",
         colorbar=True,
+        clipping_colors={"NaN": "#dddddd"},
         tools=["hover", "tap", "box_select"],
         width=width,
         height=height,

@@ -28,6 +28,8 @@ from specfit.viz.data import (
 __all__ = ["image_element", "histogram_element", "heatmap", "plot_results", "decimate"]
 
 _CMAP = "viridis"
+# Masked / failed pixels: light grey, so they read as "no value", not as a colour.
+_NAN_COLOUR = "#dddddd"
 # One distinct colour per integer code (status, best model).
 _CAT_COLOURS = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -156,12 +158,14 @@ def heatmap(
             backend="bokeh", cmap=cmap, clim=lim, colorbar=True, title=title, tools=["hover"],
             width=520, height=max(200, int(520 * axes.ny / max(axes.nx, 1))),
             data_aspect=1, clabel=spec.units or None, **levels,
+            clipping_colors={"NaN": _NAN_COLOUR},
         )  # fmt: skip
         hist = hist.opts(backend="bokeh", width=300, height=260, title=f"{spec.label} histogram")
     else:
         img = img.opts(
             backend="matplotlib", cmap=cmap, clim=lim, colorbar=True, title=title,
             aspect="equal", fig_inches=5, clabel=spec.units or None, **levels,
+            xrotation=30, clipping_colors={"NaN": _NAN_COLOUR},
         )  # fmt: skip
         hist = hist.opts(backend="matplotlib", aspect=1.2, fig_inches=3.5, title="histogram")
     layout = (img + hist).opts(backend=backend, shared_axes=False)
