@@ -31,6 +31,7 @@ from specfit.cluster import (
     dashboard_link,
     performance_report,
     progress,
+    tile_cost,
     total_threads,
     worker_memory_bytes,
 )
@@ -42,39 +43,50 @@ GiB = 2**30
 # --------------------------------------------------------------------------- sizing
 
 
-@pytest.mark.parametrize("nt", [100, 600, 1200, 20000])
-@pytest.mark.parametrize("mem_gib", [0.5, 2, 4, 16])
-@pytest.mark.parametrize("nmodels", [1, 2, 3])
-def test_auto_tile_is_the_largest_tile_within_a_quarter_of_memory(nt, mem_gib, nmodels):
-    mem = int(mem_gib * GiB)
-    tile = auto_tile(4096, 4096, nt, mem, nmodels)
+def _peak(nt: int, t: int, nmodels: int) -> float:
+    # The documented estimate: float64 series x (6 + 4 per model) copies.
+    return nt * t * t * 8 * (6 + 4 * nmodels)
+
+
+@pytest.mark.parametrize("shape", [(4096, 4096), (1024, 1024), (164, 287), (256, 256)])
+@pytest.mark.parametrize("nt", [100, 1200, 20000])
+@pytest.mark.parametrize("mem_gib", [0.5, 4, 16])
+@pytest.mark.parametrize("min_tasks", [1, 8])
+def test_auto_tile_fits_memory_and_is_the_cheapest_cover(shape, nt, mem_gib, min_tasks):
+    ny, nx = shape
+    mem, nmodels = int(mem_gib * GiB), 2
+    tile = auto_tile(ny, nx, nt, mem, nmodels, min_tasks=min_tasks)
     assert tile % 8 == 0 and 8 <= tile <= 256
-
-    def peak(t: int) -> float:
-        # The documented estimate: float64 series x (6 + 4 per model) copies.
-        return nt * t * t * 8 * (6 + 4 * nmodels)
-
     if tile > 8:
-        assert peak(tile) <= mem / 4
-    if tile < 256:
-        # Brute force: no larger multiple of 8 fits.
-        assert all(peak(t) > mem / 4 for t in range(tile + 8, 257, 8))
+        assert _peak(nt, tile, nmodels) <= mem / 4
+    # Brute force over every tile that fits in memory and gives enough tasks.
+    ok = [
+        t
+        for t in range(8, 257, 8)
+        if _peak(nt, t, nmodels) <= mem / 4 and math.ceil(ny / t) * math.ceil(nx / t) >= min_tasks
+    ]
+    if ok:
+        assert tile in ok
+        best = min(tile_cost(ny, nx, t) for t in ok)
+        assert tile_cost(ny, nx, tile) == best
+        assert tile == max(t for t in ok if tile_cost(ny, nx, t) == best)
 
 
 def test_auto_tile_shrinks_with_more_frames_and_models():
     mem = 4 * GiB
-    tiles = [auto_tile(2048, 2048, nt, mem, 2) for nt in (300, 1200, 4800, 19200)]
+    tiles = [auto_tile(4096, 4096, nt, mem, 2) for nt in (300, 1200, 4800, 19200)]
     assert tiles == sorted(tiles, reverse=True) and tiles[0] > tiles[-1]
-    assert auto_tile(2048, 2048, 4800, mem, 1) >= auto_tile(2048, 2048, 4800, mem, 3)
+    assert auto_tile(4096, 4096, 4800, mem, 1) >= auto_tile(4096, 4096, 4800, mem, 3)
 
 
-def test_auto_tile_small_images_and_min_tasks():
+def test_auto_tile_no_straggler_tiles_and_enough_tasks():
+    # 128 px with memory for up to ~120 px: 2 x 2 tiles of 64, not 120 + thin slivers.
+    assert auto_tile(128, 128, 300, 16 * GiB, 2, min_tasks=4) == 64
     # Never larger than the image (rounded up to a multiple of 8).
     assert auto_tile(20, 13, 100, 16 * GiB, 2) == 24
     # Enough tiles for every worker thread.
     tile = auto_tile(256, 256, 100, 16 * GiB, 2, min_tasks=8)
     assert math.ceil(256 / tile) ** 2 >= 8
-    assert math.ceil(256 / (tile + 8)) ** 2 < 8
 
 
 def test_auto_tile_tiny_memory_warns_and_returns_8():
