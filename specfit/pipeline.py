@@ -327,18 +327,18 @@ def _layout(cfg: Config, arr, info: dict, block: int, cube_path: Path) -> StoreL
 
     ny, nx = arr.sizes["y"], arr.sizes["x"]
     variables = dict(info["variables"])
-    bunit = arr.attrs.get("bunit", "intensity")
+    bunit = arr.attrs.get("bunit") or "intensity"  # the readers' unit of the values themselves
     variables["dof"] = {
         "dtype": np.float32,
         "attrs": {"long_name": "chi-square degrees of freedom of each power value", "units": "1"},
     }
     variables["mean_intensity"] = {
         "dtype": np.float32,
-        "attrs": {"long_name": "mean intensity over time", "units": f"{bunit}/s"},
+        "attrs": {"long_name": "mean intensity over time", "units": bunit},
     }
     from specfit.stages import _power_units
 
-    pu = _power_units(f"{bunit}/s", cfg.spectra.normalisation)
+    pu = _power_units(bunit, cfg.spectra.normalisation)
     spectral = {"power": {"dtype": np.float32, "attrs": {"long_name": "power", "units": pu}}}
     if cfg.spectra.box > 1:
         spectral["power_sigma"] = {
