@@ -95,7 +95,7 @@ def window_vif(window: str, segment_length: int) -> float:
     """
     w2 = _window(window, segment_length) ** 2
     c = np.fft.fft(w2)
-    rho = np.abs(c[1:segment_length // 2]) ** 2 / np.abs(c[0]) ** 2
+    rho = np.abs(c[1 : segment_length // 2]) ** 2 / np.abs(c[0]) ** 2
     return float(1.0 + 2.0 * rho.sum())
 
 
