@@ -110,6 +110,11 @@ def test_axis_info_and_pixel_index_roundtrip(ds, ds_plain):
     # A rotated grid is not separable: fall back to pixel axes rather than mislabel.
     rot = ds.assign_coords(hpc_x=ds["hpc_x"] + 0.3 * ds["y"], hpc_y=ds["hpc_y"])
     assert not D.axis_info(rot).solar
+    # A small roll (AIA's: < 0.1 px across the map) keeps the solar axes.
+    roll = ds.assign_coords(
+        hpc_x=ds["hpc_x"] + 0.004 * ds["y"], hpc_y=ds["hpc_y"] - 0.003 * ds["x"]
+    )
+    assert D.axis_info(roll).solar
 
 
 def test_region_from_bounds(ds):

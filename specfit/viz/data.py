@@ -319,13 +319,14 @@ class AxisInfo:
         return self.y0 + self.dy * np.arange(self.ny)
 
 
-def axis_info(ds: xr.Dataset, solar: bool = True) -> AxisInfo:
+def axis_info(ds: xr.Dataset, solar: bool = True, tol_px: float = 0.25) -> AxisInfo:
     """Axis mapping for the maps.
 
-    Uses ``hpc_x``/``hpc_y`` when the store has them and they are, to 1 % of a pixel, a
-    separable affine function of the pixel index (true for the cutouts specfit writes); only
-    the first row/column and a far corner are read, so this is cheap on any map size.
-    Otherwise pixel indices.
+    Uses ``hpc_x``/``hpc_y`` when the store has them and they are, to within ``tol_px``
+    pixels, a separable affine function of the pixel index (true for the cutouts specfit
+    writes: the AIA 1600 run deviates by 0.08 px from its small roll angle). Only the first
+    row/column and the far corners are read, so this is cheap on any map size. Otherwise
+    pixel indices.
     """
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     pixel = AxisInfo(0.0, 1.0, 0.0, 1.0, "x (px)", "y (px)", False, nx, ny)
@@ -340,7 +341,7 @@ def axis_info(ds: xr.Dataset, solar: bool = True) -> AxisInfo:
     dy = (col[-1] - col[0]) / (ny - 1)
     if dx == 0 or dy == 0:
         return pixel
-    tol_x, tol_y = 0.01 * abs(dx), 0.01 * abs(dy)
+    tol_x, tol_y = tol_px * abs(dx), tol_px * abs(dy)
     lin_x = np.max(np.abs(row - (row[0] + dx * np.arange(nx)))) <= tol_x
     lin_y = np.max(np.abs(col - (col[0] + dy * np.arange(ny)))) <= tol_y
     # A rotated grid would make hpc_x vary along y: check the opposite corner too.
