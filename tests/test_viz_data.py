@@ -209,3 +209,15 @@ def test_spectral_density_counts_every_spectrum_bin(ds):
     # The failed pixel's NaN spectrum is skipped, not counted.
     _, _, _, n_all = D.spectral_density(ds)
     assert n_all == ds.sizes["y"] * ds.sizes["x"] - 1
+
+
+def test_map_histogram_counts_values_inside_limits():
+    rng = np.random.default_rng(3)
+    vals = rng.normal(size=(40, 50))
+    vals[0, :5] = np.nan
+    counts, edges = D.map_histogram(vals, (-1.0, 1.0), bins=10)
+    finite = vals[np.isfinite(vals)]
+    inside = finite[(finite >= -1.0) & (finite <= 1.0)]
+    assert counts.sum() == inside.size
+    np.testing.assert_array_equal(counts, np.histogram(inside, bins=10, range=(-1, 1))[0])
+    np.testing.assert_allclose(edges, np.linspace(-1, 1, 11))

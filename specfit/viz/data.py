@@ -746,7 +746,10 @@ def map_histogram(
     bins: int = 50,
     max_samples: int = 1_000_000,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(counts, edges) of the finite values inside ``lim``, values outside clipped to its ends.
+    """(counts, edges) of the finite values inside ``lim`` (the colour range).
+
+    Values outside are left out rather than piled into the end bins, where they would look
+    like a real peak at the clip limits.
 
     Large maps are read with a regular stride (at most ``max_samples`` values).
     """
@@ -759,5 +762,5 @@ def map_histogram(
     arr = arr[np.isfinite(arr)]
     if arr.size == 0 or not np.all(np.isfinite(lim)):
         return np.zeros(bins), np.linspace(0.0, 1.0, bins + 1)
-    counts, edges = np.histogram(np.clip(arr, *lim), bins=bins, range=lim)
+    counts, edges = np.histogram(arr, bins=bins, range=lim)
     return counts, edges

@@ -91,7 +91,7 @@ def image_element(
 def histogram_element(
     values: xr.DataArray | np.ndarray, lim: tuple[float, float], vdim: hv.Dimension, bins: int = 50
 ) -> hv.Histogram:
-    """Histogram of a map's finite values inside the colour limits (ends clipped)."""
+    """Histogram of a map's finite values inside the colour limits (outside ones left out)."""
     counts, edges = map_histogram(values, lim, bins)
     return hv.Histogram((edges, counts), kdims=[vdim], vdims=["count"])
 
@@ -157,14 +157,14 @@ def heatmap(
         img = img.opts(
             backend="bokeh", cmap=cmap, clim=lim, colorbar=True, title=title, tools=["hover"],
             width=520, height=max(200, int(520 * axes.ny / max(axes.nx, 1))),
-            data_aspect=1, clabel=spec.units or None, **levels,
+            data_aspect=1, clabel=spec.units if spec.units not in ("", "1") else None, **levels,
             clipping_colors={"NaN": _NAN_COLOUR},
         )  # fmt: skip
         hist = hist.opts(backend="bokeh", width=300, height=260, title=f"{spec.label} histogram")
     else:
         img = img.opts(
             backend="matplotlib", cmap=cmap, clim=lim, colorbar=True, title=title,
-            aspect="equal", fig_inches=5, clabel=spec.units or None, **levels,
+            aspect="equal", fig_inches=5, clabel=spec.units if spec.units not in ("", "1") else None, **levels,
             xrotation=30, clipping_colors={"NaN": _NAN_COLOUR},
         )  # fmt: skip
         hist = hist.opts(backend="matplotlib", aspect=1.2, fig_inches=3.5, title="histogram")
