@@ -114,15 +114,14 @@ def _accum(y, w, use_w, obj, m, J, npar, H, g, want):
 
 
 @numba.njit(nogil=True, cache=True)
-def _chol_solve(A, b, free, npar, L, out, damp):
+def _chol_solve(A, b, free, npar, L, out, damp, idx, work):
     """Solve (A + damp diag A)_ff x = b_f by Cholesky on the free set; x = 0 elsewhere.
 
     The matrix is Jacobi-scaled (unit diagonal) first, so parameters of wildly different
     magnitude (an amplitude of 1e-8 next to an index of 2) do not break the factorisation.
     Returns b_f^T x (the decrement) or -1.0 if the matrix is not positive definite.
     """
-    idx = np.empty(npar, dtype=np.int64)
-    dsq = np.empty(npar)
+    dsq = work[0]  # scratch buffers: no allocation inside the iteration
     nfree = 0
     for a in range(npar):
         out[a] = 0.0
@@ -146,7 +145,7 @@ def _chol_solve(A, b, free, npar, L, out, damp):
             else:
                 L[i, j] = v / L[j, j]
     # forward then back substitution on the scaled system
-    z = np.empty(nfree)
+    z = work[1]
     for i in range(nfree):
         v = b[idx[i]] / dsq[i]
         for k in range(i):
@@ -155,7 +154,7 @@ def _chol_solve(A, b, free, npar, L, out, damp):
     dec = 0.0
     for i in range(nfree):
         dec += z[i] * z[i]
-    sol = np.empty(nfree)
+    sol = work[2]
     for i in range(nfree - 1, -1, -1):
         v = z[i]
         for k in range(i + 1, nfree):
@@ -167,10 +166,9 @@ def _chol_solve(A, b, free, npar, L, out, damp):
 
 
 @numba.njit(nogil=True, cache=True)
-def _chol_inv_diag(A, free, npar, L, scale, out):
+def _chol_inv_diag(A, free, npar, L, scale, out, idx, work):
     """sqrt(diag((scale A_ff)^-1)) into out (NaN where not free). False if not PD."""
-    idx = np.empty(npar, dtype=np.int64)
-    dsq = np.empty(npar)
+    dsq = work[0]
     nfree = 0
     for a in range(npar):
         out[a] = math.nan
@@ -193,7 +191,7 @@ def _chol_inv_diag(A, free, npar, L, scale, out):
             else:
                 L[i, j] = v / L[j, j]
     # diag(A^-1)_c = |L^-1 e_c|^2 since A^-1 = L^-T L^-1 (then undo the Jacobi scaling)
-    z = np.empty(nfree)
+    z = work[1]
     for c in range(nfree):
         for i in range(nfree):
             v = 1.0 if i == c else 0.0
@@ -242,7 +240,7 @@ def _free_set(p, lo, hi, H, g, npar, free):
 @numba.njit(nogil=True, cache=True)
 def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs):
     """Fit one pixel in place (p holds the start); returns (F, s2, status, nfev, c_eff)."""
-    m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn = bufs
+    m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn, idx, work = bufs
     npar = p.shape[0]
     for a in range(npar):
         p[a] = min(max(p[a], lo[a]), hi[a])
@@ -261,7 +259,7 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs)
     for _ in range(max_iter):
         ceff = c if c > 0 else (nfit - npar) / max(2.0 * F, 1e-300)
         _free_set(p, lo, hi, H, g, npar, free)
-        dec = _chol_solve(H, g, free, npar, L, d, 0.0)
+        dec = _chol_solve(H, g, free, npar, L, d, 0.0, idx, work)
         if dec >= 0.0 and ceff * dec < tol:
             status = _CONVERGED
             break
@@ -272,9 +270,10 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs)
         contraction = min(dec / prev_dec, 1.0) if prev_dec > 0.0 else 1.0
         final = dec >= 0.0 and ceff * dec * min(contraction, 1.0 / 16.0) < tol
         prev_dec = dec
-        if not final:
+        if not final and lam > 1e-9:
             # damped step; Marquardt's scaling by diag(H) keeps it invariant to units
-            dec = _chol_solve(H, g, free, npar, L, d, lam)
+            # (with lam this small the undamped step already in d is the same)
+            dec = _chol_solve(H, g, free, npar, L, d, lam, idx, work)
         if dec < 0.0:
             lam *= nu
             nu *= 2.0
@@ -332,7 +331,7 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs)
         if not inside:
             at_bound = True
         free[a] = inside and H[a, a] > 1e-280 * maxd and H[a, a] > 0.0
-    ok = _chol_inv_diag(H, free, npar, L, ceff, d)
+    ok = _chol_inv_diag(H, free, npar, L, ceff, d, idx, work)
     if status == _CONVERGED:
         if at_bound:
             status = _AT_BOUND
@@ -392,7 +391,9 @@ def _lm_block(
     pt = np.empty(npar)
     free = np.empty(npar, dtype=np.bool_)
     pn = np.empty(npar)
-    bufs = (m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn)
+    idx = np.empty(npar, dtype=np.int64)
+    work = np.empty((3, npar))
+    bufs = (m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn, idx, work)
     p = np.empty(npar)
     w0 = np.ones(1)
     Fc = np.empty(nstart)

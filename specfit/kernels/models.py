@@ -496,12 +496,15 @@ def _guess_m1_rows(lnf, power, bias, out):
         sxx = max(sxx, 1e-300)
         index = 0.0
         lnA = 0.0
+        ly = np.empty(nsel)
+        for i in range(nsel):
+            ly[i] = np.log(max(y[i], floor)) - bias[r]
         for it in range(4):
             # later passes: remove the tail's share ln(1 + C / A f^-n) in the selected bins
             zm = 0.0
             sxy = 0.0
             for i in range(nsel):
-                z = np.log(max(y[i], floor)) - bias[r]
+                z = ly[i]
                 if it > 0:
                     pl = np.exp(min(max(lnA - index * lnf[i], -700.0), 700.0))
                     z -= np.log1p(high / max(pl, 1e-300))
