@@ -14,8 +14,8 @@ Run::
 
 Prints one table per model: method, fits/s, ratio to curve_fit, median |delta index| and the
 median over pixels of the largest relative parameter difference, both against curve_fit on the
-subset. Times are CPU time of this process (``time.process_time``): on a shared machine wall
-time counts other people's work; everything here runs in this one thread (dask's synchronous
+subset. Times are CPU time of this process (``time.process_time``), best of 3 runs for every
+method: on a shared machine wall time counts other people's work; everything here runs in this one thread (dask's synchronous
 scheduler for astropy). specfit rows: ``lsq`` is the same objective as curve_fit (unweighted least squares);
 ``whittle`` (the default) is a different, better estimator, so its differences are statistical.
 """
@@ -80,6 +80,22 @@ def m2_jac(x, amplitude, index, tail, bump_amplitude, bump_center, bump_width):
         x, amplitude, index, tail, bump_amplitude, bump_center, bump_width
     )
     return np.stack([np.broadcast_to(v, x.shape) for v in d], axis=1)
+
+
+REPEATS = 3
+
+
+def best_of(fn, *args):
+    """Run ``fn`` REPEATS times; keep the smallest CPU time (first element of its result).
+
+    The machine is shared: the minimum is the best estimate of the method's own cost.
+    """
+    best = None
+    for _ in range(REPEATS):
+        res = fn(*args)
+        if best is None or res[0] < best[0]:
+            best = res
+    return best
 
 
 def time_specfit(model, y, method):
@@ -182,10 +198,10 @@ def bench(model, size, nsub, nsub_slow, seed, peers):
     sub = np.sort(rng.choice(n, size=min(nsub, n), replace=False))
     starts = model.guess(F, y[sub], DOF)
     rows = []
-    t_cf, p_cf = time_curve_fit(func, jac, y[sub], starts)
+    t_cf, p_cf = best_of(time_curve_fit, func, jac, y[sub], starts)
     cf_rate = sub.size / t_cf
     for method in ("whittle", "lsq"):
-        dt, p, status = time_specfit(model, y, method)
+        dt, p, status = best_of(time_specfit, model, y, method)
         rate = n / dt
         di, dr = compare(p[sub], p_cf, names)
         conv = np.mean(status == 0)
@@ -195,12 +211,12 @@ def bench(model, size, nsub, nsub_slow, seed, peers):
     rows.append((f"curve_fit loop lm+jac ({sub.size} px)", cf_rate, 1.0, 0.0, 0.0))
     sub2 = sub[: min(nsub_slow, sub.size)]
     if "xarray" in peers:
-        dt, p = time_xarray(func, jac, names, y[sub2], starts[: sub2.size])
+        dt, p = best_of(time_xarray, func, jac, names, y[sub2], starts[: sub2.size])
         rate = sub2.size / dt
         di, dr = compare(p, p_cf[: sub2.size], names)
         rows.append((f"xarray.curvefit ({sub2.size} px)", rate, rate / cf_rate, di, dr))
     if "astropy" in peers:
-        dt, p = time_astropy(func, jac, names, y[sub2], starts[: sub2.size])
+        dt, p = best_of(time_astropy, func, jac, names, y[sub2], starts[: sub2.size])
         rate = sub2.size / dt
         di, dr = compare(p, p_cf[: sub2.size], names)
         rows.append((f"astropy parallel_fit_dask ({sub2.size} px)", rate, rate / cf_rate, di, dr))
@@ -218,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     peers = [p for p in args.peers.split(",") if p]
     print(
-        f"one core (NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']}), CPU time, 300 bins, dof {DOF:g}"
+        f"one core (NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']}), CPU time best of {REPEATS}, 300 bins, dof {DOF:g}"
     )
     for name in args.models.split(","):
         model = M.get_model(name)
