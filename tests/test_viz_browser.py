@@ -32,17 +32,21 @@ CHROMIUM_ARGS = [
 ROOT = Path(__file__).resolve().parents[1]
 TITLE_RE = re.compile(r"pixel x=(\d+), y=(\d+)")
 
-# Every ColumnDataSource that holds a spectrum curve (holoviews names the columns after the
-# curve's dimensions: frequency and power).
+# Every plotted spectrum curve (holoviews names the columns after the curve's dimensions:
+# frequency and power) with the y range of the plot that draws it.
 _CURVES_JS = """
 () => {
   const out = [];
   for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
     for (const m of doc.all_models) {
-      if (!m.data) continue;
-      const d = m.data instanceof Map ? Object.fromEntries(m.data) : m.data;
-      if (d.frequency !== undefined && d.power !== undefined) {
-        out.push({f: Array.from(d.frequency), p: Array.from(d.power)});
+      if (m.renderers === undefined || m.y_range === undefined) continue;
+      for (const r of m.renderers) {
+        const src = r.data_source;
+        if (!src || !src.data) continue;
+        const d = src.data instanceof Map ? Object.fromEntries(src.data) : src.data;
+        if (d.frequency !== undefined && d.power !== undefined) {
+          out.push({p: Array.from(d.power), y0: m.y_range.start, y1: m.y_range.end});
+        }
       }
     }
   }
@@ -137,14 +141,27 @@ def test_explore_click_shows_pixel_spectrum(demo_store, tmp_path):
                 # The spectrum panel now plots that pixel's stored spectrum.
                 want = ds["power"].values[:, iy, ix].astype(float)
                 deadline = time.monotonic() + 30
-                matched = False
-                while not matched and time.monotonic() < deadline:
+                matched = None
+                while matched is None and time.monotonic() < deadline:
                     for c in page.evaluate(_CURVES_JS):
                         p_ = np.asarray(c["p"], dtype=float)
                         if p_.size == want.size and np.allclose(p_, want, rtol=1e-6):
-                            matched = True
+                            matched = c
                     time.sleep(0.25)
-                assert matched, "no plotted curve equals the clicked pixel's stored spectrum"
+                assert matched is not None, "no curve equals the clicked pixel's stored spectrum"
+                # ...inside the plot's y range (re-ranged for this pixel, not the first one's).
+                deadline = time.monotonic() + 10
+                pos = want[want > 0]
+                while time.monotonic() < deadline:
+                    rng = [
+                        (c["y0"], c["y1"])
+                        for c in page.evaluate(_CURVES_JS)
+                        if np.allclose(np.asarray(c["p"], float), want, rtol=1e-6)
+                    ]
+                    if rng and rng[0][0] <= pos.min() and rng[0][1] >= pos.max():
+                        break
+                    time.sleep(0.25)
+                assert rng and rng[0][0] <= pos.min() and rng[0][1] >= pos.max(), rng
                 page.mouse.move(2, 2)  # no hover tooltip over the map in the screenshot
                 time.sleep(1.0)  # let the other panels finish redrawing before the screenshot
                 shot = tmp_path / "explorer.png"

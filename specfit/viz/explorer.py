@@ -71,6 +71,7 @@ def spectrum_elements(ps: PixelSpectrum) -> tuple[hv.Overlay, hv.Overlay]:
     holds exactly the arrays of ``ps`` (the stored spectrum and the model evaluated from the
     stored parameters), with non-positive values dropped for the log axes.
     """
+    _ensure_extension()
     fdim = hv.Dimension("frequency", label="frequency", unit="Hz")
     pdim = hv.Dimension("power", label="power")
     rdim = hv.Dimension("ratio", label="data / model")
@@ -78,7 +79,7 @@ def spectrum_elements(ps: PixelSpectrum) -> tuple[hv.Overlay, hv.Overlay]:
     def curve(y: np.ndarray, label: str, **opts) -> hv.Curve:
         ok = np.isfinite(y) & (y > 0) & (ps.freq > 0)
         return hv.Curve((ps.freq[ok], y[ok]), fdim, pdim, label=label).opts(
-            tools=["hover"], backend="bokeh", **opts
+            tools=["hover"], framewise=True, backend="bokeh", **opts
         )
 
     spec = []
@@ -92,7 +93,7 @@ def spectrum_elements(ps: PixelSpectrum) -> tuple[hv.Overlay, hv.Overlay]:
                 fdim,
                 [pdim, hv.Dimension("power_upper")],
                 label="data \u00b1 sigma",
-            ).opts(color="lightgrey", line_alpha=0, backend="bokeh")
+            ).opts(color="lightgrey", line_alpha=0, framewise=True, backend="bokeh")
         )
     spec.append(curve(ps.power, "data", color="black", line_width=1.5))
     resid = []
@@ -110,15 +111,22 @@ def spectrum_elements(ps: PixelSpectrum) -> tuple[hv.Overlay, hv.Overlay]:
         if mc.residual is not None:
             ok = np.isfinite(mc.residual)
             resid.append(
-                hv.Curve((ps.freq[ok], mc.residual[ok]), fdim, rdim, label=name).opts(color=colour)
+                hv.Curve((ps.freq[ok], mc.residual[ok]), fdim, rdim, label=name).opts(
+                    color=colour, framewise=True
+                )
             )
+    # The y range follows the data (a decade of room below): a component far below the
+    # spectrum, such as a tiny tail, must not squash the data into the top of the plot.
+    good = ps.power[np.isfinite(ps.power) & (ps.power > 0)]
+    ylim = (float(good.min()) / 10.0, float(good.max()) * 3.0) if good.size else (None, None)
     spectrum = hv.Overlay(spec).opts(
         title=ps.title, legend_position="right", responsive=True, height=360,
-        logx=True, logy=True, backend="bokeh",
+        logx=True, logy=True, ylim=ylim, framewise=True, backend="bokeh",
     )  # fmt: skip
     residuals = hv.Overlay([*resid, hv.HLine(1.0).opts(color="grey", line_dash="dotted")]).opts(
         title="residuals (data / model)", responsive=True, height=200, logx=True,
-        show_legend=False, xlabel="frequency (Hz)", ylabel="data / model", backend="bokeh",
+        show_legend=False, xlabel="frequency (Hz)", ylabel="data / model", framewise=True,
+        backend="bokeh",
     )  # fmt: skip
     return spectrum, residuals
 
@@ -299,7 +307,7 @@ def build_explorer(
         lim = clim_for(name, pthr, mask, clip)
         vdim = hv.Dimension(name, label=spec.label, unit=spec.units if spec.units != "1" else None)
         return histogram_element(current_map(name, pthr, mask), lim, vdim).opts(
-            width=320, height=260, title="histogram", color="#4c72b0"
+            width=320, height=260, title="histogram", color="#4c72b0", framewise=True
         )
 
     hist = hv.DynamicMap(pn.bind(hist_for, name=w_map, pthr=w_p, mask=w_status, clip=w_clip))
@@ -378,7 +386,7 @@ def build_explorer(
         ),
         n_pixels,
         rasterize_above,
-    ).opts(cmap="inferno", xlabel=axes.xlabel, ylabel=axes.ylabel, **side)
+    ).opts(cmap="inferno", framewise=True, xlabel=axes.xlabel, ylabel=axes.ylabel, **side)
 
     def density_for(bounds):
         region = region_from_bounds(axes, bounds)
@@ -401,6 +409,7 @@ def build_explorer(
             colorbar=True,
             width=420,
             height=320,
+            framewise=True,
         )
 
     density = hv.DynamicMap(density_for, streams=[box])
