@@ -83,7 +83,9 @@ class InputConfig(_Section):
         None,
         description="strptime pattern matched against file names, e.g. '1600_%Y%m%d_%H_%M_%S.jpg'.",
     )
-    times_csv: str | None = Field(None, description="CSV with columns file,time (ISO 8601 or seconds).")
+    times_csv: str | None = Field(
+        None, description="CSV with columns file,time (ISO 8601 or seconds)."
+    )
     times: str | None = Field(None, description="For .npy/.zarr cubes: a .npy file of times (s).")
     missing_below: float | None = Field(
         None, description="Values below this are missing (NaN), e.g. IRIS's -200 sentinel."
@@ -279,7 +281,9 @@ def _allowed_keys(section_path: list[str]) -> list[str]:
         ann = field.annotation
         # Optional[Section] -> Section
         candidates = getattr(ann, "__args__", (ann,))
-        sub = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        sub = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
         if sub is None:
             break
         model = sub
@@ -298,7 +302,9 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     data = copy.deepcopy(data) if data else {}
     for item in overrides or []:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. spectra.segments=2")
+            raise ConfigError(
+                f"--set {item!r}: expected section.key=value, e.g. spectra.segments=2"
+            )
         key, value = item.split("=", 1)
         parts = [p for p in key.strip().split(".") if p]
         if len(parts) < 2:
@@ -377,9 +383,7 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
     cfg.input.times = fix(cfg.input.times)
     cfg.output.path = fix(cfg.output.path)
     cfg.output.cube_path = fix(cfg.output.cube_path)
-    cfg.fit.user_models = [
-        fix(m) if m.endswith(".py") else m for m in cfg.fit.user_models
-    ]
+    cfg.fit.user_models = [fix(m) if m.endswith(".py") else m for m in cfg.fit.user_models]
 
 
 def config_diff(a: dict, b: dict, sections: tuple[str, ...] = SCIENCE_SECTIONS) -> list[str]:

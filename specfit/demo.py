@@ -126,7 +126,9 @@ def format_table(rows: list[dict]) -> str:
     ]
     for r in rows:
         if "fraction" in r:
-            out.append(f"{r['parameter']:32s} {r['pixels']:6d} {'':>12s} {100 * r['fraction']:12.1f}%")
+            out.append(
+                f"{r['parameter']:32s} {r['pixels']:6d} {'':>12s} {100 * r['fraction']:12.1f}%"
+            )
         else:
             out.append(
                 f"{r['parameter']:32s} {r['pixels']:6d} {r['true_median']:12.4g} "

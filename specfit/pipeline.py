@@ -380,7 +380,11 @@ def _choose_sizes(cfg: Config, arr, info: dict, client) -> tuple[int, int]:
     ny, nx, nt = arr.sizes["y"], arr.sizes["x"], arr.sizes["time"]
     mem = worker_memory_bytes(client)
     tile = cfg.output.tile or auto_tile(
-        ny, nx, max(nt, info["new_times"].size), mem, len(info["models"]),
+        ny,
+        nx,
+        max(nt, info["new_times"].size),
+        mem,
+        len(info["models"]),
         min_tasks=2 * total_threads(client),
     )
     time_chunk = cfg.output.time_chunk or auto_time_chunk(ny, nx, mem, nt=nt)
@@ -469,7 +473,12 @@ def run(
         if action == "new":
             prepare_store(results_path, layout)
         done = done_blocks(results_path)
-        todo = [(by, bx) for by in range(done.shape[0]) for bx in range(done.shape[1]) if not done[by, bx]]
+        todo = [
+            (by, bx)
+            for by in range(done.shape[0])
+            for bx in range(done.shape[1])
+            if not done[by, bx]
+        ]
         _say(
             f"  fitting {len(info['models'])} model(s) by {cfg.fit.method} in "
             f"{done.size} tile(s) of {tile} px ({done.size - len(todo)} already done)"
@@ -529,7 +538,9 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> list:
         return failures
     plan_f = client.scatter(plan, broadcast=True)
     futures = [
-        client.submit(process_tile, plan_f, by, bx, key=f"tile-{by}-{bx}-{plan.results_path}", pure=False)
+        client.submit(
+            process_tile, plan_f, by, bx, key=f"tile-{by}-{bx}-{plan.results_path}", pure=False
+        )
         for by, bx in todo
     ]
     index = {f.key: (by, bx) for f, (by, bx) in zip(futures, todo, strict=True)}

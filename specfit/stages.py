@@ -167,7 +167,11 @@ def _segment_samples(segment_length: float | None, dt: float) -> int | None:
 
 
 def spectra_block(
-    values: np.ndarray, dt: float, box: int = 1, halo: tuple[int, int, int, int] = (0, 0, 0, 0), **kw
+    values: np.ndarray,
+    dt: float,
+    box: int = 1,
+    halo: tuple[int, int, int, int] = (0, 0, 0, 0),
+    **kw,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, dict]:
     """Power spectra of one uniformly sampled (nt, ny, nx) block, box-averaged, halo trimmed.
 
@@ -404,7 +408,9 @@ def fit(
         raise TypeError(f"unknown fit option(s) {sorted(bad)}; allowed: {FIT_OPTION_KEYS}")
     mods = resolve_models(models, user_models, bounds)
     if method == "lsq" and sigma is None:
-        raise ValueError("method='lsq' needs sigma (e.g. power_spectra(..., box=3, with_sigma=True))")
+        raise ValueError(
+            "method='lsq' needs sigma (e.g. power_spectra(..., box=3, with_sigma=True))"
+        )
     spec = result_variables(mods, method=method, best_model=options.get("best_model", "lrt"))
     names = list(spec)
     freq = np.asarray(power["freq"].values, dtype=float)
@@ -412,9 +418,7 @@ def fit(
     if dof is None:
         dof = power.coords["dof"] if "dof" in power.coords else float(power.attrs.get("dof", 2.0))
         if "window" in power.attrs and "segment_length" in power.attrs:
-            dof = likelihood_dof(
-                dof, method, power.attrs["window"], power.attrs["segment_length"]
-            )
+            dof = likelihood_dof(dof, method, power.attrs["window"], power.attrs["segment_length"])
     dof_arr = (
         dof.transpose("y", "x").chunk(dict(zip(("y", "x"), pw.chunks[1:], strict=True))).data
         if isinstance(dof, xr.DataArray)

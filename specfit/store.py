@@ -126,8 +126,12 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
         a.attrs.update(_json_safe(attrs))
         return a
 
-    arr("y", (ny,), (ny,), "i4", ("y",), {"units": "px", "long_name": "pixel row"})[:] = np.arange(ny)
-    arr("x", (nx,), (nx,), "i4", ("x",), {"units": "px", "long_name": "pixel column"})[:] = np.arange(nx)
+    arr("y", (ny,), (ny,), "i4", ("y",), {"units": "px", "long_name": "pixel row"})[:] = np.arange(
+        ny
+    )
+    arr("x", (nx,), (nx,), "i4", ("x",), {"units": "px", "long_name": "pixel column"})[:] = (
+        np.arange(nx)
+    )
     arr("freq", (nf,), (nf,), "f8", ("freq",), {"units": "Hz", "long_name": "frequency"})[:] = (
         layout.freq
     )
@@ -137,7 +141,9 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
     for name, spec in layout.variables.items():
         arr(name, (ny, nx), (b, b), spec["dtype"], ("y", "x"), spec.get("attrs", {}))
     for name, spec in layout.spectral.items():
-        arr(name, (nf, ny, nx), (nf, b, b), spec["dtype"], ("freq", "y", "x"), spec.get("attrs", {}))
+        arr(
+            name, (nf, ny, nx), (nf, b, b), spec["dtype"], ("freq", "y", "x"), spec.get("attrs", {})
+        )
     nby, nbx = layout.nblocks
     done = arr(
         "blocks_done",
@@ -154,7 +160,9 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
     _consolidate(path)
 
 
-def write_block(path: str | Path, by: int, bx: int, block: int, data: dict[str, np.ndarray]) -> None:
+def write_block(
+    path: str | Path, by: int, bx: int, block: int, data: dict[str, np.ndarray]
+) -> None:
     """Write one spatial block's arrays, then mark it done (the mark is written last)."""
     import zarr
 
@@ -234,7 +242,9 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
 
     p = Path(path)
     if not (p / "zarr.json").exists():
-        raise FileNotFoundError(f"{p} is not a results store (no zarr.json); run `specfit run` first")
+        raise FileNotFoundError(
+            f"{p} is not a results store (no zarr.json); run `specfit run` first"
+        )
     if not allow_incomplete and not is_complete(p):
         done, total = block_status(p)
         raise StoreError(

@@ -87,7 +87,9 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
     for alias, info in models.items():
         lines.append(f"  {alias}: {info.get('name', '?')}  {info.get('formula', '')}")
     lines.append("")
-    lines.append(f"  {'map':28s} {'units':>14s} {'p1':>11s} {'median':>11s} {'p99':>11s} {'NaN %':>6s}")
+    lines.append(
+        f"  {'map':28s} {'units':>14s} {'p1':>11s} {'median':>11s} {'p99':>11s} {'NaN %':>6s}"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for name, var in ds.data_vars.items():

@@ -39,7 +39,9 @@ class SyntheticData:
     shape: tuple[int, int]
 
 
-def synthetic_maps(shape: tuple[int, int], cadence: float, exposure: float) -> dict[str, np.ndarray]:
+def synthetic_maps(
+    shape: tuple[int, int], cadence: float, exposure: float
+) -> dict[str, np.ndarray]:
     """Spatially structured true parameters.
 
     Regions: the power-law index rises from 1.3 (bottom) to 2.3 (top); brightness (and with
@@ -51,9 +53,11 @@ def synthetic_maps(shape: tuple[int, int], cadence: float, exposure: float) -> d
     v = yy / max(ny - 1, 1)
     u = xx / max(nx - 1, 1)
     index = 1.3 + 1.0 * v + 0.1 * np.sin(2 * np.pi * u)
-    intensity = 300.0 + 400.0 * np.exp(
-        -(((u - 0.25) ** 2 + (v - 0.3) ** 2) / 0.02)
-    ) + 250.0 * np.exp(-(((u - 0.3) ** 2 + (v - 0.75) ** 2) / 0.015))
+    intensity = (
+        300.0
+        + 400.0 * np.exp(-(((u - 0.25) ** 2 + (v - 0.3) ** 2) / 0.02))
+        + 250.0 * np.exp(-(((u - 0.3) ** 2 + (v - 0.75) ** 2) / 0.015))
+    )
     # White levels (one-sided density, rate^2/Hz at the nominal cadence): photon noise of the
     # rate (variance I0/exptime) plus an intrinsic white level half as large.
     photon = 2.0 * cadence * intensity / exposure

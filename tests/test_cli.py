@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +47,15 @@ def test_bad_config_is_a_clear_error(tmp_path):
 
 
 def test_missing_input_is_a_clear_error(tmp_path):
-    r = _cli("run", str(ROOT / "configs" / "demo.yaml"), "--set", f"input.path={tmp_path}/x",
-             "--set", "input.kind=fits_series", "--set", f"output.path={tmp_path}/r.zarr")
+    r = _cli(
+        "run",
+        str(ROOT / "configs" / "demo.yaml"),
+        "--set",
+        f"input.path={tmp_path}/x",
+        "--set",
+        "input.kind=fits_series",
+        "--set",
+        f"output.path={tmp_path}/r.zarr",
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "input" in r.stderr

@@ -32,8 +32,16 @@ def test_legacy_config_is_the_original_specfit_settings():
 
 
 def test_overrides_parse_yaml_scalars_and_nested_keys():
-    cfg = load_config(None, ["spectra.segments=3", "fit.method=lsq_log", "spectra.fmin=0.001",
-                             "fit.models={m1: powerlaw_tail}", "cluster.kind=synchronous"])
+    cfg = load_config(
+        None,
+        [
+            "spectra.segments=3",
+            "fit.method=lsq_log",
+            "spectra.fmin=0.001",
+            "fit.models={m1: powerlaw_tail}",
+            "cluster.kind=synchronous",
+        ],
+    )
     assert cfg.spectra.segments == 3 and cfg.fit.method == "lsq_log"
     assert cfg.spectra.fmin == pytest.approx(0.001)
     assert cfg.fit.models == {"m1": "powerlaw_tail"}
@@ -80,6 +88,8 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_config_diff_names_changed_science_keys_only():
     a = load_config().model_dump(mode="json")
-    b = load_config(None, ["spectra.segments=2", "cluster.kind=synchronous"]).model_dump(mode="json")
+    b = load_config(None, ["spectra.segments=2", "cluster.kind=synchronous"]).model_dump(
+        mode="json"
+    )
     diff = config_diff(a, b)
     assert diff == ["spectra.segments: 1 != 2"]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
-
 from conftest import tiny_config
+
 from specfit.config import ConfigError
 from specfit.pipeline import run
 from specfit.store import StoreError, block_status, open_results
@@ -59,9 +58,7 @@ def test_store_spectra_equal_independent_reference(demo_store, tmp_path):
     series = np.interp(tn, t, np.array(pix))
     f, p = periodogram(series, fs=1 / dt, window="boxcar", detrend="constant")
     np.testing.assert_allclose(ds["freq"].values, f[1 : 1 + ds.sizes["freq"]], rtol=1e-9)
-    np.testing.assert_allclose(
-        ds["power"].values[:, 5, 7], p[1 : 1 + ds.sizes["freq"]], rtol=2e-3
-    )
+    np.testing.assert_allclose(ds["power"].values[:, 5, 7], p[1 : 1 + ds.sizes["freq"]], rtol=2e-3)
     np.testing.assert_allclose(float(ds["mean_intensity"][5, 7]), np.mean(pix), rtol=1e-5)
 
 

@@ -72,9 +72,7 @@ def test_fit_uneven_chunks_equal_kernel_on_all_pixels():
     from specfit.synthetic import synthetic_series
 
     t, counts, exptime, truth = synthetic_series((9, 10), 300, 12.0, seed=5)
-    arr = xr.DataArray(
-        counts / exptime[:, None, None], dims=("time", "y", "x"), coords={"time": t}
-    )
+    arr = xr.DataArray(counts / exptime[:, None, None], dims=("time", "y", "x"), coords={"time": t})
     power = stages.power_spectra(stages.resample(arr), window="hann").compute()
     models = {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}
     res = stages.fit(power.chunk({"y": 4, "x": 3}), models=models).compute()

@@ -21,7 +21,9 @@ def main(config, overrides=(), overwrite=True):
     maps = ds[[v for v in ds.data_vars if ds[v].dims == ("y", "x")]].load()  # 2-D maps only
     index = maps["m1_index"]
     ok = maps["m1_status"] == 0
-    print(f"m1 index: median {float(index.where(ok).median()):.3f} over {int(ok.sum())} converged px")
+    print(
+        f"m1 index: median {float(index.where(ok).median()):.3f} over {int(ok.sum())} converged px"
+    )
     if "best_model" in maps:
         frac = float((maps["best_model"] == 1).mean())
         print(f"m2 preferred in {100 * frac:.1f}% of pixels")
