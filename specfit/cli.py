@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="PNG per map and one HTML page of all maps")
     p.add_argument("results")
     p.add_argument("--out", default=None, help="output folder (default: RESULTS_plots)")
+    p.add_argument(
+        "--pvalue",
+        type=float,
+        default=None,
+        help="hide the richer models' maps where their model-comparison p-value exceeds this",
+    )
 
     p = sub.add_parser("explore", help="browser explorer of a results store")
     p.add_argument("results")
@@ -127,7 +133,7 @@ def _dispatch(args) -> int:
         from specfit.viz import plot_results
 
         out = args.out or str(Path(args.results).with_suffix("")) + "_plots"
-        files = plot_results(args.results, out)
+        files = plot_results(args.results, out, pvalue_threshold=args.pvalue)
         print(f"wrote {len(files)} files to {out}")
         return 0
     if args.command == "explore":
