@@ -139,6 +139,11 @@ def test_too_few_bins_and_input_errors():
         fit_block(F, y, MODELS, best_model="vote")
     with pytest.raises(ValueError, match="dof"):
         fit_block(F, y, MODELS, dof=0.0)
+    # a bad dof for one pixel only makes that pixel invalid
+    out = fit_block(F, y, {"m1": M1}, dof=np.array([18.0, np.nan, 18.0]))
+    assert list(out["m1_status"] == 4) == [False, True, False]
+    ref = fit_block(F, y[[0, 2]], {"m1": M1}, dof=18.0)
+    np.testing.assert_array_equal(out["m1_index"][[0, 2]], ref["m1_index"])
     with pytest.raises(KeyError, match="available"):
         fit_block(F, y, {"m1": "nope"})
 

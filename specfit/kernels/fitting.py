@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import math
 import threading
+import warnings
 from collections.abc import Mapping
 
 import numba
@@ -631,9 +632,20 @@ def fit_block(
     if power.ndim != 2 or power.shape[1] != f.size:
         raise ValueError(f"power must be (npix, {f.size}) to match freq; got {power.shape}")
     npix, nf = power.shape
-    dof = np.broadcast_to(np.asarray(dof, dtype=np.float64), (npix,)).copy()
-    if not np.all(np.isfinite(dof) & (dof > 0)):
+    dof_in = np.asarray(dof, dtype=np.float64)
+    if dof_in.ndim == 0 and not (np.isfinite(dof_in) and dof_in > 0):
         raise ValueError("dof must be positive (2 x segments x box pixels), scalar or (npix,)")
+    if dof_in.ndim > 0 and dof_in.shape != (npix,):
+        raise ValueError(f"dof must be a scalar or have shape ({npix},); got {dof_in.shape}")
+    dof = np.broadcast_to(dof_in, (npix,)).copy()
+    # a bad dof for one pixel makes that pixel invalid, not the whole block
+    bad_dof = ~(np.isfinite(dof) & (dof > 0))
+    if bad_dof.any():
+        if method != "lsq":  # lsq does not use dof
+            power = power.copy()
+            # a non-constant negative row: invalid_input (status 4) in the screening below
+            power[bad_dof] = -np.arange(1.0, nf + 1.0)
+        dof[bad_dof] = 2.0
     if sigma is not None:
         if method != "lsq":
             raise ValueError("sigma is only used by method='lsq'")
@@ -704,10 +716,21 @@ def fit_block(
                 kk = np.full_like(kk, uniq[0])
             idx = np.flatnonzero(both)
             for u in uniq:
+                sel = idx[kk == u]
+                if models[a].name != "powerlaw_tail":
+                    from scipy.stats import chi2 as chi2_dist
+
+                    warnings.warn(
+                        f"LRT of {a} inside {b}: no simulated reference for base model "
+                        f"{models[a].name!r}; using chi2 with {models[b].npar - models[a].npar} "
+                        "dof (approximate)",
+                        stacklevel=2,
+                    )
+                    p_lrt[sel] = chi2_dist.sf(lrt[sel], models[b].npar - models[a].npar)
+                    continue
                 ref = lrt_reference(
                     f, float(u), models[a], models[b], method, max_iter, tol, multistart
                 )
-                sel = idx[kk == u]
                 p_lrt[sel] = ref.pvalue(lrt[sel])
         _, p_f = st.ftest(
             summary[a]["chi2"], summary[b]["chi2"], models[a].npar, models[b].npar, nf
