@@ -177,7 +177,8 @@ def result_variables(
 
 
 def model_attrs(models: Mapping[str, Model | str]) -> dict:
-    """Store-level attrs: per alias its model name, formula, parameter names and units."""
+    """Store-level attrs: per alias its model name, formula, parameter names, units and
+    bounds (null = unbounded), all strict-JSON serialisable."""
     models = _resolve(models)
     return {
         "models": {
@@ -186,13 +187,18 @@ def model_attrs(models: Mapping[str, Model | str]) -> dict:
                 "formula": m.formula,
                 "param_names": list(m.param_names),
                 "units": list(m.units),
-                "bounds": [[float(lo), float(hi)] for lo, hi in m.bounds],
+                "bounds": [[_json_bound(lo), _json_bound(hi)] for lo, hi in m.bounds],
             }
             for alias, m in models.items()
         },
         "model_aliases": list(models),
         "status_codes": {str(k): v for k, v in STATUS_CODES.items()},
     }
+
+
+def _json_bound(v: float) -> float | None:
+    """A bound for JSON attrs: None (null) for an infinite bound, strict JSON has no inf."""
+    return float(v) if np.isfinite(v) else None
 
 
 def _check_method(method: str, best_model: str) -> None:
