@@ -78,7 +78,12 @@ def _accum(y, w, use_w, obj, m, J, npar, H, g, want):
                 return math.inf, math.inf
             inv = 1.0 / mi
             a_ = inv * inv
-            if obj == 2:
+            if obj == 2 and use_w:
+                # weighted Whittle: bin i stands for w[i] periodogram values (grouped bins)
+                e = y[i] - mi
+                a_ *= w[i]
+                F += w[i] * (y[i] * inv + math.log(mi))
+            elif obj == 2:
                 e = y[i] - mi
                 F += y[i] * inv
                 # sum of logs through products of 8 values: ~8x fewer log() calls
