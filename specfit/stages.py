@@ -403,9 +403,13 @@ def fit(
     """
     from specfit.kernels.fitting import STATUS_CODES, result_variables
 
+    from specfit.config import FitConfig
+
     bad = set(options) - set(FIT_OPTION_KEYS)
     if bad:
         raise TypeError(f"unknown fit option(s) {sorted(bad)}; allowed: {FIT_OPTION_KEYS}")
+    defaults = FitConfig()  # one set of defaults for the config and the Python API
+    options = {**{k: getattr(defaults, k) for k in FIT_OPTION_KEYS}, **options}
     mods = resolve_models(models, user_models, bounds)
     if method == "lsq" and sigma is None:
         raise ValueError(

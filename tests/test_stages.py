@@ -9,6 +9,7 @@ import xarray as xr
 from specfit import stages
 from specfit.kernels import periodogram as pg
 from specfit.kernels import resample as rs
+from specfit.config import FitConfig
 from specfit.kernels.periodogram import window_vif
 
 
@@ -83,6 +84,7 @@ def test_fit_uneven_chunks_equal_kernel_on_all_pixels():
         {k: get_model(v) for k, v in models.items()},
         # Hann-tapered bins are correlated: the Whittle fit gets dof / vif (composite likelihood).
         dof=power["dof"].values.ravel() / window_vif("hann", power.attrs["segment_length"]),
+        multistart=FitConfig().multistart,  # the API's default, from the config
     )
     for name, v in ref.items():
         got, want = res[name].values.ravel(), np.asarray(v).astype(res[name].dtype)
