@@ -90,13 +90,32 @@ def make_input(path: Path, size: int, nt: int, seed: int = 0) -> Path:
 
 # ----------------------------------------------------------------------------- memory
 class PeakRSS:
-    """Peak of the summed RSS of this process and all its children, sampled in a thread."""
+    """Peak of the summed RSS of this process and all its children, sampled in a thread.
+
+    Also the CPU seconds (user + system) the process tree used in the block: on a machine
+    shared with other jobs, CPU time is a steadier measure of work than wall time.
+    """
 
     def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
         self.peak = 0
+        self.cpu_s = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _cpu() -> float:
+        import psutil
+
+        me = psutil.Process()
+        total = 0.0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
 
     def _sample(self) -> int:
         import psutil
@@ -117,12 +136,14 @@ class PeakRSS:
 
     def __enter__(self) -> PeakRSS:
         self.peak = self._sample()
+        self._cpu0 = self._cpu()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        self.cpu_s = self._cpu() - self._cpu0
 
 
 # ----------------------------------------------------------------------------- floor
@@ -249,6 +270,9 @@ def run_size(client, workdir: Path, size: int, nt: int, tile: int | None) -> dic
         "ratio": round(t_pipe / fl["floor_s"], 2),
         "pixels_per_s": round(npix / t_pipe, 1),
         "floor_pixels_per_s": round(npix / fl["floor_s"], 1),
+        "cpu_pipeline_s": round(mem_pipe.cpu_s, 1),
+        "cpu_floor_s": round(mem_floor.cpu_s, 1),
+        "cpu_ratio": round(mem_pipe.cpu_s / mem_floor.cpu_s, 2),
         "peak_rss_pipeline_gib": round(mem_pipe.peak / 2**30, 2),
         "peak_rss_floor_gib": round(mem_floor.peak / 2**30, 2),
     }
@@ -305,14 +329,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def _table(rows: list[dict]) -> None:
     print()
-    print("| size | frames | tile | pipeline s | floor s (read+rfft / fit) | ratio | px/s | "
-          "peak RSS GiB |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print("| size | frames | tile | pipeline s | floor s (read+spectra / fit) | ratio | "
+          "CPU s pipeline / floor (ratio) | px/s | peak RSS GiB pipeline / floor |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['size']}² | {r['frames']} | {r['tile']} | {r['pipeline_s']} | "
             f"{r['floor_s']} ({r['read_rfft_s']} / {r['fit_s']}) | {r['ratio']} | "
-            f"{r['pixels_per_s']:.0f} | {r['peak_rss_pipeline_gib']} |"
+            f"{r['cpu_pipeline_s']} / {r['cpu_floor_s']} ({r['cpu_ratio']}) | "
+            f"{r['pixels_per_s']:.0f} | {r['peak_rss_pipeline_gib']} / {r['peak_rss_floor_gib']} |"
         )
     if len(rows) > 1:
         tp = [r["pixels_per_s"] for r in rows]
