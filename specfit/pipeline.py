@@ -449,6 +449,16 @@ def run(
     from specfit.stages import report_gaps
 
     report_gaps(info["gaps"], info["dt"])
+    if cfg.spectra.box > 1 and cfg.fit.method != "lsq":
+        log.warning(
+            "spectra.box=%d: the dof assume the %d pixels of a box are independent; on real "
+            "images neighbours are correlated (AIA 1600, box 3: median chi2red 5.5 instead of "
+            "~1), so %s errors are too small and model tests too liberal there. Check "
+            "<model>_chi2red, or use box 1",
+            cfg.spectra.box,
+            cfg.spectra.box**2,
+            cfg.fit.method,
+        )
     if info["nyquist_keep"] < 0.9:
         log.warning(
             "linear interpolation onto a %.4g s grid keeps only %.0f%% of white-noise power at the "
