@@ -48,6 +48,7 @@ def _peak(nt: int, t: int, nmodels: int) -> float:
     return nt * t * t * 8 * (6 + 4 * nmodels)
 
 
+@pytest.mark.filterwarnings("ignore:a worker's memory:UserWarning")
 @pytest.mark.parametrize("shape", [(4096, 4096), (1024, 1024), (164, 287), (256, 256)])
 @pytest.mark.parametrize("nt", [100, 1200, 20000])
 @pytest.mark.parametrize("mem_gib", [0.5, 4, 16])
