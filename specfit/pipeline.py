@@ -419,11 +419,20 @@ def run(
     report
         Write dask's performance report (HTML) here.
     """
-    from specfit.cluster import cluster_config_from_flag, connect, performance_report, progress
+    from specfit.cluster import (
+        cluster_config_from_flag,
+        connect,
+        performance_report,
+        progress,
+        start_mpi,
+    )
 
     cfg = load_config(config, overrides)
     if cluster:
         cfg.cluster = cluster_config_from_flag(cluster, cfg.cluster)
+    # Under mpiexec only rank 1 (the client) goes on from here: the scheduler and worker ranks
+    # serve inside this call, so no rank but one ever writes inputs or reads every header.
+    start_mpi(cfg.cluster)
     report = report or cfg.cluster.report
     results_path = Path(cfg.output.path)
     cube_path = cube_path_for(cfg)

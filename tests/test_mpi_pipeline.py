@@ -14,6 +14,7 @@ import subprocess
 import time
 
 import pytest
+
 from conftest_cluster import (
     assert_same_results,
     cli,

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import tiny_config
 
+from conftest import tiny_config
 from specfit.config import ConfigError
 from specfit.pipeline import run
 from specfit.store import StoreError, block_status, open_results

@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+
 from conftest_cluster import (
     assert_same_results,
     cli,

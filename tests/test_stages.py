@@ -7,9 +7,9 @@ import pytest
 import xarray as xr
 
 from specfit import stages
+from specfit.config import FitConfig
 from specfit.kernels import periodogram as pg
 from specfit.kernels import resample as rs
-from specfit.config import FitConfig
 from specfit.kernels.periodogram import window_vif
 
 

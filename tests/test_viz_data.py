@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
+
 from conftest_viz import (
     CONVERGED,
     MODELS,
@@ -19,7 +20,6 @@ from conftest_viz import (
     viz_store,
     viz_store_plain,
 )
-
 from specfit.store import open_results
 from specfit.viz import data as D
 

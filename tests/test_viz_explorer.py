@@ -10,8 +10,8 @@ from __future__ import annotations
 import holoviews as hv
 import numpy as np
 import pytest
-from conftest_viz import CONVERGED, MODELS, ref_model, viz_store, viz_store_plain
 
+from conftest_viz import CONVERGED, MODELS, ref_model, viz_store, viz_store_plain
 from specfit.store import open_results
 from specfit.viz.explorer import build_explorer, explorer
 

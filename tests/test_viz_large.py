@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from conftest_viz import make_large_store
 
 PROBE = r"""

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest_viz import viz_store
 from PIL import Image
 
+from conftest_viz import viz_store
 from specfit.store import open_results
 from specfit.viz.data import map_catalog
 
@@ -110,7 +110,6 @@ def test_decimate_block_means_and_codes():
 def test_plot_results_decimates_large_maps(tmp_path):
     """A map over max_pixels is shrunk before drawing (mostly-NaN store, pixel axes)."""
     from conftest_viz import make_large_store
-
     from specfit.viz import plot_results
 
     store = make_large_store(tmp_path / "big.zarr", n=96, nfreq=8, chunk=16)

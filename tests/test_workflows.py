@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
 from conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
