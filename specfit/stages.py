@@ -401,9 +401,8 @@ def fit(
     xarray.Dataset
         The results-contract variables (``m1_index``, ``m1_index_err``, ``m1_status``, ...).
     """
-    from specfit.kernels.fitting import STATUS_CODES, result_variables
-
     from specfit.config import FitConfig
+    from specfit.kernels.fitting import STATUS_CODES, result_variables
 
     bad = set(options) - set(FIT_OPTION_KEYS)
     if bad:
