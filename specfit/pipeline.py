@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,6 @@ class TilePlan:
     method: str
     fit_options: dict
     keep_sigma: bool
-    freq: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def _check_store_target(cfg: Config, overwrite: bool, resume: bool) -> str:
@@ -281,12 +280,25 @@ def _cube_is_current(path: Path, science: dict) -> bool:
 
 
 # ----------------------------------------------------------------------------- stage 2
+_MODELS_CACHE: dict[str, dict] = {}
+
+
+def _tile_models(plan: TilePlan) -> dict:
+    """The plan's models, resolved once per process: loading a user-model file again for every
+    tile would make new function objects, which the solver compiles anew."""
+    key = json.dumps([plan.models, plan.user_models, plan.bounds], sort_keys=True)
+    if key not in _MODELS_CACHE:
+        from specfit.stages import resolve_models
+
+        _MODELS_CACHE[key] = resolve_models(plan.models, plan.user_models, plan.bounds)
+    return _MODELS_CACHE[key]
+
+
 def process_tile(plan: TilePlan, by: int, bx: int) -> tuple[int, int]:
     """Resample, take spectra and fit one tile, and write it to the results store."""
     import zarr
 
-    from specfit.kernels.resample import interp_linear
-    from specfit.stages import fit_block_maps, likelihood_dof, resolve_models, spectra_block
+    from specfit.stages import fit_block_maps, likelihood_dof, resample_block, spectra_block
 
     b, h = plan.block, plan.halo
     y0, y1 = by * b, min((by + 1) * b, plan.ny)
@@ -295,14 +307,11 @@ def process_tile(plan: TilePlan, by: int, bx: int) -> tuple[int, int]:
     xa, xb = max(0, x0 - h), min(plan.nx, x1 + h)
     cube = zarr.open_group(plan.cube_path, mode="r")["intensity"]
     vals = np.asarray(cube[:, ya:yb, xa:xb], dtype=np.float32)
-    nt, py, px = vals.shape
-    rows = np.ascontiguousarray(vals.reshape(nt, py * px).T)
-    uni = interp_linear(plan.times, rows, plan.new_times)
-    uni = np.ascontiguousarray(uni.T).reshape(plan.new_times.size, py, px)
+    uni = resample_block(vals, plan.times, plan.new_times)
     freq, power, spread, dof, meta = spectra_block(
         uni, plan.dt, box=plan.box, halo=(y0 - ya, yb - y1, x0 - xa, xb - x1), **plan.spectra_kw
     )
-    models = resolve_models(plan.models, plan.user_models, plan.bounds)
+    models = _tile_models(plan)
     sigma = spread if plan.method == "lsq" else None
     fdof = likelihood_dof(dof, plan.method, meta["window"], meta["segment_length"])
     maps = fit_block_maps(freq, power, models, plan.method, fdof, sigma, plan.fit_options)
@@ -526,7 +535,6 @@ def run(
                 alpha=cfg.fit.alpha,
             ),
             keep_sigma=cfg.spectra.box > 1,
-            freq=info["freq"],
         )
         failures = _run_tiles(plan, todo, client, progress)
     if failures:

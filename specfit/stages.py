@@ -35,17 +35,6 @@ __all__ = [
 
 log = logging.getLogger("specfit")
 
-SPECTRA_KEYS = (
-    "segments",
-    "segment_length",
-    "overlap",
-    "window",
-    "detrend",
-    "normalisation",
-    "fmin",
-    "fmax",
-)
-
 
 # ----------------------------------------------------------------------------- ingest
 def ingest(source: Any, prep: Any = None) -> xr.DataArray:
@@ -120,7 +109,7 @@ def resample(
     arr = _time_contiguous(arr, tile)
     data = arr.data
     out = da.map_blocks(
-        _resample_kernel_3d,
+        resample_block,
         data,
         times,
         new_times,
@@ -146,7 +135,8 @@ def report_gaps(gaps: list[tuple[float, float]], dt: float) -> None:
         )
 
 
-def _resample_kernel_3d(block: np.ndarray, times: np.ndarray, new_times: np.ndarray) -> np.ndarray:
+def resample_block(block: np.ndarray, times: np.ndarray, new_times: np.ndarray) -> np.ndarray:
+    """Interpolate a (nt, ny, nx) block onto ``new_times``: (len(new_times), ny, nx) float32."""
     nt, ny, nx = block.shape
     rows = np.ascontiguousarray(block.reshape(nt, ny * nx).T)
     out = _rs.interp_linear(times, rows, new_times)
@@ -154,16 +144,19 @@ def _resample_kernel_3d(block: np.ndarray, times: np.ndarray, new_times: np.ndar
 
 
 # ----------------------------------------------------------------------------- spectra
-def _spectra_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
-    kw = {k: options[k] for k in SPECTRA_KEYS if k in options and options[k] is not None}
-    return kw
-
-
 def _segment_samples(segment_length: float | None, dt: float) -> int | None:
     """Welch segment length in samples from seconds (config) or None."""
     if segment_length is None:
         return None
     return max(4, int(round(segment_length / dt)))
+
+
+def periodogram_block(values: np.ndarray, dt: float, **kw) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Periodograms of every pixel of a (nt, ny, nx) block: ``freq, power (nf, ny, nx), meta``."""
+    nt, ny, nx = values.shape
+    rows = np.ascontiguousarray(values.reshape(nt, ny * nx).T)
+    freq, power, meta = _pg.periodogram(rows, dt, **kw)
+    return freq, np.ascontiguousarray(power.T).reshape(freq.size, ny, nx), meta
 
 
 def spectra_block(
@@ -180,10 +173,8 @@ def spectra_block(
 
     Returns ``freq, power (nf, ny', nx'), spread or None, dof (ny', nx'), meta``.
     """
-    nt, ny, nx = values.shape
-    rows = np.ascontiguousarray(values.reshape(nt, ny * nx).T)
-    freq, power, meta = _pg.periodogram(rows, dt, **kw)
-    power = np.ascontiguousarray(power.T).reshape(freq.size, ny, nx)
+    _, ny, nx = values.shape
+    freq, power, meta = periodogram_block(values, dt, **kw)
     if box > 1:
         power, spread, count = _pg.box_average(power, box)
     else:
@@ -246,10 +237,7 @@ def power_spectra(
     h = box // 2
 
     def raw(block: np.ndarray) -> np.ndarray:
-        nt, ny, nx = block.shape
-        rows = np.ascontiguousarray(block.reshape(nt, ny * nx).T)
-        _, p, _ = _pg.periodogram(rows, dt, **kw)
-        return np.ascontiguousarray(p.T).reshape(nf, ny, nx)
+        return periodogram_block(block, dt, **kw)[1]
 
     pw = da.map_blocks(
         raw, data, chunks=((nf,), *data.chunks[1:]), dtype=np.float32, meta=np.array((), np.float32)
