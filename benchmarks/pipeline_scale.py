@@ -165,20 +165,29 @@ def _read_rfft(path: str, ys: slice, xs: slice, dt: float, spectra_kw: dict) -> 
     return power.astype(np.float32)
 
 
-def _fit_tile(power: np.ndarray, freq: np.ndarray, models: dict, dof: float) -> int:
-    """The fit kernel alone on one tile's in-memory spectra (models by name, as the pipeline)."""
+def _fit_tile(power: np.ndarray, freq: np.ndarray, models: dict, dof: float, opts: dict) -> int:
+    """The fit kernel alone on one tile's in-memory spectra, with the pipeline's models (by
+    name), likelihood dof and solver options: the same fits the pipeline makes."""
     from specfit.kernels.fitting import fit_block
     from specfit.stages import resolve_models
 
     models = resolve_models(models)
     rows = np.ascontiguousarray(power, dtype=np.float64)
-    res = fit_block(freq, rows, models, method="whittle", dof=np.full(rows.shape[0], dof))
+    res = fit_block(freq, rows, models, method="whittle", dof=np.full(rows.shape[0], dof), **opts)
     return len(res)
 
 
-def floor(client, path: Path, size: int, tile: int, models: dict, info: dict) -> dict:
+def fit_dof(info: dict) -> float:
+    """The dof the pipeline hands to the Whittle fit (chi^2 dof over the window's VIF)."""
+    from specfit.stages import likelihood_dof
+
+    meta = info["meta"]
+    return float(likelihood_dof(meta["dof"], "whittle", meta["window"], meta["segment_length"]))
+
+
+def floor(client, path: Path, size: int, tile: int, models: dict, info: dict, opts: dict) -> dict:
     """Seconds to read+rfft every tile (spectra kept in memory) and to fit them alone."""
-    freq, dof = np.asarray(info["freq"]), float(info["meta"]["dof"])
+    freq, dof = np.asarray(info["freq"]), fit_dof(info)
     tiles = [
         (slice(y, min(y + tile, size)), slice(x, min(x + tile, size)))
         for y in range(0, size, tile)
@@ -192,14 +201,14 @@ def floor(client, path: Path, size: int, tile: int, models: dict, info: dict) ->
     client.gather(spectra)  # all spectra now sit in worker memory
     t_read = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fits = [client.submit(_fit_tile, s, freq, models, dof, pure=False) for s in spectra]
+    fits = [client.submit(_fit_tile, s, freq, models, dof, opts, pure=False) for s in spectra]
     client.gather(fits)
     t_fit = time.perf_counter() - t0
     del spectra, fits
     return {"read_rfft_s": t_read, "fit_s": t_fit, "floor_s": t_read + t_fit}
 
 
-def _warm_up(models: dict, freq: np.ndarray, dof: float) -> int:
+def _warm_up(models: dict, freq: np.ndarray, dof: float, opts: dict) -> int:
     """Compile the numba kernels and build the LRT null reference in this process.
 
     Both are per process and per frequency grid (the LRT reference is simulated once and
@@ -211,12 +220,14 @@ def _warm_up(models: dict, freq: np.ndarray, dof: float) -> int:
 
     rng = np.random.default_rng(1)
     power = (freq**-2.0 * 1e-4 + 1.0) * rng.gamma(dof / 2, 2 / dof, size=(4, freq.size))
-    fit_block(freq, power, resolve_models(models), method="whittle", dof=np.full(4, dof))
+    fit_block(freq, power, resolve_models(models), method="whittle", dof=np.full(4, dof), **opts)
     return 0
 
 
 # ----------------------------------------------------------------------------- main
-def run_size(client, workdir: Path, size: int, nt: int, tile: int | None) -> dict:
+def run_size(
+    client, workdir: Path, size: int, nt: int, tile: int | None, with_floor: bool = True
+) -> dict:
     import specfit
     from specfit.store import store_attrs
 
@@ -241,41 +252,52 @@ def run_size(client, workdir: Path, size: int, nt: int, tile: int | None) -> dic
             shutil.rmtree(p)
     # The pipeline's own frequency grid and dof, to warm every worker up on exactly them.
     from specfit.config import load_config
-    from specfit.pipeline import plan_run
+    from specfit.pipeline import fit_options, plan_run
 
-    _, info = plan_run(load_config(cfg))
-    freq, dof = np.asarray(info["freq"]), float(info["meta"]["dof"])
+    config = load_config(cfg)
+    _, info = plan_run(config)
+    opts = fit_options(config)
+    freq, dof = np.asarray(info["freq"]), fit_dof(info)
     t0 = time.perf_counter()
-    client.run(_warm_up, models, freq, dof)
+    client.run(_warm_up, models, freq, dof, opts)
     t_warm = time.perf_counter() - t0
     with PeakRSS() as mem_pipe:
         t0 = time.perf_counter()
         specfit.run(cfg, cluster=address, overwrite=True)
         t_pipe = time.perf_counter() - t0
-    used_tile = int(store_attrs(results)["block_size"])
-    client.run(lambda: __import__("gc").collect())
-    with PeakRSS() as mem_floor:
-        fl = floor(client, inp, size, used_tile, models, info)
+    attrs = store_attrs(results)
+    used_tile = int(attrs["block_size"])
+    stages = attrs.get("timings", {})
     npix = size * size
-    return {
+    row = {
         "size": size,
         "frames": nt,
         "tile": used_tile,
         "generate_s": round(t_gen, 1),
         "warm_up_s": round(t_warm, 1),
         "pipeline_s": round(t_pipe, 2),
-        "read_rfft_s": round(fl["read_rfft_s"], 2),
-        "fit_s": round(fl["fit_s"], 2),
-        "floor_s": round(fl["floor_s"], 2),
-        "ratio": round(t_pipe / fl["floor_s"], 2),
+        "cube_s": stages.get("cube_s"),
+        "tiles_s": stages.get("tiles_s"),
         "pixels_per_s": round(npix / t_pipe, 1),
-        "floor_pixels_per_s": round(npix / fl["floor_s"], 1),
         "cpu_pipeline_s": round(mem_pipe.cpu_s, 1),
-        "cpu_floor_s": round(mem_floor.cpu_s, 1),
-        "cpu_ratio": round(mem_pipe.cpu_s / mem_floor.cpu_s, 2),
         "peak_rss_pipeline_gib": round(mem_pipe.peak / 2**30, 2),
-        "peak_rss_floor_gib": round(mem_floor.peak / 2**30, 2),
     }
+    if not with_floor:
+        return row
+    client.run(lambda: __import__("gc").collect())
+    with PeakRSS() as mem_floor:
+        fl = floor(client, inp, size, used_tile, models, info, opts)
+    row.update(
+        read_rfft_s=round(fl["read_rfft_s"], 2),
+        fit_s=round(fl["fit_s"], 2),
+        floor_s=round(fl["floor_s"], 2),
+        ratio=round(t_pipe / fl["floor_s"], 2),
+        floor_pixels_per_s=round(npix / fl["floor_s"], 1),
+        cpu_floor_s=round(mem_floor.cpu_s, 1),
+        cpu_ratio=round(mem_pipe.cpu_s / mem_floor.cpu_s, 2),
+        peak_rss_floor_gib=round(mem_floor.peak / 2**30, 2),
+    )
+    return row
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -289,6 +311,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--workdir", default="/tmp/specfit-scale")
     ap.add_argument("--keep", action="store_true", help="keep the generated stores")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="time the pipeline only (the floor holds every spectrum in worker memory, so it "
+        "cannot run with small workers; use this to see the pipeline's memory plateau)",
+    )
     args = ap.parse_args(argv)
 
     import logging
@@ -313,7 +341,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 file=sys.stderr,
             )
             for size in args.sizes:
-                row = run_size(client, workdir, size, args.frames, args.tile)
+                row = run_size(
+                    client, workdir, size, args.frames, args.tile, with_floor=not args.no_floor
+                )
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 if not args.keep:
@@ -329,6 +359,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def _table(rows: list[dict]) -> None:
     print()
+    if rows and "floor_s" not in rows[0]:
+        print("| size | frames | tile | pipeline s (cube / tiles) | CPU s | px/s | peak RSS GiB |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(
+                f"| {r['size']}² | {r['frames']} | {r['tile']} | {r['pipeline_s']} "
+                f"({r['cube_s']} / {r['tiles_s']}) | {r['cpu_pipeline_s']} | "
+                f"{r['pixels_per_s']:.0f} | {r['peak_rss_pipeline_gib']} |"
+            )
+        return
     print("| size | frames | tile | pipeline s | floor s (read+spectra / fit) | ratio | "
           "CPU s pipeline / floor (ratio) | px/s | peak RSS GiB pipeline / floor |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")

@@ -195,7 +195,13 @@ def tile_cost(ny: int, nx: int, t: int) -> int:
 
 
 def auto_time_chunk(
-    ny: int, nx: int, worker_memory_bytes: int, *, itemsize: int = 4, nt: int | None = None
+    ny: int,
+    nx: int,
+    worker_memory_bytes: int,
+    *,
+    itemsize: int = 4,
+    nt: int | None = None,
+    source_chunk: int | None = None,
 ) -> int:
     """Frames per ``cube.zarr`` chunk for the per-frame to per-tile rechunk.
 
@@ -216,6 +222,10 @@ def auto_time_chunk(
         Bytes per cube value (4 for float32).
     nt
         Number of frames, if known: the result never exceeds it.
+    source_chunk
+        Frames per chunk of the input itself (e.g. a Zarr cube chunked by 120 frames). When
+        the budget allows, the result is a multiple of it, so that every input chunk is read
+        by one rechunk task only (unaligned, each straddling chunk is read twice).
 
     Returns
     -------
@@ -228,6 +238,8 @@ def auto_time_chunk(
     frames = max(1, min(1024, frames))
     if nt is not None:
         frames = max(1, min(frames, nt))
+    if source_chunk and 1 < source_chunk <= frames and (nt is None or frames < nt):
+        frames -= frames % source_chunk
     return frames
 
 
@@ -612,6 +624,7 @@ def progress(
     futures_or_iterable: Iterable[Any],
     total: int | None = None,
     desc: str = "",
+    unit: str = "block",
 ) -> Iterator[Any]:
     """Iterate with a progress bar, on any kind of cluster.
 
@@ -625,6 +638,8 @@ def progress(
         Number of items, if ``len()`` does not tell.
     desc
         Label in front of the bar, e.g. ``"fit"``.
+    unit
+        What one item is, e.g. ``"tile"``.
 
     Yields
     ------
@@ -644,7 +659,7 @@ def progress(
     with tqdm(
         total=total,
         desc=desc or None,
-        unit="block",
+        unit=unit,
         mininterval=0.1 if interactive else 10.0,
         dynamic_ncols=True,
         file=sys.stderr,

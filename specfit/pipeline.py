@@ -233,9 +233,16 @@ def interpolation_nyquist_gain(times: np.ndarray, new_times: np.ndarray) -> floa
 
 # ----------------------------------------------------------------------------- stage 1
 def _write_cube(arr, path: Path, tile: int, time_chunk: int, client, science: dict) -> None:
-    """Write the preprocessed cube once, rechunked from per-frame to (time_chunk, tile, tile)."""
+    """Write the preprocessed cube once, rechunked from per-frame to (time_chunk, tile, tile).
+
+    xarray writes the metadata and coordinates; the data go in slabs of ``time_chunk`` frames,
+    each a separate computation, so the progress bar counts slabs and a slab's chunks never
+    share a Zarr chunk with another slab's.
+    """
     import dask
+    import dask.array as da
     import xarray as xr
+    import zarr
 
     from specfit.cluster import progress
 
@@ -248,20 +255,35 @@ def _write_cube(arr, path: Path, tile: int, time_chunk: int, client, science: di
     ds.attrs["config_hash"] = config_hash({k: science[k] for k in ("input", "prep")})
     for v in ds.variables.values():
         v.encoding = {}
-    # Chunks align by construction; safe_chunks makes xarray refuse any misalignment.
+    # Chunks align by construction; safe_chunks makes xarray refuse any misalignment. With
+    # compute=False xarray creates every array and writes the in-memory coordinates now; the
+    # returned delayed write of the data is replaced by the slab writes below.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr's note that consolidated metadata is not in v3
-        delayed = ds.to_zarr(tmp, mode="w", compute=False, safe_chunks=True, consolidated=True)
+        ds.to_zarr(tmp, mode="w", compute=False, safe_chunks=True, consolidated=True)
+    target = zarr.open_group(str(tmp), mode="r+")["intensity"]
+    if tuple(target.chunks) != (time_chunk, tile, tile)[: target.ndim] and target.shards is None:
+        # a Zarr chunk shared by two dask chunks would lose data (see DESIGN.md)
+        raise RunError(f"{tmp}: Zarr chunks {target.chunks} != ({time_chunk}, {tile}, {tile})")
+    data = arr.data
+    nt = data.shape[0]
+    slabs = [
+        da.store(
+            data[t0 : t0 + time_chunk],
+            target,
+            regions=(slice(t0, min(t0 + time_chunk, nt)), slice(None), slice(None)),
+            lock=False,
+            compute=False,
+        )
+        for t0 in range(0, nt, time_chunk)
+    ]
     if client is not None:
-        fut = client.compute(delayed)
-        for _ in progress([fut], total=1, desc="ingest"):
-            pass
-        fut.result()
+        futures = client.compute(slabs)
+        for fut in progress(futures, total=len(futures), desc="ingest", unit="slab"):
+            fut.result()  # raise the first failure here, before the cube is renamed
     else:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar(out=sys.stderr, dt=1.0):
-            dask.compute(delayed)
+        for slab in progress(slabs, total=len(slabs), desc="ingest", unit="slab"):
+            dask.compute(slab)
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)  # the cube exists only once it is whole
@@ -383,6 +405,18 @@ def _layout(cfg: Config, arr, info: dict, block: int, cube_path: Path) -> StoreL
     return StoreLayout(ny, nx, info["freq"], block, variables, spectral, coords2d, attrs)
 
 
+def fit_options(cfg: Config) -> dict:
+    """The solver options a run hands to :func:`specfit.kernels.fitting.fit_block`."""
+    f = cfg.fit
+    return dict(
+        max_iter=f.max_iter,
+        tol=f.tol,
+        multistart=f.multistart,
+        best_model=f.best_model,
+        alpha=f.alpha,
+    )
+
+
 def _choose_sizes(cfg: Config, arr, info: dict, client) -> tuple[int, int]:
     from specfit.cluster import auto_tile, auto_time_chunk, total_threads, worker_memory_bytes
 
@@ -396,7 +430,11 @@ def _choose_sizes(cfg: Config, arr, info: dict, client) -> tuple[int, int]:
         len(info["models"]),
         min_tasks=2 * total_threads(client),
     )
-    time_chunk = cfg.output.time_chunk or auto_time_chunk(ny, nx, mem, nt=nt)
+    tchunks = arr.chunksizes.get("time", ()) if arr.chunks is not None else ()
+    source_chunk = int(tchunks[0]) if len(tchunks) > 1 else None
+    time_chunk = cfg.output.time_chunk or auto_time_chunk(
+        ny, nx, mem, nt=nt, source_chunk=source_chunk
+    )
     return tile, time_chunk
 
 
@@ -491,11 +529,13 @@ def run(
         if action == "resume":
             tile = int(store_attrs(results_path).get("block_size", tile))
         # Stage 1: the cube.
+        t_stage = time.perf_counter()
         if _cube_is_current(cube_path, science):
             _say(f"  reusing {cube_path}")
         else:
             _say(f"  writing {cube_path} (chunks {time_chunk} frames x {tile} x {tile} px)")
             _write_cube(arr, cube_path, tile, time_chunk, client, science)
+        t_cube = time.perf_counter() - t_stage
         # Stage 2: tiles.
         layout = _layout(cfg, arr, info, tile, cube_path)
         if action == "new":
@@ -527,23 +567,25 @@ def run(
             user_models=list(cfg.fit.user_models),
             bounds={k: dict(v) for k, v in cfg.fit.bounds.items()},
             method=cfg.fit.method,
-            fit_options=dict(
-                max_iter=cfg.fit.max_iter,
-                tol=cfg.fit.tol,
-                multistart=cfg.fit.multistart,
-                best_model=cfg.fit.best_model,
-                alpha=cfg.fit.alpha,
-            ),
+            fit_options=fit_options(cfg),
             keep_sigma=cfg.spectra.box > 1,
         )
+        t_stage = time.perf_counter()
         failures = _run_tiles(plan, todo, client, progress)
+        t_tiles = time.perf_counter() - t_stage
     if failures:
         by, bx, err = failures[0]
         raise RunError(
             f"{len(failures)} of {len(todo)} tile(s) failed (first: tile ({by}, {bx}): {err}). "
             f"Everything else is saved in {results_path}; fix the cause and run again with --resume"
         )
-    finalise_store(results_path, {"elapsed_s": round(time.perf_counter() - t_start, 2)})
+    elapsed = time.perf_counter() - t_start
+    # Seconds of this (last) invocation: a resumed run reports only its own share.
+    timings = {"cube_s": t_cube, "tiles_s": t_tiles, "tiles_run": len(todo), "total_s": elapsed}
+    finalise_store(
+        results_path,
+        {"elapsed_s": round(elapsed, 2), "timings": {k: round(v, 2) for k, v in timings.items()}},
+    )
     if not cfg.output.keep_cube and cube_path.exists():
         shutil.rmtree(cube_path)
     _say(f"  wrote {results_path} in {time.perf_counter() - t_start:.1f} s")
@@ -556,7 +598,7 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> list:
     if not todo:
         return failures
     if client is None:
-        for by, bx in progress(todo, total=len(todo), desc="tiles"):
+        for by, bx in progress(todo, total=len(todo), desc="tiles", unit="tile"):
             try:
                 process_tile(plan, by, bx)
             except Exception as exc:  # a bug or I/O fault in one tile must not lose the rest
@@ -571,7 +613,7 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> list:
         for by, bx in todo
     ]
     index = {f.key: (by, bx) for f, (by, bx) in zip(futures, todo, strict=True)}
-    for fut in progress(futures, total=len(futures), desc="tiles"):
+    for fut in progress(futures, total=len(futures), desc="tiles", unit="tile"):
         if fut.status == "error":
             by, bx = index[fut.key]
             failures.append((by, bx, repr(fut.exception())))

@@ -115,6 +115,12 @@ def test_auto_time_chunk_keeps_a_rechunk_task_in_memory(shape, mem_gib):
         assert 2 * (frames + 1) * ny * nx * 4 > mem / 4
     assert auto_time_chunk(ny, nx, mem, nt=7) <= 7
     assert auto_time_chunk(ny, nx, mem, itemsize=8) <= frames
+    # Aligned with an input chunked by 120 frames when at least one such chunk fits.
+    aligned = auto_time_chunk(ny, nx, mem, source_chunk=120)
+    if frames >= 120:
+        assert aligned % 120 == 0 and frames - 120 < aligned <= frames
+    else:
+        assert aligned == frames
 
 
 # --------------------------------------------------------------------------- flags

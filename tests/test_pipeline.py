@@ -32,6 +32,9 @@ def test_results_contract(demo_store):
     assert "hpc_x" in ds.coords or "hpc_x" in ds  # synthetic frames carry a WCS
     assert "fit:" in ds.attrs["config"] and ds.attrs["specfit_version"]
     assert ds.attrs["complete"] is True
+    t = ds.attrs["timings"]  # seconds per stage of the run, for the user and the benchmarks
+    assert t["tiles_run"] == block_status(demo_store)[1]
+    assert 0 <= t["cube_s"] < t["total_s"] and 0 < t["tiles_s"] < t["total_s"]
     # Every pixel has a result; the synthetic data are clean, so nearly all converge.
     assert float((ds["m1_status"] == 0).mean()) > 0.95
 
