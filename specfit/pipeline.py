@@ -267,7 +267,9 @@ def _write_cube(arr, path: Path, tile: int, time_chunk: int, client, science: di
         raise RunError(f"{tmp}: Zarr chunks {target.chunks} != ({time_chunk}, {tile}, {tile})")
     data = arr.data
     nt = data.shape[0]
-    slabs = [
+    # Built one at a time as they are submitted: the graph of every slab at once grows with
+    # the cube and made the scheduler's memory grow with it (1.1 GiB at 1024² x 1200 frames).
+    slabs = (
         da.store(
             data[t0 : t0 + time_chunk],
             target,
@@ -276,17 +278,31 @@ def _write_cube(arr, path: Path, tile: int, time_chunk: int, client, science: di
             compute=False,
         )
         for t0 in range(0, nt, time_chunk)
-    ]
+    )
+    n_slabs = -(-nt // time_chunk)
     if client is not None:
-        futures = client.compute(slabs)
-        for fut in progress(futures, total=len(futures), desc="ingest", unit="slab"):
+        done = progress(_windowed(client, slabs, 2), total=n_slabs, desc="ingest", unit="slab")
+        for fut in done:
             fut.result()  # raise the first failure here, before the cube is renamed
     else:
-        for slab in progress(slabs, total=len(slabs), desc="ingest", unit="slab"):
+        for slab in progress(slabs, total=n_slabs, desc="ingest", unit="slab"):
             dask.compute(slab)
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)  # the cube exists only once it is whole
+
+
+def _windowed(client, delayeds, window: int):
+    """Compute delayed objects on the cluster, at most ``window`` at a time; yield each
+    finished future. The scheduler then holds the graphs of a few slabs, never the cube's."""
+    from distributed import as_completed
+
+    pending = as_completed()
+    for d in delayeds:
+        if pending.count() >= window:
+            yield next(pending)
+        pending.add(client.compute(d))
+    yield from pending
 
 
 def _cube_is_current(path: Path, science: dict) -> bool:
