@@ -262,10 +262,12 @@ def _write_cube(arr, path: Path, tile: int, time_chunk: int, client, science: di
         warnings.simplefilter("ignore")  # zarr's note that consolidated metadata is not in v3
         ds.to_zarr(tmp, mode="w", compute=False, safe_chunks=True, consolidated=True)
     target = zarr.open_group(str(tmp), mode="r+")["intensity"]
-    if tuple(target.chunks) != (time_chunk, tile, tile)[: target.ndim] and target.shards is None:
-        # a Zarr chunk shared by two dask chunks would lose data (see DESIGN.md)
-        raise RunError(f"{tmp}: Zarr chunks {target.chunks} != ({time_chunk}, {tile}, {tile})")
     data = arr.data
+    # The slabs below cut the array every time_chunk frames, bypassing xarray's own check: a
+    # Zarr chunk shared by two dask chunks would lose data (see DESIGN.md).
+    leading = tuple(c[0] for c in data.chunks)  # time_chunk and tile, capped at the sizes
+    if tuple(target.chunks) != leading:
+        raise RunError(f"{tmp}: Zarr chunks {target.chunks} do not match dask chunks {leading}")
     nt = data.shape[0]
     # Built one at a time as they are submitted: the graph of every slab at once grows with
     # the cube and made the scheduler's memory grow with it (1.1 GiB at 1024² x 1200 frames).

@@ -125,10 +125,12 @@ def test_bad_pixels_become_nan_and_status_not_a_crash(tmp_path):
     assert good.sum() >= 16 * 16 - 10
 
 
-@pytest.mark.parametrize("use_client", [True, False])
-def test_cube_written_in_slabs_equals_the_input(tmp_path, use_client):
+@pytest.mark.parametrize(
+    ("use_client", "tile", "time_chunk"), [(True, 8, 7), (False, 8, 7), (True, 64, 80)]
+)
+def test_cube_written_in_slabs_equals_the_input(tmp_path, use_client, tile, time_chunk):
     """The staged per-frame -> per-tile rewrite (time slabs, a few in flight) loses nothing,
-    with slab and tile edges that do not divide the cube."""
+    with slab and tile edges that do not divide the cube, or sizes beyond the cube's."""
     import dask
     import dask.array as da
     import zarr
@@ -150,11 +152,11 @@ def test_cube_written_in_slabs_equals_the_input(tmp_path, use_client):
         with Client(
             processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0"
         ) as c:
-            _write_cube(arr, path, 8, 7, c, science)
+            _write_cube(arr, path, tile, time_chunk, c, science)
     else:  # as specfit's synchronous cluster kind sets it
         with dask.config.set({"scheduler": "synchronous", "array.rechunk.method": "tasks"}):
-            _write_cube(arr, path, 8, 7, None, science)
+            _write_cube(arr, path, tile, time_chunk, None, science)
     z = zarr.open_group(str(path), mode="r")["intensity"]
-    assert z.chunks == (7, 8, 8)
+    assert z.chunks == (min(time_chunk, 50), min(tile, 20), min(tile, 30))
     np.testing.assert_array_equal(z[:], values)
     assert not path.with_name("cube.zarr.partial").exists()
