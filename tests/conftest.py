@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,10 @@ def demo_store(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("demo_store")
     run(tiny_config(tmp))
     return tmp / "results.zarr"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -7,15 +7,21 @@ resume it, and compare every result variable with the reference.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+
+from conftest import free_port
 
 # Big enough for several tiles per worker (so a run can be killed half way), small enough
 # that one run takes seconds on 2 shared cores.
@@ -102,3 +108,41 @@ def kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def external_dask(
+    sched_file: Path, n_workers: int, memory_limit: str
+) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """A ``dask scheduler`` and ``dask worker`` started as separate processes on 127.0.0.1
+    (as dask-jobqueue or a Kubernetes cluster would give); yields ``(address, procs)`` once
+    the scheduler file exists, and kills both afterwards. Skips when ``dask`` is not on PATH."""
+    if shutil.which("dask") is None:
+        pytest.skip("the `dask` command is not on PATH")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs: list[subprocess.Popen] = []
+    quiet = dict(start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        procs.append(
+            subprocess.Popen(
+                ["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                 "--no-dashboard", "--scheduler-file", str(sched_file)],
+                **quiet,
+            )
+        )  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                ["dask", "worker", address, "--nworkers", str(n_workers), "--nthreads", "1",
+                 "--memory-limit", memory_limit, "--no-dashboard"],
+                **quiet,
+            )
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sched_file.exists(), "dask scheduler did not start within 60 s"
+        yield address, procs
+    finally:
+        for p in procs:
+            kill_group(p)

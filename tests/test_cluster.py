@@ -10,11 +10,9 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import dask
@@ -22,6 +20,8 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from conftest import free_port
+from conftest_cluster import external_dask
 from specfit.cluster import (
     ClusterError,
     auto_tile,
@@ -207,54 +207,12 @@ def test_local_cluster_computes_reports_and_closes(tmp_path):
 # --------------------------------------------------------------------------- external scheduler
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def external_scheduler(tmp_path_factory):
     """A ``dask scheduler`` + one ``dask worker`` on 127.0.0.1, killed afterwards."""
-    if shutil.which("dask") is None:
-        pytest.skip("the `dask` command is not on PATH")
-    port = _free_port()
     sched_file = tmp_path_factory.mktemp("sched") / "scheduler.json"
-    address = f"tcp://127.0.0.1:{port}"
-    procs = []
-    try:
-        procs.append(
-            subprocess.Popen(
-                ["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                 "--no-dashboard", "--scheduler-file", str(sched_file)],
-                start_new_session=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )  # fmt: skip
-        procs.append(
-            subprocess.Popen(
-                ["dask", "worker", address, "--nworkers", "1", "--nthreads", "1",
-                 "--memory-limit", "1GiB", "--no-dashboard"],
-                start_new_session=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not sched_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert sched_file.exists(), "dask scheduler did not start within 60 s"
+    with external_dask(sched_file, n_workers=1, memory_limit="1GiB") as (address, _):
         yield address, sched_file
-    finally:
-        for p in procs:
-            _kill(p)
 
 
 @pytest.mark.timeout(180)
@@ -274,7 +232,7 @@ def test_address_and_scheduler_file_join_without_shutting_down(external_schedule
 
 
 def test_unreachable_address_is_a_clear_error():
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
         with pytest.raises(ClusterError, match="cannot reach the dask scheduler"):
             with connect(ClusterConfig(kind="address", address=f"tcp://127.0.0.1:{port}")):

@@ -710,31 +710,30 @@ M1 = define_model(
     kernel=_powerlaw_tail_kernel,
     log_params=("amplitude",),
 )
-M2_LORENTZIAN = define_model(
-    powerlaw_tail_lorentzian,
-    units={**_M1_UNITS, **_BUMP_UNITS},
-    bounds={**_M1_BOUNDS, **_BUMP_BOUNDS},
-    long_names={**_M1_LONG, **_BUMP_LONG},
-    jac=powerlaw_tail_lorentzian_jac,
-    guess=_make_bump_guess(_BUMP_WIDTH),
-    components={"power law": _power_law_part, "tail": _tail_part, "bump": _lorentzian_part},
-    base="powerlaw_tail",
-    data_bounds=_bump_data_bounds,
-    kernel=_lorentzian_kernel,
-    log_params=("amplitude",),
+
+
+def _bump_model(func, jac, bump_part, kernel) -> Model:
+    """M1 plus a bump in ln f: the shipped M2 variants differ only in the bump's shape."""
+    return define_model(
+        func,
+        units={**_M1_UNITS, **_BUMP_UNITS},
+        bounds={**_M1_BOUNDS, **_BUMP_BOUNDS},
+        long_names={**_M1_LONG, **_BUMP_LONG},
+        jac=jac,
+        guess=_make_bump_guess(_BUMP_WIDTH),
+        components={"power law": _power_law_part, "tail": _tail_part, "bump": bump_part},
+        base="powerlaw_tail",
+        data_bounds=_bump_data_bounds,
+        kernel=kernel,
+        log_params=("amplitude",),
+    )
+
+
+M2_LORENTZIAN = _bump_model(
+    powerlaw_tail_lorentzian, powerlaw_tail_lorentzian_jac, _lorentzian_part, _lorentzian_kernel
 )
-M2_LOGNORMAL = define_model(
-    powerlaw_tail_lognormal,
-    units={**_M1_UNITS, **_BUMP_UNITS},
-    bounds={**_M1_BOUNDS, **_BUMP_BOUNDS},
-    long_names={**_M1_LONG, **_BUMP_LONG},
-    jac=powerlaw_tail_lognormal_jac,
-    guess=_make_bump_guess(_BUMP_WIDTH),
-    components={"power law": _power_law_part, "tail": _tail_part, "bump": _lognormal_part},
-    base="powerlaw_tail",
-    data_bounds=_bump_data_bounds,
-    kernel=_lognormal_kernel,
-    log_params=("amplitude",),
+M2_LOGNORMAL = _bump_model(
+    powerlaw_tail_lognormal, powerlaw_tail_lognormal_jac, _lognormal_part, _lognormal_kernel
 )
 
 _SHIPPED = {m.name: m for m in (M1, M2_LORENTZIAN, M2_LOGNORMAL)}

@@ -421,6 +421,18 @@ def map_values(
     return out
 
 
+def _finite_sample(values: xr.DataArray | np.ndarray, max_samples: int) -> np.ndarray:
+    """The finite values of a map; a lazy (y, x) map is read with a regular stride so that at
+    most about ``max_samples`` values are read (one strided read, not the whole map)."""
+    if isinstance(values, xr.DataArray):
+        ny, nx = values.sizes["y"], values.sizes["x"]
+        step = max(1, int(np.ceil(np.sqrt(ny * nx / max_samples))))
+        arr = np.asarray(values.isel(y=slice(None, None, step), x=slice(None, None, step)).values)
+    else:
+        arr = np.asarray(values)
+    return arr[np.isfinite(arr)]
+
+
 def clip_limits(
     values: xr.DataArray | np.ndarray,
     percentiles: tuple[float, float] = (1.0, 99.0),
@@ -431,13 +443,7 @@ def clip_limits(
     Large maps are subsampled with a regular stride (at most ``max_samples`` values) so the
     limits cost one strided read, not the whole map. Returns (nan, nan) for an all-NaN map.
     """
-    if isinstance(values, xr.DataArray):
-        ny, nx = values.sizes["y"], values.sizes["x"]
-        step = max(1, int(np.ceil(np.sqrt(ny * nx / max_samples))))
-        arr = np.asarray(values.isel(y=slice(None, None, step), x=slice(None, None, step)).values)
-    else:
-        arr = np.asarray(values)
-    arr = arr[np.isfinite(arr)]
+    arr = _finite_sample(values, max_samples)
     if arr.size == 0:
         return float("nan"), float("nan")
     lo, hi = np.percentile(arr, percentiles)
@@ -753,13 +759,7 @@ def map_histogram(
 
     Large maps are read with a regular stride (at most ``max_samples`` values).
     """
-    if isinstance(values, xr.DataArray):
-        ny, nx = values.sizes["y"], values.sizes["x"]
-        step = max(1, int(np.ceil(np.sqrt(ny * nx / max_samples))))
-        arr = np.asarray(values.isel(y=slice(None, None, step), x=slice(None, None, step)).values)
-    else:
-        arr = np.asarray(values)
-    arr = arr[np.isfinite(arr)]
+    arr = _finite_sample(values, max_samples)
     if arr.size == 0 or not np.all(np.isfinite(lim)):
         return np.zeros(bins), np.linspace(0.0, 1.0, bins + 1)
     counts, edges = np.histogram(arr, bins=bins, range=lim)
