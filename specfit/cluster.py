@@ -390,8 +390,11 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
         threads_per_worker=threads,
         memory_limit=_memory_limit(cfg),
         processes=True,
-        # When 8787 is taken (several runs on one machine) distributed picks a free port.
-        dashboard_address=":8787" if cfg.dashboard else None,
+        # Scheduler, workers and dashboard listen on loopback only unless the config says
+        # otherwise: a dashboard on 0.0.0.0 shows (and lets anyone stop) the run from the
+        # network. When the port is taken (several runs) distributed picks a free one.
+        host="127.0.0.1",
+        dashboard_address=cfg.dashboard_address if cfg.dashboard else None,
         silence_logs=logging.WARNING,
     )
     try:
@@ -477,6 +480,7 @@ def start_mpi(cfg: ClusterConfig) -> None:
         nthreads=cfg.threads_per_worker or 1,
         memory_limit=_memory_limit(cfg),
         dashboard=cfg.dashboard,
+        dashboard_address=cfg.dashboard_address,
         exit=False,
     )
     if not is_client:

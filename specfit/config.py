@@ -232,6 +232,12 @@ class ClusterConfig(_Section):
     memory_limit: str | None = Field("auto", description="Per worker, e.g. '4GiB'; 'auto'.")
     interface: str | None = Field(None, description="Network interface for mpi, e.g. 'lo'.")
     dashboard: bool = True
+    dashboard_address: str = Field(
+        "127.0.0.1:8787",
+        description="host:port of the dask dashboard (local and mpi clusters). 127.0.0.1 keeps "
+        "it on this machine (reach it from elsewhere with an SSH tunnel, see docs/cluster.md); "
+        "':8787' listens on every interface. A port in use is replaced by a free one.",
+    )
     report: str | None = Field(None, description="Write dask's performance report HTML here.")
 
     @model_validator(mode="after")
