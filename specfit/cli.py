@@ -69,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5006)
     p.add_argument("--address", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--show", action="store_true", help="open a browser tab")
+    p.add_argument(
+        "--models",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="user model file (or module) to load for the spectrum view (repeatable); files "
+        "named inside the store are never imported",
+    )
     return ap
 
 
@@ -139,7 +147,9 @@ def _dispatch(args) -> int:
     if args.command == "explore":
         from specfit.viz import serve
 
-        serve(args.results, port=args.port, address=args.address, show=args.show)
+        serve(
+            args.results, port=args.port, address=args.address, show=args.show, models=args.models
+        )
         return 0
     raise AssertionError(args.command)
 

@@ -57,3 +57,127 @@ def test_dashboard_address_is_a_config_key_defaulting_to_loopback():
     assert load_config({}).cluster.dashboard_address.startswith("127.0.0.1:")
     cfg = load_config({}, ["cluster.dashboard_address=0.0.0.0:8790"])
     assert cfg.cluster.dashboard_address == "0.0.0.0:8790"
+
+
+# ----------------------------------------------------------------------------- no code from a store
+# A user model module that leaves a marker file beside itself whenever it is imported.
+MARKER_MODEL = '''
+from pathlib import Path
+
+from specfit.kernels.models import define_model, register_model
+
+(Path(__file__).parent / "MARKER_{tag}").write_text("imported")
+
+
+def probe_tail_{tag}(f, amplitude=1.0, index=2.0, tail=0.1):
+    """P(f) = A f^-n + C"""
+    return amplitude * f ** (-index) + tail
+
+
+register_model(
+    define_model(
+        probe_tail_{tag},
+        units={{"amplitude": "power", "index": "1", "tail": "power"}},
+        bounds={{"amplitude": (0, float("inf")), "index": (0.0, 6.0), "tail": (0, float("inf"))}},
+    )
+)
+'''
+
+
+def _cli(*args: str, timeout: float = 120):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "specfit.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def store_naming_code(tmp_path_factory):
+    """A finished store whose config names a marker-writing user model shipped inside it.
+
+    A small run fits the shipped power law; its model record is then renamed to the user
+    model (same parameters) and the config attr names the file inside the store, as a store
+    received from someone else would (only the fit of the user model is skipped, to keep
+    this fast). Nothing in this process has imported the file.
+    """
+    import json
+
+    import yaml
+    import zarr
+
+    from conftest import tiny_config
+    from specfit.pipeline import run
+    from specfit.store import _consolidate
+
+    tmp = tmp_path_factory.mktemp("code_store")
+    tag = tmp.name.replace("-", "_")
+    name = f"probe_tail_{tag}"
+    cfg = tiny_config(
+        tmp,
+        input={"synthetic": {"shape": [8, 8], "n_frames": 128, "cadence": 12.0, "seed": 1}},
+        fit={"models": {"m1": "powerlaw_tail"}},
+    )
+    run(cfg)
+    store = tmp / "results.zarr"
+    shipped = store / "models.py"
+    shipped.write_text(MARKER_MODEL.format(tag=tag))
+    root = zarr.open_group(str(store), mode="r+")
+    conf = yaml.safe_load(root.attrs["config"])
+    conf["fit"]["models"] = {"m1": name}
+    conf["fit"]["user_models"] = [str(shipped)]
+    root.attrs["config"] = yaml.safe_dump(conf)
+    models = json.loads(root.attrs["models"])
+    models["m1"]["name"] = name
+    root.attrs["models"] = json.dumps(models)
+    _consolidate(store)
+    return store, shipped, name, tag
+
+
+def test_opening_a_store_never_imports_its_code(store_naming_code, tmp_path):
+    """info, plot, open_results and the explorer's pixel spectrum leave the store's code alone;
+    the curve of the model the session lacks is reported unavailable."""
+    from specfit.store import open_results
+    from specfit.summary import summarise
+    from specfit.viz.data import pixel_spectrum
+
+    store, shipped, name, tag = store_naming_code
+    marker = shipped.parent / f"MARKER_{tag}"
+    ds = open_results(store)
+    summarise(ds, path=str(store))
+    spec = pixel_spectrum(ds, 3, 4)
+    assert not marker.exists()
+    u = spec.models["m1"]
+    assert u.model is None and "not loaded" in u.error and "--models" in u.error
+    assert str(shipped) in u.error  # named, so the user can decide to load it
+    r = _cli("info", str(store))
+    assert r.returncode == 0, r.stderr
+    assert not marker.exists(), "specfit info imported the store's code"
+
+
+@pytest.mark.slow  # ~25 s: the PNG and HTML export, not the check, takes the time
+def test_plot_never_imports_the_stores_code(store_naming_code, tmp_path):
+    store, shipped, name, tag = store_naming_code
+    r = _cli("plot", str(store), "--out", str(tmp_path / "p"))
+    assert r.returncode == 0, r.stderr
+    assert not (shipped.parent / f"MARKER_{tag}").exists(), "specfit plot imported the code"
+
+
+def test_explicit_models_option_draws_the_curve(store_naming_code):
+    from specfit.cli import _parser
+    from specfit.store import open_results
+    from specfit.viz import load_models
+    from specfit.viz.data import pixel_spectrum
+
+    store, shipped, name, tag = store_naming_code
+    args = _parser().parse_args(["explore", str(store), "--models", str(shipped)])
+    assert args.models == [str(shipped)]
+    assert load_models(args.models) == [name]  # what serve(models=...) does first
+    spec = pixel_spectrum(open_results(store), 3, 4)
+    curve = spec.models["m1"]
+    assert curve.error is None and curve.model is not None and curve.model.shape == spec.freq.shape
+    assert (shipped.parent / f"MARKER_{tag}").exists()  # loaded because the user asked

@@ -5,7 +5,8 @@ Public functions (imported lazily, so ``import specfit.viz`` does not pull in bo
     plot_results(path_or_ds, out_dir, ...) -> list[Path]   # paramPlot: PNGs + one HTML page
     heatmap(ds, name, ...) -> holoviews Layout             # one map beside its histogram
     explorer(ds) -> panel layout                           # specVis in the browser/notebook
-    serve(path, port=5006, address="127.0.0.1", show=False)  # blocking server
+    serve(path, port=5006, address="127.0.0.1", show=False, models=())  # blocking server
+    load_models(["my_models.py"])                          # user models a store's curves need
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ _API = {
     "serve": "specfit.viz.explorer",
     "map_catalog": "specfit.viz.data",
     "pixel_spectrum": "specfit.viz.data",
+    "load_models": "specfit.viz.data",
     "power_map": "specfit.viz.data",
     "spectral_density": "specfit.viz.data",
 }

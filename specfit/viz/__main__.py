@@ -34,10 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=5006)
     p.add_argument("--address", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--show", action="store_true", help="open a browser tab")
+    p.add_argument(
+        "--models", action="append", default=[], metavar="FILE.py", help="user model file to load"
+    )
     a = p.parse_args(argv)
     from specfit.viz.explorer import serve
 
-    serve(a.results, port=a.port, address=a.address, show=a.show)
+    serve(a.results, port=a.port, address=a.address, show=a.show, models=a.models)
     return 0
 
 

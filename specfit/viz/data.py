@@ -9,6 +9,7 @@ is computed.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "map_values",
     "clip_limits",
     "pixel_spectrum",
+    "load_models",
     "pixel_timeseries",
     "power_map",
     "spectral_density",
@@ -491,23 +493,45 @@ class PixelSpectrum:
         return t
 
 
-def _get_model(name: str, ds: xr.Dataset | None = None):
-    """The model by name; user models named in the run's config are loaded on demand."""
+def load_models(paths: Sequence[str]) -> list[str]:
+    """Load the user model files (or modules) a store's curves need, by the caller's choice.
+
+    Opening, summarising, plotting or exploring a store never imports code named in it (a
+    store from someone else could run anything); its models that this session lacks are
+    shown as unavailable until the user loads them here, or with ``specfit explore RESULTS
+    --models FILE.py``.
+
+    Parameters
+    ----------
+    paths
+        ``.py`` files or importable module names that define the models.
+
+    Returns
+    -------
+    list of str
+        Names of the models the files defined.
+    """
     from specfit.kernels import models as registry
 
-    try:
-        return registry.get_model(name)
-    except (KeyError, ValueError):
-        if ds is None or name in registry.available_models():
-            raise
+    return registry.load_user_models([str(p) for p in paths])
+
+
+def _unavailable(name: str, ds: xr.Dataset) -> str:
+    """Why a model's curve is not drawn: it is not loaded, and how to load it."""
     import yaml
 
-    cfg = yaml.safe_load(ds.attrs.get("config") or "") or {}
-    user = (cfg.get("fit") or {}).get("user_models") or []
-    if not user:
-        raise
-    registry.load_user_models(user)
-    return registry.get_model(name)
+    try:
+        cfg = yaml.safe_load(ds.attrs.get("config") or "") or {}
+        named = [str(u) for u in (cfg.get("fit") or {}).get("user_models") or []]
+    except yaml.YAMLError:
+        named = []
+    # The store's file names are only shown: importing them would run the store's code.
+    hint = f" (the run loaded {', '.join(named)})" if named else ""
+    return (
+        f"model {name!r} is not loaded in this session, so its curve is unavailable; load the "
+        f"file that defines it{hint} explicitly: specfit explore RESULTS --models FILE.py, or "
+        "specfit.viz.load_models(['FILE.py'])"
+    )
 
 
 def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
@@ -515,9 +539,12 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
 
     Each model is evaluated from the stored parameters with
     ``specfit.kernels.models.get_model(name)`` (``evaluate`` and ``components``). A model that
-    cannot be evaluated (unknown name, NaN parameters of a failed fit) is reported in
-    ``ModelCurves.error`` with ``model=None``; nothing raises for one bad pixel.
+    cannot be evaluated (not loaded in this session, NaN parameters of a failed fit) is
+    reported in ``ModelCurves.error`` with ``model=None``; nothing raises for one bad pixel.
+    User models named in the store are never imported from it (see :func:`load_models`).
     """
+    from specfit.kernels import models as registry
+
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     if not (0 <= iy < ny and 0 <= ix < nx):
         raise IndexError(f"pixel (y={iy}, x={ix}) is outside the {ny} x {nx} map")
@@ -553,8 +580,11 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
             stats=stats,
         )
         models[alias] = curves
+        if info.get("name") not in registry.available_models():
+            curves.error = _unavailable(str(info.get("name")), ds)
+            continue
         try:
-            model = _get_model(info["name"], ds)
+            model = registry.get_model(info["name"])
             order = list(model.param_names)
             missing = [p for p in order if p not in params]
             if missing:

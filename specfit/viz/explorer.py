@@ -13,6 +13,7 @@ are tested without a browser.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from specfit.viz.data import (
     PixelSpectrum,
     axis_info,
     clip_limits,
+    load_models,
     map_catalog,
     map_values,
     open_cube,
@@ -530,12 +532,17 @@ def serve(
     port: int = 5006,
     address: str = "127.0.0.1",
     show: bool = False,
+    models: Sequence[str] = (),
 ) -> None:
     """Serve the explorer over HTTP (blocking until interrupted).
 
     Binds to 127.0.0.1 unless ``address`` says otherwise; the store is opened once (lazily)
-    and each browser session builds its own explorer on it.
+    and each browser session builds its own explorer on it. ``models`` are user model files
+    (or modules) to load for the spectrum view: files named inside the store are never
+    imported, so its user models show as unavailable unless given here.
     """
+    if models:
+        load_models(models)
     ds = open_store(path)
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
     print(f"specfit explorer: http://{address}:{port}/", flush=True)
