@@ -91,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _dispatch(args)
+    except KeyboardInterrupt:
+        # Ctrl-C is a normal way to stop: one line on how to go on, no traceback (-v shows it).
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"specfit: interrupted{_resume_hint(args)}", file=sys.stderr)
+        return 130
     except (ConfigError, StoreError, FileNotFoundError) as exc:
         print(f"specfit: error: {exc}", file=sys.stderr)
         return 2
@@ -100,6 +108,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"specfit: error: {exc}", file=sys.stderr)
             return 2
         raise
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How to finish an interrupted run or demo: the same command with --resume."""
+    import shlex
+
+    if args.command not in ("run", "demo"):
+        return ""
+    cmd = ["specfit", args.command]
+    cmd += [args.config] if args.command == "run" else ["--out", args.out]
+    for item in args.overrides:
+        cmd += ["--set", item]
+    if args.cluster:
+        cmd += ["--cluster", args.cluster]
+    return f"; the finished part is kept: run `{shlex.join([*cmd, '--resume'])}` to complete it"
 
 
 def _dispatch(args) -> int:

@@ -377,6 +377,23 @@ def _distributed_settings() -> Iterator[None]:
     yield
 
 
+def _quiet_worker_cancellations() -> None:
+    """Run on each local worker: leave Ctrl-C to the client, and no warning per stopped task.
+
+    A terminal's Ctrl-C reaches every process of the group; the client then closes the
+    cluster, which stops the workers in order. Workers that reacted themselves, and workers
+    whose running tasks are cancelled, each log warnings ("Scheduler was unaware of this
+    worker", "... ended with CancelledError") that would bury the line saying how to resume.
+    """
+    import logging
+    import signal
+
+    with contextlib.suppress(ValueError):  # only possible in the worker's main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
+
+
 @contextlib.contextmanager
 def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
     import logging
@@ -399,9 +416,15 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
     )
     try:
         with Client(cluster) as client:
+            client.run(_quiet_worker_cancellations)
             _announce(client, "local cluster")
             with _distributed_settings():
                 yield client
+    except KeyboardInterrupt:
+        # Ctrl-C: the workers are stopped mid-task on purpose; distributed's warnings about
+        # killing busy workers would bury the one line that says how to resume.
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        raise
     finally:
         cluster.close()
 

@@ -181,3 +181,141 @@ def test_explicit_models_option_draws_the_curve(store_naming_code):
     curve = spec.models["m1"]
     assert curve.error is None and curve.model is not None and curve.model.shape == spec.freq.shape
     assert (shipped.parent / f"MARKER_{tag}").exists()  # loaded because the user asked
+
+
+# ----------------------------------------------------------------------------- readers
+def _frames(folder, nt: int = 10, ny: int = 16, nx: int = 16, **header) -> list:
+    """nt small float32 FITS frames 12 s apart; returns their paths (in time order)."""
+    import numpy as np
+    from astropy.io import fits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(nt):
+        h = fits.Header()
+        h["T_OBS"] = f"2020-01-01T00:{i * 12 // 60:02d}:{i * 12 % 60:02d}"
+        h["EXPTIME"] = 2.0
+        for k, v in header.items():
+            h[k] = v
+        p = folder / f"f{i:03d}.fits"
+        fits.PrimaryHDU(rng.normal(100, 5, (ny, nx)).astype(np.float32), header=h).writeto(p)
+        paths.append(p)
+    return paths
+
+
+def _truncate(path, keep: int) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+
+
+def test_truncated_fits_frame_is_refused_at_plan_time_naming_the_file(tmp_path):
+    from specfit.config import InputConfig
+    from specfit.io import InputError, open_input
+
+    paths = _frames(tmp_path / "f")
+    _truncate(paths[4], 2880 + 512)  # header intact, half of the 16 x 16 float32 data
+    with pytest.raises(InputError, match=r"f004\.fits: the file is truncated.*download"):
+        open_input(InputConfig(path=str(tmp_path / "f")))
+
+
+def test_truncated_compressed_frame_and_cube_are_refused(tmp_path):
+    import numpy as np
+    from astropy.io import fits
+
+    from specfit.config import InputConfig
+    from specfit.io import InputError, open_input
+
+    d = tmp_path / "rice"
+    d.mkdir()
+    for i in range(3):
+        h = fits.Header({"T_OBS": f"2020-01-01T00:00:{10 * i:02d}", "EXPTIME": 1.0})
+        img = np.random.default_rng(i).normal(100, 5, (64, 64)).astype(np.float32)
+        fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(img, header=h)]).writeto(
+            d / f"r{i}.fits"
+        )
+    _truncate(d / "r1.fits", (d / "r1.fits").stat().st_size - 2880 - 100)
+    with pytest.raises(InputError, match=r"r1\.fits: the file is truncated"):
+        open_input(InputConfig(path=str(d)))
+
+    cube = tmp_path / "cube.fits"
+    h = fits.Header({"DATE-OBS": "2020-01-01T00:00:00", "EXPTIME": 1.0, "CTYPE3": "Time"})
+    h["CDELT3"] = 12.0
+    fits.PrimaryHDU(np.ones((20, 8, 8), np.float32), header=h).writeto(cube)
+    _truncate(cube, 2880 + 4 * 8 * 8 * 5)  # five frames of twenty
+    with pytest.raises(InputError, match=r"cube\.fits: the file is truncated"):
+        open_input(InputConfig(path=str(cube), kind="fits_cube"))
+
+
+@pytest.mark.filterwarnings("ignore:File may have been truncated")
+def test_read_error_at_compute_time_names_the_file(tmp_path):
+    """A frame damaged after planning (or unreadable in a way no header shows) fails when the
+    data are read, through the Python API too, with the file named and no bare traceback."""
+    from specfit.config import InputConfig
+    from specfit.io import InputError, open_input
+
+    paths = _frames(tmp_path / "f")
+    arr = open_input(InputConfig(path=str(tmp_path / "f")))
+    _truncate(paths[7], 2880 + 100)
+    with pytest.raises(InputError, match=r"f007\.fits: cannot read the data.*replace it"):
+        arr.isel(time=slice(6, 8)).compute(scheduler="synchronous")
+    paths[7].write_bytes(b"SIMPLE  = garbage" * 400)
+    with pytest.raises(InputError, match=r"f007\.fits: cannot read the data"):
+        arr.isel(time=7).compute(scheduler="synchronous")
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+@pytest.mark.slow  # ~25 s on a busy 2-core machine: two runs and a local cluster
+@pytest.mark.timeout(180)
+def test_ctrl_c_during_run_prints_one_line_and_resume_finishes(tmp_path):
+    """SIGINT while the tiles run (local cluster): exit 130, no traceback, the last line says
+    how to resume, and that command finishes the store."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from conftest import tiny_config
+    from specfit.store import block_status, is_complete
+
+    cfg = tiny_config(
+        tmp_path,
+        input={"synthetic": {"shape": [32, 32], "n_frames": 300, "cadence": 12.0, "seed": 3}},
+        cluster={"kind": "local", "n_workers": 1, "threads_per_worker": 1, "dashboard": False},
+    )
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "specfit.cli", "run", str(config), "--set", "fit.tol=1e-9"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # its own process group, as a terminal job has
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while "fitting" not in err_path.read_text() and time.monotonic() < deadline:
+                assert proc.poll() is None, err_path.read_text()
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    text = err_path.read_text()
+    assert code == 130, text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    last = text.strip().splitlines()[-1]
+    resume = f"specfit run {config} --set fit.tol=1e-9 --resume"
+    assert last.startswith("specfit: interrupted") and f"`{resume}`" in last, last
+    results = tmp_path / "results.zarr"
+    done, total = block_status(results)
+    assert done < total and not is_complete(results)
+    # The printed command finishes the run (on the synchronous scheduler here, for speed).
+    r = _cli(*resume.split()[1:], "--cluster", "synchronous")
+    assert r.returncode == 0, r.stderr
+    assert is_complete(results)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -27,6 +28,7 @@ __all__ = [
     "relative_seconds",
     "hpc_coords",
     "celestial_header",
+    "check_data_size",
 ]
 
 
@@ -85,11 +87,42 @@ class LazyFrames:
         # Consecutive raw indices are read as one slab (cubes read a slab in one call).
         for k in range(1, len(raw) + 1):
             if k == len(raw) or raw[k] != raw[k - 1] + 1:
-                out.append(np.asarray(self.read(self.source, int(raw[start]), int(raw[k - 1]) + 1)))
+                out.append(self._read_checked(int(raw[start]), int(raw[k - 1]) + 1))
                 start = k
         if not out:
             return np.empty((0,) + self.shape[1:], dtype=self.dtype)
         return np.concatenate(out, axis=0)
+
+    def _where(self, start: int, stop: int) -> str:
+        """The file(s) holding raw frames [start, stop), for messages."""
+        if isinstance(self.source, str | Path):
+            return f"{self.source} (frames {start}-{stop - 1})"
+        names = [str(p) for p in list(self.source)[start:stop]]
+        return names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
+
+    def _read_checked(self, start: int, stop: int) -> np.ndarray:
+        """Raw frames [start, stop); any failure becomes an InputError naming the file.
+
+        This runs inside dask tasks (on workers), where a bare reshape or decompression
+        error would reach the user as a traceback without saying which file is bad.
+        """
+        want = (stop - start, *self.shape[1:])
+        try:
+            block = np.asarray(self.read(self.source, start, stop))
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(
+                f"{self._where(start, stop)}: cannot read the data ({type(exc).__name__}: "
+                f"{exc}); the file is damaged or truncated: replace it, or remove it / narrow "
+                "input.pattern to exclude it"
+            ) from None
+        if block.shape != want:
+            raise InputError(
+                f"{self._where(start, stop)}: read {block.shape} values but the header says "
+                f"{want}; the file is damaged or was replaced: replace it, or remove it"
+            )
+        return block
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, tuple):
@@ -172,6 +205,42 @@ def assemble(
     if max_frames is not None and max_frames < nt:
         out = out.isel(time=slice(0, max_frames))
     return out
+
+
+def check_data_size(hdul: fits.HDUList, index: int, path: str) -> None:
+    """Refuse a FITS file shorter than the data its header declares (a cut-short copy).
+
+    Cheap: the header is already read, and the file size comes from ``os.stat``. Gzipped
+    files are not checked here (their size says nothing about the data); their read errors
+    are reported at compute time, naming the file. For tile-compressed images the check
+    allows for the final block's padding, which some writers omit.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the sizes and the fix.
+    """
+    import os
+
+    if str(path).lower().endswith(".gz"):
+        return
+    info = hdul.fileinfo(index)
+    if not info:
+        return
+    hdu = hdul[index]
+    if isinstance(hdu, fits.CompImageHDU):
+        need = info["datLoc"] + max(0, info["datSpan"] - 2879)
+    else:
+        h = hdu.header
+        naxes = [int(h.get(f"NAXIS{k}", 0)) for k in range(1, int(h.get("NAXIS", 0)) + 1)]
+        nbytes = abs(int(h.get("BITPIX", 8))) // 8 * int(np.prod(naxes)) if naxes else 0
+        need = info["datLoc"] + nbytes
+    size = os.path.getsize(path)
+    if size < need:
+        raise InputError(
+            f"{path}: the file is truncated ({size} bytes, but its header declares data up to "
+            f"byte {need}); copy or download it again, or remove it / narrow input.pattern"
+        )
 
 
 def _file_stamps(source: Any) -> list:

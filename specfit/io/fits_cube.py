@@ -14,6 +14,7 @@ Frame times, in order of preference:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from ._base import (
     LazyFrames,
     assemble,
     celestial_header,
+    check_data_size,
     hpc_coords,
     parse_time,
 )
@@ -123,16 +125,20 @@ def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
         )
     path = files[0]
     try:
-        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            hdu = find_image_hdu(hdul, cfg.hdu, path)
-            header = hdul[hdu].header.copy()
-            if header.get("NAXIS") != 3:
-                raise InputError(
-                    f"{path}: HDU {hdu} is {header.get('NAXIS')}-D, not a (t, y, x) cube; use "
-                    "input.kind fits_series for single frames"
-                )
-            nt, ny, nx = header["NAXIS3"], header["NAXIS2"], header["NAXIS1"]
-            aux = None if cfg.times else _aux_times(hdul, header, nt, path, list(cfg.time_key))
+        with warnings.catch_warnings():
+            # astropy's own truncation warning; check_data_size reports it as an error.
+            warnings.filterwarnings("ignore", message="File may have been truncated")
+            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+                hdu = find_image_hdu(hdul, cfg.hdu, path)
+                header = hdul[hdu].header.copy()
+                check_data_size(hdul, hdu, path)
+                if header.get("NAXIS") != 3:
+                    raise InputError(
+                        f"{path}: HDU {hdu} is {header.get('NAXIS')}-D, not a (t, y, x) cube; use "
+                        "input.kind fits_series for single frames"
+                    )
+                nt, ny, nx = header["NAXIS3"], header["NAXIS2"], header["NAXIS1"]
+                aux = None if cfg.times else _aux_times(hdul, header, nt, path, list(cfg.time_key))
     except InputError:
         raise
     except Exception as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from ._base import (
     LazyFrames,
     assemble,
     celestial_header,
+    check_data_size,
     hpc_coords,
     parse_time,
 )
@@ -140,10 +142,14 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
     hdus: list[int] = []
     for f in files:
         try:
-            with fits.open(f, memmap=False, lazy_load_hdus=True) as hdul:
-                i = find_image_hdu(hdul, cfg.hdu, f)
-                headers.append(hdul[i].header.copy())
-                hdus.append(i)
+            with warnings.catch_warnings():
+                # astropy's own truncation warning; check_data_size reports it as an error.
+                warnings.filterwarnings("ignore", message="File may have been truncated")
+                with fits.open(f, memmap=False, lazy_load_hdus=True) as hdul:
+                    i = find_image_hdu(hdul, cfg.hdu, f)
+                    headers.append(hdul[i].header.copy())
+                    hdus.append(i)
+                    check_data_size(hdul, i, f)
         except InputError:
             raise
         except Exception as exc:
