@@ -377,21 +377,36 @@ def _distributed_settings() -> Iterator[None]:
     yield
 
 
-def _quiet_worker_cancellations() -> None:
-    """Run on each local worker: leave Ctrl-C to the client, and no warning per stopped task.
+class _DropInputErrors:
+    """Logging filter: no "Compute Failed" traceback for a bad input file on a worker.
+
+    The reader's InputError names the file and the fix, and the client prints it as the
+    run's one error line; the worker's multi-line record of the same error only buries it.
+    """
+
+    def filter(self, record: Any) -> bool:
+        return "InputError(" not in record.getMessage()
+
+
+def _quiet_workers(debug: bool = False) -> None:
+    """Run on each local worker: leave Ctrl-C to the client, and keep expected noise out.
 
     A terminal's Ctrl-C reaches every process of the group; the client then closes the
     cluster, which stops the workers in order. Workers that reacted themselves, and workers
     whose running tasks are cancelled, each log warnings ("Scheduler was unaware of this
     worker", "... ended with CancelledError") that would bury the line saying how to resume.
+    With debug logging (``specfit -v``) everything stays.
     """
     import logging
     import signal
 
     with contextlib.suppress(ValueError):  # only possible in the worker's main thread
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+    if not debug:
         logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
+        worker_log = logging.getLogger("distributed.worker")
+        if not any(isinstance(f, _DropInputErrors) for f in worker_log.filters):
+            worker_log.addFilter(_DropInputErrors())
 
 
 @contextlib.contextmanager
@@ -416,7 +431,7 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
     )
     try:
         with Client(cluster) as client:
-            client.run(_quiet_worker_cancellations)
+            client.run(_quiet_workers, logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
             _announce(client, "local cluster")
             with _distributed_settings():
                 yield client
