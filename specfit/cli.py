@@ -155,10 +155,16 @@ def _dispatch(args) -> int:
         )
         return 0
     if args.command == "info":
-        from specfit.store import open_results
+        import warnings
+
+        from specfit.store import IncompleteStoreWarning, open_results
         from specfit.summary import summarise
 
-        print(summarise(open_results(args.results, allow_incomplete=True), path=args.results))
+        with warnings.catch_warnings():
+            # The summary's "state:" line says it, with the fix.
+            warnings.simplefilter("ignore", IncompleteStoreWarning)
+            ds = open_results(args.results, allow_incomplete=True)
+        print(summarise(ds, path=args.results))
         return 0
     if args.command == "plot":
         from specfit.viz import plot_results

@@ -315,7 +315,13 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
                 f"--set {item!r}: expected section.key=value, e.g. spectra.segments=2"
             )
         key, value = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
+        parts = key.strip().split(".")
+        if "" in parts:
+            # spectra..segments or fit.models. would otherwise be read as another key
+            raise ConfigError(
+                f"--set {item!r}: the key {key.strip()!r} has an empty part; write "
+                "section.key=value, e.g. spectra.segments=2"
+            )
         if len(parts) < 2:
             raise ConfigError(f"--set {item!r}: the key must name a section, e.g. fit.method=lsq")
         node = data

@@ -193,6 +193,13 @@ def plan_run(cfg: Config):
         freq, _, meta = pg.periodogram(np.zeros((1, new_times.size)), dt, **spectra_kw)
     except ValueError as exc:
         raise ConfigError(f"spectra: {exc}") from exc
+    from specfit.kernels.models import check_output
+
+    for alias, model in models.items():
+        try:
+            check_output(model, freq)
+        except ValueError as exc:
+            raise ConfigError(f"fit.models.{alias}: {exc}") from None
     npar = max(len(m.param_names) for m in models.values())
     if freq.size <= npar + 1:
         raise ConfigError(
@@ -224,11 +231,20 @@ def interpolation_nyquist_gain(times: np.ndarray, new_times: np.ndarray) -> floa
     says how much of the high-frequency tail the resampling removes (1 = none: the grid sits on
     the frames). A grid whose cadence drifts against the frames (e.g. the median spacing of
     jittered times) can keep only ~1/3.
+
+    Grid points inside a gap (frames more than 1.5 cadences apart) are left out: across a
+    gap every weight occurs, which also averages to 1/3, and the gap is reported on its own.
+    Returns 1 when every point is in a gap.
     """
     i = np.clip(np.searchsorted(times, new_times, side="right") - 1, 0, times.size - 2)
-    w = (new_times - times[i]) / (times[i + 1] - times[i])
+    span = times[i + 1] - times[i]
+    w = (new_times - times[i]) / span
     w = np.clip(w, 0.0, 1.0)
-    return float(np.mean((1.0 - 2.0 * w) ** 2))
+    dt = (new_times[-1] - new_times[0]) / max(1, new_times.size - 1)
+    on_frames = span <= 1.5 * dt
+    if not np.any(on_frames):
+        return 1.0
+    return float(np.mean((1.0 - 2.0 * w[on_frames]) ** 2))
 
 
 # ----------------------------------------------------------------------------- stage 1
@@ -271,27 +287,72 @@ def _write_cube(arr, path: Path, tile: int, time_chunk: int, client, science: di
     nt = data.shape[0]
     # Built one at a time as they are submitted: the graph of every slab at once grows with
     # the cube and made the scheduler's memory grow with it (1.1 GiB at 1024² x 1200 frames).
+    # Each slab's write also returns which of its frames hold any finite pixel (computed
+    # from the same read, not a second pass), so that empty frames can be named.
     slabs = (
-        da.store(
-            data[t0 : t0 + time_chunk],
-            target,
-            regions=(slice(t0, min(t0 + time_chunk, nt)), slice(None), slice(None)),
-            lock=False,
-            compute=False,
+        dask.delayed(_slab_result)(
+            t0,
+            da.store(
+                data[t0 : t0 + time_chunk],
+                target,
+                regions=(slice(t0, min(t0 + time_chunk, nt)), slice(None), slice(None)),
+                lock=False,
+                compute=False,
+            ),
+            da.isfinite(data[t0 : t0 + time_chunk]).any(axis=(1, 2)),
         )
         for t0 in range(0, nt, time_chunk)
     )
     n_slabs = -(-nt // time_chunk)
+    empty: list[int] = []
     if client is not None:
         done = progress(_windowed(client, slabs, 2), total=n_slabs, desc="ingest", unit="slab")
         for fut in done:
-            fut.result()  # raise the first failure here, before the cube is renamed
+            empty += fut.result()  # raise the first failure here, before the cube is renamed
     else:
         for slab in progress(slabs, total=n_slabs, desc="ingest", unit="slab"):
-            dask.compute(slab)
+            empty += dask.compute(slab)[0]
+    zarr.open_group(str(tmp), mode="r+").attrs["empty_frames"] = sorted(empty)
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)  # the cube exists only once it is whole
+
+
+def _slab_result(t0: int, _stored: Any, any_finite: np.ndarray) -> list[int]:
+    """Indices of the frames of a written slab that hold no finite pixel."""
+    return [t0 + int(k) for k in np.flatnonzero(~np.asarray(any_finite))]
+
+
+def _report_empty_frames(cube_path: Path, arr) -> None:
+    """Warn about frames with no finite pixel (recorded in the cube when it was written).
+
+    The resampling treats such a frame as missing: every pixel is interpolated across it
+    from the frames either side, as across a gap.
+    """
+    import zarr
+
+    try:
+        empty = list(zarr.open_group(str(cube_path), mode="r").attrs.get("empty_frames", []))
+    except Exception:  # an unreadable cube fails with its own message later
+        return
+    if not empty:
+        return
+    files = list(arr.attrs.get("files", []))
+    times = np.asarray(arr["time"].values, dtype=float)
+
+    def name(i: int) -> str:
+        where = f" ({files[i]})" if len(files) == times.size else ""
+        return f"frame {i} at t={times[i]:.0f} s{where}"
+
+    shown = ", ".join(name(i) for i in empty[:5]) + (
+        f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+    )
+    log.warning(
+        "%d frame(s) have no finite pixel (all NaN or missing): %s. They are treated as "
+        "missing: each pixel is interpolated across them from the neighbouring frames",
+        len(empty),
+        shown,
+    )
 
 
 def _windowed(client, delayeds, window: int):
@@ -553,6 +614,7 @@ def run(
         else:
             _say(f"  writing {cube_path} (chunks {time_chunk} frames x {tile} x {tile} px)")
             _write_cube(arr, cube_path, tile, time_chunk, client, science)
+        _report_empty_frames(cube_path, arr)
         t_cube = time.perf_counter() - t_stage
         # Stage 2: tiles.
         layout = _layout(cfg, arr, info, tile, cube_path)

@@ -405,6 +405,10 @@ def fit(
     spec = result_variables(mods, method=method, best_model=options.get("best_model", "lrt"))
     names = list(spec)
     freq = np.asarray(power["freq"].values, dtype=float)
+    from specfit.kernels.models import check_output
+
+    for m in mods.values():
+        check_output(m, freq)  # a wrong-shaped user model fails here, not in every tile
     pw = power.transpose("freq", "y", "x").chunk({"freq": -1})
     if dof is None:
         dof = power.coords["dof"] if "dof" in power.coords else float(power.attrs.get("dof", 2.0))

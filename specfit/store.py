@@ -28,6 +28,7 @@ import numpy as np
 
 __all__ = [
     "StoreError",
+    "IncompleteStoreWarning",
     "StoreLayout",
     "open_results",
     "block_status",
@@ -41,6 +42,10 @@ __all__ = [
 
 class StoreError(RuntimeError):
     """A results store cannot be used as asked (exists, incomplete, or from another config)."""
+
+
+class IncompleteStoreWarning(UserWarning):
+    """A results store of an unfinished run was opened on purpose (``allow_incomplete``)."""
 
 
 def config_hash(science: dict) -> str:
@@ -103,6 +108,14 @@ def _consolidate(path: Path) -> None:
         zarr.consolidate_metadata(str(path))
 
 
+# The first attr of an unfinished store, so that a plain ``xarray.open_zarr`` shows it at the
+# top of the attributes; ``complete`` stays the flag that code reads.
+INCOMPLETE_NOTE = (
+    "incomplete: the run was interrupted or is still writing; tiles not yet written "
+    "(blocks_done == 0) read as NaN. Finish it with `specfit run CONFIG --resume`"
+)
+
+
 def prepare_store(path: str | Path, layout: StoreLayout) -> None:
     """Create an empty results store (every value NaN / fill, no block done)."""
     import zarr
@@ -154,7 +167,11 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
         {"long_name": "1 where the spatial block is fully written", "block_size": b},
     )
     done[:] = 0
-    root.attrs.update(_json_safe({**layout.attrs, "complete": False, "block_size": b}))
+    root.attrs.update(
+        _json_safe(
+            {"specfit_state": INCOMPLETE_NOTE, **layout.attrs, "complete": False, "block_size": b}
+        )
+    )
     # The coordinate arrays need xarray's _ARRAY_DIMENSIONS-free v3 names only; consolidate so
     # that xarray.open_zarr opens a partial store without warnings too.
     _consolidate(path)
@@ -219,7 +236,9 @@ def finalise_store(path: str | Path, extra_attrs: dict | None = None) -> None:
     if done != total:
         raise StoreError(f"{path}: only {done} of {total} blocks are written; not marking complete")
     root = zarr.open_group(str(path), mode="r+")
-    root.attrs.update(_json_safe({**(extra_attrs or {}), "complete": True}))
+    root.attrs.update(
+        _json_safe({**(extra_attrs or {}), "complete": True, "specfit_state": "complete"})
+    )
     _consolidate(Path(path))
 
 
@@ -250,6 +269,14 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
         raise StoreError(
             f"{p} is incomplete ({done} of {total} blocks): finish it with `specfit run CONFIG "
             "--resume`, or pass allow_incomplete=True to look at what is there"
+        )
+    if allow_incomplete and not is_complete(p):
+        done, total = block_status(p)
+        warnings.warn(
+            f"{p} is incomplete ({done} of {total} tiles written); the others read as NaN. "
+            "Finish it with `specfit run CONFIG --resume`",
+            IncompleteStoreWarning,
+            stacklevel=2,
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)

@@ -86,7 +86,7 @@ def test_fits_series_sorted_normalised_lazy(tmp_path):
     # Lazy: the data of a file is read only at compute time, so deleting one fails then.
     for f in glob.glob(str(tmp_path / "s" / "*.fits")):
         os.remove(f)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match=r"\.fits: the file no longer exists"):
         _ = da_.isel(time=0).values
 
 

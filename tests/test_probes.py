@@ -319,3 +319,167 @@ def test_ctrl_c_during_run_prints_one_line_and_resume_finishes(tmp_path):
     r = _cli(*resume.split()[1:], "--cluster", "synchronous")
     assert r.returncode == 0, r.stderr
     assert is_complete(results)
+
+
+# ----------------------------------------------------------------------------- small cases
+def test_set_with_an_empty_key_part_is_refused():
+    from specfit.config import ConfigError, load_config
+
+    for bad in ("spectra..segments=2", ".spectra.segments=2", "spectra.segments.=2"):
+        with pytest.raises(ConfigError, match="empty part"):
+            load_config(None, [bad])
+
+
+def test_bad_time_value_and_zero_exposure_name_the_file(tmp_path):
+    from specfit.config import InputConfig
+    from specfit.io import InputError, open_input
+
+    paths = _frames(tmp_path / "t", nt=4)
+    from astropy.io import fits
+
+    fits.setval(paths[2], "T_OBS", value="yesterday noon")
+    with pytest.raises(InputError, match=r"f002\.fits: header key T_OBS.*not an ISO 8601"):
+        open_input(InputConfig(path=str(tmp_path / "t")))
+    paths = _frames(tmp_path / "e", nt=4)
+    fits.setval(paths[1], "EXPTIME", value=0.0)
+    with pytest.raises(InputError, match=r"f001\.fits: header key EXPTIME.*not positive"):
+        open_input(InputConfig(path=str(tmp_path / "e")))
+
+
+def _fits_run_config(tmp_path, folder, **sections) -> dict:
+    cfg = {
+        "input": {"path": str(folder), "kind": "fits_series"},
+        "resample": {"cadence": 12.0},
+        "spectra": {"window": "none", "detrend": "mean"},
+        "fit": {"models": {"m1": "powerlaw_tail"}},
+        "output": {"path": str(tmp_path / "results.zarr"), "tile": 8},
+        "cluster": {"kind": "synchronous"},
+    }
+    for k, v in sections.items():
+        cfg.setdefault(k, {}).update(v)
+    return cfg
+
+
+def test_too_few_frames_is_a_config_error(tmp_path):
+    from specfit.config import ConfigError
+    from specfit.pipeline import run
+
+    _frames(tmp_path / "f", nt=6)
+    with pytest.raises(ConfigError, match="only 6 frames found; at least 8"):
+        run(_fits_run_config(tmp_path, tmp_path / "f"))
+
+
+def test_all_nan_frame_is_named_and_treated_as_missing(tmp_path, caplog):
+    import numpy as np
+    from astropy.io import fits
+
+    from specfit.pipeline import run
+
+    paths = _frames(tmp_path / "f", nt=40)
+    with fits.open(paths[17], mode="update") as h:
+        h[0].data[:] = np.nan
+    with caplog.at_level("WARNING", logger="specfit"):
+        ds = run(_fits_run_config(tmp_path, tmp_path / "f"))
+    msgs = [r.getMessage() for r in caplog.records if "no finite pixel" in r.getMessage()]
+    assert len(msgs) == 1, [r.getMessage() for r in caplog.records]
+    assert "frame 17 at t=204 s (f017.fits)" in msgs[0] and "treated as missing" in msgs[0]
+    assert np.isfinite(ds["m1_index"].values).all()  # interpolated across, not lost
+    # A rerun that reuses the cube says it again.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="specfit"):
+        run(_fits_run_config(tmp_path, tmp_path / "f"), overwrite=True)
+    assert any("frame 17" in r.getMessage() for r in caplog.records)
+
+
+def test_long_gap_alone_does_not_claim_a_drifting_grid():
+    import numpy as np
+
+    from specfit.kernels.resample import uniform_times
+    from specfit.pipeline import interpolation_nyquist_gain
+
+    t = np.arange(300) * 12.0
+    gapped = np.concatenate([t[:100], t[160:]])  # 60 frames (12 min) missing, on the grid
+    grid = uniform_times(gapped, 12.0)
+    assert interpolation_nyquist_gain(gapped, grid) == pytest.approx(1.0)
+    # A grid that really drifts against jittered frames is still flagged.
+    rng = np.random.default_rng(0)
+    jittered = t + rng.uniform(-4, 4, t.size)
+    assert interpolation_nyquist_gain(jittered, uniform_times(jittered, None)) < 0.9
+
+
+USER_MODEL_BAD = '''
+import numpy as np
+from specfit.kernels.models import define_model, register_model
+
+
+def probe_scalar(f, level=1.0):
+    """P = c"""
+    return level
+
+
+def probe_short(f, amplitude=1.0, index=2.0):
+    """P = A f^-n, one value short"""
+    return (amplitude * f ** (-index))[..., :-1]
+
+
+for fn in (probe_scalar, probe_short):
+    register_model(define_model(fn, units={k: "power" if k != "index" else "1"
+                                           for k in ("level", "amplitude", "index")
+                                           if k in fn.__code__.co_varnames}))
+'''
+
+
+@pytest.mark.parametrize(
+    "model,got", [("probe_scalar", "returned a scalar"), ("probe_short", "array of shape")]
+)
+def test_user_model_of_the_wrong_shape_is_one_error_naming_model_and_file(tmp_path, model, got):
+    from specfit.config import ConfigError
+    from specfit.pipeline import run
+
+    src = tmp_path / "bad_models.py"
+    src.write_text(USER_MODEL_BAD)
+    _frames(tmp_path / "f", nt=40)
+    cfg = _fits_run_config(
+        tmp_path, tmp_path / "f", fit={"models": {"u": model}, "user_models": [str(src)]}
+    )
+    with pytest.raises(ConfigError) as info:
+        run(cfg)
+    text = str(info.value)
+    assert f"fit.models.u: model '{model}' (defined in {src})" in text and got in text
+    assert not (tmp_path / "results.zarr").exists()  # refused before any work
+
+
+def test_unfinished_store_says_so_to_xarray_and_open_results(tmp_path):
+    import warnings
+
+    import xarray as xr
+
+    from conftest import tiny_config
+    from specfit.pipeline import run
+    from specfit.store import IncompleteStoreWarning, StoreError, open_results
+
+    cfg = tiny_config(
+        tmp_path, input={"synthetic": {"shape": [16, 8], "n_frames": 64, "cadence": 12.0}}
+    )
+    cfg["fit"]["models"] = {"m1": "powerlaw_tail"}
+    run(cfg)
+    store = tmp_path / "results.zarr"
+    assert xr.open_zarr(store).attrs["specfit_state"] == "complete"
+    import zarr
+
+    from specfit.store import _consolidate
+
+    root = zarr.open_group(str(store), mode="r+")  # as if killed after the first tile
+    root["blocks_done"][1, 0] = 0
+    root.attrs.update({"complete": False, "specfit_state": "incomplete: x"})
+    _consolidate(store)
+    with pytest.raises(StoreError, match=r"incomplete \(1 of 2"):
+        open_results(store)
+    with pytest.warns(IncompleteStoreWarning, match=r"1 of 2 tiles written.*--resume"):
+        open_results(store, allow_incomplete=True)
+    r = _cli("info", str(store))
+    assert r.returncode == 0 and "INCOMPLETE" in r.stdout and "Warning" not in r.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = next(iter(xr.open_zarr(store).attrs))
+    assert first == "specfit_state"

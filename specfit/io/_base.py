@@ -114,6 +114,11 @@ class LazyFrames:
                 block = np.asarray(self.read(self.source, start, stop))
         except InputError:
             raise
+        except FileNotFoundError:
+            raise InputError(
+                f"{self._where(start, stop)}: the file no longer exists (moved or deleted after "
+                "the input was opened); put it back, or open the input again"
+            ) from None
         except Exception as exc:
             raise InputError(
                 f"{self._where(start, stop)}: cannot read the data ({type(exc).__name__}: "

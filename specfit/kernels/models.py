@@ -40,6 +40,7 @@ __all__ = [
     "register_model",
     "available_models",
     "load_user_models",
+    "check_output",
     "powerlaw_tail",
     "powerlaw_tail_lorentzian",
     "powerlaw_tail_lognormal",
@@ -820,6 +821,46 @@ def load_user_models(specs: Sequence[str]) -> list[str]:
             )
         names.extend(n for n in new if n not in names)
     return names
+
+
+def check_output(model: Model, f: np.ndarray) -> None:
+    """Check that a user model gives one finite-or-NaN value per frequency on this grid.
+
+    A function returning a scalar (it ignores ``f``) or an array of another length would
+    otherwise be broadcast into finite nonsense, or fail inside every tile. Shipped models
+    are not checked (their tests cover them).
+
+    Raises
+    ------
+    ValueError
+        Naming the model, the file that defines it and what it returned.
+    """
+    if _SHIPPED.get(model.name) is not None:
+        return
+    f = np.asarray(f, dtype=np.float64)
+    lo, hi = model.bounds_for(f)
+    # Any admissible point will do: the middle of finite bounds, else next to a bound, else 1.
+    with np.errstate(invalid="ignore"):  # inf - inf in the branches np.where discards
+        p = np.where(
+            np.isfinite(lo) & np.isfinite(hi),
+            (lo + hi) / 2,
+            np.where(np.isfinite(lo), lo + 1.0, np.where(np.isfinite(hi), hi - 1.0, 1.0)),
+        )
+    code = getattr(model.func, "__code__", None)
+    where = f"model {model.name!r} (defined in {code.co_filename})" if code else repr(model.name)
+    x = model._x(f)
+    try:
+        out = np.asarray(model.func(x, *p))
+    except Exception as exc:
+        raise ValueError(
+            f"{where} fails on the frequency grid ({type(exc).__name__}: {exc}); fix the function"
+        ) from None
+    if out.shape != x.shape:
+        got = "a scalar" if out.ndim == 0 else f"an array of shape {out.shape}"
+        raise ValueError(
+            f"{where} returned {got} for {x.size} frequencies; it must return one value per "
+            "frequency, the shape of its first argument (write a constant as c + 0 * f)"
+        )
 
 
 # --------------------------------------------------------------------------------------
