@@ -287,72 +287,27 @@ def _write_cube(arr, path: Path, tile: int, time_chunk: int, client, science: di
     nt = data.shape[0]
     # Built one at a time as they are submitted: the graph of every slab at once grows with
     # the cube and made the scheduler's memory grow with it (1.1 GiB at 1024² x 1200 frames).
-    # Each slab's write also returns which of its frames hold any finite pixel (computed
-    # from the same read, not a second pass), so that empty frames can be named.
     slabs = (
-        dask.delayed(_slab_result)(
-            t0,
-            da.store(
-                data[t0 : t0 + time_chunk],
-                target,
-                regions=(slice(t0, min(t0 + time_chunk, nt)), slice(None), slice(None)),
-                lock=False,
-                compute=False,
-            ),
-            da.isfinite(data[t0 : t0 + time_chunk]).any(axis=(1, 2)),
+        da.store(
+            data[t0 : t0 + time_chunk],
+            target,
+            regions=(slice(t0, min(t0 + time_chunk, nt)), slice(None), slice(None)),
+            lock=False,
+            compute=False,
         )
         for t0 in range(0, nt, time_chunk)
     )
     n_slabs = -(-nt // time_chunk)
-    empty: list[int] = []
     if client is not None:
         done = progress(_windowed(client, slabs, 2), total=n_slabs, desc="ingest", unit="slab")
         for fut in done:
-            empty += fut.result()  # raise the first failure here, before the cube is renamed
+            fut.result()  # raise the first failure here, before the cube is renamed
     else:
         for slab in progress(slabs, total=n_slabs, desc="ingest", unit="slab"):
-            empty += dask.compute(slab)[0]
-    zarr.open_group(str(tmp), mode="r+").attrs["empty_frames"] = sorted(empty)
+            dask.compute(slab)
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)  # the cube exists only once it is whole
-
-
-def _slab_result(t0: int, _stored: Any, any_finite: np.ndarray) -> list[int]:
-    """Indices of the frames of a written slab that hold no finite pixel."""
-    return [t0 + int(k) for k in np.flatnonzero(~np.asarray(any_finite))]
-
-
-def _report_empty_frames(cube_path: Path, arr) -> None:
-    """Warn about frames with no finite pixel (recorded in the cube when it was written).
-
-    The resampling treats such a frame as missing: every pixel is interpolated across it
-    from the frames either side, as across a gap.
-    """
-    import zarr
-
-    try:
-        empty = list(zarr.open_group(str(cube_path), mode="r").attrs.get("empty_frames", []))
-    except Exception:  # an unreadable cube fails with its own message later
-        return
-    if not empty:
-        return
-    files = list(arr.attrs.get("files", []))
-    times = np.asarray(arr["time"].values, dtype=float)
-
-    def name(i: int) -> str:
-        where = f" ({files[i]})" if len(files) == times.size else ""
-        return f"frame {i} at t={times[i]:.0f} s{where}"
-
-    shown = ", ".join(name(i) for i in empty[:5]) + (
-        f" and {len(empty) - 5} more" if len(empty) > 5 else ""
-    )
-    log.warning(
-        "%d frame(s) have no finite pixel (all NaN or missing): %s. They are treated as "
-        "missing: each pixel is interpolated across them from the neighbouring frames",
-        len(empty),
-        shown,
-    )
 
 
 def _windowed(client, delayeds, window: int):
@@ -395,8 +350,12 @@ def _tile_models(plan: TilePlan) -> dict:
     return _MODELS_CACHE[key]
 
 
-def process_tile(plan: TilePlan, by: int, bx: int) -> tuple[int, int]:
-    """Resample, take spectra and fit one tile, and write it to the results store."""
+def process_tile(plan: TilePlan, by: int, bx: int) -> np.ndarray:
+    """Resample, take spectra and fit one tile, and write it to the results store.
+
+    Returns, per frame, whether any of the tile's own pixels is finite (so that the client
+    can name the frames that are empty everywhere, from data already read).
+    """
     import zarr
 
     from specfit.stages import fit_block_maps, likelihood_dof, resample_block, spectra_block
@@ -427,7 +386,7 @@ def process_tile(plan: TilePlan, by: int, bx: int) -> tuple[int, int]:
     data["dof"] = dof
     data["mean_intensity"] = mean
     write_block(plan.results_path, by, bx, b, data)
-    return by, bx
+    return np.isfinite(inner).any(axis=(1, 2))
 
 
 def _layout(cfg: Config, arr, info: dict, block: int, cube_path: Path) -> StoreLayout:
@@ -614,7 +573,6 @@ def run(
         else:
             _say(f"  writing {cube_path} (chunks {time_chunk} frames x {tile} x {tile} px)")
             _write_cube(arr, cube_path, tile, time_chunk, client, science)
-        _report_empty_frames(cube_path, arr)
         t_cube = time.perf_counter() - t_stage
         # Stage 2: tiles.
         layout = _layout(cfg, arr, info, tile, cube_path)
@@ -651,8 +609,11 @@ def run(
             keep_sigma=cfg.spectra.box > 1,
         )
         t_stage = time.perf_counter()
-        failures = _run_tiles(plan, todo, client, progress)
+        failures, seen = _run_tiles(plan, todo, client, progress)
         t_tiles = time.perf_counter() - t_stage
+    if not failures and len(todo) == done.size:
+        # Only a run of every tile sees whole frames (a resumed one sees some tiles).
+        _report_empty_frames(np.flatnonzero(~seen), arr)
     if failures:
         by, bx, err = failures[0]
         raise RunError(
@@ -672,19 +633,23 @@ def run(
     return open_results(results_path)
 
 
-def _run_tiles(plan: TilePlan, todo: list, client, progress) -> list:
-    """Run every tile; a failing tile is reported and the others go on."""
+def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.ndarray]:
+    """Run every tile; a failing tile is reported and the others go on.
+
+    Returns the failures and, per frame, whether any pixel of the tiles run was finite.
+    """
     failures = []
+    seen = np.zeros(plan.times.size, dtype=bool)
     if not todo:
-        return failures
+        return failures, seen
     if client is None:
         for by, bx in progress(todo, total=len(todo), desc="tiles", unit="tile"):
             try:
-                process_tile(plan, by, bx)
+                seen |= process_tile(plan, by, bx)
             except Exception as exc:  # a bug or I/O fault in one tile must not lose the rest
                 log.exception("tile (%d, %d) failed", by, bx)
                 failures.append((by, bx, repr(exc)))
-        return failures
+        return failures, seen
     plan_f = client.scatter(plan, broadcast=True)
     futures = [
         client.submit(
@@ -697,5 +662,33 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> list:
         if fut.status == "error":
             by, bx = index[fut.key]
             failures.append((by, bx, repr(fut.exception())))
+        else:
+            seen |= fut.result()
         fut.release()
-    return failures
+    return failures, seen
+
+
+def _report_empty_frames(empty: np.ndarray, arr) -> None:
+    """Warn about frames with no finite pixel (all NaN, or masked as missing).
+
+    The resampling treats such a frame as missing: every pixel is interpolated across it
+    from the frames either side, as across a gap.
+    """
+    if empty.size == 0:
+        return
+    files = list(arr.attrs.get("files", []))
+    times = np.asarray(arr["time"].values, dtype=float)
+
+    def name(i: int) -> str:
+        where = f" ({files[i]})" if len(files) >= times.size else ""
+        return f"frame {i} at t={times[i]:.0f} s{where}"
+
+    shown = ", ".join(name(int(i)) for i in empty[:5])
+    more = f" and {empty.size - 5} more" if empty.size > 5 else ""
+    log.warning(
+        "%d frame(s) have no finite pixel (all NaN or missing): %s%s. They are treated as "
+        "missing: each pixel is interpolated across them from the neighbouring frames",
+        empty.size,
+        shown,
+        more,
+    )

@@ -483,3 +483,79 @@ def test_unfinished_store_says_so_to_xarray_and_open_results(tmp_path):
         warnings.simplefilter("error")
         first = next(iter(xr.open_zarr(store).attrs))
     assert first == "specfit_state"
+
+
+def test_nan_constant_and_huge_pixels_give_nan_and_a_status(tmp_path):
+    """Bad pixels in the frames never crash a run nor get finite parameters with status 0."""
+    import numpy as np
+    from astropy.io import fits
+
+    from specfit.pipeline import run
+
+    _frames(tmp_path / "clean", nt=40)
+    clean = run(_fits_run_config(tmp_path / "c", tmp_path / "clean"))
+    paths = _frames(tmp_path / "f", nt=40)
+    for i, p in enumerate(paths):
+        with fits.open(p, mode="update") as h:
+            h[0].data[1, 2] = np.nan  # dead
+            h[0].data[3, 4] = 7.0  # constant
+            h[0].data[5, 6] = 3e38 if i % 2 else -3e38  # at the float32 limit
+            h[0].data[7, 8] = np.inf
+    ds = run(_fits_run_config(tmp_path, tmp_path / "f"))
+    status = ds["m1_status"].values
+    for y, x in ((1, 2), (3, 4), (5, 6), (7, 8)):
+        assert status[y, x] != 0 and np.isnan(ds["m1_index"].values[y, x]), (y, x)
+    # every other pixel is fitted exactly as without the bad ones
+    bad = np.zeros(status.shape, bool)
+    bad[[1, 3, 5, 7], [2, 4, 6, 8]] = True
+    for name in ("m1_index", "m1_status", "m1_amplitude"):
+        np.testing.assert_array_equal(ds[name].values[~bad], clean[name].values[~bad])
+
+
+# ----------------------------------------------------------------------------- killed worker
+@pytest.mark.slow  # a local-cluster run of the shared cluster-test data (~30 s)
+@pytest.mark.timeout(300)
+def test_a_killed_worker_costs_nothing(tmp_path, tmp_path_factory):
+    """SIGKILL one of two workers while the tiles run: the run finishes on its own (exit 0)
+    and every result equals the synchronous reference."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest_cluster import (
+        assert_same_results,
+        kill_group,
+        pipeline_config,
+        reference_run,
+        write_config,
+    )
+
+    data_dir, reference = reference_run(tmp_path_factory)
+    results = tmp_path / "r.zarr"
+    config = write_config(tmp_path / "run.yaml", pipeline_config(data_dir, results))
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "specfit.cli", "run", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while "fitting" not in err_path.read_text() and time.monotonic() < deadline:
+                assert proc.poll() is None, err_path.read_text()
+                time.sleep(0.05)
+            workers = [
+                c
+                for c in psutil.Process(proc.pid).children(recursive=True)
+                if "spawn_main" in " ".join(c.cmdline())
+            ]
+            assert len(workers) == 2, [c.cmdline() for c in workers]
+            workers[0].kill()
+            code = proc.wait(timeout=240)
+        finally:
+            if proc.poll() is None:
+                kill_group(proc)
+    assert code == 0, err_path.read_text()[-3000:]
+    assert_same_results(results, reference)
