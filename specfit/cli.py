@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     from specfit.config import ConfigError
     from specfit.store import StoreError
 
+    if args.command in ("run", "demo"):
+        _quiet_on_interrupt()
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -108,6 +110,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"specfit: error: {exc}", file=sys.stderr)
             return 2
         raise
+
+
+def _quiet_on_interrupt() -> None:
+    """Ctrl-C: silence the cluster's shutdown chatter first, then interrupt as usual.
+
+    Done in the handler (main thread, before KeyboardInterrupt is raised) because the dask
+    client's event-loop thread starts logging the moment a waiting call is interrupted.
+    """
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return  # started with Ctrl-C ignored (nohup, a background job): leave it so
+
+    def handler(signum: int, frame: object) -> None:
+        from specfit.cluster import quiet_interrupted_cluster
+
+        quiet_interrupted_cluster()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

@@ -48,6 +48,7 @@ __all__ = [
     "tile_cost",
     "cluster_config_from_flag",
     "progress",
+    "quiet_interrupted_cluster",
     "worker_memory_bytes",
     "total_threads",
     "MIN_MPI_RANKS",
@@ -377,6 +378,22 @@ def _distributed_settings() -> Iterator[None]:
     yield
 
 
+def quiet_interrupted_cluster() -> None:
+    """After Ctrl-C: keep this process's dask, tornado and asyncio logs out of the output.
+
+    The workers are stopped mid-task on purpose. What those libraries log from then on (busy
+    workers killed, a scatter or a wait cut short, never-retrieved asyncio tasks) describes
+    that stop and would bury the one line that says how to resume. The CLI calls this from
+    its SIGINT handler, before the interrupt reaches any waiting call; with debug logging
+    (``specfit -v``) nothing is hidden.
+    """
+    import logging
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 class _DropInputErrors:
     """Logging filter: no "Compute Failed" traceback for a bad input file on a worker.
 
@@ -436,9 +453,7 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
             with _distributed_settings():
                 yield client
     except KeyboardInterrupt:
-        # Ctrl-C: the workers are stopped mid-task on purpose; distributed's warnings about
-        # killing busy workers would bury the one line that says how to resume.
-        logging.getLogger("distributed").setLevel(logging.ERROR)
+        quiet_interrupted_cluster()
         raise
     finally:
         cluster.close()

@@ -559,3 +559,36 @@ def test_a_killed_worker_costs_nothing(tmp_path, tmp_path_factory):
                 kill_group(proc)
     assert code == 0, err_path.read_text()[-3000:]
     assert_same_results(results, reference)
+
+
+# ----------------------------------------------------------------------------- the CLI's one line
+def test_cli_prints_one_line_per_problem_and_no_traceback(tmp_path):
+    """Truncated frame, empty --set key part, wrong-shaped user model: exit 2, one line."""
+    import yaml
+
+    paths = _frames(tmp_path / "f", nt=12)
+    _truncate(paths[3], 2880 + 64)
+    src = tmp_path / "bad_models.py"
+    src.write_text(USER_MODEL_BAD)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(_fits_run_config(tmp_path, tmp_path / "f")))
+    good = tmp_path / "g"
+    _frames(good, nt=12)
+    cases = {
+        "f003.fits: the file is truncated": [],
+        "empty part": ["--set", "spectra..segments=2"],
+        "returned a scalar": [
+            "--set",
+            f"input.path={good}",
+            "--set",
+            "fit.models={u: probe_scalar}",
+            "--set",
+            f"fit.user_models=[{src}]",
+        ],
+    }
+    for expected, extra in cases.items():
+        r = _cli("run", str(config), *extra)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2, r.stderr
+        assert len(lines) == 1 and lines[0].startswith("specfit: error: "), r.stderr
+        assert expected in lines[0]
