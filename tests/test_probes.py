@@ -1,15 +1,42 @@
 """Probe suite (issue 13): bad inputs, interruptions and exposure, each kept from regressing.
 
-Every test here is fast and uses tiny data. Cases already covered elsewhere are listed in
-the table at the end of this module's docstring instead of being tested twice:
+Run with ``pytest -m probe``. Every test is small; the three marked slow start local clusters
+or export PNGs. Cases that other modules already test are not repeated; where each lives:
 
-- corrupt FITS header, frame shape mismatch, duplicate times, missing / bad time keys,
-  zero exposure: tests/test_io_readers.py::test_fits_series_errors_name_file_and_fix
-- bad YAML keys and values (CLI, one line, no traceback):
-  tests/test_cli.py::test_bad_config_is_a_clear_error
-- missing input folder (CLI): tests/test_cli.py::test_missing_input_is_a_clear_error
-- kill -9 during the tiles, then --resume bit-identical (slow):
-  tests/test_resume.py::test_sigkill_mid_fit_then_resume_gives_identical_results
+==========================================  ================================================
+case                                        test
+==========================================  ================================================
+servers on loopback only                    test_local_cluster_listens_on_loopback_only,
+                                            test_dashboard_address_is_a_config_key_...
+no code from a store (info, open_results,   test_opening_a_store_never_imports_its_code,
+explorer spectrum; plot; --models)          test_plot_never_imports_the_stores_code (slow),
+                                            test_explicit_models_option_draws_the_curve
+truncated FITS (frame, Rice, cube)          test_truncated_fits_frame_is_refused_at_plan_...,
+                                            test_truncated_compressed_frame_and_cube_are_...
+read error at compute time (API)            test_read_error_at_compute_time_names_the_file
+deleted frame at compute time               test_io_readers::test_fits_series_sorted_...
+Ctrl-C then --resume                        test_ctrl_c_during_run_prints_one_line_... (slow)
+one line, exit 2, no traceback (CLI)        test_cli_prints_one_line_per_problem_and_no_...
+``--set a..b=1``                            test_set_with_an_empty_key_part_is_refused
+bad --set syntax                            test_config::test_bad_override_syntax
+bad YAML / unknown keys / bad values        test_config::test_missing_and_malformed_files,
+                                            test_cli::test_bad_config_is_a_clear_error
+corrupt header, frame shape mismatch,       test_io_readers::test_fits_series_errors_name_
+missing time key, missing exposure,         file_and_fix
+duplicate times, empty / missing folder
+bad time value, zero exposure               test_bad_time_value_and_zero_exposure_name_...
+missing input folder (CLI)                  test_cli::test_missing_input_is_a_clear_error
+too few frames                              test_too_few_frames_is_a_config_error
+all-NaN frame                               test_all_nan_frame_is_named_and_treated_as_...
+long gap without drift warning              test_long_gap_alone_does_not_claim_a_drifting...
+user model: scalar / wrong shape            test_user_model_of_the_wrong_shape_is_one_...
+killed run's store seen by xarray           test_unfinished_store_says_so_to_xarray_and_...
+NaN / constant / huge / inf pixels          test_nan_constant_and_huge_pixels_give_nan_...,
+                                            test_pipeline::test_bad_pixels_become_nan_...,
+                                            test_fitting::test_bad_pixels_get_status_...
+kill -9 during tiles, --resume identical    test_resume::test_sigkill_mid_fit_then_resume_...
+killed worker                               test_a_killed_worker_costs_nothing (slow)
+==========================================  ================================================
 """
 
 from __future__ import annotations
