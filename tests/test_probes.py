@@ -512,6 +512,7 @@ def test_unfinished_store_says_so_to_xarray_and_open_results(tmp_path):
     assert first == "specfit_state"
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_nan_constant_and_huge_pixels_give_nan_and_a_status(tmp_path):
     """Bad pixels in the frames never crash a run nor get finite parameters with status 0."""
     import numpy as np
