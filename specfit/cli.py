@@ -1,4 +1,4 @@
-"""``specfit run | demo | plot | explore | info``."""
+"""``specfit run | demo | plot | explore | info | config``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5006)
     p.add_argument("--address", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--show", action="store_true", help="open a browser tab")
+
+    p = sub.add_parser("config", help="the example configs shipped with specfit")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    csub.add_parser("list", help="names and one-line descriptions")
+    c = csub.add_parser("show", help="print one shipped config")
+    c.add_argument("name")
+    c = csub.add_parser("copy", help="copy a shipped config to a file or folder, to edit")
+    c.add_argument("name")
+    c.add_argument("dest")
+
     return ap
 
 
@@ -141,7 +151,37 @@ def _dispatch(args) -> int:
 
         serve(args.results, port=args.port, address=args.address, show=args.show)
         return 0
+    if args.command == "config":
+        return _config_command(args)
     raise AssertionError(args.command)
+
+
+def _config_command(args) -> int:
+    from specfit import examples
+
+    if args.config_command == "list":
+        names = examples.list_configs()
+        width = max(map(len, names), default=0)
+        print(f"shipped configs (in {examples.config_dir()}):")
+        for name, text in names.items():
+            print(f"  {name:{width}s}  {text}")
+        print(
+            "print one: specfit config show NAME; copy one to edit: specfit config copy NAME DEST"
+        )
+        return 0
+    if args.config_command == "show":
+        print(examples.config_path(args.name).read_text(), end="")
+        return 0
+    target = examples.copy_config(args.name, args.dest)
+    from specfit.config import load_config
+
+    cfg = load_config(target)
+    print(f"wrote {target}; its relative paths now resolve from {target.parent}:")
+    print(f"  input.path:  {cfg.input.path}")
+    print(f"  output.path: {cfg.output.path}")
+    if cfg.input.kind != "synthetic" and not (cfg.input.path and Path(cfg.input.path).exists()):
+        print("  (input.path does not exist here: edit it to point at your frames)")
+    return 0
 
 
 if __name__ == "__main__":
