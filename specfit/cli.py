@@ -1,4 +1,4 @@
-"""``specfit run | demo | plot | explore | info | config``."""
+"""``specfit run | demo | plot | explore | info | config | export``."""
 
 from __future__ import annotations
 
@@ -79,6 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("name")
     c.add_argument("dest")
 
+    p = sub.add_parser("export", help="parameter maps as FITS files with the field's WCS")
+    p.add_argument("results")
+    p.add_argument("--fits", required=True, metavar="DIR", help="folder for one FITS file per map")
+    p.add_argument(
+        "--maps",
+        default=None,
+        metavar="NAME,...",
+        help="comma-separated map names (default: every (y, x) map of the store)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace FITS files of the same names")
     return ap
 
 
@@ -153,6 +163,13 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "config":
         return _config_command(args)
+    if args.command == "export":
+        from specfit.export import export_fits
+
+        maps = [m.strip() for m in args.maps.split(",") if m.strip()] if args.maps else None
+        files = export_fits(args.results, args.fits, maps=maps, overwrite=args.overwrite)
+        print(f"wrote {len(files)} FITS file(s) to {args.fits}")
+        return 0
     raise AssertionError(args.command)
 
 

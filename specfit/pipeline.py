@@ -420,6 +420,13 @@ def _layout(cfg: Config, arr, info: dict, block: int, cube_path: Path) -> StoreL
         "box": cfg.spectra.box,
         "source": str(arr.attrs.get("source", cfg.input.path)),
     }
+    from specfit.export import field_wcs_header
+
+    wcs_header = field_wcs_header(arr)
+    if wcs_header is not None:
+        # The WCS of the results grid (derotation reference frame and time), so that maps go
+        # back to FITS and sunpy (specfit export, specfit.to_map).
+        attrs["wcs_header"] = wcs_header
     return StoreLayout(ny, nx, info["freq"], block, variables, spectral, coords2d, attrs)
 
 
