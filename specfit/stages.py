@@ -446,4 +446,11 @@ def fit(
     out.attrs["models"] = models_attr(mods)
     out.attrs["status_codes"] = json.dumps({str(k): v for k, v in STATUS_CODES.items()})
     out.attrs["method"] = method
+    if "wcs_header" in power.attrs:
+        from specfit.export import field_wcs_header
+
+        # The WCS of this (y, x) grid, so the maps go to FITS and sunpy as a store's do.
+        wcs_header = field_wcs_header(power)
+        if wcs_header is not None:
+            out.attrs["wcs_header"] = wcs_header
     return out

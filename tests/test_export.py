@@ -142,3 +142,15 @@ def test_store_without_wcs(demo_store, tmp_path):
         specfit.to_map(old, "m1_index")
     with pytest.raises(StoreError, match="m1_indx"):
         specfit.to_map(ds, "m1_indx")
+
+
+def test_stage_chain_maps_carry_the_wcs_of_their_grid(demo_store):
+    """specfit.fit on a spatial slice of ingested frames: to_map places the slice correctly."""
+    import specfit
+
+    frames = specfit.ingest(str(demo_store.parent / "synthetic" / "frames"))
+    part = frames.isel(y=slice(4, 12), x=slice(5, 13))
+    power = specfit.power_spectra(specfit.resample(part), segments=1, window="none")
+    maps = specfit.fit(power, models={"m1": "powerlaw_tail"}).compute()
+    assert int(maps["x"][0]) == 5  # the stage chain keeps the input's pixel positions
+    _check_wcs(specfit.to_map(maps, "m1_index"), maps)
