@@ -160,13 +160,14 @@ def _choose_input(path: str) -> tuple[dict[str, Any], dict[str, str], list[str]]
                 if exif_time(files[0]) is not None:
                     section["time_source"] = "exif"
                     reasons["time_source"] = "EXIF DateTimeOriginal (read as UTC)"
+                elif os.path.isfile(os.path.join(p, "times.csv")):
+                    section.update(time_source="csv", times_csv=os.path.join(p, "times.csv"))
+                    reasons["times_csv"] = "frame times listed beside the images"
                 else:
-                    section.update(time_source="csv", times_csv="times.csv")
-                    reasons["times_csv"] = "NEEDED: no time in the file names or EXIF"
-                    notes.append(
-                        "no frame times found in the file names or EXIF: write times.csv "
-                        "(columns file,time; ISO 8601 or seconds) beside the config, or set "
-                        "input.time_pattern"
+                    raise InputError(
+                        f"{p}: no frame times in the file names or EXIF; write "
+                        f"{os.path.join(p, 'times.csv')} (columns file,time; ISO 8601 or "
+                        "seconds) and run specfit init again"
                     )
             return section, reasons, notes
     kind = detect_kind(InputConfig(path=p))
@@ -224,7 +225,8 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
         "fits_cube": "frames in one FITS cube",
         "images": "image files",
     }.get(kind, kind)
-    report.append(f"  input       {kind}: {nt} {what}" + (f" ({cfg.pattern})" if nt > 1 else ""))
+    shown = f" ({cfg.pattern})" if kind in ("fits_series", "images") else ""
+    report.append(f"  input       {kind}: {nt} {what}{shown}")
     report.append(f"  image       {nx} x {ny} px (x by y)")
     inst = attrs.get("instrument")
     if inst or attrs.get("wavelength") is not None:
@@ -266,7 +268,7 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
         # A regular pattern of long steps is the observing sequence, not a gap worth a
         # warning each time: report only steps longer than the usual long step.
         usual = float(np.percentile(d[long_steps], 90)) / cadence
-        max_gap = math.ceil((usual + 0.5) * 2) / 2
+        max_gap = max(round((usual + 0.5) * 2) / 2, math.ceil(usual * 2 + 0.01) / 2)
         gap_reason = (
             f"{100 * long_steps.mean():.0f} % of the spacings are long steps of up to "
             f"{usual:.1f} cadences (the observing pattern); report only longer gaps"
@@ -389,13 +391,20 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
     k = max(1, min(k, n // 64))
     seg = n // k
     nfreq = seg // 2
-    settings["spectra.segments"] = (
-        k,
-        f"{k} x {_hms(seg * cadence)}: each holds >= 4 periods of the longest period of "
-        f"interest ({longest_period / 60:g} min, --longest-period) where the span allows; "
-        f"lowest frequency {1e3 / (seg * cadence):.3g} mHz, {nfreq} frequencies, "
-        f"{2 * k} dof each",
+    tail = (
+        f"lowest frequency {1e3 / (seg * cadence):.3g} mHz, {nfreq} frequencies, {2 * k} dof each"
     )
+    if 1.02 * span < 4.0 * longest_period:
+        why_k = (
+            f"one segment: the {_hms(span)} span holds fewer than 4 periods of the longest "
+            f"period of interest ({longest_period / 60:g} min, --longest-period); {tail}"
+        )
+    else:
+        why_k = (
+            f"{k} x {_hms(seg * cadence)}: each holds >= 4 periods of the longest period of "
+            f"interest ({longest_period / 60:g} min, --longest-period); {tail}"
+        )
+    settings["spectra.segments"] = (k, why_k)
     box = 3 if nfreq < 50 else 1
     settings["spectra.box"] = (
         box,
@@ -459,7 +468,7 @@ def render_config(insp: Inspection, config_path: str | Path | None = None) -> st
     out.append("input:")
     r = insp.input_reasons
     for key, value in insp.input.items():
-        out.append(_line(key, rel(value) if key == "path" else value, r.get(key)))
+        out.append(_line(key, rel(value) if key in ("path", "times_csv") else value, r.get(key)))
     out.append("prep:")
     out.append(_line("derotate", s["prep.derotate"][0], s["prep.derotate"][1]))
     if s["prep.derotate"][0]:
