@@ -177,6 +177,13 @@ def _choose_input(path: str) -> tuple[dict[str, Any], dict[str, str], list[str]]
     return {"kind": kind, "path": p}, reasons, notes
 
 
+def _per_frame(arr: Any, name: str, default: float) -> np.ndarray:
+    """A per-frame header value carried as a time coordinate, or ``default`` for every frame."""
+    if name in arr.coords:
+        return np.asarray(arr[name].values, dtype=float)
+    return np.full(arr.sizes["time"], default)
+
+
 def _fmt_time(iso: str) -> str:
     return iso.replace("T", " ").rstrip("Z")[:22]
 
@@ -353,10 +360,13 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
                 obs.append(f"{k} {float(h[k]):.3f} deg")
         report.append("  observer    " + (", ".join(obs) if obs else "not given (Earth assumed)"))
         drift_px = _ROTATION_ARCSEC_PER_H * span / 3600.0 / scale
-        moved = 0.0
-        if "wcs_crval1" in arr.coords:
-            v = np.asarray(arr["wcs_crval1"].values, dtype=float)
-            moved = float(abs(v[-1] - v[0])) / scale
+        # Where the field centre points in each frame (x only; rotation moves features in x):
+        # CRVAL1 + (centre - CRPIX1) * CDELT1 with each frame's own CRVAL1/CRPIX1 where the
+        # reader carries them (AIA/JSOC cutouts that track change CRPIX, IRIS changes CRVAL).
+        crval = _per_frame(arr, "wcs_crval1", float(h.get("CRVAL1", 0.0)))
+        crpix = _per_frame(arr, "wcs_crpix1", float(h.get("CRPIX1", 0.0)))
+        centre = crval + ((nx + 1) / 2.0 - crpix) * float(h.get("CDELT1", 1.0))
+        moved = float(abs(centre[-1] - centre[0])) / scale
         if moved > 0.5 * drift_px and drift_px > 1:
             derotate = False
             why = (

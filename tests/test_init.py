@@ -153,3 +153,39 @@ def test_init_then_run_aia_subset(shared_data, tmp_path):
     assert len(yaml.safe_load(ds.attrs["gaps"])) == 2
     assert "derotate" in ds.attrs["config"] and ds.attrs["n_frames"] == 100
     assert np.isfinite(ds["m1_index"].values).mean() > 0.9
+
+
+@pytest.mark.parametrize("tracking", [False, True])
+def test_init_derotation_follows_pointing(tmp_path, tracking):
+    """Fixed pointing over 40 min -> derotate; a cutout that tracks (CRPIX moving) -> not."""
+    from astropy.io import fits
+    from astropy.time import Time, TimeDelta
+
+    t0 = Time("2020-01-01T00:00:00", scale="utc")
+    for i in range(40):
+        h = fits.Header()
+        h.update(
+            CTYPE1="HPLN-TAN",
+            CTYPE2="HPLT-TAN",
+            CUNIT1="arcsec",
+            CUNIT2="arcsec",
+            CDELT1=0.6,
+            CDELT2=0.6,
+            CRVAL1=0.0,
+            CRVAL2=0.0,
+            # A JSOC im_patch cutout that tracks moves its reference pixel with the Sun.
+            CRPIX1=-300.0 - (0.15 * i / 0.6 if tracking else 0.0),
+            CRPIX2=-200.0,
+            DSUN_OBS=1.496e11,
+            HGLN_OBS=0.0,
+            HGLT_OBS=0.0,
+            EXPTIME=2.0,
+            BUNIT="DN",
+        )
+        h["DATE-OBS"] = (t0 + TimeDelta(60.0 * i, format="sec")).isot
+        fits.writeto(tmp_path / f"f{i:03d}.fits", np.zeros((8, 8), np.int16), h)
+    insp = inspect_input(tmp_path)
+    derotate, why = insp.settings["prep.derotate"]
+    assert derotate is (not tracking), why
+    assert ("follows the Sun" in why) is tracking
+    assert insp.input["time_key"][0] == "DATE-OBS" and insp.settings["resample.cadence"][0] == 60
