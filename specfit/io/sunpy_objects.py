@@ -39,9 +39,10 @@ __all__ = ["is_sunpy_object", "open_sunpy"]
 
 
 def is_sunpy_object(obj: Any) -> bool:
-    """True for a MapSequence, a non-empty list/tuple of Maps, or an NDCube (no imports)."""
+    """True for a MapSequence, a non-empty list/tuple of Maps, or an NDCube-like cube."""
     mod = type(obj).__module__ or ""
-    if mod.startswith(("sunpy.map", "ndcube")):
+    # NDCube subclasses of other packages (irispy, sunraster) share its axis API.
+    if mod.startswith(("sunpy.map", "ndcube")) or hasattr(obj, "array_axis_physical_types"):
         return True
     if isinstance(obj, list | tuple) and obj:
         return all((type(m).__module__ or "").startswith("sunpy.map") for m in obj)
