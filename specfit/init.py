@@ -312,9 +312,12 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
     else:
         if kind == "fits_series":
             key = str(attrs.get("time_key", "T_OBS"))
-            keys = [key] + [k for k in InputConfig().time_key if k != key]
-            input_out["time_key"] = keys
-            reasons["time_key"] = f"{key} is in every header"
+            if "," in key:  # frames differ in which key they carry: keep the usual order
+                input_out["time_key"] = list(cfg.time_key)
+                reasons["time_key"] = f"frames carry different keys ({key})"
+            else:
+                input_out["time_key"] = [key] + [k for k in cfg.time_key if k != key]
+                reasons["time_key"] = f"{key} is in every header"
         exp = arr["exposure"].values if "exposure" in arr.coords else None
         bunit = str(attrs.get("bunit", ""))
         raw_unit = (
