@@ -27,7 +27,14 @@ from ._base import (
     parse_time,
 )
 
-__all__ = ["FITS_SUFFIXES", "list_files", "open_fits_series", "header_time", "find_image_hdu"]
+__all__ = [
+    "FITS_SUFFIXES",
+    "list_files",
+    "open_fits_series",
+    "header_time",
+    "find_image_hdu",
+    "frame_geometry",
+]
 
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fts", ".fit", ".fts.gz", ".fit.gz")
 
