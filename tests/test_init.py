@@ -88,6 +88,15 @@ def test_init_iris_folder_of_cubes(shared_data, tmp_path, no_pixels):
     assert cfg.spectra.segments == 1 and cfg.spectra.box == 3
 
 
+def test_init_jittered_cadence(shared_data, no_pixels):
+    """A jittered cadence (IRIS 2796: 18.53-18.91 s) gets the grid that follows the frames."""
+    cube = "iris_l2_20140329_140938_3860258481_SJI_2796_t000_deconvolved.fits"
+    insp = inspect_input(shared_data / "iris_sji_20140329" / cube)
+    cadence, why = insp.settings["resample.cadence"]
+    assert cadence == 18.72, why  # the median, 18.66 s, keeps only 60 % of the Nyquist power
+    assert "drift" not in why and insp.settings["resample.max_gap"][0] == 1.5
+
+
 def test_init_cli(shared_data, tmp_path, capsys):
     out = tmp_path / "x.yaml"
     folder = str(shared_data / "iris_sji_20140329")
