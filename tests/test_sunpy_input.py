@@ -119,6 +119,28 @@ def test_list_of_maps_times_exposure_wcs():
     np.testing.assert_array_equal(arr.values[5], maps[5].data / np.float32(2.0))
 
 
+def test_dask_backed_maps_stay_lazy():
+    import dask.array as da
+    import sunpy.map
+
+    import specfit
+
+    maps = _tiny_maps(0, n=10)
+    calls = []
+
+    def read(block):
+        calls.append(block.shape)
+        return block
+
+    lazy = [
+        sunpy.map.Map(da.from_array(m.data, chunks=(8, 16)).map_blocks(read), m.meta) for m in maps
+    ]
+    arr = specfit.ingest(lazy)
+    assert calls == []  # opening reads nothing; each frame is read when its chunk is computed
+    np.testing.assert_array_equal(arr.values, specfit.ingest(maps).values)
+    assert len(calls) == 20
+
+
 def test_ndcube_dask_backed_stays_lazy():
     import astropy.wcs
     import dask.array as da
