@@ -41,6 +41,7 @@ def test_guess_time_pattern():
     assert guess_time_pattern(["x_20200102_030405.png", "x_20200102_030405.png"]) is None
 
 
+@pytest.mark.realdata
 def test_init_aia_fits(shared_data, tmp_path, no_pixels):
     out = tmp_path / "cfg" / "aia.yaml"
     report, text = init_config(shared_data / "aia1600_20120606" / "fits", out)
@@ -61,6 +62,7 @@ def test_init_aia_fits(shared_data, tmp_path, no_pixels):
     assert yaml.safe_load(raw)["spectra"]["segments"] == 2
 
 
+@pytest.mark.realdata
 def test_init_aia_jpg(shared_data, tmp_path, no_pixels):
     out = tmp_path / "jpg.yaml"
     report, _ = init_config(shared_data / "aia1600_20120606" / "jpg", out)
@@ -75,6 +77,7 @@ def test_init_aia_jpg(shared_data, tmp_path, no_pixels):
     assert insp.settings["spectra.segments"][0] == 1
 
 
+@pytest.mark.realdata
 def test_init_iris_folder_of_cubes(shared_data, tmp_path, no_pixels):
     out = tmp_path / "iris.yaml"
     report, _ = init_config(shared_data / "iris_sji_20140329", out)
@@ -88,6 +91,7 @@ def test_init_iris_folder_of_cubes(shared_data, tmp_path, no_pixels):
     assert cfg.spectra.segments == 1 and cfg.spectra.box == 3
 
 
+@pytest.mark.realdata
 def test_init_jittered_cadence(shared_data, no_pixels):
     """A jittered cadence (IRIS 2796: 18.53-18.91 s) gets the grid that follows the frames."""
     cube = "iris_l2_20140329_140938_3860258481_SJI_2796_t000_deconvolved.fits"
@@ -97,6 +101,7 @@ def test_init_jittered_cadence(shared_data, no_pixels):
     assert "drift" not in why and insp.settings["resample.max_gap"][0] == 1.5
 
 
+@pytest.mark.realdata
 def test_init_cli(shared_data, tmp_path, capsys):
     out = tmp_path / "x.yaml"
     folder = str(shared_data / "iris_sji_20140329")
@@ -138,6 +143,7 @@ def test_init_images_without_times(tmp_path):
 
 
 @pytest.mark.slow  # a real run: derotation, ~100 frames (~20 s)
+@pytest.mark.realdata
 def test_init_then_run_aia_subset(shared_data, tmp_path):
     """init on 100 real frames holding both gaps, then run what it wrote (on a cutout)."""
     import glob

@@ -36,6 +36,7 @@ def _aia_files(shared_data, n=60):
 
 
 @pytest.mark.slow  # two runs on real frames, ~25 s with the numba compile
+@pytest.mark.realdata
 def test_mapsequence_run_equals_file_run(shared_data, tmp_path):
     """The same 60 AIA frames as files and as a MapSequence give bit-identical maps."""
     import copy
