@@ -542,12 +542,15 @@ def init_config(
         raise ConfigError(f"{out} exists; choose another --out or pass --force to replace it")
     insp = inspect_input(path, longest_period=longest_period)
     text = render_config(insp, out)
+    cfg = load_config(yaml.safe_load(text))  # the schema, before anything is written
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text)
-        cfg = load_config(out)  # the file as a user will run it (paths resolved from it)
-    else:
-        cfg = load_config(yaml.safe_load(text))
+        try:
+            cfg = load_config(out)  # the file as a user will run it (paths resolved from it)
+        except ConfigError:
+            Path(out).unlink()  # written just now by this call: never leave a broken config
+            raise
     if cfg.input.kind != insp.input["kind"]:
         raise ConfigError(f"{out or 'the config'}: input.kind did not survive the round trip")
     report = "\n".join(insp.report + [f"  note        {n}" for n in insp.notes])
