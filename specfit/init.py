@@ -268,7 +268,8 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
     candidates = [float(values[np.argmax(counts)]), float(np.median(d))]
     if regular.size:
         candidates.append(float(regular.mean()))
-    candidates = [round(c, 2) for c in candidates if c > 0]
+    # Four significant digits keep the config readable at any cadence (ms cameras included).
+    candidates = [float(f"{c:.4g}") for c in candidates if c > 0]
     gains = [interpolation_nyquist_gain(times, uniform_times(times, c)) for c in candidates]
     best = int(np.argmax(np.round(gains, 3)))  # ties: the earlier (rounder) candidate
     cadence, gain = candidates[best], gains[best]
