@@ -122,6 +122,13 @@ def _choose_input(path: str) -> tuple[dict[str, Any], dict[str, str], list[str]]
         fits_files = _list(p, _FITS_SUFFIXES)
         img_files = _list(p, _IMAGE_SUFFIXES)
         if not fits_files and not img_files:
+            try:
+                zarr_store = detect_kind(InputConfig(path=p, pattern="*")) == "zarr"
+            except InputError:
+                zarr_store = False
+            if zarr_store:
+                reasons["kind"] = "a Zarr store (an xarray dataset with a time coordinate)"
+                return {"kind": "zarr", "path": p}, reasons, notes
             raise InputError(
                 f"{p} holds no FITS or image files (.fits, .fts, .jpg, .png, .tif); give the "
                 "folder of frames (or a cube file)"
@@ -231,6 +238,8 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
         "fits_series": "single-frame FITS files",
         "fits_cube": "frames in one FITS cube",
         "images": "image files",
+        "zarr": "frames in a Zarr store",
+        "array": "frames in a .npy cube",
     }.get(kind, kind)
     shown = f" ({cfg.pattern})" if kind in ("fits_series", "images") else ""
     report.append(f"  input       {kind}: {nt} {what}{shown}")

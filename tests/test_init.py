@@ -124,6 +124,15 @@ def test_init_errors(tmp_path, capsys):
         inspect_input(tmp_path / "missing")
 
 
+def test_init_zarr_cube(demo_store, tmp_path, no_pixels):
+    """A Zarr cube (specfit's own cube.zarr here) is an input init can read too."""
+    cube = demo_store.parent / "cube.zarr"
+    report, _ = init_config(cube, tmp_path / "z.yaml")
+    cfg = load_config(tmp_path / "z.yaml")
+    assert cfg.input.kind == "zarr" and Path(cfg.input.path) == cube.resolve()
+    assert "frames in a Zarr store" in report and cfg.resample.cadence == 12.0
+
+
 def test_init_images_without_times(tmp_path):
     from PIL import Image
 
