@@ -1,4 +1,4 @@
-"""``specfit run | demo | plot | explore | info | config | export``."""
+"""``specfit run | demo | init | plot | explore | info | config | export``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="specfit-demo", help="output folder (default: specfit-demo)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG heatmaps")
     _add_run_flags(p)
+
+    p = sub.add_parser(
+        "init", help="inspect a folder of frames (metadata only) and write a commented config"
+    )
+    p.add_argument("folder", help="folder of FITS frames or images, or a FITS cube file")
+    p.add_argument("--out", default=None, help="config file to write (default: print it)")
+    p.add_argument(
+        "--longest-period",
+        type=float,
+        default=30.0,
+        metavar="MIN",
+        help="longest period of interest in minutes; sets spectra.segments (default 30)",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
 
     p = sub.add_parser("info", help="summarise a results store")
     p.add_argument("results")
@@ -142,6 +156,19 @@ def _dispatch(args) -> int:
             plots=not args.no_plots,
             report=args.report,
         )
+        return 0
+    if args.command == "init":
+        from specfit.init import init_config
+
+        report, text = init_config(
+            args.folder, args.out, longest_period=60.0 * args.longest_period, force=args.force
+        )
+        if args.out:
+            print(report)
+            print(f"wrote {args.out}; check it, then: specfit run {args.out}")
+        else:  # the config on stdout (to redirect), the findings on stderr
+            print(report, file=sys.stderr)
+            print(text, end="")
         return 0
     if args.command == "info":
         from specfit.store import open_results

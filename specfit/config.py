@@ -63,9 +63,10 @@ class SyntheticConfig(_Section):
 class InputConfig(_Section):
     """Where the frames are and how to read them."""
 
-    kind: Literal["auto", "fits_series", "fits_cube", "images", "array", "zarr", "synthetic"] = (
-        "auto"
-    )
+    # "memory": the frames are sunpy objects handed over in Python (specfit.run(cfg, data=...)).
+    kind: Literal[
+        "auto", "fits_series", "fits_cube", "images", "array", "zarr", "synthetic", "memory"
+    ] = "auto"
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     path: str | None = Field(
         None, description="A folder, a glob, or a single file (cube, .npy, .zarr)."

@@ -147,8 +147,10 @@ def _prepare_input(cfg: Config) -> Config:
     return cfg
 
 
-def plan_run(cfg: Config):
+def plan_run(cfg: Config, data: Any = None):
     """Validate everything that can be checked before work starts; returns (arr, info).
+
+    ``data``: sunpy objects in memory read instead of ``input.path`` (see :func:`run`).
 
     ``arr`` is the lazy preprocessed (time, y, x) cube; ``info`` holds the uniform time grid,
     gaps, the frequency grid and the resolved models. Raises a clear error naming the config
@@ -168,7 +170,7 @@ def plan_run(cfg: Config):
             "fit.method=lsq weights by the spread across the box: set spectra.box to 3 or more "
             "(or use fit.method=whittle)"
         )
-    arr = ingest(cfg)
+    arr = ingest(cfg, data=data)
     if cfg.input.max_frames:
         arr = arr.isel(time=slice(0, cfg.input.max_frames))
     times = np.asarray(arr["time"].values, dtype=float)
@@ -307,7 +309,7 @@ def _windowed(client, delayeds, window: int):
     yield from pending
 
 
-def _cube_is_current(path: Path, science: dict) -> bool:
+def _cube_is_current(path: Path, science: dict, token: str = "") -> bool:
     import zarr
 
     if not (path / "zarr.json").exists():
@@ -316,7 +318,11 @@ def _cube_is_current(path: Path, science: dict) -> bool:
         attrs = dict(zarr.open_group(str(path), mode="r").attrs)
     except Exception:
         return False
-    return attrs.get("config_hash") == config_hash({k: science[k] for k in ("input", "prep")})
+    # ``token`` names in-memory input data (no files whose stamps could show a change).
+    return (
+        attrs.get("config_hash") == config_hash({k: science[k] for k in ("input", "prep")})
+        and str(attrs.get("input_token", "")) == token
+    )
 
 
 # ----------------------------------------------------------------------------- stage 2
@@ -419,6 +425,7 @@ def _layout(cfg: Config, arr, info: dict, block: int, cube_path: Path) -> StoreL
         "window_vif": window_vif(cfg.spectra.window, int(info["meta"]["segment_length"])),
         "box": cfg.spectra.box,
         "source": str(arr.attrs.get("source", cfg.input.path)),
+        "input_token": str(arr.attrs.get("input_token", "")),
     }
     from specfit.export import field_wcs_header
 
@@ -472,6 +479,7 @@ def run(
     resume: bool = False,
     cluster: str | None = None,
     report: str | None = None,
+    data: Any = None,
 ):
     """Run the whole pipeline and return the results Dataset (lazy, from ``results.zarr``).
 
@@ -490,6 +498,12 @@ def run(
         the config's ``cluster`` section.
     report
         Write dask's performance report (HTML) here.
+    data
+        Frames already in memory: a ``sunpy.map.MapSequence``, a list of Maps or an
+        ``ndcube.NDCube`` with a time axis, read with the config's ``input`` settings
+        (exposure key, normalisation, missing values) instead of ``input.path``, which must
+        be unset. The stored config records ``input.kind: memory``; the cube and a resume
+        are reused only for the same data (``attrs["input_token"]``).
     """
     from specfit.cluster import (
         cluster_config_from_flag,
@@ -500,6 +514,14 @@ def run(
     )
 
     cfg = load_config(config, overrides)
+    if data is not None:
+        if cfg.input.path or cfg.input.kind not in ("auto", "memory"):
+            raise ConfigError(
+                f"input.path {cfg.input.path!r} / input.kind {cfg.input.kind!r} given together "
+                "with data=; the frames come from one place: drop input.path from the config"
+            )
+        # The config stays plain YAML (it is stored with the results); the objects ride beside.
+        cfg.input.kind = "memory"
     if cluster:
         cfg.cluster = cluster_config_from_flag(cluster, cfg.cluster)
     # Under mpiexec only rank 1 (the client) goes on from here: the scheduler and worker ranks
@@ -512,12 +534,21 @@ def run(
 
     # Everything that can be checked is checked before any cluster starts or data is read.
     action = _check_store_target(cfg, overwrite, resume)
-    if action == "done":
+    if action == "done" and data is None:
         _say(f"{results_path} is already complete; nothing to do")
         return open_results(results_path)
     run_cfg = _prepare_input(cfg)
-    arr, info = plan_run(run_cfg)
+    arr, info = plan_run(run_cfg, data=data)
     science = _science(cfg)
+    token = str(arr.attrs.get("input_token", ""))
+    if action != "new" and str(store_attrs(results_path).get("input_token", "")) != token:
+        raise StoreError(
+            f"refusing to resume {results_path}: it was started from other in-memory data; "
+            "pass the same data= or use --overwrite"
+        )
+    if action == "done":  # in-memory data: "done" only once the data are known to match
+        _say(f"{results_path} is already complete; nothing to do")
+        return open_results(results_path)
     ny, nx, nt = arr.sizes["y"], arr.sizes["x"], arr.sizes["time"]
     _say(
         f"specfit {__version__}: {nt} frames of {ny} x {nx} px from {arr.attrs.get('source', '?')}"
@@ -555,7 +586,7 @@ def run(
             tile = int(store_attrs(results_path).get("block_size", tile))
         # Stage 1: the cube.
         t_stage = time.perf_counter()
-        if _cube_is_current(cube_path, science):
+        if _cube_is_current(cube_path, science, token):
             _say(f"  reusing {cube_path}")
         else:
             _say(f"  writing {cube_path} (chunks {time_chunk} frames x {tile} x {tile} px)")
