@@ -41,6 +41,16 @@ from specfit.store import (
     store_attrs,
     write_block,
 )
+from specfit.workspace import (
+    check_paths,
+    default_cube_path,
+    describe_change,
+    input_fingerprint,
+    is_empty_dir,
+    is_specfit_cube,
+    is_specfit_results,
+    remove_specfit_cube,
+)
 
 __all__ = ["run", "RunError", "plan_run", "cube_path_for"]
 
@@ -56,12 +66,12 @@ def _say(msg: str) -> None:
 
 
 def cube_path_for(cfg: Config) -> Path:
-    """Where the uniform-tiled cube goes: ``output.cube_path`` or beside the results."""
+    """Where the uniform-tiled cube goes: ``output.cube_path``, or ``cube.zarr`` in the work
+    folder specfit owns beside the results (``<output.path>.specfit-work/cube.zarr``), so that
+    it can never land on a file of the user's."""
     if cfg.output.cube_path:
         return Path(cfg.output.cube_path)
-    res = Path(cfg.output.path)
-    stem = res.name[:-5] if res.name.endswith(".zarr") else res.name
-    return res.with_name("cube.zarr" if stem == "results" else f"{stem}.cube.zarr")
+    return default_cube_path(cfg.output.path)
 
 
 def _science(cfg: Config) -> dict:
@@ -91,29 +101,40 @@ class TilePlan:
     method: str
     fit_options: dict
     keep_sigma: bool
+    run_key: str | None = None
 
 
-def _check_store_target(cfg: Config, overwrite: bool, resume: bool) -> str:
-    """Decide what to do with an existing results store: 'new' or 'resume'. Raises if unsafe."""
+def _check_store_target(
+    cfg: Config, overwrite: bool, resume: bool, fingerprint: dict | None = None
+) -> str:
+    """Decide what to do with an existing results store: 'new', 'resume' or 'done'.
+
+    Raises if unsafe: a folder that is not a specfit store is never replaced (not even with
+    ``--overwrite``), and a finished or unfinished store is reused only for the same science
+    config and unchanged inputs (``fingerprint``, see :func:`specfit.workspace.input_fingerprint`).
+    """
     path = Path(cfg.output.path)
-    if not path.exists():
+    if not path.exists() or is_empty_dir(path):
         return "new"
+    if not is_specfit_results(path):
+        raise StoreError(
+            f"{path} exists and is not a specfit results store; specfit never replaces it (not "
+            "even with --overwrite): choose another output.path"
+        )
     if overwrite:
         return "new"
-    if not (path / "zarr.json").exists():
-        raise StoreError(
-            f"{path} exists and is not a specfit results store; choose another output.path "
-            "or remove it"
-        )
     attrs = store_attrs(path)
     old = json.loads(attrs.get("config_json", "{}"))
     diff = config_diff(old, _science(cfg))
+    old_fp = json.loads(attrs["input_fingerprint"]) if attrs.get("input_fingerprint") else None
+    changed = describe_change(old_fp, fingerprint) if fingerprint else None
     if is_complete(path):
-        if resume and not diff:
+        if resume and not diff and not changed:
             return "done"
         raise StoreError(
             f"{path} already holds a finished run; pass --overwrite to replace it"
             + (f" (its config differs: {'; '.join(diff)})" if diff else "")
+            + (f" ({changed} since it was written)" if changed else "")
         )
     if not resume:
         raise StoreError(
@@ -125,7 +146,23 @@ def _check_store_target(cfg: Config, overwrite: bool, resume: bool) -> str:
             f"refusing to resume {path}: it was started with a different configuration "
             f"({'; '.join(diff)}). Use the same config, or --overwrite"
         )
+    if old_fp is None or "blocks_run" not in _array_names(path):
+        raise StoreError(
+            f"refusing to resume {path}: it has no record of its inputs (an earlier specfit "
+            "wrote it); start again with --overwrite"
+        )
+    if changed:
+        # Its finished tiles describe the old inputs: mixing them with new ones would give
+        # maps of neither. Redoing everything is --overwrite's job, said explicitly.
+        raise StoreError(
+            f"refusing to resume {path}: {changed} since it was started, so its finished tiles "
+            "describe other data; start again with --overwrite"
+        )
     return "resume"
+
+
+def _array_names(path: Path) -> set[str]:
+    return {p.name for p in path.iterdir() if (p / "zarr.json").exists()}
 
 
 def _prepare_input(cfg: Config) -> Config:
@@ -232,12 +269,22 @@ def interpolation_nyquist_gain(times: np.ndarray, new_times: np.ndarray) -> floa
 
 
 # ----------------------------------------------------------------------------- stage 1
-def _write_cube(arr, path: Path, tile: int, time_chunk: int, client, science: dict) -> None:
+def _write_cube(
+    arr,
+    path: Path,
+    tile: int,
+    time_chunk: int,
+    client,
+    science: dict,
+    fingerprint: dict | None = None,
+) -> None:
     """Write the preprocessed cube once, rechunked from per-frame to (time_chunk, tile, tile).
 
     xarray writes the metadata and coordinates; the data go in slabs of ``time_chunk`` frames,
     each a separate computation, so the progress bar counts slabs and a slab's chunks never
-    share a Zarr chunk with another slab's.
+    share a Zarr chunk with another slab's. The cube's attrs mark it as specfit's
+    (``specfit_kind``) and record its config hash and input fingerprint; an existing ``path``
+    or ``.partial`` folder is replaced only if it is specfit's own cube or empty.
     """
     import dask
     import dask.array as da
@@ -247,12 +294,21 @@ def _write_cube(arr, path: Path, tile: int, time_chunk: int, client, science: di
     from specfit.cluster import progress
 
     tmp = path.with_name(path.name + ".partial")
+    for old in (tmp, path):
+        if old.exists() and not (is_specfit_cube(old) or is_empty_dir(old)):
+            raise StoreError(
+                f"{old} exists and is not a cube written by specfit; it is left alone: choose "
+                "another output.cube_path"
+            )
     if tmp.exists():
-        shutil.rmtree(tmp)
+        shutil.rmtree(tmp)  # specfit's own unfinished cube (checked just above)
     arr = arr.astype("float32").chunk({"time": time_chunk, "y": tile, "x": tile})
     ds = xr.Dataset({"intensity": arr})
     ds.attrs = {k: v for k, v in arr.attrs.items() if isinstance(v, str | int | float | bool)}
     ds.attrs["config_hash"] = config_hash({k: science[k] for k in ("input", "prep")})
+    # Written with the first metadata: from then on the folder is recognisably specfit's.
+    ds.attrs["specfit_kind"] = "cube"
+    ds.attrs["input_fingerprint"] = json.dumps(fingerprint or {})
     for v in ds.variables.values():
         v.encoding = {}
     # Chunks align by construction; safe_chunks makes xarray refuse any misalignment. With
@@ -290,7 +346,8 @@ def _write_cube(arr, path: Path, tile: int, time_chunk: int, client, science: di
         for slab in progress(slabs, total=n_slabs, desc="ingest", unit="slab"):
             dask.compute(slab)
     if path.exists():
-        shutil.rmtree(path)
+        if not remove_specfit_cube(path):
+            path.rmdir()  # empty (checked above); rmdir refuses anything else
     tmp.rename(path)  # the cube exists only once it is whole
 
 
@@ -307,16 +364,34 @@ def _windowed(client, delayeds, window: int):
     yield from pending
 
 
-def _cube_is_current(path: Path, science: dict) -> bool:
+def _cube_is_current(
+    path: Path, science: dict, fingerprint: dict | None = None
+) -> tuple[bool, str | None]:
+    """(reusable, why not): a cube is reused only if specfit wrote it from the same input and
+    prep settings and the same inputs (``fingerprint``)."""
     import zarr
 
     if not (path / "zarr.json").exists():
-        return False
+        return False, None
     try:
         attrs = dict(zarr.open_group(str(path), mode="r").attrs)
     except Exception:
-        return False
-    return attrs.get("config_hash") == config_hash({k: science[k] for k in ("input", "prep")})
+        return False, "it cannot be read"
+    if attrs.get("specfit_kind") != "cube":
+        return False, "it has no specfit marker"
+    if attrs.get("config_hash") != config_hash({k: science[k] for k in ("input", "prep")}):
+        return False, "the input or prep settings changed"
+    if fingerprint is not None:
+        try:
+            old = json.loads(attrs.get("input_fingerprint") or "null")
+        except ValueError:
+            old = None
+        if not old:
+            return False, "it has no record of its inputs"
+        changed = describe_change(old, fingerprint)
+        if changed:
+            return False, changed
+    return True, None
 
 
 # ----------------------------------------------------------------------------- stage 2
@@ -365,11 +440,18 @@ def process_tile(plan: TilePlan, by: int, bx: int) -> tuple[int, int]:
         data["power_sigma"] = spread.astype(np.float32)
     data["dof"] = dof
     data["mean_intensity"] = mean
-    write_block(plan.results_path, by, bx, b, data)
+    write_block(plan.results_path, by, bx, b, data, run_key=plan.run_key)
     return by, bx
 
 
-def _layout(cfg: Config, arr, info: dict, block: int, cube_path: Path) -> StoreLayout:
+def _layout(
+    cfg: Config,
+    arr,
+    info: dict,
+    block: int,
+    cube_path: Path,
+    fingerprint: dict | None = None,
+) -> StoreLayout:
     from specfit.kernels.fitting import STATUS_CODES
     from specfit.kernels.periodogram import window_vif
     from specfit.stages import models_attr
@@ -403,6 +485,8 @@ def _layout(cfg: Config, arr, info: dict, block: int, cube_path: Path) -> StoreL
         "config": cfg.to_yaml(),
         "config_json": json.dumps(science),
         "config_hash": config_hash(science),
+        "input_fingerprint": json.dumps(fingerprint or {}),
+        "run_key": run_key(science, fingerprint),
         "specfit_version": __version__,
         "models": models_attr(info["models"]),
         "status_codes": json.dumps({str(k): v for k, v in STATUS_CODES.items()}),
@@ -421,6 +505,11 @@ def _layout(cfg: Config, arr, info: dict, block: int, cube_path: Path) -> StoreL
         "source": str(arr.attrs.get("source", cfg.input.path)),
     }
     return StoreLayout(ny, nx, info["freq"], block, variables, spectral, coords2d, attrs)
+
+
+def run_key(science: dict, fingerprint: dict | None) -> str:
+    """What a block is written under: the science config and the inputs' fingerprint."""
+    return config_hash({"science": science, "inputs": (fingerprint or {}).get("hash")})
 
 
 def fit_options(cfg: Config) -> dict:
@@ -484,13 +573,8 @@ def run(
     report
         Write dask's performance report (HTML) here.
     """
-    from specfit.cluster import (
-        cluster_config_from_flag,
-        connect,
-        performance_report,
-        progress,
-        start_mpi,
-    )
+    from specfit.cluster import cluster_config_from_flag, start_mpi
+    from specfit.store import StoreLock
 
     cfg = load_config(config, overrides)
     if cluster:
@@ -498,13 +582,25 @@ def run(
     # Under mpiexec only rank 1 (the client) goes on from here: the scheduler and worker ranks
     # serve inside this call, so no rank but one ever writes inputs or reads every header.
     start_mpi(cfg.cluster)
+    # Every output path against every input, before any cluster starts or anything is written.
+    check_paths(cfg, cube_path_for(cfg))
+    fingerprint = input_fingerprint(cfg)
+    # One writer per store: the lock is taken before the store is looked at or written.
+    with StoreLock(cfg.output.path):
+        return _run_locked(cfg, fingerprint, overwrite, resume, report)
+
+
+def _run_locked(cfg: Config, fingerprint: dict, overwrite: bool, resume: bool, report):
+    """The body of :func:`run`, under the store's lock."""
+    from specfit.cluster import connect, performance_report, progress
+
     report = report or cfg.cluster.report
     results_path = Path(cfg.output.path)
     cube_path = cube_path_for(cfg)
     t_start = time.perf_counter()
 
     # Everything that can be checked is checked before any cluster starts or data is read.
-    action = _check_store_target(cfg, overwrite, resume)
+    action = _check_store_target(cfg, overwrite, resume, fingerprint)
     if action == "done":
         _say(f"{results_path} is already complete; nothing to do")
         return open_results(results_path)
@@ -548,14 +644,17 @@ def run(
             tile = int(store_attrs(results_path).get("block_size", tile))
         # Stage 1: the cube.
         t_stage = time.perf_counter()
-        if _cube_is_current(cube_path, science):
+        current, why = _cube_is_current(cube_path, science, fingerprint)
+        if current:
             _say(f"  reusing {cube_path}")
         else:
+            if why:
+                _say(f"  {cube_path} is out of date ({why}); writing it again")
             _say(f"  writing {cube_path} (chunks {time_chunk} frames x {tile} x {tile} px)")
-            _write_cube(arr, cube_path, tile, time_chunk, client, science)
+            _write_cube(arr, cube_path, tile, time_chunk, client, science, fingerprint)
         t_cube = time.perf_counter() - t_stage
         # Stage 2: tiles.
-        layout = _layout(cfg, arr, info, tile, cube_path)
+        layout = _layout(cfg, arr, info, tile, cube_path, fingerprint)
         if action == "new":
             prepare_store(results_path, layout)
         done = done_blocks(results_path)
@@ -587,6 +686,7 @@ def run(
             method=cfg.fit.method,
             fit_options=fit_options(cfg),
             keep_sigma=cfg.spectra.box > 1,
+            run_key=layout.attrs["run_key"],
         )
         t_stage = time.perf_counter()
         failures = _run_tiles(plan, todo, client, progress)
@@ -604,8 +704,8 @@ def run(
         results_path,
         {"elapsed_s": round(elapsed, 2), "timings": {k: round(v, 2) for k, v in timings.items()}},
     )
-    if not cfg.output.keep_cube and cube_path.exists():
-        shutil.rmtree(cube_path)
+    if not cfg.output.keep_cube:
+        remove_specfit_cube(cube_path)  # only ever a cube specfit wrote (its marker attr)
     _say(f"  wrote {results_path} in {time.perf_counter() - t_start:.1f} s")
     return open_results(results_path)
 

@@ -19,6 +19,7 @@ periodogram ``2 dt / N |X_k|^2`` with expectation ``P(f_k)``, the "density" norm
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,7 +214,8 @@ def make_synthetic(
         Image size (ny, nx), nominal number of frames (a few are dropped), nominal cadence (s),
         and the random seed (the same seed gives the same files).
     overwrite
-        Replace existing frames; otherwise an existing complete set is reused.
+        Replace existing frames; otherwise an existing complete set made with the same
+        settings is reused (other settings make the frames anew).
     **kwargs
         Passed to :func:`synthetic_series` (jitter, drop_fraction, exposure, ...).
     """
@@ -225,7 +227,14 @@ def make_synthetic(
     frames = out / "frames"
     truth_path = out / "truth.zarr"
     marker = out / ".complete"
-    if marker.exists() and not overwrite:
+    # The marker records what the frames were made with: other settings make them anew
+    # (reusing frames of another seed or size would feed the run other data than asked).
+    made_with = json.dumps(
+        {"shape": list(shape), "n_frames": n_frames, "cadence": cadence, "seed": seed, **kwargs},
+        sort_keys=True,
+        default=str,
+    )
+    if marker.exists() and not overwrite and marker.read_text().strip() == made_with:
         nt = len(list(frames.glob("synth_*.fits")))
         return SyntheticData(frames, truth_path, nt, tuple(shape))
     frames.mkdir(parents=True, exist_ok=True)
@@ -252,7 +261,7 @@ def make_synthetic(
         },
     )
     ds.to_zarr(truth_path, mode="w", consolidated=False)
-    marker.write_text("ok\n")
+    marker.write_text(made_with + "\n")
     return SyntheticData(frames, truth_path, int(t.size), tuple(shape))
 
 
