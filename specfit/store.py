@@ -282,7 +282,8 @@ def finalise_store(path: str | Path, extra_attrs: dict | None = None) -> None:
     done, total = block_status(path)
     if done != total:
         raise StoreError(f"{path}: only {done} of {total} blocks are written; not marking complete")
-    root = zarr.open_group(str(path), mode="r+")
+    # What is really in the store, not its consolidated summary (written at the start).
+    root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     attrs = dict(root.attrs)
     ny, nx = root["y"].shape[0], root["x"].shape[0]
     members = set(root.array_keys())
