@@ -15,6 +15,7 @@ Two passes over the data:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -174,9 +175,16 @@ def _prepare_input(cfg: Config) -> Config:
     if not cfg.input.path:
         raise ConfigError("input.path: a folder where the synthetic frames are written is needed")
     s = cfg.input.synthetic
-    data = make_synthetic(
-        cfg.input.path, shape=tuple(s.shape), n_frames=s.n_frames, cadence=s.cadence, seed=s.seed
-    )
+    try:
+        data = make_synthetic(
+            cfg.input.path,
+            shape=tuple(s.shape),
+            n_frames=s.n_frames,
+            cadence=s.cadence,
+            seed=s.seed,
+        )
+    except FileExistsError as exc:
+        raise ConfigError(f"input.path: {exc}") from None
     cfg = cfg.model_copy(deep=True)
     cfg.input.kind = "fits_series"
     cfg.input.path = str(data.frames)
@@ -585,8 +593,14 @@ def run(
     # Every output path against every input, before any cluster starts or anything is written.
     check_paths(cfg, cube_path_for(cfg))
     fingerprint = input_fingerprint(cfg)
-    # One writer per store: the lock is taken before the store is looked at or written.
-    with StoreLock(cfg.output.path):
+    # One writer per store: the lock is taken before the store is looked at or written. A cube
+    # of the user's choosing may be shared by runs on other stores: it gets a lock of its own.
+    cube_lock = (
+        StoreLock(cfg.output.cube_path, "output.cube_path ")
+        if cfg.output.cube_path
+        else contextlib.nullcontext()
+    )
+    with StoreLock(cfg.output.path), cube_lock:
         return _run_locked(cfg, fingerprint, overwrite, resume, report)
 
 

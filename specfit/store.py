@@ -370,13 +370,17 @@ class StoreLock:
     Parameters
     ----------
     results
-        The results store the lock protects (need not exist yet).
+        The results store the lock protects (need not exist yet), or a cube set by
+        ``output.cube_path`` (its lock is then in ``<cube_path>.specfit-work``).
+    label
+        How messages name the path, e.g. ``"output.cube_path "``.
     """
 
-    def __init__(self, results: str | Path) -> None:
+    def __init__(self, results: str | Path, label: str = "") -> None:
         from specfit.workspace import work_dir_for
 
         self.results = Path(results)
+        self.label = label
         self.work = work_dir_for(self.results)
         self.lock_path = self.work / "lock"
         self.info_path = self.work / "lock.json"
@@ -429,7 +433,7 @@ class StoreLock:
                         self.lock_path.unlink(missing_ok=True)
                         continue
                 raise StoreError(
-                    f"{self.results} is being written by another specfit run "
+                    f"{self.label}{self.results} is being written by another specfit run "
                     f"({self._describe(holder)}); wait for it to finish or stop that run, "
                     "then run again"
                 ) from None

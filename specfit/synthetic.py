@@ -215,7 +215,13 @@ def make_synthetic(
         and the random seed (the same seed gives the same files).
     overwrite
         Replace existing frames; otherwise an existing complete set made with the same
-        settings is reused (other settings make the frames anew).
+        settings is reused (other settings make the frames anew). Frames are only ever
+        replaced in a folder that specfit marked as its own (``.complete``).
+
+    Raises
+    ------
+    FileExistsError
+        If ``out_dir`` holds ``synth_*.fits`` frames or ``truth.zarr`` without specfit's marker.
     **kwargs
         Passed to :func:`synthetic_series` (jitter, drop_fraction, exposure, ...).
     """
@@ -237,10 +243,17 @@ def make_synthetic(
     if marker.exists() and not overwrite and marker.read_text().strip() == made_with:
         nt = len(list(frames.glob("synth_*.fits")))
         return SyntheticData(frames, truth_path, nt, tuple(shape))
+    if not marker.exists() and (any(frames.glob("synth_*.fits")) or truth_path.exists()):
+        # Files with specfit's names but no record that specfit made them: never delete them.
+        raise FileExistsError(
+            f"{out} holds synth_*.fits frames or truth.zarr that specfit has no record of making "
+            f"(no {marker.name}); choose an empty folder for the synthetic frames"
+        )
     frames.mkdir(parents=True, exist_ok=True)
+    # Marked before the first frame is written: frames left by a killed call are specfit's.
+    marker.write_text("writing\n")
     for old in frames.glob("synth_*.fits"):
         old.unlink()
-    marker.unlink(missing_ok=True)
 
     t, cube, exptime, truth = synthetic_series(shape, n_frames, cadence, seed, **kwargs)
     t0 = Time(START_TIME, scale="utc")

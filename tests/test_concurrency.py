@@ -227,3 +227,22 @@ def test_complete_only_when_every_block_is_this_runs_and_every_variable_is_there
     with pytest.raises(StoreError, match=r"variables missing \(m1_tail\)"):
         finalise_store(results)
     assert zarr.open_group(str(results), mode="r").attrs["complete"] is False
+
+
+def test_a_shared_cube_path_is_locked_too(world, tmp_path, capsys):
+    """Two stores may share an ``output.cube_path``; a run on the other store waits its turn
+    instead of rewriting the cube under the first one's tiles."""
+    from specfit.cli import main
+
+    frames, _ = world
+    cube = tmp_path / "shared_cube.zarr"
+    cfg = config(frames, tmp_path / "other.zarr", A)
+    cfg["output"]["cube_path"] = str(cube)
+    path = write_cfg(tmp_path / "other.yaml", cfg)
+    with StoreLock(cube, "output.cube_path "):
+        assert main(["run", str(path)]) == 2
+        line = one_line_refusal(capsys.readouterr().err)
+        assert f"output.cube_path {cube} is being written by another specfit run" in line
+    assert not (tmp_path / "other.zarr").exists() and not cube.exists()
+    assert main(["run", str(path)]) == 0  # free again
+    assert (cube / "zarr.json").exists()

@@ -228,3 +228,15 @@ def test_impossible_output_paths_give_one_line_before_any_cluster(tmp_path, wher
     assert len(lines) == 1 and lines[0].startswith(f"specfit: error: {key}"), res.stderr
     assert "Traceback" not in res.stderr and "dashboard" not in res.stderr.lower()
     assert afile.read_text() == "a user's file\n"
+
+
+def test_synthetic_frames_are_made_only_in_a_folder_specfit_marked(tmp_path):
+    """input.kind synthetic writes frames into input.path: files there with specfit's names
+    but no specfit marker are someone else's and stay."""
+    mine = tmp_path / "synthetic"
+    (mine / "frames").mkdir(parents=True)
+    (mine / "frames" / "synth_00000.fits").write_bytes(b"someone's file")
+    before = snapshot(mine)
+    with pytest.raises(ConfigError, match="input.path: .* no record of making"):
+        run(tiny_config(tmp_path))
+    assert snapshot(mine) == before
