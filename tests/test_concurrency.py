@@ -91,10 +91,22 @@ def one_line_refusal(stderr: str) -> str:
     return lines[0]
 
 
+SLOW = pytest.mark.slow  # keeps the file's default run under a minute
+
+
 @pytest.mark.parametrize(
-    "offset", [0.0, 0.5, 2.0, pytest.param(5.0, marks=pytest.mark.slow)], ids=lambda o: f"{o}s"
+    ("mode", "offset"),
+    [
+        pytest.param("same", 0.0, marks=SLOW),
+        ("same", 0.5),
+        ("same", 2.0),
+        pytest.param("same", 5.0, marks=SLOW),
+        ("overwrite_changed", 0.0),
+        ("overwrite_changed", 0.5),
+        ("overwrite_changed", 2.0),
+        pytest.param("overwrite_changed", 5.0, marks=SLOW),
+    ],
 )
-@pytest.mark.parametrize("mode", ["same", "overwrite_changed"])
 @pytest.mark.timeout(180)
 def test_two_runs_on_one_output(world, tmp_path, offset, mode):
     """First run: config A. Second, ``offset`` s later: A again without flags, or B with
