@@ -410,7 +410,7 @@ class StoreLock:
 
         from specfit.workspace import ensure_work_dir
 
-        ensure_work_dir(self.results)
+        ensure_work_dir(self.results, self.label.strip() or "output.path")
         lock = FileLock(str(self.lock_path), timeout=0)
         for attempt in range(2):
             try:

@@ -102,8 +102,10 @@ def _is_work_dir(path: Path) -> bool:
     return (path / WORK_MARKER).is_file()
 
 
-def ensure_work_dir(results: str | Path) -> Path:
+def ensure_work_dir(results: str | Path, key: str = "output.path") -> Path:
     """Create (or reuse) the work folder beside ``results`` and mark it as specfit's.
+
+    ``key`` is the config key that messages name (``output.path`` or ``output.cube_path``).
 
     Raises
     ------
@@ -113,8 +115,8 @@ def ensure_work_dir(results: str | Path) -> Path:
     work = work_dir_for(results)
     if work.exists() and not (_is_work_dir(work) or is_empty_dir(work)):
         raise ConfigError(
-            f"output.path: {work} exists and was not made by specfit; specfit keeps its work "
-            "files there, so move that folder away or choose another output.path"
+            f"{key}: {work} exists and was not made by specfit; specfit keeps its work "
+            f"files there, so move that folder away or choose another {key}"
         )
     try:
         work.mkdir(parents=True, exist_ok=True)
@@ -136,8 +138,7 @@ def ensure_work_dir(results: str | Path) -> Path:
             os.replace(tmp, marker)
     except OSError as exc:
         raise ConfigError(
-            f"output.path: cannot create {work} ({exc.strerror or exc}); choose a folder you "
-            "can write to"
+            f"{key}: cannot create {work} ({exc.strerror or exc}); choose a folder you can write to"
         ) from None
     return work
 

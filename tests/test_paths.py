@@ -205,6 +205,7 @@ def _cli_run(cfg: dict, tmp_path: Path, *flags: str) -> subprocess.CompletedProc
         ("is_file", "output.path"),
         ("unwritable", "output.path"),
         ("cube_below_file", "output.cube_path"),
+        ("cube_unwritable", "output.cube_path"),
     ],
 )
 def test_impossible_output_paths_give_one_line_before_any_cluster(tmp_path, where, key):
@@ -220,6 +221,8 @@ def test_impossible_output_paths_give_one_line_before_any_cluster(tmp_path, wher
         cfg["output"]["path"] = str(afile)
     elif where == "unwritable":
         cfg["output"]["path"] = "/proc/specfit-cannot-write-here/results.zarr"
+    elif where == "cube_unwritable":
+        cfg["output"]["cube_path"] = "/proc/specfit-cannot-write-here/cube.zarr"
     else:
         cfg["output"]["cube_path"] = str(afile / "cube.zarr")
     res = _cli_run(cfg, tmp_path)
@@ -240,3 +243,17 @@ def test_synthetic_frames_are_made_only_in_a_folder_specfit_marked(tmp_path):
     with pytest.raises(ConfigError, match="input.path: .* no record of making"):
         run(tiny_config(tmp_path))
     assert snapshot(mine) == before
+
+
+def test_a_folder_without_write_permission_is_refused_before_work(tmp_path, monkeypatch):
+    """(As root every folder is writable, so the permission answer is simulated.)"""
+    import os
+
+    real = os.access
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == locked else real(p, m))
+    cfg = tiny_config(tmp_path, output={"path": str(locked / "results.zarr")})
+    with pytest.raises(ConfigError, match=r"output.path: .* no permission to write in .*locked"):
+        run(cfg)
+    assert list(locked.iterdir()) == [] and not (tmp_path / "synthetic").exists()
