@@ -572,14 +572,25 @@ def run(
     overrides
         ``section.key=value`` strings (as ``--set``).
     overwrite
-        Replace an existing results store.
+        Replace an existing results store (only a specfit store or an empty folder is ever
+        replaced).
     resume
-        Continue an unfinished run with the same science config (only missing tiles run).
+        Continue an unfinished run with the same science config and unchanged input files
+        (only missing tiles run).
     cluster
         ``local``, ``mpi``, ``synchronous``, ``tcp://host:port`` or a scheduler file; overrides
         the config's ``cluster`` section.
     report
         Write dask's performance report (HTML) here.
+
+    Raises
+    ------
+    ConfigError
+        Before any cluster starts or anything is written, for outputs that would touch an
+        input or a folder specfit did not make, or cannot be created.
+    StoreError
+        If another run holds the store's lock, or the store cannot be used as asked (finished,
+        unfinished, other config or other inputs).
     """
     from specfit.cluster import cluster_config_from_flag, start_mpi
     from specfit.store import StoreLock
