@@ -93,6 +93,14 @@ def one_line_refusal(stderr: str) -> str:
 
 SLOW = pytest.mark.slow  # keeps the file's default run under a minute
 
+# The second run: its config (A or B) and flags.
+MODES = {
+    "same": ("A", ()),
+    "overwrite_changed": ("B", ("--overwrite",)),
+    "changed": ("B", ()),
+    "overwrite_same": ("A", ("--overwrite",)),
+}
+
 
 @pytest.mark.parametrize(
     ("mode", "offset"),
@@ -105,19 +113,20 @@ SLOW = pytest.mark.slow  # keeps the file's default run under a minute
         ("overwrite_changed", 0.5),
         ("overwrite_changed", 2.0),
         pytest.param("overwrite_changed", 5.0, marks=SLOW),
+        pytest.param("changed", 0.5, marks=SLOW),
+        pytest.param("overwrite_same", 2.0, marks=SLOW),
     ],
 )
 @pytest.mark.timeout(180)
 def test_two_runs_on_one_output(world, tmp_path, offset, mode):
-    """First run: config A. Second, ``offset`` s later: A again without flags, or B with
-    --overwrite. Exactly one writes at a time; the other gets one line; the store is whole."""
+    """First run: config A. Second, ``offset`` s later: A or B (other science settings), with
+    or without --overwrite. Exactly one writes at a time; the other gets one line; the store
+    is whole and holds the config of the run that wrote it."""
     frames, refs = world
     results = tmp_path / "results.zarr"
     cfg1 = write_cfg(tmp_path / "a.yaml", config(frames, results, A))
-    if mode == "same":
-        cfg2, flags = cfg1, ()
-    else:
-        cfg2, flags = write_cfg(tmp_path / "b.yaml", config(frames, results, B)), ("--overwrite",)
+    second, flags = MODES[mode]
+    cfg2 = write_cfg(tmp_path / "b.yaml", config(frames, results, {"A": A, "B": B}[second]))
     p1 = start(cfg1)
     time.sleep(offset)
     p2 = start(cfg2, *flags)
@@ -139,9 +148,9 @@ def test_two_runs_on_one_output(world, tmp_path, offset, mode):
     if codes == (0, 2):
         assert winner == "A"
     elif codes == (2, 0):
-        assert winner == ("A" if mode == "same" else "B")
+        assert winner == second
     else:  # both wrote, one after the other: only --overwrite may replace a finished store
-        assert mode == "overwrite_changed" and winner == "B", (out1[-1500:], out2[-1500:])
+        assert "--overwrite" in flags and winner == second, (out1[-1500:], out2[-1500:])
 
 
 def test_a_held_lock_is_named_and_overwrite_refuses(world, tmp_path, capsys):
