@@ -212,8 +212,14 @@ class OutputConfig(_Section):
     """Where results go and how they are chunked."""
 
     path: str = "results.zarr"
-    cube_path: str | None = Field(None, description="Where cube.zarr goes; None = beside results.")
-    keep_cube: bool = True
+    cube_path: str | None = Field(
+        None,
+        description="Where cube.zarr goes (a new or empty folder, or a cube specfit wrote); "
+        "None = <path>.specfit-work/cube.zarr, specfit's work folder beside the results.",
+    )
+    keep_cube: bool = Field(
+        True, description="Keep the cube after the run (only a cube specfit wrote is removed)."
+    )
     tile: int | None = Field(
         None, ge=8, description="Spatial tile (px) per task; None = chosen from worker memory."
     )

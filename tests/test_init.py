@@ -126,7 +126,9 @@ def test_init_errors(tmp_path, capsys):
 
 def test_init_zarr_cube(demo_store, tmp_path, no_pixels):
     """A Zarr cube (specfit's own cube.zarr here) is an input init can read too."""
-    cube = demo_store.parent / "cube.zarr"
+    from specfit.workspace import default_cube_path
+
+    cube = default_cube_path(demo_store)
     report, _ = init_config(cube, tmp_path / "z.yaml")
     cfg = load_config(tmp_path / "z.yaml")
     assert cfg.input.kind == "zarr" and Path(cfg.input.path) == cube.resolve()

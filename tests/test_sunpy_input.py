@@ -210,7 +210,7 @@ def test_cube_not_reused_for_other_data(tmp_path):
     a = run(cfg, data=_tiny_maps(1))["mean_intensity"].values
     b = run(cfg, data=_tiny_maps(2), overwrite=True)["mean_intensity"].values
     assert not np.allclose(a, b)
-    with pytest.raises(StoreError, match="other in-memory data"):
+    with pytest.raises(StoreError, match="frames given in memory"):
         # A finished store with the same config is "done" only for the same data.
         run(cfg, data=_tiny_maps(3), resume=True)
     again = run(cfg, data=_tiny_maps(2), resume=True)  # the same data: nothing to do
