@@ -3,7 +3,7 @@
 The public API (imported lazily so that ``import specfit`` stays fast)::
 
     run, open_results, load_config, ingest, resample, power_spectra, fit, models,
-    make_synthetic
+    make_synthetic, to_map
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ _API = {
     "fit": ("specfit.stages", "fit"),
     "models": ("specfit.kernels.models", None),
     "make_synthetic": ("specfit.synthetic", "make_synthetic"),
+    "to_map": ("specfit.export", "to_map"),
 }
 
 __all__ = sorted(_API) + ["__version__"]

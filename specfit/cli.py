@@ -1,4 +1,4 @@
-"""``specfit run | demo | plot | explore | info``."""
+"""``specfit run | demo | init | plot | explore | info | config | export``."""
 
 from __future__ import annotations
 
@@ -51,6 +51,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG heatmaps")
     _add_run_flags(p)
 
+    p = sub.add_parser(
+        "init", help="inspect a folder of frames (metadata only) and write a commented config"
+    )
+    p.add_argument("folder", help="folder of FITS frames or images, or a FITS cube file")
+    p.add_argument("--out", default=None, help="config file to write (default: print it)")
+    p.add_argument(
+        "--longest-period",
+        type=float,
+        default=30.0,
+        metavar="MIN",
+        help="longest period of interest in minutes; sets spectra.segments (default 30)",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+
     p = sub.add_parser("info", help="summarise a results store")
     p.add_argument("results")
 
@@ -77,6 +91,26 @@ def _parser() -> argparse.ArgumentParser:
         help="user model file (or module) to load for the spectrum view (repeatable); files "
         "named inside the store are never imported",
     )
+
+    p = sub.add_parser("config", help="the example configs shipped with specfit")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    csub.add_parser("list", help="names and one-line descriptions")
+    c = csub.add_parser("show", help="print one shipped config")
+    c.add_argument("name")
+    c = csub.add_parser("copy", help="copy a shipped config to a file or folder, to edit")
+    c.add_argument("name")
+    c.add_argument("dest")
+
+    p = sub.add_parser("export", help="parameter maps as FITS files with the field's WCS")
+    p.add_argument("results")
+    p.add_argument("--fits", required=True, metavar="DIR", help="folder for one FITS file per map")
+    p.add_argument(
+        "--maps",
+        default=None,
+        metavar="NAME,...",
+        help="comma-separated map names (default: every (y, x) map of the store)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace FITS files of the same names")
     return ap
 
 
@@ -176,6 +210,19 @@ def _dispatch(args) -> int:
             report=args.report,
         )
         return 0
+    if args.command == "init":
+        from specfit.init import init_config
+
+        report, text = init_config(
+            args.folder, args.out, longest_period=60.0 * args.longest_period, force=args.force
+        )
+        if args.out:
+            print(report)
+            print(f"wrote {args.out}; check it, then: specfit run {args.out}")
+        else:  # the config on stdout (to redirect), the findings on stderr
+            print(report, file=sys.stderr)
+            print(text, end="")
+        return 0
     if args.command == "info":
         import warnings
 
@@ -202,7 +249,44 @@ def _dispatch(args) -> int:
             args.results, port=args.port, address=args.address, show=args.show, models=args.models
         )
         return 0
+    if args.command == "config":
+        return _config_command(args)
+    if args.command == "export":
+        from specfit.export import export_fits
+
+        maps = [m.strip() for m in args.maps.split(",") if m.strip()] if args.maps else None
+        files = export_fits(args.results, args.fits, maps=maps, overwrite=args.overwrite)
+        print(f"wrote {len(files)} FITS file(s) to {args.fits}")
+        return 0
     raise AssertionError(args.command)
+
+
+def _config_command(args) -> int:
+    from specfit import examples
+
+    if args.config_command == "list":
+        names = examples.list_configs()
+        width = max(map(len, names), default=0)
+        print(f"shipped configs (in {examples.config_dir()}):")
+        for name, text in names.items():
+            print(f"  {name:{width}s}  {text}")
+        print(
+            "print one: specfit config show NAME; copy one to edit: specfit config copy NAME DEST"
+        )
+        return 0
+    if args.config_command == "show":
+        print(examples.config_path(args.name).read_text(), end="")
+        return 0
+    target = examples.copy_config(args.name, args.dest)
+    from specfit.config import load_config
+
+    cfg = load_config(target)
+    print(f"wrote {target}; its relative paths now resolve from {target.parent}:")
+    print(f"  input.path:  {cfg.input.path}")
+    print(f"  output.path: {cfg.output.path}")
+    if cfg.input.kind != "synthetic" and not (cfg.input.path and Path(cfg.input.path).exists()):
+        print("  (input.path does not exist here: edit it to point at your frames)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -515,7 +515,7 @@ def start_mpi(cfg: ClusterConfig) -> None:
         from mpi4py import MPI
     except ImportError as exc:
         raise ClusterError(
-            "cluster.kind 'mpi' needs dask-mpi and mpi4py: pip install 'specfit[mpi]'"
+            "cluster.kind 'mpi' needs dask-mpi and mpi4py: pip install 'specfit-solar[mpi]'"
         ) from exc
 
     size = MPI.COMM_WORLD.Get_size()

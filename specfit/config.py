@@ -63,9 +63,10 @@ class SyntheticConfig(_Section):
 class InputConfig(_Section):
     """Where the frames are and how to read them."""
 
-    kind: Literal["auto", "fits_series", "fits_cube", "images", "array", "zarr", "synthetic"] = (
-        "auto"
-    )
+    # "memory": the frames are sunpy objects handed over in Python (specfit.run(cfg, data=...)).
+    kind: Literal[
+        "auto", "fits_series", "fits_cube", "images", "array", "zarr", "synthetic", "memory"
+    ] = "auto"
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     path: str | None = Field(
         None, description="A folder, a glob, or a single file (cube, .npy, .zarr)."
@@ -211,8 +212,14 @@ class OutputConfig(_Section):
     """Where results go and how they are chunked."""
 
     path: str = "results.zarr"
-    cube_path: str | None = Field(None, description="Where cube.zarr goes; None = beside results.")
-    keep_cube: bool = True
+    cube_path: str | None = Field(
+        None,
+        description="Where cube.zarr goes (a new or empty folder, or a cube specfit wrote); "
+        "None = <path>.specfit-work/cube.zarr, specfit's work folder beside the results.",
+    )
+    keep_cube: bool = Field(
+        True, description="Keep the cube after the run (only a cube specfit wrote is removed)."
+    )
     tile: int | None = Field(
         None, ge=8, description="Spatial tile (px) per task; None = chosen from worker memory."
     )

@@ -15,6 +15,7 @@ Two passes over the data:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -41,6 +42,16 @@ from specfit.store import (
     store_attrs,
     write_block,
 )
+from specfit.workspace import (
+    check_paths,
+    default_cube_path,
+    describe_change,
+    input_fingerprint,
+    is_empty_dir,
+    is_specfit_cube,
+    is_specfit_results,
+    remove_specfit_cube,
+)
 
 __all__ = ["run", "RunError", "plan_run", "cube_path_for"]
 
@@ -56,12 +67,12 @@ def _say(msg: str) -> None:
 
 
 def cube_path_for(cfg: Config) -> Path:
-    """Where the uniform-tiled cube goes: ``output.cube_path`` or beside the results."""
+    """Where the uniform-tiled cube goes: ``output.cube_path``, or ``cube.zarr`` in the work
+    folder specfit owns beside the results (``<output.path>.specfit-work/cube.zarr``), so that
+    it can never land on a file of the user's."""
     if cfg.output.cube_path:
         return Path(cfg.output.cube_path)
-    res = Path(cfg.output.path)
-    stem = res.name[:-5] if res.name.endswith(".zarr") else res.name
-    return res.with_name("cube.zarr" if stem == "results" else f"{stem}.cube.zarr")
+    return default_cube_path(cfg.output.path)
 
 
 def _science(cfg: Config) -> dict:
@@ -91,29 +102,40 @@ class TilePlan:
     method: str
     fit_options: dict
     keep_sigma: bool
+    run_key: str | None = None
 
 
-def _check_store_target(cfg: Config, overwrite: bool, resume: bool) -> str:
-    """Decide what to do with an existing results store: 'new' or 'resume'. Raises if unsafe."""
+def _check_store_target(
+    cfg: Config, overwrite: bool, resume: bool, fingerprint: dict | None = None
+) -> str:
+    """Decide what to do with an existing results store: 'new', 'resume' or 'done'.
+
+    Raises if unsafe: a folder that is not a specfit store is never replaced (not even with
+    ``--overwrite``), and a finished or unfinished store is reused only for the same science
+    config and unchanged inputs (``fingerprint``, see :func:`specfit.workspace.input_fingerprint`).
+    """
     path = Path(cfg.output.path)
-    if not path.exists():
+    if not path.exists() or is_empty_dir(path):
         return "new"
+    if not is_specfit_results(path):
+        raise StoreError(
+            f"{path} exists and is not a specfit results store; specfit never replaces it (not "
+            "even with --overwrite): choose another output.path"
+        )
     if overwrite:
         return "new"
-    if not (path / "zarr.json").exists():
-        raise StoreError(
-            f"{path} exists and is not a specfit results store; choose another output.path "
-            "or remove it"
-        )
     attrs = store_attrs(path)
     old = json.loads(attrs.get("config_json", "{}"))
     diff = config_diff(old, _science(cfg))
+    old_fp = json.loads(attrs["input_fingerprint"]) if attrs.get("input_fingerprint") else None
+    changed = describe_change(old_fp, fingerprint) if fingerprint else None
     if is_complete(path):
-        if resume and not diff:
+        if resume and not diff and not changed:
             return "done"
         raise StoreError(
             f"{path} already holds a finished run; pass --overwrite to replace it"
             + (f" (its config differs: {'; '.join(diff)})" if diff else "")
+            + (f" ({changed} since it was written)" if changed else "")
         )
     if not resume:
         raise StoreError(
@@ -125,7 +147,23 @@ def _check_store_target(cfg: Config, overwrite: bool, resume: bool) -> str:
             f"refusing to resume {path}: it was started with a different configuration "
             f"({'; '.join(diff)}). Use the same config, or --overwrite"
         )
+    if old_fp is None or "blocks_run" not in _array_names(path):
+        raise StoreError(
+            f"refusing to resume {path}: it has no record of its inputs (an earlier specfit "
+            "wrote it); start again with --overwrite"
+        )
+    if changed:
+        # Its finished tiles describe the old inputs: mixing them with new ones would give
+        # maps of neither. Redoing everything is --overwrite's job, said explicitly.
+        raise StoreError(
+            f"refusing to resume {path}: {changed} since it was started, so its finished tiles "
+            "describe other data; start again with --overwrite"
+        )
     return "resume"
+
+
+def _array_names(path: Path) -> set[str]:
+    return {p.name for p in path.iterdir() if (p / "zarr.json").exists()}
 
 
 def _prepare_input(cfg: Config) -> Config:
@@ -137,9 +175,16 @@ def _prepare_input(cfg: Config) -> Config:
     if not cfg.input.path:
         raise ConfigError("input.path: a folder where the synthetic frames are written is needed")
     s = cfg.input.synthetic
-    data = make_synthetic(
-        cfg.input.path, shape=tuple(s.shape), n_frames=s.n_frames, cadence=s.cadence, seed=s.seed
-    )
+    try:
+        data = make_synthetic(
+            cfg.input.path,
+            shape=tuple(s.shape),
+            n_frames=s.n_frames,
+            cadence=s.cadence,
+            seed=s.seed,
+        )
+    except FileExistsError as exc:
+        raise ConfigError(f"input.path: {exc}") from None
     cfg = cfg.model_copy(deep=True)
     cfg.input.kind = "fits_series"
     cfg.input.path = str(data.frames)
@@ -147,8 +192,10 @@ def _prepare_input(cfg: Config) -> Config:
     return cfg
 
 
-def plan_run(cfg: Config):
+def plan_run(cfg: Config, data: Any = None):
     """Validate everything that can be checked before work starts; returns (arr, info).
+
+    ``data``: sunpy objects in memory read instead of ``input.path`` (see :func:`run`).
 
     ``arr`` is the lazy preprocessed (time, y, x) cube; ``info`` holds the uniform time grid,
     gaps, the frequency grid and the resolved models. Raises a clear error naming the config
@@ -168,7 +215,7 @@ def plan_run(cfg: Config):
             "fit.method=lsq weights by the spread across the box: set spectra.box to 3 or more "
             "(or use fit.method=whittle)"
         )
-    arr = ingest(cfg)
+    arr = ingest(cfg, data=data)
     if cfg.input.max_frames:
         arr = arr.isel(time=slice(0, cfg.input.max_frames))
     times = np.asarray(arr["time"].values, dtype=float)
@@ -248,12 +295,22 @@ def interpolation_nyquist_gain(times: np.ndarray, new_times: np.ndarray) -> floa
 
 
 # ----------------------------------------------------------------------------- stage 1
-def _write_cube(arr, path: Path, tile: int, time_chunk: int, client, science: dict) -> None:
+def _write_cube(
+    arr,
+    path: Path,
+    tile: int,
+    time_chunk: int,
+    client,
+    science: dict,
+    fingerprint: dict | None = None,
+) -> None:
     """Write the preprocessed cube once, rechunked from per-frame to (time_chunk, tile, tile).
 
     xarray writes the metadata and coordinates; the data go in slabs of ``time_chunk`` frames,
     each a separate computation, so the progress bar counts slabs and a slab's chunks never
-    share a Zarr chunk with another slab's.
+    share a Zarr chunk with another slab's. The cube's attrs mark it as specfit's
+    (``specfit_kind``) and record its config hash and input fingerprint; an existing ``path``
+    or ``.partial`` folder is replaced only if it is specfit's own cube or empty.
     """
     import dask
     import dask.array as da
@@ -263,12 +320,21 @@ def _write_cube(arr, path: Path, tile: int, time_chunk: int, client, science: di
     from specfit.cluster import progress
 
     tmp = path.with_name(path.name + ".partial")
+    for old in (tmp, path):
+        if old.exists() and not (is_specfit_cube(old) or is_empty_dir(old)):
+            raise StoreError(
+                f"{old} exists and is not a cube written by specfit; it is left alone: choose "
+                "another output.cube_path"
+            )
     if tmp.exists():
-        shutil.rmtree(tmp)
+        shutil.rmtree(tmp)  # specfit's own unfinished cube (checked just above)
     arr = arr.astype("float32").chunk({"time": time_chunk, "y": tile, "x": tile})
     ds = xr.Dataset({"intensity": arr})
     ds.attrs = {k: v for k, v in arr.attrs.items() if isinstance(v, str | int | float | bool)}
     ds.attrs["config_hash"] = config_hash({k: science[k] for k in ("input", "prep")})
+    # Written with the first metadata: from then on the folder is recognisably specfit's.
+    ds.attrs["specfit_kind"] = "cube"
+    ds.attrs["input_fingerprint"] = json.dumps(fingerprint or {})
     for v in ds.variables.values():
         v.encoding = {}
     # Chunks align by construction; safe_chunks makes xarray refuse any misalignment. With
@@ -306,7 +372,8 @@ def _write_cube(arr, path: Path, tile: int, time_chunk: int, client, science: di
         for slab in progress(slabs, total=n_slabs, desc="ingest", unit="slab"):
             dask.compute(slab)
     if path.exists():
-        shutil.rmtree(path)
+        if not remove_specfit_cube(path):
+            path.rmdir()  # empty (checked above); rmdir refuses anything else
     tmp.rename(path)  # the cube exists only once it is whole
 
 
@@ -323,16 +390,34 @@ def _windowed(client, delayeds, window: int):
     yield from pending
 
 
-def _cube_is_current(path: Path, science: dict) -> bool:
+def _cube_is_current(
+    path: Path, science: dict, fingerprint: dict | None = None
+) -> tuple[bool, str | None]:
+    """(reusable, why not): a cube is reused only if specfit wrote it from the same input and
+    prep settings and the same inputs (``fingerprint``)."""
     import zarr
 
     if not (path / "zarr.json").exists():
-        return False
+        return False, None
     try:
         attrs = dict(zarr.open_group(str(path), mode="r").attrs)
     except Exception:
-        return False
-    return attrs.get("config_hash") == config_hash({k: science[k] for k in ("input", "prep")})
+        return False, "it cannot be read"
+    if attrs.get("specfit_kind") != "cube":
+        return False, "it has no specfit marker"
+    if attrs.get("config_hash") != config_hash({k: science[k] for k in ("input", "prep")}):
+        return False, "the input or prep settings changed"
+    if fingerprint is not None:
+        try:
+            old = json.loads(attrs.get("input_fingerprint") or "null")
+        except ValueError:
+            old = None
+        if not old:
+            return False, "it has no record of its inputs"
+        changed = describe_change(old, fingerprint)
+        if changed:
+            return False, changed
+    return True, None
 
 
 # ----------------------------------------------------------------------------- stage 2
@@ -385,11 +470,18 @@ def process_tile(plan: TilePlan, by: int, bx: int) -> np.ndarray:
         data["power_sigma"] = spread.astype(np.float32)
     data["dof"] = dof
     data["mean_intensity"] = mean
-    write_block(plan.results_path, by, bx, b, data)
+    write_block(plan.results_path, by, bx, b, data, run_key=plan.run_key)
     return np.isfinite(inner).any(axis=(1, 2))
 
 
-def _layout(cfg: Config, arr, info: dict, block: int, cube_path: Path) -> StoreLayout:
+def _layout(
+    cfg: Config,
+    arr,
+    info: dict,
+    block: int,
+    cube_path: Path,
+    fingerprint: dict | None = None,
+) -> StoreLayout:
     from specfit.kernels.fitting import STATUS_CODES
     from specfit.kernels.periodogram import window_vif
     from specfit.stages import models_attr
@@ -423,6 +515,8 @@ def _layout(cfg: Config, arr, info: dict, block: int, cube_path: Path) -> StoreL
         "config": cfg.to_yaml(),
         "config_json": json.dumps(science),
         "config_hash": config_hash(science),
+        "input_fingerprint": json.dumps(fingerprint or {}),
+        "run_key": run_key(science, fingerprint),
         "specfit_version": __version__,
         "models": models_attr(info["models"]),
         "status_codes": json.dumps({str(k): v for k, v in STATUS_CODES.items()}),
@@ -440,7 +534,19 @@ def _layout(cfg: Config, arr, info: dict, block: int, cube_path: Path) -> StoreL
         "box": cfg.spectra.box,
         "source": str(arr.attrs.get("source", cfg.input.path)),
     }
+    from specfit.export import field_wcs_header
+
+    wcs_header = field_wcs_header(arr)
+    if wcs_header is not None:
+        # The WCS of the results grid (derotation reference frame and time), so that maps go
+        # back to FITS and sunpy (specfit export, specfit.to_map).
+        attrs["wcs_header"] = wcs_header
     return StoreLayout(ny, nx, info["freq"], block, variables, spectral, coords2d, attrs)
+
+
+def run_key(science: dict, fingerprint: dict | None) -> str:
+    """What a block is written under: the science config and the inputs' fingerprint."""
+    return config_hash({"science": science, "inputs": (fingerprint or {}).get("hash")})
 
 
 def fit_options(cfg: Config) -> dict:
@@ -485,6 +591,7 @@ def run(
     resume: bool = False,
     cluster: str | None = None,
     report: str | None = None,
+    data: Any = None,
 ):
     """Run the whole pipeline and return the results Dataset (lazy, from ``results.zarr``).
 
@@ -495,41 +602,81 @@ def run(
     overrides
         ``section.key=value`` strings (as ``--set``).
     overwrite
-        Replace an existing results store.
+        Replace an existing results store (only a specfit store or an empty folder is ever
+        replaced).
     resume
-        Continue an unfinished run with the same science config (only missing tiles run).
+        Continue an unfinished run with the same science config and unchanged input files
+        (only missing tiles run).
     cluster
         ``local``, ``mpi``, ``synchronous``, ``tcp://host:port`` or a scheduler file; overrides
         the config's ``cluster`` section.
     report
         Write dask's performance report (HTML) here.
+    data
+        Frames already in memory: a ``sunpy.map.MapSequence``, a list of Maps or an
+        ``ndcube.NDCube`` with a time axis, read with the config's ``input`` settings
+        (exposure key, normalisation, missing values) instead of ``input.path``, which must
+        be unset. The stored config records ``input.kind: memory``; the cube and a resume
+        are reused only for the same data (their ``input_fingerprint``).
+
+    Raises
+    ------
+    ConfigError
+        Before any cluster starts or anything is written, for outputs that would touch an
+        input or a folder specfit did not make, or cannot be created.
+    StoreError
+        If another run holds the store's lock, or the store cannot be used as asked (finished,
+        unfinished, other config or other inputs).
     """
-    from specfit.cluster import (
-        cluster_config_from_flag,
-        connect,
-        performance_report,
-        progress,
-        start_mpi,
-    )
+    from specfit.cluster import cluster_config_from_flag, start_mpi
+    from specfit.store import StoreLock
 
     cfg = load_config(config, overrides)
+    if data is not None:
+        if cfg.input.path or cfg.input.kind not in ("auto", "memory"):
+            raise ConfigError(
+                f"input.path {cfg.input.path!r} / input.kind {cfg.input.kind!r} given together "
+                "with data=; the frames come from one place: drop input.path from the config"
+            )
+        # The config stays plain YAML (it is stored with the results); the objects ride beside.
+        cfg.input.kind = "memory"
     if cluster:
         cfg.cluster = cluster_config_from_flag(cluster, cfg.cluster)
     # Under mpiexec only rank 1 (the client) goes on from here: the scheduler and worker ranks
     # serve inside this call, so no rank but one ever writes inputs or reads every header.
     start_mpi(cfg.cluster)
+    # Every output path against every input, before any cluster starts or anything is written.
+    check_paths(cfg, cube_path_for(cfg))
+    fingerprint = input_fingerprint(cfg, data)
+    # One writer per store: the lock is taken before the store is looked at or written. A cube
+    # of the user's choosing may be shared by runs on other stores: it gets a lock of its own.
+    cube_lock = (
+        StoreLock(cfg.output.cube_path, "output.cube_path ")
+        if cfg.output.cube_path
+        else contextlib.nullcontext()
+    )
+    with StoreLock(cfg.output.path), cube_lock:
+        return _run_locked(cfg, fingerprint, overwrite, resume, report, data)
+
+
+def _run_locked(
+    cfg: Config, fingerprint: dict, overwrite: bool, resume: bool, report, data: Any = None
+):
+    """The body of :func:`run`, under the store's lock."""
+    from specfit.cluster import connect, performance_report, progress
+
     report = report or cfg.cluster.report
     results_path = Path(cfg.output.path)
     cube_path = cube_path_for(cfg)
     t_start = time.perf_counter()
 
     # Everything that can be checked is checked before any cluster starts or data is read.
-    action = _check_store_target(cfg, overwrite, resume)
+    action = _check_store_target(cfg, overwrite, resume, fingerprint)
     if action == "done":
         _say(f"{results_path} is already complete; nothing to do")
         return open_results(results_path)
     run_cfg = _prepare_input(cfg)
-    arr, info = plan_run(run_cfg)
+    arr, info = plan_run(run_cfg, data=data)
     science = _science(cfg)
     ny, nx, nt = arr.sizes["y"], arr.sizes["x"], arr.sizes["time"]
     _say(
@@ -568,14 +715,17 @@ def run(
             tile = int(store_attrs(results_path).get("block_size", tile))
         # Stage 1: the cube.
         t_stage = time.perf_counter()
-        if _cube_is_current(cube_path, science):
+        current, why = _cube_is_current(cube_path, science, fingerprint)
+        if current:
             _say(f"  reusing {cube_path}")
         else:
+            if why:
+                _say(f"  {cube_path} is out of date ({why}); writing it again")
             _say(f"  writing {cube_path} (chunks {time_chunk} frames x {tile} x {tile} px)")
-            _write_cube(arr, cube_path, tile, time_chunk, client, science)
+            _write_cube(arr, cube_path, tile, time_chunk, client, science, fingerprint)
         t_cube = time.perf_counter() - t_stage
         # Stage 2: tiles.
-        layout = _layout(cfg, arr, info, tile, cube_path)
+        layout = _layout(cfg, arr, info, tile, cube_path, fingerprint)
         if action == "new":
             prepare_store(results_path, layout)
         done = done_blocks(results_path)
@@ -607,6 +757,7 @@ def run(
             method=cfg.fit.method,
             fit_options=fit_options(cfg),
             keep_sigma=cfg.spectra.box > 1,
+            run_key=layout.attrs["run_key"],
         )
         t_stage = time.perf_counter()
         failures, seen = _run_tiles(plan, todo, client, progress)
@@ -627,8 +778,8 @@ def run(
         results_path,
         {"elapsed_s": round(elapsed, 2), "timings": {k: round(v, 2) for k, v in timings.items()}},
     )
-    if not cfg.output.keep_cube and cube_path.exists():
-        shutil.rmtree(cube_path)
+    if not cfg.output.keep_cube:
+        remove_specfit_cube(cube_path)  # only ever a cube specfit wrote (its marker attr)
     _say(f"  wrote {results_path} in {time.perf_counter() - t_start:.1f} s")
     return open_results(results_path)
 

@@ -37,28 +37,52 @@ log = logging.getLogger("specfit")
 
 
 # ----------------------------------------------------------------------------- ingest
-def ingest(source: Any, prep: Any = None) -> xr.DataArray:
+def ingest(source: Any, prep: Any = None, *, data: Any = None) -> xr.DataArray:
     """Open image frames lazily as a (time, y, x) ``intensity`` DataArray, then preprocess.
 
     Parameters
     ----------
     source
         A :class:`specfit.config.InputConfig`, a mapping of its keys, a path (folder, glob or
-        file; the kind is detected), or a full :class:`specfit.config.Config`.
+        file; the kind is detected), a full :class:`specfit.config.Config`, or sunpy data in
+        memory: a ``sunpy.map.MapSequence``, a list of Maps or an ``ndcube.NDCube`` with a
+        time axis (read with the default ``input`` settings).
     prep
         A :class:`specfit.config.PrepConfig` (or mapping); defaults to the Config's own, or none.
+    data
+        sunpy data in memory (as above) read with the ``input`` settings of ``source``
+        (exposure key, normalisation, missing values); ``input.path`` must then be unset.
+
+    Raises
+    ------
+    InputError
+        Bad input (the message names the file or Map and the fix), or ``data`` given
+        together with an ``input.path``.
     """
     from specfit.config import Config, InputConfig, PrepConfig
-    from specfit.io import open_input
+    from specfit.io import InputError, open_input
+    from specfit.io.sunpy_objects import is_sunpy_object, open_sunpy
 
+    if data is None and is_sunpy_object(source):
+        source, data = InputConfig(kind="memory"), source
     if isinstance(source, Config):
         prep = source.prep if prep is None else prep
         source = source.input
+    if source is None:
+        source = InputConfig(kind="memory")
     if isinstance(source, str | bytes) or hasattr(source, "__fspath__"):
         source = InputConfig(path=str(source))
     elif isinstance(source, Mapping):
         source = InputConfig.model_validate(dict(source))
-    arr = open_input(source)
+    if data is not None:
+        if source.path or source.kind not in ("auto", "memory"):
+            raise InputError(
+                f"input.path {source.path!r} / input.kind {source.kind!r} given together with "
+                "data=; the frames come from one place: drop input.path (kind auto or memory)"
+            )
+        arr = open_sunpy(data, source)
+    else:
+        arr = open_input(source)
     if prep is not None:
         prep = prep if isinstance(prep, PrepConfig) else PrepConfig.model_validate(dict(prep))
         # Nothing to do means no import of the solar stack (sunpy is slow to import).
@@ -450,4 +474,11 @@ def fit(
     out.attrs["models"] = models_attr(mods)
     out.attrs["status_codes"] = json.dumps({str(k): v for k, v in STATUS_CODES.items()})
     out.attrs["method"] = method
+    if "wcs_header" in power.attrs:
+        from specfit.export import field_wcs_header
+
+        # The WCS of this (y, x) grid, so the maps go to FITS and sunpy as a store's do.
+        wcs_header = field_wcs_header(power)
+        if wcs_header is not None:
+            out.attrs["wcs_header"] = wcs_header
     return out

@@ -7,18 +7,27 @@ Layout (a Zarr v3 group that ``xarray.open_zarr`` reads as a Dataset):
   ...) as (y, x), ``power`` (freq, y, x), ``power_sigma`` with box averaging, ``dof`` and
   ``mean_intensity`` (y, x);
 - ``blocks_done`` (block_y, block_x) int8: 1 once a spatial block's every variable is written;
+- ``blocks_run`` (block_y, block_x) int64: the run key (config + inputs) each block was
+  written under, set just before its ``blocks_done`` mark;
 - attrs: ``config`` (YAML), ``config_hash``, ``specfit_version``, ``models`` and
-  ``status_codes`` (JSON text), ``cube_path``, ``complete`` (true only when every block is in).
+  ``status_codes`` (JSON text), ``cube_path``, ``specfit_kind`` ("results": what lets
+  ``--overwrite`` replace it), ``run_key``, ``input_fingerprint``, ``variables``, ``complete``
+  (true only when every block is in, written under this store's own run key).
 
-Zarr chunks are the spatial blocks, so each block's write touches its own chunks only and
-concurrent writers never share a chunk (no locks, no lost data).
+Zarr chunks are the spatial blocks, so each block's write touches its own chunks only and the
+tasks of one run never share a chunk. One run at a time writes a store: :class:`StoreLock`.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
+import logging
+import os
 import shutil
+import socket
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +46,11 @@ __all__ = [
     "write_block",
     "finalise_store",
     "config_hash",
+    "run_key_int",
+    "StoreLock",
 ]
+
+log = logging.getLogger("specfit")
 
 
 class StoreError(RuntimeError):
@@ -52,6 +65,11 @@ def config_hash(science: dict) -> str:
     """A stable hash of the science sections of a config (what changes the numbers)."""
     text = json.dumps(science, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_key_int(run_key: str) -> int:
+    """The int64 form of a hex run key, as stored per block in ``blocks_run`` (never 0)."""
+    return int(run_key[:15], 16) or 1
 
 
 @dataclass(frozen=True)
@@ -120,8 +138,16 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
     """Create an empty results store (every value NaN / fill, no block done)."""
     import zarr
 
+    from specfit.workspace import is_empty_dir, is_specfit_results
+
     path = Path(path)
     if path.exists():
+        # Only specfit's own stores (or an empty folder) are ever replaced.
+        if not (is_specfit_results(path) or is_empty_dir(path)):
+            raise StoreError(
+                f"{path} exists and is not a specfit results store; specfit does not replace "
+                "it, choose another output.path"
+            )
         shutil.rmtree(path)
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
     b = layout.block
@@ -167,9 +193,26 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
         {"long_name": "1 where the spatial block is fully written", "block_size": b},
     )
     done[:] = 0
+    run = arr(
+        "blocks_run",
+        (nby, nbx),
+        (1, 1),
+        "i8",
+        ("block_y", "block_x"),
+        {"long_name": "run key (config + inputs) each block was written under"},
+    )
+    run[:] = 0
+    names = sorted({*layout.variables, *layout.spectral, *layout.coords2d})
     root.attrs.update(
         _json_safe(
-            {"specfit_state": INCOMPLETE_NOTE, **layout.attrs, "complete": False, "block_size": b}
+            {
+                "specfit_state": INCOMPLETE_NOTE,
+                **layout.attrs,
+                "specfit_kind": "results",
+                "variables": names,
+                "complete": False,
+                "block_size": b,
+            }
         )
     )
     # The coordinate arrays need xarray's _ARRAY_DIMENSIONS-free v3 names only; consolidate so
@@ -178,9 +221,18 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
 
 
 def write_block(
-    path: str | Path, by: int, bx: int, block: int, data: dict[str, np.ndarray]
+    path: str | Path,
+    by: int,
+    bx: int,
+    block: int,
+    data: dict[str, np.ndarray],
+    run_key: str | None = None,
 ) -> None:
-    """Write one spatial block's arrays, then mark it done (the mark is written last)."""
+    """Write one spatial block's arrays, then mark it done (the mark is written last).
+
+    ``run_key`` (the store's ``run_key`` attr) is recorded for the block first, so that
+    :func:`finalise_store` can tell a block written under another config or inputs.
+    """
     import zarr
 
     root = zarr.open_group(str(path), mode="r+")
@@ -192,6 +244,8 @@ def write_block(
             a[:, ys, xs] = values
         else:
             a[ys, xs] = values
+    if run_key is not None and "blocks_run" in root:
+        root["blocks_run"][by, bx] = run_key_int(run_key)
     root["blocks_done"][by, bx] = 1
 
 
@@ -229,13 +283,44 @@ def is_complete(path: str | Path) -> bool:
 
 
 def finalise_store(path: str | Path, extra_attrs: dict | None = None) -> None:
-    """Mark a store complete once every block is done (refuses otherwise)."""
+    """Mark a store complete once every block is done under its own run key (refuses
+    otherwise).
+
+    Checked first: every variable listed in the ``variables`` attr exists with the store's
+    (y, x) size, every block is marked done, and every block was written under the store's
+    ``run_key`` (a block from another run's config or inputs is never part of a complete
+    store).
+    """
     import zarr
 
     done, total = block_status(path)
     if done != total:
         raise StoreError(f"{path}: only {done} of {total} blocks are written; not marking complete")
-    root = zarr.open_group(str(path), mode="r+")
+    # What is really in the store, not its consolidated summary (written at the start).
+    root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    attrs = dict(root.attrs)
+    ny, nx = root["y"].shape[0], root["x"].shape[0]
+    members = set(root.array_keys())
+    missing = [v for v in attrs.get("variables", []) if v not in members]
+    wrong = [
+        v
+        for v in attrs.get("variables", [])
+        if v in members and tuple(root[v].shape[-2:]) != (ny, nx)
+    ]
+    if missing or wrong:
+        raise StoreError(
+            f"{path}: variables missing ({', '.join(missing) or 'none'}) or of the wrong size "
+            f"({', '.join(wrong) or 'none'}); not marking complete. Run again with --overwrite"
+        )
+    key = attrs.get("run_key")
+    if key and "blocks_run" in members:
+        runs = np.asarray(root["blocks_run"][:])
+        foreign = int((runs != run_key_int(key)).sum())
+        if foreign:
+            raise StoreError(
+                f"{path}: {foreign} of {total} blocks were written by another run (other config "
+                "or inputs); not marking complete. Run again with --overwrite"
+            )
     root.attrs.update(
         _json_safe({**(extra_attrs or {}), "complete": True, "specfit_state": "complete"})
     )
@@ -285,3 +370,132 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
     if coords:
         ds = ds.set_coords(coords)
     return ds
+
+
+# ----------------------------------------------------------------------------- one writer
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+class StoreLock:
+    """One writer per results store: an OS file lock in the store's work folder.
+
+    The lock file ``<results>.specfit-work/lock`` is locked with the ``filelock`` package
+    (``flock``: the operating system releases it when the process ends, even on ``kill -9``);
+    beside it ``lock.json`` says who holds it (host, pid, start time), so that a second run
+    can name the first. Taken before anything is written to the store, held to the end.
+
+    Parameters
+    ----------
+    results
+        The results store the lock protects (need not exist yet), or a cube set by
+        ``output.cube_path`` (its lock is then in ``<cube_path>.specfit-work``).
+    label
+        How messages name the path, e.g. ``"output.cube_path "``.
+    """
+
+    def __init__(self, results: str | Path, label: str = "") -> None:
+        from specfit.workspace import work_dir_for
+
+        self.results = Path(results)
+        self.label = label
+        self.work = work_dir_for(self.results)
+        self.lock_path = self.work / "lock"
+        self.info_path = self.work / "lock.json"
+        self._lock = None
+        self.info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
+
+    def _read_info(self) -> dict | None:
+        try:
+            info = json.loads(self.info_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return info if isinstance(info, dict) else None
+
+    @staticmethod
+    def _describe(info: dict | None) -> str:
+        if not info:
+            return "host ?, pid ?, started ?"
+        return f"host {info.get('host')}, pid {info.get('pid')}, started {info.get('started')}"
+
+    def acquire(self) -> StoreLock:
+        """Take the lock or raise :class:`StoreError` naming the run that holds it."""
+        from filelock import FileLock, Timeout
+
+        from specfit.workspace import ensure_work_dir
+
+        ensure_work_dir(self.results, self.label.strip() or "output.path")
+        lock = FileLock(str(self.lock_path), timeout=0)
+        for attempt in range(2):
+            try:
+                lock.acquire(timeout=0)
+                break
+            except Timeout:
+                holder = self._read_info()
+                if attempt == 0 and self._is_dead_local(holder):
+                    # A lock whose holder is gone although the OS lock is still taken: a file
+                    # system without flock (filelock then falls back to the lock file's
+                    # existence), left behind by a crash. Wait out the instant between a new
+                    # holder's lock and its lock.json, then take it over.
+                    time.sleep(0.5)
+                    if self._read_info() == holder:
+                        log.warning(
+                            "taking over the lock of %s from a run that no longer exists (%s)",
+                            self.results,
+                            self._describe(holder),
+                        )
+                        self.lock_path.unlink(missing_ok=True)
+                        continue
+                raise StoreError(
+                    f"{self.label}{self.results} is being written by another specfit run "
+                    f"({self._describe(holder)}); wait for it to finish or stop that run, "
+                    "then run again"
+                ) from None
+        else:  # pragma: no cover - the second attempt either breaks or raises
+            raise StoreError(f"{self.results}: could not take the lock {self.lock_path}")
+        self._lock = lock
+        stale = self._read_info()
+        if stale and stale != self.info:
+            # The OS released the lock of a run that ended without releasing it itself.
+            log.warning(
+                "%s: the previous run (%s) ended without finishing; this run takes over",
+                self.results,
+                self._describe(stale),
+            )
+        tmp = self.info_path.with_name(f".lock.json.{os.getpid()}")
+        tmp.write_text(json.dumps(self.info) + "\n")
+        os.replace(tmp, self.info_path)
+        return self
+
+    def _is_dead_local(self, holder: dict | None) -> bool:
+        if not holder or holder.get("host") != socket.gethostname():
+            return False
+        try:
+            return not _pid_alive(int(holder["pid"]))
+        except (KeyError, TypeError, ValueError):
+            return False
+
+    def release(self) -> None:
+        """Say the run is over (remove ``lock.json``), then release the OS lock."""
+        if self._lock is None:
+            return
+        if self._read_info() == self.info:
+            self.info_path.unlink(missing_ok=True)
+        self._lock.release()
+        self._lock = None
+
+    def __enter__(self) -> StoreLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

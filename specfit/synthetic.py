@@ -19,6 +19,7 @@ periodogram ``2 dt / N |X_k|^2`` with expectation ``P(f_k)``, the "density" norm
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,7 +214,14 @@ def make_synthetic(
         Image size (ny, nx), nominal number of frames (a few are dropped), nominal cadence (s),
         and the random seed (the same seed gives the same files).
     overwrite
-        Replace existing frames; otherwise an existing complete set is reused.
+        Replace existing frames; otherwise an existing complete set made with the same
+        settings is reused (other settings make the frames anew). Frames are only ever
+        replaced in a folder that specfit marked as its own (``.complete``).
+
+    Raises
+    ------
+    FileExistsError
+        If ``out_dir`` holds ``synth_*.fits`` frames or ``truth.zarr`` without specfit's marker.
     **kwargs
         Passed to :func:`synthetic_series` (jitter, drop_fraction, exposure, ...).
     """
@@ -225,13 +233,27 @@ def make_synthetic(
     frames = out / "frames"
     truth_path = out / "truth.zarr"
     marker = out / ".complete"
-    if marker.exists() and not overwrite:
+    # The marker records what the frames were made with: other settings make them anew
+    # (reusing frames of another seed or size would feed the run other data than asked).
+    made_with = json.dumps(
+        {"shape": list(shape), "n_frames": n_frames, "cadence": cadence, "seed": seed, **kwargs},
+        sort_keys=True,
+        default=str,
+    )
+    if marker.exists() and not overwrite and marker.read_text().strip() == made_with:
         nt = len(list(frames.glob("synth_*.fits")))
         return SyntheticData(frames, truth_path, nt, tuple(shape))
+    if not marker.exists() and (any(frames.glob("synth_*.fits")) or truth_path.exists()):
+        # Files with specfit's names but no record that specfit made them: never delete them.
+        raise FileExistsError(
+            f"{out} holds synth_*.fits frames or truth.zarr that specfit has no record of making "
+            f"(no {marker.name}); choose an empty folder for the synthetic frames"
+        )
     frames.mkdir(parents=True, exist_ok=True)
+    # Marked before the first frame is written: frames left by a killed call are specfit's.
+    marker.write_text("writing\n")
     for old in frames.glob("synth_*.fits"):
         old.unlink()
-    marker.unlink(missing_ok=True)
 
     t, cube, exptime, truth = synthetic_series(shape, n_frames, cadence, seed, **kwargs)
     t0 = Time(START_TIME, scale="utc")
@@ -252,7 +274,7 @@ def make_synthetic(
         },
     )
     ds.to_zarr(truth_path, mode="w", consolidated=False)
-    marker.write_text("ok\n")
+    marker.write_text(made_with + "\n")
     return SyntheticData(frames, truth_path, int(t.size), tuple(shape))
 
 

@@ -35,7 +35,8 @@ def _pyproject_requirements() -> dict[str, str | None]:
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(meta["dependencies"])
     for items in meta.get("optional-dependencies", {}).values():
-        reqs += [r for r in items if not r.startswith("specfit[")]
+        # Extras that name the project itself (all = [NAME[solar,...]]) are not packages.
+        reqs += [r for r in items if not r.startswith(f"{meta['name']}[")]
     out: dict[str, str | None] = {}
     for r in reqs:
         name, low = _req(r)

@@ -6,7 +6,10 @@ Kinds (``input.kind``; "auto" picks one from ``input.path``):
 - ``fits_cube``: one FITS file with a 3-D cube and per-frame times in a table (IRIS SJI);
 - ``images``: JPG/PNG/TIFF sequences with times from EXIF, file names or a CSV;
 - ``array``: a .npy cube with a .npy of times (``input.times``);
-- ``zarr``: a Zarr store (an xarray dataset with a time coordinate, or an array + times).
+- ``zarr``: a Zarr store (an xarray dataset with a time coordinate, or an array + times);
+- ``memory``: sunpy objects in Python (a MapSequence, a list of Maps, an NDCube), read by
+  :func:`specfit.io.sunpy_objects.open_sunpy` (``specfit.ingest(maps)``,
+  ``specfit.run(config, data=maps)``).
 
 All metadata is read and validated eagerly (so bad input fails before any compute, with an
 :class:`InputError` naming the file and the fix); pixel data are read lazily, one dask task
@@ -146,6 +149,11 @@ def open_input(cfg: InputConfig) -> xr.DataArray:
         from .arrays import open_array
 
         return open_array(cfg, kind)
+    if kind == "memory":
+        raise InputError(
+            "input.kind memory: the frames are sunpy objects given in Python; pass them with "
+            "specfit.run(config, data=maps) or specfit.ingest(maps)"
+        )
     if kind == "synthetic":
         raise InputError(
             "input.kind synthetic: the frames are made by specfit.pipeline (or "

@@ -24,11 +24,14 @@ __all__ = [
     "InputError",
     "LazyFrames",
     "assemble",
+    "assemble_array",
     "parse_time",
     "relative_seconds",
     "hpc_coords",
     "celestial_header",
     "check_data_size",
+    "clean_frames",
+    "instrument_attrs",
 ]
 
 
@@ -141,20 +144,38 @@ class LazyFrames:
         scalar_t = np.ndim(idx) == 0
         idx = np.atleast_1d(idx)
         frames = self._frames(idx)
-        block = frames.astype(np.float32, copy=True)
-        if self.blank is not None:
-            for j, i in enumerate(idx):
-                b = self.blank[int(self.order[i])]
-                if b is not None:
-                    block[j][frames[j] == b] = np.nan
-        if self.missing_below is not None:
-            with np.errstate(invalid="ignore"):
-                block[block < self.missing_below] = np.nan
-        block[~np.isfinite(block)] = np.nan
-        if self.scale is not None:
-            block *= self.scale[idx].astype(np.float32)[:, None, None]
+        blank = None if self.blank is None else [self.blank[int(self.order[i])] for i in idx]
+        scale = None if self.scale is None else self.scale[idx]
+        block = clean_frames(frames, blank, self.missing_below, scale)
         block = block[:, ykey, xkey]
         return block[0] if scalar_t else block
+
+
+def clean_frames(
+    frames: np.ndarray,
+    blank: Sequence[float | None] | None,
+    missing_below: float | None,
+    scale: np.ndarray | None,
+) -> np.ndarray:
+    """Raw (k, ny, nx) frames -> float32 with missing values NaN, times a per-frame scale.
+
+    Every reader turns raw values into intensities through this one function (integer BLANK
+    values, values below ``missing_below`` and non-finite values become NaN; then each frame
+    is multiplied by its ``scale``, 1 / exposure when normalising), so that the same frames
+    give bit-identical cubes whichever way they came in.
+    """
+    block = np.asarray(frames).astype(np.float32, copy=True)
+    if blank is not None:
+        for j, b in enumerate(blank):
+            if b is not None:
+                block[j][np.asarray(frames[j]) == b] = np.nan
+    if missing_below is not None:
+        with np.errstate(invalid="ignore"):
+            block[block < missing_below] = np.nan
+    block[~np.isfinite(block)] = np.nan
+    if scale is not None:
+        block *= np.asarray(scale).astype(np.float32)[:, None, None]
+    return block
 
 
 def assemble(
@@ -193,6 +214,32 @@ def assemble(
         asarray=False,
         meta=np.empty((0, 0, 0), dtype=np.float32),
     )
+    return assemble_array(
+        arr,
+        times=times,
+        exposure=exposure,
+        attrs=attrs,
+        hpc=hpc,
+        max_frames=max_frames,
+        time_coords=time_coords,
+    )
+
+
+def assemble_array(
+    arr: da.Array,
+    *,
+    times: Time,
+    exposure: np.ndarray | None,
+    attrs: dict[str, Any],
+    hpc: tuple[np.ndarray, np.ndarray] | None = None,
+    max_frames: int | None = None,
+    time_coords: dict[str, tuple[np.ndarray, dict]] | None = None,
+) -> xr.DataArray:
+    """Label a lazy float32 (time, y, x) dask array as the standard "intensity" DataArray.
+
+    Arguments as :func:`assemble`; ``arr`` is already cleaned (NaN for missing, scaled).
+    """
+    nt, ny, nx = arr.shape
     t_rel = relative_seconds(times)
     coords: dict[str, Any] = {
         "time": ("time", t_rel, {"units": "s", "long_name": "time since the first frame"}),
@@ -373,3 +420,15 @@ def hpc_coords(header: fits.Header, ny: int, nx: int) -> tuple[np.ndarray, np.nd
     # wcslib returns degrees; helioprojective longitudes near 360 are small negatives.
     lon = (np.asarray(lon) + 180.0) % 360.0 - 180.0
     return (lon * 3600.0).astype(np.float64), (np.asarray(lat) * 3600.0).astype(np.float64)
+
+
+def instrument_attrs(h: Any, attrs: dict) -> None:
+    """Copy instrument / wavelength from common header keys (any mapping), where present."""
+    inst = " ".join(str(h.get(k, "")).strip() for k in ("TELESCOP", "INSTRUME") if h.get(k))
+    if inst:
+        attrs["instrument"] = inst
+    for k in ("WAVELNTH", "TWAVE1"):
+        if h.get(k) not in (None, ""):
+            attrs["wavelength"] = float(h[k])
+            attrs["wavelength_unit"] = str(h.get("WAVEUNIT", "angstrom")).strip()
+            break

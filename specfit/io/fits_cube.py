@@ -31,9 +31,10 @@ from ._base import (
     celestial_header,
     check_data_size,
     hpc_coords,
+    instrument_attrs,
     parse_time,
 )
-from .fits_series import _instrument_attrs, find_image_hdu, list_files
+from .fits_series import find_image_hdu, list_files
 
 __all__ = ["open_fits_cube", "cube_time_chunk", "IRIS_MISSING_BELOW"]
 
@@ -220,7 +221,7 @@ def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
         attrs["wcs_header"] = cel.tostring(sep="\n")
     if missing_below is not None:
         attrs["missing_below"] = float(missing_below)
-    _instrument_attrs(header, attrs)
+    instrument_attrs(header, attrs)
     return assemble(
         frames,
         times=times,

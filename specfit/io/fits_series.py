@@ -25,10 +25,18 @@ from ._base import (
     celestial_header,
     check_data_size,
     hpc_coords,
+    instrument_attrs,
     parse_time,
 )
 
-__all__ = ["FITS_SUFFIXES", "list_files", "open_fits_series", "header_time", "find_image_hdu"]
+__all__ = [
+    "FITS_SUFFIXES",
+    "list_files",
+    "open_fits_series",
+    "header_time",
+    "find_image_hdu",
+    "frame_geometry",
+]
 
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fts", ".fit", ".fts.gz", ".fit.gz")
 
@@ -241,7 +249,7 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
     }
     if cel is not None:
         attrs["wcs_header"] = cel.tostring(sep="\n")
-    _instrument_attrs(h0, attrs)
+    instrument_attrs(h0, attrs)
     return assemble(
         frames,
         times=times,
@@ -285,15 +293,3 @@ class _ReadSeries:
 
     def __call__(self, paths: list[str], start: int, stop: int) -> np.ndarray:
         return _read_frame(paths, start, stop, self.hdu)
-
-
-def _instrument_attrs(h: fits.Header, attrs: dict) -> None:
-    """Copy instrument / wavelength from common header keys, where present."""
-    inst = " ".join(str(h.get(k, "")).strip() for k in ("TELESCOP", "INSTRUME") if h.get(k))
-    if inst:
-        attrs["instrument"] = inst
-    for k in ("WAVELNTH", "TWAVE1"):
-        if h.get(k) not in (None, ""):
-            attrs["wavelength"] = float(h[k])
-            attrs["wavelength_unit"] = str(h.get("WAVEUNIT", "angstrom")).strip()
-            break

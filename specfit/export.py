@@ -1,0 +1,246 @@
+"""Parameter maps back into the solar tool chain: FITS files with the field's WCS, sunpy Maps.
+
+A results store made from input with a helioprojective WCS records, in its attrs, the 2-D WCS
+header of its (y, x) grid (``wcs_header``): the derotation's reference frame and time when the
+frames were derotated, else the middle frame's. :func:`export_fits` writes one FITS file per
+map with that WCS, the map's unit in ``BUNIT`` and the run's config in ``HISTORY``;
+:func:`to_map` returns a ``sunpy.map.Map`` (sunpy is imported only there).
+
+A store without a WCS (image sequences such as JPGs, arrays without ``hpc_x``/``hpc_y``) exports
+FITS files with pixel coordinates only; :func:`to_map` refuses it, because sunpy would invent a
+solar position for it.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from specfit.store import StoreError
+
+__all__ = ["field_wcs_header", "map_names", "map_header", "export_fits", "to_map"]
+
+# Keys of the reference frame's header that describe that one exposure, not a parameter map.
+_FRAME_ONLY = ("EXPTIME", "NAXIS", "NAXIS1", "NAXIS2", "T_OBS", "DATE_OBS")
+
+
+def field_wcs_header(arr: Any) -> str | None:
+    """The 2-D WCS header (as text) of ``arr``'s (y, x) grid, or None without a WCS.
+
+    ``arr.attrs["wcs_header"]`` (set by the readers and by derotation) describes the input's
+    full frame; the ``x``/``y`` coordinates of ``arr`` are pixel positions in that frame (kept
+    through cutouts), so the reference pixel is moved by the first of them.
+
+    Parameters
+    ----------
+    arr
+        The preprocessed (time, y, x) DataArray of a run.
+    """
+    from astropy.io import fits
+
+    text = arr.attrs.get("wcs_header")
+    if not text:
+        return None
+    xs = np.asarray(arr["x"].values)
+    ys = np.asarray(arr["y"].values)
+    if np.any(np.diff(xs) != 1) or np.any(np.diff(ys) != 1):
+        return None  # not a contiguous block of the input frame: no single linear WCS
+    h = fits.Header.fromstring(text, sep="\n")
+    h["CRPIX1"] = float(h.get("CRPIX1", 0.0)) - float(xs[0])
+    h["CRPIX2"] = float(h.get("CRPIX2", 0.0)) - float(ys[0])
+    h["NAXIS1"], h["NAXIS2"] = int(xs.size), int(ys.size)
+    return h.tostring(sep="\n")
+
+
+def _open(results: Any):
+    from specfit.store import open_results
+
+    return open_results(results) if isinstance(results, str | Path) else results
+
+
+def map_names(ds: Any) -> list[str]:
+    """The (y, x) maps of a results Dataset (every data variable with dims ``(y, x)``)."""
+    return [k for k, v in ds.data_vars.items() if v.dims == ("y", "x")]
+
+
+def _has_hpc(ds: Any) -> bool:
+    return "hpc_x" in ds.variables and "hpc_y" in ds.variables
+
+
+def _wcs_text(ds: Any, where: str) -> str | None:
+    text = ds.attrs.get("wcs_header")
+    if not text and _has_hpc(ds):
+        # hpc_x/hpc_y without the header: a store written before the WCS was recorded.
+        raise StoreError(
+            f"{where} has hpc_x/hpc_y but no recorded WCS header (written by an older specfit); "
+            "run it again with `specfit run CONFIG --overwrite` to record the field's WCS"
+        )
+    return text or None
+
+
+def _bunit(units: str, ds: Any) -> str:
+    """A FITS BUNIT for a variable's ``units`` attr (standard form where astropy parses it)."""
+    import astropy.units as u
+
+    if units == "power" and "power" in ds.variables:
+        # Amplitudes and tails carry the role name "power": their unit is the spectra's.
+        units = str(ds["power"].attrs.get("units", units))
+    # specfit writes spectral units as "(B)^2/Hz" or "(B)^2", which astropy does not parse.
+    m = re.fullmatch(r"\((.+)\)\^(\d+)\s*(?:/\s*(.+))?", units.strip())
+    try:
+        if m:
+            unit = u.Unit(m[1]) ** int(m[2]) / u.Unit(m[3] or "")
+        else:
+            unit = u.Unit(units)
+    except ValueError:
+        return units  # e.g. "ln(Hz)": kept as written
+    try:
+        return unit.to_string("fits")
+    except ValueError:
+        return unit.to_string()  # e.g. DN, which sunpy reads but FITS does not standardise
+
+
+def map_header(ds: Any, name: str, where: str = "results") -> Any:
+    """The FITS header of map ``name``: the field's WCS, BUNIT, and the config in HISTORY.
+
+    Raises
+    ------
+    StoreError
+        Unknown map name, or a store with ``hpc_x``/``hpc_y`` but no recorded WCS.
+    """
+    from astropy.io import fits
+
+    from specfit import __version__
+
+    names = map_names(ds)
+    if name not in names:
+        raise StoreError(f"{where} has no map {name!r}; maps: {', '.join(names)}")
+    var = ds[name]
+    h = fits.Header()
+    text = _wcs_text(ds, where)
+    if text:
+        for card in fits.Header.fromstring(text, sep="\n").cards:
+            if card.keyword not in _FRAME_ONLY:
+                h.append(card)
+    ny, nx = var.shape
+    h["BUNIT"] = _bunit(str(var.attrs.get("units", "")), ds)
+    h["BTYPE"] = (name, "specfit map")
+    if var.attrs.get("long_name"):
+        h["COMMENT"] = f"{name}: {var.attrs['long_name']}"
+    if ds.attrs.get("start_time"):
+        h["DATE-BEG"] = (str(ds.attrs["start_time"]).rstrip("Z"), "first frame of the series")
+    h["ORIGIN"] = "specfit"
+    h["SPECFITV"] = (str(ds.attrs.get("specfit_version", __version__)), "specfit version")
+    if not text:
+        h["COMMENT"] = "no WCS: the input had none; pixel coordinates only"
+    h["HISTORY"] = "specfit run with this config (YAML):"
+    for line in str(ds.attrs.get("config", "")).splitlines():
+        h["HISTORY"] = line
+    return h
+
+
+def _map_data(var: Any) -> np.ndarray:
+    data = np.asarray(var.values)
+    if data.dtype == np.int8:
+        data = data.astype(np.int16)  # FITS has no signed 8-bit type (BZERO tricks otherwise)
+    elif data.dtype == np.float64:
+        data = data.astype(np.float32)
+    return data
+
+
+def export_fits(
+    results: Any,
+    out_dir: str | Path,
+    maps: list[str] | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write one FITS file per map (``DIR/<map>.fits``) with the field's WCS.
+
+    Parameters
+    ----------
+    results
+        A ``results.zarr`` path or an opened results Dataset.
+    out_dir
+        Folder for the files (created if missing).
+    maps
+        Map names (default: every (y, x) map of the store).
+    overwrite
+        Replace existing files of the same names (otherwise they stop the export before
+        anything is written).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+
+    Raises
+    ------
+    StoreError
+        Unknown map names, existing files without ``overwrite``, or a store with
+        ``hpc_x``/``hpc_y`` but no recorded WCS.
+    """
+    from astropy.io import fits
+
+    where = str(results) if isinstance(results, str | Path) else "results"
+    ds = _open(results)
+    names = list(maps) if maps else map_names(ds)
+    unknown = [n for n in names if n not in map_names(ds)]
+    if unknown:
+        raise StoreError(
+            f"{where} has no map(s) {', '.join(unknown)} (--maps); maps: {', '.join(map_names(ds))}"
+        )
+    out = Path(out_dir)
+    targets = [out / f"{n}.fits" for n in names]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise StoreError(
+            f"{existing[0]} exists ({len(existing)} file(s) in all); pass --overwrite "
+            "(overwrite=True) to replace them, or choose another folder"
+        )
+    headers = [map_header(ds, n, where) for n in names]  # errors before any file is written
+    out.mkdir(parents=True, exist_ok=True)
+    for n, h, t in zip(names, headers, targets, strict=True):
+        hdu = fits.PrimaryHDU(_map_data(ds[n]), header=h)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)  # long HISTORY lines
+            hdu.writeto(t, overwrite=overwrite)
+    return targets
+
+
+def to_map(results: Any, name: str) -> Any:
+    """Map ``name`` of a results store as a ``sunpy.map.Map`` (needs the ``solar`` extra).
+
+    Parameters
+    ----------
+    results
+        A ``results.zarr`` path or an opened results Dataset.
+    name
+        A (y, x) map, e.g. ``"m1_index"``.
+
+    Raises
+    ------
+    ImportError
+        sunpy is not installed.
+    StoreError
+        Unknown map, or a store without a helioprojective WCS.
+    """
+    try:
+        import sunpy.map
+    except ImportError as exc:
+        raise ImportError(
+            f"specfit.to_map needs sunpy ({exc}); pip install 'specfit-solar[solar]'"
+        ) from None
+    where = str(results) if isinstance(results, str | Path) else "results"
+    ds = _open(results)
+    if not _wcs_text(ds, where):
+        raise StoreError(
+            f"{where} has no WCS (the input had no helioprojective coordinates), so it cannot "
+            "be a sunpy Map; use ds[name] as an array, or `specfit export --fits` for "
+            "pixel-only FITS"
+        )
+    h = map_header(ds, name, where)
+    return sunpy.map.Map(_map_data(ds[name]), h)

@@ -1,0 +1,567 @@
+"""``specfit init FOLDER``: look at a data set and write a commented config ready to run.
+
+Only metadata is read: FITS headers, image headers, file names, EXIF. The readers of
+:mod:`specfit.io` do that work (their ``open_*`` functions read every header eagerly and no
+pixel), so what ``init`` reports is exactly what ``specfit run`` will see: the kind, frames,
+times and gaps, exposure, units, WCS and observer, image size and instrument. From that it
+suggests the settings that depend on the data (cadence, gap threshold, segments, box,
+derotation), each with its reason as a YAML comment, and validates the written file with
+:func:`specfit.config.load_config`.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from specfit.config import ConfigError, InputConfig, load_config
+from specfit.io import InputError, detect_kind, open_input
+
+__all__ = ["Inspection", "inspect_input", "render_config", "init_config", "guess_time_pattern"]
+
+# Solar rotation seen at disk centre: ~13.2 deg/day synodic at the equator on a ~960" disk
+# gives ~9"/h; features elsewhere move less, so this is the largest drift to expect.
+_ROTATION_ARCSEC_PER_H = 9.2
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+_FITS_SUFFIXES = (".fits", ".fits.gz", ".fts", ".fit", ".fts.gz", ".fit.gz")
+
+
+@dataclass
+class Inspection:
+    """What ``init`` found in a data set (metadata only) and the settings it suggests.
+
+    ``input`` holds the ``input`` section that opens the data; ``settings`` maps
+    ``section.key`` to ``(value, reason)`` for everything else ``init`` chose; ``report``
+    lists the findings as lines of text; ``notes`` are warnings for the user.
+    """
+
+    path: str
+    input: dict[str, Any]
+    input_reasons: dict[str, str]
+    settings: dict[str, tuple[Any, str]]
+    report: list[str]
+    notes: list[str] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)
+
+
+def guess_time_pattern(names: list[str]) -> str | None:
+    """A strptime pattern that reads a date and time from every file name, or None.
+
+    Looks for ``YYYY?MM?DD?hh?mm?ss`` (separators ``-``, ``_``, ``T``, ``:``, ``.`` or none,
+    optional fractional seconds) in the first name and keeps the rest of the name literal;
+    the pattern is returned only if it parses every name to distinct times.
+    """
+    from specfit.io.images import filename_time
+
+    if not names:
+        return None
+    rx = re.compile(
+        r"(?P<Y>(?:19|20)\d\d)(?P<a>[-_.]?)(?P<m>[01]\d)(?P<b>[-_.]?)(?P<d>[0-3]\d)"
+        r"(?P<c>[-_Tt .]?)(?P<H>[0-2]\d)(?P<e>[-_:.]?)(?P<M>[0-5]\d)(?P<f>[-_:.]?)(?P<S>[0-6]\d)"
+        r"(?:(?P<g>[._])(?P<F>\d{1,6}))?"
+    )
+    name = os.path.basename(names[0])
+    m = rx.search(name)
+    if m is None:
+        return None
+
+    def lit(text: str) -> str:
+        return text.replace("%", "%%")
+
+    g = m.groupdict()
+    codes = f"%Y{lit(g['a'])}%m{lit(g['b'])}%d{lit(g['c'])}%H{lit(g['e'])}%M{lit(g['f'])}%S" + (
+        f"{lit(g['g'])}%f" if g["F"] else ""
+    )
+    pattern = lit(name[: m.start()]) + codes + lit(name[m.end() :])
+    # Names that differ in their literal parts (other prefixes) do not match: then the
+    # pattern is not general enough to use.
+    try:
+        times = [filename_time(n, pattern) for n in names]
+    except InputError:
+        return None
+    if len({t.isot for t in times}) != len(times):
+        return None
+    return pattern
+
+
+def _list(folder: str, suffixes: tuple[str, ...]) -> list[str]:
+    return sorted(
+        f
+        for f in glob.glob(os.path.join(folder, "*"))
+        if os.path.isfile(f) and f.lower().endswith(suffixes)
+    )
+
+
+def _majority_suffix(files: list[str]) -> str:
+    exts = [
+        next((s for s in _FITS_SUFFIXES + _IMAGE_SUFFIXES if f.lower().endswith(s)), "")
+        for f in files
+    ]
+    best = max(set(exts), key=exts.count)
+    # Keep the case the files use (a glob is case-sensitive).
+    sample = next(f for f, e in zip(files, exts, strict=True) if e == best)
+    return "*" + sample[len(sample) - len(best) :]
+
+
+def _choose_input(path: str) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """The ``input`` section that opens ``path``, its reasons, and notes (other inputs)."""
+    p = path.rstrip("/") or path
+    notes: list[str] = []
+    reasons: dict[str, str] = {}
+    if not os.path.exists(p):
+        raise InputError(f"{p} does not exist; give a folder of frames or a cube file")
+    if os.path.isdir(p):
+        fits_files = _list(p, _FITS_SUFFIXES)
+        img_files = _list(p, _IMAGE_SUFFIXES)
+        if not fits_files and not img_files:
+            try:
+                zarr_store = detect_kind(InputConfig(path=p, pattern="*")) == "zarr"
+            except InputError:
+                zarr_store = False
+            if zarr_store:
+                reasons["kind"] = "a Zarr store (an xarray dataset with a time coordinate)"
+                return {"kind": "zarr", "path": p}, reasons, notes
+            raise InputError(
+                f"{p} holds no FITS or image files (.fits, .fts, .jpg, .png, .tif); give the "
+                "folder of frames (or a cube file)"
+            )
+        if len(fits_files) >= len(img_files):
+            first_kind = detect_kind(InputConfig(path=fits_files[0]))
+            if first_kind == "fits_cube":
+                cubes = [f for f in fits_files if detect_kind(InputConfig(path=f)) == "fits_cube"]
+                if len(cubes) > 1:
+                    notes.append(
+                        f"{len(cubes)} FITS cubes in the folder; this config reads the first. "
+                        "One cube per run: run `specfit init` on another cube file for it: "
+                        + ", ".join(os.path.basename(c) for c in cubes[1:])
+                    )
+                p = cubes[0]
+            else:
+                pattern = _majority_suffix(fits_files)
+                reasons["kind"] = f"{len(fits_files)} single-frame FITS files"
+                return (
+                    {"kind": "fits_series", "path": p, "pattern": pattern},
+                    reasons,
+                    notes,
+                )
+        else:
+            pattern = _majority_suffix(img_files)
+            files = [f for f in img_files if f.endswith(pattern[1:])]
+            reasons["kind"] = f"{len(files)} {pattern[2:].upper()} images (no FITS header)"
+            section: dict[str, Any] = {"kind": "images", "path": p, "pattern": pattern}
+            tp = guess_time_pattern(files)
+            if tp is not None:
+                section.update(time_source="filename", time_pattern=tp)
+                reasons["time_pattern"] = "date and time read from every file name (UTC)"
+            else:
+                from specfit.io.images import exif_time
+
+                if exif_time(files[0]) is not None:
+                    section["time_source"] = "exif"
+                    reasons["time_source"] = "EXIF DateTimeOriginal (read as UTC)"
+                elif os.path.isfile(os.path.join(p, "times.csv")):
+                    section.update(time_source="csv", times_csv=os.path.join(p, "times.csv"))
+                    reasons["times_csv"] = "frame times listed beside the images"
+                else:
+                    raise InputError(
+                        f"{p}: no frame times in the file names or EXIF; write "
+                        f"{os.path.join(p, 'times.csv')} (columns file,time; ISO 8601 or "
+                        "seconds) and run specfit init again"
+                    )
+            return section, reasons, notes
+    kind = detect_kind(InputConfig(path=p))
+    if kind == "fits_cube":
+        reasons["kind"] = "one FITS file holding a (t, y, x) cube"
+        return {"kind": "fits_cube", "path": p}, reasons, notes
+    return {"kind": kind, "path": p}, reasons, notes
+
+
+def _per_frame(arr: Any, name: str, default: float) -> np.ndarray:
+    """A per-frame header value carried as a time coordinate, or ``default`` for every frame."""
+    if name in arr.coords:
+        return np.asarray(arr[name].values, dtype=float)
+    return np.full(arr.sizes["time"], default)
+
+
+def _fmt_time(iso: str) -> str:
+    return iso.replace("T", " ").rstrip("Z")[:22]
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m{s % 60:02d}s"
+
+
+def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspection:
+    """Read the metadata of a data set and suggest settings for it.
+
+    Parameters
+    ----------
+    path
+        A folder of FITS frames or images, a folder of FITS cubes, or one file.
+    longest_period
+        The longest period of interest in seconds; it sets the number of segments (each
+        segment must hold at least four such periods).
+
+    Returns
+    -------
+    Inspection
+
+    Raises
+    ------
+    InputError
+        When the path holds nothing specfit can read (the message says what to give).
+    """
+    from specfit.io import frame_times
+    from specfit.kernels.resample import find_gaps, uniform_times
+    from specfit.pipeline import interpolation_nyquist_gain
+
+    section, reasons, notes = _choose_input(str(path))
+    cfg = InputConfig.model_validate(section)
+    arr = open_input(cfg)  # headers, names and EXIF only: the pixels stay on disk
+    attrs = arr.attrs
+    kind = str(attrs.get("kind", section["kind"]))
+    nt, ny, nx = arr.sizes["time"], arr.sizes["y"], arr.sizes["x"]
+    times = np.asarray(arr["time"].values, dtype=float)
+    abs_times = frame_times(arr)
+    span = float(times[-1] - times[0]) if nt > 1 else 0.0
+    report = [f"specfit init: {Path(str(path)).resolve()}"]
+    what = {
+        "fits_series": "single-frame FITS files",
+        "fits_cube": "frames in one FITS cube",
+        "images": "image files",
+        "zarr": "frames in a Zarr store",
+        "array": "frames in a .npy cube",
+    }.get(kind, kind)
+    shown = f" ({cfg.pattern})" if kind in ("fits_series", "images") else ""
+    report.append(f"  input       {kind}: {nt} {what}{shown}")
+    report.append(f"  image       {nx} x {ny} px (x by y)")
+    inst = attrs.get("instrument")
+    if inst or attrs.get("wavelength") is not None:
+        wl = attrs.get("wavelength")
+        wl_text = f", {wl:g} {attrs.get('wavelength_unit', '')}".rstrip() if wl is not None else ""
+        report.append(f"  instrument  {inst or '?'}{wl_text}")
+    else:
+        report.append("  instrument  not given (no TELESCOP/INSTRUME keys)")
+
+    # --- times, cadence, gaps
+    t_source = attrs.get("time_key") or attrs.get("time_source") or "?"
+    report.append(
+        f"  times       from {t_source}: {_fmt_time(str(abs_times[0]))} .. "
+        f"{_fmt_time(str(abs_times[-1]))} UTC ({_hms(span)})"
+    )
+    if attrs.get("time_note"):
+        notes.append(str(attrs["time_note"]))
+    settings: dict[str, tuple[Any, str]] = {}
+    if nt < 8:
+        raise InputError(
+            f"{path}: only {nt} frames; specfit needs at least 8 (more than 100 for useful spectra)"
+        )
+    d = np.diff(times)
+    # Candidates for the grid spacing: the most common spacing (0.1 s bins; a median can land
+    # on a long step when the observing pattern alternates), the median, and the mean of the
+    # regular steps (jittered cadences, e.g. IRIS 2796 at 18.53-18.91 s, sit best on their
+    # mean). The one whose grid stays closest to the frames (largest interpolation Nyquist
+    # gain) wins: a grid that drifts against the frames smooths the high frequencies.
+    bins = np.round(d, 1)
+    values, counts = np.unique(bins, return_counts=True)
+    regular = d[d < 1.5 * np.median(d)]
+    candidates = [float(values[np.argmax(counts)]), float(np.median(d))]
+    if regular.size:
+        candidates.append(float(regular.mean()))
+    # Four significant digits keep the config readable at any cadence (ms cameras included).
+    candidates = [float(f"{c:.4g}") for c in candidates if c > 0]
+    gains = [interpolation_nyquist_gain(times, uniform_times(times, c)) for c in candidates]
+    best = int(np.argmax(np.round(gains, 3)))  # ties: the earlier (rounder) candidate
+    cadence, gain = candidates[best], gains[best]
+    report.append(
+        f"  cadence     {cadence:g} s (median spacing {np.median(d):.4g} s, min {d.min():.4g} s, "
+        f"max {d.max():.4g} s; the grid keeps {100 * gain:.0f} % of the Nyquist power)"
+    )
+    long_steps = d > 1.5 * cadence
+    max_gap = 1.5
+    gap_reason = "report every spacing longer than 1.5 cadences"
+    if long_steps.mean() > 0.1:
+        # A regular pattern of long steps is the observing sequence, not a gap worth a
+        # warning each time: report only steps longer than the usual long step.
+        usual = float(np.percentile(d[long_steps], 90)) / cadence
+        max_gap = max(round((usual + 0.5) * 2) / 2, math.ceil(usual * 2 + 0.01) / 2)
+        gap_reason = (
+            f"{100 * long_steps.mean():.0f} % of the spacings are long steps of up to "
+            f"{usual:.1f} cadences (the observing pattern); report only longer gaps"
+        )
+    gaps = find_gaps(times, cadence, max_gap)
+    gap_lines = []
+    for a, b in gaps:
+        i = int(np.searchsorted(times, a))
+        gap_lines.append(
+            f"{b - a:.0f} s ({(b - a) / cadence:.1f} cadences) after "
+            f"{_fmt_time(str(abs_times[i]))} (frame {i})"
+        )
+    report.append(f"  gaps        {len(gaps)} longer than {max_gap:g} cadences")
+    report.extend(f"                {g}" for g in gap_lines)
+    grid = uniform_times(times, cadence)
+    cad_reason = (
+        "of the most common, median and mean regular spacing, the grid closest to the frames; "
+        "gaps are interpolated linearly"
+    )
+    if gain < 0.9:
+        cad_reason += (
+            f" (the frames drift against each of these grids: interpolation keeps {100 * gain:.0f} "
+            "% of the Nyquist power; use the instrument's nominal cadence if you know it)"
+        )
+    settings["resample.cadence"] = (cadence, cad_reason)
+    settings["resample.max_gap"] = (max_gap, gap_reason)
+
+    # --- exposure and units
+    input_out = dict(section)
+    if kind == "images":
+        report.append("  exposure    none (image files carry no exposure); values are image levels")
+        report.append("  units       none: power is in relative units")
+        input_out["normalise_exposure"] = False
+        input_out["exposure_key"] = None
+        reasons["normalise_exposure"] = "no exposure time in image files"
+    else:
+        if kind == "fits_series":
+            key = str(attrs.get("time_key", "T_OBS"))
+            if "," in key:  # frames differ in which key they carry: keep the usual order
+                input_out["time_key"] = list(cfg.time_key)
+                reasons["time_key"] = f"frames carry different keys ({key})"
+            else:
+                input_out["time_key"] = [key] + [k for k in cfg.time_key if k != key]
+                reasons["time_key"] = f"{key} is in every header"
+        exp = arr["exposure"].values if "exposure" in arr.coords else None
+        bunit = str(attrs.get("bunit", ""))
+        raw_unit = (
+            bunit[:-4] if attrs.get("exposure_normalised") and bunit.endswith(" / s") else bunit
+        )
+        if exp is not None:
+            src = "EXPTIMES column" if kind == "fits_cube" and exp.std() > 0 else cfg.exposure_key
+            report.append(f"  exposure    {src}: {np.nanmin(exp):.4g} .. {np.nanmax(exp):.4g} s")
+            input_out["exposure_key"] = cfg.exposure_key
+            input_out["normalise_exposure"] = True
+            reasons["normalise_exposure"] = (
+                f"values / exposure: {raw_unit or 'counts'} -> {bunit}"
+                + (" (exposures vary by frame)" if np.nanmax(exp) > 1.01 * np.nanmin(exp) else "")
+            )
+        else:
+            report.append(f"  exposure    not found (no {cfg.exposure_key} key)")
+            input_out["exposure_key"] = None
+            input_out["normalise_exposure"] = False
+            reasons["normalise_exposure"] = "no exposure key found"
+        report.append(f"  units       {raw_unit or 'not given (no BUNIT/PIXLUNIT)'}")
+        if attrs.get("missing_below") is not None:
+            input_out["missing_below"] = float(attrs["missing_below"])
+            reasons["missing_below"] = "the instrument's missing-pixel sentinel (values below)"
+
+    # --- WCS, observer, pointing -> derotation
+    derotate, why = False, "no helioprojective WCS: derotation needs one"
+    if "wcs_header" in attrs:
+        from astropy.io import fits
+
+        h = fits.Header.fromstring(str(attrs["wcs_header"]), sep="\n")
+        scale = abs(float(h.get("CDELT1", 1.0)))
+        cx = float(np.asarray(arr["hpc_x"].values)[ny // 2, nx // 2])
+        cy = float(np.asarray(arr["hpc_y"].values)[ny // 2, nx // 2])
+        report.append(
+            f'  WCS         {h.get("CTYPE1")}/{h.get("CTYPE2")}, {scale:.4g}"/px, field '
+            f'centre ({cx:.1f}", {cy:.1f}") at the middle frame'
+        )
+        obs = []
+        if h.get("DSUN_OBS"):
+            obs.append(f"DSUN_OBS {float(h['DSUN_OBS']) / 1.495978707e11:.4f} AU")
+        for k in ("HGLN_OBS", "HGLT_OBS"):
+            if h.get(k) is not None:
+                obs.append(f"{k} {float(h[k]):.3f} deg")
+        report.append("  observer    " + (", ".join(obs) if obs else "not given (Earth assumed)"))
+        drift_px = _ROTATION_ARCSEC_PER_H * span / 3600.0 / scale
+        # Where the field centre points in each frame (x only; rotation moves features in x):
+        # CRVAL1 + (centre - CRPIX1) * CDELT1 with each frame's own CRVAL1/CRPIX1 where the
+        # reader carries them (AIA/JSOC cutouts that track change CRPIX, IRIS changes CRVAL).
+        crval = _per_frame(arr, "wcs_crval1", float(h.get("CRVAL1", 0.0)))
+        crpix = _per_frame(arr, "wcs_crpix1", float(h.get("CRPIX1", 0.0)))
+        centre = crval + ((nx + 1) / 2.0 - crpix) * float(h.get("CDELT1", 1.0))
+        moved = float(abs(centre[-1] - centre[0])) / scale
+        if moved > 0.5 * drift_px and drift_px > 1:
+            derotate = False
+            why = (
+                f"the pointing follows the Sun (field centre moves {moved:.0f} px over "
+                f"{_hms(span)}, as solar rotation does): frames are already aligned"
+            )
+            report.append("  pointing    tracks solar rotation")
+        elif drift_px < 1:
+            why = f"solar rotation moves features < 1 px over {_hms(span)}"
+            report.append("  pointing    fixed; rotation drift below one pixel")
+        else:
+            derotate = True
+            why = (
+                f"fixed pointing over {_hms(span)}: solar rotation moves features up to "
+                f"~{drift_px:.0f} px; derotate to the middle frame's time"
+            )
+            report.append(f"  pointing    fixed; rotation drift up to ~{drift_px:.0f} px")
+    else:
+        report.append("  WCS         none: maps in pixels only (no arcsec, no derotation)")
+        if kind == "images":
+            notes.append(
+                "no WCS: if the field drifts (solar rotation), co-align it: prep.coalign: "
+                "true, coalign_smooth: 1 and coalign_max_shift above the drift in px "
+                "(see the shipped aia1600_jpg config)"
+            )
+    settings["prep.derotate"] = (derotate, why)
+
+    # --- segments and box from the span and the longest period of interest
+    n = grid.size
+    # 2 % slack: a "4 h" series spans 3 h 59 min from first to last frame.
+    k = max(1, int(1.02 * span / (4.0 * longest_period)))
+    k = max(1, min(k, n // 64))
+    seg = n // k
+    nfreq = seg // 2
+    tail = (
+        f"lowest frequency {1e3 / (seg * cadence):.3g} mHz, {nfreq} frequencies, {2 * k} dof each"
+    )
+    if 1.02 * span < 4.0 * longest_period:
+        why_k = (
+            f"one segment: the {_hms(span)} span holds fewer than 4 periods of the longest "
+            f"period of interest ({longest_period / 60:g} min, --longest-period); {tail}"
+        )
+    else:
+        why_k = (
+            f"{k} x {_hms(seg * cadence)}: each holds >= 4 periods of the longest period of "
+            f"interest ({longest_period / 60:g} min, --longest-period); {tail}"
+        )
+    settings["spectra.segments"] = (k, why_k)
+    box = 3 if nfreq < 50 else 1
+    settings["spectra.box"] = (
+        box,
+        f"only {nfreq} frequencies per spectrum: 3 x 3 px averaged to steady them (neighbours "
+        "are correlated, so check <model>_chi2red)"
+        if box == 3
+        else f"{nfreq} frequencies per spectrum are enough per pixel",
+    )
+    report.append(
+        f"  spectra     {n} samples at {cadence:g} s -> {k} segment(s), {nfreq} frequencies "
+        f"({1e3 / (seg * cadence):.3g}-{1e3 / (2 * cadence):.3g} mHz), box {box}"
+    )
+    return Inspection(
+        path=str(path),
+        input=input_out,
+        input_reasons=reasons,
+        settings=settings,
+        report=report,
+        notes=notes,
+        gaps=gap_lines,
+    )
+
+
+def _v(value: Any) -> str:
+    """One YAML scalar or flow list, as yaml itself writes it."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    return text[:-4].strip() if text.endswith("\n...") else text.removesuffix("...").strip()
+
+
+def _line(key: str, value: Any, reason: str | None = None, indent: int = 2) -> str:
+    text = f"{' ' * indent}{key}: {_v(value)}"
+    if reason:
+        text = f"{text:<40} # {reason}"
+    return text
+
+
+def render_config(insp: Inspection, config_path: str | Path | None = None) -> str:
+    """The commented YAML config for an :class:`Inspection`.
+
+    ``input.path`` and ``output.path`` are written relative to the config file's folder
+    (specfit resolves them from there), so the folder can be moved together.
+    """
+    base = Path(config_path).resolve().parent if config_path else Path.cwd()
+    stem = Path(config_path).stem if config_path else "specfit"
+
+    def rel(p: str) -> str:
+        try:
+            r = os.path.relpath(Path(p).resolve(), base)
+        except ValueError:  # another drive (Windows)
+            return str(Path(p).resolve())
+        # Far-away data are clearer as an absolute path.
+        return str(Path(p).resolve()) if r.startswith(("../../..", "..\\..\\..")) else r
+
+    s = insp.settings
+    out = [
+        f"# specfit config written by `specfit init {Path(insp.path).resolve()}`.",
+        "# Every value that depends on the data says why it was chosen; check them, then:",
+        f"#   specfit run {Path(config_path).name if config_path else 'CONFIG.yaml'}",
+    ]
+    out += [f"# NOTE: {n}" for n in insp.notes]
+    out.append("input:")
+    r = insp.input_reasons
+    for key, value in insp.input.items():
+        out.append(_line(key, rel(value) if key in ("path", "times_csv") else value, r.get(key)))
+    out.append("prep:")
+    out.append(_line("derotate", s["prep.derotate"][0], s["prep.derotate"][1]))
+    if s["prep.derotate"][0]:
+        out.append(_line("reference_time", None, "null = the middle frame"))
+    out.append("resample:")
+    out.append(_line("cadence", s["resample.cadence"][0], s["resample.cadence"][1]))
+    out.append(_line("max_gap", s["resample.max_gap"][0], s["resample.max_gap"][1]))
+    out += [f"  # gap: {g}" for g in insp.gaps]
+    out.append("spectra:")
+    out.append(_line("segments", s["spectra.segments"][0], s["spectra.segments"][1]))
+    out.append(_line("window", "none", "defaults measured on synthetic truth (docs/spectra.md)"))
+    out.append(_line("detrend", "mean"))
+    out.append(_line("normalisation", "density"))
+    out.append(_line("box", s["spectra.box"][0], s["spectra.box"][1]))
+    out.append("fit:")
+    out.append("  models:")
+    out.append(_line("m1", "powerlaw_tail", "A f^-n + C", indent=4))
+    out.append(_line("m2", "powerlaw_tail_lorentzian", "M1 + a Lorentzian bump in ln f", indent=4))
+    out.append(_line("method", "whittle", "the likelihood of periodograms"))
+    out.append(_line("best_model", "lrt"))
+    out.append("output:")
+    out.append(_line("path", f"{stem}-results/results.zarr", "relative to this file"))
+    return "\n".join(out) + "\n"
+
+
+def init_config(
+    path: str | Path,
+    out: str | Path | None = None,
+    *,
+    longest_period: float = 1800.0,
+    force: bool = False,
+) -> tuple[str, str]:
+    """Inspect ``path``, write the config to ``out`` (if given) and validate it.
+
+    Returns
+    -------
+    (report, yaml_text)
+        The findings as text and the config as written.
+
+    Raises
+    ------
+    InputError
+        Nothing readable at ``path``.
+    ConfigError
+        ``out`` exists (and not ``force``), or the written config does not load.
+    """
+    if out is not None and Path(out).exists() and not force:
+        raise ConfigError(f"{out} exists; choose another --out or pass --force to replace it")
+    insp = inspect_input(path, longest_period=longest_period)
+    text = render_config(insp, out)
+    cfg = load_config(yaml.safe_load(text))  # the schema, before anything is written
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+        try:
+            cfg = load_config(out)  # the file as a user will run it (paths resolved from it)
+        except ConfigError:
+            Path(out).unlink()  # written just now by this call: never leave a broken config
+            raise
+    if cfg.input.kind != insp.input["kind"]:
+        raise ConfigError(f"{out or 'the config'}: input.kind did not survive the round trip")
+    report = "\n".join(insp.report + [f"  note        {n}" for n in insp.notes])
+    return report, text

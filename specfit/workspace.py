@@ -1,0 +1,369 @@
+"""Where a run may write, what it may delete, and how its inputs are recognised.
+
+specfit deletes or replaces only what it created itself:
+
+- the **work folder** ``<output.path>.specfit-work/`` beside the results (marked by the file
+  ``specfit-work.json`` written when specfit creates it) holds the intermediate cube
+  (``cube.zarr``) and the run lock; nothing else is ever put there;
+- a **cube** (``cube.zarr``, or ``output.cube_path``) is specfit's when its root attrs say
+  ``specfit_kind: cube``, written together with its first metadata;
+- a **results store** is specfit's when its root attrs say ``specfit_kind: results`` (or, for
+  stores of earlier versions, when it has ``specfit_version``, ``config_hash`` and the
+  ``blocks_done`` array).
+
+:func:`check_paths` compares every path a run writes with every path it reads before any
+cluster starts or any byte is written, and :func:`input_fingerprint` records the inputs (file
+names, sizes, modification times; a Zarr input's metadata and chunk listing) so that a cube or
+an unfinished store is reused only for the inputs it was made from.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import glob
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from specfit.config import Config, ConfigError
+from specfit.store import StoreError
+
+__all__ = [
+    "WORK_SUFFIX",
+    "work_dir_for",
+    "default_cube_path",
+    "ensure_work_dir",
+    "zarr_attrs",
+    "is_specfit_cube",
+    "is_specfit_results",
+    "is_empty_dir",
+    "remove_specfit_cube",
+    "check_paths",
+    "input_fingerprint",
+    "describe_change",
+]
+
+WORK_SUFFIX = ".specfit-work"
+WORK_MARKER = "specfit-work.json"
+_ZARR_META = {"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"}
+
+
+def work_dir_for(results: str | Path) -> Path:
+    """The folder specfit owns beside a results store: ``<results>.specfit-work``."""
+    res = Path(results)
+    return res.with_name(res.name + WORK_SUFFIX)
+
+
+def default_cube_path(results: str | Path) -> Path:
+    """Where the intermediate cube goes unless ``output.cube_path`` is set."""
+    return work_dir_for(results) / "cube.zarr"
+
+
+def is_empty_dir(path: Path) -> bool:
+    """True for an existing folder with nothing in it."""
+    return path.is_dir() and not any(path.iterdir())
+
+
+def zarr_attrs(path: Path) -> dict | None:
+    """Root attrs of a Zarr v3 group (read from its ``zarr.json``), or None if there is none."""
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def is_specfit_cube(path: Path) -> bool:
+    """True if ``path`` is a cube specfit wrote (its marker attr is present)."""
+    attrs = zarr_attrs(path)
+    return bool(attrs) and attrs.get("specfit_kind") == "cube"
+
+
+def is_specfit_results(path: Path) -> bool:
+    """True if ``path`` is a results store specfit wrote (marker attr, or an earlier
+    version's unmistakable layout)."""
+    attrs = zarr_attrs(path)
+    if not attrs:
+        return False
+    if attrs.get("specfit_kind") == "results":
+        return True
+    return (
+        "specfit_version" in attrs
+        and "config_hash" in attrs
+        and (path / "blocks_done" / "zarr.json").exists()
+    )
+
+
+def _is_work_dir(path: Path) -> bool:
+    return (path / WORK_MARKER).is_file()
+
+
+def ensure_work_dir(results: str | Path, key: str = "output.path") -> Path:
+    """Create (or reuse) the work folder beside ``results`` and mark it as specfit's.
+
+    ``key`` is the config key that messages name (``output.path`` or ``output.cube_path``).
+
+    Raises
+    ------
+    ConfigError
+        If the folder exists and is not specfit's, or cannot be created.
+    """
+    work = work_dir_for(results)
+    if work.exists() and not (_is_work_dir(work) or is_empty_dir(work)):
+        raise ConfigError(
+            f"{key}: {work} exists and was not made by specfit; specfit keeps its work "
+            f"files there, so move that folder away or choose another {key}"
+        )
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        marker = work / WORK_MARKER
+        if not marker.exists():
+            tmp = work / f".{WORK_MARKER}.{os.getpid()}"
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "created_by": "specfit",
+                        "results": str(Path(results)),
+                        "note": "specfit's intermediate files for these results; safe to delete "
+                        "when no run is going on",
+                    },
+                    indent=1,
+                )
+                + "\n"
+            )
+            os.replace(tmp, marker)
+    except OSError as exc:
+        raise ConfigError(
+            f"{key}: cannot create {work} ({exc.strerror or exc}); choose a folder you can write to"
+        ) from None
+    return work
+
+
+def remove_specfit_cube(path: Path) -> bool:
+    """Delete a cube only if specfit's marker says it wrote it; returns True if deleted."""
+    if path.is_dir() and is_specfit_cube(path):
+        shutil.rmtree(path)
+        return True
+    return False
+
+
+# ----------------------------------------------------------------------------- path checks
+def _resolved(p: str | Path) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(str(p)))).resolve()
+
+
+def _glob_base(p: str) -> str:
+    """The folder part of a glob before its first wildcard (the glob itself if none)."""
+    parts = Path(p).parts
+    for i, part in enumerate(parts):
+        if any(ch in part for ch in "*?["):
+            return str(Path(*parts[:i])) if i else "."
+    return p
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """True if ``a`` is strictly below ``b``."""
+    return a != b and b in a.parents
+
+
+def _check_writable(key: str, path: Path) -> None:
+    """One-line errors for a target that is a file, sits below a file, or cannot be written."""
+    if path.is_file() or (path.exists() and not path.is_dir()):
+        raise ConfigError(f"{key}: {path} is a file, not a folder; give a path for a new folder")
+    anc = path.parent
+    while not anc.exists():
+        if anc.parent == anc:
+            break
+        anc = anc.parent
+    if anc.exists() and not anc.is_dir():
+        raise ConfigError(
+            f"{key}: {path} lies below {anc}, which is a file; give a path in a folder"
+        )
+    target = path if path.exists() else anc
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{key}: {path}: no permission to write in {target}; choose a folder you can write to"
+        )
+
+
+def check_paths(cfg: Config, cube_path: Path) -> None:
+    """Refuse any run whose outputs would touch its inputs or someone else's files.
+
+    Checked before any cluster starts or anything is written: the results store, the work
+    folder and the cube must not be, contain, or lie inside an input (``input.path``,
+    ``input.times_csv``, ``input.times``) or each other; existing targets must be specfit's
+    own (or empty folders); and each must be creatable (not below a file, writable).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the config key, the path and the fix.
+    StoreError
+        If ``output.path`` is a folder of other files (not a specfit store, not empty).
+    """
+    if "://" in cfg.output.path:
+        return  # a remote store: nothing local to compare
+    out = _resolved(cfg.output.path)
+    work = work_dir_for(out)
+    cube = _resolved(cube_path)
+    user_cube = bool(cfg.output.cube_path)
+    inputs: list[tuple[str, Path]] = []
+    for key, value in (
+        ("input.path", cfg.input.path),
+        ("input.times_csv", cfg.input.times_csv),
+        ("input.times", cfg.input.times),
+    ):
+        if value and "://" not in value:
+            inputs.append((key, _resolved(_glob_base(value))))
+    targets = [("output.path", out), ("output.path", work)]
+    if user_cube:
+        targets.append(("output.cube_path", cube))
+    for tkey, t in targets:
+        what = "work folder of output.path" if t == work else tkey
+        for ikey, i in inputs:
+            if t == i:
+                raise ConfigError(
+                    f"{tkey}: {t} is the input ({ikey}); specfit never writes over its input, "
+                    f"choose another {tkey}"
+                )
+            if _inside(t, i):
+                raise ConfigError(
+                    f"{tkey}: the {what} {t} lies inside the input {ikey} ({i}); choose a "
+                    f"{tkey} outside it"
+                )
+            if _inside(i, t):
+                raise ConfigError(
+                    f"{tkey}: the input {ikey} ({i}) lies inside the {what} {t}; choose a "
+                    f"{tkey} that does not contain the input"
+                )
+    if user_cube:
+        if cube == out or _inside(cube, out) or _inside(out, cube):
+            raise ConfigError(
+                f"output.cube_path: {cube} and output.path {out} overlap; give them separate "
+                "folders"
+            )
+    _check_writable("output.path", out)
+    if out.is_dir() and not (is_specfit_results(out) or is_empty_dir(out)):
+        raise StoreError(
+            f"{out} exists and is not a specfit results store; specfit never replaces it (not "
+            "even with --overwrite): choose another output.path"
+        )
+    if user_cube:
+        _check_writable("output.cube_path", cube)
+        for c in (cube, cube.with_name(cube.name + ".partial")):
+            if c.exists() and not (is_specfit_cube(c) or is_empty_dir(c)):
+                raise ConfigError(
+                    f"output.cube_path: {c} exists and is not a cube written by specfit; specfit "
+                    "replaces only its own cubes, so choose a new or empty folder"
+                )
+    if work.exists() and not (_is_work_dir(work) or is_empty_dir(work)):
+        raise ConfigError(
+            f"output.path: {work} exists and was not made by specfit; specfit keeps its work "
+            "files there, so move that folder away or choose another output.path"
+        )
+
+
+# ----------------------------------------------------------------------------- fingerprints
+def _stat_record(path: str, rel: str) -> list:
+    try:
+        st = os.stat(path)
+        return [rel, st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [rel, None, None]
+
+
+def _input_files(path: str, pattern: str) -> list[str]:
+    """The files a reader may read for ``input.path``: a glob, a folder's pattern, a file, or
+    every file of a Zarr store."""
+    if any(ch in path for ch in "*?["):
+        return sorted(n for n in glob.glob(path) if os.path.isfile(n))
+    if os.path.isdir(path):
+        if path.rstrip("/").lower().endswith(".zarr") or any(
+            os.path.exists(os.path.join(path, m)) for m in (".zarray", ".zgroup", "zarr.json")
+        ):
+            out = []
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                out.extend(os.path.join(root, f) for f in sorted(files))
+            return out
+        return sorted(n for n in glob.glob(os.path.join(path, pattern)) if os.path.isfile(n))
+    return [path] if os.path.exists(path) else []
+
+
+def input_fingerprint(cfg: Config, data: Any = None) -> dict[str, Any]:
+    """What the inputs are right now: a hash plus a summary that can say what changed.
+
+    Built-in synthetic inputs are described by their ``input.synthetic`` settings (the frames
+    follow from them); sunpy objects in memory (``data``) by a token of their data, times and
+    scaling (they have no files whose stamps could show a change). Otherwise every input file counts by name, size and modification time;
+    a Zarr store's metadata files also by their content (its chunks by name, size and time).
+    A file rewritten with the same name, size and modification time is not noticed.
+
+    Returns
+    -------
+    dict
+        ``hash`` (hex), ``files``, ``bytes``, ``newest`` (ISO time of the newest file).
+    """
+    inp = cfg.input
+    if data is not None:
+        from specfit.io.sunpy_objects import open_sunpy
+
+        token = str(open_sunpy(data, inp).attrs["input_token"])
+        return {"hash": hashlib.sha256(token.encode()).hexdigest()[:16], "memory": True}
+    if inp.kind == "synthetic":
+        text = json.dumps(inp.synthetic.model_dump(mode="json"), sort_keys=True)
+        return {"hash": hashlib.sha256(text.encode()).hexdigest()[:16], "synthetic": True}
+    h = hashlib.sha256()
+    n, total, newest = 0, 0, 0
+    for key, value, pattern in (
+        ("path", inp.path, inp.pattern),
+        ("times_csv", inp.times_csv, "*"),
+        ("times", inp.times, "*"),
+    ):
+        if not value:
+            continue
+        h.update(f"\n{key}={value}\n".encode())
+        if "://" in value:
+            continue  # remote: only the address is known here
+        base = value.rstrip("/")
+        for f in _input_files(value, pattern):
+            rel = os.path.relpath(f, base) if os.path.isdir(base) else f
+            rec = _stat_record(f, rel)
+            if os.path.basename(f) in _ZARR_META:
+                try:  # metadata is small; its content says shape, dtype, attrs
+                    rec.append(hashlib.sha256(Path(f).read_bytes()).hexdigest())
+                except OSError:
+                    rec.append(None)
+            h.update(json.dumps(rec).encode())
+            n += 1
+            total += rec[1] or 0
+            newest = max(newest, rec[2] or 0)
+    return {
+        "hash": h.hexdigest()[:16],
+        "files": n,
+        "bytes": total,
+        "newest": _dt.datetime.fromtimestamp(newest / 1e9, _dt.UTC).isoformat(timespec="seconds")
+        if newest
+        else "",
+    }
+
+
+def describe_change(old: dict | None, new: dict) -> str | None:
+    """None if the fingerprints match, else a short phrase saying what changed."""
+    if old is None or old.get("hash") == new.get("hash"):
+        return None
+    if new.get("synthetic") or old.get("synthetic"):
+        return "the synthetic input settings changed"
+    if new.get("memory") or old.get("memory"):
+        return "the frames given in memory (data=) differ"
+    parts = []
+    for key, label in (("files", "files"), ("bytes", "bytes"), ("newest", "newest file time")):
+        if old.get(key) != new.get(key):
+            parts.append(f"{label} {old.get(key)} -> {new.get(key)}")
+    if not parts:
+        parts.append("file names or modification times differ")
+    return "the input changed (" + ", ".join(parts) + ")"

@@ -1,0 +1,61 @@
+"""The example configs ship inside the package; `specfit config list|show|copy` print them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from specfit.cli import main
+from specfit.config import ConfigError, load_config
+from specfit.examples import config_dir, config_path, copy_config, list_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repo_configs_folder_is_the_package_folder():
+    # One copy: the clone's configs/ links to specfit/configs/, which the wheel ships.
+    assert (ROOT / "configs").resolve() == config_dir()
+    assert (ROOT / "configs").is_symlink()
+    assert config_dir() == ROOT / "specfit" / "configs"
+
+
+def test_list_names_every_shipped_yaml_with_a_description(capsys):
+    names = list_configs()
+    assert set(names) == {p.stem for p in config_dir().glob("*.yaml")}
+    assert {"demo", "aia1600", "legacy", "iris"} <= set(names)
+    assert all(text and len(text) < 90 for text in names.values()), names
+    assert main(["config", "list"]) == 0
+    out = capsys.readouterr().out
+    for name, text in names.items():
+        assert f"{name}" in out and text in out
+
+
+def test_show_prints_the_file_and_unknown_names_are_listed(capsys):
+    assert main(["config", "show", "aia1600"]) == 0
+    assert capsys.readouterr().out == config_path("aia1600").read_text()
+    assert main(["config", "show", "aia16"]) == 2
+    err = capsys.readouterr().err
+    assert "aia16" in err and "aia1600" in err and "legacy" in err
+
+
+@pytest.mark.parametrize("name", sorted(list_configs()))
+def test_shipped_configs_resolve_their_paths_in_the_clone(name, request):
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+    if cfg.input.kind != "synthetic":
+        request.getfixturevalue("shared_data")  # skips cleanly without ../shared/data
+    # Outputs go beside the clone's root (never into the package folder); real inputs exist.
+    assert Path(cfg.output.path).parent.parent == ROOT.resolve(), cfg.output.path
+    if cfg.input.kind != "synthetic":
+        assert Path(cfg.input.path).exists(), cfg.input.path
+
+
+def test_copy_writes_once_and_never_overwrites(tmp_path, capsys):
+    target = copy_config("demo", tmp_path)
+    assert target == tmp_path / "demo.yaml"
+    assert target.read_text() == config_path("demo").read_text()
+    with pytest.raises(ConfigError, match="exists"):
+        copy_config("demo", target)
+    assert main(["config", "copy", "legacy", str(tmp_path / "mine.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "mine.yaml" in out and "input.path" in out and "edit it" in out

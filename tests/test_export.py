@@ -1,0 +1,156 @@
+"""`specfit export --fits` and `specfit.to_map`: maps go back to FITS and sunpy with the WCS of
+the field, so that a map's pixel_to_world equals the store's hpc_x/hpc_y."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import tiny_config
+from specfit.store import StoreError
+
+pytest.importorskip("sunpy.map")
+
+
+def _cli(capsys, *args):
+    """The CLI in this process (a subprocess would pay the imports again for every call)."""
+    from specfit.cli import main
+
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, rc, out.out, out.err)
+
+
+def _check_wcs(smap, ds, tol_arcsec=0.01):
+    """pixel_to_world at three pixels (corners and an inner one) equals hpc_x/hpc_y there."""
+    import astropy.units as u
+
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    for y, x in [(0, 0), (ny // 2, nx // 3), (ny - 1, nx - 1)]:
+        c = smap.pixel_to_world(x * u.pix, y * u.pix)
+        assert abs(c.Tx.to_value("arcsec") - float(ds["hpc_x"][y, x])) < tol_arcsec, (y, x)
+        assert abs(c.Ty.to_value("arcsec") - float(ds["hpc_y"][y, x])) < tol_arcsec, (y, x)
+
+
+@pytest.mark.realdata
+def test_real_aia_export_round_trip(shared_data, tmp_path):
+    """32 real AIA 1600 frames, derotated, with a pixel cutout (so the WCS is shifted)."""
+    import sunpy.map
+
+    import specfit
+    from specfit.export import export_fits, map_header
+
+    cfg = {
+        "input": {
+            "path": str(shared_data / "aia1600_20120606" / "fits"),
+            "pattern": "*.fits",
+            "exposure_key": "EXPTIME",
+            "max_frames": 32,
+        },
+        "prep": {
+            "derotate": True,
+            "cutout": {"x1": 40, "x2": 72, "y1": 30, "y2": 54, "units": "pixel"},
+        },
+        "resample": {"cadence": 24.0},
+        "spectra": {"segments": 1, "window": "none", "detrend": "mean"},
+        "fit": {"models": {"m1": "powerlaw_tail"}},
+        "output": {"path": str(tmp_path / "results.zarr"), "tile": 16},
+        "cluster": {"kind": "synchronous"},
+    }
+    ds = specfit.run(cfg)
+    files = export_fits(ds, tmp_path / "fits")
+    assert {f.stem for f in files} >= {"m1_index", "m1_status", "mean_intensity"}
+    for f in files:
+        m = sunpy.map.Map(f)
+        assert m.data.shape == (ds.sizes["y"], ds.sizes["x"])
+    m = sunpy.map.Map(tmp_path / "fits" / "m1_index.fits")
+    _check_wcs(m, ds)
+    assert m.instrument.startswith("AIA") and m.wavelength.to_value("angstrom") == 1600
+    np.testing.assert_array_equal(m.data, ds["m1_index"].values)
+    # The map's date is the derotation's reference time, where the store's hpc_x/hpc_y hold.
+    h = map_header(ds, "mean_intensity")
+    assert h["BUNIT"] == "DN / s"
+    ref = yaml.safe_load(ds.attrs["config"])
+    assert ref["prep"]["derotate"] is True
+    _check_wcs(specfit.to_map(ds, "m1_index"), ds)
+
+
+def test_synthetic_derotated_cutout_export_cli(tmp_path, capsys):
+    import sunpy.map
+
+    import specfit
+
+    cfg = tiny_config(
+        tmp_path,
+        prep={
+            "derotate": True,
+            "cutout": {"x1": 3, "x2": 16, "y1": 2, "y2": 15, "units": "pixel"},
+        },
+        fit={"models": {"m1": "powerlaw_tail"}},
+    )
+    specfit.run(cfg)
+    results = tmp_path / "results.zarr"
+    ds = specfit.open_results(results)
+    assert int(ds["x"][0]) == 0  # the store's grid starts at 0 while the cutout does not
+    out = tmp_path / "maps"
+    r = _cli(
+        capsys, "export", str(results), "--fits", str(out), "--maps", "m1_index,mean_intensity"
+    )
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["m1_index.fits", "mean_intensity.fits"]
+    m = sunpy.map.Map(out / "m1_index.fits")
+    _check_wcs(m, ds)
+    assert sunpy.map.Map(out / "mean_intensity.fits").unit.to_string() == "DN / s"
+    # The run's config is in HISTORY (long lines continue on the next card).
+    hist = list(m.fits_header["HISTORY"])
+    assert hist[0].startswith("specfit run with this config")
+    assert "".join(hist[1:]) == ds.attrs["config"].replace("\n", "")
+    # Existing files are not replaced without --overwrite; unknown names are named.
+    r = _cli(capsys, "export", str(results), "--fits", str(out), "--maps", "m1_index")
+    assert r.returncode == 2 and "--overwrite" in r.stderr and "m1_index.fits" in r.stderr
+    r = _cli(capsys, "export", str(results), "--fits", str(out), "--maps", "m1_indx", "--overwrite")
+    assert r.returncode == 2 and "m1_indx" in r.stderr and "m1_index" in r.stderr
+    r = _cli(
+        capsys, "export", str(results), "--fits", str(out), "--maps", "m1_index", "--overwrite"
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def test_store_without_wcs(demo_store, tmp_path):
+    from astropy.io import fits
+
+    import specfit
+    from specfit.export import export_fits
+
+    ds = specfit.open_results(demo_store)
+    assert "wcs_header" in ds.attrs  # synthetic frames carry a helioprojective WCS
+    # Input without any WCS (e.g. JPG frames): pixel-only FITS; to_map refuses clearly.
+    bare = ds.drop_vars(["hpc_x", "hpc_y"])
+    bare.attrs = {k: v for k, v in ds.attrs.items() if k != "wcs_header"}
+    (f,) = export_fits(bare, tmp_path, maps=["m1_index"])
+    h = fits.getheader(f)
+    assert "CTYPE1" not in h and "pixel coordinates only" in str(h["COMMENT"])
+    with pytest.raises(StoreError, match="no WCS"):
+        specfit.to_map(bare, "m1_index")
+    # hpc_x/hpc_y without the header: a store from before the header was recorded.
+    old = ds.copy()
+    old.attrs = dict(bare.attrs)
+    with pytest.raises(StoreError, match="--overwrite"):
+        specfit.to_map(old, "m1_index")
+    with pytest.raises(StoreError, match="m1_indx"):
+        specfit.to_map(ds, "m1_indx")
+
+
+def test_stage_chain_maps_carry_the_wcs_of_their_grid(demo_store):
+    """specfit.fit on a spatial slice of ingested frames: to_map places the slice correctly."""
+    import specfit
+
+    frames = specfit.ingest(str(demo_store.parent / "synthetic" / "frames"))
+    part = frames.isel(y=slice(4, 12), x=slice(5, 13))
+    power = specfit.power_spectra(specfit.resample(part), segments=1, window="none")
+    maps = specfit.fit(power, models={"m1": "powerlaw_tail"}).compute()
+    assert int(maps["x"][0]) == 5  # the stage chain keeps the input's pixel positions
+    _check_wcs(specfit.to_map(maps, "m1_index"), maps)

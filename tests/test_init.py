@@ -1,0 +1,217 @@
+"""``specfit init``: metadata-only inspection and the commented config it writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from specfit.cli import main
+from specfit.config import load_config
+from specfit.init import guess_time_pattern, init_config, inspect_input
+from specfit.io import InputError
+
+
+@pytest.fixture
+def no_pixels(monkeypatch):
+    """Make any read of pixel data fail: init must work from metadata alone."""
+    from specfit.io import _base
+
+    def refuse(self, idx):
+        raise AssertionError("specfit init read pixel data")
+
+    monkeypatch.setattr(_base.LazyFrames, "_frames", refuse)
+
+
+def test_guess_time_pattern():
+    names = [f"img_2020-01-02T03:04:{s:02d}.125.png" for s in (5, 17, 29)]
+    pattern = guess_time_pattern(names)
+    assert pattern == "img_%Y-%m-%dT%H:%M:%S.%f.png"
+    assert guess_time_pattern(["1600_20120606_05_00_19.jpg", "1600_20120606_05_00_43.jpg"]) == (
+        "1600_%Y%m%d_%H_%M_%S.jpg"
+    )
+    assert guess_time_pattern(["frame_0001.png", "frame_0002.png"]) is None
+    # A literal % in a name is kept literal; other prefixes do not match the first name's.
+    assert guess_time_pattern(["a%_20200102_030405.png"]) == "a%%_%Y%m%d_%H%M%S.png"
+    assert guess_time_pattern(["a_20200102_030405.png", "b_20200102_030406.png"]) is None
+    # Names that give the same time twice are no time source.
+    assert guess_time_pattern(["x_20200102_030405.png", "x_20200102_030405.png"]) is None
+
+
+@pytest.mark.realdata
+def test_init_aia_fits(shared_data, tmp_path, no_pixels):
+    out = tmp_path / "cfg" / "aia.yaml"
+    report, text = init_config(shared_data / "aia1600_20120606" / "fits", out)
+    assert "596 single-frame FITS files" in report
+    assert "287 x 164 px" in report and "SDO/AIA" in report and "1600 angstrom" in report
+    assert "48 s (2.0 cadences)" in report and "96 s (4.0 cadences)" in report
+    assert "DSUN_OBS 1.01" in report and "HPLN-TAN" in report and "units       DN" in report
+    cfg = load_config(out)  # the file as written, with paths resolved from its folder
+    assert cfg.input.kind == "fits_series" and cfg.input.pattern == "*.fits"
+    assert Path(cfg.input.path) == (shared_data / "aia1600_20120606" / "fits").resolve()
+    assert cfg.input.time_key[0] == "T_OBS" and cfg.input.normalise_exposure
+    assert cfg.prep.derotate  # fixed pointing, 4 h: ~60 px of rotation
+    assert cfg.resample.cadence == 24.0 and cfg.resample.max_gap == 1.5
+    assert cfg.spectra.segments == 2 and cfg.spectra.box == 1
+    assert Path(cfg.output.path) == (tmp_path / "cfg" / "aia-results" / "results.zarr")
+    raw = out.read_text()
+    assert "# gap: 96 s" in raw and "derotate: true" in raw and "# fixed pointing" in raw
+    assert yaml.safe_load(raw)["spectra"]["segments"] == 2
+
+
+@pytest.mark.realdata
+def test_init_aia_jpg(shared_data, tmp_path, no_pixels):
+    out = tmp_path / "jpg.yaml"
+    report, _ = init_config(shared_data / "aia1600_20120606" / "jpg", out)
+    cfg = load_config(out)
+    assert cfg.input.kind == "images" and cfg.input.time_source == "filename"
+    assert cfg.input.time_pattern == "1600_%Y%m%d_%H_%M_%S.jpg"  # as configs/aia1600_jpg.yaml
+    assert not cfg.input.normalise_exposure and cfg.input.exposure_key is None
+    assert not cfg.prep.derotate and cfg.resample.cadence == 24.0
+    assert "2 longer than 1.5 cadences" in report and "co-align" in report
+    # A longer period of interest needs longer segments.
+    insp = inspect_input(shared_data / "aia1600_20120606" / "jpg", longest_period=3600.0)
+    assert insp.settings["spectra.segments"][0] == 1
+
+
+@pytest.mark.realdata
+def test_init_iris_folder_of_cubes(shared_data, tmp_path, no_pixels):
+    out = tmp_path / "iris.yaml"
+    report, _ = init_config(shared_data / "iris_sji_20140329", out)
+    cfg = load_config(out)
+    assert cfg.input.kind == "fits_cube" and cfg.input.path.endswith("SJI_1400_t000.fits")
+    assert "2796" in report  # the other cube is named, with how to use it
+    assert "54 frames" in report and "IRIS SJI, 1400 angstrom" in report
+    assert not cfg.prep.derotate and "tracks solar rotation" in report
+    assert cfg.input.missing_below == -50.0 and cfg.input.normalise_exposure
+    assert cfg.resample.max_gap == 2.5  # the regular 37.5 s steps are not gaps
+    assert cfg.spectra.segments == 1 and cfg.spectra.box == 3
+
+
+@pytest.mark.realdata
+def test_init_jittered_cadence(shared_data, no_pixels):
+    """A jittered cadence (IRIS 2796: 18.53-18.91 s) gets the grid that follows the frames."""
+    cube = "iris_l2_20140329_140938_3860258481_SJI_2796_t000_deconvolved.fits"
+    insp = inspect_input(shared_data / "iris_sji_20140329" / cube)
+    cadence, why = insp.settings["resample.cadence"]
+    assert cadence == 18.72, why  # the median, 18.66 s, keeps only 60 % of the Nyquist power
+    assert "drift" not in why and insp.settings["resample.max_gap"][0] == 1.5
+
+
+@pytest.mark.realdata
+def test_init_cli(shared_data, tmp_path, capsys):
+    out = tmp_path / "x.yaml"
+    folder = str(shared_data / "iris_sji_20140329")
+    assert main(["init", folder, "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    before = out.read_text()
+    assert main(["init", folder, "--out", str(out)]) == 2  # never replaces a file silently
+    assert "--force" in capsys.readouterr().err and out.read_text() == before
+    assert main(["init", folder]) == 0  # no --out: the config on stdout
+    printed = capsys.readouterr()
+    assert yaml.safe_load(printed.out)["input"]["kind"] == "fits_cube"
+    assert "specfit init:" in printed.err
+
+
+def test_init_errors(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("no frames here")
+    assert main(["init", str(tmp_path)]) == 2
+    assert "holds no FITS or image files" in capsys.readouterr().err
+    with pytest.raises(InputError, match="does not exist"):
+        inspect_input(tmp_path / "missing")
+
+
+def test_init_zarr_cube(demo_store, tmp_path, no_pixels):
+    """A Zarr cube (specfit's own cube.zarr here) is an input init can read too."""
+    from specfit.workspace import default_cube_path
+
+    cube = default_cube_path(demo_store)
+    report, _ = init_config(cube, tmp_path / "z.yaml")
+    cfg = load_config(tmp_path / "z.yaml")
+    assert cfg.input.kind == "zarr" and Path(cfg.input.path) == cube.resolve()
+    assert "frames in a Zarr store" in report and cfg.resample.cadence == 12.0
+
+
+def test_init_images_without_times(tmp_path):
+    from PIL import Image
+
+    for i in range(10):
+        Image.fromarray(np.full((8, 6), i, np.uint8)).save(tmp_path / f"frame_{i:03d}.png")
+    out = tmp_path / "cfg.yaml"
+    with pytest.raises(InputError, match="times.csv"):
+        init_config(tmp_path, out)
+    with open(tmp_path / "times.csv", "w") as fh:
+        fh.write("file,time\n")
+        for i in range(10):
+            fh.write(f"frame_{i:03d}.png,2020-01-01T00:{12 * i // 60:02d}:{12 * i % 60:02d}\n")
+    report, _ = init_config(tmp_path, out)
+    cfg = load_config(out)
+    assert cfg.input.time_source == "csv" and os.path.basename(cfg.input.times_csv) == "times.csv"
+    assert "10 image files" in report
+
+
+@pytest.mark.slow  # a real run: derotation, ~100 frames (~20 s)
+@pytest.mark.realdata
+def test_init_then_run_aia_subset(shared_data, tmp_path):
+    """init on 100 real frames holding both gaps, then run what it wrote (on a cutout)."""
+    import glob
+
+    from specfit.pipeline import run
+
+    files = sorted(glob.glob(str(shared_data / "aia1600_20120606" / "fits" / "*.fits")))
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for f in files[100:200]:
+        os.symlink(f, frames / os.path.basename(f))
+    out = tmp_path / "x.yaml"
+    init_config(frames, out)
+    ds = run(
+        out,
+        [
+            "prep.cutout={x1: 100, x2: 124, y1: 60, y2: 84, units: pixel}",
+            "cluster.kind=synchronous",
+            "output.tile=12",
+        ],
+    )
+    assert len(yaml.safe_load(ds.attrs["gaps"])) == 2
+    assert "derotate" in ds.attrs["config"] and ds.attrs["n_frames"] == 100
+    assert np.isfinite(ds["m1_index"].values).mean() > 0.9
+
+
+@pytest.mark.parametrize("tracking", [False, True])
+def test_init_derotation_follows_pointing(tmp_path, tracking):
+    """Fixed pointing over 40 min -> derotate; a cutout that tracks (CRPIX moving) -> not."""
+    from astropy.io import fits
+    from astropy.time import Time, TimeDelta
+
+    t0 = Time("2020-01-01T00:00:00", scale="utc")
+    for i in range(40):
+        h = fits.Header()
+        h.update(
+            CTYPE1="HPLN-TAN",
+            CTYPE2="HPLT-TAN",
+            CUNIT1="arcsec",
+            CUNIT2="arcsec",
+            CDELT1=0.6,
+            CDELT2=0.6,
+            CRVAL1=0.0,
+            CRVAL2=0.0,
+            # A JSOC im_patch cutout that tracks moves its reference pixel with the Sun.
+            CRPIX1=-300.0 - (0.15 * i / 0.6 if tracking else 0.0),
+            CRPIX2=-200.0,
+            DSUN_OBS=1.496e11,
+            HGLN_OBS=0.0,
+            HGLT_OBS=0.0,
+            EXPTIME=2.0,
+            BUNIT="DN",
+        )
+        h["DATE-OBS"] = (t0 + TimeDelta(60.0 * i, format="sec")).isot
+        fits.writeto(tmp_path / f"f{i:03d}.fits", np.zeros((8, 8), np.int16), h)
+    insp = inspect_input(tmp_path)
+    derotate, why = insp.settings["prep.derotate"]
+    assert derotate is (not tracking), why
+    assert ("follows the Sun" in why) is tracking
+    assert insp.input["time_key"][0] == "DATE-OBS" and insp.settings["resample.cadence"][0] == 60

@@ -1,0 +1,259 @@
+"""specfit never deletes or overwrites what it did not create: every output path is checked
+against the inputs (and against other people's folders) before anything is written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import tiny_config
+from specfit.config import ConfigError, load_config
+from specfit.pipeline import cube_path_for, run
+from specfit.store import StoreError
+from specfit.workspace import work_dir_for
+
+SMALL = {"shape": [16, 16], "n_frames": 64, "cadence": 12.0, "seed": 5}
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` with its bytes."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def user_folder(path: Path) -> dict[str, bytes]:
+    """A folder of someone's own files (a thesis, a subfolder), and its snapshot."""
+    (path / "sub").mkdir(parents=True)
+    (path / "thesis.tex").write_text("\\documentclass{article}\n")
+    (path / "sub" / "notes.txt").write_text("do not lose me\n")
+    return snapshot(path)
+
+
+@pytest.fixture
+def frames(tmp_path) -> Path:
+    """A folder of 64 small synthetic FITS frames (a user's input)."""
+    from specfit.synthetic import make_synthetic
+
+    return make_synthetic(tmp_path / "data", shape=(16, 16), n_frames=64, seed=5).frames
+
+
+def frames_config(tmp_path: Path, frames: Path, **output) -> dict:
+    cfg = tiny_config(tmp_path, input={"kind": "fits_series", "path": str(frames)})
+    cfg["fit"] = {"models": {"m1": "powerlaw_tail"}}
+    cfg["output"].update(output)
+    return cfg
+
+
+def user_zarr_cube(path: Path) -> None:
+    """A user's own Zarr cube (an xarray dataset with a time coordinate)."""
+    rng = np.random.default_rng(1)
+    ds = xr.Dataset(
+        {"intensity": (("time", "y", "x"), rng.gamma(5.0, 20.0, (64, 16, 16)).astype("f4"))},
+        coords={"time": ("time", np.arange(64) * 12.0, {"start_time": "2024-01-01T00:00:00"})},
+    )
+    ds.to_zarr(path, mode="w", consolidated=False)
+
+
+def test_user_zarr_input_named_like_the_old_default_cube_survives(tmp_path):
+    """The issue's data loss: input d/cube.zarr, output d/results.zarr, keep_cube false."""
+    d = tmp_path / "d"
+    user_zarr_cube(d / "cube.zarr")
+    before = snapshot(d / "cube.zarr")
+    cfg = tiny_config(
+        tmp_path,
+        input={"kind": "zarr", "path": str(d / "cube.zarr")},
+        output={"path": str(d / "results.zarr"), "keep_cube": False},
+        fit={"models": {"m1": "powerlaw_tail"}},
+    )
+    ds = run(cfg)
+    assert ds.attrs["complete"] is True
+    assert snapshot(d / "cube.zarr") == before  # every file, byte for byte
+    # The intermediate cube lived in specfit's own folder and only it was removed.
+    work = work_dir_for(d / "results.zarr")
+    assert cube_path_for(load_config(cfg)).parent == work
+    assert not (work / "cube.zarr").exists() and (work / "specfit-work.json").exists()
+
+
+def test_input_at_the_default_cube_path_is_refused(tmp_path):
+    results = tmp_path / "results.zarr"
+    cube = work_dir_for(results) / "cube.zarr"
+    user_zarr_cube(cube)
+    before = snapshot(cube)
+    cfg = tiny_config(tmp_path, input={"kind": "zarr", "path": str(cube)})
+    with pytest.raises(ConfigError, match="input.path .* lies inside the work folder"):
+        run(cfg)
+    assert snapshot(cube) == before and not results.exists()
+
+
+def test_output_inside_the_input_is_refused(tmp_path, frames):
+    before = snapshot(frames)
+    cfg = frames_config(tmp_path, frames, path=str(frames / "results.zarr"))
+    with pytest.raises(ConfigError, match="lies inside the input input.path"):
+        run(cfg)
+    assert snapshot(frames) == before  # nothing added, nothing removed
+
+
+@pytest.mark.parametrize("flags", [{}, {"overwrite": True}])
+def test_output_equal_to_the_input_is_refused(tmp_path, frames, flags):
+    before = snapshot(frames)
+    with pytest.raises(ConfigError, match="is the input"):
+        run(frames_config(tmp_path, frames, path=str(frames)), **flags)
+    assert snapshot(frames) == before and len(before) == len(list(frames.glob("*.fits")))
+
+
+def test_input_inside_the_output_is_refused(tmp_path, frames):
+    before = snapshot(frames)
+    cfg = frames_config(tmp_path, frames, path=str(frames.parent))
+    with pytest.raises(ConfigError, match="lies inside the output.path"):
+        run(cfg, overwrite=True)
+    assert snapshot(frames) == before
+
+
+@pytest.mark.parametrize("flags", [{}, {"overwrite": True}])
+def test_cube_path_on_a_user_folder_is_refused(tmp_path, frames, flags):
+    mine = tmp_path / "mine"
+    before = user_folder(mine)
+    cfg = frames_config(tmp_path, frames, cube_path=str(mine), keep_cube=False)
+    with pytest.raises(ConfigError, match="output.cube_path: .* not a cube written by specfit"):
+        run(cfg, **flags)
+    assert snapshot(mine) == before
+    assert not (tmp_path / "results.zarr").exists()
+
+
+def test_cube_path_inside_the_input_or_the_results_is_refused(tmp_path, frames):
+    before = snapshot(frames)
+    with pytest.raises(ConfigError, match="output.cube_path: .* inside the input"):
+        run(frames_config(tmp_path, frames, cube_path=str(frames / "c.zarr")))
+    with pytest.raises(ConfigError, match="output.cube_path: .* overlap"):
+        run(frames_config(tmp_path, frames, cube_path=str(tmp_path / "results.zarr" / "c")))
+    assert snapshot(frames) == before
+
+
+def test_overwrite_replaces_only_a_specfit_store(tmp_path, frames):
+    mine = tmp_path / "mine"
+    before = user_folder(mine)
+    with pytest.raises(StoreError, match="not a specfit results store.*not even with --overwrite"):
+        run(frames_config(tmp_path, frames, path=str(mine)), overwrite=True)
+    assert snapshot(mine) == before
+    assert not work_dir_for(mine).exists()  # refused before anything was written
+    # An empty folder is fine as a new store; a specfit store is replaced by --overwrite.
+    empty = tmp_path / "empty.zarr"
+    empty.mkdir()
+    cfg = frames_config(tmp_path, frames, path=str(empty))
+    run(cfg)
+    assert run(cfg, overwrite=True).attrs["complete"] is True
+
+
+def test_a_foreign_work_folder_is_left_alone(tmp_path, frames):
+    results = tmp_path / "results.zarr"
+    before = user_folder(work_dir_for(results))
+    with pytest.raises(ConfigError, match="was not made by specfit"):
+        run(frames_config(tmp_path, frames, path=str(results)))
+    assert snapshot(work_dir_for(results)) == before
+
+
+def test_prepare_store_refuses_to_replace_a_foreign_folder(tmp_path):
+    """The store layer guards itself too, whatever its caller checked."""
+    from specfit.store import StoreLayout, prepare_store
+
+    mine = tmp_path / "mine"
+    before = user_folder(mine)
+    layout = StoreLayout(4, 4, np.arange(3.0), 4, {}, {}, {}, {})
+    with pytest.raises(StoreError, match="not a specfit results store"):
+        prepare_store(mine, layout)
+    assert snapshot(mine) == before
+
+
+def test_write_cube_refuses_a_foreign_partial_folder(tmp_path):
+    import dask.array as da
+
+    from specfit.pipeline import _write_cube
+
+    mine = tmp_path / "cube.zarr.partial"
+    before = user_folder(mine)
+    arr = xr.DataArray(
+        da.zeros((8, 4, 4), chunks=(1, 4, 4)), dims=("time", "y", "x"), name="intensity"
+    )
+    with pytest.raises(StoreError, match="not a cube written by specfit"):
+        _write_cube(arr, tmp_path / "cube.zarr", 4, 4, None, {"input": {}, "prep": {}})
+    assert snapshot(mine) == before
+
+
+def _cli_run(cfg: dict, tmp_path: Path, *flags: str) -> subprocess.CompletedProcess:
+    import yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return subprocess.run(
+        [sys.executable, "-m", "specfit.cli", "run", str(path), *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [
+        ("below_file", "output.path"),
+        ("is_file", "output.path"),
+        ("unwritable", "output.path"),
+        ("cube_below_file", "output.cube_path"),
+        ("cube_unwritable", "output.cube_path"),
+    ],
+)
+def test_impossible_output_paths_give_one_line_before_any_cluster(tmp_path, where, key):
+    """A path below a regular file, a file in place of the store, or a place nothing can be
+    created: one line naming the key, exit 2, on the default local cluster (never started)."""
+    afile = tmp_path / "afile"
+    afile.write_text("a user's file\n")
+    cfg = tiny_config(tmp_path)
+    cfg["cluster"] = {"kind": "local"}  # the error must come before it starts
+    if where == "below_file":
+        cfg["output"]["path"] = str(afile / "results.zarr")
+    elif where == "is_file":
+        cfg["output"]["path"] = str(afile)
+    elif where == "unwritable":
+        cfg["output"]["path"] = "/proc/specfit-cannot-write-here/results.zarr"
+    elif where == "cube_unwritable":
+        cfg["output"]["cube_path"] = "/proc/specfit-cannot-write-here/cube.zarr"
+    else:
+        cfg["output"]["cube_path"] = str(afile / "cube.zarr")
+    res = _cli_run(cfg, tmp_path)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"specfit: error: {key}"), res.stderr
+    assert "Traceback" not in res.stderr and "dashboard" not in res.stderr.lower()
+    assert afile.read_text() == "a user's file\n"
+
+
+def test_synthetic_frames_are_made_only_in_a_folder_specfit_marked(tmp_path):
+    """input.kind synthetic writes frames into input.path: files there with specfit's names
+    but no specfit marker are someone else's and stay."""
+    mine = tmp_path / "synthetic"
+    (mine / "frames").mkdir(parents=True)
+    (mine / "frames" / "synth_00000.fits").write_bytes(b"someone's file")
+    before = snapshot(mine)
+    with pytest.raises(ConfigError, match="input.path: .* no record of making"):
+        run(tiny_config(tmp_path))
+    assert snapshot(mine) == before
+
+
+def test_a_folder_without_write_permission_is_refused_before_work(tmp_path, monkeypatch):
+    """(As root every folder is writable, so the permission answer is simulated.)"""
+    import os
+
+    real = os.access
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == locked else real(p, m))
+    cfg = tiny_config(tmp_path, output={"path": str(locked / "results.zarr")})
+    with pytest.raises(ConfigError, match=r"output.path: .* no permission to write in .*locked"):
+        run(cfg)
+    assert list(locked.iterdir()) == [] and not (tmp_path / "synthetic").exists()
