@@ -127,12 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_on_interrupt()
     try:
         return _dispatch(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Ctrl-C is a normal way to stop: one line on how to go on, no traceback (-v shows it).
-        if args.verbose:
-            import traceback
+        import traceback
 
+        if args.verbose:
             traceback.print_exc()
+        # Release the interrupted frames now: a progress bar held there is closed (it ends
+        # its line) before our line, not after it when the traceback is freed.
+        traceback.clear_frames(exc.__traceback__)
         print(f"specfit: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     except (ConfigError, StoreError, FileNotFoundError) as exc:
