@@ -17,18 +17,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from specfit.errors import ConfigError
+
 __all__ = [
     "Config",
-    "ConfigError",
     "load_config",
     "apply_overrides",
     "config_diff",
     "SCIENCE_SECTIONS",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with a message that names the key and the fix."""
 
 
 class _Section(BaseModel):

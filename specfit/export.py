@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from specfit.store import StoreError
+from specfit.errors import StoreError
 
 __all__ = ["field_wcs_header", "map_names", "map_header", "export_fits", "to_map"]
 

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from specfit import __version__
-from specfit.config import SCIENCE_SECTIONS, Config, ConfigError, config_diff, load_config
+from specfit.config import SCIENCE_SECTIONS, Config, config_diff, load_config
+from specfit.errors import ConfigError, RunError, StoreError
 from specfit.store import (
-    StoreError,
     StoreLayout,
     config_hash,
     done_blocks,
@@ -53,13 +53,9 @@ from specfit.workspace import (
     remove_specfit_cube,
 )
 
-__all__ = ["run", "RunError", "plan_run", "cube_path_for"]
+__all__ = ["run", "plan_run", "cube_path_for"]
 
 log = logging.getLogger("specfit")
-
-
-class RunError(RuntimeError):
-    """A run could not finish; what is written is kept and ``--resume`` continues it."""
 
 
 def _say(msg: str) -> None:
@@ -628,7 +624,7 @@ def run(
         If another run holds the store's lock, or the store cannot be used as asked (finished,
         unfinished, other config or other inputs).
     """
-    from specfit.cluster import cluster_config_from_flag, start_mpi
+    from specfit.cluster import check_reachable, cluster_config_from_flag, start_mpi
     from specfit.store import StoreLock
 
     cfg = load_config(config, overrides)
@@ -645,6 +641,7 @@ def run(
     # Under mpiexec only rank 1 (the client) goes on from here: the scheduler and worker ranks
     # serve inside this call, so no rank but one ever writes inputs or reads every header.
     start_mpi(cfg.cluster)
+    check_reachable(cfg.cluster)  # a wrong scheduler address fails now, not after the inputs
     # Every output path against every input, before any cluster starts or anything is written.
     check_paths(cfg, cube_path_for(cfg))
     fingerprint = input_fingerprint(cfg, data)

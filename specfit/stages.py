@@ -60,7 +60,8 @@ def ingest(source: Any, prep: Any = None, *, data: Any = None) -> xr.DataArray:
         together with an ``input.path``.
     """
     from specfit.config import Config, InputConfig, PrepConfig
-    from specfit.io import InputError, open_input
+    from specfit.errors import InputError
+    from specfit.io import open_input
     from specfit.io.sunpy_objects import is_sunpy_object, open_sunpy
 
     if data is None and is_sunpy_object(source):

@@ -23,7 +23,6 @@ import pytest
 from conftest import free_port
 from conftest_cluster import external_dask
 from specfit.cluster import (
-    ClusterError,
     auto_tile,
     auto_time_chunk,
     cluster_config_from_flag,
@@ -36,6 +35,7 @@ from specfit.cluster import (
     worker_memory_bytes,
 )
 from specfit.config import ClusterConfig
+from specfit.errors import ClusterError
 
 GiB = 2**30
 

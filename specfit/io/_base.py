@@ -20,8 +20,9 @@ import xarray as xr
 from astropy.io import fits
 from astropy.time import Time
 
+from specfit.errors import InputError
+
 __all__ = [
-    "InputError",
     "LazyFrames",
     "assemble",
     "assemble_array",
@@ -33,10 +34,6 @@ __all__ = [
     "clean_frames",
     "instrument_attrs",
 ]
-
-
-class InputError(ValueError):
-    """Bad input data: the message names the file or config key and says how to fix it."""
 
 
 # A reader function takes (source, index, missing_below, scale) and returns one float32

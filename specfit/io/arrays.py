@@ -18,8 +18,9 @@ import xarray as xr
 from astropy.time import Time, TimeDelta
 
 from specfit.config import InputConfig
+from specfit.errors import InputError
 
-from ._base import InputError, LazyFrames, assemble, parse_time
+from ._base import LazyFrames, assemble, parse_time
 from .fits_cube import cube_time_chunk
 
 __all__ = ["open_array", "load_times"]

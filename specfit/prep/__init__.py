@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from specfit.config import CutoutConfig, PrepConfig
-from specfit.io._base import InputError
+from specfit.errors import InputError
 
 from .coalign import coalign, estimate_shift, measure_shifts, shift_frame, smooth_shifts
 from .derotate import derotate, plan_derotation, reference_index, valid_box

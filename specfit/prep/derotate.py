@@ -33,7 +33,8 @@ from astropy.io import fits
 from astropy.time import Time, TimeDelta
 from scipy import ndimage
 
-from specfit.io._base import InputError, hpc_coords
+from specfit.errors import InputError
+from specfit.io._base import hpc_coords
 
 __all__ = [
     "DerotationPlan",
