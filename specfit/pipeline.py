@@ -200,7 +200,8 @@ def plan_run(cfg: Config, data: Any = None):
     from specfit.kernels import periodogram as pg
     from specfit.kernels import resample as rs
     from specfit.kernels.fitting import result_variables
-    from specfit.stages import _segment_samples, ingest, resolve_models
+    from specfit.kernels.periodogram import segment_samples
+    from specfit.stages import ingest, resolve_models
 
     try:
         models = resolve_models(cfg.fit.models, cfg.fit.user_models, cfg.fit.bounds)
@@ -224,7 +225,7 @@ def plan_run(cfg: Config, data: Any = None):
     sp = cfg.spectra
     spectra_kw = dict(
         segments=sp.segments,
-        segment_length=_segment_samples(sp.segment_length, dt),
+        segment_length=segment_samples(sp.segment_length, dt),
         overlap=sp.overlap,
         window=sp.window,
         detrend=sp.detrend,
@@ -493,9 +494,9 @@ def _layout(
         "dtype": np.float32,
         "attrs": {"long_name": "mean intensity over time", "units": bunit},
     }
-    from specfit.stages import _power_units
+    from specfit.kernels.periodogram import power_units
 
-    pu = _power_units(bunit, cfg.spectra.normalisation)
+    pu = power_units(bunit, cfg.spectra.normalisation)
     spectral = {"power": {"dtype": np.float32, "attrs": {"long_name": "power", "units": pu}}}
     if cfg.spectra.box > 1:
         spectral["power_sigma"] = {

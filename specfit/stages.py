@@ -169,13 +169,6 @@ def resample_block(block: np.ndarray, times: np.ndarray, new_times: np.ndarray) 
 
 
 # ----------------------------------------------------------------------------- spectra
-def _segment_samples(segment_length: float | None, dt: float) -> int | None:
-    """Welch segment length in samples from seconds (config) or None."""
-    if segment_length is None:
-        return None
-    return max(4, int(round(segment_length / dt)))
-
-
 def periodogram_block(values: np.ndarray, dt: float, **kw) -> tuple[np.ndarray, np.ndarray, dict]:
     """Periodograms of every pixel of a (nt, ny, nx) block: ``freq, power (nf, ny, nx), meta``."""
     nt, ny, nx = values.shape
@@ -247,7 +240,7 @@ def power_spectra(
         raise ValueError("power_spectra needs a uniform cadence: call specfit.resample first")
     kw = dict(
         segments=segments,
-        segment_length=_segment_samples(segment_length, dt),
+        segment_length=_pg.segment_samples(segment_length, dt),
         overlap=overlap,
         window=window,
         detrend=detrend,
@@ -305,7 +298,7 @@ def power_spectra(
         "detrend": detrend,
         "normalisation": normalisation,
         "box": box,
-        "units": _power_units(arr.attrs.get("bunit"), normalisation),
+        "units": _pg.power_units(arr.attrs.get("bunit"), normalisation),
     }
     dims = ("freq", "y", "x")
     power = xr.DataArray(pw, dims=dims, coords=coords, name="power", attrs=attrs)
@@ -315,11 +308,6 @@ def power_spectra(
         raise ValueError("with_sigma=True needs box > 1 (the spread is taken across the box)")
     sig = xr.DataArray(sigma, dims=dims, coords=coords, name="power_sigma", attrs=attrs)
     return power, sig
-
-
-def _power_units(bunit: str | None, normalisation: str) -> str:
-    b = bunit or "intensity"
-    return {"density": f"({b})^2/Hz", "variance": "1/Hz", "raw": f"({b})^2"}[normalisation]
 
 
 # ----------------------------------------------------------------------------- fit

@@ -60,7 +60,7 @@ def test_analytic_jacobian_matches_numeric(name):
 def test_numba_kernel_matches_function_and_jacobian(name):
     model = M.get_model(name)
     kernel = M.numba_kernel(model)
-    x = model._x(F)
+    x = model.abscissa(F)
     for p in np.array(CASES[name], dtype=float):
         m = np.empty(F.size)
         J = np.empty((F.size, model.npar))

@@ -27,9 +27,9 @@ import xarray as xr
 from specfit.config import InputConfig
 from specfit.errors import InputError
 
-from ._base import relative_seconds
+from ._base import hpc_coords, relative_seconds
 
-__all__ = ["open_input", "detect_kind", "frame_times", "relative_seconds"]
+__all__ = ["open_input", "detect_kind", "frame_times", "relative_seconds", "hpc_coords"]
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _FITS_SUFFIXES = (".fits", ".fits.gz", ".fts", ".fit", ".fts.gz", ".fit.gz")

@@ -340,7 +340,7 @@ def _fit_one(
         # on the full spectrum from there (typically 2-3 full evaluations instead of ~6)
         start, count = groups
         yc = np.add.reduceat(y, start, axis=1) / count
-        xc = model._x(np.add.reduceat(f, start) / count)
+        xc = model.abscissa(np.add.reduceat(f, start) / count)
         wc = np.ascontiguousarray(np.broadcast_to(count.astype(np.float64), yc.shape))
         rc = lm.solve(
             kernel, xc, yc, S, LO, HI, method, c, active, wc, max_iter, max(tol, 1e-3), nrun, logp
@@ -351,7 +351,20 @@ def _fit_one(
         nrun = 1
         nfev_coarse = rc["nfev"]
     res = lm.solve(
-        kernel, model._x(f), y, S, LO, HI, method, c, active, weights, max_iter, tol, nrun, logp
+        kernel,
+        model.abscissa(f),
+        y,
+        S,
+        LO,
+        HI,
+        method,
+        c,
+        active,
+        weights,
+        max_iter,
+        tol,
+        nrun,
+        logp,
     )
     res["nfev"] += nfev_coarse
     P, E = res["params"], res["errors"]

@@ -147,7 +147,7 @@ def apply_prep(da: xr.DataArray, cfg: PrepConfig) -> xr.DataArray:
         out = despike(out, cfg.despike_size, cfg.despike_sigma)
         steps.append("despike")
     if cfg.derotate:
-        from specfit.io._base import hpc_coords
+        from specfit.io import hpc_coords
 
         from .derotate import frame_header
 

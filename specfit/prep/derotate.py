@@ -34,7 +34,7 @@ from astropy.time import Time, TimeDelta
 from scipy import ndimage
 
 from specfit.errors import InputError
-from specfit.io._base import hpc_coords
+from specfit.io import hpc_coords
 
 __all__ = [
     "DerotationPlan",
