@@ -35,7 +35,7 @@ _DEBUG_HELP = "on an error, print the full traceback after the one-line message"
 
 
 def _parser() -> argparse.ArgumentParser:
-    from specfit import __version__
+    from specfit._version import __version__
 
     ap = argparse.ArgumentParser(
         prog="specfit",

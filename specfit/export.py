@@ -114,7 +114,7 @@ def map_header(ds: Any, name: str, where: str = "results") -> Any:
     """
     from astropy.io import fits
 
-    from specfit import __version__
+    from specfit._version import __version__
 
     names = map_names(ds)
     if name not in names:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from specfit import __version__
+from specfit._version import __version__
 from specfit.config import SCIENCE_SECTIONS, Config, config_diff, load_config
 from specfit.errors import ConfigError, RunError, StoreError
 from specfit.store import (

@@ -256,3 +256,39 @@ def test_the_cycle_check_catches_a_lazy_back_edge(monkeypatch):
         test_no_import_cycles()
     with pytest.raises(AssertionError, match="a higher layer"):
         test_dependencies_flow_one_way()
+
+
+def test_every_public_name_imports():
+    import specfit
+
+    namespace: dict = {}
+    exec("from specfit import *", namespace)
+    assert len(specfit.__all__) == len(set(specfit.__all__))
+    for name in specfit.__all__:
+        assert namespace[name] is getattr(specfit, name), name
+    assert issubclass(specfit.StoreError, specfit.SpecfitError)
+    assert callable(specfit.run) and callable(specfit.fit) and specfit.models.get_model
+    # Explicit: every public name is bound by an import in __init__.py (no __getattr__).
+    tree = ast.parse((ROOT / "__init__.py").read_text())
+    bound = {
+        a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names
+    }
+    assert set(specfit.__all__) <= bound
+    assert not any(isinstance(n, ast.FunctionDef) for n in tree.body)
+
+
+def test_package_data_exists_and_is_shipped():
+    import fnmatch
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["specfit"]
+    data = [
+        str(p.relative_to(ROOT))
+        for p in ROOT.rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    ]
+    for pattern in globs:
+        assert any(fnmatch.fnmatch(f, pattern) for f in data), f"{pattern} matches no file"
+    for f in data:
+        assert any(fnmatch.fnmatch(f, pattern) for pattern in globs), f"{f} is not shipped"
