@@ -25,6 +25,7 @@ __all__ = [
     "apply_overrides",
     "config_diff",
     "SCIENCE_SECTIONS",
+    "DEFAULTS",
 ]
 
 
@@ -265,6 +266,10 @@ class Config(_Section):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+
+# The default of every setting: functions outside this module that offer a setting as a
+# keyword take its default from here (kernels take none), so a default is written once.
+DEFAULTS = Config()
 
 # Sections whose values change the numbers in a results store: a resumed run must match them.
 SCIENCE_SECTIONS = ("input", "prep", "resample", "spectra", "fit")

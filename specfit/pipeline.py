@@ -418,6 +418,7 @@ def _cube_is_current(
 
 
 # ----------------------------------------------------------------------------- stage 2
+# Cached: resolving anew per tile would reload user-model files and recompile their kernels.
 _MODELS_CACHE: dict[str, dict] = {}
 
 

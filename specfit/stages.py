@@ -20,6 +20,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from specfit.config import DEFAULTS
 from specfit.kernels import periodogram as _pg
 from specfit.kernels import resample as _rs
 
@@ -108,7 +109,10 @@ def _time_contiguous(arr: xr.DataArray, tile: int | None = None) -> xr.DataArray
 
 # ----------------------------------------------------------------------------- resample
 def resample(
-    arr: xr.DataArray, cadence: float | None = None, max_gap: float = 3.0, tile: int | None = None
+    arr: xr.DataArray,
+    cadence: float | None = DEFAULTS.resample.cadence,
+    max_gap: float = DEFAULTS.resample.max_gap,
+    tile: int | None = None,
 ) -> xr.DataArray:
     """Linearly interpolate every pixel's series onto one uniform cadence.
 
@@ -209,15 +213,15 @@ def spectra_block(
 
 def power_spectra(
     arr: xr.DataArray,
-    segments: int = 1,
-    segment_length: float | None = None,
-    overlap: float = 0.0,
-    window: str = "none",
-    detrend: str = "mean",
-    normalisation: str = "density",
-    box: int = 1,
-    fmin: float | None = None,
-    fmax: float | None = None,
+    segments: int = DEFAULTS.spectra.segments,
+    segment_length: float | None = DEFAULTS.spectra.segment_length,
+    overlap: float = DEFAULTS.spectra.overlap,
+    window: str = DEFAULTS.spectra.window,
+    detrend: str = DEFAULTS.spectra.detrend,
+    normalisation: str = DEFAULTS.spectra.normalisation,
+    box: int = DEFAULTS.spectra.box,
+    fmin: float | None = DEFAULTS.spectra.fmin,
+    fmax: float | None = DEFAULTS.spectra.fmax,
     with_sigma: bool = False,
 ) -> xr.DataArray | tuple[xr.DataArray, xr.DataArray]:
     """Per-pixel one-sided power spectra of a uniformly sampled (time, y, x) cube.
@@ -318,7 +322,7 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
     if user_models:
         M.load_user_models(list(user_models))
     if models is None:
-        models = {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}
+        models = dict(DEFAULTS.fit.models)
     out = {}
     for alias, m in models.items():
         model = M.get_model(m) if isinstance(m, str) else m
@@ -373,7 +377,7 @@ FIT_OPTION_KEYS = ("max_iter", "tol", "multistart", "best_model", "alpha")
 def fit(
     power: xr.DataArray,
     models: Mapping[str, Any] | None = None,
-    method: str = "whittle",
+    method: str = DEFAULTS.fit.method,
     dof: float | xr.DataArray | None = None,
     sigma: xr.DataArray | None = None,
     user_models: list[str] | tuple = (),
@@ -387,35 +391,35 @@ def fit(
     power
         (freq, y, x) power from :func:`power_spectra` (any chunking; frequency is made one chunk).
     models
-        alias -> model name (or :class:`specfit.kernels.models.Model`); default
-        ``{"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}``.
+        alias -> model name (or :class:`specfit.kernels.models.Model`); default the config's
+        ``fit.models``.
     method
-        ``whittle`` (default), ``lsq_log`` or ``lsq`` (needs ``sigma``).
+        ``whittle`` (the config's default), ``lsq_log`` or ``lsq`` (needs ``sigma``).
     dof
         chi^2 degrees of freedom of each power value; default the ``dof`` coordinate of
         ``power`` (set by :func:`power_spectra`), else ``power.attrs["dof"]``, else 2.
     **options
-        ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2), ``alpha``.
+        ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2), ``alpha``;
+        each defaults to the config's ``fit`` value.
 
     Returns
     -------
     xarray.Dataset
         The results-contract variables (``m1_index``, ``m1_index_err``, ``m1_status``, ...).
     """
-    from specfit.config import FitConfig
     from specfit.kernels.fitting import STATUS_CODES, result_variables
 
     bad = set(options) - set(FIT_OPTION_KEYS)
     if bad:
         raise TypeError(f"unknown fit option(s) {sorted(bad)}; allowed: {FIT_OPTION_KEYS}")
-    defaults = FitConfig()  # one set of defaults for the config and the Python API
-    options = {**{k: getattr(defaults, k) for k in FIT_OPTION_KEYS}, **options}
+    # One set of defaults for the config and the Python API.
+    options = {**{k: getattr(DEFAULTS.fit, k) for k in FIT_OPTION_KEYS}, **options}
     mods = resolve_models(models, user_models, bounds)
     if method == "lsq" and sigma is None:
         raise ValueError(
             "method='lsq' needs sigma (e.g. power_spectra(..., box=3, with_sigma=True))"
         )
-    spec = result_variables(mods, method=method, best_model=options.get("best_model", "lrt"))
+    spec = result_variables(mods, method=method, best_model=options["best_model"])
     names = list(spec)
     freq = np.asarray(power["freq"].values, dtype=float)
     from specfit.kernels.models import check_output

@@ -292,3 +292,52 @@ def test_package_data_exists_and_is_shipped():
         assert any(fnmatch.fnmatch(f, pattern) for f in data), f"{pattern} matches no file"
     for f in data:
         assert any(fnmatch.fnmatch(f, pattern) for pattern in globs), f"{f} is not shipped"
+
+
+def test_every_default_comes_from_the_config():
+    import inspect
+
+    from specfit import stages, synthetic
+    from specfit.config import DEFAULTS
+    from specfit.kernels import fitting, lm, periodogram
+    from specfit.prep import coalign, derotate, despike
+
+    spectra, fit, prep = DEFAULTS.spectra, DEFAULTS.fit, DEFAULTS.prep
+    # Kernels (no config import there) take no default for a setting the config has.
+    for func, section in [
+        (periodogram.periodogram, spectra),
+        (fitting.fit_block, fit),
+        (fitting.lrt_reference, fit),
+        (fitting.result_variables, fit),
+        (lm.solve, fit),
+    ]:
+        for name, par in inspect.signature(func).parameters.items():
+            if name in type(section).model_fields and getattr(section, name) is not None:
+                assert par.default is inspect.Parameter.empty, f"{func.__name__}({name}=...)"
+    # Everything else offering a setting defaults to the config's value.
+    rename = {"size": "despike_size", "sigma": "despike_sigma", "max_shift": "coalign_max_shift"}
+    rename |= {"order": "interpolation_order", "method": "derotate_method"}
+    checked = 0
+    for func, section, names in [
+        (stages.power_spectra, spectra, {}),
+        (stages.resample, DEFAULTS.resample, {}),
+        (stages.fit, fit, {}),
+        (despike, prep, rename),
+        (coalign, prep, rename),
+        (derotate, prep, rename),
+        (synthetic.make_synthetic, DEFAULTS.input.synthetic, {}),
+        (synthetic.synthetic_series, DEFAULTS.input.synthetic, {}),
+    ]:
+        for name, par in inspect.signature(func).parameters.items():
+            key = names.get(name, name)
+            if key in type(section).model_fields:
+                value = getattr(section, key)
+                if isinstance(value, dict | list):
+                    # A container is never a signature default: None stands for the config's
+                    # (or an empty tuple for an empty list).
+                    ok = par.default is None or (not value and par.default == ())
+                else:
+                    ok = par.default == value
+                assert ok, f"{func.__name__}({name}={par.default!r}): the config has {value!r}"
+                checked += 1
+    assert checked >= 20

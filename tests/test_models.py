@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import textwrap
 
 import numpy as np
 import pytest
 
+from conftest import KERNEL_FIT
 from specfit.kernels import models as M
-from specfit.kernels.fitting import fit_block
+from specfit.kernels.fitting import fit_block as kernel_fit_block
+
+fit_block = functools.partial(kernel_fit_block, **KERNEL_FIT)
 
 F = np.arange(1, 151) / 7200.0  # 149-ish bins of a 2-hour segment, in Hz
 

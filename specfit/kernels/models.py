@@ -867,6 +867,7 @@ def check_output(model: Model, f: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------
 # numba kernels: each model's function (and jacobian) compiled for the solver.
 
+# Cached: numba compiles each model's kernel once per process (seconds, not per tile).
 _KERNELS: dict[int, object] = {}
 
 

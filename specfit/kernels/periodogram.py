@@ -217,12 +217,13 @@ def welch_dof(window: str, segment_length: int, step: int, segments: int) -> flo
 def periodogram(
     values: np.ndarray,
     dt: float,
-    segments: int = 1,
+    *,
+    segments: int,
     segment_length: int | None = None,
-    overlap: float = 0.0,
-    window: str = "hann",
-    detrend: str = "linear",
-    normalisation: str = "density",
+    overlap: float,
+    window: str,
+    detrend: str,
+    normalisation: str,
     fmin: float | None = None,
     fmax: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
