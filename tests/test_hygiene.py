@@ -341,3 +341,19 @@ def test_every_default_comes_from_the_config():
                 assert ok, f"{func.__name__}({name}={par.default!r}): the config has {value!r}"
                 checked += 1
     assert checked >= 20
+
+
+@pytest.mark.parametrize(
+    "module, imported, message",
+    [
+        ("specfit.kernels.lm", "xarray", "a kernel imports xarray"),
+        ("specfit.store", "holoviews", "holoviews is imported only in specfit.viz"),
+        ("specfit.pipeline", "dask_mpi", "dask_mpi is imported only in specfit.cluster"),
+        ("specfit.store", "specfit.pipeline", "only the API and the commands use the pipeline"),
+    ],
+)
+def test_the_dependency_check_catches_each_rule(monkeypatch, module, imported, message):
+    planted = Import(imported, None, True, 1)
+    monkeypatch.setitem(IMPORTS, module, [*IMPORTS[module], planted])
+    with pytest.raises(AssertionError, match=message):
+        test_dependencies_flow_one_way()
