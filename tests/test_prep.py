@@ -17,7 +17,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
 from specfit.config import CutoutConfig, InputConfig, PrepConfig
-from specfit.io import InputError, open_input
+from specfit.errors import InputError
+from specfit.io import open_input
 from specfit.prep import apply_prep, coalign, cutout_box, despike, estimate_shift
 from specfit.prep.derotate import derotate, frame_header, plan_derotation
 
