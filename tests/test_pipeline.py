@@ -11,7 +11,7 @@ import xarray as xr
 from conftest import tiny_config
 from specfit.config import ConfigError
 from specfit.pipeline import run
-from specfit.store import StoreError, block_status, open_results
+from specfit.store import StoreError, open_results, tile_status
 
 
 def test_results_contract(demo_store):
@@ -33,7 +33,7 @@ def test_results_contract(demo_store):
     assert "fit:" in ds.attrs["config"] and ds.attrs["specfit_version"]
     assert ds.attrs["complete"] is True
     t = ds.attrs["timings"]  # seconds per stage of the run, for the user and the benchmarks
-    assert t["tiles_run"] == block_status(demo_store)[1]
+    assert t["tiles_run"] == tile_status(demo_store)[1]
     assert 0 <= t["cube_s"] < t["total_s"] and 0 < t["tiles_s"] < t["total_s"]
     # Every pixel has a result; the synthetic data are clean, so nearly all converge.
     assert float((ds["m1_status"] == 0).mean()) > 0.95
@@ -81,7 +81,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     import zarr
 
     root = zarr.open_group(str(tmp_path / "results.zarr"), mode="r+")
-    root["blocks_done"][0, 0] = 0
+    root["tiles_done"][0, 0] = 0
     root.attrs["complete"] = False
     with pytest.raises(StoreError, match="unfinished run"):
         run(cfg)
@@ -89,7 +89,7 @@ def test_resume_refuses_a_different_config(tmp_path):
         run(cfg, ["spectra.segments=2"], resume=True)
     before = xr.open_zarr(tmp_path / "results.zarr")["m1_index"].values
     ds = run(cfg, resume=True)
-    assert block_status(tmp_path / "results.zarr")[0] == block_status(tmp_path / "results.zarr")[1]
+    assert tile_status(tmp_path / "results.zarr")[0] == tile_status(tmp_path / "results.zarr")[1]
     np.testing.assert_array_equal(ds["m1_index"].values, before)
 
 
