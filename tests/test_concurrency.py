@@ -71,7 +71,7 @@ def start(cfg_path: Path, *flags: str) -> subprocess.Popen:
 
 
 def assert_consistent(results: Path, refs: dict) -> str:
-    """The store opens as complete, every block was written under the store's own run key,
+    """The store opens as complete, every tile was written under the store's own run key,
     and every map equals the reference run of the config its attrs name. Returns A or B."""
     ds = open_results(results)
     assert ds.attrs["complete"] is True
@@ -228,7 +228,7 @@ def test_a_leftover_lock_of_a_dead_local_pid_is_taken_over(tmp_path, caplog, mon
         assert f"pid {dead.pid}" in caplog.text and "no longer exists" in caplog.text
 
 
-def test_complete_only_when_every_block_is_this_runs_and_every_variable_is_there(world, tmp_path):
+def test_complete_only_when_every_tile_is_this_runs_and_every_variable_is_there(world, tmp_path):
     import shutil
 
     import zarr
@@ -241,7 +241,7 @@ def test_complete_only_when_every_block_is_this_runs_and_every_variable_is_there
     root = zarr.open_group(str(results), mode="r+")
     root.attrs["complete"] = False
     root["tiles_run"][1, 0] = 12345  # a tile written under another run's key
-    with pytest.raises(StoreError, match="1 of 4 blocks were written by another run"):
+    with pytest.raises(StoreError, match="1 of 4 tiles were written by another run"):
         finalise_store(results)
     root["tiles_run"][1, 0] = run_key_int(root.attrs["run_key"])
     shutil.rmtree(results / "m1_tail")

@@ -160,3 +160,28 @@ def test_cube_written_in_slabs_equals_the_input(tmp_path, use_client, tile, time
     assert z.chunks == (min(time_chunk, 50), min(tile, 20), min(tile, 30))
     np.testing.assert_array_equal(z[:], values)
     assert not path.with_name("cube.zarr.partial").exists()
+
+
+def test_store_with_block_names_opens_and_refuses_resume(tmp_path, demo_store):
+    """A store written before the unit of work was named a tile (``blocks_done``) still
+    opens; resuming it is refused with the way out (--overwrite)."""
+    import shutil
+
+    import zarr
+
+    old = tmp_path / "results.zarr"
+    shutil.copytree(demo_store, old)
+    for new_name, old_name in (("tiles_done", "blocks_done"), ("tiles_run", "blocks_run")):
+        (old / new_name).rename(old / old_name)
+    root = zarr.open_group(str(old), mode="r+", use_consolidated=False)
+    attrs = dict(root.attrs)
+    root.attrs["block_size"] = attrs.pop("tile_size")
+    zarr.consolidate_metadata(str(old))
+    ds = open_results(old)
+    assert "m1_index" in ds and "tiles_done" not in ds
+    assert tile_status(old) == (9, 9)
+    root.attrs["complete"] = False
+    cfg = tiny_config(demo_store.parent)  # the config that wrote it
+    cfg["output"]["path"] = str(old)
+    with pytest.raises(StoreError, match="no record of its inputs.*--overwrite"):
+        run(cfg, resume=True)
