@@ -177,17 +177,17 @@ def _fit_tile(power: np.ndarray, freq: np.ndarray, models: dict, dof: float, opt
     return len(res)
 
 
-def fit_dof(info: dict) -> float:
+def fit_dof(plan) -> float:
     """The dof the pipeline hands to the Whittle fit (chi^2 dof over the window's VIF)."""
-    from specfit.stages import likelihood_dof
+    from specfit.kernels.tile import fit_dof as tile_fit_dof
 
-    meta = info["meta"]
-    return float(likelihood_dof(meta["dof"], "whittle", meta["window"], meta["segment_length"]))
+    meta = plan.meta
+    return float(tile_fit_dof(meta["dof"], "whittle", meta["window"], meta["segment_length"]))
 
 
-def floor(client, path: Path, size: int, tile: int, models: dict, info: dict, opts: dict) -> dict:
+def floor(client, path: Path, size: int, tile: int, models: dict, info, opts: dict) -> dict:
     """Seconds to read+rfft every tile (spectra kept in memory) and to fit them alone."""
-    freq, dof = np.asarray(info["freq"]), fit_dof(info)
+    freq, dof = np.asarray(info.freq), fit_dof(info)
     tiles = [
         (slice(y, min(y + tile, size)), slice(x, min(x + tile, size)))
         for y in range(0, size, tile)
@@ -195,7 +195,7 @@ def floor(client, path: Path, size: int, tile: int, models: dict, info: dict, op
     ]
     t0 = time.perf_counter()
     spectra = [
-        client.submit(_read_rfft, str(path), ys, xs, info["dt"], info["spectra_kw"], pure=False)
+        client.submit(_read_rfft, str(path), ys, xs, info.dt, info.spectra, pure=False)
         for ys, xs in tiles
     ]
     client.gather(spectra)  # all spectra now sit in worker memory
@@ -255,9 +255,9 @@ def run_size(
     from specfit.pipeline import fit_options, plan_run
 
     config = load_config(cfg)
-    _, info = plan_run(config)
+    info = plan_run(config)
     opts = fit_options(config)
-    freq, dof = np.asarray(info["freq"]), fit_dof(info)
+    freq, dof = np.asarray(info.freq), fit_dof(info)
     t0 = time.perf_counter()
     client.run(_warm_up, models, freq, dof, opts)
     t_warm = time.perf_counter() - t0
@@ -266,7 +266,7 @@ def run_size(
         specfit.run(cfg, cluster=address, overwrite=True)
         t_pipe = time.perf_counter() - t0
     attrs = store_attrs(results)
-    used_tile = int(attrs["block_size"])
+    used_tile = int(attrs["tile_size"])
     stages = attrs.get("timings", {})
     npix = size * size
     row = {

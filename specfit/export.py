@@ -13,7 +13,6 @@ solar position for it.
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -83,25 +82,13 @@ def _wcs_text(ds: Any, where: str) -> str | None:
 
 
 def _bunit(units: str, ds: Any) -> str:
-    """A FITS BUNIT for a variable's ``units`` attr (standard form where astropy parses it)."""
-    import astropy.units as u
+    """A FITS BUNIT for a variable's ``units`` attr (:func:`specfit.store.fits_unit`)."""
+    from specfit.store import POWER_ROLE, fits_unit
 
-    if units == "power" and "power" in ds.variables:
-        # Amplitudes and tails carry the role name "power": their unit is the spectra's.
+    if units == POWER_ROLE and "power" in ds.variables:
+        # Stores written before real units: amplitudes and tails carried the role "power".
         units = str(ds["power"].attrs.get("units", units))
-    # specfit writes spectral units as "(B)^2/Hz" or "(B)^2", which astropy does not parse.
-    m = re.fullmatch(r"\((.+)\)\^(\d+)\s*(?:/\s*(.+))?", units.strip())
-    try:
-        if m:
-            unit = u.Unit(m[1]) ** int(m[2]) / u.Unit(m[3] or "")
-        else:
-            unit = u.Unit(units)
-    except ValueError:
-        return units  # e.g. "ln(Hz)": kept as written
-    try:
-        return unit.to_string("fits")
-    except ValueError:
-        return unit.to_string()  # e.g. DN, which sunpy reads but FITS does not standardise
+    return fits_unit(units)
 
 
 def map_header(ds: Any, name: str, where: str = "results") -> Any:

@@ -6,8 +6,8 @@ Two passes over the data:
    ``cube.zarr`` with chunks ``(time_chunk, tile, tile)``: the per-frame to per-tile rechunk,
    staged so that one task never holds more than ``time_chunk`` frames.
 2. **tiles**: one task per spatial tile reads its whole time series (plus a halo of
-   ``box // 2`` px for box averaging) from ``cube.zarr``, runs the resample, periodogram and
-   fit kernels, and writes every result variable for that tile straight into
+   ``box // 2`` px for box averaging) from ``cube.zarr``, runs THE tile chain
+   (:func:`specfit.kernels.tile.run_tile`), and writes every result variable for that tile into
    ``results.zarr`` (its own Zarr chunks), marking the tile done last. Memory per task is
    set by the tile size, never by the cube size; a killed run resumes with the tiles not
    yet marked done (``--resume``), and the store is marked complete only when all are in.
@@ -34,13 +34,13 @@ from specfit.errors import ConfigError, RunError, StoreError
 from specfit.store import (
     StoreLayout,
     config_hash,
-    done_blocks,
+    done_tiles,
     finalise_store,
     is_complete,
     open_results,
     prepare_store,
     store_attrs,
-    write_block,
+    write_tile,
 )
 from specfit.workspace import (
     check_paths,
@@ -53,7 +53,7 @@ from specfit.workspace import (
     remove_specfit_cube,
 )
 
-__all__ = ["run", "plan_run", "cube_path_for"]
+__all__ = ["run", "RunPlan", "plan_run", "cube_path_for"]
 
 log = logging.getLogger("specfit")
 
@@ -77,27 +77,70 @@ def _science(cfg: Config) -> dict:
 
 
 # ----------------------------------------------------------------------------- planning
+@dataclass(frozen=True)
+class RunPlan:
+    """What planning found, before anything is written: :func:`plan_run`'s result.
+
+    Attributes
+    ----------
+    arr
+        The lazy preprocessed (time, y, x) cube.
+    times, new_times, dt
+        Frame times, the uniform grid and its cadence (s).
+    gaps
+        (start, end) times of gaps longer than ``resample.max_gap`` cadences.
+    nyquist_keep
+        :func:`interpolation_nyquist_gain` of the grid.
+    freq
+        The frequency grid of the spectra (Hz).
+    meta
+        The periodogram's ``segments``, ``segment_length`` (samples), ``dof``, ``window``.
+    spectra
+        The periodogram's keyword arguments (``segment_length`` in samples).
+    models
+        alias -> model, bounds applied.
+    """
+
+    arr: Any
+    times: np.ndarray
+    new_times: np.ndarray
+    dt: float
+    gaps: list
+    nyquist_keep: float
+    freq: np.ndarray
+    meta: dict
+    spectra: dict
+    models: dict
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(frames, y, x) of the cube."""
+        return self.arr.sizes["time"], self.arr.sizes["y"], self.arr.sizes["x"]
+
+
 @dataclass
 class TilePlan:
-    """Everything a tile task needs (picklable; sent to every worker)."""
+    """Everything a tile task needs besides its indices (picklable; sent to every worker).
+
+    The models travel by name (and user files, bounds) and are resolved once per worker
+    process into the tile chain's :class:`specfit.kernels.tile.TileSpec`.
+    """
 
     cube_path: str
     results_path: str
     ny: int
     nx: int
-    block: int
-    halo: int
+    tile: int
     times: np.ndarray
     new_times: np.ndarray
     dt: float
-    spectra_kw: dict
+    spectra: dict
     box: int
     models: dict[str, str]
     user_models: list[str]
     bounds: dict
     method: str
     fit_options: dict
-    keep_sigma: bool
     run_key: str | None = None
 
 
@@ -143,7 +186,7 @@ def _check_store_target(
             f"refusing to resume {path}: it was started with a different configuration "
             f"({'; '.join(diff)}). Use the same config, or --overwrite"
         )
-    if old_fp is None or "blocks_run" not in _array_names(path):
+    if old_fp is None or "tiles_run" not in _array_names(path):
         raise StoreError(
             f"refusing to resume {path}: it has no record of its inputs (an earlier specfit "
             "wrote it); start again with --overwrite"
@@ -188,18 +231,14 @@ def _prepare_input(cfg: Config) -> Config:
     return cfg
 
 
-def plan_run(cfg: Config, data: Any = None):
-    """Validate everything that can be checked before work starts; returns (arr, info).
+def plan_run(cfg: Config, data: Any = None) -> RunPlan:
+    """Validate everything that can be checked before work starts; returns the :class:`RunPlan`.
 
     ``data``: sunpy objects in memory read instead of ``input.path`` (see :func:`run`).
-
-    ``arr`` is the lazy preprocessed (time, y, x) cube; ``info`` holds the uniform time grid,
-    gaps, the frequency grid and the resolved models. Raises a clear error naming the config
-    key on any inconsistency.
+    Raises a clear error naming the config key on any inconsistency.
     """
     from specfit.kernels import periodogram as pg
     from specfit.kernels import resample as rs
-    from specfit.kernels.fitting import result_variables
     from specfit.kernels.periodogram import segment_samples
     from specfit.stages import ingest, resolve_models
 
@@ -251,8 +290,8 @@ def plan_run(cfg: Config, data: Any = None):
             f"fmin={sp.fmin}, fmax={sp.fmax}); the models need more than {npar + 1}. Use fewer "
             "segments or a wider frequency range"
         )
-    variables = result_variables(models, method=cfg.fit.method, best_model=cfg.fit.best_model)
-    info = dict(
+    return RunPlan(
+        arr=arr,
         times=times,
         new_times=new_times,
         dt=dt,
@@ -260,11 +299,9 @@ def plan_run(cfg: Config, data: Any = None):
         nyquist_keep=nyquist_keep,
         freq=freq,
         meta=meta,
-        spectra_kw=spectra_kw,
+        spectra=spectra_kw,
         models=models,
-        variables=variables,
     )
-    return arr, info
 
 
 def interpolation_nyquist_gain(times: np.ndarray, new_times: np.ndarray) -> float:
@@ -419,95 +456,106 @@ def _cube_is_current(
 
 # ----------------------------------------------------------------------------- stage 2
 # Cached: resolving anew per tile would reload user-model files and recompile their kernels.
-_MODELS_CACHE: dict[str, dict] = {}
+_MODELS: dict[str, dict] = {}
 
 
-def _tile_models(plan: TilePlan) -> dict:
-    """The plan's models, resolved once per process: loading a user-model file again for every
-    tile would make new function objects, which the solver compiles anew."""
+def tile_spec(plan: TilePlan) -> Any:
+    """The plan's :class:`specfit.kernels.tile.TileSpec`; its models are resolved once per
+    process: loading a user-model file again for every tile would make new function objects,
+    which the solver compiles anew."""
+    from specfit.kernels.tile import TileSpec
+    from specfit.stages import resolve_models
+    from specfit.store import derived_functions
+
     key = json.dumps([plan.models, plan.user_models, plan.bounds], sort_keys=True)
-    if key not in _MODELS_CACHE:
-        from specfit.stages import resolve_models
+    if key not in _MODELS:
+        _MODELS[key] = resolve_models(plan.models, plan.user_models, plan.bounds)
+    models = _MODELS[key]
+    return TileSpec(
+        times=plan.times,
+        new_times=plan.new_times,
+        dt=plan.dt,
+        spectra=plan.spectra,
+        box=plan.box,
+        models=models,
+        method=plan.method,
+        fit_options=plan.fit_options,
+        derived=derived_functions(models),
+    )
 
-        _MODELS_CACHE[key] = resolve_models(plan.models, plan.user_models, plan.bounds)
-    return _MODELS_CACHE[key]
 
-
-def process_tile(plan: TilePlan, by: int, bx: int) -> np.ndarray:
-    """Resample, take spectra and fit one tile, and write it to the results store.
+def process_tile(plan: TilePlan, ty: int, tx: int) -> np.ndarray:
+    """Run THE tile chain (:func:`specfit.kernels.tile.run_tile`) on one tile read from
+    ``cube.zarr`` with its halo, and write it to the results store.
 
     Returns, per frame, whether any of the tile's own pixels is finite (so that the client
     can name the frames that are empty everywhere, from data already read).
     """
     import zarr
 
-    from specfit.stages import fit_block_maps, likelihood_dof, resample_block, spectra_block
+    from specfit.kernels.tile import run_tile
 
-    b, h = plan.block, plan.halo
-    y0, y1 = by * b, min((by + 1) * b, plan.ny)
-    x0, x1 = bx * b, min((bx + 1) * b, plan.nx)
+    t, h = plan.tile, plan.box // 2
+    y0, y1 = ty * t, min((ty + 1) * t, plan.ny)
+    x0, x1 = tx * t, min((tx + 1) * t, plan.nx)
     ya, yb = max(0, y0 - h), min(plan.ny, y1 + h)
     xa, xb = max(0, x0 - h), min(plan.nx, x1 + h)
     cube = zarr.open_group(plan.cube_path, mode="r")["intensity"]
     vals = np.asarray(cube[:, ya:yb, xa:xb], dtype=np.float32)
-    uni = resample_block(vals, plan.times, plan.new_times)
-    freq, power, spread, dof, meta = spectra_block(
-        uni, plan.dt, box=plan.box, halo=(y0 - ya, yb - y1, x0 - xa, xb - x1), **plan.spectra_kw
-    )
-    models = _tile_models(plan)
-    sigma = spread if plan.method == "lsq" else None
-    fdof = likelihood_dof(dof, plan.method, meta["window"], meta["segment_length"])
-    maps = fit_block_maps(freq, power, models, plan.method, fdof, sigma, plan.fit_options)
-    inner = vals[:, y0 - ya : y0 - ya + (y1 - y0), x0 - xa : x0 - xa + (x1 - x0)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: NaN mean, no warning
-        mean = np.nanmean(inner, axis=0).astype(np.float32)
-    data = dict(maps)
-    data["power"] = power
-    if plan.keep_sigma and spread is not None:
-        data["power_sigma"] = spread.astype(np.float32)
-    data["dof"] = dof
-    data["mean_intensity"] = mean
-    write_block(plan.results_path, by, bx, b, data, run_key=plan.run_key)
-    return np.isfinite(inner).any(axis=(1, 2))
+    data = run_tile(vals, tile_spec(plan), halo=(y0 - ya, yb - y1, x0 - xa, xb - x1))
+    seen = data.pop("frame_finite")
+    write_tile(plan.results_path, ty, tx, t, data, run_key=plan.run_key)
+    return seen
 
 
 def _layout(
     cfg: Config,
-    arr,
-    info: dict,
-    block: int,
+    plan: RunPlan,
+    tile: int,
     cube_path: Path,
     fingerprint: dict | None = None,
 ) -> StoreLayout:
-    from specfit.kernels.fitting import STATUS_CODES
-    from specfit.kernels.periodogram import window_vif
-    from specfit.stages import models_attr
+    """The results store's layout, all of it from the contract in :mod:`specfit.store`."""
+    from specfit.store import (
+        DOF_ATTRS,
+        fit_attrs,
+        fit_variables,
+        power_units,
+        spectra_attrs,
+        spectral_variables,
+    )
 
-    ny, nx = arr.sizes["y"], arr.sizes["x"]
-    variables = dict(info["variables"])
+    arr = plan.arr
+    _, ny, nx = plan.shape
     bunit = arr.attrs.get("bunit") or "intensity"  # the readers' unit of the values themselves
-    variables["dof"] = {
-        "dtype": np.float32,
-        "attrs": {"long_name": "chi-square degrees of freedom of each power value", "units": "1"},
-    }
+    pu = power_units(bunit, cfg.spectra.normalisation)
+    variables = fit_variables(plan.models, cfg.fit.method, cfg.fit.best_model, pu)
+    variables["dof"] = {"dtype": np.dtype("float32"), "attrs": dict(DOF_ATTRS)}
     variables["mean_intensity"] = {
-        "dtype": np.float32,
+        "dtype": np.dtype("float32"),
         "attrs": {"long_name": "mean intensity over time", "units": bunit},
     }
-    from specfit.kernels.periodogram import power_units
-
-    pu = power_units(bunit, cfg.spectra.normalisation)
-    spectral = {"power": {"dtype": np.float32, "attrs": {"long_name": "power", "units": pu}}}
-    if cfg.spectra.box > 1:
-        spectral["power_sigma"] = {
-            "dtype": np.float32,
-            "attrs": {"long_name": "spread of the power across the box", "units": pu},
-        }
+    spectral = spectral_variables(pu, cfg.spectra.box)
+    for v in spectral.values():
+        v["attrs"]["coordinates"] = "dof"  # so that ds["power"] carries what a refit needs
     coords2d = {}
     for c in ("hpc_x", "hpc_y"):
         if c in arr.coords:
             coords2d[c] = np.asarray(arr[c].values, dtype=float)
+    sp = cfg.spectra
+    spectra = spectra_attrs(
+        segments=plan.meta["segments"],
+        segment_length=plan.meta["segment_length"],
+        overlap=sp.overlap,
+        window=sp.window,
+        detrend=sp.detrend,
+        normalisation=sp.normalisation,
+        dof_per_spectrum=plan.meta["dof"],
+        box=sp.box,
+        cadence=plan.dt,
+    )
+    for v in spectral.values():
+        v["attrs"].update(spectra)
     science = _science(cfg)
     attrs = {
         "config": cfg.to_yaml(),
@@ -516,20 +564,12 @@ def _layout(
         "input_fingerprint": json.dumps(fingerprint or {}),
         "run_key": run_key(science, fingerprint),
         "specfit_version": __version__,
-        "models": models_attr(info["models"]),
-        "status_codes": json.dumps({str(k): v for k, v in STATUS_CODES.items()}),
-        "method": cfg.fit.method,
+        **fit_attrs(plan.models, cfg.fit.method, pu, spectra),
         "cube_path": str(cube_path) if cfg.output.keep_cube else "",
         "start_time": str(arr.attrs.get("start_time", "")),
-        "cadence": info["dt"],
-        "n_frames": int(info["times"].size),
-        "gaps": json.dumps([list(g) for g in info["gaps"]]),
-        "interpolation_nyquist_gain": round(info["nyquist_keep"], 4),
-        "segments": int(info["meta"]["segments"]),
-        "segment_length": int(info["meta"]["segment_length"]),
-        "dof_per_spectrum": float(info["meta"]["dof"]),
-        "window_vif": window_vif(cfg.spectra.window, int(info["meta"]["segment_length"])),
-        "box": cfg.spectra.box,
+        "n_frames": int(plan.times.size),
+        "gaps": json.dumps([list(g) for g in plan.gaps]),
+        "interpolation_nyquist_gain": round(plan.nyquist_keep, 4),
         "source": str(arr.attrs.get("source", cfg.input.path)),
     }
     from specfit.export import field_wcs_header
@@ -539,11 +579,11 @@ def _layout(
         # The WCS of the results grid (derotation reference frame and time), so that maps go
         # back to FITS and sunpy (specfit export, specfit.to_map).
         attrs["wcs_header"] = wcs_header
-    return StoreLayout(ny, nx, info["freq"], block, variables, spectral, coords2d, attrs)
+    return StoreLayout(ny, nx, plan.freq, tile, variables, spectral, coords2d, attrs)
 
 
 def run_key(science: dict, fingerprint: dict | None) -> str:
-    """What a block is written under: the science config and the inputs' fingerprint."""
+    """What a tile is written under: the science config and the inputs' fingerprint."""
     return config_hash({"science": science, "inputs": (fingerprint or {}).get("hash")})
 
 
@@ -559,17 +599,18 @@ def fit_options(cfg: Config) -> dict:
     )
 
 
-def _choose_sizes(cfg: Config, arr, info: dict, client) -> tuple[int, int]:
+def _choose_sizes(cfg: Config, plan: RunPlan, client) -> tuple[int, int]:
     from specfit.cluster import auto_tile, auto_time_chunk, total_threads, worker_memory_bytes
 
-    ny, nx, nt = arr.sizes["y"], arr.sizes["x"], arr.sizes["time"]
+    arr = plan.arr
+    nt, ny, nx = plan.shape
     mem = worker_memory_bytes(client)
     tile = cfg.output.tile or auto_tile(
         ny,
         nx,
-        max(nt, info["new_times"].size),
+        max(nt, plan.new_times.size),
         mem,
-        len(info["models"]),
+        len(plan.models),
         min_tasks=2 * total_threads(client),
     )
     tchunks = arr.chunksizes.get("time", ()) if arr.chunks is not None else ()
@@ -661,34 +702,43 @@ def run(
 def _run_locked(
     cfg: Config, fingerprint: dict, overwrite: bool, resume: bool, report, data: Any = None
 ):
-    """The body of :func:`run`, under the store's lock."""
-    from specfit.cluster import connect, performance_report, progress
+    """The body of :func:`run`, under the store's lock: plan -> cube -> tiles -> finalise."""
+    from specfit.cluster import connect, performance_report
 
-    report = report or cfg.cluster.report
     results_path = Path(cfg.output.path)
-    cube_path = cube_path_for(cfg)
     t_start = time.perf_counter()
-
     # Everything that can be checked is checked before any cluster starts or data is read.
     action = _check_store_target(cfg, overwrite, resume, fingerprint)
     if action == "done":
         _say(f"{results_path} is already complete; nothing to do")
         return open_results(results_path)
-    run_cfg = _prepare_input(cfg)
-    arr, info = plan_run(run_cfg, data=data)
-    science = _science(cfg)
-    ny, nx, nt = arr.sizes["y"], arr.sizes["x"], arr.sizes["time"]
-    _say(
-        f"specfit {__version__}: {nt} frames of {ny} x {nx} px from {arr.attrs.get('source', '?')}"
-    )
-    _say(
-        f"  cadence {info['dt']:.3g} s -> {info['new_times'].size} samples; "
-        f"{info['freq'].size} frequencies {info['freq'][0]:.3g}-{info['freq'][-1]:.3g} Hz; "
-        f"{len(info['gaps'])} gap(s) > {cfg.resample.max_gap:g} cadences"
-    )
+    plan = plan_run(_prepare_input(cfg), data=data)
+    _describe_plan(cfg, plan)
+    with connect(cfg.cluster) as client, performance_report(report or cfg.cluster.report):
+        tile, time_chunk = _choose_sizes(cfg, plan, client)
+        if action == "resume":
+            tile = int(store_attrs(results_path).get("tile_size", tile))
+        t_cube = _cube(cfg, plan, tile, time_chunk, client, fingerprint)
+        tiles_s, todo, _ = _tiles(cfg, plan, tile, action, client, fingerprint)
+    _finalise(cfg, {"cube_s": t_cube, "tiles_s": tiles_s, "tiles_run": todo}, t_start)
+    return open_results(results_path)
+
+
+def _describe_plan(cfg: Config, plan: RunPlan) -> None:
+    """Say what will run, and warn about what would bias the results."""
     from specfit.stages import report_gaps
 
-    report_gaps(info["gaps"], info["dt"])
+    nt, ny, nx = plan.shape
+    _say(
+        f"specfit {__version__}: {nt} frames of {ny} x {nx} px from "
+        f"{plan.arr.attrs.get('source', '?')}"
+    )
+    _say(
+        f"  cadence {plan.dt:.3g} s -> {plan.new_times.size} samples; "
+        f"{plan.freq.size} frequencies {plan.freq[0]:.3g}-{plan.freq[-1]:.3g} Hz; "
+        f"{len(plan.gaps)} gap(s) > {cfg.resample.max_gap:g} cadences"
+    )
+    report_gaps(plan.gaps, plan.dt)
     if cfg.spectra.box > 1 and cfg.fit.method != "lsq":
         log.warning(
             "spectra.box=%d: the dof assume the %d pixels of a box are independent; on real "
@@ -699,88 +749,102 @@ def _run_locked(
             cfg.spectra.box**2,
             cfg.fit.method,
         )
-    if info["nyquist_keep"] < 0.9:
+    if plan.nyquist_keep < 0.9:
         log.warning(
             "linear interpolation onto a %.4g s grid keeps only %.0f%% of white-noise power at the "
             "Nyquist frequency (the grid drifts against the frame times), which biases the fitted "
             "tail low; set resample.cadence to the instrument's nominal cadence",
-            info["dt"],
-            100 * info["nyquist_keep"],
+            plan.dt,
+            100 * plan.nyquist_keep,
         )
 
-    with connect(cfg.cluster) as client, performance_report(report):
-        tile, time_chunk = _choose_sizes(cfg, arr, info, client)
-        if action == "resume":
-            tile = int(store_attrs(results_path).get("block_size", tile))
-        # Stage 1: the cube.
-        t_stage = time.perf_counter()
-        current, why = _cube_is_current(cube_path, science, fingerprint)
-        if current:
-            _say(f"  reusing {cube_path}")
-        else:
-            if why:
-                _say(f"  {cube_path} is out of date ({why}); writing it again")
-            _say(f"  writing {cube_path} (chunks {time_chunk} frames x {tile} x {tile} px)")
-            _write_cube(arr, cube_path, tile, time_chunk, client, science, fingerprint)
-        t_cube = time.perf_counter() - t_stage
-        # Stage 2: tiles.
-        layout = _layout(cfg, arr, info, tile, cube_path, fingerprint)
-        if action == "new":
-            prepare_store(results_path, layout)
-        done = done_blocks(results_path)
-        todo = [
-            (by, bx)
-            for by in range(done.shape[0])
-            for bx in range(done.shape[1])
-            if not done[by, bx]
-        ]
-        _say(
-            f"  fitting {len(info['models'])} model(s) by {cfg.fit.method} in "
-            f"{done.size} tile(s) of {tile} px ({done.size - len(todo)} already done)"
-        )
-        plan = TilePlan(
-            cube_path=str(cube_path),
-            results_path=str(results_path),
-            ny=ny,
-            nx=nx,
-            block=tile,
-            halo=cfg.spectra.box // 2,
-            times=info["times"],
-            new_times=info["new_times"],
-            dt=info["dt"],
-            spectra_kw=info["spectra_kw"],
-            box=cfg.spectra.box,
-            models=dict(cfg.fit.models),
-            user_models=list(cfg.fit.user_models),
-            bounds={k: dict(v) for k, v in cfg.fit.bounds.items()},
-            method=cfg.fit.method,
-            fit_options=fit_options(cfg),
-            keep_sigma=cfg.spectra.box > 1,
-            run_key=layout.attrs["run_key"],
-        )
-        t_stage = time.perf_counter()
-        failures, seen = _run_tiles(plan, todo, client, progress)
-        t_tiles = time.perf_counter() - t_stage
+
+def _cube(
+    cfg: Config, plan: RunPlan, tile: int, time_chunk: int, client, fingerprint: dict
+) -> float:
+    """Stage 1: write ``cube.zarr`` (or reuse a current one); returns the seconds it took."""
+    t0 = time.perf_counter()
+    cube_path = cube_path_for(cfg)
+    science = _science(cfg)
+    current, why = _cube_is_current(cube_path, science, fingerprint)
+    if current:
+        _say(f"  reusing {cube_path}")
+    else:
+        if why:
+            _say(f"  {cube_path} is out of date ({why}); writing it again")
+        _say(f"  writing {cube_path} (chunks {time_chunk} frames x {tile} x {tile} px)")
+        _write_cube(plan.arr, cube_path, tile, time_chunk, client, science, fingerprint)
+    return time.perf_counter() - t0
+
+
+def _tiles(
+    cfg: Config, plan: RunPlan, tile: int, action: str, client, fingerprint: dict
+) -> tuple[float, int, int]:
+    """Stage 2: run every tile not yet done; returns (seconds, tiles run, tiles in all).
+
+    Raises :class:`RunError` if a tile failed (the others are written and kept).
+    """
+    from specfit.cluster import progress
+
+    t0 = time.perf_counter()
+    results_path = Path(cfg.output.path)
+    cube_path = cube_path_for(cfg)
+    layout = _layout(cfg, plan, tile, cube_path, fingerprint)
+    if action == "new":
+        prepare_store(results_path, layout)
+    done = done_tiles(results_path)
+    todo = [
+        (ty, tx) for ty in range(done.shape[0]) for tx in range(done.shape[1]) if not done[ty, tx]
+    ]
+    _say(
+        f"  fitting {len(plan.models)} model(s) by {cfg.fit.method} in "
+        f"{done.size} tile(s) of {tile} px ({done.size - len(todo)} already done)"
+    )
+    _, ny, nx = plan.shape
+    tplan = TilePlan(
+        cube_path=str(cube_path),
+        results_path=str(results_path),
+        ny=ny,
+        nx=nx,
+        tile=tile,
+        times=plan.times,
+        new_times=plan.new_times,
+        dt=plan.dt,
+        spectra=plan.spectra,
+        box=cfg.spectra.box,
+        models=dict(cfg.fit.models),
+        user_models=list(cfg.fit.user_models),
+        bounds={k: dict(v) for k, v in cfg.fit.bounds.items()},
+        method=cfg.fit.method,
+        fit_options=fit_options(cfg),
+        run_key=layout.attrs["run_key"],
+    )
+    failures, seen = _run_tiles(tplan, todo, client, progress)
     if not failures and len(todo) == done.size:
         # Only a run of every tile sees whole frames (a resumed one sees some tiles).
-        _report_empty_frames(np.flatnonzero(~seen), arr)
+        _report_empty_frames(np.flatnonzero(~seen), plan.arr)
     if failures:
-        by, bx, err = failures[0]
+        ty, tx, err = failures[0]
         raise RunError(
-            f"{len(failures)} of {len(todo)} tile(s) failed (first: tile ({by}, {bx}): {err}). "
+            f"{len(failures)} of {len(todo)} tile(s) failed (first: tile ({ty}, {tx}): {err}). "
             f"Everything else is saved in {results_path}; fix the cause and run again with --resume"
         )
+    return time.perf_counter() - t0, len(todo), done.size
+
+
+def _finalise(cfg: Config, timings: dict, t_start: float) -> None:
+    """Mark the store complete with this invocation's timings; drop a cube not to be kept."""
+    results_path = Path(cfg.output.path)
     elapsed = time.perf_counter() - t_start
     # Seconds of this (last) invocation: a resumed run reports only its own share.
-    timings = {"cube_s": t_cube, "tiles_s": t_tiles, "tiles_run": len(todo), "total_s": elapsed}
+    timings = {**timings, "total_s": elapsed}
     finalise_store(
         results_path,
         {"elapsed_s": round(elapsed, 2), "timings": {k: round(v, 2) for k, v in timings.items()}},
     )
     if not cfg.output.keep_cube:
-        remove_specfit_cube(cube_path)  # only ever a cube specfit wrote (its marker attr)
+        remove_specfit_cube(cube_path_for(cfg))  # only ever a cube specfit wrote (its marker)
     _say(f"  wrote {results_path} in {time.perf_counter() - t_start:.1f} s")
-    return open_results(results_path)
 
 
 def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.ndarray]:
@@ -793,25 +857,25 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.n
     if not todo:
         return failures, seen
     if client is None:
-        for by, bx in progress(todo, total=len(todo), desc="tiles", unit="tile"):
+        for ty, tx in progress(todo, total=len(todo), desc="tiles", unit="tile"):
             try:
-                seen |= process_tile(plan, by, bx)
+                seen |= process_tile(plan, ty, tx)
             except Exception as exc:  # a bug or I/O fault in one tile must not lose the rest
-                log.exception("tile (%d, %d) failed", by, bx)
-                failures.append((by, bx, repr(exc)))
+                log.exception("tile (%d, %d) failed", ty, tx)
+                failures.append((ty, tx, repr(exc)))
         return failures, seen
     plan_f = client.scatter(plan, broadcast=True)
     futures = [
         client.submit(
-            process_tile, plan_f, by, bx, key=f"tile-{by}-{bx}-{plan.results_path}", pure=False
+            process_tile, plan_f, ty, tx, key=f"tile-{ty}-{tx}-{plan.results_path}", pure=False
         )
-        for by, bx in todo
+        for ty, tx in todo
     ]
-    index = {f.key: (by, bx) for f, (by, bx) in zip(futures, todo, strict=True)}
+    index = {f.key: (ty, tx) for f, (ty, tx) in zip(futures, todo, strict=True)}
     for fut in progress(futures, total=len(futures), desc="tiles", unit="tile"):
         if fut.status == "error":
-            by, bx = index[fut.key]
-            failures.append((by, bx, repr(fut.exception())))
+            ty, tx = index[fut.key]
+            failures.append((ty, tx, repr(fut.exception())))
         else:
             seen |= fut.result()
         fut.release()

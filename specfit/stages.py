@@ -5,13 +5,14 @@ its own: the work is done per block by the pure kernels in :mod:`specfit.kernels
 rules: the time (or frequency) axis is one chunk, space is tiled; a stage that needs
 time-contiguous chunks rechunks (and says so) when given per-frame chunks.
 
-The ``*_block`` functions are the same per-block chains, on numpy, shared with
-:mod:`specfit.pipeline` (which runs them tile by tile with resumable writes).
+The per-block pieces are those of THE tile chain, :mod:`specfit.kernels.tile`, which
+:mod:`specfit.pipeline` runs tile by tile with resumable writes: both ways of running give
+bit-identical maps, with the variables, dtypes and attrs of the results contract
+(:mod:`specfit.store`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,7 @@ import xarray as xr
 from specfit.config import DEFAULTS
 from specfit.kernels import periodogram as _pg
 from specfit.kernels import resample as _rs
+from specfit.kernels import tile as _tile
 
 __all__ = [
     "ingest",
@@ -30,8 +32,6 @@ __all__ = [
     "power_spectra",
     "fit",
     "resolve_models",
-    "spectra_block",
-    "fit_block_maps",
 ]
 
 log = logging.getLogger("specfit")
@@ -129,6 +129,7 @@ def resample(
     -------
     xarray.DataArray
         (time, y, x) float32 on ``t0 + k * cadence``; ``attrs["cadence"]`` and ``attrs["gaps"]``.
+        The values are taken as float32 first, as ``specfit run`` stores them in ``cube.zarr``.
     """
     times = np.asarray(arr["time"].values, dtype=float)
     new_times = _rs.uniform_times(times, cadence)
@@ -136,9 +137,9 @@ def resample(
     gaps = _rs.find_gaps(times, dt, max_gap)
     report_gaps(gaps, dt)
     arr = _time_contiguous(arr, tile)
-    data = arr.data
+    data = arr.data.astype(np.float32)
     out = da.map_blocks(
-        resample_block,
+        _tile.resample_values,
         data,
         times,
         new_times,
@@ -164,51 +165,7 @@ def report_gaps(gaps: list[tuple[float, float]], dt: float) -> None:
         )
 
 
-def resample_block(block: np.ndarray, times: np.ndarray, new_times: np.ndarray) -> np.ndarray:
-    """Interpolate a (nt, ny, nx) block onto ``new_times``: (len(new_times), ny, nx) float32."""
-    nt, ny, nx = block.shape
-    rows = np.ascontiguousarray(block.reshape(nt, ny * nx).T)
-    out = _rs.interp_linear(times, rows, new_times)
-    return np.ascontiguousarray(out.T).reshape(new_times.size, ny, nx)
-
-
 # ----------------------------------------------------------------------------- spectra
-def periodogram_block(values: np.ndarray, dt: float, **kw) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Periodograms of every pixel of a (nt, ny, nx) block: ``freq, power (nf, ny, nx), meta``."""
-    nt, ny, nx = values.shape
-    rows = np.ascontiguousarray(values.reshape(nt, ny * nx).T)
-    freq, power, meta = _pg.periodogram(rows, dt, **kw)
-    return freq, np.ascontiguousarray(power.T).reshape(freq.size, ny, nx), meta
-
-
-def spectra_block(
-    values: np.ndarray,
-    dt: float,
-    box: int = 1,
-    halo: tuple[int, int, int, int] = (0, 0, 0, 0),
-    **kw,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, dict]:
-    """Power spectra of one uniformly sampled (nt, ny, nx) block, box-averaged, halo trimmed.
-
-    ``halo`` = (top, bottom, left, right) pixels of neighbours included in ``values`` so that
-    box averages at the block edge see their full box; they are trimmed from the outputs.
-
-    Returns ``freq, power (nf, ny', nx'), spread or None, dof (ny', nx'), meta``.
-    """
-    _, ny, nx = values.shape
-    freq, power, meta = periodogram_block(values, dt, **kw)
-    if box > 1:
-        power, spread, count = _pg.box_average(power, box)
-    else:
-        spread = None
-        count = np.isfinite(power).all(axis=0).astype(np.int32)
-    t, b, left, r = halo
-    ys = slice(t, ny - b)
-    xs = slice(left, nx - r)
-    power = power[:, ys, xs]
-    spread = None if spread is None else spread[:, ys, xs]
-    dof = (meta["dof"] * np.maximum(count[ys, xs], 1)).astype(np.float32)
-    return freq, power.astype(np.float32), spread, dof, meta
 
 
 def power_spectra(
@@ -234,12 +191,14 @@ def power_spectra(
     Returns
     -------
     power : xarray.DataArray
-        (freq, y, x) float32; ``attrs`` hold ``segments``, ``box``, ``dof`` (chi^2 degrees of
-        freedom of one spectrum before box averaging: ``2 K`` or Welch's equivalent) and the
-        settings. A per-pixel ``dof`` coordinate (y, x) gives the value after box averaging.
+        (freq, y, x) float32 in real units; ``attrs`` hold the settings and what a fit needs
+        (:func:`specfit.store.spectra_attrs`: ``segments``, ``segment_length``, ``window``,
+        ``dof_per_spectrum``, the chi^2 dof of one spectrum before box averaging, ...). A
+        per-pixel ``dof`` coordinate (y, x) gives the value after box averaging.
     """
     times = np.asarray(arr["time"].values, dtype=float)
-    dt = float(np.median(np.diff(times)))
+    # The grid's own cadence (set by resample), exactly as a run computes it.
+    dt = float(arr.attrs.get("cadence") or np.median(np.diff(times)))
     if not np.allclose(np.diff(times), dt, rtol=1e-6, atol=1e-9):
         raise ValueError("power_spectra needs a uniform cadence: call specfit.resample first")
     kw = dict(
@@ -259,50 +218,56 @@ def power_spectra(
     h = box // 2
 
     def raw(block: np.ndarray) -> np.ndarray:
-        return periodogram_block(block, dt, **kw)[1]
+        return _tile.periodograms(block, dt, kw)[1]
 
+    # Declared float64: the periodograms are, and box averages are taken before the cast.
     pw = da.map_blocks(
-        raw, data, chunks=((nf,), *data.chunks[1:]), dtype=np.float32, meta=np.array((), np.float32)
+        raw, data, chunks=((nf,), *data.chunks[1:]), dtype=np.float64, meta=np.array((), float)
     )
-    sigma = None
-    if box > 1:
-        # Box averaging needs neighbours: an overlap of box//2 px, truncated at the image edge.
-        def boxed(block: np.ndarray, which: int) -> np.ndarray:
-            mean, spread, count = _pg.box_average(block, box)
-            if which == 0:
-                return mean
-            if which == 1:
-                return spread
-            return np.broadcast_to(count[None].astype(np.float32), block.shape).copy()
 
-        parts = [
-            da.map_overlap(
-                boxed,
-                pw,
-                depth={0: 0, 1: h, 2: h},
-                boundary="none",
-                dtype=np.float32,
-                meta=np.array((), np.float32),
-                which=i,
-            )
-            for i in range(3)
-        ]
-        pw, sigma, count = parts
-        count2d = count[0]
-    else:
-        count2d = da.isfinite(pw).all(axis=0).astype(np.float32)
-    dof = (count2d.clip(1, None) * meta["dof"]).astype(np.float32)
+    def boxed(block: np.ndarray, which: int) -> np.ndarray:
+        mean, spread, count = _tile.box_spectra(block, box)
+        if which == 0:
+            return mean.astype(np.float32)  # stored and fitted as float32, as in a run
+        if which == 1:
+            return spread  # full precision: it weights lsq fits
+        return np.broadcast_to(_tile.power_dof(count, meta["dof"])[None], block.shape).copy()
+
+    # Box averaging needs neighbours: an overlap of box//2 px, truncated at the image edge.
+    parts = [
+        da.map_overlap(
+            boxed,
+            pw,
+            depth={0: 0, 1: h, 2: h},
+            boundary="none",
+            dtype=dtype,
+            meta=np.array((), dtype),
+            which=i,
+        )
+        for i, dtype in enumerate((np.float32, np.float64, np.float32))
+        if box > 1 or i != 1
+    ]
+    pw, sigma, dof = (parts[0], parts[1], parts[2]) if box > 1 else (parts[0], None, parts[1])
+    dof = dof[0]
+    from specfit.store import DOF_ATTRS, power_units, spectra_attrs
+
     coords = {k: v for k, v in arr.coords.items() if "time" not in v.dims}
     coords["freq"] = ("freq", freq, {"units": "Hz"})
-    coords["dof"] = (("y", "x"), dof, {"long_name": "chi-square dof of each power value"})
+    coords["dof"] = (("y", "x"), dof, dict(DOF_ATTRS))
     attrs = {
-        **{k: v for k, v in arr.attrs.items() if k not in ("gaps",)},
-        **{k: meta[k] for k in meta if k in ("segments", "segment_length", "dof", "dt")},
-        "window": window,
-        "detrend": detrend,
-        "normalisation": normalisation,
-        "box": box,
-        "units": _pg.power_units(arr.attrs.get("bunit"), normalisation),
+        **{k: v for k, v in arr.attrs.items() if k not in ("gaps", "cadence")},
+        **spectra_attrs(
+            segments=meta["segments"],
+            segment_length=meta["segment_length"],
+            overlap=overlap,
+            window=window,
+            detrend=detrend,
+            normalisation=normalisation,
+            dof_per_spectrum=meta["dof"],
+            box=box,
+            cadence=dt,
+        ),
+        "units": power_units(arr.attrs.get("bunit"), normalisation),
     }
     dims = ("freq", "y", "x")
     power = xr.DataArray(pw, dims=dims, coords=coords, name="power", attrs=attrs)
@@ -332,45 +297,6 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
     return out
 
 
-def models_attr(models: Mapping[str, Any]) -> str:
-    """The ``models`` attr of a results store: JSON {alias: {name, formula, params, units, ...}}."""
-    from specfit.kernels.fitting import model_attrs
-
-    info = model_attrs(models)["models"]
-    return json.dumps({a: {**m, "params": m["param_names"]} for a, m in info.items()})
-
-
-def likelihood_dof(dof, method: str, window: str, segment_length: int):
-    """The dof handed to the fit: the marginal chi^2 dof, divided for ``whittle`` by the
-    window's bin-correlation variance inflation (see ``kernels.periodogram.window_vif``), so
-    that errors and likelihood-ratio tests stay calibrated with tapered windows."""
-    if method != "whittle" or window == "none":
-        return dof
-    return dof / _pg.window_vif(window, int(segment_length))
-
-
-def fit_block_maps(
-    freq: np.ndarray,
-    power: np.ndarray,
-    models: Mapping[str, Any],
-    method: str,
-    dof: np.ndarray | float,
-    sigma: np.ndarray | None,
-    options: Mapping[str, Any],
-) -> dict[str, np.ndarray]:
-    """Fit a (nf, ny, nx) block; returns {variable: (ny, nx)} maps (the kernel on pixel rows)."""
-    from specfit.kernels.fitting import fit_block
-
-    nf, ny, nx = power.shape
-    rows = np.ascontiguousarray(power.reshape(nf, ny * nx).T, dtype=np.float64)
-    srows = None
-    if sigma is not None:
-        srows = np.ascontiguousarray(sigma.reshape(nf, ny * nx).T, dtype=np.float64)
-    d = np.broadcast_to(np.asarray(dof, dtype=float), (ny, nx)).reshape(-1)
-    res = fit_block(freq, rows, models, method=method, dof=d, sigma=srows, **options)
-    return {k: np.asarray(v).reshape(ny, nx) for k, v in res.items()}
-
-
 FIT_OPTION_KEYS = ("max_iter", "tol", "multistart", "best_model", "alpha")
 
 
@@ -396,8 +322,12 @@ def fit(
     method
         ``whittle`` (the config's default), ``lsq_log`` or ``lsq`` (needs ``sigma``).
     dof
-        chi^2 degrees of freedom of each power value; default the ``dof`` coordinate of
-        ``power`` (set by :func:`power_spectra`), else ``power.attrs["dof"]``, else 2.
+        chi^2 degrees of freedom the fit uses for each power value. Default: the ``dof``
+        coordinate of ``power`` (set by :func:`power_spectra` and present on a results store's
+        ``power``), else ``power.attrs["dof_per_spectrum"]``, else 2; for ``whittle`` with a
+        tapered ``window`` (read from ``power.attrs``) divided by the window's variance
+        inflation (:func:`specfit.kernels.tile.fit_dof`), as ``specfit run`` does. So
+        ``fit(open_results(path)["power"])`` refits a store's spectra as its run did.
     **options
         ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2), ``alpha``;
         each defaults to the config's ``fit`` value.
@@ -405,9 +335,18 @@ def fit(
     Returns
     -------
     xarray.Dataset
-        The results-contract variables (``m1_index``, ``m1_index_err``, ``m1_status``, ...).
+        The fit variables of the results contract (:func:`specfit.store.fit_variables`: the
+        names, dtypes and attrs a results store holds for them) and its attrs
+        (:func:`specfit.store.fit_attrs`).
     """
-    from specfit.kernels.fitting import STATUS_CODES, result_variables
+    from specfit.kernels.models import check_output
+    from specfit.store import (
+        SPECTRA_KEYS,
+        derived_functions,
+        fit_attrs,
+        fit_variables,
+        power_units,
+    )
 
     bad = set(options) - set(FIT_OPTION_KEYS)
     if bad:
@@ -419,18 +358,23 @@ def fit(
         raise ValueError(
             "method='lsq' needs sigma (e.g. power_spectra(..., box=3, with_sigma=True))"
         )
-    spec = result_variables(mods, method=method, best_model=options["best_model"])
+    pattrs = dict(power.attrs)
+    power_unit = str(pattrs.get("units") or power_units(None, "density"))
+    spec = fit_variables(mods, method, options["best_model"], power_unit)
     names = list(spec)
+    derived = derived_functions(mods)
     freq = np.asarray(power["freq"].values, dtype=float)
-    from specfit.kernels.models import check_output
-
     for m in mods.values():
         check_output(m, freq)  # a wrong-shaped user model fails here, not in every tile
     pw = power.transpose("freq", "y", "x").chunk({"freq": -1})
     if dof is None:
-        dof = power.coords["dof"] if "dof" in power.coords else float(power.attrs.get("dof", 2.0))
-        if "window" in power.attrs and "segment_length" in power.attrs:
-            dof = likelihood_dof(dof, method, power.attrs["window"], power.attrs["segment_length"])
+        if "dof" in power.coords:
+            dof = power.coords["dof"]
+        else:
+            dof = float(pattrs.get("dof_per_spectrum", 2.0))
+        dof = _tile.fit_dof(
+            dof, method, pattrs.get("window", "none"), pattrs.get("segment_length", 0)
+        )
     dof_arr = (
         dof.transpose("y", "x").chunk(dict(zip(("y", "x"), pw.chunks[1:], strict=True))).data
         if isinstance(dof, xr.DataArray)
@@ -441,7 +385,7 @@ def fit(
         args.append(sigma.transpose("freq", "y", "x").chunk(pw.chunks).data)
 
     def kernel(p, d, s=None):
-        maps = fit_block_maps(freq, p, mods, method, d, s, options)
+        maps = _tile.fit_maps(freq, p, d, s, mods, method, options, derived)
         return np.stack([maps[n].astype(np.float64) for n in names])
 
     # One task per tile computes every variable; "f" is contracted away and "v" (the
@@ -464,10 +408,9 @@ def fit(
         out[n] = xr.DataArray(
             stacked[i].astype(spec[n]["dtype"]), dims=("y", "x"), attrs=dict(spec[n]["attrs"])
         )
-    out.attrs["models"] = models_attr(mods)
-    out.attrs["status_codes"] = json.dumps({str(k): v for k, v in STATUS_CODES.items()})
-    out.attrs["method"] = method
-    if "wcs_header" in power.attrs:
+    spectra = {k: pattrs[k] for k in SPECTRA_KEYS if k in pattrs}
+    out.attrs.update(fit_attrs(mods, method, power_unit, spectra))
+    if "wcs_header" in pattrs:
         from specfit.export import field_wcs_header
 
         # The WCS of this (y, x) grid, so the maps go to FITS and sunpy as a store's do.

@@ -1,20 +1,30 @@
-"""The results store (``results.zarr``): layout, block-by-block writes, resume bookkeeping.
+"""The results store (``results.zarr``): the results contract, tile-by-tile writes, resume
+bookkeeping, one writer at a time.
+
+The contract (names, dtypes, attrs and real units of every variable) is declared here only,
+in :func:`fit_variables`, :func:`spectral_variables`, :func:`fit_attrs`, :func:`spectra_attrs`,
+:func:`power_units` and :func:`derived_outputs`; ``specfit run`` and the stage API's ``fit``
+both take it from them.
 
 Layout (a Zarr v3 group that ``xarray.open_zarr`` reads as a Dataset):
 
 - coordinates ``y``, ``x`` (px), ``freq`` (Hz), and ``hpc_x``, ``hpc_y`` (arcsec) where known;
 - every fit variable (``<alias>_<param>``, ``_err``, ``_status``, statistics, ``best_model``,
-  ...) as (y, x), ``power`` (freq, y, x), ``power_sigma`` with box averaging, ``dof`` and
+  ...) as (y, x), ``power`` (freq, y, x), ``power_sigma`` with box averaging, ``dof`` (y, x; a
+  coordinate of ``power``: what a refit needs, with the :func:`spectra_attrs`) and
   ``mean_intensity`` (y, x);
-- ``blocks_done`` (block_y, block_x) int8: 1 once a spatial block's every variable is written;
-- ``blocks_run`` (block_y, block_x) int64: the run key (config + inputs) each block was
-  written under, set just before its ``blocks_done`` mark;
+- ``tiles_done`` (tile_y, tile_x) int8: 1 once a spatial tile's every variable is written;
+- ``tiles_run`` (tile_y, tile_x) int64: the run key (config + inputs) each tile was
+  written under, set just before its ``tiles_done`` mark;
 - attrs: ``config`` (YAML), ``config_hash``, ``specfit_version``, ``models`` and
-  ``status_codes`` (JSON text), ``cube_path``, ``specfit_kind`` ("results": what lets
+  ``status_codes`` (JSON text), ``method``, ``fit_dof``, the :func:`spectra_attrs`, ``cube_path``, ``specfit_kind`` ("results": what lets
   ``--overwrite`` replace it), ``run_key``, ``input_fingerprint``, ``variables``, ``complete``
-  (true only when every block is in, written under this store's own run key).
+  (true only when every tile is in, written under this store's own run key), ``tile_size``.
 
-Zarr chunks are the spatial blocks, so each block's write touches its own chunks only and the
+Stores written before the unit of work was named a tile (``blocks_done``) still open; a resume
+of one is refused (rerun with ``--overwrite``).
+
+Zarr chunks are the spatial tiles, so each tile's write touches its own chunks only and the
 tasks of one run never share a chunk. One run at a time writes a store: :class:`StoreLock`.
 """
 
@@ -41,10 +51,10 @@ __all__ = [
     "IncompleteStoreWarning",
     "StoreLayout",
     "open_results",
-    "block_status",
+    "tile_status",
     "is_complete",
     "prepare_store",
-    "write_block",
+    "write_tile",
     "finalise_store",
     "config_hash",
     "run_key_int",
@@ -65,29 +75,306 @@ def config_hash(science: dict) -> str:
 
 
 def run_key_int(run_key: str) -> int:
-    """The int64 form of a hex run key, as stored per block in ``blocks_run`` (never 0)."""
+    """The int64 form of a hex run key, as stored per tile in ``tiles_run`` (never 0)."""
     return int(run_key[:15], 16) or 1
+
+
+# ----------------------------------------------------------------------------- the contract
+# Everything a results Dataset holds (names, dtypes, attrs, units) is declared here and only
+# here: the pipeline's store and the stage API's ``fit`` both take it from these functions.
+
+#: The unit role a model gives parameters that scale the model linearly (see
+#: :mod:`specfit.kernels.models`); in results it is replaced by the spectra's real unit.
+POWER_ROLE = "power"
+
+
+def power_units(bunit: str | None, normalisation: str) -> str:
+    """The unit of the power spectra of data in ``bunit`` under a ``spectra.normalisation``.
+
+    ``density``: ``(B)^2/Hz``; ``raw``: ``(B)^2``; ``variance`` (power / variance of the
+    series): ``1/Hz``. ``bunit`` None or empty reads as ``intensity``.
+    """
+    b = bunit or "intensity"
+    try:
+        return {"density": f"({b})^2/Hz", "variance": "1/Hz", "raw": f"({b})^2"}[normalisation]
+    except KeyError:
+        raise ValueError(
+            f"spectra.normalisation: {normalisation!r} is not one of density, variance, raw"
+        ) from None
+
+
+def fits_unit(units: str) -> str:
+    """A FITS ``BUNIT`` for a ``units`` attr: the standard form where astropy parses it.
+
+    specfit writes spectral units as ``(B)^2/Hz`` or ``(B)^2``, which astropy does not parse;
+    they are read here as ``B**2 / Hz``. A unit astropy does not know (``ln(Hz)``) is kept.
+    """
+    import re
+
+    import astropy.units as u
+
+    m = re.fullmatch(r"\((.+)\)\^(\d+)\s*(?:/\s*(.+))?", units.strip())
+    try:
+        if m:
+            unit = u.Unit(m[1]) ** int(m[2]) / u.Unit(m[3] or "")
+        else:
+            unit = u.Unit(units)
+    except ValueError:
+        return units
+    try:
+        return unit.to_string("fits")
+    except ValueError:
+        return unit.to_string()  # e.g. DN, which sunpy reads but FITS does not standardise
+
+
+def real_unit(unit: str, power_unit: str) -> str:
+    """A model parameter's unit in results: its role ``power`` becomes ``power_unit``."""
+    return power_unit if unit == POWER_ROLE else unit
+
+
+def _bump_period(params: dict[str, np.ndarray]) -> np.ndarray:
+    return np.exp(-params["bump_center"]) / 60.0
+
+
+def derived_outputs(model: Any) -> dict[str, dict]:
+    """Maps derived from a model's fitted parameters: ``suffix -> {dtype, attrs, compute}``.
+
+    ``compute(params)`` takes ``{param name: (npix,) values}`` and returns the (npix,) map of
+    ``<alias>_<suffix>``. Today one rule: a model with a ``bump_center`` (ln Hz) gets
+    ``bump_period`` in minutes.
+    """
+    if "bump_center" not in model.param_names:
+        return {}
+    return {
+        "bump_period": {
+            "dtype": np.dtype("float32"),
+            "attrs": {"units": "min", "long_name": "bump period exp(-bump_center)/60"},
+            "compute": _bump_period,
+        }
+    }
+
+
+def derived_functions(models: dict[str, Any]) -> dict[str, dict]:
+    """``alias -> {suffix: compute}`` of :func:`derived_outputs`, as the tile chain takes them."""
+    out = {}
+    for alias, m in models.items():
+        outputs = {k: d["compute"] for k, d in derived_outputs(m).items()}
+        if outputs:
+            out[alias] = outputs
+    return out
+
+
+def _status_attrs() -> dict:
+    from specfit.kernels.fitting import STATUS_CODES
+
+    return {
+        "flag_values": list(STATUS_CODES),
+        "flag_meanings": " ".join(v.split(":")[0] for v in STATUS_CODES.values()),
+        "status_codes": "; ".join(f"{k} = {v}" for k, v in STATUS_CODES.items()),
+    }
+
+
+def fit_variables(
+    models: dict[str, Any], method: str, best_model: str, power_unit: str
+) -> dict[str, dict]:
+    """Names, dtypes and attrs of every (y, x) map a fit returns, in order.
+
+    The names and dtypes are the kernel's (:func:`specfit.kernels.fitting.output_dtypes`)
+    plus :func:`derived_outputs`; attrs carry real units (``power_unit`` for the model
+    parameters whose role is ``power``).
+    """
+    from specfit.kernels.fitting import nested_pair, output_dtypes
+
+    dtypes = output_dtypes(models, method, best_model)
+    per_alias = {
+        "status": ("1", "fit status code"),
+        "loglike": ("1", f"log-likelihood ({method})"),
+        "chi2red": ("1", "Pearson chi-square / (n_bins - n_params)"),
+        "aic": ("1", "AIC"),
+        "bic": ("1", "BIC"),
+        "nfev": ("1", "model evaluations"),
+        "gof_pvalue": ("1", "goodness-of-fit p-value (Pearson)"),
+    }
+    out: dict[str, dict] = {}
+    for alias, m in models.items():
+        for pname, unit, long in zip(m.param_names, m.units, m.long_names, strict=True):
+            u = real_unit(unit, power_unit)
+            out[f"{alias}_{pname}"] = {
+                "dtype": dtypes[f"{alias}_{pname}"],
+                "attrs": {"units": u, "long_name": f"{alias} ({m.name}): {long}"},
+            }
+            out[f"{alias}_{pname}_err"] = {
+                "dtype": dtypes[f"{alias}_{pname}_err"],
+                "attrs": {"units": u, "long_name": f"{alias}: 1-sigma error of {pname} (Fisher)"},
+            }
+        for stat, (unit, long) in per_alias.items():
+            attrs = {"units": unit, "long_name": f"{alias}: {long}"}
+            if stat == "status":
+                attrs.update(_status_attrs())
+            out[f"{alias}_{stat}"] = {"dtype": dtypes[f"{alias}_{stat}"], "attrs": attrs}
+        for suffix, d in derived_outputs(m).items():
+            out[f"{alias}_{suffix}"] = {
+                "dtype": d["dtype"],
+                "attrs": {**d["attrs"], "long_name": f"{alias}: {d['attrs']['long_name']}"},
+            }
+    aliases = list(models)
+    out["best_model"] = {
+        "dtype": dtypes["best_model"],
+        "attrs": {
+            "units": "1",
+            "long_name": f"preferred model (rule: {best_model}); index into the aliases, -1 none",
+            "flag_values": list(range(-1, len(aliases))),
+            "flag_meanings": " ".join(["none", *aliases]),
+            "rule": best_model,
+        },
+    }
+    pair = nested_pair(models)
+    if pair is not None:
+        a, b = pair
+        ref = (
+            "simulated null (pure smaller model, same grid/dof/settings)"
+            if method != "lsq"
+            else "chi2 with the number of extra parameters (approximate)"
+        )
+        extra = {
+            "lrt_stat": {"long_name": f"likelihood-ratio statistic 2 (lnL_{b} - lnL_{a})"},
+            "lrt_pvalue": {"long_name": f"LRT p-value of {a} inside {b}", "reference": ref},
+            "ftest_pvalue": {"long_name": f"F-test p-value of {a} inside {b} (dof p2-p1, n-p2)"},
+        }
+        for name, attrs in extra.items():
+            out[name] = {"dtype": dtypes[name], "attrs": {"units": "1", **attrs}}
+    missing = set(dtypes) - set(out)
+    if missing:  # a kernel output the contract does not describe would be lost silently
+        raise RuntimeError(f"results contract: no attrs for kernel outputs {sorted(missing)}")
+    return out
+
+
+def spectral_variables(power_unit: str, box: int) -> dict[str, dict]:
+    """The (freq, y, x) variables: ``power`` and, with box averaging, ``power_sigma``."""
+    f32 = np.dtype("float32")
+    out = {"power": {"dtype": f32, "attrs": {"long_name": "power", "units": power_unit}}}
+    if box > 1:
+        out["power_sigma"] = {
+            "dtype": np.dtype("float32"),
+            "attrs": {"long_name": "spread of the power across the box", "units": power_unit},
+        }
+    return out
+
+
+#: The per-pixel chi-square dof of each power value (a coordinate of ``power``).
+DOF_ATTRS = {
+    "long_name": "chi-square degrees of freedom of each power value (segments x box pixels)",
+    "units": "1",
+}
+
+
+def _json_bound(v: float) -> float | None:
+    """A bound for JSON attrs: None (null) for an infinite bound, strict JSON has no inf."""
+    return float(v) if np.isfinite(v) else None
+
+
+def models_attr(models: dict[str, Any], power_unit: str) -> str:
+    """The ``models`` attr: JSON ``{alias: {name, formula, params, units, bounds, base}}``."""
+    return json.dumps(
+        {
+            alias: {
+                "name": m.name,
+                "formula": m.formula,
+                "params": list(m.param_names),
+                "units": [real_unit(u, power_unit) for u in m.units],
+                "bounds": [[_json_bound(lo), _json_bound(hi)] for lo, hi in m.bounds],
+                "base": m.base,
+            }
+            for alias, m in models.items()
+        }
+    )
+
+
+#: The keys of :func:`spectra_attrs`.
+SPECTRA_KEYS = (
+    "segments",
+    "segment_length",
+    "overlap",
+    "window",
+    "detrend",
+    "normalisation",
+    "dof_per_spectrum",
+    "window_vif",
+    "box",
+    "cadence",
+)
+
+
+def spectra_attrs(
+    *,
+    segments: int,
+    segment_length: int,
+    overlap: float,
+    window: str,
+    detrend: str,
+    normalisation: str,
+    dof_per_spectrum: float,
+    box: int,
+    cadence: float,
+) -> dict[str, Any]:
+    """What a refit of stored spectra needs, as attrs of ``power`` and of a results Dataset.
+
+    ``dof_per_spectrum`` is the chi-square dof of one spectrum before box averaging (``2 K`` or Welch's
+    equivalent); ``window_vif`` the variance inflation of the window's correlated bins. A
+    Whittle fit uses ``dof x box pixels / window_vif`` (see
+    :func:`specfit.kernels.tile.fit_dof`).
+    """
+    from specfit.kernels.periodogram import window_vif
+
+    return {
+        "segments": int(segments),
+        "segment_length": int(segment_length),
+        "overlap": float(overlap),
+        "window": str(window),
+        "detrend": str(detrend),
+        "normalisation": str(normalisation),
+        "dof_per_spectrum": float(dof_per_spectrum),
+        "window_vif": float(window_vif(window, int(segment_length))),
+        "box": int(box),
+        "cadence": float(cadence),
+    }
+
+
+def fit_attrs(models: dict[str, Any], method: str, power_unit: str, spectra: dict) -> dict:
+    """The Dataset attrs a fit returns (and a results store holds): the models, status
+    codes, method, ``fit_dof`` (how the fit's dof follow from the ``dof`` coordinate) and
+    :func:`spectra_attrs`."""
+    from specfit.kernels.fitting import STATUS_CODES
+    from specfit.kernels.tile import fit_dof_rule
+
+    return {
+        "models": models_attr(models, power_unit),
+        "status_codes": json.dumps({str(k): v for k, v in STATUS_CODES.items()}),
+        "method": method,
+        "fit_dof": fit_dof_rule(method, spectra.get("window", "none")),
+        **spectra,
+    }
 
 
 @dataclass(frozen=True)
 class StoreLayout:
-    """Everything needed to create a results store before any block is computed."""
+    """Everything needed to create a results store before any tile is computed."""
 
     ny: int
     nx: int
     freq: np.ndarray
-    block: int
+    tile: int
     variables: dict[str, dict]  # name -> {"dtype": dtype, "attrs": {...}} for (y, x) maps
     spectral: dict[str, dict]  # name -> {"dtype", "attrs"} for (freq, y, x) arrays
     coords2d: dict[str, np.ndarray]  # e.g. hpc_x, hpc_y (y, x)
     attrs: dict[str, Any]
 
     @property
-    def nblocks(self) -> tuple[int, int]:
-        return (-(-self.ny // self.block), -(-self.nx // self.block))
+    def ntiles(self) -> tuple[int, int]:
+        return (-(-self.ny // self.tile), -(-self.nx // self.tile))
 
-    def block_slices(self, by: int, bx: int) -> tuple[slice, slice]:
-        b = self.block
+    def tile_slices(self, by: int, bx: int) -> tuple[slice, slice]:
+        b = self.tile
         return slice(by * b, min((by + 1) * b, self.ny)), slice(bx * b, min((bx + 1) * b, self.nx))
 
 
@@ -127,12 +414,12 @@ def _consolidate(path: Path) -> None:
 # top of the attributes; ``complete`` stays the flag that code reads.
 INCOMPLETE_NOTE = (
     "incomplete: the run was interrupted or is still writing; tiles not yet written "
-    "(blocks_done == 0) read as NaN. Finish it with `specfit run CONFIG --resume`"
+    "(tiles_done == 0) read as NaN. Finish it with `specfit run CONFIG --resume`"
 )
 
 
 def prepare_store(path: str | Path, layout: StoreLayout) -> None:
-    """Create an empty results store (every value NaN / fill, no block done)."""
+    """Create an empty results store (every value NaN / fill, no tile done)."""
     import zarr
 
     from specfit.workspace import is_empty_dir, is_specfit_results
@@ -147,7 +434,7 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
             )
         shutil.rmtree(path)
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
-    b = layout.block
+    b = layout.tile
     ny, nx, nf = layout.ny, layout.nx, layout.freq.size
 
     def arr(name, shape, chunks, dtype, dims, attrs):
@@ -180,23 +467,23 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
         arr(
             name, (nf, ny, nx), (nf, b, b), spec["dtype"], ("freq", "y", "x"), spec.get("attrs", {})
         )
-    nby, nbx = layout.nblocks
+    nby, nbx = layout.ntiles
     done = arr(
-        "blocks_done",
+        "tiles_done",
         (nby, nbx),
         (1, 1),
         "i1",
-        ("block_y", "block_x"),
-        {"long_name": "1 where the spatial block is fully written", "block_size": b},
+        ("tile_y", "tile_x"),
+        {"long_name": "1 where the spatial tile is fully written", "tile_size": b},
     )
     done[:] = 0
     run = arr(
-        "blocks_run",
+        "tiles_run",
         (nby, nbx),
         (1, 1),
         "i8",
-        ("block_y", "block_x"),
-        {"long_name": "run key (config + inputs) each block was written under"},
+        ("tile_y", "tile_x"),
+        {"long_name": "run key (config + inputs) each tile was written under"},
     )
     run[:] = 0
     names = sorted({*layout.variables, *layout.spectral, *layout.coords2d})
@@ -208,7 +495,7 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
                 "specfit_kind": "results",
                 "variables": names,
                 "complete": False,
-                "block_size": b,
+                "tile_size": b,
             }
         )
     )
@@ -217,49 +504,51 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
     _consolidate(path)
 
 
-def write_block(
+def write_tile(
     path: str | Path,
     by: int,
     bx: int,
-    block: int,
+    tile: int,
     data: dict[str, np.ndarray],
     run_key: str | None = None,
 ) -> None:
-    """Write one spatial block's arrays, then mark it done (the mark is written last).
+    """Write one spatial tile's arrays, then mark it done (the mark is written last).
 
-    ``run_key`` (the store's ``run_key`` attr) is recorded for the block first, so that
-    :func:`finalise_store` can tell a block written under another config or inputs.
+    ``run_key`` (the store's ``run_key`` attr) is recorded for the tile first, so that
+    :func:`finalise_store` can tell a tile written under another config or inputs.
     """
     import zarr
 
     root = zarr.open_group(str(path), mode="r+")
-    ys = slice(by * block, by * block + next(iter(data.values())).shape[-2])
-    xs = slice(bx * block, bx * block + next(iter(data.values())).shape[-1])
+    ys = slice(by * tile, by * tile + next(iter(data.values())).shape[-2])
+    xs = slice(bx * tile, bx * tile + next(iter(data.values())).shape[-1])
     for name, values in data.items():
         a = root[name]
         if a.ndim == 3:
             a[:, ys, xs] = values
         else:
             a[ys, xs] = values
-    if run_key is not None and "blocks_run" in root:
-        root["blocks_run"][by, bx] = run_key_int(run_key)
-    root["blocks_done"][by, bx] = 1
+    if run_key is not None and "tiles_run" in root:
+        root["tiles_run"][by, bx] = run_key_int(run_key)
+    root["tiles_done"][by, bx] = 1
 
 
-def block_status(path: str | Path) -> tuple[int, int]:
-    """(blocks done, blocks in all) of a results store."""
-    import zarr
+def tile_status(path: str | Path) -> tuple[int, int]:
+    """(tiles done, tiles in all) of a results store."""
 
-    root = zarr.open_group(str(path), mode="r")
-    done = np.asarray(root["blocks_done"][:])
+    done = done_tiles(path)
     return int(done.sum()), int(done.size)
 
 
-def done_blocks(path: str | Path) -> np.ndarray:
-    """The (block_y, block_x) int8 map of finished blocks."""
+def done_tiles(path: str | Path) -> np.ndarray:
+    """The (tile_y, tile_x) int8 map of finished tiles."""
     import zarr
 
-    return np.asarray(zarr.open_group(str(path), mode="r")["blocks_done"][:])
+    root = zarr.open_group(str(path), mode="r")
+    # Stores written before the unit of work was called a tile name it "blocks_done"; reading
+    # their progress costs one name, so they still open (a resume of them is refused).
+    name = "tiles_done" if "tiles_done" in root else "blocks_done"
+    return np.asarray(root[name][:])
 
 
 def store_attrs(path: str | Path) -> dict:
@@ -269,7 +558,7 @@ def store_attrs(path: str | Path) -> dict:
 
 
 def is_complete(path: str | Path) -> bool:
-    """True if the store exists and every block was written."""
+    """True if the store exists and every tile was written."""
     p = Path(path)
     if not (p / "zarr.json").exists():
         return False
@@ -280,19 +569,19 @@ def is_complete(path: str | Path) -> bool:
 
 
 def finalise_store(path: str | Path, extra_attrs: dict | None = None) -> None:
-    """Mark a store complete once every block is done under its own run key (refuses
+    """Mark a store complete once every tile is done under its own run key (refuses
     otherwise).
 
     Checked first: every variable listed in the ``variables`` attr exists with the store's
-    (y, x) size, every block is marked done, and every block was written under the store's
-    ``run_key`` (a block from another run's config or inputs is never part of a complete
+    (y, x) size, every tile is marked done, and every tile was written under the store's
+    ``run_key`` (a tile from another run's config or inputs is never part of a complete
     store).
     """
     import zarr
 
-    done, total = block_status(path)
+    done, total = tile_status(path)
     if done != total:
-        raise StoreError(f"{path}: only {done} of {total} blocks are written; not marking complete")
+        raise StoreError(f"{path}: only {done} of {total} tiles are written; not marking complete")
     # What is really in the store, not its consolidated summary (written at the start).
     root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     attrs = dict(root.attrs)
@@ -310,12 +599,12 @@ def finalise_store(path: str | Path, extra_attrs: dict | None = None) -> None:
             f"({', '.join(wrong) or 'none'}); not marking complete. Run again with --overwrite"
         )
     key = attrs.get("run_key")
-    if key and "blocks_run" in members:
-        runs = np.asarray(root["blocks_run"][:])
+    if key and "tiles_run" in members:
+        runs = np.asarray(root["tiles_run"][:])
         foreign = int((runs != run_key_int(key)).sum())
         if foreign:
             raise StoreError(
-                f"{path}: {foreign} of {total} blocks were written by another run (other config "
+                f"{path}: {foreign} of {total} tiles were written by another run (other config "
                 "or inputs); not marking complete. Run again with --overwrite"
             )
     root.attrs.update(
@@ -332,7 +621,7 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
     path
         The ``results.zarr`` folder written by ``specfit run``.
     allow_incomplete
-        Open a store whose run has not finished (unfinished blocks read as NaN).
+        Open a store whose run has not finished (unfinished tiles read as NaN).
 
     Raises
     ------
@@ -347,13 +636,13 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
             f"{p} is not a results store (no zarr.json); run `specfit run` first"
         )
     if not allow_incomplete and not is_complete(p):
-        done, total = block_status(p)
+        done, total = tile_status(p)
         raise StoreError(
-            f"{p} is incomplete ({done} of {total} blocks): finish it with `specfit run CONFIG "
+            f"{p} is incomplete ({done} of {total} tiles): finish it with `specfit run CONFIG "
             "--resume`, or pass allow_incomplete=True to look at what is there"
         )
     if allow_incomplete and not is_complete(p):
-        done, total = block_status(p)
+        done, total = tile_status(p)
         warnings.warn(
             f"{p} is incomplete ({done} of {total} tiles written); the others read as NaN. "
             "Finish it with `specfit run CONFIG --resume`",
@@ -363,7 +652,7 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
         ds = xr.open_zarr(p, consolidated=True)
-    coords = [c for c in ("hpc_x", "hpc_y") if c in ds.data_vars]
+    coords = [c for c in ("hpc_x", "hpc_y", "dof") if c in ds.data_vars]
     if coords:
         ds = ds.set_coords(coords)
     return ds

@@ -49,14 +49,20 @@ MODELS = {
         "params": ["amplitude", "index", "tail", "bump_amplitude", "bump_center", "bump_width"],
     },
 }
+POWER_UNITS = "(DN/s)^2/Hz"  # specfit.store.power_units("DN/s", "density")
 UNITS = {
-    "amplitude": "DN^2 s",
-    "index": "",
-    "tail": "DN^2 s",
-    "bump_amplitude": "DN^2 s",
-    "bump_center": "ln Hz",
-    "bump_width": "ln Hz",
+    "amplitude": POWER_UNITS,
+    "index": "1",
+    "tail": POWER_UNITS,
+    "bump_amplitude": POWER_UNITS,
+    "bump_center": "ln(Hz)",
+    "bump_width": "ln(Hz)",
 }
+# The rest of the contract's ``models`` attr (see specfit.store.models_attr).
+for _alias, _base in (("m1", None), ("m2", "powerlaw_tail")):
+    MODELS[_alias]["units"] = [UNITS[p] for p in MODELS[_alias]["params"]]
+    MODELS[_alias]["bounds"] = [[None, None] for _ in MODELS[_alias]["params"]]
+    MODELS[_alias]["base"] = _base
 STATUS_CODES = {
     "0": "converged",
     "1": "max_iter: not converged within max_iter steps",
@@ -155,7 +161,7 @@ def make_results_store(
         np.where(lrt < 0.05, 1, 0).astype(np.int8),
         {"long_name": "best model", "models": "m1,m2"},
     )
-    data["power"] = (("freq", "y", "x"), power.astype(np.float32), {"units": "DN^2 s"})
+    data["power"] = (("freq", "y", "x"), power.astype(np.float32), {"units": POWER_UNITS})
     mean = (100 + 10 * np.hypot(yy - ny / 2, xx - nx / 2)).astype(np.float32)
     data["mean_intensity"] = (("y", "x"), mean, {"units": "DN/s", "long_name": "mean intensity"})
 
@@ -237,27 +243,27 @@ def make_large_store(path: Path, n: int = 4096, nfreq: int = 64, chunk: int = 25
     arr("y", (n,), (n,), "int32", ("y",), 0)[:] = np.arange(n, dtype=np.int32)
     arr("x", (n,), (n,), "int32", ("x",), 0)[:] = np.arange(n, dtype=np.int32)
     arr("freq", (nfreq,), (nfreq,), "float64", ("freq",), 0.0, {"units": "Hz"})[:] = freq
-    truth = {"amplitude": (1e-3, "power"), "index": (1.8, "1"), "tail": (0.1, "power")}
-    blocks = [(slice(0, chunk), slice(0, chunk))]
+    truth = {"amplitude": (1e-3, POWER_UNITS), "index": (1.8, "1"), "tail": (0.1, POWER_UNITS)}
+    tiles = [(slice(0, chunk), slice(0, chunk))]
     c0 = (n // 2 // chunk) * chunk
-    blocks.append((slice(c0, c0 + chunk), slice(c0, c0 + chunk)))
+    tiles.append((slice(c0, c0 + chunk), slice(c0, c0 + chunk)))
     params = {}
     for p, (value, units) in truth.items():
         a = arr(f"m1_{p}", (n, n), (chunk, chunk), "float32", ("y", "x"), np.nan, {"units": units})
         e = arr(
             f"m1_{p}_err", (n, n), (chunk, chunk), "float32", ("y", "x"), np.nan, {"units": units}
         )
-        for sy, sx in blocks:
-            block = (value * rng.uniform(0.8, 1.2, (chunk, chunk))).astype(np.float32)
-            a[sy, sx] = block
-            e[sy, sx] = 0.05 * block
-            params.setdefault((sy.start, sx.start), {})[p] = block
+        for sy, sx in tiles:
+            values = (value * rng.uniform(0.8, 1.2, (chunk, chunk))).astype(np.float32)
+            a[sy, sx] = values
+            e[sy, sx] = 0.05 * values
+            params.setdefault((sy.start, sx.start), {})[p] = values
     arr("m1_status", (n, n), (chunk, chunk), "int8", ("y", "x"), 0)
     mean = arr("mean_intensity", (n, n), (chunk, chunk), "float32", ("y", "x"), np.nan)
     power = arr(
         "power", (nfreq, n, n), (nfreq, chunk, chunk), "float32", ("freq", "y", "x"), np.nan
     )
-    for sy, sx in blocks:
+    for sy, sx in tiles:
         pr = params[(sy.start, sx.start)]
         clean = ref_powerlaw_tail(freq[:, None, None], pr["amplitude"], pr["index"], pr["tail"])
         power[:, sy, sx] = (clean * rng.chisquare(2, clean.shape) / 2).astype(np.float32)

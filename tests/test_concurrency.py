@@ -72,16 +72,16 @@ def start(cfg_path: Path, *flags: str) -> subprocess.Popen:
 
 
 def assert_consistent(results: Path, refs: dict) -> str:
-    """The store opens as complete, every block was written under the store's own run key,
+    """The store opens as complete, every tile was written under the store's own run key,
     and every map equals the reference run of the config its attrs name. Returns A or B."""
     ds = open_results(results)
     assert ds.attrs["complete"] is True
     name, ref = refs[ds.attrs["config_hash"]]
     assert set(ds.data_vars) == set(ref.data_vars)
     for v in ref.data_vars:
-        if v != "blocks_run":
+        if v != "tiles_run":
             np.testing.assert_array_equal(ds[v].values, ref[v].values, err_msg=v)
-    keys = ds["blocks_run"].values
+    keys = ds["tiles_run"].values
     assert (keys == run_key_int(ds.attrs["run_key"])).all()
     return name
 
@@ -229,7 +229,7 @@ def test_a_leftover_lock_of_a_dead_local_pid_is_taken_over(tmp_path, caplog, mon
         assert f"pid {dead.pid}" in caplog.text and "no longer exists" in caplog.text
 
 
-def test_complete_only_when_every_block_is_this_runs_and_every_variable_is_there(world, tmp_path):
+def test_complete_only_when_every_tile_is_this_runs_and_every_variable_is_there(world, tmp_path):
     import shutil
 
     import zarr
@@ -241,10 +241,10 @@ def test_complete_only_when_every_block_is_this_runs_and_every_variable_is_there
     run(config(frames, results, A))
     root = zarr.open_group(str(results), mode="r+")
     root.attrs["complete"] = False
-    root["blocks_run"][1, 0] = 12345  # a block written under another run's key
-    with pytest.raises(StoreError, match="1 of 4 blocks were written by another run"):
+    root["tiles_run"][1, 0] = 12345  # a tile written under another run's key
+    with pytest.raises(StoreError, match="1 of 4 tiles were written by another run"):
         finalise_store(results)
-    root["blocks_run"][1, 0] = run_key_int(root.attrs["run_key"])
+    root["tiles_run"][1, 0] = run_key_int(root.attrs["run_key"])
     shutil.rmtree(results / "m1_tail")
     with pytest.raises(StoreError, match=r"variables missing \(m1_tail\)"):
         finalise_store(results)

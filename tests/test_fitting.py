@@ -9,12 +9,9 @@ import pytest
 
 from conftest import KERNEL_FIT
 from specfit.kernels import models as M
-from specfit.kernels.fitting import (
-    STATUS_CODES,
-    model_attrs,
-    result_variables,
-)
+from specfit.kernels.fitting import STATUS_CODES, output_dtypes
 from specfit.kernels.fitting import fit_block as kernel_fit_block
+from specfit.store import derived_functions, fit_variables, models_attr
 
 fit_block = functools.partial(kernel_fit_block, **KERNEL_FIT)
 
@@ -49,11 +46,15 @@ def _spectra(n, seed, dof=18.0, bump=True):
         {"a": "powerlaw_tail_lognormal", "b": "powerlaw_tail"},
     ],
 )
-def test_keys_order_dtypes_match_result_variables(method, models):
+def test_keys_order_dtypes_match_the_contract(method, models):
     y, _ = _spectra(6, 0)
-    spec = result_variables(models, method=method, best_model="lrt")
-    out = fit_block(F, y, models, method=method, dof=18.0)
-    assert list(out) == list(spec)
+    dtypes = output_dtypes(models, method=method, best_model="lrt")
+    mods = {a: M.get_model(m) for a, m in models.items()}
+    derived = derived_functions(mods)
+    out = fit_block(F, y, models, method=method, dof=18.0, derived=derived)
+    spec = fit_variables(mods, method, "lrt", "(DN)^2/Hz")
+    assert list(out)[: len(dtypes)] == list(dtypes)  # the kernel's own outputs first, in order
+    assert set(out) == set(spec)  # then the derived maps: all of them the contract's
     for name, meta in spec.items():
         assert out[name].dtype == meta["dtype"], name
         assert out[name].shape == (6,)
@@ -62,20 +63,25 @@ def test_keys_order_dtypes_match_result_variables(method, models):
     attrs = spec[f"{alias}_status"]["attrs"]
     assert attrs["flag_values"] == list(STATUS_CODES)
     assert "converged" in attrs["flag_meanings"] and "at_bound" in attrs["flag_meanings"]
-    for a, m in models.items():
-        model = M.get_model(m)
+    for a, model in mods.items():
         for p in model.param_names:
             assert spec[f"{a}_{p}"]["dtype"] == np.float32
         assert ("bump_center" in model.param_names) == (f"{a}_bump_period" in spec)
+        if f"{a}_bump_period" in out:
+            c = out[f"{a}_bump_center"].astype(float)
+            np.testing.assert_allclose(out[f"{a}_bump_period"], np.exp(-c) / 60, rtol=1e-6)
     assert ("lrt_pvalue" in spec) == (len(models) == 2)
 
 
-def test_model_attrs():
-    attrs = model_attrs(MODELS)
-    assert attrs["model_aliases"] == ["m1", "m2"]
-    assert attrs["models"]["m2"]["name"] == "powerlaw_tail_lorentzian"
-    assert attrs["models"]["m1"]["formula"] == "P(f) = A f^-n + C"
-    assert attrs["models"]["m1"]["param_names"] == ["amplitude", "index", "tail"]
+def test_models_attr():
+    import json
+
+    attrs = json.loads(models_attr({a: M.get_model(m) for a, m in MODELS.items()}, "(DN)^2/Hz"))
+    assert list(attrs) == ["m1", "m2"]
+    assert attrs["m2"]["name"] == "powerlaw_tail_lorentzian"
+    assert attrs["m1"]["formula"] == "P(f) = A f^-n + C"
+    assert attrs["m1"]["params"] == ["amplitude", "index", "tail"]
+    assert attrs["m1"]["units"] == ["(DN)^2/Hz", "1", "(DN)^2/Hz"]
 
 
 def test_bad_pixels_get_status_and_do_not_touch_good_ones():

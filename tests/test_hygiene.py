@@ -308,7 +308,7 @@ def test_every_default_comes_from_the_config():
         (periodogram.periodogram, spectra),
         (fitting.fit_block, fit),
         (fitting.lrt_reference, fit),
-        (fitting.result_variables, fit),
+        (fitting.output_dtypes, fit),
         (lm.solve, fit),
     ]:
         for name, par in inspect.signature(func).parameters.items():

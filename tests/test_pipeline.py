@@ -11,7 +11,7 @@ import xarray as xr
 from conftest import tiny_config
 from specfit.errors import ConfigError, StoreError
 from specfit.pipeline import run
-from specfit.store import block_status, open_results
+from specfit.store import open_results, tile_status
 
 
 def test_results_contract(demo_store):
@@ -33,7 +33,7 @@ def test_results_contract(demo_store):
     assert "fit:" in ds.attrs["config"] and ds.attrs["specfit_version"]
     assert ds.attrs["complete"] is True
     t = ds.attrs["timings"]  # seconds per stage of the run, for the user and the benchmarks
-    assert t["tiles_run"] == block_status(demo_store)[1]
+    assert t["tiles_run"] == tile_status(demo_store)[1]
     assert 0 <= t["cube_s"] < t["total_s"] and 0 < t["tiles_s"] < t["total_s"]
     # Every pixel has a result; the synthetic data are clean, so nearly all converge.
     assert float((ds["m1_status"] == 0).mean()) > 0.95
@@ -81,7 +81,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     import zarr
 
     root = zarr.open_group(str(tmp_path / "results.zarr"), mode="r+")
-    root["blocks_done"][0, 0] = 0
+    root["tiles_done"][0, 0] = 0
     root.attrs["complete"] = False
     with pytest.raises(StoreError, match="unfinished run"):
         run(cfg)
@@ -89,7 +89,7 @@ def test_resume_refuses_a_different_config(tmp_path):
         run(cfg, ["spectra.segments=2"], resume=True)
     before = xr.open_zarr(tmp_path / "results.zarr")["m1_index"].values
     ds = run(cfg, resume=True)
-    assert block_status(tmp_path / "results.zarr")[0] == block_status(tmp_path / "results.zarr")[1]
+    assert tile_status(tmp_path / "results.zarr")[0] == tile_status(tmp_path / "results.zarr")[1]
     np.testing.assert_array_equal(ds["m1_index"].values, before)
 
 
@@ -160,3 +160,28 @@ def test_cube_written_in_slabs_equals_the_input(tmp_path, use_client, tile, time
     assert z.chunks == (min(time_chunk, 50), min(tile, 20), min(tile, 30))
     np.testing.assert_array_equal(z[:], values)
     assert not path.with_name("cube.zarr.partial").exists()
+
+
+def test_store_with_block_names_opens_and_refuses_resume(tmp_path, demo_store):
+    """A store written before the unit of work was named a tile (``blocks_done``) still
+    opens; resuming it is refused with the way out (--overwrite)."""
+    import shutil
+
+    import zarr
+
+    old = tmp_path / "results.zarr"
+    shutil.copytree(demo_store, old)
+    for new_name, old_name in (("tiles_done", "blocks_done"), ("tiles_run", "blocks_run")):
+        (old / new_name).rename(old / old_name)
+    root = zarr.open_group(str(old), mode="r+", use_consolidated=False)
+    attrs = dict(root.attrs)
+    root.attrs["block_size"] = attrs.pop("tile_size")
+    zarr.consolidate_metadata(str(old))
+    ds = open_results(old)
+    assert "m1_index" in ds and "tiles_done" not in ds
+    assert tile_status(old) == (9, 9)
+    root.attrs["complete"] = False
+    cfg = tiny_config(demo_store.parent)  # the config that wrote it
+    cfg["output"]["path"] = str(old)
+    with pytest.raises(StoreError, match="no record of its inputs.*--overwrite"):
+        run(cfg, resume=True)

@@ -309,7 +309,7 @@ def test_ctrl_c_during_run_prints_one_line_and_resume_finishes(tmp_path):
     import yaml
 
     from conftest import tiny_config
-    from specfit.store import block_status, is_complete
+    from specfit.store import is_complete, tile_status
 
     cfg = tiny_config(
         tmp_path,
@@ -343,7 +343,7 @@ def test_ctrl_c_during_run_prints_one_line_and_resume_finishes(tmp_path):
     resume = f"specfit run {config} --set fit.tol=1e-9 --resume"
     assert last.startswith("specfit: interrupted") and f"`{resume}`" in last, last
     results = tmp_path / "results.zarr"
-    done, total = block_status(results)
+    done, total = tile_status(results)
     assert done < total and not is_complete(results)
     # The printed command finishes the run (on the synchronous scheduler here, for speed).
     r = _cli(*resume.split()[1:], "--cluster", "synchronous")
@@ -503,7 +503,7 @@ def test_unfinished_store_says_so_to_xarray_and_open_results(tmp_path):
     from specfit.store import _consolidate
 
     root = zarr.open_group(str(store), mode="r+")  # as if killed after the first tile
-    root["blocks_done"][1, 0] = 0
+    root["tiles_done"][1, 0] = 0
     root.attrs.update({"complete": False, "specfit_state": "incomplete: x"})
     _consolidate(store)
     with pytest.raises(StoreError, match=r"incomplete \(1 of 2"):

@@ -20,7 +20,7 @@ from conftest_cluster import (
 
 def _wait_for_partial(results, proc: subprocess.Popen, timeout: float) -> tuple[int, int]:
     """Poll the store's done-tile record until some but not all tiles are done."""
-    from specfit.store import block_status
+    from specfit.store import tile_status
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -28,7 +28,7 @@ def _wait_for_partial(results, proc: subprocess.Popen, timeout: float) -> tuple[
             break
         if (results / "zarr.json").exists():
             try:
-                done, total = block_status(results)
+                done, total = tile_status(results)
             except Exception:  # the store is being created right now
                 done, total = 0, 1
             if 0 < done < total:
@@ -41,7 +41,7 @@ def _wait_for_partial(results, proc: subprocess.Popen, timeout: float) -> tuple[
 @pytest.mark.timeout(600)
 def test_sigkill_mid_fit_then_resume_gives_identical_results(tmp_path, tmp_path_factory):
     from specfit.errors import StoreError
-    from specfit.store import block_status, open_results
+    from specfit.store import open_results, tile_status
 
     data_dir, reference = reference_run(tmp_path_factory)
     results = tmp_path / "killed.zarr"
@@ -64,7 +64,7 @@ def test_sigkill_mid_fit_then_resume_gives_identical_results(tmp_path, tmp_path_
             "the run ended (or never reached the fit stage) before it could be killed half way:"
             f"\n{proc.stderr.read().decode()[-3000:]}"
         )
-    done_after_kill, total_after_kill = block_status(results)
+    done_after_kill, total_after_kill = tile_status(results)
     assert total_after_kill == total and done_after_kill < total
 
     # An interrupted store is refused as a result, and a plain re-run says to --resume.
@@ -77,7 +77,7 @@ def test_sigkill_mid_fit_then_resume_gives_identical_results(tmp_path, tmp_path_
     res = cli(["run", str(config), "--resume", "--report", str(report)], timeout=300)
     assert res.returncode == 0, res.stderr[-4000:]
     assert f"({done_after_kill} already done)" in res.stderr or "already done" in res.stderr
-    assert block_status(results) == (total, total)
+    assert tile_status(results) == (total, total)
     assert report.exists() and report.stat().st_size > 1000
     assert_same_results(results, reference)
 

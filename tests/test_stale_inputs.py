@@ -60,7 +60,7 @@ def add_frames(frames: Path, n: int) -> int:
 def assert_same_maps(a, b) -> None:
     assert set(a.data_vars) == set(b.data_vars)
     for name in a.data_vars:
-        if name == "blocks_run":
+        if name == "tiles_run":
             continue
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
 
@@ -74,7 +74,7 @@ def mark_unfinished(results: Path) -> None:
     import zarr
 
     root = zarr.open_group(str(results), mode="r+")
-    root["blocks_done"][0, 0] = 0
+    root["tiles_done"][0, 0] = 0
     root.attrs["complete"] = False
 
 

@@ -47,7 +47,7 @@ def test_catalog_lists_every_map_with_units(ds):
     assert specs["m2_bump_period"].units == "min"
     assert specs["m1_amplitude"].transform == "log10"
     assert specs["m1_status"].categorical and specs["best_model"].categorical
-    assert specs["m1_tail"].units == "DN^2 s"
+    assert specs["m1_tail"].units == "(DN/s)^2/Hz"
     # Parameters come before their errors, and m1's before m2's.
     names = [s.name for s in D.map_catalog(ds)]
     assert names.index("m1_index") < names.index("m1_index_err") < names.index("m2_index")

@@ -1,12 +1,13 @@
 """Fit spectral models to a block of spectra: the numeric core of ``specfit.fit``.
 
 :func:`fit_block` takes ``(npix, nf)`` power and returns one ``(npix,)`` array per result
-variable, with exactly the names and dtypes of :func:`result_variables`, so that the dask
+variable, with exactly the names and dtypes of :func:`output_dtypes`, so that the dask
 wrapper can declare its outputs before computing anything.
 
 Per model alias ``m`` and parameter ``p``: ``m_p``, ``m_p_err`` (1-sigma from the Fisher
 matrix), ``m_status``, ``m_loglike``, ``m_chi2red``, ``m_aic``, ``m_bic``, ``m_nfev``,
-``m_gof_pvalue`` and, for bump models, ``m_bump_period`` (minutes). Across models:
+``m_gof_pvalue`` (maps derived from the parameters, such as a bump's period, are added by
+:mod:`specfit.kernels.tile`). Across models:
 ``best_model`` and, when a nested pair exists (e.g. M1 inside M2), ``lrt_stat``,
 ``lrt_pvalue`` and ``ftest_pvalue``.
 """
@@ -17,7 +18,7 @@ import inspect
 import math
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numba
 import numpy as np
@@ -26,7 +27,7 @@ from . import lm
 from . import stats as st
 from .models import Model, get_model, numba_kernel
 
-__all__ = ["STATUS_CODES", "fit_block", "result_variables", "model_attrs", "lrt_reference"]
+__all__ = ["STATUS_CODES", "fit_block", "output_dtypes", "nested_pair", "lrt_reference"]
 
 STATUS_CODES: dict[int, str] = {
     0: "converged",
@@ -59,7 +60,7 @@ def _resolve(models: Mapping[str, Model | str]) -> dict[str, Model]:
     return {alias: get_model(m) for alias, m in models.items()}
 
 
-def _nested_pair(models: dict[str, Model]) -> tuple[str, str] | None:
+def nested_pair(models: dict[str, Model]) -> tuple[str, str] | None:
     """The first (smaller, bigger) alias pair where the bigger model nests the smaller."""
     for b in models:
         for a in models:
@@ -68,138 +69,36 @@ def _nested_pair(models: dict[str, Model]) -> tuple[str, str] | None:
     return None
 
 
-def result_variables(
+def output_dtypes(
     models: Mapping[str, Model | str], method: str, best_model: str
-) -> dict[str, dict]:
-    """Names, dtypes and attrs of everything :func:`fit_block` returns, in the same order.
+) -> dict[str, np.dtype]:
+    """Names and dtypes of everything :func:`fit_block` returns, in the same order.
 
-    Returns
-    -------
-    dict
-        ``name -> {"dtype": numpy.dtype, "attrs": {"units", "long_name", ...}}``.
+    Their attrs (units, long names) are the results contract's, declared in
+    :mod:`specfit.store`.
     """
     models = _resolve(models)
     _check_method(method, best_model)
     f32, f64 = np.dtype("float32"), np.dtype("float64")
-    status_attrs = {
-        "flag_values": list(STATUS_CODES),
-        "flag_meanings": " ".join(_STATUS_NAMES.values()),
-        "status_codes": "; ".join(f"{k} = {v}" for k, v in STATUS_CODES.items()),
-    }
-    out: dict[str, dict] = {}
+    i8, i32 = np.dtype("int8"), np.dtype("int32")
+    out: dict[str, np.dtype] = {}
     for alias, m in models.items():
-        for pname, unit, long in zip(m.param_names, m.units, m.long_names, strict=True):
-            out[f"{alias}_{pname}"] = {
-                "dtype": f32,
-                "attrs": {"units": unit, "long_name": f"{alias} ({m.name}): {long}"},
-            }
-            out[f"{alias}_{pname}_err"] = {
-                "dtype": f32,
-                "attrs": {
-                    "units": unit,
-                    "long_name": f"{alias}: 1-sigma error of {pname} (Fisher)",
-                },
-            }
-        out[f"{alias}_status"] = {
-            "dtype": np.dtype("int8"),
-            "attrs": {"units": "1", "long_name": f"{alias}: fit status code", **status_attrs},
-        }
-        out[f"{alias}_loglike"] = {
-            "dtype": f64,
-            "attrs": {"units": "1", "long_name": f"{alias}: log-likelihood ({method})"},
-        }
-        out[f"{alias}_chi2red"] = {
-            "dtype": f32,
-            "attrs": {
-                "units": "1",
-                "long_name": f"{alias}: Pearson chi-square / (n_bins - n_params)",
-            },
-        }
-        out[f"{alias}_aic"] = {"dtype": f64, "attrs": {"units": "1", "long_name": f"{alias}: AIC"}}
-        out[f"{alias}_bic"] = {"dtype": f64, "attrs": {"units": "1", "long_name": f"{alias}: BIC"}}
-        out[f"{alias}_nfev"] = {
-            "dtype": np.dtype("int32"),
-            "attrs": {"units": "1", "long_name": f"{alias}: model evaluations"},
-        }
-        out[f"{alias}_gof_pvalue"] = {
-            "dtype": f32,
-            "attrs": {"units": "1", "long_name": f"{alias}: goodness-of-fit p-value (Pearson)"},
-        }
-        if "bump_center" in m.param_names:
-            out[f"{alias}_bump_period"] = {
-                "dtype": f32,
-                "attrs": {
-                    "units": "min",
-                    "long_name": f"{alias}: bump period exp(-bump_center)/60",
-                },
-            }
-    aliases = list(models)
-    out["best_model"] = {
-        "dtype": np.dtype("int8"),
-        "attrs": {
-            "units": "1",
-            "long_name": f"preferred model (rule: {best_model}); index into the aliases, -1 none",
-            "flag_values": list(range(-1, len(aliases))),
-            "flag_meanings": " ".join(["none", *aliases]),
-            "rule": best_model,
-        },
-    }
-    pair = _nested_pair(models)
-    if pair is not None:
-        a, b = pair
-        ref = (
-            "simulated null (pure smaller model, same grid/dof/settings)"
-            if method != "lsq"
-            else "chi2 with the number of extra parameters (approximate)"
-        )
-        out["lrt_stat"] = {
-            "dtype": f32,
-            "attrs": {
-                "units": "1",
-                "long_name": f"likelihood-ratio statistic 2 (lnL_{b} - lnL_{a})",
-            },
-        }
-        out["lrt_pvalue"] = {
-            "dtype": f32,
-            "attrs": {
-                "units": "1",
-                "long_name": f"LRT p-value of {a} inside {b}",
-                "reference": ref,
-            },
-        }
-        out["ftest_pvalue"] = {
-            "dtype": f32,
-            "attrs": {
-                "units": "1",
-                "long_name": f"F-test p-value of {a} inside {b} (dof p2-p1, n-p2)",
-            },
-        }
+        for pname in m.param_names:
+            out[f"{alias}_{pname}"] = f32
+            out[f"{alias}_{pname}_err"] = f32
+        out[f"{alias}_status"] = i8
+        out[f"{alias}_loglike"] = f64
+        out[f"{alias}_chi2red"] = f32
+        out[f"{alias}_aic"] = f64
+        out[f"{alias}_bic"] = f64
+        out[f"{alias}_nfev"] = i32
+        out[f"{alias}_gof_pvalue"] = f32
+    out["best_model"] = i8
+    if nested_pair(models) is not None:
+        out["lrt_stat"] = f32
+        out["lrt_pvalue"] = f32
+        out["ftest_pvalue"] = f32
     return out
-
-
-def model_attrs(models: Mapping[str, Model | str]) -> dict:
-    """Store-level attrs: per alias its model name, formula, parameter names, units and
-    bounds (null = unbounded), all strict-JSON serialisable."""
-    models = _resolve(models)
-    return {
-        "models": {
-            alias: {
-                "name": m.name,
-                "formula": m.formula,
-                "param_names": list(m.param_names),
-                "units": list(m.units),
-                "bounds": [[_json_bound(lo), _json_bound(hi)] for lo, hi in m.bounds],
-            }
-            for alias, m in models.items()
-        },
-        "model_aliases": list(models),
-        "status_codes": {str(k): v for k, v in STATUS_CODES.items()},
-    }
-
-
-def _json_bound(v: float) -> float | None:
-    """A bound for JSON attrs: None (null) for an infinite bound, strict JSON has no inf."""
-    return float(v) if np.isfinite(v) else None
 
 
 def _check_method(method: str, best_model: str) -> None:
@@ -632,6 +531,7 @@ def fit_block(
     multistart: int,
     best_model: str,
     alpha: float,
+    derived: Mapping[str, Mapping[str, Callable]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Fit every model to every pixel of a block of spectra.
 
@@ -661,12 +561,15 @@ def fit_block(
         original specFit's rule).
     alpha
         Significance level for ``lrt`` and ``ftest``.
+    derived
+        ``alias -> {suffix: compute}``: maps ``<alias>_<suffix>`` (float32) computed from the
+        alias's full-precision parameters ``{name: (npix,)}``, e.g. a bump's period.
 
     Returns
     -------
     dict
         ``name -> (npix,) array``, exactly the keys (and order, dtypes) of
-        :func:`result_variables`.
+        :func:`output_dtypes`, then the ``derived`` maps.
     """
     models = _resolve(models)
     _check_method(method, best_model)
@@ -703,7 +606,7 @@ def fit_block(
     fits, status_in, scale = _fit_models(
         f, power, models, method, dof, sigma, max_iter, tol, multistart
     )
-    spec = result_variables(models, method, best_model)
+    spec = output_dtypes(models, method, best_model)
     out: dict[str, np.ndarray] = {}
     ln_scale = np.log(scale)
     summary: dict[str, dict] = {}
@@ -729,10 +632,6 @@ def fit_block(
         out[f"{alias}_bic"] = bic
         out[f"{alias}_nfev"] = r["nfev"]
         out[f"{alias}_gof_pvalue"] = np.where(fitted, gof, np.nan)
-        if "bump_center" in model.param_names:
-            out[f"{alias}_bump_period"] = (
-                np.exp(-r["params"][:, model.param_names.index("bump_center")]) / 60.0
-            )
         summary[alias] = {
             "ll": ll,
             "chi2": chi2,
@@ -743,7 +642,7 @@ def fit_block(
             "npar": model.npar,
         }
 
-    pair = _nested_pair(models)
+    pair = nested_pair(models)
     pvals: dict[str, np.ndarray] = {}
     if pair is not None:
         a, b = pair
@@ -790,9 +689,13 @@ def fit_block(
         out["ftest_pvalue"] = pvals["ftest"]
 
     # enforce the declared contract: same keys, same order, declared dtypes
-    return {
-        name: np.asarray(out[name]).astype(meta["dtype"], copy=False) for name, meta in spec.items()
-    }
+    res = {name: np.asarray(out[name]).astype(dtype, copy=False) for name, dtype in spec.items()}
+    for alias, outputs in (derived or {}).items():
+        p = fits[alias]["params"]
+        params = {n: p[:, j] for j, n in enumerate(models[alias].param_names)}
+        for suffix, compute in outputs.items():
+            res[f"{alias}_{suffix}"] = np.asarray(compute(params)).astype(np.float32)
+    return res
 
 
 def _best(models, summary, pair, pvals, rule, alpha) -> np.ndarray:

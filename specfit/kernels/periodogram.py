@@ -20,7 +20,6 @@ __all__ = [
     "box_average",
     "segment_layout",
     "segment_samples",
-    "power_units",
     "welch_dof",
     "window_vif",
 ]
@@ -112,12 +111,6 @@ def segment_samples(segment_length: float | None, dt: float) -> int | None:
     if segment_length is None:
         return None
     return max(4, int(round(segment_length / dt)))
-
-
-def power_units(bunit: str | None, normalisation: str) -> str:
-    """Units of the power for data in ``bunit`` (``intensity`` if unknown) and a normalisation."""
-    b = bunit or "intensity"
-    return {"density": f"({b})^2/Hz", "variance": "1/Hz", "raw": f"({b})^2"}[normalisation]
 
 
 def segment_layout(
