@@ -847,6 +847,18 @@ def _finalise(cfg: Config, timings: dict, t_start: float) -> None:
     _say(f"  wrote {results_path} in {time.perf_counter() - t_start:.1f} s")
 
 
+def _scatter_to_all(client, obj, tries: int = 3):
+    """Copy ``obj`` to every worker. A worker that dies while it is being copied (a killed or
+    lost worker) makes dask's broadcast fail with a KeyError; the survivors are enough, so try
+    again rather than fail the run."""
+    for _ in range(tries - 1):
+        try:
+            return client.scatter(obj, broadcast=True)
+        except (KeyError, OSError):
+            time.sleep(1.0)
+    return client.scatter(obj, broadcast=True)
+
+
 def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.ndarray]:
     """Run every tile; a failing tile is reported and the others go on.
 
@@ -864,7 +876,7 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.n
                 log.exception("tile (%d, %d) failed", ty, tx)
                 failures.append((ty, tx, repr(exc)))
         return failures, seen
-    plan_f = client.scatter(plan, broadcast=True)
+    plan_f = _scatter_to_all(client, plan)
     futures = [
         client.submit(
             process_tile, plan_f, ty, tx, key=f"tile-{ty}-{tx}-{plan.results_path}", pure=False
