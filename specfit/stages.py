@@ -378,7 +378,7 @@ def fit_block_maps(
     return {k: np.asarray(v).reshape(ny, nx) for k, v in res.items()}
 
 
-FIT_OPTION_KEYS = ("max_iter", "tol", "multistart", "best_model", "alpha")
+FIT_OPTION_KEYS = ("max_iter", "tol", "multistart", "best_model", "alpha", "weights")
 
 
 def fit(
@@ -422,9 +422,10 @@ def fit(
     defaults = FitConfig()  # one set of defaults for the config and the Python API
     options = {**{k: getattr(defaults, k) for k in FIT_OPTION_KEYS}, **options}
     mods = resolve_models(models, user_models, bounds)
-    if method == "lsq" and sigma is None:
+    if method == "lsq" and sigma is None and options["weights"] != "dlogf":
         raise ValueError(
-            "method='lsq' needs sigma (e.g. power_spectra(..., box=3, with_sigma=True))"
+            "method='lsq' needs sigma (e.g. power_spectra(..., box=3, with_sigma=True)) "
+            "or weights='dlogf'"
         )
     spec = result_variables(mods, method=method, best_model=options.get("best_model", "lrt"))
     names = list(spec)

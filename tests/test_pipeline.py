@@ -160,3 +160,41 @@ def test_cube_written_in_slabs_equals_the_input(tmp_path, use_client, tile, time
     assert z.chunks == (min(time_chunk, 50), min(tile, 20), min(tile, 30))
     np.testing.assert_array_equal(z[:], values)
     assert not path.with_name("cube.zarr.partial").exists()
+
+
+def test_cube_zarr_keeps_exposure_and_hpc_coordinates(tmp_path):
+    """cube.zarr's small coordinates are written, not left NaN: they were dask-backed and
+    deferred by to_zarr(compute=False) into a write that never ran (issue 12 item 6)."""
+    from astropy.io import fits
+    from astropy.time import Time, TimeDelta
+
+    from specfit.config import Config
+    from specfit.stages import ingest
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    t0 = Time("2020-01-01T00:00:00", scale="utc")
+    exps = rng.uniform(1.5, 2.5, 16)
+    for i in range(16):
+        h = fits.Header()
+        h["DATE-OBS"] = (t0 + TimeDelta(12.0 * i, format="sec")).isot
+        h["EXPTIME"] = float(exps[i])
+        h["CTYPE1"], h["CTYPE2"] = "HPLN-TAN", "HPLT-TAN"
+        h["CUNIT1"], h["CUNIT2"] = "arcsec", "arcsec"
+        h["CDELT1"], h["CDELT2"] = 0.5, 0.5
+        h["CRPIX1"], h["CRPIX2"] = 3.0, 2.0
+        h["CRVAL1"], h["CRVAL2"] = 100.0, -50.0
+        h["DSUN_OBS"], h["HGLN_OBS"], h["HGLT_OBS"] = 1.5e11, 0.0, 1.0
+        data = rng.normal(100, 10, (6, 9)).astype(np.float32)
+        fits.PrimaryHDU(data, header=h).writeto(folder / f"f{i:03d}.fits")
+    cfg = tiny_config(tmp_path, fit={"models": {"m1": "powerlaw_tail"}, "multistart": 1})
+    cfg["input"] = {"path": str(folder), "pattern": "*.fits"}
+    run(cfg)
+    ref = ingest(Config.model_validate(cfg).input)
+    cube = xr.open_zarr(tmp_path / "results.zarr.specfit-work" / "cube.zarr")
+    for name in ("exposure", "hpc_x", "hpc_y"):
+        assert name in ref.coords, name
+        got = np.asarray(cube[name].values)
+        assert np.isfinite(got).all(), f"{name} has NaN in cube.zarr"
+        np.testing.assert_allclose(got, np.asarray(ref[name].values), rtol=1e-12, err_msg=name)

@@ -42,7 +42,11 @@ STATUS_CODES: dict[int, str] = {
 }
 _STATUS_NAMES = {k: v.split(":")[0] for k, v in STATUS_CODES.items()}
 METHODS = ("whittle", "lsq_log", "lsq")
-BEST_RULES = ("lrt", "aic", "bic", "ftest", "chi2")
+BEST_RULES = ("lrt", "aic", "bic", "ftest", "chi2", "chi2sum")
+# lsq weights: the given sigma (absolute, e.g. the box spread) or the original specFit's
+# validation weights, sigma = delta log10 f between neighbouring bins (relative: the noise
+# level is estimated from the residuals, as scipy's curve_fit does by default)
+WEIGHTS = ("sigma", "dlogf")
 _NOT_FITTED = (2, 3, 4, 5, 9)
 
 # LRT calibration: simulated pure-small-model spectra per (grid, dof, models, settings)
@@ -199,6 +203,16 @@ def model_attrs(models: Mapping[str, Model | str]) -> dict:
 def _json_bound(v: float) -> float | None:
     """A bound for JSON attrs: None (null) for an infinite bound, strict JSON has no inf."""
     return float(v) if np.isfinite(v) else None
+
+
+def dlogf_sigma(f: np.ndarray) -> np.ndarray:
+    """The original specFit's fit weights: sigma = delta log10 f between neighbouring bins.
+
+    The last bin repeats the one before, so every part of the spectrum weighs by its extent
+    in log frequency ("equal weight to all parts of the curve").
+    """
+    d = np.diff(np.log10(np.asarray(f, dtype=np.float64)))
+    return np.append(d, d[-1])
 
 
 def _check_method(method: str, best_model: str) -> None:
@@ -394,9 +408,9 @@ def _coarse_groups(f: np.ndarray, max_span: float = 0.08, max_size: int = 16):
     return out
 
 
-def _prepare(power, sigma, method, dof):
+def _prepare(power, sigma, method, dof, absolute_sigma=True):
     """Input status, per-pixel scale, sum ln(power), normalised data, weights and the factor
-    c turning the curvature into an inverse covariance."""
+    c turning the curvature into an inverse covariance (negative: estimated from the fit)."""
     npix, nf = power.shape
     k = dof / 2.0
     pn = np.empty((npix, nf))
@@ -420,7 +434,7 @@ def _prepare(power, sigma, method, dof):
         if sigma is not None:
             sn = np.where(good[:, None], sigma / scale[:, None], 1.0)
             weights = 1.0 / (sn * sn)
-            c = np.ones(npix)
+            c = np.ones(npix) if absolute_sigma else -np.ones(npix)
         else:
             c = -np.ones(npix)
     return status, scale, sum_ln_y, y, weights, c
@@ -436,10 +450,11 @@ def _fit_models(
     max_iter: int,
     tol: float,
     multistart: int,
+    absolute_sigma: bool = True,
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """Fit every model; returns per-alias raw results, input status and per-pixel scale."""
     npix, nf = power.shape
-    status_in, scale, sum_ln_y, y, weights, c = _prepare(power, sigma, method, dof)
+    status_in, scale, sum_ln_y, y, weights, c = _prepare(power, sigma, method, dof, absolute_sigma)
     fits: dict[str, dict] = {}
     by_name: dict[str, str] = {}
     # nested base models first, whatever the requested order: their fits seed the bumps
@@ -460,7 +475,7 @@ def _fit_models(
             # the nested model is not requested: fit it anyway, its residuals seed the bump
             bm = get_model(model.base)
             hidden, _, _ = _fit_models(
-                f, power, {"_base": bm}, method, dof, sigma, max_iter, tol, 1
+                f, power, {"_base": bm}, method, dof, sigma, max_iter, tol, 1, absolute_sigma
             )
             base = hidden["_base"]["params"]
         # guesses are only computed on pixels we fit, with harmless stand-ins elsewhere
@@ -624,6 +639,7 @@ def fit_block(
     multistart: int = 1,
     best_model: str = "lrt",
     alpha: float = 0.05,
+    weights: str = "sigma",
 ) -> dict[str, np.ndarray]:
     """Fit every model to every pixel of a block of spectra.
 
@@ -649,10 +665,15 @@ def fit_block(
         Starting points per pixel and model; the lowest objective wins.
     best_model
         Rule for ``best_model``: ``lrt`` / ``ftest`` (bigger nested model if its p-value is
-        below ``alpha``), ``aic``, ``bic`` (lowest), ``chi2`` (lowest reduced chi-square, the
-        original specFit's rule).
+        below ``alpha``), ``aic``, ``bic`` (lowest), ``chi2`` (lowest reduced chi-square) or
+        ``chi2sum`` (lowest raw chi-square sum: the original specFit's rule).
     alpha
         Significance level for ``lrt`` and ``ftest``.
+    weights
+        ``lsq`` only: ``sigma`` (the ``sigma`` argument, absolute) or ``dlogf`` (sigma =
+        delta log10 f, see :func:`dlogf_sigma`; ``sigma`` must then be None, the noise level is
+        estimated from the residuals and ``<m>_chi2red`` is the weighted sum / (n - p) as the
+        original specFit reported it; no goodness-of-fit p-value).
 
     Returns
     -------
@@ -685,6 +706,15 @@ def fit_block(
             # a non-constant negative row: invalid_input (status 4) in the screening below
             power[bad_dof] = -np.arange(1.0, nf + 1.0)
         dof[bad_dof] = 2.0
+    if weights not in WEIGHTS:
+        raise ValueError(f"fit.weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
+    relative = weights == "dlogf"
+    if relative:
+        if method != "lsq":
+            raise ValueError("fit.weights=dlogf weights least squares: set fit.method=lsq")
+        if sigma is not None:
+            raise ValueError("fit.weights=dlogf builds sigma from the frequencies; pass no sigma")
+        sigma = np.broadcast_to(dlogf_sigma(f), power.shape)
     if sigma is not None:
         if method != "lsq":
             raise ValueError("sigma is only used by method='lsq'")
@@ -693,7 +723,7 @@ def fit_block(
             raise ValueError(f"sigma must have the shape of power {power.shape}; got {sigma.shape}")
 
     fits, status_in, scale = _fit_models(
-        f, power, models, method, dof, sigma, max_iter, tol, multistart
+        f, power, models, method, dof, sigma, max_iter, tol, multistart, not relative
     )
     spec = result_variables(models, method, best_model)
     out: dict[str, np.ndarray] = {}
@@ -705,7 +735,8 @@ def fit_block(
         ll = _loglike_from_fit(r, method, power, dof, ln_scale, sigma)
         ll = np.where(fitted, ll, np.nan)
         nu = nf - model.npar
-        chi2 = r["c_eff"] * r["s2"]
+        # relative weights: the raw weighted sum (c_eff would rescale it to n - p)
+        chi2 = r["s2"] if relative else r["c_eff"] * r["s2"]
         if method == "lsq" and sigma is None:
             chi2 = np.full(npix, np.nan)  # no noise level to compare with
         chi2 = np.where(fitted, chi2, np.nan)
@@ -720,7 +751,7 @@ def fit_block(
         out[f"{alias}_aic"] = aic
         out[f"{alias}_bic"] = bic
         out[f"{alias}_nfev"] = r["nfev"]
-        out[f"{alias}_gof_pvalue"] = np.where(fitted, gof, np.nan)
+        out[f"{alias}_gof_pvalue"] = np.where(fitted & (not relative), gof, np.nan)
         if "bump_center" in model.param_names:
             out[f"{alias}_bump_period"] = (
                 np.exp(-r["params"][:, model.param_names.index("bump_center")]) / 60.0
@@ -791,8 +822,8 @@ def _best(models, summary, pair, pvals, rule, alpha) -> np.ndarray:
     aliases = list(models)
     npix = next(iter(summary.values()))["ll"].shape[0]
     fitted = np.stack([summary[a]["fitted"] for a in aliases], axis=1)
-    if rule in ("aic", "bic", "chi2"):
-        key = "chi2red" if rule == "chi2" else rule
+    if rule in ("aic", "bic", "chi2", "chi2sum"):
+        key = {"chi2": "chi2red", "chi2sum": "chi2"}.get(rule, rule)
         vals = np.stack([summary[a][key] for a in aliases], axis=1).astype(np.float64)
         vals = np.where(fitted & np.isfinite(vals), vals, np.inf)
         best = np.argmin(vals, axis=1).astype(np.int8)
