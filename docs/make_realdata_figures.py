@@ -10,7 +10,8 @@ Runs ``specfit run`` (the CLI, timed as a user would time it) on the AIA 1600 Å
 - legacy: the same run figures, and the comparison with the original specFit's ``param.npy``
   on the original's own pixel grid (:func:`specfit.legacy.compare_original`).
 
-It prints them and writes ``docs/realdata.json`` (the README's real-data section quotes these
+It prints them, writes ``docs/img/aia1600_m1_index.png`` and ``aia1600_m2_bump_period.png``
+(``specfit plot`` of the aia1600 run) and ``docs/realdata.json`` (the README's real-data section quotes these
 numbers; ``tests/test_realdata.py`` checks a fresh legacy run and the README against them).
 Results go under ``--out`` (default a temporary folder), never into the repository.
 """
@@ -53,6 +54,22 @@ def run_config(name: str, out: Path) -> tuple[Path, float]:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     return store, time.perf_counter() - t0
+
+
+def plot_maps(store: Path, folder: Path) -> None:
+    """``specfit plot`` of the aia1600 run; the two maps the README and docs/explore.md show
+    are copied to docs/img/aia1600_<map>.png."""
+    import shutil
+
+    subprocess.run(
+        # --pvalue 0.05: M2's maps only where the LRT prefers it, as docs/explore.md shows them
+        [sys.executable, "-m", "specfit.cli", "plot", str(store), "--out", str(folder)]
+        + ["--pvalue", "0.05"],
+        check=True,
+    )
+    for m in ("m1_index", "m2_bump_period"):
+        shutil.copyfile(folder / f"{m}.png", ROOT / "docs" / "img" / f"aia1600_{m}.png")
+        print(f"wrote docs/img/aia1600_{m}.png")
 
 
 def run_figures(store: Path, seconds: float) -> dict:
@@ -100,6 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.only.split(","):
         store, seconds = run_config(name, out)
         figures[name] = run_figures(store, seconds)
+        if name == "aia1600":
+            plot_maps(store, out / "aia1600_plots")
         if name == "legacy":
             import xarray as xr
 
