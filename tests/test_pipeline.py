@@ -198,3 +198,16 @@ def test_cube_zarr_keeps_exposure_and_hpc_coordinates(tmp_path):
         got = np.asarray(cube[name].values)
         assert np.isfinite(got).all(), f"{name} has NaN in cube.zarr"
         np.testing.assert_allclose(got, np.asarray(ref[name].values), rtol=1e-12, err_msg=name)
+
+
+def test_lsq_with_dlogf_weights_runs_without_a_box(tmp_path):
+    """fit.weights=dlogf (the original's validation weights) needs no box spread; the default
+    lsq weights still do, and say so naming the keys."""
+    fit = {"method": "lsq", "weights": "dlogf", "best_model": "chi2sum", "multistart": 1}
+    ds = run(tiny_config(tmp_path, fit=fit))
+    assert ds["best_model"].attrs["rule"] == "chi2sum"
+    assert np.isfinite(ds["m2_chi2red"].values).mean() > 0.9
+    assert "power_sigma" not in ds
+    bad = tiny_config(tmp_path / "b", fit={"method": "lsq"})
+    with pytest.raises(ConfigError, match="spectra.box.*fit.weights=dlogf"):
+        run(bad)
