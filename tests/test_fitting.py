@@ -243,5 +243,9 @@ def test_chi2sum_rule_compares_raw_sums_not_reduced():
     c1 = raw["m1_chi2red"].astype(float) * (F.size - M1.npar)
     c2 = raw["m2_chi2red"].astype(float) * (F.size - M2.npar)
     np.testing.assert_array_equal(raw["best_model"], np.where(c1 > c2, 1, 0))
+    # with the noise level profiled out the LRT statistic is n ln(chi2_1 / chi2_2)
+    np.testing.assert_allclose(
+        raw["lrt_stat"], np.maximum(F.size * np.log(c1 / c2), 0), rtol=1e-4, atol=1e-3
+    )
     r1, r2 = red["m1_chi2red"].astype(float), red["m2_chi2red"].astype(float)
     np.testing.assert_array_equal(red["best_model"], np.where(r1 > r2, 1, 0))

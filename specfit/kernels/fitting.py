@@ -733,6 +733,12 @@ def fit_block(
         r = fits[alias]
         fitted = ~np.isin(r["status"], _NOT_FITTED)
         ll = _loglike_from_fit(r, method, power, dof, ln_scale, sigma)
+        if relative:
+            # Gaussian with sigma_i = s * dlogf_i and s profiled out (s^2 = chi2 / n): so the
+            # LRT is n ln(chi2_small / chi2_big) and AIC/BIC compare like with like
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ll = -0.5 * nf * (np.log(2 * np.pi * r["s2"] / nf) + 1.0)
+            ll = ll - np.log(sigma).sum(axis=1)
         ll = np.where(fitted, ll, np.nan)
         nu = nf - model.npar
         # relative weights: the raw weighted sum (c_eff would rescale it to n - p)
