@@ -34,12 +34,24 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from specfit.config import DEFAULTS  # noqa: E402
 from specfit.kernels import fitting  # noqa: E402
 from specfit.kernels import models as M  # noqa: E402
 
 F = np.arange(1, 301) / (300 * 48.0)  # 300 bins of a 4-hour, 24 s series (Hz)
 LNF = np.log(F)
 DOF = 18.0  # one segment, 3 x 3 box
+
+# The solver options of the product (the config's fit section), except one starting point per
+# pixel, as each peer gets one (the product's fit.multistart is 3).
+SOLVER = dict(
+    max_iter=DEFAULTS.fit.max_iter,
+    tol=DEFAULTS.fit.tol,
+    multistart=1,
+    best_model=DEFAULTS.fit.best_model,
+    alpha=DEFAULTS.fit.alpha,
+    weights=DEFAULTS.fit.weights,
+)
 
 
 def simulate(model: M.Model, n: int, seed: int) -> np.ndarray:
@@ -100,7 +112,7 @@ def best_of(fn, *args):
 
 def time_specfit(model, y, method):
     t0 = time.process_time()
-    out = fitting.fit_block(F, y, {"m": model}, method=method, dof=DOF)
+    out = fitting.fit_block(F, y, {"m": model}, method=method, dof=DOF, **SOLVER)
     dt = time.process_time() - t0
     p = np.column_stack([out[f"m_{n}"] for n in model.param_names]).astype(float)
     return dt, p, out["m_status"]
@@ -192,8 +204,10 @@ def bench(model, size, nsub, nsub_slow, seed, peers):
     func, jac = (m1_func, m1_jac) if model.npar == 3 else (m2_func, m2_jac)
     n = size * size
     y = simulate(model, n, seed)
-    fitting.fit_block(F, y[:64], {"m": model}, method="whittle", dof=DOF)  # compile / load cache
-    fitting.fit_block(F, y[:64], {"m": model}, method="lsq", dof=DOF)
+    fitting.fit_block(
+        F, y[:64], {"m": model}, method="whittle", dof=DOF, **SOLVER
+    )  # compile / load cache
+    fitting.fit_block(F, y[:64], {"m": model}, method="lsq", dof=DOF, **SOLVER)
     rng = np.random.default_rng(seed + 1)
     sub = np.sort(rng.choice(n, size=min(nsub, n), replace=False))
     starts = model.guess(F, y[sub], DOF)

@@ -1,37 +1,52 @@
 """specfit: fit spectral models to the power spectrum of every pixel of an image time series.
 
-The public API (imported lazily so that ``import specfit`` stays fast)::
-
-    run, open_results, load_config, ingest, resample, power_spectra, fit, models,
-    make_synthetic, to_map
+The public API, one name per line. Heavy optional packages (sunpy for ``to_map``, the
+plotting libraries of ``specfit.viz``, dask-mpi) are imported only where they are used.
 """
 
-from __future__ import annotations
+from specfit._version import __version__
+from specfit.config import load_config
+from specfit.errors import (
+    ClusterError,
+    ConfigError,
+    InputError,
+    RunError,
+    SpecfitError,
+    StoreError,
+)
+from specfit.export import to_map
+from specfit.kernels import models
+from specfit.pipeline import run
+from specfit.stages import (
+    fit,
+    ingest,
+    power_spectra,
+    resample,
+)
+from specfit.store import open_results
+from specfit.synthetic import make_synthetic
 
-import importlib
-from typing import Any
-
-__version__ = "0.1.0"
-
-_API = {
-    "run": ("specfit.pipeline", "run"),
-    "open_results": ("specfit.store", "open_results"),
-    "load_config": ("specfit.config", "load_config"),
-    "ingest": ("specfit.stages", "ingest"),
-    "resample": ("specfit.stages", "resample"),
-    "power_spectra": ("specfit.stages", "power_spectra"),
-    "fit": ("specfit.stages", "fit"),
-    "models": ("specfit.kernels.models", None),
-    "make_synthetic": ("specfit.synthetic", "make_synthetic"),
-    "to_map": ("specfit.export", "to_map"),
-}
-
-__all__ = sorted(_API) + ["__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        module, attr = _API[name]
-        mod = importlib.import_module(module)
-        return mod if attr is None else getattr(mod, attr)
-    raise AttributeError(f"module 'specfit' has no attribute {name!r}")
+__all__ = [
+    "__version__",
+    # running
+    "run",
+    "load_config",
+    "open_results",
+    # the stages, one at a time on xarray objects
+    "ingest",
+    "resample",
+    "power_spectra",
+    "fit",
+    # models and test data
+    "models",
+    "make_synthetic",
+    # exports
+    "to_map",
+    # errors
+    "SpecfitError",
+    "ConfigError",
+    "InputError",
+    "StoreError",
+    "RunError",
+    "ClusterError",
+]

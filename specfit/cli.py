@@ -31,8 +31,11 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", default=None, metavar="FILE.html", help="dask performance report")
 
 
+_DEBUG_HELP = "on an error, print the full traceback after the one-line message"
+
+
 def _parser() -> argparse.ArgumentParser:
-    from specfit import __version__
+    from specfit._version import __version__
 
     ap = argparse.ArgumentParser(
         prog="specfit",
@@ -40,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--version", action="version", version=f"specfit {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ap.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a pipeline from a YAML config")
@@ -111,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated map names (default: every (y, x) map of the store)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace FITS files of the same names")
+    for p in sub.choices.values():
+        # --debug after the command too (`specfit run CONFIG --debug`); SUPPRESS keeps the
+        # subcommand from resetting a --debug given before it.
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     return ap
 
 
@@ -120,33 +128,34 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="specfit: %(levelname)s: %(message)s",
     )
-    from specfit.config import ConfigError
-    from specfit.store import StoreError
+    from specfit.errors import SpecfitError
 
     if args.command in ("run", "demo"):
         _quiet_on_interrupt()
     try:
         return _dispatch(args)
     except KeyboardInterrupt as exc:
-        # Ctrl-C is a normal way to stop: one line on how to go on, no traceback (-v shows it).
+        # Ctrl-C is a normal way to stop: one line on how to go on, no traceback (--debug shows
+        # it).
         import traceback
 
-        if args.verbose:
+        if args.debug:
             traceback.print_exc()
         # Release the interrupted frames now: a progress bar held there is closed (it ends
         # its line) before our line, not after it when the traceback is freed.
         traceback.clear_frames(exc.__traceback__)
         print(f"specfit: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
-    except (ConfigError, StoreError, FileNotFoundError) as exc:
+    except (SpecfitError, FileNotFoundError) as exc:
+        # Every specfit error (and a missing file) is a message for the user naming the file
+        # or key and the fix: printed alone (a config error lists one line per bad key), no
+        # traceback unless asked for.
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"specfit: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        # Input errors from the readers carry their own clear message.
-        if type(exc).__name__ in ("InputError", "RunError"):
-            print(f"specfit: error: {exc}", file=sys.stderr)
-            return 2
-        raise
 
 
 def _quiet_on_interrupt() -> None:

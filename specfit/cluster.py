@@ -36,10 +36,11 @@ from typing import Any
 import dask
 
 from specfit.config import ClusterConfig
+from specfit.errors import ClusterError
 
 __all__ = [
-    "ClusterError",
     "connect",
+    "check_reachable",
     "start_mpi",
     "dashboard_link",
     "performance_report",
@@ -61,11 +62,12 @@ MIN_MPI_RANKS = 3
 # hanging forever (an MPI job whose worker ranks died, a scheduler with no workers).
 WORKER_WAIT_TIMEOUT = 120.0
 
+# Seconds to wait for a scheduler to answer a connection. A running scheduler answers in
+# milliseconds, even across a cluster's network; dask's default (30 s, with retries) only
+# delays the message that the address is wrong or the scheduler is down.
+SCHEDULER_CONNECT_TIMEOUT = 5.0
+
 _ADDRESS_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
-
-
-class ClusterError(RuntimeError):
-    """A cluster could not be started or reached; the message says what to change."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,6 +461,49 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
         cluster.close()
 
 
+def check_reachable(cfg: ClusterConfig) -> None:
+    """Fail fast when ``cfg`` names a scheduler that nothing answers at (or a missing file).
+
+    A plain TCP connection, tried before a run prepares its inputs: a wrong address or port,
+    or a scheduler that is down, is reported in at most :data:`SCHEDULER_CONNECT_TIMEOUT`
+    seconds instead of after the cube is prepared. A no-op for every other kind of cluster
+    and for schemes other than tcp:// (tls, ucx, ... are left to the dask client).
+
+    Raises
+    ------
+    ClusterError
+        If the scheduler file does not exist or holds no address, or the connection fails.
+    """
+    import json
+    import socket
+
+    if cfg.kind != "address":
+        return
+    address = cfg.address or ""
+    if not address.startswith(_ADDRESS_SCHEMES):
+        try:
+            address = str(json.loads(Path(address).read_text())["address"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ClusterError(
+                f"cluster.address {cfg.address!r}: not a readable scheduler JSON file with an "
+                f"address ({type(exc).__name__}); start the scheduler with `dask scheduler "
+                "--scheduler-file FILE` and pass that FILE"
+            ) from exc
+    if not address.startswith("tcp://"):
+        return
+    host, _, port = address[len("tcp://") :].rpartition(":")
+    try:
+        with socket.create_connection(
+            (host.strip("[]"), int(port)), timeout=SCHEDULER_CONNECT_TIMEOUT
+        ):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ClusterError(
+            f"cannot reach the dask scheduler at {address} ({exc.__class__.__name__}: "
+            f"{exc}); is it running (`dask scheduler`), and are the address and port right?"
+        ) from exc
+
+
 @contextlib.contextmanager
 def _connect_address(cfg: ClusterConfig) -> Iterator[Any]:
     from distributed import Client
@@ -472,11 +517,16 @@ def _connect_address(cfg: ClusterConfig) -> Iterator[Any]:
         )
     _quiet_logs()
     try:
-        client = Client(scheduler_file=address) if is_file else Client(address)
+        client = (
+            Client(scheduler_file=address, timeout=SCHEDULER_CONNECT_TIMEOUT)
+            if is_file
+            else Client(address, timeout=SCHEDULER_CONNECT_TIMEOUT)
+        )
     except OSError as exc:
         raise ClusterError(
-            f"cannot reach the dask scheduler at {address}: {exc}. Is it running "
-            "(`dask scheduler`), and is the address/port right?"
+            f"cannot reach the dask scheduler at {address} within "
+            f"{SCHEDULER_CONNECT_TIMEOUT:.0f} s ({type(exc).__name__}); is it running "
+            "(`dask scheduler`), and are the address and port right?"
         ) from exc
     # Never shut down a scheduler we did not start: only disconnect from it.
     with client:

@@ -17,18 +17,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from specfit.errors import ConfigError
+
 __all__ = [
     "Config",
-    "ConfigError",
     "load_config",
     "apply_overrides",
     "config_diff",
     "SCIENCE_SECTIONS",
+    "DEFAULTS",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with a message that names the key and the fix."""
 
 
 class _Section(BaseModel):
@@ -278,6 +276,10 @@ class Config(_Section):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+
+# The default of every setting: functions outside this module that offer a setting as a
+# keyword take its default from here (kernels take none), so a default is written once.
+DEFAULTS = Config()
 
 # Sections whose values change the numbers in a results store: a resumed run must match them.
 SCIENCE_SECTIONS = ("input", "prep", "resample", "spectra", "fit")

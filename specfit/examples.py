@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from specfit.config import ConfigError
+from specfit.errors import ConfigError
 
 __all__ = ["config_dir", "list_configs", "config_path", "copy_config"]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from specfit.store import StoreError
+from specfit.errors import StoreError
 
 __all__ = ["field_wcs_header", "map_names", "map_header", "export_fits", "to_map"]
 
@@ -114,7 +114,7 @@ def map_header(ds: Any, name: str, where: str = "results") -> Any:
     """
     from astropy.io import fits
 
-    from specfit import __version__
+    from specfit._version import __version__
 
     names = map_names(ds)
     if name not in names:

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from specfit.config import ConfigError, InputConfig, load_config
-from specfit.io import InputError, detect_kind, open_input
+from specfit.config import InputConfig, load_config
+from specfit.errors import ConfigError, InputError
+from specfit.io import detect_kind, open_input
 
 __all__ = ["Inspection", "inspect_input", "render_config", "init_config", "guess_time_pattern"]
 

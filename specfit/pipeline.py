@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from specfit import __version__
-from specfit.config import SCIENCE_SECTIONS, Config, ConfigError, config_diff, load_config
+from specfit._version import __version__
+from specfit.config import SCIENCE_SECTIONS, Config, config_diff, load_config
+from specfit.errors import ConfigError, RunError, StoreError
 from specfit.store import (
-    StoreError,
     StoreLayout,
     config_hash,
     done_blocks,
@@ -53,13 +53,9 @@ from specfit.workspace import (
     remove_specfit_cube,
 )
 
-__all__ = ["run", "RunError", "plan_run", "cube_path_for"]
+__all__ = ["run", "plan_run", "cube_path_for"]
 
 log = logging.getLogger("specfit")
-
-
-class RunError(RuntimeError):
-    """A run could not finish; what is written is kept and ``--resume`` continues it."""
 
 
 def _say(msg: str) -> None:
@@ -204,7 +200,8 @@ def plan_run(cfg: Config, data: Any = None):
     from specfit.kernels import periodogram as pg
     from specfit.kernels import resample as rs
     from specfit.kernels.fitting import result_variables
-    from specfit.stages import _segment_samples, ingest, resolve_models
+    from specfit.kernels.periodogram import segment_samples
+    from specfit.stages import ingest, resolve_models
 
     try:
         models = resolve_models(cfg.fit.models, cfg.fit.user_models, cfg.fit.bounds)
@@ -228,7 +225,7 @@ def plan_run(cfg: Config, data: Any = None):
     sp = cfg.spectra
     spectra_kw = dict(
         segments=sp.segments,
-        segment_length=_segment_samples(sp.segment_length, dt),
+        segment_length=segment_samples(sp.segment_length, dt),
         overlap=sp.overlap,
         window=sp.window,
         detrend=sp.detrend,
@@ -427,6 +424,7 @@ def _cube_is_current(
 
 
 # ----------------------------------------------------------------------------- stage 2
+# Cached: resolving anew per tile would reload user-model files and recompile their kernels.
 _MODELS_CACHE: dict[str, dict] = {}
 
 
@@ -504,9 +502,9 @@ def _layout(
         "dtype": np.float32,
         "attrs": {"long_name": "mean intensity over time", "units": bunit},
     }
-    from specfit.stages import _power_units
+    from specfit.kernels.periodogram import power_units
 
-    pu = _power_units(bunit, cfg.spectra.normalisation)
+    pu = power_units(bunit, cfg.spectra.normalisation)
     spectral = {"power": {"dtype": np.float32, "attrs": {"long_name": "power", "units": pu}}}
     if cfg.spectra.box > 1:
         spectral["power_sigma"] = {
@@ -636,7 +634,7 @@ def run(
         If another run holds the store's lock, or the store cannot be used as asked (finished,
         unfinished, other config or other inputs).
     """
-    from specfit.cluster import cluster_config_from_flag, start_mpi
+    from specfit.cluster import check_reachable, cluster_config_from_flag, start_mpi
     from specfit.store import StoreLock
 
     cfg = load_config(config, overrides)
@@ -653,6 +651,7 @@ def run(
     # Under mpiexec only rank 1 (the client) goes on from here: the scheduler and worker ranks
     # serve inside this call, so no rank but one ever writes inputs or reads every header.
     start_mpi(cfg.cluster)
+    check_reachable(cfg.cluster)  # a wrong scheduler address fails now, not after the inputs
     # Every output path against every input, before any cluster starts or anything is written.
     check_paths(cfg, cube_path_for(cfg))
     fingerprint = input_fingerprint(cfg, data)

@@ -20,6 +20,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from specfit.config import DEFAULTS
 from specfit.kernels import periodogram as _pg
 from specfit.kernels import resample as _rs
 
@@ -60,7 +61,8 @@ def ingest(source: Any, prep: Any = None, *, data: Any = None) -> xr.DataArray:
         together with an ``input.path``.
     """
     from specfit.config import Config, InputConfig, PrepConfig
-    from specfit.io import InputError, open_input
+    from specfit.errors import InputError
+    from specfit.io import open_input
     from specfit.io.sunpy_objects import is_sunpy_object, open_sunpy
 
     if data is None and is_sunpy_object(source):
@@ -107,7 +109,10 @@ def _time_contiguous(arr: xr.DataArray, tile: int | None = None) -> xr.DataArray
 
 # ----------------------------------------------------------------------------- resample
 def resample(
-    arr: xr.DataArray, cadence: float | None = None, max_gap: float = 3.0, tile: int | None = None
+    arr: xr.DataArray,
+    cadence: float | None = DEFAULTS.resample.cadence,
+    max_gap: float = DEFAULTS.resample.max_gap,
+    tile: int | None = None,
 ) -> xr.DataArray:
     """Linearly interpolate every pixel's series onto one uniform cadence.
 
@@ -168,13 +173,6 @@ def resample_block(block: np.ndarray, times: np.ndarray, new_times: np.ndarray) 
 
 
 # ----------------------------------------------------------------------------- spectra
-def _segment_samples(segment_length: float | None, dt: float) -> int | None:
-    """Welch segment length in samples from seconds (config) or None."""
-    if segment_length is None:
-        return None
-    return max(4, int(round(segment_length / dt)))
-
-
 def periodogram_block(values: np.ndarray, dt: float, **kw) -> tuple[np.ndarray, np.ndarray, dict]:
     """Periodograms of every pixel of a (nt, ny, nx) block: ``freq, power (nf, ny, nx), meta``."""
     nt, ny, nx = values.shape
@@ -215,15 +213,15 @@ def spectra_block(
 
 def power_spectra(
     arr: xr.DataArray,
-    segments: int = 1,
-    segment_length: float | None = None,
-    overlap: float = 0.0,
-    window: str = "none",
-    detrend: str = "mean",
-    normalisation: str = "density",
-    box: int = 1,
-    fmin: float | None = None,
-    fmax: float | None = None,
+    segments: int = DEFAULTS.spectra.segments,
+    segment_length: float | None = DEFAULTS.spectra.segment_length,
+    overlap: float = DEFAULTS.spectra.overlap,
+    window: str = DEFAULTS.spectra.window,
+    detrend: str = DEFAULTS.spectra.detrend,
+    normalisation: str = DEFAULTS.spectra.normalisation,
+    box: int = DEFAULTS.spectra.box,
+    fmin: float | None = DEFAULTS.spectra.fmin,
+    fmax: float | None = DEFAULTS.spectra.fmax,
     with_sigma: bool = False,
 ) -> xr.DataArray | tuple[xr.DataArray, xr.DataArray]:
     """Per-pixel one-sided power spectra of a uniformly sampled (time, y, x) cube.
@@ -246,7 +244,7 @@ def power_spectra(
         raise ValueError("power_spectra needs a uniform cadence: call specfit.resample first")
     kw = dict(
         segments=segments,
-        segment_length=_segment_samples(segment_length, dt),
+        segment_length=_pg.segment_samples(segment_length, dt),
         overlap=overlap,
         window=window,
         detrend=detrend,
@@ -304,7 +302,7 @@ def power_spectra(
         "detrend": detrend,
         "normalisation": normalisation,
         "box": box,
-        "units": _power_units(arr.attrs.get("bunit"), normalisation),
+        "units": _pg.power_units(arr.attrs.get("bunit"), normalisation),
     }
     dims = ("freq", "y", "x")
     power = xr.DataArray(pw, dims=dims, coords=coords, name="power", attrs=attrs)
@@ -316,11 +314,6 @@ def power_spectra(
     return power, sig
 
 
-def _power_units(bunit: str | None, normalisation: str) -> str:
-    b = bunit or "intensity"
-    return {"density": f"({b})^2/Hz", "variance": "1/Hz", "raw": f"({b})^2"}[normalisation]
-
-
 # ----------------------------------------------------------------------------- fit
 def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None) -> dict[str, Any]:
     """alias -> Model from names (or Model objects), after loading user model files."""
@@ -329,7 +322,7 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
     if user_models:
         M.load_user_models(list(user_models))
     if models is None:
-        models = {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}
+        models = dict(DEFAULTS.fit.models)
     out = {}
     for alias, m in models.items():
         model = M.get_model(m) if isinstance(m, str) else m
@@ -384,7 +377,7 @@ FIT_OPTION_KEYS = ("max_iter", "tol", "multistart", "best_model", "alpha", "weig
 def fit(
     power: xr.DataArray,
     models: Mapping[str, Any] | None = None,
-    method: str = "whittle",
+    method: str = DEFAULTS.fit.method,
     dof: float | xr.DataArray | None = None,
     sigma: xr.DataArray | None = None,
     user_models: list[str] | tuple = (),
@@ -398,36 +391,36 @@ def fit(
     power
         (freq, y, x) power from :func:`power_spectra` (any chunking; frequency is made one chunk).
     models
-        alias -> model name (or :class:`specfit.kernels.models.Model`); default
-        ``{"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}``.
+        alias -> model name (or :class:`specfit.kernels.models.Model`); default the config's
+        ``fit.models``.
     method
-        ``whittle`` (default), ``lsq_log`` or ``lsq`` (needs ``sigma``).
+        ``whittle`` (the config's default), ``lsq_log`` or ``lsq`` (needs ``sigma``).
     dof
         chi^2 degrees of freedom of each power value; default the ``dof`` coordinate of
         ``power`` (set by :func:`power_spectra`), else ``power.attrs["dof"]``, else 2.
     **options
-        ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2), ``alpha``.
+        ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2), ``alpha``;
+        each defaults to the config's ``fit`` value.
 
     Returns
     -------
     xarray.Dataset
         The results-contract variables (``m1_index``, ``m1_index_err``, ``m1_status``, ...).
     """
-    from specfit.config import FitConfig
     from specfit.kernels.fitting import STATUS_CODES, result_variables
 
     bad = set(options) - set(FIT_OPTION_KEYS)
     if bad:
         raise TypeError(f"unknown fit option(s) {sorted(bad)}; allowed: {FIT_OPTION_KEYS}")
-    defaults = FitConfig()  # one set of defaults for the config and the Python API
-    options = {**{k: getattr(defaults, k) for k in FIT_OPTION_KEYS}, **options}
+    # One set of defaults for the config and the Python API.
+    options = {**{k: getattr(DEFAULTS.fit, k) for k in FIT_OPTION_KEYS}, **options}
     mods = resolve_models(models, user_models, bounds)
     if method == "lsq" and sigma is None and options["weights"] != "dlogf":
         raise ValueError(
             "method='lsq' needs sigma (e.g. power_spectra(..., box=3, with_sigma=True)) "
             "or weights='dlogf'"
         )
-    spec = result_variables(mods, method=method, best_model=options.get("best_model", "lrt"))
+    spec = result_variables(mods, method=method, best_model=options["best_model"])
     names = list(spec)
     freq = np.asarray(power["freq"].values, dtype=float)
     from specfit.kernels.models import check_output

@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from specfit.errors import StoreError
+
 __all__ = [
-    "StoreError",
     "IncompleteStoreWarning",
     "StoreLayout",
     "open_results",
@@ -51,10 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("specfit")
-
-
-class StoreError(RuntimeError):
-    """A results store cannot be used as asked (exists, incomplete, or from another config)."""
 
 
 class IncompleteStoreWarning(UserWarning):

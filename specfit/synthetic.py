@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from specfit.config import DEFAULTS
+
 __all__ = ["SyntheticData", "make_synthetic", "synthetic_maps", "synthetic_series", "open_truth"]
 
 START_TIME = "2024-01-01T00:00:00"
@@ -102,10 +104,10 @@ def _coloured_psd(f: np.ndarray, maps: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def synthetic_series(
-    shape: tuple[int, int] = (48, 64),
-    n_frames: int = 600,
-    cadence: float = 12.0,
-    seed: int = 0,
+    shape: tuple[int, int] = DEFAULTS.input.synthetic.shape,
+    n_frames: int = DEFAULTS.input.synthetic.n_frames,
+    cadence: float = DEFAULTS.input.synthetic.cadence,
+    seed: int = DEFAULTS.input.synthetic.seed,
     jitter: float = 0.01,
     drop_fraction: float = 0.01,
     exposure: float = 2.9,
@@ -196,10 +198,10 @@ def _frame_header(time_iso: str, exptime: float, shape: tuple[int, int]):
 
 def make_synthetic(
     out_dir: str | Path,
-    shape: tuple[int, int] = (48, 64),
-    n_frames: int = 600,
-    cadence: float = 12.0,
-    seed: int = 0,
+    shape: tuple[int, int] = DEFAULTS.input.synthetic.shape,
+    n_frames: int = DEFAULTS.input.synthetic.n_frames,
+    cadence: float = DEFAULTS.input.synthetic.cadence,
+    seed: int = DEFAULTS.input.synthetic.seed,
     overwrite: bool = False,
     **kwargs,
 ) -> SyntheticData:

@@ -28,8 +28,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from specfit.config import Config, ConfigError
-from specfit.store import StoreError
+from specfit.config import Config
+from specfit.errors import ConfigError, StoreError
 
 __all__ = [
     "WORK_SUFFIX",

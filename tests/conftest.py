@@ -26,6 +26,21 @@ def shared_data() -> Path:
     return SHARED_DATA.resolve()
 
 
+# The settings the kernel tests were written for. The kernels have no defaults of their own
+# (the config is the one source of defaults); these are the tests' choice, not the product's.
+KERNEL_PERIODOGRAM = dict(
+    segments=1, overlap=0.0, window="hann", detrend="linear", normalisation="density"
+)
+KERNEL_FIT = dict(
+    method="whittle",
+    max_iter=200,
+    tol=1e-8,
+    multistart=1,
+    best_model="lrt",
+    alpha=0.05,
+    weights="sigma",
+)
+
 TINY = {
     "input": {
         "kind": "synthetic",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -60,3 +61,66 @@ def test_missing_input_is_a_clear_error(tmp_path):
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "input" in r.stderr
+
+
+def _one_error_line(r: subprocess.CompletedProcess) -> str:
+    """The run failed with exit 2 and one `specfit: error:` line, and no traceback."""
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("specfit: error: ")]
+    assert len(errors) == 1, r.stderr
+    return errors[0]
+
+
+def _tiny(tmp_path: Path) -> Path:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(tmp_path)))
+    return cfg
+
+
+def test_mpi_outside_mpiexec_is_one_line(tmp_path):
+    line = _one_error_line(_cli("run", str(_tiny(tmp_path)), "--cluster", "mpi"))
+    # Either mpi4py is missing (install hint) or the job has 1 rank (mpiexec hint).
+    assert "mpiexec" in line or "specfit-solar[mpi]" in line
+    assert not (tmp_path / "results.zarr").exists()
+
+
+def test_unreachable_scheduler_fails_fast_in_one_line(tmp_path):
+    from conftest import free_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    t0 = time.perf_counter()
+    r = _cli("run", str(_tiny(tmp_path)), "--cluster", address)
+    assert time.perf_counter() - t0 < 20  # the dask client alone would retry for 30 s
+    line = _one_error_line(r)
+    assert f"cannot reach the dask scheduler at {address}" in line
+    # Checked before the inputs are prepared: nothing was written.
+    assert not (tmp_path / "synthetic").exists() and not (tmp_path / "results.zarr").exists()
+
+
+def test_store_error_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    cfg = _tiny(tmp_path)
+    (tmp_path / "results.zarr").mkdir()
+    (tmp_path / "results.zarr" / "mine.txt").write_text("not specfit's")
+    line = _one_error_line(_cli("run", str(cfg)))
+    assert "is not a specfit results store" in line and "output.path" in line
+    # --debug (before or after the command) adds the traceback, ending in the error's class.
+    for args in (("--debug", "run", str(cfg)), ("run", str(cfg), "--debug")):
+        r = _cli(*args)
+        assert r.returncode == 2 and "Traceback" in r.stderr
+        assert "specfit.errors.StoreError: " in r.stderr
+    assert (tmp_path / "results.zarr" / "mine.txt").read_text() == "not specfit's"
+
+
+def test_config_and_input_errors_are_one_line_of_their_class(tmp_path):
+    cfg = _tiny(tmp_path)
+    r = _cli("run", str(cfg), "--set", "fit.method=bayes")
+    # One error; its message lists one line per bad key under a heading naming the file.
+    assert str(cfg) in _one_error_line(r) and "fit.method: must be one of" in r.stderr
+    r = _cli("--debug", "run", str(cfg), "--set", "fit.method=bayes")
+    assert "specfit.errors.ConfigError: " in r.stderr
+    bad_input = ("--set", f"input.path={tmp_path}/none", "--set", "input.kind=fits_series")
+    line = _one_error_line(_cli("run", str(cfg), *bad_input))
+    assert f"{tmp_path}/none" in line
+    r = _cli("--debug", "run", str(cfg), *bad_input)
+    assert "specfit.errors.InputError: " in r.stderr

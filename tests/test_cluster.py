@@ -23,7 +23,6 @@ import pytest
 from conftest import free_port
 from conftest_cluster import external_dask
 from specfit.cluster import (
-    ClusterError,
     auto_tile,
     auto_time_chunk,
     cluster_config_from_flag,
@@ -36,6 +35,7 @@ from specfit.cluster import (
     worker_memory_bytes,
 )
 from specfit.config import ClusterConfig
+from specfit.errors import ClusterError
 
 GiB = 2**30
 
@@ -237,6 +237,27 @@ def test_unreachable_address_is_a_clear_error():
         with pytest.raises(ClusterError, match="cannot reach the dask scheduler"):
             with connect(ClusterConfig(kind="address", address=f"tcp://127.0.0.1:{port}")):
                 pass
+
+
+def test_check_reachable_fails_fast_before_any_input_is_read(tmp_path):
+    import json
+    import time
+
+    from specfit.cluster import check_reachable
+
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    sched = tmp_path / "scheduler.json"
+    sched.write_text(json.dumps({"address": address}))
+    t0 = time.perf_counter()
+    for where in (address, str(sched)):
+        with pytest.raises(ClusterError, match=f"cannot reach the dask scheduler at {address}"):
+            check_reachable(ClusterConfig(kind="address", address=where))
+    assert time.perf_counter() - t0 < 10
+    sched.write_text("not json")
+    with pytest.raises(ClusterError, match="not a readable scheduler JSON file"):
+        check_reachable(ClusterConfig(kind="address", address=str(sched)))
+    for kind in ("local", "synchronous", "mpi"):  # nothing to reach for these
+        check_reachable(ClusterConfig(kind=kind))
 
 
 # --------------------------------------------------------------------------- MPI

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import yaml
 
-from specfit.store import StoreError, StoreLock, finalise_store, open_results, run_key_int
+from specfit.errors import StoreError
+from specfit.store import StoreLock, finalise_store, open_results, run_key_int
 
 # Two small configs on the same frames: B has other science settings and more variables.
 A = {"fit": {"models": {"m1": "powerlaw_tail"}}}

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from specfit.config import ConfigError, apply_overrides, config_diff, load_config
+from specfit.config import apply_overrides, config_diff, load_config
+from specfit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

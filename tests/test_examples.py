@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from specfit.cli import main
-from specfit.config import ConfigError, load_config
+from specfit.config import load_config
+from specfit.errors import ConfigError
 from specfit.examples import config_dir, config_path, copy_config, list_configs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import tiny_config
-from specfit.store import StoreError
+from specfit.errors import StoreError
 
 pytest.importorskip("sunpy.map")
 

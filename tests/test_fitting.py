@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
+from conftest import KERNEL_FIT
 from specfit.kernels import models as M
 from specfit.kernels.fitting import (
     STATUS_CODES,
-    fit_block,
     model_attrs,
     result_variables,
 )
+from specfit.kernels.fitting import fit_block as kernel_fit_block
+
+fit_block = functools.partial(kernel_fit_block, **KERNEL_FIT)
 
 F = np.arange(1, 151) / 7200.0
 MODELS = {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}
@@ -46,7 +51,7 @@ def _spectra(n, seed, dof=18.0, bump=True):
 )
 def test_keys_order_dtypes_match_result_variables(method, models):
     y, _ = _spectra(6, 0)
-    spec = result_variables(models, method=method)
+    spec = result_variables(models, method=method, best_model="lrt")
     out = fit_block(F, y, models, method=method, dof=18.0)
     assert list(out) == list(spec)
     for name, meta in spec.items():

@@ -11,8 +11,8 @@ import yaml
 
 from specfit.cli import main
 from specfit.config import load_config
+from specfit.errors import InputError
 from specfit.init import guess_time_pattern, init_config, inspect_input
-from specfit.io import InputError
 
 
 @pytest.fixture

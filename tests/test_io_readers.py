@@ -13,7 +13,8 @@ from astropy.io import fits
 from astropy.time import Time, TimeDelta
 
 from specfit.config import InputConfig
-from specfit.io import InputError, detect_kind, frame_times, open_input
+from specfit.errors import InputError
+from specfit.io import detect_kind, frame_times, open_input
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 AIA_FITS = DATA / "aia1600_20120606" / "fits"

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
 import pytest
 from scipy.optimize import OptimizeWarning, curve_fit, minimize
 
+from conftest import KERNEL_FIT
 from specfit.kernels import models as M
-from specfit.kernels.fitting import fit_block
+from specfit.kernels.fitting import fit_block as kernel_fit_block
 from specfit.kernels.stats import log_bias
+
+fit_block = functools.partial(kernel_fit_block, **KERNEL_FIT)
 
 F = np.arange(1, 301) / 14400.0  # 300 bins
 LNF = np.log(F)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import textwrap
 
 import numpy as np
 import pytest
 
+from conftest import KERNEL_FIT
 from specfit.kernels import models as M
-from specfit.kernels.fitting import fit_block
+from specfit.kernels.fitting import fit_block as kernel_fit_block
+
+fit_block = functools.partial(kernel_fit_block, **KERNEL_FIT)
 
 F = np.arange(1, 151) / 7200.0  # 149-ish bins of a 2-hour segment, in Hz
 
@@ -60,7 +64,7 @@ def test_analytic_jacobian_matches_numeric(name):
 def test_numba_kernel_matches_function_and_jacobian(name):
     model = M.get_model(name)
     kernel = M.numba_kernel(model)
-    x = model._x(F)
+    x = model.abscissa(F)
     for p in np.array(CASES[name], dtype=float):
         m = np.empty(F.size)
         J = np.empty((F.size, model.npar))

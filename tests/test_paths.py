@@ -12,9 +12,9 @@ import pytest
 import xarray as xr
 
 from conftest import tiny_config
-from specfit.config import ConfigError, load_config
+from specfit.config import load_config
+from specfit.errors import ConfigError, StoreError
 from specfit.pipeline import cube_path_for, run
-from specfit.store import StoreError
 from specfit.workspace import work_dir_for
 
 SMALL = {"shape": [16, 16], "n_frames": 64, "cadence": 12.0, "seed": 5}

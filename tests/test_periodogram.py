@@ -3,12 +3,18 @@ brute-force loops."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import scipy.ndimage
 import scipy.signal
 
-from specfit.kernels.periodogram import box_average, periodogram, segment_layout, welch_dof
+from conftest import KERNEL_PERIODOGRAM
+from specfit.kernels.periodogram import box_average, segment_layout, welch_dof
+from specfit.kernels.periodogram import periodogram as kernel_periodogram
+
+periodogram = functools.partial(kernel_periodogram, **KERNEL_PERIODOGRAM)
 
 SCIPY_WINDOW = {"none": "boxcar", "hann": "hann"}
 SCIPY_DETREND = {"none": False, "mean": "constant", "linear": "linear"}

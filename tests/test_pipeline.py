@@ -9,9 +9,9 @@ import pytest
 import xarray as xr
 
 from conftest import tiny_config
-from specfit.config import ConfigError
+from specfit.errors import ConfigError, StoreError
 from specfit.pipeline import run
-from specfit.store import StoreError, block_status, open_results
+from specfit.store import block_status, open_results
 
 
 def test_results_contract(demo_store):

@@ -17,7 +17,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
 from specfit.config import CutoutConfig, InputConfig, PrepConfig
-from specfit.io import InputError, open_input
+from specfit.errors import InputError
+from specfit.io import open_input
 from specfit.prep import apply_prep, coalign, cutout_box, despike, estimate_shift
 from specfit.prep.derotate import derotate, frame_header, plan_derotation
 
@@ -232,7 +233,9 @@ def test_derotation_is_lazy_and_errors(tmp_path):
     ]
     for f in glob.glob(str(tmp_path / "s" / "*.fits")):
         os.remove(f)
-    with pytest.raises(FileNotFoundError):
+    # Nothing was read while preparing: the deleted files surface only at compute time,
+    # as an InputError naming the file.
+    with pytest.raises(InputError, match="no longer exists"):
         _ = out.isel(time=0).values
     no_wcs = _cube(np.ones((3, 5, 5)))
     with pytest.raises(InputError, match="WCS"):

@@ -238,7 +238,8 @@ def _truncate(path, keep: int) -> None:
 
 def test_truncated_fits_frame_is_refused_at_plan_time_naming_the_file(tmp_path):
     from specfit.config import InputConfig
-    from specfit.io import InputError, open_input
+    from specfit.errors import InputError
+    from specfit.io import open_input
 
     paths = _frames(tmp_path / "f")
     _truncate(paths[4], 2880 + 512)  # header intact, half of the 16 x 16 float32 data
@@ -251,7 +252,8 @@ def test_truncated_compressed_frame_and_cube_are_refused(tmp_path):
     from astropy.io import fits
 
     from specfit.config import InputConfig
-    from specfit.io import InputError, open_input
+    from specfit.errors import InputError
+    from specfit.io import open_input
 
     d = tmp_path / "rice"
     d.mkdir()
@@ -279,7 +281,8 @@ def test_read_error_at_compute_time_names_the_file(tmp_path):
     """A frame damaged after planning (or unreadable in a way no header shows) fails when the
     data are read, through the Python API too, with the file named and no bare traceback."""
     from specfit.config import InputConfig
-    from specfit.io import InputError, open_input
+    from specfit.errors import InputError
+    from specfit.io import open_input
 
     paths = _frames(tmp_path / "f")
     arr = open_input(InputConfig(path=str(tmp_path / "f")))
@@ -350,7 +353,8 @@ def test_ctrl_c_during_run_prints_one_line_and_resume_finishes(tmp_path):
 
 # ----------------------------------------------------------------------------- small cases
 def test_set_with_an_empty_key_part_is_refused():
-    from specfit.config import ConfigError, load_config
+    from specfit.config import load_config
+    from specfit.errors import ConfigError
 
     for bad in ("spectra..segments=2", ".spectra.segments=2", "spectra.segments.=2"):
         with pytest.raises(ConfigError, match="empty part"):
@@ -359,7 +363,8 @@ def test_set_with_an_empty_key_part_is_refused():
 
 def test_bad_time_value_and_zero_exposure_name_the_file(tmp_path):
     from specfit.config import InputConfig
-    from specfit.io import InputError, open_input
+    from specfit.errors import InputError
+    from specfit.io import open_input
 
     paths = _frames(tmp_path / "t", nt=4)
     from astropy.io import fits
@@ -388,7 +393,7 @@ def _fits_run_config(tmp_path, folder, **sections) -> dict:
 
 
 def test_too_few_frames_is_a_config_error(tmp_path):
-    from specfit.config import ConfigError
+    from specfit.errors import ConfigError
     from specfit.pipeline import run
 
     _frames(tmp_path / "f", nt=6)
@@ -460,7 +465,7 @@ for fn in (probe_scalar, probe_short):
     "model,got", [("probe_scalar", "returned a scalar"), ("probe_short", "array of shape")]
 )
 def test_user_model_of_the_wrong_shape_is_one_error_naming_model_and_file(tmp_path, model, got):
-    from specfit.config import ConfigError
+    from specfit.errors import ConfigError
     from specfit.pipeline import run
 
     src = tmp_path / "bad_models.py"
@@ -482,8 +487,9 @@ def test_unfinished_store_says_so_to_xarray_and_open_results(tmp_path):
     import xarray as xr
 
     from conftest import tiny_config
+    from specfit.errors import StoreError
     from specfit.pipeline import run
-    from specfit.store import IncompleteStoreWarning, StoreError, open_results
+    from specfit.store import IncompleteStoreWarning, open_results
 
     cfg = tiny_config(
         tmp_path, input={"synthetic": {"shape": [16, 8], "n_frames": 64, "cadence": 12.0}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -130,7 +132,10 @@ def test_aia_1600_times_grid_gaps_and_spectra(shared_data):
     from astropy.io import fits
     from astropy.time import Time
 
-    from specfit.kernels.periodogram import periodogram
+    from conftest import KERNEL_PERIODOGRAM
+    from specfit.kernels.periodogram import periodogram as kernel_periodogram
+
+    periodogram = functools.partial(kernel_periodogram, **KERNEL_PERIODOGRAM)
 
     files = sorted((shared_data / "aia1600_20120606" / "fits").glob("*.fits"))
     if len(files) != 596:

@@ -40,7 +40,8 @@ def _wait_for_partial(results, proc: subprocess.Popen, timeout: float) -> tuple[
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sigkill_mid_fit_then_resume_gives_identical_results(tmp_path, tmp_path_factory):
-    from specfit.store import StoreError, block_status, open_results
+    from specfit.errors import StoreError
+    from specfit.store import block_status, open_results
 
     data_dir, reference = reference_run(tmp_path_factory)
     results = tmp_path / "killed.zarr"

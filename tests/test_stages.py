@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 from specfit import stages
-from specfit.config import FitConfig
+from specfit.config import DEFAULTS
 from specfit.kernels import periodogram as pg
 from specfit.kernels import resample as rs
 from specfit.kernels.periodogram import window_vif
@@ -52,7 +52,9 @@ def test_power_spectra_uneven_chunks_equal_serial(box):
     got = lazy.values
     dt = float(arr["time"][1] - arr["time"][0])
     rows = arr.values.reshape(arr.sizes["time"], -1).T
-    f, p, meta = pg.periodogram(rows, dt, segments=2, window="hann", detrend="linear")
+    f, p, meta = pg.periodogram(
+        rows, dt, segments=2, overlap=0.0, window="hann", detrend="linear", normalisation="density"
+    )
     full = p.T.reshape(f.size, *arr.shape[1:])
     if box > 1:
         full, _, count = pg.box_average(full, box)
@@ -84,7 +86,9 @@ def test_fit_uneven_chunks_equal_kernel_on_all_pixels():
         {k: get_model(v) for k, v in models.items()},
         # Hann-tapered bins are correlated: the Whittle fit gets dof / vif (composite likelihood).
         dof=power["dof"].values.ravel() / window_vif("hann", power.attrs["segment_length"]),
-        multistart=FitConfig().multistart,  # the API's default, from the config
+        # The API's defaults, from the config.
+        method=DEFAULTS.fit.method,
+        **{k: getattr(DEFAULTS.fit, k) for k in stages.FIT_OPTION_KEYS},
     )
     for name, v in ref.items():
         got, want = res[name].values.ravel(), np.asarray(v).astype(res[name].dtype)
@@ -113,7 +117,8 @@ def test_fit_lsq_with_dlogf_weights_needs_no_sigma():
     opts = {"weights": "dlogf", "best_model": "chi2sum", "multistart": 1}
     res = stages.fit(power.chunk({"y": 3}), models=models, method="lsq", **opts).compute()
     rows = power.values.reshape(power.sizes["freq"], -1).T.astype(float)
-    ref = fit_block(power["freq"].values, rows, models, method="lsq", **opts)
+    full = {**{k: getattr(DEFAULTS.fit, k) for k in stages.FIT_OPTION_KEYS}, **opts}
+    ref = fit_block(power["freq"].values, rows, models, method="lsq", **full)
     for name in ("m1_index", "m2_index", "m2_chi2red", "best_model"):
         np.testing.assert_allclose(
             res[name].values.ravel(), np.asarray(ref[name]), rtol=1e-5, err_msg=name

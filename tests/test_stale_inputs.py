@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
+from specfit.errors import StoreError
 from specfit.pipeline import run
-from specfit.store import StoreError, open_results
+from specfit.store import open_results
 from specfit.workspace import input_fingerprint
 
 

@@ -6,13 +6,18 @@ are std / sqrt(N).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from scipy import stats as sps
 
+from conftest import KERNEL_FIT
 from specfit.kernels import models as M
 from specfit.kernels import stats as st
-from specfit.kernels.fitting import fit_block
+from specfit.kernels.fitting import fit_block as kernel_fit_block
+
+fit_block = functools.partial(kernel_fit_block, **KERNEL_FIT)
 
 F = np.arange(1, 301) / 14400.0  # 300 bins, 24 s cadence, 4-hour series
 M1 = M.get_model("powerlaw_tail")

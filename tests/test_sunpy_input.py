@@ -9,8 +9,10 @@ import pytest
 
 pytest.importorskip("sunpy.map")
 
-from specfit.config import ConfigError  # noqa: E402
-from specfit.io import InputError  # noqa: E402
+from specfit.errors import (
+    ConfigError,  # noqa: E402
+    InputError,  # noqa: E402
+)
 
 AIA_SETTINGS = {
     "input": {"time_key": ["T_OBS", "DATE-OBS"], "exposure_key": "EXPTIME"},
@@ -197,8 +199,8 @@ def test_memory_input_errors(tmp_path):
 
 def test_cube_not_reused_for_other_data(tmp_path):
     """Two runs on different in-memory data with one config never share the cube or a resume."""
+    from specfit.errors import StoreError
     from specfit.pipeline import run
-    from specfit.store import StoreError
 
     cfg = {
         "resample": {"cadence": 12.0},

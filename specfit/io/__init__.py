@@ -25,10 +25,11 @@ import numpy as np
 import xarray as xr
 
 from specfit.config import InputConfig
+from specfit.errors import InputError
 
-from ._base import InputError, relative_seconds
+from ._base import hpc_coords, relative_seconds
 
-__all__ = ["InputError", "open_input", "detect_kind", "frame_times", "relative_seconds"]
+__all__ = ["open_input", "detect_kind", "frame_times", "relative_seconds", "hpc_coords"]
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _FITS_SUFFIXES = (".fits", ".fits.gz", ".fts", ".fit", ".fts.gz", ".fit.gz")

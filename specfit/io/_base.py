@@ -20,8 +20,11 @@ import xarray as xr
 from astropy.io import fits
 from astropy.time import Time
 
+from specfit.errors import InputError
+
 __all__ = [
-    "InputError",
+    "cube_time_chunk",
+    "load_times",
     "LazyFrames",
     "assemble",
     "assemble_array",
@@ -33,10 +36,6 @@ __all__ = [
     "clean_frames",
     "instrument_attrs",
 ]
-
-
-class InputError(ValueError):
-    """Bad input data: the message names the file or config key and says how to fix it."""
 
 
 # A reader function takes (source, index, missing_below, scale) and returns one float32
@@ -432,3 +431,38 @@ def instrument_attrs(h: Any, attrs: dict) -> None:
             attrs["wavelength"] = float(h[k])
             attrs["wavelength_unit"] = str(h.get("WAVEUNIT", "angstrom")).strip()
             break
+
+
+def cube_time_chunk(nt: int, ny: int, nx: int, target_bytes: int = 16 * 2**20) -> int:
+    """Frames per dask chunk for a cube: about ``target_bytes`` of float32, at most 16 frames."""
+    per = max(1, target_bytes // max(1, ny * nx * 4))
+    return int(max(1, min(nt, per, 16)))
+
+
+def load_times(path: str, nt: int | None = None) -> np.ndarray | Time:
+    """Frame times from a .npy: float seconds (returned as ndarray) or datetime64 (as Time).
+
+    Raises
+    ------
+    InputError
+        If the file is missing, not 1-D, or shorter than ``nt``.
+    """
+    if not Path(path).is_file():
+        raise InputError(f"input.times {path} does not exist; give a .npy of frame times (s)")
+    try:
+        t = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"input.times {path}: not a readable .npy ({exc})") from None
+    if t.ndim != 1:
+        raise InputError(f"input.times {path}: must be 1-D (one time per frame), got {t.shape}")
+    if nt is not None and t.shape[0] < nt:
+        raise InputError(
+            f"input.times {path} has {t.shape[0]} times but the cube has {nt} frames; give one "
+            "time per frame"
+        )
+    t = t[:nt] if nt is not None else t
+    if np.issubdtype(t.dtype, np.datetime64):
+        return Time(t.astype("datetime64[ns]").astype(str), scale="utc", format="isot")
+    if not np.issubdtype(t.dtype, np.number) or not np.all(np.isfinite(t)):
+        raise InputError(f"input.times {path}: must hold finite numbers (seconds) or datetime64")
+    return np.asarray(t, dtype=float)

@@ -18,43 +18,14 @@ import xarray as xr
 from astropy.time import Time, TimeDelta
 
 from specfit.config import InputConfig
+from specfit.errors import InputError
 
-from ._base import InputError, LazyFrames, assemble, parse_time
-from .fits_cube import cube_time_chunk
+from ._base import LazyFrames, assemble, cube_time_chunk, load_times, parse_time
 
-__all__ = ["open_array", "load_times"]
+__all__ = ["open_array"]
 
 # Relative times with no absolute start get this nominal epoch, stated in attrs["time_note"].
 _NOMINAL_START = "2000-01-01T00:00:00"
-
-
-def load_times(path: str, nt: int | None = None) -> np.ndarray | Time:
-    """Frame times from a .npy: float seconds (returned as ndarray) or datetime64 (as Time).
-
-    Raises
-    ------
-    InputError
-        If the file is missing, not 1-D, or shorter than ``nt``.
-    """
-    if not os.path.isfile(path):
-        raise InputError(f"input.times {path} does not exist; give a .npy of frame times (s)")
-    try:
-        t = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise InputError(f"input.times {path}: not a readable .npy ({exc})") from None
-    if t.ndim != 1:
-        raise InputError(f"input.times {path}: must be 1-D (one time per frame), got {t.shape}")
-    if nt is not None and t.shape[0] < nt:
-        raise InputError(
-            f"input.times {path} has {t.shape[0]} times but the cube has {nt} frames; give one "
-            "time per frame"
-        )
-    t = t[:nt] if nt is not None else t
-    if np.issubdtype(t.dtype, np.datetime64):
-        return Time(t.astype("datetime64[ns]").astype(str), scale="utc", format="isot")
-    if not np.issubdtype(t.dtype, np.number) or not np.all(np.isfinite(t)):
-        raise InputError(f"input.times {path}: must hold finite numbers (seconds) or datetime64")
-    return np.asarray(t, dtype=float)
 
 
 class _ReadNpy:

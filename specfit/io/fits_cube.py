@@ -23,28 +23,24 @@ from astropy.io import fits
 from astropy.time import Time, TimeDelta
 
 from specfit.config import InputConfig
+from specfit.errors import InputError
 
 from ._base import (
-    InputError,
     LazyFrames,
     assemble,
     celestial_header,
     check_data_size,
+    cube_time_chunk,
     hpc_coords,
     instrument_attrs,
+    load_times,
     parse_time,
 )
 from .fits_series import find_image_hdu, list_files
 
-__all__ = ["open_fits_cube", "cube_time_chunk", "IRIS_MISSING_BELOW"]
+__all__ = ["open_fits_cube", "IRIS_MISSING_BELOW"]
 
 IRIS_MISSING_BELOW = -50.0
-
-
-def cube_time_chunk(nt: int, ny: int, nx: int, target_bytes: int = 16 * 2**20) -> int:
-    """Frames per dask chunk for a cube: about ``target_bytes`` of float32, at most 16 frames."""
-    per = max(1, target_bytes // max(1, ny * nx * 4))
-    return int(max(1, min(nt, per, 16)))
 
 
 class _ReadCube:
@@ -253,8 +249,6 @@ def _start_time(header: fits.Header, path: str, keys: list[str]) -> Time:
 
 def _times_from_npy(npy: str, nt: int, header: fits.Header, path: str, keys: list[str]) -> Time:
     """Times from a .npy: datetime64 values are absolute; numbers are seconds from the start."""
-    from .arrays import load_times
-
     t = load_times(npy, nt)
     if isinstance(t, Time):
         return t

@@ -17,9 +17,9 @@ from astropy.io import fits
 from astropy.time import Time
 
 from specfit.config import InputConfig
+from specfit.errors import InputError
 
 from ._base import (
-    InputError,
     LazyFrames,
     assemble,
     celestial_header,

@@ -23,8 +23,9 @@ import xarray as xr
 from astropy.time import Time, TimeDelta
 
 from specfit.config import InputConfig
+from specfit.errors import InputError
 
-from ._base import InputError, LazyFrames, assemble, parse_time
+from ._base import LazyFrames, assemble, parse_time
 from .fits_series import list_files
 
 __all__ = ["open_images", "IMAGE_SUFFIXES", "to_grey", "exif_time", "filename_time"]

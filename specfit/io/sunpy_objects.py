@@ -23,9 +23,9 @@ import xarray as xr
 from astropy.time import Time, TimeDelta
 
 from specfit.config import InputConfig
+from specfit.errors import InputError
 
 from ._base import (
-    InputError,
     assemble_array,
     celestial_header,
     clean_frames,

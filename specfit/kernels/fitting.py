@@ -52,6 +52,7 @@ _NOT_FITTED = (2, 3, 4, 5, 9)
 # LRT calibration: simulated pure-small-model spectra per (grid, dof, models, settings)
 _LRT_NSIM = 2000
 _LRT_SEED = 20240603
+# Cached: one reference costs _LRT_NSIM simulated fits, and every tile of a run asks for it.
 _LRT_CACHE: dict[tuple, st.NullReference] = {}
 _LRT_LOCK = threading.RLock()
 
@@ -72,7 +73,7 @@ def _nested_pair(models: dict[str, Model]) -> tuple[str, str] | None:
 
 
 def result_variables(
-    models: Mapping[str, Model | str], method: str = "whittle", best_model: str = "lrt"
+    models: Mapping[str, Model | str], method: str, best_model: str
 ) -> dict[str, dict]:
     """Names, dtypes and attrs of everything :func:`fit_block` returns, in the same order.
 
@@ -354,7 +355,7 @@ def _fit_one(
         # on the full spectrum from there (typically 2-3 full evaluations instead of ~6)
         start, count = groups
         yc = np.add.reduceat(y, start, axis=1) / count
-        xc = model._x(np.add.reduceat(f, start) / count)
+        xc = model.abscissa(np.add.reduceat(f, start) / count)
         wc = np.ascontiguousarray(np.broadcast_to(count.astype(np.float64), yc.shape))
         rc = lm.solve(
             kernel, xc, yc, S, LO, HI, method, c, active, wc, max_iter, max(tol, 1e-3), nrun, logp
@@ -365,7 +366,20 @@ def _fit_one(
         nrun = 1
         nfev_coarse = rc["nfev"]
     res = lm.solve(
-        kernel, model._x(f), y, S, LO, HI, method, c, active, weights, max_iter, tol, nrun, logp
+        kernel,
+        model.abscissa(f),
+        y,
+        S,
+        LO,
+        HI,
+        method,
+        c,
+        active,
+        weights,
+        max_iter,
+        tol,
+        nrun,
+        logp,
     )
     res["nfev"] += nfev_coarse
     P, E = res["params"], res["errors"]
@@ -382,15 +396,9 @@ def _fit_one(
     }
 
 
-_GROUP_CACHE: dict[bytes, tuple | None] = {}
-
-
 def _coarse_groups(f: np.ndarray, max_span: float = 0.08, max_size: int = 16):
     """Consecutive-bin groups spanning at most ``max_span`` in ln f (at most ``max_size``
     bins): (start indices, counts), or None when grouping would not save much."""
-    key = f.tobytes()
-    if key in _GROUP_CACHE:
-        return _GROUP_CACHE[key]
     lnf = np.log(f)
     starts, counts = [], []
     i = 0
@@ -404,7 +412,6 @@ def _coarse_groups(f: np.ndarray, max_span: float = 0.08, max_size: int = 16):
     out = None
     if len(starts) * 2 <= lnf.size and len(starts) >= 20:
         out = (np.array(starts), np.array(counts, dtype=np.float64))
-    _GROUP_CACHE[key] = out
     return out
 
 
@@ -555,10 +562,10 @@ def lrt_reference(
     dof: float,
     small: Model,
     big: Model,
-    method: str = "whittle",
-    max_iter: int = 200,
-    tol: float = 1e-8,
-    multistart: int = 1,
+    method: str,
+    max_iter: int,
+    tol: float,
+    multistart: int,
     nsim: int = _LRT_NSIM,
 ) -> st.NullReference:
     """Null distribution of the LRT statistic for ``small`` inside ``big`` by simulation.
@@ -631,15 +638,16 @@ def fit_block(
     freq: np.ndarray,
     power: np.ndarray,
     models: Mapping[str, Model | str],
-    method: str = "whittle",
+    *,
+    method: str,
     dof: float | np.ndarray = 2.0,
     sigma: np.ndarray | None = None,
-    max_iter: int = 200,
-    tol: float = 1e-8,
-    multistart: int = 1,
-    best_model: str = "lrt",
-    alpha: float = 0.05,
-    weights: str = "sigma",
+    max_iter: int,
+    tol: float,
+    multistart: int,
+    best_model: str,
+    alpha: float,
+    weights: str,
 ) -> dict[str, np.ndarray]:
     """Fit every model to every pixel of a block of spectra.
 

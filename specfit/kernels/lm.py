@@ -441,6 +441,7 @@ def _lm_block(
         NFEV[i] = tot
 
 
+# Cached: compiling the solver for a user model takes seconds; once per process and model.
 _USER_SOLVERS: dict[int, tuple] = {}
 
 
@@ -478,9 +479,9 @@ def solve(
     method: str,
     c: np.ndarray,
     active: np.ndarray,
-    weights: np.ndarray | None = None,
-    max_iter: int = 200,
-    tol: float = 1e-8,
+    weights: np.ndarray | None,
+    max_iter: int,
+    tol: float,
     nrun: int | None = None,
     log_params: np.ndarray | None = None,
 ) -> LMResult:

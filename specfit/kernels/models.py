@@ -124,7 +124,8 @@ class Model:
         """Number of parameters."""
         return len(self.param_names)
 
-    def _x(self, f: np.ndarray) -> np.ndarray:
+    def abscissa(self, f: np.ndarray) -> np.ndarray:
+        """The model's independent variable at frequencies ``f`` Hz: ln f or f (float64)."""
         f = np.asarray(f, dtype=np.float64)
         return np.log(f) if self.independent == "lnf" else f
 
@@ -137,7 +138,7 @@ class Model:
             (npix, nf) float64.
         """
         p = _as_params(p, self.npar)
-        x = self._x(f)[None, :]
+        x = self.abscissa(f)[None, :]
         cols = [p[:, i : i + 1] for i in range(self.npar)]
         out = self.func(x, *cols)
         return np.broadcast_to(out, (p.shape[0], x.shape[1])).astype(np.float64)
@@ -148,7 +149,7 @@ class Model:
         Uses the analytic jacobian when the model has one, otherwise central differences.
         """
         p = _as_params(p, self.npar)
-        x = self._x(f)[None, :]
+        x = self.abscissa(f)[None, :]
         npix, nf = p.shape[0], x.shape[1]
         out = np.empty((npix, nf, self.npar))
         if self.jac is not None:
@@ -197,7 +198,7 @@ class Model:
     def components(self, f: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
         """The model's additive parts for plots, each (npix, nf), e.g. power law, tail, bump."""
         p = _as_params(p, self.npar)
-        x = self._x(f)[None, :]
+        x = self.abscissa(f)[None, :]
         out = {}
         for label, fn in self.components_spec:
             names = list(inspect.signature(fn).parameters)[1:]
@@ -848,7 +849,7 @@ def check_output(model: Model, f: np.ndarray) -> None:
         )
     code = getattr(model.func, "__code__", None)
     where = f"model {model.name!r} (defined in {code.co_filename})" if code else repr(model.name)
-    x = model._x(f)
+    x = model.abscissa(f)
     try:
         out = np.asarray(model.func(x, *p))
     except Exception as exc:
@@ -866,6 +867,7 @@ def check_output(model: Model, f: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------
 # numba kernels: each model's function (and jacobian) compiled for the solver.
 
+# Cached: numba compiles each model's kernel once per process (seconds, not per tile).
 _KERNELS: dict[int, object] = {}
 
 

@@ -15,7 +15,15 @@ import scipy.fft
 import scipy.ndimage
 from numba import njit
 
-__all__ = ["periodogram", "box_average", "segment_layout", "welch_dof", "window_vif"]
+__all__ = [
+    "periodogram",
+    "box_average",
+    "segment_layout",
+    "segment_samples",
+    "power_units",
+    "welch_dof",
+    "window_vif",
+]
 
 WINDOWS = ("none", "hann")
 DETRENDS = ("none", "mean", "linear")
@@ -97,6 +105,19 @@ def window_vif(window: str, segment_length: int) -> float:
     c = np.fft.fft(w2)
     rho = np.abs(c[1 : segment_length // 2]) ** 2 / np.abs(c[0]) ** 2
     return float(1.0 + 2.0 * rho.sum())
+
+
+def segment_samples(segment_length: float | None, dt: float) -> int | None:
+    """Welch segment length in samples from seconds (``spectra.segment_length``), or None."""
+    if segment_length is None:
+        return None
+    return max(4, int(round(segment_length / dt)))
+
+
+def power_units(bunit: str | None, normalisation: str) -> str:
+    """Units of the power for data in ``bunit`` (``intensity`` if unknown) and a normalisation."""
+    b = bunit or "intensity"
+    return {"density": f"({b})^2/Hz", "variance": "1/Hz", "raw": f"({b})^2"}[normalisation]
 
 
 def segment_layout(
@@ -196,12 +217,13 @@ def welch_dof(window: str, segment_length: int, step: int, segments: int) -> flo
 def periodogram(
     values: np.ndarray,
     dt: float,
-    segments: int = 1,
+    *,
+    segments: int,
     segment_length: int | None = None,
-    overlap: float = 0.0,
-    window: str = "hann",
-    detrend: str = "linear",
-    normalisation: str = "density",
+    overlap: float,
+    window: str,
+    detrend: str,
+    normalisation: str,
     fmin: float | None = None,
     fmax: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:

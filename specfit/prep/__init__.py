@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from specfit.config import CutoutConfig, PrepConfig
-from specfit.io._base import InputError
+from specfit.errors import InputError
 
 from .coalign import coalign, estimate_shift, measure_shifts, shift_frame, smooth_shifts
 from .derotate import derotate, plan_derotation, reference_index, valid_box
@@ -147,7 +147,7 @@ def apply_prep(da: xr.DataArray, cfg: PrepConfig) -> xr.DataArray:
         out = despike(out, cfg.despike_size, cfg.despike_sigma)
         steps.append("despike")
     if cfg.derotate:
-        from specfit.io._base import hpc_coords
+        from specfit.io import hpc_coords
 
         from .derotate import frame_header
 

@@ -17,6 +17,8 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
+from specfit.config import DEFAULTS
+
 __all__ = ["estimate_shift", "coalign", "shift_frame", "measure_shifts", "smooth_shifts"]
 
 
@@ -81,7 +83,9 @@ def _peak_shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(sy + dy), float(sx + dx)
 
 
-def shift_frame(frame: np.ndarray, dy: float, dx: float, order: int = 3) -> np.ndarray:
+def shift_frame(
+    frame: np.ndarray, dy: float, dx: float, order: int = DEFAULTS.prep.interpolation_order
+) -> np.ndarray:
     """``frame`` moved by (dy, dx) px with a spline; uncovered pixels and NaN spread are NaN."""
     bad = ~np.isfinite(frame)
     filled = np.where(bad, np.nanmedian(frame) if (~bad).any() else 0.0, frame)
@@ -179,8 +183,8 @@ def smooth_shifts(times: np.ndarray, shifts: np.ndarray, degree: int) -> np.ndar
 def coalign(
     arr: xr.DataArray,
     ref_index: int | None = None,
-    max_shift: float = 5.0,
-    order: int = 3,
+    max_shift: float = DEFAULTS.prep.coalign_max_shift,
+    order: int = DEFAULTS.prep.interpolation_order,
     shifts: np.ndarray | None = None,
 ) -> xr.DataArray:
     """Lazily shift every frame onto the reference frame (cross-correlation, sub-pixel).

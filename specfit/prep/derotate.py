@@ -33,7 +33,9 @@ from astropy.io import fits
 from astropy.time import Time, TimeDelta
 from scipy import ndimage
 
-from specfit.io._base import InputError, hpc_coords
+from specfit.config import DEFAULTS
+from specfit.errors import InputError
+from specfit.io import hpc_coords
 
 __all__ = [
     "DerotationPlan",
@@ -346,8 +348,8 @@ def _derotate_block(
 def derotate(
     arr: xr.DataArray,
     reference_time: str | None = None,
-    method: str = "polynomial",
-    order: int = 3,
+    method: str = DEFAULTS.prep.derotate_method,
+    order: int = DEFAULTS.prep.interpolation_order,
     plan: DerotationPlan | None = None,
     region: tuple[int, int, int, int] | None = None,
 ) -> xr.DataArray:

@@ -14,12 +14,18 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
+from specfit.config import DEFAULTS
+
 __all__ = ["despike_frame", "despike"]
 
 _CLIP_ITER = 5
 
 
-def despike_frame(frame: np.ndarray, size: int = 3, sigma: float = 5.0) -> np.ndarray:
+def despike_frame(
+    frame: np.ndarray,
+    size: int = DEFAULTS.prep.despike_size,
+    sigma: float = DEFAULTS.prep.despike_sigma,
+) -> np.ndarray:
     """One frame with outliers beyond ``sigma`` robust deviations replaced by the median.
 
     NaN pixels stay NaN and do not enter the medians of their neighbours as values (they
@@ -47,7 +53,11 @@ def _despike_block(block: np.ndarray, size: int, sigma: float) -> np.ndarray:
     return np.stack([despike_frame(b, size, sigma) for b in block]) if len(block) else block
 
 
-def despike(arr: xr.DataArray, size: int = 3, sigma: float = 5.0) -> xr.DataArray:
+def despike(
+    arr: xr.DataArray,
+    size: int = DEFAULTS.prep.despike_size,
+    sigma: float = DEFAULTS.prep.despike_sigma,
+) -> xr.DataArray:
     """Lazily despike every frame of a (time, y, x) DataArray (see the module docstring)."""
     nt, ny, nx = arr.shape
     data = arr.data

@@ -1,0 +1,42 @@
+"""The one error family of specfit: every error a user can fix derives from SpecfitError.
+
+The message of each is one line that names the file or config key at fault and the fix; the
+CLI prints it as ``specfit: error: <message>`` with exit status 2 (``specfit --debug`` adds
+the traceback). Each class also derives from the builtin it replaced (``ValueError`` for bad
+values, ``RuntimeError`` for states), so code catching those keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SpecfitError",
+    "ConfigError",
+    "InputError",
+    "StoreError",
+    "RunError",
+    "ClusterError",
+]
+
+
+class SpecfitError(Exception):
+    """Base of every specfit error: a problem the user can fix, described in one line."""
+
+
+class ConfigError(SpecfitError, ValueError):
+    """A configuration problem, with a message that names the key and the fix."""
+
+
+class InputError(SpecfitError, ValueError):
+    """Bad input data: the message names the file or config key and says how to fix it."""
+
+
+class StoreError(SpecfitError, RuntimeError):
+    """A results store cannot be used as asked (exists, incomplete, or from another config)."""
+
+
+class RunError(SpecfitError, RuntimeError):
+    """A run could not finish; what is written is kept and ``--resume`` continues it."""
+
+
+class ClusterError(SpecfitError, RuntimeError):
+    """A cluster could not be started or reached; the message says what to change."""
