@@ -50,6 +50,7 @@ SOLVER = dict(
     multistart=1,
     best_model=DEFAULTS.fit.best_model,
     alpha=DEFAULTS.fit.alpha,
+    weights=DEFAULTS.fit.weights,
 )
 
 

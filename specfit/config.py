@@ -192,7 +192,17 @@ class FitConfig(_Section):
     # ~40 % of bump pixels in the demo (bump at Nyquist standing in for the tail); 2-3 starts
     # recover the bump (median period error -2.8 -> -0.05 min) at no measurable cost.
     multistart: int = Field(3, ge=1, description="Starting points tried per pixel (best kept).")
-    best_model: Literal["lrt", "aic", "bic", "ftest", "chi2"] = "lrt"
+    weights: Literal["sigma", "dlogf"] = Field(
+        "sigma",
+        description="lsq weights: sigma = the spread across the box (spectra.box >= 3), or "
+        "dlogf = delta log10 f between bins with the noise level estimated from the residuals "
+        "(the original specFit's validation run).",
+    )
+    best_model: Literal["lrt", "aic", "bic", "ftest", "chi2", "chi2sum"] = Field(
+        "lrt",
+        description="lrt/ftest: the nested test at alpha; aic/bic: lowest; chi2: lowest "
+        "reduced chi-square; chi2sum: lowest raw chi-square sum (the original specFit's rule).",
+    )
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level for lrt/ftest.")
 
     @field_validator("models")

@@ -246,10 +246,10 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
         models = resolve_models(cfg.fit.models, cfg.fit.user_models, cfg.fit.bounds)
     except (KeyError, ImportError, FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"fit.models / fit.user_models: {exc}") from exc
-    if cfg.fit.method == "lsq" and cfg.spectra.box < 2:
+    if cfg.fit.method == "lsq" and cfg.fit.weights == "sigma" and cfg.spectra.box < 2:
         raise ConfigError(
             "fit.method=lsq weights by the spread across the box: set spectra.box to 3 or more "
-            "(or use fit.method=whittle)"
+            "(or use fit.method=whittle, or fit.weights=dlogf)"
         )
     arr = ingest(cfg, data=data)
     if cfg.input.max_frames:
@@ -364,6 +364,12 @@ def _write_cube(
         shutil.rmtree(tmp)  # specfit's own unfinished cube (checked just above)
     arr = arr.astype("float32").chunk({"time": time_chunk, "y": tile, "x": tile})
     ds = xr.Dataset({"intensity": arr})
+    # Small coordinates (exposure per frame, hpc_x/hpc_y per pixel) can be dask-backed: with
+    # compute=False to_zarr would defer them into the delayed write that the slabs below
+    # replace, leaving them NaN on disk. Computed now, they are written with the metadata.
+    lazy = {k: c.compute() for k, c in ds.coords.items() if k != "intensity" and c.chunks}
+    if lazy:
+        ds = ds.assign_coords(lazy)
     ds.attrs = {k: v for k, v in arr.attrs.items() if isinstance(v, str | int | float | bool)}
     ds.attrs["config_hash"] = config_hash({k: science[k] for k in ("input", "prep")})
     # Written with the first metadata: from then on the folder is recognisably specfit's.
@@ -596,6 +602,7 @@ def fit_options(cfg: Config) -> dict:
         multistart=f.multistart,
         best_model=f.best_model,
         alpha=f.alpha,
+        weights=f.weights,
     )
 
 

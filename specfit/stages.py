@@ -297,7 +297,7 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
     return out
 
 
-FIT_OPTION_KEYS = ("max_iter", "tol", "multistart", "best_model", "alpha")
+FIT_OPTION_KEYS = ("max_iter", "tol", "multistart", "best_model", "alpha", "weights")
 
 
 def fit(
@@ -354,9 +354,10 @@ def fit(
     # One set of defaults for the config and the Python API.
     options = {**{k: getattr(DEFAULTS.fit, k) for k in FIT_OPTION_KEYS}, **options}
     mods = resolve_models(models, user_models, bounds)
-    if method == "lsq" and sigma is None:
+    if method == "lsq" and sigma is None and options["weights"] != "dlogf":
         raise ValueError(
-            "method='lsq' needs sigma (e.g. power_spectra(..., box=3, with_sigma=True))"
+            "method='lsq' needs sigma (e.g. power_spectra(..., box=3, with_sigma=True)) "
+            "or weights='dlogf'"
         )
     pattrs = dict(power.attrs)
     power_unit = str(pattrs.get("units") or power_units(None, "density"))

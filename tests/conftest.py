@@ -32,7 +32,13 @@ KERNEL_PERIODOGRAM = dict(
     segments=1, overlap=0.0, window="hann", detrend="linear", normalisation="density"
 )
 KERNEL_FIT = dict(
-    method="whittle", max_iter=200, tol=1e-8, multistart=1, best_model="lrt", alpha=0.05
+    method="whittle",
+    max_iter=200,
+    tol=1e-8,
+    multistart=1,
+    best_model="lrt",
+    alpha=0.05,
+    weights="sigma",
 )
 
 TINY = {

@@ -30,6 +30,14 @@ def test_legacy_config_is_the_original_specfit_settings():
     cfg = load_config(ROOT / "configs" / "legacy.yaml")
     assert cfg.spectra.segments == 2 and cfg.spectra.box == 3
     assert cfg.fit.method == "lsq" and cfg.fit.models["m2"] == "powerlaw_tail_lorentzian"
+    # issue 12: the original's validation run, not the box spread and reduced chi2
+    assert cfg.fit.weights == "dlogf" and cfg.fit.best_model == "chi2sum"
+    assert cfg.spectra.normalisation == "variance" and cfg.spectra.window == "none"
+    assert cfg.fit.bounds["powerlaw_tail"]["tail"][0] < 0  # the tail may be negative
+    bump = cfg.fit.bounds["powerlaw_tail_lorentzian"]
+    assert bump["bump_center"] == (-6.5, -4.6) and bump["bump_width"][1] == 0.8
+    # defaults elsewhere are unchanged
+    assert load_config().fit.weights == "sigma" and load_config().fit.best_model == "lrt"
 
 
 def test_overrides_parse_yaml_scalars_and_nested_keys():

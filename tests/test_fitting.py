@@ -208,3 +208,55 @@ def test_lsq_with_sigma_and_multistart():
     assert np.all(np.isfinite(out["m1_chi2red"][ok]))
     with pytest.raises(ValueError, match="sigma"):
         fit_block(F, y, MODELS, method="whittle", sigma=sigma)
+
+
+def test_dlogf_weights_are_the_originals_relative_sigma():
+    """weights='dlogf': sigma = delta log10 f (the original specFit's validation weights),
+    noise level from the residuals as curve_fit's default; chi2 is the raw weighted sum."""
+    from specfit.kernels.fitting import dlogf_sigma
+
+    y, _ = _spectra(30, 11)
+    s = dlogf_sigma(F)
+    assert s.shape == F.shape and s[-1] == s[-2]
+    np.testing.assert_allclose(s[:-1], np.log10(F[1:] / F[:-1]))
+    # a tight tol: convergence is judged in standard errors, which differ between the two
+    rel = fit_block(F, y, MODELS, method="lsq", weights="dlogf", tol=1e-14)
+    ab = fit_block(F, y, MODELS, method="lsq", sigma=np.broadcast_to(s, y.shape), tol=1e-14)
+    for alias, model in (("m1", M1), ("m2", M2)):
+        ok = rel[f"{alias}_status"] == 0
+        assert ok.mean() > 0.5
+        p = np.column_stack([rel[f"{alias}_{n}"] for n in model.param_names]).astype(float)
+        q = np.column_stack([ab[f"{alias}_{n}"] for n in model.param_names]).astype(float)
+        np.testing.assert_allclose(p[ok], q[ok], rtol=1e-3)  # same minimum
+        # the reported chi-square is the raw weighted sum of the fitted model's residuals
+        resid = ((y - model.evaluate(F, p)) / s) ** 2
+        chi2 = rel[f"{alias}_chi2red"].astype(float) * (F.size - model.npar)
+        np.testing.assert_allclose(chi2[ok], resid[ok].sum(axis=1), rtol=1e-4)
+        # errors scaled by the residual noise level, as curve_fit(absolute_sigma=False)
+        e_rel = rel[f"{alias}_index_err"].astype(float)[ok]
+        e_abs = ab[f"{alias}_index_err"].astype(float)[ok]
+        red = rel[f"{alias}_chi2red"].astype(float)[ok]
+        fin = np.isfinite(e_rel) & np.isfinite(e_abs)
+        np.testing.assert_allclose(e_rel[fin], e_abs[fin] * np.sqrt(red[fin]), rtol=1e-3)
+        assert np.isnan(rel[f"{alias}_gof_pvalue"]).all()
+    with pytest.raises(ValueError, match="dlogf"):
+        fit_block(F, y, MODELS, method="whittle", weights="dlogf")
+    with pytest.raises(ValueError, match="weights"):
+        fit_block(F, y, MODELS, method="lsq", weights="box")
+
+
+def test_chi2sum_rule_compares_raw_sums_not_reduced():
+    """best_model='chi2sum' keeps the bigger model where its raw chi-square sum is lower (the
+    original's rule); 'chi2' compares reduced chi-square."""
+    y, _ = _spectra(60, 12)
+    raw = fit_block(F, y, MODELS, method="lsq", weights="dlogf", best_model="chi2sum")
+    red = fit_block(F, y, MODELS, method="lsq", weights="dlogf", best_model="chi2")
+    c1 = raw["m1_chi2red"].astype(float) * (F.size - M1.npar)
+    c2 = raw["m2_chi2red"].astype(float) * (F.size - M2.npar)
+    np.testing.assert_array_equal(raw["best_model"], np.where(c1 > c2, 1, 0))
+    # with the noise level profiled out the LRT statistic is n ln(chi2_1 / chi2_2)
+    np.testing.assert_allclose(
+        raw["lrt_stat"], np.maximum(F.size * np.log(c1 / c2), 0), rtol=1e-4, atol=1e-3
+    )
+    r1, r2 = red["m1_chi2red"].astype(float), red["m2_chi2red"].astype(float)
+    np.testing.assert_array_equal(red["best_model"], np.where(r1 > r2, 1, 0))

@@ -185,3 +185,54 @@ def test_store_with_block_names_opens_and_refuses_resume(tmp_path, demo_store):
     cfg["output"]["path"] = str(old)
     with pytest.raises(StoreError, match="no record of its inputs.*--overwrite"):
         run(cfg, resume=True)
+
+
+def test_cube_zarr_keeps_exposure_and_hpc_coordinates(tmp_path):
+    """cube.zarr's small coordinates are written, not left NaN: they were dask-backed and
+    deferred by to_zarr(compute=False) into a write that never ran (issue 12 item 6)."""
+    from astropy.io import fits
+    from astropy.time import Time, TimeDelta
+
+    from specfit.config import Config
+    from specfit.stages import ingest
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    t0 = Time("2020-01-01T00:00:00", scale="utc")
+    exps = rng.uniform(1.5, 2.5, 16)
+    for i in range(16):
+        h = fits.Header()
+        h["DATE-OBS"] = (t0 + TimeDelta(12.0 * i, format="sec")).isot
+        h["EXPTIME"] = float(exps[i])
+        h["CTYPE1"], h["CTYPE2"] = "HPLN-TAN", "HPLT-TAN"
+        h["CUNIT1"], h["CUNIT2"] = "arcsec", "arcsec"
+        h["CDELT1"], h["CDELT2"] = 0.5, 0.5
+        h["CRPIX1"], h["CRPIX2"] = 3.0, 2.0
+        h["CRVAL1"], h["CRVAL2"] = 100.0, -50.0
+        h["DSUN_OBS"], h["HGLN_OBS"], h["HGLT_OBS"] = 1.5e11, 0.0, 1.0
+        data = rng.normal(100, 10, (6, 9)).astype(np.float32)
+        fits.PrimaryHDU(data, header=h).writeto(folder / f"f{i:03d}.fits")
+    cfg = tiny_config(tmp_path, fit={"models": {"m1": "powerlaw_tail"}, "multistart": 1})
+    cfg["input"] = {"path": str(folder), "pattern": "*.fits"}
+    run(cfg)
+    ref = ingest(Config.model_validate(cfg).input)
+    cube = xr.open_zarr(tmp_path / "results.zarr.specfit-work" / "cube.zarr")
+    for name in ("exposure", "hpc_x", "hpc_y"):
+        assert name in ref.coords, name
+        got = np.asarray(cube[name].values)
+        assert np.isfinite(got).all(), f"{name} has NaN in cube.zarr"
+        np.testing.assert_allclose(got, np.asarray(ref[name].values), rtol=1e-12, err_msg=name)
+
+
+def test_lsq_with_dlogf_weights_runs_without_a_box(tmp_path):
+    """fit.weights=dlogf (the original's validation weights) needs no box spread; the default
+    lsq weights still do, and say so naming the keys."""
+    fit = {"method": "lsq", "weights": "dlogf", "best_model": "chi2sum", "multistart": 1}
+    ds = run(tiny_config(tmp_path, fit=fit))
+    assert ds["best_model"].attrs["rule"] == "chi2sum"
+    assert np.isfinite(ds["m2_chi2red"].values).mean() > 0.9
+    assert "power_sigma" not in ds
+    bad = tiny_config(tmp_path / "b", fit={"method": "lsq"})
+    with pytest.raises(ConfigError, match="spectra.box.*fit.weights=dlogf"):
+        run(bad)

@@ -102,3 +102,27 @@ def test_fit_uneven_chunks_equal_kernel_on_all_pixels():
         else:
             np.testing.assert_array_equal(got, want, err_msg=name)
     assert res["m1_index"].attrs.get("units") is not None
+
+
+def test_fit_lsq_with_dlogf_weights_needs_no_sigma():
+    """fit(method='lsq', weights='dlogf') builds the original's sigma from the frequencies
+    (no box spread needed) and equals the kernel; best_model='chi2sum' passes through."""
+    from specfit.kernels.fitting import fit_block
+    from specfit.synthetic import synthetic_series
+
+    t, counts, exptime, _ = synthetic_series((4, 5), 300, 12.0, seed=6)
+    arr = xr.DataArray(counts / exptime[:, None, None], dims=("time", "y", "x"), coords={"time": t})
+    power = stages.power_spectra(stages.resample(arr)).compute()
+    models = {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}
+    opts = {"weights": "dlogf", "best_model": "chi2sum", "multistart": 1}
+    res = stages.fit(power.chunk({"y": 3}), models=models, method="lsq", **opts).compute()
+    rows = power.values.reshape(power.sizes["freq"], -1).T.astype(float)
+    full = {**{k: getattr(DEFAULTS.fit, k) for k in stages.FIT_OPTION_KEYS}, **opts}
+    ref = fit_block(power["freq"].values, rows, models, method="lsq", **full)
+    for name in ("m1_index", "m2_index", "m2_chi2red", "best_model"):
+        np.testing.assert_allclose(
+            res[name].values.ravel(), np.asarray(ref[name]), rtol=1e-5, err_msg=name
+        )
+    assert res["best_model"].attrs["rule"] == "chi2sum"
+    with pytest.raises(ValueError, match="sigma"):
+        stages.fit(power, models=models, method="lsq")  # the default weights need sigma

@@ -43,7 +43,11 @@ STATUS_CODES: dict[int, str] = {
 }
 _STATUS_NAMES = {k: v.split(":")[0] for k, v in STATUS_CODES.items()}
 METHODS = ("whittle", "lsq_log", "lsq")
-BEST_RULES = ("lrt", "aic", "bic", "ftest", "chi2")
+BEST_RULES = ("lrt", "aic", "bic", "ftest", "chi2", "chi2sum")
+# lsq weights: the given sigma (absolute, e.g. the box spread) or the original specFit's
+# validation weights, sigma = delta log10 f between neighbouring bins (relative: the noise
+# level is estimated from the residuals, as scipy's curve_fit does by default)
+WEIGHTS = ("sigma", "dlogf")
 _NOT_FITTED = (2, 3, 4, 5, 9)
 
 # LRT calibration: simulated pure-small-model spectra per (grid, dof, models, settings)
@@ -99,6 +103,16 @@ def output_dtypes(
         out["lrt_pvalue"] = f32
         out["ftest_pvalue"] = f32
     return out
+
+
+def dlogf_sigma(f: np.ndarray) -> np.ndarray:
+    """The original specFit's fit weights: sigma = delta log10 f between neighbouring bins.
+
+    The last bin repeats the one before, so every part of the spectrum weighs by its extent
+    in log frequency ("equal weight to all parts of the curve").
+    """
+    d = np.diff(np.log10(np.asarray(f, dtype=np.float64)))
+    return np.append(d, d[-1])
 
 
 def _check_method(method: str, best_model: str) -> None:
@@ -300,9 +314,9 @@ def _coarse_groups(f: np.ndarray, max_span: float = 0.08, max_size: int = 16):
     return out
 
 
-def _prepare(power, sigma, method, dof):
+def _prepare(power, sigma, method, dof, absolute_sigma=True):
     """Input status, per-pixel scale, sum ln(power), normalised data, weights and the factor
-    c turning the curvature into an inverse covariance."""
+    c turning the curvature into an inverse covariance (negative: estimated from the fit)."""
     npix, nf = power.shape
     k = dof / 2.0
     pn = np.empty((npix, nf))
@@ -326,7 +340,7 @@ def _prepare(power, sigma, method, dof):
         if sigma is not None:
             sn = np.where(good[:, None], sigma / scale[:, None], 1.0)
             weights = 1.0 / (sn * sn)
-            c = np.ones(npix)
+            c = np.ones(npix) if absolute_sigma else -np.ones(npix)
         else:
             c = -np.ones(npix)
     return status, scale, sum_ln_y, y, weights, c
@@ -342,10 +356,11 @@ def _fit_models(
     max_iter: int,
     tol: float,
     multistart: int,
+    absolute_sigma: bool = True,
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """Fit every model; returns per-alias raw results, input status and per-pixel scale."""
     npix, nf = power.shape
-    status_in, scale, sum_ln_y, y, weights, c = _prepare(power, sigma, method, dof)
+    status_in, scale, sum_ln_y, y, weights, c = _prepare(power, sigma, method, dof, absolute_sigma)
     fits: dict[str, dict] = {}
     by_name: dict[str, str] = {}
     # nested base models first, whatever the requested order: their fits seed the bumps
@@ -366,7 +381,7 @@ def _fit_models(
             # the nested model is not requested: fit it anyway, its residuals seed the bump
             bm = get_model(model.base)
             hidden, _, _ = _fit_models(
-                f, power, {"_base": bm}, method, dof, sigma, max_iter, tol, 1
+                f, power, {"_base": bm}, method, dof, sigma, max_iter, tol, 1, absolute_sigma
             )
             base = hidden["_base"]["params"]
         # guesses are only computed on pixels we fit, with harmless stand-ins elsewhere
@@ -532,6 +547,7 @@ def fit_block(
     best_model: str,
     alpha: float,
     derived: Mapping[str, Mapping[str, Callable]] | None = None,
+    weights: str,
 ) -> dict[str, np.ndarray]:
     """Fit every model to every pixel of a block of spectra.
 
@@ -557,13 +573,18 @@ def fit_block(
         Starting points per pixel and model; the lowest objective wins.
     best_model
         Rule for ``best_model``: ``lrt`` / ``ftest`` (bigger nested model if its p-value is
-        below ``alpha``), ``aic``, ``bic`` (lowest), ``chi2`` (lowest reduced chi-square, the
-        original specFit's rule).
+        below ``alpha``), ``aic``, ``bic`` (lowest), ``chi2`` (lowest reduced chi-square) or
+        ``chi2sum`` (lowest raw chi-square sum: the original specFit's rule).
     alpha
         Significance level for ``lrt`` and ``ftest``.
     derived
         ``alias -> {suffix: compute}``: maps ``<alias>_<suffix>`` (float32) computed from the
         alias's full-precision parameters ``{name: (npix,)}``, e.g. a bump's period.
+    weights
+        ``lsq`` only: ``sigma`` (the ``sigma`` argument, absolute) or ``dlogf`` (sigma =
+        delta log10 f, see :func:`dlogf_sigma`; ``sigma`` must then be None, the noise level is
+        estimated from the residuals and ``<m>_chi2red`` is the weighted sum / (n - p) as the
+        original specFit reported it; no goodness-of-fit p-value).
 
     Returns
     -------
@@ -596,6 +617,15 @@ def fit_block(
             # a non-constant negative row: invalid_input (status 4) in the screening below
             power[bad_dof] = -np.arange(1.0, nf + 1.0)
         dof[bad_dof] = 2.0
+    if weights not in WEIGHTS:
+        raise ValueError(f"fit.weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
+    relative = weights == "dlogf"
+    if relative:
+        if method != "lsq":
+            raise ValueError("fit.weights=dlogf weights least squares: set fit.method=lsq")
+        if sigma is not None:
+            raise ValueError("fit.weights=dlogf builds sigma from the frequencies; pass no sigma")
+        sigma = np.broadcast_to(dlogf_sigma(f), power.shape)
     if sigma is not None:
         if method != "lsq":
             raise ValueError("sigma is only used by method='lsq'")
@@ -604,7 +634,7 @@ def fit_block(
             raise ValueError(f"sigma must have the shape of power {power.shape}; got {sigma.shape}")
 
     fits, status_in, scale = _fit_models(
-        f, power, models, method, dof, sigma, max_iter, tol, multistart
+        f, power, models, method, dof, sigma, max_iter, tol, multistart, not relative
     )
     spec = output_dtypes(models, method, best_model)
     out: dict[str, np.ndarray] = {}
@@ -614,9 +644,16 @@ def fit_block(
         r = fits[alias]
         fitted = ~np.isin(r["status"], _NOT_FITTED)
         ll = _loglike_from_fit(r, method, power, dof, ln_scale, sigma)
+        if relative:
+            # Gaussian with sigma_i = s * dlogf_i and s profiled out (s^2 = chi2 / n): so the
+            # LRT is n ln(chi2_small / chi2_big) and AIC/BIC compare like with like
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ll = -0.5 * nf * (np.log(2 * np.pi * r["s2"] / nf) + 1.0)
+            ll = ll - np.log(sigma).sum(axis=1)
         ll = np.where(fitted, ll, np.nan)
         nu = nf - model.npar
-        chi2 = r["c_eff"] * r["s2"]
+        # relative weights: the raw weighted sum (c_eff would rescale it to n - p)
+        chi2 = r["s2"] if relative else r["c_eff"] * r["s2"]
         if method == "lsq" and sigma is None:
             chi2 = np.full(npix, np.nan)  # no noise level to compare with
         chi2 = np.where(fitted, chi2, np.nan)
@@ -631,7 +668,7 @@ def fit_block(
         out[f"{alias}_aic"] = aic
         out[f"{alias}_bic"] = bic
         out[f"{alias}_nfev"] = r["nfev"]
-        out[f"{alias}_gof_pvalue"] = np.where(fitted, gof, np.nan)
+        out[f"{alias}_gof_pvalue"] = np.where(fitted & (not relative), gof, np.nan)
         summary[alias] = {
             "ll": ll,
             "chi2": chi2,
@@ -702,8 +739,8 @@ def _best(models, summary, pair, pvals, rule, alpha) -> np.ndarray:
     aliases = list(models)
     npix = next(iter(summary.values()))["ll"].shape[0]
     fitted = np.stack([summary[a]["fitted"] for a in aliases], axis=1)
-    if rule in ("aic", "bic", "chi2"):
-        key = "chi2red" if rule == "chi2" else rule
+    if rule in ("aic", "bic", "chi2", "chi2sum"):
+        key = {"chi2": "chi2red", "chi2sum": "chi2"}.get(rule, rule)
         vals = np.stack([summary[a][key] for a in aliases], axis=1).astype(np.float64)
         vals = np.where(fitted & np.isfinite(vals), vals, np.inf)
         best = np.argmin(vals, axis=1).astype(np.int8)

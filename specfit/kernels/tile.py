@@ -199,7 +199,9 @@ def run_tile(
     spread = None if spread is None else spread[:, ys, xs]
     dof = power_dof(count[ys, xs], meta["dof"])
     fdof = fit_dof(dof, spec.method, meta["window"], meta["segment_length"])
-    sigma = spread if spec.method == "lsq" else None
+    # lsq weights by the box spread unless the fit weights by delta log10 f (fit.weights=dlogf)
+    weighted = spec.method == "lsq" and spec.fit_options.get("weights", "sigma") == "sigma"
+    sigma = spread if weighted else None
     out = fit_maps(
         freq, power, fdof, sigma, spec.models, spec.method, spec.fit_options, spec.derived
     )
