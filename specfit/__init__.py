@@ -21,7 +21,7 @@ _API = {
     "resample": ("specfit.stages", "resample"),
     "power_spectra": ("specfit.stages", "power_spectra"),
     "fit": ("specfit.stages", "fit"),
-    "models": ("specfit.kernels.models", None),
+    "models": ("specfit.models", None),
     "make_synthetic": ("specfit.synthetic", "make_synthetic"),
     "to_map": ("specfit.export", "to_map"),
 }

@@ -240,7 +240,7 @@ def plan_run(cfg: Config, data: Any = None):
         freq, _, meta = pg.periodogram(np.zeros((1, new_times.size)), dt, **spectra_kw)
     except ValueError as exc:
         raise ConfigError(f"spectra: {exc}") from exc
-    from specfit.kernels.models import check_output
+    from specfit.models import check_output
 
     for alias, model in models.items():
         try:

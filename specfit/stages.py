@@ -324,7 +324,7 @@ def _power_units(bunit: str | None, normalisation: str) -> str:
 # ----------------------------------------------------------------------------- fit
 def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None) -> dict[str, Any]:
     """alias -> Model from names (or Model objects), after loading user model files."""
-    from specfit.kernels import models as M
+    from specfit import models as M
 
     if user_models:
         M.load_user_models(list(user_models))
@@ -398,7 +398,7 @@ def fit(
     power
         (freq, y, x) power from :func:`power_spectra` (any chunking; frequency is made one chunk).
     models
-        alias -> model name (or :class:`specfit.kernels.models.Model`); default
+        alias -> model name (or :class:`specfit.models.Model`); default
         ``{"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}``.
     method
         ``whittle`` (default), ``lsq_log`` or ``lsq`` (needs ``sigma``).
@@ -429,7 +429,7 @@ def fit(
     spec = result_variables(mods, method=method, best_model=options.get("best_model", "lrt"))
     names = list(spec)
     freq = np.asarray(power["freq"].values, dtype=float)
-    from specfit.kernels.models import check_output
+    from specfit.models import check_output
 
     for m in mods.values():
         check_output(m, freq)  # a wrong-shaped user model fails here, not in every tile

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from specfit.kernels import models as M
+from specfit import models as M
 from specfit.kernels.fitting import (
     STATUS_CODES,
     fit_block,

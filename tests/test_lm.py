@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.optimize import OptimizeWarning, curve_fit, minimize
 
-from specfit.kernels import models as M
+from specfit import models as M
 from specfit.kernels.fitting import fit_block
 from specfit.kernels.stats import log_bias
 

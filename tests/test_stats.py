@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from specfit.kernels import models as M
+from specfit import models as M
 from specfit.kernels import stats as st
 from specfit.kernels.fitting import fit_block
 

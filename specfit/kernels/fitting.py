@@ -18,13 +18,16 @@ import math
 import threading
 import warnings
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 
 from . import lm
 from . import stats as st
-from .models import Model, get_model, numba_kernel
+
+if TYPE_CHECKING:  # the Model type lives in specfit.models; kernels only use its attributes
+    from specfit.models import Model
 
 __all__ = ["STATUS_CODES", "fit_block", "result_variables", "model_attrs", "lrt_reference"]
 
@@ -55,7 +58,21 @@ _LRT_LOCK = threading.RLock()
 def _resolve(models: Mapping[str, Model | str]) -> dict[str, Model]:
     if not models:
         raise ValueError("fit.models: needs at least one model, e.g. {m1: powerlaw_tail}")
-    return {alias: get_model(m) for alias, m in models.items()}
+    return {alias: _get_model(m) for alias, m in models.items()}
+
+
+def _get_model(m):
+    """A Model object unchanged; a name looked up in the registry of specfit.models."""
+    if not isinstance(m, str):
+        return m
+    from specfit.models import get_model  # names only: the kernels take Model objects
+
+    return get_model(m)
+
+
+def _base_of(model):
+    """The nested smaller model of ``model`` (declared with it, else by registry name)."""
+    return model.base_model if model.base_model is not None else _get_model(model.base)
 
 
 def _nested_pair(models: dict[str, Model]) -> tuple[str, str] | None:
@@ -124,13 +141,10 @@ def result_variables(
             "dtype": f32,
             "attrs": {"units": "1", "long_name": f"{alias}: goodness-of-fit p-value (Pearson)"},
         }
-        if "bump_center" in m.param_names:
-            out[f"{alias}_bump_period"] = {
+        for d in m.derived:
+            out[f"{alias}_{d.name}"] = {
                 "dtype": f32,
-                "attrs": {
-                    "units": "min",
-                    "long_name": f"{alias}: bump period exp(-bump_center)/60",
-                },
+                "attrs": {"units": d.unit, "long_name": f"{alias}: {d.long_name}"},
             }
     aliases = list(models)
     out["best_model"] = {
@@ -331,7 +345,7 @@ def _fit_one(
     # a start must be finite; a non-finite guess for a pixel falls back to the bounds' clip
     S = np.where(np.isfinite(S), S, 0.0)
     logp = np.array([n in model.log_params for n in model.param_names])
-    kernel = numba_kernel(model)
+    kernel = model.compiled().solve_block
     nfev_coarse = 0
     groups = _coarse_groups(f) if method == "whittle" and weights is None else None
     if groups is not None:
@@ -458,7 +472,7 @@ def _fit_models(
             base = np.where(np.isfinite(base), base, np.nan)
         elif model.base is not None and not too_few:
             # the nested model is not requested: fit it anyway, its residuals seed the bump
-            bm = get_model(model.base)
+            bm = _base_of(model)
             hidden, _, _ = _fit_models(
                 f, power, {"_base": bm}, method, dof, sigma, max_iter, tol, 1
             )
@@ -469,7 +483,7 @@ def _fit_models(
             bad = ~np.isfinite(base).all(axis=1)
             if bad.any():
                 base = base.copy()
-                base[bad] = _starts(get_model(model.base), f, pg[bad], dof[bad], None, 1)[:, 0, :]
+                base[bad] = _starts(_base_of(model), f, pg[bad], dof[bad], None, 1)[:, 0, :]
         starts = _starts(model, f, pg, dof, base, multistart)
         r = _fit_one(
             model, f, power, scale, weights, y, c, active, starts, method, max_iter, tol, multistart
@@ -549,10 +563,10 @@ def lrt_reference(
     """Null distribution of the LRT statistic for ``small`` inside ``big`` by simulation.
 
     Spectra are simulated under ``small`` with this frequency grid and ``dof`` (Gamma noise,
-    shape dof/2) and fitted with both models exactly as :func:`fit_block` does. The M1 truths
-    spread over index U(1, 3) and a power-law/tail crossover frequency log-uniform over the
-    middle 60 % of the fitted range (tail = 1); the seed is fixed, so every block and worker
-    gets the same reference. Cached per (grid, dof, models, settings) within a process.
+    shape dof/2) and fitted with both models exactly as :func:`fit_block` does. The truths
+    come from the smaller model's declared ``null(f, rng, nsim)`` (for ``powerlaw_tail``:
+    :func:`specfit.kernels.guesses.powerlaw_tail_null`); the seed is fixed, so every block
+    and worker gets the same reference. Cached per (grid, dof, models, settings) within a process.
     """
     f = np.asarray(f, dtype=np.float64)
     with _LRT_LOCK:  # threads of one worker share the reference instead of each simulating it
@@ -575,18 +589,12 @@ def _lrt_reference_locked(f, dof, small, big, method, max_iter, tol, multistart,
     )
     if key in _LRT_CACHE:
         return _LRT_CACHE[key]
-    if small.name != "powerlaw_tail":
+    if small.null is None:
         raise NotImplementedError(
-            f"LRT calibration simulates under powerlaw_tail; nested base {small.name!r} unsupported"
+            f"LRT calibration: model {small.name!r} declares no null (Model.named(null=...))"
         )
     rng = np.random.default_rng(_LRT_SEED)
-    lnf = np.log(f)
-    span = lnf[-1] - lnf[0]
-    index = rng.uniform(1.0, 3.0, nsim)
-    lnfc = rng.uniform(lnf[0] + 0.2 * span, lnf[-1] - 0.2 * span, nsim)
-    tail = np.ones(nsim)
-    amp = np.exp(index * lnfc)  # A fc^-n = C = 1 at the crossover
-    truth = np.column_stack([amp, index, tail])
+    truth = small.null(f, rng, nsim)
     m = small.evaluate(f, truth)
     k = dof / 2.0
     if method == "lsq_log" or method == "whittle":
@@ -634,7 +642,7 @@ def fit_block(
     power
         (npix, nf) power. Bad pixels (NaN, inf, constant, negative) get NaN and a status.
     models
-        Alias -> :class:`~specfit.kernels.models.Model` or registered name, in output order.
+        Alias -> :class:`~specfit.models.Model` or registered name, in output order.
     method
         ``whittle`` (default; Gamma likelihood with shape dof/2), ``lsq_log`` (least squares
         on ln power with the log bias for ``dof`` removed) or ``lsq`` (linear, 1/sigma^2).
@@ -721,10 +729,8 @@ def fit_block(
         out[f"{alias}_bic"] = bic
         out[f"{alias}_nfev"] = r["nfev"]
         out[f"{alias}_gof_pvalue"] = np.where(fitted, gof, np.nan)
-        if "bump_center" in model.param_names:
-            out[f"{alias}_bump_period"] = (
-                np.exp(-r["params"][:, model.param_names.index("bump_center")]) / 60.0
-            )
+        for dname, values in model.derived_values(r["params"]).items():
+            out[f"{alias}_{dname}"] = values
         summary[alias] = {
             "ll": ll,
             "chi2": chi2,
@@ -756,12 +762,12 @@ def fit_block(
             idx = np.flatnonzero(both)
             for u in uniq:
                 sel = idx[kk == u]
-                if models[a].name != "powerlaw_tail":
+                if models[a].null is None:
                     from scipy.stats import chi2 as chi2_dist
 
                     warnings.warn(
-                        f"LRT of {a} inside {b}: no simulated reference for base model "
-                        f"{models[a].name!r}; using chi2 with {models[b].npar - models[a].npar} "
+                        f"LRT of {a} inside {b}: base model {models[a].name!r} declares no "
+                        f"null to simulate; using chi2 with {models[b].npar - models[a].npar} "
                         "dof (approximate)",
                         stacklevel=2,
                     )

@@ -511,7 +511,7 @@ def load_models(paths: Sequence[str]) -> list[str]:
     list of str
         Names of the models the files defined.
     """
-    from specfit.kernels import models as registry
+    from specfit import models as registry
 
     return registry.load_user_models([str(p) for p in paths])
 
@@ -538,12 +538,12 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
     """The stored spectrum of pixel (iy, ix) and every fitted model evaluated there.
 
     Each model is evaluated from the stored parameters with
-    ``specfit.kernels.models.get_model(name)`` (``evaluate`` and ``components``). A model that
+    ``specfit.models.get_model(name)`` (``evaluate`` and ``components_values``). A model that
     cannot be evaluated (not loaded in this session, NaN parameters of a failed fit) is
     reported in ``ModelCurves.error`` with ``model=None``; nothing raises for one bad pixel.
     User models named in the store are never imported from it (see :func:`load_models`).
     """
-    from specfit.kernels import models as registry
+    from specfit import models as registry
 
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     if not (0 <= iy < ny and 0 <= ix < nx):
@@ -595,7 +595,7 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
                 curves.error = "no fitted parameters at this pixel (NaN)"
                 continue
             curves.model = np.asarray(model.evaluate(freq, p_row), dtype=float).reshape(-1)
-            comps = model.components(freq, p_row) if hasattr(model, "components") else {}
+            comps = model.components_values(freq, p_row)
             curves.components = {
                 k: np.asarray(v, dtype=float).reshape(-1) for k, v in comps.items()
             }
