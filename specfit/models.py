@@ -56,6 +56,7 @@ __all__ = [
     "available_models",
     "load_user_models",
     "check_output",
+    "stored_metadata",
 ]
 
 INF = math.inf
@@ -174,6 +175,10 @@ class Component:
 
     def __add__(self, other: Component | Model) -> Model:
         return Model(name="", components=(self,)) + other
+
+    def named(self, name: str, **kwargs) -> Model:
+        """A one-component model (see :meth:`Model.named`)."""
+        return Model(name="", components=(self,)).named(name, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -295,6 +300,28 @@ class Model:
     def param_with_role(self, role: str) -> str | None:
         """Name of the first parameter tagged ``role`` (e.g. ``"index"``), or None."""
         return next((p.name for p in self.parameters if p.role == role), None)
+
+    def metadata(self) -> dict:
+        """What readers need, JSON-serialisable: roles, display scales and derived outputs.
+
+        ``{"roles": {param: role}, "spectrum_unit_params": [...], "derived": [{"name",
+        "unit", "long_name", "role", "source"}], "components": [labels]}``.
+        """
+        return {
+            "roles": {p.name: p.role for p in self.parameters if p.role},
+            "spectrum_unit_params": [p.name for p in self.parameters if p.unit == SPECTRUM_UNIT],
+            "derived": [
+                {
+                    "name": d.name,
+                    "unit": d.unit,
+                    "long_name": d.long_name,
+                    "role": d.role,
+                    "source": d.source,
+                }
+                for d in self.derived
+            ],
+            "components": [c.label for c in self.components],
+        }
 
     # ---- numerics
     def _x(self, f: np.ndarray) -> np.ndarray:
@@ -602,6 +629,22 @@ def is_shipped(model: Model) -> bool:
     return _SHIPPED.get(model.name) is model
 
 
+def stored_metadata(info: Mapping) -> dict:
+    """Reader metadata of a fitted model from a store's ``models`` attr entry.
+
+    Uses what the store recorded (:meth:`Model.metadata` keys); for older stores, the
+    metadata of the registered model of that name if this session has it (never imports
+    anything); else empty roles and no derived outputs.
+    """
+    keys = ("roles", "spectrum_unit_params", "derived", "components")
+    if all(k in info for k in keys):
+        return {k: info[k] for k in keys}
+    model = _REGISTRY.get(str(info.get("name")))
+    if model is not None:
+        return model.metadata()
+    return {"roles": {}, "spectrum_unit_params": [], "derived": [], "components": []}
+
+
 def load_user_models(specs: Sequence[str]) -> list[str]:
     """Import user model files or modules and register the models they define.
 
@@ -690,9 +733,8 @@ def check_output(model: Model, f: np.ndarray) -> None:
     for c in model.components:
         n = len(c.params)
         code = getattr(c.shape, "__code__", None)
-        where = f"model {model.name!r} (shape {c.shape.__name__}" + (
-            f" defined in {code.co_filename})" if code else ")"
-        )
+        where = f"model {model.name!r}" + (f" (defined in {code.co_filename})" if code else "")
+        where += f": shape {getattr(c.shape, '__name__', c.label)}"
         try:
             out = c.shape(x, *p[j : j + n])
         except Exception as exc:

@@ -202,6 +202,7 @@ def model_attrs(models: Mapping[str, Model | str]) -> dict:
                 "param_names": list(m.param_names),
                 "units": list(m.units),
                 "bounds": [[_json_bound(lo), _json_bound(hi)] for lo, hi in m.bounds],
+                **m.metadata(),  # roles, derived outputs: what viz and summary read
             }
             for alias, m in models.items()
         },
