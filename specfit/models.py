@@ -24,6 +24,7 @@ scale the model linearly, as the solver normalises every pixel to unit mean powe
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -269,22 +270,27 @@ class Model:
 
     @property
     def param_names(self) -> tuple[str, ...]:
+        """Parameter names, in order."""
         return tuple(p.name for p in self.parameters)
 
     @property
     def units(self) -> tuple[str, ...]:
+        """Parameter units (real units or SPECTRUM_UNIT)."""
         return tuple(p.unit for p in self.parameters)
 
     @property
     def long_names(self) -> tuple[str, ...]:
+        """Parameter descriptions."""
         return tuple(p.long_name for p in self.parameters)
 
     @property
     def bounds(self) -> tuple[tuple[float, float], ...]:
+        """(low, high) per parameter, natural units."""
         return tuple((float(p.bounds[0]), float(p.bounds[1])) for p in self.parameters)
 
     @property
     def log_params(self) -> tuple[str, ...]:
+        """Parameters the solver works on as ln(p)."""
         return tuple(p.name for p in self.parameters if p.log_scaled)
 
     @property
@@ -666,7 +672,10 @@ def load_user_models(specs: Sequence[str]) -> list[str]:
                 raise FileNotFoundError(
                     f"fit.user_models: {spec} does not exist; give a .py file path or a module name"
                 )
-            modname = f"specfit_user_models_{path.stem}_{abs(hash(str(path.resolve())))}"
+            # named by content, stable across processes: the kernels generated for its shapes
+            # (keyed by module and source) are then compiled once and reused from the cache
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+            modname = f"specfit_user_models_{path.stem}_{digest}"
             ispec = importlib.util.spec_from_file_location(modname, path)
             module = importlib.util.module_from_spec(ispec)
             sys.modules[modname] = module

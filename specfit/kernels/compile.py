@@ -35,7 +35,7 @@ from . import lm
 __all__ = ["CompiledModel", "compiled", "cache_dir"]
 
 # bump when the generated text changes shape in a way the hash of its parts would not see
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2
 _SHAPES: dict[str, Callable] = {}  # key -> shape function, looked up by generated modules
 _COMPILED: dict[tuple, CompiledModel] = {}
 _LOCK = threading.Lock()
@@ -114,22 +114,29 @@ def _generate(keys: Sequence[str], nparams: Sequence[int]) -> str:
         "",
         "@numba.njit(nogil=True, cache=True)",
         "def kernel(x, p, m, J, want_jac):",
-        "    for i in range(x.shape[0]):",
-        "        xi = x[i]",
     ]
-    j = 0
-    values, jac = [], []
+    calls, jac, j = [], [], 0
     for k, n in enumerate(nparams):
         ds = [f"d{j + a}" for a in range(n)]
         args = ", ".join(f"p[{j + a}]" for a in range(n))
-        lines.append(f"        v{k}, {', '.join(ds)} = c{k}(xi, {args})")
-        values.append(f"v{k}")
+        calls.append((f"v{k}, {', '.join(ds)}", f"c{k}(xi, {args})"))
         jac += [f"            J[i, {j + a}] = d{j + a}" for a in range(n)]
         j += n
     # left to right, as the hand-written kernels summed: bit-identical results
-    lines.append(f"        m[i] = {' + '.join(values)}")
-    lines.append("        if want_jac:")
+    total = " + ".join(f"v{k}" for k in range(len(nparams)))
+    # two loops: without the jacobian only the values are used, so the compiler drops the
+    # derivative arithmetic (divisions included) from the value-only evaluations
+    lines.append("    if want_jac:")
+    lines.append("        for i in range(x.shape[0]):")
+    lines.append("            xi = x[i]")
+    lines += [f"            {lhs} = {rhs}" for lhs, rhs in calls]
+    lines.append(f"            m[i] = {total}")
     lines += jac
+    lines.append("    else:")
+    lines.append("        for i in range(x.shape[0]):")
+    lines.append("            xi = x[i]")
+    lines += [f"            v{k} = {rhs}[0]" for k, (_, rhs) in enumerate(calls)]
+    lines.append(f"            m[i] = {total}")
     lines += [
         "",
         "",
