@@ -145,7 +145,7 @@ def _generate(keys: Sequence[str], nparams: Sequence[int]) -> str:
         "    kernel(x, p, m, J, want_jac)",
         "",
     ]
-    for fn in (lm._lm_pixel, lm._lm_block):
+    for fn in lm.SOLVER_TEMPLATES:
         lines += ["", "@numba.njit(nogil=True, cache=True)", inspect.getsource(fn).rstrip(), ""]
     lines.append("solve_block = _lm_block")
     return "\n".join(lines) + "\n"

@@ -41,7 +41,7 @@ import numpy as np
 # is that model's fused kernel, and compiles them there (cached on disk by numba).
 EVAL = None
 
-__all__ = ["solve", "OBJECTIVES", "LMResult"]
+__all__ = ["solve", "OBJECTIVES", "LMResult", "SOLVER_TEMPLATES"]
 
 OBJECTIVES = {"lsq": 0, "lsq_log": 1, "whittle": 2}
 
@@ -435,6 +435,11 @@ def _lm_block(
                     P[i, a] = p[a]
                     ERR[i, a] = pt[a]
         NFEV[i] = tot
+
+
+# The solver's source for kernels.compile: copied into each generated module (with EVAL
+# bound there), which is why these two are plain functions here, not compiled.
+SOLVER_TEMPLATES = (_lm_pixel, _lm_block)
 
 
 class LMResult(dict):
