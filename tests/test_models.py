@@ -96,7 +96,7 @@ def test_guesses_are_inside_the_bounds(name):
     assert g.shape == (30, model.npar)
     assert np.isfinite(g).all()
     # a guess may sit on a bound (the solver clips), never outside it beyond rounding
-    assert (g >= lo - 1e-9 * np.abs(lo)).all() or model.name == ""
+    assert (g >= lo - 1e-9 * np.abs(lo)).all()
     assert (g <= hi + 1e-9 * np.abs(hi)).all()
 
 
@@ -210,3 +210,28 @@ def test_docs_user_model_example_runs_and_fits(tmp_path):
     assert ok.mean() > 0.9
     assert abs(np.median(out["u_index"][ok]) - 2.5) < 0.15
     assert abs(np.median(out["u_ln_knee"][ok]) - np.log(3e-3)) < 0.1
+
+
+def test_store_metadata_is_what_readers_need_and_old_stores_fall_back():
+    import json
+
+    from specfit.kernels.fitting import model_attrs
+
+    m2 = M.get_model("powerlaw_tail_lorentzian")
+    info = json.loads(json.dumps(model_attrs({"m2": m2})["models"]["m2"]))  # strict JSON
+    assert info["roles"] == {"index": "index", "bump_center": "center"}
+    assert info["spectrum_unit_params"] == ["amplitude", "tail", "bump_amplitude"]
+    assert info["derived"] == [
+        {
+            "name": "bump_period",
+            "unit": "min",
+            "long_name": "bump period exp(-bump_center)/60",
+            "role": "period",
+            "source": "bump_center",
+        }
+    ]
+    assert M.stored_metadata(info) == m2.metadata()
+    # an older store without these keys: the registered model's metadata, never an import
+    old = {"name": "powerlaw_tail_lorentzian", "params": list(m2.param_names)}
+    assert M.stored_metadata(old) == m2.metadata()
+    assert M.stored_metadata({"name": "not_loaded_here"})["roles"] == {}
