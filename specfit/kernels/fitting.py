@@ -6,9 +6,14 @@ wrapper can declare its outputs before computing anything.
 
 Per model alias ``m`` and parameter ``p``: ``m_p``, ``m_p_err`` (1-sigma from the Fisher
 matrix), ``m_status``, ``m_loglike``, ``m_chi2red``, ``m_aic``, ``m_bic``, ``m_nfev``,
-``m_gof_pvalue`` and, for bump models, ``m_bump_period`` (minutes). Across models:
-``best_model`` and, when a nested pair exists (e.g. M1 inside M2), ``lrt_stat``,
-``lrt_pvalue`` and ``ftest_pvalue``.
+``m_gof_pvalue`` and the model's declared derived outputs ``m_<derived>`` (e.g. the
+bump models' ``m_bump_period`` in minutes). Across models: ``best_model`` and, when a nested
+pair exists (a model whose ``base`` is another fitted model, e.g. M1 inside M2),
+``lrt_stat``, ``lrt_pvalue`` and ``ftest_pvalue``.
+
+Models are :class:`specfit.models.Model` objects (names are looked up in its registry);
+each is fitted by the block solver generated from its components
+(:mod:`specfit.kernels.compile`).
 """
 
 from __future__ import annotations
