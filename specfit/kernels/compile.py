@@ -118,7 +118,7 @@ def _generate(keys: Sequence[str], nparams: Sequence[int]) -> str:
     calls, jac, j = [], [], 0
     for k, n in enumerate(nparams):
         ds = [f"d{j + a}" for a in range(n)]
-        args = ", ".join(f"p[{j + a}]" for a in range(n))
+        args = ", ".join(f"p{j + a}" for a in range(n))
         calls.append((f"v{k}, {', '.join(ds)}", f"c{k}(xi, {args})"))
         jac += [f"            J[i, {j + a}] = d{j + a}" for a in range(n)]
         j += n
@@ -126,6 +126,9 @@ def _generate(keys: Sequence[str], nparams: Sequence[int]) -> str:
     total = " + ".join(f"v{k}" for k in range(len(nparams)))
     # two loops: without the jacobian only the values are used, so the compiler drops the
     # derivative arithmetic (divisions included) from the value-only evaluations
+    # parameters in locals: the compiler cannot prove that stores to m and J leave p alone,
+    # so reading p[k] inside the loop would reload it on every bin
+    lines += [f"    p{a} = p[{a}]" for a in range(j)]
     lines.append("    if want_jac:")
     lines.append("        for i in range(x.shape[0]):")
     lines.append("            xi = x[i]")
