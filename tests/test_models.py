@@ -235,3 +235,21 @@ def test_store_metadata_is_what_readers_need_and_old_stores_fall_back():
     old = {"name": "powerlaw_tail_lorentzian", "params": list(m2.param_names)}
     assert M.stored_metadata(old) == m2.metadata()
     assert M.stored_metadata({"name": "not_loaded_here"})["roles"] == {}
+
+
+def test_a_shape_without_source_is_compiled_in_memory():
+    # a shape defined where inspect cannot read its source (exec, a notebook cell)
+    ns: dict = {"np": np}
+    exec(
+        "def slope(lnf, level, tilt):\n    return level + tilt * lnf, 1.0 + 0.0 * lnf, lnf\n",
+        ns,
+    )
+    comp = M.Component("slope", ns["slope"], (M.Parameter("level"), M.Parameter("tilt")))
+    model = (comp + M.TAIL).named("test_in_memory_slope")
+    compiled = model.compiled()
+    assert "cache=True" in compiled.source  # the text; loaded with the disk cache off
+    p = np.array([2.0, -0.1, 0.5])
+    m, J = np.empty(F.size), np.empty((F.size, 3))
+    compiled.kernel(np.log(F), p, m, J, True)
+    np.testing.assert_allclose(m, model.evaluate(F, p)[0], rtol=1e-14)
+    np.testing.assert_allclose(J, model.jacobian(F, p)[0], rtol=1e-14)
