@@ -253,3 +253,30 @@ def test_a_shape_without_source_is_compiled_in_memory():
     compiled.kernel(np.log(F), p, m, J, True)
     np.testing.assert_allclose(m, model.evaluate(F, p)[0], rtol=1e-14)
     np.testing.assert_allclose(J, model.jacobian(F, p)[0], rtol=1e-14)
+
+
+def test_the_lrt_null_comes_from_the_smaller_models_declaration():
+    import warnings
+
+    from specfit.kernels import fitting, guesses
+
+    calls = []
+
+    def null(f, rng, nsim):
+        calls.append(nsim)
+        return guesses.powerlaw_tail_null(f, rng, nsim)
+
+    small = (M.POWER_LAW + M.TAIL).named("test_small", guess=guesses.guess_powerlaw_tail, null=null)
+    big = (small + M.LOGNORMAL_BUMP).named("test_big")
+    assert big.base == "test_small" and big.base_model is small
+    ref = fitting.lrt_reference(F, 18.0, small, big, nsim=60)
+    assert calls == [60] and ref.pvalue(np.array([0.0]))[0] > 0.5
+    # without a declared null: the LRT p-value falls back to chi-square, with a warning
+    bare = (M.POWER_LAW + M.TAIL).named("test_no_null", guess=guesses.guess_powerlaw_tail)
+    y = M.get_model("powerlaw_tail").evaluate(F, np.array([[1e-6, 2.0, 1.0]])).repeat(3, 0)
+    y = y * np.random.default_rng(0).gamma(9.0, 1 / 9.0, y.shape)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = fit_block(F, y, {"a": bare, "b": (bare + M.LOGNORMAL_BUMP).named("t")}, dof=18.0)
+    assert any("declares no null" in str(x.message) for x in w)
+    assert np.isfinite(out["lrt_pvalue"]).all()
