@@ -34,9 +34,9 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from specfit import models as M  # noqa: E402
 from specfit.config import DEFAULTS  # noqa: E402
-from specfit.kernels import fitting  # noqa: E402
-from specfit.kernels import models as M  # noqa: E402
+from specfit.kernels import fitting, lineshapes  # noqa: E402
 
 F = np.arange(1, 301) / (300 * 48.0)  # 300 bins of a 4-hour, 24 s series (Hz)
 LNF = np.log(F)
@@ -88,8 +88,10 @@ def m2_func(x, amplitude, index, tail, bump_amplitude, bump_center, bump_width):
 
 
 def m2_jac(x, amplitude, index, tail, bump_amplitude, bump_center, bump_width):
-    d = M.powerlaw_tail_lorentzian_jac(
-        x, amplitude, index, tail, bump_amplitude, bump_center, bump_width
+    d = (
+        *lineshapes.power_law(x, amplitude, index)[1:],
+        *lineshapes.constant(x, tail)[1:],
+        *lineshapes.lorentzian_bump(x, bump_amplitude, bump_center, bump_width)[1:],
     )
     return np.stack([np.broadcast_to(v, x.shape) for v in d], axis=1)
 

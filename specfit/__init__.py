@@ -4,6 +4,7 @@ The public API, one name per line. Heavy optional packages (sunpy for ``to_map``
 plotting libraries of ``specfit.viz``, dask-mpi) are imported only where they are used.
 """
 
+from specfit import models
 from specfit._version import __version__
 from specfit.config import load_config
 from specfit.errors import (
@@ -15,7 +16,6 @@ from specfit.errors import (
     StoreError,
 )
 from specfit.export import to_map
-from specfit.kernels import models
 from specfit.pipeline import run
 from specfit.stages import (
     fit,

@@ -276,7 +276,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
         freq, _, meta = pg.periodogram(np.zeros((1, new_times.size)), dt, **spectra_kw)
     except ValueError as exc:
         raise ConfigError(f"spectra: {exc}") from exc
-    from specfit.kernels.models import check_output
+    from specfit.models import check_output
 
     for alias, model in models.items():
         try:
@@ -471,7 +471,6 @@ def tile_spec(plan: TilePlan) -> Any:
     which the solver compiles anew."""
     from specfit.kernels.tile import TileSpec
     from specfit.stages import resolve_models
-    from specfit.store import derived_functions
 
     key = json.dumps([plan.models, plan.user_models, plan.bounds], sort_keys=True)
     if key not in _MODELS:
@@ -486,7 +485,6 @@ def tile_spec(plan: TilePlan) -> Any:
         models=models,
         method=plan.method,
         fit_options=plan.fit_options,
-        derived=derived_functions(models),
     )
 
 

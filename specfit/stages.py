@@ -282,7 +282,7 @@ def power_spectra(
 # ----------------------------------------------------------------------------- fit
 def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None) -> dict[str, Any]:
     """alias -> Model from names (or Model objects), after loading user model files."""
-    from specfit.kernels import models as M
+    from specfit import models as M
 
     if user_models:
         M.load_user_models(list(user_models))
@@ -317,7 +317,7 @@ def fit(
     power
         (freq, y, x) power from :func:`power_spectra` (any chunking; frequency is made one chunk).
     models
-        alias -> model name (or :class:`specfit.kernels.models.Model`); default the config's
+        alias -> model name (or :class:`specfit.models.Model`); default the config's
         ``fit.models``.
     method
         ``whittle`` (the config's default), ``lsq_log`` or ``lsq`` (needs ``sigma``).
@@ -339,10 +339,9 @@ def fit(
         names, dtypes and attrs a results store holds for them) and its attrs
         (:func:`specfit.store.fit_attrs`).
     """
-    from specfit.kernels.models import check_output
+    from specfit.models import check_output
     from specfit.store import (
         SPECTRA_KEYS,
-        derived_functions,
         fit_attrs,
         fit_variables,
         power_units,
@@ -363,8 +362,8 @@ def fit(
     power_unit = str(pattrs.get("units") or power_units(None, "density"))
     spec = fit_variables(mods, method, options["best_model"], power_unit)
     names = list(spec)
-    derived = derived_functions(mods)
     freq = np.asarray(power["freq"].values, dtype=float)
+
     for m in mods.values():
         check_output(m, freq)  # a wrong-shaped user model fails here, not in every tile
     pw = power.transpose("freq", "y", "x").chunk({"freq": -1})
@@ -386,7 +385,7 @@ def fit(
         args.append(sigma.transpose("freq", "y", "x").chunk(pw.chunks).data)
 
     def kernel(p, d, s=None):
-        maps = _tile.fit_maps(freq, p, d, s, mods, method, options, derived)
+        maps = _tile.fit_maps(freq, p, d, s, mods, method, options)
         return np.stack([maps[n].astype(np.float64) for n in names])
 
     # One task per tile computes every variable; "f" is contracted away and "v" (the

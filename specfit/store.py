@@ -84,7 +84,7 @@ def run_key_int(run_key: str) -> int:
 # here: the pipeline's store and the stage API's ``fit`` both take it from these functions.
 
 #: The unit role a model gives parameters that scale the model linearly (see
-#: :mod:`specfit.kernels.models`); in results it is replaced by the spectra's real unit.
+#: :mod:`specfit.models`); in results it is replaced by the spectra's real unit.
 POWER_ROLE = "power"
 
 
@@ -132,36 +132,21 @@ def real_unit(unit: str, power_unit: str) -> str:
     return power_unit if unit == POWER_ROLE else unit
 
 
-def _bump_period(params: dict[str, np.ndarray]) -> np.ndarray:
-    return np.exp(-params["bump_center"]) / 60.0
-
-
 def derived_outputs(model: Any) -> dict[str, dict]:
     """Maps derived from a model's fitted parameters: ``suffix -> {dtype, attrs, compute}``.
 
-    ``compute(params)`` takes ``{param name: (npix,) values}`` and returns the (npix,) map of
-    ``<alias>_<suffix>``. Today one rule: a model with a ``bump_center`` (ln Hz) gets
-    ``bump_period`` in minutes.
+    Read from the model's declaration (:attr:`specfit.models.Model.derived`, e.g. the bump
+    models' ``bump_period`` in minutes). ``compute(params)`` takes ``{param name: (npix,)
+    values}`` and returns the (npix,) map of ``<alias>_<suffix>``.
     """
-    if "bump_center" not in model.param_names:
-        return {}
     return {
-        "bump_period": {
+        d.name: {
             "dtype": np.dtype("float32"),
-            "attrs": {"units": "min", "long_name": "bump period exp(-bump_center)/60"},
-            "compute": _bump_period,
+            "attrs": {"units": d.unit, "long_name": d.long_name},
+            "compute": d.func,
         }
+        for d in model.derived
     }
-
-
-def derived_functions(models: dict[str, Any]) -> dict[str, dict]:
-    """``alias -> {suffix: compute}`` of :func:`derived_outputs`, as the tile chain takes them."""
-    out = {}
-    for alias, m in models.items():
-        outputs = {k: d["compute"] for k, d in derived_outputs(m).items()}
-        if outputs:
-            out[alias] = outputs
-    return out
 
 
 def _status_attrs() -> dict:
@@ -274,7 +259,8 @@ def _json_bound(v: float) -> float | None:
 
 
 def models_attr(models: dict[str, Any], power_unit: str) -> str:
-    """The ``models`` attr: JSON ``{alias: {name, formula, params, units, bounds, base}}``."""
+    """The ``models`` attr: JSON ``{alias: {name, formula, params, units, bounds, base, roles,
+    spectrum_unit_params, derived, components}}`` (the last four from ``Model.metadata``)."""
     return json.dumps(
         {
             alias: {
@@ -284,6 +270,7 @@ def models_attr(models: dict[str, Any], power_unit: str) -> str:
                 "units": [real_unit(u, power_unit) for u in m.units],
                 "bounds": [[_json_bound(lo), _json_bound(hi)] for lo, hi in m.bounds],
                 "base": m.base,
+                **m.metadata(),  # roles, derived outputs: what viz and summary read
             }
             for alias, m in models.items()
         }

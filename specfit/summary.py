@@ -25,25 +25,40 @@ def _models(ds: xr.Dataset) -> dict:
     return json.loads(m) if isinstance(m, str) else dict(m)
 
 
+def _by_role(info: dict) -> tuple[str | None, str | None]:
+    """(the parameter with role "index", the derived output with role "period") of a model."""
+    from specfit.models import stored_metadata
+
+    meta = stored_metadata(info)
+    index = next((p for p, r in meta["roles"].items() if r == "index"), None)
+    period = next((d["name"] for d in meta["derived"] if d.get("role") == "period"), None)
+    return index, period
+
+
 def headline(ds: xr.Dataset) -> dict[str, float]:
     """The figures the original specFit reported: the power-law index distribution, the
-    median bump period and how often the bump model is preferred."""
-    models = list(_models(ds))
+    median bump period and how often the bump model is preferred.
+
+    Which parameter is "the index" and which output is "the period" is read from the
+    models' metadata (roles), not from their names.
+    """
+    models = _models(ds)
     out: dict[str, float] = {}
     best = np.asarray(ds["best_model"].values) if "best_model" in ds else None
-    for i, alias in enumerate(models):
-        if f"{alias}_index" in ds:
-            v = np.asarray(ds[f"{alias}_index"].values, dtype=float)
+    for i, (alias, info) in enumerate(models.items()):
+        index, period = _by_role(info)
+        if index and f"{alias}_{index}" in ds:
+            v = np.asarray(ds[f"{alias}_{index}"].values, dtype=float)
             if best is not None:
                 v = np.where(best == i, v, np.nan)  # the index of the preferred model
             p1, p50, p99 = percentiles(v)
-            out[f"{alias}_index_median"], out[f"{alias}_index_p1"] = p50, p1
-            out[f"{alias}_index_p99"] = p99
-        if f"{alias}_bump_period" in ds:
-            v = np.asarray(ds[f"{alias}_bump_period"].values, dtype=float)
+            out[f"{alias}_{index}_median"], out[f"{alias}_{index}_p1"] = p50, p1
+            out[f"{alias}_{index}_p99"] = p99
+        if period and f"{alias}_{period}" in ds:
+            v = np.asarray(ds[f"{alias}_{period}"].values, dtype=float)
             if best is not None:
                 v = np.where(best == i, v, np.nan)
-            out[f"{alias}_bump_period_median"] = percentiles(v)[1]
+            out[f"{alias}_{period}_median"] = percentiles(v)[1]
         if best is not None:
             out[f"{alias}_preferred_percent"] = 100.0 * float(np.mean(best == i))
     return out
@@ -52,19 +67,30 @@ def headline(ds: xr.Dataset) -> dict[str, float]:
 def _headline_lines(ds: xr.Dataset) -> list[str]:
     h = headline(ds)
     lines = ["  headline (where each model is preferred):"]
-    for alias in _models(ds):
+    for alias, info in _models(ds).items():
+        index, period = _by_role(info)
         parts = []
-        if f"{alias}_index_median" in h:
+        if f"{alias}_{index}_median" in h:
             parts.append(
-                f"index median {h[f'{alias}_index_median']:.3g} "
-                f"(1st-99th percentile {h[f'{alias}_index_p1']:.3g}-{h[f'{alias}_index_p99']:.3g})"
+                f"{index.replace('_', ' ')} median {h[f'{alias}_{index}_median']:.3g} "
+                f"(1st-99th percentile {h[f'{alias}_{index}_p1']:.3g}-"
+                f"{h[f'{alias}_{index}_p99']:.3g})"
             )
-        if f"{alias}_bump_period_median" in h:
-            parts.append(f"bump period median {h[f'{alias}_bump_period_median']:.3g} min")
+        if f"{alias}_{period}_median" in h:
+            unit = next((d["unit"] for d in _derived(info) if d["name"] == period), "")
+            parts.append(
+                f"{period.replace('_', ' ')} median {h[f'{alias}_{period}_median']:.3g} {unit}"
+            )
         if f"{alias}_preferred_percent" in h:
             parts.append(f"preferred in {h[f'{alias}_preferred_percent']:.1f}% of pixels")
         lines.append(f"    {alias}: " + "; ".join(parts))
     return lines
+
+
+def _derived(info: dict) -> list[dict]:
+    from specfit.models import stored_metadata
+
+    return stored_metadata(info)["derived"]
 
 
 def summarise(ds: xr.Dataset, path: str | None = None) -> str:

@@ -1,7 +1,7 @@
 """Fixtures for the viz tests: small results stores that follow DESIGN.md's results contract.
 
 The stores are built here from known per-pixel parameters with the model formulas written out
-independently of ``specfit.kernels.models``, so the tests can compare what the viz layer draws
+independently of ``specfit.models``, so the tests can compare what the viz layer draws
 against a reference that does not share code with it.
 """
 

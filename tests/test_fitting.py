@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import KERNEL_FIT
-from specfit.kernels import models as M
+from specfit import models as M
 from specfit.kernels.fitting import STATUS_CODES, output_dtypes
 from specfit.kernels.fitting import fit_block as kernel_fit_block
-from specfit.store import derived_functions, fit_variables, models_attr
+from specfit.store import fit_variables, models_attr
 
 fit_block = functools.partial(kernel_fit_block, **KERNEL_FIT)
 
@@ -50,8 +50,7 @@ def test_keys_order_dtypes_match_the_contract(method, models):
     y, _ = _spectra(6, 0)
     dtypes = output_dtypes(models, method=method, best_model="lrt")
     mods = {a: M.get_model(m) for a, m in models.items()}
-    derived = derived_functions(mods)
-    out = fit_block(F, y, models, method=method, dof=18.0, derived=derived)
+    out = fit_block(F, y, models, method=method, dof=18.0)
     spec = fit_variables(mods, method, "lrt", "(DN)^2/Hz")
     assert list(out)[: len(dtypes)] == list(dtypes)  # the kernel's own outputs first, in order
     assert set(out) == set(spec)  # then the derived maps: all of them the contract's

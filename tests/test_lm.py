@@ -10,7 +10,7 @@ import pytest
 from scipy.optimize import OptimizeWarning, curve_fit, minimize
 
 from conftest import KERNEL_FIT
-from specfit.kernels import models as M
+from specfit import models as M
 from specfit.kernels.fitting import fit_block as kernel_fit_block
 from specfit.kernels.stats import log_bias
 

@@ -1,39 +1,44 @@
-"""Spectral models: analytic vs numeric jacobians (table-driven), kernels, registry, guesses."""
+"""Spectral models: registry-driven checks of every model, composition, user models, docs.
+
+Every test parametrised by ``SHIPPED`` runs for each model in the registry at import time, so
+a newly declared shipped model is tested with no edit here. Truths are each parameter's
+declared typical value (``Parameter.default``) on a solar p-mode frequency grid.
+"""
 
 from __future__ import annotations
 
 import functools
-import textwrap
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import KERNEL_FIT
-from specfit.kernels import models as M
+from specfit import models as M
+from specfit.kernels import lineshapes
 from specfit.kernels.fitting import fit_block as kernel_fit_block
 
 fit_block = functools.partial(kernel_fit_block, **KERNEL_FIT)
 
-F = np.arange(1, 151) / 7200.0  # 149-ish bins of a 2-hour segment, in Hz
+F = np.arange(1, 151) / 7200.0  # 150 bins of a 2-hour segment, in Hz (1.4e-4 .. 0.02 Hz)
+SHIPPED = [n for n in M.available_models() if M.is_shipped(M.get_model(n))]
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "fitting.md"
 
-# model name -> a few parameter vectors (natural units) spanning typical and awkward values
-CASES = {
-    "powerlaw_tail": [
-        [1e-6, 2.0, 1.0],
-        [3e-3, 0.7, 0.05],
-        [1e-9, 3.5, 10.0],
-    ],
-    "powerlaw_tail_lorentzian": [
-        [1e-6, 2.0, 1.0, 3.0, np.log(1 / 300), 0.2],
-        [3e-3, 1.2, 0.1, 0.5, np.log(1 / 900), 0.8],
-        [1e-8, 2.8, 2.0, 1e-3, np.log(1 / 120), 0.06],
-    ],
-    "powerlaw_tail_lognormal": [
-        [1e-6, 2.0, 1.0, 3.0, np.log(1 / 300), 0.2],
-        [3e-3, 1.2, 0.1, 0.5, np.log(1 / 900), 0.8],
-        [1e-8, 2.8, 2.0, 1e-3, np.log(1 / 120), 0.06],
-    ],
-}
+
+def _truths(model: M.Model, n: int, seed: int = 0) -> np.ndarray:
+    """(n, npar) truths scattered around the declared typical values, inside the bounds."""
+    rng = np.random.default_rng(seed)
+    p0 = np.array([p.default for p in model.parameters])
+    lo, hi = model.bounds_for(F)
+    out = np.empty((n, p0.size))
+    for j, prm in enumerate(model.parameters):
+        if prm.unit == M.SPECTRUM_UNIT or prm.log_scaled:
+            out[:, j] = p0[j] * np.exp(rng.uniform(-0.5, 0.5, n))
+        else:
+            out[:, j] = p0[j] + rng.uniform(-0.1, 0.1, n) * max(abs(p0[j]), 1.0)
+        out[:, j] = np.clip(out[:, j], lo[j], hi[j])
+    return out
 
 
 def _numeric_jacobian(model: M.Model, f: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -50,140 +55,128 @@ def _numeric_jacobian(model: M.Model, f: np.ndarray, p: np.ndarray) -> np.ndarra
     return out
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_registry_holds_the_shipped_models():
+    assert set(SHIPPED) == {"powerlaw_tail", "powerlaw_tail_lorentzian", "powerlaw_tail_lognormal"}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_analytic_jacobian_matches_numeric(name):
     model = M.get_model(name)
-    p = np.array(CASES[name], dtype=float)
+    p = _truths(model, 5)
     ana = model.jacobian(F, p)
     num = _numeric_jacobian(model, F, p)
     scale = np.abs(num).max(axis=1, keepdims=True) + 1e-300
     np.testing.assert_allclose(ana / scale, num / scale, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_numba_kernel_matches_function_and_jacobian(name):
+@pytest.mark.parametrize("name", SHIPPED)
+def test_compiled_kernel_matches_numpy_evaluation(name):
     model = M.get_model(name)
-    kernel = M.numba_kernel(model)
-    x = model.abscissa(F)
-    for p in np.array(CASES[name], dtype=float):
+    p = _truths(model, 4, seed=1)
+    kernel = model.compiled().kernel
+    x = np.log(F)
+    ref_m, ref_j = model.evaluate(F, p), model.jacobian(F, p)
+    for i in range(p.shape[0]):
         m = np.empty(F.size)
         J = np.empty((F.size, model.npar))
-        kernel(x, p, m, J, True)
-        np.testing.assert_allclose(m, model.evaluate(F, p)[0], rtol=1e-13)
-        np.testing.assert_allclose(J, model.jacobian(F, p)[0], rtol=1e-12, atol=1e-300)
+        kernel(x, p[i], m, J, True)
+        np.testing.assert_allclose(m, ref_m[i], rtol=1e-13)
+        np.testing.assert_allclose(J, ref_j[i], rtol=1e-12, atol=1e-300)
+        # value only: the model is written, the jacobian left alone
+        J2 = np.full((F.size, model.npar), 7.0)
+        kernel(x, p[i], m, J2, False)
+        np.testing.assert_allclose(m, ref_m[i], rtol=1e-13)
+        assert (J2 == 7.0).all()
 
 
-def test_components_add_up_to_the_model():
-    for name, cases in CASES.items():
-        model = M.get_model(name)
-        p = np.array(cases)
-        parts = model.components(F, p)
-        assert set(parts) >= {"power law", "tail"}
-        np.testing.assert_allclose(sum(parts.values()), model.evaluate(F, p), rtol=1e-12)
+@pytest.mark.parametrize("name", SHIPPED)
+def test_guesses_are_inside_the_bounds(name):
+    model = M.get_model(name)
+    rng = np.random.default_rng(2)
+    p = _truths(model, 30, seed=2)
+    power = model.evaluate(F, p) * rng.gamma(1.0, 1.0, size=(30, F.size))
+    g = model.guess(F, power, dof=2.0)
+    lo, hi = model.bounds_for(F)
+    assert g.shape == (30, model.npar)
+    assert np.isfinite(g).all()
+    # a guess may sit on a bound (the solver clips), never outside it beyond rounding
+    assert (g >= lo - 1e-9 * np.abs(lo)).all()
+    assert (g <= hi + 1e-9 * np.abs(hi)).all()
 
 
-def test_metadata_and_formula():
-    m2 = M.get_model("powerlaw_tail_lorentzian")
-    assert m2.param_names == (
-        "amplitude",
-        "index",
-        "tail",
-        "bump_amplitude",
-        "bump_center",
-        "bump_width",
-    )
-    assert m2.units == ("power", "1", "power", "power", "ln(Hz)", "ln(Hz)")
-    assert m2.base == "powerlaw_tail"
-    assert "alpha" in m2.formula and "1 +" in m2.formula
-    lo, hi = m2.bounds_for(F)
-    # the bump centre is kept inside the fitted frequency range
-    assert lo[4] == pytest.approx(np.log(F[0])) and hi[4] == pytest.approx(np.log(F[-1]))
-    assert set(M.available_models()) >= set(CASES)
-
-
-def test_unknown_model_and_bad_bounds_are_clear_errors():
-    with pytest.raises(KeyError, match="available: .*powerlaw_tail"):
-        M.get_model("powerlaw")
-    m1 = M.get_model("powerlaw_tail")
-    with pytest.raises(ValueError, match="parameters are amplitude, index, tail"):
-        m1.with_bounds({"slope": (0, 1)})
-    with pytest.raises(ValueError, match="low < high"):
-        m1.with_bounds({"index": (3, 1)})
-    tight = m1.with_bounds({"index": (0.5, 4.0)})
-    assert tight.bounds[1] == (0.5, 4.0) and m1.bounds[1] == (-1.0, 10.0)
-    with pytest.raises(ValueError, match="first argument must be named"):
-        M.define_model(lambda t, a: a * t, units={"a": "1"})
-
-
-def test_m1_guess_is_close_on_noise_free_spectra_and_data_driven():
-    m1 = M.get_model("powerlaw_tail")
-    truth = np.array([[1e-6, 2.0, 1.0], [1e-4, 1.3, 0.2], [1e-10, 2.6, 1e-3]])
-    g = m1.guess(F, m1.evaluate(F, truth), dof=1e6)  # huge dof: essentially no noise
-    np.testing.assert_allclose(g[:, 1], truth[:, 1], atol=0.15)
-    np.testing.assert_allclose(g[:, 2], truth[:, 2], rtol=0.3)
-    np.testing.assert_allclose(np.log(g[:, 0]), np.log(truth[:, 0]), atol=1.5)
-
-
-def test_bump_guess_finds_the_bump():
-    m2 = M.get_model("powerlaw_tail_lorentzian")
-    truth = np.array([[1e-6, 2.0, 1.0, 4.0, np.log(1 / 300), 0.2]])
-    power = m2.evaluate(F, truth)
-    g = m2.guess(F, power, dof=1e6)
-    assert abs(g[0, 4] - truth[0, 4]) < 0.3
-    assert g[0, 3] > 0
-
-
-USER_MODULE = '''
-import numpy as np
-from specfit.kernels.models import define_model, register_model
-
-def broken_tail(f, amplitude, index, knee, tail=1.0):
-    """P(f) = A / (1 + (f/fk)^n) + C"""
-    return amplitude / (1.0 + (f / knee) ** index) + tail
-
-def _guess(f, power, dof, base):
-    p = np.empty((power.shape[0], 4))
-    p[:, 0] = power[:, :5].mean(axis=1)
-    p[:, 1] = 2.0
-    p[:, 2] = f[f.size // 10]
-    p[:, 3] = power[:, -10:].mean(axis=1)
-    return p
-
-register_model(define_model(
-    broken_tail,
-    name="test_broken_tail",
-    units={"amplitude": "power", "index": "1", "knee": "Hz", "tail": "power"},
-    bounds={"amplitude": (0, np.inf), "index": (0.1, 8), "knee": (1e-5, 1.0), "tail": (0, np.inf)},
-    guess=_guess,
-))
-'''
-
-
-def test_user_model_from_file_numeric_jacobian_fits_truth(tmp_path):
-    path = tmp_path / "my_models.py"
-    path.write_text(textwrap.dedent(USER_MODULE))
-    names = M.load_user_models([str(path)])
-    assert names == ["test_broken_tail"]
-    model = M.get_model("test_broken_tail")
-    assert model.jac is None and model.formula.startswith("P(f) = A / (1 +")
-    rng = np.random.default_rng(5)
-    truth = np.tile([50.0, 2.5, 3e-3, 1.0], (200, 1))
-    power = model.evaluate(F, truth) * rng.gamma(9.0, 1 / 9.0, size=(200, F.size))
-    out = fit_block(F, power, {"u": "test_broken_tail"}, dof=18.0)
-    ok = out["u_status"] == 0
-    assert ok.mean() > 0.95
-    for j, pname in enumerate(model.param_names):
-        est = out[f"u_{pname}"][ok]
-        err = out[f"u_{pname}_err"][ok]
-        # unbiased within 4 standard errors of the mean, errors about right
-        assert (
-            abs(np.mean(est) - truth[0, j])
-            < 4 * np.std(est) / np.sqrt(ok.sum()) + 1e-3 * truth[0, j]
+@pytest.mark.parametrize("name", SHIPPED)
+def test_recovers_known_parameters(name):
+    model = M.get_model(name)
+    n = 200
+    truth = np.tile([p.default for p in model.parameters], (n, 1))
+    rng = np.random.default_rng(3)
+    power = model.evaluate(F, truth) * rng.gamma(9.0, 1 / 9.0, size=(n, F.size))
+    out = fit_block(F, power, {"m": model}, dof=18.0)
+    ok = out["m_status"] == 0
+    assert ok.mean() > 0.8
+    for j, prm in enumerate(model.parameters):
+        est = out[f"m_{prm.name}"][ok].astype(float)
+        t = truth[0, j]
+        if prm.unit == M.SPECTRUM_UNIT or prm.log_scaled:  # scales: compare in log
+            est, t = np.log(np.maximum(est, 1e-300)), np.log(t)
+        # the median is unbiased within 4 of its standard errors (1.25 sigma / sqrt(n))
+        tol = 4 * 1.25 * np.std(est) / np.sqrt(est.size) + 1e-3 * max(abs(t), 1.0)
+        assert abs(np.median(est) - t) < tol, prm.name
+    for d in model.derived:
+        assert np.allclose(
+            out[f"m_{d.name}"][ok],
+            d.func({p.name: out[f"m_{p.name}"][ok].astype(np.float64) for p in model.parameters}),
+            rtol=1e-6,
         )
-        assert 0.7 < np.std(est) / np.median(err) < 1.4
 
 
-def test_user_model_errors(tmp_path):
+def test_components_add_up_to_the_model_and_formula_joins_them():
+    m2 = M.get_model("powerlaw_tail_lorentzian")
+    p = _truths(m2, 3)
+    parts = m2.components_values(F, p)
+    assert list(parts) == ["power law", "tail", "bump"]
+    np.testing.assert_allclose(sum(parts.values()), m2.evaluate(F, p), rtol=1e-13)
+    assert m2.formula == "P(f) = A f^-n + C + alpha / (1 + ((ln f - beta) / sigma)^2)"
+
+
+def test_metadata_declared_once():
+    m1, m2 = M.get_model("powerlaw_tail"), M.get_model("powerlaw_tail_lognormal")
+    assert m1.param_names == ("amplitude", "index", "tail")
+    assert m1.units == (M.SPECTRUM_UNIT, "1", M.SPECTRUM_UNIT)
+    assert m1.log_params == ("amplitude",) and m1.base is None and m1.null is not None
+    assert m2.param_names[:3] == m1.param_names and m2.base == "powerlaw_tail"
+    assert m2.base_model is m1
+    assert m2.units[3:] == (M.SPECTRUM_UNIT, "ln(Hz)", "ln(Hz)")
+    assert m2.bounds[5] == (0.05, 2.0) and m2.bounds_for(F)[1][4] == pytest.approx(np.log(F[-1]))
+    assert [d.name for d in m2.derived] == ["bump_period"] and m1.derived == ()
+    assert m2.param_with_role("index") == "index" and m2.param_with_role("nope") is None
+    # the bump period in minutes from the centre in ln Hz, as specFit reported it
+    per = m2.derived_values(np.array([[1, 2, 1, 1, np.log(1 / 300.0), 0.2]]))["bump_period"]
+    assert per[0] == pytest.approx(5.0)
+    # with_bounds replaces one record and leaves the others
+    nb = m2.with_bounds({"index": (0.5, 4.0)})
+    assert nb.bounds[1] == (0.5, 4.0) and nb.bounds[0] == m2.bounds[0]
+
+
+def test_unknown_model_and_bad_declarations_are_clear_errors():
+    with pytest.raises(KeyError, match="unknown model 'nope'; available: powerlaw_tail"):
+        M.get_model("nope")
+    m1 = M.get_model("powerlaw_tail")
+    with pytest.raises(ValueError, match="fit.bounds.powerlaw_tail: unknown parameter 'slope'"):
+        m1.with_bounds({"slope": (0, 1)})
+    with pytest.raises(ValueError, match="needs low < high"):
+        m1.with_bounds({"index": (3, 1)})
+    with pytest.raises(ValueError, match="does not match its parameters"):
+        M.Component("x", lineshapes.constant, (M.Parameter("level"),))
+    with pytest.raises(ValueError, match="parameter names repeat"):
+        M.TAIL + M.TAIL
+    with pytest.raises(ValueError, match="shipped model"):
+        M.register_model((M.POWER_LAW + M.TAIL).named("powerlaw_tail"))
+    with pytest.raises(ValueError, match="give the model a name"):
+        M.register_model(M.POWER_LAW + M.TAIL)
+
+
+def test_user_model_file_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="fit.user_models"):
         M.load_user_models([str(tmp_path / "nope.py")])
     with pytest.raises(ImportError, match="fit.user_models"):
@@ -192,7 +185,104 @@ def test_user_model_errors(tmp_path):
     empty.write_text("x = 1\n")
     with pytest.raises(ValueError, match="defines no model"):
         M.load_user_models([str(empty)])
-    with pytest.raises(ValueError, match="shipped model"):
-        M.register_model(
-            M.define_model(M.powerlaw_tail, units=M._M1_UNITS, guess=M.guess_powerlaw_tail)
-        )
+
+
+def _docs_example() -> str:
+    text = DOCS.read_text()
+    section = text[text.index("## Adding a model") :]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_docs_user_model_example_runs_and_fits(tmp_path):
+    path = tmp_path / "my_models.py"
+    path.write_text(_docs_example())
+    assert M.load_user_models([str(path)]) == ["knee_tail"]
+    model = M.get_model("knee_tail")
+    assert model.formula == "P(f) = A / (1 + (f/f_k)^n) + C"
+    M.check_output(model, F)
+    # its hand-written derivatives are right
+    p = np.array([[50.0, 2.5, np.log(3e-3), 1.0], [5.0, 1.5, np.log(1e-3), 0.3]])
+    num = _numeric_jacobian(model, F, p)
+    scale = np.abs(num).max(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.jacobian(F, p) / scale, num / scale, atol=1e-6)
+    # and it fits simulated spectra through the generated kernel
+    rng = np.random.default_rng(5)
+    truth = np.tile(p[0], (100, 1))
+    power = model.evaluate(F, truth) * rng.gamma(9.0, 1 / 9.0, size=(100, F.size))
+    out = fit_block(F, power, {"u": "knee_tail"}, dof=18.0)
+    ok = out["u_status"] == 0
+    assert ok.mean() > 0.9
+    assert abs(np.median(out["u_index"][ok]) - 2.5) < 0.15
+    assert abs(np.median(out["u_ln_knee"][ok]) - np.log(3e-3)) < 0.1
+
+
+def test_store_metadata_is_what_readers_need_and_old_stores_fall_back():
+    import json
+
+    from specfit.store import models_attr
+
+    m2 = M.get_model("powerlaw_tail_lorentzian")
+    info = json.loads(models_attr({"m2": m2}, "(DN)^2/Hz"))["m2"]  # strict JSON
+    assert info["roles"] == {"index": "index", "bump_center": "center"}
+    assert info["spectrum_unit_params"] == ["amplitude", "tail", "bump_amplitude"]
+    assert info["derived"] == [
+        {
+            "name": "bump_period",
+            "unit": "min",
+            "long_name": "bump period exp(-bump_center)/60",
+            "role": "period",
+            "source": "bump_center",
+        }
+    ]
+    assert M.stored_metadata(info) == m2.metadata()
+    # an older store without these keys: the registered model's metadata, never an import
+    old = {"name": "powerlaw_tail_lorentzian", "params": list(m2.param_names)}
+    assert M.stored_metadata(old) == m2.metadata()
+    assert M.stored_metadata({"name": "not_loaded_here"})["roles"] == {}
+
+
+def test_a_shape_without_source_is_compiled_in_memory():
+    # a shape defined where inspect cannot read its source (exec, a notebook cell)
+    ns: dict = {"np": np}
+    exec(
+        "def slope(lnf, level, tilt):\n    return level + tilt * lnf, 1.0 + 0.0 * lnf, lnf\n",
+        ns,
+    )
+    comp = M.Component("slope", ns["slope"], (M.Parameter("level"), M.Parameter("tilt")))
+    model = (comp + M.TAIL).named("test_in_memory_slope")
+    compiled = model.compiled()
+    assert "cache=True" in compiled.source  # the text; loaded with the disk cache off
+    p = np.array([2.0, -0.1, 0.5])
+    m, J = np.empty(F.size), np.empty((F.size, 3))
+    compiled.kernel(np.log(F), p, m, J, True)
+    np.testing.assert_allclose(m, model.evaluate(F, p)[0], rtol=1e-14)
+    np.testing.assert_allclose(J, model.jacobian(F, p)[0], rtol=1e-14)
+
+
+def test_the_lrt_null_comes_from_the_smaller_models_declaration():
+    import warnings
+
+    from specfit.kernels import fitting, guesses
+
+    calls = []
+
+    def null(f, rng, nsim):
+        calls.append(nsim)
+        return guesses.powerlaw_tail_null(f, rng, nsim)
+
+    small = (M.POWER_LAW + M.TAIL).named("test_small", guess=guesses.guess_powerlaw_tail, null=null)
+    big = (small + M.LOGNORMAL_BUMP).named("test_big")
+    assert big.base == "test_small" and big.base_model is small
+    ref = fitting.lrt_reference(
+        F, 18.0, small, big, method="whittle", max_iter=200, tol=1e-8, multistart=1, nsim=60
+    )
+    assert calls == [60] and ref.pvalue(np.array([0.0]))[0] > 0.5
+    # without a declared null: the LRT p-value falls back to chi-square, with a warning
+    bare = (M.POWER_LAW + M.TAIL).named("test_no_null", guess=guesses.guess_powerlaw_tail)
+    y = M.get_model("powerlaw_tail").evaluate(F, np.array([[1e-6, 2.0, 1.0]])).repeat(3, 0)
+    y = y * np.random.default_rng(0).gamma(9.0, 1 / 9.0, y.shape)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = fit_block(F, y, {"a": bare, "b": (bare + M.LOGNORMAL_BUMP).named("t")}, dof=18.0)
+    assert any("declares no null" in str(x.message) for x in w)
+    assert np.isfinite(out["lrt_pvalue"]).all()

@@ -88,27 +88,15 @@ def test_dashboard_address_is_a_config_key_defaulting_to_loopback():
 
 # ----------------------------------------------------------------------------- no code from a store
 # A user model module that leaves a marker file beside itself whenever it is imported.
-MARKER_MODEL = '''
+MARKER_MODEL = """
 from pathlib import Path
 
-from specfit.kernels.models import define_model, register_model
+from specfit.models import POWER_LAW, TAIL, register_model
 
 (Path(__file__).parent / "MARKER_{tag}").write_text("imported")
 
-
-def probe_tail_{tag}(f, amplitude=1.0, index=2.0, tail=0.1):
-    """P(f) = A f^-n + C"""
-    return amplitude * f ** (-index) + tail
-
-
-register_model(
-    define_model(
-        probe_tail_{tag},
-        units={{"amplitude": "power", "index": "1", "tail": "power"}},
-        bounds={{"amplitude": (0, float("inf")), "index": (0.0, 6.0), "tail": (0, float("inf"))}},
-    )
-)
-'''
+register_model((POWER_LAW + TAIL).named("probe_tail_{tag}"))
+"""
 
 
 def _cli(*args: str, timeout: float = 120):
@@ -441,23 +429,26 @@ def test_long_gap_alone_does_not_claim_a_drifting_grid():
 
 USER_MODEL_BAD = '''
 import numpy as np
-from specfit.kernels.models import define_model, register_model
+
+from specfit.models import Component, Parameter, register_model
 
 
-def probe_scalar(f, level=1.0):
-    """P = c"""
-    return level
+def level(lnf, level):
+    """c"""
+    return level, 1.0
 
 
-def probe_short(f, amplitude=1.0, index=2.0):
-    """P = A f^-n, one value short"""
-    return (amplitude * f ** (-index))[..., :-1]
+def short_power_law(lnf, amplitude, index):
+    """A f^-n, one value short"""
+    v = amplitude * np.exp(-index * lnf)
+    return v[..., :-1], v[..., :-1], v[..., :-1]
 
 
-for fn in (probe_scalar, probe_short):
-    register_model(define_model(fn, units={k: "power" if k != "index" else "1"
-                                           for k in ("level", "amplitude", "index")
-                                           if k in fn.__code__.co_varnames}))
+register_model(Component("c", level, (Parameter("level", "power"),)).named("probe_scalar"))
+register_model(
+    Component("p", short_power_law, (Parameter("amplitude", "power"), Parameter("index")))
+    .named("probe_short")
+)
 '''
 
 

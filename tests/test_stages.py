@@ -71,7 +71,7 @@ def test_power_spectra_refuses_irregular_times():
 
 def test_fit_uneven_chunks_equal_kernel_on_all_pixels():
     from specfit.kernels.fitting import fit_block
-    from specfit.kernels.models import get_model
+    from specfit.models import get_model
     from specfit.synthetic import synthetic_series
 
     t, counts, exptime, truth = synthetic_series((9, 10), 300, 12.0, seed=5)

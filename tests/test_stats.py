@@ -13,7 +13,7 @@ import pytest
 from scipy import stats as sps
 
 from conftest import KERNEL_FIT
-from specfit.kernels import models as M
+from specfit import models as M
 from specfit.kernels import stats as st
 from specfit.kernels.fitting import fit_block as kernel_fit_block
 

@@ -6,10 +6,14 @@ wrapper can declare its outputs before computing anything.
 
 Per model alias ``m`` and parameter ``p``: ``m_p``, ``m_p_err`` (1-sigma from the Fisher
 matrix), ``m_status``, ``m_loglike``, ``m_chi2red``, ``m_aic``, ``m_bic``, ``m_nfev``,
-``m_gof_pvalue`` (maps derived from the parameters, such as a bump's period, are added by
-:mod:`specfit.kernels.tile`). Across models:
-``best_model`` and, when a nested pair exists (e.g. M1 inside M2), ``lrt_stat``,
-``lrt_pvalue`` and ``ftest_pvalue``.
+``m_gof_pvalue`` (maps derived from the parameters, declared by each model as
+:attr:`specfit.models.Model.derived`, e.g. a bump's period, are added after them). Across models:
+``best_model`` and, when a nested pair exists (a model whose ``base`` is another fitted model,
+e.g. M1 inside M2), ``lrt_stat``, ``lrt_pvalue`` and ``ftest_pvalue``.
+
+Models are :class:`specfit.models.Model` objects (names are looked up in its registry);
+each is fitted by the block solver generated from its components
+(:mod:`specfit.kernels.compile`).
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ import math
 import threading
 import warnings
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
 
 from . import lm
 from . import stats as st
-from .models import Model, get_model, numba_kernel
+
+if TYPE_CHECKING:  # the Model type lives in specfit.models; kernels only use its attributes
+    from specfit.models import Model
 
 __all__ = ["STATUS_CODES", "fit_block", "output_dtypes", "nested_pair", "lrt_reference"]
 
@@ -61,7 +68,31 @@ _LRT_LOCK = threading.RLock()
 def _resolve(models: Mapping[str, Model | str]) -> dict[str, Model]:
     if not models:
         raise ValueError("fit.models: needs at least one model, e.g. {m1: powerlaw_tail}")
-    return {alias: get_model(m) for alias, m in models.items()}
+    return {alias: _get_model(m) for alias, m in models.items()}
+
+
+# Model names are looked up in the registry of specfit.models, which installs its lookup here
+# when it is imported (``import specfit`` does): kernels import nothing of specfit above them.
+_MODEL_LOOKUP: list[Callable[[str], Any]] = []
+
+
+def set_model_lookup(lookup: Callable[[str], Any]) -> None:
+    """Install the function that turns a registered model name into a Model."""
+    _MODEL_LOOKUP[:] = [lookup]
+
+
+def _get_model(m):
+    """A Model object unchanged; a name looked up in the registry of specfit.models."""
+    if not isinstance(m, str):
+        return m
+    if not _MODEL_LOOKUP:
+        raise ValueError(f"model {m!r} given by name, but no model registry is loaded")
+    return _MODEL_LOOKUP[0](m)
+
+
+def _base_of(model):
+    """The nested smaller model of ``model`` (declared with it, else by registry name)."""
+    return model.base_model if model.base_model is not None else _get_model(model.base)
 
 
 def nested_pair(models: dict[str, Model]) -> tuple[str, str] | None:
@@ -245,7 +276,7 @@ def _fit_one(
     # a start must be finite; a non-finite guess for a pixel falls back to the bounds' clip
     S = np.where(np.isfinite(S), S, 0.0)
     logp = np.array([n in model.log_params for n in model.param_names])
-    kernel = numba_kernel(model)
+    kernel = model.compiled().solve_block
     nfev_coarse = 0
     groups = _coarse_groups(f) if method == "whittle" and weights is None else None
     if groups is not None:
@@ -379,7 +410,7 @@ def _fit_models(
             base = np.where(np.isfinite(base), base, np.nan)
         elif model.base is not None and not too_few:
             # the nested model is not requested: fit it anyway, its residuals seed the bump
-            bm = get_model(model.base)
+            bm = _base_of(model)
             hidden, _, _ = _fit_models(
                 f, power, {"_base": bm}, method, dof, sigma, max_iter, tol, 1, absolute_sigma
             )
@@ -390,7 +421,7 @@ def _fit_models(
             bad = ~np.isfinite(base).all(axis=1)
             if bad.any():
                 base = base.copy()
-                base[bad] = _starts(get_model(model.base), f, pg[bad], dof[bad], None, 1)[:, 0, :]
+                base[bad] = _starts(_base_of(model), f, pg[bad], dof[bad], None, 1)[:, 0, :]
         starts = _starts(model, f, pg, dof, base, multistart)
         r = _fit_one(
             model, f, power, scale, weights, y, c, active, starts, method, max_iter, tol, multistart
@@ -470,10 +501,10 @@ def lrt_reference(
     """Null distribution of the LRT statistic for ``small`` inside ``big`` by simulation.
 
     Spectra are simulated under ``small`` with this frequency grid and ``dof`` (Gamma noise,
-    shape dof/2) and fitted with both models exactly as :func:`fit_block` does. The M1 truths
-    spread over index U(1, 3) and a power-law/tail crossover frequency log-uniform over the
-    middle 60 % of the fitted range (tail = 1); the seed is fixed, so every block and worker
-    gets the same reference. Cached per (grid, dof, models, settings) within a process.
+    shape dof/2) and fitted with both models exactly as :func:`fit_block` does. The truths
+    come from the smaller model's declared ``null(f, rng, nsim)`` (for ``powerlaw_tail``:
+    :func:`specfit.kernels.guesses.powerlaw_tail_null`); the seed is fixed, so every block
+    and worker gets the same reference. Cached per (grid, dof, models, settings) within a process.
     """
     f = np.asarray(f, dtype=np.float64)
     with _LRT_LOCK:  # threads of one worker share the reference instead of each simulating it
@@ -496,18 +527,12 @@ def _lrt_reference_locked(f, dof, small, big, method, max_iter, tol, multistart,
     )
     if key in _LRT_CACHE:
         return _LRT_CACHE[key]
-    if small.name != "powerlaw_tail":
+    if small.null is None:
         raise NotImplementedError(
-            f"LRT calibration simulates under powerlaw_tail; nested base {small.name!r} unsupported"
+            f"LRT calibration: model {small.name!r} declares no null (Model.named(null=...))"
         )
     rng = np.random.default_rng(_LRT_SEED)
-    lnf = np.log(f)
-    span = lnf[-1] - lnf[0]
-    index = rng.uniform(1.0, 3.0, nsim)
-    lnfc = rng.uniform(lnf[0] + 0.2 * span, lnf[-1] - 0.2 * span, nsim)
-    tail = np.ones(nsim)
-    amp = np.exp(index * lnfc)  # A fc^-n = C = 1 at the crossover
-    truth = np.column_stack([amp, index, tail])
+    truth = small.null(f, rng, nsim)
     m = small.evaluate(f, truth)
     k = dof / 2.0
     if method == "lsq_log" or method == "whittle":
@@ -546,7 +571,6 @@ def fit_block(
     multistart: int,
     best_model: str,
     alpha: float,
-    derived: Mapping[str, Mapping[str, Callable]] | None = None,
     weights: str,
 ) -> dict[str, np.ndarray]:
     """Fit every model to every pixel of a block of spectra.
@@ -558,7 +582,7 @@ def fit_block(
     power
         (npix, nf) power. Bad pixels (NaN, inf, constant, negative) get NaN and a status.
     models
-        Alias -> :class:`~specfit.kernels.models.Model` or registered name, in output order.
+        Alias -> :class:`~specfit.models.Model` or registered name, in output order.
     method
         ``whittle`` (default; Gamma likelihood with shape dof/2), ``lsq_log`` (least squares
         on ln power with the log bias for ``dof`` removed) or ``lsq`` (linear, 1/sigma^2).
@@ -577,9 +601,6 @@ def fit_block(
         ``chi2sum`` (lowest raw chi-square sum: the original specFit's rule).
     alpha
         Significance level for ``lrt`` and ``ftest``.
-    derived
-        ``alias -> {suffix: compute}``: maps ``<alias>_<suffix>`` (float32) computed from the
-        alias's full-precision parameters ``{name: (npix,)}``, e.g. a bump's period.
     weights
         ``lsq`` only: ``sigma`` (the ``sigma`` argument, absolute) or ``dlogf`` (sigma =
         delta log10 f, see :func:`dlogf_sigma`; ``sigma`` must then be None, the noise level is
@@ -590,7 +611,8 @@ def fit_block(
     -------
     dict
         ``name -> (npix,) array``, exactly the keys (and order, dtypes) of
-        :func:`output_dtypes`, then the ``derived`` maps.
+        :func:`output_dtypes`, then each model's declared derived maps
+        (``<alias>_<name>`` of ``Model.derived``, float32, from full-precision parameters).
     """
     models = _resolve(models)
     _check_method(method, best_model)
@@ -700,12 +722,12 @@ def fit_block(
             idx = np.flatnonzero(both)
             for u in uniq:
                 sel = idx[kk == u]
-                if models[a].name != "powerlaw_tail":
+                if models[a].null is None:
                     from scipy.stats import chi2 as chi2_dist
 
                     warnings.warn(
-                        f"LRT of {a} inside {b}: no simulated reference for base model "
-                        f"{models[a].name!r}; using chi2 with {models[b].npar - models[a].npar} "
+                        f"LRT of {a} inside {b}: base model {models[a].name!r} declares no "
+                        f"null to simulate; using chi2 with {models[b].npar - models[a].npar} "
                         "dof (approximate)",
                         stacklevel=2,
                     )
@@ -727,11 +749,9 @@ def fit_block(
 
     # enforce the declared contract: same keys, same order, declared dtypes
     res = {name: np.asarray(out[name]).astype(dtype, copy=False) for name, dtype in spec.items()}
-    for alias, outputs in (derived or {}).items():
-        p = fits[alias]["params"]
-        params = {n: p[:, j] for j, n in enumerate(models[alias].param_names)}
-        for suffix, compute in outputs.items():
-            res[f"{alias}_{suffix}"] = np.asarray(compute(params)).astype(np.float32)
+    for alias, model in models.items():
+        for name, values in model.derived_values(fits[alias]["params"]).items():
+            res[f"{alias}_{name}"] = np.asarray(values).astype(np.float32)
     return res
 
 

@@ -32,18 +32,16 @@ Details that matter:
 from __future__ import annotations
 
 import math
-import types
 
 import numba
 import numpy as np
 
-from .models import SHIPPED_KERNEL_IDS, shipped_eval
+# The model evaluation the solver calls. ``_lm_pixel`` and ``_lm_block`` below are the
+# solver's source: kernels.compile copies them into a module generated per model, where EVAL
+# is that model's fused kernel, and compiles them there (cached on disk by numba).
+EVAL = None
 
-# the model evaluation the solver calls: shipped models by id (cached compilation); user
-# models get a recompiled copy of the solver with EVAL bound to their kernel (_user_solver)
-EVAL = shipped_eval
-
-__all__ = ["solve", "OBJECTIVES", "LMResult"]
+__all__ = ["solve", "OBJECTIVES", "LMResult", "SOLVER_TEMPLATES"]
 
 OBJECTIVES = {"lsq": 0, "lsq_log": 1, "whittle": 2}
 
@@ -242,7 +240,6 @@ def _free_set(p, lo, hi, H, g, npar, free):
     return nfree
 
 
-@numba.njit(nogil=True, cache=True)
 def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs):
     """Fit one pixel in place (p holds the start); returns (F, s2, status, nfev, c_eff)."""
     m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn, idx, work = bufs
@@ -355,7 +352,6 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs)
     return F, s2, status, nfev, ceff
 
 
-@numba.njit(nogil=True, cache=True)
 def _lm_block(
     kid,
     x,
@@ -441,28 +437,9 @@ def _lm_block(
         NFEV[i] = tot
 
 
-# Cached: compiling the solver for a user model takes seconds; once per process and model.
-_USER_SOLVERS: dict[int, tuple] = {}
-
-
-def _user_solver(kernel):
-    """The block solver recompiled with EVAL bound to a user model's kernel (not cached)."""
-    key = id(kernel)
-    if key in _USER_SOLVERS:
-        return _USER_SOLVERS[key][0]
-
-    @numba.njit(nogil=True)
-    def ev(kid, x, p, m, J, want):
-        kernel(x, p, m, J, want)
-
-    g = dict(globals())
-    g["EVAL"] = ev
-    pix = types.FunctionType(_lm_pixel.py_func.__code__, g, "_lm_pixel_user")
-    g["_lm_pixel"] = numba.njit(nogil=True)(pix)
-    blk = types.FunctionType(_lm_block.py_func.__code__, g, "_lm_block_user")
-    solver = numba.njit(nogil=True)(blk)
-    _USER_SOLVERS[key] = (solver, kernel)
-    return solver
+# The solver's source for kernels.compile: copied into each generated module (with EVAL
+# bound there), which is why these two are plain functions here, not compiled.
+SOLVER_TEMPLATES = (_lm_pixel, _lm_block)
 
 
 class LMResult(dict):
@@ -470,7 +447,7 @@ class LMResult(dict):
 
 
 def solve(
-    kernel,
+    solve_block,
     x: np.ndarray,
     y: np.ndarray,
     starts: np.ndarray,
@@ -489,8 +466,8 @@ def solve(
 
     Parameters
     ----------
-    kernel
-        From :func:`specfit.kernels.models.numba_kernel`.
+    solve_block
+        The model's compiled block solver, ``specfit.kernels.compile.compiled(...).solve_block``.
     x
         (nf,) independent variable (f or ln f, as the model declares).
     y
@@ -543,10 +520,8 @@ def solve(
     use_w = weights is not None
     W = np.ascontiguousarray(weights, dtype=np.float64) if use_w else np.ones((1, 1))
     nfit = np.full(npix, float(x.shape[0]))
-    kid = SHIPPED_KERNEL_IDS.get(id(kernel), -1)
-    block = _lm_block if kid >= 0 else _user_solver(kernel)
-    block(
-        kid,
+    solve_block(
+        0,
         np.ascontiguousarray(x, dtype=np.float64),
         np.ascontiguousarray(y, dtype=np.float64),
         W,

@@ -14,8 +14,8 @@ rows ``(npix, n)``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,10 +36,6 @@ __all__ = [
     "fit_maps",
     "mean_intensity",
 ]
-
-#: ``alias -> {suffix: compute(params) -> (npix,)}``: maps derived from fitted parameters
-#: (declared by the results contract, :func:`specfit.store.derived_outputs`).
-Derived = Mapping[str, Mapping[str, Callable[[dict[str, np.ndarray]], np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -64,8 +60,6 @@ class TileSpec:
         ``whittle``, ``lsq_log`` or ``lsq`` (``lsq`` weights by the spread across the box).
     fit_options
         ``max_iter``, ``tol``, ``multistart``, ``best_model``, ``alpha``.
-    derived
-        Maps derived from each alias's parameters (see :data:`Derived`).
     """
 
     times: np.ndarray
@@ -76,7 +70,6 @@ class TileSpec:
     models: Mapping[str, Any]
     method: str
     fit_options: Mapping[str, Any]
-    derived: Derived = field(default_factory=dict)
 
     @property
     def halo(self) -> int:
@@ -141,19 +134,16 @@ def fit_maps(
     models: Mapping[str, Any],
     method: str,
     options: Mapping[str, Any],
-    derived: Derived | None = None,
 ) -> dict[str, np.ndarray]:
-    """Fit a (nf, ny, nx) block; returns ``{variable: (ny, nx)}`` with the derived maps after
-    each alias's own (the kernel on pixel rows)."""
+    """Fit a (nf, ny, nx) block; returns ``{variable: (ny, nx)}`` with each model's derived
+    maps after the fit's own (the kernel on pixel rows)."""
     nf, ny, nx = power.shape
     rows = np.ascontiguousarray(power.reshape(nf, ny * nx).T, dtype=np.float64)
     srows = None
     if sigma is not None:
         srows = np.ascontiguousarray(sigma.reshape(nf, ny * nx).T, dtype=np.float64)
     d = np.broadcast_to(np.asarray(dof, dtype=float), (ny, nx)).reshape(-1)
-    res = fit_block(
-        freq, rows, models, method=method, dof=d, sigma=srows, derived=derived, **options
-    )
+    res = fit_block(freq, rows, models, method=method, dof=d, sigma=srows, **options)
     return {k: np.asarray(v).reshape(ny, nx) for k, v in res.items()}
 
 
@@ -202,9 +192,7 @@ def run_tile(
     # lsq weights by the box spread unless the fit weights by delta log10 f (fit.weights=dlogf)
     weighted = spec.method == "lsq" and spec.fit_options.get("weights", "sigma") == "sigma"
     sigma = spread if weighted else None
-    out = fit_maps(
-        freq, power, fdof, sigma, spec.models, spec.method, spec.fit_options, spec.derived
-    )
+    out = fit_maps(freq, power, fdof, sigma, spec.models, spec.method, spec.fit_options)
     inner = values[:, ys, xs]
     out["power"] = power
     if spread is not None:

@@ -24,6 +24,7 @@ __all__ = [
     "PixelSpectrum",
     "open_store",
     "model_info",
+    "default_map_name",
     "status_codes",
     "map_catalog",
     "axis_info",
@@ -49,10 +50,7 @@ _STATS = {
     "bic": "BIC",
     "nfev": "function evaluations",
     "gof_pvalue": "goodness-of-fit p-value",
-    "bump_period": "bump period",
 }
-# Parameters spanning decades are easier to read as log10.
-_LOG_PARAMS = {"amplitude", "tail", "bump_amplitude"}
 _CATEGORICAL_SUFFIXES = ("_status",)
 _CATEGORICAL = {"best_model"}
 _PVALUE_VARS = ("lrt_pvalue", "ftest_pvalue")
@@ -151,8 +149,8 @@ class MapSpec:
     Attributes
     ----------
     name
-        The key used by the viz layer: a store variable, or a derived name (``m2_bump_period``
-        computed from ``m2_bump_center`` when the store lacks it).
+        The key used by the viz layer: a store variable, or a model's derived output
+        (``m2_bump_period`` computed from ``m2_bump_center`` when the store lacks it).
     label
         Human-readable title, with the display transform (e.g. ``log10``).
     units
@@ -160,7 +158,8 @@ class MapSpec:
     alias
         The model alias the map belongs to, or None for model-independent maps.
     transform
-        ``"none"``, ``"log10"`` or ``"period_from_ln_hz"`` (minutes from ln Hz).
+        ``"none"``, ``"log10"`` or ``"derived"`` (a model's derived output computed from
+        the stored parameter ``source``, e.g. the bump period from the centre).
     source
         The store variable the values come from.
     categorical
@@ -197,36 +196,35 @@ def map_catalog(ds: xr.Dataset) -> list[MapSpec]:
             seen.add(spec.name)
             seen.add(spec.source)
 
+    from specfit.models import SPECTRUM_UNIT, stored_metadata
+
+    power_units = _units(ds["power"]) if "power" in ds else None
     for alias, info in models.items():
         mname = info.get("name") or alias
+        meta = stored_metadata(info)
+        derived_by_source = {d["source"]: d for d in meta["derived"] if d.get("source")}
+        # parameters in the spectra's unit span decades: shown as log10
+        log_params = set(meta["spectrum_unit_params"]) or {
+            p
+            for p in info.get("params", [])
+            if f"{alias}_{p}" in ds
+            and _units(ds[f"{alias}_{p}"]) in {SPECTRUM_UNIT, power_units} - {None, ""}
+        }
         for p in info.get("params", []):
             var = f"{alias}_{p}"
             if var not in ds:
                 continue
-            if p == "bump_center":
-                per = f"{alias}_bump_period"
-                if per in ds:
-                    add(
-                        MapSpec(
-                            per,
-                            f"{alias} bump period",
-                            _units(ds[per]) or "min",
-                            alias,
-                            "none",
-                            per,
-                        )
-                    )
-                else:
-                    add(
-                        MapSpec(per, f"{alias} bump period", "min", alias, "period_from_ln_hz", var)
-                    )
-                add(
-                    MapSpec(
-                        var, f"{alias} bump centre", _units(ds[var]) or "ln Hz", alias, "none", var
-                    )
-                )
-                continue
-            if p in _LOG_PARAMS:
+            d = derived_by_source.get(p)
+            if d is not None:
+                # a derived output re-expressing this parameter (the bump period in minutes
+                # for a centre in ln Hz) is shown first, computed from it if not stored
+                dvar = f"{alias}_{d['name']}"
+                label = f"{alias} {d['name'].replace('_', ' ')}"
+                if dvar in ds:
+                    add(MapSpec(dvar, label, _units(ds[dvar]) or d["unit"], alias, "none", dvar))
+                elif _derived_func(info, d["name"]) is not None:
+                    add(MapSpec(dvar, label, d["unit"], alias, "derived", var))
+            if p in log_params:
                 add(
                     MapSpec(
                         var,
@@ -260,6 +258,11 @@ def map_catalog(ds: xr.Dataset) -> list[MapSpec]:
             var = f"{alias}_{s}"
             if var in ds and var not in seen:
                 add(MapSpec(var, f"{alias} {label} ({mname})", _units(ds[var]), alias, "none", var))
+        for d in meta["derived"]:
+            var = f"{alias}_{d['name']}"
+            if var in ds and var not in seen:
+                label = f"{alias} {d['name'].replace('_', ' ')}"
+                add(MapSpec(var, label, _units(ds[var]) or d["unit"], alias, "none", var))
         var = f"{alias}_status"
         if var in ds:
             add(MapSpec(var, f"{alias} fit status", "", alias, "none", var, categorical=True))
@@ -287,6 +290,31 @@ def map_catalog(ds: xr.Dataset) -> list[MapSpec]:
             )
         )
     return specs
+
+
+def _derived_func(info: dict, name: str):
+    """The function of a registered model's derived output ``name``, or None (the model is
+    not loaded in this session: nothing is imported to get it)."""
+    from specfit import models as registry
+
+    if info.get("name") not in registry.available_models():
+        return None
+    model = registry.get_model(info["name"])
+    return next((d.func for d in model.derived if d.name == name), None)
+
+
+def default_map_name(ds: xr.Dataset, catalog: Sequence[MapSpec] | None = None) -> str:
+    """The map shown first: the first model's parameter with role ``"index"`` (the spectral
+    slope) if a model declares one, else the first map."""
+    from specfit.models import stored_metadata
+
+    catalog = map_catalog(ds) if catalog is None else catalog
+    names = {s.name for s in catalog}
+    for alias, info in model_info(ds).items():
+        for p, role in stored_metadata(info)["roles"].items():
+            if role == "index" and f"{alias}_{p}" in names:
+                return f"{alias}_{p}"
+    return catalog[0].name
 
 
 def _spec(ds: xr.Dataset, name: str) -> MapSpec:
@@ -406,8 +434,10 @@ def map_values(
         out = da.astype("float32")
     elif spec.transform == "log10":
         out = np.log10(da.where(da > 0))
-    elif spec.transform == "period_from_ln_hz":
-        out = np.exp(-da) / 60.0
+    elif spec.transform == "derived":
+        info = model_info(ds)[spec.alias]
+        pname = spec.source[len(spec.alias) + 1 :]
+        out = _derived_func(info, spec.name[len(spec.alias) + 1 :])({pname: da})
     else:
         out = da.astype("float32") if da.dtype.kind in "iub" else da
     aliases = list(model_info(ds))
@@ -511,7 +541,7 @@ def load_models(paths: Sequence[str]) -> list[str]:
     list of str
         Names of the models the files defined.
     """
-    from specfit.kernels import models as registry
+    from specfit import models as registry
 
     return registry.load_user_models([str(p) for p in paths])
 
@@ -538,12 +568,13 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
     """The stored spectrum of pixel (iy, ix) and every fitted model evaluated there.
 
     Each model is evaluated from the stored parameters with
-    ``specfit.kernels.models.get_model(name)`` (``evaluate`` and ``components``). A model that
+    ``specfit.models.get_model(name)`` (``evaluate`` and ``components_values``). A model that
     cannot be evaluated (not loaded in this session, NaN parameters of a failed fit) is
     reported in ``ModelCurves.error`` with ``model=None``; nothing raises for one bad pixel.
     User models named in the store are never imported from it (see :func:`load_models`).
     """
-    from specfit.kernels import models as registry
+    from specfit import models as registry
+    from specfit.models import stored_metadata
 
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     if not (0 <= iy < ny and 0 <= ix < nx):
@@ -567,7 +598,8 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
             err = float(pix[err_var].values) if err_var in ds else float("nan")
             params[p] = (val, err, _units(ds[f"{alias}_{p}"]))
         status = int(pix[f"{alias}_status"].values) if f"{alias}_status" in ds else None
-        stats = {s: float(pix[f"{alias}_{s}"].values) for s in _STATS if f"{alias}_{s}" in ds}
+        names = [*_STATS, *(d["name"] for d in stored_metadata(info)["derived"])]
+        stats = {s: float(pix[f"{alias}_{s}"].values) for s in names if f"{alias}_{s}" in ds}
         curves = ModelCurves(
             alias=alias,
             name=info.get("name"),
@@ -595,7 +627,7 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
                 curves.error = "no fitted parameters at this pixel (NaN)"
                 continue
             curves.model = np.asarray(model.evaluate(freq, p_row), dtype=float).reshape(-1)
-            comps = model.components(freq, p_row) if hasattr(model, "components") else {}
+            comps = model.components_values(freq, p_row)
             curves.components = {
                 k: np.asarray(v, dtype=float).reshape(-1) for k, v in comps.items()
             }

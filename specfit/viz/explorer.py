@@ -28,6 +28,7 @@ from specfit.viz.data import (
     PixelSpectrum,
     axis_info,
     clip_limits,
+    default_map_name,
     load_models,
     map_catalog,
     map_values,
@@ -54,7 +55,8 @@ __all__ = [
 # Maps with more pixels than this are rasterised by datashader to the screen's resolution.
 RASTERIZE_ABOVE = 512 * 512
 _MODEL_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b"]
-_COMPONENT_DASH = {"power law": "dashed", "tail": "dotted", "bump": "dashdot"}
+# a model's additive parts in the order it declares them: one dash style each
+_COMPONENT_DASHES = ("dashed", "dotted", "dashdot", "dotdash", "dashed")
 
 
 def _ensure_extension() -> None:
@@ -105,8 +107,8 @@ def spectrum_elements(ps: PixelSpectrum) -> tuple[hv.Overlay, hv.Overlay]:
             continue
         name = f"{alias} {mc.name}" if mc.name else alias
         spec.append(curve(mc.model, name, color=colour, line_width=2))
-        for comp, values in mc.components.items():
-            dash = _COMPONENT_DASH.get(comp, "dashed")
+        for k, (comp, values) in enumerate(mc.components.items()):
+            dash = _COMPONENT_DASHES[k % len(_COMPONENT_DASHES)]
             spec.append(
                 curve(values, f"{alias} {comp}", color=colour, line_dash=dash, line_width=1)
             )
@@ -230,7 +232,7 @@ def build_explorer(
     height = max(240, min(700, int(width * aspect)))
 
     # -- controls -------------------------------------------------------------------------
-    default_map = next((s.name for s in catalog if s.name.endswith("_index")), catalog[0].name)
+    default_map = default_map_name(ds, catalog)
     w_map = pn.widgets.Select(
         label="map", options={f"{s.label} ({s.name})": s.name for s in catalog}, value=default_map
     )

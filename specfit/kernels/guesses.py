@@ -1,0 +1,192 @@
+"""Data-driven starting values and null-model truths for the shipped line shapes.
+
+Pure numpy/numba on (npix, nf) blocks: the power-law + tail start (a log-log line where the
+power law rules, a tail from the top bins), bump seeds from the peaks of the residual ratio
+against a base model, and the parameter truths the LRT calibration simulates under
+``powerlaw_tail``. :mod:`specfit.models` attaches them to the models that use them.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["guess_powerlaw_tail", "bump_seeds", "bump_width_seed", "powerlaw_tail_null"]
+
+
+def _njit_cached(fn):
+    return numba.njit(cache=True, nogil=True)(fn)
+
+
+def _log_bias(dof: float | np.ndarray) -> np.ndarray:
+    """E[ln(chi2_nu / nu)] = psi(nu/2) - ln(nu/2): the mean offset of log periodogram values."""
+    from scipy.special import digamma
+
+    k = np.asarray(dof, dtype=np.float64) / 2.0
+    return digamma(k) - np.log(k)
+
+
+def guess_powerlaw_tail(
+    f: np.ndarray, power: np.ndarray, dof: float | np.ndarray = 2.0, base=None
+) -> np.ndarray:
+    """M1 start: tail from the top 15 % of bins, then a log-log line where the power law rules.
+
+    The tail is the mean power of the highest frequencies. The straight line in log-log
+    space is fitted to ln(power) over the bins whose 5-bin smoothed power exceeds three times
+    that tail (the power-law range; at least the lowest 5 % of bins), with the mean offset of
+    log chi-square values for ``dof`` removed, then refitted three times after removing the tail's
+    share ln(1 + C / A f^-n). Finally the tail is lowered by what the power law still
+    contributes at the top.
+    """
+    power = np.atleast_2d(np.asarray(power, np.float64))
+    lnf = np.log(np.asarray(f, np.float64))
+    bias = np.broadcast_to(_log_bias(np.asarray(dof, np.float64)), (power.shape[0],))
+    out = np.empty((power.shape[0], 3))
+    _guess_m1_rows(lnf, np.ascontiguousarray(power), np.ascontiguousarray(bias, np.float64), out)
+    return out
+
+
+@_njit_cached
+def _guess_m1_rows(lnf, power, bias, out):
+    """Per-pixel body of :func:`guess_powerlaw_tail` (numba: no (npix, nf) temporaries)."""
+    npix, nf = power.shape
+    nhi = max(int(round(0.15 * nf)), 2)
+    nmin = min(max(int(0.05 * nf), 3), nf)
+    xhi = 0.0
+    for i in range(nf - nhi, nf):
+        xhi += lnf[i]
+    xhi /= nhi
+    for r in range(npix):
+        y = power[r]
+        high = 0.0
+        for i in range(nf - nhi, nf):
+            high += y[i]
+        high /= nhi
+        # a prefix of bins, not every bin above the threshold: picking single bins by their
+        # noisy values would favour upward fluctuations near the crossover and flatten the
+        # slope; the 5-bin running mean tames the chi-square scatter for the threshold
+        nsel = nmin
+        for i in range(nf):
+            acc = 0.0
+            for j in range(i - 2, i + 3):
+                acc += y[min(max(j, 0), nf - 1)]
+            if acc / 5.0 > 3.0 * high:
+                nsel = max(nsel, i + 1)
+            else:
+                break
+        floor = 1e-12 * max(high, 1e-300)  # zero bins of a raw periodogram
+        xm = 0.0
+        for i in range(nsel):
+            xm += lnf[i]
+        xm /= nsel
+        sxx = 0.0
+        for i in range(nsel):
+            sxx += (lnf[i] - xm) ** 2
+        sxx = max(sxx, 1e-300)
+        index = 0.0
+        lnA = 0.0
+        ly = np.empty(nsel)
+        for i in range(nsel):
+            ly[i] = np.log(max(y[i], floor)) - bias[r]
+        for it in range(4):
+            # later passes: remove the tail's share ln(1 + C / A f^-n) in the selected bins
+            zm = 0.0
+            sxy = 0.0
+            for i in range(nsel):
+                z = ly[i]
+                if it > 0:
+                    pl = np.exp(min(max(lnA - index * lnf[i], -700.0), 700.0))
+                    z -= np.log1p(high / max(pl, 1e-300))
+                zm += z
+                sxy += (lnf[i] - xm) * z
+            zm /= nsel
+            index = -sxy / sxx
+            lnA = zm + index * xm
+        pl_high = np.exp(min(max(lnA - index * xhi, -700.0), 700.0))
+        out[r, 0] = np.exp(min(max(lnA, -700.0), 700.0))
+        out[r, 1] = index
+        out[r, 2] = max(high - pl_high, 0.1 * high)
+
+
+def _bump_grid(lnf: np.ndarray, width: float, ngrid: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    centres = np.linspace(lnf[0], lnf[-1], ngrid)
+    w = np.exp(-0.5 * ((lnf[None, :] - centres[:, None]) / width) ** 2)
+    w /= w.sum(axis=1, keepdims=True)
+    return centres, w
+
+
+def bump_seeds(
+    f: np.ndarray,
+    power: np.ndarray,
+    m1: np.ndarray,
+    width: float,
+    nseeds: int = 1,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Bump seeds from the peaks of the M1 residual ratio smoothed over a grid in ln f.
+
+    Parameters
+    ----------
+    f, power
+        (nf,) Hz and (npix, nf) power.
+    m1
+        (npix, nf) the fitted (or guessed) M1 model.
+    width
+        Smoothing width in ln f (also the seed bump width).
+    nseeds
+        Number of distinct peaks returned (best first), for multistart.
+
+    Returns
+    -------
+    list of (amplitude, centre) pairs, each (npix,).
+    """
+    lnf = np.log(np.asarray(f, np.float64))
+    centres, w = _bump_grid(lnf, width)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        excess = power / m1 - 1.0
+    excess = np.where(np.isfinite(excess), excess, 0.0)
+    mean_excess = excess @ w.T  # (npix, ngrid): mean relative excess near each centre
+    # choose by significance, not by size: near the low-f end few bins fall in a window
+    # (uniform f is sparse in ln f) and their mean is noisy
+    sc = mean_excess / np.sqrt((w * w).sum(axis=1))[None, :]
+    out = []
+    rows = np.arange(power.shape[0])
+    # exclude neighbours of a chosen peak so that later seeds try another place
+    excl = max(1, int(np.ceil(width / max(centres[1] - centres[0], 1e-12))))
+    for _ in range(nseeds):
+        j = np.argmax(sc, axis=1)
+        c = centres[j]
+        m1c = _interp_rows(c, lnf, m1)
+        amp = np.maximum(mean_excess[rows, j], 0.1) * m1c
+        out.append((amp, c))
+        for d in range(-excl, excl + 1):
+            jj = np.clip(j + d, 0, len(centres) - 1)
+            sc[rows, jj] = -np.inf
+    return out
+
+
+def _interp_rows(x: np.ndarray, grid: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """values[i] interpolated at x[i] on the common grid, vectorised over rows."""
+    j = np.clip(np.searchsorted(grid, x) - 1, 0, grid.size - 2)
+    t = np.clip((x - grid[j]) / (grid[j + 1] - grid[j]), 0.0, 1.0)
+    rows = np.arange(values.shape[0])
+    return values[rows, j] * (1 - t) + values[rows, j + 1] * t
+
+
+def bump_width_seed(lnf: np.ndarray, lo: float, hi: float) -> float:
+    """Seed bump width: 8 % of the fitted range in ln f, inside the width bounds."""
+    return float(np.clip(0.08 * (lnf[-1] - lnf[0]), lo, hi))
+
+
+def powerlaw_tail_null(f: np.ndarray, rng: np.random.Generator, nsim: int) -> np.ndarray:
+    """Truths (nsim, 3) of ``powerlaw_tail`` spectra for the LRT null simulation.
+
+    Index U(1, 3) and a power-law/tail crossover frequency log-uniform over the middle 60 %
+    of the fitted range, tail 1 (so A fc^-n = C = 1 at the crossover).
+    """
+    lnf = np.log(np.asarray(f, np.float64))
+    span = lnf[-1] - lnf[0]
+    index = rng.uniform(1.0, 3.0, nsim)
+    lnfc = rng.uniform(lnf[0] + 0.2 * span, lnf[-1] - 0.2 * span, nsim)
+    tail = np.ones(nsim)
+    amp = np.exp(index * lnfc)
+    return np.column_stack([amp, index, tail])

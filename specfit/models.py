@@ -1,0 +1,770 @@
+"""Spectral models built from components: parameters, line shapes, ``+``, the registry.
+
+A :class:`Parameter` is declared once (name, unit, bounds, default, log-scaled,
+description). A :class:`Component` is a line shape from :mod:`specfit.kernels.lineshapes`
+(value and analytic derivatives written once) with its parameters. Components add up to a
+:class:`Model`; the fused numba kernel and the solver that fits it are generated from the
+components (:mod:`specfit.kernels.compile`). A model also declares its derived outputs
+(:class:`Derived`, e.g. the bump period in minutes) and, for the likelihood-ratio test, how
+to draw truths of its null spectra. Everything downstream (fit results, viz, summary) reads
+this metadata. A shipped model is one line::
+
+    powerlaw_tail_lorentzian = register_model((powerlaw_tail + LORENTZIAN_BUMP).named(
+        "powerlaw_tail_lorentzian"))
+
+Adding a component to a named model makes that model its ``base`` (the nested smaller model
+of the LRT and F tests). A user's own shape is a function ``shape(lnf, *params) -> (value,
+d/dp1, ...)`` written with numpy arithmetic that numba can compile, wrapped in a Component.
+User model files are imported here and nowhere else (:func:`load_user_models`).
+
+Units: :data:`SPECTRUM_UNIT` is a role, "the unit of the spectra" (resolved into a real
+unit such as ``(DN/s)^2/Hz`` when results are written); a parameter with that unit must
+scale the model linearly, as the solver normalises every pixel to unit mean power.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from specfit.kernels import fitting as _fitting
+from specfit.kernels import guesses, lineshapes
+from specfit.kernels.compile import CompiledModel, compiled
+
+__all__ = [
+    "SPECTRUM_UNIT",
+    "Parameter",
+    "Derived",
+    "Component",
+    "Model",
+    "POWER_LAW",
+    "TAIL",
+    "LORENTZIAN_BUMP",
+    "LOGNORMAL_BUMP",
+    "powerlaw_tail",
+    "powerlaw_tail_lorentzian",
+    "powerlaw_tail_lognormal",
+    "register_model",
+    "get_model",
+    "available_models",
+    "load_user_models",
+    "check_output",
+    "stored_metadata",
+]
+
+INF = math.inf
+SPECTRUM_UNIT = "power"
+"""Unit role of amplitude-like parameters: the unit of the fitted spectra."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One model parameter, declared once.
+
+    Attributes
+    ----------
+    name
+        Name in configs and results (``<alias>_<name>``).
+    unit
+        A real unit (``"1"``, ``"ln(Hz)"``) or :data:`SPECTRUM_UNIT`.
+    bounds
+        (low, high) in natural units; ``-inf``/``inf`` for none.
+    default
+        A typical value: the starting value when the model has no guess function (for
+        :data:`SPECTRUM_UNIT` parameters, times the pixel's mean power) and the truth the
+        registry-driven tests simulate (in absolute units, on a solar p-mode frequency grid).
+    log_scaled
+        Strictly positive scale parameter the solver works on as ln(p) (reported values
+        and errors stay in natural units).
+    description
+        Human-readable name (``long_name`` of the result maps).
+    role
+        Optional tag readers use instead of the name, e.g. ``"index"`` (the spectral
+        slope that summaries and the explorer show first).
+    """
+
+    name: str
+    unit: str = "1"
+    bounds: tuple[float, float] = (-INF, INF)
+    default: float = 1.0
+    log_scaled: bool = False
+    description: str = ""
+    role: str = ""
+
+    @property
+    def long_name(self) -> str:
+        """The description, or the name with spaces."""
+        return self.description or self.name.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class Derived:
+    """An output computed from the fitted parameters, stored as ``<alias>_<name>``.
+
+    Attributes
+    ----------
+    name
+        Name suffix, e.g. ``"bump_period"``.
+    unit, long_name
+        Attrs of the stored map.
+    func
+        ``func(params) -> array`` with ``params`` a mapping parameter name -> (npix,) array.
+    role
+        Optional tag for readers, e.g. ``"period"``.
+    source
+        The parameter this output re-expresses (the explorer shows it in that place).
+    """
+
+    name: str
+    unit: str
+    long_name: str
+    func: Callable[[Mapping[str, np.ndarray]], np.ndarray] = field(repr=False, compare=False)
+    role: str = ""
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class Component:
+    """A line shape and its parameters; components add up to a :class:`Model`.
+
+    Attributes
+    ----------
+    label
+        Name of the part in plots (``"power law"``, ``"tail"``, ``"bump"``).
+    shape
+        ``shape(lnf, *params) -> (value, d/dp1, ...)``, numpy- and numba-compatible.
+    params
+        One :class:`Parameter` per argument after ``lnf``, in order.
+    derived
+        Outputs computed from this component's parameters.
+    data_bounds
+        Optional ``data_bounds(f) -> {param: (low, high)}``: bounds that depend on the
+        frequency grid (a bump centre inside the fitted range).
+    seed
+        Optional ``seed(f, power, base_values, nseeds) -> [(col, ...), ...]``: candidate
+        starts of this component's parameters from the residual against the base model.
+    """
+
+    label: str
+    shape: Callable = field(repr=False)
+    params: tuple[Parameter, ...]
+    derived: tuple[Derived, ...] = ()
+    data_bounds: Callable | None = field(default=None, repr=False, compare=False)
+    seed: Callable | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        args = list(inspect.signature(self.shape).parameters)[1:]
+        names = [p.name for p in self.params]
+        if args != names:
+            raise ValueError(
+                f"component {self.label!r}: shape {self.shape.__name__}{tuple(args)} does not "
+                f"match its parameters {tuple(names)}; declare one Parameter per argument"
+            )
+
+    @property
+    def formula(self) -> str:
+        """The shape's one-line formula (first docstring line)."""
+        return (inspect.getdoc(self.shape) or self.shape.__name__).strip().splitlines()[0]
+
+    def __add__(self, other: Component | Model) -> Model:
+        return Model(name="", components=(self,)) + other
+
+    def named(self, name: str, **kwargs) -> Model:
+        """A one-component model (see :meth:`Model.named`)."""
+        return Model(name="", components=(self,)).named(name, **kwargs)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A sum of components: parameters, formula, guesses, derived outputs, compiled kernel.
+
+    Build one with ``+`` and :meth:`named`, not by hand.
+
+    Attributes
+    ----------
+    name
+        Registry name used in configs (``fit.models``).
+    components
+        The additive parts, in parameter order.
+    parameters
+        All parameters (the components' records; :meth:`with_bounds` replaces bounds).
+    base
+        Name of the smaller model this one extends (its first parameters, and this model
+        reduces to it with the extra amplitude on its bound): enables the nested tests.
+    formula
+        One-line formula.
+    guess_func
+        ``guess_func(f, power, dof, base, nstart=1)`` -> (npix, npar) or candidate starts
+        (npix, ncand, npar) in natural units; ``base`` holds the base model's fitted
+        parameters or None.
+    null
+        ``null(f, rng, nsim) -> (nsim, npar)`` truths of spectra simulated under this model
+        for the LRT reference when it is the smaller model of a nested pair (None: the LRT
+        p-value falls back to chi-square).
+    """
+
+    name: str
+    components: tuple[Component, ...]
+    parameters: tuple[Parameter, ...] = ()
+    base: str | None = None
+    formula: str = ""
+    guess_func: Callable | None = field(default=None, repr=False, compare=False)
+    null: Callable | None = field(default=None, repr=False, compare=False)
+    base_model: Model | None = field(default=None, repr=False, compare=False)
+    independent: str = "lnf"
+
+    def __post_init__(self) -> None:
+        if not self.parameters:
+            object.__setattr__(
+                self, "parameters", tuple(p for c in self.components for p in c.params)
+            )
+        names = [p.name for p in self.parameters]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"model {self.name or '(unnamed)'}: parameter names repeat: {dup}")
+        if not self.formula:
+            terms = " + ".join(c.formula for c in self.components)
+            object.__setattr__(self, "formula", f"P(f) = {terms}")
+
+    # ---- composition
+    def __add__(self, other: Component | Model) -> Model:
+        extra = (other,) if isinstance(other, Component) else tuple(other.components)
+        base = self if self.name else None
+        return Model(
+            name="",
+            components=self.components + extra,
+            base=base.name if base else None,
+            base_model=base,
+        )
+
+    def named(
+        self,
+        name: str,
+        *,
+        guess: Callable | None = None,
+        null: Callable | None = None,
+        formula: str | None = None,
+    ) -> Model:
+        """This sum of components under a registry name, with optional guess and null."""
+        return replace(
+            self,
+            name=name,
+            guess_func=guess or self.guess_func or self._composed_guess(),
+            null=null or self.null,
+            formula=formula or self.formula,
+        )
+
+    # ---- metadata
+    @property
+    def npar(self) -> int:
+        """Number of parameters."""
+        return len(self.parameters)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Parameter names, in order."""
+        return tuple(p.name for p in self.parameters)
+
+    @property
+    def units(self) -> tuple[str, ...]:
+        """Parameter units (real units or SPECTRUM_UNIT)."""
+        return tuple(p.unit for p in self.parameters)
+
+    @property
+    def long_names(self) -> tuple[str, ...]:
+        """Parameter descriptions."""
+        return tuple(p.long_name for p in self.parameters)
+
+    @property
+    def bounds(self) -> tuple[tuple[float, float], ...]:
+        """(low, high) per parameter, natural units."""
+        return tuple((float(p.bounds[0]), float(p.bounds[1])) for p in self.parameters)
+
+    @property
+    def log_params(self) -> tuple[str, ...]:
+        """Parameters the solver works on as ln(p)."""
+        return tuple(p.name for p in self.parameters if p.log_scaled)
+
+    @property
+    def derived(self) -> tuple[Derived, ...]:
+        """Derived outputs of all components, in order."""
+        return tuple(d for c in self.components for d in c.derived)
+
+    @property
+    def power_params(self) -> np.ndarray:
+        """Boolean mask of the parameters in the spectra's unit (scaled per pixel)."""
+        return np.array([p.unit == SPECTRUM_UNIT for p in self.parameters])
+
+    def param_with_role(self, role: str) -> str | None:
+        """Name of the first parameter tagged ``role`` (e.g. ``"index"``), or None."""
+        return next((p.name for p in self.parameters if p.role == role), None)
+
+    def metadata(self) -> dict:
+        """What readers need, JSON-serialisable: roles, display scales and derived outputs.
+
+        ``{"roles": {param: role}, "spectrum_unit_params": [...], "derived": [{"name",
+        "unit", "long_name", "role", "source"}], "components": [labels]}``.
+        """
+        return {
+            "roles": {p.name: p.role for p in self.parameters if p.role},
+            "spectrum_unit_params": [p.name for p in self.parameters if p.unit == SPECTRUM_UNIT],
+            "derived": [
+                {
+                    "name": d.name,
+                    "unit": d.unit,
+                    "long_name": d.long_name,
+                    "role": d.role,
+                    "source": d.source,
+                }
+                for d in self.derived
+            ],
+            "components": [c.label for c in self.components],
+        }
+
+    # ---- numerics
+    def abscissa(self, f: np.ndarray) -> np.ndarray:
+        """The independent variable of every model at frequencies ``f`` Hz: ln f (float64)."""
+        return np.log(np.asarray(f, dtype=np.float64))
+
+    def _columns(self, f, p):
+        p = _as_params(p, self.npar)
+        x = self.abscissa(f)[None, :]
+        return p, x, [p[:, i : i + 1] for i in range(self.npar)]
+
+    def _parts(self, f, p):
+        """Per component: (values, derivatives...) arrays broadcast over (npix, nf)."""
+        p, x, cols = self._columns(f, p)
+        out, j = [], 0
+        for c in self.components:
+            n = len(c.params)
+            out.append(c.shape(x, *cols[j : j + n]))
+            j += n
+        return p, x, out
+
+    def evaluate(self, f: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Model power at frequencies ``f`` (nf,) Hz for parameters ``p`` (npix, npar).
+
+        Returns
+        -------
+        numpy.ndarray
+            (npix, nf) float64.
+        """
+        p, x, parts = self._parts(f, p)
+        total = parts[0][0]
+        for part in parts[1:]:
+            total = total + part[0]  # left to right, as the compiled kernel sums
+        return np.broadcast_to(total, (p.shape[0], x.shape[1])).astype(np.float64)
+
+    def jacobian(self, f: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Analytic derivatives with respect to each parameter, (npix, nf, npar)."""
+        p, x, parts = self._parts(f, p)
+        npix, nf = p.shape[0], x.shape[1]
+        out = np.empty((npix, nf, self.npar))
+        j = 0
+        for part in parts:
+            for d in part[1:]:
+                out[:, :, j] = np.broadcast_to(d, (npix, nf))
+                j += 1
+        return out
+
+    def components_values(self, f: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's additive parts for plots, label -> (npix, nf)."""
+        p, x, parts = self._parts(f, p)
+        out: dict[str, np.ndarray] = {}
+        for c, part in zip(self.components, parts, strict=True):
+            v = np.broadcast_to(part[0], (p.shape[0], x.shape[1])).astype(float)
+            out[c.label] = out[c.label] + v if c.label in out else v
+        return out
+
+    def derived_values(self, params: np.ndarray) -> dict[str, np.ndarray]:
+        """``{derived name: (npix,)}`` from fitted parameters (npix, npar)."""
+        cols = {n: params[:, i] for i, n in enumerate(self.param_names)}
+        return {d.name: d.func(cols) for d in self.derived}
+
+    def compiled(self) -> CompiledModel:
+        """The generated numba kernel and block solver for this model's components."""
+        return compiled(
+            [c.shape for c in self.components], [len(c.params) for c in self.components]
+        )
+
+    def guess(
+        self,
+        f: np.ndarray,
+        power: np.ndarray,
+        dof: float | np.ndarray = 2.0,
+        base: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Data-driven starting values, (npix, npar) in natural units (the best candidate)."""
+        power = np.atleast_2d(np.asarray(power, dtype=np.float64))
+        g = np.asarray(self.guess_func(np.asarray(f, np.float64), power, dof, base), np.float64)
+        if g.ndim == 3:  # candidate starts, best-ranked first: the first is the guess
+            g = g[:, 0, :]
+        return g.reshape(power.shape[0], self.npar)
+
+    def with_bounds(self, overrides: Mapping[str, Sequence[float]]) -> Model:
+        """A copy with some bounds replaced, e.g. ``{"index": (0.5, 4.0)}`` (natural units)."""
+        params = list(self.parameters)
+        for pname, b in overrides.items():
+            if pname not in self.param_names:
+                raise ValueError(
+                    f"fit.bounds.{self.name}: unknown parameter {pname!r}; "
+                    f"parameters are {', '.join(self.param_names)}"
+                )
+            lo, hi = (float(v) for v in b)
+            if not lo < hi:
+                raise ValueError(f"fit.bounds.{self.name}.{pname}: needs low < high, got {b}")
+            i = self.param_names.index(pname)
+            params[i] = replace(params[i], bounds=(lo, hi))
+        return replace(self, parameters=tuple(params))
+
+    def bounds_for(self, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) arrays of the bounds on this frequency grid (static ∩ data bounds)."""
+        lo = np.array([b[0] for b in self.bounds], dtype=np.float64)
+        hi = np.array([b[1] for b in self.bounds], dtype=np.float64)
+        for c in self.components:
+            if c.data_bounds is None:
+                continue
+            for pname, (dlo, dhi) in c.data_bounds(np.asarray(f, np.float64)).items():
+                i = self.param_names.index(pname)
+                lo[i] = max(lo[i], dlo)
+                hi[i] = min(hi[i], dhi)
+        return lo, hi
+
+    # ---- guesses composed from the parts
+    def _composed_guess(self) -> Callable:
+        extra = self.components[len(self.base_model.components) :] if self.base_model else ()
+        if self.base_model is not None and len(extra) == 1 and extra[0].seed is not None:
+            return _extend_guess(self.base_model, extra[0])
+        return _default_guess(
+            np.array([p.default for p in self.parameters], float), self.power_params
+        )
+
+
+def _as_params(p: np.ndarray, npar: int) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim == 1:
+        p = p[None, :]
+    if p.shape[-1] != npar:
+        raise ValueError(f"expected {npar} parameters per pixel, got array of shape {p.shape}")
+    return p
+
+
+def _default_guess(defaults: np.ndarray, is_power: np.ndarray) -> Callable:
+    def guess(f, power, dof, base):
+        scale = np.nanmean(power, axis=1, keepdims=True)
+        g = np.broadcast_to(defaults, (power.shape[0], defaults.size)).copy()
+        g[:, is_power] *= scale
+        return g
+
+    return guess
+
+
+def _extend_guess(base_model: Model, comp: Component) -> Callable:
+    """Candidate starts: the base model's start (fitted and guessed) plus the component's
+    seeds from the residual against it."""
+
+    def guess(f, power, dof=2.0, base=None, nstart=1):
+        """Candidate starts (npix, ncand, npar): the extra part at the strongest residual peaks.
+
+        Residuals are taken against the fitted base model (``base``) and against its guess:
+        a strong bump drags the base fit (flatter index) so that its residual peak can sit
+        at the wrong end, while the guess is not dragged. The solver ranks all candidates by
+        their objective and iterates from the best ``multistart`` of them.
+        """
+        power = np.atleast_2d(np.asarray(power, np.float64))
+        sets = [base_model.guess(f, power, dof)]
+        if base is not None:
+            sets.insert(0, np.asarray(base, np.float64)[:, : base_model.npar])
+        starts = []
+        for bp in sets:
+            values = base_model.evaluate(f, bp)
+            for cols in comp.seed(f, power, values, max(2, nstart)):
+                starts.append(np.column_stack([bp, *cols]))
+        return np.stack(starts, axis=1)
+
+    return guess
+
+
+# --------------------------------------------------------------------------------------
+# Shipped components and models.
+
+_BUMP_WIDTH = (0.05, 2.0)
+
+
+def _bump_seed(f, power, base_values, nseeds):
+    lnf = np.log(np.asarray(f, np.float64))
+    width = guesses.bump_width_seed(lnf, *_BUMP_WIDTH)
+    full = np.full(power.shape[0], width)
+    return [(a, c, full) for a, c in guesses.bump_seeds(f, power, base_values, width, nseeds)]
+
+
+def _bump_data_bounds(f: np.ndarray) -> dict[str, tuple[float, float]]:
+    # a bump centred outside the fitted range is a power law in disguise
+    return {"bump_center": (float(np.log(f[0])), float(np.log(f[-1])))}
+
+
+def _bump_period(p: Mapping[str, np.ndarray]) -> np.ndarray:
+    return np.exp(-p["bump_center"]) / 60.0
+
+
+_BUMP_PARAMS = (
+    Parameter("bump_amplitude", SPECTRUM_UNIT, (0.0, INF), 1.0, description="bump amplitude alpha"),
+    Parameter(
+        "bump_center",
+        "ln(Hz)",
+        default=math.log(1 / 300),  # 5-minute oscillations
+        description="bump centre beta (ln of frequency in Hz)",
+        role="center",
+    ),
+    Parameter("bump_width", "ln(Hz)", _BUMP_WIDTH, 0.3, description="bump width sigma (in ln f)"),
+)
+_BUMP_DERIVED = (
+    Derived(
+        "bump_period",
+        "min",
+        "bump period exp(-bump_center)/60",
+        _bump_period,
+        "period",
+        "bump_center",
+    ),
+)
+
+POWER_LAW = Component(
+    "power law",
+    lineshapes.power_law,
+    (
+        Parameter(
+            "amplitude",
+            SPECTRUM_UNIT,
+            (0.0, INF),
+            1e-6,
+            log_scaled=True,
+            description="power-law amplitude A (power at 1 Hz)",
+        ),
+        Parameter("index", "1", (-1.0, 10.0), 2.0, description="power-law index n", role="index"),
+    ),
+)
+TAIL = Component(
+    "tail",
+    lineshapes.constant,
+    (
+        Parameter(
+            "tail",
+            SPECTRUM_UNIT,
+            (0.0, INF),
+            1.0,
+            description="constant tail C (white-noise level)",
+        ),
+    ),
+)
+LORENTZIAN_BUMP = Component(
+    "bump", lineshapes.lorentzian_bump, _BUMP_PARAMS, _BUMP_DERIVED, _bump_data_bounds, _bump_seed
+)
+LOGNORMAL_BUMP = Component(
+    "bump", lineshapes.lognormal_bump, _BUMP_PARAMS, _BUMP_DERIVED, _bump_data_bounds, _bump_seed
+)
+
+_REGISTRY: dict[str, Model] = {}
+_SHIPPED: dict[str, Model] = {}
+
+
+def register_model(model: Model) -> Model:
+    """Make ``model`` available by name (``fit.models`` in configs, :func:`get_model`).
+
+    Re-registering a user model under the same name replaces it; shipped names are reserved.
+
+    Returns
+    -------
+    Model
+        ``model``, so that a declaration can be one line.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"register_model expects a Model (components + .named), got {type(model)}")
+    if not model.name:
+        raise ValueError("register_model: give the model a name with .named('my_model')")
+    if model.name in _SHIPPED and _SHIPPED[model.name] is not model:
+        raise ValueError(f"model name {model.name!r} is a shipped model; choose another name")
+    _REGISTRY[model.name] = model
+    return model
+
+
+def _ship(model: Model) -> Model:
+    _SHIPPED[model.name] = model
+    return register_model(model)
+
+
+# The shipped models: one declaration each.
+powerlaw_tail = _ship(
+    (POWER_LAW + TAIL).named(
+        "powerlaw_tail", guess=guesses.guess_powerlaw_tail, null=guesses.powerlaw_tail_null
+    )
+)
+powerlaw_tail_lorentzian = _ship(
+    (powerlaw_tail + LORENTZIAN_BUMP).named("powerlaw_tail_lorentzian")
+)
+powerlaw_tail_lognormal = _ship((powerlaw_tail + LOGNORMAL_BUMP).named("powerlaw_tail_lognormal"))
+
+
+def get_model(name: str | Model) -> Model:
+    """The registered model called ``name`` (a Model is returned unchanged)."""
+    if isinstance(name, Model):
+        return name
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown model {name!r}; available: {', '.join(available_models())}. "
+            "Register your own with fit.user_models (a .py file or module)."
+        ) from None
+
+
+_fitting.set_model_lookup(get_model)
+
+
+def available_models() -> list[str]:
+    """Names of all registered models."""
+    return sorted(_REGISTRY)
+
+
+def is_shipped(model: Model) -> bool:
+    """Whether ``model`` is one of specfit's own (tested) models."""
+    return _SHIPPED.get(model.name) is model
+
+
+def stored_metadata(info: Mapping) -> dict:
+    """Reader metadata of a fitted model from a store's ``models`` attr entry.
+
+    Uses what the store recorded (:meth:`Model.metadata` keys); for older stores, the
+    metadata of the registered model of that name if this session has it (never imports
+    anything); else empty roles and no derived outputs.
+    """
+    keys = ("roles", "spectrum_unit_params", "derived", "components")
+    if all(k in info for k in keys):
+        return {k: info[k] for k in keys}
+    model = _REGISTRY.get(str(info.get("name")))
+    if model is not None:
+        return model.metadata()
+    return {"roles": {}, "spectrum_unit_params": [], "derived": [], "components": []}
+
+
+def load_user_models(specs: Sequence[str]) -> list[str]:
+    """Import user model files or modules and register the models they define.
+
+    The only place specfit imports user code. Each entry is a path to a ``.py`` file or an
+    importable module name. A module may call :func:`register_model` itself; any named
+    :class:`Model` left at its top level is registered too.
+
+    Returns
+    -------
+    list of str
+        Names of the models the modules registered or defined.
+    """
+    names: list[str] = []
+    for spec in specs:
+        before = dict(_REGISTRY)
+        if spec.endswith(".py"):
+            path = Path(spec).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"fit.user_models: {spec} does not exist; give a .py file path or a module name"
+                )
+            # named by content, stable across processes: the kernels generated for its shapes
+            # (keyed by module and source) are then compiled once and reused from the cache
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+            modname = f"specfit_user_models_{path.stem}_{digest}"
+            ispec = importlib.util.spec_from_file_location(modname, path)
+            module = importlib.util.module_from_spec(ispec)
+            sys.modules[modname] = module
+            try:
+                ispec.loader.exec_module(module)
+            except Exception as exc:
+                raise ImportError(f"fit.user_models: error while importing {spec}: {exc}") from exc
+        else:
+            try:
+                module = importlib.import_module(spec)
+            except ImportError as exc:
+                raise ImportError(
+                    f"fit.user_models: cannot import module {spec!r} ({exc}); "
+                    "give a .py file path or an importable module name"
+                ) from exc
+        for obj in vars(module).values():
+            if isinstance(obj, Model) and obj.name and _REGISTRY.get(obj.name) is not obj:
+                if obj.name not in _SHIPPED:
+                    register_model(obj)
+        new = [n for n, m in _REGISTRY.items() if before.get(n) is not m]
+        for obj in vars(module).values():
+            if (
+                isinstance(obj, Model)
+                and obj.name
+                and obj.name not in new
+                and obj.name not in _SHIPPED
+            ):
+                new.append(obj.name)
+        if not new:
+            raise ValueError(
+                f"fit.user_models: {spec} defines no model; declare one, e.g. "
+                "register_model((POWER_LAW + TAIL + MY_BUMP).named('my_model'))"
+            )
+        names.extend(n for n in new if n not in names)
+    return names
+
+
+def check_output(model: Model, f: np.ndarray) -> None:
+    """Check that a user model's shapes give one value per frequency and one derivative
+    per parameter on this grid.
+
+    A shape returning a scalar (it ignores ``lnf``) or an array of another length would
+    otherwise be broadcast into finite nonsense, or fail inside every tile. Shipped models
+    are not checked (their tests cover them).
+
+    Raises
+    ------
+    ValueError
+        Naming the model, the file that defines the shape and what it returned.
+    """
+    if is_shipped(model):
+        return
+    f = np.asarray(f, dtype=np.float64)
+    lo, hi = model.bounds_for(f)
+    # Any admissible point will do: the middle of finite bounds, else next to a bound, else 1.
+    with np.errstate(invalid="ignore"):  # inf - inf in the branches np.where discards
+        p = np.where(
+            np.isfinite(lo) & np.isfinite(hi),
+            (lo + hi) / 2,
+            np.where(np.isfinite(lo), lo + 1.0, np.where(np.isfinite(hi), hi - 1.0, 1.0)),
+        )
+    x = model.abscissa(f)
+    j = 0
+    for c in model.components:
+        n = len(c.params)
+        code = getattr(c.shape, "__code__", None)
+        where = f"model {model.name!r}" + (f" (defined in {code.co_filename})" if code else "")
+        where += f": shape {getattr(c.shape, '__name__', c.label)}"
+        try:
+            out = c.shape(x, *p[j : j + n])
+        except Exception as exc:
+            raise ValueError(
+                f"{where} fails on the frequency grid ({type(exc).__name__}: {exc}); fix the shape"
+            ) from None
+        j += n
+        if not isinstance(out, tuple) or len(out) != n + 1:
+            raise ValueError(
+                f"{where} must return a tuple (value, one derivative per parameter) of "
+                f"{n + 1} items; got {type(out).__name__}"
+            )
+        val = np.asarray(out[0])
+        if val.shape != x.shape:
+            got = "a scalar" if val.ndim == 0 else f"an array of shape {val.shape}"
+            raise ValueError(
+                f"{where} returned {got} for {x.size} frequencies; it must return one value per "
+                "frequency, the shape of its first argument (write a constant as c + 0.0 * lnf)"
+            )
