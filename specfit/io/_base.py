@@ -35,6 +35,7 @@ __all__ = [
     "check_data_size",
     "clean_frames",
     "instrument_attrs",
+    "series_field",
 ]
 
 
@@ -431,6 +432,32 @@ def instrument_attrs(h: Any, attrs: dict) -> None:
             attrs["wavelength"] = float(h[k])
             attrs["wavelength_unit"] = str(h.get("WAVEUNIT", "angstrom")).strip()
             break
+
+
+def series_field(
+    headers: Sequence[Any], times: np.ndarray, ny: int, nx: int, normalised: bool
+) -> tuple[fits.Header | None, tuple[np.ndarray, np.ndarray] | None, dict]:
+    """What a time-sorted series of frame headers (any mappings) says about its field.
+
+    The middle frame is the reference: its celestial WCS (at its time) gives the
+    helioprojective coordinates; the first frame's unit (``/ s`` once normalised by exposure)
+    and instrument keys go in the attrs. Returns ``(celestial header or None, (hpc_x, hpc_y)
+    or None, attrs)``.
+    """
+    ref = len(headers) // 2
+    cel = celestial_header(headers[ref], times[ref])
+    hpc = hpc_coords(cel, ny, nx) if cel is not None else None
+    h0 = headers[0]
+    bunit = str(h0.get("BUNIT", h0.get("PIXLUNIT", "")) or "").strip()
+    attrs: dict[str, Any] = {
+        "bunit": (f"{bunit} / s" if bunit else "1 / s") if normalised else bunit,
+        "exposure_normalised": normalised,
+        "reference_index": ref,
+    }
+    if cel is not None:
+        attrs["wcs_header"] = cel.tostring(sep="\n")
+    instrument_attrs(h0, attrs)
+    return cel, hpc, attrs
 
 
 def cube_time_chunk(nt: int, ny: int, nx: int, target_bytes: int = 16 * 2**20) -> int:

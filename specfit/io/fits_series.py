@@ -22,11 +22,9 @@ from specfit.errors import InputError
 from ._base import (
     LazyFrames,
     assemble,
-    celestial_header,
     check_data_size,
-    hpc_coords,
-    instrument_attrs,
     parse_time,
+    series_field,
 )
 
 __all__ = [
@@ -232,24 +230,14 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
         missing_below=cfg.missing_below,
         blank=blank if any(b is not None for b in blank) else None,
     )
-    ref = len(files) // 2
-    ref_header = headers[order[ref]]
-    cel = celestial_header(ref_header, times[ref])
-    hpc = hpc_coords(cel, ny, nx) if cel is not None else None
-    h0 = headers[order[0]]
-    bunit = str(h0.get("BUNIT", h0.get("PIXLUNIT", "")) or "").strip()
+    cel, hpc, field = series_field([headers[i] for i in order], times, ny, nx, scale is not None)
     attrs = {
         "source": str(Path(cfg.path).resolve()) if cfg.path else "",
         "kind": "fits_series",
-        "bunit": (f"{bunit} / s" if bunit else "1 / s") if scale is not None else bunit,
-        "exposure_normalised": scale is not None,
         "time_key": sorted(used_keys)[0] if len(used_keys) == 1 else ",".join(sorted(used_keys)),
         "files": [os.path.basename(files[i]) for i in order],
-        "reference_index": ref,
+        **field,
     }
-    if cel is not None:
-        attrs["wcs_header"] = cel.tostring(sep="\n")
-    instrument_attrs(h0, attrs)
     return assemble(
         frames,
         times=times,

@@ -32,6 +32,7 @@ from ._base import (
     hpc_coords,
     instrument_attrs,
     relative_seconds,
+    series_field,
 )
 from .fits_series import frame_geometry, header_time
 
@@ -131,23 +132,13 @@ def _open_maps(maps: list, cfg: InputConfig, label: str) -> xr.DataArray:
     blank_sorted = [blank[i] for i in order]
     data = _cleaned(raw, blank_sorted, cfg.missing_below, scale)
     ny, nx = shape
-    ref = len(maps) // 2
-    ref_meta = metas[order[ref]]
-    cel = celestial_header(ref_meta, times[ref])
-    hpc = hpc_coords(cel, ny, nx) if cel is not None else None
-    h0 = metas[order[0]]
-    bunit = str(h0.get("BUNIT", h0.get("PIXLUNIT", "")) or "").strip()
+    cel, hpc, field = series_field([metas[i] for i in order], times, ny, nx, scale is not None)
     attrs: dict[str, Any] = {
         "source": f"in-memory {label} of {len(maps)} Maps",
         "kind": "memory",
-        "bunit": (f"{bunit} / s" if bunit else "1 / s") if scale is not None else bunit,
-        "exposure_normalised": scale is not None,
         "time_key": ",".join(sorted(used)),
-        "reference_index": ref,
+        **field,
     }
-    if cel is not None:
-        attrs["wcs_header"] = cel.tostring(sep="\n")
-    instrument_attrs(h0, attrs)
     attrs["input_token"] = da.core.tokenize(data.name, rel[order])
     return assemble_array(
         data,
