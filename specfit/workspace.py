@@ -247,7 +247,11 @@ def check_paths(cfg: Config, cube_path: Path) -> None:
                 "folders"
             )
     _check_writable("output.path", out)
-    if out.is_dir() and not (is_specfit_results(out) or is_empty_dir(out)):
+    # A run creates its work folder (and lock) before the store, so a store without its marker
+    # beside a work folder may be one that another run is starting to write: that case is
+    # decided under the lock (pipeline), which names the other run.
+    foreign = out.is_dir() and not (is_specfit_results(out) or is_empty_dir(out))
+    if foreign and not work.exists():
         raise StoreError(
             f"{out} exists and is not a specfit results store; specfit never replaces it (not "
             "even with --overwrite): choose another output.path"

@@ -57,6 +57,9 @@ def test_copy_writes_once_and_never_overwrites(tmp_path, capsys):
     assert target.read_text() == config_path("demo").read_text()
     with pytest.raises(ConfigError, match="exists"):
         copy_config("demo", target)
-    assert main(["config", "copy", "legacy", str(tmp_path / "mine.yaml")]) == 0
+    # Deep enough that the shipped relative input.path resolves to nothing there.
+    deep = tmp_path / "a" / "b" / "c" / "d"
+    deep.mkdir(parents=True)
+    assert main(["config", "copy", "legacy", str(deep / "mine.yaml")]) == 0
     out = capsys.readouterr().out
     assert "mine.yaml" in out and "input.path" in out and "edit it" in out
