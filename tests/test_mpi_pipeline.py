@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -32,10 +33,14 @@ def test_mpiexec_run_equals_reference(tmp_path, tmp_path_factory):
     data_dir, reference = reference_run(tmp_path_factory)
     results = tmp_path / "mpi.zarr"
     config = write_config(tmp_path / "mpi.yaml", pipeline_config(data_dir, results))
+    # BLAS may use 2 threads per rank, as in a user's shell (the reference used 1): results
+    # must not depend on it
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
     res = cli(
         ["run", str(config), "--cluster", "mpi", "--set", "cluster.interface=lo"],
         timeout=300,
         launcher=[mpiexec, "-n", "4"],
+        env=env,
     )
     assert res.returncode == 0, res.stderr[-4000:]
     assert "MPI cluster (4 ranks): 2 workers" in res.stderr
