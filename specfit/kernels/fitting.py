@@ -84,6 +84,15 @@ def set_model_lookup(lookup: Callable[[str], Any]) -> None:
     _MODEL_LOOKUP[:] = [lookup]
 
 
+# specfit's version, a part of every LRT reference's key, installed with the lookup (above).
+_VERSION: list[str] = ["unknown"]
+
+
+def set_version(version: str) -> None:
+    """Install specfit's version (part of the key of every LRT reference)."""
+    _VERSION[0] = str(version)
+
+
 def _get_model(m):
     """A Model object unchanged; a name looked up in the registry of specfit.models."""
     if not isinstance(m, str):
@@ -531,10 +540,7 @@ def lrt_reference(
 
 def _lrt_key(f, dof, small, big, method, max_iter, tol, multistart, nsim) -> str:
     """sha256 of everything an LRT reference depends on (hex)."""
-    try:  # the version is part of the key: a new solver may give a different reference
-        from specfit._version import __version__ as version
-    except ImportError:  # pragma: no cover - kernels used without the package
-        version = "unknown"
+    version = _VERSION[0]  # part of the key: a new solver may give a different reference
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(f, dtype="<f8").tobytes())
     parts = [
