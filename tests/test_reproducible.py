@@ -119,3 +119,29 @@ def test_local_cluster_other_tiles_and_threads_equal_the_reference(tmp_path, tmp
     assert_same_results(results, reference, ignore=("tiles_done", "tiles_run"))
     # The run shared its LRT references through its work folder.
     assert list((tmp_path / "local16.zarr.specfit-work" / "lrt").glob("lrt-*.npy"))
+
+
+def test_fit_tiles_an_in_memory_array_for_every_core(monkeypatch):
+    import dask.system
+    import xarray as xr
+
+    from specfit import stages
+
+    f, power, _ = _spectra(20 * 24, nf=60)
+    arr = xr.DataArray(
+        power.T.reshape(60, 20, 24), dims=("freq", "y", "x"), coords={"freq": f}
+    )  # numpy-backed: one chunk
+    models = {"m1": "powerlaw_tail"}
+    monkeypatch.setattr(dask.system, "CPU_COUNT", 2)
+    tiled = stages.fit(arr, models=models)
+    assert tiled["m1_index"].data.numblocks == (2, 2)  # 16 px tiles: ~4 tasks per core
+    # a chunking the caller chose is kept
+    assert stages.fit(arr.chunk({"y": 10}), models=models)["m1_index"].data.numblocks == (2, 1)
+    with monkeypatch.context() as m:
+        m.setattr(stages, "_spread_over_cores", lambda pw: pw)
+        whole = stages.fit(arr, models=models)
+        assert whole["m1_index"].data.numblocks == (1, 1)
+        whole = whole.compute()
+    tiled = tiled.compute()
+    for name in whole.data_vars:
+        np.testing.assert_array_equal(tiled[name].values, whole[name].values, err_msg=name)
