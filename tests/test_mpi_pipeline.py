@@ -32,9 +32,12 @@ def test_mpiexec_run_equals_reference(tmp_path, tmp_path_factory):
         pytest.skip("mpiexec not found (pip install mpich)")
     data_dir, reference = reference_run(tmp_path_factory)
     results = tmp_path / "mpi.zarr"
-    config = write_config(tmp_path / "mpi.yaml", pipeline_config(data_dir, results))
-    # BLAS may use 2 threads per rank, as in a user's shell (the reference used 1): results
-    # must not depend on it
+    # Other tiles than the reference's (16 px, not 8) and BLAS allowed 2 threads per rank as
+    # in a user's shell (the reference ran with 1): the numbers must not depend on either
+    # (they did through a BLAS matmul in the bump seeds: 21 of 41 variables of the demo
+    # differed between mpi and local runs).
+    cfg = pipeline_config(data_dir, results, output={"tile": 16})
+    config = write_config(tmp_path / "mpi.yaml", cfg)
     env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
     res = cli(
         ["run", str(config), "--cluster", "mpi", "--set", "cluster.interface=lo"],
@@ -44,7 +47,7 @@ def test_mpiexec_run_equals_reference(tmp_path, tmp_path_factory):
     )
     assert res.returncode == 0, res.stderr[-4000:]
     assert "MPI cluster (4 ranks): 2 workers" in res.stderr
-    assert_same_results(results, reference)
+    assert_same_results(results, reference, ignore=("tiles_done", "tiles_run"))
 
 
 @pytest.mark.slow
