@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from specfit._version import __version__
 from specfit.kernels import fitting as _fitting
 from specfit.kernels import guesses, lineshapes
 from specfit.kernels.compile import CompiledModel, compiled
@@ -628,6 +629,7 @@ def get_model(name: str | Model) -> Model:
 
 
 _fitting.set_model_lookup(get_model)
+_fitting.set_version(__version__)
 
 
 def available_models() -> list[str]:

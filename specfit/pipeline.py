@@ -50,6 +50,7 @@ from specfit.workspace import (
     is_empty_dir,
     is_specfit_cube,
     is_specfit_results,
+    lrt_cache_dir,
     remove_specfit_cube,
 )
 
@@ -821,7 +822,9 @@ def _tiles(
         user_models=list(cfg.fit.user_models),
         bounds={k: dict(v) for k, v in cfg.fit.bounds.items()},
         method=cfg.fit.method,
-        fit_options=fit_options(cfg),
+        # LRT references are shared through the work folder (not science: values never depend
+        # on where they are cached)
+        fit_options={**fit_options(cfg), "lrt_cache": str(lrt_cache_dir(results_path))},
         run_key=layout.attrs["run_key"],
     )
     failures, seen = _run_tiles(tplan, todo, client, progress)

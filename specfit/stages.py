@@ -14,6 +14,7 @@ bit-identical maps, with the variables, dtypes and attrs of the results contract
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -297,6 +298,22 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
     return out
 
 
+def _spread_over_cores(pw: xr.DataArray) -> xr.DataArray:
+    """Split a (freq, y, x) array held in one spatial chunk (in memory, or read as one block)
+    into square tiles, about four per core, so that dask's threaded scheduler runs the fit on
+    every core (the kernels release the GIL). A chunking the caller chose is kept. Results do
+    not depend on the tiling: every pixel is fitted on its own."""
+    if len(pw.chunks[1]) * len(pw.chunks[2]) > 1:
+        return pw
+    from dask.system import CPU_COUNT
+
+    ny, nx = pw.shape[1:]
+    edge = max(16, math.ceil(math.sqrt(ny * nx / (4 * max(1, CPU_COUNT)))))
+    if edge >= max(ny, nx):
+        return pw
+    return pw.chunk({"y": edge, "x": edge})
+
+
 FIT_OPTION_KEYS = ("max_iter", "tol", "multistart", "best_model", "alpha", "weights")
 
 
@@ -366,7 +383,7 @@ def fit(
 
     for m in mods.values():
         check_output(m, freq)  # a wrong-shaped user model fails here, not in every tile
-    pw = power.transpose("freq", "y", "x").chunk({"freq": -1})
+    pw = _spread_over_cores(power.transpose("freq", "y", "x").chunk({"freq": -1}))
     if dof is None:
         if "dof" in power.coords:
             dof = power.coords["dof"]
@@ -384,8 +401,13 @@ def fit(
     if sigma is not None:
         args.append(sigma.transpose("freq", "y", "x").chunk(pw.chunks).data)
 
+    from specfit.workspace import lrt_cache_dir
+
+    # LRT references are shared on disk between calls and processes (values never depend on it)
+    kernel_options = {**options, "lrt_cache": str(lrt_cache_dir())}
+
     def kernel(p, d, s=None):
-        maps = _tile.fit_maps(freq, p, d, s, mods, method, options)
+        maps = _tile.fit_maps(freq, p, d, s, mods, method, kernel_options)
         return np.stack([maps[n].astype(np.float64) for n in names])
 
     # One task per tile computes every variable; "f" is contracted away and "v" (the

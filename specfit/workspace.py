@@ -102,6 +102,23 @@ def _is_work_dir(path: Path) -> bool:
     return (path / WORK_MARKER).is_file()
 
 
+def lrt_cache_dir(results: str | Path | None = None) -> Path:
+    """Where LRT null references are cached on disk (:func:`specfit.kernels.fitting.lrt_reference`).
+
+    A run keeps them in its work folder (``<output.path>.specfit-work/lrt``), shared by all its
+    workers; the stage API in ``$SPECFIT_CACHE_DIR`` if set, else
+    ``$XDG_CACHE_HOME/specfit/lrt`` (default ``~/.cache/specfit/lrt``). The values never
+    depend on the folder: a reference is a pure function of its key.
+    """
+    if results is not None:
+        return work_dir_for(results) / "lrt"
+    env = os.environ.get("SPECFIT_CACHE_DIR")
+    if env:
+        return Path(env).expanduser() / "lrt"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "specfit" / "lrt"
+
+
 def ensure_work_dir(results: str | Path, key: str = "output.path") -> Path:
     """Create (or reuse) the work folder beside ``results`` and mark it as specfit's.
 

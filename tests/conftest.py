@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ SHARED_DATA = ROOT / ".." / "shared" / "data"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# specfit.fit caches LRT references in $SPECFIT_CACHE_DIR: the tests' own, not the user's cache.
+os.environ.setdefault("SPECFIT_CACHE_DIR", tempfile.mkdtemp(prefix="specfit-tests-cache-"))
 
 
 @pytest.fixture(scope="session")

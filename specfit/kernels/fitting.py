@@ -18,11 +18,14 @@ each is fitted by the block solver generated from its components
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
+import os
 import threading
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numba
@@ -61,7 +64,7 @@ _NOT_FITTED = (2, 3, 4, 5, 9)
 _LRT_NSIM = 2000
 _LRT_SEED = 20240603
 # Cached: one reference costs _LRT_NSIM simulated fits, and every tile of a run asks for it.
-_LRT_CACHE: dict[tuple, st.NullReference] = {}
+_LRT_CACHE: dict[str, st.NullReference] = {}
 _LRT_LOCK = threading.RLock()
 
 
@@ -79,6 +82,15 @@ _MODEL_LOOKUP: list[Callable[[str], Any]] = []
 def set_model_lookup(lookup: Callable[[str], Any]) -> None:
     """Install the function that turns a registered model name into a Model."""
     _MODEL_LOOKUP[:] = [lookup]
+
+
+# specfit's version, a part of every LRT reference's key, installed with the lookup (above).
+_VERSION: list[str] = ["unknown"]
+
+
+def set_version(version: str) -> None:
+    """Install specfit's version (part of the key of every LRT reference)."""
+    _VERSION[0] = str(version)
 
 
 def _get_model(m):
@@ -496,42 +508,88 @@ def lrt_reference(
     max_iter: int,
     tol: float,
     multistart: int,
-    nsim: int = _LRT_NSIM,
+    nsim: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> st.NullReference:
     """Null distribution of the LRT statistic for ``small`` inside ``big`` by simulation.
 
     Spectra are simulated under ``small`` with this frequency grid and ``dof`` (Gamma noise,
     shape dof/2) and fitted with both models exactly as :func:`fit_block` does. The truths
     come from the smaller model's declared ``null(f, rng, nsim)`` (for ``powerlaw_tail``:
-    :func:`specfit.kernels.guesses.powerlaw_tail_null`); the seed is fixed, so every block
-    and worker gets the same reference. Cached per (grid, dof, models, settings) within a process.
+    :func:`specfit.kernels.guesses.powerlaw_tail_null`).
+
+    The reference depends only on its key: (frequency grid, dof, models and their bounds,
+    fit settings, nsim, specfit version). The random generator is seeded from a hash of that
+    key, never from global state or call order, so every process, block and resume builds the
+    same one. It is cached per key in this process and, with ``cache_dir``, on disk as
+    ``<cache_dir>/lrt-<key hash>.npy``, written under a temporary name and renamed, so that
+    concurrent workers share one simulation instead of each running it.
     """
     f = np.asarray(f, dtype=np.float64)
+    nsim = _LRT_NSIM if nsim is None else int(nsim)
+    key = _lrt_key(f, dof, small, big, method, max_iter, tol, multistart, nsim)
     with _LRT_LOCK:  # threads of one worker share the reference instead of each simulating it
-        return _lrt_reference_locked(f, dof, small, big, method, max_iter, tol, multistart, nsim)
+        ref = _LRT_CACHE.get(key)
+        if ref is None:
+            ref = _lrt_reference_cached(
+                key, f, dof, small, big, method, max_iter, tol, multistart, nsim, cache_dir
+            )
+            _LRT_CACHE[key] = ref
+        return ref
 
 
-def _lrt_reference_locked(f, dof, small, big, method, max_iter, tol, multistart, nsim):
-    key = (
-        f.tobytes(),
-        round(float(dof), 6),
+def _lrt_key(f, dof, small, big, method, max_iter, tol, multistart, nsim) -> str:
+    """sha256 of everything an LRT reference depends on (hex)."""
+    version = _VERSION[0]  # part of the key: a new solver may give a different reference
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(f, dtype="<f8").tobytes())
+    parts = [
+        repr(round(float(dof), 6)),
         small.name,
-        small.bounds,
+        repr(small.bounds),
         big.name,
-        big.bounds,
+        repr(big.bounds),
         method,
-        max_iter,
-        tol,
-        multistart,
-        nsim,
-    )
-    if key in _LRT_CACHE:
-        return _LRT_CACHE[key]
+        repr(int(max_iter)),
+        repr(float(tol)),
+        repr(int(multistart)),
+        repr(int(nsim)),
+        version,
+    ]
+    h.update("\0".join(parts).encode())
+    return h.hexdigest()
+
+
+def _lrt_reference_cached(
+    key, f, dof, small, big, method, max_iter, tol, multistart, nsim, cache_dir
+):
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"lrt-{key[:32]}.npy"
+        try:
+            return st.NullReference(np.load(path, allow_pickle=False))
+        except (OSError, ValueError):  # absent, or unreadable: simulate (and rewrite) it
+            pass
+    null = _lrt_simulate(key, f, dof, small, big, method, max_iter, tol, multistart, nsim)
+    ref = st.NullReference(null)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npy")
+            np.save(tmp, ref.null, allow_pickle=False)
+            os.replace(tmp, path)  # atomic: a reader sees no file or a whole one
+        except OSError:  # a read-only cache costs time, never results
+            pass
+    return ref
+
+
+def _lrt_simulate(key, f, dof, small, big, method, max_iter, tol, multistart, nsim) -> np.ndarray:
     if small.null is None:
         raise NotImplementedError(
             f"LRT calibration: model {small.name!r} declares no null (Model.named(null=...))"
         )
-    rng = np.random.default_rng(_LRT_SEED)
+    rng = np.random.default_rng([_LRT_SEED, *(int(key[i : i + 8], 16) for i in range(0, 32, 8))])
+    dof = round(float(dof), 6)
     truth = small.null(f, rng, nsim)
     m = small.evaluate(f, truth)
     k = dof / 2.0
@@ -546,9 +604,7 @@ def _lrt_reference_locked(f, dof, small, big, method, max_iter, tol, multistart,
     ll_a = _loglike_from_fit(fits["a"], method, sim, dofs, np.log(np.mean(sim, axis=1)), None)
     ll_b = _loglike_from_fit(fits["b"], method, sim, dofs, np.log(np.mean(sim, axis=1)), None)
     stat = 2.0 * (ll_b - ll_a)
-    ref = st.NullReference(stat[np.isfinite(stat)])
-    _LRT_CACHE[key] = ref
-    return ref
+    return stat[np.isfinite(stat)]
 
 
 def _loglike_from_fit(r, method, power, dof, ln_scale, sigma):
@@ -572,6 +628,7 @@ def fit_block(
     best_model: str,
     alpha: float,
     weights: str,
+    lrt_cache: str | os.PathLike | None = None,
 ) -> dict[str, np.ndarray]:
     """Fit every model to every pixel of a block of spectra.
 
@@ -606,6 +663,10 @@ def fit_block(
         delta log10 f, see :func:`dlogf_sigma`; ``sigma`` must then be None, the noise level is
         estimated from the residuals and ``<m>_chi2red`` is the weighted sum / (n - p) as the
         original specFit reported it; no goodness-of-fit p-value).
+    lrt_cache
+        Folder where LRT null references are cached on disk and shared between processes
+        (see :func:`lrt_reference`); None: cached in this process only. Values never depend
+        on it.
 
     Returns
     -------
@@ -714,11 +775,10 @@ def fit_block(
             p_lrt = chi2_dist.sf(lrt, models[b].npar - models[a].npar)
         else:
             p_lrt = np.full(npix, np.nan)
+            # one reference per dof value (box edges, NaN neighbours and weighting give a few):
+            # a pixel's p-value must not depend on which other pixels share its block
             kk = np.round(dof[both], 6)
             uniq = np.unique(kk)
-            if uniq.size > 4:  # many distinct dof: one reference at the median
-                uniq = np.array([np.median(kk)])
-                kk = np.full_like(kk, uniq[0])
             idx = np.flatnonzero(both)
             for u in uniq:
                 sel = idx[kk == u]
@@ -734,7 +794,15 @@ def fit_block(
                     p_lrt[sel] = chi2_dist.sf(lrt[sel], models[b].npar - models[a].npar)
                     continue
                 ref = lrt_reference(
-                    f, float(u), models[a], models[b], method, max_iter, tol, multistart
+                    f,
+                    float(u),
+                    models[a],
+                    models[b],
+                    method,
+                    max_iter,
+                    tol,
+                    multistart,
+                    cache_dir=lrt_cache,
                 )
                 p_lrt[sel] = ref.pvalue(lrt[sel])
         _, p_f = st.ftest(

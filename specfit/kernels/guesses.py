@@ -115,6 +115,21 @@ def _bump_grid(lnf: np.ndarray, width: float, ngrid: int = 32) -> tuple[np.ndarr
     return centres, w
 
 
+@_njit_cached
+def _rows_dot(a, w):
+    """``a @ w.T`` with each entry summed sequentially over the last axis."""
+    npix, nf = a.shape
+    ng = w.shape[0]
+    out = np.zeros((npix, ng))
+    for r in range(npix):
+        for g in range(ng):
+            acc = 0.0
+            for i in range(nf):
+                acc += a[r, i] * w[g, i]
+            out[r, g] = acc
+    return out
+
+
 def bump_seeds(
     f: np.ndarray,
     power: np.ndarray,
@@ -144,7 +159,10 @@ def bump_seeds(
     with np.errstate(divide="ignore", invalid="ignore"):
         excess = power / m1 - 1.0
     excess = np.where(np.isfinite(excess), excess, 0.0)
-    mean_excess = excess @ w.T  # (npix, ngrid): mean relative excess near each centre
+    # (npix, ngrid): mean relative excess near each centre. Summed row by row in bin order,
+    # not with a BLAS matmul, whose summation order depends on the block's number of rows and
+    # on BLAS threads: a pixel's seed (so its fit) must not depend on its tile or machine.
+    mean_excess = _rows_dot(np.ascontiguousarray(excess), np.ascontiguousarray(w))
     # choose by significance, not by size: near the low-f end few bins fall in a window
     # (uniform f is sparse in ln f) and their mean is noisy
     sc = mean_excess / np.sqrt((w * w).sum(axis=1))[None, :]
