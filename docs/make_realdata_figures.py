@@ -92,8 +92,9 @@ def run_figures(store: Path, seconds: float) -> dict:
         status = np.asarray(ds[f"{a}_status"].values)
         out[f"{a}_at_bound_percent"] = 100.0 * float(np.mean(status == 7))
         info = json.loads(ds.attrs["models"])[a]
-        if "tail" in info["param_names"]:
-            lo = info["bounds"][info["param_names"].index("tail")][0]
+        names = info["params"]
+        if "tail" in names:
+            lo = info["bounds"][names.index("tail")][0]
             lo = -np.inf if lo is None else lo
             tail = np.asarray(ds[f"{a}_tail"].values, dtype=float)
             at_lo = tail <= lo + 1e-6 * max(abs(lo), 1e-30)
