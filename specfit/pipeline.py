@@ -49,8 +49,8 @@ from specfit.workspace import (
     input_fingerprint,
     is_empty_dir,
     is_specfit_cube,
-    is_specfit_results,
     lrt_cache_dir,
+    refuse_foreign_store,
     remove_specfit_cube,
 )
 
@@ -157,11 +157,7 @@ def _check_store_target(
     path = Path(cfg.output.path)
     if not path.exists() or is_empty_dir(path):
         return "new"
-    if not is_specfit_results(path):
-        raise StoreError(
-            f"{path} exists and is not a specfit results store; specfit never replaces it (not "
-            "even with --overwrite): choose another output.path"
-        )
+    refuse_foreign_store(path)
     if overwrite:
         return "new"
     attrs = store_attrs(path)
@@ -594,15 +590,9 @@ def run_key(science: dict, fingerprint: dict | None) -> str:
 
 def fit_options(cfg: Config) -> dict:
     """The solver options a run hands to :func:`specfit.kernels.fitting.fit_block`."""
-    f = cfg.fit
-    return dict(
-        max_iter=f.max_iter,
-        tol=f.tol,
-        multistart=f.multistart,
-        best_model=f.best_model,
-        alpha=f.alpha,
-        weights=f.weights,
-    )
+    from specfit.stages import FIT_OPTION_KEYS  # the one list of solver options
+
+    return {k: getattr(cfg.fit, k) for k in FIT_OPTION_KEYS}
 
 
 def _choose_sizes(cfg: Config, plan: RunPlan, client) -> tuple[int, int]:

@@ -409,16 +409,11 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
     """Create an empty results store (every value NaN / fill, no tile done)."""
     import zarr
 
-    from specfit.workspace import is_empty_dir, is_specfit_results
+    from specfit.workspace import refuse_foreign_store
 
     path = Path(path)
     if path.exists():
-        # Only specfit's own stores (or an empty folder) are ever replaced.
-        if not (is_specfit_results(path) or is_empty_dir(path)):
-            raise StoreError(
-                f"{path} exists and is not a specfit results store; specfit does not replace "
-                "it, choose another output.path"
-            )
+        refuse_foreign_store(path)  # only specfit's own stores (or an empty folder) go
         shutil.rmtree(path)
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
     b = layout.tile

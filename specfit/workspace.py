@@ -40,6 +40,7 @@ __all__ = [
     "is_specfit_cube",
     "is_specfit_results",
     "is_empty_dir",
+    "refuse_foreign_store",
     "remove_specfit_cube",
     "check_paths",
     "input_fingerprint",
@@ -96,6 +97,16 @@ def is_specfit_results(path: Path) -> bool:
         and "config_hash" in attrs
         and (path / "blocks_done" / "zarr.json").exists()
     )
+
+
+def refuse_foreign_store(path: Path) -> None:
+    """Raise :class:`StoreError` if ``path`` is a folder that is neither a specfit results
+    store nor empty: specfit never replaces such a folder, not even with ``--overwrite``."""
+    if path.is_dir() and not (is_specfit_results(path) or is_empty_dir(path)):
+        raise StoreError(
+            f"{path} exists and is not a specfit results store; specfit never replaces it (not "
+            "even with --overwrite): choose another output.path"
+        )
 
 
 def _is_work_dir(path: Path) -> bool:
@@ -267,12 +278,8 @@ def check_paths(cfg: Config, cube_path: Path) -> None:
     # A run creates its work folder (and lock) before the store, so a store without its marker
     # beside a work folder may be one that another run is starting to write: that case is
     # decided under the lock (pipeline), which names the other run.
-    foreign = out.is_dir() and not (is_specfit_results(out) or is_empty_dir(out))
-    if foreign and not work.exists():
-        raise StoreError(
-            f"{out} exists and is not a specfit results store; specfit never replaces it (not "
-            "even with --overwrite): choose another output.path"
-        )
+    if not work.exists():
+        refuse_foreign_store(out)
     if user_cube:
         _check_writable("output.cube_path", cube)
         for c in (cube, cube.with_name(cube.name + ".partial")):
