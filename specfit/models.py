@@ -546,7 +546,7 @@ _BUMP_PARAMS = (
         default=math.log(1 / 300),  # 5-minute oscillations
         description="bump centre beta (ln of frequency in Hz)",
         role="center",
-        grid=32,
+        grid=16,
     ),
     Parameter(
         "bump_width",
@@ -554,7 +554,7 @@ _BUMP_PARAMS = (
         _BUMP_WIDTH,
         0.3,
         description="bump width sigma (in ln f)",
-        grid=5,
+        grid=4,
     ),
 )
 _BUMP_DERIVED = (

@@ -288,7 +288,7 @@ def _fit_one(
     nfev_grid = 0
     if grid:
         top, nfev_grid = _profile(
-            model, kernel, f, y, c, active, weights, S[:, 0, :], LO, HI, method, logp, grid
+            model, kernel, f, y, c, active, weights, S[:, 0, :], LO, HI, method, logp, grid, groups
         )
         # the profile's best points are polished at full resolution directly: the grouped
         # bins can misjudge a narrow bump, so a coarse stage could pick the wrong one
@@ -346,62 +346,81 @@ _PROFILE_KEEP = 2  # best profile points per pixel handed to the free fit as sta
 _PROFILE_ITER = 12  # solver steps per profile point (only the non-position parameters move)
 
 
-def _profile(model, kernel, f, y, c, active, weights, start, LO, HI, method, logp, grid):
+def _profile(model, kernel, f, y, c, active, weights, start, LO, HI, method, logp, grid, groups):
     """Profile the objective over the position-like parameters: the global search.
 
-    Points: every combination of the declared grid values plus, per pixel, the best points
-    of a fine score screen (:func:`_screen`). At each point the position-like parameters are
-    pinned (bounds low = high) and the others - amplitudes, tail, index, which enter the
-    model linearly or nearly so - are solved by a short run of the same solver from
-    ``start``, on the full spectrum (ln-f-grouped bins misjudge bumps narrower than a
-    group). Returns the best :data:`_PROFILE_KEEP` points per pixel as starts (npix, keep,
-    npar), normalised units, and the evaluations spent per pixel.
+    Two sets of points, at each of which the position-like parameters are pinned (bounds
+    low = high) and the others - amplitudes, tail, index, which enter the model linearly or
+    nearly so - are solved by a short run of the same solver from ``start``:
+
+    - every combination of the declared grid values, on the ln-f-grouped bins when there
+      are any (cheap), and
+    - per pixel, the best points of a fine score screen (:func:`_screen`), on the full
+      spectrum (grouped bins misjudge bumps narrower than a group).
+
+    Returns the best point of the first set and the best :data:`_PROFILE_KEEP` of the second
+    per pixel as starts (npix, keep, npar), normalised units, and the evaluations spent.
     """
-    yy, xx, ww = y, model.abscissa(f), weights
     idx = [i for i, _ in grid]
     mesh = np.stack(np.meshgrid(*[v for _, v in grid], indexing="ij"), axis=-1)
     mesh = mesh.reshape(-1, len(idx))
     npix, npar = start.shape
-    screened = _screen(model, f, y, weights, start, method, grid, LO, HI)
-    npts = len(mesh) + (0 if screened is None else screened.shape[1])
-    Fs = np.full((npix, npts), np.inf)
-    Ps = np.empty((npix, npts, npar))
     nfev = np.zeros(npix, dtype=np.int64)
-    base = start.copy()
-    for g in range(npts):
-        point = mesh[g] if g < len(mesh) else screened[:, g - len(mesh)]
-        lo, hi, s = LO.copy(), HI.copy(), base.copy()
-        lo[:, idx] = point
-        hi[:, idx] = point
-        s[:, idx] = point
-        r = lm.solve(
-            kernel,
-            xx,
-            yy,
-            s[:, None, :],
-            lo,
-            hi,
-            method,
-            c,
-            active,
-            ww,
-            _PROFILE_ITER,
-            1e-3,
-            1,
-            logp,
-        )
-        F = np.where(np.isfinite(r["F"]), r["F"], np.inf)
-        Fs[:, g] = F
-        Ps[:, g] = np.where(np.isfinite(r["params"]), r["params"], s)
-        nfev += r["nfev"]
-    keep = min(_PROFILE_KEEP, len(mesh))
-    order = np.argsort(Fs, axis=1, kind="stable")[:, :keep]
-    top = np.take_along_axis(Ps, order[:, :, None], axis=1)
-    return top, nfev
+    full = (model.abscissa(f), y, weights)
+    if groups is not None:
+        gstart, count = groups
+        yc = np.add.reduceat(y, gstart, axis=1) / count
+        xc = model.abscissa(np.add.reduceat(f, gstart) / count)
+        wc = np.ascontiguousarray(np.broadcast_to(count.astype(np.float64), yc.shape))
+        coarse = (xc, yc, wc)
+    else:
+        coarse = full
+
+    def solve_points(points, data):
+        xx, yy, ww = data
+        Fs = np.full((npix, len(points)), np.inf)
+        Ps = np.empty((npix, len(points), npar))
+        for g, point in enumerate(points):
+            lo, hi, s = LO.copy(), HI.copy(), start.copy()
+            lo[:, idx] = point
+            hi[:, idx] = point
+            s[:, idx] = point
+            r = lm.solve(
+                kernel,
+                xx,
+                yy,
+                s[:, None, :],
+                lo,
+                hi,
+                method,
+                c,
+                active,
+                ww,
+                _PROFILE_ITER,
+                1e-3,
+                1,
+                logp,
+            )
+            Fs[:, g] = np.where(np.isfinite(r["F"]), r["F"], np.inf)
+            Ps[:, g] = np.where(np.isfinite(r["params"]), r["params"], s)
+            nfev[:] += r["nfev"]
+        return Fs, Ps
+
+    def best(Fs, Ps, keep):
+        order = np.argsort(Fs, axis=1, kind="stable")[:, : min(keep, Fs.shape[1])]
+        return np.take_along_axis(Ps, order[:, :, None], axis=1)
+
+    Fs, Ps = solve_points(list(mesh), coarse)
+    out = [best(Fs, Ps, 1)]
+    screened = _screen(model, f, y, weights, start, method, grid, LO, HI)
+    if screened is not None:
+        Fs, Ps = solve_points([screened[:, k] for k in range(screened.shape[1])], full)
+        out.append(best(Fs, Ps, _PROFILE_KEEP))
+    return np.concatenate(out, axis=1), nfev
 
 
 _SCREEN_FINE = 8  # the screen's linear (centre-like) grids are this many times finer
-_SCREEN_KEEP = 6  # best screened points per pixel that the profile then solves
+_SCREEN_KEEP = 4  # best screened points per pixel that the profile then solves
 
 
 def _screen(model, f, y, weights, start, method, grid, LO, HI):
