@@ -91,6 +91,10 @@ class Parameter:
     role
         Optional tag readers use instead of the name, e.g. ``"index"`` (the spectral
         slope that summaries and the explorer show first).
+    grid
+        Position-like parameter (a bump centre or width, a knee): the fit profiles the
+        objective over this many values spanning its bounds (log-spaced for a positive
+        range) before polishing, so that it finds the global optimum in it. 0: not searched.
     """
 
     name: str
@@ -100,6 +104,7 @@ class Parameter:
     log_scaled: bool = False
     description: str = ""
     role: str = ""
+    grid: int = 0
 
     @property
     def long_name(self) -> str:
@@ -304,6 +309,23 @@ class Model:
     def power_params(self) -> np.ndarray:
         """Boolean mask of the parameters in the spectra's unit (scaled per pixel)."""
         return np.array([p.unit == SPECTRUM_UNIT for p in self.parameters])
+
+    def search_grid(self, f: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Position-like parameters and their search values on this frequency grid.
+
+        ``[(parameter index, values), ...]`` for every parameter declaring ``grid`` > 0:
+        values span its bounds (static and data bounds), log-spaced when both are positive.
+        """
+        lo, hi = self.bounds_for(f)
+        out = []
+        for i, p in enumerate(self.parameters):
+            if p.grid <= 0 or not (np.isfinite(lo[i]) and np.isfinite(hi[i])):
+                continue
+            if lo[i] > 0:
+                out.append((i, np.geomspace(lo[i], hi[i], p.grid)))
+            else:
+                out.append((i, np.linspace(lo[i], hi[i], p.grid)))
+        return out
 
     def param_with_role(self, role: str) -> str | None:
         """Name of the first parameter tagged ``role`` (e.g. ``"index"``), or None."""
@@ -525,8 +547,16 @@ _BUMP_PARAMS = (
         default=math.log(1 / 300),  # 5-minute oscillations
         description="bump centre beta (ln of frequency in Hz)",
         role="center",
+        grid=16,
     ),
-    Parameter("bump_width", "ln(Hz)", _BUMP_WIDTH, 0.3, description="bump width sigma (in ln f)"),
+    Parameter(
+        "bump_width",
+        "ln(Hz)",
+        _BUMP_WIDTH,
+        0.3,
+        description="bump width sigma (in ln f)",
+        grid=4,
+    ),
 )
 _BUMP_DERIVED = (
     Derived(

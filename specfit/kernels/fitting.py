@@ -273,8 +273,13 @@ def _fit_one(
     max_iter: int,
     tol: float,
     nrun: int | None = None,
+    search: bool = True,
 ) -> dict:
-    """Fit one model on the active pixels; returns natural-unit params/errors and summaries."""
+    """Fit one model on the active pixels; returns natural-unit params/errors and summaries.
+
+    With ``search`` and position-like parameters declared (``Parameter.grid``), the best
+    points of a profile search over them (:func:`_profile`) join the candidate starts.
+    """
     npix = power.shape[0]
     pw = model.power_params
     lo, hi = model.bounds_for(f)
@@ -291,6 +296,17 @@ def _fit_one(
     kernel = model.compiled().solve_block
     nfev_coarse = 0
     groups = _coarse_groups(f) if method == "whittle" and weights is None else None
+    grid = model.search_grid(f) if search else []
+    nfev_grid = 0
+    if grid:
+        top, nfev_grid = _profile(
+            model, kernel, f, y, c, active, weights, S[:, 0, :], LO, HI, method, logp, grid, groups
+        )
+        # the profile's best points are polished at full resolution directly: the grouped
+        # bins can misjudge a narrow bump, so a coarse stage could pick the wrong one
+        S = np.concatenate([top, S], axis=1)
+        nrun = top.shape[1] + 1
+        groups = None
     if groups is not None:
         # coarse-to-fine: iterate first on grouped bins (a few times fewer), where each
         # group's mean power is fitted with the group's weight in the likelihood; then polish
@@ -323,7 +339,7 @@ def _fit_one(
         nrun,
         logp,
     )
-    res["nfev"] += nfev_coarse
+    res["nfev"] += nfev_coarse + nfev_grid
     P, E = res["params"], res["errors"]
     P[:, pw] *= scale[:, None]
     E[:, pw] *= scale[:, None]
@@ -336,6 +352,152 @@ def _fit_one(
         "status": res["status"],
         "nfev": res["nfev"],
     }
+
+
+_PROFILE_KEEP = 2  # best profile points per pixel handed to the free fit as starts
+_PROFILE_ITER = 12  # solver steps per profile point (only the non-position parameters move)
+
+
+def _profile(model, kernel, f, y, c, active, weights, start, LO, HI, method, logp, grid, groups):
+    """Profile the objective over the position-like parameters: the global search.
+
+    Two sets of points, at each of which the position-like parameters are pinned (bounds
+    low = high) and the others - amplitudes, tail, index, which enter the model linearly or
+    nearly so - are solved by a short run of the same solver from ``start``:
+
+    - every combination of the declared grid values, on the ln-f-grouped bins when there
+      are any (cheap), and
+    - per pixel, the best points of a fine score screen (:func:`_screen`), on the full
+      spectrum (grouped bins misjudge bumps narrower than a group).
+
+    Returns the best point of the first set and the best :data:`_PROFILE_KEEP` of the second
+    per pixel as starts (npix, keep, npar), normalised units, and the evaluations spent.
+    """
+    idx = [i for i, _ in grid]
+    mesh = np.stack(np.meshgrid(*[v for _, v in grid], indexing="ij"), axis=-1)
+    mesh = mesh.reshape(-1, len(idx))
+    npix, npar = start.shape
+    nfev = np.zeros(npix, dtype=np.int64)
+    full = (model.abscissa(f), y, weights)
+    if groups is not None:
+        gstart, count = groups
+        yc = np.add.reduceat(y, gstart, axis=1) / count
+        xc = model.abscissa(np.add.reduceat(f, gstart) / count)
+        wc = np.ascontiguousarray(np.broadcast_to(count.astype(np.float64), yc.shape))
+        coarse = (xc, yc, wc)
+    else:
+        coarse = full
+
+    def solve_points(points, data):
+        xx, yy, ww = data
+        Fs = np.full((npix, len(points)), np.inf)
+        Ps = np.empty((npix, len(points), npar))
+        for g, point in enumerate(points):
+            lo, hi, s = LO.copy(), HI.copy(), start.copy()
+            lo[:, idx] = point
+            hi[:, idx] = point
+            s[:, idx] = point
+            r = lm.solve(
+                kernel,
+                xx,
+                yy,
+                s[:, None, :],
+                lo,
+                hi,
+                method,
+                c,
+                active,
+                ww,
+                _PROFILE_ITER,
+                1e-3,
+                1,
+                logp,
+            )
+            Fs[:, g] = np.where(np.isfinite(r["F"]), r["F"], np.inf)
+            Ps[:, g] = np.where(np.isfinite(r["params"]), r["params"], s)
+            nfev[:] += r["nfev"]
+        return Fs, Ps
+
+    def best(Fs, Ps, keep):
+        order = np.argsort(Fs, axis=1, kind="stable")[:, : min(keep, Fs.shape[1])]
+        return np.take_along_axis(Ps, order[:, :, None], axis=1)
+
+    Fs, Ps = solve_points(list(mesh), coarse)
+    out = [best(Fs, Ps, 1)]
+    screened = _screen(model, f, y, weights, start, method, grid, LO, HI)
+    if screened is not None:
+        Fs, Ps = solve_points([screened[:, k] for k in range(screened.shape[1])], full)
+        out.append(best(Fs, Ps, _PROFILE_KEEP))
+    return np.concatenate(out, axis=1), nfev
+
+
+_SCREEN_FINE = 8  # the screen's linear (centre-like) grids are this many times finer
+_SCREEN_KEEP = 4  # best screened points per pixel that the profile then solves
+
+
+def _screen(model, f, y, weights, start, method, grid, LO, HI):
+    """Best position-like values per pixel from a fine score screen, (npix, keep, ngrid).
+
+    For the component carrying the position-like parameters, its amplitude enters the
+    model linearly: with everything else at ``start`` (the nested model's optimum for a
+    bigger nested model) and that amplitude at 0, one Newton step in the amplitude gives
+    the objective's decrease 1/2 g^2 / H at every point of a fine grid (linear grids
+    :data:`_SCREEN_FINE` times the declared ones), for all pixels in two matrix products.
+    Narrow bumps between the profile's grid points are found this way. None when no single
+    component with an amplitude (a parameter in the spectra's unit) holds them.
+    """
+    idx = [i for i, _ in grid]
+    j0, comp = 0, None
+    for cpt in model.components:
+        n = len(cpt.params)
+        if all(j0 <= i < j0 + n for i in idx):
+            comp = cpt
+            break
+        j0 += n
+    if comp is None:
+        return None
+    amp = [j0 + a for a, on in enumerate(model.power_params[j0 : j0 + len(comp.params)]) if on]
+    if len(amp) != 1 or any(p.log_scaled for p in comp.params):
+        return None
+    amp = amp[0]
+    values = []
+    for _, v in grid:
+        if v[0] > 0 or v.size < 2:
+            values.append(v)
+        else:
+            values.append(np.linspace(v[0], v[-1], _SCREEN_FINE * (v.size - 1) + 1))
+    fine = np.stack(np.meshgrid(*values, indexing="ij"), axis=-1).reshape(-1, len(idx))
+    x = model.abscissa(f)
+    args = []
+    for a in range(len(comp.params)):
+        k = j0 + a
+        if k == amp:
+            args.append(1.0)
+        elif k in idx:
+            args.append(fine[:, idx.index(k)][:, None])
+        else:
+            args.append(np.nanmedian(start[:, k]))
+    B = np.broadcast_to(comp.shape(x[None, :], *args)[0], (len(fine), x.size))
+    s0 = start.copy()
+    s0[:, amp] = 0.0
+    m0 = model.evaluate(f, s0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if method == "whittle":
+            r, a = (y - m0) / (m0 * m0), 1.0 / (m0 * m0)
+        elif method == "lsq":
+            w = 1.0 if weights is None else weights
+            r, a = w * (y - m0), np.broadcast_to(w, y.shape)
+        else:  # lsq_log: residuals of ln power, d ln m = b / m
+            r, a = (y - np.log(m0)) / m0, 1.0 / (m0 * m0)
+        r = np.where(np.isfinite(r), r, 0.0)
+        a = np.where(np.isfinite(a), a, 0.0)
+        g = r @ B.T
+        H = a @ (B * B).T
+        gain = np.where((g > 0) & (H > 0), g * g / H, -np.inf)
+    keep = min(_SCREEN_KEEP, len(fine))
+    order = np.argsort(-gain, axis=1, kind="stable")[:, :keep]
+    pts = fine[order]  # (npix, keep, ngrid)
+    return np.clip(pts, LO[:, None, idx], HI[:, None, idx])
 
 
 def _coarse_groups(f: np.ndarray, max_span: float = 0.08, max_size: int = 16):
@@ -491,12 +653,25 @@ def _ensure_nested(r, rb, model, f, power, scale, weights, y, c, starts, method,
         method,
         max_iter,
         tol,
+        search=False,
     )
     better = ~(r["F"][worse] <= sub["F"])
     idx = np.flatnonzero(worse)[better]
     for key in ("params", "errors", "F", "s2", "c_eff", "status"):
         r[key][idx] = sub[key][better]
     r["nfev"][np.flatnonzero(worse)] += sub["nfev"]
+    # The guarantee: where even that restart ended worse (its coarse stage can wander off),
+    # the nested solution itself is the bigger model's answer, extra amplitude on its bound.
+    # Exact only when that bound is 0 (the bigger model then equals the smaller one).
+    still = np.isfinite(rb["F"]) & ~(r["F"] <= rb["F"])
+    if lo[nb] == 0.0 and still.any():
+        r["params"][still, :nb] = rb["params"][still]
+        r["params"][still, nb] = 0.0
+        r["errors"][still] = np.nan
+        r["errors"][still, :nb] = rb["errors"][still]
+        for key in ("F", "s2", "c_eff"):
+            r[key][still] = rb[key][still]
+        r["status"][still] = 7  # at_bound: the extra amplitude sits on its bound
 
 
 def lrt_reference(
