@@ -143,6 +143,7 @@ class TilePlan:
     method: str
     fit_options: dict
     run_key: str | None = None
+    box_dof: str = "auto"
 
 
 def _check_store_target(
@@ -482,6 +483,7 @@ def tile_spec(plan: TilePlan) -> Any:
         models=models,
         method=plan.method,
         fit_options=plan.fit_options,
+        box_dof=plan.box_dof,
     )
 
 
@@ -554,6 +556,7 @@ def _layout(
         dof_per_spectrum=plan.meta["dof"],
         box=sp.box,
         cadence=plan.dt,
+        box_dof=sp.box_dof,
     )
     for v in spectral.values():
         v["attrs"].update(spectra)
@@ -816,6 +819,7 @@ def _tiles(
         # on where they are cached)
         fit_options={**fit_options(cfg), "lrt_cache": str(lrt_cache_dir(results_path))},
         run_key=layout.attrs["run_key"],
+        box_dof=cfg.spectra.box_dof,
     )
     failures, seen = _run_tiles(tplan, todo, client, progress)
     if not failures and len(todo) == done.size:

@@ -180,6 +180,7 @@ def power_spectra(
     box: int = DEFAULTS.spectra.box,
     fmin: float | None = DEFAULTS.spectra.fmin,
     fmax: float | None = DEFAULTS.spectra.fmax,
+    box_dof: str = DEFAULTS.spectra.box_dof,
     with_sigma: bool = False,
 ) -> xr.DataArray | tuple[xr.DataArray, xr.DataArray]:
     """Per-pixel one-sided power spectra of a uniformly sampled (time, y, x) cube.
@@ -195,7 +196,10 @@ def power_spectra(
         (freq, y, x) float32 in real units; ``attrs`` hold the settings and what a fit needs
         (:func:`specfit.store.spectra_attrs`: ``segments``, ``segment_length``, ``window``,
         ``dof_per_spectrum``, the chi^2 dof of one spectrum before box averaging, ...). A
-        per-pixel ``dof`` coordinate (y, x) gives the value after box averaging.
+        per-pixel ``dof`` coordinate (y, x) gives the value after box averaging: one
+        spectrum's dof x the box's effective number of independent pixels, estimated per box
+        from the data with ``box_dof="auto"`` or every finite pixel with ``"nominal"``
+        (:func:`specfit.kernels.tile.box_dof`), as ``specfit run`` stores it.
     """
     times = np.asarray(arr["time"].values, dtype=float)
     # The grid's own cadence (set by resample), exactly as a run computes it.
@@ -232,7 +236,8 @@ def power_spectra(
             return mean.astype(np.float32)  # stored and fitted as float32, as in a run
         if which == 1:
             return spread  # full precision: it weights lsq fits
-        return np.broadcast_to(_tile.power_dof(count, meta["dof"])[None], block.shape).copy()
+        dof = _tile.box_dof(block, count, box, meta["dof"], box_dof)
+        return np.broadcast_to(dof[None], block.shape).copy()
 
     # Box averaging needs neighbours: an overlap of box//2 px, truncated at the image edge.
     parts = [
@@ -267,6 +272,7 @@ def power_spectra(
             dof_per_spectrum=meta["dof"],
             box=box,
             cadence=dt,
+            box_dof=box_dof,
         ),
         "units": power_units(arr.attrs.get("bunit"), normalisation),
     }

@@ -248,7 +248,8 @@ def spectral_variables(power_unit: str, box: int) -> dict[str, dict]:
 
 #: The per-pixel chi-square dof of each power value (a coordinate of ``power``).
 DOF_ATTRS = {
-    "long_name": "chi-square degrees of freedom of each power value (segments x box pixels)",
+    "long_name": "chi-square degrees of freedom of each power value (one spectrum's x the "
+    "box's effective number of independent pixels)",
     "units": "1",
 }
 
@@ -288,6 +289,7 @@ SPECTRA_KEYS = (
     "dof_per_spectrum",
     "window_vif",
     "box",
+    "box_dof",
     "cadence",
 )
 
@@ -303,12 +305,15 @@ def spectra_attrs(
     dof_per_spectrum: float,
     box: int,
     cadence: float,
+    box_dof: str = "auto",
 ) -> dict[str, Any]:
     """What a refit of stored spectra needs, as attrs of ``power`` and of a results Dataset.
 
     ``dof_per_spectrum`` is the chi-square dof of one spectrum before box averaging (``2 K`` or Welch's
-    equivalent); ``window_vif`` the variance inflation of the window's correlated bins. A
-    Whittle fit uses ``dof x box pixels / window_vif`` (see
+    equivalent); ``window_vif`` the variance inflation of the window's correlated bins;
+    ``box_dof`` how the box's pixels were counted (``auto``: effective number estimated per
+    box, :func:`specfit.kernels.tile.box_dof`; ``nominal``: every pixel). The per-pixel ``dof``
+    coordinate holds the result; a Whittle fit uses ``dof / window_vif`` (see
     :func:`specfit.kernels.tile.fit_dof`).
     """
     from specfit.kernels.periodogram import window_vif
@@ -323,6 +328,7 @@ def spectra_attrs(
         "dof_per_spectrum": float(dof_per_spectrum),
         "window_vif": float(window_vif(window, int(segment_length))),
         "box": int(box),
+        "box_dof": str(box_dof),
         "cadence": float(cadence),
     }
 

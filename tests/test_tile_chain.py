@@ -48,6 +48,7 @@ def _stage_chain(cfg, frames, chunks):
         box=sp.box,
         fmin=sp.fmin,
         fmax=sp.fmax,
+        box_dof=sp.box_dof,
     )
     f = cfg.fit
     res = stages.fit(
@@ -112,7 +113,15 @@ def test_store_records_what_a_refit_needs(run_store):
     want_rule = "dof / window_vif" if cfg.spectra.window != "none" else "dof"
     assert ds.attrs["fit_dof"] == want_rule
     box = cfg.spectra.box
-    assert float(ds["dof"].max()) == ds.attrs["dof_per_spectrum"] * box * box
+    assert ds.attrs["box_dof"] == cfg.spectra.box_dof
+    # dof = one spectrum's x N_eff: N_eff on the quarter-octave grid or the box's pixel count
+    neff = ds["dof"].values / ds.attrs["dof_per_spectrum"]
+    assert neff.min() >= 1 and neff.max() <= box * box
+    if box > 1:
+        on_grid = np.isclose(4 * np.log2(neff), np.round(4 * np.log2(neff)), atol=1e-4)
+        assert (on_grid | np.isin(neff, np.arange(1, box * box + 1))).all()
+        # the synthetic cube's pixels are independent: most full boxes count (nearly) all 9
+        assert np.median(neff[1:-1, 1:-1]) >= 6.5
 
 
 def test_real_units_on_parameters_errors_and_models_attr(run_store):

@@ -19,6 +19,7 @@ from numba import njit
 __all__ = [
     "periodogram",
     "box_average",
+    "box_neff",
     "segment_layout",
     "segment_samples",
     "welch_dof",
@@ -427,3 +428,100 @@ def box_average(power: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray, np
     spread = np.empty(p.shape, dtype=np.float32)
     _box_stats(np.ascontiguousarray(p), valid, r, mean, spread)  # float64 sums either way
     return mean, spread, count
+
+
+@njit(cache=True, nogil=True)
+def _box_neff(p, valid, r, out):  # pragma: no cover - compiled
+    """out[y, x] = variance of a box member's noise / variance of the box mean's noise.
+
+    The noise is isolated by second differences across frequency, ``p[k-1] - 2 p[k] + p[k+1]``,
+    which cancel a spectrum that is locally linear in f, so no model of the spectrum is
+    needed. Each bin is scaled by the box-mean level at bins k-3, k-2, k+2, k+3: outside the
+    difference's own bins, so the scale's noise does not correlate with it (a scale from bins
+    k-1..k+1 biases the ratio up by ~15 % at N_eff ~ 2). The scale is common to the members and
+    the mean, so it only weights the bins. Sums run over the box in a fixed order, so a pixel's
+    value depends only on its own box, not on the block it is computed in.
+    """
+    nf, ny, nx = p.shape
+    m = np.empty(nf)
+    for y in range(ny):
+        y0, y1 = max(y - r, 0), min(y + r + 1, ny)
+        for x in range(nx):
+            x0, x1 = max(x - r, 0), min(x + r + 1, nx)
+            n = 0
+            for yy in range(y0, y1):
+                for xx in range(x0, x1):
+                    if valid[yy, xx]:
+                        n += 1
+            if n < 2 or nf < 3:
+                out[y, x] = max(n, 1)
+                continue
+            for k in range(nf):
+                s = 0.0
+                for yy in range(y0, y1):
+                    for xx in range(x0, x1):
+                        if valid[yy, xx]:
+                            s += p[k, yy, xx]
+                m[k] = s / n
+            num = 0.0
+            den = 0.0
+            for k in range(1, nf - 1):
+                c = (
+                    m[max(k - 3, 0)]
+                    + m[max(k - 2, 0)]
+                    + m[min(k + 2, nf - 1)]
+                    + m[min(k + 3, nf - 1)]
+                )
+                if not c > 0:
+                    continue
+                s1 = 0.0
+                s2 = 0.0
+                for yy in range(y0, y1):
+                    for xx in range(x0, x1):
+                        if valid[yy, xx]:
+                            d = p[k - 1, yy, xx] - 2.0 * p[k, yy, xx] + p[k + 1, yy, xx]
+                            s1 += d
+                            s2 += d * d
+                w = 1.0 / (c * c)
+                num += w * s2 / n
+                den += w * (s1 / n) ** 2
+            # independent members: num / den ~ n; identical members: 1
+            neff = num / den if den > 0 else float(n)
+            out[y, x] = min(max(neff, 1.0), float(n))
+
+
+def box_neff(power: np.ndarray, box: int) -> np.ndarray:
+    """Effective number of independent spectra in each pixel's box, estimated from the data.
+
+    Neighbouring pixels of a real image are correlated (point-spread function, features larger
+    than a pixel), so the mean of a box's ``N`` periodograms varies more than a mean of ``N``
+    independent ones: by ``1 + rho (N - 1)`` for a mean pairwise correlation ``rho`` of the
+    periodogram values. This returns ``N_eff = var(member) / var(box mean)`` of the periodogram
+    noise, pooled over all frequencies (see :func:`_box_neff`): ``N`` for independent members,
+    1 for identical ones, so the box mean's chi^2 dof are ``N_eff`` x one spectrum's. Measured
+    on spatially correlated red noise: unbiased to ~2 % with a scatter of ~11 % for 150-300
+    frequencies (``docs/spectra.md``).
+
+    Parameters
+    ----------
+    power
+        ``(nf, ny, nx)`` spectra of single pixels (before box averaging). A pixel with any
+        NaN/inf is left out of every box, as in :func:`box_average`.
+    box
+        Odd box width in pixels; the box is centred on each pixel and truncated at the edge.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ny, nx)`` float64 in ``[1, count]`` (count: the box's finite spectra; 1 where it
+        holds fewer than 2 or there are fewer than 3 frequencies).
+    """
+    p = np.asarray(power, dtype=np.float64)  # float32 and float64 input give the same value
+    if p.ndim != 3:
+        raise ValueError(f"power must be 3-D (nf, ny, nx), got shape {p.shape}")
+    if int(box) != box or box < 1 or box % 2 == 0:
+        raise ValueError(f"spectra.box must be an odd positive integer (1, 3, 5, ...), got {box!r}")
+    valid = np.isfinite(p).all(axis=0)
+    out = np.empty(p.shape[1:], dtype=np.float64)
+    _box_neff(np.ascontiguousarray(p), valid, int(box) // 2, out)
+    return out
