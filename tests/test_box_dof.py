@@ -1,0 +1,149 @@
+"""Effective dof of box-averaged spectra (spectra.box_dof): estimate, rounding, calibration.
+
+A box mean of spatially correlated pixels holds fewer independent spectra than pixels. The
+estimate (specfit.kernels.periodogram.box_neff) must recover the known N_eff of a spatially
+mixed red-noise field, depend only on the pixel's own box, and make the Whittle fit's errors
+and LRT calibrated where counting every pixel (box_dof: nominal) is not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from specfit.kernels import fitting
+from specfit.kernels import periodogram as pg
+from specfit.kernels import tile as T
+from specfit.synthetic import correlated_series, mixing_neff
+
+SPECTRA = dict(
+    segments=1,
+    segment_length=None,
+    overlap=0.0,
+    window="none",
+    detrend="mean",
+    normalisation="density",
+    fmin=None,
+    fmax=None,
+)
+
+
+def _single_spectra(shape, smoothing, seed, n_frames=512, window="none"):
+    _, values, truth = correlated_series(shape, n_frames, 12.0, smoothing=smoothing, seed=seed)
+    freq, power, meta = T.periodograms(values, 12.0, {**SPECTRA, "window": window})
+    return freq, power, meta, truth
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.6, 1.0, 1.5])
+@pytest.mark.parametrize("window", ["none", "hann"])
+def test_neff_recovers_the_mixing_truth(smoothing, window):
+    _, power, _, _ = _single_spectra((22, 22), smoothing, seed=11, window=window)
+    neff = pg.box_neff(power, 3)[1:-1, 1:-1]  # full boxes only
+    want = mixing_neff(smoothing, 3)  # 9, 5.6, 2.5, 1.64
+    # unbiased to a few % (measured: within 2.5 %), each box's value within ~15 %
+    assert abs(np.median(neff) / want - 1) < 0.06, (np.median(neff), want)
+    if smoothing > 0:  # at 9 the clip to [1, 9] cuts the upper half
+        spread = np.percentile(neff, 84) / np.percentile(neff, 16)
+        assert spread < 1.4, spread
+
+
+def test_neff_limits_and_edges():
+    rng = np.random.default_rng(3)
+    same = np.repeat(rng.exponential(size=(60, 1, 1)), 5, axis=1).repeat(5, axis=2)
+    np.testing.assert_array_equal(pg.box_neff(same, 3), 1.0)  # identical members: one
+    p = rng.exponential(size=(200, 5, 5))
+    p[:, 2, 4] = np.nan  # a bad pixel is left out of every box, as in box_average
+    neff = pg.box_neff(p, 3)
+    _, _, count = pg.box_average(p, 3)
+    assert (neff >= 1).all() and (neff <= count).all()
+    assert neff[0, 0] <= 4 and neff[1, 3] <= 8  # corner box: 4 px; next to the bad pixel: 8
+    np.testing.assert_array_equal(pg.box_neff(p, 1), 1.0)
+    with pytest.raises(ValueError, match="spectra.box"):
+        pg.box_neff(p, 2)
+
+
+def test_neff_depends_only_on_the_box():
+    # a pixel's value is the same computed in any block that holds its box (the halo)
+    _, power, _, _ = _single_spectra((12, 14), 1.0, seed=5)
+    full = pg.box_neff(power, 3)
+    part = pg.box_neff(power[:, 3:9, 2:11], 3)
+    np.testing.assert_array_equal(part[1:-1, 1:-1], full[4:8, 3:10])
+    # float32 spectra (as a run holds them) give the same value as float64 ones
+    np.testing.assert_array_equal(pg.box_neff(power.astype(np.float32), 3), full)
+
+
+def test_quantised_dof_and_modes():
+    neff = np.array([[0.5, 1.0, 1.1, 2.5], [3.9, 8.8, 9.0, np.nan]])
+    count = np.array([[9, 9, 9, 9], [9, 9, 4, 9]])
+    q = T.quantise_neff(neff, count)
+    np.testing.assert_allclose(q, [[1, 1, 2**0.25, 2**1.25], [4, 9, 4, 1]])
+    rng = np.random.default_rng(4)
+    p = rng.exponential(size=(100, 6, 6))
+    _, _, count = pg.box_average(p, 3)
+    np.testing.assert_array_equal(T.box_dof(p, count, 3, 4.0, "nominal"), 4.0 * count)
+    auto = T.box_dof(p, count, 3, 4.0, "auto")
+    assert auto.dtype == np.float32 and (auto <= 4.0 * count).all()
+    assert len(np.unique(auto)) <= 14  # few LRT references
+    ones = np.ones_like(count)  # box 1: one spectrum's dof whatever the mode
+    np.testing.assert_array_equal(T.box_dof(p, ones, 1, 4.0, "auto"), 4.0)
+    with pytest.raises(ValueError, match="spectra.box_dof"):
+        T.box_dof(p, count, 3, 4.0, "exact")
+
+
+def _patches(n, smoothing, seed, n_frames):
+    """n independent 3 x 3 patches of a correlated field, 2 px apart: (freq, power, meta)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for i in range(0, n, 100):
+        m = min(100, n - i)
+        s = int(rng.integers(2**31))
+        _, v, _ = correlated_series((3, 5 * m), n_frames, 12.0, smoothing=smoothing, seed=s)
+        parts.append(v)
+    return T.periodograms(np.concatenate(parts, axis=2), 12.0, SPECTRA)
+
+
+@pytest.mark.slow
+def test_box3_on_a_correlated_field_gives_calibrated_pulls_and_lrt_size(monkeypatch):
+    """Box 3 over a field whose neighbours correlate (N_eff 2.5 of 9): with the estimated
+    dof the index pulls have std 0.9-1.1 and the LRT's size on no-bump truth is that of spectra
+    with independent noise of the true dof; counting 9 pixels (nominal) fails both."""
+    from specfit.config import DEFAULTS
+    from specfit.stages import FIT_OPTION_KEYS, resolve_models
+
+    monkeypatch.setattr(fitting, "_LRT_NSIM", 600)  # p-value resolution only, not calibration
+    models = resolve_models({"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"})
+    opts = {k: getattr(DEFAULTS.fit, k) for k in FIT_OPTION_KEYS}
+    n = 600
+    freq, power, meta = _patches(n, 1.0, seed=21, n_frames=256)
+    mean, _, count = T.box_spectra(power, 3)
+    centres = (slice(1, 2), slice(2, None, 5))  # one full box per patch: independent pixels
+    box_mean = mean[(slice(None), *centres)].astype(np.float32)
+
+    def calibration(dof, spectra):
+        out = T.fit_maps(freq, spectra, dof, None, models, "whittle", opts)
+        ok = out["m1_status"] == 0
+        assert ok.mean() > 0.95
+        pulls = ((out["m1_index"] - 2.0) / out["m1_index_err"])[ok]
+        return float(np.std(pulls)), float(np.mean(out["lrt_pvalue"] < 0.05))
+
+    results = {}
+    for mode in ("auto", "nominal"):
+        dof = T.box_dof(power, count, 3, meta["dof"], mode)[centres]
+        results[mode] = calibration(dof, box_mean)
+    # The same truth with independent Gamma noise of the true dof: the size the LRT reference
+    # gives on this truth (its simulated null pools truths, so it is not exactly 0.05 here)
+    k = mixing_neff(1.0, 3)
+    truth = 30.0 * 1e-3**2 * freq**-2.0 + 1.0
+    noise = np.random.default_rng(22).gamma(k, 1.0 / k, size=(freq.size, 1, n))
+    gamma = (truth[:, None, None] * noise).astype(np.float32)
+    _, size_exact = calibration(np.float32(2 * T.quantise_neff(np.array(k), 9)), gamma)
+
+    tol = 3 * np.sqrt(0.06 * 0.94 / n) * np.sqrt(2)  # difference of two binomial rates
+    std_auto, size_auto = results["auto"]
+    std_nominal, size_nominal = results["nominal"]
+    assert 0.9 <= std_auto <= 1.1, results
+    assert abs(size_auto - size_exact) <= tol, (results, size_exact)
+    assert abs(size_auto - 0.05) <= 0.035, results
+    # counting all 9 pixels: errors ~1.9x too small, a "bump" in most pixels
+    assert std_nominal > 1.5 and size_nominal > 0.5, results
+    print(results, size_exact)  # measured (seed 21): see docs/spectra.md
