@@ -738,12 +738,12 @@ def _describe_plan(cfg: Config, plan: RunPlan) -> None:
         f"{len(plan.gaps)} gap(s) > {cfg.resample.max_gap:g} cadences"
     )
     report_gaps(plan.gaps, plan.dt)
-    if cfg.spectra.box > 1 and cfg.fit.method != "lsq":
+    if cfg.spectra.box > 1 and cfg.fit.method != "lsq" and cfg.spectra.box_dof == "nominal":
         log.warning(
-            "spectra.box=%d: the dof assume the %d pixels of a box are independent; on real "
-            "images neighbours are correlated (AIA 1600, box 3: median chi2red 5.5 instead of "
-            "~1), so %s errors are too small and model tests too liberal there. Check "
-            "<model>_chi2red, or use box 1",
+            "spectra.box=%d with spectra.box_dof=nominal: the dof assume the %d pixels of a box "
+            "are independent; on real images neighbours are correlated (AIA 1600, box 3: about "
+            "4 of 9 independent), so %s errors are too small and model tests too liberal. "
+            "Use spectra.box_dof=auto (the default)",
             cfg.spectra.box,
             cfg.spectra.box**2,
             cfg.fit.method,
