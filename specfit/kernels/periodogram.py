@@ -499,8 +499,8 @@ def box_neff(power: np.ndarray, box: int) -> np.ndarray:
     periodogram values. This returns ``N_eff = var(member) / var(box mean)`` of the periodogram
     noise, pooled over all frequencies (see :func:`_box_neff`): ``N`` for independent members,
     1 for identical ones, so the box mean's chi^2 dof are ``N_eff`` x one spectrum's. Measured
-    on spatially correlated red noise: unbiased to ~2 % with a scatter of ~11 % for 150-300
-    frequencies (``docs/spectra.md``).
+    on spatially correlated red noise: median within ~3 % of the truth, scatter ~11-15 % for
+    150-300 frequencies, ~30 % for 35 (``docs/spectra.md``).
 
     Parameters
     ----------
