@@ -281,3 +281,63 @@ def test_info_reports_each_control(null_runs, tmp_path):
     assert re.search(r"per pixel p < 0\.05: \d+", line), line
     assert "BH q <= 0.05: 0" in line and "global 0.999: 0" in line, line
     assert "best_model_fdr" in text
+
+
+# ----------------------------------------------------------------------------- viz, CLI
+def test_map_masks_by_each_control(null_runs):
+    from specfit.viz.data import converged_codes, map_values
+
+    ds = null_runs[0]
+    stored = ds["m2_index"].values
+    ok = np.isin(ds["m2_status"].values, converged_codes(ds, "m2")) & np.isfinite(stored)
+    p, q = ds["lrt_pvalue"].values, ds["lrt_qvalue"].values
+
+    def shown(**kw):
+        return np.isfinite(map_values(ds, "m2_index", **kw).values)
+
+    np.testing.assert_array_equal(shown(significance="none"), ok)
+    np.testing.assert_array_equal(shown(pvalue_threshold=0.05), ok & (p <= 0.05))
+    np.testing.assert_array_equal(shown(significance="pixel"), ok & (p <= 0.05))  # fit.alpha
+    np.testing.assert_array_equal(shown(significance="fdr"), ok & (q <= 0.05))  # fit.fdr_q
+    np.testing.assert_array_equal(shown(significance="fdr", pvalue_threshold=0.9), ok & (q <= 0.9))
+    np.testing.assert_array_equal(shown(significance="global"), ok & (ds["lrt_global"] == 1))
+    assert not shown(significance="global").any()  # a pure-noise field: nothing passes
+    assert shown(significance="pixel").sum() > 0
+    # the base model's maps are never masked by a test of the richer one
+    m1 = np.isfinite(map_values(ds, "m1_index", significance="global", mask_status=False))
+    np.testing.assert_array_equal(m1, np.isfinite(ds["m1_index"].values))
+
+
+def test_field_masks_need_the_field_maps(null_runs):
+    from specfit.errors import StoreError
+    from specfit.viz.data import map_values
+
+    old = null_runs[0].drop_vars(["lrt_qvalue", "lrt_global", "ftest_qvalue", "ftest_global"])
+    with pytest.raises(StoreError, match="no lrt_qvalue map.*--overwrite"):
+        map_values(old, "m2_index", significance="fdr")
+    with pytest.raises(ValueError, match="give no p-value threshold"):
+        map_values(null_runs[0], "m2_index", significance="global", pvalue_threshold=0.1)
+
+
+def test_plot_cli_refuses_global_with_a_threshold(capsys):
+    from specfit.cli import main
+
+    assert main(["plot", "nowhere.zarr", "--mask", "global", "--pvalue", "0.01"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--mask global" in err[0] and "drop --pvalue" in err[0]
+
+
+def test_explorer_significance_widget(null_runs):
+    from specfit.viz.explorer import build_explorer
+
+    ds = null_runs[0]
+    parts = build_explorer(ds)
+    parts.widgets["map"].value = "m2_index"
+    before = np.isfinite(parts.heatmap[()].dimension_values(2, flat=False))
+    parts.widgets["pvalue"].value = 0.05
+    pixel = np.isfinite(parts.heatmap[()].dimension_values(2, flat=False))
+    np.testing.assert_array_equal(pixel, before & (ds["lrt_pvalue"].values <= 0.05))
+    assert pixel.sum() > 0
+    parts.widgets["significance"].value = "global"
+    glob = np.isfinite(parts.heatmap[()].dimension_values(2, flat=False))
+    np.testing.assert_array_equal(glob, before & (ds["lrt_global"].values == 1))

@@ -104,6 +104,7 @@ def heatmap(
     percentiles: tuple[float, float] = (1.0, 99.0),
     max_pixels: int | None = 1024,
     backend: str = "bokeh",
+    significance: str | None = None,
     solar: bool = True,
 ) -> hv.Layout:
     """One map as a colour-barred heatmap beside its histogram.
@@ -114,7 +115,7 @@ def heatmap(
         Results Dataset or store path.
     name
         A map name from :func:`specfit.viz.data.map_catalog` (e.g. ``m1_index``).
-    pvalue_threshold, mask_status
+    pvalue_threshold, mask_status, significance
         Masks, as in :func:`specfit.viz.data.map_values`.
     percentiles
         Colour limits clip the values at these percentiles (ignored for status/best model).
@@ -128,7 +129,13 @@ def heatmap(
     _load_backend(backend)
     ds = open_store(ds)
     spec = next(s for s in map_catalog(ds) if s.name == name)
-    da = map_values(ds, name, pvalue_threshold=pvalue_threshold, mask_status=mask_status)
+    da = map_values(
+        ds,
+        name,
+        pvalue_threshold=pvalue_threshold,
+        mask_status=mask_status,
+        significance=significance,
+    )
     axes = axis_info(ds, solar=solar)
     small, factor = decimate(da, max_pixels, categorical=spec.categorical)
     small = small.compute()
@@ -213,6 +220,7 @@ def plot_results(
     png: bool = True,
     html_page: bool = True,
     dpi: int = 100,
+    significance: str | None = None,
 ) -> list[Path]:
     """Write a PNG per map and one self-contained HTML page with all maps.
 
@@ -225,8 +233,9 @@ def plot_results(
         JavaScript inlined, so it opens without a server or network).
     maps
         Map names to draw (default: all of :func:`specfit.viz.data.map_catalog`).
-    pvalue_threshold, mask_status, percentiles, max_pixels
-        As in :func:`heatmap`.
+    pvalue_threshold, mask_status, percentiles, max_pixels, significance
+        As in :func:`heatmap` (``significance``: ``none``, ``pixel``, ``fdr`` or ``global``,
+        see :func:`specfit.viz.data.map_values`).
 
     Returns
     -------
@@ -248,6 +257,7 @@ def plot_results(
     written: list[Path] = []
     kwargs = dict(
         pvalue_threshold=pvalue_threshold,
+        significance=significance,
         mask_status=mask_status,
         percentiles=percentiles,
         max_pixels=max_pixels,
@@ -279,7 +289,8 @@ def _write_html(ds: xr.Dataset, names: list[str], target: Path, kwargs: dict) ->
         Div(
             text=f"<h1>specfit results</h1><p>specfit {version}; {ds.sizes['y']} x "
             f"{ds.sizes['x']} px; {len(names)} maps. Colour limits at percentiles "
-            f"{kwargs['percentiles']}; p-value mask: {kwargs['pvalue_threshold']}; "
+            f"{kwargs['percentiles']}; significance mask: {kwargs['significance'] or 'pixel'}"
+            f" at {kwargs['pvalue_threshold']}; "
             f"status mask: {kwargs['mask_status']}.</p>"
         )
     )
