@@ -341,3 +341,18 @@ def test_explorer_significance_widget(null_runs):
     parts.widgets["significance"].value = "global"
     glob = np.isfinite(parts.heatmap[()].dimension_values(2, flat=False))
     np.testing.assert_array_equal(glob, before & (ds["lrt_global"].values == 1))
+
+
+def test_stage_api_gives_the_runs_field_maps(null_runs):
+    # specfit.stages.field_significance on the run's own per-pixel maps (what a lazy
+    # specfit.fit returns) gives the maps the run's finalise wrote
+    from specfit.stages import field_significance
+
+    ds = null_runs[1]
+    field = ["lrt_qvalue", "lrt_global", "ftest_qvalue", "ftest_global", "best_model_fdr"]
+    got = field_significance(ds.drop_vars(field).chunk({"y": 5, "x": 7}))
+    for name in field:
+        np.testing.assert_array_equal(got[name].values, ds[name].values, err_msg=name)
+        assert got[name].dtype == ds[name].dtype
+        assert got[name].attrs == ds[name].attrs, name
+    assert json.loads(got.attrs["field_significance"]) == json.loads(ds.attrs["field_significance"])
