@@ -706,6 +706,11 @@ def finalise_store(path: str | Path, extra_attrs: dict | None = None) -> None:
     _consolidate(Path(path))
 
 
+def _finite(values: np.ndarray) -> np.ndarray:
+    v = np.asarray(values)
+    return v[np.isfinite(v)]
+
+
 def _bands(ny: int, step: int) -> list[slice]:
     return [slice(y, min(y + step, ny)) for y in range(0, ny, step)]
 
@@ -745,9 +750,7 @@ def write_field_significance(root: Any) -> dict[str, dict]:
         a["source"] for a in field.values() if a[FIELD_CONTROL] != "choice"
     ):
         src = root[source]
-        tested = [np.asarray(src[b, :], dtype=np.float32) for b in bands]
-        table = BHTable(np.concatenate([t[np.isfinite(t)] for t in tested]))
-        del tested
+        table = BHTable(np.concatenate([_finite(src[b, :]) for b in bands]))
         info: dict[str, Any] = {"n_tested": table.n}
         for name, attrs in field.items():
             if attrs.get("source") != source:

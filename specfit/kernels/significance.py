@@ -39,18 +39,19 @@ class BHTable:
     """
 
     def __init__(self, pvalues: np.ndarray) -> None:
-        p = np.asarray(pvalues, dtype=np.float64).ravel()
-        p = p[np.isfinite(p)]
+        p = np.asarray(pvalues).ravel()
+        p = p[np.isfinite(p)].astype(np.float64)  # one float64 copy of the tested values
         p.sort()
         self.p = p
-        self.n = int(p.size)
-        if self.n == 0:
-            self.q = p.copy()
-            return
-        # q_(i) = min_{j >= i} p_(j) n / j: the step-up rule's adjusted p-values
-        q = p * (self.n / np.arange(1, self.n + 1, dtype=np.float64))
-        q = np.minimum.accumulate(q[::-1])[::-1]
-        self.q = np.minimum(q, 1.0)
+        self.n = n = int(p.size)
+        # q_(i) = min_{j >= i} p_(j) n / j: the step-up rule's adjusted p-values, built in
+        # place in one more vector (millions of pixels: no temporaries of that size)
+        q = np.arange(n, 0, -1, dtype=np.float64)  # reversed: j = n .. 1
+        np.divide(n, q, out=q)
+        q *= p[::-1]
+        np.minimum.accumulate(q, out=q)
+        self.q = q[::-1]
+        np.minimum(self.q, 1.0, out=self.q)
 
     def qvalues(self, pvalues: np.ndarray) -> np.ndarray:
         """q-values of p-values of this field (same shape; NaN stays NaN).
