@@ -13,6 +13,9 @@ Layout (a Zarr v3 group that ``xarray.open_zarr`` reads as a Dataset):
   ...) as (y, x), ``power`` (freq, y, x), ``power_sigma`` with box averaging, ``dof`` (y, x; a
   coordinate of ``power``: what a refit needs, with the :func:`spectra_attrs`) and
   ``mean_intensity`` (y, x);
+- the field-wide significance maps of :func:`field_variables` (``<test>_qvalue``,
+  ``<test>_global``, ``best_model_fdr``), written by :func:`finalise_store` from the whole
+  field once every tile is in (docs/significance.md);
 - ``tiles_done`` (tile_y, tile_x) int8: 1 once a spatial tile's every variable is written;
 - ``tiles_run`` (tile_y, tile_x) int64: the run key (config + inputs) each tile was
   written under, set just before its ``tiles_done`` mark;
@@ -665,7 +668,9 @@ def finalise_store(path: str | Path, extra_attrs: dict | None = None) -> None:
     Checked first: every variable listed in the ``variables`` attr exists with the store's
     (y, x) size, every tile is marked done, and every tile was written under the store's
     ``run_key`` (a tile from another run's config or inputs is never part of a complete
-    store).
+    store). Then the field-wide significance maps are written from the whole field
+    (:func:`write_field_significance`), their counts go into the ``field_significance``
+    attr, and the store is marked complete.
     """
     import zarr
 
