@@ -275,6 +275,15 @@ def plot_results(
     return written
 
 
+def _mask_text(kwargs: dict) -> str:
+    """The significance mask in words, e.g. ``fdr (the run's level)`` or ``pixel at 0.01``."""
+    thr = kwargs["pvalue_threshold"]
+    mode = kwargs["significance"] or ("pixel" if thr is not None else "none")
+    if mode == "none":
+        return "none"
+    return f"{mode} at {thr}" if thr is not None else f"{mode} (the run's level)"
+
+
 def _write_html(ds: xr.Dataset, names: list[str], target: Path, kwargs: dict) -> Path:
     _load_backend("bokeh")
     from bokeh.embed import file_html
@@ -289,8 +298,7 @@ def _write_html(ds: xr.Dataset, names: list[str], target: Path, kwargs: dict) ->
         Div(
             text=f"<h1>specfit results</h1><p>specfit {version}; {ds.sizes['y']} x "
             f"{ds.sizes['x']} px; {len(names)} maps. Colour limits at percentiles "
-            f"{kwargs['percentiles']}; significance mask: {kwargs['significance'] or 'pixel'}"
-            f" at {kwargs['pvalue_threshold']}; "
+            f"{kwargs['percentiles']}; significance mask: {_mask_text(kwargs)}; "
             f"status mask: {kwargs['mask_status']}.</p>"
         )
     )
