@@ -79,7 +79,17 @@ def _parser() -> argparse.ArgumentParser:
         "--pvalue",
         type=float,
         default=None,
-        help="hide the richer models' maps where their model-comparison p-value exceeds this",
+        help="hide the richer models' maps where their model-comparison p-value exceeds this "
+        "(with --mask fdr: where the q-value exceeds it)",
+    )
+    p.add_argument(
+        "--mask",
+        choices=["none", "pixel", "fdr", "global"],
+        default=None,
+        help="significance mask of the richer models' maps: pixel = per-pixel p-value "
+        "(--pvalue, default fit.alpha), fdr = field-wide Benjamini-Hochberg q-value (--pvalue, "
+        "default fit.fdr_q), global = field-wide global level (fit.global_level); default "
+        "pixel with --pvalue, else none (docs/significance.md)",
     )
 
     p = sub.add_parser("explore", help="browser explorer of a results store")
@@ -250,8 +260,17 @@ def _dispatch(args) -> int:
     if args.command == "plot":
         from specfit.viz import plot_results
 
+        if args.mask == "global" and args.pvalue is not None:
+            print(
+                "specfit: error: --mask global uses the run's fit.global_level; drop --pvalue "
+                "(it sets the threshold of --mask pixel or fdr)",
+                file=sys.stderr,
+            )
+            return 2
         out = args.out or str(Path(args.results).with_suffix("")) + "_plots"
-        files = plot_results(args.results, out, pvalue_threshold=args.pvalue)
+        files = plot_results(
+            args.results, out, pvalue_threshold=args.pvalue, significance=args.mask
+        )
         print(f"wrote {len(files)} files to {out}")
         return 0
     if args.command == "explore":

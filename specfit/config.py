@@ -211,6 +211,22 @@ class FitConfig(_Section):
         "reduced chi-square; chi2sum: lowest raw chi-square sum (the original specFit's rule).",
     )
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level for lrt/ftest.")
+    # Field-wide significance (docs/significance.md): per-pixel alpha flags ~alpha of the
+    # pixels of a field without any signal; these two controls hold over the whole field.
+    fdr_q: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="False-discovery rate of the field-wide Benjamini-Hochberg maps "
+        "(<test>_qvalue, best_model_fdr): significant where q <= fdr_q.",
+    )
+    global_level: float = Field(
+        0.999,
+        gt=0,
+        lt=1,
+        description="Global confidence level of the <test>_global maps: the chance that no "
+        "pixel of a field without signal passes (per-test threshold 1 - level^(1/N), Sidak).",
+    )
 
     @field_validator("models")
     @classmethod

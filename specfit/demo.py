@@ -166,6 +166,17 @@ def recovery_table(ds, truth) -> list[dict]:
                 fraction=float(np.mean(b[~has] == ib)),
             )
         )
+    if "best_model_fdr" in ds and bigger is not None:
+        # the same with the field-wide false-discovery-rate control (docs/significance.md)
+        b = np.asarray(ds["best_model_fdr"].values)
+        for label, sel in (("bump", has), ("no-bump", ~has)):
+            rows.append(
+                dict(
+                    parameter=f"{bigger} preferred, FDR ({label})",
+                    pixels=int(sel.sum()),
+                    fraction=float(np.mean(b[sel] == ib)) if sel.any() else float("nan"),
+                )
+            )
     return rows
 
 

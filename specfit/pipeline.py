@@ -521,6 +521,7 @@ def _layout(
     """The results store's layout, all of it from the contract in :mod:`specfit.store`."""
     from specfit.store import (
         DOF_ATTRS,
+        field_variables,
         fit_attrs,
         fit_variables,
         power_units,
@@ -533,6 +534,9 @@ def _layout(
     bunit = arr.attrs.get("bunit") or "intensity"  # the readers' unit of the values themselves
     pu = power_units(bunit, cfg.spectra.normalisation)
     variables = fit_variables(plan.models, cfg.fit.method, cfg.fit.best_model, pu)
+    # Field-wide significance maps: declared now, written by finalise_store from the whole field
+    f = cfg.fit
+    variables.update(field_variables(variables, f.best_model, f.alpha, f.fdr_q, f.global_level))
     variables["dof"] = {"dtype": np.dtype("float32"), "attrs": dict(DOF_ATTRS)}
     variables["mean_intensity"] = {
         "dtype": np.dtype("float32"),

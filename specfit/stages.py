@@ -32,6 +32,7 @@ __all__ = [
     "resample",
     "power_spectra",
     "fit",
+    "field_significance",
     "resolve_models",
 ]
 
@@ -445,4 +446,86 @@ def fit(
         wcs_header = field_wcs_header(power)
         if wcs_header is not None:
             out.attrs["wcs_header"] = wcs_header
+    return out
+
+
+# ----------------------------------------------------------------------------- field-wide
+class _MapArray:
+    """One in-memory (y, x) map with the zarr array interface the field-wide step uses."""
+
+    def __init__(self, values: np.ndarray, attrs: dict) -> None:
+        self.values, self.attrs, self.shape = values, attrs, values.shape
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+    def __setitem__(self, key, value) -> None:
+        self.values[key] = value
+
+
+class _MapGroup:
+    """A Dataset's maps as the zarr group :func:`specfit.store.write_field_significance`
+    reads and writes, so that the stage API and ``specfit run`` share one implementation."""
+
+    def __init__(self, arrays: dict[str, _MapArray], attrs: dict) -> None:
+        self.arrays, self.attrs = arrays, attrs
+
+    def array_keys(self):
+        return iter(self.arrays)
+
+    def __getitem__(self, name: str) -> _MapArray:
+        return self.arrays[name]
+
+
+def field_significance(
+    results: xr.Dataset,
+    *,
+    alpha: float = DEFAULTS.fit.alpha,
+    fdr_q: float = DEFAULTS.fit.fdr_q,
+    global_level: float = DEFAULTS.fit.global_level,
+) -> xr.Dataset:
+    """Add the field-wide significance maps to a fit's results (docs/significance.md).
+
+    The maps ``specfit run`` writes once every tile is in (:func:`specfit.store.field_variables`:
+    ``<test>_qvalue``, ``<test>_global``, ``best_model_fdr``), computed by the same code on
+    the whole of ``results``: so ``field_significance(fit(power))`` over a run's field equals
+    the run's maps. The field is what ``results`` holds: a cut-out gets its own q-values.
+
+    Parameters
+    ----------
+    results
+        A Dataset with the fit variables of the results contract (from :func:`fit` or a
+        store); its p-value maps are read into memory.
+    alpha, fdr_q, global_level
+        As ``fit.alpha``, ``fit.fdr_q`` and ``fit.global_level`` (default: the config's).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``results`` with the field-wide maps added (in memory) and the ``field_significance``
+        attr (JSON counts per control).
+    """
+    import json
+
+    from specfit.store import field_variables, write_field_significance
+
+    rule = results["best_model"].attrs.get("rule", "") if "best_model" in results else ""
+    maps = {str(n): v for n, v in results.data_vars.items() if v.dims == ("y", "x")}
+    variables = {n: {"dtype": v.dtype, "attrs": dict(v.attrs)} for n, v in maps.items()}
+    spec = field_variables(variables, rule, alpha, fdr_q, global_level)
+    ny, nx = results.sizes["y"], results.sizes["x"]
+    arrays = {"y": _MapArray(np.arange(ny), {}), "x": _MapArray(np.arange(nx), {})}
+    # the maps the field-wide ones are computed from, in one compute (one pass of a lazy fit)
+    sources = results[list(dict.fromkeys(s["attrs"]["source"] for s in spec.values()))]
+    for src, v in sources.compute().data_vars.items():
+        arrays[str(src)] = _MapArray(np.array(v.values), dict(v.attrs))
+    for name, s in spec.items():
+        fill = np.nan if np.dtype(s["dtype"]).kind == "f" else -1
+        arrays[name] = _MapArray(np.full((ny, nx), fill, dtype=s["dtype"]), dict(s["attrs"]))
+    group = _MapGroup(arrays, {"models": results.attrs.get("models", "{}"), "tile_size": ny})
+    summary = write_field_significance(group)
+    out = results.copy()
+    for name in spec:
+        out[name] = xr.DataArray(arrays[name].values, dims=("y", "x"), attrs=arrays[name].attrs)
+    out.attrs["field_significance"] = json.dumps(summary)
     return out

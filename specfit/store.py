@@ -13,6 +13,9 @@ Layout (a Zarr v3 group that ``xarray.open_zarr`` reads as a Dataset):
   ...) as (y, x), ``power`` (freq, y, x), ``power_sigma`` with box averaging, ``dof`` (y, x; a
   coordinate of ``power``: what a refit needs, with the :func:`spectra_attrs`) and
   ``mean_intensity`` (y, x);
+- the field-wide significance maps of :func:`field_variables` (``<test>_qvalue``,
+  ``<test>_global``, ``best_model_fdr``), written by :func:`finalise_store` from the whole
+  field once every tile is in (docs/significance.md);
 - ``tiles_done`` (tile_y, tile_x) int8: 1 once a spatial tile's every variable is written;
 - ``tiles_run`` (tile_y, tile_x) int64: the run key (config + inputs) each tile was
   written under, set just before its ``tiles_done`` mark;
@@ -39,6 +42,7 @@ import shutil
 import socket
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +60,9 @@ __all__ = [
     "prepare_store",
     "write_tile",
     "finalise_store",
+    "field_tests",
+    "field_variables",
+    "write_field_significance",
     "config_hash",
     "run_key_int",
     "StoreLock",
@@ -221,16 +228,120 @@ def fit_variables(
             if method != "lsq"
             else "chi2 with the number of extra parameters (approximate)"
         )
+        # test, null_model, alternative_model: what the field-wide step (field_variables)
+        # reads to turn a test's significance into a choice between the pair's models
+        pair_attrs = {"null_model": a, "alternative_model": b}
         extra = {
             "lrt_stat": {"long_name": f"likelihood-ratio statistic 2 (lnL_{b} - lnL_{a})"},
-            "lrt_pvalue": {"long_name": f"LRT p-value of {a} inside {b}", "reference": ref},
-            "ftest_pvalue": {"long_name": f"F-test p-value of {a} inside {b} (dof p2-p1, n-p2)"},
+            "lrt_pvalue": {
+                "long_name": f"LRT p-value of {a} inside {b}",
+                "reference": ref,
+                "test": "lrt",
+                **pair_attrs,
+            },
+            "ftest_pvalue": {
+                "long_name": f"F-test p-value of {a} inside {b} (dof p2-p1, n-p2)",
+                "test": "ftest",
+                **pair_attrs,
+            },
         }
         for name, attrs in extra.items():
             out[name] = {"dtype": dtypes[name], "attrs": {"units": "1", **attrs}}
     missing = set(dtypes) - set(out)
     if missing:  # a kernel output the contract does not describe would be lost silently
         raise RuntimeError(f"results contract: no attrs for kernel outputs {sorted(missing)}")
+    return out
+
+
+#: The attr that marks a (y, x) map written by the field-wide step of :func:`finalise_store`
+#: (``bh``: q-values, ``sidak``: global-level map, ``choice``: field-wide best model) rather
+#: than tile by tile.
+FIELD_CONTROL = "field_control"
+
+
+def field_tests(variables: Mapping[str, dict]) -> list[str]:
+    """The p-value maps under field-wide control, in declaration order.
+
+    Every declared map named ``<stem>_pvalue`` (``lrt_pvalue``, ``ftest_pvalue`` and whatever
+    model comparisons the fit declares), except the per-model goodness-of-fit p-values
+    ``<alias>_gof_pvalue``: a small value there says the model misfits, not that a richer
+    model is detected, and it is not a choice the field-wide maps feed.
+    """
+    return [n for n in variables if n.endswith("_pvalue") and not n.endswith("_gof_pvalue")]
+
+
+def field_variables(
+    variables: Mapping[str, dict],
+    best_model: str,
+    alpha: float,
+    fdr_q: float,
+    global_level: float,
+) -> dict[str, dict]:
+    """The maps the field-wide step writes once every tile is in (see :func:`finalise_store`).
+
+    For each p-value map ``<stem>_pvalue`` of :func:`field_tests`: ``<stem>_qvalue``
+    (float32, Benjamini-Hochberg q-values over the tested pixels of the whole field) and
+    ``<stem>_global`` (int8: 1 where p passes the Sidak threshold ``1 - level^(1/N)`` of the
+    global confidence ``global_level`` over the N tested pixels, 0 where not, -1 not tested).
+    With a test rule (``best_model`` ``lrt`` or ``ftest``) and that test's p-value maps
+    declaring their ``null_model`` and ``alternative_model``: ``best_model_fdr``, the same
+    choice as ``best_model`` with the test's q-value at ``fdr_q`` in place of its p-value at
+    ``alpha``. ``best_model`` itself stays the per-pixel choice.
+
+    The settings ride in each map's attrs (with :data:`FIELD_CONTROL` saying which step
+    writes it), so the finalise step needs nothing but the store.
+    """
+    out: dict[str, dict] = {}
+    tests = field_tests(variables)
+    for name in tests:
+        stem = name[: -len("_pvalue")]
+        out[f"{stem}_qvalue"] = {
+            "dtype": np.dtype("float32"),
+            "attrs": {
+                "units": "1",
+                "long_name": f"Benjamini-Hochberg q-value of {name} over the whole field "
+                f"(significant at FDR {fdr_q} where q <= {fdr_q})",
+                FIELD_CONTROL: "bh",
+                "source": name,
+                "fdr_q": float(fdr_q),
+                "alpha": float(alpha),
+            },
+        }
+        out[f"{stem}_global"] = {
+            "dtype": np.dtype("int8"),
+            "attrs": {
+                "units": "1",
+                "long_name": f"{name} significant at the global confidence level "
+                f"{global_level} over the field (Sidak: p <= 1 - level^(1/N_tested))",
+                "flag_values": [-1, 0, 1],
+                "flag_meanings": "not_tested not_significant significant",
+                FIELD_CONTROL: "sidak",
+                "source": name,
+                "global_level": float(global_level),
+            },
+        }
+    choice = [
+        f"{n[: -len('_pvalue')]}_qvalue"
+        for n in tests
+        if variables[n].get("attrs", {}).get("test") == best_model
+        and {"null_model", "alternative_model"} <= set(variables[n].get("attrs", {}))
+    ]
+    if choice and "best_model" in variables:
+        battrs = variables["best_model"].get("attrs", {})
+        out["best_model_fdr"] = {
+            "dtype": variables["best_model"]["dtype"],
+            "attrs": {
+                **{k: battrs[k] for k in ("units", "flag_values", "flag_meanings") if k in battrs},
+                "long_name": f"preferred model with field-wide control: the {best_model} rule "
+                f"with its Benjamini-Hochberg q-value <= {fdr_q} in place of p < {alpha}; "
+                "index into the aliases, -1 none",
+                "rule": f"{best_model} at FDR {fdr_q}",
+                FIELD_CONTROL: "choice",
+                "source": "best_model",
+                "tests": choice,
+                "fdr_q": float(fdr_q),
+            },
+        }
     return out
 
 
@@ -563,7 +674,9 @@ def finalise_store(path: str | Path, extra_attrs: dict | None = None) -> None:
     Checked first: every variable listed in the ``variables`` attr exists with the store's
     (y, x) size, every tile is marked done, and every tile was written under the store's
     ``run_key`` (a tile from another run's config or inputs is never part of a complete
-    store).
+    store). Then the field-wide significance maps are written from the whole field
+    (:func:`write_field_significance`), their counts go into the ``field_significance``
+    attr, and the store is marked complete.
     """
     import zarr
 
@@ -595,10 +708,128 @@ def finalise_store(path: str | Path, extra_attrs: dict | None = None) -> None:
                 f"{path}: {foreign} of {total} tiles were written by another run (other config "
                 "or inputs); not marking complete. Run again with --overwrite"
             )
+    field = write_field_significance(root)
+    if field:
+        extra_attrs = {**(extra_attrs or {}), "field_significance": json.dumps(field)}
     root.attrs.update(
         _json_safe({**(extra_attrs or {}), "complete": True, "specfit_state": "complete"})
     )
     _consolidate(Path(path))
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    v = np.asarray(values)
+    return v[np.isfinite(v)]
+
+
+def _bands(ny: int, step: int) -> list[slice]:
+    return [slice(y, min(y + step, ny)) for y in range(0, ny, step)]
+
+
+def write_field_significance(root: Any) -> dict[str, dict]:
+    """Write the field-wide maps of :func:`field_variables` from the finished tile maps.
+
+    Run by :func:`finalise_store` once every tile is in, on the whole field's p-values, so the
+    maps are the same whatever the tiling, cluster or resume. Memory: one p-value map's
+    tested values at a time (16 bytes per tested pixel, see
+    :class:`specfit.kernels.significance.BHTable`) plus one band of tile rows; maps are read
+    and written band by band. Running it again gives the same maps (it reads only the tile
+    maps), so a finalise interrupted here is simply run again.
+
+    Parameters
+    ----------
+    root
+        The results store's zarr group, open for writing.
+
+    Returns
+    -------
+    dict
+        Per tested p-value map: ``n_tested``, ``alpha`` and ``n_pixel`` (p < alpha, the
+        per-pixel count), ``fdr_q`` and ``n_fdr`` (q <= fdr_q), ``global_level``,
+        ``per_test_threshold`` and ``n_global``; and for ``best_model_fdr`` the share of each
+        alias. Empty if the store declares no field-wide maps. These numbers also go into the
+        maps' attrs.
+    """
+    from specfit.kernels.significance import BHTable, sidak_threshold
+
+    field = {n: dict(root[n].attrs) for n in root.array_keys() if FIELD_CONTROL in root[n].attrs}
+    if not field:
+        return {}
+    bands = _bands(root["y"].shape[0], int(root.attrs.get("tile_size") or 256))
+    summary: dict[str, dict] = {}
+    for source in dict.fromkeys(
+        a["source"] for a in field.values() if a[FIELD_CONTROL] != "choice"
+    ):
+        src = root[source]
+        table = BHTable(np.concatenate([_finite(src[b, :]) for b in bands]))
+        info: dict[str, Any] = {"n_tested": table.n}
+        for name, attrs in field.items():
+            if attrs.get("source") != source:
+                continue
+            target = root[name]
+            if attrs[FIELD_CONTROL] == "bh":
+                q_level, alpha = attrs["fdr_q"], attrs["alpha"]
+                info.update(fdr_q=q_level, n_fdr=table.count_at(q_level), alpha=alpha)
+                info["n_pixel"] = int(np.searchsorted(table.p, alpha, side="left"))
+                for b in bands:
+                    target[b, :] = table.qvalues(src[b, :]).astype(np.float32)
+                target.attrs.update({"n_tested": table.n, "n_significant": info["n_fdr"]})
+            elif attrs[FIELD_CONTROL] == "sidak":
+                level = attrs["global_level"]
+                thr = sidak_threshold(level, table.n)
+                n_sig = 0
+                for b in bands:
+                    p = np.asarray(src[b, :], dtype=np.float64)
+                    g = np.where(np.isfinite(p), (p <= thr).astype(np.int8), np.int8(-1))
+                    n_sig += int(np.count_nonzero(g == 1))
+                    target[b, :] = g.astype(np.int8)
+                info.update(global_level=level, per_test_threshold=thr, n_global=n_sig)
+                target.attrs.update(
+                    _json_safe(
+                        {"n_tested": table.n, "per_test_threshold": thr, "n_significant": n_sig}
+                    )
+                )
+        summary[source] = info
+    for name, attrs in field.items():
+        if attrs[FIELD_CONTROL] == "choice":
+            summary[name] = _write_choice(root, name, attrs, bands)
+    return summary
+
+
+def _write_choice(root: Any, name: str, attrs: dict, bands: list[slice]) -> dict:
+    """``best_model_fdr``: the test rule's choice with each test's q-value at ``fdr_q``.
+
+    For every pixel whose per-pixel choice is one of a test's two models and whose q-value is
+    finite (both models fitted), the choice becomes the alternative where ``q <= fdr_q`` and
+    the null model where not; other pixels keep ``best_model``. Tests are applied in their
+    declared order, repeated until nothing changes (a chain of nested models settles in as
+    many passes as it has links).
+    """
+    aliases = list(json.loads(root.attrs.get("models", "{}")))
+    pairs = []
+    for qname in attrs["tests"]:
+        pattrs = root[root[qname].attrs["source"]].attrs
+        ia = aliases.index(pattrs["null_model"])
+        ib = aliases.index(pattrs["alternative_model"])
+        pairs.append((qname, ia, ib))
+    counts = np.zeros(len(aliases) + 1, dtype=np.int64)  # last: none (-1)
+    for b in bands:
+        best = np.asarray(root[attrs["source"]][b, :]).copy()
+        qs = {q: np.asarray(root[q][b, :], dtype=np.float64) for q, _, _ in pairs}
+        for _ in range(len(pairs)):
+            before = best.copy()
+            for qname, ia, ib in pairs:
+                q = qs[qname]
+                sel = np.isfinite(q) & ((best == ia) | (best == ib))
+                best[sel] = np.where(q[sel] <= attrs["fdr_q"], ib, ia)
+            if np.array_equal(best, before):
+                break
+        root[name][b, :] = best
+        counts += np.bincount(np.where(best < 0, len(aliases), best).ravel(), minlength=counts.size)
+    total = max(int(counts.sum()), 1)
+    out = {a: int(counts[i]) for i, a in enumerate(aliases)}
+    root[name].attrs.update({"counts": out})
+    return {"counts": out, "n_pixels": total}
 
 
 def open_results(path: str | Path, *, allow_incomplete: bool = False):

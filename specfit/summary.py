@@ -121,6 +121,8 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
         for name, var in ds.data_vars.items():
             if var.dims != ("y", "x") or name.endswith("_status") or name == "best_model":
                 continue
+            if "flag_values" in var.attrs:  # categorical maps (best_model_fdr, <test>_global)
+                continue
             if np.dtype(var.dtype).kind not in "fiu":
                 continue
             v = np.asarray(var.values, dtype=float)
@@ -151,4 +153,42 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
         rule = ds["best_model"].attrs.get("rule", "")
         lines.append(f"  best_model{f' ({rule})' if rule else ''}: " + ", ".join(parts))
         lines += _headline_lines(ds)
+    lines += _field_lines(ds)
     return "\n".join(lines)
+
+
+def _field_lines(ds: xr.Dataset) -> list[str]:
+    """How many pixels pass each significance control, per tested p-value map: per pixel
+    (p < alpha), Benjamini-Hochberg (q <= fdr_q) and the global level (from the store's
+    ``field_significance`` attr, written when the run finished)."""
+    raw = ds.attrs.get("field_significance")
+    if not raw:
+        return []
+    field = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    lines = ["  significance over the field (docs/significance.md):"]
+    for name, info in field.items():
+        if "n_tested" not in info:
+            continue
+        n = info["n_tested"]
+
+        def share(k: int, n: int = n) -> str:
+            return f"{k} ({100 * k / n:.1f}%)" if n else str(k)
+
+        parts = [f"{n} tested"]
+        if "n_pixel" in info:
+            parts.append(f"per pixel p < {info['alpha']:g}: {share(info['n_pixel'])}")
+        if "n_fdr" in info:
+            parts.append(f"BH q <= {info['fdr_q']:g}: {share(info['n_fdr'])}")
+        if "n_global" in info:
+            parts.append(
+                f"global {info['global_level']:g}: {share(info['n_global'])} "
+                f"(p <= {info['per_test_threshold']:.3g})"
+            )
+        lines.append(f"    {name}: " + "; ".join(parts))
+    for name, info in field.items():
+        if "counts" in info and name in ds:
+            total = max(int(info.get("n_pixels", 0)), 1)
+            parts = [f"{a} {100 * c / total:.1f}%" for a, c in info["counts"].items()]
+            rule = ds[name].attrs.get("rule", "")
+            lines.append(f"    {name}{f' ({rule})' if rule else ''}: " + ", ".join(parts))
+    return lines

@@ -30,6 +30,8 @@ __all__ = [
     "axis_info",
     "pixel_index",
     "map_values",
+    "significance_mask",
+    "SIGNIFICANCE_MASKS",
     "clip_limits",
     "pixel_spectrum",
     "load_models",
@@ -51,8 +53,8 @@ _STATS = {
     "nfev": "function evaluations",
     "gof_pvalue": "goodness-of-fit p-value",
 }
-_CATEGORICAL_SUFFIXES = ("_status",)
-_CATEGORICAL = {"best_model"}
+_CATEGORICAL_SUFFIXES = ("_status", "_global")
+_CATEGORICAL = {"best_model", "best_model_fdr"}
 _PVALUE_VARS = ("lrt_pvalue", "ftest_pvalue")
 
 
@@ -268,7 +270,10 @@ def map_catalog(ds: xr.Dataset) -> list[MapSpec]:
             add(MapSpec(var, f"{alias} fit status", "", alias, "none", var, categorical=True))
     for var, label in (
         ("best_model", "best model"),
+        ("best_model_fdr", "best model, field-wide (FDR)"),
         ("lrt_pvalue", "likelihood-ratio test p-value"),
+        ("lrt_qvalue", "likelihood-ratio test q-value (field-wide FDR)"),
+        ("lrt_global", "likelihood-ratio test significant at the global level"),
         ("ftest_pvalue", "F-test p-value"),
         ("mean_intensity", "mean intensity"),
     ):
@@ -401,11 +406,89 @@ def _pvalue_var(ds: xr.Dataset) -> str | None:
     return next((v for v in _PVALUE_VARS if v in ds), None)
 
 
+#: The significance masks of :func:`map_values` (``none``: no mask).
+SIGNIFICANCE_MASKS = ("none", "pixel", "fdr", "global")
+
+
+def _test_for(ds: xr.Dataset, alias: str) -> str | None:
+    """The p-value map testing ``alias`` against a smaller model: the one whose attrs name it
+    as ``alternative_model`` (the best-model rule's test first), else, for stores without
+    those attrs, ``lrt_pvalue`` / ``ftest_pvalue`` for every alias but the first."""
+    rule = ds["best_model"].attrs.get("rule") if "best_model" in ds else None
+    tests = [
+        str(v)
+        for v in ds.data_vars
+        if str(v).endswith("_pvalue") and ds[v].attrs.get("alternative_model") == alias
+    ]
+    if tests:
+        return sorted(tests, key=lambda v: ds[v].attrs.get("test") != rule)[0]
+    if any(ds[v].attrs.get("alternative_model") for v in ds.data_vars):
+        return None  # the store says which maps test which model: none tests this one
+    aliases = list(model_info(ds))
+    return _pvalue_var(ds) if aliases and alias != aliases[0] else None
+
+
+def significance_mask(
+    ds: xr.Dataset, alias: str, mode: str, threshold: float | None = None
+) -> xr.DataArray | None:
+    """Where the richer model ``alias`` is significant under a control (lazy boolean map).
+
+    Parameters
+    ----------
+    ds
+        The results Dataset.
+    alias
+        A model alias; None is returned for a model no stored test has as its alternative.
+    mode
+        ``pixel``: its test's p-value <= ``threshold`` (default the run's ``fit.alpha``);
+        ``fdr``: its Benjamini-Hochberg q-value (``<test>_qvalue``) <= ``threshold`` (default
+        the run's ``fit.fdr_q``); ``global``: its ``<test>_global`` map is 1 (the run's
+        ``fit.global_level``; ``threshold`` must be None); ``none``: None.
+
+    Raises
+    ------
+    ValueError
+        For an unknown mode, or a threshold with ``global``.
+    specfit.errors.StoreError
+        For ``fdr``/``global`` on a store without field-wide maps.
+    """
+    if mode not in SIGNIFICANCE_MASKS:
+        raise ValueError(f"significance mask must be one of {', '.join(SIGNIFICANCE_MASKS)}")
+    if mode == "none":
+        return None
+    test = _test_for(ds, alias)
+    if test is None:
+        return None
+    stem = test[: -len("_pvalue")]
+    if mode == "pixel":
+        q = ds[f"{stem}_qvalue"].attrs if f"{stem}_qvalue" in ds else {}
+        thr = float(q.get("alpha", 0.05)) if threshold is None else threshold
+        return ds[test] <= thr
+    field = f"{stem}_qvalue" if mode == "fdr" else f"{stem}_global"
+    if field not in ds:
+        from specfit.errors import StoreError
+
+        raise StoreError(
+            f"the results store has no {field} map (written by specfit runs since field-wide "
+            "significance was added): run it again with --overwrite, or use the pixel mask"
+        )
+    if mode == "fdr":
+        thr = float(ds[field].attrs.get("fdr_q", 0.05)) if threshold is None else threshold
+        return ds[field] <= thr
+    if threshold is not None:
+        raise ValueError(
+            f"the global mask uses the run's fit.global_level "
+            f"({ds[field].attrs.get('global_level')}); give no p-value threshold with it"
+        )
+    return ds[field] == 1
+
+
 def map_values(
     ds: xr.Dataset,
     name: str,
     pvalue_threshold: float | None = None,
     mask_status: bool = True,
+    significance: str | None = None,
 ) -> xr.DataArray:
     """One map, lazily, transformed for display and masked.
 
@@ -416,12 +499,18 @@ def map_values(
     name
         A :func:`map_catalog` name.
     pvalue_threshold
-        Hide pixels whose model-comparison p-value (``lrt_pvalue``, else ``ftest_pvalue``) is
-        above this: the richer model is not significant there. Applies to the maps of every
-        model alias but the first (the base model of the nested pair), as in paramPlot.
+        The threshold of the ``pixel`` or ``fdr`` significance mask (see
+        :func:`significance_mask`); given alone, it selects the ``pixel`` mask: hide pixels
+        whose model-comparison p-value is above it (the richer model is not significant
+        there), as in paramPlot.
     mask_status
         Hide pixels whose fit did not converge (``<alias>_status`` not in
         :func:`converged_codes`).
+    significance
+        ``none``, ``pixel`` (per-pixel p-value), ``fdr`` (field-wide Benjamini-Hochberg
+        q-value) or ``global`` (field-wide global confidence level): hide a richer model's
+        maps where its test is not significant under that control. Applies to every model
+        that a stored test has as its alternative (the bump models), not to the base model.
 
     Returns
     -------
@@ -440,13 +529,13 @@ def map_values(
         out = _derived_func(info, spec.name[len(spec.alias) + 1 :])({pname: da})
     else:
         out = da.astype("float32") if da.dtype.kind in "iub" else da
-    aliases = list(model_info(ds))
     if spec.alias is not None and not spec.categorical:
         if mask_status and f"{spec.alias}_status" in ds:
             out = out.where(ds[f"{spec.alias}_status"].isin(converged_codes(ds, spec.alias)))
-        pv = _pvalue_var(ds)
-        if pvalue_threshold is not None and pv and aliases and spec.alias != aliases[0]:
-            out = out.where(ds[pv] <= pvalue_threshold)
+        mode = significance or ("pixel" if pvalue_threshold is not None else "none")
+        keep = significance_mask(ds, spec.alias, mode, pvalue_threshold)
+        if keep is not None:
+            out = out.where(keep)
     out = out.drop_vars([c for c in out.coords if c not in ("y", "x")])
     out.name = spec.name
     out.attrs = {"label": spec.label, "units": spec.units}

@@ -243,6 +243,14 @@ def build_explorer(
         step=0.001,
         value=1.0,
     )
+    # Which control the p-value mask applies: per pixel (p), field-wide FDR (q) or the
+    # field-wide global level (the slider is then unused); only those the store holds.
+    has_field = any(str(v).endswith("_qvalue") for v in ds.data_vars)
+    w_sig = pn.widgets.Select(
+        label="significance mask of the richer models",
+        options=["pixel", "fdr", "global", "none"] if has_field else ["pixel", "none"],
+        value="pixel",
+    )
     w_status = pn.widgets.Checkbox(label="hide pixels whose fit did not converge", value=True)
     w_clip = pn.widgets.RangeSlider(
         label="colour clip (percentiles)", start=0.0, end=100.0, value=(1.0, 99.0), step=0.5
@@ -269,30 +277,36 @@ def build_explorer(
     # -- the selected map ---------------------------------------------------------------
     map_cache: dict[tuple, xr.DataArray] = {}
 
-    def current_map(name: str, pthr: float, mask: bool) -> xr.DataArray:
+    def current_map(name: str, pthr: float, mask: bool, sig: str = "pixel") -> xr.DataArray:
         # The image, its colour limits and its histogram share one read of the selected map
         # (at most one map is held: 64 MB for 4096 x 4096 float32); datashader then works
         # on memory, which is far faster than re-reading dask chunks on every zoom.
-        thr = None if pthr >= 1.0 else pthr
-        key = (name, thr, bool(mask))
+        # The slider at 1 shows everything in pixel mode (as before); fdr at 1 uses the
+        # run's fit.fdr_q; global has no threshold.
+        thr = None if pthr >= 1.0 or sig == "global" else pthr
+        if sig == "pixel" and thr is None:
+            sig = "none"
+        key = (name, thr, bool(mask), sig)
         if key not in map_cache:
             map_cache.clear()
-            map_cache[key] = map_values(ds, name, pvalue_threshold=thr, mask_status=mask).load()
+            map_cache[key] = map_values(
+                ds, name, pvalue_threshold=thr, mask_status=mask, significance=sig
+            ).load()
         return map_cache[key]
 
-    def image_for(name: str, pthr: float, mask: bool) -> hv.Image:
-        return image_element(current_map(name, pthr, mask), axes)
+    def image_for(name: str, pthr: float, mask: bool, sig: str = "pixel") -> hv.Image:
+        return image_element(current_map(name, pthr, mask, sig), axes)
 
-    def clim_for(name: str, pthr: float, mask: bool, clip: tuple[float, float]):
-        da = current_map(name, pthr, mask)
+    def clim_for(name: str, pthr: float, mask: bool, clip: tuple[float, float], sig="pixel"):
+        da = current_map(name, pthr, mask, sig)
         if specs[name].categorical:
             lo, hi = clip_limits(da, (0.0, 100.0))
             return (lo - 0.5, hi + 0.5) if np.isfinite(lo) else (0.0, 1.0)
         lim = clip_limits(da, tuple(clip))
         return lim if np.all(np.isfinite(lim)) else (0.0, 1.0)
 
-    bound_image = pn.bind(image_for, name=w_map, pthr=w_p, mask=w_status)
-    bound_clim = pn.bind(clim_for, name=w_map, pthr=w_p, mask=w_status, clip=w_clip)
+    bound_image = pn.bind(image_for, name=w_map, pthr=w_p, mask=w_status, sig=w_sig)
+    bound_clim = pn.bind(clim_for, name=w_map, pthr=w_p, mask=w_status, clip=w_clip, sig=w_sig)
     heat = _maybe_rasterize(hv.DynamicMap(bound_image), n_pixels, rasterize_above)
     heat = heat.apply.opts(clim=bound_clim).opts(
         cmap="viridis",
@@ -306,15 +320,17 @@ def build_explorer(
         ylabel=axes.ylabel,
     )
 
-    def hist_for(name: str, pthr: float, mask: bool, clip: tuple[float, float]):
+    def hist_for(name: str, pthr: float, mask: bool, clip: tuple[float, float], sig="pixel"):
         spec = specs[name]
-        lim = clim_for(name, pthr, mask, clip)
+        lim = clim_for(name, pthr, mask, clip, sig)
         vdim = hv.Dimension(name, label=spec.label, unit=spec.units if spec.units != "1" else None)
-        return histogram_element(current_map(name, pthr, mask), lim, vdim).opts(
+        return histogram_element(current_map(name, pthr, mask, sig), lim, vdim).opts(
             width=320, height=260, title="histogram", color="#4c72b0", framewise=True
         )
 
-    hist = hv.DynamicMap(pn.bind(hist_for, name=w_map, pthr=w_p, mask=w_status, clip=w_clip))
+    hist = hv.DynamicMap(
+        pn.bind(hist_for, name=w_map, pthr=w_p, mask=w_status, clip=w_clip, sig=w_sig)
+    )
 
     # -- the tapped pixel -----------------------------------------------------------------
     cx, cy = axes.x_coords()[axes.nx // 2], axes.y_coords()[axes.ny // 2]
@@ -423,6 +439,7 @@ def build_explorer(
             f"## specfit explorer\n{axes.ny} \u00d7 {axes.nx} px, {freq.size} frequencies"
         ),
         w_map,
+        w_sig,
         w_p,
         w_status,
         w_clip,
@@ -466,6 +483,7 @@ def build_explorer(
     widgets = {
         "map": w_map,
         "pvalue": w_p,
+        "significance": w_sig,
         "status": w_status,
         "clip": w_clip,
         "power_mode": w_mode,

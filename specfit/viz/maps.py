@@ -104,6 +104,7 @@ def heatmap(
     percentiles: tuple[float, float] = (1.0, 99.0),
     max_pixels: int | None = 1024,
     backend: str = "bokeh",
+    significance: str | None = None,
     solar: bool = True,
 ) -> hv.Layout:
     """One map as a colour-barred heatmap beside its histogram.
@@ -114,7 +115,7 @@ def heatmap(
         Results Dataset or store path.
     name
         A map name from :func:`specfit.viz.data.map_catalog` (e.g. ``m1_index``).
-    pvalue_threshold, mask_status
+    pvalue_threshold, mask_status, significance
         Masks, as in :func:`specfit.viz.data.map_values`.
     percentiles
         Colour limits clip the values at these percentiles (ignored for status/best model).
@@ -128,7 +129,13 @@ def heatmap(
     _load_backend(backend)
     ds = open_store(ds)
     spec = next(s for s in map_catalog(ds) if s.name == name)
-    da = map_values(ds, name, pvalue_threshold=pvalue_threshold, mask_status=mask_status)
+    da = map_values(
+        ds,
+        name,
+        pvalue_threshold=pvalue_threshold,
+        mask_status=mask_status,
+        significance=significance,
+    )
     axes = axis_info(ds, solar=solar)
     small, factor = decimate(da, max_pixels, categorical=spec.categorical)
     small = small.compute()
@@ -213,6 +220,7 @@ def plot_results(
     png: bool = True,
     html_page: bool = True,
     dpi: int = 100,
+    significance: str | None = None,
 ) -> list[Path]:
     """Write a PNG per map and one self-contained HTML page with all maps.
 
@@ -225,8 +233,9 @@ def plot_results(
         JavaScript inlined, so it opens without a server or network).
     maps
         Map names to draw (default: all of :func:`specfit.viz.data.map_catalog`).
-    pvalue_threshold, mask_status, percentiles, max_pixels
-        As in :func:`heatmap`.
+    pvalue_threshold, mask_status, percentiles, max_pixels, significance
+        As in :func:`heatmap` (``significance``: ``none``, ``pixel``, ``fdr`` or ``global``,
+        see :func:`specfit.viz.data.map_values`).
 
     Returns
     -------
@@ -248,6 +257,7 @@ def plot_results(
     written: list[Path] = []
     kwargs = dict(
         pvalue_threshold=pvalue_threshold,
+        significance=significance,
         mask_status=mask_status,
         percentiles=percentiles,
         max_pixels=max_pixels,
@@ -265,6 +275,15 @@ def plot_results(
     return written
 
 
+def _mask_text(kwargs: dict) -> str:
+    """The significance mask in words, e.g. ``fdr (the run's level)`` or ``pixel at 0.01``."""
+    thr = kwargs["pvalue_threshold"]
+    mode = kwargs["significance"] or ("pixel" if thr is not None else "none")
+    if mode == "none":
+        return "none"
+    return f"{mode} at {thr}" if thr is not None else f"{mode} (the run's level)"
+
+
 def _write_html(ds: xr.Dataset, names: list[str], target: Path, kwargs: dict) -> Path:
     _load_backend("bokeh")
     from bokeh.embed import file_html
@@ -279,7 +298,7 @@ def _write_html(ds: xr.Dataset, names: list[str], target: Path, kwargs: dict) ->
         Div(
             text=f"<h1>specfit results</h1><p>specfit {version}; {ds.sizes['y']} x "
             f"{ds.sizes['x']} px; {len(names)} maps. Colour limits at percentiles "
-            f"{kwargs['percentiles']}; p-value mask: {kwargs['pvalue_threshold']}; "
+            f"{kwargs['percentiles']}; significance mask: {_mask_text(kwargs)}; "
             f"status mask: {kwargs['mask_status']}.</p>"
         )
     )
