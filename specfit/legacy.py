@@ -15,7 +15,23 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-__all__ = ["ORIGINAL_COLUMNS", "figures", "preferred_index", "register", "compare_original"]
+__all__ = [
+    "ORIGINAL_COLUMNS",
+    "ORIGINAL_SCALE",
+    "figures",
+    "preferred_index",
+    "register",
+    "compare_original",
+    "original_procedure",
+    "compare_choice",
+]
+
+# specfit's ``variance`` power is the original's 2 |X_k/N|^2 / var times dt N = 24 s x 300
+ORIGINAL_SCALE = 7200.0
+
+# The original's bounds in its own power units (its README): M1 (A, n, C), M2 adds (P, fp, fw)
+_ORIGINAL_M1_BOUNDS = ([-0.002, 0.3, -0.01], [0.002, 6.0, 0.01])
+_ORIGINAL_M2_BOUNDS = ([0.0, 0.3, -0.01, 1e-5, -6.5, 0.05], [0.002, 6.0, 0.01, 0.2, -4.6, 0.8])
 
 # param.npy's columns (the original's README)
 ORIGINAL_COLUMNS = (
@@ -143,4 +159,170 @@ def compare_original(ds: xr.Dataset, original_dir: str | Path) -> dict:
         "original": figures(o_index, o_big, o_period),
         "specfit": figures(n[sl], big[sl], period[sl]),
         "specfit_field": figures(n, big, period),
+    }
+
+
+def _m1(f, a, n, c):
+    return a * f**-n + c
+
+
+def _m2(f, a, n, c, p, fp, fw):
+    return a * f**-n + c + p / (1.0 + ((np.log(f) - fp) / fw) ** 2)
+
+
+def original_procedure(
+    freq: np.ndarray, power: np.ndarray, rows: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """The original specFit's per-pixel fitting and model choice, step for step (scipy).
+
+    specfit's own solver searches the bump globally and never lets M2 end worse than the M1
+    nested in it; the original ran one local ``curve_fit`` per model from the middle of the
+    bounds (no starting values given), so where M2's fit stopped in a local minimum above
+    M1's chi-square it kept M1. This re-enacts that procedure on given spectra to measure how
+    much of the original's M1 share is that (see docs/legacy.md): M1 one bounded 'dogbox' fit;
+    M2 'dogbox' (at most 3000 evaluations) then 'trf' from its result; sigma = delta log10 f;
+    a call that raises keeps the previous pixel's values, as the original's ``except: pass``
+    did; M2 kept where chi2(M1) > chi2(M2), raw sums. Pixels are visited row by row.
+
+    Parameters
+    ----------
+    freq
+        (nf,) frequencies in Hz (the original's k/7200 Hz, k = 1..149).
+    power
+        (nf, ny, nx) spectra in specfit's ``variance`` normalisation (divided here by
+        :data:`ORIGINAL_SCALE` to the original's units, where its bounds apply).
+    rows
+        Row indices to fit (None: all); other rows are NaN / False.
+
+    Returns
+    -------
+    dict
+        (ny, nx) arrays ``chi2_m1``, ``chi2_m2`` (raw weighted sums, original units),
+        ``m2_kept`` (bool), ``m1_index``, ``m2_index``, ``m2_bump_width``, ``fitted`` (bool),
+        and ``failed`` (int: calls that raised, per model step: m1, m2 dogbox, m2 trf).
+    """
+    import warnings
+
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    f = np.asarray(freq, dtype=np.float64)
+    p = np.asarray(power, dtype=np.float64) / ORIGINAL_SCALE
+    nf, ny, nx = p.shape
+    if nf != f.size:
+        raise ValueError(f"power has {nf} frequencies, freq {f.size}")
+    d = np.diff(np.log10(f))
+    sigma = np.append(d, d[-1])
+    out = {k: np.full((ny, nx), np.nan) for k in ("chi2_m1", "chi2_m2", "m1_index", "m2_index")}
+    out["m2_bump_width"] = np.full((ny, nx), np.nan)
+    kept = np.zeros((ny, nx), dtype=bool)
+    fitted = np.zeros((ny, nx), dtype=bool)
+    failed = np.zeros(3, dtype=int)
+    q1 = q2 = q22 = None
+    for iy in range(ny) if rows is None else np.asarray(rows, dtype=int):
+        for ix in range(nx):
+            s = p[:, iy, ix]
+            if not np.all(np.isfinite(s)):
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OptimizeWarning)
+                try:
+                    q1, _ = curve_fit(
+                        _m1, f, s, bounds=_ORIGINAL_M1_BOUNDS, sigma=sigma, method="dogbox"
+                    )
+                except (RuntimeError, ValueError):
+                    failed[0] += 1
+                try:
+                    q2, _ = curve_fit(
+                        _m2,
+                        f,
+                        s,
+                        bounds=_ORIGINAL_M2_BOUNDS,
+                        sigma=sigma,
+                        method="dogbox",
+                        max_nfev=3000,
+                    )
+                except (RuntimeError, ValueError):
+                    failed[1] += 1
+                if q2 is not None:
+                    try:
+                        q22, _ = curve_fit(
+                            _m2, f, s, p0=q2, bounds=_ORIGINAL_M2_BOUNDS, sigma=sigma, max_nfev=3000
+                        )
+                    except (RuntimeError, ValueError):
+                        failed[2] += 1
+            if q1 is None or q22 is None:
+                continue  # the original would have stopped here (no previous values)
+            c1 = float((((s - _m1(f, *q1)) / sigma) ** 2).sum())
+            c2 = float((((s - _m2(f, *q22)) / sigma) ** 2).sum())
+            out["chi2_m1"][iy, ix], out["chi2_m2"][iy, ix] = c1, c2
+            out["m1_index"][iy, ix], out["m2_index"][iy, ix] = q1[1], q22[1]
+            out["m2_bump_width"][iy, ix] = q22[5]
+            kept[iy, ix] = c1 > c2
+            fitted[iy, ix] = True
+    out["m2_kept"] = kept
+    out["fitted"] = fitted
+    out["failed"] = failed
+    return out
+
+
+def compare_choice(
+    ds: xr.Dataset, original_dir: str | Path, rows: np.ndarray | None = None
+) -> dict[str, float]:
+    """Where the original kept M1: the original's procedure re-run on the run's spectra
+    (:func:`original_procedure`) against ``param.npy`` and against specfit's own fits.
+
+    The run must be on the original's grid (``configs/legacy.yaml``: offset 0, 0).
+
+    Returns
+    -------
+    dict
+        Over the fitted pixels: ``pixels``; ``m2_percent_param`` (param.npy),
+        ``m2_percent_procedure`` (the original's procedure on specfit's spectra),
+        ``m2_percent_specfit`` (the run's ``best_model``); ``m1_both`` (pixels where
+        param.npy and the procedure both keep M1) and ``m1_chance`` (expected by chance);
+        ``procedure_m1_specfit_m2_below_m1_percent``: of the procedure's M1 pixels, the share
+        where specfit's M2 (same spectra, same weights) has a raw chi-square below the
+        procedure's M1, i.e. where M1 was kept because M2's fit stopped in a local minimum;
+        ``failed`` calls per step.
+    """
+    param = np.load(Path(original_dir) / "param.npy")
+    f = np.asarray(ds["freq"].values, dtype=np.float64)
+    power = np.asarray(ds["power"].transpose("freq", "y", "x").values, dtype=np.float64)
+    if power.shape[1:] != param.shape[:2]:
+        raise ValueError(
+            f"the run's field {power.shape[1:]} is not param.npy's {param.shape[:2]}: "
+            "run configs/legacy.yaml (its cutout is the original's grid)"
+        )
+    r = original_procedure(f, power, rows)
+    ok = r["fitted"]
+    o_big = np.isfinite(param[..., 3])[ok]
+    p_big = r["m2_kept"][ok]
+    s_big = (np.asarray(ds["best_model"].values) == 1)[ok]
+    # specfit's M2 raw chi-square in the original's units, for the same dlogf weights
+    d = np.diff(np.log10(f))
+    sigma = np.append(d, d[-1])
+    names = ("amplitude", "index", "tail", "bump_amplitude", "bump_center", "bump_width")
+    q = [np.asarray(ds[f"m2_{n}"].values, dtype=np.float64)[ok] for n in names]
+    for j in (0, 2, 3):  # power parameters to the original's units
+        q[j] = q[j] / ORIGINAL_SCALE
+    s = power[:, ok].T / ORIGINAL_SCALE
+    model = _m2(f[None, :], *(v[:, None] for v in q))
+    c2_specfit = (((s - model) / sigma) ** 2).sum(axis=1)
+    m1 = ~p_big
+    below = c2_specfit[m1] < r["chi2_m1"][ok][m1]
+    n = int(ok.sum())
+    return {
+        "pixels": n,
+        "m2_percent_param": 100.0 * float(o_big.mean()),
+        "m2_percent_procedure": 100.0 * float(p_big.mean()),
+        "m2_percent_specfit": 100.0 * float(s_big.mean()),
+        "same_choice_procedure_param_percent": 100.0 * float(np.mean(p_big == o_big)),
+        "m1_param": int((~o_big).sum()),
+        "m1_procedure": int(m1.sum()),
+        "m1_both": int((~o_big & m1).sum()),
+        "m1_chance": float((~o_big).sum() * m1.sum() / max(n, 1)),
+        "procedure_m1_specfit_m2_below_m1_percent": 100.0 * float(below.mean())
+        if m1.any()
+        else float("nan"),
+        "failed": [int(v) for v in r["failed"]],
     }

@@ -18,21 +18,22 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "docs" / "realdata.json"
 
 
-# Issue 12 asks for M2 kept in 96.7 +- 1.5 %; measured 98.3 %. The 1.6-point excess is the
-# ~650 pixels where specfit's multistart finds a narrow bump (width at its 0.05 bound, centre
-# near the -6.5 edge) that the original's single start from the middle of the bounds missed.
-M2_TOLERANCE = 1.7
+# Issue 12 asks for M2 kept in 96.7 +- 1.5 % (param.npy's share). specfit keeps M2 in ~99.8 %:
+# with the original's own rule (raw chi^2 sums) a nested M2 that is fully optimised is never
+# worse than M1. The original's M1 pixels are where its single local curve_fit of M2 (from the
+# middle of the bounds) stopped in a local minimum above M1's chi^2; re-enacting that procedure
+# on specfit's spectra gives param.npy's share (test_the_original_m1_share_is_its_optimiser,
+# docs/legacy.md). So that target is not met by specfit's solver, by design.
+M2_TOLERANCE = 1.5
+ORIGINAL_SUBDIR = ("aia1600_20120606", "original_specfit")
 
 
 @pytest.fixture(scope="module")
-def legacy_run(shared_data, tmp_path_factory) -> dict:
-    """``specfit run configs/legacy.yaml`` and its comparison with the original's param.npy."""
-    import xarray as xr
-
-    from specfit.legacy import compare_original
+def legacy_store(shared_data, tmp_path_factory) -> Path:
+    """The results store of ``specfit run configs/legacy.yaml``."""
     from specfit.pipeline import run
 
-    original = shared_data / "aia1600_20120606" / "original_specfit"
+    original = shared_data.joinpath(*ORIGINAL_SUBDIR)
     if not (original / "param.npy").is_file():
         pytest.skip(f"{original}/param.npy is absent")
     out = tmp_path_factory.mktemp("legacy") / "results.zarr"
@@ -40,7 +41,17 @@ def legacy_run(shared_data, tmp_path_factory) -> dict:
         ROOT / "configs" / "legacy.yaml",
         [f"output.path={out}", "cluster.dashboard=false", "output.keep_cube=false"],
     )
-    return compare_original(xr.open_zarr(out), original)
+    return out
+
+
+@pytest.fixture(scope="module")
+def legacy_run(shared_data, legacy_store) -> dict:
+    """The legacy run's comparison with the original's param.npy."""
+    import xarray as xr
+
+    from specfit.legacy import compare_original
+
+    return compare_original(xr.open_zarr(legacy_store), shared_data.joinpath(*ORIGINAL_SUBDIR))
 
 
 @pytest.mark.realdata
@@ -58,7 +69,43 @@ def test_legacy_reproduces_the_original_pixel_by_pixel(legacy_run):
     assert s["index_p1"] == pytest.approx(0.82, abs=0.08)
     assert s["index_p99"] == pytest.approx(2.23, abs=0.08)
     assert s["bump_period_median"] == pytest.approx(4.5, abs=0.2)
-    assert s["m2_percent"] == pytest.approx(96.7, abs=M2_TOLERANCE)
+    # specfit's fully optimised M2 keeps the bump model at least as often as the original did
+    assert s["m2_percent"] >= o["m2_percent"]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12's M2-kept target is the original optimiser's failure rate: specfit's "
+    "nested M2 is never worse than M1, so chi2sum keeps it in ~99.8 % (docs/legacy.md)",
+)
+def test_legacy_keeps_m2_as_often_as_the_original(legacy_run):
+    assert legacy_run["specfit"]["m2_percent"] == pytest.approx(96.7, abs=M2_TOLERANCE)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_the_original_m1_share_is_its_optimiser(shared_data, legacy_store):
+    """The original's procedure (single local curve_fit per model from the middle of the
+    bounds, chi2 sums) re-run on the legacy run's spectra keeps M2 as often as param.npy
+    (issue 12's 96.7 +- 1.5), and where it keeps M1, specfit's M2 on the same spectra has a
+    lower chi^2 than that M1: the original's M1 pixels are local minima of its M2 fit.
+    Every 10th row (2,618 px, ~1-2 min)."""
+    import numpy as np
+    import xarray as xr
+
+    from specfit.legacy import compare_choice
+
+    c = compare_choice(
+        xr.open_zarr(legacy_store), shared_data.joinpath(*ORIGINAL_SUBDIR), np.arange(0, 134, 10)
+    )
+    assert c["pixels"] == 14 * 187
+    assert c["m2_percent_procedure"] == pytest.approx(96.7, abs=M2_TOLERANCE)
+    assert c["m2_percent_procedure"] == pytest.approx(c["m2_percent_param"], abs=M2_TOLERANCE)
+    assert c["procedure_m1_specfit_m2_below_m1_percent"] >= 90.0
+    # the same pixels more often than chance (the choice there is fragile, not random)
+    assert c["m1_both"] >= 3 * c["m1_chance"]
 
 
 @pytest.mark.realdata
