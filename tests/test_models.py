@@ -56,7 +56,16 @@ def _numeric_jacobian(model: M.Model, f: np.ndarray, p: np.ndarray) -> np.ndarra
 
 
 def test_the_registry_holds_the_shipped_models():
-    assert set(SHIPPED) == {"powerlaw_tail", "powerlaw_tail_lorentzian", "powerlaw_tail_lognormal"}
+    assert set(SHIPPED) == {
+        "powerlaw_tail",
+        "powerlaw_tail_lorentzian",
+        "powerlaw_tail_lognormal",
+        "knee_tail",
+        "knee_tail_lorentzian",
+        "broken_tail",
+        "kappa_tail",
+        "kappa_tail_lorentzian",
+    }
 
 
 @pytest.mark.parametrize("name", SHIPPED)
