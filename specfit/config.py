@@ -204,6 +204,12 @@ class FitConfig(_Section):
         "reduced chi-square; chi2sum: lowest raw chi-square sum (the original specFit's rule).",
     )
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level for lrt/ftest.")
+    nonnested: Literal["bic", "aic"] = Field(
+        "bic",
+        description="With lrt/ftest and several families of nested models (e.g. powerlaw_tail "
+        "and knee_tail, each with its bump model): the criterion that chooses between the "
+        "families' winners (lowest wins).",
+    )
 
     @field_validator("models")
     @classmethod

@@ -530,7 +530,9 @@ def _layout(
     _, ny, nx = plan.shape
     bunit = arr.attrs.get("bunit") or "intensity"  # the readers' unit of the values themselves
     pu = power_units(bunit, cfg.spectra.normalisation)
-    variables = fit_variables(plan.models, cfg.fit.method, cfg.fit.best_model, pu)
+    variables = fit_variables(
+        plan.models, cfg.fit.method, cfg.fit.best_model, pu, cfg.fit.nonnested
+    )
     variables["dof"] = {"dtype": np.dtype("float32"), "attrs": dict(DOF_ATTRS)}
     variables["mean_intensity"] = {
         "dtype": np.dtype("float32"),

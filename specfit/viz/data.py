@@ -397,7 +397,12 @@ def pixel_index(axes: AxisInfo, X: float, Y: float) -> tuple[int, int] | None:
     return None
 
 
-def _pvalue_var(ds: xr.Dataset) -> str | None:
+def _pvalue_var(ds: xr.Dataset, alias: str | None = None) -> str | None:
+    # with several nested pairs each bigger model has its own test, <alias>_lrt_pvalue
+    if alias is not None:
+        own = next((f"{alias}_{v}" for v in _PVALUE_VARS if f"{alias}_{v}" in ds), None)
+        if own is not None:
+            return own
     return next((v for v in _PVALUE_VARS if v in ds), None)
 
 
@@ -444,7 +449,8 @@ def map_values(
     if spec.alias is not None and not spec.categorical:
         if mask_status and f"{spec.alias}_status" in ds:
             out = out.where(ds[f"{spec.alias}_status"].isin(converged_codes(ds, spec.alias)))
-        pv = _pvalue_var(ds)
+        # several pairs: only each pair's bigger model has a test (<alias>_lrt_pvalue)
+        pv = _pvalue_var(ds, spec.alias)
         if pvalue_threshold is not None and pv and aliases and spec.alias != aliases[0]:
             out = out.where(ds[pv] <= pvalue_threshold)
     out = out.drop_vars([c for c in out.coords if c not in ("y", "x")])
@@ -638,6 +644,10 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
     comparison = {
         v: float(pix[v].values) for v in ("best_model", "lrt_pvalue", "ftest_pvalue") if v in ds
     }
+    for a in models:  # several nested pairs: each bigger model's own tests
+        for v in (f"{a}_lrt_pvalue", f"{a}_ftest_pvalue"):
+            if v in ds:
+                comparison[v] = float(pix[v].values)
     hpc = None
     if "hpc_x" in ds.coords and "hpc_y" in ds.coords:
         hpc = (float(pix["hpc_x"].values), float(pix["hpc_y"].values))
