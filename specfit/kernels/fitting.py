@@ -844,8 +844,8 @@ def fit_block(
     best_model: str,
     alpha: float,
     weights: str,
+    nonnested: str,
     lrt_cache: str | os.PathLike | None = None,
-    nonnested: str = "bic",
 ) -> dict[str, np.ndarray]:
     """Fit every model to every pixel of a block of spectra.
 
