@@ -152,3 +152,34 @@ def test_best_walks_each_family_then_compares_families_by_the_criterion():
     np.testing.assert_array_equal(best2, [1, 0, 1, 1, -1])
     with pytest.raises(ValueError, match="fit.nonnested"):
         fitting._best(models, s, pairs, pv, "lrt", 0.05, "hqc")
+
+
+def test_four_models_through_the_api_summary_and_maps(monkeypatch):
+    """specfit.fit with two nested pairs: the summary names every alias, and the viz masks
+    each bigger model's maps with its own pair's p-value."""
+    import xarray as xr
+
+    from specfit import stages
+    from specfit.summary import summarise
+    from specfit.viz.data import map_values
+
+    monkeypatch.setattr(fitting, "_LRT_NSIM", 100)
+    power, _ = _four_model_field(dof=36.0, n=6, seed=8)  # 24 pixels
+    cube = xr.DataArray(
+        power.T.reshape(F.size, 4, 6),
+        dims=("freq", "y", "x"),
+        coords={"freq": F},
+        attrs={"dof_per_spectrum": 36.0, "units": "(DN)^2/Hz"},
+    )
+    res = stages.fit(cube, models=FOUR, multistart=1).compute()
+    text = summarise(res)
+    assert "best_model (lrt): m1 " in text and " m4 " in text
+    masked = map_values(res, "m4_index", pvalue_threshold=0.05)
+    keep = res["m4_lrt_pvalue"].values <= 0.05
+    assert np.isnan(masked.values[~keep]).all()
+    assert np.isfinite(masked.values[keep]).all() and keep.any() and (~keep).any()
+    # m2's maps follow m2's own test, m3 (a family's smallest model) is not masked
+    m2 = map_values(res, "m2_index", pvalue_threshold=0.05).values
+    assert np.isnan(m2[res["m2_lrt_pvalue"].values > 0.05]).all()
+    m3 = map_values(res, "m3_index", pvalue_threshold=0.05, mask_status=False).values
+    assert np.isfinite(m3).all()
