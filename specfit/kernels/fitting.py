@@ -886,9 +886,10 @@ def fit_block(
         (see :func:`lrt_reference`); None: cached in this process only. Values never depend
         on it.
     nonnested
-        ``bic`` (default, as AFINO compares its models) or ``aic``: with ``lrt``/``ftest``,
-        the criterion that chooses between the winners of families of models that do not
-        nest (e.g. ``knee_tail`` and ``powerlaw_tail``). Unused with one family.
+        ``bic`` (the config's default; AFINO compares its models by BIC) or ``aic``: with
+        ``lrt``/``ftest``, the criterion that chooses between the winners of families of
+        models that do not nest (e.g. ``knee_tail`` and ``powerlaw_tail``). Unused with one
+        family.
 
     Returns
     -------
