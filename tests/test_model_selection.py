@@ -183,3 +183,28 @@ def test_four_models_through_the_api_summary_and_maps(monkeypatch):
     assert np.isnan(m2[res["m2_lrt_pvalue"].values > 0.05]).all()
     m3 = map_values(res, "m3_index", pvalue_threshold=0.05, mask_status=False).values
     assert np.isfinite(m3).all()
+
+
+@pytest.mark.slow
+def test_lrt_size_inside_the_curved_families():
+    """The knee and kappa families' LRT (their declared nulls) holds its size on pure
+    bump-free pixels whose truths are unlike the null's (steeper: index 2-6, kappa 1-6)."""
+    lnf = np.log(F)
+    span = lnf[-1] - lnf[0]
+    n, dof = 1000, 4.0
+    for fam in ("knee_tail", "kappa_tail"):
+        rng = np.random.default_rng(42)
+        slope = rng.uniform(2.0, 6.0, n) if fam == "knee_tail" else rng.uniform(1.0, 6.0, n)
+        pos = lnf[0] + rng.uniform(0.15, 0.5, n) * span
+        turn = pos if fam == "knee_tail" else pos + 0.5 * np.log(slope)
+        cross = turn + rng.uniform(0.15, 0.35, n) * span
+        amp = np.exp((slope if fam == "knee_tail" else slope + 1.0) * (cross - turn))
+        truth = np.column_stack([amp, slope, pos, np.ones(n)])
+        small, big = M.get_model(fam), M.get_model(fam + "_lorentzian")
+        power = small.evaluate(F, truth) * rng.gamma(dof / 2, 2 / dof, size=(n, F.size))
+        out = fit_block(F, power, {"a": small, "b": big}, dof=dof)
+        p = out["lrt_pvalue"]
+        ok = np.isfinite(p)
+        assert ok.mean() > 0.98
+        size = np.mean(p[ok] < 0.05)
+        assert 0.03 <= size <= 0.07, (fam, size)
