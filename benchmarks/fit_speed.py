@@ -51,6 +51,7 @@ SOLVER = dict(
     best_model=DEFAULTS.fit.best_model,
     alpha=DEFAULTS.fit.alpha,
     weights=DEFAULTS.fit.weights,
+    nonnested=DEFAULTS.fit.nonnested,
 )
 
 

@@ -8,7 +8,11 @@ Runs ``specfit run`` (the CLI, timed as a user would time it) on the AIA 1600 Å
 - aia1600: field size, wall time, the share of pixels where the LRT prefers M2, the median
   index of each model where it is preferred, the share of M1 tails at their bound (status 7);
 - legacy: the same run figures, and the comparison with the original specFit's ``param.npy``
-  on the original's own pixel grid (:func:`specfit.legacy.compare_original`).
+  on the original's own pixel grid (:func:`specfit.legacy.compare_original`);
+- aia1600_models (``configs/aia1600_models.yaml``: power law, knee, broken power law and
+  kappa function, with bump models nested): the share of pixels where each model is
+  preferred, and per model the share of pixels with any parameter (and each parameter) on
+  a bound; the map of the preferred model goes to ``docs/img/aia1600_best_model.png``.
 
 It prints them, writes ``docs/img/aia1600_m1_index.png`` and ``aia1600_m2_bump_period.png``
 (``specfit plot`` of the aia1600 run) and ``docs/realdata.json`` (the README's real-data section quotes these
@@ -102,10 +106,102 @@ def run_figures(store: Path, seconds: float) -> dict:
     return out
 
 
+def model_figures(store: Path, seconds: float) -> dict:
+    """Figures of the many-model run (``configs/aia1600_models.yaml``): which model the data
+    prefer (share of pixels), and per model the share of pixels with any parameter on a
+    bound (status 7), with each parameter on a bound, and the role-"index" median where the
+    model is preferred."""
+    import xarray as xr
+
+    from specfit.models import get_model
+
+    ds = xr.open_zarr(store)
+    aliases = ds["best_model"].attrs["flag_meanings"].split()[1:]
+    best = np.asarray(ds["best_model"].values)
+    info = json.loads(ds.attrs["models"])
+    freq = np.asarray(ds["freq"].values, dtype=float)
+    out: dict = {
+        "shape": [int(ds.sizes["y"]), int(ds.sizes["x"])],
+        "seconds": round(seconds, 1),
+        "rule": ds["best_model"].attrs.get("rule"),
+        "nonnested": ds["best_model"].attrs.get("nonnested"),
+        "none_percent": 100.0 * float(np.mean(best < 0)),
+        "models": {},
+    }
+    for i, a in enumerate(aliases):
+        model = get_model(info[a]["name"])  # shipped: its bounds on this frequency grid
+        lo, hi = model.bounds_for(freq)
+        pref = best == i
+        status = np.asarray(ds[f"{a}_status"].values)
+        rec: dict = {
+            "name": info[a]["name"],
+            "preferred_percent": 100.0 * float(pref.mean()),
+            "any_at_bound_percent": 100.0 * float(np.mean(status == 7)),
+            "any_at_bound_percent_where_preferred": (
+                100.0 * float(np.mean(status[pref] == 7)) if pref.any() else None
+            ),
+            "converged_percent": 100.0 * float(np.mean(status == 0)),
+            "at_bound_percent": {},
+            "at_bound_percent_where_preferred": {},
+        }
+        for j, pname in enumerate(model.param_names):
+            v = np.asarray(ds[f"{a}_{pname}"].values, dtype=float)
+            tol_lo = 1e-6 * max(abs(lo[j]), 1e-30) if np.isfinite(lo[j]) else 0.0
+            tol_hi = 1e-6 * max(abs(hi[j]), 1e-30) if np.isfinite(hi[j]) else 0.0
+            at = (v <= lo[j] + tol_lo) | (v >= hi[j] - tol_hi)
+            rec["at_bound_percent"][pname] = 100.0 * float(np.mean(at))
+            if pref.any():
+                rec["at_bound_percent_where_preferred"][pname] = 100.0 * float(np.mean(at[pref]))
+        index = model.param_with_role("index")
+        if index and pref.any():
+            v = np.asarray(ds[f"{a}_{index}"].values, dtype=float)[pref]
+            rec[f"{index}_median_where_preferred"] = float(np.nanmedian(v))
+        out["models"][a] = rec
+    return out
+
+
+def plot_best_model(store: Path, path: Path) -> None:
+    """Map of the preferred model per pixel (categorical), written to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import xarray as xr
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    ds = xr.open_zarr(store)
+    aliases = ds["best_model"].attrs["flag_meanings"].split()[1:]
+    info = json.loads(ds.attrs["models"])
+    best = np.asarray(ds["best_model"].values)
+    colours = ["#bbbbbb", "#1f77b4", "#aec7e8", "#d62728", "#ff9896", "#2ca02c", "#9467bd"]
+    colours += ["#c5b0d5", "#8c564b", "#e377c2"]
+    cmap = ListedColormap(["black", *colours[: len(aliases)]])
+    norm = BoundaryNorm(np.arange(-1.5, len(aliases)), cmap.N)
+    fig, ax = plt.subplots(figsize=(8, 6))
+    im = ax.imshow(best, origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
+    cb = fig.colorbar(im, ax=ax, ticks=np.arange(-1, len(aliases)))
+    labels = ["none"] + [
+        f"{a} {info[a]['name']} ({100 * np.mean(best == i):.1f} %)" for i, a in enumerate(aliases)
+    ]
+    cb.ax.set_yticklabels(labels, fontsize=8)
+    ax.set_title(
+        f"preferred model (rule {ds['best_model'].attrs.get('rule')}, between "
+        f"families {ds['best_model'].attrs.get('nonnested')})"
+    )
+    ax.set_xlabel("x (pixel)")
+    ax.set_ylabel("y (pixel)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=None, help="where the runs write (default: tmp)")
-    p.add_argument("--only", default="aia1600,legacy", help="comma-separated config names")
+    p.add_argument(
+        "--only", default="aia1600,legacy,aia1600_models", help="comma-separated config names"
+    )
     p.add_argument("--json", type=Path, default=JSON_OUT, help="figures file to write")
     args = p.parse_args(argv)
     if not DATA.is_dir():
@@ -117,6 +213,10 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for name in args.only.split(","):
         store, seconds = run_config(name, out)
+        if name == "aia1600_models":
+            figures[name] = model_figures(store, seconds)
+            plot_best_model(store, ROOT / "docs" / "img" / "aia1600_best_model.png")
+            continue
         figures[name] = run_figures(store, seconds)
         if name == "aia1600":
             plot_maps(store, out / "aia1600_plots")

@@ -227,6 +227,12 @@ class FitConfig(_Section):
         description="Global confidence level of the <test>_global maps: the chance that no "
         "pixel of a field without signal passes (per-test threshold 1 - level^(1/N), Sidak).",
     )
+    nonnested: Literal["bic", "aic"] = Field(
+        "bic",
+        description="With lrt/ftest and several families of nested models (e.g. powerlaw_tail "
+        "and knee_tail, each with its bump model): the criterion that chooses between the "
+        "families' winners (lowest wins).",
+    )
 
     @field_validator("models")
     @classmethod

@@ -54,6 +54,14 @@ __all__ = [
     "powerlaw_tail",
     "powerlaw_tail_lorentzian",
     "powerlaw_tail_lognormal",
+    "KNEE",
+    "BROKEN_POWER_LAW",
+    "KAPPA",
+    "knee_tail",
+    "knee_tail_lorentzian",
+    "broken_tail",
+    "kappa_tail",
+    "kappa_tail_lorentzian",
     "register_model",
     "get_model",
     "available_models",
@@ -449,6 +457,18 @@ class Model:
             params[i] = replace(params[i], bounds=(lo, hi))
         return replace(self, parameters=tuple(params))
 
+    def with_grid(self, grids: Mapping[str, int]) -> Model:
+        """A copy with some parameters' search grids replaced, e.g. ``{"knee": 0}``.
+
+        A bigger model built on a searched base starts from the base's fitted position, so
+        it need not search it again: its own grid then multiplies with the new part's.
+        """
+        params = list(self.parameters)
+        for pname, n in grids.items():
+            i = self.param_names.index(pname)
+            params[i] = replace(params[i], grid=int(n))
+        return replace(self, parameters=tuple(params))
+
     def bounds_for(self, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(low, high) arrays of the bounds on this frequency grid (static ∩ data bounds)."""
         lo = np.array([b[0] for b in self.bounds], dtype=np.float64)
@@ -604,6 +624,137 @@ LOGNORMAL_BUMP = Component(
     "bump", lineshapes.lognormal_bump, _BUMP_PARAMS, _BUMP_DERIVED, _bump_data_bounds, _bump_seed
 )
 
+
+def _range_bounds(name: str) -> Callable:
+    """Data bounds keeping a position-like parameter inside the fitted range (in ln f)."""
+
+    def bounds(f: np.ndarray) -> dict[str, tuple[float, float]]:
+        # outside the range, a knee or break is not seen: the shape is one power law there
+        # and the position trades off against the amplitude
+        return {name: (float(np.log(f[0])), float(np.log(f[-1])))}
+
+    return bounds
+
+
+def _period(name: str) -> Callable:
+    def period(p: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.exp(-p[name]) / 60.0
+
+    return period
+
+
+_CURVED_AMPLITUDE = dict(unit=SPECTRUM_UNIT, bounds=(0.0, INF), log_scaled=True)
+
+KNEE = Component(
+    "knee",
+    lineshapes.bending_power_law,
+    (
+        Parameter(
+            "amplitude",
+            default=100.0,
+            description="bending power law amplitude A (power below the knee)",
+            **_CURVED_AMPLITUDE,
+        ),
+        Parameter(
+            "index",
+            "1",
+            (0.05, 10.0),
+            3.0,
+            description="index n above the knee",
+            role="index",
+        ),
+        Parameter(
+            "knee",
+            "ln(Hz)",
+            default=math.log(4e-4),
+            description="knee frequency f_b (ln of frequency in Hz)",
+            role="knee",
+            grid=16,
+        ),
+    ),
+    (Derived("knee_period", "min", "knee period exp(-knee)/60", _period("knee"), "", "knee"),),
+    _range_bounds("knee"),
+)
+BROKEN_POWER_LAW = Component(
+    "broken power law",
+    lineshapes.broken_power_law,
+    (
+        Parameter(
+            "amplitude",
+            default=20.0,
+            description="broken power law amplitude A (power at the break)",
+            **_CURVED_AMPLITUDE,
+        ),
+        Parameter(
+            "index",
+            "1",
+            (-1.0, 10.0),
+            1.0,
+            description="index n1 below the break",
+            role="index",
+        ),
+        Parameter("index_high", "1", (-1.0, 10.0), 3.0, description="index n2 above the break"),
+        Parameter(
+            "break_freq",
+            "ln(Hz)",
+            default=math.log(1e-3),
+            description="break frequency f_b (ln of frequency in Hz)",
+            role="knee",
+            grid=16,
+        ),
+    ),
+    (
+        Derived(
+            "break_period",
+            "min",
+            "break period exp(-break_freq)/60",
+            _period("break_freq"),
+            "",
+            "break_freq",
+        ),
+    ),
+    _range_bounds("break_freq"),
+)
+KAPPA = Component(
+    "kappa",
+    lineshapes.kappa_function,
+    (
+        Parameter(
+            "amplitude",
+            default=100.0,
+            description="kappa function amplitude A (power at f = 0)",
+            **_CURVED_AMPLITUDE,
+        ),
+        Parameter(
+            "kappa",
+            "1",
+            (0.05, 50.0),
+            2.0,
+            description="kappa (the high-frequency index is kappa + 1)",
+            role="index",
+        ),
+        Parameter(
+            "kappa_rho",
+            "ln(Hz)",
+            default=math.log(3e-4),
+            description="kappa function width rho (ln of frequency in Hz)",
+            role="knee",
+            grid=16,
+        ),
+    ),
+    (
+        Derived(
+            "kappa_slope",
+            "1",
+            "high-frequency index kappa + 1",
+            lambda p: p["kappa"] + 1.0,
+            "",
+            "kappa",
+        ),
+    ),
+    _range_bounds("kappa_rho"),
+)
+
 _REGISTRY: dict[str, Model] = {}
 _SHIPPED: dict[str, Model] = {}
 
@@ -643,6 +794,32 @@ powerlaw_tail_lorentzian = _ship(
     (powerlaw_tail + LORENTZIAN_BUMP).named("powerlaw_tail_lorentzian")
 )
 powerlaw_tail_lognormal = _ship((powerlaw_tail + LOGNORMAL_BUMP).named("powerlaw_tail_lognormal"))
+
+# Curved backgrounds (the AIA spectra steepen with frequency): a bending power law (knee,
+# Vaughan 2010), a broken power law and the kappa function (Auchere et al. 2016), each with
+# the tail. The knee and kappa models also come with the Lorentzian bump of
+# powerlaw_tail_lorentzian nested on them (the LRT applies); the bump variants start from
+# the fitted base's knee / width and search only the bump's position (searching both would
+# multiply the two grids). No broken + bump model: its rounded corner with two free indices
+# imitates a bump (on simulated broken + bump spectra at dof 18, 55-67 % of fits put a
+# parameter on a bound, at likelihoods better than the truth's: not identifiable).
+knee_tail = _ship(
+    (KNEE + TAIL).named("knee_tail", guess=guesses.guess_knee_tail, null=guesses.knee_tail_null)
+)
+knee_tail_lorentzian = _ship(
+    (knee_tail + LORENTZIAN_BUMP).with_grid({"knee": 0}).named("knee_tail_lorentzian")
+)
+broken_tail = _ship(
+    (BROKEN_POWER_LAW + TAIL).named(
+        "broken_tail", guess=guesses.guess_broken_tail, null=guesses.broken_tail_null
+    )
+)
+kappa_tail = _ship(
+    (KAPPA + TAIL).named("kappa_tail", guess=guesses.guess_kappa_tail, null=guesses.kappa_tail_null)
+)
+kappa_tail_lorentzian = _ship(
+    (kappa_tail + LORENTZIAN_BUMP).with_grid({"kappa_rho": 0}).named("kappa_tail_lorentzian")
+)
 
 
 def get_model(name: str | Model) -> Model:

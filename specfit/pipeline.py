@@ -533,7 +533,9 @@ def _layout(
     _, ny, nx = plan.shape
     bunit = arr.attrs.get("bunit") or "intensity"  # the readers' unit of the values themselves
     pu = power_units(bunit, cfg.spectra.normalisation)
-    variables = fit_variables(plan.models, cfg.fit.method, cfg.fit.best_model, pu)
+    variables = fit_variables(
+        plan.models, cfg.fit.method, cfg.fit.best_model, pu, cfg.fit.nonnested
+    )
     # Field-wide significance maps: declared now, written by finalise_store from the whole field
     f = cfg.fit
     variables.update(field_variables(variables, f.best_model, f.alpha, f.fdr_q, f.global_level))

@@ -321,7 +321,7 @@ def _spread_over_cores(pw: xr.DataArray) -> xr.DataArray:
     return pw.chunk({"y": edge, "x": edge})
 
 
-FIT_OPTION_KEYS = ("max_iter", "tol", "multistart", "best_model", "alpha", "weights")
+FIT_OPTION_KEYS = ("max_iter", "tol", "multistart", "best_model", "alpha", "weights", "nonnested")
 
 
 def fit(
@@ -353,8 +353,9 @@ def fit(
         inflation (:func:`specfit.kernels.tile.fit_dof`), as ``specfit run`` does. So
         ``fit(open_results(path)["power"])`` refits a store's spectra as its run did.
     **options
-        ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2), ``alpha``;
-        each defaults to the config's ``fit`` value.
+        ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2),
+        ``alpha``, ``weights``, ``nonnested`` (bic|aic); each defaults to the config's ``fit``
+        value.
 
     Returns
     -------
@@ -384,7 +385,7 @@ def fit(
         )
     pattrs = dict(power.attrs)
     power_unit = str(pattrs.get("units") or power_units(None, "density"))
-    spec = fit_variables(mods, method, options["best_model"], power_unit)
+    spec = fit_variables(mods, method, options["best_model"], power_unit, options["nonnested"])
     names = list(spec)
     freq = np.asarray(power["freq"].values, dtype=float)
 

@@ -167,7 +167,11 @@ def _status_attrs() -> dict:
 
 
 def fit_variables(
-    models: dict[str, Any], method: str, best_model: str, power_unit: str
+    models: dict[str, Any],
+    method: str,
+    best_model: str,
+    power_unit: str,
+    nonnested: str = "bic",
 ) -> dict[str, dict]:
     """Names, dtypes and attrs of every (y, x) map a fit returns, in order.
 
@@ -175,7 +179,7 @@ def fit_variables(
     plus :func:`derived_outputs`; attrs carry real units (``power_unit`` for the model
     parameters whose role is ``power``).
     """
-    from specfit.kernels.fitting import nested_pair, output_dtypes
+    from specfit.kernels.fitting import output_dtypes, pair_variables
 
     dtypes = output_dtypes(models, method, best_model)
     per_alias = {
@@ -220,9 +224,12 @@ def fit_variables(
             "rule": best_model,
         },
     }
-    pair = nested_pair(models)
-    if pair is not None:
-        a, b = pair
+    pairs = pair_variables(models)
+    if best_model in ("lrt", "ftest"):
+        # which tests chose inside each family of nested models, and what chose between them
+        out["best_model"]["attrs"]["nested_pairs"] = " ".join(f"{a}:{b}" for a, b in pairs)
+        out["best_model"]["attrs"]["nonnested"] = nonnested
+    for (a, b), names in pairs.items():
         ref = (
             "simulated null (pure smaller model, same grid/dof/settings)"
             if method != "lsq"
@@ -245,7 +252,8 @@ def fit_variables(
                 **pair_attrs,
             },
         }
-        for name, attrs in extra.items():
+        for key, attrs in extra.items():
+            name = names[key]
             out[name] = {"dtype": dtypes[name], "attrs": {"units": "1", **attrs}}
     missing = set(dtypes) - set(out)
     if missing:  # a kernel output the contract does not describe would be lost silently

@@ -42,6 +42,7 @@ KERNEL_FIT = dict(
     best_model="lrt",
     alpha=0.05,
     weights="sigma",
+    nonnested="bic",
 )
 
 TINY = {

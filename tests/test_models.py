@@ -56,7 +56,16 @@ def _numeric_jacobian(model: M.Model, f: np.ndarray, p: np.ndarray) -> np.ndarra
 
 
 def test_the_registry_holds_the_shipped_models():
-    assert set(SHIPPED) == {"powerlaw_tail", "powerlaw_tail_lorentzian", "powerlaw_tail_lognormal"}
+    assert set(SHIPPED) == {
+        "powerlaw_tail",
+        "powerlaw_tail_lorentzian",
+        "powerlaw_tail_lognormal",
+        "knee_tail",
+        "knee_tail_lorentzian",
+        "broken_tail",
+        "kappa_tail",
+        "kappa_tail_lorentzian",
+    }
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -159,7 +168,7 @@ def test_metadata_declared_once():
 
 
 def test_unknown_model_and_bad_declarations_are_clear_errors():
-    with pytest.raises(KeyError, match="unknown model 'nope'; available: powerlaw_tail"):
+    with pytest.raises(KeyError, match="unknown model 'nope'; available: broken_tail, "):
         M.get_model("nope")
     m1 = M.get_model("powerlaw_tail")
     with pytest.raises(ValueError, match="fit.bounds.powerlaw_tail: unknown parameter 'slope'"):
@@ -196,8 +205,8 @@ def _docs_example() -> str:
 def test_docs_user_model_example_runs_and_fits(tmp_path):
     path = tmp_path / "my_models.py"
     path.write_text(_docs_example())
-    assert M.load_user_models([str(path)]) == ["knee_tail"]
-    model = M.get_model("knee_tail")
+    assert M.load_user_models([str(path)]) == ["my_knee"]
+    model = M.get_model("my_knee")
     assert model.formula == "P(f) = A / (1 + (f/f_k)^n) + C"
     M.check_output(model, F)
     # its hand-written derivatives are right
@@ -209,7 +218,7 @@ def test_docs_user_model_example_runs_and_fits(tmp_path):
     rng = np.random.default_rng(5)
     truth = np.tile(p[0], (100, 1))
     power = model.evaluate(F, truth) * rng.gamma(9.0, 1 / 9.0, size=(100, F.size))
-    out = fit_block(F, power, {"u": "knee_tail"}, dof=18.0)
+    out = fit_block(F, power, {"u": "my_knee"}, dof=18.0)
     ok = out["u_status"] == 0
     assert ok.mean() > 0.9
     assert abs(np.median(out["u_index"][ok]) - 2.5) < 0.15

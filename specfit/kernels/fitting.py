@@ -8,8 +8,11 @@ Per model alias ``m`` and parameter ``p``: ``m_p``, ``m_p_err`` (1-sigma from th
 matrix), ``m_status``, ``m_loglike``, ``m_chi2red``, ``m_aic``, ``m_bic``, ``m_nfev``,
 ``m_gof_pvalue`` (maps derived from the parameters, declared by each model as
 :attr:`specfit.models.Model.derived`, e.g. a bump's period, are added after them). Across models:
-``best_model`` and, when a nested pair exists (a model whose ``base`` is another fitted model,
-e.g. M1 inside M2), ``lrt_stat``, ``lrt_pvalue`` and ``ftest_pvalue``.
+``best_model`` and, per nested pair (a model whose ``base`` is another fitted model, e.g. M1
+inside M2), the LRT statistic, its p-value and the F-test p-value: ``lrt_stat``,
+``lrt_pvalue`` and ``ftest_pvalue`` when there is one pair, ``<big>_lrt_stat``,
+``<big>_lrt_pvalue`` and ``<big>_ftest_pvalue`` (prefixed by the bigger model's alias) when
+there are several (:func:`pair_variables`).
 
 Models are :class:`specfit.models.Model` objects (names are looked up in its registry);
 each is fitted by the block solver generated from its components
@@ -37,7 +40,15 @@ from . import stats as st
 if TYPE_CHECKING:  # the Model type lives in specfit.models; kernels only use its attributes
     from specfit.models import Model
 
-__all__ = ["STATUS_CODES", "fit_block", "output_dtypes", "nested_pair", "lrt_reference"]
+__all__ = [
+    "STATUS_CODES",
+    "fit_block",
+    "output_dtypes",
+    "nested_pair",
+    "nested_pairs",
+    "pair_variables",
+    "lrt_reference",
+]
 
 STATUS_CODES: dict[int, str] = {
     0: "converged",
@@ -54,6 +65,9 @@ STATUS_CODES: dict[int, str] = {
 _STATUS_NAMES = {k: v.split(":")[0] for k, v in STATUS_CODES.items()}
 METHODS = ("whittle", "lsq_log", "lsq")
 BEST_RULES = ("lrt", "aic", "bic", "ftest", "chi2", "chi2sum")
+# lrt / ftest choose inside each family of nested models; between families (models that do
+# not nest, e.g. a knee and a power law) the lowest of this criterion wins
+NONNESTED_RULES = ("bic", "aic")
 # lsq weights: the given sigma (absolute, e.g. the box spread) or the original specFit's
 # validation weights, sigma = delta log10 f between neighbouring bins (relative: the noise
 # level is estimated from the residuals, as scipy's curve_fit does by default)
@@ -107,13 +121,36 @@ def _base_of(model):
     return model.base_model if model.base_model is not None else _get_model(model.base)
 
 
-def nested_pair(models: dict[str, Model]) -> tuple[str, str] | None:
-    """The first (smaller, bigger) alias pair where the bigger model nests the smaller."""
+def nested_pairs(models: Mapping[str, Model]) -> list[tuple[str, str]]:
+    """Every (smaller, bigger) alias pair where the bigger model nests the smaller, in the
+    order of the bigger aliases (one pair per bigger alias: its base's first alias)."""
+    out = []
     for b in models:
         for a in models:
             if a != b and models[b].base == models[a].name:
-                return a, b
-    return None
+                out.append((a, b))
+                break
+    return out
+
+
+def nested_pair(models: dict[str, Model]) -> tuple[str, str] | None:
+    """The first (smaller, bigger) alias pair where the bigger model nests the smaller."""
+    pairs = nested_pairs(models)
+    return pairs[0] if pairs else None
+
+
+def pair_variables(models: Mapping[str, Model]) -> dict[tuple[str, str], dict[str, str]]:
+    """Names of each nested pair's result maps: ``{(a, b): {"lrt_stat": name, "lrt_pvalue":
+    name, "ftest_pvalue": name}}``.
+
+    One pair keeps the plain names (``lrt_pvalue``); with several, each is prefixed by the
+    bigger model's alias (``m2_lrt_pvalue``), which is unique per pair.
+    """
+    pairs = nested_pairs(models)
+    keys = ("lrt_stat", "lrt_pvalue", "ftest_pvalue")
+    if len(pairs) == 1:
+        return {pairs[0]: {k: k for k in keys}}
+    return {(a, b): {k: f"{b}_{k}" for k in keys} for a, b in pairs}
 
 
 def output_dtypes(
@@ -141,10 +178,14 @@ def output_dtypes(
         out[f"{alias}_nfev"] = i32
         out[f"{alias}_gof_pvalue"] = f32
     out["best_model"] = i8
-    if nested_pair(models) is not None:
-        out["lrt_stat"] = f32
-        out["lrt_pvalue"] = f32
-        out["ftest_pvalue"] = f32
+    for names in pair_variables(models).values():
+        for name in names.values():
+            if name in out:  # a parameter called e.g. lrt_stat would be overwritten
+                raise ValueError(
+                    f"fit.models: result name {name!r} is both a model output and a "
+                    "nested-pair test; rename the parameter or the alias"
+                )
+            out[name] = f32
     return out
 
 
@@ -803,6 +844,7 @@ def fit_block(
     best_model: str,
     alpha: float,
     weights: str,
+    nonnested: str,
     lrt_cache: str | os.PathLike | None = None,
 ) -> dict[str, np.ndarray]:
     """Fit every model to every pixel of a block of spectra.
@@ -829,8 +871,9 @@ def fit_block(
         Starting points per pixel and model; the lowest objective wins.
     best_model
         Rule for ``best_model``: ``lrt`` / ``ftest`` (bigger nested model if its p-value is
-        below ``alpha``), ``aic``, ``bic`` (lowest), ``chi2`` (lowest reduced chi-square) or
-        ``chi2sum`` (lowest raw chi-square sum: the original specFit's rule).
+        below ``alpha``; between families of models that do not nest, ``nonnested``),
+        ``aic``, ``bic`` (lowest), ``chi2`` (lowest reduced chi-square) or ``chi2sum``
+        (lowest raw chi-square sum: the original specFit's rule).
     alpha
         Significance level for ``lrt`` and ``ftest``.
     weights
@@ -842,6 +885,11 @@ def fit_block(
         Folder where LRT null references are cached on disk and shared between processes
         (see :func:`lrt_reference`); None: cached in this process only. Values never depend
         on it.
+    nonnested
+        ``bic`` (the config's default; AFINO compares its models by BIC) or ``aic``: with
+        ``lrt``/``ftest``, the criterion that chooses between the winners of families of
+        models that do not nest (e.g. ``knee_tail`` and ``powerlaw_tail``). Unused with one
+        family.
 
     Returns
     -------
@@ -852,6 +900,10 @@ def fit_block(
     """
     models = _resolve(models)
     _check_method(method, best_model)
+    if nonnested not in NONNESTED_RULES:
+        raise ValueError(
+            f"fit.nonnested must be one of {', '.join(NONNESTED_RULES)}; got {nonnested!r}"
+        )
     f = np.asarray(freq, dtype=np.float64)
     if f.ndim != 1 or f.size < 2 or not np.all(np.isfinite(f)) or np.any(f <= 0):
         raise ValueError("freq must be a 1-D array of positive finite frequencies in Hz (drop f=0)")
@@ -937,10 +989,9 @@ def fit_block(
             "npar": model.npar,
         }
 
-    pair = nested_pair(models)
-    pvals: dict[str, np.ndarray] = {}
-    if pair is not None:
-        a, b = pair
+    pvals: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    names = pair_variables(models)
+    for a, b in names:
         lrt = np.maximum(2.0 * (summary[b]["ll"] - summary[a]["ll"]), 0.0)
         both = summary[a]["fitted"] & summary[b]["fitted"]
         lrt = np.where(both, lrt, np.nan)
@@ -983,12 +1034,11 @@ def fit_block(
         _, p_f = st.ftest(
             summary[a]["chi2"], summary[b]["chi2"], models[a].npar, models[b].npar, nf
         )
-        pvals = {"lrt": p_lrt, "ftest": np.where(both, p_f, np.nan)}
-    out["best_model"] = _best(models, summary, pair, pvals, best_model, alpha)
-    if pair is not None:
-        out["lrt_stat"] = lrt
-        out["lrt_pvalue"] = pvals["lrt"]
-        out["ftest_pvalue"] = pvals["ftest"]
+        pvals[(a, b)] = {"lrt": p_lrt, "ftest": np.where(both, p_f, np.nan)}
+        out[names[(a, b)]["lrt_stat"]] = lrt
+        out[names[(a, b)]["lrt_pvalue"]] = p_lrt
+        out[names[(a, b)]["ftest_pvalue"]] = pvals[(a, b)]["ftest"]
+    out["best_model"] = _best(models, summary, list(names), pvals, best_model, alpha, nonnested)
 
     # enforce the declared contract: same keys, same order, declared dtypes
     res = {name: np.asarray(out[name]).astype(dtype, copy=False) for name, dtype in spec.items()}
@@ -998,7 +1048,15 @@ def fit_block(
     return res
 
 
-def _best(models, summary, pair, pvals, rule, alpha) -> np.ndarray:
+def _best(models, summary, pairs, pvals, rule, alpha, nonnested="bic") -> np.ndarray:
+    """Index of the preferred model per pixel (-1: none fitted).
+
+    aic / bic / chi2 / chi2sum: the lowest over all models. lrt / ftest: inside each family
+    of nested models, start from its smallest model and step to a bigger one nesting it
+    where the test rejects the smaller at ``alpha`` (several such: the best likelihood);
+    then, when there are several families, the family winner with the lowest ``nonnested``
+    criterion (aic or bic). With one nested pair this is the pair's test alone.
+    """
     aliases = list(models)
     npix = next(iter(summary.values()))["ll"].shape[0]
     fitted = np.stack([summary[a]["fitted"] for a in aliases], axis=1)
@@ -1009,17 +1067,54 @@ def _best(models, summary, pair, pvals, rule, alpha) -> np.ndarray:
         best = np.argmin(vals, axis=1).astype(np.int8)
         best[~np.isfinite(vals).any(axis=1)] = -1
         return best
-    # lrt / ftest: the smaller nested model unless the test rejects it
-    best = np.full(npix, -1, dtype=np.int8)
-    first_fitted = np.where(fitted.any(axis=1), np.argmax(fitted, axis=1), -1).astype(np.int8)
-    best[:] = first_fitted
-    if pair is None:
-        return best
-    a, b = pair
-    ia, ib = aliases.index(a), aliases.index(b)
-    p = pvals[rule]
-    fa, fb = summary[a]["fitted"], summary[b]["fitted"]
-    best[fa] = ia
-    best[fb & ~fa] = ib
-    best[fa & fb & (p < alpha)] = ib
-    return best
+    if nonnested not in NONNESTED_RULES:
+        raise ValueError(
+            f"fit.nonnested must be one of {', '.join(NONNESTED_RULES)}; got {nonnested!r}"
+        )
+    # families: the connected groups of the nesting relation, each walked from its root
+    children: dict[str, list[str]] = {a: [] for a in aliases}
+    bigger = set()
+    for a, b in pairs:
+        children[a].append(b)
+        bigger.add(b)
+    roots = [a for a in aliases if a not in bigger]
+    winners = []
+    for root in roots:
+        cur = np.full(npix, aliases.index(root), dtype=np.int64)
+        ok = summary[root]["fitted"].copy()
+        frontier = [root]
+        while frontier:
+            nxt = []
+            for a in frontier:
+                here = cur == aliases.index(a)
+                if not children[a]:
+                    continue
+                # among the bigger models the test prefers, the one with the best likelihood
+                gain = np.full(npix, -np.inf)
+                pick = np.full(npix, -1, dtype=np.int64)
+                for b in children[a]:
+                    fb = summary[b]["fitted"]
+                    p = pvals[(a, b)][rule]
+                    # the smaller model not fitted: its fitted bigger model stands in for it
+                    step = here & fb & (~ok | (p < alpha))
+                    ll = np.where(np.isfinite(summary[b]["ll"]), summary[b]["ll"], -np.inf)
+                    better = step & ((pick < 0) | (ll > gain))
+                    gain = np.where(better, ll, gain)
+                    pick = np.where(better, aliases.index(b), pick)
+                    nxt.append(b)
+                moved = pick >= 0
+                cur[moved] = pick[moved]
+                ok |= moved
+            frontier = nxt
+        winners.append(np.where(ok, cur, -1))
+    win = np.stack(winners, axis=1)
+    if win.shape[1] == 1:
+        return win[:, 0].astype(np.int8)
+    crit = np.stack([summary[a][nonnested] for a in aliases], axis=1).astype(np.float64)
+    rows = np.arange(npix)[:, None]
+    vals = np.where(win >= 0, crit[rows, np.maximum(win, 0)], np.inf)
+    vals = np.where(np.isfinite(vals), vals, np.inf)
+    j = np.argmin(vals, axis=1)
+    best = win[np.arange(npix), j]
+    best[~np.isfinite(vals).any(axis=1)] = -1
+    return best.astype(np.int8)

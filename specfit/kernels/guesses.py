@@ -11,7 +11,18 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["guess_powerlaw_tail", "bump_seeds", "bump_width_seed", "powerlaw_tail_null"]
+__all__ = [
+    "guess_powerlaw_tail",
+    "bump_seeds",
+    "bump_width_seed",
+    "powerlaw_tail_null",
+    "guess_knee_tail",
+    "guess_broken_tail",
+    "guess_kappa_tail",
+    "knee_tail_null",
+    "broken_tail_null",
+    "kappa_tail_null",
+]
 
 
 def _njit_cached(fn):
@@ -208,3 +219,108 @@ def powerlaw_tail_null(f: np.ndarray, rng: np.random.Generator, nsim: int) -> np
     tail = np.ones(nsim)
     amp = np.exp(index * lnfc)
     return np.column_stack([amp, index, tail])
+
+
+# --------------------------------------------------------------------------------------
+# Curved backgrounds: the bending (knee) and broken power laws and the kappa function.
+# Their starts are built from the power-law + tail start (a straight line where the power
+# law rules): the curved shape is matched to that line, the position-like parameter (knee,
+# break, width) is then searched by the fit over its declared grid.
+
+
+def _plateau(power: np.ndarray, tail: np.ndarray) -> np.ndarray:
+    """Low-frequency level: mean power of the lowest 3 bins less the tail (at least 10 %)."""
+    low = np.mean(power[:, :3], axis=1)
+    return np.maximum(low - tail, 0.1 * low)
+
+
+def guess_knee_tail(
+    f: np.ndarray, power: np.ndarray, dof: float | np.ndarray = 2.0, base=None
+) -> np.ndarray:
+    """``knee_tail`` start (A, n, ln f_b, C): plateau from the lowest bins, index and tail
+    from the power-law + tail start, knee where A meets that power law."""
+    power = np.atleast_2d(np.asarray(power, np.float64))
+    lnf = np.log(np.asarray(f, np.float64))
+    a1, n, c = guess_powerlaw_tail(f, power, dof).T
+    n = np.clip(n, 0.5, 9.0)
+    amp = _plateau(power, c)
+    knee = np.clip((np.log(a1) - np.log(amp)) / n, lnf[0], lnf[-1])
+    return np.column_stack([amp, n, knee, c])
+
+
+def guess_broken_tail(
+    f: np.ndarray, power: np.ndarray, dof: float | np.ndarray = 2.0, base=None
+) -> np.ndarray:
+    """``broken_tail`` start (A, n1, n2, ln f_b, C): the power-law + tail start with both
+    indices equal and the break mid-range (the break is then searched)."""
+    power = np.atleast_2d(np.asarray(power, np.float64))
+    lnf = np.log(np.asarray(f, np.float64))
+    a1, n, c = guess_powerlaw_tail(f, power, dof).T
+    n = np.clip(n, -0.9, 9.0)
+    brk = np.full(power.shape[0], 0.5 * (lnf[0] + lnf[-1]))
+    amp = a1 * np.exp(-n * brk)
+    return np.column_stack([amp, n, n, brk, c])
+
+
+def guess_kappa_tail(
+    f: np.ndarray, power: np.ndarray, dof: float | np.ndarray = 2.0, base=None
+) -> np.ndarray:
+    """``kappa_tail`` start (A, kappa, ln rho, C): plateau from the lowest bins, kappa + 1 =
+    the power-law start's index, rho where the kappa function's asymptote meets that law."""
+    power = np.atleast_2d(np.asarray(power, np.float64))
+    lnf = np.log(np.asarray(f, np.float64))
+    a1, n, c = guess_powerlaw_tail(f, power, dof).T
+    kappa = np.clip(n - 1.0, 0.2, 20.0)
+    amp = _plateau(power, c)
+    # A (kappa rho^2)^((k+1)/2) f^-(k+1) = A1 f^-n with n = k + 1
+    rho = (np.log(a1) - np.log(amp)) / (kappa + 1.0) - 0.5 * np.log(kappa)
+    rho = np.clip(rho, lnf[0], lnf[-1])
+    return np.column_stack([amp, kappa, rho, c])
+
+
+def _span(f: np.ndarray) -> tuple[float, float]:
+    lnf = np.log(np.asarray(f, np.float64))
+    return float(lnf[0]), float(lnf[-1] - lnf[0])
+
+
+def knee_tail_null(f: np.ndarray, rng: np.random.Generator, nsim: int) -> np.ndarray:
+    """Truths (nsim, 4) of ``knee_tail`` spectra for the LRT null simulation.
+
+    Index U(1.5, 3.5), knee log-uniform over 10-50 % of the fitted range (in ln f), the
+    power law meeting the tail 1 a further 20-40 % of the range above the knee.
+    """
+    lo, span = _span(f)
+    n = rng.uniform(1.5, 3.5, nsim)
+    knee = lo + rng.uniform(0.1, 0.5, nsim) * span
+    cross = knee + rng.uniform(0.2, 0.4, nsim) * span
+    return np.column_stack([np.exp(n * (cross - knee)), n, knee, np.ones(nsim)])
+
+
+def broken_tail_null(f: np.ndarray, rng: np.random.Generator, nsim: int) -> np.ndarray:
+    """Truths (nsim, 5) of ``broken_tail`` spectra for the LRT null simulation.
+
+    Low index U(0.5, 1.5), high index 0.5-1.5 steeper, break over 20-50 % of the fitted
+    range (in ln f), the high part meeting the tail 1 a further 20-40 % of the range above.
+    """
+    lo, span = _span(f)
+    n1 = rng.uniform(0.5, 1.5, nsim)
+    n2 = n1 + rng.uniform(0.5, 1.5, nsim)
+    brk = lo + rng.uniform(0.2, 0.5, nsim) * span
+    cross = brk + rng.uniform(0.2, 0.4, nsim) * span
+    return np.column_stack([np.exp(n2 * (cross - brk)), n1, n2, brk, np.ones(nsim)])
+
+
+def kappa_tail_null(f: np.ndarray, rng: np.random.Generator, nsim: int) -> np.ndarray:
+    """Truths (nsim, 4) of ``kappa_tail`` spectra for the LRT null simulation.
+
+    kappa U(0.5, 2.5), ln rho over 10-40 % of the fitted range, the asymptote
+    A (kappa rho^2 / f^2)^((kappa+1)/2) meeting the tail 1 20-40 % of the range above the
+    turnover rho sqrt(kappa).
+    """
+    lo, span = _span(f)
+    kappa = rng.uniform(0.5, 2.5, nsim)
+    rho = lo + rng.uniform(0.1, 0.4, nsim) * span
+    turn = rho + 0.5 * np.log(kappa)
+    cross = turn + rng.uniform(0.2, 0.4, nsim) * span
+    amp = np.exp((kappa + 1.0) * (cross - turn))
+    return np.column_stack([amp, kappa, rho, np.ones(nsim)])

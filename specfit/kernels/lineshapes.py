@@ -15,7 +15,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["power_law", "constant", "lorentzian_bump", "lognormal_bump", "SHAPES"]
+__all__ = [
+    "power_law",
+    "constant",
+    "lorentzian_bump",
+    "lognormal_bump",
+    "bending_power_law",
+    "broken_power_law",
+    "kappa_function",
+    "SHAPES",
+]
 
 
 def power_law(lnf, amplitude, index):
@@ -48,4 +57,58 @@ def lognormal_bump(lnf, bump_amplitude, bump_center, bump_width):
     return bump_amplitude * g, g, dc, dc * u
 
 
-SHAPES = (power_law, constant, lorentzian_bump, lognormal_bump)
+# The shapes below need ln(1 + e^s) without overflow. It is written out in each shape as
+# 0.5 (s + |s|) + ln(1 + e^-|s|) = max(s, 0) + ln(1 + e^-|s|): a shape is compiled by numba
+# on its own source, so it cannot call a helper, and its source (the compile cache's key)
+# must hold every constant it uses.
+
+
+def bending_power_law(lnf, amplitude, index, knee):
+    """A / (1 + (f / f_b)^n)"""
+    # s = n ln(f / f_b); q = 1 / (1 + e^s) = exp(-softplus(s)) and q (1 - q) =
+    # exp(s - 2 softplus(s)): neither overflows nor loses its small values far from the knee
+    x = lnf - knee
+    s = index * x
+    sp = 0.5 * (s + np.abs(s)) + np.log1p(np.exp(-np.abs(s)))
+    q = np.exp(-sp)
+    qq = q * np.exp(s - sp)
+    # d/dn of A q = -A q (1 - q) ln(f/f_b); d/d ln f_b = A q (1 - q) n
+    return amplitude * q, q, -amplitude * qq * x, amplitude * qq * index
+
+
+def broken_power_law(lnf, amplitude, index, index_high, break_freq):
+    """A (f/f_b)^-n1 ((1 + (f/f_b)^(1/w)) / 2)^(-(n2 - n1) w), w = 0.1"""
+    # ln P = ln A - n1 x - (n2 - n1) w [softplus(x / w) - ln 2] with x = ln(f / f_b) and
+    # w = 0.1: a broken power law whose kink is rounded over ~w in ln f, so that the
+    # derivatives exist everywhere (a sharp kink has none in f_b at a bin); A = P(f_b)
+    x = lnf - break_freq
+    z = x / 0.1
+    sp = 0.5 * (z + np.abs(z)) + np.log1p(np.exp(-np.abs(z)))
+    g = 0.1 * (sp - 0.6931471805599453)
+    e = np.exp(-index * x - (index_high - index) * g)
+    v = amplitude * e
+    sig = np.exp(z - sp)  # logistic(z) = d softplus / dz
+    return v, e, v * (g - x), -v * g, v * (index + (index_high - index) * sig)
+
+
+def kappa_function(lnf, amplitude, kappa, kappa_rho):
+    """A (1 + f^2 / (kappa rho^2))^(-(kappa + 1) / 2)"""
+    # t = ln(f^2 / (kappa rho^2)) = 2 (ln f - ln rho) - ln kappa; P = A exp(-(k + 1)/2 sp(t))
+    t = 2.0 * (lnf - kappa_rho) - np.log(kappa)
+    sp = 0.5 * (t + np.abs(t)) + np.log1p(np.exp(-np.abs(t)))
+    e = np.exp(-0.5 * (kappa + 1.0) * sp)
+    v = amplitude * e
+    sig = np.exp(t - sp)
+    # d/dkappa: -sp/2 - (k + 1)/2 sig dt/dk with dt/dk = -1/k; d/d ln rho: (k + 1) sig
+    return v, e, v * (-0.5 * sp + 0.5 * (kappa + 1.0) * sig / kappa), v * (kappa + 1.0) * sig
+
+
+SHAPES = (
+    power_law,
+    constant,
+    lorentzian_bump,
+    lognormal_bump,
+    bending_power_law,
+    broken_power_law,
+    kappa_function,
+)

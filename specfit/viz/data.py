@@ -402,7 +402,12 @@ def pixel_index(axes: AxisInfo, X: float, Y: float) -> tuple[int, int] | None:
     return None
 
 
-def _pvalue_var(ds: xr.Dataset) -> str | None:
+def _pvalue_var(ds: xr.Dataset, alias: str | None = None) -> str | None:
+    # with several nested pairs each bigger model has its own test, <alias>_lrt_pvalue
+    if alias is not None:
+        own = next((f"{alias}_{v}" for v in _PVALUE_VARS if f"{alias}_{v}" in ds), None)
+        if own is not None:
+            return own
     return next((v for v in _PVALUE_VARS if v in ds), None)
 
 
@@ -727,6 +732,10 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
     comparison = {
         v: float(pix[v].values) for v in ("best_model", "lrt_pvalue", "ftest_pvalue") if v in ds
     }
+    for a in models:  # several nested pairs: each bigger model's own tests
+        for v in (f"{a}_lrt_pvalue", f"{a}_ftest_pvalue"):
+            if v in ds:
+                comparison[v] = float(pix[v].values)
     hpc = None
     if "hpc_x" in ds.coords and "hpc_y" in ds.coords:
         hpc = (float(pix["hpc_x"].values), float(pix["hpc_y"].values))
