@@ -145,6 +145,7 @@ def _calibration_fits(n: int, seed: int):
         best_model="lrt",
         alpha=cfg.alpha,
         weights="sigma",
+        nonnested=cfg.nonnested,
     )
 
 
