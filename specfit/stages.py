@@ -517,7 +517,12 @@ def field_significance(
     ny, nx = results.sizes["y"], results.sizes["x"]
     arrays = {"y": _MapArray(np.arange(ny), {}), "x": _MapArray(np.arange(nx), {})}
     # the maps the field-wide ones are computed from, in one compute (one pass of a lazy fit)
-    sources = results[list(dict.fromkeys(s["attrs"]["source"] for s in spec.values()))]
+    needed = [s["attrs"]["source"] for s in spec.values()]
+    if "best_model_fdr" in spec:  # the choice rule reads each model's status, ll, criterion
+        crit = results["best_model"].attrs.get("nonnested", "bic")
+        for a in json.loads(results.attrs.get("models", "{}")):
+            needed += [f"{a}_status", f"{a}_loglike", f"{a}_{crit}"]
+    sources = results[[n for n in dict.fromkeys(needed) if n in results]]
     for src, v in sources.compute().data_vars.items():
         arrays[str(src)] = _MapArray(np.array(v.values), dict(v.attrs))
     for name, s in spec.items():

@@ -805,33 +805,42 @@ def write_field_significance(root: Any) -> dict[str, dict]:
 
 
 def _write_choice(root: Any, name: str, attrs: dict, bands: list[slice]) -> dict:
-    """``best_model_fdr``: the test rule's choice with each test's q-value at ``fdr_q``.
+    """``best_model_fdr``: the fit's own choice rule with each test's q-value at ``fdr_q``.
 
-    For every pixel whose per-pixel choice is one of a test's two models and whose q-value is
-    finite (both models fitted), the choice becomes the alternative where ``q <= fdr_q`` and
-    the null model where not; other pixels keep ``best_model``. Tests are applied in their
-    declared order, repeated until nothing changes (a chain of nested models settles in as
-    many passes as it has links).
+    The same rule as ``best_model`` (:func:`specfit.kernels.fitting.choose_model`: walk each
+    family of nested models by its tests, then compare the families' winners by the
+    ``nonnested`` criterion stored per model), with the Benjamini-Hochberg q-values in place
+    of the p-values and ``q <= fdr_q`` in place of ``p < alpha``; so a field-wide demotion
+    inside one family is weighed against the other families again, as the fit would.
     """
+    from specfit.kernels.fitting import choose_model
+
     aliases = list(json.loads(root.attrs.get("models", "{}")))
-    pairs = []
+    battrs = dict(root[attrs["source"]].attrs)
+    rule = battrs.get("rule", "lrt")
+    nonnested = battrs.get("nonnested", "bic")
+    qnames: dict[tuple[str, str], str] = {}
     for qname in attrs["tests"]:
         pattrs = root[root[qname].attrs["source"]].attrs
-        ia = aliases.index(pattrs["null_model"])
-        ib = aliases.index(pattrs["alternative_model"])
-        pairs.append((qname, ia, ib))
+        qnames[(pattrs["null_model"], pattrs["alternative_model"])] = qname
+    # q <= fdr_q as the rule's strict "p < alpha": the next float above fdr_q
+    level = float(np.nextafter(np.float32(attrs["fdr_q"]), np.float32(np.inf)))
     counts = np.zeros(len(aliases) + 1, dtype=np.int64)  # last: none (-1)
     for b in bands:
-        best = np.asarray(root[attrs["source"]][b, :]).copy()
-        qs = {q: np.asarray(root[q][b, :], dtype=np.float64) for q, _, _ in pairs}
-        for _ in range(len(pairs)):
-            before = best.copy()
-            for qname, ia, ib in pairs:
-                q = qs[qname]
-                sel = np.isfinite(q) & ((best == ia) | (best == ib))
-                best[sel] = np.where(q[sel] <= attrs["fdr_q"], ib, ia)
-            if np.array_equal(best, before):
-                break
+        summary = {}
+        for a in aliases:
+            summary[a] = {
+                "status": np.asarray(root[f"{a}_status"][b, :]).ravel(),
+                "ll": np.asarray(root[f"{a}_loglike"][b, :], dtype=np.float64).ravel(),
+                nonnested: np.asarray(root[f"{a}_{nonnested}"][b, :], dtype=np.float64).ravel(),
+            }
+        pvals = {
+            pair: {rule: np.asarray(root[q][b, :], dtype=np.float64).ravel()}
+            for pair, q in qnames.items()
+        }
+        shape = root[attrs["source"]][b, :].shape
+        best = choose_model(aliases, summary, list(qnames), pvals, rule, level, nonnested)
+        best = best.reshape(shape)
         root[name][b, :] = best
         counts += np.bincount(np.where(best < 0, len(aliases), best).ravel(), minlength=counts.size)
     total = max(int(counts.sum()), 1)

@@ -357,3 +357,37 @@ def test_stage_api_gives_the_runs_field_maps(null_runs):
         assert got[name].dtype == ds[name].dtype
         assert got[name].attrs == ds[name].attrs, name
     assert json.loads(got.attrs["field_significance"]) == json.loads(ds.attrs["field_significance"])
+
+
+def test_field_wide_choice_weighs_a_demoted_family_against_the_others_again():
+    """best_model_fdr runs the fit's own rule on q-values: when BH demotes m2 to m1, m1 is
+    compared with the other family's winner by BIC again (not kept just because it is m2's
+    null). Pixel 0: m2 (p significant, q not) -> m1 loses to k1 on BIC -> k1. Pixel 1: q
+    significant too -> m2 stays (its BIC beats k1's). Pixel 2: k1 not fitted -> m1."""
+    from specfit.kernels.fitting import choose_model
+
+    aliases = ["m1", "m2", "k1", "k2"]
+    st = {a: np.zeros(3, dtype=np.int8) for a in aliases}
+    st["k1"][2] = 9
+    st["k2"][2] = 9
+    bic = {"m1": [110.0, 110.0, 110.0], "m2": [90.0, 90.0, 90.0], "k1": [100.0] * 3}
+    bic["k2"] = [105.0] * 3
+    ll = {a: -np.asarray(bic[a]) / 2 for a in aliases}
+    summary = {a: {"status": st[a], "ll": ll[a], "bic": np.asarray(bic[a])} for a in aliases}
+    p = {("m1", "m2"): np.array([0.01, 0.001, 0.2]), ("k1", "k2"): np.array([0.5, 0.5, np.nan])}
+    q = {("m1", "m2"): np.array([0.08, 0.004, 0.4]), ("k1", "k2"): np.array([0.6, 0.6, np.nan])}
+    pairs = list(p)
+    per_pixel = choose_model(
+        aliases, summary, pairs, {k: {"lrt": v} for k, v in p.items()}, "lrt", 0.05, "bic"
+    )
+    field = choose_model(
+        aliases,
+        summary,
+        pairs,
+        {k: {"lrt": v} for k, v in q.items()},
+        "lrt",
+        np.nextafter(0.05, 1),
+        "bic",
+    )
+    assert per_pixel.tolist() == [1, 1, 0]
+    assert field.tolist() == [2, 1, 0]

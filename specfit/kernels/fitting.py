@@ -48,6 +48,7 @@ __all__ = [
     "nested_pairs",
     "pair_variables",
     "lrt_reference",
+    "choose_model",
 ]
 
 STATUS_CODES: dict[int, str] = {
@@ -1118,3 +1119,16 @@ def _best(models, summary, pairs, pvals, rule, alpha, nonnested="bic") -> np.nda
     best = win[np.arange(npix), j]
     best[~np.isfinite(vals).any(axis=1)] = -1
     return best.astype(np.int8)
+
+
+def choose_model(aliases, summary, pairs, pvals, rule, alpha, nonnested) -> np.ndarray:
+    """The fit's choice rule on stored results (the field-wide ``best_model_fdr`` uses it).
+
+    ``summary[alias]`` holds ``status``, ``ll`` and the ``nonnested`` criterion per pixel
+    (1-D); ``pvals[(small, big)][rule]`` the test's p-values (or q-values) per pixel.
+    Returns the index of the preferred alias per pixel, -1 where none was fitted.
+    """
+    full = {
+        a: {**summary[a], "fitted": ~np.isin(summary[a]["status"], _NOT_FITTED)} for a in aliases
+    }
+    return _best(dict.fromkeys(aliases), full, pairs, pvals, rule, alpha, nonnested)
