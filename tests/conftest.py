@@ -42,6 +42,7 @@ KERNEL_FIT = dict(
     best_model="lrt",
     alpha=0.05,
     weights="sigma",
+    bin_rho=(),  # the tests' chi^2 spectra have independent bins (no window)
 )
 
 TINY = {
