@@ -45,6 +45,7 @@ DOF = 18.0  # one segment, 3 x 3 box
 # The solver options of the product (the config's fit section), except one starting point per
 # pixel, as each peer gets one (the product's fit.multistart is 3).
 SOLVER = dict(
+    bin_rho=(),  # simulated Gamma spectra: independent bins
     max_iter=DEFAULTS.fit.max_iter,
     tol=DEFAULTS.fit.tol,
     multistart=1,

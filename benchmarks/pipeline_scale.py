@@ -171,9 +171,12 @@ def _fit_tile(power: np.ndarray, freq: np.ndarray, models: dict, dof: float, opt
     from specfit.kernels.fitting import fit_block
     from specfit.stages import resolve_models
 
+    # bin_rho only calibrates chi2red / gof_pvalue (cost nil), so () times the same fits
     models = resolve_models(models)
     rows = np.ascontiguousarray(power, dtype=np.float64)
-    res = fit_block(freq, rows, models, method="whittle", dof=np.full(rows.shape[0], dof), **opts)
+    res = fit_block(
+        freq, rows, models, method="whittle", dof=np.full(rows.shape[0], dof), bin_rho=(), **opts
+    )
     return len(res)
 
 
@@ -220,7 +223,15 @@ def _warm_up(models: dict, freq: np.ndarray, dof: float, opts: dict) -> int:
 
     rng = np.random.default_rng(1)
     power = (freq**-2.0 * 1e-4 + 1.0) * rng.gamma(dof / 2, 2 / dof, size=(4, freq.size))
-    fit_block(freq, power, resolve_models(models), method="whittle", dof=np.full(4, dof), **opts)
+    fit_block(
+        freq,
+        power,
+        resolve_models(models),
+        method="whittle",
+        dof=np.full(4, dof),
+        bin_rho=(),
+        **opts,
+    )
     return 0
 
 

@@ -351,7 +351,9 @@ def fit(
         ``power``), else ``power.attrs["dof_per_spectrum"]``, else 2; for ``whittle`` with a
         tapered ``window`` (read from ``power.attrs``) divided by the window's variance
         inflation (:func:`specfit.kernels.tile.fit_dof`), as ``specfit run`` does. So
-        ``fit(open_results(path)["power"])`` refits a store's spectra as its run did.
+        ``fit(open_results(path)["power"])`` refits a store's spectra as its run did. The
+        window's bin correlation (from ``power.attrs``; none without a window) calibrates
+        ``<m>_chi2red`` and ``<m>_gof_pvalue`` (:func:`specfit.kernels.tile.bin_rho`).
     **options
         ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2),
         ``alpha``, ``weights``, ``nonnested`` (bic|aic); each defaults to the config's ``fit``
@@ -413,9 +415,11 @@ def fit(
 
     # LRT references are shared on disk between calls and processes (values never depend on it)
     kernel_options = {**options, "lrt_cache": str(lrt_cache_dir())}
+    # the window's bin correlation calibrates the goodness of fit (chi2red, gof_pvalue)
+    rho = _tile.bin_rho(pattrs.get("window", "none"), pattrs.get("segment_length", 0))
 
     def kernel(p, d, s=None):
-        maps = _tile.fit_maps(freq, p, d, s, mods, method, kernel_options)
+        maps = _tile.fit_maps(freq, p, d, s, mods, method, kernel_options, rho)
         return np.stack([maps[n].astype(np.float64) for n in names])
 
     # One task per tile computes every variable; "f" is contracted away and "v" (the

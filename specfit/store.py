@@ -185,11 +185,13 @@ def fit_variables(
     per_alias = {
         "status": ("1", "fit status code"),
         "loglike": ("1", f"log-likelihood ({method})"),
-        "chi2red": ("1", "Pearson chi-square / (n_bins - n_params)"),
+        # each bin's Pearson term uses its marginal dof (the ``dof`` coordinate), not the
+        # likelihood's dof / window_vif: ~1 for a model that fits, with or without a window
+        "chi2red": ("1", "Pearson chi-square (marginal dof per bin) / (n_bins - n_params)"),
         "aic": ("1", "AIC"),
         "bic": ("1", "BIC"),
         "nfev": ("1", "model evaluations"),
-        "gof_pvalue": ("1", "goodness-of-fit p-value (Pearson)"),
+        "gof_pvalue": ("1", "goodness-of-fit p-value (Pearson; for correlated bins)"),
     }
     out: dict[str, dict] = {}
     for alias, m in models.items():

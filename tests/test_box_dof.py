@@ -120,7 +120,7 @@ def test_box3_on_a_correlated_field_gives_calibrated_pulls_and_lrt_size(monkeypa
     box_mean = mean[(slice(None), *centres)].astype(np.float32)
 
     def calibration(dof, spectra):
-        out = T.fit_maps(freq, spectra, dof, None, models, "whittle", opts)
+        out = T.fit_maps(freq, spectra, dof, None, models, "whittle", opts, np.zeros(0))
         ok = out["m1_status"] == 0
         assert ok.mean() > 0.95
         pulls = ((out["m1_index"] - 2.0) / out["m1_index_err"])[ok]

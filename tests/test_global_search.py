@@ -21,7 +21,9 @@ from specfit.kernels.fitting import dlogf_sigma, fit_block
 from specfit.models import get_model
 
 M1, M2 = get_model("powerlaw_tail"), get_model("powerlaw_tail_lorentzian")
-PRODUCT = dict(max_iter=200, tol=1e-8, multistart=3, best_model="aic", alpha=0.05, nonnested="bic")
+PRODUCT = dict(
+    max_iter=200, tol=1e-8, multistart=3, best_model="aic", alpha=0.05, nonnested="bic", bin_rho=()
+)
 NC, NW = 12, 4  # reference grid: bump centres x widths
 
 

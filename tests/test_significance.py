@@ -146,6 +146,7 @@ def _calibration_fits(n: int, seed: int):
         alpha=cfg.alpha,
         weights="sigma",
         nonnested=cfg.nonnested,
+        bin_rho=(),
     )
 
 

@@ -10,7 +10,8 @@ from specfit import stages
 from specfit.config import DEFAULTS
 from specfit.kernels import periodogram as pg
 from specfit.kernels import resample as rs
-from specfit.kernels.periodogram import window_vif
+from specfit.kernels.periodogram import window_rho, window_vif
+from specfit.kernels.tile import bin_rho
 
 
 def _cube(nt=160, ny=13, nx=11, seed=0, irregular=True):
@@ -47,7 +48,12 @@ def test_resample_uneven_chunks_equals_serial_kernel():
 def test_power_spectra_uneven_chunks_equal_serial(box):
     arr = stages.resample(_cube(irregular=False)).compute()
     lazy = stages.power_spectra(
-        arr.chunk({"y": 4, "x": 3}), segments=2, window="hann", detrend="linear", box=box
+        arr.chunk({"y": 4, "x": 3}),
+        segments=2,
+        window="hann",
+        detrend="linear",
+        box=box,
+        box_dof="nominal",  # the dof asserted below count every pixel (auto estimates N_eff)
     )
     got = lazy.values
     dt = float(arr["time"][1] - arr["time"][0])
@@ -86,6 +92,7 @@ def test_fit_uneven_chunks_equal_kernel_on_all_pixels():
         {k: get_model(v) for k, v in models.items()},
         # Hann-tapered bins are correlated: the Whittle fit gets dof / vif (composite likelihood).
         dof=power["dof"].values.ravel() / window_vif("hann", power.attrs["segment_length"]),
+        bin_rho=window_rho("hann", power.attrs["segment_length"]),
         # The API's defaults, from the config.
         method=DEFAULTS.fit.method,
         **{k: getattr(DEFAULTS.fit, k) for k in stages.FIT_OPTION_KEYS},
@@ -118,7 +125,8 @@ def test_fit_lsq_with_dlogf_weights_needs_no_sigma():
     res = stages.fit(power.chunk({"y": 3}), models=models, method="lsq", **opts).compute()
     rows = power.values.reshape(power.sizes["freq"], -1).T.astype(float)
     full = {**{k: getattr(DEFAULTS.fit, k) for k in stages.FIT_OPTION_KEYS}, **opts}
-    ref = fit_block(power["freq"].values, rows, models, method="lsq", **full)
+    rho = bin_rho(power.attrs["window"], power.attrs["segment_length"])
+    ref = fit_block(power["freq"].values, rows, models, method="lsq", bin_rho=rho, **full)
     for name in ("m1_index", "m2_index", "m2_chi2red", "best_model"):
         np.testing.assert_allclose(
             res[name].values.ravel(), np.asarray(ref[name]), rtol=1e-5, err_msg=name

@@ -27,7 +27,7 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -838,6 +838,7 @@ def fit_block(
     *,
     method: str,
     dof: float | np.ndarray = 2.0,
+    bin_rho: np.ndarray | Sequence[float],
     sigma: np.ndarray | None = None,
     max_iter: int,
     tol: float,
@@ -862,7 +863,17 @@ def fit_block(
         ``whittle`` (default; Gamma likelihood with shape dof/2), ``lsq_log`` (least squares
         on ln power with the log bias for ``dof`` removed) or ``lsq`` (linear, 1/sigma^2).
     dof
-        chi-square degrees of freedom of each power value (2 K B), scalar or (npix,).
+        chi-square degrees of freedom of each power value as the likelihood counts them,
+        scalar or (npix,): ``2 K B`` (segments x box pixels), for ``whittle`` divided by
+        the bins' variance inflation ``vif = 1 + 2 sum(bin_rho)``
+        (:func:`specfit.kernels.tile.fit_dof`).
+    bin_rho
+        Correlation of the powers of bins ``1, 2, ...`` apart made by the window
+        (:func:`specfit.kernels.periodogram.window_rho`; empty for independent bins). Only
+        the goodness-of-fit summary uses it: ``<m>_chi2red`` is the Pearson chi-square with
+        each bin's marginal dof (``dof x vif`` for ``whittle``), over ``n - p`` (~1 for a
+        model that fits, with or without a window), and ``<m>_gof_pvalue`` accounts for the
+        correlation of its terms (:func:`specfit.kernels.stats.pearson_vif`).
     sigma
         (npix, nf) uncertainties for ``lsq`` (None: unit weights, variance estimated).
     max_iter, tol
@@ -905,6 +916,10 @@ def fit_block(
         raise ValueError(
             f"fit.nonnested must be one of {', '.join(NONNESTED_RULES)}; got {nonnested!r}"
         )
+    rho = np.asarray(bin_rho, dtype=np.float64).ravel()
+    if not (np.all(np.isfinite(rho)) and np.all(rho >= 0) and np.all(rho < 1)):
+        raise ValueError("bin_rho must be correlations in [0, 1) (periodogram.window_rho)")
+    vif = 1.0 + 2.0 * float(rho.sum())
     f = np.asarray(freq, dtype=np.float64)
     if f.ndim != 1 or f.size < 2 or not np.all(np.isfinite(f)) or np.any(f <= 0):
         raise ValueError("freq must be a 1-D array of positive finite frequencies in Hz (drop f=0)")
@@ -965,11 +980,16 @@ def fit_block(
         nu = nf - model.npar
         # relative weights: the raw weighted sum (c_eff would rescale it to n - p)
         chi2 = r["s2"] if relative else r["c_eff"] * r["s2"]
+        if method == "whittle":
+            # c_eff is the likelihood's dof / 2, reduced by vif for correlated bins; each
+            # Pearson term is scaled by one bin's marginal dof / 2 (mean 1 for a fitting model)
+            chi2 = chi2 * vif
         if method == "lsq" and sigma is None:
             chi2 = np.full(npix, np.nan)  # no noise level to compare with
         chi2 = np.where(fitted, chi2, np.nan)
         aic, bic = st.information_criteria(ll, model.npar, nf)
-        gof = st.pearson_pvalue(chi2, np.full(npix, float(max(nu, 1))), method, dof / 2.0)
+        k_marg = dof * vif / 2.0 if method == "whittle" else dof / 2.0
+        gof = st.pearson_pvalue(chi2, nf, model.npar, method, k_marg, rho)
         for j, pname in enumerate(model.param_names):
             out[f"{alias}_{pname}"] = r["params"][:, j]
             out[f"{alias}_{pname}_err"] = r["errors"][:, j]

@@ -23,6 +23,7 @@ __all__ = [
     "segment_layout",
     "segment_samples",
     "welch_dof",
+    "window_rho",
     "window_vif",
 ]
 
@@ -100,10 +101,20 @@ def window_vif(window: str, segment_length: int) -> float:
     (1 for no window, 1.94 for Hann). Dividing the Whittle log-likelihood by ``vif`` (a
     composite-likelihood correction) restores calibrated errors and likelihood-ratio tests.
     """
+    return float(1.0 + 2.0 * window_rho(window, segment_length).sum())
+
+
+def window_rho(window: str, segment_length: int) -> np.ndarray:
+    """Correlation of white-noise periodogram powers ``j = 1, 2, ...`` bins apart.
+
+    ``rho_j = |sum w^2 exp(-2 pi i j n / L)|^2 / (sum w^2)^2`` for lags ``1 .. L/2 - 1``
+    (all 0 for no window; Hann: 0.444, 0.028, then ~0). :func:`window_vif` is
+    ``1 + 2 sum rho_j``; the fit's goodness-of-fit test needs the lags themselves
+    (:func:`specfit.kernels.stats.pearson_vif`).
+    """
     w2 = _window(window, segment_length) ** 2
     c = np.fft.fft(w2)
-    rho = np.abs(c[1 : segment_length // 2]) ** 2 / np.abs(c[0]) ** 2
-    return float(1.0 + 2.0 * rho.sum())
+    return np.abs(c[1 : segment_length // 2]) ** 2 / np.abs(c[0]) ** 2
 
 
 def segment_samples(segment_length: float | None, dt: float) -> int | None:

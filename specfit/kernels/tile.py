@@ -36,6 +36,7 @@ __all__ = [
     "BOX_DOF_MODES",
     "fit_dof",
     "fit_dof_rule",
+    "bin_rho",
     "fit_maps",
     "mean_intensity",
 ]
@@ -180,6 +181,14 @@ def fit_dof_rule(method: str, window: str) -> str:
     return "dof / window_vif"
 
 
+def bin_rho(window: str, segment_length: int) -> np.ndarray:
+    """Correlation of the window's neighbouring bins for the fit's goodness of fit
+    (:func:`specfit.kernels.periodogram.window_rho`; empty without a window)."""
+    if window == "none":
+        return np.zeros(0)
+    return pg.window_rho(window, int(segment_length))
+
+
 def fit_maps(
     freq: np.ndarray,
     power: np.ndarray,
@@ -188,16 +197,18 @@ def fit_maps(
     models: Mapping[str, Any],
     method: str,
     options: Mapping[str, Any],
+    rho: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Fit a (nf, ny, nx) block; returns ``{variable: (ny, nx)}`` with each model's derived
-    maps after the fit's own (the kernel on pixel rows)."""
+    maps after the fit's own (the kernel on pixel rows). ``dof`` is the likelihood's
+    (:func:`fit_dof`), ``rho`` the bins' correlation (:func:`bin_rho`)."""
     nf, ny, nx = power.shape
     rows = np.ascontiguousarray(power.reshape(nf, ny * nx).T, dtype=np.float64)
     srows = None
     if sigma is not None:
         srows = np.ascontiguousarray(sigma.reshape(nf, ny * nx).T, dtype=np.float64)
     d = np.broadcast_to(np.asarray(dof, dtype=float), (ny, nx)).reshape(-1)
-    res = fit_block(freq, rows, models, method=method, dof=d, sigma=srows, **options)
+    res = fit_block(freq, rows, models, method=method, dof=d, bin_rho=rho, sigma=srows, **options)
     return {k: np.asarray(v).reshape(ny, nx) for k, v in res.items()}
 
 
@@ -248,7 +259,8 @@ def run_tile(
     # lsq weights by the box spread unless the fit weights by delta log10 f (fit.weights=dlogf)
     weighted = spec.method == "lsq" and spec.fit_options.get("weights", "sigma") == "sigma"
     sigma = spread if weighted else None
-    out = fit_maps(freq, power, fdof, sigma, spec.models, spec.method, spec.fit_options)
+    rho = bin_rho(meta["window"], meta["segment_length"])
+    out = fit_maps(freq, power, fdof, sigma, spec.models, spec.method, spec.fit_options, rho)
     inner = values[:, ys, xs]
     out["power"] = power
     if spread is not None:

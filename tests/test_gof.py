@@ -1,0 +1,91 @@
+"""Goodness of fit of the Whittle fit: chi2red ~ 1 and a calibrated p-value, with or without
+a tapered window (whose correlated bins the likelihood counts with dof / vif)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import KERNEL_FIT
+from specfit.kernels import periodogram as pg
+from specfit.kernels import stats as st
+from specfit.kernels import tile as T
+from specfit.kernels.fitting import fit_block
+from specfit.models import get_model
+
+M1 = {"m1": get_model("powerlaw_tail")}
+FIT = {k: v for k, v in KERNEL_FIT.items() if k != "bin_rho"}
+
+
+def _red_noise(npix: int, n: int, dt: float, seed: int) -> np.ndarray:
+    """Series with spectrum 3e-3 f^-1.5 + 1 (the model's own shape): Fourier synthesis on a
+    4x longer grid, keeping the middle n samples (a stretch of a longer process, as data are)."""
+    rng = np.random.default_rng(seed)
+    nl = 4 * n
+    f = np.fft.rfftfreq(nl, dt)[1:]
+    amp = np.sqrt((3e-3 * f**-1.5 + 1.0) / 2.0)
+    z = rng.standard_normal((npix, f.size)) + 1j * rng.standard_normal((npix, f.size))
+    x = np.fft.irfft(np.concatenate([np.zeros((npix, 1)), z * amp], axis=1), n=nl, axis=1)
+    return x[:, nl // 2 - n // 2 : nl // 2 + n // 2]
+
+
+def _fit(window: str, *, old: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """chi2red and gof p-value of M1 fitted (as ``specfit run`` does) to 400 periodograms."""
+    x = _red_noise(400, 1024, 12.0, seed=1)
+    freq, power, meta = pg.periodogram(
+        x, 12.0, segments=1, overlap=0.0, window=window, detrend="linear", normalisation="density"
+    )
+    length = meta["segment_length"]
+    dof = T.fit_dof(meta["dof"], "whittle", window, length)
+    # old: the goodness of fit as before bin_rho existed (Pearson terms with dof / vif)
+    rho = np.zeros(0) if old else T.bin_rho(window, length)
+    out = fit_block(freq, power, M1, dof=dof, bin_rho=rho, **FIT)
+    ok = out["m1_status"] == 0
+    assert ok.mean() > 0.95
+    return out["m1_chi2red"][ok].astype(float), out["m1_gof_pvalue"][ok].astype(float)
+
+
+@pytest.mark.parametrize("window", ["none", "hann"])
+def test_chi2red_is_one_and_gof_pvalue_is_calibrated_with_and_without_a_window(window):
+    chi2red, p = _fit(window)
+    # measured: median 0.980 (none), 0.975 (hann); share p < 0.05: 5.8 %, 2.8 %
+    assert abs(np.median(chi2red) - 1.0) < 0.05
+    # 5 % of 400 pixels: binomial sd 1.1 %
+    assert 0.02 <= np.mean(p < 0.05) <= 0.09
+    assert 0.38 <= np.mean(p < 0.5) <= 0.62
+
+
+def test_hann_chi2red_counted_with_the_likelihood_dof_was_half():
+    """Before bin_rho the Pearson terms used dof / vif: chi2red ~ 1/1.94 and no rejections."""
+    chi2red, p = _fit("hann", old=True)
+    assert 0.45 < np.median(chi2red) < 0.6
+    assert np.mean(p < 0.05) < 0.01
+
+
+@pytest.mark.parametrize("k", [1.0, 4.0])
+def test_gof_pvalue_is_uniform_on_gamma_spectra(k):
+    """Independent bins, exact model shape: the fitted Pearson sum's variance is 2 + 2/k per
+    term (not the unfitted 2 + 6/k, which made the test conservative: 2.3 % at k = 1)."""
+    rng = np.random.default_rng(4)
+    f = np.arange(1, 256) / 6144.0
+    y = (1e-3 * f**-2 + 1.0) * rng.gamma(k, 1.0 / k, size=(400, f.size))
+    out = fit_block(f, y, M1, dof=2 * k, bin_rho=(), **FIT)
+    ok = out["m1_status"] == 0
+    chi2red, p = out["m1_chi2red"][ok], out["m1_gof_pvalue"][ok]
+    assert abs(np.mean(chi2red) - 1.0) < 0.03
+    assert 0.02 <= np.mean(p < 0.05) <= 0.09
+
+
+def test_window_rho_and_pearson_vif():
+    rho = pg.window_rho("hann", 256)
+    np.testing.assert_allclose(rho[:2], [4 / 9, 1 / 36], rtol=1e-12)
+    assert abs(1 + 2 * rho.sum() - pg.window_vif("hann", 256)) < 1e-12
+    assert st.pearson_vif(rho) == pytest.approx(1 + 2 * (16 / 81 + 1 / 36**2))
+    assert T.bin_rho("none", 0).size == 0 and st.pearson_vif(T.bin_rho("none", 0)) == 1.0
+
+
+def test_bin_rho_must_be_correlations():
+    f = np.arange(1, 40) / 1000.0
+    y = np.ones((2, f.size)) + f
+    with pytest.raises(ValueError, match="bin_rho"):
+        fit_block(f, y, M1, dof=2.0, bin_rho=[1.5], **FIT)
