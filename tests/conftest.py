@@ -42,11 +42,8 @@ KERNEL_FIT = dict(
     best_model="lrt",
     alpha=0.05,
     weights="sigma",
-<<<<<<< HEAD
     nonnested="bic",
-=======
     bin_rho=(),  # the tests' chi^2 spectra have independent bins (no window)
->>>>>>> wt-q
 )
 
 TINY = {
