@@ -151,19 +151,15 @@ def _simulated(dof, bumps, npix=NPIX, seed=0):
 def _assert_global(gaps, nested, tol):
     miss = np.flatnonzero(gaps > tol)
     assert np.mean(gaps <= tol) >= 0.995, (f"{miss.size} of {gaps.size} short", gaps.max(), miss)
-    assert np.all(nested >= -1e-6), nested.min()
+    if nested is not None:
+        assert np.all(nested >= -1e-6), nested.min()
 
 
-# Measured on 200 px per case (issue 11 asks <= 1 short): before the global search 42 % /
-# 18 % / 37 % / 10 % of the simulated cases short (60 px), AIA 39 %; with it, the numbers in
-# the marks below. Those cases stay strict expected failures until the search closes the gap.
+# Measured (issue 11 asks <= 1 of 200 short): before the global search 42 % / 18 % / 37 % /
+# 10 % of the simulated cases short (60 px), AIA 39 %. Now 0 / 0 / 0 / 1 of 200 simulated;
+# the real-data cases below still miss a few and stay strict expected failures.
 _MISS = "global search: {} of 200 px short of the reference (issue 11 item 1, open)"
-CASES = [
-    pytest.param(2, False, marks=pytest.mark.xfail(strict=True, reason=_MISS.format(2))),
-    pytest.param(2, True, marks=pytest.mark.xfail(strict=True, reason=_MISS.format(3))),
-    (4, False),
-    pytest.param(4, True, marks=pytest.mark.xfail(strict=True, reason=_MISS.format(2))),
-]
+CASES = [(2, False), (2, True), (4, False), (4, True)]
 
 
 @pytest.mark.slow
@@ -200,7 +196,7 @@ def _rows(power):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-@pytest.mark.xfail(strict=True, reason=_MISS.format(4))
+@pytest.mark.xfail(strict=True, reason=_MISS.format(4) + " (worst 5.5)")
 def test_aia1600_m2_at_global_optimum(aia_cutout):
     """Whittle with configs/aia1600.yaml's spectra (2 Hann segments, dof 4)."""
     from specfit import stages
@@ -216,7 +212,7 @@ def test_aia1600_m2_at_global_optimum(aia_cutout):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-@pytest.mark.xfail(strict=True, reason=_MISS.format(7) + "; chi^2 excess <= 1e-3 relative")
+@pytest.mark.xfail(strict=True, reason=_MISS.format(7) + " (chi^2 excess <= 9e-4 relative)")
 def test_legacy_lsq_m2_at_global_optimum(aia_cutout):
     """lsq on configs/legacy.yaml's spectra (2 plain segments, variance, 3 x 3 box), dlogf
     weights and bounds: chi^2 within 1e-4 relative of the reference."""
@@ -227,8 +223,10 @@ def test_legacy_lsq_m2_at_global_optimum(aia_cutout):
             aia_cutout, segments=2, window="none", detrend="mean", normalisation="variance", box=3
         )
     )
-    gaps, nested, _ = _check(f, power, 2.0, "lsq", "dlogf", L1, L2)
-    _assert_global(gaps, nested, 1e-4)
+    gaps, _, _ = _check(f, power, 2.0, "lsq", "dlogf", L1, L2)
+    # no nesting check: the legacy bounds keep the bump amplitude >= 0.072, so M2 does not
+    # contain M1 there and may end below it
+    _assert_global(gaps, None, 1e-4)
 
 
 @pytest.mark.slow

@@ -524,45 +524,6 @@ def _search(model, data, start, method, grid, LO, HI, logp):
 
 
 @numba.njit(cache=True, nogil=True)
-def _objective_along(y, w, use_w, mode, m0, BT, c, a):
-    """The objective at m0 + a BT[:, c] (c < 0: at m0); inf where the model is not valid."""
-    F = 0.0
-    for i in range(y.shape[0]):
-        m = m0[i] + a * BT[i, c] if c >= 0 else m0[i]
-        wi = w[i] if use_w else 1.0
-        if mode == 0:
-            F += 0.5 * wi * (y[i] - m) ** 2
-        elif m > 0.0:
-            F += (
-                wi * (math.log(m) + y[i] / m) if mode == 2 else 0.5 * wi * (y[i] - math.log(m)) ** 2
-            )
-        else:
-            return math.inf
-    return F
-
-
-@numba.njit(cache=True, nogil=True)
-def _newton_along(y, w, use_w, mode, m0, BT, c, a):
-    """Gradient (negated) and scoring curvature of the objective along BT[:, c] at a."""
-    g = 0.0
-    h = 0.0
-    for i in range(y.shape[0]):
-        b = BT[i, c]
-        m = m0[i] + a * b
-        wi = w[i] if use_w else 1.0
-        if mode == 0:
-            g += wi * (y[i] - m) * b
-            h += wi * b * b
-        elif m > 0.0:
-            q = wi / (m * m)
-            g += q * b * ((y[i] - m) if mode == 2 else m * (y[i] - math.log(m)))
-            h += q * b * b
-        else:
-            return 0.0, 0.0
-    return g, h
-
-
-@numba.njit(cache=True, nogil=True)
 def _score_points(y, w, use_w, mode, m0, J, free, BT, lin, sep, keep):
     """Per pixel: score every candidate shape (columns of BT) and pick ``keep`` distinct best.
 
@@ -687,12 +648,7 @@ def _score_points(y, w, use_w, mode, m0, J, free, BT, lin, sep, keep):
                 v[t] = q
             for t in range(nt):
                 hc -= v[t] * v[t]
-            a_ = g[c] / h[c]
-            for _ in range(4):
-                gg, hh = _newton_along(y[r], w[r] if use_w else w[0], use_w, mode, m0[r], BT, c, a_)
-                if not hh > 0.0:
-                    break
-                a_ = max(a_ + gg / hh, 0.0)
+            a_ = g[c] / hc
             alpha[r, n] = a_
             for t in range(nt - 1, -1, -1):
                 q = v[t]
