@@ -278,8 +278,9 @@ def _fit_one(
     """Fit one model on the active pixels; returns natural-unit params/errors and summaries.
 
     Coarse to fine: the candidate starts are iterated on ln-f-grouped bins
-    (:func:`_coarse_groups`), the best :data:`_POLISH_KEEP` per pixel are then polished on
-    the full spectrum, so most evaluations cost the number of groups, not of bins. With
+    (:func:`_coarse_groups`); the best :data:`_POLISH_KEEP` per pixel are ranked on the full
+    spectrum and the best :data:`_POLISH_RUN` of them polished there, so most evaluations
+    cost the number of groups, not of bins. With
     ``search`` and position-like parameters declared (``Parameter.grid``), the best points of
     a global search over them (:func:`_search`) join the candidate starts.
     """
@@ -360,7 +361,7 @@ def _fit_one(
 
 
 _POLISH_RUN = 2  # of them polished to convergence
-_POLISH_KEEP = 4  # best coarse results per pixel polished on the full spectrum
+_POLISH_KEEP = 4  # best coarse results per pixel ranked on the full spectrum
 _PROFILE_ITER = 12  # solver steps per pinned profile point (only the others move)
 
 
