@@ -223,7 +223,9 @@ def test_dlogf_weights_are_the_originals_relative_sigma():
     ab = fit_block(F, y, MODELS, method="lsq", sigma=np.broadcast_to(s, y.shape), tol=1e-14)
     for alias, model in (("m1", M1), ("m2", M2)):
         ok = rel[f"{alias}_status"] == 0
-        assert ok.mean() > 0.5
+        # the global search ends about half of these M2 fits at their global optimum with the
+        # bump width on its bound (status 7, compared by test_global_search instead)
+        assert ok.mean() >= 0.4
         p = np.column_stack([rel[f"{alias}_{n}"] for n in model.param_names]).astype(float)
         q = np.column_stack([ab[f"{alias}_{n}"] for n in model.param_names]).astype(float)
         np.testing.assert_allclose(p[ok], q[ok], rtol=1e-3)  # same minimum

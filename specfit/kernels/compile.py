@@ -168,7 +168,11 @@ def compiled(shapes: Sequence[Callable], nparams: Sequence[int]) -> CompiledMode
         for (key, _), fn in zip(keyed, shapes, strict=True):
             _SHAPES.setdefault(key, fn)
         source = _generate([k for k, _ in keyed], nparams)
-        digest = hashlib.sha256(f"{_GENERATOR_VERSION}\n{source}".encode()).hexdigest()[:16]
+        # the solver's helpers (lm's _accum, _chol_solve, ...) are compiled into the module's
+        # machine code but numba's cache only checks the module's own file: lm's whole source
+        # is part of the name, so a changed helper can never run as stale cached code
+        text = f"{_GENERATOR_VERSION}\n{source}\n{inspect.getsource(lm)}"
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         modname = f"specfit_generated_{digest}"
         cacheable = all(src is not None for _, src in keyed)
         module = sys.modules.get(modname)

@@ -97,7 +97,11 @@ def _accum(y, w, use_w, obj, m, J, npar, H, g, want):
             else:
                 r = y[i] - math.log(mi)
                 e = mi * r
-                F += 0.5 * r * r
+                if use_w:  # grouped bins: bin i stands for w[i] values
+                    a_ *= w[i]
+                    F += 0.5 * w[i] * r * r
+                else:
+                    F += 0.5 * r * r
         s2 += a_ * e * e
         if want:
             ae = a_ * e
