@@ -8,6 +8,8 @@ against a base model, and the parameter truths the LRT calibration simulates und
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -114,9 +116,97 @@ def _guess_m1_rows(lnf, power, bias, out):
             index = -sxy / sxx
             lnA = zm + index * xm
         pl_high = np.exp(min(max(lnA - index * xhi, -700.0), 700.0))
+        tail = max(high - pl_high, 0.1 * high)
+        if index < _RISING_INDEX:
+            # The line says the spectrum does not fall: on a short or noisy prefix (3-6
+            # chi-square values, slope error ~1) that is noise as often as not, and a start
+            # with a rising power law sits in the basin of the degenerate fit (ln A -> -inf,
+            # index on its lower bound: a constant), where the amplitude's gradient vanishes
+            # and no solver step leads back. Choose the index by the Whittle profile instead.
+            lnA, index, tail = _profile_index(lnf, y, nsel, high, lnA, index, tail)
         out[r, 0] = np.exp(min(max(lnA, -700.0), 700.0))
         out[r, 1] = index
-        out[r, 2] = max(high - pl_high, 0.1 * high)
+        out[r, 2] = tail
+
+
+# Below this index the log-log line of the M1 guess is not trusted (see _profile_index).
+_RISING_INDEX = 0.0
+# Index values of that profile (the model's index bounds are -1, 10) and scoring steps per value.
+_PROFILE_INDEX = np.arange(-1.0, 6.01, 0.5)
+_PROFILE_STEPS = 6
+
+
+@_njit_cached
+def _profile_index(lnf, y, nsel, high, lnA0, index0, tail0):
+    """(ln A, index, tail) minimising the Whittle objective sum ln m + y / m over a grid of
+    indices (:data:`_PROFILE_INDEX` and ``index0``), with A and C (which enter m = A f^-n + C
+    linearly) solved at each by a few Fisher-scoring steps from a moment match: the tail at
+    the top bins' mean, the power law carrying the rest of the first ``nsel`` bins' mean.
+
+    The start (``lnA0``, ``index0``, ``tail0``) is kept unless some grid point does better.
+    """
+    nf = y.shape[0]
+    ng = _PROFILE_INDEX.shape[0]
+    u = np.empty(nf)
+    best_F = _whittle_m1(lnf, y, lnA0, index0, tail0)
+    best = (lnA0, index0, tail0)
+    ylo = 0.0
+    for i in range(nsel):
+        ylo += y[i]
+    ylo /= nsel
+    for k in range(ng + 1):
+        n = index0 if k == ng else _PROFILE_INDEX[k]
+        # u = (f / f0)^-n, so that a = A f0^-n is the power law at the first bin (O(power))
+        ulo = 0.0
+        for i in range(nf):
+            u[i] = math.exp(-n * (lnf[i] - lnf[0]))
+            if i < nsel:
+                ulo += u[i]
+        ulo /= nsel
+        c = high
+        a = max(ylo - c, 0.1 * ylo) / ulo
+        for _ in range(_PROFILE_STEPS):
+            # Fisher scoring on (a, c): H = sum [u 1]^T [u 1] / m^2, g = sum (y - m) [u 1] / m^2
+            h11 = 0.0
+            h12 = 0.0
+            h22 = 0.0
+            g1 = 0.0
+            g2 = 0.0
+            for i in range(nf):
+                m = a * u[i] + c
+                w = 1.0 / (m * m)
+                e = (y[i] - m) * w
+                h11 += u[i] * u[i] * w
+                h12 += u[i] * w
+                h22 += w
+                g1 += e * u[i]
+                g2 += e
+            det = h11 * h22 - h12 * h12
+            if not det > 1e-12 * h11 * h22:
+                break
+            da = (h22 * g1 - h12 * g2) / det
+            dc = (h11 * g2 - h12 * g1) / det
+            # stay positive: at most a tenfold fall per step for a, c on its bound at 0
+            a = max(a + da, 0.1 * a)
+            c = max(c + dc, 0.0)
+        lnA = math.log(a) + n * lnf[0]
+        F = _whittle_m1(lnf, y, lnA, n, c)
+        if F < best_F:
+            best_F = F
+            best = (lnA, n, c)
+    return best
+
+
+@_njit_cached
+def _whittle_m1(lnf, y, lnA, index, tail):
+    """sum ln m + y / m for m = A f^-n + C (inf where m is not positive and finite)."""
+    F = 0.0
+    for i in range(y.shape[0]):
+        m = math.exp(min(max(lnA - index * lnf[i], -700.0), 700.0)) + tail
+        if not (m > 0.0 and math.isfinite(m)):
+            return math.inf
+        F += math.log(m) + y[i] / m
+    return F
 
 
 def _bump_grid(lnf: np.ndarray, width: float, ngrid: int = 32) -> tuple[np.ndarray, np.ndarray]:
