@@ -1,0 +1,112 @@
+"""Where the non-fit time of a run goes: ``specfit run`` with the fit replaced by a stub.
+
+Runs the whole pipeline in this process (``cluster.kind: synchronous``, one thread) on a
+synthetic Zarr cube (``pipeline_scale.make_input``: power-law + white light curves, 12 s
+cadence), with :func:`specfit.kernels.tile.fit_maps` replaced by a stub that returns the
+fit's variables filled with zeros, so that everything else - reading the input, writing
+``cube.zarr``, reading each tile back, resampling, the periodograms, the copies between them
+and writing ``results.zarr`` - runs exactly as in a real run. Prints the pipeline's stage
+timings, wall and CPU time (the whole run is in this process, so its CPU time is the
+figure to compare on a shared machine) and, with ``--profile``, the functions with the most time of their own (cProfile).
+
+Usage::
+
+    python benchmarks/chain_profile.py                        # 256² x 3600 frames
+    python benchmarks/chain_profile.py --size 128 --frames 1200 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline_scale import make_input  # noqa: E402  (the same synthetic cube)
+
+
+def _stub_fit_maps(freq, power, dof, sigma, models, method, options):
+    """The fit's variables (names, dtypes, shapes) filled with zeros: no fitting."""
+    from specfit.kernels.fitting import output_dtypes
+
+    _, ny, nx = power.shape
+    out = {
+        k: np.zeros((ny, nx), dtype=d)
+        for k, d in output_dtypes(models, method, options["best_model"]).items()
+    }
+    for alias, m in models.items():
+        for name, v in m.derived_values(np.full((ny * nx, m.npar), np.nan)).items():
+            out[f"{alias}_{name}"] = np.asarray(v, dtype=np.float32).reshape(ny, nx)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--frames", type=int, default=3600)
+    ap.add_argument("--tile", type=int, default=None, help="output.tile (default: auto)")
+    ap.add_argument("--workdir", default="/tmp/specfit-chain-profile")
+    ap.add_argument("--profile", action="store_true", help="print the top cProfile entries")
+    ap.add_argument("--keep", action="store_true", help="keep the generated input")
+    args = ap.parse_args(argv)
+
+    import specfit
+    import specfit.kernels.tile as tile_mod
+    from specfit.store import store_attrs
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    inp = make_input(work / f"input_{args.size}_{args.frames}.zarr", args.size, args.frames)
+    out = work / "run"
+    if out.exists():
+        shutil.rmtree(out)
+    cfg = {
+        "input": {"kind": "zarr", "path": str(inp)},
+        "output": {
+            "path": str(out / "results.zarr"),
+            "cube_path": str(out / "cube.zarr"),
+            "tile": args.tile,
+        },
+        "cluster": {"kind": "synchronous"},
+    }
+    real = tile_mod.fit_maps
+    tile_mod.fit_maps = _stub_fit_maps
+    prof = cProfile.Profile() if args.profile else None
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        if prof:
+            prof.enable()
+        specfit.run(cfg)
+        if prof:
+            prof.disable()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        tile_mod.fit_maps = real
+    attrs = store_attrs(out / "results.zarr")
+    row = {
+        "size": args.size,
+        "frames": args.frames,
+        "tile": int(attrs["tile_size"]),
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        **{k: v for k, v in attrs.get("timings", {}).items()},
+        "px_per_s": round(args.size**2 / wall, 1),
+        "px_per_cpu_s": round(args.size**2 / cpu, 1),
+    }
+    print(row)
+    if prof:
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    shutil.rmtree(out)
+    if not args.keep:
+        shutil.rmtree(inp)
+    return row
+
+
+if __name__ == "__main__":
+    main()
