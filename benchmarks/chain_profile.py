@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workdir", default="/tmp/specfit-chain-profile")
     ap.add_argument("--profile", action="store_true", help="print the top cProfile entries")
     ap.add_argument("--keep", action="store_true", help="keep the generated input")
+    ap.add_argument("--fits", default=None, help="a folder of FITS frames to use instead")
+    ap.add_argument("--pattern", default="*.fits", help="file names in --fits")
     args = ap.parse_args(argv)
 
     import specfit
@@ -62,12 +64,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    inp = make_input(work / f"input_{args.size}_{args.frames}.zarr", args.size, args.frames)
+    if args.fits:
+        inp = None
+        source = {"kind": "fits_series", "path": args.fits, "pattern": args.pattern}
+    else:
+        inp = make_input(work / f"input_{args.size}_{args.frames}.zarr", args.size, args.frames)
+        source = {"kind": "zarr", "path": str(inp)}
     out = work / "run"
     if out.exists():
         shutil.rmtree(out)
     cfg = {
-        "input": {"kind": "zarr", "path": str(inp)},
+        "input": source,
         "output": {
             "path": str(out / "results.zarr"),
             "cube_path": str(out / "cube.zarr"),
@@ -88,22 +95,26 @@ def main(argv: list[str] | None = None) -> dict:
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         tile_mod.fit_maps = real
+    import zarr
+
     attrs = store_attrs(out / "results.zarr")
+    ny, nx = zarr.open_group(str(out / "results.zarr"), mode="r")["mean_intensity"].shape
+    npix = ny * nx
     row = {
-        "size": args.size,
-        "frames": args.frames,
+        "shape": [ny, nx],
+        "frames": int(attrs["n_frames"]),
         "tile": int(attrs["tile_size"]),
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
         **{k: v for k, v in attrs.get("timings", {}).items()},
-        "px_per_s": round(args.size**2 / wall, 1),
-        "px_per_cpu_s": round(args.size**2 / cpu, 1),
+        "px_per_s": round(npix / wall, 1),
+        "px_per_cpu_s": round(npix / cpu, 1),
     }
     print(row)
     if prof:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     shutil.rmtree(out)
-    if not args.keep:
+    if inp is not None and not args.keep:
         shutil.rmtree(inp)
     return row
 
