@@ -13,6 +13,7 @@ Usage::
 
     python benchmarks/chain_profile.py                        # 256² x 3600 frames
     python benchmarks/chain_profile.py --size 128 --frames 1200 --profile
+    python benchmarks/chain_profile.py --micro   # one tile's chain: numpy vs block transposes
 """
 
 from __future__ import annotations
@@ -46,6 +47,53 @@ def _stub_fit_maps(freq, power, dof, sigma, models, method, options):
     return out
 
 
+def micro(frames: int = 3597, sides: tuple[int, ...] = (32, 64)) -> None:
+    """CPU time (best of 5) of one tile's resample + periodogram + fit rows: the chain's
+    functions against the same steps with numpy's transposes (the chain before
+    :mod:`specfit.kernels.layout`); the outputs are asserted identical."""
+    from specfit.kernels import layout, tile
+    from specfit.kernels import periodogram as pg
+    from specfit.kernels import resample as rs
+
+    rng = np.random.default_rng(0)
+    kw = {"segments": 1, "overlap": 0.0, "window": "none", "detrend": "mean"}
+    kw["normalisation"] = "density"
+    new_t = np.arange(frames + 3) * 12.0
+    t = np.delete(new_t, [2160, 2161, 2162])  # a 3-frame gap, as headline.py's input
+
+    def best(fn):
+        out = []
+        for _ in range(5):
+            c0 = time.process_time()
+            fn()
+            out.append(time.process_time() - c0)
+        return min(out)
+
+    for side in sides:
+        v = (rng.normal(size=(frames, side, side)) * 10 + 1000).astype(np.float32)
+
+        def numpy_chain(v=v):
+            n, ny, nx = v.shape
+            out = rs.interp_linear(t, np.ascontiguousarray(v.reshape(n, -1).T), new_t)
+            u = np.ascontiguousarray(out.T).reshape(new_t.size, ny, nx)
+            rows = np.ascontiguousarray(u.reshape(new_t.size, -1).T)
+            freq, power, _ = pg.periodogram(rows, 12.0, **kw)
+            p = np.ascontiguousarray(power.T).reshape(freq.size, ny, nx).astype(np.float32)
+            return np.ascontiguousarray(p.reshape(freq.size, -1).T, dtype=np.float64)
+
+        def layout_chain(v=v):
+            _, p, _ = tile.periodograms(tile.resample_values(v, t, new_t), 12.0, kw)
+            return layout.pixel_rows(p.astype(np.float32), np.float64)
+
+        assert np.array_equal(numpy_chain(), layout_chain())
+        a = v.reshape(frames, -1)
+        print(
+            f"{side}² x {frames} float32 tile: transpose numpy {best(lambda a=a: np.ascontiguousarray(a.T)):.4f} s, "
+            f"layout {best(lambda a=a: layout.transpose(a)):.4f} s; resample + periodogram + fit "
+            f"rows: numpy transposes {best(numpy_chain):.3f} s, layout {best(layout_chain):.3f} s"
+        )
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=256)
@@ -56,7 +104,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--keep", action="store_true", help="keep the generated input")
     ap.add_argument("--fits", default=None, help="a folder of FITS frames to use instead")
     ap.add_argument("--pattern", default="*.fits", help="file names in --fits")
+    ap.add_argument("--micro", action="store_true", help="only the per-tile chain timings")
     args = ap.parse_args(argv)
+    if args.micro:
+        micro()
+        return {}
 
     import specfit
     import specfit.kernels.tile as tile_mod
