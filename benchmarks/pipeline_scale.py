@@ -147,20 +147,33 @@ class PeakRSS:
 
 
 # ----------------------------------------------------------------------------- floor
-def _read_rfft(path: str, ys: slice, xs: slice, dt: float, spectra_kw: dict) -> np.ndarray:
+def _read_rfft(
+    path: str,
+    ys: slice,
+    xs: slice,
+    dt: float,
+    spectra_kw: dict,
+    times: np.ndarray | None = None,
+    new_times: np.ndarray | None = None,
+) -> np.ndarray:
     """One tile's power (npix, nf) float32, read straight from the Zarr cube.
 
     The periodogram kernel is the rfft plus the detrend/window/normalisation the pipeline
     applies, so the fit below sees the same spectra as in the pipeline (a bare |rfft|² of
-    un-detrended data leaks red noise and makes the fit converge differently).
+    un-detrended data leaks red noise and makes the fit converge differently). Frames off
+    the uniform grid (``times`` != ``new_times``: gaps, jitter) are first interpolated onto
+    it, as the pipeline must.
     """
     import zarr
 
     from specfit.kernels.periodogram import periodogram
+    from specfit.kernels.resample import interp_linear
 
     vals = np.asarray(zarr.open_group(path, mode="r")["intensity"][:, ys, xs], dtype=np.float64)
     nt = vals.shape[0]
     rows = np.ascontiguousarray(vals.reshape(nt, -1).T)
+    if times is not None and not np.array_equal(times, new_times):
+        rows = interp_linear(times, rows, new_times)
     _, power, _ = periodogram(rows, dt, **spectra_kw)
     return power.astype(np.float32)
 
@@ -189,8 +202,12 @@ def fit_dof(plan) -> float:
 
 
 def floor(client, path: Path, size: int, tile: int, models: dict, info, opts: dict) -> dict:
-    """Seconds to read+rfft every tile (spectra kept in memory) and to fit them alone."""
+    """Seconds to read+rfft every tile (spectra kept in memory) and to fit them alone.
+
+    Frames off the uniform grid are interpolated onto it first (see :func:`_read_rfft`).
+    """
     freq, dof = np.asarray(info.freq), fit_dof(info)
+    times, new_times = np.asarray(info.times), np.asarray(info.new_times)
     tiles = [
         (slice(y, min(y + tile, size)), slice(x, min(x + tile, size)))
         for y in range(0, size, tile)
@@ -198,7 +215,9 @@ def floor(client, path: Path, size: int, tile: int, models: dict, info, opts: di
     ]
     t0 = time.perf_counter()
     spectra = [
-        client.submit(_read_rfft, str(path), ys, xs, info.dt, info.spectra, pure=False)
+        client.submit(
+            _read_rfft, str(path), ys, xs, info.dt, info.spectra, times, new_times, pure=False
+        )
         for ys, xs in tiles
     ]
     client.gather(spectra)  # all spectra now sit in worker memory

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from . import layout
 from . import periodogram as pg
 from . import resample as rs
 from .fitting import fit_block
@@ -85,21 +86,23 @@ class TileSpec:
 
 
 def resample_values(values: np.ndarray, times: np.ndarray, new_times: np.ndarray) -> np.ndarray:
-    """Interpolate a (nt, ny, nx) block onto ``new_times``: (len(new_times), ny, nx)."""
-    nt, ny, nx = values.shape
-    rows = np.ascontiguousarray(values.reshape(nt, ny * nx).T)
-    out = rs.interp_linear(times, rows, new_times)
-    return np.ascontiguousarray(out.T).reshape(new_times.size, ny, nx)
+    """Interpolate a (nt, ny, nx) block onto ``new_times``: (len(new_times), ny, nx).
+
+    The result is a frames view of the interpolated pixel rows (not C-contiguous), so that
+    :func:`periodograms` takes those rows as they are instead of transposing twice.
+    """
+    _, ny, nx = values.shape
+    out = rs.interp_linear(times, layout.pixel_rows(values), new_times)
+    return layout.frames_view(out, ny, nx)
 
 
 def periodograms(
     values: np.ndarray, dt: float, spectra: Mapping[str, Any]
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Periodograms of every pixel of a uniform (nt, ny, nx) block: ``freq, (nf, ny, nx), meta``."""
-    nt, ny, nx = values.shape
-    rows = np.ascontiguousarray(values.reshape(nt, ny * nx).T)
-    freq, power, meta = pg.periodogram(rows, dt, **spectra)
-    return freq, np.ascontiguousarray(power.T).reshape(freq.size, ny, nx), meta
+    _, ny, nx = values.shape
+    freq, power, meta = pg.periodogram(layout.pixel_rows(values), dt, **spectra)
+    return freq, layout.frames(power, ny, nx), meta
 
 
 def box_spectra(power: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -203,10 +206,10 @@ def fit_maps(
     maps after the fit's own (the kernel on pixel rows). ``dof`` is the likelihood's
     (:func:`fit_dof`), ``rho`` the bins' correlation (:func:`bin_rho`)."""
     nf, ny, nx = power.shape
-    rows = np.ascontiguousarray(power.reshape(nf, ny * nx).T, dtype=np.float64)
+    rows = layout.pixel_rows(power, np.float64)
     srows = None
     if sigma is not None:
-        srows = np.ascontiguousarray(sigma.reshape(nf, ny * nx).T, dtype=np.float64)
+        srows = layout.pixel_rows(sigma, np.float64)
     d = np.broadcast_to(np.asarray(dof, dtype=float), (ny, nx)).reshape(-1)
     res = fit_block(freq, rows, models, method=method, dof=d, bin_rho=rho, sigma=srows, **options)
     return {k: np.asarray(v).reshape(ny, nx) for k, v in res.items()}
