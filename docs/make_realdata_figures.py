@@ -103,6 +103,14 @@ def run_figures(store: Path, seconds: float) -> dict:
             tail = np.asarray(ds[f"{a}_tail"].values, dtype=float)
             at_lo = tail <= lo + 1e-6 * max(abs(lo), 1e-30)
             out[f"{a}_tail_at_lower_bound_percent"] = 100.0 * float(np.mean(at_lo))
+    # field-wide significance (docs/significance.md): share of tested pixels per control
+    field = json.loads(ds.attrs.get("field_significance") or "{}").get("lrt_pvalue")
+    if field:
+        n = max(field["n_tested"], 1)
+        out["lrt_pixel_percent"] = 100.0 * field["n_pixel"] / n
+        out["lrt_fdr_percent"] = 100.0 * field["n_fdr"] / n
+        out["lrt_global_percent"] = 100.0 * field["n_global"] / n
+        out["lrt_global_threshold"] = field["per_test_threshold"]
     return out
 
 

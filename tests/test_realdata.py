@@ -161,5 +161,7 @@ def test_readme_quotes_the_regenerated_aia1600_figures():
         f"{fig['m2_index_median_where_preferred']:.2f} where M2",
         f"{fig['m1_tail_at_lower_bound_percent']:.1f} %",
         f"{fig['shape'][0]} × {fig['shape'][1]} px in {fig['seconds']:.0f} s",
+        f"{fig['lrt_fdr_percent']:.1f} % after BH",
+        f"{fig['lrt_global_percent']:.1f} % at the global",
     ):
         assert value in section, f"README's real-data section does not quote {value!r}"
