@@ -25,6 +25,7 @@ import hashlib
 import inspect
 import math
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -942,9 +943,28 @@ def _lrt_key(f, dof, small, big, method, max_iter, tol, multistart, nsim) -> str
         repr(int(multistart)),
         repr(int(nsim)),
         version,
+        _solver_source_hash(),
     ]
     h.update("\0".join(parts).encode())
     return h.hexdigest()
+
+
+def _solver_source_hash() -> str:
+    """sha256 of the fitting code's own source files (this module, the solver, the starting
+    guesses, the kernel generator): part of every LRT reference's key, so that a changed
+    solver between two releases (a development install) never reuses a stale reference."""
+    if not _SOURCE_HASH:
+        from . import compile as _compile
+        from . import guesses as _guesses
+
+        h = hashlib.sha256()
+        for mod in (sys.modules[__name__], lm, _guesses, _compile, st):
+            h.update(Path(inspect.getfile(mod)).read_bytes())
+        _SOURCE_HASH.append(h.hexdigest())
+    return _SOURCE_HASH[0]
+
+
+_SOURCE_HASH: list[str] = []
 
 
 def _lrt_reference_cached(
