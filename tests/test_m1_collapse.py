@@ -94,6 +94,8 @@ def test_m1_null_fits_do_not_collapse_and_reach_the_reference():
         best_model="aic",
         alpha=0.05,
         weights="sigma",
+        nonnested="bic",
+        bin_rho=(),  # simulated Gamma spectra: independent bins
     )
     A, n, C = r["m1_amplitude"], r["m1_index"], r["m1_tail"]
     collapsed = (n <= -0.999) & (A / y.mean(axis=1) < 1e-10)
