@@ -404,7 +404,8 @@ def _fit_one(
 
 
 _POLISH_RUN = 2  # of them polished to convergence
-_POLISH_KEEP = 4  # best coarse results per pixel ranked on the full spectrum
+_POLISH_KEEP = 8  # best coarse results per pixel ranked on the full spectrum (one
+# evaluation each; the grouped bins can misorder narrow bumps near the top of the band)
 _PROFILE_ITER = 12  # solver steps per pinned profile point (only the others move)
 
 
@@ -473,6 +474,8 @@ def _profile(model, kernel, data, c, active, start, LO, HI, method, logp, grid):
 
 _SEARCH_FINE = 8  # the search's linear (centre-like) grids are this many times finer
 _SEARCH_KEEP = 8  # distinct best search points per pixel handed to the solver as starts
+_SEARCH_SEP = 0.5  # distinct: this many declared linear grid steps apart (half: narrow
+# bumps a third of a step from the best point are separate optima on real spectra)
 
 
 def _search_component(model, grid):
@@ -503,8 +506,8 @@ def _search(model, data, start, method, grid, LO, HI, logp):
     step in the amplitude *and* the other free parameters (the score statistic with the
     nuisance parameters profiled: ``g^2 / (h - k^T H^-1 k)``), computed for all points at
     once per pixel (:func:`_score_points`). The :data:`_SEARCH_KEEP` best points that are
-    apart by at least one declared grid step are returned as starts (npix, keep, npar),
-    normalised units, with the amplitude and the other parameters at that Newton step.
+    apart by at least :data:`_SEARCH_SEP` declared grid steps are returned as starts
+    (npix, keep, npar), normalised units, with the amplitude and the other parameters at that Newton step.
     None when no such component holds the searched parameters.
     """
     found = _search_component(model, grid)
@@ -519,7 +522,7 @@ def _search(model, data, start, method, grid, LO, HI, logp):
             sep.append(0.0)
         else:
             values.append(np.linspace(v[0], v[-1], _SEARCH_FINE * (v.size - 1) + 1))
-            sep.append(0.999 * (v[-1] - v[0]) / (v.size - 1))
+            sep.append(0.999 * _SEARCH_SEP * (v[-1] - v[0]) / (v.size - 1))
     fine = np.stack(np.meshgrid(*values, indexing="ij"), axis=-1).reshape(-1, len(idx))
     ff, yy, ww = data
     x = model.abscissa(ff)
