@@ -313,6 +313,9 @@ def test_ctrl_c_during_run_prints_one_line_and_resume_finishes(tmp_path):
             stdout=subprocess.DEVNULL,
             stderr=err,
             start_new_session=True,  # its own process group, as a terminal job has
+            # and Ctrl-C not ignored, as in a terminal (a test run under nohup or as a
+            # background job would otherwise hand SIGINT's SIG_IGN down to the run)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             deadline = time.monotonic() + 120
