@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
+from conftest import KERNEL_FIT
 from specfit.kernels.fitting import fit_block
 from specfit.models import get_model
 
@@ -82,21 +83,9 @@ def _reference(f, y):
 
 def test_m1_null_fits_do_not_collapse_and_reach_the_reference():
     f, y = _null(2000, 2026)
-    r = fit_block(
-        f,
-        y,
-        {"m1": M1},
-        method="whittle",
-        dof=2.0,
-        max_iter=200,
-        tol=1e-8,
-        multistart=3,
-        best_model="aic",
-        alpha=0.05,
-        weights="sigma",
-        nonnested="bic",
-        bin_rho=(),  # simulated Gamma spectra: independent bins
-    )
+    # the tests' kernel options (Whittle, independent bins), with the product's 3 starts
+    opts = {**KERNEL_FIT, "multistart": 3, "best_model": "aic"}
+    r = fit_block(f, y, {"m1": M1}, dof=2.0, **opts)
     A, n, C = r["m1_amplitude"], r["m1_index"], r["m1_tail"]
     collapsed = (n <= -0.999) & (A / y.mean(axis=1) < 1e-10)
     assert not collapsed.any(), np.flatnonzero(collapsed)
