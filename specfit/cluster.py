@@ -393,7 +393,7 @@ def quiet_interrupted_cluster() -> None:
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         for name in ("distributed", "tornado", "asyncio"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 class _DropInputErrors:

@@ -21,6 +21,7 @@ import logging
 import shutil
 import sys
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -855,16 +856,19 @@ def _finalise(cfg: Config, timings: dict, t_start: float) -> None:
     _say(f"  wrote {results_path} in {time.perf_counter() - t_start:.1f} s")
 
 
-def _scatter_to_all(client, obj, tries: int = 3):
-    """Copy ``obj`` to every worker. A worker that dies while it is being copied (a killed or
-    lost worker) makes dask's broadcast fail with a KeyError; the survivors are enough, so try
-    again rather than fail the run."""
-    for _ in range(tries - 1):
-        try:
-            return client.scatter(obj, broadcast=True)
-        except (KeyError, OSError):
-            time.sleep(1.0)
-    return client.scatter(obj, broadcast=True)
+def _the_plan(plan: TilePlan) -> TilePlan:
+    """The task that holds the tile plan on the cluster (see :func:`_plan_on_cluster`)."""
+    return plan
+
+
+def _plan_on_cluster(client, plan: TilePlan):
+    """The tile plan as a cluster task that every tile depends on.
+
+    A task, not scattered data: if the worker holding the plan dies (killed, lost, out of
+    memory), the scheduler recomputes it from the task itself, where scattered data would be
+    lost for good and fail every tile still waiting for it.
+    """
+    return client.submit(_the_plan, plan, key=f"plan-{uuid.uuid4().hex}", pure=False)
 
 
 def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.ndarray]:
@@ -884,7 +888,7 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.n
                 log.exception("tile (%d, %d) failed", ty, tx)
                 failures.append((ty, tx, repr(exc)))
         return failures, seen
-    plan_f = _scatter_to_all(client, plan)
+    plan_f = _plan_on_cluster(client, plan)
     futures = [
         client.submit(
             process_tile, plan_f, ty, tx, key=f"tile-{ty}-{tx}-{plan.results_path}", pure=False
