@@ -165,6 +165,69 @@ def model_figures(store: Path, seconds: float) -> dict:
             v = np.asarray(ds[f"{a}_{index}"].values, dtype=float)[pref]
             rec[f"{index}_median_where_preferred"] = float(np.nanmedian(v))
         out["models"][a] = rec
+    out["detail"] = model_details(ds, aliases, best)
+    return out
+
+
+def _pct(mask) -> float:
+    return 100.0 * float(np.mean(mask))
+
+
+def model_details(ds, aliases: list[str], best: np.ndarray) -> dict:
+    """The figures docs/models.md quotes in prose, from the same store: BIC margins, what the
+    curved models measure where preferred, the bump tests inside each family, the sunspot
+    region, goodness of fit."""
+
+    def var(name: str) -> np.ndarray:
+        return np.asarray(ds[name].values, dtype=float)
+
+    q = (5, 50, 95)
+    bic = {a: var(f"{a}_bic") for a in aliases}
+    lowest = np.nanmin(np.stack(list(bic.values())), axis=0)
+    out: dict = {"bic_above_lowest_median": {}, "gof_below_5_percent": {}, "gof_median": {}}
+    for a in aliases:
+        out["bic_above_lowest_median"][a] = float(np.nanmedian(bic[a] - lowest))
+        g = var(f"{a}_gof_pvalue")
+        out["gof_below_5_percent"][a] = _pct(g[np.isfinite(g)] < 0.05)
+        out["gof_median"][a] = float(np.nanmedian(g))
+    code = {a: i for i, a in enumerate(aliases)}
+    straight = np.isin(best, [code[a] for a in ("m1", "m2") if a in code])
+    out["straight_percent"] = _pct(straight)
+    if {"b1", "k1", "c1"} <= set(code):
+        b1 = best == code["b1"]
+        other = np.fmin(bic["k1"], bic["c1"])
+        out["b1_bic_below_better_of_k1_c1_median"] = float(np.nanmedian(other - bic["b1"]))
+        for name in ("index", "break_period", "index_high"):
+            v = var(f"b1_{name}")[b1]
+            out[f"b1_{name}_p5_p50_p95_where_preferred"] = [
+                float(x) for x in np.nanpercentile(v, q)
+            ]
+    if "c1" in code:
+        c1 = best == code["c1"]
+        out["c1_kappa_slope_median_where_preferred"] = float(
+            np.nanmedian(var("c1_kappa_slope")[c1])
+        )
+    for a in aliases:  # inside a family: the LRT's bump rejections, and narrow bumps
+        if f"{a}_lrt_pvalue" in ds:
+            p = var(f"{a}_lrt_pvalue")
+            out[f"{a}_lrt_below_5_percent"] = _pct(p[np.isfinite(p)] < 0.05)
+        if f"{a}_bump_width" in ds:
+            w = var(f"{a}_bump_width")
+            out[f"{a}_bump_width_at_lower_bound_percent"] = _pct(w <= np.nanmin(w) * (1 + 1e-6))
+    # The sunspot: the darkest spot of the mean intensity (7 x 7 px box mean), and the share
+    # of pixels within 20 px of it that prefer the straight power law (M1 or M2).
+    from scipy.ndimage import uniform_filter
+
+    mean = var("mean_intensity")
+    smooth = uniform_filter(np.nan_to_num(mean, nan=np.nanmax(mean)), 7)
+    cy, cx = np.unravel_index(np.argmin(smooth), smooth.shape)
+    yy, xx = np.indices(mean.shape)
+    near = (yy - cy) ** 2 + (xx - cx) ** 2 <= 20**2
+    out["sunspot_centre_yx"] = [int(cy), int(cx)]
+    out["sunspot_straight_percent_within_20px"] = _pct(straight[near])
+    out["straight_pixels_within_20px_percent"] = (
+        100.0 * float(straight[near].sum()) / max(int(straight.sum()), 1)
+    )
     return out
 
 
