@@ -458,6 +458,11 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
         quiet_interrupted_cluster()
         raise
     finally:
+        # The work is over (saved or failed, and said so): a worker process slow to exit
+        # (numba's compiled code, a large heap) is killed by the nanny after a few seconds,
+        # which it logs as a warning that says nothing about the run.
+        if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+            logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
         cluster.close()
 
 
