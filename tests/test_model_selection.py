@@ -52,7 +52,7 @@ LN3MIN = np.log(1 / 180)  # a 3-minute bump (bin 40)
 # Sharpness: on 250-400 pixels the pull spread's sampling noise (~0.04) leaves little of the
 # 0.1 margin (the spreads are 0.97-1.06 on 4,000 pixels): with seeds 1-8 instead of 11 these
 # checks fail on 5 of 8 seeds for this kernel (docs/models.md). A failure after a change:
-# compare with # `python docs/recovery.py` before blaming the kernel.
+# compare with `python docs/recovery.py` before blaming the kernel.
 #
 # Measured, not checked here: the knee and kappa bump variants at dof 4 (1,000 pixels): their
 # likelihood is not Gaussian there, 3.7 % / 7.2 % of fits not status 0 and pull spreads up
