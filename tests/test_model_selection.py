@@ -9,6 +9,7 @@ import functools
 
 import numpy as np
 import pytest
+import reference_fits as R
 
 from conftest import KERNEL_FIT
 from specfit import models as M
@@ -19,38 +20,102 @@ from specfit.store import fit_variables
 fit_block = functools.partial(kernel_fit_block, **KERNEL_FIT)
 
 F = np.arange(1, 151) / 7200.0  # 150 bins of a 2-hour segment (1.4e-4 .. 0.02 Hz)
+LN3MIN = np.log(1 / 180)  # a 3-minute bump (bin 40)
 
-# Truths with the knee / break / width well inside the band (a position near the lowest bins
-# is poorly determined and its estimate skewed), and the dof and number of pixels of each
-# check: the Whittle estimates' finite-sample bias shrinks as 1/dof while the standard error
-# of a mean over n pixels shrinks as 1/sqrt(n dof), so the check "mean within 3 standard
-# errors" is a check of the bias at this dof.
-RECOVERY = {
-    "knee_tail": ([100.0, 3.0, np.log(2e-3), 1.0], 16.0, 300),
-    "kappa_tail": ([100.0, 2.0, np.log(1.5e-3), 1.0], 16.0, 300),
-    "broken_tail": ([10.0, 1.0, 3.0, np.log(3e-3), 1.0], 32.0, 250),
+# Truths of the recovery checks and, in RECOVERY, the dof and number of pixels of each.
+#
+# Bump-free backgrounds: the knee / break / width well inside the band (a position near the
+# lowest bins is poorly determined and its estimate skewed).
+#
+# Bump variants: the bump must be clearly detectable, or the likelihood is not Gaussian and
+# neither are the pulls. With the bump of the four-model field below (amplitude 30 on a knee
+# background of 26 at 5 min, width 0.2) the bump amplitude's signal to noise (amplitude / its
+# inverse-information error at the truth) is 2.5 at dof 16: on 1,000 pixels 25 % of the fits
+# end on a bound and the others' centre pulls spread 5.4x, from fits that put the bump
+# elsewhere (e.g. at the lowest bins with an amplitude ~400, imitating the knee) at
+# likelihoods better than the truth's. Mostly the likelihood's optima, not the search's
+# misses: specfit's objective is above scipy's from the truth on 10 of the 1,000 pixels (4
+# of them status 0). Here the bump is a 3-minute oscillation (bin 40), width 0.3 (0.25 for
+# M2), 4x (knee, kappa) or 20x (M2) the background at its centre; the knee / kappa width at
+# 5e-4 Hz (a period of 33 min) and the background steep enough that the bump's wings stay
+# below the tail at the top of the band: signal to noise 8.0 (knee), 7.9 (kappa), 9.2 (M2) at
+# dof 16 and 4.6 (M2) at dof 4.
+#
+# Bias: Whittle estimates have a first-order bias of O(1/dof) (Cox & Snell 1968), e.g. +0.27
+# standard deviations of one fit for kappa in kappa_tail_lorentzian at dof 16, +0.13 for the
+# bump amplitudes: a mean over n pixels resolves it once n > (3 / that)^2 (~120 pixels for
+# kappa, where the plain check fails at +4.4 standard errors of the mean). The check is the
+# mean within 3 standard errors of the truth plus that predicted bias (reference_fits.py:
+# finite differences of Model.evaluate alone), which a bias the fit adds or a wrong optimum
+# fails. Measured with and without the correction: `python docs/recovery.py` (docs/models.md).
+#
+# Sharpness: on 250-400 pixels the pull spread's sampling noise (~0.04) leaves little of the
+# 0.1 margin (the spreads are 0.97-1.06 on 4,000 pixels): with seeds 1-8 instead of 11 these
+# checks fail on 5 of 8 seeds for this kernel (docs/models.md). A failure after a change:
+# compare with `python docs/recovery.py` before blaming the kernel.
+#
+# Measured, not checked here: the knee and kappa bump variants at dof 4 (1,000 pixels): their
+# likelihood is not Gaussian there, 3.7 % / 7.2 % of fits not status 0 and pull spreads up
+# to 1.41 (knee position) and 1.45 (kappa's bump centre); at dof 8 up to 1.14.
+TRUTHS = {
+    "knee_tail": [100.0, 3.0, np.log(2e-3), 1.0],
+    "kappa_tail": [100.0, 2.0, np.log(1.5e-3), 1.0],
+    "broken_tail": [10.0, 1.0, 3.0, np.log(3e-3), 1.0],
+    "powerlaw_tail_lorentzian": [1e-6, 2.0, 1.0, 20.0, LN3MIN, 0.25],
+    "knee_tail_lorentzian": [100.0, 3.0, np.log(5e-4), 1.0, 4.3, LN3MIN, 0.3],
+    "kappa_tail_lorentzian": [300.0, 3.0, np.log(5e-4), 1.0, 4.7, LN3MIN, 0.3],
+}
+RECOVERY = {  # (model, dof): pixels
+    ("knee_tail", 16.0): 300,
+    ("kappa_tail", 16.0): 300,
+    ("broken_tail", 32.0): 250,
+    ("powerlaw_tail_lorentzian", 4.0): 400,
+    ("powerlaw_tail_lorentzian", 16.0): 300,
+    ("knee_tail_lorentzian", 16.0): 300,
+    ("kappa_tail_lorentzian", 16.0): 300,
 }
 
 
-@pytest.mark.parametrize("name", sorted(RECOVERY))
-def test_curved_models_recover_their_parameters_with_calibrated_errors(name):
+def recovery_fit(name: str, dof: float, n: int, truth=None, seed: int = 11):
+    """Simulate n Whittle spectra of ``name`` (at ``truth``, default its TRUTHS entry) with
+    ``dof`` and fit them.
+
+    Returns (model, truth, estimates (n, npar), errors (n, npar), status (n,), power (n, nf)),
+    parameters on the solver's scale: ln p and err / p for log-scaled ones.
+    """
     model = M.get_model(name)
-    truth, dof, n = RECOVERY[name]
-    truth = np.asarray(truth)
-    rng = np.random.default_rng(11)
+    truth = np.asarray(TRUTHS[name] if truth is None else truth, np.float64)
+    rng = np.random.default_rng(seed)
     power = model.evaluate(F, truth[None]) * rng.gamma(dof / 2, 2 / dof, size=(n, F.size))
     out = fit_block(F, power, {"m": model}, dof=dof)
-    ok = out["m_status"] == 0
-    assert ok.mean() > 0.95
+    est = np.column_stack([out[f"m_{p}"] for p in model.param_names]).astype(np.float64)
+    err = np.column_stack([out[f"m_{p}_err"] for p in model.param_names]).astype(np.float64)
+    lp = np.array([p.log_scaled for p in model.parameters])
+    err[:, lp] /= est[:, lp]
+    t, est = R.solver_scale(model, truth), R.solver_scale(model, est)
+    return model, t, est, err, out["m_status"], power
+
+
+@pytest.mark.parametrize(("name", "dof"), sorted(RECOVERY), ids=lambda v: str(v))
+def test_models_recover_their_parameters_with_calibrated_errors(name, dof):
+    model, t, est, err, status, power = recovery_fit(name, dof, RECOVERY[(name, dof)])
+    ok = status == 0
+    assert ok.mean() > 0.95, np.bincount(status)
+    est, err, power = est[ok], err[ok], power[ok]
+    for r in range(20):
+        # the fit is at least as good as scipy's from the truth (the optimum the truth is in;
+        # tolerance in log-likelihood units, far above the solver's convergence)
+        _, nll = R.scipy_fit(model, F, power[r], dof, [t])
+        assert R.whittle_nll(model, F, power[r], est[r], dof) <= nll + 1e-4, f"pixel {r}"
+        # its errors are the inverse expected information at the estimate
+        ref = R.expected_errors(model, F, est[r], dof)
+        np.testing.assert_allclose(err[r], ref, rtol=2e-3, err_msg=f"pixel {r}")
+    bias = R.whittle_bias(model, F, t, dof)
     for j, prm in enumerate(model.parameters):
-        est = out[f"m_{prm.name}"][ok].astype(float)
-        err = out[f"m_{prm.name}_err"][ok].astype(float)
-        t = truth[j]
-        if prm.log_scaled:  # the solver's own scale: ln p, error err / p
-            est, err, t = np.log(est), err / est, np.log(t)
-        se = np.std(est) / np.sqrt(est.size)
-        assert abs(est.mean() - t) < 3 * se, (prm.name, est.mean(), t, se)
-        pull = (est - t) / err
+        se = np.std(est[:, j]) / np.sqrt(len(est))
+        mean = est[:, j].mean()
+        assert abs(mean - t[j] - bias[j]) < 3 * se, (prm.name, mean, t[j], bias[j], se)
+        pull = (est[:, j] - t[j]) / err[:, j]
         assert 0.9 <= np.std(pull) <= 1.1, (prm.name, np.std(pull))
 
 

@@ -1,0 +1,200 @@
+"""Parameter recovery of the shipped models on simulated spectra (docs/models.md).
+
+For every case of ``tests/test_model_selection.py`` (RECOVERY) and a few that are measured
+but not tested, prints per parameter: the mean's offset from the truth in standard errors
+of the mean, the Whittle estimator's own first-order bias (Cox & Snell, in standard
+deviations of one fit; ``tests/reference_fits.py``), the offset from truth + that bias, and
+the pulls' spread. Then the bump truths of the four-model field (1,000 pixels at dof 16):
+the share of fits on a bound, the centre's pulls, the bump amplitude's bias against the
+predicted one, and for the 8 pixels with the worst centre pulls specfit's objective against
+scipy L-BFGS-B from 194 starts and its errors against the inverse expected information at
+scipy's optimum.
+
+    PYTHONPATH=. python docs/recovery.py [--json docs/recovery.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import reference_fits as R  # noqa: E402
+from test_model_selection import RECOVERY, F, recovery_fit  # noqa: E402
+
+# measured, not tested: the knee and kappa bump variants at dof 4 and 8, M2 on more pixels
+EXTRA = [
+    ("powerlaw_tail_lorentzian", 4.0, 2000),
+    ("knee_tail_lorentzian", 4.0, 1000),
+    ("knee_tail_lorentzian", 8.0, 1000),
+    ("kappa_tail_lorentzian", 4.0, 1000),
+    ("kappa_tail_lorentzian", 8.0, 1000),
+]
+# on 4,000 pixels: the pulls' spread and the bias beyond the first order, without the noise
+LARGE = [("powerlaw_tail_lorentzian", 4.0), ("kappa_tail_lorentzian", 16.0), ("broken_tail", 32.0)]
+# the bumps of the four-model field (tests/test_model_selection.py::_four_model_field)
+OLD = {
+    "powerlaw_tail_lorentzian": [1e-6, 2.0, 1.0, 6.0, np.log(1 / 300), 0.2],
+    "knee_tail_lorentzian": [300.0, 3.0, np.log(1.5e-3), 1.0, 30.0, np.log(1 / 300), 0.2],
+}
+
+
+def signal_to_noise(model, theta, dof) -> float:
+    """Bump amplitude / its inverse-information error at the truth."""
+    j = model.param_names.index("bump_amplitude")
+    return float(theta[j] / R.expected_errors(model, F, theta, dof)[j])
+
+
+def measure(name, dof, n, truth=None) -> dict:
+    t0 = time.perf_counter()
+    model, t, est, err, status, power = recovery_fit(name, dof, n, truth)
+    # every fit against scipy L-BFGS-B from the truth: the search missed the truth's optimum
+    # where specfit's objective is the higher by more than 1e-4
+    worse = [
+        R.whittle_nll(model, F, power[r], est[r], dof)
+        - R.scipy_fit(model, F, power[r], dof, [t])[1]
+        for r in range(n)
+    ]
+    ok = status == 0
+    est, err = est[ok], err[ok]
+    bias = R.whittle_bias(model, F, t, dof)
+    rows = {}
+    for j, p in enumerate(model.param_names):
+        sd = np.std(est[:, j])
+        se = sd / np.sqrt(len(est))
+        off = est[:, j].mean() - t[j]
+        pull = (est[:, j] - t[j]) / err[:, j]
+        rows[p] = {
+            "offset_se": off / se,
+            "cox_snell_sd": bias[j] / R.expected_errors(model, F, t, dof)[j],
+            "corrected_se": (off - bias[j]) / se,
+            "pull_std": float(np.std(pull)),
+        }
+    out = {"model": name, "dof": dof, "n": n, "fitted_ok": float(ok.mean()), "params": rows}
+    out["missed_truth_optimum"] = int(np.sum(np.array(worse) > 1e-4))
+    if "bump_amplitude" in model.param_names:
+        out["bump_snr"] = signal_to_noise(model, t, dof)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def old_truth(name, dof=16.0, n=1000, nworst=8) -> dict:
+    model, t, est, err, status, power = recovery_fit(name, dof, n, OLD[name])
+    ok = status == 0
+    ia = model.param_names.index("bump_amplitude")
+    a = est[ok, ia]
+    se = np.std(a) / np.sqrt(a.size)
+    bias = R.whittle_bias(model, F, t, dof)[ia]
+    ic = model.param_names.index("bump_center")
+    iw = model.param_names.index("bump_width")
+    pull = (est[:, ic] - t[ic]) / err[:, ic]
+    worse = [
+        R.whittle_nll(model, F, power[r], est[r], dof)
+        - R.scipy_fit(model, F, power[r], dof, [t])[1]
+        for r in range(n)
+    ]
+    lnf = np.log(F)
+    worst = np.flatnonzero(ok)[np.argsort(-np.abs(pull[ok]))[:nworst]]
+    dnll, erratio = [], []
+    for r in worst:
+        starts = [t, est[r]]
+        for c in np.linspace(lnf[1], lnf[-2], 24):
+            for w in (0.05, 0.15, 0.4, 1.0):
+                for b in (t, est[r]):
+                    s = b.copy()
+                    s[ic], s[iw] = c, w
+                    starts.append(s)
+        theta, nll = R.scipy_fit(model, F, power[r], dof, starts)
+        dnll.append(R.whittle_nll(model, F, power[r], est[r], dof) - nll)
+        erratio.append(np.max(np.abs(err[r] / R.expected_errors(model, F, theta, dof) - 1)))
+    return {
+        "model": name,
+        "dof": dof,
+        "n": n,
+        "bump_snr": signal_to_noise(model, t, dof),
+        "status0": float(ok.mean()),
+        "centre_pull_std": float(np.std(pull[ok])),
+        "bump_amplitude_offset_se": float((a.mean() - t[ia]) / se),
+        "bump_amplitude_cox_snell_se": float(bias / se),
+        "worst_centre_pulls": np.abs(pull[worst]).round(1).tolist(),
+        "max_nll_minus_scipy": float(np.max(dnll)),
+        "missed_truth_optimum": int(np.sum(np.array(worse) > 1e-4)),
+        "missed_truth_optimum_status0": int(np.sum((np.array(worse) > 1e-4) & ok)),
+        "max_rel_error_diff": float(np.max(erratio)),
+    }
+
+
+def check_failures(seed: int) -> list:
+    """The test's checks on every RECOVERY case simulated with another seed: the failures."""
+    bad = []
+    for (name, dof), n in sorted(RECOVERY.items()):
+        model, t, est, err, status, _ = recovery_fit(name, dof, n, seed=seed)
+        ok = status == 0
+        if ok.mean() <= 0.95:
+            bad.append(f"{name} dof {dof:g}: status 0 {ok.mean():.3f}")
+            continue
+        est, err = est[ok], err[ok]
+        bias = R.whittle_bias(model, F, t, dof)
+        for j, p in enumerate(model.param_names):
+            z = (est[:, j].mean() - t[j] - bias[j]) / (np.std(est[:, j]) / np.sqrt(len(est)))
+            spread = np.std((est[:, j] - t[j]) / err[:, j])
+            if abs(z) >= 3 or not 0.9 <= spread <= 1.1:
+                bad.append(f"{name} dof {dof:g} {p}: {z:+.2f} SE, pulls {spread:.3f}")
+    return bad
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = ap.parse_args()
+    todo = [(name, dof, n) for (name, dof), n in RECOVERY.items()] + EXTRA
+    cases = [measure(*case) for case in todo]
+    for c in cases:
+        tested = " (tested)" if RECOVERY.get((c["model"], c["dof"])) == c["n"] else ""
+        snr = f", bump S/N {c['bump_snr']:.1f}" if "bump_snr" in c else ""
+        print(f"\n{c['model']} dof {c['dof']:g}, {c['n']} px{tested}: "
+              f"{100 * c['fitted_ok']:.1f} % status 0{snr}; objective above scipy's from the "
+              f"truth on {c['missed_truth_optimum']} px")  # fmt: skip
+        print("| parameter | mean - truth (SE) | Cox-Snell bias (sd) | mean - truth - bias (SE) "
+              "| pull std |")  # fmt: skip
+        print("|---|---|---|---|---|")
+        for p, v in c["params"].items():
+            print(f"| {p} | {v['offset_se']:+.2f} | {v['cox_snell_sd']:+.3f} "
+                  f"| {v['corrected_se']:+.2f} | {v['pull_std']:.3f} |")  # fmt: skip
+    old = [old_truth(name) for name in OLD]
+    print("\nBump truths of the four-model field, dof 16:")
+    for o in old:
+        print(f"{o['model']} {np.round(OLD[o['model']], 4).tolist()}: bump S/N {o['bump_snr']:.1f}, "
+              f"status 0 {100 * o['status0']:.0f} %, centre pull std {o['centre_pull_std']:.2f}, "
+              f"bump amplitude mean - truth {o['bump_amplitude_offset_se']:+.2f} SE "
+              f"(Cox-Snell bias {o['bump_amplitude_cox_snell_se']:+.2f} SE); "
+              f"objective above scipy's from the truth on {o['missed_truth_optimum']} px "
+              f"({o['missed_truth_optimum_status0']} of them status 0); "
+              f"worst |pulls| {o['worst_centre_pulls']}: specfit's objective - scipy's best "
+              f"<= {o['max_nll_minus_scipy']:.1e}, errors vs inverse information at scipy's "
+              f"optimum within {100 * o['max_rel_error_diff']:.2f} %")  # fmt: skip
+    # how often the test's checks fail for this kernel on other simulated data, and the
+    # values they estimate, from 4,000 pixels
+    seeds = {seed: check_failures(seed) for seed in range(1, 9)}
+    print("\nThe test's checks with seeds 1-8 instead of 11 (failures):")
+    for seed, bad in seeds.items():
+        print(f"seed {seed}: {'; '.join(bad) if bad else 'none'}")
+    large = [measure(name, dof, 4000) for name, dof in LARGE]
+    for c in large:
+        print(f"\n{c['model']} dof {c['dof']:g}, 4,000 px: mean - truth - bias (SE), pull std: "
+              + ", ".join(f"{p} {v['corrected_se']:+.2f} {v['pull_std']:.3f}"
+                          for p, v in c["params"].items()))  # fmt: skip
+    if args.json:
+        res = {"cases": cases, "old_truths": old, "seed_failures": seeds, "large": large}
+        args.json.write_text(json.dumps(res, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
