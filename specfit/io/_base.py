@@ -33,6 +33,7 @@ __all__ = [
     "hpc_coords",
     "celestial_header",
     "check_data_size",
+    "check_size",
     "clean_frames",
     "instrument_attrs",
     "series_field",
@@ -290,7 +291,11 @@ def check_data_size(hdul: fits.HDUList, index: int, path: str) -> None:
         naxes = [int(h.get(f"NAXIS{k}", 0)) for k in range(1, int(h.get("NAXIS", 0)) + 1)]
         nbytes = abs(int(h.get("BITPIX", 8))) // 8 * int(np.prod(naxes)) if naxes else 0
         need = info["datLoc"] + nbytes
-    size = os.path.getsize(path)
+    check_size(path, os.path.getsize(path), need)
+
+
+def check_size(path: str, size: int, need: int) -> None:
+    """Refuse a file of ``size`` bytes whose header declares data up to byte ``need``."""
     if size < need:
         raise InputError(
             f"{path}: the file is truncated ({size} bytes, but its header declares data up to "
