@@ -3,10 +3,10 @@
 Headers are read eagerly, once per file: plain files (one uncompressed image in the primary
 HDU, standard cards - AIA level 1 cutouts, the synthetic writer) by :mod:`._fitshead`, which
 parses only the keys the reader uses and records where the data are (~0.1 ms a file); any
-other file by astropy (about 1.5-4 ms a file). The pixel data are read lazily, one dask task per few
-consecutive frames (up to 16, about 16 MB): plain files with one read at the recorded offset,
-after checking that the header on disk is byte for byte the one scanned; other files (or a
-plain file changed since) by astropy. A read error names the file at fault.
+other file by astropy (about 1.5-4 ms a file). The pixel data are read lazily, one dask task
+per few consecutive frames (up to 16, about 16 MB): plain files with one read at the
+recorded offset, after checking that the header on disk is byte for byte the one scanned;
+other files (or a plain file changed since) by astropy. A read error names the file at fault.
 """
 
 from __future__ import annotations
