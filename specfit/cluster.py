@@ -208,7 +208,8 @@ def auto_time_chunk(
 ) -> int:
     """Frames per ``cube.zarr`` chunk for the per-frame to per-tile rechunk.
 
-    Frames arrive one by one (chunks ``(1, ny, nx)``); ``cube.zarr`` is chunked
+    Frames arrive a few whole frames at a time (chunks ``(k, ny, nx)``, k up to 16 for a FITS
+    series; a cube's own chunks otherwise); ``cube.zarr`` is chunked
     ``(time_chunk, tile, tile)`` so that reading a whole tile's time series is a cheap
     concatenation. Building one such chunk row needs ``time_chunk`` whole frames in memory,
     about twice over (input pieces and the assembled output), so ``time_chunk`` is the

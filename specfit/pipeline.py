@@ -2,7 +2,7 @@
 
 Two passes over the data:
 
-1. **ingest**: frames are read lazily (one task per file), preprocessed, and written once to
+1. **ingest**: frames are read lazily (a few per task), preprocessed, and written once to
    ``cube.zarr`` with chunks ``(time_chunk, tile, tile)``: the per-frame to per-tile rechunk,
    staged so that one task never holds more than ``time_chunk`` frames.
 2. **tiles**: one task per spatial tile reads its whole time series (plus a halo of

@@ -13,7 +13,7 @@ Kinds (``input.kind``; "auto" picks one from ``input.path``):
 
 All metadata is read and validated eagerly (so bad input fails before any compute, with an
 :class:`InputError` naming the file and the fix); pixel data are read lazily, one dask task
-per file (or per few frames of a cube).
+per few frames (a FITS series: up to 16 files a task; images: one file a task).
 """
 
 from __future__ import annotations

@@ -29,10 +29,12 @@ __all__ = [
     "assemble",
     "assemble_array",
     "parse_time",
+    "read_failure",
     "relative_seconds",
     "hpc_coords",
     "celestial_header",
     "check_data_size",
+    "check_size",
     "clean_frames",
     "instrument_attrs",
     "series_field",
@@ -117,17 +119,8 @@ class LazyFrames:
                 block = np.asarray(self.read(self.source, start, stop))
         except InputError:
             raise
-        except FileNotFoundError:
-            raise InputError(
-                f"{self._where(start, stop)}: the file no longer exists (moved or deleted after "
-                "the input was opened); put it back, or open the input again"
-            ) from None
         except Exception as exc:
-            raise InputError(
-                f"{self._where(start, stop)}: cannot read the data ({type(exc).__name__}: "
-                f"{exc}); the file is damaged or truncated: replace it, or remove it / narrow "
-                "input.pattern to exclude it"
-            ) from None
+            raise read_failure(self._where(start, stop), exc) from None
         if block.shape != want:
             raise InputError(
                 f"{self._where(start, stop)}: read {block.shape} values but the header says "
@@ -149,6 +142,20 @@ class LazyFrames:
         block = clean_frames(frames, blank, self.missing_below, scale)
         block = block[:, ykey, xkey]
         return block[0] if scalar_t else block
+
+
+def read_failure(where: str, exc: BaseException) -> InputError:
+    """The error for data that could not be read from ``where`` (a file, or files), saying
+    what happened and the fix."""
+    if isinstance(exc, FileNotFoundError):
+        return InputError(
+            f"{where}: the file no longer exists (moved or deleted after the input was "
+            "opened); put it back, or open the input again"
+        )
+    return InputError(
+        f"{where}: cannot read the data ({type(exc).__name__}: {exc}); the file is damaged or "
+        "truncated: replace it, or remove it / narrow input.pattern to exclude it"
+    )
 
 
 def clean_frames(
@@ -206,6 +213,7 @@ def assemble(
         frames.missing_below,
         None if frames.blank is None else list(frames.blank),
         type(frames.read).__name__,
+        time_chunk,  # a key (name, i, 0, 0) means other frames under another chunking
     )
     arr = da.from_array(
         frames,
@@ -290,7 +298,11 @@ def check_data_size(hdul: fits.HDUList, index: int, path: str) -> None:
         naxes = [int(h.get(f"NAXIS{k}", 0)) for k in range(1, int(h.get("NAXIS", 0)) + 1)]
         nbytes = abs(int(h.get("BITPIX", 8))) // 8 * int(np.prod(naxes)) if naxes else 0
         need = info["datLoc"] + nbytes
-    size = os.path.getsize(path)
+    check_size(path, os.path.getsize(path), need)
+
+
+def check_size(path: str, size: int, need: int) -> None:
+    """Refuse a file of ``size`` bytes whose header declares data up to byte ``need``."""
     if size < need:
         raise InputError(
             f"{path}: the file is truncated ({size} bytes, but its header declares data up to "

@@ -1,7 +1,12 @@
 """FITS frame series: one 2-D image per file (AIA level 1, the synthetic writer, ...).
 
-Headers are read eagerly with astropy (about 1.5 ms per file, so 596 AIA files take about
-a second); the pixel data are read lazily, one dask task per file.
+Headers are read eagerly, once per file: plain files (one uncompressed image in the primary
+HDU, standard cards - AIA level 1 cutouts, the synthetic writer) by :mod:`._fitshead`, which
+parses only the keys the reader uses and records where the data are (~0.1 ms a file); any
+other file by astropy (about 1.5-4 ms a file). The pixel data are read lazily, one dask task
+per few consecutive frames (up to 16, about 16 MB): plain files with one read at the
+recorded offset, after checking that the header on disk is byte for byte the one scanned;
+other files (or a plain file changed since) by astropy. A read error names the file at fault.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import glob
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -23,9 +29,13 @@ from ._base import (
     LazyFrames,
     assemble,
     check_data_size,
+    check_size,
+    cube_time_chunk,
     parse_time,
+    read_failure,
     series_field,
 )
+from ._fitshead import NotPlain, PlainLayout, read_plain, scan_plain
 
 __all__ = [
     "FITS_SUFFIXES",
@@ -99,26 +109,34 @@ def header_time(header: fits.Header, keys: list[str], path: str) -> tuple[Time, 
     )
 
 
+def _scale(
+    raw: np.ndarray, bscale: float, bzero: float, blank: float | None, shape: tuple[int, int]
+) -> np.ndarray:
+    """One file's raw data as (ny, nx): scaled by BSCALE/BZERO (then float64, with integer
+    BLANK values NaN) when the header asks for it, else the raw values unchanged."""
+    data = raw.reshape(shape) if raw.ndim > 2 else raw
+    if bscale != 1.0 or bzero != 0.0:
+        data = data * np.float64(bscale) + np.float64(bzero)
+        if blank is not None and np.issubdtype(raw.dtype, np.integer):
+            data[raw.reshape(data.shape) == blank] = np.nan
+    return data
+
+
 def _read_frame(paths: list[str], start: int, stop: int, hdu: int = 0) -> np.ndarray:
-    """Raw data of files ``paths[start:stop]`` stacked as (k, ny, nx)."""
-    out = []
-    for p in paths[start:stop]:
-        # do_not_scale keeps integers raw so BLANK can be compared exactly; BSCALE/BZERO are
-        # applied by hand below.
-        with fits.open(p, memmap=False, do_not_scale_image_data=True) as hdul:
-            h = hdul[hdu]
-            data = np.asarray(h.data)
-            bscale = h.header.get("BSCALE", 1.0)
-            bzero = h.header.get("BZERO", 0.0)
-            if data.ndim > 2:
-                data = data.reshape(data.shape[-2:])
-            if bscale != 1.0 or bzero != 0.0:
-                data = data * np.float64(bscale) + np.float64(bzero)
-                blank = h.header.get("BLANK") if np.issubdtype(h.data.dtype, np.integer) else None
-                if blank is not None:
-                    data[np.asarray(h.data).reshape(data.shape) == blank] = np.nan
-            out.append(data)
-    return np.stack(out)
+    """Raw data of files ``paths[start:stop]`` stacked as (k, ny, nx), read by astropy."""
+    return np.stack([_read_astropy(p, hdu) for p in paths[start:stop]])
+
+
+def _read_astropy(path: str, hdu: int) -> np.ndarray:
+    # do_not_scale keeps integers raw so BLANK can be compared exactly; BSCALE/BZERO are
+    # applied by hand in _scale.
+    with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdul:
+        h = hdul[hdu]
+        raw = np.asarray(h.data)
+        hd = h.header
+        return _scale(
+            raw, hd.get("BSCALE", 1.0), hd.get("BZERO", 0.0), hd.get("BLANK"), raw.shape[-2:]
+        )
 
 
 def open_fits_series(cfg: InputConfig) -> xr.DataArray:
@@ -133,7 +151,8 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
     Returns
     -------
     xarray.DataArray
-        "intensity", float32, sorted by time, one dask chunk per file; coords ``time``
+        "intensity", float32, sorted by time, one dask chunk per few frames (up to 16,
+        about 16 MB; see :func:`cube_time_chunk`); coords ``time``
         (s from the first frame), ``exposure`` (s), ``y``, ``x`` and, if the headers carry a
         helioprojective WCS, ``hpc_x``/``hpc_y`` of the middle (reference) frame.
 
@@ -144,25 +163,15 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
         missing time or exposure key: the message names the file and the fix.
     """
     files = list_files(cfg, FITS_SUFFIXES)
-    headers: list[fits.Header] = []
+    keys = _frame_keys(cfg)
+    headers: list[Any] = []  # per file: a _Keys of the keys used, or astropy's whole Header
     hdus: list[int] = []
+    layouts: list[PlainLayout | None] = []
     for f in files:
-        try:
-            with warnings.catch_warnings():
-                # astropy's own truncation warning; check_data_size reports it as an error.
-                warnings.filterwarnings("ignore", message="File may have been truncated")
-                with fits.open(f, memmap=False, lazy_load_hdus=True) as hdul:
-                    i = find_image_hdu(hdul, cfg.hdu, f)
-                    headers.append(hdul[i].header.copy())
-                    hdus.append(i)
-                    check_data_size(hdul, i, f)
-        except InputError:
-            raise
-        except Exception as exc:
-            raise InputError(
-                f"{f}: cannot read the FITS header ({type(exc).__name__}: {exc}); remove or "
-                "replace the file, or narrow input.pattern to exclude it"
-            ) from None
+        h, i, layout = _scan(f, cfg.hdu, keys)
+        headers.append(h)
+        hdus.append(i)
+        layouts.append(layout)
     if len(set(hdus)) > 1:
         raise InputError(
             f"{files[0]}: the image is in different HDUs across files ({sorted(set(hdus))}); "
@@ -182,13 +191,7 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
                 f"{f}: frame shape {s} differs from {ref_shape} of {files[0]}; all frames of a "
                 "series must have the same size (remove the odd file or narrow input.pattern)"
             )
-    times_list = []
-    used_keys = set()
-    for f, h in zip(files, headers, strict=True):
-        t, k = header_time(h, list(cfg.time_key), f)
-        times_list.append(t)
-        used_keys.add(k)
-    times = Time(times_list)
+    times, used_keys = _header_times(files, headers, list(cfg.time_key))
     order = np.argsort(
         times.tai.jd1 - times.tai.jd1[0] + (times.tai.jd2 - times.tai.jd2[0]), kind="stable"
     )
@@ -221,8 +224,13 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
         scaled = h.get("BSCALE", 1.0) != 1.0 or h.get("BZERO", 0.0) != 0.0
         blank.append(None if scaled else b)
     ny, nx = ref_shape
+    reader = _ReadSeries(hdus[0], layouts, (ny, nx))
+    for i, h in enumerate(headers):
+        scaling = (h.get("BSCALE", 1.0), h.get("BZERO", 0.0), h.get("BLANK"))
+        if layouts[i] is not None and scaling[:2] != (1.0, 0.0):
+            reader.scaling[i] = scaling
     frames = LazyFrames(
-        read=_ReadSeries(hdus[0]),
+        read=reader,
         source=list(files),
         shape=(len(files), ny, nx),
         order=order,
@@ -230,7 +238,12 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
         missing_below=cfg.missing_below,
         blank=blank if any(b is not None for b in blank) else None,
     )
-    cel, hpc, field = series_field([headers[i] for i in order], times, ny, nx, scale is not None)
+    sorted_headers = [headers[i] for i in order]
+    # series_field reads the first and the middle (reference) frame's whole header.
+    for j in {0, len(order) // 2}:
+        if isinstance(sorted_headers[j], _Keys):
+            sorted_headers[j] = _scan(files[order[j]], cfg.hdu, keys, whole=True)[0]
+    cel, hpc, field = series_field(sorted_headers, times, ny, nx, scale is not None)
     attrs = {
         "source": str(Path(cfg.path).resolve()) if cfg.path else "",
         "kind": "fits_series",
@@ -242,11 +255,13 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
         frames,
         times=times,
         exposure=exposure,
-        time_chunk=1,
+        # A few frames per task (up to 16, ~16 MB): one task per small frame made the
+        # per-task overhead of dask, not the reading, the cost of ingesting 3600 frames.
+        time_chunk=cube_time_chunk(len(files), ny, nx),
         attrs=attrs,
         hpc=hpc,
         max_frames=cfg.max_frames,
-        time_coords=frame_geometry([headers[i] for i in order]) if cel is not None else None,
+        time_coords=frame_geometry(sorted_headers) if cel is not None else None,
     )
 
 
@@ -273,11 +288,135 @@ def frame_geometry(headers: list[fits.Header]) -> dict[str, tuple[np.ndarray, di
     return out
 
 
-class _ReadSeries:
-    """Picklable reader bound to one HDU index (dask ships it to workers once)."""
+class _Keys(dict):
+    """The header keys a plain file was scanned for (upper case), looked up as astropy's
+    ``Header.get`` does: case-insensitively, absent keys giving the default."""
 
-    def __init__(self, hdu: int) -> None:
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict.get(self, key.upper(), default)
+
+
+def _frame_keys(cfg: InputConfig) -> tuple[str, ...]:
+    """Every header key :func:`open_fits_series` looks up in every frame (upper case)."""
+    keys = ["BSCALE", "BZERO", "BLANK", *cfg.time_key]
+    if cfg.exposure_key:
+        keys.append(cfg.exposure_key)
+    keys += [k for k, _ in GEOMETRY_KEYS.values()]
+    return tuple(dict.fromkeys(k.upper() for k in keys))
+
+
+def _scan(
+    path: str, hdu: int | None, keys: tuple[str, ...], whole: bool = False
+) -> tuple[Any, int, PlainLayout | None]:
+    """One file's header (a :class:`_Keys` of ``keys`` for a plain file, else astropy's whole
+    Header), its image HDU and, for a plain file, where its data are. ``whole``: always
+    astropy's whole Header (and no layout).
+
+    Raises
+    ------
+    InputError
+        The file is truncated, has no image HDU, or its header cannot be read; the message
+        names the file and the fix.
+    """
+    try:
+        if not whole and hdu in (None, 0):
+            try:
+                values, layout, size = scan_plain(path, keys)
+            except NotPlain:
+                pass
+            else:
+                check_size(path, size, layout.size_needed)
+                return _Keys(values), 0, layout
+        with warnings.catch_warnings():
+            # astropy's own truncation warning; check_data_size reports it as an error.
+            warnings.filterwarnings("ignore", message="File may have been truncated")
+            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+                i = find_image_hdu(hdul, hdu, path)
+                header = hdul[i].header.copy()
+                check_data_size(hdul, i, path)
+        return header, i, None
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"{path}: cannot read the FITS header ({type(exc).__name__}: {exc}); remove or "
+            "replace the file, or narrow input.pattern to exclude it"
+        ) from None
+
+
+def _header_times(files: list[str], headers: list[Any], keys: list[str]) -> tuple[Time, set]:
+    """Every frame's time (in file order) and the set of time keys used.
+
+    The ISO strings are parsed together (one Time of many strings costs about what one
+    scalar does); if that fails, or a value is not plain ``isot``, each is parsed on its own
+    with :func:`header_time`, which names the file at fault. Both give the same times.
+    """
+    texts, used = [], set()
+    for h in headers:
+        for k in keys:
+            v = h.get(k)
+            if v not in (None, ""):
+                text = str(v).strip()
+                texts.append(text[:-1] if text.endswith("Z") else text)
+                used.add(k)
+                break
+    if len(texts) == len(headers) and all("T" in t for t in texts):
+        try:
+            return Time(texts, scale="utc", format="isot"), used
+        except Exception:
+            pass  # one of them is not a time: find and name it below
+    # Frame by frame, in file order: the first file without a time, or with a bad one, is
+    # named (as header_time always did).
+    times = [header_time(h, keys, f)[0] for f, h in zip(files, headers, strict=True)]
+    return Time(times), used
+
+
+class _ReadSeries:
+    """Picklable reader bound to one HDU index (dask ships it to workers once).
+
+    ``layouts`` (per file, in file order): where a plain file's data are, or None for a file
+    astropy reads; the layouts travel as small arrays.
+    """
+
+    def __init__(
+        self,
+        hdu: int,
+        layouts: list[PlainLayout | None] | None = None,
+        shape: tuple[int, int] | None = None,
+    ) -> None:
         self.hdu = hdu
+        self.shape = shape
+        layouts = layouts or []
+        self.offset = np.array([lay.offset if lay else -1 for lay in layouts], dtype=np.int64)
+        self.nbytes = np.array([lay.nbytes if lay else 0 for lay in layouts], dtype=np.int64)
+        self.bitpix = np.array([lay.bitpix if lay else 0 for lay in layouts], dtype=np.int16)
+        self.digest = np.array([lay.digest if lay else b"" for lay in layouts], dtype="S16")
+        # BSCALE / BZERO / BLANK of plain files, as their headers say (the digest check at
+        # read time makes sure they still do).
+        self.scaling: dict[int, tuple[float, float, float | None]] = {}
+
+    def _layout(self, i: int) -> PlainLayout | None:
+        if i >= self.offset.size or self.offset[i] < 0:
+            return None
+        return PlainLayout(
+            int(self.offset[i]), int(self.nbytes[i]), int(self.bitpix[i]), bytes(self.digest[i])
+        )
 
     def __call__(self, paths: list[str], start: int, stop: int) -> np.ndarray:
-        return _read_frame(paths, start, stop, self.hdu)
+        out = []
+        for i in range(start, stop):
+            try:
+                out.append(self._one(paths[i], i))
+            except InputError:
+                raise
+            except Exception as exc:  # a chunk holds several files: name the one at fault
+                raise read_failure(str(paths[i]), exc) from None
+        return np.stack(out)
+
+    def _one(self, path: str, i: int) -> np.ndarray:
+        layout = self._layout(i)
+        raw = None if layout is None else read_plain(path, layout, self.shape)
+        if raw is None:  # not plain, or changed since the scan: astropy reads it
+            return _read_astropy(path, self.hdu)
+        bscale, bzero, blank = self.scaling.get(i, (1.0, 0.0, None))
+        return _scale(raw, bscale, bzero, blank, self.shape)
