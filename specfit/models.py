@@ -787,7 +787,7 @@ def _ship(model: Model) -> Model:
 # The shipped models: one declaration each.
 powerlaw_tail = _ship(
     (POWER_LAW + TAIL).named(
-        "powerlaw_tail", guess=guesses.guess_powerlaw_tail, null=guesses.powerlaw_tail_null
+        "powerlaw_tail", guess=guesses.powerlaw_tail_starts, null=guesses.powerlaw_tail_null
     )
 )
 powerlaw_tail_lorentzian = _ship(

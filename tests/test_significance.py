@@ -169,22 +169,22 @@ def test_bh_and_sidak_rates_on_uniform_null_fields():
     assert abs(np.mean(fields < 0.05) - 0.05) <= 3 * np.sqrt(0.05 * 0.95 / fields.size)
 
 
-_M1_STEEP = (
-    "measured 6.65 % below alpha 0.05 (limit 6.46 %) once the M1 index -1 collapse was fixed: "
-    "the LRT reference's own null fits had collapsed on ~4.5 % of its 2000 spectra (M1 more "
-    "than 0.1 below an L-BFGS-B grid reference on 125), which inflated it; 13 remain, M1 stuck "
-    "at a steep index (4-10, the bound) on a first-bin spike (issue 11, search)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_M1_STEEP)
 def test_fit_lrt_pvalues_are_calibrated_per_pixel(null_pvalues):
     """2000 null spectra fitted as a run does: per-pixel alpha = 0.05 and 0.2 flag 5 % and
-    20 % of them (tolerance 3 binomial SE: 0.0049 and 0.0089)."""
+    20 % of them. The p-values come from a reference of N_ref = 2000 simulated statistics
+    (fitting._LRT_NSIM), whose own sampling error moves every pixel's p-value together, so
+    the rate's variance is alpha (1 - alpha) (1/2000 + 1/N_ref). Tolerance 3 of those SE
+    (0.0207 and 0.0379). Measured (seed 2026): 5.95 % and 23.2 %; pooled with seeds 2027 and
+    2028 (6000 spectra): 4.92 % and 21.1 %. Before M1 started in both index basins
+    (guesses.powerlaw_tail_starts) seed 2028 had one M1 fit stuck in the wrong basin (LRT
+    statistic 436, p = 0) and seed 2026 flagged 24.9 % at 0.2."""
+    from specfit.kernels.fitting import _LRT_NSIM
+
     p = null_pvalues
     assert np.isfinite(p).all()
     for alpha in (0.05, 0.2):
-        assert abs(np.mean(p < alpha) - alpha) <= 3 * np.sqrt(alpha * (1 - alpha) / p.size)
+        se = np.sqrt(alpha * (1 - alpha) * (1 / p.size + 1 / _LRT_NSIM))
+        assert abs(np.mean(p < alpha) - alpha) <= 3 * se, (alpha, np.mean(p < alpha))
 
 
 def test_field_control_on_null_fields(null_pvalues):
@@ -199,11 +199,24 @@ def test_field_control_on_null_fields(null_pvalues):
     assert bh_any <= limit and sidak_any <= limit, (bh_any, sidak_any)
 
 
-def test_no_null_pixel_passes_the_whole_sets_global_level(null_pvalues):
-    # All 2000 null pixels as one field: the global level 0.95 must hold for it too, which
-    # needs the extreme tail of the p-values right (threshold 2.6e-5), not only their bulk.
+def test_global_level_holds_on_null_fields(null_pvalues):
+    """The Sidak global level on fields of many pixels, which needs the extreme tail of the
+    p-values right, not only their bulk. (A single 2000-pixel field at level 0.95 fails with
+    probability 5 % even with exact p-values, and every change of the fitting code redraws
+    the LRT reference, keyed by its source hash: such a test flips by chance.)
+
+    - 20 fields of 100 pixels at level 0.95 (threshold 5.1e-4): each has a false pass with
+      probability <= 0.05, so at most 4 of the 20 may (false failure P(Bin(20, 0.05) >= 5)
+      = 0.26 %). Measured: 3, 1 and 2 for seeds 2026-2028.
+    - All 2000 pixels at level 0.999 (threshold 5e-7): none (false failure 0.1 %). A fit in
+      a wrong basin fails it: before M1 started in both index basins seed 2028 had an M1
+      fit stuck (LRT statistic 436, p = 0).
+    """
     p = null_pvalues
-    assert not np.any(p <= sidak_threshold(0.95, p.size)), np.sort(p)[:5]
+    fields = p.reshape(20, 100)
+    n_fields = int(np.sum(np.any(fields <= sidak_threshold(0.95, 100), axis=1)))
+    assert n_fields <= 4, n_fields
+    assert not np.any(p <= sidak_threshold(0.999, p.size)), np.sort(p)[:5]
 
 
 def _no_bump(shape, cadence, exposure):

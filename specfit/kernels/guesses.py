@@ -15,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "guess_powerlaw_tail",
+    "powerlaw_tail_starts",
     "bump_seeds",
     "bump_width_seed",
     "powerlaw_tail_null",
@@ -129,6 +130,121 @@ def _guess_m1_rows(lnf, power, bias, out):
         out[r, 2] = tail
 
 
+def powerlaw_tail_starts(
+    f: np.ndarray, power: np.ndarray, dof: float | np.ndarray = 2.0, base=None, nstart: int = 1
+) -> np.ndarray:
+    """M1 candidate starts (npix, max(nstart, 3), 3): the data-driven start
+    (:func:`guess_powerlaw_tail`), then the best point of a Whittle profile over the index in
+    each of the objective's two basins (:func:`_basin_starts`), then (nstart > 3) +/- 25 %
+    spreads of the first.
+
+    On short noisy spectra the M1 objective has two basins: a power law over the lowest
+    bins (any index) and a steep one (index >= :data:`_STEEP_INDEX`, up to the bound) that
+    only carries the first bin or two, with the tail carrying the rest. The data-driven
+    start lies in one of them and the solver does not cross from one to the other; a start
+    in each, from a profile over the index with the amplitude and tail solved, makes the
+    fit reach the better one. With ``nstart`` 3 (the default) these three are the starts;
+    with fewer the solver runs the best-ranked ``nstart`` of them.
+    """
+    power = np.atleast_2d(np.asarray(power, np.float64))
+    first = guess_powerlaw_tail(f, power, dof)
+    lnf = np.log(np.asarray(f, np.float64))
+    basins = np.empty((power.shape[0], 2, 3))
+    _basin_starts(lnf, np.ascontiguousarray(power), basins)
+    out = [first, basins[:, 0], basins[:, 1]]
+    for s in range(1, nstart - 2):
+        # deterministic spread around the data-driven start: alternate +/- 25 % steps
+        sign = np.where(np.arange(3) % 2 == s % 2, 1.0, -1.0)
+        out.append(first * (1.0 + 0.25 * ((s + 1) // 2) * sign))
+    return np.stack(out, axis=1)
+
+
+# The M1 objective's basins: index below / at or above this (see powerlaw_tail_starts).
+_STEEP_INDEX = 4.0
+# Index values of the basins' profile (the model's index bounds are -1, 10).
+_BASIN_INDEX = np.array(
+    [-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0]
+)
+
+
+@_njit_cached
+def _basin_starts(lnf, power, out):
+    """Per pixel, the best point (A, index, C) of the Whittle profile over
+    :data:`_BASIN_INDEX` with index < :data:`_STEEP_INDEX` (``out[:, 0]``) and with index >=
+    it (``out[:, 1]``); A and C solved at each index as in :func:`_profile_index` (moment
+    match over the lowest 5 % of bins, at least 3, then Fisher scoring)."""
+    npix, nf = power.shape
+    nhi = max(int(round(0.15 * nf)), 2)
+    nsel = min(max(int(0.05 * nf), 3), nf)
+    ng = _BASIN_INDEX.shape[0]
+    u = np.empty(nf)
+    for r in range(npix):
+        y = power[r]
+        high = 0.0
+        for i in range(nf - nhi, nf):
+            high += y[i]
+        high /= nhi
+        best_F = np.full(2, math.inf)
+        seen = np.zeros(2, dtype=np.bool_)
+        for k in range(ng):
+            n = _BASIN_INDEX[k]
+            lnA, c = _solve_amplitudes(lnf, y, nsel, high, n, u)
+            F = _whittle_m1(lnf, y, lnA, n, c)
+            b = 1 if n >= _STEEP_INDEX else 0
+            if F < best_F[b] or not seen[b]:
+                seen[b] = True
+                best_F[b] = F
+                out[r, b, 0] = math.exp(min(max(lnA, -700.0), 700.0))
+                out[r, b, 1] = n
+                out[r, b, 2] = c
+
+
+@_njit_cached
+def _solve_amplitudes(lnf, y, nsel, high, n, u):
+    """(ln A, C) of m = A f^-n + C at a fixed index ``n``: a moment match (the tail at the
+    top bins' mean ``high``, the power law carrying the rest of the first ``nsel`` bins' mean)
+    and :data:`_PROFILE_STEPS` Fisher-scoring steps on the Whittle objective."""
+    nf = y.shape[0]
+    ylo = 0.0
+    for i in range(nsel):
+        ylo += y[i]
+    ylo /= nsel
+    # u = (f / f0)^-n, so that a = A f0^-n is the power law at the first bin (O(power))
+    ulo = 0.0
+    for i in range(nf):
+        u[i] = math.exp(-n * (lnf[i] - lnf[0]))
+        if i < nsel:
+            ulo += u[i]
+    ulo /= nsel
+    c = high
+    a = max(ylo - c, 0.1 * ylo) / ulo
+    for _ in range(_PROFILE_STEPS):
+        # Fisher scoring on (a, c): H = sum [u 1]^T [u 1] / m^2, g = sum (y - m) [u 1] / m^2
+        h11 = 0.0
+        h12 = 0.0
+        h22 = 0.0
+        g1 = 0.0
+        g2 = 0.0
+        for i in range(nf):
+            m = a * u[i] + c
+            w = 1.0 / (m * m)
+            e = (y[i] - m) * w
+            h11 += u[i] * u[i] * w
+            h12 += u[i] * w
+            h22 += w
+            g1 += e * u[i]
+            g2 += e
+        det = h11 * h22 - h12 * h12
+        if not det > 1e-12 * h11 * h22:
+            break
+        da = (h22 * g1 - h12 * g2) / det
+        dc = (h11 * g2 - h12 * g1) / det
+        # stay positive: at most a tenfold fall per step for a, c on its bound at 0
+        a = max(a + da, 0.1 * a)
+        c = max(c + dc, 0.0)
+    return math.log(a) + n * lnf[0], c
+
+
 # Below this index the log-log line of the M1 guess is not trusted (see _profile_index).
 _RISING_INDEX = 0.0
 # Index values of that profile (the model's index bounds are -1, 10) and scoring steps per value.
@@ -150,46 +266,9 @@ def _profile_index(lnf, y, nsel, high, lnA0, index0, tail0):
     u = np.empty(nf)
     best_F = _whittle_m1(lnf, y, lnA0, index0, tail0)
     best = (lnA0, index0, tail0)
-    ylo = 0.0
-    for i in range(nsel):
-        ylo += y[i]
-    ylo /= nsel
     for k in range(ng + 1):
         n = index0 if k == ng else _PROFILE_INDEX[k]
-        # u = (f / f0)^-n, so that a = A f0^-n is the power law at the first bin (O(power))
-        ulo = 0.0
-        for i in range(nf):
-            u[i] = math.exp(-n * (lnf[i] - lnf[0]))
-            if i < nsel:
-                ulo += u[i]
-        ulo /= nsel
-        c = high
-        a = max(ylo - c, 0.1 * ylo) / ulo
-        for _ in range(_PROFILE_STEPS):
-            # Fisher scoring on (a, c): H = sum [u 1]^T [u 1] / m^2, g = sum (y - m) [u 1] / m^2
-            h11 = 0.0
-            h12 = 0.0
-            h22 = 0.0
-            g1 = 0.0
-            g2 = 0.0
-            for i in range(nf):
-                m = a * u[i] + c
-                w = 1.0 / (m * m)
-                e = (y[i] - m) * w
-                h11 += u[i] * u[i] * w
-                h12 += u[i] * w
-                h22 += w
-                g1 += e * u[i]
-                g2 += e
-            det = h11 * h22 - h12 * h12
-            if not det > 1e-12 * h11 * h22:
-                break
-            da = (h22 * g1 - h12 * g2) / det
-            dc = (h11 * g2 - h12 * g1) / det
-            # stay positive: at most a tenfold fall per step for a, c on its bound at 0
-            a = max(a + da, 0.1 * a)
-            c = max(c + dc, 0.0)
-        lnA = math.log(a) + n * lnf[0]
+        lnA, c = _solve_amplitudes(lnf, y, nsel, high, n, u)
         F = _whittle_m1(lnf, y, lnA, n, c)
         if F < best_F:
             best_F = F
