@@ -40,6 +40,9 @@ import numpy as np
 # solver's source: kernels.compile copies them into a module generated per model, where EVAL
 # is that model's fused kernel, and compiles them there (cached on disk by numba).
 EVAL = None
+# The objective's sums from EVAL's output: lm._chain_log then lm._accum, unrolled for the
+# model's number of parameters (generated with EVAL; bit-identical to those two).
+ACCUM = None
 
 __all__ = ["solve", "OBJECTIVES", "LMResult", "SOLVER_TEMPLATES"]
 
@@ -253,8 +256,7 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs)
     for a in range(npar):
         pn[a] = math.exp(p[a]) if logp[a] else p[a]
     EVAL(kid, x, pn, m, J, True)
-    _chain_log(logp, pn, J, npar, True)
-    F, s2 = _accum(y, w, use_w, obj, m, J, npar, H, g, True)
+    F, s2 = ACCUM(y, w, use_w, obj, m, J, logp, pn, H, g, True)
     nfev = 1
     if not math.isfinite(F):
         return F, s2, _FAILED, nfev, c
@@ -298,8 +300,7 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs)
         for a in range(npar):
             pn[a] = math.exp(pt[a]) if logp[a] else pt[a]
         EVAL(kid, x, pn, mt, Jt, True)
-        _chain_log(logp, pn, Jt, npar, True)
-        Ft, s2t = _accum(y, w, use_w, obj, mt, Jt, npar, Ht, gt, True)
+        Ft, s2t = ACCUM(y, w, use_w, obj, mt, Jt, logp, pn, Ht, gt, True)
         nfev += 1
         if math.isfinite(Ft) and Ft < F:
             rho = (F - Ft) / pred if pred > 0.0 else 0.0
@@ -417,8 +418,7 @@ def _lm_block(
                 for a in range(npar):
                     pn[a] = math.exp(p[a]) if logp[a] else p[a]
                 EVAL(kid, x, pn, m, J, False)
-                _chain_log(logp, pn, J, npar, False)
-                Fc[s], _ = _accum(Y[i], w, use_w, obj, m, J, npar, H, g, False)
+                Fc[s], _ = ACCUM(Y[i], w, use_w, obj, m, J, logp, pn, H, g, False)
                 tot += 1
             order = np.argsort(Fc)
         for r in range(min(nrun, nstart)):
