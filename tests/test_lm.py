@@ -249,7 +249,11 @@ def test_unweighted_lsq_polish_reaches_the_optimum_at_1800_bins():
     rng = np.random.default_rng(11)
     n = 40
     truth = np.column_stack(
-        [10 ** rng.uniform(-6.5, -5.0, n), rng.uniform(1.5, 2.5, n), 10 ** rng.uniform(-0.2, 0.2, n)]
+        [
+            10 ** rng.uniform(-6.5, -5.0, n),
+            rng.uniform(1.5, 2.5, n),
+            10 ** rng.uniform(-0.2, 0.2, n),
+        ]
     )
     y = M1.evaluate(f, truth) * rng.gamma(1.0, 1.0, size=(n, f.size))
     fits, _, scale = fitting._fit_models(

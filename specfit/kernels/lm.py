@@ -479,7 +479,21 @@ def _lm_block(
             for a in range(npar):
                 p[a] = P0[i, s, a]
             Fi, s2i, st, nfev, ce = _lm_pixel(
-                kid, x, Y[i], w, use_w, obj, C[i], NFIT[i], p, LO[i], HI[i], max_iter, tol, secant, bufs
+                kid,
+                x,
+                Y[i],
+                w,
+                use_w,
+                obj,
+                C[i],
+                NFIT[i],
+                p,
+                LO[i],
+                HI[i],
+                max_iter,
+                tol,
+                secant,
+                bufs,
             )
             tot += nfev
             if r == 0 or (math.isfinite(Fi) and Fi < best):
