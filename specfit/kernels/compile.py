@@ -35,7 +35,7 @@ from . import lm
 __all__ = ["CompiledModel", "compiled", "cache_dir"]
 
 # bump when the generated text changes shape in a way the hash of its parts would not see
-_GENERATOR_VERSION = 2
+_GENERATOR_VERSION = 3
 _SHAPES: dict[str, Callable] = {}  # key -> shape function, looked up by generated modules
 _COMPILED: dict[tuple, CompiledModel] = {}
 _LOCK = threading.Lock()
@@ -104,7 +104,7 @@ def _generate(keys: Sequence[str], nparams: Sequence[int]) -> str:
         "from specfit.kernels.compile import shape_function",
         "from specfit.kernels.lm import (",
         "    _AT_BOUND, _CONVERGED, _FAILED, _MAX_ITER, _SINGULAR, _STALLED,",
-        "    _accum, _chain_log, _chol_inv_diag, _chol_solve, _free_set,",
+        "    _chol_inv_diag, _chol_solve, _free_set,",
         ")",
         "",
     ]
@@ -148,10 +148,97 @@ def _generate(keys: Sequence[str], nparams: Sequence[int]) -> str:
         "    kernel(x, p, m, J, want_jac)",
         "",
     ]
+    lines += _generate_accum(j)
     for fn in lm.SOLVER_TEMPLATES:
         lines += ["", "@numba.njit(nogil=True, cache=True)", inspect.getsource(fn).rstrip(), ""]
     lines.append("solve_block = _lm_block")
     return "\n".join(lines) + "\n"
+
+
+def _generate_accum(npar: int) -> list[str]:
+    """``ACCUM``: ``lm._chain_log`` then ``lm._accum`` for this model's number of parameters,
+    unrolled, with H and g summed in locals (registers) and written once at the end.
+
+    The same operations in the same order for every sum, so bit-identical to those two
+    (tests/test_lm.py checks). The model and its jacobian stay a separate pass (``EVAL``):
+    fused into this loop, the shapes' exp() calls would spill every accumulator around each
+    call (all float registers are caller-saved), which measured slower than two passes."""
+    pairs = [(a, b) for a in range(npar) for b in range(a + 1)]
+    L = [
+        "",
+        "",
+        "@numba.njit(nogil=True, cache=True)",
+        "def ACCUM(y, w, use_w, obj, m, J, logp, pn, H, g, want):",
+        '    """lm._accum on the jacobian of ln-parametrised columns (lm._chain_log), unrolled."""',
+    ]
+    # dm/dln(p) = p dm/dp for ln-parametrised parameters (x 1.0 is exact for the others)
+    L += [f"    f{a} = pn[{a}] if logp[{a}] else 1.0" for a in range(npar)]
+    L += [f"    g{a} = 0.0" for a in range(npar)]
+    L += [f"    h{a}_{b} = 0.0" for a, b in pairs]
+    L += [
+        "    F = 0.0",
+        "    s2 = 0.0",
+        "    prod = 1.0",
+        "    cnt = 0",
+        "    for i in range(y.shape[0]):",
+        "        mi = m[i]",
+        "        if not math.isfinite(mi):",
+        "            return math.inf, math.inf",
+        "        if obj == 0:",
+        "            e = y[i] - mi",
+        "            a_ = w[i] if use_w else 1.0",
+        "            F += 0.5 * a_ * e * e",
+        "        else:",
+        "            if mi <= 0.0:",
+        "                return math.inf, math.inf",
+        "            inv = 1.0 / mi",
+        "            a_ = inv * inv",
+        "            if obj == 2 and use_w:",
+        "                e = y[i] - mi",
+        "                a_ *= w[i]",
+        "                F += w[i] * (y[i] * inv + math.log(mi))",
+        "            elif obj == 2:",
+        "                e = y[i] - mi",
+        "                F += y[i] * inv",
+        "                if 1e-30 < mi < 1e30:",
+        "                    prod *= mi",
+        "                    cnt += 1",
+        "                    if cnt == 8:",
+        "                        F += math.log(prod)",
+        "                        prod = 1.0",
+        "                        cnt = 0",
+        "                else:",
+        "                    F += math.log(mi)",
+        "            else:",
+        "                r = y[i] - math.log(mi)",
+        "                e = mi * r",
+        "                if use_w:",
+        "                    a_ *= w[i]",
+        "                    F += 0.5 * w[i] * r * r",
+        "                else:",
+        "                    F += 0.5 * r * r",
+        "        s2 += a_ * e * e",
+        "        if want:",
+        "            ae = a_ * e",
+    ]
+    for a in range(npar):
+        L.append(f"            j{a} = J[i, {a}] * f{a}")
+    for a in range(npar):
+        L.append(f"            g{a} += ae * j{a}")
+        L.append(f"            aj{a} = a_ * j{a}")
+        L += [f"            h{a}_{b} += aj{a} * j{b}" for b in range(a + 1)]
+    L += [
+        "    if cnt > 0:",
+        "        F += math.log(prod)",
+        "    if want:",
+    ]
+    L += [f"        g[{a}] = g{a}" for a in range(npar)]
+    for a, b in pairs:
+        L.append(f"        H[{a}, {b}] = h{a}_{b}")
+        if a != b:
+            L.append(f"        H[{b}, {a}] = h{a}_{b}")
+    L += ["    return F, s2", ""]
+    return L
 
 
 def compiled(shapes: Sequence[Callable], nparams: Sequence[int]) -> CompiledModel:

@@ -373,7 +373,7 @@ def _fit_one(
         for k in range(nrun):
             rc = lm.solve(
                 kernel, xc, yc, S[:, k : k + 1], LO, HI, method, c, active, wc,
-                max_iter, max(tol, 1e-3), 1, logp,
+                max_iter, max(tol, _COARSE_TOL), 1, logp,
             )  # fmt: skip
             ok = np.isfinite(rc["F"]) & np.isfinite(rc["params"]).all(axis=1)
             Fs[:, k] = np.where(ok, rc["F"], np.inf)
@@ -386,7 +386,7 @@ def _fit_one(
         nrun = min(_POLISH_RUN, keep)
     res = lm.solve(
         kernel, model.abscissa(f), y, S, LO, HI, method, c, active, weights,
-        max_iter, tol, nrun, logp,
+        max_iter, tol, nrun, logp, secant=True,
     )  # fmt: skip
     res["nfev"] = (res["nfev"] + nfev).astype(np.int32)
     P, E = res["params"], res["errors"]
@@ -403,6 +403,8 @@ def _fit_one(
     }
 
 
+_COARSE_TOL = 1e-3  # the coarse stage's tolerance (1e-6 saved full-resolution steps on
+# M1 but cost more than it saved on M2's many search candidates at the defaults)
 _POLISH_RUN = 2  # of them polished to convergence
 _POLISH_KEEP = 8  # best coarse results per pixel ranked on the full spectrum (one
 # evaluation each; the grouped bins can misorder narrow bumps near the top of the band)

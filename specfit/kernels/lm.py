@@ -40,6 +40,9 @@ import numpy as np
 # solver's source: kernels.compile copies them into a module generated per model, where EVAL
 # is that model's fused kernel, and compiles them there (cached on disk by numba).
 EVAL = None
+# The objective's sums from EVAL's output: lm._chain_log then lm._accum, unrolled for the
+# model's number of parameters (generated with EVAL; bit-identical to those two).
+ACCUM = None
 
 __all__ = ["solve", "OBJECTIVES", "LMResult", "SOLVER_TEMPLATES"]
 
@@ -244,17 +247,16 @@ def _free_set(p, lo, hi, H, g, npar, free):
     return nfree
 
 
-def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs):
+def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, secant, bufs):
     """Fit one pixel in place (p holds the start); returns (F, s2, status, nfev, c_eff)."""
-    m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn, idx, work = bufs
+    m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn, idx, work, B, A = bufs
     npar = p.shape[0]
     for a in range(npar):
         p[a] = min(max(p[a], lo[a]), hi[a])
     for a in range(npar):
         pn[a] = math.exp(p[a]) if logp[a] else p[a]
     EVAL(kid, x, pn, m, J, True)
-    _chain_log(logp, pn, J, npar, True)
-    F, s2 = _accum(y, w, use_w, obj, m, J, npar, H, g, True)
+    F, s2 = ACCUM(y, w, use_w, obj, m, J, logp, pn, H, g, True)
     nfev = 1
     if not math.isfinite(F):
         return F, s2, _FAILED, nfev, c
@@ -262,6 +264,13 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs)
     nu = 2.0
     prev_dec = -1.0
     status = _MAX_ITER
+    # B: secant (SR1) estimate of observed minus expected curvature, learnt from the
+    # gradient change over accepted steps; the step solves with H + B (H alone when B is 0
+    # or H + B is not positive definite), the convergence test and errors use H alone
+    nb = 0
+    for a in range(npar):
+        for b in range(npar):
+            B[a, b] = 0.0
     for _ in range(max_iter):
         ceff = c if c > 0 else (nfit - npar) / max(2.0 * F, 1e-300)
         _free_set(p, lo, hi, H, g, npar, free)
@@ -276,7 +285,27 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs)
         contraction = min(dec / prev_dec, 1.0) if prev_dec > 0.0 else 1.0
         final = dec >= 0.0 and ceff * dec * min(contraction, 1.0 / 16.0) < tol
         prev_dec = dec
-        if not final and lam > 1e-9:
+        use_b = False
+        if nb > 0:
+            ok_a = True
+            for a in range(npar):
+                for b in range(npar):
+                    A[a, b] = H[a, b] + B[a, b]
+                if free[a] and not A[a, a] > 0.0:
+                    ok_a = False
+            if ok_a:
+                dA = _chol_solve(A, g, free, npar, L, d, 0.0 if final else lam, idx, work)
+                if dA >= 0.0:
+                    use_b = True
+                    dec = dA
+            if not use_b:
+                # H + B is not positive definite: forget B, back to the undamped H step
+                nb = 0
+                for a in range(npar):
+                    for b in range(npar):
+                        B[a, b] = 0.0
+                dec = _chol_solve(H, g, free, npar, L, d, 0.0, idx, work)
+        if not use_b and not final and lam > 1e-9:
             # damped step; Marquardt's scaling by diag(H) keeps it invariant to units
             # (with lam this small the undamped step already in d is the same)
             dec = _chol_solve(H, g, free, npar, L, d, lam, idx, work)
@@ -294,12 +323,12 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs)
             pred += g[a] * d[a]
         for a in range(npar):
             for b in range(npar):
-                pred -= 0.5 * d[a] * H[a, b] * d[b]
+                hab = H[a, b] + B[a, b] if use_b else H[a, b]
+                pred -= 0.5 * d[a] * hab * d[b]
         for a in range(npar):
             pn[a] = math.exp(pt[a]) if logp[a] else pt[a]
         EVAL(kid, x, pn, mt, Jt, True)
-        _chain_log(logp, pn, Jt, npar, True)
-        Ft, s2t = _accum(y, w, use_w, obj, mt, Jt, npar, Ht, gt, True)
+        Ft, s2t = ACCUM(y, w, use_w, obj, mt, Jt, logp, pn, Ht, gt, True)
         nfev += 1
         if math.isfinite(Ft) and Ft < F:
             rho = (F - Ft) / pred if pred > 0.0 else 0.0
@@ -310,6 +339,24 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs)
             J, Jt = Jt, J
             H, Ht = Ht, H
             g, gt = gt, g
+            # secant update: the gradient change y = g_old - g_new over the step d should
+            # equal (H_new + B) d; SR1 correction of B along the residual v
+            vs = 0.0
+            vv = 0.0
+            dd = 0.0
+            for a in range(npar):
+                v = gt[a] - g[a]
+                for b in range(npar):
+                    v -= (H[a, b] + B[a, b]) * d[b]
+                work[0, a] = v
+                vs += v * d[a]
+                vv += v * v
+                dd += d[a] * d[a]
+            if secant and abs(vs) > 1e-8 * math.sqrt(vv * dd) and vv > 0.0:
+                for a in range(npar):
+                    for b in range(npar):
+                        B[a, b] += work[0, a] * work[0, b] / vs
+                nb += 1
             t = 2.0 * rho - 1.0
             lam *= max(1.0 / 3.0, 1.0 - t * t * t)
             lam = max(lam, 1e-12)
@@ -323,6 +370,10 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, bufs)
         else:
             lam *= nu
             nu *= 2.0
+            nb = 0
+            for a in range(npar):
+                for b in range(npar):
+                    B[a, b] = 0.0
             if lam > 1e16:
                 status = _STALLED
                 break
@@ -371,6 +422,7 @@ def _lm_block(
     active,
     max_iter,
     tol,
+    secant,
     nrun,
     logp,
     P,
@@ -398,7 +450,9 @@ def _lm_block(
     pn = np.empty(npar)
     idx = np.empty(npar, dtype=np.int64)
     work = np.empty((3, npar))
-    bufs = (m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn, idx, work)
+    B = np.empty((npar, npar))
+    A = np.empty((npar, npar))
+    bufs = (m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn, idx, work, B, A)
     p = np.empty(npar)
     w0 = np.ones(1)
     Fc = np.empty(nstart)
@@ -417,8 +471,7 @@ def _lm_block(
                 for a in range(npar):
                     pn[a] = math.exp(p[a]) if logp[a] else p[a]
                 EVAL(kid, x, pn, m, J, False)
-                _chain_log(logp, pn, J, npar, False)
-                Fc[s], _ = _accum(Y[i], w, use_w, obj, m, J, npar, H, g, False)
+                Fc[s], _ = ACCUM(Y[i], w, use_w, obj, m, J, logp, pn, H, g, False)
                 tot += 1
             order = np.argsort(Fc)
         for r in range(min(nrun, nstart)):
@@ -426,7 +479,21 @@ def _lm_block(
             for a in range(npar):
                 p[a] = P0[i, s, a]
             Fi, s2i, st, nfev, ce = _lm_pixel(
-                kid, x, Y[i], w, use_w, obj, C[i], NFIT[i], p, LO[i], HI[i], max_iter, tol, bufs
+                kid,
+                x,
+                Y[i],
+                w,
+                use_w,
+                obj,
+                C[i],
+                NFIT[i],
+                p,
+                LO[i],
+                HI[i],
+                max_iter,
+                tol,
+                secant,
+                bufs,
             )
             tot += nfev
             if r == 0 or (math.isfinite(Fi) and Fi < best):
@@ -465,6 +532,7 @@ def solve(
     tol: float,
     nrun: int | None = None,
     log_params: np.ndarray | None = None,
+    secant: bool = False,
 ) -> LMResult:
     """Run the batched solver on a normalised block.
 
@@ -495,6 +563,13 @@ def solve(
     log_params
         (npar,) bool: parameters solved as ln(p) (strictly positive scale parameters);
         starts, bounds, results and errors are in natural units either way.
+    secant
+        Steps with the curvature H plus a secant (SR1) estimate of what H misses (the
+        observed minus the expected information; for least squares the residuals'
+        second-order term), learnt from the gradient change over accepted steps. Fisher
+        scoring / Gauss-Newton converge only linearly when residuals are large (Gamma
+        spectra); near the optimum this makes it close to Newton's. The stopping test and
+        the error bars still use H alone, so "converged" means the same.
 
     Returns
     -------
@@ -539,6 +614,7 @@ def solve(
         np.ascontiguousarray(active, dtype=np.bool_),
         int(max_iter),
         float(tol),
+        bool(secant),
         int(nstart if nrun is None else max(1, nrun)),
         logp,
         P,
