@@ -148,9 +148,20 @@ def powerlaw_tail_starts(
     """
     power = np.atleast_2d(np.asarray(power, np.float64))
     first = guess_powerlaw_tail(f, power, dof)
-    lnf = np.log(np.asarray(f, np.float64))
+    f = np.asarray(f, np.float64)
+    lnf, y, count = np.log(f), np.ascontiguousarray(power), np.ones(f.size)
+    from specfit.kernels.fitting import _coarse_groups  # (fitting imports this module)
+
+    if _coarse_groups(f) is not None:
+        # Where the fit itself runs coarse-to-fine (long spectra), the profile that only
+        # picks a start in each basin runs on bins grouped over 0.1 in ln f, the group's
+        # count as weight: the lowest bins, where the steep basin lives, stay single, and
+        # the profile's cost stops growing with the number of bins.
+        start, count = _coarse_groups(f, max_span=0.1)
+        lnf = np.log(np.add.reduceat(f, start) / count)
+        y = np.ascontiguousarray(np.add.reduceat(power, start, axis=1) / count)
     basins = np.empty((power.shape[0], 2, 3))
-    _basin_starts(lnf, np.ascontiguousarray(power), basins)
+    _basin_starts(lnf, y, count, basins)
     out = [first, basins[:, 0], basins[:, 1]]
     for s in range(1, nstart - 2):
         # deterministic spread around the data-driven start: alternate +/- 25 % steps
@@ -168,11 +179,12 @@ _BASIN_INDEX = np.array(
 
 
 @_njit_cached
-def _basin_starts(lnf, power, out):
+def _basin_starts(lnf, power, count, out):
     """Per pixel, the best point (A, index, C) of the Whittle profile over
     :data:`_BASIN_INDEX` with index < :data:`_STEEP_INDEX` (``out[:, 0]``) and with index >=
     it (``out[:, 1]``); A and C solved at each index as in :func:`_profile_index` (moment
-    match over the lowest 5 % of bins, at least 3, then Fisher scoring)."""
+    match over the lowest 5 % of bins, at least 3, then Fisher scoring). ``count``: each
+    bin's weight (a group's number of bins; ones for single bins)."""
     npix, nf = power.shape
     nhi = max(int(round(0.15 * nf)), 2)
     nsel = min(max(int(0.05 * nf), 3), nf)
@@ -181,15 +193,17 @@ def _basin_starts(lnf, power, out):
     for r in range(npix):
         y = power[r]
         high = 0.0
+        whigh = 0.0
         for i in range(nf - nhi, nf):
-            high += y[i]
-        high /= nhi
+            high += count[i] * y[i]
+            whigh += count[i]
+        high /= whigh
         best_F = np.full(2, math.inf)
         seen = np.zeros(2, dtype=np.bool_)
         for k in range(ng):
             n = _BASIN_INDEX[k]
-            lnA, c = _solve_amplitudes(lnf, y, nsel, high, n, u)
-            F = _whittle_m1(lnf, y, lnA, n, c)
+            lnA, c = _solve_amplitudes(lnf, y, count, nsel, high, n, u)
+            F = _whittle_m1(lnf, y, count, lnA, n, c)
             b = 1 if n >= _STEEP_INDEX else 0
             if F < best_F[b] or not seen[b]:
                 seen[b] = True
@@ -200,22 +214,25 @@ def _basin_starts(lnf, power, out):
 
 
 @_njit_cached
-def _solve_amplitudes(lnf, y, nsel, high, n, u):
+def _solve_amplitudes(lnf, y, count, nsel, high, n, u):
     """(ln A, C) of m = A f^-n + C at a fixed index ``n``: a moment match (the tail at the
     top bins' mean ``high``, the power law carrying the rest of the first ``nsel`` bins' mean)
-    and :data:`_PROFILE_STEPS` Fisher-scoring steps on the Whittle objective."""
+    and :data:`_PROFILE_STEPS` Fisher-scoring steps on the Whittle objective, each bin
+    weighted by ``count`` (ones: single bins; products by 1.0 change no bit)."""
     nf = y.shape[0]
     ylo = 0.0
+    wlo = 0.0
     for i in range(nsel):
-        ylo += y[i]
-    ylo /= nsel
+        ylo += count[i] * y[i]
+        wlo += count[i]
+    ylo /= wlo
     # u = (f / f0)^-n, so that a = A f0^-n is the power law at the first bin (O(power))
     ulo = 0.0
     for i in range(nf):
         u[i] = math.exp(-n * (lnf[i] - lnf[0]))
         if i < nsel:
-            ulo += u[i]
-    ulo /= nsel
+            ulo += count[i] * u[i]
+    ulo /= wlo
     c = high
     a = max(ylo - c, 0.1 * ylo) / ulo
     for _ in range(_PROFILE_STEPS):
@@ -227,7 +244,7 @@ def _solve_amplitudes(lnf, y, nsel, high, n, u):
         g2 = 0.0
         for i in range(nf):
             m = a * u[i] + c
-            w = 1.0 / (m * m)
+            w = count[i] / (m * m)
             e = (y[i] - m) * w
             h11 += u[i] * u[i] * w
             h12 += u[i] * w
@@ -264,12 +281,13 @@ def _profile_index(lnf, y, nsel, high, lnA0, index0, tail0):
     nf = y.shape[0]
     ng = _PROFILE_INDEX.shape[0]
     u = np.empty(nf)
-    best_F = _whittle_m1(lnf, y, lnA0, index0, tail0)
+    one = np.ones(nf)
+    best_F = _whittle_m1(lnf, y, one, lnA0, index0, tail0)
     best = (lnA0, index0, tail0)
     for k in range(ng + 1):
         n = index0 if k == ng else _PROFILE_INDEX[k]
-        lnA, c = _solve_amplitudes(lnf, y, nsel, high, n, u)
-        F = _whittle_m1(lnf, y, lnA, n, c)
+        lnA, c = _solve_amplitudes(lnf, y, one, nsel, high, n, u)
+        F = _whittle_m1(lnf, y, one, lnA, n, c)
         if F < best_F:
             best_F = F
             best = (lnA, n, c)
@@ -277,14 +295,14 @@ def _profile_index(lnf, y, nsel, high, lnA0, index0, tail0):
 
 
 @_njit_cached
-def _whittle_m1(lnf, y, lnA, index, tail):
-    """sum ln m + y / m for m = A f^-n + C (inf where m is not positive and finite)."""
+def _whittle_m1(lnf, y, count, lnA, index, tail):
+    """sum count (ln m + y / m) for m = A f^-n + C (inf where m is not positive and finite)."""
     F = 0.0
     for i in range(y.shape[0]):
         m = math.exp(min(max(lnA - index * lnf[i], -700.0), 700.0)) + tail
         if not (m > 0.0 and math.isfinite(m)):
             return math.inf
-        F += math.log(m) + y[i] / m
+        F += count[i] * (math.log(m) + y[i] / m)
     return F
 
 
