@@ -7,7 +7,7 @@ prefer M2 per pixel (p < fit.alpha), after Benjamini-Hochberg (q <= fit.fdr_q) a
 global level (fit.global_level) are printed, with the M1 fits stuck at a constant (amplitude
 0, index on its lower bound) that make the field-wide counts exceed their nominal rate.
 
-    PYTHONPATH=. python docs/significance_null_field.py [OUT_DIR] [--seeds 1 2 3]
+    PYTHONPATH=. python docs/significance_null_field.py [OUT_DIR] [--seeds 1 2 3] [--cadence 12]
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ def main() -> None:
     ap.add_argument("out", nargs="?", default="significance-null-field")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1])
     ap.add_argument("--shape", type=int, nargs=2, default=[64, 64])
+    ap.add_argument(
+        "--cadence",
+        type=float,
+        default=None,
+        help="resample.cadence in s (default: the run's own choice from the frame times)",
+    )
     a = ap.parse_args()
     synthetic.synthetic_maps = _no_bump
     out = Path(a.out)
@@ -55,6 +61,8 @@ def main() -> None:
             "output": {"path": str(out / f"results-{seed}.zarr")},
             "cluster": {"kind": "local", "n_workers": 1, "threads_per_worker": 2},
         }
+        if a.cadence:
+            cfg["resample"] = {"cadence": a.cadence}
         run(cfg, overwrite=True)
         ds = open_results(out / f"results-{seed}.zarr")
         info = json.loads(ds.attrs["field_significance"])["lrt_pvalue"]
