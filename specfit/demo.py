@@ -177,6 +177,20 @@ def recovery_table(ds, truth) -> list[dict]:
                     fraction=float(np.mean(b[sel] == ib)) if sel.any() else float("nan"),
                 )
             )
+    test_global = f"{bigger}_lrt_global" if bigger is not None else ""
+    if test_global not in ds and "lrt_global" in ds:
+        test_global = "lrt_global"
+    if test_global in ds:
+        # and at the global confidence level (fit.global_level; docs/significance.md)
+        g = np.asarray(ds[test_global].values) == 1
+        for label, sel in (("bump", has), ("no-bump", ~has)):
+            rows.append(
+                dict(
+                    parameter=f"{bigger} preferred, global ({label})",
+                    pixels=int(sel.sum()),
+                    fraction=float(np.mean(g[sel])) if sel.any() else float("nan"),
+                )
+            )
     return rows
 
 
