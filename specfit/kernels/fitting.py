@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numba
 import numpy as np
 
-from . import lm
+from . import guesses, lm
 from . import stats as st
 
 if TYPE_CHECKING:  # the Model type lives in specfit.models; kernels only use its attributes
@@ -321,8 +321,8 @@ def _fit_one(
     """Fit one model on the active pixels; returns natural-unit params/errors and summaries.
 
     Coarse to fine: the candidate starts are iterated on ln-f-grouped bins
-    (:func:`_coarse_groups`); the best :data:`_POLISH_KEEP` per pixel are ranked on the full
-    spectrum and the best :data:`_POLISH_RUN` of them polished there, so most evaluations
+    (:func:`specfit.kernels.guesses.coarse_groups`); the best :data:`_POLISH_KEEP` per pixel
+    are ranked on the full spectrum and the best :data:`_POLISH_RUN` of them polished there, so most evaluations
     cost the number of groups, not of bins. With
     ``search`` and position-like parameters declared (``Parameter.grid``), the best points of
     a global search over them (:func:`_search`) join the candidate starts.
@@ -342,7 +342,7 @@ def _fit_one(
     logp = np.array([n in model.log_params for n in model.param_names])
     kernel = model.compiled().solve_block
     nrun = S.shape[1] if nrun is None else min(max(1, nrun), S.shape[1])
-    groups = _coarse_groups(f)
+    groups = guesses.coarse_groups(f)
     coarse = _grouped(model, f, y, weights, groups, method) if groups is not None else None
     grid = model.search_grid(f) if search else []
     nfev = np.zeros(npix, dtype=np.int64)
@@ -712,29 +712,6 @@ def _score_points(y, w, use_w, mode, m0, J, free, BT, lin, sep, keep):
                 dth[r, n, t] = -z[t] * a_
             n += 1
     return best, alpha, dth
-
-
-def _coarse_groups(f: np.ndarray, max_span: float = 0.03, max_size: int = 1 << 30):
-    """Consecutive-bin groups spanning at most ``max_span`` in ln f (at most ``max_size``
-    bins): (start indices, counts), or None when grouping would not save much.
-
-    The span, not a bin count, bounds the error of a group's mean against its bins (the
-    model varies with ln f), so the number of groups grows only with ln(number of bins);
-    0.03 keeps a narrowest bump (width 0.05 in ln f) over two groups or more."""
-    lnf = np.log(f)
-    starts, counts = [], []
-    i = 0
-    while i < lnf.size:
-        j = i + 1
-        while j < lnf.size and j - i < max_size and lnf[j] - lnf[i] <= max_span:
-            j += 1
-        starts.append(i)
-        counts.append(j - i)
-        i = j
-    out = None
-    if len(starts) * 2 <= lnf.size and len(starts) >= 20:
-        out = (np.array(starts), np.array(counts, dtype=np.float64))
-    return out
 
 
 def _prepare(power, sigma, method, dof, absolute_sigma=True):

@@ -16,6 +16,7 @@ import numpy as np
 __all__ = [
     "guess_powerlaw_tail",
     "powerlaw_tail_starts",
+    "coarse_groups",
     "bump_seeds",
     "bump_width_seed",
     "powerlaw_tail_null",
@@ -150,14 +151,12 @@ def powerlaw_tail_starts(
     first = guess_powerlaw_tail(f, power, dof)
     f = np.asarray(f, np.float64)
     lnf, y, count = np.log(f), np.ascontiguousarray(power), np.ones(f.size)
-    from specfit.kernels.fitting import _coarse_groups  # (fitting imports this module)
-
-    if _coarse_groups(f) is not None:
+    if coarse_groups(f) is not None:
         # Where the fit itself runs coarse-to-fine (long spectra), the profile that only
         # picks a start in each basin runs on bins grouped over 0.1 in ln f, the group's
         # count as weight: the lowest bins, where the steep basin lives, stay single, and
         # the profile's cost stops growing with the number of bins.
-        start, count = _coarse_groups(f, max_span=0.1)
+        start, count = coarse_groups(f, max_span=0.1)
         lnf = np.log(np.add.reduceat(f, start) / count)
         y = np.ascontiguousarray(np.add.reduceat(power, start, axis=1) / count)
     basins = np.empty((power.shape[0], 2, 3))
@@ -168,6 +167,29 @@ def powerlaw_tail_starts(
         sign = np.where(np.arange(3) % 2 == s % 2, 1.0, -1.0)
         out.append(first * (1.0 + 0.25 * ((s + 1) // 2) * sign))
     return np.stack(out, axis=1)
+
+
+def coarse_groups(f: np.ndarray, max_span: float = 0.03, max_size: int = 1 << 30):
+    """Consecutive-bin groups spanning at most ``max_span`` in ln f (at most ``max_size``
+    bins): (start indices, counts), or None when grouping would not save much.
+
+    The span, not a bin count, bounds the error of a group's mean against its bins (the
+    model varies with ln f), so the number of groups grows only with ln(number of bins);
+    0.03 keeps a narrowest bump (width 0.05 in ln f) over two groups or more."""
+    lnf = np.log(f)
+    starts, counts = [], []
+    i = 0
+    while i < lnf.size:
+        j = i + 1
+        while j < lnf.size and j - i < max_size and lnf[j] - lnf[i] <= max_span:
+            j += 1
+        starts.append(i)
+        counts.append(j - i)
+        i = j
+    out = None
+    if len(starts) * 2 <= lnf.size and len(starts) >= 20:
+        out = (np.array(starts), np.array(counts, dtype=np.float64))
+    return out
 
 
 # The M1 objective's basins: index below / at or above this (see powerlaw_tail_starts).
