@@ -97,6 +97,14 @@ def test_lrt_reference_is_seeded_by_its_key_and_shared_on_disk(tmp_path, monkeyp
     for name in files:
         assert np.load(tmp_path / name).size > 50
 
+    # Another fitting source (a development edit) keys another cache file, but the simulated
+    # spectra are the same draw: with this solver, the same numbers.
+    monkeypatch.setattr(fitting, "_LRT_CACHE", {})
+    monkeypatch.setattr(fitting, "_SOURCE_HASH", ["edited"])
+    again = fitting.lrt_reference(f, 2.0, small, big, cache_dir=tmp_path, **args)
+    assert len(list(tmp_path.iterdir())) == 3
+    np.testing.assert_array_equal(again.null, r2.null)
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)

@@ -889,9 +889,10 @@ def lrt_reference(
     :func:`specfit.kernels.guesses.powerlaw_tail_null`).
 
     The reference depends only on its key: (frequency grid, dof, models and their bounds,
-    fit settings, nsim, specfit version). The random generator is seeded from a hash of that
-    key, never from global state or call order, so every process, block and resume builds the
-    same one. It is cached per key in this process and, with ``cache_dir``, on disk as
+    fit settings, nsim, specfit version and fitting source). The random generator is seeded
+    from a hash of that key without the version and source, never from global state or call
+    order, so every process, block and resume builds the same one, and a new solver refits
+    the same simulated spectra. It is cached per key in this process and, with ``cache_dir``, on disk as
     ``<cache_dir>/lrt-<key hash>.npy``, written under a temporary name and renamed, so that
     concurrent workers share one simulation instead of each running it.
     """
@@ -909,8 +910,20 @@ def lrt_reference(
 
 
 def _lrt_key(f, dof, small, big, method, max_iter, tol, multistart, nsim) -> str:
-    """sha256 of everything an LRT reference depends on (hex)."""
-    version = _VERSION[0]  # part of the key: a new solver may give a different reference
+    """sha256 of everything an LRT reference depends on (hex): its draw key (below) plus the
+    specfit version and the fitting code's source hash, so that a changed solver never
+    reuses a cached reference fitted by the old one."""
+    h = hashlib.sha256()
+    draw = _lrt_draw_key(f, dof, small, big, method, max_iter, tol, multistart, nsim)
+    h.update("\0".join([draw, _VERSION[0], _solver_source_hash()]).encode())
+    return h.hexdigest()
+
+
+def _lrt_draw_key(f, dof, small, big, method, max_iter, tol, multistart, nsim) -> str:
+    """sha256 (hex) of what the reference's definition is, without the code that fits it: the
+    random spectra are drawn from a generator seeded by this, so an edit to the solver refits
+    the same simulated spectra instead of drawing new ones (which would move every p-value
+    by the reference's sampling error, ~1 point at the median for nsim 2000)."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(f, dtype="<f8").tobytes())
     parts = [
@@ -924,8 +937,6 @@ def _lrt_key(f, dof, small, big, method, max_iter, tol, multistart, nsim) -> str
         repr(float(tol)),
         repr(int(multistart)),
         repr(int(nsim)),
-        version,
-        _solver_source_hash(),
     ]
     h.update("\0".join(parts).encode())
     return h.hexdigest()
@@ -959,7 +970,8 @@ def _lrt_reference_cached(
             return st.NullReference(np.load(path, allow_pickle=False))
         except (OSError, ValueError):  # absent, or unreadable: simulate (and rewrite) it
             pass
-    null = _lrt_simulate(key, f, dof, small, big, method, max_iter, tol, multistart, nsim)
+    draw = _lrt_draw_key(f, dof, small, big, method, max_iter, tol, multistart, nsim)
+    null = _lrt_simulate(draw, f, dof, small, big, method, max_iter, tol, multistart, nsim)
     ref = st.NullReference(null)
     if path is not None:
         try:
@@ -972,12 +984,12 @@ def _lrt_reference_cached(
     return ref
 
 
-def _lrt_simulate(key, f, dof, small, big, method, max_iter, tol, multistart, nsim) -> np.ndarray:
+def _lrt_simulate(draw, f, dof, small, big, method, max_iter, tol, multistart, nsim) -> np.ndarray:
     if small.null is None:
         raise NotImplementedError(
             f"LRT calibration: model {small.name!r} declares no null (Model.named(null=...))"
         )
-    rng = np.random.default_rng([_LRT_SEED, *(int(key[i : i + 8], 16) for i in range(0, 32, 8))])
+    rng = np.random.default_rng([_LRT_SEED, *(int(draw[i : i + 8], 16) for i in range(0, 32, 8))])
     dof = round(float(dof), 6)
     truth = small.null(f, rng, nsim)
     m = small.evaluate(f, truth)
