@@ -133,7 +133,14 @@ class PrepConfig(_Section):
 class ResampleConfig(_Section):
     """Interpolation onto a uniform time grid."""
 
-    cadence: float | None = Field(None, gt=0, description="Seconds; None = median frame spacing.")
+    cadence: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Seconds; None = of the most common, median and mean regular frame spacing, the "
+            "one whose grid stays closest to the frames."
+        ),
+    )
     method: Literal["linear"] = "linear"
     max_gap: float = Field(
         3.0, gt=0, description="Gaps longer than this many cadences are reported."

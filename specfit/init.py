@@ -222,8 +222,7 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
         When the path holds nothing specfit can read (the message says what to give).
     """
     from specfit.io import frame_times
-    from specfit.kernels.resample import find_gaps, uniform_times
-    from specfit.pipeline import interpolation_nyquist_gain
+    from specfit.kernels.resample import choose_cadence, find_gaps, uniform_times
 
     section, reasons, notes = _choose_input(str(path))
     cfg = InputConfig.model_validate(section)
@@ -267,22 +266,7 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
             f"{path}: only {nt} frames; specfit needs at least 8 (more than 100 for useful spectra)"
         )
     d = np.diff(times)
-    # Candidates for the grid spacing: the most common spacing (0.1 s bins; a median can land
-    # on a long step when the observing pattern alternates), the median, and the mean of the
-    # regular steps (jittered cadences, e.g. IRIS 2796 at 18.53-18.91 s, sit best on their
-    # mean). The one whose grid stays closest to the frames (largest interpolation Nyquist
-    # gain) wins: a grid that drifts against the frames smooths the high frequencies.
-    bins = np.round(d, 1)
-    values, counts = np.unique(bins, return_counts=True)
-    regular = d[d < 1.5 * np.median(d)]
-    candidates = [float(values[np.argmax(counts)]), float(np.median(d))]
-    if regular.size:
-        candidates.append(float(regular.mean()))
-    # Four significant digits keep the config readable at any cadence (ms cameras included).
-    candidates = [float(f"{c:.4g}") for c in candidates if c > 0]
-    gains = [interpolation_nyquist_gain(times, uniform_times(times, c)) for c in candidates]
-    best = int(np.argmax(np.round(gains, 3)))  # ties: the earlier (rounder) candidate
-    cadence, gain = candidates[best], gains[best]
+    cadence, gain = choose_cadence(times)  # the grid closest to the frames
     report.append(
         f"  cadence     {cadence:g} s (median spacing {np.median(d):.4g} s, min {d.min():.4g} s, "
         f"max {d.max():.4g} s; the grid keeps {100 * gain:.0f} % of the Nyquist power)"

@@ -92,7 +92,7 @@ class RunPlan:
     gaps
         (start, end) times of gaps longer than ``resample.max_gap`` cadences.
     nyquist_keep
-        :func:`interpolation_nyquist_gain` of the grid.
+        :func:`specfit.kernels.resample.interpolation_nyquist_gain` of the grid.
     freq
         The frequency grid of the spectra (Hz).
     meta
@@ -259,7 +259,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     new_times = rs.uniform_times(times, cfg.resample.cadence)
     dt = float(new_times[1] - new_times[0])
     gaps = rs.find_gaps(times, dt, cfg.resample.max_gap)
-    nyquist_keep = interpolation_nyquist_gain(times, new_times)
+    nyquist_keep = rs.interpolation_nyquist_gain(times, new_times)
     sp = cfg.spectra
     spectra_kw = dict(
         segments=sp.segments,
@@ -301,30 +301,6 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
         spectra=spectra_kw,
         models=models,
     )
-
-
-def interpolation_nyquist_gain(times: np.ndarray, new_times: np.ndarray) -> float:
-    """Fraction of white-noise power that linear interpolation keeps at the Nyquist frequency.
-
-    A grid point a fraction ``w`` of the way between two frames is ``(1-w) a + w b``; at the
-    Nyquist frequency that filter's power gain is ``(1 - 2w)^2``. Averaged over the grid it
-    says how much of the high-frequency tail the resampling removes (1 = none: the grid sits on
-    the frames). A grid whose cadence drifts against the frames (e.g. the median spacing of
-    jittered times) can keep only ~1/3.
-
-    Grid points inside a gap (frames more than 1.5 cadences apart) are left out: across a
-    gap every weight occurs, which also averages to 1/3, and the gap is reported on its own.
-    Returns 1 when every point is in a gap.
-    """
-    i = np.clip(np.searchsorted(times, new_times, side="right") - 1, 0, times.size - 2)
-    span = times[i + 1] - times[i]
-    w = (new_times - times[i]) / span
-    w = np.clip(w, 0.0, 1.0)
-    dt = (new_times[-1] - new_times[0]) / max(1, new_times.size - 1)
-    on_frames = span <= 1.5 * dt
-    if not np.any(on_frames):
-        return 1.0
-    return float(np.mean((1.0 - 2.0 * w[on_frames]) ** 2))
 
 
 # ----------------------------------------------------------------------------- stage 1

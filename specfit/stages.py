@@ -123,7 +123,8 @@ def resample(
     arr
         (time, y, x) with a ``time`` coordinate in seconds (irregular is fine; NaNs allowed).
     cadence
-        Seconds; None = the median frame spacing.
+        Seconds; None = :func:`specfit.kernels.resample.choose_cadence` (the grid closest
+        to the frames).
     max_gap
         Gaps longer than this many cadences are logged and listed in ``attrs["gaps"]``.
 

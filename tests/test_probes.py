@@ -417,8 +417,7 @@ def test_all_nan_frame_is_named_and_treated_as_missing(tmp_path, caplog):
 def test_long_gap_alone_does_not_claim_a_drifting_grid():
     import numpy as np
 
-    from specfit.kernels.resample import uniform_times
-    from specfit.pipeline import interpolation_nyquist_gain
+    from specfit.kernels.resample import interpolation_nyquist_gain, uniform_times
 
     t = np.arange(300) * 12.0
     gapped = np.concatenate([t[:100], t[160:]])  # 60 frames (12 min) missing, on the grid
