@@ -60,9 +60,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args(argv)
 
-    import logging
-
-    from distributed import Client, LocalCluster
+    from _cluster import bench_cluster
+    from distributed import Client
 
     import specfit
     from specfit.cluster import auto_tile, auto_time_chunk, total_threads, worker_memory_bytes
@@ -72,13 +71,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     cfg = InputConfig(kind="fits_series", path=args.frames, pattern=args.pattern)
     rows = []
-    cluster = LocalCluster(
-        n_workers=args.workers,
-        threads_per_worker=1,
-        memory_limit=args.memory_limit,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    cluster = bench_cluster(args.workers, args.memory_limit)
     work = Path(tempfile.mkdtemp(prefix="fits-ingest-"))
     try:
         with Client(cluster) as client:

@@ -315,20 +315,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.quick:
         args.sizes, args.frames, args.workers = [32], 240, 1
 
-    import logging
-
-    from distributed import Client, LocalCluster
+    from _cluster import bench_cluster
+    from distributed import Client
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
-    cluster = LocalCluster(
-        n_workers=args.workers,
-        threads_per_worker=1,
-        memory_limit=args.memory_limit,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    cluster = bench_cluster(args.workers, args.memory_limit)
     made: list[Path] = []
     try:
         with Client(cluster) as client:

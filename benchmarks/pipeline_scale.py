@@ -349,20 +349,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     args = ap.parse_args(argv)
 
-    import logging
-
-    from distributed import Client, LocalCluster
+    from _cluster import bench_cluster
+    from distributed import Client
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
-    cluster = LocalCluster(
-        n_workers=args.workers,
-        threads_per_worker=args.threads,
-        memory_limit=args.memory_limit,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    cluster = bench_cluster(args.workers, args.memory_limit, threads=args.threads)
     try:
         with Client(cluster) as client:
             print(
