@@ -142,7 +142,7 @@ def main() -> None:
                 "pooled_reference": pooled,
             }
             print(f"\ndata {name} (n = {stat.size}), reference truths: {kind}")
-            for s, row in zip(seeds, table):
+            for s, row in zip(seeds, table, strict=True):
                 print(f"  seed {s:>9}: " + " ".join(f"{100 * v:6.2f}" for v in row))
             print("  mean       : " + " ".join(f"{100 * v:6.2f}" for v in mean))
             print("  SE (draws) : " + " ".join(f"{100 * v:6.2f}" for v in se))
@@ -169,7 +169,10 @@ def main() -> None:
     xr = np.concatenate([r[1] for r in refs["null"]])
     edges = np.quantile(xr, np.linspace(0, 1, 7))
     edges[0], edges[-1] = -np.inf, np.inf
-    strata = [NullReference(pooled[(xr >= a) & (xr < b)]) for a, b in zip(edges[:-1], edges[1:])]
+    strata = [
+        NullReference(pooled[(xr >= a) & (xr < b)])
+        for a, b in zip(edges[:-1], edges[1:], strict=True)
+    ]
     res["stratified"] = {}
     print("\npooled reference split in 6 strata of the fitted M1 crossover: marginal | strata")
     for name, (stat, x) in data.items():
