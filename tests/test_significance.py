@@ -118,19 +118,23 @@ def test_field_variables_follow_every_declared_test():
 
 
 # ----------------------------------------------------------------------------- null fields
-def _calibration_fits(n: int, seed: int):
+def _calibration_fits(n: int, seed: int, truths: str = "field"):
     """LRT p-values of ``n`` spectra simulated under M1 (no bump), fitted as a run does.
 
-    Truths: the first rows of specfit's synthetic field (index 1.3-2.3, power law ~40x the
-    tail at 1 mHz), one segment of 128 samples at 12 s (dof 2); the LRT reference is the
-    fit's own (simulated with its own seed under the model's declared null).
+    Truths ``field``: the first rows of specfit's synthetic field (index 1.3-2.3, power law
+    ~40x the tail at 1 mHz); ``null``: drawn (from ``seed``) from M1's declared null, the
+    truths the LRT reference simulates (guesses.powerlaw_tail_null). One segment of 128
+    samples at 12 s (dof 2); the LRT reference is the fit's own.
     """
-    truth = synthetic.synthetic_maps((8, 32), 12.0, 2.9)
     m1 = get_model("powerlaw_tail")
-    params = np.stack([truth[k].ravel() for k in m1.param_names], axis=1)
-    params = np.resize(params, (n, 3))
     f = np.fft.rfftfreq(128, 12.0)[1:]
     rng = np.random.default_rng(seed)
+    if truths == "null":
+        params = m1.null(f, rng, n)
+    else:
+        truth = synthetic.synthetic_maps((8, 32), 12.0, 2.9)
+        params = np.stack([truth[k].ravel() for k in m1.param_names], axis=1)
+        params = np.resize(params, (n, 3))
     y = m1.evaluate(f, params) * rng.gamma(1.0, 1.0, size=(n, f.size))
     cfg = load_config({}).fit
     return fit_block(
@@ -176,42 +180,127 @@ def pooled_null_pvalues(null_pvalues):
     return np.concatenate([null_pvalues, *(m.astype(np.float64) for m in more)])
 
 
-def test_fit_lrt_pvalues_are_calibrated_per_pixel(pooled_null_pvalues):
-    """10,000 null spectra (5 seeds of 2000) fitted as a run does: per-pixel alpha = 0.01,
-    0.05 and 0.2 flag that share of them. The p-values come from one reference of
-    N_ref = 2000 simulated statistics (fitting._LRT_NSIM), whose own sampling error moves
-    every pixel's p-value together, so the rate's variance is alpha (1 - alpha) (1/10,000 +
-    1/N_ref); tolerance 3 of those SE (0.0073, 0.0160, 0.0294).
+@pytest.fixture(scope="module")
+def prior_null_pvalues():
+    """LRT p-values of 10,000 null spectra whose truths come from M1's declared null."""
+    return _calibration_fits(10_000, seed=2031, truths="null")["lrt_pvalue"].astype(np.float64)
 
-    Not checked, open: at alpha 0.5 the rate was 51.44 % with one draw of the reference and
-    54.25 % with the next (the draw follows the fitting code's source hash), 3.5 SE above 0.5
-    with the same tolerance, so the bulk of the reference may sit slightly low.
 
-    Measured on the merged code (2026-12-02): pooled 1.13 / 5.09 / 21.46 / 51.44 %. One seed
-    alone is not enough: seed 2026 gives 1.95 / 6.25 / 24.35 / 52.8 %, the other four
-    0.85-1.0 / 4.15-5.5 / 19.85-21.45 / 50.5-52.15 % (its 39 pixels below 0.01 share no truth
-    and no fitted feature). Before M1 started in both index basins
-    (guesses.powerlaw_tail_starts) seed 2028 had one M1 fit stuck in the wrong basin (LRT
-    statistic 436, p = 0)."""
+def _rate_se(alpha: float, n: int) -> float:
+    """SE of a rejection rate at ``alpha`` over ``n`` nulls referred to one reference of
+    N_ref = fitting._LRT_NSIM statistics, whose own sampling error moves every pixel's
+    p-value together: variance alpha (1 - alpha) (1/n + 1/N_ref)."""
     from specfit.kernels.fitting import _LRT_NSIM
 
-    p = pooled_null_pvalues
+    return float(np.sqrt(alpha * (1 - alpha) * (1 / n + 1 / _LRT_NSIM)))
+
+
+def test_fit_lrt_pvalues_are_calibrated_per_pixel(prior_null_pvalues):
+    """What the LRT reference promises: spectra whose truths are drawn as the reference
+    draws its own (M1's declared null: index U(1, 3), crossover of power law and tail
+    log-uniform over the middle 60 % of ln f), fitted as a run does, are flagged at per-pixel
+    alpha = 0.01, 0.05, 0.2 and 0.5 in that share. Tolerance 3 SE of _rate_se with n =
+    10,000 (0.73, 1.60, 2.94, 3.67 points). Measured with the current reference draw: 1.07 /
+    5.78 / 21.32 / 50.13 %; referred to 20 independent reference draws (``_LRT_SEED``
+    varied) the same 10,000 nulls stay inside the tolerance at every alpha in all 20.
+
+    The statistic is not pivotal (docs/lrt_calibration.py): how far a bump fits noise
+    depends on where the power law meets the tail, so the reference is calibrated on
+    average over its truths, not for any one truth; see the next test."""
+    p = prior_null_pvalues
     assert p.size == 10_000 and np.isfinite(p).all()
-    for alpha in (0.01, 0.05, 0.2):
-        se = np.sqrt(alpha * (1 - alpha) * (1 / p.size + 1 / _LRT_NSIM))
+    for alpha in (0.01, 0.05, 0.2, 0.5):
+        se = _rate_se(alpha, p.size)
         assert abs(np.mean(p < alpha) - alpha) <= 3 * se, (alpha, np.mean(p < alpha))
 
 
-def test_field_control_on_null_fields(null_pvalues):
-    """The same 2000 null spectra as 200 fields of 10 pixels: BH at q = 0.05 and the Sidak
-    global level 0.95 each make a discovery in at most 5 % of the fields. Tolerance 3
-    binomial SE (0.05 + 3 x 0.0154). Measured: BH 10 % of the fields, from the collapsed M1
-    fits (16 of the 2000 p-values are below 0.001, against 2 expected)."""
-    fields = null_pvalues.reshape(200, 10)
+def test_fit_lrt_pvalues_on_the_synthetic_field(pooled_null_pvalues):
+    """The synthetic field's truths (index 1.3-2.3, crossover at 0.47-0.84 of the ln f
+    range, the upper part of the reference's 0.2-0.8): 10,000 null spectra (5 seeds of
+    2000), per-pixel alpha 0.01 and 0.05 flag that share within 3 SE of _rate_se (0.73, 1.60
+    points). Measured with the current reference draw: 1.24 / 6.38 %; over 20 reference
+    draws none is outside at either alpha.
+
+    Not checked, and why: at alpha 0.2 and 0.5 these truths are rejected more often than
+    nominal, systematically (docs/lrt_calibration.py, 6 reference draws: 21.67 +- 0.22 and
+    52.56 +- 0.67 %, the same on 20,000 fresh nulls: 21.10 / 52.01 %; 5 and 6 of 20 draws
+    fall outside 3 SE). The cause is the truths, not the fits or the p-value convention: a
+    reference simulated from this field's own truths gives 20.43 / 49.97 %, nulls drawn
+    from the declared null give 19.71 / 49.09 % against the declared reference, fit_block
+    on the reference's spectra gives its statistics one for one (next test), no statistic is
+    0 or dropped. The LRT statistic's null distribution depends on the crossover position:
+    share above the reference's median 44-45 % for crossovers at 0.2-0.35 of the range or no
+    tail at all, 51-53 % at 0.5-0.8 (at its 95 % quantile: 4.1-6.1 %).
+
+    One seed alone is not enough: seed 2026 gives 2.0 / 7.65 %, the other four 0.9-1.2 / 5.15-6.75 %. Before M1 started
+    in both index basins (guesses.powerlaw_tail_starts) seed 2028 had one M1 fit stuck in
+    the wrong basin (LRT statistic 436, p = 0)."""
+    p = pooled_null_pvalues
+    assert p.size == 10_000 and np.isfinite(p).all()
+    for alpha in (0.01, 0.05):
+        se = _rate_se(alpha, p.size)
+        assert abs(np.mean(p < alpha) - alpha) <= 3 * se, (alpha, np.mean(p < alpha))
+
+
+def test_lrt_reference_statistics_are_those_fit_block_gives_its_spectra():
+    """The reference is the null distribution of the statistic a run computes only if it is
+    simulated with the run's own fitting path. fit_block on the reference's own simulated
+    spectra (the same draw: truths from powerlaw_tail_null, dof 2, default fit settings)
+    gives the reference's statistics one for one. Tolerance: the float32 rounding of the
+    stored statistic (rtol 1e-6; measured max |diff| 4.8e-7 for statistics up to ~20). A
+    different fit path (dof, multistart, the nested start, the log-likelihood's constants)
+    moves the statistics by far more."""
+    from specfit.kernels import fitting
+
+    f = np.fft.rfftfreq(128, 12.0)[1:]
+    cfg = load_config({}).fit
+    m1, m2 = get_model("powerlaw_tail"), get_model("powerlaw_tail_lorentzian")
+    args = (f, 2.0, m1, m2, "whittle", cfg.max_iter, cfg.tol, cfg.multistart)
+    nsim = fitting._LRT_NSIM
+    ref = fitting.lrt_reference(*args)
+    _, sim = fitting._lrt_null_spectra(fitting._lrt_draw_key(*args, nsim), f, 2.0, m1, nsim)
+    out = fit_block(
+        f,
+        sim,
+        {"m1": m1, "m2": m2},
+        method="whittle",
+        dof=2.0,
+        max_iter=cfg.max_iter,
+        tol=cfg.tol,
+        multistart=cfg.multistart,
+        best_model="lrt",
+        alpha=cfg.alpha,
+        weights="sigma",
+        nonnested=cfg.nonnested,
+        bin_rho=(),
+    )
+    stat = out["lrt_stat"].astype(np.float64)
+    assert np.isfinite(stat).all() and ref.n == nsim
+    np.testing.assert_allclose(np.sort(stat), ref.null, rtol=1e-6, atol=1e-6)
+
+
+def test_field_control_on_null_fields(pooled_null_pvalues):
+    """The 10,000 null spectra of the synthetic field as 1000 fields of 10 pixels: BH at
+    q = 0.05 and the Sidak global level 0.95 each make a discovery in at most 5 % of the
+    fields. A field is flagged when its smallest p-value is below ~0.005 (Sidak: 1 - 0.95^0.1
+    = 0.0051), where the one reference of N_ref = fitting._LRT_NSIM statistics estimates the
+    tail with relative SE sqrt((1 - t) / (N_ref t)) = 0.31 and moves every field's chance
+    together; tolerance 3 SE of binomial (1000 fields) and reference error combined:
+    0.05 + 3 x 0.0170. Measured with the current reference draw: BH 6.9 %, Sidak 6.9 %;
+    referred to 20 reference draws 3.3-7.7 % (SD 1.3 points, the reference's share). With
+    seed 2026's 2000 spectra alone (200 fields, tolerance of the binomial SE only, as this
+    test was until 2026-12-02) 4 of those 20 draws, the current one among them (BH 10 %),
+    fail it; the other seeds' 2000 in none. Before M1 started in both index basins, collapsed
+    M1 fits gave BH 10 % of the fields (16 of 2000 p-values below 0.001, against 2)."""
+    from specfit.kernels.fitting import _LRT_NSIM
+
+    fields = pooled_null_pvalues.reshape(1000, 10)
     bh_any = np.mean([bool(np.any(bh_qvalues(fp) <= 0.05)) for fp in fields])
-    sidak_any = np.mean(np.any(fields <= sidak_threshold(0.95, 10), axis=1))
-    limit = 0.05 + 3 * np.sqrt(0.05 * 0.95 / 200)
-    assert bh_any <= limit and sidak_any <= limit, (bh_any, sidak_any)
+    thr = sidak_threshold(0.95, 10)
+    sidak_any = np.mean(np.any(fields <= thr, axis=1))
+    rel = np.sqrt((1 - thr) / (_LRT_NSIM * thr))
+    limit = 0.05 + 3 * np.sqrt(0.05 * 0.95 / fields.shape[0] + (0.05 * rel) ** 2)
+    assert bh_any <= limit and sidak_any <= limit, (bh_any, sidak_any, limit)
 
 
 def test_global_level_holds_on_null_fields(null_pvalues):

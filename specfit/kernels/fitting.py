@@ -989,15 +989,10 @@ def _lrt_simulate(draw, f, dof, small, big, method, max_iter, tol, multistart, n
         raise NotImplementedError(
             f"LRT calibration: model {small.name!r} declares no null (Model.named(null=...))"
         )
-    rng = np.random.default_rng([_LRT_SEED, *(int(draw[i : i + 8], 16) for i in range(0, 32, 8))])
-    dof = round(float(dof), 6)
-    truth = small.null(f, rng, nsim)
-    m = small.evaluate(f, truth)
-    k = dof / 2.0
-    if method == "lsq_log" or method == "whittle":
-        sim = m * rng.gamma(k, 1.0 / k, size=m.shape)
-    else:  # pragma: no cover - lsq uses the chi2 reference
+    if method not in ("lsq_log", "whittle"):  # pragma: no cover - lsq uses the chi2 reference
         raise ValueError("lsq has no simulated reference")
+    dof = round(float(dof), 6)
+    _, sim = _lrt_null_spectra(draw, f, dof, small, nsim)
     dofs = np.full(nsim, float(dof))
     fits, _, _ = _fit_models(
         f, sim, {"a": small, "b": big}, method, dofs, None, max_iter, tol, multistart
@@ -1006,6 +1001,17 @@ def _lrt_simulate(draw, f, dof, small, big, method, max_iter, tol, multistart, n
     ll_b = _loglike_from_fit(fits["b"], method, sim, dofs, np.log(np.mean(sim, axis=1)), None)
     stat = 2.0 * (ll_b - ll_a)
     return stat[np.isfinite(stat)]
+
+
+def _lrt_null_spectra(draw, f, dof, small, nsim) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's truths (nsim, npar) and simulated spectra (nsim, nf): truths from
+    ``small.null``, Gamma noise of shape dof/2 and mean 1, from the generator seeded by
+    ``_LRT_SEED`` and the draw key (:func:`_lrt_draw_key`)."""
+    rng = np.random.default_rng([_LRT_SEED, *(int(draw[i : i + 8], 16) for i in range(0, 32, 8))])
+    truth = small.null(f, rng, nsim)
+    m = small.evaluate(f, truth)
+    k = round(float(dof), 6) / 2.0
+    return truth, m * rng.gamma(k, 1.0 / k, size=m.shape)
 
 
 def _loglike_from_fit(r, method, power, dof, ln_scale, sigma):
