@@ -48,22 +48,23 @@ LN3MIN = np.log(1 / 180)  # a 3-minute bump (bin 40)
 # bump amplitudes: a mean over n pixels resolves it once n > (3 / that)^2 (~120 pixels for
 # kappa). The check is the mean against the truth plus that predicted bias (reference_fits.py:
 # finite differences of Model.evaluate alone), which a bias the fit adds or a wrong optimum
-# fails. What remains is of higher order in 1/dof and small but resolved on 24,000 pixels
-# (seeds 1-12 x 2,000, docs/models.md): -0.055 / +0.053 of one fit's standard deviation for
-# M2's amplitude / index at dof 4 (-0.009 / +0.009 at dof 16), +0.043 for kappa of
-# kappa_tail_lorentzian at dof 16 (~0.15 at dof 8), all others <= 0.025; the checked fits are
+# fails. What remains is of higher order in 1/dof and small but resolved on 20,000 pixels
+# per case (`pooled` in docs/recovery.py): -0.055 / +0.052 of one fit's standard deviation
+# for M2's amplitude / index at dof 4 (~0.01 at dof 16), +0.052 for kappa of
+# kappa_tail_lorentzian at dof 16 (~0.15 at dof 8), all others <= 0.022; the checked fits are
 # the optimum scipy finds from the truth, so it is the estimator's. The check allows
 # HIGHER_ORDER = 0.1 of one fit's standard deviation for it on top of the sampling tolerance:
 # a bias beyond first order of ~0.2 standard deviations fails.
 #
 # Spread: the pulls' standard deviation (estimate - truth) / error must lie in 0.9-1.1 (issue
-# 12). On those 24,000 pixels it is 0.99-1.06 (highest: M2's bump amplitude at dof 4 1.057,
-# kappa_tail_lorentzian's bump centre and width 1.055, broken_tail's break 1.052): the
-# inverse information is only asymptotically the estimates' variance. A sample spread has a
-# standard error s sqrt((kurtosis - 1) / 4n) (~0.04 on 300 pixels; pull kurtosis 3-5.4), so
-# the earlier fixed band on 250-400 pixels failed at 6 of seeds 1-12 from sampling noise.
-# The check now fails when the spread's confidence interval lies outside 0.9-1.1: a spread
-# of 1.1-1.18 (or 0.82-0.9) on 1,500 pixels is not reliably seen.
+# 12). On those 20,000 pixels it is 0.99-1.07 (highest: M2's bump amplitude at dof 4 1.074,
+# kappa_tail_lorentzian's bump width 1.063, broken_tail's break 1.054): the inverse
+# information is only asymptotically the estimates' variance. A sample spread has a
+# standard error s sqrt((kurtosis - 1) / 4n) (~0.04 on 300 pixels; pull kurtosis 3-5), so
+# the earlier fixed band on 250-400 pixels failed at 6 of seeds 1-12 from sampling noise
+# (measured on commit 19d9084). The check now fails when the spread's confidence interval
+# lies outside 0.9-1.1: a spread of 1.1-1.18 (or 0.82-0.9) on 1,500 pixels is not reliably
+# seen.
 #
 # Tolerances: every mean and spread check uses Z standard errors, Z set (Sidak) so that the
 # 2 x 39 checks of one run together fail with probability <= ALPHA = 1 % when the kernel is
