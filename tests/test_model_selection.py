@@ -6,10 +6,12 @@ names, and the choice of the true model among four (two nested pairs).
 from __future__ import annotations
 
 import functools
+import zlib
 
 import numpy as np
 import pytest
 import reference_fits as R
+from scipy.stats import norm
 
 from conftest import KERNEL_FIT
 from specfit import models as M
@@ -44,15 +46,32 @@ LN3MIN = np.log(1 / 180)  # a 3-minute bump (bin 40)
 # Bias: Whittle estimates have a first-order bias of O(1/dof) (Cox & Snell 1968), e.g. +0.27
 # standard deviations of one fit for kappa in kappa_tail_lorentzian at dof 16, +0.13 for the
 # bump amplitudes: a mean over n pixels resolves it once n > (3 / that)^2 (~120 pixels for
-# kappa, where the plain check fails at +4.4 standard errors of the mean). The check is the
-# mean within 3 standard errors of the truth plus that predicted bias (reference_fits.py:
+# kappa). The check is the mean against the truth plus that predicted bias (reference_fits.py:
 # finite differences of Model.evaluate alone), which a bias the fit adds or a wrong optimum
-# fails. Measured with and without the correction: `python docs/recovery.py` (docs/models.md).
+# fails. What remains is of higher order in 1/dof and small but resolved on 20,000 pixels
+# per case (`pooled` in docs/recovery.py): -0.055 / +0.052 of one fit's standard deviation
+# for M2's amplitude / index at dof 4 (~0.01 at dof 16), +0.052 for kappa of
+# kappa_tail_lorentzian at dof 16 (~0.15 at dof 8), all others <= 0.022; the checked fits are
+# the optimum scipy finds from the truth, so it is the estimator's. The check allows
+# HIGHER_ORDER = 0.1 of one fit's standard deviation for it on top of the sampling tolerance:
+# a bias beyond first order of ~0.2 standard deviations fails.
 #
-# Sharpness: on 250-400 pixels the pull spread's sampling noise (~0.04) leaves little of the
-# 0.1 margin (the spreads are 0.97-1.06 on 4,000 pixels): with seeds 1-8 instead of 11 these
-# checks fail on 5 of 8 seeds for this kernel (docs/models.md). A failure after a change:
-# compare with `python docs/recovery.py` before blaming the kernel.
+# Spread: the pulls' standard deviation (estimate - truth) / error must lie in 0.9-1.1 (issue
+# 12). On those 20,000 pixels it is 0.99-1.07 (highest: M2's bump amplitude at dof 4 1.074,
+# kappa_tail_lorentzian's bump width 1.063, broken_tail's break 1.054): the inverse
+# information is only asymptotically the estimates' variance. A sample spread has a
+# standard error s sqrt((kurtosis - 1) / 4n) (~0.04 on 300 pixels; pull kurtosis 3-5), so
+# the earlier fixed band on 250-400 pixels failed at 6 of seeds 1-12 from sampling noise
+# (measured on commit 19d9084). The check now fails when the spread's confidence interval
+# lies outside 0.9-1.1: a spread of 1.1-1.18 (or 0.82-0.9) on 1,500 pixels is not reliably
+# seen.
+#
+# Tolerances: every mean and spread check uses Z standard errors, Z set (Sidak) so that the
+# 2 x 39 checks of one run together fail with probability <= ALPHA = 1 % when the kernel is
+# right; each case draws its own noise (before, the dof-16 cases shared one draw and failed
+# together). Errors 18 % too small (pulls x 1.22) or estimates shifted by +0.25 of their
+# error fail every case, which the test asserts on its own fits (`_injected`); seeds 1-20
+# pass. Measured: `python docs/recovery.py`.
 #
 # Measured, not checked here: the knee and kappa bump variants at dof 4 (1,000 pixels): their
 # likelihood is not Gaussian there, 3.7 % / 7.2 % of fits not status 0 and pull spreads up
@@ -66,14 +85,18 @@ TRUTHS = {
     "kappa_tail_lorentzian": [300.0, 3.0, np.log(5e-4), 1.0, 4.7, LN3MIN, 0.3],
 }
 RECOVERY = {  # (model, dof): pixels
-    ("knee_tail", 16.0): 300,
-    ("kappa_tail", 16.0): 300,
-    ("broken_tail", 32.0): 250,
-    ("powerlaw_tail_lorentzian", 4.0): 400,
-    ("powerlaw_tail_lorentzian", 16.0): 300,
-    ("knee_tail_lorentzian", 16.0): 300,
-    ("kappa_tail_lorentzian", 16.0): 300,
+    ("knee_tail", 16.0): 1500,
+    ("kappa_tail", 16.0): 1500,
+    ("broken_tail", 32.0): 1500,
+    ("powerlaw_tail_lorentzian", 4.0): 1500,
+    ("powerlaw_tail_lorentzian", 16.0): 1500,
+    ("knee_tail_lorentzian", 16.0): 1500,
+    ("kappa_tail_lorentzian", 16.0): 1500,
 }
+ALPHA = 0.01  # the recovery checks' family-wise false-failure rate per run
+HIGHER_ORDER = 0.1  # bias allowed beyond the first order, in standard deviations of one fit
+N_CHECKS = 2 * sum(len(M.get_model(name).param_names) for name, _ in RECOVERY)
+Z = float(norm.isf((1 - (1 - ALPHA) ** (1 / N_CHECKS)) / 2))  # 3.83 for 78 checks
 
 
 def recovery_fit(name: str, dof: float, n: int, truth=None, seed: int = 11):
@@ -85,7 +108,8 @@ def recovery_fit(name: str, dof: float, n: int, truth=None, seed: int = 11):
     """
     model = M.get_model(name)
     truth = np.asarray(TRUTHS[name] if truth is None else truth, np.float64)
-    rng = np.random.default_rng(seed)
+    # each case its own noise: the seed and the case's name and dof
+    rng = np.random.default_rng([seed, zlib.crc32(f"{name}/{dof:g}".encode())])
     power = model.evaluate(F, truth[None]) * rng.gamma(dof / 2, 2 / dof, size=(n, F.size))
     out = fit_block(F, power, {"m": model}, dof=dof)
     est = np.column_stack([out[f"m_{p}"] for p in model.param_names]).astype(np.float64)
@@ -110,13 +134,40 @@ def test_models_recover_their_parameters_with_calibrated_errors(name, dof):
         # its errors are the inverse expected information at the estimate
         ref = R.expected_errors(model, F, est[r], dof)
         np.testing.assert_allclose(err[r], ref, rtol=2e-3, err_msg=f"pixel {r}")
+    bad = recovery_failures(model, t, est, err, dof)
+    assert not bad, bad
+    # the checks are sharp enough to see errors 18 % too small and a shift of a quarter error
+    for how in ("errors x 0.82", "estimates + 0.25 errors"):
+        assert recovery_failures(model, t, *_injected(est, err, how), dof), how
+
+
+def recovery_failures(model, t, est, err, dof) -> list[str]:
+    """The statistical checks on converged fits (solver scale), per parameter: the mean within
+    Z standard errors of the mean (+ HIGHER_ORDER standard deviations) of truth + first-order
+    bias; the pulls' spread not significantly (Z standard errors) outside 0.9-1.1. Returns
+    the failures."""
     bias = R.whittle_bias(model, F, t, dof)
+    n, bad = len(est), []
     for j, prm in enumerate(model.parameters):
-        se = np.std(est[:, j]) / np.sqrt(len(est))
-        mean = est[:, j].mean()
-        assert abs(mean - t[j] - bias[j]) < 3 * se, (prm.name, mean, t[j], bias[j], se)
+        sd = np.std(est[:, j])
+        off = est[:, j].mean() - t[j] - bias[j]
+        if abs(off) > Z * sd / np.sqrt(n) + HIGHER_ORDER * sd:
+            bad.append(f"{prm.name}: mean - truth - bias {off:+.3g} = {off / sd:+.3f} sd, "
+                       f"{off / sd * np.sqrt(n):+.2f} SE")  # fmt: skip
         pull = (est[:, j] - t[j]) / err[:, j]
-        assert 0.9 <= np.std(pull) <= 1.1, (prm.name, np.std(pull))
+        s = np.std(pull)
+        kurt = np.mean((pull - pull.mean()) ** 4) / s**4
+        se = s * np.sqrt((kurt - 1) / (4 * n))
+        if s - Z * se > 1.1 or s + Z * se < 0.9:
+            bad.append(f"{prm.name}: pull spread {s:.3f} +- {se:.3f}")
+    return bad
+
+
+def _injected(est, err, how):
+    """Fits with a known defect, to show the checks see it."""
+    if how == "errors x 0.82":
+        return est, err * 0.82
+    return est + 0.25 * err, err
 
 
 def _four_model_field(dof: float, n: int, seed: int = 5):
