@@ -73,6 +73,8 @@ def main() -> None:
                 {
                     "seed": seed,
                     "seconds": round(time.perf_counter() - t0, 1),
+                    "cadence": ds.attrs.get("cadence"),
+                    "nyquist_kept": ds.attrs.get("interpolation_nyquist_gain"),
                     **info,
                     "per_pixel_percent": round(100 * info["n_pixel"] / info["n_tested"], 2),
                     "m1_stuck_at_constant": stuck,
