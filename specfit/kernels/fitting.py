@@ -373,7 +373,7 @@ def _fit_one(
         for k in range(nrun):
             rc = lm.solve(
                 kernel, xc, yc, S[:, k : k + 1], LO, HI, method, c, active, wc,
-                max_iter, max(tol, _COARSE_TOL), 1, logp,
+                max_iter, max(tol, _COARSE_TOL), 1, logp, secant=True,
             )  # fmt: skip
             ok = np.isfinite(rc["F"]) & np.isfinite(rc["params"]).all(axis=1)
             Fs[:, k] = np.where(ok, rc["F"], np.inf)
@@ -404,7 +404,9 @@ def _fit_one(
 
 
 _COARSE_TOL = 1e-3  # the coarse stage's tolerance (1e-6 saved full-resolution steps on
-# M1 but cost more than it saved on M2's many search candidates at the defaults)
+# M1 but cost more than it saved on M2's many search candidates at the defaults). The coarse
+# stage steps with the secant correction too (lm.solve's ``secant``): 18 % fewer
+# evaluations of M2's candidates at 1800 bins, the reference search's misses unchanged.
 _POLISH_RUN = 2  # of them polished to convergence
 _POLISH_KEEP = 8  # best coarse results per pixel ranked on the full spectrum (one
 # evaluation each; the grouped bins can misorder narrow bumps near the top of the band)
