@@ -248,12 +248,17 @@ def original_procedure(
 
 
 def compare_choice(
-    ds: xr.Dataset, original_dir: str | Path, rows: np.ndarray | None = None
+    ds: xr.Dataset,
+    original_dir: str | Path,
+    rows: np.ndarray | None = None,
+    run: xr.Dataset | None = None,
 ) -> dict[str, float]:
     """Where the original kept M1: the original's procedure re-run on the run's spectra
     (:func:`original_procedure`) against ``param.npy`` and against specfit's own fits.
 
-    The run must be on the original's grid (``configs/legacy.yaml``: offset 0, 0).
+    The run must be on the original's grid (``configs/legacy.yaml``: offset 0, 0) and fitted
+    by specfit's own solver (``--set fit.optimizer=specfit``): its M2 is what the procedure's
+    M1 pixels are compared with (the spectra do not depend on the optimiser).
 
     Returns
     -------
@@ -265,11 +270,24 @@ def compare_choice(
         ``procedure_m1_specfit_m2_below_m1_percent``: of the procedure's M1 pixels, the share
         where specfit's M2 (same spectra, same weights) has a raw chi-square below the
         procedure's M1, i.e. where M1 was kept because M2's fit stopped in a local minimum;
-        ``failed`` calls per step.
+        ``failed`` calls per step. With ``run``, a store of the same config fitted with
+        ``fit.optimizer=original`` (the procedure inside the pipeline, without the fall-back
+        to a previous pixel's values): ``m2_percent_run``, ``same_choice_procedure_run_percent``
+        and ``differ_run_raised`` (of the pixels where the two choose differently, those
+        where a call raised in the run, status 10).
     """
+    import json
+
     from specfit.kernels.fitting import dlogf_sigma
     from specfit.kernels.original import powerlaw_tail_lorentzian
 
+    fit = json.loads(ds.attrs.get("config_json", "{}")).get("fit", {})
+    if fit.get("optimizer", "specfit") != "specfit":
+        raise ValueError(
+            "compare_choice compares the original's procedure with specfit's own solver: run "
+            "configs/legacy.yaml with --set fit.optimizer=specfit (this store was fitted by "
+            f"fit.optimizer={fit.get('optimizer')!r})"
+        )
     param = np.load(Path(original_dir) / "param.npy")
     f = np.asarray(ds["freq"].values, dtype=np.float64)
     power = np.asarray(ds["power"].transpose("freq", "y", "x").values, dtype=np.float64)
@@ -295,6 +313,20 @@ def compare_choice(
     m1 = ~p_big
     below = c2_specfit[m1] < r["chi2_m1"][ok][m1]
     n = int(ok.sum())
+    extra: dict[str, float] = {}
+    if run is not None:
+        r_big = (np.asarray(run["best_model"].values) == 1)[ok]
+        raised = (
+            (np.asarray(run["m1_status"].values) == 10)
+            | (np.asarray(run["m2_status"].values) == 10)
+        )[ok]
+        differ = r_big != p_big
+        extra = {
+            "m2_percent_run": 100.0 * float(r_big.mean()),
+            "same_choice_procedure_run_percent": 100.0 * float(np.mean(~differ)),
+            "differ_run": int(differ.sum()),
+            "differ_run_raised": int((differ & raised).sum()),
+        }
     return {
         "pixels": n,
         "m2_percent_param": 100.0 * float(o_big.mean()),
@@ -309,4 +341,5 @@ def compare_choice(
         if m1.any()
         else float("nan"),
         "failed": [int(v) for v in r["failed"]],
+        **extra,
     }
