@@ -238,6 +238,17 @@ class FitConfig(_Section):
         description="Global confidence level of the <test>_global maps: the chance that no "
         "pixel of a field without signal passes (per-test threshold 1 - level^(1/N), Sidak).",
     )
+    # The original specFit kept M1 where its single local fit of M2 stopped above M1's
+    # chi-square (docs/legacy.md): reproducing its choice needs its optimiser, not only its rule.
+    optimizer: Literal["specfit", "original"] = Field(
+        "specfit",
+        description="specfit: the batched solver with a global search of the bump (M2 never "
+        "ends worse than the M1 nested in it); original: every pixel fitted by the original "
+        "specFit's own procedure (scipy curve_fit from the middle of the bounds: M1 one "
+        "'dogbox' fit, M2 'dogbox' then 'trf'; ~20 ms per pixel), for its models "
+        "powerlaw_tail and powerlaw_tail_lorentzian with method lsq, weights dlogf, "
+        "spectra.normalisation variance and finite fit.bounds (configs/legacy.yaml).",
+    )
     nonnested: Literal["bic", "aic"] = Field(
         "bic",
         description="With lrt/ftest and several families of nested models (e.g. powerlaw_tail "

@@ -162,27 +162,21 @@ def compare_original(ds: xr.Dataset, original_dir: str | Path) -> dict:
     }
 
 
-def _m1(f, a, n, c):
-    return a * f**-n + c
-
-
-def _m2(f, a, n, c, p, fp, fw):
-    return a * f**-n + c + p / (1.0 + ((np.log(f) - fp) / fw) ** 2)
-
-
 def original_procedure(
     freq: np.ndarray, power: np.ndarray, rows: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
-    """The original specFit's per-pixel fitting and model choice, step for step (scipy).
+    """The original specFit's per-pixel fitting and model choice, step for step (scipy),
+    including its order-dependent fall-back.
 
-    specfit's own solver searches the bump globally and never lets M2 end worse than the M1
-    nested in it; the original ran one local ``curve_fit`` per model from the middle of the
-    bounds (no starting values given), so where M2's fit stopped in a local minimum above
-    M1's chi-square it kept M1. This re-enacts that procedure on given spectra to measure how
-    much of the original's M1 share is that (see docs/legacy.md): M1 one bounded 'dogbox' fit;
-    M2 'dogbox' (at most 3000 evaluations) then 'trf' from its result; sigma = delta log10 f;
-    a call that raises keeps the previous pixel's values, as the original's ``except: pass``
-    did; M2 kept where chi2(M1) > chi2(M2), raw sums. Pixels are visited row by row.
+    The same curve_fit calls as ``fit.optimizer: original``
+    (:mod:`specfit.kernels.original`: M1 one bounded 'dogbox' fit from the middle of the
+    bounds; M2 'dogbox' (at most 3000 evaluations) then 'trf' from its result; sigma = delta
+    log10 f; raw chi-square sums; M2 kept where chi2(M1) > chi2(M2)), with the original's
+    own bounds (M1's amplitude down to -0.002) and its handling of a call that raises: it
+    keeps that call's result from the last pixel where it succeeded, as the original's
+    ``except: pass`` did (pixels visited row by row), which the pipeline does not (there
+    the model gets NaN and status 10 on that pixel). It measures what the original's choice
+    was on given spectra (docs/legacy.md).
 
     Parameters
     ----------
@@ -201,62 +195,50 @@ def original_procedure(
         ``m2_kept`` (bool), ``m1_index``, ``m2_index``, ``m2_bump_width``, ``fitted`` (bool),
         and ``failed`` (int: calls that raised, per model step: m1, m2 dogbox, m2 trf).
     """
-    import warnings
-
-    from scipy.optimize import OptimizeWarning, curve_fit
+    from specfit.kernels.fitting import dlogf_sigma
+    from specfit.kernels.original import ORIGINAL_MODELS, ORIGINAL_STEPS, curve_fit_step
 
     f = np.asarray(freq, dtype=np.float64)
     p = np.asarray(power, dtype=np.float64) / ORIGINAL_SCALE
     nf, ny, nx = p.shape
     if nf != f.size:
         raise ValueError(f"power has {nf} frequencies, freq {f.size}")
-    d = np.diff(np.log10(f))
-    sigma = np.append(d, d[-1])
+    sigma = dlogf_sigma(f)
+    names = {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}
+    bounds = {"m1": _ORIGINAL_M1_BOUNDS, "m2": _ORIGINAL_M2_BOUNDS}
     out = {k: np.full((ny, nx), np.nan) for k in ("chi2_m1", "chi2_m2", "m1_index", "m2_index")}
     out["m2_bump_width"] = np.full((ny, nx), np.nan)
     kept = np.zeros((ny, nx), dtype=bool)
     fitted = np.zeros((ny, nx), dtype=bool)
     failed = np.zeros(3, dtype=int)
-    q1 = q2 = q22 = None
+    # the last result of each curve_fit call (carried over to later pixels where one raises)
+    last = {m: [None] * len(ORIGINAL_STEPS[n]) for m, n in names.items()}
     for iy in range(ny) if rows is None else np.asarray(rows, dtype=int):
         for ix in range(nx):
             s = p[:, iy, ix]
             if not np.all(np.isfinite(s)):
                 continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", OptimizeWarning)
-                try:
-                    q1, _ = curve_fit(
-                        _m1, f, s, bounds=_ORIGINAL_M1_BOUNDS, sigma=sigma, method="dogbox"
-                    )
-                except (RuntimeError, ValueError):
-                    failed[0] += 1
-                try:
-                    q2, _ = curve_fit(
-                        _m2,
-                        f,
-                        s,
-                        bounds=_ORIGINAL_M2_BOUNDS,
-                        sigma=sigma,
-                        method="dogbox",
-                        max_nfev=3000,
-                    )
-                except (RuntimeError, ValueError):
-                    failed[1] += 1
-                if q2 is not None:
+            k = 0
+            for m, name in names.items():
+                for j, (method, max_nfev) in enumerate(ORIGINAL_STEPS[name]):
+                    start = last[m][j - 1] if j else None
+                    if j and start is None:
+                        continue  # the original ran the 'trf' polish only after a dogbox result
                     try:
-                        q22, _ = curve_fit(
-                            _m2, f, s, p0=q2, bounds=_ORIGINAL_M2_BOUNDS, sigma=sigma, max_nfev=3000
+                        last[m][j], _, _ = curve_fit_step(
+                            name, f, s, sigma, bounds[m], method, max_nfev, start
                         )
                     except (RuntimeError, ValueError):
-                        failed[2] += 1
-            if q1 is None or q22 is None:
+                        failed[k + j] += 1
+                k += len(ORIGINAL_STEPS[name])
+            q1, q2 = last["m1"][-1], last["m2"][-1]
+            if q1 is None or q2 is None:
                 continue  # the original would have stopped here (no previous values)
-            c1 = float((((s - _m1(f, *q1)) / sigma) ** 2).sum())
-            c2 = float((((s - _m2(f, *q22)) / sigma) ** 2).sum())
+            c1 = float((((s - ORIGINAL_MODELS[names["m1"]](f, *q1)) / sigma) ** 2).sum())
+            c2 = float((((s - ORIGINAL_MODELS[names["m2"]](f, *q2)) / sigma) ** 2).sum())
             out["chi2_m1"][iy, ix], out["chi2_m2"][iy, ix] = c1, c2
-            out["m1_index"][iy, ix], out["m2_index"][iy, ix] = q1[1], q22[1]
-            out["m2_bump_width"][iy, ix] = q22[5]
+            out["m1_index"][iy, ix], out["m2_index"][iy, ix] = q1[1], q2[1]
+            out["m2_bump_width"][iy, ix] = q2[5]
             kept[iy, ix] = c1 > c2
             fitted[iy, ix] = True
     out["m2_kept"] = kept
@@ -266,12 +248,17 @@ def original_procedure(
 
 
 def compare_choice(
-    ds: xr.Dataset, original_dir: str | Path, rows: np.ndarray | None = None
+    ds: xr.Dataset,
+    original_dir: str | Path,
+    rows: np.ndarray | None = None,
+    run: xr.Dataset | None = None,
 ) -> dict[str, float]:
     """Where the original kept M1: the original's procedure re-run on the run's spectra
     (:func:`original_procedure`) against ``param.npy`` and against specfit's own fits.
 
-    The run must be on the original's grid (``configs/legacy.yaml``: offset 0, 0).
+    The run must be on the original's grid (``configs/legacy.yaml``: offset 0, 0) and fitted
+    by specfit's own solver (``--set fit.optimizer=specfit``): its M2 is what the procedure's
+    M1 pixels are compared with (the spectra do not depend on the optimiser).
 
     Returns
     -------
@@ -283,8 +270,24 @@ def compare_choice(
         ``procedure_m1_specfit_m2_below_m1_percent``: of the procedure's M1 pixels, the share
         where specfit's M2 (same spectra, same weights) has a raw chi-square below the
         procedure's M1, i.e. where M1 was kept because M2's fit stopped in a local minimum;
-        ``failed`` calls per step.
+        ``failed`` calls per step. With ``run``, a store of the same config fitted with
+        ``fit.optimizer=original`` (the procedure inside the pipeline, without the fall-back
+        to a previous pixel's values): ``m2_percent_run``, ``same_choice_procedure_run_percent``
+        and ``differ_run_raised`` (of the pixels where the two choose differently, those
+        where a call raised in the run, status 10).
     """
+    import json
+
+    from specfit.kernels.fitting import dlogf_sigma
+    from specfit.kernels.original import powerlaw_tail_lorentzian
+
+    fit = json.loads(ds.attrs.get("config_json", "{}")).get("fit", {})
+    if fit.get("optimizer", "specfit") != "specfit":
+        raise ValueError(
+            "compare_choice compares the original's procedure with specfit's own solver: run "
+            "configs/legacy.yaml with --set fit.optimizer=specfit (this store was fitted by "
+            f"fit.optimizer={fit.get('optimizer')!r})"
+        )
     param = np.load(Path(original_dir) / "param.npy")
     f = np.asarray(ds["freq"].values, dtype=np.float64)
     power = np.asarray(ds["power"].transpose("freq", "y", "x").values, dtype=np.float64)
@@ -299,18 +302,31 @@ def compare_choice(
     p_big = r["m2_kept"][ok]
     s_big = (np.asarray(ds["best_model"].values) == 1)[ok]
     # specfit's M2 raw chi-square in the original's units, for the same dlogf weights
-    d = np.diff(np.log10(f))
-    sigma = np.append(d, d[-1])
+    sigma = dlogf_sigma(f)
     names = ("amplitude", "index", "tail", "bump_amplitude", "bump_center", "bump_width")
     q = [np.asarray(ds[f"m2_{n}"].values, dtype=np.float64)[ok] for n in names]
     for j in (0, 2, 3):  # power parameters to the original's units
         q[j] = q[j] / ORIGINAL_SCALE
     s = power[:, ok].T / ORIGINAL_SCALE
-    model = _m2(f[None, :], *(v[:, None] for v in q))
+    model = powerlaw_tail_lorentzian(f[None, :], *(v[:, None] for v in q))
     c2_specfit = (((s - model) / sigma) ** 2).sum(axis=1)
     m1 = ~p_big
     below = c2_specfit[m1] < r["chi2_m1"][ok][m1]
     n = int(ok.sum())
+    extra: dict[str, float] = {}
+    if run is not None:
+        r_big = (np.asarray(run["best_model"].values) == 1)[ok]
+        raised = (
+            (np.asarray(run["m1_status"].values) == 10)
+            | (np.asarray(run["m2_status"].values) == 10)
+        )[ok]
+        differ = r_big != p_big
+        extra = {
+            "m2_percent_run": 100.0 * float(r_big.mean()),
+            "same_choice_procedure_run_percent": 100.0 * float(np.mean(~differ)),
+            "differ_run": int(differ.sum()),
+            "differ_run_raised": int((differ & raised).sum()),
+        }
     return {
         "pixels": n,
         "m2_percent_param": 100.0 * float(o_big.mean()),
@@ -325,4 +341,5 @@ def compare_choice(
         if m1.any()
         else float("nan"),
         "failed": [int(v) for v in r["failed"]],
+        **extra,
     }

@@ -282,6 +282,14 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
             check_output(model, freq)
         except ValueError as exc:
             raise ConfigError(f"fit.models.{alias}: {exc}") from None
+    if cfg.fit.optimizer == "original":
+        from specfit.kernels.original import check_original, original_unit
+
+        try:
+            check_original(models, cfg.fit.method, cfg.fit.weights, freq)
+            original_unit(sp.normalisation, dt, meta["segment_length"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     npar = max(len(m.param_names) for m in models.values())
     if freq.size <= npar + 1:
         raise ConfigError(

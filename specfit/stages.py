@@ -322,7 +322,16 @@ def _spread_over_cores(pw: xr.DataArray) -> xr.DataArray:
     return pw.chunk({"y": edge, "x": edge})
 
 
-FIT_OPTION_KEYS = ("max_iter", "tol", "multistart", "best_model", "alpha", "weights", "nonnested")
+FIT_OPTION_KEYS = (
+    "max_iter",
+    "tol",
+    "multistart",
+    "best_model",
+    "alpha",
+    "weights",
+    "nonnested",
+    "optimizer",
+)
 
 
 def fit(
@@ -356,9 +365,10 @@ def fit(
         window's bin correlation (from ``power.attrs``; none without a window) calibrates
         ``<m>_chi2red`` and ``<m>_gof_pvalue`` (:func:`specfit.kernels.tile.bin_rho`).
     **options
-        ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2),
-        ``alpha``, ``weights``, ``nonnested`` (bic|aic); each defaults to the config's ``fit``
-        value.
+        ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2|chi2sum),
+        ``alpha``, ``weights``, ``nonnested`` (bic|aic), ``optimizer`` (specfit|original);
+        each defaults to the config's ``fit`` value. ``optimizer='original'`` reads the
+        spectra's ``normalisation``, ``cadence`` and ``segment_length`` from ``power.attrs``.
 
     Returns
     -------
@@ -416,6 +426,20 @@ def fit(
 
     # LRT references are shared on disk between calls and processes (values never depend on it)
     kernel_options = {**options, "lrt_cache": str(lrt_cache_dir())}
+    if options["optimizer"] == "original":
+        # the original's procedure fits in its own power units, read from the spectra's attrs
+        from specfit.kernels.original import check_original
+
+        check_original(mods, method, options["weights"], freq)
+        need = [k for k in ("normalisation", "cadence", "segment_length") if k not in pattrs]
+        if need:
+            raise ValueError(
+                f"optimizer='original' needs power.attrs {need} (set by power_spectra and "
+                "on a results store's power) to convert to the original's power units"
+            )
+        kernel_options = _tile.with_original_unit(
+            kernel_options, pattrs["normalisation"], float(pattrs["cadence"]), pattrs
+        )
     # the window's bin correlation calibrates the goodness of fit (chi2red, gof_pvalue)
     rho = _tile.bin_rho(pattrs.get("window", "none"), pattrs.get("segment_length", 0))
 

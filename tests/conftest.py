@@ -43,6 +43,7 @@ KERNEL_FIT = dict(
     alpha=0.05,
     weights="sigma",
     nonnested="bic",
+    optimizer="specfit",
     bin_rho=(),  # the tests' chi^2 spectra have independent bins (no window)
 )
 

@@ -25,7 +25,14 @@ from specfit.models import get_model
 
 M1, M2 = get_model("powerlaw_tail"), get_model("powerlaw_tail_lorentzian")
 PRODUCT = dict(
-    max_iter=200, tol=1e-8, multistart=3, best_model="aic", alpha=0.05, nonnested="bic", bin_rho=()
+    max_iter=200,
+    tol=1e-8,
+    multistart=3,
+    best_model="aic",
+    alpha=0.05,
+    nonnested="bic",
+    bin_rho=(),
+    optimizer="specfit",
 )
 NC, NW = 12, 4  # reference grid: bump centres x widths
 SCREEN_ITER, REF_KEEP = 15, 4  # reference: short runs from the grid, the best to convergence

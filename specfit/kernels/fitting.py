@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numba
 import numpy as np
 
-from . import guesses, lm
+from . import guesses, lm, original
 from . import stats as st
 
 if TYPE_CHECKING:  # the Model type lives in specfit.models; kernels only use its attributes
@@ -63,6 +63,8 @@ STATUS_CODES: dict[int, str] = {
     7: "at_bound: converged with a parameter on a bound (that parameter's error is NaN)",
     8: "stalled: no step lowered the objective before convergence; values are the best found",
     9: "fit_failed: the model was not finite and positive at any start; not fitted",
+    10: "optimizer_raised: fit.optimizer=original only: a curve_fit call of the original "
+    "specFit's procedure raised (evaluation limit, non-finite residuals); not fitted",
 }
 _STATUS_NAMES = {k: v.split(":")[0] for k, v in STATUS_CODES.items()}
 METHODS = ("whittle", "lsq_log", "lsq")
@@ -74,7 +76,7 @@ NONNESTED_RULES = ("bic", "aic")
 # validation weights, sigma = delta log10 f between neighbouring bins (relative: the noise
 # level is estimated from the residuals, as scipy's curve_fit does by default)
 WEIGHTS = ("sigma", "dlogf")
-_NOT_FITTED = (2, 3, 4, 5, 9)
+_NOT_FITTED = (2, 3, 4, 5, 9, original.RAISED)
 
 # LRT calibration: simulated pure-small-model spectra per (grid, dof, models, settings)
 _LRT_NSIM = 2000
@@ -830,6 +832,27 @@ def _fit_models(
     return {a: fits[a] for a in models}, status_in, scale
 
 
+def _fit_models_original(f, power, models, method, dof, sigma, unit):
+    """:func:`_fit_models` with the original specFit's procedure (``fit.optimizer=original``):
+    the same input screening and result fields, each model fitted pixel by pixel by
+    :func:`specfit.kernels.original.fit_rows` (no nested restart: the original's choice
+    compares its own local fits)."""
+    npix, nf = power.shape
+    status_in, scale, sum_ln_y, _, _, _ = _prepare(power, sigma, method, dof, False)
+    fits = {}
+    for alias, model in models.items():
+        too_few = nf < model.npar + 1
+        active = (status_in == 0) & (not too_few)
+        r = original.fit_rows(f, power, sigma[0], model, unit, active)
+        st_ = r["status"]
+        st_[:] = np.where(active, st_, status_in if not too_few else 5)
+        if too_few:
+            st_[status_in != 0] = status_in[status_in != 0]
+        r["sum_ln_y"] = sum_ln_y
+        fits[alias] = r
+    return fits, status_in, scale
+
+
 def _ensure_nested(r, rb, model, f, power, scale, weights, y, c, starts, method, max_iter, tol):
     """Where the bigger model ended worse than the model nested in it, restart it from the
     nested solution (extra amplitude on its bound): a nested model can always do as well."""
@@ -1043,6 +1066,8 @@ def fit_block(
     alpha: float,
     weights: str,
     nonnested: str,
+    optimizer: str,
+    original_unit: float | None = None,
     lrt_cache: str | os.PathLike | None = None,
 ) -> dict[str, np.ndarray]:
     """Fit every model to every pixel of a block of spectra.
@@ -1089,6 +1114,15 @@ def fit_block(
         delta log10 f, see :func:`dlogf_sigma`; ``sigma`` must then be None, the noise level is
         estimated from the residuals and ``<m>_chi2red`` is the weighted sum / (n - p) as the
         original specFit reported it; no goodness-of-fit p-value).
+    optimizer
+        ``specfit`` (the batched solver with its global search) or ``original``: every pixel
+        fitted by the original specFit's own procedure, scipy ``curve_fit`` from the middle
+        of the bounds (:mod:`specfit.kernels.original`; its models, ``lsq``, ``dlogf`` and
+        finite bounds only). ``max_iter``, ``tol`` and ``multistart`` are then unused.
+    original_unit
+        ``optimizer=original`` only: the original's power unit in the spectra's units
+        (:func:`specfit.kernels.original.original_unit`, ``dt x segment samples`` for
+        ``variance`` spectra); its procedure fits ``power / original_unit``.
     lrt_cache
         Folder where LRT null references are cached on disk and shared between processes
         (see :func:`lrt_reference`); None: cached in this process only. Values never depend
@@ -1155,9 +1189,24 @@ def fit_block(
         if sigma.shape != power.shape:
             raise ValueError(f"sigma must have the shape of power {power.shape}; got {sigma.shape}")
 
-    fits, status_in, scale = _fit_models(
-        f, power, models, method, dof, sigma, max_iter, tol, multistart, not relative
-    )
+    if optimizer not in original.OPTIMIZERS:
+        raise ValueError(
+            f"fit.optimizer must be one of {', '.join(original.OPTIMIZERS)}; got {optimizer!r}"
+        )
+    if optimizer == "original":
+        original.check_original(models, method, weights, f)
+        if original_unit is None or not (np.isfinite(original_unit) and original_unit > 0):
+            raise ValueError(
+                "fit.optimizer=original needs original_unit, the original's power unit "
+                "(specfit.kernels.original.original_unit)"
+            )
+        fits, status_in, scale = _fit_models_original(
+            f, power, models, method, dof, sigma, float(original_unit)
+        )
+    else:
+        fits, status_in, scale = _fit_models(
+            f, power, models, method, dof, sigma, max_iter, tol, multistart, not relative
+        )
     spec = output_dtypes(models, method, best_model)
     out: dict[str, np.ndarray] = {}
     ln_scale = np.log(scale)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import layout
+from . import layout, original
 from . import periodogram as pg
 from . import resample as rs
 from .fitting import fit_block
@@ -39,6 +39,7 @@ __all__ = [
     "fit_dof_rule",
     "bin_rho",
     "fit_maps",
+    "with_original_unit",
     "mean_intensity",
 ]
 
@@ -64,7 +65,8 @@ class TileSpec:
     method
         ``whittle``, ``lsq_log`` or ``lsq`` (``lsq`` weights by the spread across the box).
     fit_options
-        ``max_iter``, ``tol``, ``multistart``, ``best_model``, ``alpha``.
+        ``max_iter``, ``tol``, ``multistart``, ``best_model``, ``alpha``, ``weights``,
+        ``nonnested``, ``optimizer`` (and ``lrt_cache``).
     box_dof
         ``auto`` (the box's effective number of independent spectra, estimated from the data:
         :func:`box_dof`) or ``nominal`` (every finite pixel of the box counts as independent).
@@ -215,6 +217,17 @@ def fit_maps(
     return {k: np.asarray(v).reshape(ny, nx) for k, v in res.items()}
 
 
+def with_original_unit(
+    options: Mapping[str, Any], normalisation: str, dt: float, meta: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """The fit options, plus the original specFit's power unit (``dt x segment samples``,
+    :func:`specfit.kernels.original.original_unit`) where ``fit.optimizer`` is ``original``."""
+    if options.get("optimizer") != "original":
+        return options
+    unit = original.original_unit(normalisation, dt, int(meta["segment_length"]))
+    return {**options, "original_unit": unit}
+
+
 def mean_intensity(values: np.ndarray) -> np.ndarray:
     """The time mean of each pixel of a (nt, ny, nx) block, ignoring NaN (float32)."""
     with warnings.catch_warnings():
@@ -263,7 +276,8 @@ def run_tile(
     weighted = spec.method == "lsq" and spec.fit_options.get("weights", "sigma") == "sigma"
     sigma = spread if weighted else None
     rho = bin_rho(meta["window"], meta["segment_length"])
-    out = fit_maps(freq, power, fdof, sigma, spec.models, spec.method, spec.fit_options, rho)
+    options = with_original_unit(spec.fit_options, spec.spectra["normalisation"], spec.dt, meta)
+    out = fit_maps(freq, power, fdof, sigma, spec.models, spec.method, options, rho)
     inner = values[:, ys, xs]
     out["power"] = power
     if spread is not None:
