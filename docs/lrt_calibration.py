@@ -68,6 +68,7 @@ def fit(power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         alpha=CFG.alpha,
         weights="sigma",
         nonnested=CFG.nonnested,
+        optimizer=CFG.optimizer,
         bin_rho=(),
     )
     a, n, c = (out[f"m1_{k}"].astype(np.float64) for k in M1.param_names)
