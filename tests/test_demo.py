@@ -58,7 +58,7 @@ def test_demo_recovers_truth(tmp_path, capsys):
     assert abs(rows["m2_bump_period"]["median_error"]) < 0.3
     assert rows["m2 preferred (bump pixels)"]["fraction"] > 0.8
     assert rows["m2 preferred (no-bump pixels)"]["fraction"] < 0.15
-    # field-wide FDR control (docs/significance.md; measured 72.6 % and 0.5 %): far fewer
+    # field-wide FDR control (docs/significance.md; measured 74.7 % and 0.7 %): far fewer
     # false bumps than per pixel, most real ones kept
     assert rows["m2 preferred, FDR (no-bump)"]["fraction"] < 0.02
     assert rows["m2 preferred, FDR (bump)"]["fraction"] > 0.6
