@@ -16,12 +16,12 @@ from scipy.stats import false_discovery_control
 
 import specfit.synthetic as synthetic
 from conftest import tiny_config
-from specfit.config import load_config
+from specfit.config import DEFAULTS, load_config
 from specfit.errors import ConfigError
 from specfit.kernels.fitting import fit_block
 from specfit.kernels.significance import BHTable, bh_qvalues, sidak_threshold
 from specfit.models import get_model
-from specfit.pipeline import run
+from specfit.pipeline import fit_options, run
 from specfit.store import field_variables, open_results
 
 
@@ -136,22 +136,13 @@ def _calibration_fits(n: int, seed: int, truths: str = "field"):
         params = np.stack([truth[k].ravel() for k in m1.param_names], axis=1)
         params = np.resize(params, (n, 3))
     y = m1.evaluate(f, params) * rng.gamma(1.0, 1.0, size=(n, f.size))
-    cfg = load_config({}).fit
-    return fit_block(
-        f,
-        y,
-        {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"},
-        method="whittle",
-        dof=2.0,
-        max_iter=cfg.max_iter,
-        tol=cfg.tol,
-        multistart=cfg.multistart,
-        best_model="lrt",
-        alpha=cfg.alpha,
-        weights="sigma",
-        nonnested=cfg.nonnested,
-        bin_rho=(),
-    )
+    return _fit_defaults(f, y, {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"})
+
+
+def _fit_defaults(f, y, models):
+    """fit_block with a run's default solver options (Whittle, dof 2, best_model lrt)."""
+    assert DEFAULTS.fit.best_model == "lrt"
+    return fit_block(f, y, models, method="whittle", dof=2.0, bin_rho=(), **fit_options(DEFAULTS))
 
 
 @pytest.fixture(scope="module")
@@ -259,21 +250,7 @@ def test_lrt_reference_statistics_are_those_fit_block_gives_its_spectra():
     nsim = fitting._LRT_NSIM
     ref = fitting.lrt_reference(*args)
     _, sim = fitting._lrt_null_spectra(fitting._lrt_draw_key(*args, nsim), f, 2.0, m1, nsim)
-    out = fit_block(
-        f,
-        sim,
-        {"m1": m1, "m2": m2},
-        method="whittle",
-        dof=2.0,
-        max_iter=cfg.max_iter,
-        tol=cfg.tol,
-        multistart=cfg.multistart,
-        best_model="lrt",
-        alpha=cfg.alpha,
-        weights="sigma",
-        nonnested=cfg.nonnested,
-        bin_rho=(),
-    )
+    out = _fit_defaults(f, sim, {"m1": m1, "m2": m2})
     stat = out["lrt_stat"].astype(np.float64)
     assert np.isfinite(stat).all() and ref.n == nsim
     np.testing.assert_allclose(np.sort(stat), ref.null, rtol=1e-6, atol=1e-6)
