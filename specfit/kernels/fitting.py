@@ -438,15 +438,15 @@ def _grouped(model, f, y, weights, groups, method):
     model is flat across a group.
     """
     start, count = groups
-    fc = np.add.reduceat(f, start) / count
     if method == "lsq":
+        fc = np.add.reduceat(f, start) / count
         w = np.ones_like(y) if weights is None else weights
         wc = np.add.reduceat(w, start, axis=1)
-        yc = np.add.reduceat(w * y, start, axis=1) / wc
+        yc = np.ascontiguousarray(np.add.reduceat(w * y, start, axis=1) / wc)
     else:
-        yc = np.add.reduceat(y, start, axis=1) / count
+        fc, yc = guesses.group_means(f, y, groups)
         wc = np.broadcast_to(count.astype(np.float64), yc.shape)
-    return fc, np.ascontiguousarray(yc), np.ascontiguousarray(wc)
+    return fc, yc, np.ascontiguousarray(wc)
 
 
 def _profile(model, kernel, data, c, active, start, LO, HI, method, logp, grid):
@@ -819,17 +819,23 @@ def _fit_models(
                 max_iter,
                 tol,
             )
-        st_ = r["status"]
-        st_[:] = np.where(active, st_, status_in if not too_few else 5)
-        if too_few:
-            st_[status_in != 0] = status_in[status_in != 0]
-        notfit = np.isin(st_, _NOT_FITTED)
-        r["params"][notfit] = np.nan
-        r["errors"][notfit] = np.nan
-        r["sum_ln_y"] = sum_ln_y
+        _settle(r, active, status_in, too_few, sum_ln_y)
         fits[alias] = r
         by_name.setdefault(model.name, alias)
     return {a: fits[a] for a in models}, status_in, scale
+
+
+def _settle(r, active, status_in, too_few, sum_ln_y):
+    """A model's result, final: its own status where it was fitted, the input's status (or
+    too_few_bins) where not; NaN parameters and errors where not fitted; the data's sum ln y."""
+    st_ = r["status"]
+    st_[:] = np.where(active, st_, status_in if not too_few else 5)
+    if too_few:
+        st_[status_in != 0] = status_in[status_in != 0]
+    notfit = np.isin(st_, _NOT_FITTED)
+    r["params"][notfit] = np.nan
+    r["errors"][notfit] = np.nan
+    r["sum_ln_y"] = sum_ln_y
 
 
 def _fit_models_original(f, power, models, method, dof, sigma, unit):
@@ -844,11 +850,7 @@ def _fit_models_original(f, power, models, method, dof, sigma, unit):
         too_few = nf < model.npar + 1
         active = (status_in == 0) & (not too_few)
         r = original.fit_rows(f, power, sigma[0], model, unit, active)
-        st_ = r["status"]
-        st_[:] = np.where(active, st_, status_in if not too_few else 5)
-        if too_few:
-            st_[status_in != 0] = status_in[status_in != 0]
-        r["sum_ln_y"] = sum_ln_y
+        _settle(r, active, status_in, too_few, sum_ln_y)
         fits[alias] = r
     return fits, status_in, scale
 
@@ -927,23 +929,23 @@ def lrt_reference(
     """
     f = np.asarray(f, dtype=np.float64)
     nsim = _LRT_NSIM if nsim is None else int(nsim)
-    key = _lrt_key(f, dof, small, big, method, max_iter, tol, multistart, nsim)
+    draw = _lrt_draw_key(f, dof, small, big, method, max_iter, tol, multistart, nsim)
+    key = _lrt_key(draw)
     with _LRT_LOCK:  # threads of one worker share the reference instead of each simulating it
         ref = _LRT_CACHE.get(key)
         if ref is None:
             ref = _lrt_reference_cached(
-                key, f, dof, small, big, method, max_iter, tol, multistart, nsim, cache_dir
+                key, draw, f, dof, small, big, method, max_iter, tol, multistart, nsim, cache_dir
             )
             _LRT_CACHE[key] = ref
         return ref
 
 
-def _lrt_key(f, dof, small, big, method, max_iter, tol, multistart, nsim) -> str:
-    """sha256 of everything an LRT reference depends on (hex): its draw key (below) plus the
-    specfit version and the fitting code's source hash, so that a changed solver never
-    reuses a cached reference fitted by the old one."""
+def _lrt_key(draw: str) -> str:
+    """sha256 of everything an LRT reference depends on (hex): its draw key
+    (:func:`_lrt_draw_key`) plus the specfit version and the fitting code's source hash, so
+    that a changed solver never reuses a cached reference fitted by the old one."""
     h = hashlib.sha256()
-    draw = _lrt_draw_key(f, dof, small, big, method, max_iter, tol, multistart, nsim)
     h.update("\0".join([draw, _VERSION[0], _solver_source_hash()]).encode())
     return h.hexdigest()
 
@@ -990,7 +992,7 @@ _SOURCE_HASH: list[str] = []
 
 
 def _lrt_reference_cached(
-    key, f, dof, small, big, method, max_iter, tol, multistart, nsim, cache_dir
+    key, draw, f, dof, small, big, method, max_iter, tol, multistart, nsim, cache_dir
 ):
     path = None
     if cache_dir is not None:
@@ -999,7 +1001,6 @@ def _lrt_reference_cached(
             return st.NullReference(np.load(path, allow_pickle=False))
         except (OSError, ValueError):  # absent, or unreadable: simulate (and rewrite) it
             pass
-    draw = _lrt_draw_key(f, dof, small, big, method, max_iter, tol, multistart, nsim)
     null = _lrt_simulate(draw, f, dof, small, big, method, max_iter, tol, multistart, nsim)
     ref = st.NullReference(null)
     if path is not None:

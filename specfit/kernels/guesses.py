@@ -17,6 +17,7 @@ __all__ = [
     "guess_powerlaw_tail",
     "powerlaw_tail_starts",
     "coarse_groups",
+    "group_means",
     "bump_seeds",
     "bump_width_seed",
     "powerlaw_tail_null",
@@ -156,9 +157,9 @@ def powerlaw_tail_starts(
         # picks a start in each basin runs on bins grouped over 0.1 in ln f, the group's
         # count as weight: the lowest bins, where the steep basin lives, stay single, and
         # the profile's cost stops growing with the number of bins.
-        start, count = coarse_groups(f, max_span=0.1)
-        lnf = np.log(np.add.reduceat(f, start) / count)
-        y = np.ascontiguousarray(np.add.reduceat(power, start, axis=1) / count)
+        groups = coarse_groups(f, max_span=0.1)
+        fc, y = group_means(f, power, groups)
+        lnf, count = np.log(fc), groups[1]
     basins = np.empty((power.shape[0], 2, 3))
     _basin_starts(lnf, y, count, basins)
     out = [first, basins[:, 0], basins[:, 1]]
@@ -190,6 +191,14 @@ def coarse_groups(f: np.ndarray, max_span: float = 0.03, max_size: int = 1 << 30
     if len(starts) * 2 <= lnf.size and len(starts) >= 20:
         out = (np.array(starts), np.array(counts, dtype=np.float64))
     return out
+
+
+def group_means(f: np.ndarray, y: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
+    """The groups' mean frequencies (ngroups,) and mean powers (npix, ngroups), C-contiguous,
+    for ``groups`` = (start indices, counts) of :func:`coarse_groups`."""
+    start, count = groups
+    fc = np.add.reduceat(f, start) / count
+    return fc, np.ascontiguousarray(np.add.reduceat(y, start, axis=1) / count)
 
 
 # The M1 objective's basins: index below / at or above this (see powerlaw_tail_starts).
