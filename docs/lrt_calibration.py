@@ -33,15 +33,16 @@ from pathlib import Path
 import numpy as np
 
 import specfit.synthetic as synthetic
-from specfit.config import load_config
+from specfit.config import DEFAULTS
 from specfit.kernels import fitting
 from specfit.kernels.stats import NullReference
 from specfit.models import get_model
+from specfit.pipeline import fit_options
 
 ALPHAS = (0.01, 0.05, 0.2, 0.5)
 F = np.fft.rfftfreq(128, 12.0)[1:]
 LNF = np.log(F)
-CFG = load_config({}).fit
+CFG = DEFAULTS.fit
 M1 = get_model("powerlaw_tail")
 M2 = get_model("powerlaw_tail_lorentzian")
 
@@ -55,21 +56,15 @@ def field_truths(n: int) -> np.ndarray:
 
 def fit(power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """LRT statistic and fitted M1 crossover position of spectra (n, nf), fitted as a run."""
+    assert CFG.best_model == "lrt"  # a run's default solver options, its LRT included
     out = fitting.fit_block(
         F,
         power,
         {"m1": M1, "m2": M2},
         method="whittle",
         dof=2.0,
-        max_iter=CFG.max_iter,
-        tol=CFG.tol,
-        multistart=CFG.multistart,
-        best_model="lrt",
-        alpha=CFG.alpha,
-        weights="sigma",
-        nonnested=CFG.nonnested,
-        optimizer=CFG.optimizer,
         bin_rho=(),
+        **fit_options(DEFAULTS),
     )
     a, n, c = (out[f"m1_{k}"].astype(np.float64) for k in M1.param_names)
     return out["lrt_stat"].astype(np.float64), crossover(a, n, c)
