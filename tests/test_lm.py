@@ -284,3 +284,48 @@ def test_unweighted_lsq_polish_reaches_the_optimum_at_1800_bins():
             best = min(best, ref.fun)
         excess = r["F"][i] - best
         assert 2.0 * r["c_eff"][i] * excess < 10 * 1e-8, (i, excess, r["status"][i])
+
+
+def test_a_second_start_in_the_first_optimum_basin_is_not_run_again():
+    """lm.solve's ``same``: with two starts to run, the second is skipped where it lies
+    within ``same`` standard errors of the first's optimum in every parameter (it would end
+    there: same answer, fewer evaluations), and run where it lies farther away. Reference:
+    the same solver with ``same`` 0 (both run): equal F to 1e-9 relative (a decrement of
+    tol = 1e-8 leaves ~1e-9 of an F of ~300)."""
+    from specfit.kernels import lm
+
+    n = 30
+    truth = np.array([1e-5, 2.0, 1.0])
+    y = _simulate(M1, truth, n, dof=2.0, seed=21)
+    kernel = M1.compiled().solve_block
+    x = M1.abscissa(F)
+    lo, hi = M1.bounds_for(F)
+    LO, HI = np.tile(lo, (n, 1)), np.tile(hi, (n, 1))
+    logp = np.array([p in M1.log_params for p in M1.param_names])
+    c, act = np.ones(n), np.ones(n, dtype=bool)
+
+    def solve(starts, same):
+        return lm.solve(
+            kernel, x, y, starts, LO, HI, "whittle", c, act, None, 200, 1e-8, 2, logp,
+            secant=True, same=same,
+        )  # fmt: skip
+
+    one = solve(np.tile(truth, (n, 1, 1)), 0.0)
+    p, e = one["params"], one["errors"]
+    inside = np.isfinite(e).all(axis=1)
+    assert inside.sum() >= 20
+    # the optimum itself, and a point 0.3 standard errors away (ln scale for the amplitude)
+    near = p.copy()
+    near[:, 0] = p[:, 0] * np.exp(0.3 * e[:, 0] / p[:, 0])
+    near[:, 1:] += 0.3 * e[:, 1:]
+    far = p.copy()
+    far[:, 1:] += 4.0 * e[:, 1:]
+    for other, skipped in ((near, True), (far, False)):
+        starts = np.stack([p, other], axis=1)
+        both = solve(starts, 0.0)
+        dedup = solve(starts, 1.0)
+        np.testing.assert_allclose(dedup["F"][inside], both["F"][inside], rtol=1e-9)
+        if skipped:
+            assert np.all(dedup["nfev"][inside] < both["nfev"][inside])
+        else:
+            assert np.array_equal(dedup["nfev"][inside], both["nfev"][inside])

@@ -424,6 +424,7 @@ def _lm_block(
     tol,
     secant,
     nrun,
+    same,
     logp,
     P,
     ERR,
@@ -476,6 +477,21 @@ def _lm_block(
             order = np.argsort(Fc)
         for r in range(min(nrun, nstart)):
             s = order[r]
+            if r > 0 and same > 0.0:
+                # a later start within ``same`` standard errors of the best result so far in
+                # every parameter (one without an error: equal to it) is in the same basin
+                # and would end where it did: not run again
+                dup = True
+                for a in range(npar):
+                    q = P0[i, s, a] - P[i, a]
+                    e = ERR[i, a]
+                    if math.isfinite(e):
+                        if not abs(q) <= same * e:
+                            dup = False
+                    elif not abs(q) <= 1e-9 * (1.0 + abs(P[i, a])):
+                        dup = False
+                if dup:
+                    continue
             for a in range(npar):
                 p[a] = P0[i, s, a]
             Fi, s2i, st, nfev, ce = _lm_pixel(
@@ -533,6 +549,7 @@ def solve(
     nrun: int | None = None,
     log_params: np.ndarray | None = None,
     secant: bool = False,
+    same: float = 0.0,
 ) -> LMResult:
     """Run the batched solver on a normalised block.
 
@@ -570,6 +587,10 @@ def solve(
         scoring / Gauss-Newton converge only linearly when residuals are large (Gamma
         spectra); near the optimum this makes it close to Newton's. The stopping test and
         the error bars still use H alone, so "converged" means the same.
+    same
+        > 0: the second and later of the ``nrun`` starts are skipped where they lie within
+        ``same`` standard errors of the best result so far in every parameter (in the solved
+        scale: ln p for ``log_params``), i.e. in its basin; 0: every one runs.
 
     Returns
     -------
@@ -616,6 +637,7 @@ def solve(
         float(tol),
         bool(secant),
         int(nstart if nrun is None else max(1, nrun)),
+        float(same),
         logp,
         P,
         ERR,
