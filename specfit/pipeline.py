@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import shutil
 import sys
 import time
@@ -323,9 +324,12 @@ def _write_cube(
 ) -> None:
     """Write the preprocessed cube once, rechunked from per-frame to (time_chunk, tile, tile).
 
-    xarray writes the metadata and coordinates; the data go in slabs of ``time_chunk`` frames,
-    each a separate computation, so the progress bar counts slabs and a slab's chunks never
-    share a Zarr chunk with another slab's. The cube's attrs mark it as specfit's
+    xarray writes the metadata and coordinates; the data go in slabs, each a separate
+    computation, so the progress bar counts slabs and a slab's chunks never share a Zarr chunk
+    with another slab's. A slab is ``time_chunk`` whole frames, or, where the input is itself
+    cut into spatial blocks (a Zarr or HDF5 cube), every frame of one column of blocks
+    (:func:`_column_block`): each input chunk is then read by one slab only, where time slabs
+    thinner than the input's own time chunks would read each of them again per slab. The cube's attrs mark it as specfit's
     (``specfit_kind``) and record its config hash and input fingerprint; an existing ``path``
     or ``.partial`` folder is replaced only if it is specfit's own cube or empty.
     """
@@ -345,6 +349,7 @@ def _write_cube(
             )
     if tmp.exists():
         shutil.rmtree(tmp)  # specfit's own unfinished cube (checked just above)
+    source_chunks = arr.chunks
     arr = arr.astype("float32").chunk({"time": time_chunk, "y": tile, "x": tile})
     ds = xr.Dataset({"intensity": arr})
     # Small coordinates (exposure per frame, hpc_x/hpc_y per pixel) can be dask-backed: with
@@ -373,20 +378,23 @@ def _write_cube(
     leading = tuple(c[0] for c in data.chunks)  # time_chunk and tile, capped at the sizes
     if tuple(target.chunks) != leading:
         raise RunError(f"{tmp}: Zarr chunks {target.chunks} do not match dask chunks {leading}")
-    nt = data.shape[0]
+    nt, ny, nx = data.shape
+    block = _column_block(source_chunks, tile, nt, time_chunk, ny, nx)
+    if block is None:
+        regions = [
+            (slice(t0, min(t0 + time_chunk, nt)), slice(None), slice(None))
+            for t0 in range(0, nt, time_chunk)
+        ]
+    else:  # block is a multiple of tile: every region covers whole Zarr chunks
+        regions = [
+            (slice(None), slice(y0, min(y0 + block, ny)), slice(x0, min(x0 + block, nx)))
+            for y0 in range(0, ny, block)
+            for x0 in range(0, nx, block)
+        ]
     # Built one at a time as they are submitted: the graph of every slab at once grows with
     # the cube and made the scheduler's memory grow with it (1.1 GiB at 1024² x 1200 frames).
-    slabs = (
-        da.store(
-            data[t0 : t0 + time_chunk],
-            target,
-            regions=(slice(t0, min(t0 + time_chunk, nt)), slice(None), slice(None)),
-            lock=False,
-            compute=False,
-        )
-        for t0 in range(0, nt, time_chunk)
-    )
-    n_slabs = -(-nt // time_chunk)
+    slabs = (da.store(data[r], target, regions=r, lock=False, compute=False) for r in regions)
+    n_slabs = len(regions)
     if client is not None:
         done = progress(_windowed(client, slabs, 2), total=n_slabs, desc="ingest", unit="slab")
         for fut in done:
@@ -398,6 +406,29 @@ def _write_cube(
         if not remove_specfit_cube(path):
             path.rmdir()  # empty (checked above); rmdir refuses anything else
     tmp.rename(path)  # the cube exists only once it is whole
+
+
+def _column_block(source_chunks, tile: int, nt: int, time_chunk: int, ny: int, nx: int):
+    """Side in px of the square column-of-blocks slabs for :func:`_write_cube`, or None for
+    time slabs.
+
+    Columns are used where the input is cut spatially (more than one chunk along y or x) and
+    its time chunks are longer than ``time_chunk`` (so a time slab would read each of them
+    again): a side that is a multiple of both ``tile`` and the input's spatial chunk, so that
+    a column covers whole input chunks and whole ``cube.zarr`` chunks. None where that side
+    would hold more than twice the frames x px of a time slab (the memory a slab may take).
+    """
+    if source_chunks is None:
+        return None
+    tch, ych, xch = (c[0] for c in source_chunks)
+    if len(source_chunks[1]) == 1 and len(source_chunks[2]) == 1:
+        return None  # whole frames: time slabs read each input chunk once already
+    if tch <= time_chunk and time_chunk % tch == 0:
+        return None  # time slabs aligned with the input's time chunks
+    side = math.lcm(tile, ych, xch)
+    if nt * side * side > 2 * time_chunk * ny * nx:
+        return None
+    return side
 
 
 def _windowed(client, delayeds, window: int):

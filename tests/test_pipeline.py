@@ -126,22 +126,35 @@ def test_bad_pixels_become_nan_and_status_not_a_crash(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("use_client", "tile", "time_chunk"), [(True, 8, 7), (False, 8, 7), (True, 64, 80)]
+    ("use_client", "tile", "time_chunk", "source", "columns"),
+    [
+        (True, 8, 7, (1, 20, 30), False),  # one frame per chunk, as the FITS readers give
+        (False, 8, 7, (1, 20, 30), False),
+        (True, 64, 80, (1, 20, 30), False),
+        # a Zarr cube's blocks, time chunks longer than the slabs: columns of 10 x 10 px
+        (True, 5, 7, (25, 10, 10), True),
+        (False, 5, 7, (25, 10, 10), True),
+    ],
 )
-def test_cube_written_in_slabs_equals_the_input(tmp_path, use_client, tile, time_chunk):
-    """The staged per-frame -> per-tile rewrite (time slabs, a few in flight) loses nothing,
-    with slab and tile edges that do not divide the cube, or sizes beyond the cube's."""
+def test_cube_written_in_slabs_equals_the_input(
+    tmp_path, use_client, tile, time_chunk, source, columns
+):
+    """The staged per-frame -> per-tile rewrite (time slabs or, for a spatially chunked
+    input, columns of blocks; a few in flight) loses nothing, with slab and tile edges that
+    do not divide the cube, or sizes beyond the cube's."""
     import dask
     import dask.array as da
     import zarr
     from distributed import Client
 
-    from specfit.pipeline import _write_cube
+    from specfit.pipeline import _column_block, _write_cube
 
     rng = np.random.default_rng(3)
     values = rng.normal(size=(50, 20, 30)).astype(np.float32)
+    chunks = da.from_array(values, chunks=source).chunks
+    assert (_column_block(chunks, tile, 50, time_chunk, 20, 30) is not None) == columns
     arr = xr.DataArray(
-        da.from_array(values, chunks=(1, 20, 30)),  # one frame per chunk, as the readers give
+        da.from_array(values, chunks=source),
         dims=("time", "y", "x"),
         coords={"time": np.arange(50) * 12.0},
         name="intensity",
