@@ -24,6 +24,7 @@ from specfit.errors import InputError
 
 __all__ = [
     "cube_time_chunk",
+    "whole_frames",
     "load_times",
     "LazyFrames",
     "assemble",
@@ -476,6 +477,17 @@ def cube_time_chunk(nt: int, ny: int, nx: int, target_bytes: int = 16 * 2**20) -
     """Frames per dask chunk for a cube: about ``target_bytes`` of float32, at most 16 frames."""
     per = max(1, target_bytes // max(1, ny * nx * 4))
     return int(max(1, min(nt, per, 16)))
+
+
+def whole_frames(data):
+    """``data`` (a dask (time, y, x) array) rechunked to whole frames, with time chunks no
+    longer than :func:`cube_time_chunk` (a cube read in spatial blocks of many frames would
+    otherwise become chunks of many whole frames)."""
+    nt, ny, nx = data.shape
+    tc = cube_time_chunk(nt, ny, nx)
+    if max(data.chunks[0]) > tc:
+        data = data.rechunk({0: tc})
+    return data.rechunk({1: ny, 2: nx})
 
 
 def load_times(path: str, nt: int | None = None) -> np.ndarray | Time:

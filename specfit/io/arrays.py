@@ -178,8 +178,13 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
     if cfg.missing_below is not None:
         data = da.where(data < cfg.missing_below, np.float32(np.nan), data)
     data = da.where(da.isfinite(data), data, np.float32(np.nan))
-    if data.chunks[0][0] > cube_time_chunk(*data.shape):
-        data = data.rechunk({0: cube_time_chunk(*data.shape)})
+    # The store's own chunks are kept unless one holds more than ~16 MB: a cube stored in
+    # spatial blocks of many frames (120 x 128 x 128) is then read once per block, where
+    # splitting it into single frames made every slab of the cube stage decode the blocks
+    # again. Steps that need whole frames (prep) cut them themselves (whole_frames).
+    tc, cy, cx = (c[0] for c in data.chunks)
+    if tc * cy * cx * 4 > 16 * 2**20:
+        data = data.rechunk({0: max(1, 16 * 2**20 // (cy * cx * 4))})
     times = times[order]
     out = xr.DataArray(
         data,

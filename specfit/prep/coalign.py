@@ -18,6 +18,7 @@ import xarray as xr
 from scipy import ndimage
 
 from specfit.config import DEFAULTS
+from specfit.io._base import whole_frames
 
 __all__ = ["estimate_shift", "coalign", "shift_frame", "measure_shifts", "smooth_shifts"]
 
@@ -129,7 +130,7 @@ def _frames(arr: xr.DataArray) -> da.Array:
     data = arr.data
     if not isinstance(data, da.Array):
         data = da.from_array(np.asarray(data), chunks=(1, ny, nx))
-    return data.rechunk({1: ny, 2: nx})
+    return whole_frames(data)
 
 
 def measure_shifts(arr: xr.DataArray, ref_index: int) -> np.ndarray:

@@ -36,6 +36,7 @@ from scipy import ndimage
 from specfit.config import DEFAULTS
 from specfit.errors import InputError
 from specfit.io import hpc_coords
+from specfit.io._base import whole_frames
 
 __all__ = [
     "DerotationPlan",
@@ -385,7 +386,7 @@ def derotate(
     data = arr.data
     if not isinstance(data, da.Array):
         data = da.from_array(np.asarray(data), chunks=(1, ny, nx))
-    data = data.rechunk({1: ny, 2: nx})
+    data = whole_frames(data)
     region = (0, ny, 0, nx) if region is None else tuple(int(v) for v in region)
     y0, y1, x0, x1 = region
     if not (0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx):

@@ -15,6 +15,7 @@ import xarray as xr
 from scipy import ndimage
 
 from specfit.config import DEFAULTS
+from specfit.io._base import whole_frames
 
 __all__ = ["despike_frame", "despike"]
 
@@ -64,7 +65,7 @@ def despike(
     if not isinstance(data, da.Array):
         data = da.from_array(np.asarray(data), chunks=(1, ny, nx))
     # Whole frames per chunk so that the robust scale is per frame, not per tile.
-    data = data.rechunk({1: ny, 2: nx})
+    data = whole_frames(data)
     out = data.map_blocks(
         _despike_block, size, sigma, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32)
     )
