@@ -423,6 +423,40 @@ def test_zarr_dataset_is_lazy(tmp_path):
     assert out.attrs["start_time"] == "2020-01-01T00:00:00.000Z"
 
 
+def test_zarr_cube_keeps_its_blocks_and_prep_gets_whole_frames(tmp_path):
+    """A cube stored in spatial blocks of many frames is read in those blocks (each block
+    decoded once by the cube stage), chunks over ~16 MB are cut along time, and a prep
+    step that needs whole frames gets them with short time chunks."""
+    import dask.array as da
+
+    from specfit.io._base import cube_time_chunk, whole_frames
+
+    rng = np.random.default_rng(4)
+    values = rng.normal(100.0, 1.0, (40, 24, 24)).astype(np.float32)
+    arr = xr.DataArray(
+        values, dims=("time", "y", "x"), coords={"time": np.arange(40) * 12.0}, name="intensity"
+    )
+    arr.attrs["start_time"] = "2020-01-01T00:00:00Z"
+    enc = {"intensity": {"chunks": (20, 8, 8)}}
+    arr.to_dataset().to_zarr(tmp_path / "b.zarr", mode="w", consolidated=False, encoding=enc)
+    out = open_input(InputConfig(path=str(tmp_path / "b.zarr")))
+    assert out.data.chunksize == (20, 8, 8)
+    np.testing.assert_array_equal(out.values, values)
+    frames = whole_frames(out.data)
+    assert frames.chunksize == (cube_time_chunk(40, 24, 24), 24, 24)
+    np.testing.assert_array_equal(frames.compute(), values)
+    # whole 1024² frames stored 16 at a time (64 MiB chunks): cut to 4 frames (16 MiB)
+    big = xr.DataArray(
+        da.zeros((32, 1024, 1024), dtype=np.float32, chunks=(16, 1024, 1024)),
+        dims=("time", "y", "x"),
+        coords={"time": np.arange(32) * 12.0},
+        name="intensity",
+    )
+    big.attrs["start_time"] = "2020-01-01T00:00:00Z"
+    big.to_dataset().to_zarr(tmp_path / "w.zarr", mode="w", consolidated=False)
+    assert open_input(InputConfig(path=str(tmp_path / "w.zarr"))).data.chunksize[0] == 4
+
+
 def test_rice_compressed_frames_in_hdu1(tmp_path):
     """JSOC-style files: empty primary HDU, RICE-compressed integer image in HDU 1."""
     rng = np.random.default_rng(8)
