@@ -361,9 +361,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     try:
         with Client(cluster) as client:
             for size in args.sizes:
-                spec = (args.frames, 0, args.cadence, args.distinct_fields)
-                made.append(input_folder(workdir, size, *spec))
-                inputs = make_inputs(workdir, size, args.frames, args.inputs, *spec[1:])
+                spec = {"cadence": args.cadence, "distinct": args.distinct_fields}
+                made.append(input_folder(workdir, size, args.frames, **spec))
+                inputs = make_inputs(workdir, size, args.frames, args.inputs, **spec)
                 gen = {k: v for k, v in inputs.items() if k.endswith("_s")}
                 if gen:
                     print(f"generated {size}²: {gen}", file=sys.stderr, flush=True)

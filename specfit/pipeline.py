@@ -327,10 +327,10 @@ def _write_cube(
     xarray writes the metadata and coordinates; the data go in slabs, each a separate
     computation, so the progress bar counts slabs and a slab's chunks never share a Zarr chunk
     with another slab's. A slab is ``time_chunk`` whole frames, or, where the input is itself
-    cut into spatial blocks (a Zarr or HDF5 cube), every frame of one column of blocks
+    cut into spatial blocks (a Zarr cube), every frame of one column of blocks
     (:func:`_column_block`): each input chunk is then read by one slab only, where time slabs
-    thinner than the input's own time chunks would read each of them again per slab. The cube's attrs mark it as specfit's
-    (``specfit_kind``) and record its config hash and input fingerprint; an existing ``path``
+    thinner than the input's own time chunks would read each of them again per slab. The
+    cube's attrs mark it as specfit's (``specfit_kind``) and record its config hash and input fingerprint; an existing ``path``
     or ``.partial`` folder is replaced only if it is specfit's own cube or empty.
     """
     import dask

@@ -473,17 +473,23 @@ def series_field(
     return cel, hpc, attrs
 
 
-def cube_time_chunk(nt: int, ny: int, nx: int, target_bytes: int = 16 * 2**20) -> int:
+CHUNK_BYTES = 16 * 2**20  # about this many bytes of float32 per dask chunk of a cube
+
+
+def cube_time_chunk(nt: int, ny: int, nx: int, target_bytes: int = CHUNK_BYTES) -> int:
     """Frames per dask chunk for a cube: about ``target_bytes`` of float32, at most 16 frames."""
     per = max(1, target_bytes // max(1, ny * nx * 4))
     return int(max(1, min(nt, per, 16)))
 
 
 def whole_frames(data):
-    """``data`` (a dask (time, y, x) array) rechunked to whole frames, with time chunks no
-    longer than :func:`cube_time_chunk` (a cube read in spatial blocks of many frames would
-    otherwise become chunks of many whole frames)."""
+    """``data`` ((time, y, x): a dask array, or any array, taken one frame per chunk) as a
+    dask array of whole frames, with time chunks no longer than :func:`cube_time_chunk` (a
+    cube read in spatial blocks of many frames would otherwise become chunks of many whole
+    frames)."""
     nt, ny, nx = data.shape
+    if not isinstance(data, da.Array):
+        data = da.from_array(np.asarray(data), chunks=(1, ny, nx))
     tc = cube_time_chunk(nt, ny, nx)
     if max(data.chunks[0]) > tc:
         data = data.rechunk({0: tc})

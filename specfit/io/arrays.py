@@ -20,7 +20,7 @@ from astropy.time import Time, TimeDelta
 from specfit.config import InputConfig
 from specfit.errors import InputError
 
-from ._base import LazyFrames, assemble, cube_time_chunk, load_times, parse_time
+from ._base import CHUNK_BYTES, LazyFrames, assemble, cube_time_chunk, load_times, parse_time
 
 __all__ = ["open_array"]
 
@@ -183,8 +183,8 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
     # splitting it into single frames made every slab of the cube stage decode the blocks
     # again. Steps that need whole frames (prep) cut them themselves (whole_frames).
     tc, cy, cx = (c[0] for c in data.chunks)
-    if tc * cy * cx * 4 > 16 * 2**20:
-        data = data.rechunk({0: max(1, 16 * 2**20 // (cy * cx * 4))})
+    if tc * cy * cx * 4 > CHUNK_BYTES:
+        data = data.rechunk({0: max(1, CHUNK_BYTES // (cy * cx * 4))})
     times = times[order]
     out = xr.DataArray(
         data,

@@ -415,9 +415,10 @@ _COARSE_TOL = 1e-2  # the coarse stage's tolerance: candidates stop when the rem
 # 18 % fewer evaluations of M2's candidates at 1800 bins, no more misses.
 _POLISH_RUN = 2  # of them polished to convergence, the second only where it is a different
 _POLISH_SAME = 1.0  # basin: its start not within this many standard errors of the first's
-# optimum in every parameter (lm.solve's ``same``). On simulated spectra (512 px per case, dof 2
-# and 4, 300 and 1800 bins) 55-100 % of second polishes were the same basin (M1 94-100 %); of
-# those the second polish gained > 1e-3 in log-likelihood on 1 pixel (2e-2), never > 0.1.
+# optimum in every parameter (lm.solve's ``same``). On simulated spectra at 1800 bins (dof 2
+# and 4, 256 px each) 55-81 % of M2's second polishes were the first's basin (M1 94-100 %); of
+# those the second gained > 1e-3 in log-likelihood on 1 pixel (0.021), never > 0.1
+# (benchmarks/README.md).
 _POLISH_KEEP = 8  # best coarse results per pixel ranked on the full spectrum (one
 # evaluation each; the grouped bins can misorder narrow bumps near the top of the band)
 _PROFILE_ITER = 12  # solver steps per pinned profile point (only the others move)

@@ -126,11 +126,7 @@ def _shift_block(block: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 def _frames(arr: xr.DataArray) -> da.Array:
-    nt, ny, nx = arr.shape
-    data = arr.data
-    if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data), chunks=(1, ny, nx))
-    return whole_frames(data)
+    return whole_frames(arr.data)
 
 
 def measure_shifts(arr: xr.DataArray, ref_index: int) -> np.ndarray:

@@ -26,7 +26,6 @@ import threading
 import warnings
 from dataclasses import dataclass
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 from astropy.io import fits
@@ -383,10 +382,7 @@ def derotate(
     nt, ny, nx = arr.shape
     if plan is None:
         plan = plan_derotation(arr, reference_time)
-    data = arr.data
-    if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data), chunks=(1, ny, nx))
-    data = whole_frames(data)
+    data = whole_frames(arr.data)
     region = (0, ny, 0, nx) if region is None else tuple(int(v) for v in region)
     y0, y1, x0, x1 = region
     if not (0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx):

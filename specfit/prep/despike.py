@@ -9,7 +9,6 @@ alone is too small: a median-filter residual of Gaussian noise has heavy tails, 
 
 from __future__ import annotations
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 from scipy import ndimage
@@ -60,12 +59,8 @@ def despike(
     sigma: float = DEFAULTS.prep.despike_sigma,
 ) -> xr.DataArray:
     """Lazily despike every frame of a (time, y, x) DataArray (see the module docstring)."""
-    nt, ny, nx = arr.shape
-    data = arr.data
-    if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data), chunks=(1, ny, nx))
     # Whole frames per chunk so that the robust scale is per frame, not per tile.
-    data = whole_frames(data)
+    data = whole_frames(arr.data)
     out = data.map_blocks(
         _despike_block, size, sigma, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32)
     )
