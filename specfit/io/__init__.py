@@ -27,9 +27,16 @@ import xarray as xr
 from specfit.config import InputConfig
 from specfit.errors import InputError
 
-from ._base import hpc_coords, relative_seconds
+from ._base import hpc_coords, relative_seconds, whole_frames
 
-__all__ = ["open_input", "detect_kind", "frame_times", "relative_seconds", "hpc_coords"]
+__all__ = [
+    "open_input",
+    "detect_kind",
+    "frame_times",
+    "relative_seconds",
+    "hpc_coords",
+    "whole_frames",
+]
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _FITS_SUFFIXES = (".fits", ".fits.gz", ".fts", ".fit", ".fts.gz", ".fit.gz")

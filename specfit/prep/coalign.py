@@ -18,7 +18,7 @@ import xarray as xr
 from scipy import ndimage
 
 from specfit.config import DEFAULTS
-from specfit.io._base import whole_frames
+from specfit.io import whole_frames
 
 __all__ = ["estimate_shift", "coalign", "shift_frame", "measure_shifts", "smooth_shifts"]
 

@@ -34,8 +34,7 @@ from scipy import ndimage
 
 from specfit.config import DEFAULTS
 from specfit.errors import InputError
-from specfit.io import hpc_coords
-from specfit.io._base import whole_frames
+from specfit.io import hpc_coords, whole_frames
 
 __all__ = [
     "DerotationPlan",

@@ -14,7 +14,7 @@ import xarray as xr
 from scipy import ndimage
 
 from specfit.config import DEFAULTS
-from specfit.io._base import whole_frames
+from specfit.io import whole_frames
 
 __all__ = ["despike_frame", "despike"]
 
