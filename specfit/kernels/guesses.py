@@ -220,7 +220,10 @@ def _basin_starts(lnf, power, count, out):
     nhi = max(int(round(0.15 * nf)), 2)
     nsel = min(max(int(0.05 * nf), 3), nf)
     ng = _BASIN_INDEX.shape[0]
-    u = np.empty(nf)
+    # (f / f0)^-n at every grid index: the same for every pixel, so made once
+    table = np.empty((ng, nf))
+    for k in range(ng):
+        _fill_u(lnf, _BASIN_INDEX[k], table[k])
     for r in range(npix):
         y = power[r]
         high = 0.0
@@ -233,8 +236,10 @@ def _basin_starts(lnf, power, count, out):
         seen = np.zeros(2, dtype=np.bool_)
         for k in range(ng):
             n = _BASIN_INDEX[k]
-            lnA, c = _solve_amplitudes(lnf, y, count, nsel, high, n, u)
-            F = _whittle_m1(lnf, y, count, lnA, n, c)
+            lnA, c = _solve_amplitudes(lnf, y, count, nsel, high, n, table[k])
+            # the objective from the same table (m = a u + c equals A f^-n + C to rounding;
+            # F only ranks the grid points)
+            F = _whittle_u(y, count, math.exp(lnA - n * lnf[0]), c, table[k])
             b = 1 if n >= _STEEP_INDEX else 0
             if F < best_F[b] or not seen[b]:
                 seen[b] = True
@@ -245,11 +250,19 @@ def _basin_starts(lnf, power, count, out):
 
 
 @_njit_cached
+def _fill_u(lnf, n, u):
+    """u = (f / f0)^-n, so that a = A f0^-n is the power law at the first bin (O(power))."""
+    for i in range(lnf.shape[0]):
+        u[i] = math.exp(-n * (lnf[i] - lnf[0]))
+
+
+@_njit_cached
 def _solve_amplitudes(lnf, y, count, nsel, high, n, u):
     """(ln A, C) of m = A f^-n + C at a fixed index ``n``: a moment match (the tail at the
     top bins' mean ``high``, the power law carrying the rest of the first ``nsel`` bins' mean)
     and :data:`_PROFILE_STEPS` Fisher-scoring steps on the Whittle objective, each bin
-    weighted by ``count`` (ones: single bins; products by 1.0 change no bit)."""
+    weighted by ``count`` (ones: single bins; products by 1.0 change no bit). ``u``: (f /
+    f0)^-n from :func:`_fill_u`."""
     nf = y.shape[0]
     ylo = 0.0
     wlo = 0.0
@@ -257,12 +270,9 @@ def _solve_amplitudes(lnf, y, count, nsel, high, n, u):
         ylo += count[i] * y[i]
         wlo += count[i]
     ylo /= wlo
-    # u = (f / f0)^-n, so that a = A f0^-n is the power law at the first bin (O(power))
     ulo = 0.0
-    for i in range(nf):
-        u[i] = math.exp(-n * (lnf[i] - lnf[0]))
-        if i < nsel:
-            ulo += count[i] * u[i]
+    for i in range(nsel):
+        ulo += count[i] * u[i]
     ulo /= wlo
     c = high
     a = max(ylo - c, 0.1 * ylo) / ulo
@@ -317,12 +327,25 @@ def _profile_index(lnf, y, nsel, high, lnA0, index0, tail0):
     best = (lnA0, index0, tail0)
     for k in range(ng + 1):
         n = index0 if k == ng else _PROFILE_INDEX[k]
+        _fill_u(lnf, n, u)
         lnA, c = _solve_amplitudes(lnf, y, one, nsel, high, n, u)
         F = _whittle_m1(lnf, y, one, lnA, n, c)
         if F < best_F:
             best_F = F
             best = (lnA, n, c)
     return best
+
+
+@_njit_cached
+def _whittle_u(y, count, a, c, u):
+    """sum count (ln m + y / m) for m = a u + c (inf where m is not positive and finite)."""
+    F = 0.0
+    for i in range(y.shape[0]):
+        m = a * u[i] + c
+        if not (m > 0.0 and math.isfinite(m)):
+            return math.inf
+        F += count[i] * (math.log(m) + y[i] / m)
+    return F
 
 
 @_njit_cached
