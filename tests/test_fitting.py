@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 import pytest
@@ -261,3 +262,21 @@ def test_chi2sum_rule_compares_raw_sums_not_reduced():
     )
     r1, r2 = red["m1_chi2red"].astype(float), red["m2_chi2red"].astype(float)
     np.testing.assert_array_equal(red["best_model"], np.where(r1 > r2, 1, 0))
+
+
+def test_an_unconstrained_error_is_stored_as_inf_without_a_warning():
+    # a white-looking 51-bin spectrum (from a synthetic run) on which M1's power law fits to
+    # nothing (A ~ 1e-137, from 3 starts): the index's error, ~1e40 and beyond, exceeds float32's range
+    f = np.arange(1, 52) / 2496.0
+    y = [9.47, 0.12, 32.43, 0.34, 6.54, 16.92, 9.47, 12.86, 58.25, 53.26, 12.95, 46.72, 22.18,
+         45.83, 13.66, 26.42, 10.97, 7.91, 14.07, 1.11, 24.38, 104.98, 52.06, 82.45, 19.42, 1.64,
+         24.39, 7.5, 31.05, 15.0, 7.68, 68.43, 13.2, 11.89, 14.77, 23.72, 3.48, 69.6, 6.18,
+         4.07, 21.98, 9.52, 23.87, 14.76, 21.19, 7.96, 6.92, 41.86, 1.07, 12.77, 28.42]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = kernel_fit_block(
+            f, np.array([y]), {"m1": "powerlaw_tail"}, **{**KERNEL_FIT, "multistart": 3}
+        )
+    assert r["m1_index_err"].dtype == np.float32
+    assert np.isposinf(r["m1_index_err"][0])
+    assert r["m1_amplitude"][0] < 1e-30 and np.isfinite(r["m1_tail_err"][0])

@@ -1312,8 +1312,13 @@ def fit_block(
         out[names[(a, b)]["ftest_pvalue"]] = pvals[(a, b)]["ftest"]
     out["best_model"] = _best(models, summary, list(names), pvals, best_model, alpha, nonnested)
 
-    # enforce the declared contract: same keys, same order, declared dtypes
-    res = {name: np.asarray(out[name]).astype(dtype, copy=False) for name, dtype in spec.items()}
+    # enforce the declared contract: same keys, same order, declared dtypes. A value beyond
+    # float32's range is stored as inf without a warning: in practice the error of a parameter
+    # the data do not constrain (an index with the power law fitted to nothing: ~1e40-1e110)
+    with np.errstate(over="ignore"):
+        res = {
+            name: np.asarray(out[name]).astype(dtype, copy=False) for name, dtype in spec.items()
+        }
     for alias, model in models.items():
         for name, values in model.derived_values(fits[alias]["params"]).items():
             res[f"{alias}_{name}"] = np.asarray(values).astype(np.float32)
