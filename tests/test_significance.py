@@ -213,11 +213,11 @@ def test_fit_lrt_pvalues_on_the_synthetic_field(pooled_null_pvalues):
     draws none is outside at either alpha.
 
     Not checked, and why: at alpha 0.2 and 0.5 these truths are rejected more often than
-    nominal, systematically (docs/lrt_calibration.py, 6 reference draws: 21.67 +- 0.22 and
-    52.56 +- 0.67 %, the same on 20,000 fresh nulls: 21.10 / 52.01 %; 5 and 6 of 20 draws
-    fall outside 3 SE). The cause is the truths, not the fits or the p-value convention: a
-    reference simulated from this field's own truths gives 20.43 / 49.97 %, nulls drawn
-    from the declared null give 19.71 / 49.09 % against the declared reference, fit_block
+    nominal, systematically (docs/lrt_calibration.py, 2026-12-03, 6 reference draws: 21.68
+    +- 0.23 and 52.64 +- 0.67 %, the same on 20,000 fresh nulls: 21.08 / 52.06 %; 5 and 6 of
+    20 draws fall outside 3 SE). The cause is the truths, not the fits or the p-value
+    convention: a reference simulated from this field's own truths gives 20.44 / 49.95 %,
+    nulls drawn from the declared null give 19.68 / 49.31 % against the declared reference, fit_block
     on the reference's spectra gives its statistics one for one (next test), no statistic is
     0 or dropped. The LRT statistic's null distribution depends on the crossover position:
     share above the reference's median 44-45 % for crossovers at 0.2-0.35 of the range or no
