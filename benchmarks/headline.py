@@ -14,12 +14,12 @@ script
 3. times ``specfit.run`` at the config defaults (spectra: one segment, no window, mean
    detrend; fit: M1 + M2 Whittle, multistart and the global search as configured, the LRT)
    from that input to ``results.zarr``;
-4. times the floor on the same cluster and tiles, as ``benchmarks/pipeline_scale.py``
-   defines it (its ``floor`` is reused): read each tile once from a time-contiguous Zarr cube
-   and take its spectra, then the fit kernel alone on the in-memory spectra. For the Zarr
-   input the floor reads the input cube; for FITS frames it also reads every frame once (in
-   parallel on the workers: no pipeline can read less) and takes the spectra from the
-   ``cube.zarr`` the run wrote;
+4. times the floor on the same cluster, as ``benchmarks/pipeline_scale.py`` defines it (its
+   ``floor`` is reused): read every stored Zarr chunk of a cube once (in blocks of whole
+   chunks, a multiple of the run's tile) and take the spectra, then the fit kernel alone on
+   the in-memory spectra, tile by tile. For the Zarr input the floor reads the input cube;
+   for FITS frames it also reads every frame once (in parallel on the workers: no pipeline
+   can read less) and takes the spectra from the ``cube.zarr`` the run wrote;
 5. samples the summed RSS and CPU time of the whole process tree (client, scheduler,
    workers) every 0.2 s.
 
@@ -296,6 +296,7 @@ def _run_case(client, cfg, inputs, kind, size, nworkers, floor_on, out) -> dict:
         row.update(
             floor_read_frames_s=round(t_frames, 1),
             floor_read_spectra_s=round(fl["read_rfft_s"], 1),
+            floor_read_side=fl["read_side"],
             floor_fit_s=round(fl["fit_s"], 1),
             floor_s=round(floor_s, 1),
             ratio=round(t_pipe / floor_s, 2),
