@@ -34,15 +34,20 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def _child(nbins: int) -> str:
-    """Time the specfit importable here (the worktree on PYTHONPATH); one line."""
+def _setup(nbins: int):
+    """fit_speed (imported from here), the frequency grid and the default models."""
     sys.path.insert(0, str(HERE))
     import fit_speed as fs
 
     from specfit.config import DEFAULTS
 
     f = fs.frequencies(nbins)
-    models = fs.resolve_models(dict(DEFAULTS.fit.models))
+    return fs, f, fs.resolve_models(dict(DEFAULTS.fit.models))
+
+
+def _child(nbins: int) -> str:
+    """Time the specfit importable here (the worktree on PYTHONPATH); one line."""
+    fs, f, models = _setup(nbins)
     bare = fs.simulate(f, 8192, 2.0, 0.0, 1)
     prod = fs.simulate(f, 1024, 2.0, 0.5, 1)
     with tempfile.TemporaryDirectory() as cache:
@@ -54,14 +59,9 @@ def _child(nbins: int) -> str:
 
 
 def _stages(nbins: int) -> None:
-    sys.path.insert(0, str(HERE))
-    import fit_speed as fs
-
-    from specfit.config import DEFAULTS
     from specfit.kernels import fitting, lm
 
-    f = fs.frequencies(nbins)
-    models = fs.resolve_models(dict(DEFAULTS.fit.models))
+    fs, f, models = _setup(nbins)
     y = fs.simulate(f, 1024, 2.0, 0.5, 1)
     stats = collections.defaultdict(lambda: [0, 0.0, 0, 0])
     solve = lm.solve
