@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_scale import make_input  # noqa: E402  (the same synthetic cube)
 
 
-def _stub_fit_maps(freq, power, dof, sigma, models, method, options):
-    """The fit's variables (names, dtypes, shapes) filled with zeros: no fitting."""
+def _stub_fit_maps(freq, power, dof, sigma, models, method, options, rho=None):
+    """The fit's variables (names, dtypes, shapes) filled with zeros: no fitting (the same
+    signature as :func:`specfit.kernels.tile.fit_maps`)."""
     from specfit.kernels.fitting import output_dtypes
 
     _, ny, nx = power.shape
