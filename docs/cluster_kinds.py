@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> dict:
     for kind in list(kinds)[1:]:
         diff = differing(stores[kind], stores["local"])
         figures["runs"][kind]["differing"] = diff
-        print(f"{kind} against local: {len(diff)} of {nvars} variables differ {diff or ''}")
+        print(
+            f"{kind} against local: {len(diff)} of the {nvars} data variables and "
+            f"{len(ref.coords)} coordinates differ {diff or ''}"
+        )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
     return figures
