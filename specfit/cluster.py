@@ -376,7 +376,8 @@ def _quiet_logs() -> None:
 @contextlib.contextmanager
 def _distributed_settings() -> Iterator[None]:
     # The rechunk method is left to dask (task-based for small graphs, p2p for huge ones;
-    # DASK_ARRAY__RECHUNK__METHOD overrides it). Forcing p2p for every rechunk made small
+    # DASK_ARRAY__RECHUNK__METHOD overrides it), except that the cube write asks for task-based
+    # rechunks (pipeline._write_cube says why). Forcing p2p for every rechunk made small
     # cube writes fail at random with "lost dependencies" (dask/distributed 2026.8).
     yield
 

@@ -285,6 +285,12 @@ class OutputConfig(_Section):
     time_chunk: int | None = Field(
         None, ge=1, description="Frames per cube.zarr chunk; None = chosen from frame size."
     )
+    cube_codec: Literal["lz4", "zstd", "none"] = Field(
+        "lz4",
+        description="Compression of cube.zarr: lz4 (Blosc lz4 with byte shuffle: fast to write "
+        "and read), zstd (zarr's default: smaller, slower to write), none. The values are the "
+        "same whichever is chosen.",
+    )
     plots: bool = False
 
 

@@ -321,6 +321,7 @@ def _write_cube(
     client,
     science: dict,
     fingerprint: dict | None = None,
+    codec: str = "lz4",
 ) -> None:
     """Write the preprocessed cube once, rechunked from per-frame to (time_chunk, tile, tile).
 
@@ -350,7 +351,14 @@ def _write_cube(
     if tmp.exists():
         shutil.rmtree(tmp)  # specfit's own unfinished cube (checked just above)
     source_chunks = arr.chunks
-    arr = arr.astype("float32").chunk({"time": time_chunk, "y": tile, "x": tile})
+    # Task-based rechunk unless DASK_ARRAY__RECHUNK__METHOD says otherwise, not the p2p shuffle
+    # dask picks on a cluster for big graphs: a slab already fits a worker's memory by
+    # construction (auto_time_chunk, _column_block). benchmarks/cube_write.py, 256² x 3597,
+    # 2 workers of 4 GiB, 32 px tiles: from a Zarr cube 9.0-10.4 s against p2p's 10.4-14.6 s;
+    # from FITS frames no difference beyond the noise.
+    method = dask.config.get("array.rechunk.method", None) or "tasks"
+    with dask.config.set({"array.rechunk.method": method}):
+        arr = arr.astype("float32").chunk({"time": time_chunk, "y": tile, "x": tile})
     ds = xr.Dataset({"intensity": arr})
     # Small coordinates (exposure per frame, hpc_x/hpc_y per pixel) can be dask-backed: with
     # compute=False to_zarr would defer them into the delayed write that the slabs below
@@ -365,6 +373,7 @@ def _write_cube(
     ds.attrs["input_fingerprint"] = json.dumps(fingerprint or {})
     for v in ds.variables.values():
         v.encoding = {}
+    ds["intensity"].encoding = {"compressors": cube_compressors(codec)}
     # Chunks align by construction; safe_chunks makes xarray refuse any misalignment. With
     # compute=False xarray creates every array and writes the in-memory coordinates now; the
     # returned delayed write of the data is replaced by the slab writes below.
@@ -406,6 +415,26 @@ def _write_cube(
         if not remove_specfit_cube(path):
             path.rmdir()  # empty (checked above); rmdir refuses anything else
     tmp.rename(path)  # the cube exists only once it is whole
+
+
+def cube_compressors(codec: str):
+    """Zarr compressors for ``cube.zarr`` by ``output.cube_codec`` name.
+
+    ``lz4`` (the default) is Blosc lz4 at level 5 with byte shuffle. On noisy float32 frames
+    (``benchmarks/cube_write.py`` on the headline's 256² x 3597 inputs, 2 workers) it wrote
+    ``cube.zarr`` in 9-11 s where zarr's default zstd took 16-18 s, at 0.70 of the raw size
+    against zstd's 0.50: for a cube written once and read once per run, time matters more.
+    ``zstd`` is zarr's own default; ``none`` stores raw bytes.
+    """
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    if codec == "lz4":
+        return (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
+    if codec == "zstd":
+        return (ZstdCodec(level=0),)
+    if codec == "none":
+        return None
+    raise ValueError(f"output.cube_codec must be lz4, zstd or none, not {codec!r}")
 
 
 def _column_block(source_chunks, tile: int, nt: int, time_chunk: int, ny: int, nx: int):
@@ -794,7 +823,16 @@ def _cube(
         if why:
             _say(f"  {cube_path} is out of date ({why}); writing it again")
         _say(f"  writing {cube_path} (chunks {time_chunk} frames x {tile} x {tile} px)")
-        _write_cube(plan.arr, cube_path, tile, time_chunk, client, science, fingerprint)
+        _write_cube(
+            plan.arr,
+            cube_path,
+            tile,
+            time_chunk,
+            client,
+            science,
+            fingerprint,
+            codec=cfg.output.cube_codec,
+        )
     return time.perf_counter() - t0
 
 

@@ -175,6 +175,40 @@ def test_cube_written_in_slabs_equals_the_input(
     assert not path.with_name("cube.zarr.partial").exists()
 
 
+@pytest.mark.parametrize("codec", ["lz4", "zstd", "none"])
+def test_cube_codec_is_the_configured_one_and_keeps_values(tmp_path, codec):
+    """``output.cube_codec`` picks cube.zarr's compressor; the values are the same bytes."""
+    import dask
+    import dask.array as da
+    import zarr
+
+    from specfit.pipeline import _write_cube
+
+    values = np.random.default_rng(5).normal(size=(30, 16, 16)).astype(np.float32)
+    arr = xr.DataArray(
+        da.from_array(values, chunks=(10, 16, 16)),
+        dims=("time", "y", "x"),
+        coords={"time": np.arange(30) * 12.0},
+        name="intensity",
+    )
+    path = tmp_path / "cube.zarr"
+    with dask.config.set({"scheduler": "synchronous", "array.rechunk.method": "tasks"}):
+        _write_cube(arr, path, 8, 16, None, {"input": {}, "prep": {}}, codec=codec)
+    z = zarr.open_group(str(path), mode="r")["intensity"]
+    names = [type(c).__name__ for c in z.compressors]
+    assert names == {"lz4": ["BloscCodec"], "zstd": ["ZstdCodec"], "none": []}[codec]
+    if codec == "lz4":
+        assert z.compressors[0].cname.value == "lz4"
+    np.testing.assert_array_equal(z[:], values)
+
+
+def test_cube_codec_rejects_an_unknown_name():
+    from specfit.config import load_config
+
+    with pytest.raises(Exception, match="cube_codec"):
+        load_config({"input": {"path": "x"}, "output": {"cube_codec": "gzip"}})
+
+
 def test_store_with_block_names_opens_and_refuses_resume(tmp_path, demo_store):
     """A store written before the unit of work was named a tile (``blocks_done``) still
     opens; resuming it is refused with the way out (--overwrite)."""
