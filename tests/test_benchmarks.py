@@ -47,3 +47,26 @@ def test_chain_profile_runs_the_pipeline_with_its_fit_stub(tmp_path):
         quick=False,
     )  # fmt: skip
     assert "'tiles_run': " in out and "'cube_s': " in out
+
+
+def test_cube_write_times_each_codec_and_cleans_up(tmp_path):
+    pytest.importorskip("distributed")
+    sys.path.insert(0, str(BENCH))
+    try:
+        from headline import _generate_zarr
+    finally:
+        sys.path.remove(str(BENCH))
+    cube = tmp_path / "in.zarr"
+    _generate_zarr(cube, 32, 120, seed=0)
+    work = tmp_path / "w"
+    rows = tmp_path / "rows.json"
+    _run(
+        "cube_write.py", "--zarr", str(cube), "--tile", "16", "--repeat", "1",
+        "--workdir", str(work), "--json", str(rows), "lz4", "zstd", "none+p2p", quick=False,
+    )  # fmt: skip
+    import json
+
+    got = {(r["codec"], r["method"]): r["size_mb"] for r in json.loads(rows.read_text())}
+    assert set(got) == {("lz4", "tasks"), ("zstd", "tasks"), ("none", "p2p")}
+    assert got[("none", "p2p")] > got[("zstd", "tasks")] > 0  # compression does something
+    assert not list(work.glob("cube-*"))  # it removes the cubes it wrote
