@@ -24,29 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 BOOKKEEPING = ("tiles_done", "tiles_run")
 
 
 def differing(got: Path, want: Path) -> list[str]:
     """Names of the variables and coordinates of ``got`` not bit-identical to ``want``'s."""
-    from specfit.store import open_results
+    from specfit.store import differing_variables
 
-    a, b = open_results(got), open_results(want)
-    names = sorted(set(a.variables) | set(b.variables))
-    out = []
-    for name in names:
-        if name in BOOKKEEPING:
-            continue
-        if name not in a.variables or name not in b.variables:
-            out.append(name)
-            continue
-        x, y = a[name].values, b[name].values
-        if x.shape != y.shape or not np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
-            out.append(name)
-    return out
+    return differing_variables(got, want, BOOKKEEPING)
 
 
 def run(

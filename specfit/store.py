@@ -55,6 +55,7 @@ __all__ = [
     "IncompleteStoreWarning",
     "StoreLayout",
     "open_results",
+    "differing_variables",
     "tile_status",
     "is_complete",
     "prepare_store",
@@ -894,6 +895,29 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
     if coords:
         ds = ds.set_coords(coords)
     return ds
+
+
+def differing_variables(
+    got: str | Path, want: str | Path, ignore: tuple[str, ...] = ()
+) -> list[str]:
+    """Names of the variables and coordinates, data variables first, that are not
+    bit-identical (NaN where NaN, same shape) in two finished results stores, or that only
+    one of them has; ``ignore`` skips some (e.g. ``tiles_done``, ``tiles_run``, the
+    bookkeeping of another tiling). An empty list: the two runs agree on every value."""
+    a, b = open_results(got), open_results(want)
+    data = sorted(set(a.data_vars) | set(b.data_vars))
+    coords = sorted((set(a.variables) | set(b.variables)) - set(data))
+    out = []
+    for name in data + coords:
+        if name in ignore:
+            continue
+        if name not in a.variables or name not in b.variables:
+            out.append(name)
+            continue
+        x, y = a[name].values, b[name].values
+        if x.shape != y.shape or not np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
+            out.append(name)
+    return out
 
 
 # ----------------------------------------------------------------------------- one writer

@@ -283,3 +283,28 @@ def test_lsq_with_dlogf_weights_runs_without_a_box(tmp_path):
     bad = tiny_config(tmp_path / "b", fit={"method": "lsq"})
     with pytest.raises(ConfigError, match="spectra.box.*fit.weights=dlogf"):
         run(bad)
+
+
+def test_differing_variables_names_what_differs(tmp_path, demo_store):
+    """Two copies of a store agree; a changed value, a changed NaN and a dropped variable are
+    each named (the check behind the cluster-kind and resume tests)."""
+    import shutil
+
+    import zarr
+
+    from specfit.store import differing_variables
+
+    other = tmp_path / "other.zarr"
+    shutil.copytree(demo_store, other)
+    assert differing_variables(other, demo_store) == []
+    root = zarr.open_group(str(other), mode="r+", use_consolidated=False)
+    a = root["m1_index"]
+    v = a[:]
+    v[0, 0] = np.nextafter(v[0, 0], np.inf)  # one ulp
+    a[:] = v
+    b = root["m1_tail"]
+    w = b[:]
+    w[1, 1] = np.nan
+    b[:] = w
+    assert differing_variables(other, demo_store) == ["m1_index", "m1_tail"]
+    assert differing_variables(other, demo_store, ignore=("m1_index",)) == ["m1_tail"]
