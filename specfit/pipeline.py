@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from specfit._version import __version__
-from specfit.config import SCIENCE_SECTIONS, Config, config_diff, load_config
+from specfit.config import SCIENCE_SECTIONS, Config, OutputConfig, config_diff, load_config
 from specfit.errors import ConfigError, RunError, StoreError
 from specfit.store import (
     StoreLayout,
@@ -321,7 +321,7 @@ def _write_cube(
     client,
     science: dict,
     fingerprint: dict | None = None,
-    codec: str = "lz4",
+    codec: str = OutputConfig.model_fields["cube_codec"].default,
 ) -> None:
     """Write the preprocessed cube once, rechunked from per-frame to (time_chunk, tile, tile).
 

@@ -900,19 +900,20 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
 def differing_variables(
     got: str | Path, want: str | Path, ignore: tuple[str, ...] = ()
 ) -> list[str]:
-    """Names of the variables and coordinates, data variables first, that are not
-    bit-identical (NaN where NaN, same shape) in two finished results stores, or that only
-    one of them has; ``ignore`` skips some (e.g. ``tiles_done``, ``tiles_run``, the
-    bookkeeping of another tiling). An empty list: the two runs agree on every value."""
+    """Names of the variables and coordinates, data variables first, that only one of two
+    finished results stores has, or that are not bit-identical (NaN where NaN, same shape) in
+    both; the values of those in ``ignore`` are not compared (e.g. ``tiles_done``,
+    ``tiles_run``: the bookkeeping of another tiling), but they must exist in both. An empty
+    list: the two runs agree on every value."""
     a, b = open_results(got), open_results(want)
     data = sorted(set(a.data_vars) | set(b.data_vars))
     coords = sorted((set(a.variables) | set(b.variables)) - set(data))
     out = []
     for name in data + coords:
-        if name in ignore:
-            continue
         if name not in a.variables or name not in b.variables:
             out.append(name)
+            continue
+        if name in ignore:
             continue
         x, y = a[name].values, b[name].values
         if x.shape != y.shape or not np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
