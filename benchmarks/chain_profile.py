@@ -40,7 +40,9 @@ def _stub_fit_maps(freq, power, dof, sigma, models, method, options, rho=None):
     _, ny, nx = power.shape
     out = {
         k: np.zeros((ny, nx), dtype=d)
-        for k, d in output_dtypes(models, method, options["best_model"]).items()
+        for k, d in output_dtypes(
+            models, method, options["best_model"], options["intervals"]
+        ).items()
     }
     for alias, m in models.items():
         for name, v in m.derived_values(np.full((ny * nx, m.npar), np.nan)).items():

@@ -29,6 +29,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 import reference_fits as R  # noqa: E402
 from test_model_selection import RECOVERY, F, recovery_failures, recovery_fit  # noqa: E402
 
+from conftest import KERNEL_FIT  # noqa: E402
+from specfit.kernels.fitting import fit_block as kernel_fit_block  # noqa: E402
+
 # measured, not tested: the knee and kappa bump variants at dof 4 and 8, M2 on more pixels
 EXTRA = [
     ("powerlaw_tail_lorentzian", 4.0, 2000),
@@ -40,6 +43,7 @@ EXTRA = [
 # positive scale parameters in natural units (the curved backgrounds' amplitudes are already
 # on the solver's ln scale): their pulls are also measured as ones of ln(parameter)
 SCALE = ("tail", "kappa", "bump_amplitude", "bump_width")
+INTERVALS = ("bump_center", "bump_width")  # with profile-likelihood intervals too
 # on 4,000 pixels: the pulls' spread and the bias beyond the first order, without the noise
 LARGE = [("powerlaw_tail_lorentzian", 4.0), ("kappa_tail_lorentzian", 16.0), ("broken_tail", 32.0)]
 # the bumps of the four-model field (tests/test_model_selection.py::_four_model_field)
@@ -66,6 +70,7 @@ def measure(name, dof, n, truth=None) -> dict:
         for r in range(n)
     ]
     ok = status == 0
+    ends = _profile_ends(model, power, dof, ok)
     est, err = est[ok], err[ok]
     bias = R.whittle_bias(model, F, t, dof)
     rows = {}
@@ -82,6 +87,23 @@ def measure(name, dof, n, truth=None) -> dict:
             # the central spread, insensitive to a skewed or heavy tail
             "pull_mad": float(1.4826 * np.median(np.abs(pull - np.median(pull)))),
         }
+        # coverage of the truth by estimate +- error and, for the bump's position and width,
+        # by the 68.3 % profile-likelihood interval (fit.intervals) and the pulls against its
+        # half-width on the truth's side
+        rows[p]["coverage"] = float(np.mean(np.abs(est[:, j] - t[j]) <= err[:, j]))
+        if p in ends:
+            lo, hi = ends[p]
+            side = np.where(est[:, j] > t[j], est[:, j] - lo, hi - est[:, j])
+            rows[p]["profile_pull_std"] = float(np.std((est[:, j] - t[j]) / side))
+            rows[p]["profile_coverage"] = float(np.mean((lo <= t[j]) & (t[j] <= hi)))
+            # the tail the profile leaves: fits more than 3 half-widths from the truth, and
+            # where they put the estimate (mean estimate - truth)
+            far = np.abs(est[:, j] - t[j]) > 3 * side
+            rows[p]["profile_beyond_3"] = float(np.mean(far))
+            rows[p]["profile_beyond_3_offset"] = (
+                float(np.mean(est[far, j] - t[j])) if far.any() else 0.0
+            )
+            rows[p]["beyond_3"] = float(np.mean(np.abs(est[:, j] - t[j]) > 3 * err[:, j]))
         if p in SCALE and np.all(est[:, j] > 0):
             # the same error read as one of ln(parameter): sigma / estimate
             rows[p]["ln_pull_std"] = float(np.std(np.log(est[:, j] / t[j]) * est[:, j] / err[:, j]))
@@ -91,6 +113,21 @@ def measure(name, dof, n, truth=None) -> dict:
         out["bump_snr"] = signal_to_noise(model, t, dof)
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def _profile_ends(model, power, dof, ok) -> dict:
+    """The profile-likelihood intervals of the bump's position and width (solver scale) of
+    the status-0 fits: the same fits as recovery_fit's, with ``fit.intervals``."""
+    names = [p for p in INTERVALS if p in model.param_names]
+    if not names:
+        return {}
+    out = kernel_fit_block(F, power, {"m": model}, dof=dof, **{**KERNEL_FIT, "intervals": names})
+    ends = {}
+    for p in names:
+        lo, hi = (out[f"m_{p}_{e}"][ok].astype(np.float64) for e in ("lower", "upper"))
+        log = model.parameters[model.param_names.index(p)].log_scaled
+        ends[p] = (np.log(lo), np.log(hi)) if log else (lo, hi)
+    return ends
 
 
 def old_truth(name, dof=16.0, n=1000, nworst=8) -> dict:
@@ -199,13 +236,18 @@ def main() -> None:
               f"{100 * c['fitted_ok']:.1f} % status 0{snr}; objective above scipy's from the "
               f"truth on {c['missed_truth_optimum']} px")  # fmt: skip
         print("| parameter | mean - truth (SE) | Cox-Snell bias (sd) | mean - truth - bias (SE) "
-              "| pull std | pull MAD x 1.4826 | pull std of ln(parameter) |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|")
+              "| pull std | pull MAD x 1.4826 | pull std of ln(parameter) | coverage of +- error "
+              "| profile interval: pull std, coverage, beyond 3 half-widths |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|")
         for p, v in c["params"].items():
             ln = f"{v['ln_pull_std']:.3f}" if "ln_pull_std" in v else "-"
+            prof = (f"{v['profile_pull_std']:.3f}, {v['profile_coverage']:.3f}, "
+                    f"{100 * v['profile_beyond_3']:.1f} % beyond 3 ({100 * v['beyond_3']:.1f} % "
+                    f"with +- error), their offset {v['profile_beyond_3_offset']:+.3f}"
+                    if "profile_pull_std" in v else "-")  # fmt: skip
             print(f"| {p} | {v['offset_se']:+.2f} | {v['cox_snell_sd']:+.3f} "
                   f"| {v['corrected_se']:+.2f} | {v['pull_std']:.3f} | {v['pull_mad']:.3f} "
-                  f"| {ln} |")  # fmt: skip
+                  f"| {ln} | {v['coverage']:.3f} | {prof} |")  # fmt: skip
     if args.extra_only:
         if args.json:
             res = json.loads(args.json.read_text())

@@ -246,6 +246,12 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
         models = resolve_models(cfg.fit.models, cfg.fit.user_models, cfg.fit.bounds)
     except (KeyError, ImportError, FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"fit.models / fit.user_models: {exc}") from exc
+    from specfit.kernels.fitting import check_intervals
+
+    try:
+        check_intervals(models, cfg.fit.intervals, cfg.fit.optimizer)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if cfg.fit.method == "lsq" and cfg.fit.weights == "sigma" and cfg.spectra.box < 2:
         raise ConfigError(
             "fit.method=lsq weights by the spread across the box: set spectra.box to 3 or more "
@@ -579,7 +585,12 @@ def _layout(
     bunit = arr.attrs.get("bunit") or "intensity"  # the readers' unit of the values themselves
     pu = power_units(bunit, cfg.spectra.normalisation)
     variables = fit_variables(
-        plan.models, cfg.fit.method, cfg.fit.best_model, pu, cfg.fit.nonnested
+        plan.models,
+        cfg.fit.method,
+        cfg.fit.best_model,
+        pu,
+        cfg.fit.nonnested,
+        intervals=cfg.fit.intervals,
     )
     # Field-wide significance maps: declared now, written by finalise_store from the whole field
     f = cfg.fit

@@ -331,6 +331,7 @@ FIT_OPTION_KEYS = (
     "weights",
     "nonnested",
     "optimizer",
+    "intervals",
 )
 
 
@@ -366,8 +367,8 @@ def fit(
         ``<m>_chi2red`` and ``<m>_gof_pvalue`` (:func:`specfit.kernels.tile.bin_rho`).
     **options
         ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2|chi2sum),
-        ``alpha``, ``weights``, ``nonnested`` (bic|aic), ``optimizer`` (specfit|original);
-        each defaults to the config's ``fit`` value. ``optimizer='original'`` reads the
+        ``alpha``, ``weights``, ``nonnested`` (bic|aic), ``optimizer`` (specfit|original),
+        ``intervals`` (parameter names with profile-likelihood intervals); each defaults to the config's ``fit`` value. ``optimizer='original'`` reads the
         spectra's ``normalisation``, ``cadence`` and ``segment_length`` from ``power.attrs``.
 
     Returns
@@ -398,7 +399,14 @@ def fit(
         )
     pattrs = dict(power.attrs)
     power_unit = str(pattrs.get("units") or power_units(None, "density"))
-    spec = fit_variables(mods, method, options["best_model"], power_unit, options["nonnested"])
+    spec = fit_variables(
+        mods,
+        method,
+        options["best_model"],
+        power_unit,
+        options["nonnested"],
+        intervals=options["intervals"],
+    )
     names = list(spec)
     freq = np.asarray(power["freq"].values, dtype=float)
 

@@ -42,7 +42,7 @@ import shutil
 import socket
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,16 +173,18 @@ def fit_variables(
     best_model: str,
     power_unit: str,
     nonnested: str = "bic",
+    intervals: Sequence[str] = (),
 ) -> dict[str, dict]:
     """Names, dtypes and attrs of every (y, x) map a fit returns, in order.
 
     The names and dtypes are the kernel's (:func:`specfit.kernels.fitting.output_dtypes`)
     plus :func:`derived_outputs`; attrs carry real units (``power_unit`` for the model
-    parameters whose role is ``power``).
+    parameters whose role is ``power``). ``intervals``: the parameters with
+    profile-likelihood intervals (``fit.intervals``).
     """
     from specfit.kernels.fitting import output_dtypes, pair_variables
 
-    dtypes = output_dtypes(models, method, best_model)
+    dtypes = output_dtypes(models, method, best_model, intervals)
     per_alias = {
         "status": ("1", "fit status code"),
         "loglike": ("1", f"log-likelihood ({method})"),
@@ -206,6 +208,15 @@ def fit_variables(
                 "dtype": dtypes[f"{alias}_{pname}_err"],
                 "attrs": {"units": u, "long_name": f"{alias}: 1-sigma error of {pname} (Fisher)"},
             }
+            for end in ("lower", "upper"):
+                if f"{alias}_{pname}_{end}" in dtypes:
+                    long = (
+                        f"{alias}: {end} end of the 68.3 % profile-likelihood interval of {pname}"
+                    )
+                    out[f"{alias}_{pname}_{end}"] = {
+                        "dtype": dtypes[f"{alias}_{pname}_{end}"],
+                        "attrs": {"units": u, "long_name": long},
+                    }
         for stat, (unit, long) in per_alias.items():
             attrs = {"units": unit, "long_name": f"{alias}: {long}"}
             if stat == "status":

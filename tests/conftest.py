@@ -44,6 +44,7 @@ KERNEL_FIT = dict(
     weights="sigma",
     nonnested="bic",
     optimizer="specfit",
+    intervals=(),
     bin_rho=(),  # the tests' chi^2 spectra have independent bins (no window)
 )
 

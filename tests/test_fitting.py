@@ -49,7 +49,7 @@ def _spectra(n, seed, dof=18.0, bump=True):
 )
 def test_keys_order_dtypes_match_the_contract(method, models):
     y, _ = _spectra(6, 0)
-    dtypes = output_dtypes(models, method=method, best_model="lrt")
+    dtypes = output_dtypes(models, method=method, best_model="lrt", intervals=())
     mods = {a: M.get_model(m) for a, m in models.items()}
     out = fit_block(F, y, models, method=method, dof=18.0)
     spec = fit_variables(mods, method, "lrt", "(DN)^2/Hz")

@@ -33,6 +33,7 @@ PRODUCT = dict(
     nonnested="bic",
     bin_rho=(),
     optimizer="specfit",
+    intervals=(),
 )
 NC, NW = 12, 4  # reference grid: bump centres x widths
 SCREEN_ITER, REF_KEEP = 15, 4  # reference: short runs from the grid, the best to convergence

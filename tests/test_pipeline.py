@@ -313,3 +313,31 @@ def test_differing_variables_names_what_differs(tmp_path, demo_store):
     assert differing_variables(other, demo_store) == ["m1_index", "m1_tail", "m2_index"]
     # ignore spares the values, not the variable: one store without it still differs
     assert "m2_index" in differing_variables(other, demo_store, ignore=("m2_index",))
+
+
+def test_profile_intervals_are_stored_and_a_refit_gives_them_again(tmp_path):
+    """fit.intervals: every model with the parameter stores its interval's ends, with the
+    parameter's unit, bracketing the estimate; specfit.fit on the store's spectra gives the
+    same values bit for bit; a name no model has is refused before anything is written."""
+    from specfit import fit, open_results
+
+    ds = run(tiny_config(tmp_path, fit={"intervals": ["bump_center"]}))
+    names = [v for v in ds.data_vars if v.endswith(("_lower", "_upper"))]
+    assert names == ["m2_bump_center_lower", "m2_bump_center_upper"]
+    lo, c, hi = (ds[f"m2_bump_center{s}"].values for s in ("_lower", "", "_upper"))
+    ok = ds["m2_status"].values == 0
+    assert ok.sum() > 100 and np.isfinite(lo[ok]).all() and np.isfinite(hi[ok]).all()
+    assert np.all(lo[ok] <= c[ok]) and np.all(c[ok] <= hi[ok])
+    assert ds["m2_bump_center_lower"].attrs["units"] == ds["m2_bump_center"].attrs["units"]
+    assert "profile-likelihood" in ds["m2_bump_center_upper"].attrs["long_name"]
+    from specfit.viz.data import map_catalog
+
+    labels = {m.name: m.label for m in map_catalog(ds)}
+    assert labels["m2_bump_center_upper"] == "m2 bump center 68% interval, upper end"
+    again = fit(open_results(tmp_path / "results.zarr")["power"], intervals=["bump_center"])
+    for name in names:
+        np.testing.assert_array_equal(again[name].values, ds[name].values, err_msg=name)
+    bad = tiny_config(tmp_path / "b", fit={"intervals": ["bump_centre"]})
+    with pytest.raises(ConfigError, match="fit.intervals: 'bump_centre'"):
+        run(bad)
+    assert not (tmp_path / "b" / "results.zarr").exists()

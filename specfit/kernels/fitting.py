@@ -158,15 +158,20 @@ def pair_variables(models: Mapping[str, Model]) -> dict[tuple[str, str], dict[st
 
 
 def output_dtypes(
-    models: Mapping[str, Model | str], method: str, best_model: str
+    models: Mapping[str, Model | str],
+    method: str,
+    best_model: str,
+    intervals: Sequence[str],
 ) -> dict[str, np.dtype]:
     """Names and dtypes of everything :func:`fit_block` returns, in the same order.
 
     Their attrs (units, long names) are the results contract's, declared in
-    :mod:`specfit.store`.
+    :mod:`specfit.store`. ``intervals``: parameter names whose profile-likelihood interval
+    is returned (``<alias>_<name>_lower``, ``_upper``) by every model that has them.
     """
     models = _resolve(models)
     _check_method(method, best_model)
+    check_intervals(models, intervals)
     f32, f64 = np.dtype("float32"), np.dtype("float64")
     i8, i32 = np.dtype("int8"), np.dtype("int32")
     out: dict[str, np.dtype] = {}
@@ -174,6 +179,9 @@ def output_dtypes(
         for pname in m.param_names:
             out[f"{alias}_{pname}"] = f32
             out[f"{alias}_{pname}_err"] = f32
+            if pname in intervals:
+                out[f"{alias}_{pname}_lower"] = f32
+                out[f"{alias}_{pname}_upper"] = f32
         out[f"{alias}_status"] = i8
         out[f"{alias}_loglike"] = f64
         out[f"{alias}_chi2red"] = f32
@@ -191,6 +199,24 @@ def output_dtypes(
                 )
             out[name] = f32
     return out
+
+
+def check_intervals(
+    models: Mapping[str, Model], intervals: Sequence[str], optimizer: str = "specfit"
+) -> None:
+    """ValueError naming ``fit.intervals`` unless every name is a parameter of some model."""
+    if intervals and optimizer == "original":
+        raise ValueError("fit.intervals needs fit.optimizer=specfit (the original has none)")
+    if isinstance(intervals, str):
+        raise ValueError(f"fit.intervals must be a list of parameter names; got {intervals!r}")
+    have = {n for m in models.values() for n in m.param_names}
+    unknown = [n for n in intervals if n not in have]
+    if unknown:
+        listed = "; ".join(f"{a}: {', '.join(m.param_names)}" for a, m in models.items())
+        raise ValueError(
+            f"fit.intervals: {', '.join(map(repr, unknown))} is not a parameter of any of the "
+            f"models ({listed})"
+        )
 
 
 def dlogf_sigma(f: np.ndarray) -> np.ndarray:
@@ -770,8 +796,12 @@ def _fit_models(
     tol: float,
     multistart: int,
     absolute_sigma: bool = True,
+    intervals: Sequence[str] = (),
 ) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Fit every model; returns per-alias raw results, input status and per-pixel scale."""
+    """Fit every model; returns per-alias raw results, input status and per-pixel scale.
+
+    ``intervals``: parameter names whose profile-likelihood interval each model that has
+    them adds to its result (``r["intervals"][name] = (lower, upper)``, natural units)."""
     npix, nf = power.shape
     status_in, scale, sum_ln_y, y, weights, c = _prepare(power, sigma, method, dof, absolute_sigma)
     fits: dict[str, dict] = {}
@@ -824,10 +854,35 @@ def _fit_models(
                 max_iter,
                 tol,
             )
+        r["intervals"] = _intervals(
+            model, f, y, weights, c, scale, method, active, r, intervals, max_iter, tol
+        )
         _settle(r, active, status_in, too_few, sum_ln_y)
         fits[alias] = r
         by_name.setdefault(model.name, alias)
     return {a: fits[a] for a in models}, status_in, scale
+
+
+def _intervals(model, f, y, weights, c, scale, method, active, r, names, max_iter, tol):
+    """{name: (lower, upper)} profile-likelihood intervals (natural units) of the requested
+    parameters the model has; NaN where it was not fitted."""
+    out = {}
+    pw = np.asarray(model.power_params, dtype=bool)
+    ok = active & ~np.isin(r["status"], _NOT_FITTED)
+    for name in names:
+        if name not in model.param_names:
+            continue
+        j = model.param_names.index(name)
+        P, E = r["params"].copy(), r["errors"].copy()
+        P[:, pw] /= scale[:, None]
+        E[:, pw] /= scale[:, None]
+        lo, hi = profile_interval(
+            model, f, y, weights, c, scale, method, ok, P, E, j, max_iter, tol
+        )
+        if pw[j]:
+            lo, hi = lo * scale, hi * scale
+        out[name] = (np.where(ok, lo, np.nan), np.where(ok, hi, np.nan))
+    return out
 
 
 def _settle(r, active, status_in, too_few, sum_ln_y):
@@ -841,6 +896,109 @@ def _settle(r, active, status_in, too_few, sum_ln_y):
     r["params"][notfit] = np.nan
     r["errors"][notfit] = np.nan
     r["sum_ln_y"] = sum_ln_y
+
+
+_INTERVAL_LEVEL = 0.5  # the profile log-likelihood's drop at a 68.3 % interval's ends (chi2_1)
+_INTERVAL_STEPS = 20  # root-finding steps per end (most ends take 3-5; a kinked profile more)
+_INTERVAL_TOL = 1e-3  # an end is found when sqrt(2 drop) is within this of 1
+
+
+def profile_interval(
+    model, f, y, weights, c, scale, method, active, params, errors, j, max_iter, tol
+):
+    """The 68.3 % profile-likelihood interval of parameter ``j`` per pixel: where the
+    log-likelihood maximised over every other parameter falls :data:`_INTERVAL_LEVEL` below
+    the fit's (Wilks: chi-square with one dof). Unlike ``estimate +- error`` (the curvature
+    at the optimum) it follows a skewed or flat likelihood.
+
+    ``y``, ``weights``, ``c`` as the solver gets them (:func:`_prepare`, normalised units;
+    ``c <= 0``: the noise level is profiled too, as with ``dlogf`` weights, and the drop is
+    ``n/2 ln(F/F0)``); ``scale`` the per-pixel normalisation; ``params``, ``errors`` the
+    fit's (npix, npar), normalised units (power-like ones divided by ``scale``). Each
+    end is found by the secant method on ``sqrt(2 drop)`` (linear in the distance where the
+    likelihood is Gaussian) in the solver's scale (ln p for log-scaled parameters), every
+    step a fit with the parameter pinned, warm-started from the step before. An end the
+    profile does not reach before the parameter's bound is that bound; NaN where the fit
+    failed or the steps did not converge. Returns (lower, upper), normalised natural units.
+    """
+    npix, npar = params.shape
+    lo0, hi0 = model.bounds_for(f)
+    LO = np.broadcast_to(lo0, (npix, npar)).copy()
+    HI = np.broadcast_to(hi0, (npix, npar)).copy()
+    pw = np.asarray(model.power_params, dtype=bool)
+    inv = np.where(scale > 0, 1.0 / scale, 1.0)
+    LO[:, pw] *= inv[:, None]
+    HI[:, pw] *= inv[:, None]
+    P = np.clip(params, LO, HI)
+    logp = np.array([n in model.log_params for n in model.param_names])
+    kernel = model.compiled().solve_block
+    x = model.abscissa(f)
+    lo_j, hi_j = LO[:, j], HI[:, j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if logp[j]:
+            t0, sig = np.log(P[:, j]), errors[:, j] / P[:, j]
+            tlo = np.where(lo_j > 0, np.log(np.maximum(lo_j, 1e-300)), -np.inf)
+            thi = np.log(hi_j)
+        else:
+            t0, sig, tlo, thi = P[:, j], errors[:, j], lo_j, hi_j
+    ok = active & np.isfinite(P).all(axis=1) & np.isfinite(t0) & np.isfinite(sig) & (sig > 0)
+    r0 = lm.solve(kernel, x, y, P[:, None, :], LO, HI, method, c, ok, weights, 0, 1.0, 1, logp)
+    F0 = r0["F"]
+    ok &= np.isfinite(F0)
+    n = float(y.shape[1])
+    ends = []
+    for side in (-1.0, 1.0):
+        room = np.maximum(np.where(side < 0, t0 - tlo, thi - t0), 0.0)
+        room = np.where(np.isnan(room), 0.0, room)
+        end = np.full(npix, np.nan)
+        edge = ok & (room <= 0)
+        end[edge] = t0[edge]
+        todo = ok & (room > 0)
+        d = np.where(todo, np.minimum(sig, room), 0.0)
+        d_prev = np.zeros(npix)
+        s_prev = np.zeros(npix)
+        below = np.zeros(npix)  # the bracket: the profile is below the level at d = below,
+        above = np.full(npix, np.inf)  # above it at d = above
+        start = P.copy()
+        for _ in range(_INTERVAL_STEPS):
+            if not todo.any():
+                break
+            v = t0 + side * d
+            pinned = np.exp(v) if logp[j] else v
+            lo, hi, st = LO.copy(), HI.copy(), start.copy()
+            for a in (lo, hi, st):
+                a[:, j] = np.where(todo, pinned, a[:, j])
+            r = lm.solve(
+                kernel, x, y, st[:, None, :], lo, hi, method, c, todo, weights,
+                max_iter, tol, 1, logp, secant=True,
+            )  # fmt: skip
+            with np.errstate(divide="ignore", invalid="ignore"):
+                drop = np.where(c > 0, c * (r["F"] - F0), 0.5 * n * np.log(r["F"] / F0))
+            good = todo & np.isfinite(drop) & np.isfinite(r["params"]).all(axis=1)
+            s = np.sqrt(np.maximum(np.where(good, drop, 0.0), 0.0) / _INTERVAL_LEVEL)
+            # continuation: the next step starts from the solution at the bracket's inner
+            # end, so the profile follows the estimate's own branch of the likelihood (a start
+            # from beyond the level can sit in a worse basin and fake a crossing)
+            inner = good & (s < 1.0) & (d > below)
+            start = np.where(inner[:, None], r["params"], start)
+            below = np.where(good & (s < 1.0), np.maximum(below, d), below)
+            above = np.where(good & (s >= 1.0), np.minimum(above, d), above)
+            done = good & ((np.abs(s - 1.0) < _INTERVAL_TOL) | (above - below < 1e-6 * above))
+            wall = good & ~done & (d >= room) & (s < 1.0)  # the bound comes first
+            end = np.where(done, t0 + side * d, end)
+            end = np.where(wall, np.where(side < 0, tlo, thi), end)
+            todo &= good & ~done & ~wall
+            # secant on s(d) through the last two points (the first through s(0) = 0), kept
+            # inside the bracket (else its middle; 4x further while nothing is above)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                nxt = d + (1.0 - s) * (d - d_prev) / (s - s_prev)
+                mid = np.where(np.isfinite(above), 0.5 * (below + above), 4.0 * d)
+            inside = np.isfinite(nxt) & (nxt > below) & (nxt < above)
+            d_prev, s_prev = d, s
+            d = np.where(todo, np.minimum(np.where(inside, nxt, mid), room), d)
+        with np.errstate(over="ignore"):
+            ends.append(np.exp(end) if logp[j] else end)
+    return ends[0], ends[1]
 
 
 def _fit_models_original(f, power, models, method, dof, sigma, unit):
@@ -1073,6 +1231,7 @@ def fit_block(
     weights: str,
     nonnested: str,
     optimizer: str,
+    intervals: Sequence[str],
     original_unit: float | None = None,
     lrt_cache: str | os.PathLike | None = None,
 ) -> dict[str, np.ndarray]:
@@ -1133,6 +1292,11 @@ def fit_block(
         Folder where LRT null references are cached on disk and shared between processes
         (see :func:`lrt_reference`); None: cached in this process only. Values never depend
         on it.
+    intervals
+        Parameter names (e.g. ``["bump_center"]``) whose 68.3 % profile-likelihood interval
+        is returned as ``<alias>_<name>_lower`` / ``_upper`` by every model that has them
+        (:func:`profile_interval`; ~15-40 evaluations per pixel and parameter).
+        ``optimizer=specfit`` only.
     nonnested
         ``bic`` (the config's default; AFINO compares its models by BIC) or ``aic``: with
         ``lrt``/``ftest``, the criterion that chooses between the winners of families of
@@ -1199,6 +1363,8 @@ def fit_block(
         raise ValueError(
             f"fit.optimizer must be one of {', '.join(original.OPTIMIZERS)}; got {optimizer!r}"
         )
+    check_intervals(models, intervals, optimizer)
+    intervals = tuple(intervals)
     if optimizer == "original":
         original.check_original(models, method, weights, f)
         if original_unit is None or not (np.isfinite(original_unit) and original_unit > 0):
@@ -1211,9 +1377,10 @@ def fit_block(
         )
     else:
         fits, status_in, scale = _fit_models(
-            f, power, models, method, dof, sigma, max_iter, tol, multistart, not relative
-        )
-    spec = output_dtypes(models, method, best_model)
+            f, power, models, method, dof, sigma, max_iter, tol, multistart, not relative,
+            intervals,
+        )  # fmt: skip
+    spec = output_dtypes(models, method, best_model, intervals)
     out: dict[str, np.ndarray] = {}
     ln_scale = np.log(scale)
     summary: dict[str, dict] = {}
@@ -1244,6 +1411,8 @@ def fit_block(
         for j, pname in enumerate(model.param_names):
             out[f"{alias}_{pname}"] = r["params"][:, j]
             out[f"{alias}_{pname}_err"] = r["errors"][:, j]
+            if pname in intervals:
+                out[f"{alias}_{pname}_lower"], out[f"{alias}_{pname}_upper"] = r["intervals"][pname]
         out[f"{alias}_status"] = r["status"]
         out[f"{alias}_loglike"] = ll
         out[f"{alias}_chi2red"] = chi2 / max(nu, 1)

@@ -244,18 +244,12 @@ def map_catalog(ds: xr.Dataset) -> list[MapSpec]:
                     )
                 )
         for p in info.get("params", []):
-            var = f"{alias}_{p}_err"
-            if var in ds:
-                add(
-                    MapSpec(
-                        var,
-                        f"{alias} {p.replace('_', ' ')} uncertainty",
-                        _units(ds[var]),
-                        alias,
-                        "none",
-                        var,
-                    )
-                )
+            for suffix, what in (("err", "uncertainty"), ("lower", "68% interval, lower end"),
+                                 ("upper", "68% interval, upper end")):  # fmt: skip
+                var = f"{alias}_{p}_{suffix}"
+                if var in ds:
+                    label = f"{alias} {p.replace('_', ' ')} {what}"
+                    add(MapSpec(var, label, _units(ds[var]), alias, "none", var))
         for s, label in _STATS.items():
             var = f"{alias}_{s}"
             if var in ds and var not in seen:
