@@ -70,3 +70,23 @@ def test_cube_write_times_each_codec_and_cleans_up(tmp_path):
     assert set(got) == {("lz4", "tasks"), ("zstd", "tasks"), ("none", "p2p")}
     assert got[("none", "p2p")] > got[("zstd", "tasks")] > 0  # compression does something
     assert not list(work.glob("cube-*"))  # it removes the cubes it wrote
+
+
+def test_engine_constants_compares_alternatives_on_the_same_pixels():
+    """The current constants as their own alternative: the same answers (0 pixels worse);
+    a search keeping one candidate ends worse somewhere on bumpless dof-2 noise."""
+    out = _run(
+        "engine_constants.py",
+        "_SEARCH_KEEP=8",
+        "_SEARCH_KEEP=1,_POLISH_KEEP=1",
+        "--only",
+        "sim300_dof2_nobump",
+        "--scale",
+        "0.1",
+        quick=False,
+    )
+    rows = [r for r in out.splitlines() if r.startswith("| sim300")]
+    assert len(rows) == 2, out
+    same, one = ([c.strip() for c in r.split("|")] for r in rows)
+    assert same[5:7] == ["0", "0"], same
+    assert int(one[6]) > 0, one
