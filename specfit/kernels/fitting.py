@@ -959,6 +959,7 @@ def profile_interval(
         s_prev = np.zeros(npix)
         below = np.zeros(npix)  # the bracket: the profile is below the level at d = below,
         above = np.full(npix, np.inf)  # above it at d = above
+        retried = np.zeros(npix, dtype=bool)
         start = P.copy()
         for _ in range(_INTERVAL_STEPS):
             if not todo.any():
@@ -983,9 +984,15 @@ def profile_interval(
             start = np.where(inner[:, None], r["params"], start)
             below = np.where(good & (s < 1.0), np.maximum(below, d), below)
             above = np.where(good & (s >= 1.0), np.minimum(above, d), above)
-            done = good & ((np.abs(s - 1.0) < _INTERVAL_TOL) | (above - below < 1e-6 * above))
+            # the bracket closed without the level: the profile jumps there. Once, the point
+            # above is solved again from the inner end's solution (its first solve may have
+            # started in a worse basin); if it is still above, the end is at the jump
+            closed = good & (above - below < _INTERVAL_TOL * above)
+            again = closed & ~retried
+            retried |= again
+            done = good & ~again & ((np.abs(s - 1.0) < _INTERVAL_TOL) | closed)
             wall = good & ~done & (d >= room) & (s < 1.0)  # the bound comes first
-            end = np.where(done, t0 + side * d, end)
+            end = np.where(done, t0 + side * np.where(closed, above, d), end)
             end = np.where(wall, np.where(side < 0, tlo, thi), end)
             todo &= good & ~done & ~wall
             # secant on s(d) through the last two points (the first through s(0) = 0), kept
@@ -996,6 +1003,8 @@ def profile_interval(
             inside = np.isfinite(nxt) & (nxt > below) & (nxt < above)
             d_prev, s_prev = d, s
             d = np.where(todo, np.minimum(np.where(inside, nxt, mid), room), d)
+            d = np.where(again, above, d)
+            above = np.where(again, np.inf, above)
         with np.errstate(over="ignore"):
             ends.append(np.exp(end) if logp[j] else end)
     return ends[0], ends[1]
