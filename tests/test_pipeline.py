@@ -334,6 +334,14 @@ def test_profile_intervals_are_stored_and_a_refit_gives_them_again(tmp_path):
 
     labels = {m.name: m.label for m in map_catalog(ds)}
     assert labels["m2_bump_center_upper"] == "m2 bump center 68% interval, upper end"
+    from specfit.viz.data import pixel_spectrum
+    from specfit.viz.explorer import parameter_table
+
+    iy, ix = np.argwhere(ok)[0]
+    ps = pixel_spectrum(ds, int(iy), int(ix))
+    assert ps.models["m2"].intervals == {"bump_center": (float(lo[iy, ix]), float(hi[iy, ix]))}
+    assert not ps.models["m1"].intervals
+    assert "68 % profile interval" in parameter_table(ps)
     again = fit(open_results(tmp_path / "results.zarr")["power"], intervals=["bump_center"])
     for name in names:
         np.testing.assert_array_equal(again[name].values, ds[name].values, err_msg=name)

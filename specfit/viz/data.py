@@ -586,6 +586,8 @@ class ModelCurves:
     status_text: str
     stats: dict[str, float]
     error: str | None = None
+    # name -> (lower, upper) ends of the 68.3 % profile-likelihood interval (fit.intervals)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -678,6 +680,7 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
     models: dict[str, ModelCurves] = {}
     for alias, info in model_info(ds).items():
         params: dict[str, tuple[float, float, str]] = {}
+        intervals: dict[str, tuple[float, float]] = {}
         for p in info.get("params", []):
             if f"{alias}_{p}" not in ds:
                 continue
@@ -685,6 +688,9 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
             err_var = f"{alias}_{p}_err"
             err = float(pix[err_var].values) if err_var in ds else float("nan")
             params[p] = (val, err, _units(ds[f"{alias}_{p}"]))
+            if f"{alias}_{p}_lower" in ds and f"{alias}_{p}_upper" in ds:
+                ends = (pix[f"{alias}_{p}_lower"].values, pix[f"{alias}_{p}_upper"].values)
+                intervals[p] = (float(ends[0]), float(ends[1]))
         status = int(pix[f"{alias}_status"].values) if f"{alias}_status" in ds else None
         names = [*_STATS, *(d["name"] for d in stored_metadata(info)["derived"])]
         stats = {s: float(pix[f"{alias}_{s}"].values) for s in names if f"{alias}_{s}" in ds}
@@ -698,6 +704,7 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
             status=status,
             status_text=codes.get(status, "unknown") if status is not None else "not stored",
             stats=stats,
+            intervals=intervals,
         )
         models[alias] = curves
         if info.get("name") not in registry.available_models():

@@ -150,9 +150,18 @@ def parameter_table(ps: PixelSpectrum) -> str:
         lines.append(f"**{alias}** `{mc.name}` — status {mc.status}: {mc.status_text}")
         if mc.error:
             lines.append(f"<br>*{html.escape(mc.error)}*")
-        lines += ["", "| parameter | value | ± error | units |", "|---|---|---|---|"]
+        if mc.intervals:  # fit.intervals: the profile-likelihood interval beside the error
+            lines += ["", "| parameter | value | ± error | 68 % profile interval | units |"]
+            lines.append("|---|---|---|---|---|")
+        else:
+            lines += ["", "| parameter | value | ± error | units |", "|---|---|---|---|"]
         for p, (val, err, units) in mc.params.items():
-            lines.append(f"| {p} | {_fmt(val)} | {_fmt(err)} | {units} |")
+            if mc.intervals:
+                lo, hi = mc.intervals.get(p, (None, None))
+                iv = f"{_fmt(lo)} – {_fmt(hi)}" if lo is not None else ""
+                lines.append(f"| {p} | {_fmt(val)} | {_fmt(err)} | {iv} | {units} |")
+            else:
+                lines.append(f"| {p} | {_fmt(val)} | {_fmt(err)} | {units} |")
         if mc.stats:
             lines.append("")
             lines.append(", ".join(f"{k} = {_fmt(v)}" for k, v in mc.stats.items()))
