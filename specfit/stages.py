@@ -399,6 +399,9 @@ def fit(
         )
     pattrs = dict(power.attrs)
     power_unit = str(pattrs.get("units") or power_units(None, "density"))
+    from specfit.kernels.fitting import check_intervals
+
+    check_intervals(mods, options["intervals"], options["optimizer"])  # before any work
     spec = fit_variables(
         mods,
         method,

@@ -345,6 +345,12 @@ def test_profile_intervals_are_stored_and_a_refit_gives_them_again(tmp_path):
     again = fit(open_results(tmp_path / "results.zarr")["power"], intervals=["bump_center"])
     for name in names:
         np.testing.assert_array_equal(again[name].values, ds[name].values, err_msg=name)
+    # refused when called, not when computed
+    power = open_results(tmp_path / "results.zarr")["power"]
+    with pytest.raises(ValueError, match="fit.intervals needs fit.optimizer=specfit"):
+        fit(power, intervals=["bump_center"], optimizer="original")
+    with pytest.raises(ValueError, match="fit.intervals must be a list"):
+        fit(power, intervals=None)
     bad = tiny_config(tmp_path / "b", fit={"intervals": ["bump_centre"]})
     with pytest.raises(ConfigError, match="fit.intervals: 'bump_centre'"):
         run(bad)

@@ -207,7 +207,7 @@ def check_intervals(
     """ValueError naming ``fit.intervals`` unless every name is a parameter of some model."""
     if intervals and optimizer == "original":
         raise ValueError("fit.intervals needs fit.optimizer=specfit (the original has none)")
-    if isinstance(intervals, str):
+    if isinstance(intervals, str) or not isinstance(intervals, Sequence):
         raise ValueError(f"fit.intervals must be a list of parameter names; got {intervals!r}")
     have = {n for m in models.values() for n in m.param_names}
     unknown = [n for n in intervals if n not in have]
@@ -901,6 +901,7 @@ def _settle(r, active, status_in, too_few, sum_ln_y):
 _INTERVAL_LEVEL = 0.5  # the profile log-likelihood's drop at a 68.3 % interval's ends (chi2_1)
 _INTERVAL_STEPS = 20  # root-finding steps per end (most ends take 3-5; a kinked profile more)
 _INTERVAL_TOL = 1e-3  # an end is found when sqrt(2 drop) is within this of 1
+_INTERVAL_REACH = 30.0  # an open side's search: 30 in ln p (e^-30), 30x the error or value
 
 
 def profile_interval(
@@ -941,7 +942,14 @@ def profile_interval(
             thi = np.log(hi_j)
         else:
             t0, sig, tlo, thi = P[:, j], errors[:, j], lo_j, hi_j
-    ok = active & np.isfinite(P).all(axis=1) & np.isfinite(t0) & np.isfinite(sig) & (sig > 0)
+    # no error (a parameter on its bound has none): a first step of a tenth of its size
+    sig = np.where(np.isfinite(sig) & (sig > 0), sig, 0.1 * np.maximum(np.abs(t0), 0.01))
+    # an open side (ln of a lower bound 0, or an infinite bound) is searched this far; an
+    # end not reached there is the bound itself (0 or inf)
+    reach = _INTERVAL_REACH * (1.0 if logp[j] else np.maximum(sig, np.abs(t0)))
+    tlo = np.where(np.isfinite(tlo), tlo, t0 - reach)
+    thi = np.where(np.isfinite(thi), thi, t0 + reach)
+    ok = active & np.isfinite(P).all(axis=1) & np.isfinite(t0)
     r0 = lm.solve(kernel, x, y, P[:, None, :], LO, HI, method, c, ok, weights, 0, 1.0, 1, logp)
     F0 = r0["F"]
     ok &= np.isfinite(F0)
@@ -951,8 +959,7 @@ def profile_interval(
         room = np.maximum(np.where(side < 0, t0 - tlo, thi - t0), 0.0)
         room = np.where(np.isnan(room), 0.0, room)
         end = np.full(npix, np.nan)
-        edge = ok & (room <= 0)
-        end[edge] = t0[edge]
+        at_bound = ok & (room <= 0)  # the estimate is on this side's bound
         todo = ok & (room > 0)
         d = np.where(todo, np.minimum(sig, room), 0.0)
         d_prev = np.zeros(npix)
@@ -993,7 +1000,7 @@ def profile_interval(
             done = good & ~again & ((np.abs(s - 1.0) < _INTERVAL_TOL) | closed)
             wall = good & ~done & (d >= room) & (s < 1.0)  # the bound comes first
             end = np.where(done, t0 + side * np.where(closed, above, d), end)
-            end = np.where(wall, np.where(side < 0, tlo, thi), end)
+            at_bound |= wall
             todo &= good & ~done & ~wall
             # secant on s(d) through the last two points (the first through s(0) = 0), kept
             # inside the bracket (else its middle; 4x further while nothing is above)
@@ -1006,7 +1013,8 @@ def profile_interval(
             d = np.where(again, above, d)
             above = np.where(again, np.inf, above)
         with np.errstate(over="ignore"):
-            ends.append(np.exp(end) if logp[j] else end)
+            end = np.exp(end) if logp[j] else end
+        ends.append(np.where(at_bound, lo_j if side < 0 else hi_j, end))
     return ends[0], ends[1]
 
 
