@@ -330,6 +330,21 @@ def _starts(
     return out
 
 
+def _solver_bounds(model: Model, f: np.ndarray, scale: np.ndarray):
+    """(LO, HI, logp): the model's bounds per pixel (npix, npar) in the solver's normalised
+    units (power-like parameters divided by the pixel's ``scale``) and which parameters the
+    solver takes as ln p."""
+    npix = scale.shape[0]
+    lo, hi = model.bounds_for(f)
+    LO = np.broadcast_to(lo, (npix, model.npar)).copy()
+    HI = np.broadcast_to(hi, (npix, model.npar)).copy()
+    inv = np.where(scale > 0, 1.0 / scale, 1.0)
+    pw = model.power_params
+    LO[:, pw] *= inv[:, None]
+    HI[:, pw] *= inv[:, None]
+    return LO, HI, np.array([n in model.log_params for n in model.param_names])
+
+
 def _fit_one(
     model: Model,
     f: np.ndarray,
@@ -357,17 +372,11 @@ def _fit_one(
     """
     npix = power.shape[0]
     pw = model.power_params
-    lo, hi = model.bounds_for(f)
-    LO = np.broadcast_to(lo, (npix, model.npar)).copy()
-    HI = np.broadcast_to(hi, (npix, model.npar)).copy()
-    inv = np.where(scale > 0, 1.0 / scale, 1.0)
-    LO[:, pw] *= inv[:, None]
-    HI[:, pw] *= inv[:, None]
+    LO, HI, logp = _solver_bounds(model, f, scale)
     S = starts.copy()
-    S[:, :, pw] *= inv[:, None, None]
+    S[:, :, pw] *= np.where(scale > 0, 1.0 / scale, 1.0)[:, None, None]
     # a start must be finite; a non-finite guess for a pixel falls back to the bounds' clip
     S = np.where(np.isfinite(S), S, 0.0)
-    logp = np.array([n in model.log_params for n in model.param_names])
     kernel = model.compiled().solve_block
     nrun = S.shape[1] if nrun is None else min(max(1, nrun), S.shape[1])
     groups = guesses.coarse_groups(f)
@@ -869,13 +878,13 @@ def _intervals(model, f, y, weights, c, scale, method, active, r, names, max_ite
     out = {}
     pw = np.asarray(model.power_params, dtype=bool)
     ok = active & ~np.isin(r["status"], _NOT_FITTED)
+    P, E = r["params"].copy(), r["errors"].copy()
+    P[:, pw] /= scale[:, None]
+    E[:, pw] /= scale[:, None]
     for name in names:
         if name not in model.param_names:
             continue
         j = model.param_names.index(name)
-        P, E = r["params"].copy(), r["errors"].copy()
-        P[:, pw] /= scale[:, None]
-        E[:, pw] /= scale[:, None]
         lo, hi = profile_interval(
             model, f, y, weights, c, scale, method, ok, P, E, j, max_iter, tol
         )
@@ -922,16 +931,9 @@ def profile_interval(
     profile does not reach before the parameter's bound is that bound; NaN where the fit
     failed or the steps did not converge. Returns (lower, upper), normalised natural units.
     """
-    npix, npar = params.shape
-    lo0, hi0 = model.bounds_for(f)
-    LO = np.broadcast_to(lo0, (npix, npar)).copy()
-    HI = np.broadcast_to(hi0, (npix, npar)).copy()
-    pw = np.asarray(model.power_params, dtype=bool)
-    inv = np.where(scale > 0, 1.0 / scale, 1.0)
-    LO[:, pw] *= inv[:, None]
-    HI[:, pw] *= inv[:, None]
+    npix = params.shape[0]
+    LO, HI, logp = _solver_bounds(model, f, scale)
     P = np.clip(params, LO, HI)
-    logp = np.array([n in model.log_params for n in model.param_names])
     kernel = model.compiled().solve_block
     x = model.abscissa(f)
     lo_j, hi_j = LO[:, j], HI[:, j]
