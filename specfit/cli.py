@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         # Release the interrupted frames now: a progress bar held there is closed (it ends
         # its line) before our line, not after it when the traceback is freed.
         traceback.clear_frames(exc.__traceback__)
+        from specfit.cluster import end_progress_lines
+
+        end_progress_lines()  # and a bar still held elsewhere: not on our line, not after it
         print(f"specfit: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     except (SpecfitError, FileNotFoundError) as exc:

@@ -770,14 +770,52 @@ def progress(
             total = len(futures_or_iterable)  # type: ignore[arg-type]
     # In batch logs (SLURM, CI) a bar redrawn ten times a second is noise.
     interactive = sys.stderr.isatty()
-    with tqdm(
+    # Made silent, then drawn: tqdm's constructor draws a bar before it has set up what its
+    # close needs, so Ctrl-C arriving just then left a bar that closes without ending its line
+    bar = tqdm(
         total=total,
         desc=desc or None,
         unit=unit,
         mininterval=0.1 if interactive else 10.0,
         dynamic_ncols=True,
         file=sys.stderr,
-    ) as bar:
+        delay=1e-9,
+    )
+    bar.delay = 0.0
+    _OPEN_BARS.append(bar)
+    try:
+        bar.refresh()
         for item in items:
             yield item
             bar.update(1)
+    finally:
+        bar.close()  # ends the bar's line (nothing if end_progress_lines did)
+        _OPEN_BARS[:] = [b for b in _OPEN_BARS if b is not bar]  # tqdm's == compares places
+
+
+# Bars of progress() whose line is not ended yet: a generator interrupted while suspended
+# (Ctrl-C in the loop's body) is closed only when it is collected, which can be after the
+# CLI's last line.
+_OPEN_BARS: list = []
+
+
+def end_progress_lines() -> None:
+    """End the line of every bar of :func:`progress` still open, before other output.
+
+    The CLI calls this after Ctrl-C, before its one line on how to resume: a loop interrupted
+    in its body leaves its generator suspended, and the bar is closed only when that is
+    collected. A bar whose close was cut short gets a newline instead. Either way the bar
+    stays silent when it is collected later.
+    """
+    while _OPEN_BARS:
+        bar = _OPEN_BARS.pop()
+        ended = False
+        if not bar.disable:
+            with contextlib.suppress(Exception):
+                bar.close()
+                ended = True
+        bar.disable = True
+        if not ended:
+            with contextlib.suppress(Exception):
+                bar.fp.write("\n")
+                bar.fp.flush()
