@@ -369,7 +369,8 @@ def fit(
         ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2|chi2sum),
         ``alpha``, ``weights``, ``nonnested`` (bic|aic), ``optimizer`` (specfit|original),
         ``intervals`` (parameter names with profile-likelihood intervals); each defaults to
-        the config's ``fit`` value. ``optimizer='original'`` reads the spectra's ``normalisation``, ``cadence`` and ``segment_length`` from ``power.attrs``.
+        the config's ``fit`` value. ``optimizer='original'`` reads the spectra's
+        ``normalisation``, ``cadence`` and ``segment_length`` from ``power.attrs``.
 
     Returns
     -------
