@@ -90,3 +90,37 @@ def test_engine_constants_compares_alternatives_on_the_same_pixels():
     same, one = ([c.strip() for c in r.split("|")] for r in rows)
     assert same[5:7] == ["0", "0"], same
     assert int(one[6]) > 0, one
+
+
+def test_floor_reads_a_block_chunk_by_chunk_into_the_whole_blocks_spectra(tmp_path):
+    # the floor's read block is taken one stored chunk at a time (a whole 384 px block of 3600
+    # frames did not fit a worker); its spectra must be the block's own, in (y, x) order, also
+    # for a block that starts and ends inside chunks, with and without resampling
+    import numpy as np
+    import zarr
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from pipeline_scale import _read_rfft
+    finally:
+        sys.path.remove(str(BENCH))
+    from specfit.kernels.periodogram import periodogram
+    from specfit.kernels.resample import interp_linear
+
+    nt, dt = 64, 12.0
+    rng = np.random.default_rng(3)
+    cube = rng.normal(100.0, 5.0, size=(nt, 40, 36)).astype(np.float32)
+    grp = zarr.open_group(str(tmp_path / "c.zarr"), mode="w")
+    grp.create_array("intensity", shape=cube.shape, chunks=(16, 16, 16), dtype="f4")[:] = cube
+    ys, xs = slice(5, 37), slice(16, 36)
+    times = np.arange(nt) * dt + rng.uniform(-2, 2, nt)
+    new_times = np.arange(nt) * dt
+    kw = dict(segments=1, overlap=0.0, window="hann", detrend="mean", normalisation="density")
+    for t, nt_ in ((None, None), (times, new_times)):
+        got = _read_rfft(str(tmp_path / "c.zarr"), ys, xs, dt, kw, t, nt_)
+        rows = cube[:, ys, xs].astype(np.float64).reshape(nt, -1).T
+        if t is not None:
+            rows = interp_linear(t, np.ascontiguousarray(rows), nt_)
+        want = periodogram(np.ascontiguousarray(rows), dt, **kw)[1].astype(np.float32)
+        assert got.shape == want.shape == (32 * 20, want.shape[1])
+        np.testing.assert_array_equal(got, want)
