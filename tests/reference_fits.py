@@ -106,9 +106,10 @@ def whittle_nll(model, f: np.ndarray, y: np.ndarray, theta: np.ndarray, dof: flo
     return float((dof / 2.0) * np.sum(np.log(mu) + y / mu))
 
 
-def scipy_fit(model, f, y, dof, starts) -> tuple[np.ndarray, float]:
+def scipy_fit(model, f, y, dof, starts, pin=None) -> tuple[np.ndarray, float]:
     """The best of scipy L-BFGS-B runs of :func:`whittle_nll` from every start (solver scale),
-    gradient by central differences: (theta, nll)."""
+    gradient by central differences: (theta, nll). ``pin`` ``(j, value)``: parameter ``j``
+    held at ``value`` (solver scale), the others fitted: a point of its profile likelihood."""
     from scipy.optimize import minimize
 
     lo, hi = model.bounds_for(f)
@@ -116,22 +117,31 @@ def scipy_fit(model, f, y, dof, starts) -> tuple[np.ndarray, float]:
     with np.errstate(divide="ignore", invalid="ignore"):  # ln of the unused branch
         lo = np.where(lp, np.where(lo > 0, np.log(np.maximum(lo, 1e-300)), -np.inf), lo)
         hi = np.where(lp, np.log(hi), hi)
+    free = np.array([k != (None if pin is None else pin[0]) for k in range(lo.size)])
     finite = [(a if np.isfinite(a) else None, b if np.isfinite(b) else None) for a, b in
-              zip(lo, hi, strict=True)]  # fmt: skip
+              zip(lo[free], hi[free], strict=True)]  # fmt: skip
 
-    def fun(t):
+    def full(u):
+        t = np.empty(lo.size)
+        t[free] = u
+        if pin is not None:
+            t[pin[0]] = pin[1]
+        return t
+
+    def fun(u):
+        t = full(u)
         v = whittle_nll(model, f, y, t, dof)
         if not np.isfinite(v):
-            return 1e300, np.zeros_like(t)
+            return 1e300, np.zeros_like(u)
         mu = model.evaluate(f, natural(model, t)[None])[0]
         g = (dof / 2.0) * ((1.0 / mu - y / mu**2) @ fd_jacobian(model, f, t))
-        return v, g
+        return v, g[free]
 
     best = (None, np.inf)
     for s in starts:
         s = np.clip(np.asarray(s, np.float64), lo, hi)
-        r = minimize(fun, s, jac=True, method="L-BFGS-B", bounds=finite,
+        r = minimize(fun, s[free], jac=True, method="L-BFGS-B", bounds=finite,
                      options={"maxiter": 3000, "ftol": 1e-14, "gtol": 1e-9})  # fmt: skip
         if r.fun < best[1]:
-            best = (r.x, float(r.fun))
+            best = (full(r.x), float(r.fun))
     return best
