@@ -44,6 +44,8 @@ EXTRA = [
 # on the solver's ln scale): their pulls are also measured as ones of ln(parameter)
 SCALE = ("tail", "kappa", "bump_amplitude", "bump_width")
 INTERVALS = ("bump_center", "bump_width")  # with profile-likelihood intervals too
+# the bump widths (ln f) the global profile at the truth is started from (_truth_drops)
+WIDTHS = np.array([0.05, 0.1, 0.2, 0.3, 0.5, 0.8])
 # on 4,000 pixels: the pulls' spread and the bias beyond the first order, without the noise
 LARGE = [("powerlaw_tail_lorentzian", 4.0), ("kappa_tail_lorentzian", 16.0), ("broken_tail", 32.0)]
 # the bumps of the four-model field (tests/test_model_selection.py::_four_model_field)
@@ -144,9 +146,6 @@ def _truth_drops(model, power, est, t, j, dof) -> np.ndarray:
         _, nll = R.scipy_fit(model, F, y, dof, starts, pin=(j, t[j]))
         out.append(nll - R.whittle_nll(model, F, y, e, dof))
     return np.array(out)
-
-
-WIDTHS = np.array([0.05, 0.1, 0.2, 0.3, 0.5, 0.8])  # the bump widths (ln f) started from
 
 
 def _profile_ends(model, power, dof, ok) -> dict:

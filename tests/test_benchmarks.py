@@ -25,6 +25,17 @@ def _run(script: str, *args: str, quick: bool = True) -> str:
     return proc.stdout
 
 
+def _bench_module(name: str):
+    """A benchmark script imported as a module (``benchmarks/`` is not a package)."""
+    import importlib
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
+
+
 @pytest.mark.slow
 def test_fit_speed_and_headline_quick(tmp_path):
     pytest.importorskip("distributed")
@@ -51,11 +62,7 @@ def test_chain_profile_runs_the_pipeline_with_its_fit_stub(tmp_path):
 
 def test_cube_write_times_each_codec_and_cleans_up(tmp_path):
     pytest.importorskip("distributed")
-    sys.path.insert(0, str(BENCH))
-    try:
-        from headline import _generate_zarr
-    finally:
-        sys.path.remove(str(BENCH))
+    _generate_zarr = _bench_module("headline")._generate_zarr
     cube = tmp_path / "in.zarr"
     _generate_zarr(cube, 32, 120, seed=0)
     work = tmp_path / "w"
@@ -99,11 +106,7 @@ def test_floor_reads_a_block_chunk_by_chunk_into_the_whole_blocks_spectra(tmp_pa
     import numpy as np
     import zarr
 
-    sys.path.insert(0, str(BENCH))
-    try:
-        from pipeline_scale import _read_rfft
-    finally:
-        sys.path.remove(str(BENCH))
+    _read_rfft = _bench_module("pipeline_scale")._read_rfft
     from specfit.kernels.periodogram import periodogram
     from specfit.kernels.resample import interp_linear
 
