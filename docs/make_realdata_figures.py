@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -38,6 +39,22 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "aia1600_20120606"
 ORIGINAL = DATA / "original_specfit"
 JSON_OUT = ROOT / "docs" / "realdata.json"
+
+
+def _commit() -> str:
+    """The checked-out commit, "+changes" when the code or configs that ran differ from it."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        head = subprocess.run(
+            git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        code = ["specfit", "configs", "docs/make_realdata_figures.py"]
+        dirty = subprocess.run(git + ["diff", "--quiet", "HEAD", "--", *code]).returncode
+    except OSError:
+        return "unknown"
+    if head.returncode:
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def run_config(name: str, out: Path) -> tuple[Path, float]:
@@ -278,10 +295,14 @@ def main(argv: list[str] | None = None) -> dict:
     if not DATA.is_dir():
         raise SystemExit(f"real data not found at {DATA.resolve()} (../shared/data)")
     out = args.out or Path(tempfile.mkdtemp(prefix="specfit-realdata-"))
-    figures: dict = {
+    # each entry says when, on what and on which commit it was measured: a run of some
+    # configs keeps the other entries, which may be older
+    stamp = {
         "measured": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+        "commit": _commit(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }
+    figures: dict = {}
     for name in args.only.split(","):
         store, seconds = run_config(name, out)
         if name == "aia1600_models":
@@ -297,7 +318,11 @@ def main(argv: list[str] | None = None) -> dict:
             from specfit.legacy import compare_original
 
             figures[name]["original_comparison"] = compare_original(xr.open_zarr(store), ORIGINAL)
+    for entry in figures.values():
+        entry.update(stamp)
     old = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    for key in ("measured", "machine"):  # the file-wide stamp of earlier versions
+        old.pop(key, None)
     old.update(figures)
     args.json.write_text(json.dumps(old, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
