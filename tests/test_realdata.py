@@ -194,3 +194,94 @@ def test_readme_quotes_the_regenerated_aia1600_figures():
         f"{fig['lrt_global_percent']:.1f} % at the global",
     ):
         assert value in section, f"README's real-data section does not quote {value!r}"
+
+
+# The parameters docs/models.md's table lists under "position on a bound", in this order.
+POSITION_PARAMS = ("knee", "break_freq", "kappa_rho", "bump_width")
+
+
+def _models_section(text: str, start: str) -> str:
+    """``text`` from the heading ``start`` to the next heading of the same level."""
+    level = start.split(" ", 1)[0]
+    section = text[text.index(start) :]
+    return section.split(f"\n{level} ", 1)[0]
+
+
+def test_docs_quote_the_regenerated_model_figures():
+    """docs/models.md's table and prose on the seven-model AIA 1600 run, and the README's
+    summary of it, are docs/realdata.json's ``aia1600_models`` figures as rounded there (the
+    script writes them from one run; no run here)."""
+    fig = json.loads(FIGURES.read_text())["aia1600_models"]
+    models, detail = fig["models"], fig["detail"]
+    doc = (ROOT / "docs" / "models.md").read_text()
+    run = _models_section(doc, "## The run")
+    rows = {}
+    for line in run.splitlines():
+        m = re.match(r"\| `(\w+)` `\w+` \|(.*)\|\s*$", line)
+        if m:
+            rows[m.group(1)] = [c.strip() for c in m.group(2).split("|")]
+    assert set(rows) == set(models), "docs/models.md's table rows are not the run's models"
+    for a, rec in models.items():
+        cells, every, pref = (
+            rows[a],
+            rec["at_bound_percent"],
+            rec["at_bound_percent_where_preferred"],
+        )
+        assert cells[0] == f"{rec['preferred_percent']:.1f}", (a, "preferred")
+        assert cells[1] == f"{rec['any_at_bound_percent']:.1f}", (a, "any on a bound")
+        assert cells[2] == f"{rec['any_at_bound_percent_where_preferred']:.1f}", (a, "… preferred")
+        assert cells[3] == f"{every['tail']:.1f} / {pref['tail']:.1f}", (a, "tail")
+        position = ", ".join(
+            f"{p} {every[p]:.1f} / {pref[p]:.1f}" for p in POSITION_PARAMS if p in every
+        )
+        assert cells[4] == (position or "—"), (a, "position")
+        (median,) = [v for k, v in rec.items() if k.endswith("_median_where_preferred")]
+        assert cells[5].endswith(f" {median:.2f}"), (a, "median where preferred")
+    ny, nx = fig["shape"]
+    assert f"{ny} × {nx}\npx" in run or f"{ny} × {nx} px" in run, "field size"
+    assert f"{fig['seconds']:.0f} s wall" in run, "the run's time"
+
+    # the prose of "What the data say", each figure as rounded there
+    say = " ".join(_models_section(doc, "## What the data say").split())
+    pct = {a: rec["preferred_percent"] for a, rec in models.items()}
+    curved = 100 - detail["straight_percent"] - fig["none_percent"]
+    bic, gof = detail["bic_above_lowest_median"], detail["gof_below_5_percent"]
+    b1 = (
+        detail["b1_index_p5_p50_p95_where_preferred"],
+        detail["b1_break_period_p5_p50_p95_where_preferred"],
+    )
+    quoted = [
+        f"curved background is preferred on {curved:.0f} %",
+        f"broken {pct['b1']:.1f} %, kappa {pct['c1']:.1f} %, knee {pct['k1']:.1f} %",
+        f"their bump variants {pct['k2'] + pct['c2']:.1f} %",
+        f"on {detail['straight_percent']:.1f} %",
+        f"{detail['sunspot_straight_percent_within_20px']:.0f} % of pixels prefer the straight",
+        f"a quarter ({detail['straight_pixels_within_20px_percent']:.0f} %)",
+        f"median BIC of M1 is {bic['m1']:.0f} above the lowest BIC, M2's {bic['m2']:.0f}",
+        f"{models['b1']['at_bound_percent_where_preferred']['tail']:.1f} % of the pixels where `broken_tail`",
+        f"{models['k1']['at_bound_percent_where_preferred']['tail']:.1f} % for `knee_tail`",
+        f"{models['c1']['at_bound_percent_where_preferred']['tail']:.1f} % for `kappa_tail`",
+        f"(M1: {models['m1']['at_bound_percent']['tail']:.0f} % of all pixels)",
+        f"upper bound 10 on {models['b1']['at_bound_percent_where_preferred']['index_high']:.1f} %",
+        f"upper bound 50 on {models['c1']['at_bound_percent_where_preferred']['kappa']:.1f} %",
+        f"median BIC of `broken_tail` is {detail['b1_bic_below_better_of_k1_c1_median']:.1f} below",
+        f"the index is {b1[0][1]:.2f} (5th–95th percentile {b1[0][0]:.2f}–{b1[0][2]:.2f})",
+        f"at a period of {b1[1][1]:.1f} min ({b1[1][0]:.1f}–{b1[1][2]:.1f} min)",
+        f"its knee is {models['k1']['index_median_where_preferred']:.1f}",
+        f"κ + 1 of the kappa function {detail['c1_kappa_slope_median_where_preferred']:.1f}",
+        f"here on {pct['m2']:.1f} %",
+        f"on {detail['k2_lrt_below_5_percent']:.0f} % and {detail['c2_lrt_below_5_percent']:.0f} %",
+        f"below 5 % on {gof['m1']:.0f} % of pixels for M1, {gof['m2']:.0f} % for M2, {gof['b1']:.0f} % for",
+    ]
+    for value in quoted:
+        assert value in say, f"docs/models.md's prose does not quote {value!r}"
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    for value in (
+        f"curved background is preferred on {curved:.0f} % of the pixels",
+        f"(broken {pct['b1']:.1f} %, kappa {pct['c1']:.1f} %, knee {pct['k1']:.1f} %, bump variants {pct['k2'] + pct['c2']:.1f} %)",
+        f"median ΔBIC {detail['b1_bic_below_better_of_k1_c1_median']:.1f}",
+        f"at 5 % on {gof['b1']:.0f} % of the pixels",
+        f"{fig['seconds']:.0f} s on 2",
+    ):
+        assert value in readme, f"README does not quote {value!r}"
