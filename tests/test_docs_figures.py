@@ -1,0 +1,82 @@
+"""The tables in docs/ that scripts regenerate quote those scripts' JSON (issue 12 item 5).
+
+docs/recovery.py writes docs/recovery.json (docs/models.md's recovery table) and
+docs/lrt_calibration.py writes docs/lrt_calibration.json (docs/significance.md's calibration
+table). No run here: the scripts take minutes to an hour; these tests only check that a
+re-run's JSON and the prose that quotes it tell the same story, figure by figure, as rounded
+in the docs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+# How docs/models.md's recovery table names a parameter.
+PARAM_NAMES = {"kappa": "κ", "index_high": "n₂", "bump_amplitude": "bump amplitude"}
+
+
+def _plain(text: str) -> str:
+    """Markdown cell text without emphasis, with ASCII minus signs and thousands separators."""
+    return text.replace("**", "").replace("−", "-").replace(",", "").strip()
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.1f}".removesuffix(".0")
+
+
+def test_models_md_recovery_table_quotes_docs_recovery_json():
+    cases = json.loads((DOCS / "recovery.json").read_text())["cases"]
+    doc = (DOCS / "models.md").read_text()
+    table = doc[doc.index("| model | dof | pixels | bump S/N |") :].split("\n\n", 1)[0]
+    rows = [[_plain(c) for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    assert rows, "docs/models.md has no recovery table"
+    for row in rows:
+        model, dof = row[0].strip("`"), float(row[1])
+        (case,) = [
+            c for c in cases if c["model"] == model and c["dof"] == dof and str(c["n"]) == row[2]
+        ]
+        params = case["params"]
+        assert row[3] == (f"{case['bump_snr']:.1f}" if "bump_snr" in case else "—"), row
+        assert row[4] == f"{_pct(case['fitted_ok'])} %", row
+        worst = max(params, key=lambda p: abs(params[p]["offset_se"]))
+        name = PARAM_NAMES.get(worst, worst)
+        assert row[5] == f"{params[worst]['offset_se']:+.2f} ({name})", row
+        corrected = max((v["corrected_se"] for v in params.values()), key=abs)
+        assert row[6] == f"{corrected:+.2f}", row
+        spread = [v["pull_std"] for v in params.values()]
+        assert row[7] == f"{min(spread):.2f}–{max(spread):.2f}", row
+
+
+def test_significance_md_calibration_table_quotes_docs_lrt_calibration_json():
+    fig = json.loads((DOCS / "lrt_calibration.json").read_text())
+    doc = " ".join((DOCS / "significance.md").read_text().split())
+    rows = {
+        "prior": "truths from the declared null",
+        "field": "synthetic-field truths (the test's",
+        "field_fresh": "synthetic-field truths (",
+    }
+    for truths, label in rows.items():
+        cells = []
+        for ref in ("ref_null", "ref_field"):
+            mean = fig["rates"][f"{truths}|{ref}"]["mean"]
+            cells.append(" / ".join(f"{100 * r:.2f}" for r in mean))
+        n = f"{fig['n'][truths]:,}"
+        row = f"| {cells[0]} % | {cells[1]} % |"
+        found = [m for m in re.finditer(re.escape(row), doc)]
+        assert found, f"docs/significance.md does not quote {truths}: {row}"
+        start = doc.rindex("| ", 0, found[0].start())
+        assert (
+            label in doc[start - 80 : found[0].start()] and n in doc[start - 80 : found[0].start()]
+        ), truths
+    strata = fig["stratified"]["field"]["strata"]
+    quoted = " / ".join(f"{100 * r:.2f}" for r in strata[1:])
+    assert f"nulls to {quoted} % at 0.05 / 0.2 / 0.5" in doc
+    stats = fig["statistics"]
+    assert f"smallest of the {stats['n']:,} computed is {stats['min']:.2f}" in doc
+    lo, hi = fig["field_crossover"]
+    assert f"crossovers lie at {lo:.2f}–{hi:.2f}" in doc
