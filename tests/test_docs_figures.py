@@ -36,7 +36,7 @@ def test_models_md_recovery_table_quotes_docs_recovery_json():
     rows = [[_plain(c) for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
     assert rows, "docs/models.md has no recovery table"
     for row in rows:
-        model, dof = row[0].strip("`"), float(row[1])
+        model, dof = re.match(r"`(\w+)`", row[0]).group(1), float(row[1])
         (case,) = [
             c for c in cases if c["model"] == model and c["dof"] == dof and str(c["n"]) == row[2]
         ]
