@@ -13,7 +13,7 @@ LRT; 1,024 px, half with a bump, best of 2).
 each model's coarse stage (grouped bins), its full-resolution ranking and polish.
 
     python benchmarks/engine_ab.py 8ec215e HEAD --bins 300 1800 --rounds 2
-    python benchmarks/engine_ab.py --stages --bins 1800
+    python benchmarks/engine_ab.py --stages --bins 1800 [--method lsq]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _child(nbins: int) -> str:
     return f"bare M1 {8192 / tb:,.0f} fits/s, defaults {1024 / tp:,.0f} px/s"
 
 
-def _stages(nbins: int) -> None:
+def _stages(nbins: int, method: str = "whittle") -> None:
     from specfit.kernels import fitting, lm
 
     fs, f, models = _setup(nbins)
@@ -77,13 +77,13 @@ def _stages(nbins: int) -> None:
         return r
 
     with tempfile.TemporaryDirectory() as cache:
-        fs.specfit_product(f, y[:64], 2.0, "whittle", models, cache)
+        fs.specfit_product(f, y[:64], 2.0, method, models, cache)
         fitting.lm.solve = timed
         try:
-            dt = fs.specfit_product(f, y, 2.0, "whittle", models, cache)[0]
+            dt = fs.specfit_product(f, y, 2.0, method, models, cache)[0]
         finally:
             fitting.lm.solve = solve
-    print(f"{nbins} bins, defaults (whittle, dof 2, 1,024 px): {1024 / dt:,.0f} px/s")
+    print(f"{nbins} bins, defaults ({method}, dof 2, 1,024 px): {1024 / dt:,.0f} px/s")
     for (nb, npar, nst, tol), (calls, t, nfev, npx) in sorted(
         stats.items(), key=lambda kv: -kv[1][1]
     ):
@@ -99,6 +99,9 @@ def main(argv=None) -> None:
     ap.add_argument("--bins", type=int, nargs="+", default=[300, 1800])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--stages", action="store_true", help="profile the working tree's stages")
+    ap.add_argument(
+        "--method", default="whittle", choices=("whittle", "lsq"), help="objective for --stages"
+    )
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
@@ -106,7 +109,7 @@ def main(argv=None) -> None:
         return
     if args.stages:
         for nb in args.bins:
-            _stages(nb)
+            _stages(nb, args.method)
         return
     if len(args.revs) < 2:
         ap.error("give two or more revisions, or --stages")
