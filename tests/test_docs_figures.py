@@ -65,14 +65,11 @@ def test_significance_md_calibration_table_quotes_docs_lrt_calibration_json():
         for ref in ("ref_null", "ref_field"):
             mean = fig["rates"][f"{truths}|{ref}"]["mean"]
             cells.append(" / ".join(f"{100 * r:.2f}" for r in mean))
-        n = f"{fig['n'][truths]:,}"
         row = f"| {cells[0]} % | {cells[1]} % |"
-        found = [m for m in re.finditer(re.escape(row), doc)]
-        assert found, f"docs/significance.md does not quote {truths}: {row}"
-        start = doc.rindex("| ", 0, found[0].start())
-        assert (
-            label in doc[start - 80 : found[0].start()] and n in doc[start - 80 : found[0].start()]
-        ), truths
+        at = doc.find(row)
+        assert at >= 0, f"docs/significance.md does not quote {truths}: {row}"
+        label_cell = doc[doc.rindex("| ", 0, at) : at]  # the row's first cell
+        assert label in label_cell and f"{fig['n'][truths]:,}" in label_cell, (truths, label_cell)
     strata = fig["stratified"]["field"]["strata"]
     quoted = " / ".join(f"{100 * r:.2f}" for r in strata[1:])
     assert f"nulls to {quoted} % at 0.05 / 0.2 / 0.5" in doc
