@@ -194,6 +194,9 @@ def test_readme_quotes_the_regenerated_aia1600_figures():
         f"{fig['lrt_global_percent']:.1f} % at the global",
     ):
         assert value in section, f"README's real-data section does not quote {value!r}"
+    # docs/explore.md shows that run's maps and says where M2's bump is significant
+    explore = " ".join((ROOT / "docs" / "explore.md").read_text().split())
+    assert f"{fig['lrt_pixel_percent']:.1f} % of pixels" in explore, "docs/explore.md's LRT share"
 
 
 # The parameters docs/models.md's table lists under "position on a bound", in this order.
