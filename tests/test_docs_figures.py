@@ -2,7 +2,8 @@
 
 docs/recovery.py writes docs/recovery.json (docs/models.md's recovery table) and
 docs/lrt_calibration.py writes docs/lrt_calibration.json (docs/significance.md's calibration
-table). No run here: the scripts take minutes to an hour; these tests only check that a
+table), docs/box_dof_aia.py writes docs/box_dof_aia.json (docs/spectra.md's AIA box-3 table). No
+run here: the scripts take minutes to an hour; these tests only check that a
 re-run's JSON and the prose that quotes it tell the same story, figure by figure, as rounded
 in the docs.
 """
@@ -77,3 +78,30 @@ def test_significance_md_calibration_table_quotes_docs_lrt_calibration_json():
     assert f"smallest of the {stats['n']:,} computed is {stats['min']:.2f}" in doc
     lo, hi = fig["field_crossover"]
     assert f"crossovers lie at {lo:.2f}–{hi:.2f}" in doc
+
+
+def test_spectra_md_box3_table_quotes_docs_box_dof_aia_json():
+    runs = json.loads((DOCS / "box_dof_aia.json").read_text())["runs"]
+    doc = (DOCS / "spectra.md").read_text()
+    table = doc[doc.index("| | box 1 | box 3, nominal | box 3, auto |") :].split("\n\n", 1)[0]
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[1:]]
+        for line in table.splitlines()[2:]
+    }
+    order = ("box 1", "box 3, nominal", "box 3, auto")
+    for label, key, fmt in (
+        ("`m1_chi2red` median", "m1_chi2red_median", "{:.2f}"),
+        ("`m2_chi2red` median", "m2_chi2red_median", "{:.2f}"),
+        ("`m1_index_err` median", "m1_index_err_median", "{:.3f}"),
+        ("`m2` preferred (LRT)", "m2_preferred_percent", "{:.1f} %"),
+    ):
+        assert rows[label] == [fmt.format(runs[r][key]) for r in order], label
+    gof = [
+        f"{runs[r]['m1_gof_below_5_percent']:.1f} / {runs[r]['m2_gof_below_5_percent']:.1f} %"
+        for r in order
+    ]
+    assert rows["goodness of fit rejects M1 / M2 at 5 %"] == gof
+    auto = runs["box 3, auto"]
+    lo, hi = auto["neff_p5_p95"]
+    assert rows["N_eff (median; 5–95 %)"][2] == f"{auto['neff_median']:.1f} ({lo:.2f}–{hi:.2f})"
+    assert f"take {auto['neff_values']} values on this field" in " ".join(doc.split())
