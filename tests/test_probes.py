@@ -389,9 +389,16 @@ def test_ctrl_c_while_a_bar_is_made_still_ends_its_line(monkeypatch, capsys):
             return out
 
     monkeypatch.setattr(tqdm.auto, "tqdm", Interrupted)
-    gen = cluster.progress(list(range(16)), desc="tiles", unit="tile")
-    with pytest.raises(KeyboardInterrupt):
-        next(gen)
+    # Python's own Ctrl-C handler, whatever this process inherited: pytest started as a
+    # background job of a non-interactive shell ignores SIGINT (SIG_IGN), and then no
+    # KeyboardInterrupt would come at all (a CI run failed so, 2026-12-04).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        gen = cluster.progress(list(range(16)), desc="tiles", unit="tile")
+        with pytest.raises(KeyboardInterrupt):
+            next(gen)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     cluster.end_progress_lines()
     print("specfit: interrupted", file=sys.stderr)
     del gen
