@@ -105,3 +105,33 @@ def test_spectra_md_box3_table_quotes_docs_box_dof_aia_json():
     lo, hi = auto["neff_p5_p95"]
     assert rows["N_eff (median; 5–95 %)"][2] == f"{auto['neff_median']:.1f} ({lo:.2f}–{hi:.2f})"
     assert f"take {auto['neff_values']} values on this field" in " ".join(doc.split())
+
+
+def test_fitting_md_interval_table_quotes_docs_recovery_json():
+    cases = json.loads((DOCS / "recovery.json").read_text())["cases"]
+    doc = (DOCS / "fitting.md").read_text()
+    table = doc[doc.index("| model, dof | parameter | ± error: pulls' spread |") :]
+    table = table.split("\n\n", 1)[0]
+    names = {"bump centre": "bump_center", "bump width": "bump_width"}
+    case = None
+    rows = [[_plain(c) for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    assert len(rows) == 8, "docs/fitting.md's interval table"
+    for row in rows:
+        if row[0]:  # a new model: "`name`, dof" and, for a larger sample, "(n px)"
+            m = re.match(r"`(\w+)` (\d+)(?: \((\d+) px\))?", row[0])
+            n = int(m.group(3) or 1000)
+            (case,) = [
+                c
+                for c in cases
+                if c["model"] == m.group(1) and c["dof"] == float(m.group(2)) and c["n"] == n
+            ]
+        v = case["params"][names[row[1]]]
+        spread = f"{v['pull_std']:.3f}"
+        if row[1] == "bump width":
+            spread += f" (ln: {v['ln_pull_std']:.3f})"
+        assert row[2] == spread, row
+        assert row[3] == f"{v['coverage']:.3f}", row
+        assert row[4] == f"{v['profile_pull_std']:.3f}", row
+        assert row[5] == f"{v['profile_coverage']:.3f}", row
+        beyond = f"{100 * v['beyond_3']:.1f} % / {100 * v['profile_beyond_3']:.1f} %"
+        assert row[6] == beyond, row
