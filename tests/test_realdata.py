@@ -31,6 +31,13 @@ LEGACY_TIMEOUT = 3600
 ORIGINAL_SUBDIR = ("aia1600_20120606", "original_specfit")
 
 
+def _section(text: str, start: str) -> str:
+    """``text`` from the heading ``start`` to the next heading of the same level."""
+    level = start.split(" ", 1)[0]
+    section = text[text.index(start) :]
+    return section.split(f"\n{level} ", 1)[0]
+
+
 @pytest.fixture(scope="module")
 def legacy_store(shared_data, tmp_path_factory) -> Path:
     """The results store of ``specfit run configs/legacy.yaml``."""
@@ -157,8 +164,7 @@ def test_readme_quotes_the_regenerated_legacy_figures(legacy_run):
     for key in ("m2_only_specfit", "m2_only_original"):
         assert legacy_run[key] == pytest.approx(saved[key], abs=30), key
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## On real data") :]
-    section = section.split("\n## ", 1)[0]  # to the next section, or the end
+    section = _section(readme, "## On real data")
     table = section[section.index("<!-- realdata:legacy -->") :]
     table = table[: table.index("<!-- /realdata -->")]
     quoted = [float(v) for v in re.findall(r"\d+\.\d+", table)]
@@ -182,8 +188,7 @@ def test_readme_quotes_the_regenerated_aia1600_figures():
     check that the file holds a run's numbers; the script rewrites both runs)."""
     fig = json.loads(FIGURES.read_text())["aia1600"]
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## On real data") :]
-    section = section.split("\n## ", 1)[0]  # to the next section, or the end
+    section = _section(readme, "## On real data")
     for value in (
         f"{fig['m2_preferred_percent']:.1f} %",
         f"{fig['m1_index_median_where_preferred']:.2f} where M1",
@@ -203,13 +208,6 @@ def test_readme_quotes_the_regenerated_aia1600_figures():
 POSITION_PARAMS = ("knee", "break_freq", "kappa_rho", "bump_width")
 
 
-def _models_section(text: str, start: str) -> str:
-    """``text`` from the heading ``start`` to the next heading of the same level."""
-    level = start.split(" ", 1)[0]
-    section = text[text.index(start) :]
-    return section.split(f"\n{level} ", 1)[0]
-
-
 def test_docs_quote_the_regenerated_model_figures():
     """docs/models.md's table and prose on the seven-model AIA 1600 run, and the README's
     summary of it, are docs/realdata.json's ``aia1600_models`` figures as rounded there (the
@@ -217,7 +215,7 @@ def test_docs_quote_the_regenerated_model_figures():
     fig = json.loads(FIGURES.read_text())["aia1600_models"]
     models, detail = fig["models"], fig["detail"]
     doc = (ROOT / "docs" / "models.md").read_text()
-    run = _models_section(doc, "## The run")
+    run = _section(doc, "## The run")
     rows = {}
     for line in run.splitlines():
         m = re.match(r"\| `(\w+)` `\w+` \|(.*)\|\s*$", line)
@@ -241,11 +239,12 @@ def test_docs_quote_the_regenerated_model_figures():
         (median,) = [v for k, v in rec.items() if k.endswith("_median_where_preferred")]
         assert cells[5].endswith(f" {median:.2f}"), (a, "median where preferred")
     ny, nx = fig["shape"]
-    assert f"{ny} × {nx}\npx" in run or f"{ny} × {nx} px" in run, "field size"
-    assert f"{fig['seconds']:.0f} s wall" in run, "the run's time"
+    run_text = " ".join(run.split())
+    assert f"{ny} × {nx} px" in run_text, "field size"
+    assert f"{fig['seconds']:.0f} s wall" in run_text, "the run's time"
 
     # the prose of "What the data say", each figure as rounded there
-    say = " ".join(_models_section(doc, "## What the data say").split())
+    say = " ".join(_section(doc, "## What the data say").split())
     pct = {a: rec["preferred_percent"] for a, rec in models.items()}
     curved = 100 - detail["straight_percent"] - fig["none_percent"]
     bic, gof = detail["bic_above_lowest_median"], detail["gof_below_5_percent"]
