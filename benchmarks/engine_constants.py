@@ -60,9 +60,11 @@ def samples(only: str | None = None, scale: float = 1.0) -> dict:
     for nbins, npix in ((300, 800), (1800, 300)):
         for dof, bumps in T.CASES:
             key = f"sim{nbins}_dof{dof}_{'bump' if bumps else 'nobump'}"
-            if only is None or only in key:
-                f, p = _simulated(dof, bumps, max(1, int(scale * npix)), nbins)
-                out[key] = (f, p, float(dof), "whittle", "sigma", T.M1, T.M2)
+            # dof 2 also as unweighted least squares (fit.method lsq at box 1)
+            for name, method in ((key, "whittle"), (key + "_lsq", "lsq")):
+                if (only is None or only in name) and (method == "whittle" or dof == 2):
+                    f, p = _simulated(dof, bumps, max(1, int(scale * npix)), nbins)
+                    out[name] = (f, p, float(dof), method, "sigma", T.M1, T.M2)
     if DATA.is_dir() and (only is None or only in "aia_whittle aia_legacy_lsq"):
         from specfit import stages
 
@@ -99,7 +101,8 @@ def _parse(arg: str) -> dict:
         name, value = item.split("=")
         if not hasattr(fitting, name):
             raise SystemExit(f"specfit.kernels.fitting has no constant {name!r}")
-        out[name] = type(getattr(fitting, name))(float(value))
+        cur = getattr(fitting, name)
+        out[name] = int(float(value)) if cur is None else type(cur)(float(value))
     return out
 
 

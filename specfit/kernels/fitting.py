@@ -407,10 +407,11 @@ def _fit_one(
         xc = model.abscissa(fc)
         Fs = np.full((npix, nrun), np.inf)
         Ps = np.empty((npix, nrun, model.npar))
+        coarse_iter = max_iter if _COARSE_ITER is None else min(max_iter, _COARSE_ITER)
         for k in range(nrun):
             rc = lm.solve(
                 kernel, xc, yc, S[:, k : k + 1], LO, HI, method, c, active, wc,
-                max_iter, max(tol, _COARSE_TOL), 1, logp, secant=True,
+                coarse_iter, max(tol, _COARSE_TOL), 1, logp, secant=True,
             )  # fmt: skip
             ok = np.isfinite(rc["F"]) & np.isfinite(rc["params"]).all(axis=1)
             Fs[:, k] = np.where(ok, rc["F"], np.inf)
@@ -448,6 +449,10 @@ _COARSE_TOL = 1e-2  # the coarse stage's tolerance: candidates stop when the rem
 # 1800 bins, 400 px: 4 misses by > 0.1, 2 with 1e-2); 5e-2 missed more (7). 1e-6 cost more full-resolution steps on M2's many candidates than it
 # saved on M1. The coarse stage steps with the secant correction too (lm.solve's ``secant``):
 # 18 % fewer evaluations of M2's candidates at 1800 bins, no more misses.
+_COARSE_ITER = None  # a cap on the coarse stage's solver steps per candidate (None: max_iter).
+# Capping is not taken: unweighted lsq's optimum on simulated dof-2 spectra is often a narrow
+# bump on the lowest bins that the coarse stage reaches only after 100-200 steps; a cap of 80
+# left 17 and 24 of 800 px more than 0.1 worse (benchmarks/README.md: engine_constants.py).
 _POLISH_RUN = 2  # of them polished to convergence, the second only where it is a different
 _POLISH_SAME = 1.0  # basin: its start not within this many standard errors of the first's
 # optimum in every parameter (lm.solve's ``same``). On simulated spectra at 1800 bins (dof 2
