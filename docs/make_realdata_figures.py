@@ -41,14 +41,15 @@ ORIGINAL = DATA / "original_specfit"
 JSON_OUT = ROOT / "docs" / "realdata.json"
 
 
-def _commit() -> str:
-    """The checked-out commit, "+changes" when the code or configs that ran differ from it."""
+def commit_stamp(script: str = "docs/make_realdata_figures.py") -> str:
+    """The checked-out commit, "+changes" when the code, configs or ``script`` that ran
+    differ from it (the figure scripts in docs/ stamp their JSON with it)."""
     git = ["git", "-C", str(ROOT)]
     try:
         head = subprocess.run(
             git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True
         )
-        code = ["specfit", "configs", "docs/make_realdata_figures.py"]
+        code = ["specfit", "configs", script]
         dirty = subprocess.run(git + ["diff", "--quiet", "HEAD", "--", *code]).returncode
     except OSError:
         return "unknown"
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
     # configs keeps the other entries, which may be older
     stamp = {
         "measured": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "commit": _commit(),
+        "commit": commit_stamp(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }
     figures: dict = {}

@@ -34,6 +34,7 @@ __all__ = [
     "synthetic_series",
     "open_truth",
     "correlated_series",
+    "correlated_patches",
     "mixing_kernel",
     "mixing_neff",
 ]
@@ -384,3 +385,22 @@ def correlated_series(
         "tail": np.full(shape, float(tail)),
     }
     return times, values, truth
+
+
+def correlated_patches(
+    n: int, n_frames: int, cadence: float, *, smoothing: float = 1.0, seed: int = 0
+) -> np.ndarray:
+    """``n`` independent 3 x 3 patches of a :func:`correlated_series` field, side by side.
+
+    Returns (n_frames, 3, 5 n) values: the patches' centres are at column ``2 + 5 i`` of
+    row 1, 5 px apart, so full box-3 means centred there share no pixel and, beyond the
+    kernel's reach, no noise. Drawn 100 patches at a time (memory).
+    """
+    rng = np.random.default_rng(seed)
+    parts = []
+    for i in range(0, n, 100):
+        m = min(100, n - i)
+        s = int(rng.integers(2**31))
+        _, v, _ = correlated_series((3, 5 * m), n_frames, cadence, smoothing=smoothing, seed=s)
+        parts.append(v)
+    return np.concatenate(parts, axis=2)

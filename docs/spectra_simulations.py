@@ -1,0 +1,189 @@
+"""The simulations docs/spectra.md quotes: interpolation, box-3 dof, windows (issue 12 item 5).
+
+    python docs/spectra_simulations.py [--only interpolation,box3,windows]
+                                       [--json docs/spectra_simulations.json]
+
+Three simulations with known truth, each through specfit's own functions (the tile chain's
+``resample_values``, ``periodograms``, ``box_spectra``, ``box_dof`` and ``fit_maps`` with the
+default fit options); about 3 minutes on one core. ``--only`` re-runs some and keeps the
+others' entries in the JSON.
+
+- ``interpolation``: unit white noise (2,000 series of 600 frames) at frame times like AIA's
+  (every 24 s, each off by Gaussian jitter of 0.01 s) and IRIS 1400's (spacings alternating 18.7 / 37.5 s),
+  linearly interpolated onto a uniform grid (AIA: the cadence ``resample.choose_cadence``
+  picks; IRIS: 28.1 s, the median spacing). Printed: the variance kept, and the mean
+  periodogram over the expected white-noise density ``2 dt`` in the lowest and the highest
+  tenth of the bins.
+- ``box3``: box-3 means of a spatially correlated red-noise field (``synthetic.
+  correlated_patches``, true N_eff 2.5 of 9), one full box per independent patch; Whittle fits
+  (truth: index 2, no bump) with ``spectra.box_dof`` auto and nominal, and the same truth with
+  independent Gamma noise of the true dof. Printed: the stored N_eff (median), the std of the
+  index pulls, the LRT's rate of preferring M2 at 5 %. Two sizes: 600 boxes of 256 frames (the
+  slow test ``tests/test_box_dof.py`` asserts on exactly this one) and 1,000 boxes of 512
+  frames, where one pixel's own periodogram (box 1) is fitted too.
+- ``windows``: 4,000 pure-M1 series (index 2, no bump) of 600 frames at 12 s (299 bins), cut
+  from the middle of series four times longer, so that red-noise leakage is as in real data;
+  fitted with each window / detrend and the dof correction the pipeline applies
+  (``tile.fit_dof``: dof / window_vif) or without it. Printed: the index's mean bias, scatter,
+  pull std, and the LRT's rate of preferring M2 at 5 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from make_realdata_figures import commit_stamp  # docs/, beside this script
+
+from specfit import synthetic
+from specfit.config import DEFAULTS
+from specfit.kernels import resample as rs
+from specfit.kernels import tile as T
+from specfit.stages import FIT_OPTION_KEYS, resolve_models
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECTRA = dict(
+    segments=1,
+    segment_length=None,
+    overlap=0.0,
+    window="none",
+    detrend="mean",
+    normalisation="density",
+    fmin=None,
+    fmax=None,
+)
+INDEX = 2.0  # the simulated truths' power-law index (synthetic.correlated_series's default)
+
+
+def _fit(freq, power, dof, rho=None):
+    """Whittle fit of a (nf, ny, nx) block at the default fit options and models."""
+    models = resolve_models(dict(DEFAULTS.fit.models))
+    opts = {k: getattr(DEFAULTS.fit, k) for k in FIT_OPTION_KEYS}
+    rho = np.zeros(0) if rho is None else rho
+    return T.fit_maps(freq, power, dof, None, models, "whittle", opts, rho)
+
+
+def calibration(out) -> dict:
+    """Index pulls against the truth and the LRT's rate of preferring M2 at 5 %."""
+    ok = out["m1_status"] == 0
+    index = out["m1_index"][ok]
+    pulls = (index - INDEX) / out["m1_index_err"][ok]
+    return {
+        "converged": float(ok.mean()),
+        "index_bias": float(np.mean(index) - INDEX),
+        "index_scatter": float(np.std(index)),
+        "pull_std": float(np.std(pulls)),
+        "lrt_size": float(np.mean(out["lrt_pvalue"] < 0.05)),
+    }
+
+
+def interpolation(npix: int = 2000, n_frames: int = 600, seed: int = 1) -> dict:
+    rng = np.random.default_rng(seed)
+    frame_times = {
+        "aia": 24.0 * np.arange(n_frames) + rng.normal(0.0, 0.01, n_frames),
+        "iris": np.concatenate([[0.0], np.cumsum(np.resize([18.7, 37.5], n_frames - 1))]),
+    }
+    out = {}
+    for name, times in frame_times.items():
+        cadence = rs.choose_cadence(times)[0] if name == "aia" else 28.1
+        grid = rs.uniform_times(times, cadence)
+        values = rng.standard_normal((n_frames, 1, npix))
+        res = T.resample_values(values, times, grid)
+        freq, power, _ = T.periodograms(res, cadence, SPECTRA)
+        ratio = power.mean(axis=(1, 2)) / (2.0 * cadence)  # white noise of variance 1
+        tenth = max(1, freq.size // 10)
+        out[name] = {
+            "cadence": cadence,
+            "variance_kept": float(np.mean(res.var(axis=0)) / np.mean(values.var(axis=0))),
+            "density_lowest_tenth": float(ratio[:tenth].mean()),
+            "density_highest_tenth": float(ratio[-tenth:].mean()),
+        }
+    return out
+
+
+def box3_case(n: int, n_frames: int, seed: int, box1: bool) -> dict:
+    values = synthetic.correlated_patches(n, n_frames, 12.0, smoothing=1.0, seed=seed)
+    freq, power, meta = T.periodograms(values, 12.0, SPECTRA)
+    mean, _, count = T.box_spectra(power, 3)
+    centres = (slice(1, 2), slice(2, None, 5))  # one full box per patch: independent pixels
+    box_mean = mean[(slice(None), *centres)].astype(np.float32)
+    out = {}
+    for mode in ("auto", "nominal"):
+        dof = T.box_dof(power, count, 3, meta["dof"], mode)[centres]
+        out[mode] = {"neff_median": float(np.median(dof) / meta["dof"])}
+        out[mode].update(calibration(_fit(freq, box_mean, dof)))
+    # the same truth with independent Gamma noise of the true dof
+    k = synthetic.mixing_neff(1.0, 3)
+    truth = 30.0 * 1e-3**INDEX * freq**-INDEX + 1.0
+    noise = np.random.default_rng(seed + 1).gamma(k, 1.0 / k, size=(freq.size, 1, n))
+    gamma = (truth[:, None, None] * noise).astype(np.float32)
+    neff = float(T.quantise_neff(np.array(k), 9))
+    out["gamma_true_dof"] = {"neff_true": k, "neff_median": neff}
+    out["gamma_true_dof"].update(calibration(_fit(freq, gamma, np.float32(2 * neff))))
+    if box1:  # one pixel's own periodogram, exact chi^2_2
+        own = power[(slice(None), *centres)].astype(np.float32)
+        out["box1"] = {"neff_median": 1.0}
+        out["box1"].update(calibration(_fit(freq, own, np.float32(meta["dof"]))))
+    return {"boxes": n, "frequencies": int(freq.size), **out}
+
+
+def box3() -> dict:
+    return {
+        "600x256": box3_case(600, 256, seed=21, box1=False),
+        "1000x512": box3_case(1000, 512, seed=31, box1=True),
+    }
+
+
+def windows(npix: int = 4000, n_frames: int = 600, seed: int = 5) -> dict:
+    _, long, _ = synthetic.correlated_series(
+        (1, npix), 4 * n_frames, 12.0, smoothing=0.0, seed=seed
+    )
+    values = long[3 * n_frames // 2 : 3 * n_frames // 2 + n_frames]
+    out = {}
+    for label, window, detrend, corrected in (
+        ("none, mean", "none", "mean", True),
+        ("hann, mean", "hann", "mean", True),
+        ("hann, linear", "hann", "linear", True),
+        ("hann, linear, uncorrected", "hann", "linear", False),
+    ):
+        spectra = {**SPECTRA, "window": window, "detrend": detrend}
+        freq, power, meta = T.periodograms(values, 12.0, spectra)
+        dof = T.fit_dof(meta["dof"], "whittle", window, n_frames) if corrected else meta["dof"]
+        res = _fit(freq, power.astype(np.float32), np.float32(dof), T.bin_rho(window, n_frames))
+        out[label] = {"frequencies": int(freq.size), "dof": float(dof), **calibration(res)}
+    return out
+
+
+PARTS = {"interpolation": interpolation, "box3": box3, "windows": windows}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
+    ap.add_argument("--json", type=Path, default=ROOT / "docs" / "spectra_simulations.json")
+    args = ap.parse_args(argv)
+    result = json.loads(args.json.read_text()) if args.json.exists() else {}
+    for name in args.only.split(","):
+        t0 = time.process_time()
+        entry = PARTS[name]()
+        entry["stamp"] = {
+            "measured": datetime.now(UTC).strftime("%Y-%m-%d"),
+            "commit": commit_stamp("docs/spectra_simulations.py"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "cpu_seconds": round(time.process_time() - t0, 1),
+        }
+        result[name] = entry
+        print(name, json.dumps(entry, indent=1), flush=True)
+    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
