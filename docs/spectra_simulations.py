@@ -48,16 +48,8 @@ from specfit.kernels import tile as T
 from specfit.stages import FIT_OPTION_KEYS, resolve_models
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECTRA = dict(
-    segments=1,
-    segment_length=None,
-    overlap=0.0,
-    window="none",
-    detrend="mean",
-    normalisation="density",
-    fmin=None,
-    fmax=None,
-)
+# the defaults' spectra (one segment, no window, mean detrend, density), one pixel at a time
+SPECTRA = DEFAULTS.spectra.model_dump(exclude={"box", "box_dof"})
 INDEX = 2.0  # the simulated truths' power-law index (synthetic.correlated_series's default)
 
 

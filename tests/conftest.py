@@ -21,6 +21,23 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("SPECFIT_CACHE_DIR", tempfile.mkdtemp(prefix="specfit-tests-cache-"))
 
 
+def docs_script(name: str):
+    """Import ``docs/<name>.py`` (the figure scripts docs/ quote), with docs/ on the path for
+    their shared helpers (``make_realdata_figures``)."""
+    import importlib.util
+    import sys
+
+    docs = ROOT / "docs"
+    sys.path.insert(0, str(docs))
+    try:
+        spec = importlib.util.spec_from_file_location(f"docs_{name}", docs / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(docs))
+    return module
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` beside the repo, or a skip saying why."""

@@ -8,14 +8,12 @@ and LRT calibrated where counting every pixel (box_dof: nominal) is not.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import ROOT, docs_script
 from specfit.kernels import periodogram as pg
 from specfit.kernels import tile as T
 from specfit.synthetic import correlated_series, mixing_neff
@@ -94,21 +92,6 @@ def test_quantised_dof_and_modes():
         T.box_dof(p, count, 3, 4.0, "exact")
 
 
-def _docs_script():
-    """docs/spectra_simulations.py, which regenerates docs/spectra.md's simulated tables."""
-    docs = Path(__file__).resolve().parents[1] / "docs"
-    sys.path.insert(0, str(docs))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "spectra_sims", docs / "spectra_simulations.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(docs))
-    return module, json.loads((docs / "spectra_simulations.json").read_text())
-
-
 @pytest.mark.slow
 def test_box3_on_a_correlated_field_gives_calibrated_pulls_and_lrt_size():
     """Box 3 over a field whose neighbours correlate (N_eff 2.5 of 9): with the estimated
@@ -119,7 +102,8 @@ def test_box3_on_a_correlated_field_gives_calibrated_pulls_and_lrt_size():
     # The product's reference size (2000): with 600 the reference's own sampling error moved
     # the size by ~2 points between two draws of the simulated spectra (auto 8.7 % with one,
     # 6.8 % with 2000 sims; exact 6.3 / 4.0 %), enough to cross the 0.05 +- 0.035 guard below.
-    script, stored = _docs_script()
+    script = docs_script("spectra_simulations")
+    stored = json.loads((ROOT / "docs" / "spectra_simulations.json").read_text())
     n = 600
     r = script.box3_case(n, 256, seed=21, box1=False)
     for case in ("auto", "nominal", "gamma_true_dof"):

@@ -2,10 +2,11 @@
 
 docs/recovery.py writes docs/recovery.json (docs/models.md's recovery table) and
 docs/lrt_calibration.py writes docs/lrt_calibration.json (docs/significance.md's calibration
-table), docs/box_dof_aia.py writes docs/box_dof_aia.json (docs/spectra.md's AIA box-3 table). No
-run here: the scripts take minutes to an hour; these tests only check that a
-re-run's JSON and the prose that quotes it tell the same story, figure by figure, as rounded
-in the docs.
+table), docs/box_dof_aia.py writes docs/box_dof_aia.json (docs/spectra.md's AIA box-3 table),
+docs/spectra_simulations.py writes docs/spectra_simulations.json (docs/spectra.md's
+interpolation, box-3 and window simulations). No run here but the cheapest (the interpolation
+simulation, < 1 s): the scripts take minutes to an hour; these tests check that a re-run's JSON
+and the prose that quotes it tell the same story, figure by figure, as rounded in the docs.
 """
 
 from __future__ import annotations
@@ -135,3 +136,75 @@ def test_fitting_md_interval_table_quotes_docs_recovery_json():
         assert row[5] == f"{v['profile_coverage']:.3f}", row
         beyond = f"{100 * v['beyond_3']:.1f} % / {100 * v['profile_beyond_3']:.1f} %"
         assert row[6] == beyond, row
+
+
+def _table(doc: str, header: str) -> dict[str, list[str]]:
+    """A Markdown table's rows by their first cell (the header line starts it)."""
+    table = doc[doc.index(header) :].split("\n\n", 1)[0]
+    return {
+        line.split("|")[1].strip(): [_plain(c) for c in line.strip().strip("|").split("|")[1:]]
+        for line in table.splitlines()[2:]
+    }
+
+
+def test_spectra_md_simulated_tables_quote_docs_spectra_simulations_json():
+    sims = json.loads((DOCS / "spectra_simulations.json").read_text())
+    doc = (DOCS / "spectra.md").read_text()
+    text = " ".join(doc.split())
+    # the windows table
+    rows = _table(doc, "| window, detrend | index bias |")
+    for label, key in (
+        ("none, mean (default)", "none, mean"),
+        ("hann, mean (dof / vif)", "hann, mean"),
+        ("hann, linear (dof / vif)", "hann, linear"),
+        ("hann, linear (no correction)", "hann, linear, uncorrected"),
+    ):
+        w = sims["windows"][key]
+        want = [
+            f"{w['index_bias']:+.3f}",
+            f"{w['index_scatter']:.3f}",
+            f"{w['pull_std']:.2f}",
+            f"{100 * w['lrt_size']:.1f} %",
+        ]
+        assert rows[label] == want, label
+    # the box-3 table (600 boxes) and the 1,000-box sentence
+    box = sims["box3"]["600x256"]
+    rows = _table(doc, "| `box_dof` | stored N_eff |")
+    for label, key in (
+        ("auto", "auto"),
+        ("nominal", "nominal"),
+        ("(independent Gamma noise of the true dof)", "gamma_true_dof"),
+    ):
+        b = box[key]
+        assert rows[label][1:] == [f"{b['pull_std']:.2f}", f"{100 * b['lrt_size']:.1f} %"], label
+    assert rows["auto"][0] == f"{box['auto']['neff_median']:.2f} (median)"
+    big = sims["box3"]["1000x512"]
+
+    def pair(case):
+        return f"{big[case]['pull_std']:.2f} / {100 * big[case]['lrt_size']:.1f} %"
+
+    assert (
+        f"On {big['boxes']:,} boxes with {big['frequencies']} frequencies: auto {pair('auto')}, "
+        f"nominal {pair('nominal')}, independent Gamma noise of the true dof "
+        f"{pair('gamma_true_dof')}, one pixel's own periodogram (box 1, exact χ²₂) {pair('box1')}"
+    ) in text
+    # the interpolation sentences
+    aia, iris = sims["interpolation"]["aia"], sims["interpolation"]["iris"]
+    assert f"white noise keeps {100 * aia['variance_kept']:.1f} % of its variance" in text
+    assert f"white noise keeps {100 * iris['variance_kept']:.0f} % of its variance" in text
+    assert (
+        f"its density is {iris['density_lowest_tenth']:.2f} of the expected level in the lowest "
+        f"tenth of the frequencies and {iris['density_highest_tenth']:.2f} in the highest"
+    ) in text
+
+
+def test_docs_spectra_simulations_interpolation_is_what_a_run_gives():
+    """The interpolation part is cheap (< 1 s): re-run it and compare with the stored JSON."""
+    from conftest import docs_script
+
+    module = docs_script("spectra_simulations")
+    stored = json.loads((DOCS / "spectra_simulations.json").read_text())["interpolation"]
+    fresh = module.interpolation()
+    for grid in ("aia", "iris"):
+        for key, value in fresh[grid].items():
+            assert abs(stored[grid][key] - value) <= 1e-6 * max(1.0, abs(value)), (grid, key)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import KERNEL_FIT
+from conftest import KERNEL_FIT, ROOT
 from specfit.kernels import periodogram as pg
 from specfit.kernels import stats as st
 from specfit.kernels import tile as T
@@ -14,6 +14,16 @@ from specfit.kernels.fitting import fit_block
 from specfit.models import get_model
 
 M1 = {"m1": get_model("powerlaw_tail")}
+# docs/fitting.md quotes these tests' figures (issue 12 item 5: claims that come from runs);
+# the tests check the quotes against what they measure, at the docs' rounding.
+FITTING_MD = ROOT / "docs" / "fitting.md"
+
+
+def _quoted(fragment: str) -> None:
+    text = " ".join(FITTING_MD.read_text().split())
+    assert fragment in text, f"docs/fitting.md should say {fragment!r} (re-measured here)"
+
+
 FIT = {k: v for k, v in KERNEL_FIT.items() if k != "bin_rho"}
 
 
@@ -45,14 +55,19 @@ def _fit(window: str, *, old: bool = False) -> tuple[np.ndarray, np.ndarray]:
     return out["m1_chi2red"][ok].astype(float), out["m1_gof_pvalue"][ok].astype(float)
 
 
-@pytest.mark.parametrize("window", ["none", "hann"])
-def test_chi2red_is_one_and_gof_pvalue_is_calibrated_with_and_without_a_window(window):
-    chi2red, p = _fit(window)
-    # measured: median 0.980 (none), 0.975 (hann); share p < 0.05: 5.8 %, 2.8 %
-    assert abs(np.median(chi2red) - 1.0) < 0.05
-    # 5 % of 400 pixels: binomial sd 1.1 %
-    assert 0.02 <= np.mean(p < 0.05) <= 0.09
-    assert 0.38 <= np.mean(p < 0.5) <= 0.62
+def test_chi2red_is_one_and_gof_pvalue_is_calibrated_with_and_without_a_window():
+    med, rej = {}, {}
+    for window in ("none", "hann"):
+        chi2red, p = _fit(window)
+        med[window], rej[window] = np.median(chi2red), 100 * np.mean(p < 0.05)
+        assert abs(med[window] - 1.0) < 0.05, window
+        # 5 % of 400 pixels: binomial sd 1.1 %
+        assert 2 <= rej[window] <= 9, window
+        assert 0.38 <= np.mean(p < 0.5) <= 0.62, window
+    _quoted(
+        f"median χ²_red {med['none']:.3f} without a window and {med['hann']:.3f} with Hann, "
+        f"and p < 0.05 on {rej['none']:.1f} % and {rej['hann']:.1f} % of them"
+    )
 
 
 def test_hann_chi2red_counted_with_the_likelihood_dof_was_half():
@@ -62,18 +77,21 @@ def test_hann_chi2red_counted_with_the_likelihood_dof_was_half():
     assert np.mean(p < 0.05) < 0.01
 
 
-@pytest.mark.parametrize("k", [1.0, 4.0])
-def test_gof_pvalue_is_uniform_on_gamma_spectra(k):
+def test_gof_pvalue_is_uniform_on_gamma_spectra():
     """Independent bins, exact model shape: the fitted Pearson sum's variance is 2 + 2/k per
     term (not the unfitted 2 + 6/k, which made the test conservative: 2.3 % at k = 1)."""
-    rng = np.random.default_rng(4)
-    f = np.arange(1, 256) / 6144.0
-    y = (1e-3 * f**-2 + 1.0) * rng.gamma(k, 1.0 / k, size=(400, f.size))
-    out = fit_block(f, y, M1, dof=2 * k, bin_rho=(), **FIT)
-    ok = out["m1_status"] == 0
-    chi2red, p = out["m1_chi2red"][ok], out["m1_gof_pvalue"][ok]
-    assert abs(np.mean(chi2red) - 1.0) < 0.03
-    assert 0.02 <= np.mean(p < 0.05) <= 0.09
+    rej = {}
+    for k in (1.0, 4.0):
+        rng = np.random.default_rng(4)
+        f = np.arange(1, 256) / 6144.0
+        y = (1e-3 * f**-2 + 1.0) * rng.gamma(k, 1.0 / k, size=(400, f.size))
+        out = fit_block(f, y, M1, dof=2 * k, bin_rho=(), **FIT)
+        ok = out["m1_status"] == 0
+        chi2red, p = out["m1_chi2red"][ok], out["m1_gof_pvalue"][ok]
+        assert abs(np.mean(chi2red) - 1.0) < 0.03, k
+        rej[k] = 100 * np.mean(p < 0.05)
+        assert 2 <= rej[k] <= 9, k
+    _quoted(f"(independent Gamma spectra: {rej[1.0]:.1f} % at k = 1, {rej[4.0]:.1f} % at k = 4)")
 
 
 def test_window_rho_and_pearson_vif():
