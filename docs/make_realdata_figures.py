@@ -34,28 +34,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from figure_stamp import commit_stamp  # docs/, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "aia1600_20120606"
 ORIGINAL = DATA / "original_specfit"
 JSON_OUT = ROOT / "docs" / "realdata.json"
-
-
-def commit_stamp(script: str = "docs/make_realdata_figures.py") -> str:
-    """The checked-out commit, "+changes" when the code, configs or ``script`` that ran
-    differ from it (the figure scripts in docs/ stamp their JSON with it)."""
-    git = ["git", "-C", str(ROOT)]
-    try:
-        head = subprocess.run(
-            git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        )
-        code = ["specfit", "configs", script]
-        dirty = subprocess.run(git + ["diff", "--quiet", "HEAD", "--", *code]).returncode
-    except OSError:
-        return "unknown"
-    if head.returncode:
-        return "unknown"
-    return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def run_config(name: str, out: Path) -> tuple[Path, float]:

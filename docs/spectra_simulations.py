@@ -30,16 +30,10 @@ others' entries in the JSON.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from make_realdata_figures import commit_stamp  # docs/, beside this script
+from figure_stamp import run_parts  # docs/, beside this script
 
 from specfit import synthetic
 from specfit.config import DEFAULTS
@@ -156,25 +150,7 @@ PARTS = {"interpolation": interpolation, "box3": box3, "windows": windows}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
-    ap.add_argument("--json", type=Path, default=ROOT / "docs" / "spectra_simulations.json")
-    args = ap.parse_args(argv)
-    result = json.loads(args.json.read_text()) if args.json.exists() else {}
-    for name in args.only.split(","):
-        t0 = time.process_time()
-        entry = PARTS[name]()
-        entry["stamp"] = {
-            "measured": datetime.now(UTC).strftime("%Y-%m-%d"),
-            "commit": commit_stamp("docs/spectra_simulations.py"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "cpu_seconds": round(time.process_time() - t0, 1),
-        }
-        result[name] = entry
-        print(name, json.dumps(entry, indent=1), flush=True)
-    args.json.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.json}")
-    return result
+    return run_parts(PARTS, "docs/spectra_simulations.py", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,16 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("SPECFIT_CACHE_DIR", tempfile.mkdtemp(prefix="specfit-tests-cache-"))
 
 
+def assert_docs_quote(page: str, fragment: str) -> None:
+    """docs/<page> says ``fragment`` (whitespace-normalised): a test that re-measures a figure
+    the docs quote checks the quote, at the docs' rounding (issue 12 item 5)."""
+    text = " ".join((ROOT / "docs" / page).read_text().split())
+    assert fragment in text, f"docs/{page} should say {fragment!r} (re-measured by this test)"
+
+
 def docs_script(name: str):
     """Import ``docs/<name>.py`` (the figure scripts docs/ quote), with docs/ on the path for
-    their shared helpers (``make_realdata_figures``)."""
+    their shared helpers (``figure_stamp``)."""
     import importlib.util
     import sys
 

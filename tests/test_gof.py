@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import KERNEL_FIT, ROOT
+from conftest import KERNEL_FIT, assert_docs_quote
 from specfit.kernels import periodogram as pg
 from specfit.kernels import stats as st
 from specfit.kernels import tile as T
@@ -14,17 +14,8 @@ from specfit.kernels.fitting import fit_block
 from specfit.models import get_model
 
 M1 = {"m1": get_model("powerlaw_tail")}
-# docs/fitting.md quotes these tests' figures (issue 12 item 5: claims that come from runs);
-# the tests check the quotes against what they measure, at the docs' rounding.
-FITTING_MD = ROOT / "docs" / "fitting.md"
-
-
-def _quoted(fragment: str) -> None:
-    text = " ".join(FITTING_MD.read_text().split())
-    assert fragment in text, f"docs/fitting.md should say {fragment!r} (re-measured here)"
-
-
 FIT = {k: v for k, v in KERNEL_FIT.items() if k != "bin_rho"}
+# docs/fitting.md quotes these tests' figures; the tests check the quotes.
 
 
 def _red_noise(npix: int, n: int, dt: float, seed: int) -> np.ndarray:
@@ -64,9 +55,10 @@ def test_chi2red_is_one_and_gof_pvalue_is_calibrated_with_and_without_a_window()
         # 5 % of 400 pixels: binomial sd 1.1 %
         assert 2 <= rej[window] <= 9, window
         assert 0.38 <= np.mean(p < 0.5) <= 0.62, window
-    _quoted(
+    assert_docs_quote(
+        "fitting.md",
         f"median χ²_red {med['none']:.3f} without a window and {med['hann']:.3f} with Hann, "
-        f"and p < 0.05 on {rej['none']:.1f} % and {rej['hann']:.1f} % of them"
+        f"and p < 0.05 on {rej['none']:.1f} % and {rej['hann']:.1f} % of them",
     )
 
 
@@ -91,7 +83,10 @@ def test_gof_pvalue_is_uniform_on_gamma_spectra():
         assert abs(np.mean(chi2red) - 1.0) < 0.03, k
         rej[k] = 100 * np.mean(p < 0.05)
         assert 2 <= rej[k] <= 9, k
-    _quoted(f"(independent Gamma spectra: {rej[1.0]:.1f} % at k = 1, {rej[4.0]:.1f} % at k = 4)")
+    assert_docs_quote(
+        "fitting.md",
+        f"(independent Gamma spectra: {rej[1.0]:.1f} % at k = 1, {rej[4.0]:.1f} % at k = 4)",
+    )
 
 
 def test_window_rho_and_pearson_vif():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,10 @@ def test_init_aia_fits(shared_data, tmp_path, no_pixels):
     raw = out.read_text()
     assert "# gap: 96 s" in raw and "derotate: true" in raw and "# fixed pointing" in raw
     assert yaml.safe_load(raw)["spectra"]["segments"] == 2
+    # docs/jsoc.md shows this report: every line but the first (the folder's path) as printed
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "jsoc.md").read_text().splitlines()
+    for line in report.splitlines()[1:]:
+        assert line in doc, f"docs/jsoc.md's init transcript should show {line!r}"
 
 
 @pytest.mark.realdata
@@ -97,8 +102,25 @@ def test_init_jittered_cadence(shared_data, no_pixels):
     cube = "iris_l2_20140329_140938_3860258481_SJI_2796_t000_deconvolved.fits"
     insp = inspect_input(shared_data / "iris_sji_20140329" / cube)
     cadence, why = insp.settings["resample.cadence"]
-    assert cadence == 18.72, why  # the median, 18.66 s, keeps only 60 % of the Nyquist power
+    assert cadence == 18.72, why
     assert "drift" not in why and insp.settings["resample.max_gap"][0] == 1.5
+    # docs/jsoc.md quotes the chosen grid's Nyquist gain (as init reports it) and the median's
+    from specfit.config import InputConfig
+    from specfit.io import open_input
+    from specfit.kernels import resample as rs
+
+    (line,) = [line for line in insp.report if line.strip().startswith("cadence")]
+    kept = re.search(r"keeps (\d+) %", line).group(1)
+    arr = open_input(InputConfig(path=str(shared_data / "iris_sji_20140329" / cube)))
+    t = np.asarray(arr["time"].values, dtype=float)  # seconds from the first frame
+    median = float(f"{np.median(np.diff(t)):.4g}")
+    at_median = rs.interpolation_nyquist_gain(t, rs.uniform_times(t, median))
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "jsoc.md").read_text().split())
+    want = (
+        f"{kept} % for IRIS 2796 at 18.72 s where the median {median:g} s keeps "
+        f"{100 * at_median:.0f} %"
+    )
+    assert want in text, f"docs/jsoc.md should say {want!r}"
 
 
 @pytest.mark.realdata

@@ -13,7 +13,7 @@ import pytest
 import reference_fits as R
 from scipy.stats import norm
 
-from conftest import KERNEL_FIT
+from conftest import KERNEL_FIT, assert_docs_quote
 from specfit import models as M
 from specfit.kernels import fitting
 from specfit.kernels.fitting import fit_block as kernel_fit_block
@@ -308,6 +308,7 @@ def test_lrt_size_inside_the_curved_families():
     lnf = np.log(F)
     span = lnf[-1] - lnf[0]
     n, dof = 1000, 4.0
+    sizes = {}
     for fam in ("knee_tail", "kappa_tail"):
         rng = np.random.default_rng(42)
         slope = rng.uniform(2.0, 6.0, n) if fam == "knee_tail" else rng.uniform(1.0, 6.0, n)
@@ -324,3 +325,9 @@ def test_lrt_size_inside_the_curved_families():
         assert ok.mean() > 0.98
         size = np.mean(p[ok] < 0.05)
         assert 0.03 <= size <= 0.07, (fam, size)
+        sizes[fam] = 100 * size
+    assert_docs_quote(
+        "models.md",
+        f"{sizes['knee_tail']:.1f} % for the knee family, {sizes['kappa_tail']:.1f} % for the "
+        "kappa family",
+    )

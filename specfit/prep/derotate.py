@@ -10,8 +10,8 @@ Two methods, chosen by ``prep.derotate_method``:
     quadratic map (row, col) -> (row', col') (12 numbers per frame) is fitted to those points
     and one ``scipy.ndimage.map_coordinates`` spline resampling per frame applies it. sunpy is
     called at ~24 knot frames and the map is interpolated in time (it is smooth); per-frame
-    pointing offsets are added exactly. (An affine map leaves 0.11 px residuals on the
-    175" x 100" AIA field over +-2 h; the quadratic map's worst residual is reported in
+    pointing offsets are added exactly. (Quadratic, not affine: the rotation's map across a
+    field is curved; the quadratic map's worst residual is reported in
     ``attrs["derotate_max_residual_px"]``, and a test compares the result with ``reproject``.)
 ``reproject``
     sunpy Map + ``reproject_to`` inside ``propagate_with_solar_surface`` for every pixel of
