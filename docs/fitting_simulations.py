@@ -111,11 +111,18 @@ def broken_bump(npix: int = 1000, dof: float = 18.0) -> dict:
         ok = np.isfinite(r["b2_loglike"])
         at_bound = r["b2_status"] == 7
         better = r["b2_loglike"] > _loglike(y, m, dof)
+        lo, hi = bumped.bounds_for(FREQ)
+        which = {}  # of the fits at a bound, the share with each parameter on one
+        for j, name in enumerate(bumped.param_names):
+            v = r[f"b2_{name}"][ok & at_bound].astype(float)
+            on = (v <= lo[j] + 1e-9 * max(1.0, abs(lo[j]))) | (v >= hi[j] - 1e-9 * abs(hi[j]))
+            which[name] = float(on.mean()) if v.size else 0.0
         out[label] = {
             "truth": [float(v) for v in truth],
             "pixels": int(ok.sum()),
             "at_bound": float(np.mean(at_bound[ok])),
             "at_bound_and_above_truth": float(np.mean((at_bound & better)[ok])),
+            "parameter_on_a_bound": which,
         }
     return out
 
