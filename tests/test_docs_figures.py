@@ -4,9 +4,11 @@ docs/recovery.py writes docs/recovery.json (docs/models.md's recovery table) and
 docs/lrt_calibration.py writes docs/lrt_calibration.json (docs/significance.md's calibration
 table), docs/box_dof_aia.py writes docs/box_dof_aia.json (docs/spectra.md's AIA box-3 table),
 docs/spectra_simulations.py writes docs/spectra_simulations.json (docs/spectra.md's
-interpolation, box-3 and window simulations). No run here but the cheapest (the interpolation
-simulation, < 1 s): the scripts take minutes to an hour; these tests check that a re-run's JSON
-and the prose that quotes it tell the same story, figure by figure, as rounded in the docs.
+interpolation, box-3 and window simulations), docs/fitting_simulations.py writes
+docs/fitting_simulations.json (docs/fitting.md's bias, model-choice and broken + bump figures).
+Only the cheapest parts are re-run here (interpolation, bias, selection: ~15 s); the others
+take minutes to an hour, and these tests check that a re-run's JSON and the prose that quotes
+it tell the same story, figure by figure, as rounded in the docs.
 """
 
 from __future__ import annotations
@@ -208,3 +210,55 @@ def test_docs_spectra_simulations_interpolation_is_what_a_run_gives():
     for grid in ("aia", "iris"):
         for key, value in fresh[grid].items():
             assert abs(stored[grid][key] - value) <= 1e-6 * max(1.0, abs(value)), (grid, key)
+
+
+def test_fitting_md_simulations_quote_docs_fitting_simulations_json():
+    sims = json.loads((DOCS / "fitting_simulations.json").read_text())
+    text = " ".join((DOCS / "fitting.md").read_text().split())
+    b = {k: sims["bias"][f"dof {k}"] for k in (2, 18, 72)}
+    assert (
+        f"the mean index is low by {-b[2]['bias_in_scatter']:.3f} σ at dof 2 "
+        f"({-b[2]['bias_in_standard_errors']:.1f} standard errors of the mean), "
+        f"{-b[18]['bias_in_scatter']:.3f} σ at dof 18 ({-b[18]['bias_in_standard_errors']:.1f}) "
+        f"and {-b[72]['bias_in_scatter']:.3f} σ at dof 72 "
+        f"({-b[72]['bias_in_standard_errors']:.1f})"
+    ) in text
+    s2, s18 = sims["selection"]["dof 2"], sims["selection"]["dof 18"]
+
+    def pct(key, fmt):
+        return f"{fmt.format(100 * s2[key])} % / {fmt.format(100 * s18[key])} %"
+
+    assert (
+        f"the fraction where M2 is chosen: `lrt` {pct('lrt', '{:.1f}')}; naive χ²₃ LRT "
+        f"{pct('naive_chi2_3', '{:.1f}')}; `ftest` at 5 % {pct('ftest', '{:.0f}')}"
+    ) in text
+    assert f"`aic` {pct('aic', '{:.0f}')}; `chi2` {pct('chi2', '{:.0f}')}" in text
+    naive = f"{100 * s2['naive_chi2_3']:.0f}–{100 * s18['naive_chi2_3']:.0f} %"
+    assert f"naive χ²₃ reference rejects M1 in {naive} of pure-M1 pixels" in text
+    bb = sims["broken_bump"]
+    above, below = bb["bump above the break"], bb["bump below the break"]
+    assert (
+        f"{100 * above['at_bound_and_above_truth']:.0f} % (bump above the break) and "
+        f"{100 * below['at_bound_and_above_truth']:.0f} % (below) of fits ended with a parameter "
+        "on a bound at a likelihood better than the truth's"
+    ) in text
+    on = [bb[t]["parameter_on_a_bound"] for t in ("bump above the break", "bump below the break")]
+    assert (
+        f"mostly the bump width ({100 * on[0]['bump_width']:.0f} % and "
+        f"{100 * on[1]['bump_width']:.0f} % of those fits) and the upper index "
+        f"({100 * on[0]['index_high']:.0f} %, {100 * on[1]['index_high']:.0f} %)"
+    ) in text
+
+
+def test_docs_fitting_simulations_bias_and_selection_are_what_a_run_gives():
+    """The bias and selection parts are cheap (~15 s): re-run them and compare with the JSON
+    (the broken + bump part takes minutes and is not re-run here)."""
+    from conftest import docs_script
+
+    module = docs_script("fitting_simulations")
+    stored = json.loads((DOCS / "fitting_simulations.json").read_text())
+    for part in ("bias", "selection"):
+        fresh = getattr(module, part)()
+        for case, values in fresh.items():
+            for key, value in values.items():
+                assert abs(stored[part][case][key] - value) <= 1e-9, (part, case, key)
