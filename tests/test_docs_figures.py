@@ -262,3 +262,27 @@ def test_docs_fitting_simulations_bias_and_selection_are_what_a_run_gives():
         for case, values in fresh.items():
             for key, value in values.items():
                 assert abs(stored[part][case][key] - value) <= 1e-9, (part, case, key)
+
+
+def test_fitting_md_raised_calls_quote_docs_legacy_m2_choice_json():
+    choice = json.loads((DOCS / "legacy_m2_choice.json").read_text())
+    text = " ".join((DOCS / "fitting.md").read_text().split())
+    m1, m2, m2_again = choice["failed"]
+    n = choice["pixels"]
+    assert (
+        f"had {m1} of the {n:,} M1 calls raise ({100 * m1 / n:.2f} %) and {m2} of the M2 calls "
+        f"({100 * m2 / n:.2f} %; then {m2_again} of its second attempts)"
+    ) in text
+
+
+def test_models_md_tested_recovery_fits_never_missed_quotes_docs_recovery_json():
+    from conftest import docs_script
+
+    tested = docs_script("recovery").RECOVERY
+    cases = json.loads((DOCS / "recovery.json").read_text())["cases"]
+    mine = [c for c in cases if tested.get((c["model"], c["dof"])) == c["n"]]
+    assert len(mine) == len(tested)
+    n = sum(c["n"] for c in mine)
+    missed = sum(c["missed_truth_optimum"] for c in mine)
+    text = " ".join((DOCS / "models.md").read_text().split())
+    assert f"cases this never happens ({missed} of their {n:,} fits, `docs/recovery.json`)" in text

@@ -18,7 +18,7 @@ from scipy.optimize import brentq, minimize
 from scipy.stats import norm
 from test_model_selection import TRUTHS, F
 
-from conftest import KERNEL_FIT
+from conftest import KERNEL_FIT, assert_docs_quote
 from specfit import models as M
 from specfit.kernels.fitting import fit_block as kernel_fit_block
 
@@ -185,8 +185,8 @@ def test_legacy_lsq_ends_on_bounds_and_never_beyond_the_global_profile():
     independent path to the profile) has lost at most 0.5 (+ 2e-3) in log-likelihood: the
     interval follows the estimate's branch, so it lies within the global profile's interval;
     for the bump centre it is at 0.5 on every pixel (measured: a few tail and amplitude ends
-    are up to 0.4 short where another branch, the index at its bound, lies within the level;
-    docs/fitting.md)."""
+    short where another branch, the index at its bound, lies within the level;
+    docs/fitting.md, whose figures this test checks)."""
     from test_global_search import L2, PRODUCT
     from test_global_search import _simulated as simulated
 
@@ -220,3 +220,8 @@ def test_legacy_lsq_ends_on_bounds_and_never_beyond_the_global_profile():
         assert len(d) >= 10, p
         assert max(d) <= 0.5 + 2e-3, (p, max(d))
     assert min(drops["bump_center"]) >= 0.49, drops["bump_center"]
+    # docs/fitting.md quotes the shortest tail/amplitude end and the bump centre's
+    short = min(drops["tail"] + drops["amplitude"])
+    centre = min(drops["bump_center"])
+    assert_docs_quote("fitting.md", f"has lost only {short:.2f} (the index jumps")
+    assert_docs_quote("fitting.md", f"the bump centre's ends were at {centre:.2f} on all of them")
