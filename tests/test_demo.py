@@ -58,7 +58,38 @@ def test_demo_recovers_truth(tmp_path, capsys):
     assert abs(rows["m2_bump_period"]["median_error"]) < 0.3
     assert rows["m2 preferred (bump pixels)"]["fraction"] > 0.8
     assert rows["m2 preferred (no-bump pixels)"]["fraction"] < 0.15
-    # field-wide FDR control (docs/significance.md; measured 74.7 % and 0.7 %): far fewer
+    # field-wide FDR control (docs/significance.md): far fewer
     # false bumps than per pixel, most real ones kept
     assert rows["m2 preferred, FDR (no-bump)"]["fraction"] < 0.02
     assert rows["m2 preferred, FDR (bump)"]["fraction"] > 0.6
+    # The README shows the table this run prints, line for line
+    lines = out.splitlines()
+    head = next(
+        i for i, line in enumerate(lines) if line.startswith("parameter") and "pixels" in line
+    )
+    printed = [lines[head]] + [line for line in lines[head + 1 :] if line[:32].strip() in rows]
+    assert len(printed) == len(rows) + 1
+    readme = (ROOT / "README.md").read_text().splitlines()
+    for line in printed:
+        assert line in readme, f"README.md's demo table should show {line!r}"
+    # docs/significance.md's demo table counts the same rows
+    text = " ".join((ROOT / "docs" / "significance.md").read_text().split())
+
+    def count(name):
+        r = rows[name]
+        return round(r["fraction"] * r["pixels"]), r["pixels"], 100 * r["fraction"]
+
+    for label, key, fp in (
+        ("per pixel, p < 0.05 (`best_model`)", "m2 preferred", "{:.0f} %"),
+        ("BH q ≤ 0.05 (`best_model_fdr`)", "m2 preferred, FDR", "{:.1f} % (nominal 5 %)"),
+        ("global 0.999 (`lrt_global`)", "m2 preferred, global", "{:.0f} %"),
+    ):
+        found, nb, pb = count(f"{key} (bump pixels)" if "," not in key else f"{key} (bump)")
+        false, nn, pn = count(f"{key} (no-bump pixels)" if "," not in key else f"{key} (no-bump)")
+        share = fp.format(100 * false / max(1, found + false))
+        if key == "m2 preferred":
+            cells = f"{found} of {nb} ({pb:.1f} %) | {false} of {nn:,} ({pn:.1f} %) | {share}"
+        else:
+            cells = f"{found} ({pb:.1f} %) | " + (f"{false} ({pn:.1f} %)" if false else "0")
+            cells += f" | {share}"
+        assert f"| {label} | {cells} |" in text, f"docs/significance.md: {label}"

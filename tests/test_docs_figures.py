@@ -108,6 +108,8 @@ def test_spectra_md_box3_table_quotes_docs_box_dof_aia_json():
     lo, hi = auto["neff_p5_p95"]
     assert rows["N_eff (median; 5–95 %)"][2] == f"{auto['neff_median']:.1f} ({lo:.2f}–{hi:.2f})"
     assert f"take {auto['neff_values']} values on this field" in " ".join(doc.split())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"on AIA 1600 box 3: a median of {auto['neff_median']:.1f} of 9" in readme
 
 
 def test_fitting_md_interval_table_quotes_docs_recovery_json():
@@ -286,3 +288,52 @@ def test_models_md_tested_recovery_fits_never_missed_quotes_docs_recovery_json()
     missed = sum(c["missed_truth_optimum"] for c in mine)
     text = " ".join((DOCS / "models.md").read_text().split())
     assert f"cases this never happens ({missed} of their {n:,} fits, `docs/recovery.json`)" in text
+
+
+def _times_ten(x: float) -> str:
+    """2.7e-08 as the docs write it: 2.7 × 10⁻⁸."""
+    mant, exp = f"{x:.1e}".split("e")
+    sup = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+    return f"{mant} × 10{str(int(exp)).translate(sup)}"
+
+
+def test_significance_md_aia_figures_quote_realdata_and_box_dof_aia_json():
+    aia = json.loads((DOCS / "realdata.json").read_text())["aia1600"]
+    box1 = json.loads((DOCS / "box_dof_aia.json").read_text())["runs"]["box 1"]
+    text = " ".join((DOCS / "significance.md").read_text().split())
+    n = int(re.search(r"([\d,]+) pixels tested", text).group(1).replace(",", ""))
+    counts = {}
+    for key in ("pixel", "fdr", "global"):
+        pct = aia[f"lrt_{key}_percent"]
+        counts[key] = round(pct * n / 100)
+        assert abs(100 * counts[key] / n - pct) < 1e-9, key  # the percent is a count of n
+    c, threshold = counts, aia["lrt_global_threshold"]
+    pct = {k: f"{100 * v / n:.1f}" for k, v in c.items()}
+    assert f"| per pixel, LRT p < 0.05 (`best_model`) | {c['pixel']:,} ({pct['pixel']} %) |" in text
+    assert f"| BH q ≤ 0.05 (`best_model_fdr`) | {c['fdr']:,} ({pct['fdr']} %) |" in text
+    assert (
+        f"| global level 0.999 (p ≤ {_times_ten(threshold)}) | {c['global']:,} "
+        f"({pct['global']} %) |"
+    ) in text
+    # the `specfit info` printout of the same run
+    assert (
+        f"lrt_pvalue: {n} tested; per pixel p < 0.05: {c['pixel']} ({pct['pixel']}%); BH q <= "
+        f"0.05: {c['fdr']} ({pct['fdr']}%); global 0.999: {c['global']} ({pct['global']}%) "
+        f"(p <= {threshold:.1e})"
+    ) in text
+    m1 = f"{100 - 100 * c['fdr'] / n:.1f}"
+    assert f"best_model_fdr (lrt at FDR 0.05): m1 {m1}%, m2 {pct['fdr']}%" in text
+    assert f"(median {_times_ten(box1['lrt_pvalue_median'])};" in text
+
+
+def test_hf_steepening_md_fmax_run_quotes_docs_box_dof_aia_json():
+    runs = json.loads((DOCS / "box_dof_aia.json").read_text())["runs"]
+    cut, full = runs["box 1, fmax 8.3 mHz"], runs["box 1"]
+    text = " ".join((DOCS / "hf_steepening.md").read_text().split())
+    assert (
+        f"still has M1 at a bound in {cut['m1_at_bound_percent']:.1f} % of pixels (tail median "
+        f"{cut['m1_tail_median']:g}) and M2 in {cut['m2_at_bound_percent']:.1f} %. The LRT then "
+        f"prefers M2 in {cut['m2_preferred_percent']:.1f} % instead of "
+        f"{full['m2_preferred_percent']:.1f} % over the whole band, and M1's median index is "
+        f"{cut['m1_index_median']:.2f}"
+    ) in text
