@@ -337,3 +337,15 @@ def test_hf_steepening_md_fmax_run_quotes_docs_box_dof_aia_json():
         f"{full['m2_preferred_percent']:.1f} % over the whole band, and M1's median index is "
         f"{cut['m1_index_median']:.2f}"
     ) in text
+
+
+def test_hf_steepening_index_changes_quote_docs_hf_steepening_json():
+    res = json.loads((DOCS / "hf_steepening.json").read_text())["results"]
+    top = {k: res[k]["index_by_bins"]["60-149"] for k in ("raw", "order0", "order1", "order3")}
+    d = {k: top[k] - top["raw"] for k in ("order0", "order1", "order3")}
+    text = " ".join((DOCS / "hf_steepening.md").read_text().split())
+    assert f"+{d['order1']:.2f} for linear, +{d['order3']:.2f} for cubic" in text
+    assert f"(+{d['order3']:.2f} for the default cubic)" in text
+    assert f"the index drops by {-d['order0']:.2f}" in text
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"by +{d['order3']:.2f} (cubic) or +{d['order1']:.2f} (linear)" in readme
