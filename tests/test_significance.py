@@ -15,7 +15,7 @@ import pytest
 from scipy.stats import false_discovery_control
 
 import specfit.synthetic as synthetic
-from conftest import tiny_config
+from conftest import assert_docs_quote, tiny_config
 from specfit.config import DEFAULTS, load_config
 from specfit.errors import ConfigError
 from specfit.kernels.fitting import fit_block
@@ -162,6 +162,11 @@ def test_bh_and_sidak_rates_on_uniform_null_fields():
     for rate in (bh_any, sidak_any):
         assert abs(rate - 0.05) <= 3 * np.sqrt(0.05 * 0.95 / 4000), (bh_any, sidak_any)
     assert abs(np.mean(fields < 0.05) - 0.05) <= 3 * np.sqrt(0.05 * 0.95 / fields.size)
+    assert_docs_quote(
+        "significance.md",
+        f"BH makes a discovery in {100 * bh_any:.1f} % of the fields and Šidák in "
+        f"{100 * sidak_any:.1f} %",
+    )
 
 
 @pytest.fixture(scope="module")
