@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def commit_stamp(script: str = "docs/make_realdata_figures.py") -> str:
+def commit_stamp(script: str) -> str:
     """The checked-out commit, "+changes" when the code, configs or ``script`` that ran
     differ from it (the figure scripts in docs/ stamp their JSON with it)."""
     git = ["git", "-C", str(ROOT)]
@@ -32,14 +32,16 @@ def commit_stamp(script: str = "docs/make_realdata_figures.py") -> str:
     return head.stdout.strip() + ("+changes" if dirty else "")
 
 
-def stamp(script: str, cpu_seconds: float) -> dict:
-    """When, on which commit and machine a figure was measured."""
-    return {
+def stamp(script: str, cpu_seconds: float | None = None) -> dict:
+    """When, on which commit and machine a figure was measured (and its CPU time, if given)."""
+    out = {
         "measured": datetime.now(UTC).strftime("%Y-%m-%d"),
         "commit": commit_stamp(script),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "cpu_seconds": round(cpu_seconds, 1),
     }
+    if cpu_seconds is not None:
+        out["cpu_seconds"] = round(cpu_seconds, 1)
+    return out
 
 
 def run_parts(

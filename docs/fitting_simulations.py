@@ -34,7 +34,8 @@ from scipy import special, stats
 from specfit.config import DEFAULTS
 from specfit.kernels.fitting import fit_block
 from specfit.models import LORENTZIAN_BUMP, get_model
-from specfit.stages import FIT_OPTION_KEYS, resolve_models
+from specfit.pipeline import fit_options
+from specfit.stages import resolve_models
 
 ROOT = Path(__file__).resolve().parents[1]
 FREQ = np.arange(1, 301) / 7200.0
@@ -42,7 +43,7 @@ M1_TRUTH = np.array([1e-5, 2.0, 1.0])  # amplitude, index, tail
 
 
 def _fit(power, models, dof):
-    opts = {k: getattr(DEFAULTS.fit, k) for k in FIT_OPTION_KEYS}
+    opts = fit_options(DEFAULTS)  # what `specfit run` hands the solver
     return fit_block(FREQ, power, models, method="whittle", dof=dof, bin_rho=(), **opts)
 
 

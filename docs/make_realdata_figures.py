@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from figure_stamp import commit_stamp  # docs/, beside this script
+from figure_stamp import stamp  # docs/, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "aia1600_20120606"
@@ -282,11 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out or Path(tempfile.mkdtemp(prefix="specfit-realdata-"))
     # each entry says when, on what and on which commit it was measured: a run of some
     # configs keeps the other entries, which may be older
-    stamp = {
-        "measured": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "commit": commit_stamp(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-    }
+    when = stamp("docs/make_realdata_figures.py")
     figures: dict = {}
     for name in args.only.split(","):
         store, seconds = run_config(name, out)
@@ -304,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
 
             figures[name]["original_comparison"] = compare_original(xr.open_zarr(store), ORIGINAL)
     for entry in figures.values():
-        entry.update(stamp)
+        entry.update(when)
     old = json.loads(args.json.read_text()) if args.json.is_file() else {}
     for key in ("measured", "machine"):  # the file-wide stamp of earlier versions
         old.pop(key, None)

@@ -39,7 +39,8 @@ from specfit import synthetic
 from specfit.config import DEFAULTS
 from specfit.kernels import resample as rs
 from specfit.kernels import tile as T
-from specfit.stages import FIT_OPTION_KEYS, resolve_models
+from specfit.pipeline import fit_options
+from specfit.stages import resolve_models
 
 ROOT = Path(__file__).resolve().parents[1]
 # the defaults' spectra (one segment, no window, mean detrend, density), one pixel at a time
@@ -50,7 +51,7 @@ INDEX = 2.0  # the simulated truths' power-law index (synthetic.correlated_serie
 def _fit(freq, power, dof, rho=None):
     """Whittle fit of a (nf, ny, nx) block at the default fit options and models."""
     models = resolve_models(dict(DEFAULTS.fit.models))
-    opts = {k: getattr(DEFAULTS.fit, k) for k in FIT_OPTION_KEYS}
+    opts = fit_options(DEFAULTS)  # what `specfit run` hands the solver
     rho = np.zeros(0) if rho is None else rho
     return T.fit_maps(freq, power, dof, None, models, "whittle", opts, rho)
 

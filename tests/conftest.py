@@ -21,10 +21,16 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("SPECFIT_CACHE_DIR", tempfile.mkdtemp(prefix="specfit-tests-cache-"))
 
 
+def page_text(path: str) -> str:
+    """A page of the repository (``README.md``, ``docs/fitting.md``) with its whitespace
+    normalised, so that a quoted sentence matches across line breaks."""
+    return " ".join((ROOT / path).read_text().split())
+
+
 def assert_docs_quote(page: str, fragment: str) -> None:
     """docs/<page> says ``fragment`` (whitespace-normalised): a test that re-measures a figure
     the docs quote checks the quote, at the docs' rounding (issue 12 item 5)."""
-    text = " ".join((ROOT / "docs" / page).read_text().split())
+    text = page_text(f"docs/{page}")
     assert fragment in text, f"docs/{page} should say {fragment!r} (re-measured by this test)"
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, docs_script, page_text
+
 DOCS = ROOT / "docs"
 
 # How docs/models.md's recovery table names a parameter.
@@ -58,7 +58,7 @@ def test_models_md_recovery_table_quotes_docs_recovery_json():
 
 def test_significance_md_calibration_table_quotes_docs_lrt_calibration_json():
     fig = json.loads((DOCS / "lrt_calibration.json").read_text())
-    doc = " ".join((DOCS / "significance.md").read_text().split())
+    doc = page_text("docs/significance.md")
     rows = {
         "prior": "truths from the declared null",
         "field": "synthetic-field truths (the test's",
@@ -86,11 +86,7 @@ def test_significance_md_calibration_table_quotes_docs_lrt_calibration_json():
 def test_spectra_md_box3_table_quotes_docs_box_dof_aia_json():
     runs = json.loads((DOCS / "box_dof_aia.json").read_text())["runs"]
     doc = (DOCS / "spectra.md").read_text()
-    table = doc[doc.index("| | box 1 | box 3, nominal | box 3, auto |") :].split("\n\n", 1)[0]
-    rows = {
-        line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[1:]]
-        for line in table.splitlines()[2:]
-    }
+    rows = _table(doc, "| | box 1 | box 3, nominal | box 3, auto |")
     order = ("box 1", "box 3, nominal", "box 3, auto")
     for label, key, fmt in (
         ("`m1_chi2red` median", "m1_chi2red_median", "{:.2f}"),
@@ -108,7 +104,7 @@ def test_spectra_md_box3_table_quotes_docs_box_dof_aia_json():
     lo, hi = auto["neff_p5_p95"]
     assert rows["N_eff (median; 5–95 %)"][2] == f"{auto['neff_median']:.1f} ({lo:.2f}–{hi:.2f})"
     assert f"take {auto['neff_values']} values on this field" in " ".join(doc.split())
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = page_text("README.md")
     assert f"on AIA 1600 box 3: a median of {auto['neff_median']:.1f} of 9" in readme
 
 
@@ -204,8 +200,6 @@ def test_spectra_md_simulated_tables_quote_docs_spectra_simulations_json():
 
 def test_docs_spectra_simulations_interpolation_is_what_a_run_gives():
     """The interpolation part is cheap (< 1 s): re-run it and compare with the stored JSON."""
-    from conftest import docs_script
-
     module = docs_script("spectra_simulations")
     stored = json.loads((DOCS / "spectra_simulations.json").read_text())["interpolation"]
     fresh = module.interpolation()
@@ -216,7 +210,7 @@ def test_docs_spectra_simulations_interpolation_is_what_a_run_gives():
 
 def test_fitting_md_simulations_quote_docs_fitting_simulations_json():
     sims = json.loads((DOCS / "fitting_simulations.json").read_text())
-    text = " ".join((DOCS / "fitting.md").read_text().split())
+    text = page_text("docs/fitting.md")
     b = {k: sims["bias"][f"dof {k}"] for k in (2, 18, 72)}
     assert (
         f"the mean index is low by {-b[2]['bias_in_scatter']:.3f} σ at dof 2 "
@@ -255,8 +249,6 @@ def test_fitting_md_simulations_quote_docs_fitting_simulations_json():
 def test_docs_fitting_simulations_bias_and_selection_are_what_a_run_gives():
     """The bias and selection parts are cheap (~15 s): re-run them and compare with the JSON
     (the broken + bump part takes minutes and is not re-run here)."""
-    from conftest import docs_script
-
     module = docs_script("fitting_simulations")
     stored = json.loads((DOCS / "fitting_simulations.json").read_text())
     for part in ("bias", "selection"):
@@ -268,7 +260,7 @@ def test_docs_fitting_simulations_bias_and_selection_are_what_a_run_gives():
 
 def test_fitting_md_raised_calls_quote_docs_legacy_m2_choice_json():
     choice = json.loads((DOCS / "legacy_m2_choice.json").read_text())
-    text = " ".join((DOCS / "fitting.md").read_text().split())
+    text = page_text("docs/fitting.md")
     m1, m2, m2_again = choice["failed"]
     n = choice["pixels"]
     assert (
@@ -278,15 +270,13 @@ def test_fitting_md_raised_calls_quote_docs_legacy_m2_choice_json():
 
 
 def test_models_md_tested_recovery_fits_never_missed_quotes_docs_recovery_json():
-    from conftest import docs_script
-
     tested = docs_script("recovery").RECOVERY
     cases = json.loads((DOCS / "recovery.json").read_text())["cases"]
     mine = [c for c in cases if tested.get((c["model"], c["dof"])) == c["n"]]
     assert len(mine) == len(tested)
     n = sum(c["n"] for c in mine)
     missed = sum(c["missed_truth_optimum"] for c in mine)
-    text = " ".join((DOCS / "models.md").read_text().split())
+    text = page_text("docs/models.md")
     assert f"cases this never happens ({missed} of their {n:,} fits, `docs/recovery.json`)" in text
 
 
@@ -300,7 +290,7 @@ def _times_ten(x: float) -> str:
 def test_significance_md_aia_figures_quote_realdata_and_box_dof_aia_json():
     aia = json.loads((DOCS / "realdata.json").read_text())["aia1600"]
     box1 = json.loads((DOCS / "box_dof_aia.json").read_text())["runs"]["box 1"]
-    text = " ".join((DOCS / "significance.md").read_text().split())
+    text = page_text("docs/significance.md")
     n = int(re.search(r"([\d,]+) pixels tested", text).group(1).replace(",", ""))
     counts = {}
     for key in ("pixel", "fdr", "global"):
@@ -329,7 +319,7 @@ def test_significance_md_aia_figures_quote_realdata_and_box_dof_aia_json():
 def test_hf_steepening_md_fmax_run_quotes_docs_box_dof_aia_json():
     runs = json.loads((DOCS / "box_dof_aia.json").read_text())["runs"]
     cut, full = runs["box 1, fmax 8.3 mHz"], runs["box 1"]
-    text = " ".join((DOCS / "hf_steepening.md").read_text().split())
+    text = page_text("docs/hf_steepening.md")
     assert (
         f"still has M1 at a bound in {cut['m1_at_bound_percent']:.1f} % of pixels (tail median "
         f"{cut['m1_tail_median']:g}) and M2 in {cut['m2_at_bound_percent']:.1f} %. The LRT then "
@@ -343,9 +333,9 @@ def test_hf_steepening_index_changes_quote_docs_hf_steepening_json():
     res = json.loads((DOCS / "hf_steepening.json").read_text())["results"]
     top = {k: res[k]["index_by_bins"]["60-149"] for k in ("raw", "order0", "order1", "order3")}
     d = {k: top[k] - top["raw"] for k in ("order0", "order1", "order3")}
-    text = " ".join((DOCS / "hf_steepening.md").read_text().split())
+    text = page_text("docs/hf_steepening.md")
     assert f"+{d['order1']:.2f} for linear, +{d['order3']:.2f} for cubic" in text
     assert f"(+{d['order3']:.2f} for the default cubic)" in text
     assert f"the index drops by {-d['order0']:.2f}" in text
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = page_text("README.md")
     assert f"by +{d['order3']:.2f} (cubic) or +{d['order1']:.2f} (linear)" in readme

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import ROOT, assert_docs_quote
 from specfit.cli import main
 from specfit.config import load_config
 from specfit.errors import InputError
@@ -62,7 +63,7 @@ def test_init_aia_fits(shared_data, tmp_path, no_pixels):
     assert "# gap: 96 s" in raw and "derotate: true" in raw and "# fixed pointing" in raw
     assert yaml.safe_load(raw)["spectra"]["segments"] == 2
     # docs/jsoc.md shows this report: every line but the first (the folder's path) as printed
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "jsoc.md").read_text().splitlines()
+    doc = (ROOT / "docs" / "jsoc.md").read_text().splitlines()
     for line in report.splitlines()[1:]:
         assert line in doc, f"docs/jsoc.md's init transcript should show {line!r}"
 
@@ -115,12 +116,11 @@ def test_init_jittered_cadence(shared_data, no_pixels):
     t = np.asarray(arr["time"].values, dtype=float)  # seconds from the first frame
     median = float(f"{np.median(np.diff(t)):.4g}")
     at_median = rs.interpolation_nyquist_gain(t, rs.uniform_times(t, median))
-    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "jsoc.md").read_text().split())
-    want = (
+    assert_docs_quote(
+        "jsoc.md",
         f"{kept} % for IRIS 2796 at 18.72 s where the median {median:g} s keeps "
-        f"{100 * at_median:.0f} %"
+        f"{100 * at_median:.0f} %",
     )
-    assert want in text, f"docs/jsoc.md should say {want!r}"
 
 
 @pytest.mark.realdata
