@@ -1,11 +1,11 @@
 """The simulations docs/spectra.md quotes: interpolation, box-3 dof, windows (issue 12 item 5).
 
-    python docs/spectra_simulations.py [--only interpolation,box3,windows]
+    python docs/spectra_simulations.py [--only interpolation,box3,box3_causes,windows]
                                        [--json docs/spectra_simulations.json]
 
-Three simulations with known truth, each through specfit's own functions (the tile chain's
+Four simulations with known truth, each through specfit's own functions (the tile chain's
 ``resample_values``, ``periodograms``, ``box_spectra``, ``box_dof`` and ``fit_maps`` with the
-default fit options); about 3 minutes on one core. ``--only`` re-runs some and keeps the
+default fit options); about 4 minutes on one core. ``--only`` re-runs some and keeps the
 others' entries in the JSON.
 
 - ``interpolation``: unit white noise (2,000 series of 600 frames) at frame times like AIA's
@@ -21,6 +21,14 @@ others' entries in the JSON.
   index pulls, the LRT's rate of preferring M2 at 5 %. Two sizes: 600 boxes of 256 frames (the
   slow test ``tests/test_box_dof.py`` asserts on exactly this one) and 1,000 boxes of 512
   frames, where one pixel's own periodogram (box 1) is fitted too.
+- ``box3_causes``: what moves box 3's LRT size. 961 box-3 means 5 px apart on one 160 x 160
+  px correlated field (true N_eff 2.50), at 256 and 512 frames, fitted with the per-box
+  estimate (``box_dof`` auto), the true N_eff rounded as specfit rounds it, the exact true
+  N_eff, and an estimate pooled over 7 x 7 neighbouring boxes (computed here, not in
+  specfit); and 4,000 values drawn independently per frequency from the Gamma law of the
+  true dof (fitted with the exact and the rounded dof) and from a box mean's exact law (a
+  weighted sum of exponentials). Printed as for ``box3``, plus the LRT reference's and the
+  statistic's 95 % points for the Gamma rows.
 - ``windows``: 4,000 pure-M1 series (index 2, no bump) of 600 frames at 12 s (299 bins), cut
   from the middle of series four times longer, so that red-noise leakage is as in real data;
   fitted with each window / detrend and the dof correction the pipeline applies
@@ -120,6 +128,114 @@ def box3_case(n: int, n_frames: int, seed: int, box1: bool) -> dict:
     return {"boxes": n, "frequencies": int(freq.size), **out}
 
 
+def _pooled_neff(power: np.ndarray, pool: int) -> tuple[np.ndarray, np.ndarray]:
+    """Box-3 N_eff per box as ``periodogram.box_neff`` computes it (for boxes at least 1 px
+    inside the field), and the same estimator with its sums pooled over ``pool`` x ``pool``
+    neighbouring boxes (not in specfit; valid ``pool // 2 + 1`` px inside the field)."""
+    from scipy.ndimage import uniform_filter
+
+    p = power.astype(np.float64)
+    nf = p.shape[0]
+    box = (1, 3, 3)
+    m = uniform_filter(p, box, mode="nearest")  # box means (exact inside the field)
+    k = np.arange(1, nf - 1)
+    c = sum(m[np.clip(k + j, 0, nf - 1)] for j in (-3, -2, 2, 3))
+    d = p[:-2] - 2.0 * p[1:-1] + p[2:]
+    w = 1.0 / c**2
+    num = (w * uniform_filter(d * d, box, mode="nearest")).sum(axis=0)
+    den = (w * uniform_filter(d, box, mode="nearest") ** 2).sum(axis=0)
+    pooled = uniform_filter(num, pool, mode="nearest") / uniform_filter(den, pool, mode="nearest")
+    return np.clip(num / den, 1.0, 9.0), np.clip(pooled, 1.0, 9.0)
+
+
+def _box_eigen_noise(rng, shape: tuple[int, ...], smoothing: float) -> np.ndarray:
+    """The exact distribution of a box-3 mean of one frequency's periodogram values over a
+    :func:`synthetic.correlated_series` field: sum_j lambda_j E_j, E_j ~ Exp(1), with
+    lambda_j the eigenvalues of the 9 pixels' correlation matrix / 9 (mean 1), drawn
+    independently for every value."""
+    kern = np.pad(synthetic.mixing_kernel(smoothing), 3)
+    offs = [(a, b) for a in range(3) for b in range(3)]
+    r = np.array(
+        [
+            [(kern * np.roll(kern, (a1 - a2, b1 - b2), (0, 1))).sum() for a2, b2 in offs]
+            for a1, b1 in offs
+        ]
+    )
+    lam = np.linalg.eigvalsh(r) / 9.0
+    return (rng.exponential(size=(*shape, 9)) * lam).sum(axis=-1)
+
+
+def box3_causes_case(n_frames: int, side: int = 160, seed: int = 5, npix: int = 4000) -> dict:
+    from specfit.kernels import fitting as FT
+
+    _, values, _ = synthetic.correlated_series(
+        (side, side), n_frames, 12.0, smoothing=1.0, seed=seed
+    )
+    freq, power, meta = T.periodograms(values, 12.0, SPECTRA)
+    del values
+    mean, _, count = T.box_spectra(power, 3)
+    c = np.arange(4, side - 4, 5)  # box centres 5 px apart: no shared pixel
+    at = (c[:, None], c[None, :])
+    box_mean = mean[(slice(None), *at)].reshape(freq.size, 1, -1).astype(np.float32)
+    auto = T.box_dof(power, count, 3, meta["dof"], "auto")[at].reshape(1, -1)
+    per_box, pooled = _pooled_neff(power, 7)
+    del power, mean
+    # the same estimator, recomputed in numpy: it must give specfit's stored dof
+    same = T.quantise_neff(per_box[at].reshape(1, -1), 9) * meta["dof"]
+    if not np.allclose(same, auto, rtol=1e-6):
+        raise RuntimeError("the numpy N_eff differs from periodogram.box_neff")
+    k = synthetic.mixing_neff(1.0, 3)
+    kq = float(T.quantise_neff(np.array(k), 9))
+    exact, quantised = np.float32(2 * k), np.float32(2 * kq)
+    rows = {
+        "box means, auto (per box)": (box_mean, auto),
+        "box means, true N_eff quantised": (box_mean, quantised),
+        "box means, true N_eff exact": (box_mean, exact),
+        "box means, N_eff pooled over 7x7 boxes": (
+            box_mean,
+            (2 * T.quantise_neff(pooled[at].reshape(1, -1), 9)).astype(np.float32),
+        ),
+    }
+    truth = 30.0 * 1e-3**INDEX * freq**-INDEX + 1.0
+    rng = np.random.default_rng(seed + 100)
+    gamma = truth[:, None, None] * rng.gamma(k, 1.0 / k, size=(freq.size, 1, npix))
+    eigen = truth[:, None, None] * _box_eigen_noise(rng, (freq.size, 1, npix), 1.0)
+    rows["Gamma noise, exact dof"] = (gamma.astype(np.float32), exact)
+    rows["Gamma noise, quantised dof"] = (gamma.astype(np.float32), quantised)
+    rows["box-mean distribution, exact dof"] = (eigen.astype(np.float32), exact)
+    out: dict = {"boxes": int(box_mean.shape[2]), "frequencies": int(freq.size), "neff_true": k}
+    models = resolve_models(dict(DEFAULTS.fit.models))
+    opts = fit_options(DEFAULTS)
+    for name, (power_, dof) in rows.items():
+        res = _fit(freq, power_, dof)
+        neff = np.broadcast_to(
+            np.asarray(dof, dtype=np.float64) / meta["dof"], res["m1_status"].shape
+        )
+        out[name] = {
+            "pixels": int(power_.shape[2]),
+            "neff_median": float(np.median(neff)),
+            "neff_share_off": float(np.mean(np.abs(neff - kq) > 1e-3)),
+            **calibration(res),
+        }
+        if name.startswith("Gamma noise"):
+            ref = FT.lrt_reference(
+                freq,
+                float(dof),
+                *models.values(),
+                "whittle",
+                opts["max_iter"],
+                opts["tol"],
+                opts["multistart"],
+            )
+            out[name]["reference_q95"] = float(np.quantile(ref.null, 0.95))
+            out[name]["statistic_q95"] = float(np.quantile(res["lrt_stat"], 0.95))
+    return out
+
+
+def box3_causes() -> dict:
+    return {f"{n}": box3_causes_case(n) for n in (256, 512)}
+
+
 def box3() -> dict:
     return {
         "600x256": box3_case(600, 256, seed=21, box1=False),
@@ -147,7 +263,12 @@ def windows(npix: int = 4000, n_frames: int = 600, seed: int = 5) -> dict:
     return out
 
 
-PARTS = {"interpolation": interpolation, "box3": box3, "windows": windows}
+PARTS = {
+    "interpolation": interpolation,
+    "box3": box3,
+    "box3_causes": box3_causes,
+    "windows": windows,
+}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -188,6 +188,30 @@ def test_spectra_md_simulated_tables_quote_docs_spectra_simulations_json():
         f"nominal {pair('nominal')}, independent Gamma noise of the true dof "
         f"{pair('gamma_true_dof')}, one pixel's own periodogram (box 1, exact χ²₂) {pair('box1')}"
     ) in text
+    # the table of what moves box 3's LRT size (box3_causes)
+    causes = sims["box3_causes"]
+    rows = _table(doc, "| spectra, dof used | 127 frequencies")
+    for label, key in (
+        ("box means, `box_dof: auto` (one estimate per box)", "box means, auto (per box)"),
+        ("box means, the true N_eff rounded (2.38)", "box means, true N_eff quantised"),
+        ("box means, the true N_eff (2.50)", "box means, true N_eff exact"),
+        (
+            "box means, one N_eff pooled over 7 × 7 boxes (not in specfit), rounded",
+            "box means, N_eff pooled over 7x7 boxes",
+        ),
+        ("Gamma noise, the true dof", "Gamma noise, exact dof"),
+        ("Gamma noise, the rounded dof", "Gamma noise, quantised dof"),
+        ("a box mean's exact distribution, the true dof", "box-mean distribution, exact dof"),
+    ):
+        want = [
+            f"{c[key]['pull_std']:.2f} / {100 * c[key]['lrt_size']:.1f} %"
+            for c in (causes["256"], causes["512"])
+        ]
+        assert rows[label] == want, label
+    assert [causes[n]["frequencies"] for n in ("256", "512")] == [127, 255]
+    assert f"{causes['256']['boxes']} box-3 means" in text
+    pooled = causes["256"]["box means, N_eff pooled over 7x7 boxes"]["neff_share_off"]
+    assert f"where {100 * pooled:.0f} % of the pooled values still round to another step" in text
     # the interpolation sentences
     aia, iris = sims["interpolation"]["aia"], sims["interpolation"]["iris"]
     assert f"white noise keeps {100 * aia['variance_kept']:.1f} % of its variance" in text
