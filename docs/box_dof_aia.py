@@ -9,7 +9,8 @@ the default) and with ``spectra.fmax=0.00834`` (docs/hf_steepening.md), and prin
 ``m2_chi2red`` and ``m1_index_err``, the share of pixels where the LRT prefers M2 and where
 each model's goodness-of-fit test rejects at 5 %, the shares at a bound (status 7), the
 medians of ``m1_index``, ``m1_tail`` and ``lrt_pvalue``, the number
-of distinct dof values (one LRT reference each) and the wall time. Results go under ``--out``
+of distinct dof values (one LRT reference each) and the wall time; each run is stamped with
+its date, commit and machine (``figure_stamp.stamp``). Results go under ``--out``
 (default a temporary folder), never into the repository.
 """
 
@@ -21,10 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from figure_stamp import stamp  # docs/, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = {
@@ -97,10 +98,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, default=ROOT / "docs" / "box_dof_aia.json")
     args = ap.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="specfit-boxdof-"))
-    result: dict = {"measured": datetime.now(UTC).strftime("%Y-%m-%d"), "runs": {}}
+    result: dict = {"runs": {}}
     for name, settings in RUNS.items():
         store = out / name.replace(" ", "").replace(",", "_") / "results.zarr"
         result["runs"][name] = figures(store, run(settings, store))
+        result["runs"][name]["stamp"] = stamp("docs/box_dof_aia.py")
         print(name, json.dumps(result["runs"][name]), flush=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.json}")
