@@ -281,6 +281,18 @@ def main(argv: list[str] | None = None) -> dict:
         }
         noise_curves[name] = np.mean(rel, axis=0)
 
+    # how far the frame times lie from the uniform grid they are interpolated onto, and the
+    # largest weight a neighbouring frame then gets
+    from specfit.kernels.resample import uniform_times
+
+    grid = uniform_times(t, dt)
+    offset = np.abs(t[:, None] - grid[None, :]).min(axis=1)
+    # the raw median spectrum: where its bump peaks above a straight line (ln P on ln f) over
+    # bins 14-60 (~2-8 mHz), and how far it falls from there to the top bins (TOP)
+    med = np.median(p_raw[common], axis=0)
+    band = (k >= 14) & (k <= 60)
+    line = np.polyval(np.polyfit(np.log(f[band]), np.log(med[band]), 1), np.log(f[band]))
+    peak = int(np.flatnonzero(band)[np.argmax(np.log(med[band]) - line)])
     b = floors["boerner_2.12e"]
     out = {
         "field_px": [int(ny), int(nx)],
@@ -305,6 +317,15 @@ def main(argv: list[str] | None = None) -> dict:
                 np.median(np.sqrt(measured_var / b["var_dn"]))
             ),
             "white_unit_level": unit_level,
+        },
+        "frame_times": {
+            "max_offset_from_grid_s": float(offset.max()),
+            "max_neighbour_weight": float(offset.max() / dt),
+        },
+        "raw_median_spectrum": {
+            "bump_peak_mhz": float(f[peak] * 1e3),
+            "bump_peak_bin": int(k[peak]),
+            "decades_from_bump_peak_to_top_bins": float(np.log10(med[peak] / med[top].mean())),
         },
         "top_bins_envelope_by_counts": envelope,
         "results": results,
