@@ -353,6 +353,26 @@ def test_hf_steepening_md_fmax_run_quotes_docs_box_dof_aia_json():
     ) in text
 
 
+def test_hf_steepening_md_reads_of_the_data_quote_docs_hf_steepening_json():
+    """What the page once read off the figure, now measured by the script."""
+    hf = json.loads((DOCS / "hf_steepening.json").read_text())
+    times, spec = hf["frame_times"], hf["raw_median_spectrum"]
+    text = page_text("docs/hf_steepening.md")
+    assert times["max_neighbour_weight"] <= 0.001
+    assert (
+        f"The frame times (`T_OBS`) lie within {times['max_offset_from_grid_s']:.2f} s of that "
+        "grid, so a neighbouring frame's interpolation weight is ≤ 0.001"
+    ) in text
+    assert (
+        f"falls by {spec['decades_from_bump_peak_to_top_bins']:.1f} decades from the bump's peak "
+        "to the top bins (120–149)"
+    ) in text
+    assert (
+        "the raw median spectrum peaks above a straight line over bins 14–60 at "
+        f"{spec['bump_peak_mhz']:.1f} mHz, bin {spec['bump_peak_bin']})"
+    ) in text
+
+
 def test_hf_steepening_index_changes_quote_docs_hf_steepening_json():
     res = json.loads((DOCS / "hf_steepening.json").read_text())["results"]
     top = {k: res[k]["index_by_bins"]["60-149"] for k in ("raw", "order0", "order1", "order3")}
