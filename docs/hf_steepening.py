@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     from specfit.config import load_config
     from specfit.io import open_input
     from specfit.kernels.periodogram import periodogram
+    from specfit.kernels.resample import uniform_times
     from specfit.prep.derotate import derotate, plan_derotation
 
     dask.config.set(scheduler="synchronous")  # one core: the machine is shared
@@ -283,8 +284,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     # how far the frame times lie from the uniform grid they are interpolated onto, and the
     # largest weight a neighbouring frame then gets
-    from specfit.kernels.resample import uniform_times
-
     grid = uniform_times(t, dt)
     offset = np.abs(t[:, None] - grid[None, :]).min(axis=1)
     # the raw median spectrum: where its bump peaks above a straight line (ln P on ln f) over
