@@ -323,7 +323,7 @@ def lines(rows: list[dict], workers: int) -> list[str]:
                 f" + read+spectra {r['floor_read_spectra_s']} + fit {r['floor_fit_s']}; target "
                 f"<= 1.3x: {'met' if r['ratio'] <= 1.3 else 'NOT met'}); "
             )
-        s += f"1600² x 3600 at this rate: {r['full_field_min']} min (target <= 10)"
+        s += f"1600² x {r['frames']} at this rate: {r['full_field_min']} min (target <= 10)"
         out.append(s)
     return out
 

@@ -32,9 +32,13 @@ from test_model_selection import RECOVERY, F, recovery_failures, recovery_fit  #
 from conftest import KERNEL_FIT  # noqa: E402
 from specfit.kernels.fitting import fit_block as kernel_fit_block  # noqa: E402
 
-# measured, not tested: the knee and kappa bump variants at dof 4 and 8, M2 on more pixels
+# measured, not tested: the knee and kappa bump variants at dof 4 and 8, M2 on more pixels,
+# and the broken power law below the dof (32) at which it is tested
 EXTRA = [
     ("powerlaw_tail_lorentzian", 4.0, 2000),
+    ("broken_tail", 4.0, 1500),
+    ("broken_tail", 8.0, 1500),
+    ("broken_tail", 16.0, 1500),
     ("knee_tail_lorentzian", 4.0, 1000),
     ("knee_tail_lorentzian", 8.0, 1000),
     ("kappa_tail_lorentzian", 4.0, 1000),
@@ -43,7 +47,9 @@ EXTRA = [
 # positive scale parameters in natural units (the curved backgrounds' amplitudes are already
 # on the solver's ln scale): their pulls are also measured as ones of ln(parameter)
 SCALE = ("tail", "kappa", "bump_amplitude", "bump_width")
-INTERVALS = ("bump_center", "bump_width")  # with profile-likelihood intervals too
+# with profile-likelihood intervals too: the bump's position and width, the broken power
+# law's break and the index above it
+INTERVALS = ("bump_center", "bump_width", "break_freq", "index_high")
 # the bump widths (ln f) the global profile at the truth is started from (_truth_drops)
 WIDTHS = np.array([0.05, 0.1, 0.2, 0.3, 0.5, 0.8])
 # on 4,000 pixels: the pulls' spread and the bias beyond the first order, without the noise
@@ -89,9 +95,9 @@ def measure(name, dof, n, truth=None, truth_profile=False) -> dict:
             # the central spread, insensitive to a skewed or heavy tail
             "pull_mad": float(1.4826 * np.median(np.abs(pull - np.median(pull)))),
         }
-        # coverage of the truth by estimate +- error and, for the bump's position and width,
-        # by the 68.3 % profile-likelihood interval (fit.intervals) and the pulls against its
-        # half-width on the truth's side
+        # coverage of the truth by estimate +- error and, for the INTERVALS parameters (the
+        # bump's position and width, the break), by the 68.3 % profile-likelihood interval
+        # (fit.intervals) and the pulls against its half-width on the truth's side
         rows[p]["coverage"] = float(np.mean(np.abs(est[:, j] - t[j]) <= err[:, j]))
         if p in ends:
             lo, hi = ends[p]
@@ -149,8 +155,8 @@ def _truth_drops(model, power, est, t, j, dof) -> np.ndarray:
 
 
 def _profile_ends(model, power, dof, ok) -> dict:
-    """The profile-likelihood intervals of the bump's position and width (solver scale) of
-    the status-0 fits: the same fits as recovery_fit's, with ``fit.intervals``."""
+    """The profile-likelihood intervals of the INTERVALS parameters (solver scale) of the
+    status-0 fits: the same fits as recovery_fit's, with ``fit.intervals``."""
     names = [p for p in INTERVALS if p in model.param_names]
     if not names:
         return {}

@@ -33,12 +33,24 @@ def _pct(share: float) -> str:
     return f"{100 * share:.1f}".removesuffix(".0")
 
 
-def test_models_md_recovery_table_quotes_docs_recovery_json():
+def test_models_md_recovery_tables_quote_docs_recovery_json():
     cases = json.loads((DOCS / "recovery.json").read_text())["cases"]
     doc = (DOCS / "models.md").read_text()
-    table = doc[doc.index("| model | dof | pixels | bump S/N |") :].split("\n\n", 1)[0]
-    rows = [[_plain(c) for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
-    assert rows, "docs/models.md has no recovery table"
+    head = "| model | dof | pixels | bump S/N |"
+    # two tables with that header: the tested cases (RECOVERY) and the measured ones (EXTRA)
+    tables = [part.split("\n\n", 1)[0] for part in doc.split(head)[1:]]
+    script = docs_script("recovery")
+    want = [
+        {(m, dof, n) for (m, dof), n in script.RECOVERY.items()},
+        {(m, dof, n) for m, dof, n in script.EXTRA},
+    ]
+    assert len(tables) == len(want), "docs/models.md's recovery tables (tested, measured)"
+    rows = []
+    for table, cases_here in zip(tables, want, strict=True):
+        got = [[_plain(c) for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+        named = {(re.match(r"`(\w+)`", r[0]).group(1), float(r[1]), int(r[2])) for r in got}
+        assert named == cases_here, named ^ cases_here
+        rows += got
     for row in rows:
         model, dof = re.match(r"`(\w+)`", row[0]).group(1), float(row[1])
         (case,) = [

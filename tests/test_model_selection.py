@@ -67,15 +67,19 @@ LN3MIN = np.log(1 / 180)  # a 3-minute bump (bin 40)
 # seen.
 #
 # Tolerances: every mean and spread check uses Z standard errors, Z set (Sidak) so that the
-# 2 x 39 checks of one run together fail with probability <= ALPHA = 1 % when the kernel is
+# 2 x 47 checks of one run together fail with probability <= ALPHA = 1 % when the kernel is
 # right; each case draws its own noise (before, the dof-16 cases shared one draw and failed
 # together). Errors 18 % too small (pulls x 1.22) or estimates shifted by +0.25 of their
 # error fail every case, which the test asserts on its own fits (`_injected`); seeds 1-20
 # pass. Measured: `python docs/recovery.py`.
 #
-# Measured, not checked here: the knee and kappa bump variants at dof 4 (1,000 pixels): their
-# likelihood is not Gaussian there, 3.7 % / 7.2 % of fits not status 0 and pull spreads up
-# to 1.41 (knee position) and 1.45 (kappa's bump centre); at dof 8 up to 1.14.
+# The bump-free knee and kappa backgrounds are checked at dof 4 (the AIA 1600 configs' dof)
+# and 16. Measured, not checked here (docs/recovery.py's EXTRA, docs/models.md): the knee and
+# kappa bump variants at dof 4, whose likelihood is not Gaussian there (6-7 % of fits not
+# status 0, heavy-tailed bump-centre pulls), and the broken power law below dof 32, whose
+# break and amplitude at the break have pulls spreading 1.2-1.3 at dof 4 and 8: its corner
+# (rounded over 0.1 in ln f) is sharper than the break's error there (0.2-0.3 in ln f), so the
+# likelihood is not yet quadratic in it.
 TRUTHS = {
     "knee_tail": [100.0, 3.0, np.log(2e-3), 1.0],
     "kappa_tail": [100.0, 2.0, np.log(1.5e-3), 1.0],
@@ -85,7 +89,9 @@ TRUTHS = {
     "kappa_tail_lorentzian": [300.0, 3.0, np.log(5e-4), 1.0, 4.7, LN3MIN, 0.3],
 }
 RECOVERY = {  # (model, dof): pixels
+    ("knee_tail", 4.0): 1500,
     ("knee_tail", 16.0): 1500,
+    ("kappa_tail", 4.0): 1500,
     ("kappa_tail", 16.0): 1500,
     ("broken_tail", 32.0): 1500,
     ("powerlaw_tail_lorentzian", 4.0): 1500,
@@ -96,7 +102,7 @@ RECOVERY = {  # (model, dof): pixels
 ALPHA = 0.01  # the recovery checks' family-wise false-failure rate per run
 HIGHER_ORDER = 0.1  # bias allowed beyond the first order, in standard deviations of one fit
 N_CHECKS = 2 * sum(len(M.get_model(name).param_names) for name, _ in RECOVERY)
-Z = float(norm.isf((1 - (1 - ALPHA) ** (1 / N_CHECKS)) / 2))  # 3.83 for 78 checks
+Z = float(norm.isf((1 - (1 - ALPHA) ** (1 / N_CHECKS)) / 2))  # 3.87 for 94 checks
 
 
 def recovery_fit(name: str, dof: float, n: int, truth=None, seed: int = 11):
