@@ -81,6 +81,7 @@ def measure(name, dof, n, truth=None, truth_profile=False) -> dict:
     ends = _profile_ends(model, power, dof, ok)
     est, err = est[ok], err[ok]
     bias = R.whittle_bias(model, F, t, dof)
+    sigma = R.expected_errors(model, F, t, dof)  # one fit's error at the truth (solver scale)
     rows = {}
     for j, p in enumerate(model.param_names):
         sd = np.std(est[:, j])
@@ -89,7 +90,8 @@ def measure(name, dof, n, truth=None, truth_profile=False) -> dict:
         pull = (est[:, j] - t[j]) / err[:, j]
         rows[p] = {
             "offset_se": off / se,
-            "cox_snell_sd": bias[j] / R.expected_errors(model, F, t, dof)[j],
+            "error_at_truth": float(sigma[j]),
+            "cox_snell_sd": bias[j] / sigma[j],
             "corrected_se": (off - bias[j]) / se,
             "pull_std": float(np.std(pull)),
             # the central spread, insensitive to a skewed or heavy tail
