@@ -68,6 +68,58 @@ def test_models_md_recovery_tables_quote_docs_recovery_json():
         assert row[7] == f"{min(spread):.2f}–{max(spread):.2f}", row
 
 
+def test_models_md_broken_power_law_below_dof_32_quotes_docs_recovery_json():
+    cases = json.loads((DOCS / "recovery.json").read_text())["cases"]
+    broken = {c["dof"]: c for c in cases if c["model"] == "broken_tail"}
+    low = [broken[d]["params"] for d in (4.0, 8.0, 16.0)]
+    text = page_text("docs/models.md")
+
+    def each(p, key, fmt="{:.2f}", scale=1.0):
+        return " / ".join(fmt.format(scale * v[p][key]) for v in low)
+
+    spread = [f"{each(p, 'pull_std')} for {n}" for p, n in
+              (("index_high", "n₂"), ("break_freq", "the break"), ("amplitude", "the amplitude"))]  # fmt: skip
+    assert f"pulls spread up to {spread[0]}, {spread[1]} and {spread[2]} at the break" in text
+    top = [v["pull_std"] for v in broken[32.0]["params"].values()]
+    assert f"against {min(top):.2f}–{max(top):.2f} at dof 32" in text
+    cover = each("break_freq", "coverage", "{:.1f}", 100)
+    assert f"covers the break on {cover} % of the fits" in text
+    err = each("break_freq", "error_at_truth")
+    at32 = broken[32.0]["params"]["break_freq"]["error_at_truth"]
+    assert f"error of the break at the truth is {err} in ln f ({at32:.2f} at dof 32)" in text
+    at16, at4 = low[2], low[0]
+    assert at16["break_freq"]["profile_pull_std"] < 1.1 < at4["break_freq"]["profile_pull_std"]
+    for v, say in (
+        (at16, "dof 16 (pulls {b:.2f} for both, coverage {cb:.1f} % / {cn:.1f} %)"),
+        (at4, "at dof 4 ({b:.2f} / {n:.2f}, coverage {cb:.1f} % / {cn:.1f} %)"),
+    ):
+        b, n = v["break_freq"], v["index_high"]
+        assert say.format(b=b["profile_pull_std"], n=n["profile_pull_std"],
+                          cb=100 * b["profile_coverage"], cn=100 * n["profile_coverage"]) in text  # fmt: skip
+    assert (
+        f"{at16['break_freq']['profile_pull_std']:.2f}"
+        == f"{at16['index_high']['profile_pull_std']:.2f}"
+    )
+    assert f"where {100 * at4['break_freq']['profile_beyond_3']:.1f} % of the breaks lie" in text
+    excess = [
+        v[p]["pull_std"] - 1 for v in low[:2] for p in ("index_high", "break_freq", "amplitude")
+    ]
+    at_16 = [low[2][p]["pull_std"] - 1 for p in ("index_high", "break_freq", "amplitude")]
+    lo, hi, lo16, hi16 = (
+        f"{100 * x:.0f}" for x in (min(excess), max(excess), min(at_16), max(at_16))
+    )
+    assert f"scatter {lo}–{hi} % more than their errors say ({lo16}–{hi16} % at dof 16" in text
+    fitting = page_text("docs/fitting.md")
+    assert (
+        f"scatter {lo}–{hi} % more than their errors at dof 4 and 8 ({lo16}–{hi16} % at 16"
+        in fitting
+    )
+    calibrated = max(v[p]["pull_std"] for v in low for p in ("index", "tail"))
+    assert f"calibrated (≤ {calibrated:.2f})" in text
+    missed = " / ".join(str(broken[d]["missed_truth_optimum"]) for d in (4.0, 8.0, 16.0))
+    assert f"truth on {missed} of the 1,500 fits" in text
+
+
 def test_significance_md_calibration_table_quotes_docs_lrt_calibration_json():
     fig = json.loads((DOCS / "lrt_calibration.json").read_text())
     doc = page_text("docs/significance.md")
