@@ -114,6 +114,7 @@ def test_models_md_broken_power_law_below_dof_32_quotes_docs_recovery_json():
         f"scatter {lo}–{hi} % more than their errors at dof 4 and 8 ({lo16}–{hi16} % at 16"
         in fitting
     )
+    assert f"scatter {lo}–{hi} % more than their stored errors say" in page_text("README.md")
     calibrated = max(v[p]["pull_std"] for v in low for p in ("index", "tail"))
     assert f"calibrated (≤ {calibrated:.2f})" in text
     missed = " / ".join(str(broken[d]["missed_truth_optimum"]) for d in (4.0, 8.0, 16.0))
