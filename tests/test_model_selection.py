@@ -75,11 +75,11 @@ LN3MIN = np.log(1 / 180)  # a 3-minute bump (bin 40)
 #
 # The bump-free knee and kappa backgrounds are checked at dof 4 (the AIA 1600 configs' dof)
 # and 16. Measured, not checked here (docs/recovery.py's EXTRA, docs/models.md): the knee and
-# kappa bump variants at dof 4, whose likelihood is not Gaussian there (6-7 % of fits not
-# status 0, heavy-tailed bump-centre pulls), and the broken power law below dof 32, whose
-# break and amplitude at the break have pulls spreading 1.2-1.3 at dof 4 and 8: its corner
-# (rounded over 0.1 in ln f) is sharper than the break's error there (0.2-0.3 in ln f), so the
-# likelihood is not yet quadratic in it.
+# kappa bump variants at dof 4, whose likelihood is not Gaussian there (5.6 % / 7.5 % of
+# fits not status 0, heavy-tailed bump-centre pulls), and the broken power law below dof 32,
+# whose break, upper index and amplitude at the break have pulls spreading 1.20-1.37 at dof
+# 4 and 8: its corner (rounded over 0.1 in ln f) is sharper than the break's error there
+# (0.2-0.3 in ln f), so the likelihood is not yet quadratic in it.
 TRUTHS = {
     "knee_tail": [100.0, 3.0, np.log(2e-3), 1.0],
     "kappa_tail": [100.0, 2.0, np.log(1.5e-3), 1.0],
