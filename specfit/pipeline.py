@@ -357,6 +357,7 @@ def _write_cube(
     if tmp.exists():
         shutil.rmtree(tmp)  # specfit's own unfinished cube (checked just above)
     source_chunks = arr.chunks
+    source = arr.data
     # Task-based rechunk unless DASK_ARRAY__RECHUNK__METHOD says otherwise, not the p2p shuffle
     # dask picks on a cluster for big graphs: a slab already fits a worker's memory by
     # construction (auto_time_chunk, _column_block). benchmarks/cube_write.py, 256² x 3597,
@@ -406,9 +407,17 @@ def _write_cube(
             for y0 in range(0, ny, block)
             for x0 in range(0, nx, block)
         ]
+
     # Built one at a time as they are submitted: the graph of every slab at once grows with
     # the cube and made the scheduler's memory grow with it (1.1 GiB at 1024² x 1200 frames).
-    slabs = (da.store(data[r], target, regions=r, lock=False, compute=False) for r in regions)
+    # Each slab is cut from the input before the rechunk (the same values): cut from the
+    # rechunked cube instead, every submission carried the whole cube's rechunk graph, so the
+    # client's cost per slab grew with the cube (the 1600² ingest waited on it).
+    def store(r):
+        cut = _slab(source, r, time_chunk, tile, method)
+        return da.store(cut, target, regions=r, lock=False, compute=False)
+
+    slabs = (store(r) for r in regions)
     n_slabs = len(regions)
     if client is not None:
         done = progress(_windowed(client, slabs, 2), total=n_slabs, desc="ingest", unit="slab")
@@ -464,6 +473,18 @@ def _column_block(source_chunks, tile: int, nt: int, time_chunk: int, ny: int, n
     if nt * side * side > 2 * time_chunk * ny * nx:
         return None
     return side
+
+
+def _slab(source, region, time_chunk: int, tile: int, method: str):
+    """One slab of the cube: ``source[region]`` as float32 in (time_chunk, tile, tile) chunks.
+
+    ``region`` starts at multiples of ``time_chunk`` (time slabs) or ``tile`` (columns), so
+    these chunks are whole ``cube.zarr`` chunks; the graph holds the region's part of the
+    rechunk only."""
+    import dask
+
+    with dask.config.set({"array.rechunk.method": method}):
+        return source[region].astype("float32").rechunk((time_chunk, tile, tile))
 
 
 def _windowed(client, delayeds, window: int):

@@ -355,3 +355,22 @@ def test_profile_intervals_are_stored_and_a_refit_gives_them_again(tmp_path):
     with pytest.raises(ConfigError, match="fit.intervals: 'bump_centre'"):
         run(bad)
     assert not (tmp_path / "b" / "results.zarr").exists()
+
+
+def test_a_cube_slab_graph_does_not_grow_with_the_cube():
+    """Each slab of the cube is cut from the input before the rechunk, so its graph holds its
+    own part of the rechunk: the same size for a 128² and a 1024² cube (cut from the
+    rechunked cube, the slab carried the whole cube's rechunk, which made the client's cost
+    per slab grow with the cube)."""
+    import dask.array as da
+
+    from specfit.pipeline import _slab
+
+    def rechunk_tasks(side: int) -> int:
+        source = da.zeros((240, side, side), chunks=(120, 64, 64), dtype="float64")
+        cut = _slab(source, (slice(None), slice(64, 128), slice(0, 64)), 52, 32, "tasks")
+        assert cut.dtype == np.float32 and cut.chunks == ((52, 52, 52, 52, 32), (32, 32), (32, 32))
+        layers = cut.__dask_graph__().layers
+        return sum(len(v) for k, v in layers.items() if k.startswith("rechunk"))
+
+    assert rechunk_tasks(128) == rechunk_tasks(1024) > 0
