@@ -357,7 +357,7 @@ def _write_cube(
     if tmp.exists():
         shutil.rmtree(tmp)  # specfit's own unfinished cube (checked just above)
     source_chunks = arr.chunks
-    source = arr.data
+    source = da.asarray(arr.data)  # the slabs are cut from it (an in-memory array: one chunk)
     # Task-based rechunk unless DASK_ARRAY__RECHUNK__METHOD says otherwise, not the p2p shuffle
     # dask picks on a cluster for big graphs: a slab already fits a worker's memory by
     # construction (auto_time_chunk, _column_block). benchmarks/cube_write.py, 256² x 3597,

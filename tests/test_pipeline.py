@@ -134,6 +134,9 @@ def test_bad_pixels_become_nan_and_status_not_a_crash(tmp_path):
         # a Zarr cube's blocks, time chunks longer than the slabs: columns of 10 x 10 px
         (True, 5, 7, (25, 10, 10), True),
         (False, 5, 7, (25, 10, 10), True),
+        # an in-memory (numpy-backed) input: no chunks to follow
+        (True, 8, 7, None, False),
+        (False, 8, 7, None, False),
     ],
 )
 def test_cube_written_in_slabs_equals_the_input(
@@ -151,10 +154,10 @@ def test_cube_written_in_slabs_equals_the_input(
 
     rng = np.random.default_rng(3)
     values = rng.normal(size=(50, 20, 30)).astype(np.float32)
-    chunks = da.from_array(values, chunks=source).chunks
+    chunks = None if source is None else da.from_array(values, chunks=source).chunks
     assert (_column_block(chunks, tile, 50, time_chunk, 20, 30) is not None) == columns
     arr = xr.DataArray(
-        da.from_array(values, chunks=source),
+        values if source is None else da.from_array(values, chunks=source),
         dims=("time", "y", "x"),
         coords={"time": np.arange(50) * 12.0},
         name="intensity",
