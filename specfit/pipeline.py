@@ -414,7 +414,7 @@ def _write_cube(
     # rechunked cube instead, every submission carried the whole cube's rechunk graph, so the
     # client's cost per slab grew with the cube (the 1600² ingest waited on it).
     def store(r):
-        cut = _slab(source, r, time_chunk, tile, method)
+        cut = _slab(source, r, tuple(target.chunks), method)
         return da.store(cut, target, regions=r, lock=False, compute=False)
 
     slabs = (store(r) for r in regions)
@@ -475,16 +475,16 @@ def _column_block(source_chunks, tile: int, nt: int, time_chunk: int, ny: int, n
     return side
 
 
-def _slab(source, region, time_chunk: int, tile: int, method: str):
-    """One slab of the cube: ``source[region]`` as float32 in (time_chunk, tile, tile) chunks.
+def _slab(source, region, chunks: tuple[int, int, int], method: str):
+    """One slab of the cube: ``source[region]`` as float32 in the Zarr array's ``chunks``.
 
-    ``region`` starts at multiples of ``time_chunk`` (time slabs) or ``tile`` (columns), so
-    these chunks are whole ``cube.zarr`` chunks; the graph holds the region's part of the
+    ``region`` starts at multiples of those chunks (time slabs or columns of whole tiles), so
+    every dask chunk is one ``cube.zarr`` chunk; the graph holds the region's part of the
     rechunk only."""
     import dask
 
     with dask.config.set({"array.rechunk.method": method}):
-        return source[region].astype("float32").rechunk((time_chunk, tile, tile))
+        return source[region].astype("float32").rechunk(chunks)
 
 
 def _windowed(client, delayeds, window: int):

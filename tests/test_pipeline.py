@@ -371,7 +371,7 @@ def test_a_cube_slab_graph_does_not_grow_with_the_cube():
 
     def rechunk_tasks(side: int) -> int:
         source = da.zeros((240, side, side), chunks=(120, 64, 64), dtype="float64")
-        cut = _slab(source, (slice(None), slice(64, 128), slice(0, 64)), 52, 32, "tasks")
+        cut = _slab(source, (slice(None), slice(64, 128), slice(0, 64)), (52, 32, 32), "tasks")
         assert cut.dtype == np.float32 and cut.chunks == ((52, 52, 52, 52, 32), (32, 32), (32, 32))
         layers = cut.__dask_graph__().layers
         return sum(len(v) for k, v in layers.items() if k.startswith("rechunk"))
