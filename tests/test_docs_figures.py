@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import ROOT, docs_script, page_text
+from conftest import ROOT, assert_docs_quote, docs_script, page_text
 
 DOCS = ROOT / "docs"
 
@@ -448,3 +448,20 @@ def test_hf_steepening_index_changes_quote_docs_hf_steepening_json():
     assert f"the index drops by {-d['order0']:.2f}" in text
     readme = page_text("README.md")
     assert f"by +{d['order3']:.2f} (cubic) or +{d['order1']:.2f} (linear)" in readme
+
+
+def test_fitting_md_interval_cost_quotes_benchmarks_intervals_cost_json():
+    rows = json.loads((ROOT / "benchmarks" / "intervals_cost.json").read_text())["rows"]
+    x = {(r["bins"], len(r["intervals"])): r["x_without"] for r in rows}
+    assert_docs_quote(
+        "fitting.md",
+        f"bump_width]` makes the fit {x[300, 2]:.2f}x as slow at 300 bins and {x[1800, 2]:.2f}x "
+        f"at 1800, adding `index` and `tail` {x[300, 4]:.2f}x and {x[1800, 4]:.2f}x.",
+    )
+    # the benchmarks' table holds every row of the JSON
+    table = (ROOT / "benchmarks" / "README.md").read_text()
+    for r in rows:
+        row = (f"| {r['bins']} | {', '.join(r['intervals']) or 'none'} | "
+               f"{1e3 * r['cpu_s_per_px']:.2f} | {r['x_without']:.2f} | "
+               f"{r['interval_nfev_per_px']:.0f} |")  # fmt: skip
+        assert row in table, row
