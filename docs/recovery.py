@@ -8,9 +8,11 @@ the pulls' spread. Then the bump truths of the four-model field (1,000 pixels at
 the share of fits on a bound, the centre's pulls, the bump amplitude's bias against the
 predicted one, and for the 8 pixels with the worst centre pulls specfit's objective against
 scipy L-BFGS-B from 194 starts and its errors against the inverse expected information at
-scipy's optimum.
+scipy's optimum. Then, on the low-dof cases whose errors are not calibrated, parametric-
+bootstrap errors and intervals against the truth (BOOTSTRAP; docs/fitting.md).
 
     PYTHONPATH=. python docs/recovery.py [--json docs/recovery.json]
+    PYTHONPATH=. python docs/recovery.py --bootstrap-only --json docs/recovery.json
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import json
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import reference_fits as R  # noqa: E402
-from test_model_selection import RECOVERY, F, recovery_failures, recovery_fit  # noqa: E402
+from test_model_selection import (  # noqa: E402
+    RECOVERY,
+    F,
+    fit_block,
+    recovery_failures,
+    recovery_fit,
+)
 
 from conftest import KERNEL_FIT  # noqa: E402
 from specfit.kernels.fitting import fit_block as kernel_fit_block  # noqa: E402
@@ -50,6 +59,15 @@ SCALE = ("tail", "kappa", "bump_amplitude", "bump_width")
 # with profile-likelihood intervals too: the bump's position and width, the broken power
 # law's break and the index above it
 INTERVALS = ("bump_center", "bump_width", "break_freq", "index_high")
+# the low-dof cases whose errors are not calibrated, also with parametric-bootstrap errors
+# (bootstrap(): BOOT_REPS spectra simulated from each fit, each refitted the same way)
+BOOTSTRAP = [
+    ("broken_tail", 4.0, 1500),
+    ("broken_tail", 8.0, 1500),
+    ("knee_tail_lorentzian", 4.0, 1000),
+    ("kappa_tail_lorentzian", 4.0, 1000),
+]
+BOOT_REPS = 100
 # the bump widths (ln f) the global profile at the truth is started from (_truth_drops)
 WIDTHS = np.array([0.05, 0.1, 0.2, 0.3, 0.5, 0.8])
 # on 4,000 pixels: the pulls' spread and the bias beyond the first order, without the noise
@@ -242,6 +260,65 @@ def pooled(name, dof, n=2000, seeds=range(101, 111)) -> dict:
             "params": rows}  # fmt: skip
 
 
+def bootstrap(name, dof, n, reps=BOOT_REPS) -> dict:
+    """Parametric-bootstrap errors and intervals against the truth (not built into specfit):
+    per fit, ``reps`` spectra are simulated from the fitted model with Gamma noise of ``dof``
+    and refitted as the fit itself was (the same defaults, search included). Per parameter
+    (solver scale), on the status-0 fits: the pulls' spread and coverage with the inverse-
+    information error (what specfit stores), with the replicates' standard deviation, and
+    the coverage of the 68.3 % percentile interval (the replicates' 15.9-84.1 % quantiles;
+    and the pulls' spread against its half-width on the truth's side) and of the basic one (2 x estimate minus them)."""
+    model, t, est, err, status, _ = recovery_fit(name, dof, n)
+    ok = status == 0
+    nat = R.natural(model, est)
+    mean = model.evaluate(F, nat)
+    rng = np.random.default_rng([7, zlib.crc32(f"{name}/{dof:g}".encode())])
+    rep = np.empty((reps, n, model.npar))
+    for b in range(reps):
+        sim = mean * rng.gamma(dof / 2, 2 / dof, size=mean.shape)
+        out = fit_block(F, sim, {"m": model}, dof=dof)
+        e = np.column_stack([out[f"m_{p}"] for p in model.param_names]).astype(np.float64)
+        rep[b] = R.solver_scale(model, e)
+    rep = rep[:, ok]
+    est, err = est[ok], err[ok]
+    sd = np.nanstd(rep, axis=0)
+    q16, q84 = np.nanquantile(rep, [0.158655, 0.841345], axis=0)
+    rows = {}
+    for j, p in enumerate(model.param_names):
+        d = est[:, j] - t[j]
+        rows[p] = {
+            "fisher_pull_std": float(np.std(d / err[:, j])),
+            "fisher_coverage": float(np.mean(np.abs(d) <= err[:, j])),
+            "boot_pull_std": float(np.std(d / sd[:, j])),
+            "boot_coverage": float(np.mean(np.abs(d) <= sd[:, j])),
+            "percentile_coverage": float(np.mean((q16[:, j] <= t[j]) & (t[j] <= q84[:, j]))),
+            # against the percentile interval's half-width on the truth's side, as the profile
+            # intervals' pulls in measure()
+            "percentile_pull_std": float(
+                np.std(d / np.where(d > 0, est[:, j] - q16[:, j], q84[:, j] - est[:, j]))
+            ),
+            "basic_coverage": float(
+                np.mean((2 * est[:, j] - q84[:, j] <= t[j]) & (t[j] <= 2 * est[:, j] - q16[:, j]))
+            ),
+        }
+    return {"model": name, "dof": dof, "n": n, "reps": reps, "status0": int(ok.sum()),
+            "params": rows}  # fmt: skip
+
+
+def print_bootstrap(boot) -> None:
+    for c in boot:
+        print(f"\n{c['model']} dof {c['dof']:g}, {c['status0']} status-0 fits of {c['n']}, "
+              f"{c['reps']} replicates each:")  # fmt: skip
+        print("| parameter | +- error: pull std, coverage | +- bootstrap sd: pull std, coverage "
+              "| percentile interval: pull std, coverage | basic interval coverage |")  # fmt: skip
+        print("|---|---|---|---|---|")
+        for p, v in c["params"].items():
+            print(f"| {p} | {v['fisher_pull_std']:.3f}, {v['fisher_coverage']:.3f} "
+                  f"| {v['boot_pull_std']:.3f}, {v['boot_coverage']:.3f} "
+                  f"| {v['percentile_pull_std']:.3f}, {v['percentile_coverage']:.3f} "
+                  f"| {v['basic_coverage']:.3f} |")  # fmt: skip
+
+
 def check_failures(seed: int) -> list:
     """The test's statistical checks on every RECOVERY case simulated with another seed (the
     test's own is 11): the failures."""
@@ -265,7 +342,20 @@ def main() -> None:
         action="store_true",
         help="only the measured, untested cases (EXTRA); with --json, replace them in that file",
     )
+    ap.add_argument(
+        "--bootstrap-only",
+        action="store_true",
+        help="only the parametric-bootstrap cases (BOOTSTRAP); with --json, replace them there",
+    )
     args = ap.parse_args()
+    if args.bootstrap_only:
+        boot = [bootstrap(*case) for case in BOOTSTRAP]
+        print_bootstrap(boot)
+        if args.json:
+            res = json.loads(args.json.read_text())
+            res["bootstrap"] = boot
+            args.json.write_text(json.dumps(res, indent=1) + "\n")
+        return
     todo = [(name, dof, n) for (name, dof), n in RECOVERY.items()] + EXTRA
     if args.extra_only:
         todo = EXTRA
@@ -333,9 +423,12 @@ def main() -> None:
         print(f"\n{c['model']} dof {c['dof']:g}, 4,000 px: mean - truth - bias (SE), pull std: "
               + ", ".join(f"{p} {v['corrected_se']:+.2f} {v['pull_std']:.3f}"
                           for p, v in c["params"].items()))  # fmt: skip
+    boot = [bootstrap(*case) for case in BOOTSTRAP]
+    print_bootstrap(boot)
     if args.json:
         res = {
             "cases": cases,
+            "bootstrap": boot,
             "old_truths": old,
             "seed_failures": seeds,
             "pooled": pool,

@@ -465,3 +465,58 @@ def test_fitting_md_interval_cost_quotes_benchmarks_intervals_cost_json():
                f"{1e3 * r['cpu_s_per_px']:.2f} | {r['x_without']:.2f} | "
                f"{r['interval_nfev_per_px']:.0f} |")  # fmt: skip
         assert row in table, row
+
+
+def test_fitting_md_bootstrap_table_quotes_docs_recovery_json():
+    boot = json.loads((DOCS / "recovery.json").read_text())["bootstrap"]
+    doc = (DOCS / "fitting.md").read_text()
+    table = doc[doc.index("| model, dof | parameter | ± error: pulls' spread, coverage |") :]
+    lines = table.split("\n\n", 1)[0].splitlines()[2:]
+    names = {"amplitude at the break": "amplitude", "n₂": "index_high", "break": "break_freq",
+             "bump centre": "bump_center", "bump width": "bump_width", "κ": "kappa"}  # fmt: skip
+    assert len(lines) == 11, "docs/fitting.md's bootstrap table"
+    case = None
+    for line in lines:
+        cells = [_plain(c) for c in line.strip().strip("|").split("|")]
+        if cells[0]:
+            m = re.match(r"`(\w+)` (\d+) \(([\d,]+) px\)", cells[0])
+            (case,) = [
+                c
+                for c in boot
+                if c["model"] == m.group(1)
+                and c["dof"] == float(m.group(2))
+                and c["n"] == int(m.group(3).replace(",", ""))
+            ]
+        v = case["params"][names[cells[1]]]
+        assert cells[2:] == [
+            f"{v['fisher_pull_std']:.3f} {v['fisher_coverage']:.3f}",
+            f"{v['boot_pull_std']:.3f} {v['boot_coverage']:.3f}",
+            f"{v['percentile_pull_std']:.3f} {v['percentile_coverage']:.3f}",
+        ], line
+    # the ranges the text quotes, over every parameter of every bootstrap case
+    every = [v for c in boot for v in c["params"].values()]
+
+    def span(key, scale=1.0, fmt="{:.2f}"):
+        lo, hi = (fmt.format(scale * f(v[key] for v in every)) for f in (min, max))
+        return f"{lo}–{hi}"
+
+    text = " ".join(doc.split())
+    assert (
+        f"pulls {span('boot_pull_std')}, ± SD covering {span('boot_coverage', 100, '{:.0f}')} %"
+        in text
+    )
+    assert (f"The percentile interval covers {span('percentile_coverage', 100, '{:.0f}')} % "
+            f"(± error {span('fisher_coverage', 100, '{:.0f}')} %)") in text  # fmt: skip
+    b4 = next(c for c in boot if c["model"] == "broken_tail" and c["dof"] == 4.0)["params"]
+    three = ("amplitude", "index_high", "break_freq")
+    pct = sorted(b4[p]["percentile_pull_std"] for p in three)
+    fis = sorted(b4[p]["fisher_pull_std"] for p in three)
+    assert (f"come down to {pct[0]:.2f}–{pct[-1]:.2f} at dof 4 (from {fis[0]:.2f}–{fis[-1]:.2f})"
+            in text)  # fmt: skip
+    b8 = next(c for c in boot if c["model"] == "broken_tail" and c["dof"] == 8.0)["params"]
+    pct8 = sorted(b8[p]["percentile_pull_std"] for p in three)
+    assert_docs_quote(
+        "models.md",
+        f"brings those pulls to {pct[0]:.2f}–{pct[-1]:.2f} at dof 4 but leaves "
+        f"{pct8[0]:.2f}–{pct8[-1]:.2f} at dof 8.",
+    )
