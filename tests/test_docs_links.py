@@ -1,5 +1,6 @@
 """Every relative link in the README, docs/ and benchmarks/README.md reaches a file, and every
-``#anchor`` a heading of the page it names (GitHub's heading slugs)."""
+``#anchor`` a heading of the page it names (GitHub's heading slugs); the README's list of
+shipped models is the registry's."""
 
 from __future__ import annotations
 
@@ -67,3 +68,11 @@ def test_the_check_sees_a_missing_anchor_and_file(tmp_path):
         "b.md#step-3: no heading with that anchor in b.md",
         "c.md: no such file",
     ]
+
+
+def test_readme_names_every_shipped_model():
+    from specfit.models import available_models
+
+    text = (ROOT / "README.md").read_text()
+    shipped = text[text.index("Shipped models (f in Hz):") :].split("\n\n", 1)[0]
+    assert set(re.findall(r"`([a-z_]+)`", shipped)) >= set(available_models())
