@@ -263,11 +263,12 @@ def pooled(name, dof, n=2000, seeds=range(101, 111)) -> dict:
 def bootstrap(name, dof, n, reps=BOOT_REPS) -> dict:
     """Parametric-bootstrap errors and intervals against the truth (not built into specfit):
     per fit, ``reps`` spectra are simulated from the fitted model with Gamma noise of ``dof``
-    and refitted as the fit itself was (the same defaults, search included). Per parameter
-    (solver scale), on the status-0 fits: the pulls' spread and coverage with the inverse-
-    information error (what specfit stores), with the replicates' standard deviation, and
-    the coverage of the 68.3 % percentile interval (the replicates' 15.9-84.1 % quantiles;
-    and the pulls' spread against its half-width on the truth's side) and of the basic one (2 x estimate minus them)."""
+    and refitted as the fit itself was (recovery_fit's solver options, global search
+    included). Per parameter (solver scale), on the status-0 fits: the pulls' spread and
+    coverage with the inverse-information error (what specfit stores), with the replicates'
+    standard deviation, and with the 68.3 % percentile interval (the replicates' 15.9-84.1 %
+    quantiles; pulls against its half-width on the truth's side); the coverage of the basic
+    interval (2 x estimate minus those quantiles)."""
     model, t, est, err, status, _ = recovery_fit(name, dof, n)
     ok = status == 0
     nat = R.natural(model, est)
