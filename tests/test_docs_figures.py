@@ -500,7 +500,7 @@ def test_fitting_md_bootstrap_table_quotes_docs_recovery_json():
         lo, hi = (fmt.format(scale * f(v[key] for v in every)) for f in (min, max))
         return f"{lo}–{hi}"
 
-    text = " ".join(doc.split())
+    text = page_text("docs/fitting.md")
     assert (
         f"pulls {span('boot_pull_std')}, ± SD covering {span('boot_coverage', 100, '{:.0f}')} %"
         in text
@@ -524,13 +524,13 @@ def test_fitting_md_bootstrap_table_quotes_docs_recovery_json():
 
 def test_readme_and_benchmarks_quote_the_1600_field_run_json():
     (row,) = json.loads((ROOT / "benchmarks" / "headline_1600x1797.json").read_text())
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = page_text("README.md")
     assert (
         f"{row['pipeline_s']:.1f} s = {row['px_per_s']:,.0f} px/s end to end "
         f"({row['full_field_min']:.1f} min), peak RSS {row['peak_rss_gib']:.2f} GiB"
     ) in readme
     assert f"its cube stage took {row['cube_s']:.0f} s" in readme
-    bench = " ".join((ROOT / "benchmarks" / "README.md").read_text().split())
+    bench = page_text("benchmarks/README.md")
     assert (f"{row['frames']} frames ({row['freqs']} freqs), 2 workers x 1 thread: "
             f"{row['pipeline_s']:.1f} s = {row['px_per_s']:,.0f} px/s ({row['px_per_cpu_s']:.0f} px "
             f"per CPU-second of the process tree) (target 4,300: NOT met); peak RSS "

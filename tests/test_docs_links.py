@@ -1,6 +1,6 @@
 """Every relative link in the README, docs/ and benchmarks/README.md reaches a file, and every
-``#anchor`` a heading of the page it names (GitHub's heading slugs); the README's list of
-shipped models is the registry's."""
+``#anchor`` a heading of the page it names (GitHub's heading slugs); the README names every
+shipped model."""
 
 from __future__ import annotations
 
