@@ -270,12 +270,13 @@ def best_of(fn, *args):
 
 
 # ----------------------------------------------------------------------------- specfit
-def specfit_product(f, y, dof, method, models, lrt_cache):
-    """The tile chain's fit (:func:`specfit.kernels.tile.fit_maps`) on a square block."""
+def specfit_product(f, y, dof, method, models, lrt_cache, options=None):
+    """The tile chain's fit (:func:`specfit.kernels.tile.fit_maps`) on a square block, at the
+    product's options (``options``: overrides, e.g. ``intervals``)."""
     n = y.shape[0]
     side = int(np.sqrt(n))
     power = np.ascontiguousarray(y[: side * side].T.reshape(f.size, side, side), np.float32)
-    opts = {**PRODUCT, "lrt_cache": lrt_cache}
+    opts = {**PRODUCT, "lrt_cache": lrt_cache, **(options or {})}
     t0 = time.process_time()
     out = fit_maps(
         f, power, dof, None, models, method, opts, np.zeros(0)

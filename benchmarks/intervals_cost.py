@@ -17,16 +17,12 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fit_speed as fs  # noqa: E402
 
 from specfit.kernels import fitting, lm  # noqa: E402
-from specfit.kernels.tile import fit_maps  # noqa: E402
 from specfit.stages import resolve_models  # noqa: E402
 
 # the bump's position and width (the low-dof intervals docs/fitting.md measures), and those
@@ -34,9 +30,8 @@ from specfit.stages import resolve_models  # noqa: E402
 SETS = (("bump_center", "bump_width"), ("bump_center", "bump_width", "index", "tail"))
 
 
-def timed(f, power, dof, models, intervals, cache) -> tuple[float, float]:
+def timed(f, y, dof, models, intervals, cache) -> tuple[float, float]:
     """(CPU seconds, solver evaluations spent inside the interval search per pixel)."""
-    opts = {**fs.PRODUCT, "lrt_cache": cache, "intervals": list(intervals)}
     counted = {"n": 0}
     solve, inner = lm.solve, fitting._intervals
 
@@ -53,15 +48,14 @@ def timed(f, power, dof, models, intervals, cache) -> tuple[float, float]:
         finally:
             counted["inside"] = False
 
-    npix = power.shape[1] * power.shape[2]
     fitting.lm.solve, fitting._intervals = counting, marked
     try:
-        t0 = time.process_time()
-        fit_maps(f, power, dof, None, models, fs.DEFAULTS.fit.method, opts, np.zeros(0))
-        dt = time.process_time() - t0
+        dt = fs.specfit_product(
+            f, y, dof, fs.DEFAULTS.fit.method, models, cache, {"intervals": list(intervals)}
+        )[0]
     finally:
         fitting.lm.solve, fitting._intervals = solve, inner
-    return dt, counted["n"] / npix
+    return dt, counted["n"] / y.shape[0]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -79,15 +73,12 @@ def main(argv: list[str] | None = None) -> dict:
         f = fs.frequencies(nb)
         n = args.size * args.size
         y = fs.simulate(f, n, args.dof, 0.5, args.seed)
-        power = np.ascontiguousarray(y.T.reshape(nb, args.size, args.size), np.float32)
         with tempfile.TemporaryDirectory(prefix="specfit-lrt-") as cache:
             for s in ((),) + SETS:  # compile and build the LRT reference first
-                timed(f, power[:, :4, :4], args.dof, models, s, cache)
+                timed(f, y[:16], args.dof, models, s, cache)
             base = None
             for s in ((),) + SETS:
-                dt, ev = min(
-                    timed(f, power, args.dof, models, s, cache) for _ in range(args.repeats)
-                )
+                dt, ev = min(timed(f, y, args.dof, models, s, cache) for _ in range(args.repeats))
                 base = dt if base is None else base
                 row = {"bins": nb, "intervals": list(s), "cpu_s_per_px": dt / n,
                        "x_without": dt / base, "interval_nfev_per_px": ev}  # fmt: skip
