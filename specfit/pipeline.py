@@ -52,6 +52,7 @@ from specfit.workspace import (
     is_empty_dir,
     is_specfit_cube,
     lrt_cache_dir,
+    refuse_foreign_entries,
     refuse_foreign_store,
     remove_specfit_cube,
 )
@@ -162,6 +163,7 @@ def _check_store_target(
         return "new"
     refuse_foreign_store(path)
     if overwrite:
+        refuse_foreign_entries(path, "--overwrite")  # before any work: it would delete them
         return "new"
     attrs = store_attrs(path)
     old = json.loads(attrs.get("config_json", "{}"))
@@ -354,6 +356,7 @@ def _write_cube(
                 f"{old} exists and is not a cube written by specfit; it is left alone: choose "
                 "another output.cube_path"
             )
+        refuse_foreign_entries(old, "output.cube_path")
     if tmp.exists():
         shutil.rmtree(tmp)  # specfit's own unfinished cube (checked just above)
     source_chunks = arr.chunks

@@ -41,6 +41,8 @@ __all__ = [
     "is_specfit_results",
     "is_empty_dir",
     "refuse_foreign_store",
+    "foreign_entries",
+    "refuse_foreign_entries",
     "remove_specfit_cube",
     "check_paths",
     "input_fingerprint",
@@ -109,6 +111,35 @@ def refuse_foreign_store(path: Path) -> None:
         )
 
 
+def foreign_entries(path: Path) -> list[str]:
+    """Names at the top of a Zarr store (a specfit results store or cube) that specfit did not
+    write there: anything but the group's metadata and its arrays (folders with metadata)."""
+    if not path.is_dir():
+        return []
+    out = []
+    for e in sorted(path.iterdir(), key=lambda e: e.name):
+        ours = e.name in _ZARR_META or (
+            e.is_dir() and any((e / m).is_file() for m in ("zarr.json", ".zarray", ".zgroup"))
+        )
+        if not ours:
+            out.append(e.name + ("/" if e.is_dir() else ""))
+    return out
+
+
+def refuse_foreign_entries(path: Path, key: str, error=StoreError) -> None:
+    """Raise ``error`` if specfit's store or cube ``path`` holds files specfit did not write:
+    replacing or removing it would delete them, and specfit never deletes what it did not
+    create. ``key``: the config key (or flag) the message names."""
+    extra = foreign_entries(path)
+    if extra:
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        raise error(
+            f"{key}: {path} holds files specfit did not write ({shown}); specfit would replace "
+            "this folder and never deletes what it did not create: move them out of it, then "
+            "run again"
+        )
+
+
 def _is_work_dir(path: Path) -> bool:
     return (path / WORK_MARKER).is_file()
 
@@ -172,8 +203,9 @@ def ensure_work_dir(results: str | Path, key: str = "output.path") -> Path:
 
 
 def remove_specfit_cube(path: Path) -> bool:
-    """Delete a cube only if specfit's marker says it wrote it; returns True if deleted."""
-    if path.is_dir() and is_specfit_cube(path):
+    """Delete a cube only if specfit's marker says it wrote it and nothing else was put in it;
+    returns True if deleted."""
+    if path.is_dir() and is_specfit_cube(path) and not foreign_entries(path):
         shutil.rmtree(path)
         return True
     return False
@@ -288,6 +320,13 @@ def check_paths(cfg: Config, cube_path: Path) -> None:
                     f"output.cube_path: {c} exists and is not a cube written by specfit; specfit "
                     "replaces only its own cubes, so choose a new or empty folder"
                 )
+    # specfit's cube (the default one in the work folder too) may be rewritten or removed
+    # (output.keep_cube: false): not while it holds anything of the user's
+    for c in (cube, cube.with_name(cube.name + ".partial")):
+        if is_specfit_cube(c):
+            refuse_foreign_entries(
+                c, "output.cube_path" if user_cube else "output.path", ConfigError
+            )
     if work.exists() and not (_is_work_dir(work) or is_empty_dir(work)):
         raise ConfigError(
             f"output.path: {work} exists and was not made by specfit; specfit keeps its work "

@@ -150,6 +150,64 @@ def test_overwrite_replaces_only_a_specfit_store(tmp_path, frames):
     assert run(cfg, overwrite=True).attrs["complete"] is True
 
 
+def test_user_files_put_inside_a_specfit_store_or_cube_are_never_deleted(tmp_path, frames):
+    """A finished store or cube is specfit's, but files a user put in it are not: --overwrite,
+    a cube that must be rewritten (changed input) and output.keep_cube: false all refuse
+    before any work, naming them, and leave everything as it was."""
+    results = tmp_path / "res.zarr"
+    cube = tmp_path / "cube.zarr"
+    cfg = frames_config(tmp_path, frames, path=str(results), cube_path=str(cube), keep_cube=True)
+    run(cfg)
+    (results / "MY_NOTES.txt").write_text("mine\n")
+    (results / "myplots").mkdir()
+    (results / "myplots" / "p.png").write_bytes(b"png")
+    (cube / "notes.txt").write_text("mine too\n")
+    before = snapshot(tmp_path)
+    for flags, over, match in (
+        (
+            {"overwrite": True},
+            {},
+            r"output.cube_path: .*cube.zarr holds files specfit did not write \(notes.txt\)",
+        ),
+        ({"overwrite": True}, {"keep_cube": False}, "notes.txt"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            run({**cfg, "output": {**cfg["output"], **over}}, **flags)
+        assert snapshot(tmp_path) == before
+    (cube / "notes.txt").unlink()
+    before = snapshot(tmp_path)
+    with pytest.raises(
+        StoreError,
+        match=r"--overwrite: .*res.zarr holds files specfit did not write \(MY_NOTES.txt, myplots/\)",
+    ):
+        run(cfg, overwrite=True)
+    assert snapshot(tmp_path) == before
+    # the default cube in the work folder is guarded the same way
+    plain = frames_config(tmp_path, frames, path=str(tmp_path / "plain.zarr"), keep_cube=True)
+    run(plain)
+    default = cube_path_for(load_config(plain))
+    (default / "keep.txt").write_text("mine\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(
+        ConfigError,
+        match=r"output.path: .*cube.zarr holds files specfit did not write \(keep.txt\)",
+    ):
+        run(plain, overwrite=True)
+    assert snapshot(tmp_path) == before
+
+
+def test_foreign_entries_are_what_zarr_did_not_write(tmp_path):
+    from specfit.workspace import foreign_entries
+
+    store = tmp_path / "s.zarr"
+    xr.Dataset({"a": ("x", np.arange(3.0))}).to_zarr(store, consolidated=True)
+    assert foreign_entries(store) == []
+    (store / "x.txt").write_text("")
+    (store / "d").mkdir()
+    assert foreign_entries(store) == ["d/", "x.txt"]
+    assert foreign_entries(tmp_path / "missing") == []
+
+
 def test_a_foreign_work_folder_is_left_alone(tmp_path, frames):
     results = tmp_path / "results.zarr"
     before = user_folder(work_dir_for(results))
