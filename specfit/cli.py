@@ -10,6 +10,19 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+def _positive_minutes(text: str) -> float:
+    """argparse type of --longest-period: a positive, finite number of minutes."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of minutes (e.g. 30)")
+    return v
+
+
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set",
@@ -62,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="config file to write (default: print it)")
     p.add_argument(
         "--longest-period",
-        type=float,
+        type=_positive_minutes,
         default=30.0,
         metavar="MIN",
         help="longest period of interest in minutes; sets spectra.segments (default 30)",

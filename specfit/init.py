@@ -408,7 +408,7 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
     k = max(1, int(1.02 * span / (4.0 * longest_period)))
     k = max(1, min(k, n // 64))
     seg = n // k
-    nfreq = seg // 2
+    nfreq = (seg - 1) // 2  # the run drops the DC bin and (seg even) the Nyquist bin
     tail = (
         f"lowest frequency {1e3 / (seg * cadence):.3g} mHz, {nfreq} frequencies, {2 * k} dof each"
     )
@@ -433,7 +433,7 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
     )
     report.append(
         f"  spectra     {n} samples at {cadence:g} s -> {k} segment(s), {nfreq} frequencies "
-        f"({1e3 / (seg * cadence):.3g}-{1e3 / (2 * cadence):.3g} mHz), box {box}"
+        f"({1e3 / (seg * cadence):.3g}-{1e3 * nfreq / (seg * cadence):.3g} mHz), box {box}"
     )
     return Inspection(
         path=str(path),

@@ -264,8 +264,26 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
         arr = arr.isel(time=slice(0, cfg.input.max_frames))
     times = np.asarray(arr["time"].values, dtype=float)
     if times.size < 8:
-        raise ConfigError(f"input: only {times.size} frames found; at least 8 are needed")
+        cut = (
+            f" (input.max_frames={cfg.input.max_frames} keeps the first {times.size})"
+            if cfg.input.max_frames
+            else ""
+        )
+        raise ConfigError(f"input: only {times.size} frames found{cut}; at least 8 are needed")
+    _, ny, nx = arr.shape
+    if cfg.spectra.box > min(ny, nx):
+        raise ConfigError(
+            f"spectra.box={cfg.spectra.box} is larger than the image ({ny} x {nx} px): every "
+            "box would hold the whole field; choose a box of at most "
+            f"{min(ny, nx) - (min(ny, nx) + 1) % 2} px"
+        )
     new_times = rs.uniform_times(times, cfg.resample.cadence)
+    if new_times.size < 8:
+        raise ConfigError(
+            f"resample.cadence={cfg.resample.cadence:g} s gives {new_times.size} sample(s) over "
+            f"the {times[-1] - times[0]:.6g} s the frames span; at least 8 are needed: choose a "
+            "shorter cadence (or leave it unset: the frames' own)"
+        )
     dt = float(new_times[1] - new_times[0])
     gaps = rs.find_gaps(times, dt, cfg.resample.max_gap)
     nyquist_keep = rs.interpolation_nyquist_gain(times, new_times)

@@ -146,6 +146,26 @@ def test_init_errors(tmp_path, capsys):
         inspect_input(tmp_path / "missing")
 
 
+@pytest.mark.parametrize("n_frames", [120, 121])
+def test_init_counts_the_frequencies_the_run_fits(tmp_path, n_frames):
+    """init's frequency count and band are the run's (DC and Nyquist dropped), for an even
+    and an odd number of samples; --longest-period must be a positive number."""
+    from specfit.pipeline import plan_run
+    from specfit.synthetic import make_synthetic
+
+    frames = make_synthetic(tmp_path / "s", shape=(8, 8), n_frames=n_frames, seed=1).frames
+    out = tmp_path / "c.yaml"
+    report, _ = init_config(frames, out)
+    n, lo, hi = re.search(r"(\d+) frequencies \(([\d.]+)-([\d.]+) mHz\)", report).groups()
+    freq = plan_run(load_config(out, ["output.path=" + str(tmp_path / "r.zarr")])).freq
+    assert int(n) == freq.size
+    assert float(lo) == pytest.approx(1e3 * freq[0], rel=2e-3)
+    assert float(hi) == pytest.approx(1e3 * freq[-1], rel=2e-3)
+    for bad in ("0", "-5", "nan"):
+        with pytest.raises(SystemExit):
+            main(["init", str(frames), f"--longest-period={bad}"])
+
+
 def test_init_zarr_cube(demo_store, tmp_path, no_pixels):
     """A Zarr cube (specfit's own cube.zarr here) is an input init can read too."""
     from specfit.workspace import default_cube_path

@@ -171,6 +171,21 @@ def test_fits_series_errors_name_file_and_fix(tmp_path):
     ).writeto(d / "n9.fits")
     with pytest.raises(InputError, match="same time"):
         open_input(InputConfig(path=str(d), normalise_exposure=False))
+    # An exposure that is not a number, or a card astropy cannot parse: named, no traceback;
+    # with normalisation off the frames are read (that frame's exposure NaN).
+    for name, card in (("text", "EXPTIME = '2.0s'"), ("garbled", "EXPTIME =                  NaN")):
+        d = tmp_path / name
+        _write_series(d, nt=3)
+        f = sorted(d.glob("*.fits"))[1]
+        raw = bytearray(f.read_bytes())
+        i = raw.index(b"EXPTIME =")
+        raw[i : i + 80] = card.ljust(80).encode()
+        f.write_bytes(bytes(raw))
+        want = "'2.0s'" if name == "text" else "unreadable card"
+        with pytest.raises(InputError, match=rf"{f.name}: header key EXPTIME .*{want}"):
+            open_input(InputConfig(path=str(d)))
+        out = open_input(InputConfig(path=str(d), normalise_exposure=False))
+        assert np.isnan(out["exposure"].values).sum() == 1
 
 
 def test_reads_lead_synthetic_writer(tmp_path):

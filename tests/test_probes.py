@@ -454,6 +454,25 @@ def test_too_few_frames_is_a_config_error(tmp_path):
     _frames(tmp_path / "f", nt=6)
     with pytest.raises(ConfigError, match="only 6 frames found; at least 8"):
         run(_fits_run_config(tmp_path, tmp_path / "f"))
+    cfg = _fits_run_config(tmp_path, tmp_path / "f")
+    with pytest.raises(ConfigError, match=r"only 4 frames found \(input.max_frames=4 keeps"):
+        run({**cfg, "input": {**cfg["input"], "max_frames": 4}})
+
+
+def test_a_cadence_or_box_beyond_the_data_is_a_config_error(tmp_path):
+    """Not an IndexError from the planner, nor a hint about segments: the key and the fix."""
+    from specfit.errors import ConfigError
+    from specfit.pipeline import run
+
+    _frames(tmp_path / "f", nt=12)
+    cfg = _fits_run_config(tmp_path, tmp_path / "f")
+    for cadence in (1000.0, 500.0):
+        with pytest.raises(ConfigError, match=rf"resample.cadence={cadence:g} s gives \d sample"):
+            run({**cfg, "resample": {"cadence": cadence}})
+    with pytest.raises(
+        ConfigError, match=r"spectra.box=17 is larger than the image \(16 x 16 px\).* at most 15 px"
+    ):
+        run({**cfg, "spectra": {**cfg["spectra"], "box": 17}})
 
 
 def test_all_nan_frame_is_named_and_treated_as_missing(tmp_path, caplog):

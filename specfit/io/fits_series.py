@@ -12,6 +12,7 @@ other files (or a plain file changed since) by astropy. A read error names the f
 from __future__ import annotations
 
 import glob
+import math
 import os
 import warnings
 from pathlib import Path
@@ -205,14 +206,16 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
         )
     exposure = None
     if cfg.exposure_key:
-        exp = np.array([h.get(cfg.exposure_key, np.nan) for h in headers], dtype=float)
+        read = [_number(h, cfg.exposure_key) for h in headers]
+        exp = np.array([v for v, _ in read], dtype=float)
         bad = ~(np.isfinite(exp) & (exp > 0))
         if np.any(bad) and cfg.normalise_exposure:
             j = int(np.flatnonzero(bad)[0])
             raise InputError(
-                f"{files[j]}: header key {cfg.exposure_key} is missing or not positive "
-                f"({headers[j].get(cfg.exposure_key)!r}); set input.exposure_key to the "
-                "exposure key, or input.normalise_exposure: false"
+                f"{files[j]}: header key {cfg.exposure_key} is missing, not a number or not "
+                f"positive ({read[j][1]}); set input.exposure_key to the exposure key, or "
+                "input.normalise_exposure: false"
+                + (f" ({int(bad.sum())} of {len(files)} files)" if bad.sum() > 1 else "")
             )
         exposure = exp[order] if not np.all(bad) else None
     scale = 1.0 / exposure if (cfg.normalise_exposure and exposure is not None) else None
@@ -294,6 +297,21 @@ class _Keys(dict):
 
     def get(self, key: str, default: Any = None) -> Any:
         return dict.get(self, key.upper(), default)
+
+
+def _number(h, key: str) -> tuple[float, str]:
+    """(value of header ``key`` as a float, NaN if it is missing, not a number or its card
+    cannot be parsed; what the header holds, for messages)."""
+    try:
+        v = h.get(key)
+    except Exception as exc:  # astropy's VerifyError for a card it cannot parse
+        return math.nan, f"unreadable card: {exc}"
+    if v is None:
+        return math.nan, "missing"
+    try:
+        return float(v), repr(v)
+    except (TypeError, ValueError):
+        return math.nan, repr(v)
 
 
 def _frame_keys(cfg: InputConfig) -> tuple[str, ...]:
