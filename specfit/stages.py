@@ -13,6 +13,7 @@ bit-identical maps, with the variables, dtypes and attrs of the results contract
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -338,10 +339,10 @@ FIT_OPTION_KEYS = (
 def fit(
     power: xr.DataArray,
     models: Mapping[str, Any] | None = None,
-    method: str = DEFAULTS.fit.method,
+    method: str | None = None,
     dof: float | xr.DataArray | None = None,
     sigma: xr.DataArray | None = None,
-    user_models: list[str] | tuple = (),
+    user_models: list[str] | tuple | None = None,
     bounds: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
     **options: Any,
 ) -> xr.Dataset:
@@ -352,10 +353,14 @@ def fit(
     power
         (freq, y, x) power from :func:`power_spectra` (any chunking; frequency is made one chunk).
     models
-        alias -> model name (or :class:`specfit.models.Model`); default the config's
-        ``fit.models``.
+        alias -> model name (or :class:`specfit.models.Model`). Every fit setting not given
+        here (``models``, ``method``, ``user_models``, ``bounds`` and the ``options``)
+        defaults to the run's when ``power`` is a results store's (:func:`open_results` puts
+        the run's ``fit`` section in ``power.attrs["fit_settings"]``), else to the config
+        defaults (``fit.models``: M1 and M2).
     method
-        ``whittle`` (the config's default), ``lsq_log`` or ``lsq`` (needs ``sigma``).
+        ``whittle`` (the config's default), ``lsq_log`` or ``lsq`` (needs ``sigma``, or
+        ``weights='dlogf'``).
     dof
         chi^2 degrees of freedom the fit uses for each power value. Default: the ``dof``
         coordinate of ``power`` (set by :func:`power_spectra` and present on a results store's
@@ -390,8 +395,17 @@ def fit(
     bad = set(options) - set(FIT_OPTION_KEYS)
     if bad:
         raise TypeError(f"unknown fit option(s) {sorted(bad)}; allowed: {FIT_OPTION_KEYS}")
-    # One set of defaults for the config and the Python API.
-    options = {**{k: getattr(DEFAULTS.fit, k) for k in FIT_OPTION_KEYS}, **options}
+    # One set of defaults for the config and the Python API; a store's spectra bring the
+    # settings of the run that fitted them.
+    run = json.loads(power.attrs.get("fit_settings") or "{}")
+    models = run.get("models") if models is None else models
+    method = run.get("method", DEFAULTS.fit.method) if method is None else method
+    user_models = run.get("user_models", ()) if user_models is None else user_models
+    bounds = (run.get("bounds") or None) if bounds is None else bounds
+    options = {
+        **{k: run.get(k, getattr(DEFAULTS.fit, k)) for k in FIT_OPTION_KEYS},
+        **options,
+    }
     mods = resolve_models(models, user_models, bounds)
     if method == "lsq" and sigma is None and options["weights"] != "dlogf":
         raise ValueError(

@@ -906,6 +906,10 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
     coords = [c for c in ("hpc_x", "hpc_y", "dof") if c in ds.data_vars]
     if coords:
         ds = ds.set_coords(coords)
+    if "power" in ds and "config_json" in ds.attrs:
+        # so that specfit.fit(ds["power"]) refits with the run's models and options
+        fit_cfg = json.loads(ds.attrs["config_json"]).get("fit", {})
+        ds["power"].attrs["fit_settings"] = json.dumps(fit_cfg)
     return ds
 
 

@@ -19,7 +19,15 @@ from specfit.config import load_config
 # TINY as is, and with a box and a tapered window: the halo and the window correction.
 CASES = {
     "tiny": {},
-    "box3_hann": {"spectra": {"segments": 1, "window": "hann", "detrend": "mean", "box": 3}},
+    "box3_hann": {
+        "spectra": {"segments": 1, "window": "hann", "detrend": "mean", "box": 3},
+        # not the default models or options: a bare refit must still be the run's
+        "fit": {
+            "models": {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lognormal"},
+            "multistart": 2,
+            "best_model": "aic",
+        },
+    },
 }
 
 
@@ -99,8 +107,17 @@ def test_refit_of_stored_spectra_equals_stored_maps(run_store):
         multistart=f.multistart,
         max_iter=f.max_iter,
         tol=f.tol,
+        best_model=f.best_model,
     ).compute()
     _assert_same_maps(refit, ds, refit.data_vars)
+    # with nothing but the spectra: the run's models and options come with them
+    bare = specfit.fit(ds["power"]).compute()
+    assert set(bare.data_vars) == set(refit.data_vars)
+    _assert_same_maps(bare, ds, bare.data_vars)
+    # what is given still wins (here: the default models' M2 instead of the run's)
+    other = specfit.fit(ds["power"], models={"m2": "powerlaw_tail_lorentzian"})
+    assert not any(v.startswith("m1_") for v in other.data_vars)
+    assert "lorentzian" in other.attrs["models"] and "lognormal" not in other.attrs["models"]
 
 
 def test_store_records_what_a_refit_needs(run_store):
