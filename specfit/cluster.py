@@ -373,6 +373,24 @@ def _quiet_logs() -> None:
     logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
 
 
+def refuse_in_worker_start() -> None:
+    """Raise a :class:`ClusterError` with the fix when called while a worker process starts: a
+    local cluster's workers are spawned and import the user's script again, so a top-level
+    ``specfit.run(...)`` (no ``if __name__ == "__main__":`` guard) would run there too."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        # the re-imported script's top level: module code named __mp_main__ (a spawned child)
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__":
+            break
+        frame = frame.f_back
+    if frame is not None:
+        raise ClusterError(
+            "specfit was asked to start a cluster inside a starting worker process: the "
+            "script's top-level code runs again in every worker; put its specfit calls under "
+            '`if __name__ == "__main__":`'
+        )
+
+
 @contextlib.contextmanager
 def _distributed_settings() -> Iterator[None]:
     # The rechunk method is left to dask (task-based for small graphs, p2p for huge ones;
@@ -438,18 +456,29 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
 
     workers, threads = _local_layout(cfg)
     _quiet_logs()  # before the scheduler starts in this process
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=threads,
-        memory_limit=_memory_limit(cfg),
-        processes=True,
-        # Scheduler, workers and dashboard listen on loopback only unless the config says
-        # otherwise: a dashboard on 0.0.0.0 shows (and lets anyone stop) the run from the
-        # network. When the port is taken (several runs) distributed picks a free one.
-        host="127.0.0.1",
-        dashboard_address=cfg.dashboard_address if cfg.dashboard else None,
-        silence_logs=logging.WARNING,
-    )
+    refuse_in_worker_start()
+    try:
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,
+            memory_limit=_memory_limit(cfg),
+            processes=True,
+            # Scheduler, workers and dashboard listen on loopback only unless the config says
+            # otherwise: a dashboard on 0.0.0.0 shows (and lets anyone stop) the run from the
+            # network. When the port is taken (several runs) distributed picks a free one.
+            host="127.0.0.1",
+            dashboard_address=cfg.dashboard_address if cfg.dashboard else None,
+            silence_logs=logging.WARNING,
+        )
+    except RuntimeError as exc:
+        script = getattr(sys.modules.get("__main__"), "__file__", None)
+        if script and "failed to start" in str(exc):
+            raise ClusterError(
+                f"the local cluster's workers did not start ({exc}). If {script} calls "
+                "specfit.run at its top level: each worker process imports that script again, "
+                'so put the call under `if __name__ == "__main__":`'
+            ) from exc
+        raise
     try:
         with Client(cluster) as client:
             client.run(_quiet_workers, logging.getLogger().getEffectiveLevel() <= logging.DEBUG)

@@ -48,6 +48,8 @@ from specfit.workspace import (
     check_paths,
     default_cube_path,
     describe_change,
+    discard_new_work_dir,
+    first_missing,
     input_fingerprint,
     is_empty_dir,
     is_specfit_cube,
@@ -55,6 +57,7 @@ from specfit.workspace import (
     refuse_foreign_entries,
     refuse_foreign_store,
     remove_specfit_cube,
+    work_dir_for,
 )
 
 __all__ = ["run", "RunPlan", "plan_run", "cube_path_for"]
@@ -770,9 +773,15 @@ def run(
         If another run holds the store's lock, or the store cannot be used as asked (finished,
         unfinished, other config or other inputs).
     """
-    from specfit.cluster import check_reachable, cluster_config_from_flag, start_mpi
+    from specfit.cluster import (
+        check_reachable,
+        cluster_config_from_flag,
+        refuse_in_worker_start,
+        start_mpi,
+    )
     from specfit.store import StoreLock
 
+    refuse_in_worker_start()  # a script without a __main__ guard, re-imported by a worker
     cfg = load_config(config, overrides)
     if data is not None:
         if cfg.input.path or cfg.input.kind not in ("auto", "memory"):
@@ -798,8 +807,17 @@ def run(
         if cfg.output.cube_path
         else contextlib.nullcontext()
     )
-    with StoreLock(cfg.output.path), cube_lock:
-        return _run_locked(cfg, fingerprint, overwrite, resume, report, data)
+    # Folders this call creates (work folders and their parents): removed again if the run is
+    # refused before it writes anything (and only then; see discard_new_work_dir)
+    targets = [cfg.output.path] + ([cfg.output.cube_path] if cfg.output.cube_path else [])
+    created = [(t, first_missing(work_dir_for(t))) for t in targets]
+    try:
+        with StoreLock(cfg.output.path), cube_lock:
+            return _run_locked(cfg, fingerprint, overwrite, resume, report, data)
+    except BaseException:
+        for t, made in created:
+            discard_new_work_dir(t, made)
+        raise
 
 
 def _run_locked(

@@ -36,6 +36,8 @@ __all__ = [
     "work_dir_for",
     "default_cube_path",
     "ensure_work_dir",
+    "first_missing",
+    "discard_new_work_dir",
     "zarr_attrs",
     "is_specfit_cube",
     "is_specfit_results",
@@ -200,6 +202,35 @@ def ensure_work_dir(results: str | Path, key: str = "output.path") -> Path:
             f"{key}: cannot create {work} ({exc.strerror or exc}); choose a folder you can write to"
         ) from None
     return work
+
+
+def first_missing(path: str | Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet, or None."""
+    p = _resolved(path)
+    out = None
+    while not p.exists() and p != p.parent:
+        out, p = p, p.parent
+    return out
+
+
+def discard_new_work_dir(results: str | Path, created: Path | None) -> None:
+    """After a run that stopped before writing anything (a refusal), remove what it made: its
+    work folder, if it holds nothing but specfit's marker and lock, and the folders above it
+    that the run created (``created``: :func:`first_missing` of the work folder, taken before
+    the run) while they are empty. Nothing that existed before is touched."""
+    work = work_dir_for(results)
+    if created is None or Path(results).exists() or not work.is_dir():
+        return
+    if not {e.name for e in work.iterdir()} <= {WORK_MARKER, "lock", "lock.json"}:
+        return
+    shutil.rmtree(work)
+    p, stop = _resolved(work).parent, _resolved(created)
+    while p == stop or stop in p.parents:
+        try:
+            p.rmdir()  # only an empty folder
+        except OSError:
+            return
+        p = p.parent
 
 
 def remove_specfit_cube(path: Path) -> bool:

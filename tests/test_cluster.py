@@ -362,3 +362,20 @@ def test_mpi_error_between_start_and_connect_still_closes_every_rank(tmp_path):
     assert res.returncode != 0
     assert "check failed before connect" in res.stderr
     assert "CLIENT" not in res.stdout
+
+
+def test_a_script_reimported_by_a_worker_is_told_to_use_a_main_guard():
+    """A local cluster's spawned workers import the user's script again: a top-level
+    specfit.run there gets the fix (the __main__ guard), not the store lock's message."""
+    from specfit.cluster import refuse_in_worker_start
+    from specfit.errors import ClusterError
+
+    code = compile("from specfit.cluster import refuse_in_worker_start as r\nr()\n", "s.py", "exec")
+    with pytest.raises(ClusterError, match='if __name__ == "__main__":'):
+        exec(code, {"__name__": "__mp_main__"})
+    exec(code, {"__name__": "__main__"})  # the script itself, run by the user: fine
+
+    # a function of the script that a worker calls later (not while importing it): fine
+    script = {"__name__": "__mp_main__", "r": refuse_in_worker_start}
+    exec(compile("def task():\n    r()\n", "s.py", "exec"), script)
+    script["task"]()

@@ -208,6 +208,28 @@ def test_foreign_entries_are_what_zarr_did_not_write(tmp_path):
     assert foreign_entries(tmp_path / "missing") == []
 
 
+def test_a_refused_run_leaves_no_folders_behind(tmp_path, frames):
+    """A run refused after taking its lock (here: a cadence that leaves too few samples)
+    removes the work folder and the parent folders it created; folders that existed before
+    (a finished run's work folder) stay."""
+    out = tmp_path / "new" / "deeper" / "x.zarr"
+    cfg = frames_config(tmp_path, frames, path=str(out))
+    cfg["resample"] = {"cadence": 1e5}
+    with pytest.raises(ConfigError, match="resample.cadence"):
+        run(cfg)
+    assert not (tmp_path / "new").exists()
+    cube = tmp_path / "cubes" / "c.zarr"
+    with pytest.raises(ConfigError, match="resample.cadence"):
+        run({**cfg, "output": {**cfg["output"], "cube_path": str(cube)}})
+    assert not (tmp_path / "new").exists() and not (tmp_path / "cubes").exists()
+    done = tmp_path / "done.zarr"
+    run(frames_config(tmp_path, frames, path=str(done)))
+    before = snapshot(work_dir_for(done))
+    with pytest.raises(StoreError, match="already holds a finished run"):
+        run(frames_config(tmp_path, frames, path=str(done)))
+    assert snapshot(work_dir_for(done)) == before
+
+
 def test_a_foreign_work_folder_is_left_alone(tmp_path, frames):
     results = tmp_path / "results.zarr"
     before = user_folder(work_dir_for(results))
