@@ -236,7 +236,35 @@ def _resume_hint(args: argparse.Namespace) -> str:
         cmd += ["--set", item]
     if args.cluster:
         cmd += ["--cluster", args.cluster]
+    store = _results_path(args)
+    if store is not None:
+        from specfit.store import is_complete
+        from specfit.workspace import is_specfit_results
+
+        if is_complete(store) or not is_specfit_results(store):
+            # stopped before the new store was made (an --overwrite run still in its cube
+            # stage, or a first run): there is nothing of this run to resume
+            over = " --overwrite" if getattr(args, "overwrite", False) else ""
+            kept = "the previous results are unchanged" if is_complete(store) else "no results"
+            return (
+                f"; stopped before any tile was saved ({kept}): run `{shlex.join(cmd)}{over}` "
+                "again to start over"
+            )
     return f"; the finished part is kept: run `{shlex.join([*cmd, '--resume'])}` to complete it"
+
+
+def _results_path(args: argparse.Namespace):
+    """The results store an interrupted run or demo was writing, or None if unknown."""
+    from pathlib import Path
+
+    try:
+        if args.command == "demo":
+            return Path(args.out) / "results.zarr"
+        from specfit.config import load_config
+
+        return Path(load_config(args.config, args.overrides).output.path)
+    except Exception:
+        return None
 
 
 def _dispatch(args) -> int:

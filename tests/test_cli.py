@@ -124,3 +124,35 @@ def test_config_and_input_errors_are_one_line_of_their_class(tmp_path):
     assert f"{tmp_path}/none" in line
     r = _cli("--debug", "run", str(cfg), *bad_input)
     assert "specfit.errors.InputError: " in r.stderr
+
+
+def test_interrupt_hint_follows_what_the_store_holds(demo_store, tmp_path):
+    """Ctrl-C's advice: --resume only where an unfinished store of this run exists; an
+    --overwrite run stopped before it replaced a finished store, or a first run stopped before
+    any tile, is told to run again (a --resume there would be refused)."""
+    import argparse
+    import json
+    import shutil
+
+    import yaml
+
+    from specfit.cli import _resume_hint
+
+    store = tmp_path / "r.zarr"
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"output": {"path": str(store)}}))
+    args = argparse.Namespace(
+        command="run", config=str(config), overrides=["spectra.segments=2"], cluster=None
+    )
+    assert "(no results): run `specfit run" in _resume_hint(args)
+    assert "--resume" not in _resume_hint(args)
+    shutil.copytree(demo_store, store)
+    args.overwrite = True
+    hint = _resume_hint(args)
+    assert (
+        "previous results are unchanged" in hint and "--set spectra.segments=2 --overwrite`" in hint
+    )
+    meta = json.loads((store / "zarr.json").read_text())
+    meta["attributes"]["complete"] = False
+    (store / "zarr.json").write_text(json.dumps(meta))
+    assert "--set spectra.segments=2 --resume` to complete it" in _resume_hint(args)
