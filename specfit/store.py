@@ -540,7 +540,8 @@ def _consolidate(path: Path) -> None:
 # top of the attributes; ``complete`` stays the flag that code reads.
 INCOMPLETE_NOTE = (
     "incomplete: the run was interrupted or is still writing; tiles not yet written "
-    "(tiles_done == 0) read as NaN. Finish it with `specfit run CONFIG --resume`"
+    "(tiles_done == 0) read as NaN (integer maps: -1). Finish it with `specfit run CONFIG "
+    "--resume`"
 )
 
 
@@ -895,7 +896,8 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
     if allow_incomplete and not is_complete(p):
         done, total = tile_status(p)
         warnings.warn(
-            f"{p} is incomplete ({done} of {total} tiles written); the others read as NaN. "
+            f"{p} is incomplete ({done} of {total} tiles written); the others read as NaN "
+            "(integer maps: -1). "
             "Finish it with `specfit run CONFIG --resume`",
             IncompleteStoreWarning,
             stacklevel=2,

@@ -100,8 +100,15 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
     nf = ds.sizes.get("freq", 0)
     title = f"results {path}" if path else "results"
     lines.append(f"{title}: {ny} x {nx} px, {nf} frequencies")
+    written = _written(ds)  # None: every pixel (a finished store)
     if "complete" in ds.attrs:
         state = "complete" if ds.attrs["complete"] else "INCOMPLETE (resume with --resume)"
+        if written is not None:
+            done = ds["tiles_done"].values
+            state = (
+                f"INCOMPLETE: {int((done > 0).sum())} of {done.size} tiles written (resume "
+                "with --resume); the figures below cover the written tiles only"
+            )
         lines.append(f"  state: {state}")
     for key in ("source", "start_time", "cadence", "n_frames", "segments", "box", "method"):
         if key in ds.attrs and ds.attrs[key] not in ("", None):
@@ -126,6 +133,7 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
             if np.dtype(var.dtype).kind not in "fiu":
                 continue
             v = np.asarray(var.values, dtype=float)
+            v = v if written is None else v[written]
             p1, p50, p99 = percentiles(v)
             nan = 100.0 * np.mean(~np.isfinite(v))
             units = str(var.attrs.get("units", ""))[:14]
@@ -135,7 +143,8 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
     for alias in models:
         st = f"{alias}_status"
         if st in ds:
-            s = np.asarray(ds[st].values).ravel()
+            s = np.asarray(ds[st].values)
+            s = (s if written is None else s[written]).ravel()
             vals, counts = np.unique(s, return_counts=True)
             parts = [
                 f"{codes.get(str(int(v)), str(int(v)))}: {100 * c / s.size:.1f}%"
@@ -143,7 +152,8 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
             ]
             lines.append(f"  {st}: " + ", ".join(parts))
     if "best_model" in ds:
-        b = np.asarray(ds["best_model"].values).ravel()
+        b = np.asarray(ds["best_model"].values)
+        b = (b if written is None else b[written]).ravel()
         aliases = list(models)
         parts = []
         for i, a in enumerate(aliases):
@@ -152,9 +162,24 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
             parts.append(f"none {100 * np.mean(b < 0):.1f}%")
         rule = ds["best_model"].attrs.get("rule", "")
         lines.append(f"  best_model{f' ({rule})' if rule else ''}: " + ", ".join(parts))
-        lines += _headline_lines(ds)
-    lines += _field_lines(ds)
+        if written is None:  # the headline and field-wide figures are those of a whole run
+            lines += _headline_lines(ds)
+    if written is None:
+        lines += _field_lines(ds)
     return "\n".join(lines)
+
+
+def _written(ds: xr.Dataset) -> np.ndarray | None:
+    """(y, x) True where an unfinished store's tile is written; None for a finished store
+    (or one without tile bookkeeping). Unwritten tiles read as NaN, integer maps as -1."""
+    if ds.attrs.get("complete", True) or "tiles_done" not in ds:
+        return None
+    b = int(ds.attrs.get("tile_size", 0))
+    if b <= 0:
+        return None
+    done = np.asarray(ds["tiles_done"].values) > 0
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    return np.repeat(np.repeat(done, b, axis=0), b, axis=1)[:ny, :nx]
 
 
 def _field_lines(ds: xr.Dataset) -> list[str]:

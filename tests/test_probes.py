@@ -580,6 +580,8 @@ def test_unfinished_store_says_so_to_xarray_and_open_results(tmp_path):
 
     root = zarr.open_group(str(store), mode="r+")  # as if killed after the first tile
     root["tiles_done"][1, 0] = 0
+    root["m1_status"][8:, :] = -1  # what an unwritten tile reads as (its fill values)
+    root["m1_index"][8:, :] = float("nan")
     root.attrs.update({"complete": False, "specfit_state": "incomplete: x"})
     _consolidate(store)
     with pytest.raises(StoreError, match=r"incomplete \(1 of 2"):
@@ -587,7 +589,13 @@ def test_unfinished_store_says_so_to_xarray_and_open_results(tmp_path):
     with pytest.warns(IncompleteStoreWarning, match=r"1 of 2 tiles written.*--resume"):
         open_results(store, allow_incomplete=True)
     r = _cli("info", str(store))
-    assert r.returncode == 0 and "INCOMPLETE" in r.stdout and "Warning" not in r.stderr
+    assert r.returncode == 0 and "Warning" not in r.stderr
+    assert "INCOMPLETE: 1 of 2 tiles written" in r.stdout, r.stdout
+    # the figures cover the written tile only: no fill value (-1) counted as a status code
+    status = next(line for line in r.stdout.splitlines() if "m1_status:" in line)
+    assert "-1" not in status and "%" in status, status
+    index = next(line for line in r.stdout.splitlines() if line.strip().startswith("m1_index"))
+    assert index.split()[-1] == "0.0", index  # no NaN share from the unwritten tile
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         first = next(iter(xr.open_zarr(store).attrs))
