@@ -26,6 +26,8 @@ def test_list_names_every_shipped_yaml_with_a_description(capsys):
     assert set(names) == {p.stem for p in config_dir().glob("*.yaml")}
     assert {"demo", "aia1600", "legacy", "iris"} <= set(names)
     assert all(text and len(text) < 90 for text in names.values()), names
+    # one whole sentence each (a first line cut mid-sentence once read '... models beside')
+    assert all(text.endswith((".", "?", ")")) for text in names.values()), names
     assert main(["config", "list"]) == 0
     out = capsys.readouterr().out
     for name, text in names.items():
