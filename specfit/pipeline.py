@@ -1048,7 +1048,8 @@ def _report_empty_frames(empty: np.ndarray, arr) -> None:
     shown = ", ".join(name(int(i)) for i in empty[:5])
     more = f" and {empty.size - 5} more" if empty.size > 5 else ""
     log.warning(
-        "%d frame(s) have no finite pixel (all NaN or missing): %s%s. They are treated as "
+        "%d frame(s) have no finite pixel (all NaN, all zero or missing): %s%s. They are "
+        "treated as "
         "missing: each pixel is interpolated across them from the neighbouring frames",
         empty.size,
         shown,

@@ -497,6 +497,44 @@ def test_all_nan_frame_is_named_and_treated_as_missing(tmp_path, caplog):
     assert any("frame 17" in r.getMessage() for r in caplog.records)
 
 
+def test_an_all_zero_frame_is_a_dropout_treated_as_missing(tmp_path, caplog):
+    """A frame of zeros (a dropout) is not data: without the rule its zeros went into every
+    pixel's spectrum (the tail x8 on a probe). It is named and interpolated across, and the
+    maps equal those of the same series with that frame NaN; a frame with zeros beside real
+    values is data."""
+    import numpy as np
+    from astropy.io import fits
+
+    from specfit.config import InputConfig
+    from specfit.io import open_input
+    from specfit.pipeline import run
+
+    paths = _frames(tmp_path / "z", nt=40)
+    with fits.open(paths[9], mode="update") as h:
+        h[0].data[:] = 0.0
+    with fits.open(paths[20], mode="update") as h:
+        h[0].data[:4] = 0.0  # a dark strip: kept
+    arr = open_input(InputConfig(path=str(tmp_path / "z"), exposure_key="EXPTIME"))
+    frames = arr.values
+    assert np.isnan(frames[9]).all() and (frames[20][:4] == 0).all()
+    assert np.isfinite(np.delete(frames, 9, axis=0)).all()
+    with caplog.at_level("WARNING", logger="specfit"):
+        ds = run(_fits_run_config(tmp_path, tmp_path / "z"))
+    msg = [r.getMessage() for r in caplog.records if "no finite pixel" in r.getMessage()]
+    assert len(msg) == 1 and "all zero" in msg[0] and "frame 9 " in msg[0], msg
+    paths = _frames(tmp_path / "n", nt=40)
+    for i, p in enumerate(paths):  # the same series with frame 9 NaN
+        if i in (9, 20):
+            with fits.open(p, mode="update") as h:
+                if i == 9:
+                    h[0].data[:] = np.nan
+                else:
+                    h[0].data[:4] = 0.0
+    cfg = _fits_run_config(tmp_path / "other", tmp_path / "n")
+    want = run(cfg)
+    np.testing.assert_array_equal(ds["m1_index"].values, want["m1_index"].values)
+
+
 def test_long_gap_alone_does_not_claim_a_drifting_grid():
     import numpy as np
 

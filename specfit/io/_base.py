@@ -167,10 +167,11 @@ def clean_frames(
 ) -> np.ndarray:
     """Raw (k, ny, nx) frames -> float32 with missing values NaN, times a per-frame scale.
 
-    Every reader turns raw values into intensities through this one function (integer BLANK
-    values, values below ``missing_below`` and non-finite values become NaN; then each frame
-    is multiplied by its ``scale``, 1 / exposure when normalising), so that the same frames
-    give bit-identical cubes whichever way they came in.
+    Every reader of whole frames turns raw values into intensities through this one function
+    (integer BLANK values, values below ``missing_below``, non-finite values and every value
+    of a frame that is zero wherever it is finite become NaN; then each frame is multiplied
+    by its ``scale``, 1 / exposure when normalising), so that the same frames give
+    bit-identical cubes whichever way they came in.
     """
     block = np.asarray(frames).astype(np.float32, copy=True)
     if blank is not None:
@@ -181,6 +182,10 @@ def clean_frames(
         with np.errstate(invalid="ignore"):
             block[block < missing_below] = np.nan
     block[~np.isfinite(block)] = np.nan
+    # A frame that is zero wherever it has a value is a dropout (a readout or transfer
+    # failure, a zero-filled missing frame), not a dark Sun: it is missing, like an all-NaN one.
+    if block.ndim == 3 and block.shape[0]:
+        block[np.all((block == 0) | np.isnan(block), axis=(1, 2))] = np.nan
     if scale is not None:
         block *= np.asarray(scale).astype(np.float32)[:, None, None]
     return block
