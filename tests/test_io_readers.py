@@ -499,3 +499,22 @@ def test_sixteen_bit_tiff_keeps_its_levels(tmp_path):
     out = open_input(cfg)
     np.testing.assert_array_equal(out.values, frames.astype(np.float32))
     np.testing.assert_allclose(out["time"].values, [0.0, 60.0])
+
+
+def test_a_frame_of_another_channel_is_named(tmp_path):
+    """One 304 A frame among 1600 A ones (a shared download folder) is refused before any
+    pixel is read, naming the file; frames without WAVELNTH are not judged."""
+    from specfit.synthetic import make_synthetic
+
+    frames = make_synthetic(tmp_path / "s", shape=(8, 8), n_frames=40, seed=1).frames
+    files = sorted(frames.glob("*.fits"))
+    with fits.open(files[7], mode="update") as h:
+        h[0].header["WAVELNTH"] = 304
+    with pytest.raises(
+        InputError,
+        match=rf"{files[7].name} \(WAVELNTH 304\), beside {len(files) - 1} frames at WAVELNTH 1600",
+    ):
+        open_input(InputConfig(path=str(frames)))
+    with fits.open(files[7], mode="update") as h:
+        del h[0].header["WAVELNTH"]
+    assert open_input(InputConfig(path=str(frames))).shape[0] == len(files)

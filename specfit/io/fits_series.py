@@ -192,6 +192,7 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
                 f"{f}: frame shape {s} differs from {ref_shape} of {files[0]}; all frames of a "
                 "series must have the same size (remove the odd file or narrow input.pattern)"
             )
+    _check_one_channel(files, headers)
     times, used_keys = _header_times(files, headers, list(cfg.time_key))
     order = np.argsort(
         times.tai.jd1 - times.tai.jd1[0] + (times.tai.jd2 - times.tai.jd2[0]), kind="stable"
@@ -320,7 +321,34 @@ def _frame_keys(cfg: InputConfig) -> tuple[str, ...]:
     if cfg.exposure_key:
         keys.append(cfg.exposure_key)
     keys += [k for k, _ in GEOMETRY_KEYS.values()]
+    keys.append("WAVELNTH")  # one channel per series (_check_one_channel)
     return tuple(dict.fromkeys(k.upper() for k in keys))
+
+
+def _check_one_channel(files: list, headers: list) -> None:
+    """Refuse a series whose frames carry different ``WAVELNTH`` values (e.g. one 304 A
+    frame among 1600 A ones, from a shared download folder), naming the odd files."""
+    waves = []
+    for h in headers:
+        try:
+            waves.append(h.get("WAVELNTH"))
+        except Exception:  # an unparsable card: not ours to judge here
+            waves.append(None)
+    seen = [w for w in waves if w is not None]
+    if len(set(seen)) <= 1:
+        return
+    counts: dict = {}
+    for w in seen:
+        counts[w] = counts.get(w, 0) + 1
+    main = max(counts, key=counts.get)  # the channel of most frames (first seen on a tie)
+    odd = [(f, w) for f, w in zip(files, waves, strict=True) if w is not None and w != main]
+    shown = ", ".join(f"{Path(f).name} (WAVELNTH {w})" for f, w in odd[:5])
+    more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
+    raise InputError(
+        f"{odd[0][0]}: frames of another channel in the series: {shown}{more}, beside "
+        f"{counts[main]} frames at WAVELNTH {main}; a series is one channel: remove those files "
+        "or narrow input.pattern"
+    )
 
 
 def _scan(
