@@ -284,6 +284,11 @@ def test_npy_and_zarr(tmp_path):
     assert np.isnan(out[2, 1, 1]) and np.isfinite(out).sum() == out.size - 1
     with pytest.raises(InputError, match="input.times"):
         open_input(InputConfig(path=str(tmp_path / "c.npy")))
+    # complex (or boolean) values are not intensities: refused, not silently cut to reals
+    for name, bad in (("z", cube + 1j), ("b", cube > 0)):
+        np.save(tmp_path / f"{name}.npy", bad)
+        with pytest.raises(InputError, match=rf"{name}.npy: the intensities are (complex|bool)"):
+            open_input(InputConfig(path=str(tmp_path / f"{name}.npy"), times=cfg.times))
     # Zarr round trip of the DataArray (what a cube.zarr holds).
     da_.to_dataset().to_zarr(tmp_path / "c.zarr", mode="w", consolidated=False)
     back = open_input(InputConfig(path=str(tmp_path / "c.zarr")))

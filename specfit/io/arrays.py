@@ -55,6 +55,7 @@ def open_array(cfg: InputConfig, kind: str) -> xr.DataArray:
         raise InputError(f"{path}: not a readable .npy array ({exc})") from None
     if arr.ndim != 3:
         raise InputError(f"{path}: needs a 3-D (time, y, x) array, got shape {arr.shape}")
+    _check_real(arr.dtype, path)
     if not cfg.times:
         raise InputError(
             f"{path}: a .npy cube has no frame times; give input.times (a .npy of seconds)"
@@ -85,6 +86,15 @@ def _as_time(t: np.ndarray | Time) -> Time:
     if isinstance(t, Time):
         return t
     return Time(_NOMINAL_START, scale="utc") + TimeDelta(t - t[0], format="sec")
+
+
+def _check_real(dtype, path: str) -> None:
+    """Intensities are real numbers: complex or boolean arrays are refused, not cast."""
+    if np.dtype(dtype).kind not in "fiu":
+        raise InputError(
+            f"{path}: the intensities are {np.dtype(dtype)}, not real numbers (int or float); "
+            "store the image values themselves (e.g. the modulus of complex data)"
+        )
 
 
 def _check_increasing(times: Time, where: str) -> None:
@@ -174,6 +184,7 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
     if np.any(order != np.arange(nt)):
         data = data[order]
         exposure = exposure[order] if exposure is not None else None
+    _check_real(data.dtype, path)
     data = data.astype(np.float32)
     if cfg.missing_below is not None:
         data = da.where(data < cfg.missing_below, np.float32(np.nan), data)
