@@ -102,3 +102,18 @@ def test_config_diff_names_changed_science_keys_only():
     )
     diff = config_diff(a, b)
     assert diff == ["spectra.segments: 1 != 2"]
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    """YAML keeps the last of two equal keys: a second `fit:` section would silently replace
+    the first. A merge key (<<) overriding an anchor's key is not a repetition."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("fit:\n  method: lsq_log\nspectra:\n  segments: 2\nfit:\n  multistart: 2\n")
+    with pytest.raises(ConfigError, match=r"key 'fit' is given twice \(lines 1 and 5\)"):
+        load_config(cfg)
+    cfg.write_text("spectra:\n  segments: 2\n  window: hann\n  segments: 3\n")
+    with pytest.raises(ConfigError, match=r"key 'segments' is given twice \(lines 2 and 4\)"):
+        load_config(cfg)
+    cfg.write_text("base: &b {segments: 2}\nspectra:\n  <<: *b\n  segments: 3\n")
+    with pytest.raises(ConfigError, match="base: unknown"):  # the merge itself is fine
+        load_config(cfg)
