@@ -523,3 +523,19 @@ def test_a_frame_of_another_channel_is_named(tmp_path):
     with fits.open(files[7], mode="update") as h:
         del h[0].header["WAVELNTH"]
     assert open_input(InputConfig(path=str(frames))).shape[0] == len(files)
+
+
+def test_frames_timed_by_another_key_are_named(tmp_path):
+    """A frame without T_OBS takes DATE-OBS (the next input.time_key): said, with the first
+    such file, since the two keys need not agree."""
+    _write_series(tmp_path / "s", nt=5)
+    files = sorted((tmp_path / "s").glob("*.fits"))
+    for f in files:
+        with fits.open(f, mode="update") as h:
+            h[0].header["T_OBS"] = h[0].header["DATE-OBS"]
+    with fits.open(files[2], mode="update") as h:
+        del h[0].header["T_OBS"]
+    with pytest.warns(
+        UserWarning, match=rf"1 of 5 frames have no T_OBS .*DATE-OBS \(first: {files[2].name}\)"
+    ):
+        open_input(InputConfig(path=str(tmp_path / "s")))

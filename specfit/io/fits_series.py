@@ -397,7 +397,7 @@ def _header_times(files: list[str], headers: list[Any], keys: list[str]) -> tupl
     scalar does); if that fails, or a value is not plain ``isot``, each is parsed on its own
     with :func:`header_time`, which names the file at fault. Both give the same times.
     """
-    texts, used = [], set()
+    texts, used, which = [], set(), []
     for h in headers:
         for k in keys:
             v = h.get(k)
@@ -405,7 +405,20 @@ def _header_times(files: list[str], headers: list[Any], keys: list[str]) -> tupl
                 text = str(v).strip()
                 texts.append(text[:-1] if text.endswith("Z") else text)
                 used.add(k)
+                which.append(k)
                 break
+    if len(used) > 1:
+        # e.g. a frame without T_OBS takes DATE-OBS: AIA's T_OBS is mid-exposure, DATE-OBS its
+        # start, and a frame whose keys disagree more than that lands elsewhere in time
+        first = next(k for k in keys if k in used)
+        odd = [f for f, k in zip(files, which, strict=False) if k != first]
+        warnings.warn(
+            f"{len(odd)} of {len(headers)} frames have no {first} and take their time from "
+            f"{' / '.join(k for k in keys if k in used and k != first)} (first: "
+            f"{os.path.basename(odd[0])}); the keys can differ (AIA: T_OBS is mid-exposure, "
+            "DATE-OBS its start): check those frames, or set input.time_key to one key",
+            stacklevel=3,
+        )
     if len(texts) == len(headers) and all("T" in t for t in texts):
         try:
             return Time(texts, scale="utc", format="isot"), used
