@@ -860,6 +860,15 @@ def _describe_plan(cfg: Config, plan: RunPlan) -> None:
         f"{len(plan.gaps)} gap(s) > {cfg.resample.max_gap:g} cadences"
     )
     report_gaps(plan.gaps, plan.dt)
+    span = float(plan.new_times[-1] - plan.new_times[0]) if plan.new_times.size > 1 else 0.0
+    share = sum(b - a for a, b in plan.gaps) / span if span > 0 else 0.0
+    if share > 0.1:
+        log.warning(
+            "the gaps above cover %.0f %% of the series: every pixel's spectrum is that much "
+            "linear interpolation (which has no power at high frequencies), not data; fit a "
+            "stretch without long gaps (input.pattern, input.max_frames) unless that is meant",
+            100 * share,
+        )
     if cfg.spectra.box > 1 and cfg.fit.method != "lsq" and cfg.spectra.box_dof == "nominal":
         log.warning(
             "spectra.box=%d with spectra.box_dof=nominal: the dof assume the %d pixels of a box "

@@ -535,6 +535,29 @@ def test_an_all_zero_frame_is_a_dropout_treated_as_missing(tmp_path, caplog):
     np.testing.assert_array_equal(ds["m1_index"].values, want["m1_index"].values)
 
 
+def test_gaps_covering_much_of_the_series_are_said_to_be_interpolation(tmp_path, caplog):
+    """A series whose second half starts an hour later is mostly interpolation: the run says
+    how much, beside the gap itself (a probe's index came out 2.2 on white noise)."""
+    from astropy.io import fits
+
+    from specfit.pipeline import run
+
+    paths = _frames(tmp_path / "f", nt=40)
+    for i, p in enumerate(paths[20:]):
+        with fits.open(p, mode="update") as h:
+            h[0].header["T_OBS"] = f"2020-01-01T01:{(240 + 12 * i) // 60:02d}:{12 * i % 60:02d}"
+    with caplog.at_level("WARNING", logger="specfit"):
+        run(_fits_run_config(tmp_path, tmp_path / "f"))
+    msgs = [r.getMessage() for r in caplog.records]
+    share = [m for m in msgs if "of the series" in m]
+    assert len(share) == 1 and "cover 89 %" in share[0], msgs  # 3612 s of 4068 s
+    caplog.clear()
+    paths = _frames(tmp_path / "g", nt=40)  # the same frames without the gap: no such line
+    with caplog.at_level("WARNING", logger="specfit"):
+        run(_fits_run_config(tmp_path / "o", tmp_path / "g"))
+    assert not any("of the series" in r.getMessage() for r in caplog.records)
+
+
 def test_long_gap_alone_does_not_claim_a_drifting_grid():
     import numpy as np
 
