@@ -1049,6 +1049,13 @@ def _report_empty_frames(empty: np.ndarray, arr) -> None:
         return
     files = list(arr.attrs.get("files", []))
     times = np.asarray(arr["time"].values, dtype=float)
+    if empty.size == times.size:
+        log.warning(
+            "no frame has a finite pixel (all NaN, all zero or missing): there is nothing to "
+            "fit, every pixel is NaN with a nonfinite_input status; check the input files and "
+            "input.missing_below"
+        )
+        return
 
     def name(i: int) -> str:
         where = f" ({files[i]})" if len(files) >= times.size else ""

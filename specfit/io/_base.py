@@ -344,10 +344,10 @@ def parse_time(value: Any, where: str) -> Time:
         text = text[:-1]
     try:
         return Time(text, scale="utc", format="isot" if "T" in text else None)
-    except Exception as exc:  # astropy raises several types for bad strings
+    except Exception:  # astropy raises several types, listing every format it tried
         raise InputError(
-            f"{where}: {value!r} is not an ISO 8601 time ({exc}); fix the header or choose "
-            "another key with input.time_key"
+            f"{where}: {value!r} is not an ISO 8601 time such as 2012-06-06T05:00:18.57; fix "
+            "the header or choose another key with input.time_key"
         ) from None
 
 
