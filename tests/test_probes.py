@@ -498,6 +498,23 @@ def test_all_nan_frame_is_named_and_treated_as_missing(tmp_path, caplog):
     assert any("frame 17" in r.getMessage() for r in caplog.records)
 
 
+def test_a_series_without_any_finite_frame_says_there_is_nothing_to_fit(tmp_path, caplog):
+    import numpy as np
+    from astropy.io import fits
+
+    from specfit.pipeline import run
+
+    for p in _frames(tmp_path / "f", nt=12):
+        with fits.open(p, mode="update") as h:
+            h[0].data[:] = np.nan
+    with caplog.at_level("WARNING", logger="specfit"):
+        ds = run(_fits_run_config(tmp_path, tmp_path / "f"))
+    msgs = [r.getMessage() for r in caplog.records if "finite pixel" in r.getMessage()]
+    assert len(msgs) == 1 and "nothing to fit" in msgs[0], msgs
+    assert "neighbouring" not in msgs[0]
+    assert np.isnan(ds["m1_index"].values).all()
+
+
 def test_an_all_zero_frame_is_a_dropout_treated_as_missing(tmp_path, caplog):
     """A frame of zeros (a dropout) is not data: without the rule its zeros went into every
     pixel's spectrum (the tail x8 on a probe). It is named and interpolated across, and the
