@@ -384,26 +384,36 @@ def _allowed_keys(section_path: list[str]) -> list[str]:
     return sorted(model.model_fields)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping (YAML would keep the last one
-    silently: a second ``fit:`` section would replace the first)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # << of an anchor: overriding is its use
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"key {key!r} is given twice (lines {seen[key]} and "
-                    f"{key_node.start_mark.line + 1}); YAML would keep only the last: merge them",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
+def _check_unique_keys(text: str) -> None:
+    """Refuse a key given twice in one mapping of a YAML text (YAML would keep the last one
+    silently: a second ``fit:`` section would replace the first). Checked on the composed
+    node tree, before merge keys (``<<``) are expanded, so an override of a merged key is
+    not a repetition."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    todo, seen_nodes = [root], set()
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict = {}
+            for key, value in node.value:
+                todo.append(value)
+                if key.tag == "tag:yaml.org,2002:merge" or not isinstance(key, yaml.ScalarNode):
+                    continue
+                k = (key.tag, key.value)
+                if k in lines:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"key {key.value!r} is given twice (lines {lines[k]} and "
+                        f"{key.start_mark.line + 1}); YAML would keep only the last: merge them",
+                        key.start_mark,
+                    )
+                lines[k] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend(node.value)
 
 
 def _parse_value(text: str) -> Any:
@@ -475,7 +485,9 @@ def load_config(
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+            text = path.read_text()
+            _check_unique_keys(text)
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):

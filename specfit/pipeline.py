@@ -282,6 +282,13 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
         )
     new_times = rs.uniform_times(times, cfg.resample.cadence)
     if new_times.size < 8:
+        if cfg.resample.cadence is None:
+            step = float(new_times[1] - new_times[0]) if new_times.size > 1 else float("nan")
+            raise ConfigError(
+                f"the frames' own cadence ({step:.6g} s, resample.cadence unset) gives "
+                f"{new_times.size} sample(s) over the {times[-1] - times[0]:.6g} s they span; at "
+                "least 8 are needed: set a shorter resample.cadence or give more frames"
+            )
         raise ConfigError(
             f"resample.cadence={cfg.resample.cadence:g} s gives {new_times.size} sample(s) over "
             f"the {times[-1] - times[0]:.6g} s the frames span; at least 8 are needed: choose a "

@@ -117,3 +117,14 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
     cfg.write_text("base: &b {segments: 2}\nspectra:\n  <<: *b\n  segments: 3\n")
     with pytest.raises(ConfigError, match="base: unknown"):  # the merge itself is fine
         load_config(cfg)
+    # an anchored mapping that overrides a merged key, merged again elsewhere (PyYAML expands
+    # it in place: a check during construction saw the key twice)
+    cfg.write_text(
+        "spectra: &s\n  <<: &b {segments: 2, window: hann}\n  segments: 3\nfit: {}\n"
+        "resample:\n  <<: {max_gap: 2.0}\n"
+    )
+    assert load_config(cfg).spectra.segments == 3
+    from specfit.config import _check_unique_keys
+
+    _check_unique_keys("base: &b {x: 1}\ndefs:\n  a: &a\n    <<: *b\n    x: 5\nb:\n  <<: *a\n")
+    _check_unique_keys("? [a, b]\n: 1\nc: 2\n")  # a non-scalar key is not compared
