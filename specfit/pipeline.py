@@ -50,6 +50,7 @@ from specfit.workspace import (
     describe_change,
     discard_new_work_dir,
     first_missing,
+    foreign_entries,
     input_fingerprint,
     is_empty_dir,
     is_specfit_cube,
@@ -204,6 +205,18 @@ def _check_store_target(
             "describe other data; start again with --overwrite"
         )
     return "resume"
+
+
+def _check_cube_target(cfg: Config, fingerprint: dict | None) -> None:
+    """Before any work: specfit's cube may be rewritten (out of date) or removed at the end
+    (``output.keep_cube: false``), but not while it holds files specfit did not write."""
+    cube = cube_path_for(cfg)
+    for c in (cube, cube.with_name(cube.name + ".partial")):
+        if not (is_specfit_cube(c) and foreign_entries(c)):
+            continue
+        current = c == cube and _cube_is_current(c, _science(cfg), fingerprint)[0]
+        if not current or not cfg.output.keep_cube:
+            refuse_foreign_entries(c, "output.cube_path" if cfg.output.cube_path else "output.path")
 
 
 def _array_names(path: Path) -> set[str]:
@@ -837,6 +850,7 @@ def _run_locked(
     t_start = time.perf_counter()
     # Everything that can be checked is checked before any cluster starts or data is read.
     action = _check_store_target(cfg, overwrite, resume, fingerprint)
+    _check_cube_target(cfg, fingerprint)
     if action == "done":
         _say(f"{results_path} is already complete; nothing to do")
         return open_results(results_path)

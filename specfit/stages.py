@@ -356,8 +356,10 @@ def fit(
         alias -> model name (or :class:`specfit.models.Model`). Every fit setting not given
         here (``models``, ``method``, ``user_models``, ``bounds`` and the ``options``)
         defaults to the run's when ``power`` is a results store's (:func:`open_results` puts
-        the run's ``fit`` section in ``power.attrs["fit_settings"]``), else to the config
-        defaults (``fit.models``: M1 and M2).
+        the run's ``fit`` section in ``power.attrs["fit_settings"]``; a bare refit loads the
+        run's ``user_models`` files), else to the config defaults (``fit.models``: M1 and
+        M2). With ``models`` given, the run's ``user_models`` and ``intervals`` are not
+        inherited.
     method
         ``whittle`` (the config's default), ``lsq_log`` or ``lsq`` (needs ``sigma``, or
         ``weights='dlogf'``).
@@ -398,6 +400,10 @@ def fit(
     # One set of defaults for the config and the Python API; a store's spectra bring the
     # settings of the run that fitted them.
     run = json.loads(power.attrs.get("fit_settings") or "{}")
+    if models is not None:
+        # other models than the run's: its user-model files and the intervals of its models'
+        # parameters are not inherited (they may not exist here, or name no parameter)
+        run = {k: v for k, v in run.items() if k not in ("user_models", "intervals")}
     models = run.get("models") if models is None else models
     method = run.get("method", DEFAULTS.fit.method) if method is None else method
     user_models = run.get("user_models", ()) if user_models is None else user_models

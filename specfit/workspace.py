@@ -351,13 +351,6 @@ def check_paths(cfg: Config, cube_path: Path) -> None:
                     f"output.cube_path: {c} exists and is not a cube written by specfit; specfit "
                     "replaces only its own cubes, so choose a new or empty folder"
                 )
-    # specfit's cube (the default one in the work folder too) may be rewritten or removed
-    # (output.keep_cube: false): not while it holds anything of the user's
-    for c in (cube, cube.with_name(cube.name + ".partial")):
-        if is_specfit_cube(c):
-            refuse_foreign_entries(
-                c, "output.cube_path" if user_cube else "output.path", ConfigError
-            )
     if work.exists() and not (_is_work_dir(work) or is_empty_dir(work)):
         raise ConfigError(
             f"output.path: {work} exists and was not made by specfit; specfit keeps its work "

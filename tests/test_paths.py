@@ -3,6 +3,7 @@ against the inputs (and against other people's folders) before anything is writt
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -151,30 +152,35 @@ def test_overwrite_replaces_only_a_specfit_store(tmp_path, frames):
 
 
 def test_user_files_put_inside_a_specfit_store_or_cube_are_never_deleted(tmp_path, frames):
-    """A finished store or cube is specfit's, but files a user put in it are not: --overwrite,
-    a cube that must be rewritten (changed input) and output.keep_cube: false all refuse
-    before any work, naming them, and leave everything as it was."""
+    """A finished store or cube is specfit's, but files a user put in it are not. A run that
+    would replace or remove such a folder (--overwrite of the store, a cube out of date,
+    output.keep_cube: false) refuses before any work, naming them, and changes nothing; a run
+    that only reuses the cube goes ahead and leaves the files alone."""
     results = tmp_path / "res.zarr"
     cube = tmp_path / "cube.zarr"
     cfg = frames_config(tmp_path, frames, path=str(results), cube_path=str(cube), keep_cube=True)
     run(cfg)
+    (cube / "notes.txt").write_text("mine too\n")
+    # the cube is current and kept: reused, the note stays
+    run(cfg, overwrite=True)
+    assert (cube / "notes.txt").read_text() == "mine too\n"
+    before = snapshot(tmp_path)
+    want = r"output.cube_path: .*cube.zarr holds files specfit did not write \(notes.txt\)"
+    with pytest.raises(StoreError, match=want):  # it would be removed at the end
+        run({**cfg, "output": {**cfg["output"], "keep_cube": False}}, overwrite=True)
+    assert snapshot(tmp_path) == before
+    frame = sorted(frames.glob("*.fits"))[3]  # an input changed: the cube would be rewritten
+    frame.write_bytes(frame.read_bytes())
+    os.utime(frame, (1e9, 1e9))
+    before = snapshot(tmp_path)
+    with pytest.raises(StoreError, match=want):
+        run(cfg, overwrite=True)
+    assert snapshot(tmp_path) == before
+    (cube / "notes.txt").unlink()
+    run(cfg, overwrite=True)  # without the note: rewritten
     (results / "MY_NOTES.txt").write_text("mine\n")
     (results / "myplots").mkdir()
     (results / "myplots" / "p.png").write_bytes(b"png")
-    (cube / "notes.txt").write_text("mine too\n")
-    before = snapshot(tmp_path)
-    for flags, over, match in (
-        (
-            {"overwrite": True},
-            {},
-            r"output.cube_path: .*cube.zarr holds files specfit did not write \(notes.txt\)",
-        ),
-        ({"overwrite": True}, {"keep_cube": False}, "notes.txt"),
-    ):
-        with pytest.raises(ConfigError, match=match):
-            run({**cfg, "output": {**cfg["output"], **over}}, **flags)
-        assert snapshot(tmp_path) == before
-    (cube / "notes.txt").unlink()
     before = snapshot(tmp_path)
     with pytest.raises(
         StoreError,
@@ -189,10 +195,9 @@ def test_user_files_put_inside_a_specfit_store_or_cube_are_never_deleted(tmp_pat
     (default / "keep.txt").write_text("mine\n")
     before = snapshot(tmp_path)
     with pytest.raises(
-        ConfigError,
-        match=r"output.path: .*cube.zarr holds files specfit did not write \(keep.txt\)",
+        StoreError, match=r"output.path: .*cube.zarr holds files specfit did not write \(keep.txt\)"
     ):
-        run(plain, overwrite=True)
+        run({**plain, "output": {**plain["output"], "keep_cube": False}}, overwrite=True)
     assert snapshot(tmp_path) == before
 
 

@@ -348,6 +348,9 @@ def test_profile_intervals_are_stored_and_a_refit_gives_them_again(tmp_path):
     again = fit(open_results(tmp_path / "results.zarr")["power"], intervals=["bump_center"])
     for name in names:
         np.testing.assert_array_equal(again[name].values, ds[name].values, err_msg=name)
+    # other models: the run's intervals (of a parameter M1 lacks) are not taken over
+    m1 = fit(open_results(tmp_path / "results.zarr")["power"], models={"m1": "powerlaw_tail"})
+    assert not any(v.endswith(("_lower", "_upper")) for v in m1.data_vars)
     # refused when called, not when computed
     power = open_results(tmp_path / "results.zarr")["power"]
     with pytest.raises(ValueError, match="fit.intervals needs fit.optimizer=specfit"):
