@@ -472,7 +472,10 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
         )
     except RuntimeError as exc:
         script = getattr(sys.modules.get("__main__"), "__file__", None)
-        if script and "failed to start" in str(exc):
+        ours = script and (
+            Path(script).name == "specfit" or Path(script).resolve().parent == Path(__file__).parent
+        )  # the specfit command itself: the advice is not for it
+        if script and not ours and "failed to start" in str(exc):
             raise ClusterError(
                 f"the local cluster's workers did not start ({exc}). If {script} calls "
                 "specfit.run at its top level: each worker process imports that script again, "

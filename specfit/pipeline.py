@@ -831,12 +831,15 @@ def run(
     # refused before it writes anything (and only then; see discard_new_work_dir)
     targets = [cfg.output.path] + ([cfg.output.cube_path] if cfg.output.cube_path else [])
     created = [(t, first_missing(work_dir_for(t))) for t in targets]
+    held = False  # only a run that held the locks tidies up (never another run's folder)
     try:
         with StoreLock(cfg.output.path), cube_lock:
+            held = True
             return _run_locked(cfg, fingerprint, overwrite, resume, report, data)
     except BaseException:
-        for t, made in created:
-            discard_new_work_dir(t, made)
+        if held:
+            for t, made in created:
+                discard_new_work_dir(t, made)
         raise
 
 

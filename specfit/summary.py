@@ -110,6 +110,8 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
                 "with --resume); the figures below cover the written tiles only"
             )
         lines.append(f"  state: {state}")
+        if written is not None and not written.any():
+            return "\n".join(lines)  # nothing written yet: no figures to give
     for key in ("source", "start_time", "cadence", "n_frames", "segments", "box", "method"):
         if key in ds.attrs and ds.attrs[key] not in ("", None):
             lines.append(f"  {key}: {ds.attrs[key]}")

@@ -54,6 +54,7 @@ __all__ = [
 WORK_SUFFIX = ".specfit-work"
 WORK_MARKER = "specfit-work.json"
 _ZARR_META = {"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"}
+_OS_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}  # written by file browsers
 
 
 def work_dir_for(results: str | Path) -> Path:
@@ -115,11 +116,14 @@ def refuse_foreign_store(path: Path) -> None:
 
 def foreign_entries(path: Path) -> list[str]:
     """Names at the top of a Zarr store (a specfit results store or cube) that specfit did not
-    write there: anything but the group's metadata and its arrays (folders with metadata)."""
+    write there: anything but the group's metadata and its arrays (folders with metadata),
+    file browsers' bookkeeping (``.DS_Store``, ``Thumbs.db``, ``desktop.ini``) aside."""
     if not path.is_dir():
         return []
     out = []
     for e in sorted(path.iterdir(), key=lambda e: e.name):
+        if e.name in _OS_FILES:
+            continue  # a file browser's own bookkeeping, not the user's work
         ours = e.name in _ZARR_META or (
             e.is_dir() and any((e / m).is_file() for m in ("zarr.json", ".zarray", ".zgroup"))
         )

@@ -284,6 +284,10 @@ def test_npy_and_zarr(tmp_path):
     assert np.isnan(out[2, 1, 1]) and np.isfinite(out).sum() == out.size - 1
     with pytest.raises(InputError, match="input.times"):
         open_input(InputConfig(path=str(tmp_path / "c.npy")))
+    # a computed cube keeps an all-zero frame (a base difference's first), unlike a FITS dropout
+    np.save(tmp_path / "d.npy", cube - cube[:1])
+    diff = open_input(InputConfig(path=str(tmp_path / "d.npy"), times=cfg.times)).values
+    assert (diff[0] == 0).all()
     # complex (or boolean) values are not intensities: refused, not silently cut to reals
     for name, bad in (("z", cube + 1j), ("b", cube > 0)):
         np.save(tmp_path / f"{name}.npy", bad)
@@ -522,6 +526,9 @@ def test_a_frame_of_another_channel_is_named(tmp_path):
         open_input(InputConfig(path=str(frames)))
     with fits.open(files[7], mode="update") as h:
         del h[0].header["WAVELNTH"]
+    assert open_input(InputConfig(path=str(frames))).shape[0] == len(files)
+    with fits.open(files[7], mode="update") as h:
+        h[0].header["WAVELNTH"] = 1600.0001  # a tunable filter's rounding: the same channel
     assert open_input(InputConfig(path=str(frames))).shape[0] == len(files)
 
 

@@ -209,6 +209,7 @@ def test_foreign_entries_are_what_zarr_did_not_write(tmp_path):
     assert foreign_entries(store) == []
     (store / "x.txt").write_text("")
     (store / "d").mkdir()
+    (store / ".DS_Store").write_text("")  # a file browser's, not the user's work
     assert foreign_entries(store) == ["d/", "x.txt"]
     assert foreign_entries(tmp_path / "missing") == []
 
@@ -233,6 +234,16 @@ def test_a_refused_run_leaves_no_folders_behind(tmp_path, frames):
     with pytest.raises(StoreError, match="already holds a finished run"):
         run(frames_config(tmp_path, frames, path=str(done)))
     assert snapshot(work_dir_for(done)) == before
+    # a work folder that existed before (no store yet: another run's, say) stays as it was
+    from specfit.workspace import ensure_work_dir
+
+    early = tmp_path / "early.zarr"
+    ensure_work_dir(early)
+    before = snapshot(work_dir_for(early))
+    with pytest.raises(ConfigError, match="resample.cadence"):
+        run({**cfg, "output": {**cfg["output"], "path": str(early)}})
+    after = snapshot(work_dir_for(early))  # kept (the run's lock file may have joined it)
+    assert {k: after.get(k) for k in before} == before and set(after) <= {*before, "lock"}
 
 
 def test_a_foreign_work_folder_is_left_alone(tmp_path, frames):

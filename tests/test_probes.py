@@ -675,6 +675,11 @@ def test_unfinished_store_says_so_to_xarray_and_open_results(tmp_path):
     assert "-1" not in status and "%" in status, status
     index = next(line for line in r.stdout.splitlines() if line.strip().startswith("m1_index"))
     assert index.split()[-1] == "0.0", index  # no NaN share from the unwritten tile
+    root["tiles_done"][0, 0] = 0  # nothing written yet: the state line alone
+    _consolidate(store)
+    r = _cli("info", str(store))
+    assert "INCOMPLETE: 0 of 2 tiles written" in r.stdout and "m1_status" not in r.stdout
+    assert r.returncode == 0 and "Warning" not in r.stderr, r.stderr
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         first = next(iter(xr.open_zarr(store).attrs))

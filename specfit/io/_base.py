@@ -70,6 +70,9 @@ class LazyFrames:
         Raw values below this become NaN (sentinels), or None.
     blank
         Per-frame integer BLANK value of FITS integer data, or None.
+    zero_is_missing
+        A frame that is zero wherever it is finite is a dropout (observations: FITS, images);
+        False for arrays a user computed (a base difference has an all-zero first frame).
     """
 
     read: Callable[[Any, int, int], np.ndarray]
@@ -79,6 +82,7 @@ class LazyFrames:
     scale: np.ndarray | None = None
     missing_below: float | None = None
     blank: Sequence[float | None] | None = None
+    zero_is_missing: bool = True
     dtype: np.dtype = field(default_factory=lambda: np.dtype("float32"))
 
     @property
@@ -140,7 +144,7 @@ class LazyFrames:
         frames = self._frames(idx)
         blank = None if self.blank is None else [self.blank[int(self.order[i])] for i in idx]
         scale = None if self.scale is None else self.scale[idx]
-        block = clean_frames(frames, blank, self.missing_below, scale)
+        block = clean_frames(frames, blank, self.missing_below, scale, self.zero_is_missing)
         block = block[:, ykey, xkey]
         return block[0] if scalar_t else block
 
@@ -164,14 +168,15 @@ def clean_frames(
     blank: Sequence[float | None] | None,
     missing_below: float | None,
     scale: np.ndarray | None,
+    zero_is_missing: bool = True,
 ) -> np.ndarray:
     """Raw (k, ny, nx) frames -> float32 with missing values NaN, times a per-frame scale.
 
     Every reader of whole frames turns raw values into intensities through this one function
-    (integer BLANK values, values below ``missing_below``, non-finite values and every value
-    of a frame that is zero wherever it is finite become NaN; then each frame is multiplied
-    by its ``scale``, 1 / exposure when normalising), so that the same frames give
-    bit-identical cubes whichever way they came in.
+    (integer BLANK values, values below ``missing_below``, non-finite values and, with
+    ``zero_is_missing`` (observed frames), every value of a frame that is zero wherever it is
+    finite become NaN; then each frame is multiplied by its ``scale``, 1 / exposure when
+    normalising), so that the same frames give bit-identical cubes whichever way they came in.
     """
     block = np.asarray(frames).astype(np.float32, copy=True)
     if blank is not None:
@@ -184,7 +189,7 @@ def clean_frames(
     block[~np.isfinite(block)] = np.nan
     # A frame that is zero wherever it has a value is a dropout (a readout or transfer
     # failure, a zero-filled missing frame), not a dark Sun: it is missing, like an all-NaN one.
-    if block.ndim == 3 and block.shape[0]:
+    if zero_is_missing and block.ndim == 3 and block.shape[0]:
         block[np.all((block == 0) | np.isnan(block), axis=(1, 2))] = np.nan
     if scale is not None:
         block *= np.asarray(scale).astype(np.float32)[:, None, None]

@@ -70,6 +70,7 @@ def open_array(cfg: InputConfig, kind: str) -> xr.DataArray:
         shape=(nt, ny, nx),
         order=order,
         missing_below=cfg.missing_below,
+        zero_is_missing=False,  # a computed array (e.g. a base difference) keeps its zeros
     )
     attrs = _plain_attrs(path, "array", isinstance(load_times(cfg.times, nt), Time))
     return assemble(

@@ -341,7 +341,18 @@ def _check_one_channel(files: list, headers: list) -> None:
     for w in seen:
         counts[w] = counts.get(w, 0) + 1
     main = max(counts, key=counts.get)  # the channel of most frames (first seen on a tie)
-    odd = [(f, w) for f, w in zip(files, waves, strict=True) if w is not None and w != main]
+
+    def same(w) -> bool:  # numbers within 1e-4 of each other: one channel (6563.02, 6563.03)
+        try:
+            a, b = float(w), float(main)
+        except (TypeError, ValueError):
+            return w == main
+        return abs(a - b) <= 1e-4 * max(abs(a), abs(b))
+
+    odd = [(f, w) for f, w in zip(files, waves, strict=True) if w is not None and not same(w)]
+    if not odd:
+        return
+    counts[main] = sum(1 for w in seen if same(w))
     shown = ", ".join(f"{Path(f).name} (WAVELNTH {w})" for f, w in odd[:5])
     more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
     raise InputError(
@@ -399,19 +410,20 @@ def _header_times(files: list[str], headers: list[Any], keys: list[str]) -> tupl
     """
     texts, used, which = [], set(), []
     for h in headers:
+        which.append(None)  # no time key: named by header_time below
         for k in keys:
             v = h.get(k)
             if v not in (None, ""):
                 text = str(v).strip()
                 texts.append(text[:-1] if text.endswith("Z") else text)
                 used.add(k)
-                which.append(k)
+                which[-1] = k
                 break
     if len(used) > 1:
         # e.g. a frame without T_OBS takes DATE-OBS: AIA's T_OBS is mid-exposure, DATE-OBS its
         # start, and a frame whose keys disagree more than that lands elsewhere in time
         first = next(k for k in keys if k in used)
-        odd = [f for f, k in zip(files, which, strict=False) if k != first]
+        odd = [f for f, k in zip(files, which, strict=True) if k is not None and k != first]
         warnings.warn(
             f"{len(odd)} of {len(headers)} frames have no {first} and take their time from "
             f"{' / '.join(k for k in keys if k in used and k != first)} (first: "
