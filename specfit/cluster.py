@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import inspect
 import math
 import os
 import sys
@@ -377,7 +378,7 @@ def refuse_in_worker_start() -> None:
     """Raise a :class:`ClusterError` with the fix when called while a worker process starts: a
     local cluster's workers are spawned and import the user's script again, so a top-level
     ``specfit.run(...)`` (no ``if __name__ == "__main__":`` guard) would run there too."""
-    frame = sys._getframe(1)
+    frame = inspect.currentframe()
     while frame is not None:
         # the re-imported script's top level: module code named __mp_main__ (a spawned child)
         if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__":
