@@ -60,6 +60,29 @@ def test_html_page_holds_every_map(viz_store, tmp_path):
     _check_html(files[0].read_text(), names)
 
 
+def test_plot_never_overwrites_files_it_did_not_write(viz_store, tmp_path):
+    """A folder holding the user's own m1_index.png and maps.html: refused before any file is
+    written, both left as they were; plotting again into specfit's own plot folder works."""
+    from specfit.errors import StoreError
+    from specfit.viz import plot_results
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "m1_index.png").write_bytes(b"my precious")
+    (mine / "maps.html").write_text("<html>mine</html>")
+    with pytest.raises(StoreError, match=r"m1_index.png, maps.html, not written by specfit plot"):
+        plot_results(viz_store, mine, maps=["m1_index"])
+    assert (mine / "m1_index.png").read_bytes() == b"my precious"
+    assert sorted(p.name for p in mine.iterdir()) == ["m1_index.png", "maps.html"]
+    out = tmp_path / "plots"
+    first = plot_results(viz_store, out, maps=["m1_index"])
+    again = plot_results(viz_store, out, maps=["m1_index", "m1_tail"])  # its own: replaced
+    assert {f.name for f in first} < {f.name for f in again}
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match="is a file, not a folder"):
+        plot_results(viz_store, tmp_path / "file", maps=["m1_index"])
+
+
 def test_plot_results_rejects_unknown_map(viz_store, tmp_path):
     from specfit.viz import plot_results
 

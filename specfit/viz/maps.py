@@ -7,6 +7,7 @@ PNG per map (matplotlib backend) and one self-contained HTML page holding all ma
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -253,6 +254,9 @@ def plot_results(
     if unknown:
         raise KeyError(f"unknown map(s) {unknown}; available: {', '.join(sorted(known))}")
     out = Path(out_dir)
+    targets = [out / f"{_safe_name(n)}.png" for n in names] if png else []
+    targets += [out / "maps.html"] if html_page else []
+    ours = _check_plot_folder(out, targets)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     kwargs = dict(
@@ -272,7 +276,33 @@ def plot_results(
             plt.close("all")
     if html_page:
         written.append(_write_html(ds, names, out / "maps.html", kwargs))
+    marker = out / PLOT_MARKER
+    marker.write_text(json.dumps(sorted(ours | {w.name for w in written}), indent=0) + "\n")
     return written
+
+
+PLOT_MARKER = ".specfit-plots.json"  # the files specfit plot wrote in a folder (it may replace)
+
+
+def _check_plot_folder(out: Path, targets: list[Path]) -> set[str]:
+    """The names specfit plot wrote in ``out`` before (its marker); raise a StoreError naming
+    the files it would overwrite that it did not write (specfit never overwrites those)."""
+    from specfit.errors import StoreError
+
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"plot output {out} is a file, not a folder; choose another --out")
+    try:
+        ours = set(json.loads((out / PLOT_MARKER).read_text()))
+    except (OSError, ValueError, TypeError):
+        ours = set()
+    theirs = [t.name for t in targets if t.exists() and t.name not in ours]
+    if theirs:
+        shown = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
+        raise StoreError(
+            f"{out} already holds {shown}, not written by specfit plot; specfit never overwrites "
+            "files it did not write: choose another --out or move them"
+        )
+    return ours
 
 
 def _mask_text(kwargs: dict) -> str:
