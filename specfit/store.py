@@ -882,16 +882,24 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
     """
     import xarray as xr
 
+    from specfit.workspace import is_specfit_cube, is_specfit_results
+
     p = Path(path)
     if not (p / "zarr.json").exists():
         raise FileNotFoundError(
             f"{p} is not a results store (no zarr.json); run `specfit run` first"
         )
+    if not is_specfit_results(p):
+        what = "specfit's intermediate cube" if is_specfit_cube(p) else "a Zarr store"
+        raise StoreError(
+            f"{p} is {what}, not a specfit results store (those are written to output.path "
+            "by `specfit run`); give the results.zarr of a run"
+        )
     if not allow_incomplete and not is_complete(p):
         done, total = tile_status(p)
         raise StoreError(
             f"{p} is incomplete ({done} of {total} tiles): finish it with `specfit run CONFIG "
-            "--resume`, or pass allow_incomplete=True to look at what is there"
+            "--resume`, or (in Python) pass allow_incomplete=True to look at what is there"
         )
     if allow_incomplete and not is_complete(p):
         done, total = tile_status(p)

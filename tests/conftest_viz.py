@@ -184,6 +184,7 @@ def make_results_store(
         "models": json.dumps(MODELS),
         "status_codes": json.dumps(STATUS_CODES),
         "complete": True,  # what specfit.store.open_results checks before opening
+        "specfit_kind": "results",  # and that it is a results store
     }
     if with_cube:
         t = np.arange(nt) * cadence
@@ -275,6 +276,7 @@ def make_large_store(path: Path, n: int = 4096, nfreq: int = 64, chunk: int = 25
             "models": json.dumps({"m1": MODELS["m1"]}),
             "status_codes": json.dumps(STATUS_CODES),
             "complete": True,
+            "specfit_kind": "results",
         }
     )
     zarr.consolidate_metadata(str(path))

@@ -156,3 +156,21 @@ def test_interrupt_hint_follows_what_the_store_holds(demo_store, tmp_path):
     meta["attributes"]["complete"] = False
     (store / "zarr.json").write_text(json.dumps(meta))
     assert "--set spectra.segments=2 --resume` to complete it" in _resume_hint(args)
+
+
+def test_commands_on_a_zarr_that_is_not_a_results_store_say_so(tmp_path):
+    """info/plot/export on another Zarr store (a synthetic truth, specfit's own cube) give one
+    line, not a KeyError traceback."""
+    import numpy as np
+    import xarray as xr
+
+    other = tmp_path / "truth.zarr"
+    xr.Dataset({"index": (("y", "x"), np.ones((2, 2)))}).to_zarr(other)
+    for cmd in (
+        ["info", str(other)],
+        ["plot", str(other)],
+        ["export", str(other), "--fits", str(tmp_path / "f")],
+    ):
+        r = _cli(*cmd)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "is a Zarr store, not a specfit results store" in r.stderr, r.stderr
