@@ -263,7 +263,10 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     try:
         models = resolve_models(cfg.fit.models, cfg.fit.user_models, cfg.fit.bounds)
     except (KeyError, ImportError, FileNotFoundError, ValueError) as exc:
-        raise ConfigError(f"fit.models / fit.user_models: {exc}") from exc
+        msg = str(exc)  # a message that names its key already is not prefixed again
+        raise ConfigError(
+            msg if msg.startswith("fit.") else f"fit.models / fit.user_models: {msg}"
+        ) from exc
     from specfit.kernels.fitting import check_intervals
 
     try:

@@ -304,6 +304,13 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
         if bounds and model.name in bounds:
             model = model.with_bounds(dict(bounds[model.name]))
         out[alias] = model
+    names = sorted({m.name for m in out.values()})
+    stray = sorted(set(bounds or {}) - set(names))
+    if stray:  # a misspelt model name would leave its bounds unused without a word
+        raise ValueError(
+            f"fit.bounds: {', '.join(map(repr, stray))} is not a model of this fit; bounds are "
+            f"keyed by model name: {', '.join(names)}"
+        )
     return out
 
 
@@ -407,7 +414,11 @@ def fit(
     models = run.get("models") if models is None else models
     method = run.get("method", DEFAULTS.fit.method) if method is None else method
     user_models = run.get("user_models", ()) if user_models is None else user_models
-    bounds = (run.get("bounds") or None) if bounds is None else bounds
+    if bounds is None and run.get("bounds"):
+        # the run's bounds of the models fitted now (a refit of fewer models keeps its own)
+        using = models if models is not None else DEFAULTS.fit.models
+        names = {m if isinstance(m, str) else getattr(m, "name", None) for m in using.values()}
+        bounds = {k: v for k, v in run["bounds"].items() if k in names} or None
     options = {
         **{k: run.get(k, getattr(DEFAULTS.fit, k)) for k in FIT_OPTION_KEYS},
         **options,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from specfit.config import apply_overrides, config_diff, load_config
@@ -128,3 +129,15 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
 
     _check_unique_keys("base: &b {x: 1}\ndefs:\n  a: &a\n    <<: *b\n    x: 5\nb:\n  <<: *a\n")
     _check_unique_keys("? [a, b]\n: 1\nc: 2\n")  # a non-scalar key is not compared
+
+
+def test_bounds_of_a_model_the_fit_does_not_use_are_refused():
+    """fit.bounds is keyed by model name: a misspelt name left the bounds unused silently."""
+    from specfit.stages import resolve_models
+
+    models = {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}
+    ok = resolve_models(models, bounds={"powerlaw_tail": {"index": [0.0, 3.0]}})
+    index = ok["m1"].param_names.index("index")
+    assert ok["m1"].bounds_for(np.array([1e-3, 1e-2]))[1][index] == 3.0
+    with pytest.raises(ValueError, match=r"fit.bounds: 'powerlaw_tial' is not a model of this fit"):
+        resolve_models(models, bounds={"powerlaw_tial": {"index": [0.0, 3.0]}})
