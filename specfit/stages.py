@@ -343,6 +343,33 @@ FIT_OPTION_KEYS = (
 )
 
 
+def _check_fit_settings(method: str, options: dict, power: xr.DataArray) -> None:
+    """The checks a config gets, when the call is made (not when a tile computes): the fit's
+    settings as :class:`specfit.config.FitConfig` validates them, and a frequency axis that
+    is positive and increasing."""
+    from pydantic import ValidationError
+
+    from specfit.config import FitConfig
+    from specfit.errors import ConfigError
+
+    values = {"method": method, **{k: v for k, v in options.items() if k != "intervals"}}
+    try:
+        FitConfig.model_validate(values)
+    except ValidationError as exc:
+        bad = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"specfit.fit: {bad}") from None
+    if "freq" not in power.coords:
+        raise ConfigError("specfit.fit: power has no freq coordinate (Hz); give one")
+    f = np.asarray(power["freq"].values, dtype=float)
+    if f.size < 2 or not (np.all(np.isfinite(f)) and f[0] > 0 and np.all(np.diff(f) > 0)):
+        raise ConfigError(
+            "specfit.fit: power's freq must be positive and strictly increasing, with at least 2 "
+            "values (DC dropped), as specfit.power_spectra gives it"
+        )
+
+
 def fit(
     power: xr.DataArray,
     models: Mapping[str, Any] | None = None,
@@ -404,6 +431,14 @@ def fit(
     bad = set(options) - set(FIT_OPTION_KEYS)
     if bad:
         raise TypeError(f"unknown fit option(s) {sorted(bad)}; allowed: {FIT_OPTION_KEYS}")
+    if not isinstance(power, xr.DataArray) or set(power.dims) != {"freq", "y", "x"}:
+        from specfit.errors import ConfigError
+
+        raise ConfigError(
+            "specfit.fit needs an xarray.DataArray with dims (freq, y, x), e.g. from "
+            f"specfit.power_spectra; got {type(power).__name__} "
+            f"{getattr(power, 'dims', getattr(power, 'shape', ''))}"
+        )
     # One set of defaults for the config and the Python API; a store's spectra bring the
     # settings of the run that fitted them.
     run = json.loads(power.attrs.get("fit_settings") or "{}")
@@ -423,6 +458,12 @@ def fit(
         **{k: run.get(k, getattr(DEFAULTS.fit, k)) for k in FIT_OPTION_KEYS},
         **options,
     }
+    _check_fit_settings(method, options, power)
+    if dof is not None and not isinstance(dof, xr.DataArray):
+        if not (np.isfinite(dof) and float(dof) > 0):
+            from specfit.errors import ConfigError
+
+            raise ConfigError(f"specfit.fit: dof={dof!r} must be a positive number")
     mods = resolve_models(models, user_models, bounds)
     if method == "lsq" and sigma is None and options["weights"] != "dlogf":
         raise ValueError(

@@ -134,3 +134,26 @@ def test_fit_lsq_with_dlogf_weights_needs_no_sigma():
     assert res["best_model"].attrs["rule"] == "chi2sum"
     with pytest.raises(ValueError, match="sigma"):
         stages.fit(power, models=models, method="lsq")  # the default weights need sigma
+
+
+def test_fit_checks_its_arguments_when_called():
+    """What a config would refuse is refused by specfit.fit when called (it ran to statuses
+    8/1/4 on every pixel, or failed inside a tile at compute time)."""
+    import specfit
+    from specfit.errors import ConfigError
+
+    f = np.arange(1, 40) / 7200.0
+    pw = xr.DataArray(np.ones((39, 2, 2)), dims=("freq", "y", "x"), coords={"freq": f})
+    for kw, match in (
+        ({"alpha": 5}, "alpha=5"),
+        ({"tol": -1}, "tol=-1"),
+        ({"max_iter": -1}, "max_iter=-1"),
+        ({"dof": 0.0}, "dof=0.0 must be a positive number"),
+        ({"method": "bogus"}, "method='bogus'"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            specfit.fit(pw, **kw)
+    with pytest.raises(ConfigError, match="strictly increasing"):
+        specfit.fit(pw.isel(freq=slice(None, None, -1)))
+    with pytest.raises(ConfigError, match="needs an xarray.DataArray with dims"):
+        specfit.fit(pw.values)
