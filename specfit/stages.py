@@ -111,6 +111,26 @@ def _time_contiguous(arr: xr.DataArray, tile: int | None = None) -> xr.DataArray
 
 
 # ----------------------------------------------------------------------------- resample
+def _seconds(arr: xr.DataArray) -> np.ndarray:
+    """The frames' times in seconds from the ``time`` coordinate: seconds as specfit's readers
+    give them, or datetime64 (converted; taking those as numbers would read nanoseconds or
+    milliseconds as seconds)."""
+    from specfit.errors import InputError
+
+    if not isinstance(arr, xr.DataArray) or "time" not in arr.coords:
+        raise InputError(
+            "resample needs a (time, y, x) DataArray with a time coordinate (seconds, or "
+            "datetime64), as specfit.ingest gives it; without one the frame index would be "
+            "taken for seconds"
+        )
+    t = arr["time"].values
+    if np.issubdtype(t.dtype, np.datetime64):
+        return (t - t[0]).astype("timedelta64[ns]").astype(np.float64) / 1e9
+    if np.issubdtype(t.dtype, np.timedelta64):
+        return t.astype("timedelta64[ns]").astype(np.float64) / 1e9
+    return np.asarray(t, dtype=float)
+
+
 def resample(
     arr: xr.DataArray,
     cadence: float | None = DEFAULTS.resample.cadence,
@@ -135,8 +155,17 @@ def resample(
         (time, y, x) float32 on ``t0 + k * cadence``; ``attrs["cadence"]`` and ``attrs["gaps"]``.
         The values are taken as float32 first, as ``specfit run`` stores them in ``cube.zarr``.
     """
-    times = np.asarray(arr["time"].values, dtype=float)
+    times = _seconds(arr)
     new_times = _rs.uniform_times(times, cadence)
+    if new_times.size < 8:
+        from specfit.errors import ConfigError
+
+        which = f"cadence={cadence:g} s" if cadence is not None else "the frames' own cadence"
+        raise ConfigError(
+            f"resample: {which} gives {new_times.size} sample(s) over the "
+            f"{times[-1] - times[0]:.6g} s the frames span; at least 8 are needed: choose a "
+            "shorter cadence or give more frames"
+        )
     dt = float(new_times[1] - new_times[0])
     gaps = _rs.find_gaps(times, dt, max_gap)
     report_gaps(gaps, dt)

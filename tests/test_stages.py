@@ -157,3 +157,27 @@ def test_fit_checks_its_arguments_when_called():
         specfit.fit(pw.isel(freq=slice(None, None, -1)))
     with pytest.raises(ConfigError, match="needs an xarray.DataArray with dims"):
         specfit.fit(pw.values)
+
+
+def test_resample_reads_datetime_times_and_refuses_none(tmp_path):
+    """A datetime64 time coordinate (ms here) is converted, not read as seconds (a cadence of
+    12000 s and frequencies 1000x too low); no time coordinate, or too long a cadence, is one
+    line before any work."""
+    import specfit
+    from specfit.errors import ConfigError, InputError
+    from specfit.synthetic import make_synthetic
+
+    frames = make_synthetic(tmp_path / "s", shape=(4, 4), n_frames=64, seed=1).frames
+    fr = specfit.ingest(str(frames))
+    t = np.datetime64("2024-01-01T00:00:00", "ms") + (fr.time.values * 1e3).astype(
+        "timedelta64[ms]"
+    )
+    a = specfit.resample(fr.assign_coords(time=t))
+    b = specfit.resample(fr)
+    assert a.attrs["cadence"] == b.attrs["cadence"] == 12.0
+    # the same series to the times' millisecond rounding
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-3)
+    with pytest.raises(InputError, match="with a time coordinate"):
+        specfit.resample(fr.drop_vars("time"))
+    with pytest.raises(ConfigError, match=r"cadence=1e\+06 s gives 1 sample"):
+        specfit.resample(fr, cadence=1e6)
