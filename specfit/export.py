@@ -189,7 +189,12 @@ def export_fits(
             "(overwrite=True) to replace them, or choose another folder"
         )
     headers = [map_header(ds, n, where) for n in names]  # errors before any file is written
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a regular file there, or below one
+        raise StoreError(
+            f"cannot make the folder {out} ({exc.strerror or exc}); choose another --fits folder"
+        ) from None
     for n, h, t in zip(names, headers, targets, strict=True):
         hdu = fits.PrimaryHDU(_map_data(ds[n]), header=h)
         with warnings.catch_warnings():

@@ -142,6 +142,11 @@ def test_store_without_wcs(demo_store, tmp_path):
         specfit.to_map(old, "m1_index")
     with pytest.raises(StoreError, match="m1_indx"):
         specfit.to_map(ds, "m1_indx")
+    # a regular file where the folder should be: one line, nothing written
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(StoreError, match="cannot make the folder .*afile"):
+        export_fits(demo_store, tmp_path / "afile", maps=["m1_index"])
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 def test_stage_chain_maps_carry_the_wcs_of_their_grid(demo_store):

@@ -141,3 +141,30 @@ def test_rasterized_explorer_taps_and_defers_power_map(viz_store):
     vals = img.dimension_values(2)
     assert np.nanmax(vals) <= np.nanmax(ds["m1_index"].values) + 1e-6
     assert np.nanmin(vals) >= np.nanmin(ds["m1_index"].values) - 1e-6
+
+
+def test_serve_refuses_what_it_cannot_listen_on_in_one_line(viz_store, tmp_path):
+    """A port in use, out of range or an address that is not one, and a --models file that
+    does not import: a ConfigError before anything is printed or served (tracebacks before)."""
+    import socket
+
+    from specfit.errors import ConfigError
+    from specfit.viz.explorer import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"cannot listen on 127.0.0.1:{port}"):
+            serve(viz_store, port=port)
+    for kw, match in (
+        ({"port": -1}, "from 0 to 65535"),
+        ({"port": 70000}, "from 0 to 65535"),
+        ({"address": "999.1.1.1"}, "cannot listen on 999.1.1.1"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            serve(viz_store, **kw)
+    bad = tmp_path / "bad.py"
+    bad.write_text("def (\n")
+    with pytest.raises(ConfigError, match=r"--models .*bad.py: .*invalid syntax"):
+        serve(viz_store, models=[str(bad)])

@@ -556,6 +556,27 @@ def explorer(
     return build_explorer(ds, rasterize_above=rasterize_above, solar=solar).layout
 
 
+def _free_to_bind(address: str, port: int) -> int:
+    """``port`` (0: a free one) after checking that the server can listen there, so that a
+    wrong address or a port in use is one line before anything is printed or served."""
+    import socket
+
+    from specfit.errors import ConfigError
+
+    if not (isinstance(port, int) and 0 <= port <= 65535):
+        raise ConfigError(f"--port {port!r}: a TCP port is a number from 0 to 65535 (0: any)")
+    try:
+        family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((address, port))
+            return s.getsockname()[1]
+    except OSError as exc:  # in use, not an address of this machine, not an address at all
+        raise ConfigError(
+            f"cannot listen on {address}:{port} ({exc.strerror or exc}); choose another --port "
+            "(or --port 0 for any free one) or --address"
+        ) from None
+
+
 def serve(
     path: str | Path | xr.Dataset,
     port: int = 5006,
@@ -570,9 +591,15 @@ def serve(
     (or modules) to load for the spectrum view: files named inside the store are never
     imported, so its user models show as unavailable unless given here.
     """
+    from specfit.errors import ConfigError
+
     if models:
-        load_models(models)
+        try:
+            load_models(models)
+        except (ImportError, SyntaxError, OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"--models {' '.join(map(str, models))}: {exc}") from None
     ds = open_store(path)
+    port = _free_to_bind(address, port)
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
     print(f"specfit explorer: http://{address}:{port}/", flush=True)
     pn.serve(
