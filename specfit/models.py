@@ -977,3 +977,18 @@ def check_output(model: Model, f: np.ndarray) -> None:
                 f"{where} returned {got} for {x.size} frequencies; it must return one value per "
                 "frequency, the shape of its first argument (write a constant as c + 0.0 * lnf)"
             )
+    # numba compiles the shapes into the solver: a shape numba cannot compile (a scipy call, a
+    # Python object) would pass the checks above and then fail in every tile
+    xs = np.ascontiguousarray(x, dtype=np.float64)
+    m = np.empty(xs.size)
+    J = np.empty((xs.size, model.npar))
+    try:
+        model.compiled().kernel(xs, np.ascontiguousarray(p, dtype=np.float64), m, J, True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.replace("\x1b[1m", "").replace("\x1b[0m", "")
+        raise ValueError(
+            f"model {model.name!r}: numba cannot compile or run its shapes ({type(exc).__name__}:"
+            f" {first[:200]}); a shape may use numpy and math functions that numba supports "
+            "(not scipy), see docs/fitting.md 'Adding a model'"
+        ) from None

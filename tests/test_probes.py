@@ -636,6 +636,54 @@ def test_user_model_of_the_wrong_shape_is_one_error_naming_model_and_file(tmp_pa
     assert not (tmp_path / "results.zarr").exists()  # refused before any work
 
 
+USER_MODEL_NUMBA = '''
+import numpy as np
+from scipy.special import expit
+
+from specfit.models import POWER_LAW, TAIL, Component, Parameter, register_model
+
+
+def sigmoid(lnf, a):
+    """a expit(ln f): scipy, which numba cannot compile"""
+    e = expit(lnf)
+    return a * e, e
+
+
+def level(lnf, a):
+    """a, its derivative written as v / a (0 / 0 at the bound a = 0)"""
+    v = a + 0.0 * lnf
+    return v, v / a
+
+
+register_model((POWER_LAW + TAIL + Component("s", sigmoid, (Parameter("a", "power"),))).named("probe_scipy"))
+register_model((POWER_LAW + Component("l", level, (Parameter("a", "power", default=0.0),))).named("probe_div"))
+'''
+
+
+def test_user_models_numba_cannot_run_are_refused_and_a_division_by_zero_is_per_pixel(tmp_path):
+    """A shape numba cannot compile passed the numpy check and failed in every tile; a
+    shape dividing by a parameter at its bound 0 failed its tile with ZeroDivisionError. The
+    first is refused before any work, the second fits (numpy's division: inf/nan, which the
+    solver handles per pixel)."""
+    import numpy as np
+
+    from specfit.errors import ConfigError
+    from specfit.pipeline import run
+
+    src = tmp_path / "numba_models.py"
+    src.write_text(USER_MODEL_NUMBA)
+    _frames(tmp_path / "f", nt=40)
+    cfg = _fits_run_config(
+        tmp_path, tmp_path / "f", fit={"models": {"u": "probe_scipy"}, "user_models": [str(src)]}
+    )
+    with pytest.raises(ConfigError, match="model 'probe_scipy': numba cannot compile or run"):
+        run(cfg)
+    assert not (tmp_path / "results.zarr").exists()
+    cfg["fit"]["models"] = {"u": "probe_div"}
+    ds = run(cfg)
+    assert ds.attrs["complete"] and np.isin(ds["u_status"].values, list(range(10))).all()
+
+
 def test_unfinished_store_says_so_to_xarray_and_open_results(tmp_path):
     import warnings
 

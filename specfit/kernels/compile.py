@@ -35,7 +35,7 @@ from . import lm
 __all__ = ["CompiledModel", "compiled", "cache_dir"]
 
 # bump when the generated text changes shape in a way the hash of its parts would not see
-_GENERATOR_VERSION = 3
+_GENERATOR_VERSION = 4  # 4: user shapes compiled with numpy's error model
 _SHAPES: dict[str, Callable] = {}  # key -> shape function, looked up by generated modules
 _COMPILED: dict[tuple, CompiledModel] = {}
 _LOCK = threading.Lock()
@@ -76,7 +76,12 @@ def shape_function(key: str) -> Callable:
     fn = _SHAPES[key]
     if isinstance(fn, numba.core.dispatcher.Dispatcher):
         return fn
-    jitted = numba.njit(nogil=True)(fn)
+    # A user's shape divides as numpy does (x / 0 -> inf or nan, which the solver rejects as
+    # a step or marks per pixel), not as Python (ZeroDivisionError, which would fail a tile).
+    # The shipped shapes keep the compiled code their figures were made with.
+    shipped = key.startswith("specfit.kernels.lineshapes.")
+    jitted = numba.njit(nogil=True) if shipped else numba.njit(nogil=True, error_model="numpy")
+    jitted = jitted(fn)
     _SHAPES[key] = jitted
     return jitted
 
