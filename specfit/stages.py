@@ -533,7 +533,8 @@ def fit(
     )
     args = [pw.data, dof_arr]
     if sigma is not None:
-        args.append(sigma.transpose("freq", "y", "x").chunk(pw.chunks).data)
+        sig = sigma.transpose("freq", "y", "x")
+        args.append(sig.chunk(dict(zip(sig.dims, pw.chunks, strict=True))).data)
 
     from specfit.workspace import lrt_cache_dir
 
