@@ -327,6 +327,11 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
         M.load_user_models(list(user_models))
     if models is None:
         models = dict(DEFAULTS.fit.models)
+    if not isinstance(models, Mapping):
+        raise ValueError(
+            f"fit.models must map an alias to a model, e.g. {{'m1': 'powerlaw_tail'}}; got "
+            f"{type(models).__name__} {models!r}"[:300]
+        )
     out = {}
     for alias, m in models.items():
         model = M.get_model(m) if isinstance(m, str) else m
@@ -481,6 +486,7 @@ def fit(
     if bounds is None and run.get("bounds"):
         # the run's bounds of the models fitted now (a refit of fewer models keeps its own)
         using = models if models is not None else DEFAULTS.fit.models
+        using = using if isinstance(using, Mapping) else {}  # refused in resolve_models
         names = {m if isinstance(m, str) else getattr(m, "name", None) for m in using.values()}
         bounds = {k: v for k, v in run["bounds"].items() if k in names} or None
     options = {

@@ -885,6 +885,8 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
     from specfit.workspace import is_specfit_cube, is_specfit_results
 
     p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"results store {p} does not exist; run `specfit run` first")
     if not (p / "zarr.json").exists():
         raise FileNotFoundError(
             f"{p} is not a results store (no zarr.json); run `specfit run` first"

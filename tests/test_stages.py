@@ -157,6 +157,8 @@ def test_fit_checks_its_arguments_when_called():
         specfit.fit(pw.isel(freq=slice(None, None, -1)))
     with pytest.raises(ConfigError, match="needs an xarray.DataArray with dims"):
         specfit.fit(pw.values)
+    with pytest.raises(ValueError, match=r"fit.models must map an alias to a model"):
+        specfit.fit(pw, models=["powerlaw_tail"])  # an AttributeError before
 
 
 def test_resample_reads_datetime_times_and_refuses_none(tmp_path):
