@@ -241,11 +241,12 @@ def _resume_hint(args: argparse.Namespace) -> str:
         from specfit.store import is_complete
         from specfit.workspace import is_specfit_results
 
-        if is_complete(store) or not is_specfit_results(store):
+        complete = is_complete(store)
+        if complete or not is_specfit_results(store):
             # stopped before the new store was made (an --overwrite run still in its cube
             # stage, or a first run): there is nothing of this run to resume
             over = " --overwrite" if getattr(args, "overwrite", False) else ""
-            kept = "the previous results are unchanged" if is_complete(store) else "no results"
+            kept = "the previous results are unchanged" if complete else "no results"
             return (
                 f"; stopped before any tile was saved ({kept}): run `{shlex.join(cmd)}{over}` "
                 "again to start over"
@@ -255,8 +256,6 @@ def _resume_hint(args: argparse.Namespace) -> str:
 
 def _results_path(args: argparse.Namespace):
     """The results store an interrupted run or demo was writing, or None if unknown."""
-    from pathlib import Path
-
     try:
         if args.command == "demo":
             return Path(args.out) / "results.zarr"

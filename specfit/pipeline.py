@@ -258,7 +258,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     from specfit.kernels import periodogram as pg
     from specfit.kernels import resample as rs
     from specfit.kernels.periodogram import segment_samples
-    from specfit.stages import ingest, resolve_models
+    from specfit.stages import check_samples, ingest, resolve_models
 
     try:
         models = resolve_models(cfg.fit.models, cfg.fit.user_models, cfg.fit.bounds)
@@ -291,25 +291,13 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
         raise ConfigError(f"input: only {times.size} frames found{cut}; at least 8 are needed")
     _, ny, nx = arr.shape
     if cfg.spectra.box > min(ny, nx):
+        edge = min(ny, nx)
         raise ConfigError(
             f"spectra.box={cfg.spectra.box} is larger than the image ({ny} x {nx} px): every "
-            "box would hold the whole field; choose a box of at most "
-            f"{min(ny, nx) - (min(ny, nx) + 1) % 2} px"
+            f"box would hold the whole field; choose a box of at most {edge - (edge + 1) % 2} px"
         )
     new_times = rs.uniform_times(times, cfg.resample.cadence)
-    if new_times.size < 8:
-        if cfg.resample.cadence is None:
-            step = float(new_times[1] - new_times[0]) if new_times.size > 1 else float("nan")
-            raise ConfigError(
-                f"the frames' own cadence ({step:.6g} s, resample.cadence unset) gives "
-                f"{new_times.size} sample(s) over the {times[-1] - times[0]:.6g} s they span; at "
-                "least 8 are needed: set a shorter resample.cadence or give more frames"
-            )
-        raise ConfigError(
-            f"resample.cadence={cfg.resample.cadence:g} s gives {new_times.size} sample(s) over "
-            f"the {times[-1] - times[0]:.6g} s the frames span; at least 8 are needed: choose a "
-            "shorter cadence (or leave it unset: the frames' own)"
-        )
+    check_samples(times, new_times, cfg.resample.cadence)
     dt = float(new_times[1] - new_times[0])
     gaps = rs.find_gaps(times, dt, cfg.resample.max_gap)
     nyquist_keep = rs.interpolation_nyquist_gain(times, new_times)

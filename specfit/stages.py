@@ -131,6 +131,27 @@ def _seconds(arr: xr.DataArray) -> np.ndarray:
     return np.asarray(t, dtype=float)
 
 
+def check_samples(times: np.ndarray, new_times: np.ndarray, cadence: float | None) -> None:
+    """Raise a :class:`specfit.errors.ConfigError` naming the cadence when the uniform grid
+    ``new_times`` of frames at ``times`` (s) holds fewer than 8 samples (too few to take a
+    spectrum of)."""
+    if new_times.size >= 8:
+        return
+    from specfit.errors import ConfigError
+
+    span = f"{new_times.size} sample(s) over the {times[-1] - times[0]:.6g} s the frames span"
+    if cadence is None:
+        step = float(new_times[1] - new_times[0]) if new_times.size > 1 else float("nan")
+        raise ConfigError(
+            f"the frames' own cadence ({step:.6g} s, resample.cadence unset) gives {span}; at "
+            "least 8 are needed: set a shorter resample.cadence or give more frames"
+        )
+    raise ConfigError(
+        f"resample.cadence={cadence:g} s gives {span}; at least 8 are needed: choose a shorter "
+        "cadence (or leave it unset: the frames' own)"
+    )
+
+
 def resample(
     arr: xr.DataArray,
     cadence: float | None = DEFAULTS.resample.cadence,
@@ -157,15 +178,7 @@ def resample(
     """
     times = _seconds(arr)
     new_times = _rs.uniform_times(times, cadence)
-    if new_times.size < 8:
-        from specfit.errors import ConfigError
-
-        which = f"cadence={cadence:g} s" if cadence is not None else "the frames' own cadence"
-        raise ConfigError(
-            f"resample: {which} gives {new_times.size} sample(s) over the "
-            f"{times[-1] - times[0]:.6g} s the frames span; at least 8 are needed: choose a "
-            "shorter cadence or give more frames"
-        )
+    check_samples(times, new_times, cadence)
     dt = float(new_times[1] - new_times[0])
     gaps = _rs.find_gaps(times, dt, max_gap)
     report_gaps(gaps, dt)

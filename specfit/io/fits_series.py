@@ -15,6 +15,7 @@ import glob
 import math
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -335,12 +336,10 @@ def _check_one_channel(files: list, headers: list) -> None:
         except Exception:  # an unparsable card: not ours to judge here
             waves.append(None)
     seen = [w for w in waves if w is not None]
-    if len(set(seen)) <= 1:
+    counts = Counter(seen)
+    if len(counts) <= 1:
         return
-    counts: dict = {}
-    for w in seen:
-        counts[w] = counts.get(w, 0) + 1
-    main = max(counts, key=counts.get)  # the channel of most frames (first seen on a tie)
+    main = counts.most_common(1)[0][0]  # the channel of most frames (first seen on a tie)
 
     def same(w) -> bool:  # numbers within 1e-4 of each other: one channel (6563.02, 6563.03)
         try:
@@ -352,12 +351,11 @@ def _check_one_channel(files: list, headers: list) -> None:
     odd = [(f, w) for f, w in zip(files, waves, strict=True) if w is not None and not same(w)]
     if not odd:
         return
-    counts[main] = sum(1 for w in seen if same(w))
     shown = ", ".join(f"{Path(f).name} (WAVELNTH {w})" for f, w in odd[:5])
     more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
     raise InputError(
         f"{odd[0][0]}: frames of another channel in the series: {shown}{more}, beside "
-        f"{counts[main]} frames at WAVELNTH {main}; a series is one channel: remove those files "
+        f"{len(seen) - len(odd)} frames at WAVELNTH {main}; a series is one channel: remove those files "
         "or narrow input.pattern"
     )
 
