@@ -79,6 +79,13 @@ def ingest(source: Any, prep: Any = None, *, data: Any = None) -> xr.DataArray:
         source = InputConfig(path=str(source))
     elif isinstance(source, Mapping):
         source = InputConfig.model_validate(dict(source))
+    if not isinstance(source, InputConfig):
+        held = f"{type(source).__name__} {getattr(source, 'shape', '')}".rstrip()
+        raise InputError(
+            "specfit.ingest reads frames from files (a path or an input config) or sunpy data; "
+            f"got {held}. Frames already in an array skip it: give a (time, y, x) DataArray "
+            "with a time coordinate in seconds to specfit.resample"
+        )
     if data is not None:
         if source.path or source.kind not in ("auto", "memory"):
             raise InputError(
@@ -111,18 +118,45 @@ def _time_contiguous(arr: xr.DataArray, tile: int | None = None) -> xr.DataArray
 
 
 # ----------------------------------------------------------------------------- resample
+def _frames(arr: Any, stage: str) -> xr.DataArray:
+    """``arr`` as a (time, y, x) DataArray in that axis order (transposed when its dims come
+    in another; the kernels take axis 0 for time), with a ``time`` coordinate.
+
+    Raises
+    ------
+    InputError
+        Not a DataArray, not dims {time, y, x}, or no time coordinate: one line naming what
+        was given and the fix.
+    """
+    from specfit.errors import InputError
+
+    fix = (
+        "as specfit.ingest gives it; wrap an array as xarray.DataArray(a, dims=('time', 'y', "
+        "'x'), coords={'time': seconds})"
+    )
+    if not isinstance(arr, xr.DataArray):
+        shape = getattr(arr, "shape", "")
+        raise InputError(
+            f"specfit.{stage} needs a (time, y, x) xarray.DataArray with a time coordinate, "
+            f"{fix}; got {type(arr).__name__} {shape}".rstrip()
+        )
+    if set(arr.dims) != {"time", "y", "x"}:
+        raise InputError(
+            f"specfit.{stage} needs dims (time, y, x), got {tuple(arr.dims)}; name the axes so "
+            "(DataArray.rename; DataArray.expand_dims(y=1, x=1) for one pixel's series)"
+        )
+    if "time" not in arr.coords:
+        raise InputError(
+            f"specfit.{stage} needs a time coordinate (seconds, or datetime64), {fix}; without "
+            "one the frame index would be taken for seconds"
+        )
+    return arr.transpose("time", "y", "x")
+
+
 def _seconds(arr: xr.DataArray) -> np.ndarray:
     """The frames' times in seconds from the ``time`` coordinate: seconds as specfit's readers
     give them, or datetime64 (converted; taking those as numbers would read nanoseconds or
     milliseconds as seconds)."""
-    from specfit.errors import InputError
-
-    if not isinstance(arr, xr.DataArray) or "time" not in arr.coords:
-        raise InputError(
-            "resample needs a (time, y, x) DataArray with a time coordinate (seconds, or "
-            "datetime64), as specfit.ingest gives it; without one the frame index would be "
-            "taken for seconds"
-        )
     t = arr["time"].values
     if np.issubdtype(t.dtype, np.datetime64):
         return (t - t[0]).astype("timedelta64[ns]").astype(np.float64) / 1e9
@@ -176,6 +210,7 @@ def resample(
         (time, y, x) float32 on ``t0 + k * cadence``; ``attrs["cadence"]`` and ``attrs["gaps"]``.
         The values are taken as float32 first, as ``specfit run`` stores them in ``cube.zarr``.
     """
+    arr = _frames(arr, "resample")
     times = _seconds(arr)
     new_times = _rs.uniform_times(times, cadence)
     check_samples(times, new_times, cadence)
@@ -246,11 +281,14 @@ def power_spectra(
         from the data with ``box_dof="auto"`` or every finite pixel with ``"nominal"``
         (:func:`specfit.kernels.tile.box_dof`), as ``specfit run`` stores it.
     """
-    times = np.asarray(arr["time"].values, dtype=float)
+    from specfit.errors import InputError
+
+    arr = _frames(arr, "power_spectra")
+    times = _seconds(arr)
     # The grid's own cadence (set by resample), exactly as a run computes it.
     dt = float(arr.attrs.get("cadence") or np.median(np.diff(times)))
     if not np.allclose(np.diff(times), dt, rtol=1e-6, atol=1e-9):
-        raise ValueError("power_spectra needs a uniform cadence: call specfit.resample first")
+        raise InputError("power_spectra needs a uniform cadence: call specfit.resample first")
     kw = dict(
         segments=segments,
         segment_length=_pg.segment_samples(segment_length, dt),

@@ -179,7 +179,33 @@ def test_resample_reads_datetime_times_and_refuses_none(tmp_path):
     assert a.attrs["cadence"] == b.attrs["cadence"] == 12.0
     # the same series to the times' millisecond rounding
     np.testing.assert_allclose(a.values, b.values, rtol=1e-3)
-    with pytest.raises(InputError, match="with a time coordinate"):
+    with pytest.raises(InputError, match="needs a time coordinate"):
         specfit.resample(fr.drop_vars("time"))
     with pytest.raises(ConfigError, match=r"cadence=1e\+06 s gives 1 sample"):
         specfit.resample(fr, cadence=1e6)
+
+
+def test_stages_take_dims_in_any_order_and_refuse_other_arrays():
+    """resample and power_spectra work on (time, y, x) in any axis order: a (time, x, y) cube
+    gives the same labelled spectra (its y and x were swapped before, silently, on a
+    non-square field), a (y, x, time) one the same values (it failed at compute); an array
+    without those dims or a plain ndarray is one line naming what came and the fix."""
+    from specfit.errors import InputError
+
+    cube = stages.resample(_cube()).compute()
+    assert cube.sizes["y"] != cube.sizes["x"]  # so a swap cannot go unseen
+    ref = stages.power_spectra(cube).compute()
+    for order in (("time", "x", "y"), ("y", "x", "time")):
+        got = stages.power_spectra(cube.transpose(*order)).compute()
+        assert got.dims == ("freq", "y", "x")
+        xr.testing.assert_identical(got, ref)
+        res = stages.resample(_cube().transpose(*order)).compute()
+        xr.testing.assert_identical(res, cube)
+    with pytest.raises(InputError, match=r"needs a \(time, y, x\) xarray.DataArray.*ndarray"):
+        stages.power_spectra(cube.values)
+    with pytest.raises(InputError, match=r"needs dims \(time, y, x\), got \('time', 'x'\)"):
+        stages.power_spectra(cube.isel(y=0))
+    with pytest.raises(InputError, match="needs a time coordinate"):
+        stages.power_spectra(cube.drop_vars("time"))
+    with pytest.raises(InputError, match=r"reads frames from files .* got DataArray \(160"):
+        stages.ingest(cube)  # an AttributeError ('kind') before
