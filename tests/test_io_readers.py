@@ -546,3 +546,16 @@ def test_frames_timed_by_another_key_are_named(tmp_path):
         UserWarning, match=rf"1 of 5 frames have no T_OBS .*DATE-OBS \(first: {files[2].name}\)"
     ):
         open_input(InputConfig(path=str(tmp_path / "s")))
+
+
+def test_frames_without_a_pointing_key_are_named(tmp_path):
+    """A pointing/observer key (CRVAL1 here) that one frame lacks is dropped for the series
+    (derotation then takes the reference frame's value for every frame): said, with the first
+    such file in time order; the other keys stay per-frame coordinates."""
+    _write_series(tmp_path / "s", nt=5)
+    files = sorted((tmp_path / "s").glob("*.fits"))
+    with fits.open(files[3], mode="update") as h:
+        del h[0].header["CRVAL1"]
+    with pytest.warns(UserWarning, match=rf"CRVAL1 \(1\) of 5 frames, first {files[3].name}"):
+        arr = open_input(InputConfig(path=str(tmp_path / "s")))
+    assert "wcs_crval1" not in arr.coords and "wcs_crval2" in arr.coords

@@ -266,7 +266,11 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
         attrs=attrs,
         hpc=hpc,
         max_frames=cfg.max_frames,
-        time_coords=frame_geometry(sorted_headers) if cel is not None else None,
+        time_coords=(
+            frame_geometry(sorted_headers, [os.path.basename(files[i]) for i in order])
+            if cel is not None
+            else None
+        ),
     )
 
 
@@ -283,13 +287,34 @@ GEOMETRY_KEYS = {
 }
 
 
-def frame_geometry(headers: list[fits.Header]) -> dict[str, tuple[np.ndarray, dict]]:
-    """Per-frame observer/pointing keys present in every header, as time coordinates."""
-    out = {}
+def frame_geometry(
+    headers: list[fits.Header], names: list[str] | None = None
+) -> dict[str, tuple[np.ndarray, dict]]:
+    """Per-frame observer/pointing keys present in every header, as time coordinates.
+
+    A key that some frames carry and others lack (or hold as a non-number) is dropped for all
+    (derotation then takes the reference frame's value for every frame) with a warning naming
+    the first frame without it (``names``: the frames' names in header order).
+    """
+    out, partial = {}, []
     for name, (key, unit) in GEOMETRY_KEYS.items():
         vals = [h.get(key) for h in headers]
-        if all(isinstance(v, int | float) and np.isfinite(v) for v in vals):
+        ok = [isinstance(v, int | float) and np.isfinite(v) for v in vals]
+        if all(ok):
             out[name] = (np.asarray(vals, dtype=np.float64), {"units": unit, "fits_key": key})
+        elif any(ok):
+            partial.append((key, ok.index(False), len(ok) - sum(ok)))
+    if partial:
+        first = min(j for _, j, _ in partial)
+        which = names[first] if names is not None else f"frame {first}"
+        keys = ", ".join(f"{k} ({n})" for k, _, n in partial)
+        warnings.warn(
+            f"frames without a number for {keys} of {len(headers)} frames, first {which}: "
+            "derotation (prep.derotate) takes the reference frame's value for every frame "
+            "there, so those frames' own pointing or observer position is not followed; "
+            "check or remove the frames",
+            stacklevel=3,
+        )
     return out
 
 
