@@ -348,7 +348,14 @@ def test_images_times_from_names_csv_exif(tmp_path):
 @needs_aia
 @pytest.mark.realdata
 def test_real_aia_fits_series():
-    da_ = open_input(InputConfig(path=str(AIA_FITS)))
+    import warnings
+
+    with warnings.catch_warnings():
+        # 124 frames carry QUALITY bits 8-11, 18 or 21: none of the default quality_bits
+        warnings.simplefilter("error", UserWarning)
+        da_ = open_input(InputConfig(path=str(AIA_FITS)))
+    with pytest.warns(UserWarning, match=r"left out 112 of 596 frames whose QUALITY has bit 18"):
+        assert open_input(InputConfig(path=str(AIA_FITS), quality_bits=[18])).shape[0] == 484
     # 16 frames (2.9 MB) per dask chunk: 37 chunks of 16 and one of 4.
     assert da_.shape == (596, 164, 287) and da_.data.chunks[0] == (16,) * 37 + (4,)
     dt = np.diff(da_["time"].values)
@@ -559,3 +566,41 @@ def test_frames_without_a_pointing_key_are_named(tmp_path):
     with pytest.warns(UserWarning, match=rf"CRVAL1 \(1\) of 5 frames, first {files[3].name}"):
         arr = open_input(InputConfig(path=str(tmp_path / "s")))
     assert "wcs_crval1" not in arr.coords and "wcs_crval2" in arr.coords
+
+
+def test_frames_flagged_by_quality_are_left_out(tmp_path):
+    """Frames whose QUALITY word has a bit of input.quality_bits set (SDO's eclipse, dark,
+    off-pointing... by default) are left out, said in one warning with the bits and the first
+    such file; other bits (AIA's register flag, bit 21) keep the frame; bit 31 comes as a
+    negative signed word; [] keeps all; every frame flagged is one error before any work."""
+    from specfit.errors import ConfigError
+
+    secs, data, _ = _write_series(tmp_path / "s", nt=6)
+    by_time = sorted((tmp_path / "s").glob("*.fits"), key=lambda f: fits.getheader(f)["DATE-OBS"])
+    words = {1: 1 << 13, 2: 1 << 21, 4: -(1 << 31)}  # eclipse; register flag; no image
+    for i, w in words.items():
+        with fits.open(by_time[i], mode="update") as h:
+            h[0].header["QUALITY"] = w
+    with pytest.warns(
+        UserWarning,
+        match=rf"left out 2 of 6 frames whose QUALITY has bit 13 \(1\), bit 31 \(1\) set "
+        rf"\(first: {min(by_time[1].name, by_time[4].name)}\)",  # in file-name order
+    ):
+        arr = open_input(InputConfig(path=str(tmp_path / "s")))
+    kept = [0, 2, 3, 5]
+    np.testing.assert_allclose(arr["time"].values, secs[kept] - secs[0], atol=1e-3)
+    assert arr.attrs["files"] == [by_time[i].name for i in kept]
+    np.testing.assert_allclose(
+        arr.values * arr["exposure"].values[:, None, None], data[kept], rtol=1e-6
+    )
+    assert open_input(InputConfig(path=str(tmp_path / "s"), quality_bits=[])).shape[0] == 6
+    assert open_input(InputConfig(path=str(tmp_path / "s"), quality_key=None)).shape[0] == 6
+    for f in by_time:
+        with fits.open(f, mode="update") as h:
+            h[0].header["QUALITY"] = 1 << 16  # dark
+    with pytest.raises(InputError, match=r"every one of the 6 frames has QUALITY bit 16 \(6\)"):
+        open_input(InputConfig(path=str(tmp_path / "s")))
+    with pytest.raises(ConfigError, match="numbered 0-31"):
+        from specfit.config import load_config
+
+        load_config(overrides=["input.quality_bits=[40]"])

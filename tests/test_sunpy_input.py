@@ -217,3 +217,16 @@ def test_cube_not_reused_for_other_data(tmp_path):
         run(cfg, data=_tiny_maps(3), resume=True)
     again = run(cfg, data=_tiny_maps(2), resume=True)  # the same data: nothing to do
     np.testing.assert_array_equal(again["mean_intensity"].values, b)
+
+
+def test_maps_flagged_by_quality_are_left_out():
+    """A Map whose meta QUALITY has a bad bit (eclipse here) is left out as a FITS frame is,
+    and said; the others are read as before."""
+    import specfit
+
+    maps = _tiny_maps(0)
+    maps[3].meta["QUALITY"] = 1 << 13
+    with pytest.warns(UserWarning, match=r"left out 1 of 64 frames .*bit 13 \(1\).*data= Map 3"):
+        arr = specfit.ingest(maps)
+    np.testing.assert_allclose(arr["time"].values, 12.0 * np.delete(np.arange(64), 3))
+    np.testing.assert_array_equal(arr.values[3], maps[4].data / np.float32(2.0))

@@ -37,6 +37,7 @@ __all__ = [
     "check_data_size",
     "check_size",
     "clean_frames",
+    "flagged_frames",
     "instrument_attrs",
     "series_field",
 ]
@@ -161,6 +162,52 @@ def read_failure(where: str, exc: BaseException) -> InputError:
         f"{where}: cannot read the data ({type(exc).__name__}: {exc}); the file is damaged or "
         "truncated: replace it, or remove it / narrow input.pattern to exclude it"
     )
+
+
+def flagged_frames(headers: Sequence[Any], cfg: Any, names: Sequence[str]) -> np.ndarray:
+    """Which frames to leave out for their quality word: True where header key
+    ``cfg.quality_key`` holds an integer with any of ``cfg.quality_bits`` set (frames without
+    the key, or with another value, are kept). Leaving frames out is said in one warning
+    naming the bits, how many frames carry each and the first such frame (``names``: the
+    frames' names, in header order).
+
+    Raises
+    ------
+    InputError
+        Every frame is left out (the message names the bits and the keys that keep them).
+    """
+    n = len(headers)
+    drop = np.zeros(n, dtype=bool)
+    if not cfg.quality_key or not cfg.quality_bits:
+        return drop
+    mask = sum(1 << b for b in cfg.quality_bits)
+    words = np.zeros(n, dtype=np.int64)
+    for i, h in enumerate(headers):
+        try:
+            v = h.get(cfg.quality_key)
+        except Exception:  # an unparsable card: not a quality word
+            continue
+        if isinstance(v, int | np.integer) and not isinstance(v, bool):
+            words[i] = int(v) & 0xFFFFFFFF  # a signed 32-bit word: bit 31 makes it negative
+            drop[i] = bool(words[i] & mask)
+    if not drop.any():
+        return drop
+    counts = {b: int(((words[drop] >> b) & 1).sum()) for b in cfg.quality_bits}
+    bits = ", ".join(f"bit {b} ({c})" for b, c in counts.items() if c)
+    first = names[int(np.flatnonzero(drop)[0])]
+    if drop.all():
+        raise InputError(
+            f"every one of the {n} frames has {cfg.quality_key} {bits} set (first: {first}): "
+            "no usable image; choose another time range, or set input.quality_bits to the "
+            "bits that should drop a frame ([] keeps every frame)"
+        )
+    warnings.warn(
+        f"left out {int(drop.sum())} of {n} frames whose {cfg.quality_key} has {bits} set "
+        f"(first: {first}): eclipse, dark, off-pointing or similar frames; they are gaps, "
+        "interpolated by resample; input.quality_bits: [] keeps them",
+        stacklevel=3,
+    )
+    return drop
 
 
 def clean_frames(

@@ -33,6 +33,7 @@ from ._base import (
     check_data_size,
     check_size,
     cube_time_chunk,
+    flagged_frames,
     parse_time,
     read_failure,
     series_field,
@@ -179,6 +180,12 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
             f"{files[0]}: the image is in different HDUs across files ({sorted(set(hdus))}); "
             "set input.hdu"
         )
+    drop = flagged_frames(headers, cfg, [os.path.basename(f) for f in files])
+    if drop.any():
+        keep = np.flatnonzero(~drop)
+        files = [files[i] for i in keep]
+        headers = [headers[i] for i in keep]
+        layouts = [layouts[i] for i in keep]
     shapes = [(h.get("NAXIS2"), h.get("NAXIS1")) for h in headers]
     ref_shape = shapes[0]
     for f, s, h in zip(files, shapes, headers, strict=True):
@@ -348,6 +355,8 @@ def _frame_keys(cfg: InputConfig) -> tuple[str, ...]:
         keys.append(cfg.exposure_key)
     keys += [k for k, _ in GEOMETRY_KEYS.values()]
     keys.append("WAVELNTH")  # one channel per series (_check_one_channel)
+    if cfg.quality_key:
+        keys.append(cfg.quality_key)  # frames flagged bad are left out (flagged_frames)
     return tuple(dict.fromkeys(k.upper() for k in keys))
 
 

@@ -29,6 +29,7 @@ from ._base import (
     assemble_array,
     celestial_header,
     clean_frames,
+    flagged_frames,
     hpc_coords,
     instrument_attrs,
     relative_seconds,
@@ -97,6 +98,10 @@ def _open_maps(maps: list, cfg: InputConfig, label: str) -> xr.DataArray:
                 f"data=: Map {i} has shape {tuple(m.data.shape)} but Map 0 has {shape}; all "
                 "Maps must be 2-D and of one size (submap or resample them first)"
             )
+    drop = flagged_frames([m.meta for m in maps], cfg, [f"data= Map {i}" for i in range(len(maps))])
+    maps = [m for m, d in zip(maps, drop, strict=True) if not d]
+    if len(maps) < 2:
+        raise InputError(f"data=: {len(maps)} Map(s) left; a time series needs at least 2")
     metas = [m.meta for m in maps]
     times_list, used = [], set()
     for i, (m, meta) in enumerate(zip(maps, metas, strict=True)):
