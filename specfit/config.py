@@ -548,13 +548,20 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
 
 
 def config_diff(a: dict, b: dict, sections: tuple[str, ...] = SCIENCE_SECTIONS) -> list[str]:
-    """Dotted keys whose values differ between two config mappings (only ``sections``)."""
+    """Dotted keys whose values differ between a stored config ``a`` and a given one ``b``
+    (only ``sections``), as ``key: a's value != b's``; a key that only one of them has (a
+    setting another specfit version did not have) is said so instead of shown as None."""
     out: list[str] = []
+    absent = object()
 
     def walk(x: Any, y: Any, prefix: str) -> None:
         if isinstance(x, dict) and isinstance(y, dict):
             for k in sorted(set(x) | set(y)):
-                walk(x.get(k), y.get(k), f"{prefix}.{k}" if prefix else k)
+                walk(x.get(k, absent), y.get(k, absent), f"{prefix}.{k}" if prefix else k)
+        elif x is absent:
+            out.append(f"{prefix}: not in the stored config (another specfit version), now {y!r}")
+        elif y is absent:
+            out.append(f"{prefix}: only in the stored config (another specfit version), {x!r}")
         elif x != y:
             out.append(f"{prefix}: {x!r} != {y!r}")
 

@@ -188,9 +188,15 @@ def _check_store_target(
             "start again"
         )
     if diff:
+        versions = any("another specfit version" in d for d in diff)
         raise StoreError(
             f"refusing to resume {path}: it was started with a different configuration "
-            f"({'; '.join(diff)}). Use the same config, or --overwrite"
+            f"({'; '.join(diff)}). "
+            + (
+                "Finish it with the specfit that started it, or start again with --overwrite"
+                if versions
+                else "Use the same config, or --overwrite"
+            )
         )
     if old_fp is None or "tiles_run" not in _array_names(path):
         raise StoreError(

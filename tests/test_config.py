@@ -141,3 +141,16 @@ def test_bounds_of_a_model_the_fit_does_not_use_are_refused():
     assert ok["m1"].bounds_for(np.array([1e-3, 1e-2]))[1][index] == 3.0
     with pytest.raises(ValueError, match=r"fit.bounds: 'powerlaw_tial' is not a model of this fit"):
         resolve_models(models, bounds={"powerlaw_tial": {"index": [0.0, 3.0]}})
+
+
+def test_config_diff_says_when_a_key_is_from_another_version():
+    """A stored config without a setting this version has (an earlier specfit wrote it) is
+    named as such, not as 'None != value' (which read as if the user had set None)."""
+    b = load_config().model_dump(mode="json")
+    a = {k: dict(v) if isinstance(v, dict) else v for k, v in b.items()}
+    del a["input"]["quality_key"]
+    a["fit"] = {**a["fit"], "retired_option": 3}
+    assert config_diff(a, b) == [
+        "input.quality_key: not in the stored config (another specfit version), now 'QUALITY'",
+        "fit.retired_option: only in the stored config (another specfit version), 3",
+    ]

@@ -199,3 +199,29 @@ def test_a_cube_without_specfit_marker_or_input_record_is_rewritten(tmp_path, ca
     run(cfg, overwrite=True)
     assert "has no record of its inputs" in capfd.readouterr().err
     assert open_results(tmp_path / "a" / "results.zarr").attrs["complete"] is True
+
+
+def test_resume_of_a_store_from_another_version_names_the_settings(tmp_path):
+    """A store whose stored config lacks a setting this version has (started by an earlier
+    specfit) is not resumed (its tiles may have been computed differently); the refusal names
+    the setting as new, not as 'None != value', and says how to go on."""
+    import json
+
+    import zarr
+
+    frames = make_frames(tmp_path / "data")
+    cfg = frames_config(tmp_path / "a", frames)
+    run(cfg)
+    results = tmp_path / "a" / "results.zarr"
+    mark_unfinished(results)
+    root = zarr.open_group(str(results), mode="r+")
+    old = json.loads(root.attrs["config_json"])
+    del old["input"]["quality_bits"]
+    root.attrs["config_json"] = json.dumps(old)
+    with pytest.raises(
+        StoreError,
+        match=r"input.quality_bits: not in the stored config \(another specfit version\), now "
+        r"\[12, .*\]\)\. Finish it with the specfit that started it, or start again with "
+        r"--overwrite",
+    ):
+        run(cfg, resume=True)
