@@ -230,3 +230,6 @@ def test_maps_flagged_by_quality_are_left_out():
         arr = specfit.ingest(maps)
     np.testing.assert_allclose(arr["time"].values, 12.0 * np.delete(np.arange(64), 3))
     np.testing.assert_array_equal(arr.values[3], maps[4].data / np.float32(2.0))
+    del maps[5].meta["EXPTIME"]  # later messages keep the user's numbering of the Maps
+    with pytest.warns(UserWarning, match="left out 1"), pytest.raises(InputError, match="Map 5:"):
+        specfit.ingest(maps)

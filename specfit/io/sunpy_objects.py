@@ -99,14 +99,15 @@ def _open_maps(maps: list, cfg: InputConfig, label: str) -> xr.DataArray:
                 "Maps must be 2-D and of one size (submap or resample them first)"
             )
     drop = flagged_frames([m.meta for m in maps], cfg, [f"data= Map {i}" for i in range(len(maps))])
-    maps = [m for m, d in zip(maps, drop, strict=True) if not d]
+    number = np.flatnonzero(~drop)  # each Map's index in what the user gave
+    maps = [maps[i] for i in number]
     if len(maps) < 2:
         raise InputError(f"data=: {len(maps)} Map(s) left; a time series needs at least 2")
     metas = [m.meta for m in maps]
     times_list, used = [], set()
     for i, (m, meta) in enumerate(zip(maps, metas, strict=True)):
         try:
-            t, k = header_time(meta, list(cfg.time_key), f"data= Map {i}")
+            t, k = header_time(meta, list(cfg.time_key), f"data= Map {number[i]}")
         except InputError:
             t, k = Time(m.date), "Map.date"  # sunpy's own choice of time for this instrument
         times_list.append(t)
@@ -114,7 +115,7 @@ def _open_maps(maps: list, cfg: InputConfig, label: str) -> xr.DataArray:
     times = Time(times_list)
     rel = relative_seconds(times)
     order = np.argsort(rel, kind="stable")
-    _check_increasing(rel[order], order)
+    _check_increasing(rel[order], number[order])
     times = times[order]
     exposure = None
     if cfg.exposure_key:
@@ -123,7 +124,7 @@ def _open_maps(maps: list, cfg: InputConfig, label: str) -> xr.DataArray:
         if np.any(bad) and cfg.normalise_exposure:
             j = int(np.flatnonzero(bad)[0])
             raise InputError(
-                f"data= Map {j}: no positive exposure (meta {cfg.exposure_key} or "
+                f"data= Map {number[j]}: no positive exposure (meta {cfg.exposure_key} or "
                 "Map.exposure_time); set input.exposure_key, or input.normalise_exposure: false"
             )
         exposure = exp[order] if not np.all(bad) else None
