@@ -174,3 +174,21 @@ def test_commands_on_a_zarr_that_is_not_a_results_store_say_so(tmp_path):
         r = _cli(*cmd)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert "is a Zarr store, not a specfit results store" in r.stderr, r.stderr
+
+
+def test_python_dash_m_specfit_is_the_cli(tmp_path):
+    """`python -m specfit` works as `specfit` does (it said 'No module named
+    specfit.__main__'), errors included."""
+    import specfit
+
+    r = subprocess.run(
+        [sys.executable, "-m", "specfit", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0 and specfit.__version__ in r.stdout + r.stderr, r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "specfit", "info", str(tmp_path / "none.zarr")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and r.stderr.startswith("specfit: error:"), r.stderr
