@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from specfit.errors import SpecfitError
 
+    _plain_warnings()
     if args.command in ("run", "demo"):
         _quiet_on_interrupt()
         _quiet_resource_tracker()
@@ -183,6 +184,23 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"specfit: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _plain_warnings() -> None:
+    """specfit's own warnings as its log lines are printed, ``specfit: WARNING: <message>``
+    (Python's default adds the path and line of the code that warned and that line's source,
+    which say nothing to a user); other packages' warnings keep Python's form."""
+    import warnings
+
+    default = warnings.showwarning
+    package = Path(__file__).resolve().parent
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, UserWarning) or package not in Path(filename).resolve().parents:
+            return default(message, category, filename, lineno, file, line)
+        print(f"specfit: WARNING: {message}", file=sys.stderr if file is None else file)
+
+    warnings.showwarning = show
 
 
 def _quiet_on_interrupt() -> None:

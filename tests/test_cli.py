@@ -192,3 +192,24 @@ def test_python_dash_m_specfit_is_the_cli(tmp_path):
         timeout=120,
     )
     assert r.returncode == 2 and r.stderr.startswith("specfit: error:"), r.stderr
+
+
+def test_specfit_warnings_are_one_plain_line(tmp_path):
+    """specfit's own warnings print as its log lines do (`specfit: WARNING: ...`), without
+    Python's path, line number and source line of the code that warned."""
+    from astropy.io import fits
+
+    from specfit.synthetic import make_synthetic
+
+    frames = make_synthetic(tmp_path / "s", shape=(8, 8), n_frames=32, seed=1).frames
+    files = sorted(Path(frames).glob("*.fits"))
+    first = files[3]
+    with fits.open(first, mode="update") as h:
+        h[0].header["QUALITY"] = 1 << 13  # eclipse
+    r = _cli("init", str(frames))
+    assert r.returncode == 0, r.stderr
+    line = (
+        f"specfit: WARNING: left out 1 of {len(files)} frames whose QUALITY has bit 13 (1) set "
+        f"(first: {first.name})"
+    )
+    assert line in r.stderr and "UserWarning" not in r.stderr, r.stderr

@@ -203,8 +203,9 @@ def flagged_frames(headers: Sequence[Any], cfg: Any, names: Sequence[str]) -> np
         )
     warnings.warn(
         f"left out {int(drop.sum())} of {n} frames whose {cfg.quality_key} has {bits} set "
-        f"(first: {first}): eclipse, dark, off-pointing or similar frames; they are gaps, "
-        "interpolated by resample; input.quality_bits: [] keeps them",
+        f"(first: {first}): eclipse, dark, off-pointing or similar frames; the series goes on "
+        "without them (resample interpolates across a gap they leave); input.quality_bits: [] "
+        "keeps them",
         stacklevel=3,
     )
     return drop
