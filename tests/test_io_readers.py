@@ -604,3 +604,25 @@ def test_frames_flagged_by_quality_are_left_out(tmp_path):
         from specfit.config import load_config
 
         load_config(overrides=["input.quality_bits=[40]"])
+
+
+def test_frames_on_another_pixel_grid_are_refused(tmp_path):
+    """A frame whose plate scale or roll differs (a level-1.5 AIA frame among level-1 ones:
+    CDELT 0.6 against 0.609, CROTA2 0 against 0.02) is one error naming it, before any
+    work; the roll's jitter of level-1 frames (3e-4 degrees here) is not."""
+    _write_series(tmp_path / "s", nt=6, ny=40, nx=60)
+    files = sorted((tmp_path / "s").glob("*.fits"))
+    for i, f in enumerate(files):
+        with fits.open(f, mode="update") as h:
+            h[0].header["CDELT1"] = h[0].header["CDELT2"] = 0.609373
+            h[0].header["CROTA2"] = 0.0196 + 6e-5 * i
+    assert open_input(InputConfig(path=str(tmp_path / "s"))).shape == (6, 40, 60)
+    with fits.open(files[4], mode="update") as h:
+        h[0].header["CDELT1"] = h[0].header["CDELT2"] = 0.6
+        h[0].header["CROTA2"] = 0.0
+    with pytest.raises(
+        InputError,
+        match=rf"{files[4].name}: its pixel grid \(CDELT1 0.6, CDELT2 0.6, CROTA2 0\) departs "
+        r"from that of 5 other frames .* by 0.47 px at the field's edge \(1 such frame\)",
+    ):
+        open_input(InputConfig(path=str(tmp_path / "s")))

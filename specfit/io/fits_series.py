@@ -201,6 +201,7 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
                 "series must have the same size (remove the odd file or narrow input.pattern)"
             )
     _check_one_channel(files, headers)
+    _check_one_grid(files, headers, ref_shape)
     times, used_keys = _header_times(files, headers, list(cfg.time_key))
     order = np.argsort(
         times.tai.jd1 - times.tai.jd1[0] + (times.tai.jd2 - times.tai.jd2[0]), kind="stable"
@@ -355,6 +356,7 @@ def _frame_keys(cfg: InputConfig) -> tuple[str, ...]:
         keys.append(cfg.exposure_key)
     keys += [k for k, _ in GEOMETRY_KEYS.values()]
     keys.append("WAVELNTH")  # one channel per series (_check_one_channel)
+    keys += ["CDELT1", "CDELT2", "CROTA2"]  # one pixel grid per series (_check_one_grid)
     if cfg.quality_key:
         keys.append(cfg.quality_key)  # frames flagged bad are left out (flagged_frames)
     return tuple(dict.fromkeys(k.upper() for k in keys))
@@ -392,6 +394,47 @@ def _check_one_channel(files: list, headers: list) -> None:
         f"{len(seen) - len(odd)} frames at WAVELNTH {main}; a series is one channel: remove those files "
         "or narrow input.pattern"
     )
+
+
+def _check_one_grid(files: list, headers: list, shape: tuple) -> None:
+    """Refuse a series whose frames' pixel grids differ in scale (``CDELT1/2``) or roll
+    (``CROTA2``) by more than 0.1 px at the field's edge, e.g. level-1 and level-1.5 (aia_prep)
+    AIA frames mixed: specfit registers frames by their pointing only, so such frames would
+    put other places of the Sun on one pixel. Frames without those keys are not compared."""
+    half = 0.5 * max(int(shape[0] or 1), int(shape[1] or 1))
+
+    def grid(h) -> tuple[float, float, float] | None:
+        try:
+            v = tuple(float(h.get(k, 0.0 if k == "CROTA2" else math.nan)) for k in _GRID_KEYS)
+        except (TypeError, ValueError):
+            return None
+        return v if all(math.isfinite(x) for x in v) and v[0] != 0 and v[1] != 0 else None
+
+    grids = [grid(h) for h in headers]
+    seen = [g for g in grids if g is not None]
+    if len(seen) < 2:
+        return
+    ref = Counter(seen).most_common(1)[0][0]  # the grid of most frames
+
+    def offset(g) -> float:  # px by which g's grid departs from ref's at the field's edge
+        scale = max(abs(g[0] / ref[0] - 1.0), abs(g[1] / ref[1] - 1.0))
+        return half * (scale + abs(math.radians(g[2] - ref[2])))
+
+    odd = [(f, g) for f, g in zip(files, grids, strict=True) if g is not None and offset(g) > 0.1]
+    if not odd:
+        return
+    f, g = odd[0]
+    raise InputError(
+        f"{f}: its pixel grid (CDELT1 {g[0]:g}, CDELT2 {g[1]:g}, CROTA2 {g[2]:g}) departs from "
+        f"that of {len(seen) - len(odd)} other frames (CDELT1 {ref[0]:g}, CDELT2 {ref[1]:g}, "
+        f"CROTA2 {ref[2]:g}) by {offset(g):.2g} px at the field's edge ({len(odd)} such "
+        f"frame{'s' if len(odd) > 1 else ''}); frames of one series must share one grid, e.g. "
+        "not level-1 and level-1.5 "
+        "(aia_prep) frames mixed: use one processing level for all"
+    )
+
+
+_GRID_KEYS = ("CDELT1", "CDELT2", "CROTA2")
 
 
 def _scan(
