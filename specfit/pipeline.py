@@ -707,7 +707,10 @@ def _layout(
         # The WCS of the results grid (derotation reference frame and time), so that maps go
         # back to FITS and sunpy (specfit export, specfit.to_map).
         attrs["wcs_header"] = wcs_header
-    return StoreLayout(ny, nx, plan.freq, tile, variables, spectral, coords2d, attrs)
+    return StoreLayout(
+        ny, nx, plan.freq, tile, variables, spectral, coords2d, attrs,
+        ys=arr["y"].values, xs=arr["x"].values,
+    )  # fmt: skip
 
 
 def run_key(science: dict, fingerprint: dict | None) -> str:

@@ -494,6 +494,10 @@ class StoreLayout:
     spectral: dict[str, dict]  # name -> {"dtype", "attrs"} for (freq, y, x) arrays
     coords2d: dict[str, np.ndarray]  # e.g. hpc_x, hpc_y (y, x)
     attrs: dict[str, Any]
+    # the maps' pixel indices in the input frame (kept through a cutout, as the cube's and the
+    # stage API's y/x are); None: 0 .. n - 1
+    ys: np.ndarray | None = None
+    xs: np.ndarray | None = None
 
     @property
     def ntiles(self) -> tuple[int, int]:
@@ -572,12 +576,12 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
         a.attrs.update(_json_safe(attrs))
         return a
 
-    arr("y", (ny,), (ny,), "i4", ("y",), {"units": "px", "long_name": "pixel row"})[:] = np.arange(
-        ny
-    )
-    arr("x", (nx,), (nx,), "i4", ("x",), {"units": "px", "long_name": "pixel column"})[:] = (
-        np.arange(nx)
-    )
+    for name, n, values, long_name in (
+        ("y", ny, layout.ys, "pixel row"),
+        ("x", nx, layout.xs, "pixel column"),
+    ):
+        index = np.arange(n) if values is None else np.asarray(values, dtype=np.int64)
+        arr(name, (n,), (n,), "i4", (name,), {"units": "px", "long_name": long_name})[:] = index
     arr("freq", (nf,), (nf,), "f8", ("freq",), {"units": "Hz", "long_name": "frequency"})[:] = (
         layout.freq
     )

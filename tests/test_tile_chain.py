@@ -173,3 +173,29 @@ def test_power_units_from_unit_and_normalisation():
     assert fits_unit("(W/m2)^2/Hz") == "W2 Hz-1 m-4"
     assert fits_unit("(DN/s)^2/Hz") == "DN2 / (Hz s2)"  # DN is not a FITS unit: kept readable
     assert fits_unit("ln(Hz)") == "ln(Hz)"
+
+
+def test_store_keeps_a_cutouts_pixel_indices(tmp_path):
+    """After a pixel cutout the store's y/x are the frames' pixel indices, as the cube's and
+    the stage API's are (they were 0 .. n - 1: indexing the frames with them read other
+    pixels); a refit of the stored spectra keeps them, and the maps' WCS still puts each
+    pixel where its hpc_x/hpc_y say."""
+    cfg = tiny_config(
+        tmp_path, prep={"cutout": {"x1": 3, "x2": 11, "y1": 2, "y2": 9, "units": "pixel"}}
+    )
+    ds = specfit.run(cfg)
+    loaded = load_config(cfg)
+    source = {"kind": "fits_series", "path": str(tmp_path / "synthetic" / "frames")}
+    frames = stages.ingest(source, loaded.prep)
+    assert ds["x"].values.tolist() == frames["x"].values.tolist() == list(range(3, 11))
+    assert ds["y"].values.tolist() == frames["y"].values.tolist() == list(range(2, 9))
+    refit = specfit.fit(ds["power"]).compute()
+    assert refit["x"].values.tolist() == list(range(3, 11))
+    np.testing.assert_array_equal(refit["m1_index"].values, ds["m1_index"].values)
+    import sunpy.coordinates  # noqa: F401  (helioprojective frames for astropy.wcs)
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    w = WCS(fits.Header.fromstring(ds.attrs["wcs_header"], sep="\n"))
+    sky = w.pixel_to_world(np.arange(8), np.full(8, 3))  # array indices, not y/x values
+    np.testing.assert_allclose(sky.Tx.to_value("arcsec"), ds["hpc_x"].values[3], atol=1e-6)
