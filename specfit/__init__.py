@@ -11,6 +11,7 @@ from specfit.errors import (
     ClusterError,
     ConfigError,
     InputError,
+    NotFoundError,
     RunError,
     SpecfitError,
     StoreError,
@@ -49,4 +50,5 @@ __all__ = [
     "StoreError",
     "RunError",
     "ClusterError",
+    "NotFoundError",
 ]

@@ -451,8 +451,11 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
-    """Apply ``section.key=value`` overrides to a raw config mapping (returns a copy)."""
+    """Apply ``section.key=value`` overrides to a raw config mapping (returns a copy); one
+    override may come as a plain string."""
     data = copy.deepcopy(data) if data else {}
+    if isinstance(overrides, str):  # iterating it would give one character per override
+        overrides = [overrides]
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(
@@ -511,8 +514,19 @@ def load_config(
         label = str(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
+        if path.is_dir():
+            raise ConfigError(
+                f"{path} is a folder, not a config file; a run takes a YAML config: "
+                f"`specfit init {path} --out my.yaml` writes one for the frames in it"
+            )
         try:
-            text = path.read_text()
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"{path} is not a text (YAML) config file (a FITS or image file?); a run takes "
+                "a config: `specfit init FOLDER --out my.yaml` writes one for a folder of frames"
+            ) from None
+        try:
             _check_unique_keys(text)
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:

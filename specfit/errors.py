@@ -15,6 +15,7 @@ __all__ = [
     "StoreError",
     "RunError",
     "ClusterError",
+    "NotFoundError",
 ]
 
 
@@ -40,3 +41,8 @@ class RunError(SpecfitError, RuntimeError):
 
 class ClusterError(SpecfitError, RuntimeError):
     """A cluster could not be started or reached; the message says what to change."""
+
+
+class NotFoundError(SpecfitError, FileNotFoundError):
+    """A file or store the user named does not exist (or is not what it should be): a
+    results store, a user-model file."""

@@ -883,7 +883,9 @@ def load_user_models(specs: Sequence[str]) -> list[str]:
         if spec.endswith(".py"):
             path = Path(spec).expanduser()
             if not path.is_file():
-                raise FileNotFoundError(
+                from specfit.errors import NotFoundError
+
+                raise NotFoundError(
                     f"fit.user_models: {spec} does not exist; give a .py file path or a module name"
                 )
             # named by content, stable across processes: the kernels generated for its shapes

@@ -210,6 +210,9 @@ def resample(
         (time, y, x) float32 on ``t0 + k * cadence``; ``attrs["cadence"]`` and ``attrs["gaps"]``.
         The values are taken as float32 first, as ``specfit run`` stores them in ``cube.zarr``.
     """
+    from specfit.config import ResampleConfig
+
+    check_settings("resample", ResampleConfig, {"cadence": cadence, "max_gap": max_gap})
     arr = _frames(arr, "resample")
     times = _seconds(arr)
     new_times = _rs.uniform_times(times, cadence)
@@ -281,25 +284,33 @@ def power_spectra(
         from the data with ``box_dof="auto"`` or every finite pixel with ``"nominal"``
         (:func:`specfit.kernels.tile.box_dof`), as ``specfit run`` stores it.
     """
-    from specfit.errors import InputError
+    from specfit.config import SpectraConfig
+    from specfit.errors import ConfigError, InputError
 
+    settings = dict(segments=segments, segment_length=segment_length, overlap=overlap)
+    settings.update(window=window, detrend=detrend, normalisation=normalisation, box=box)
+    settings.update(fmin=fmin, fmax=fmax, box_dof=box_dof)
+    check_settings("power_spectra", SpectraConfig, settings)
     arr = _frames(arr, "power_spectra")
     times = _seconds(arr)
     # The grid's own cadence (set by resample), exactly as a run computes it.
     dt = float(arr.attrs.get("cadence") or np.median(np.diff(times)))
     if not np.allclose(np.diff(times), dt, rtol=1e-6, atol=1e-9):
         raise InputError("power_spectra needs a uniform cadence: call specfit.resample first")
-    kw = dict(
-        segments=segments,
-        segment_length=_pg.segment_samples(segment_length, dt),
-        overlap=overlap,
-        window=window,
-        detrend=detrend,
-        normalisation=normalisation,
-        fmin=fmin,
-        fmax=fmax,
-    )
-    freq, _, meta = _pg.periodogram(np.zeros((1, times.size)), dt, **kw)
+    try:  # settings that do not fit this series (segments too short, fmin above fmax...)
+        kw = dict(
+            segments=segments,
+            segment_length=_pg.segment_samples(segment_length, dt),
+            overlap=overlap,
+            window=window,
+            detrend=detrend,
+            normalisation=normalisation,
+            fmin=fmin,
+            fmax=fmax,
+        )
+        freq, _, meta = _pg.periodogram(np.zeros((1, times.size)), dt, **kw)
+    except ValueError as exc:
+        raise ConfigError(f"specfit.power_spectra: {exc}") from None
     arr = _time_contiguous(arr)
     data = arr.data
     nf = freq.size
@@ -373,26 +384,30 @@ def power_spectra(
 def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None) -> dict[str, Any]:
     """alias -> Model from names (or Model objects), after loading user model files."""
     from specfit import models as M
+    from specfit.errors import ConfigError
 
     if user_models:
         M.load_user_models(list(user_models))
     if models is None:
         models = dict(DEFAULTS.fit.models)
     if not isinstance(models, Mapping):
-        raise ValueError(
+        raise ConfigError(
             f"fit.models must map an alias to a model, e.g. {{'m1': 'powerlaw_tail'}}; got "
             f"{type(models).__name__} {models!r}"[:300]
         )
     out = {}
     for alias, m in models.items():
-        model = M.get_model(m) if isinstance(m, str) else m
+        try:
+            model = M.get_model(m) if isinstance(m, str) else m
+        except KeyError as exc:  # its message, without the quotes str(KeyError) adds
+            raise ConfigError(f"fit.models.{alias}: {exc.args[0]}") from None
         if bounds and model.name in bounds:
             model = model.with_bounds(dict(bounds[model.name]))
         out[alias] = model
     names = sorted({m.name for m in out.values()})
     stray = sorted(set(bounds or {}) - set(names))
     if stray:  # a misspelt model name would leave its bounds unused without a word
-        raise ValueError(
+        raise ConfigError(
             f"fit.bounds: {', '.join(map(repr, stray))} is not a model of this fit; bounds are "
             f"keyed by model name: {', '.join(names)}"
         )
@@ -428,23 +443,32 @@ FIT_OPTION_KEYS = (
 )
 
 
-def _check_fit_settings(method: str, options: dict, power: xr.DataArray) -> None:
-    """The checks a config gets, when the call is made (not when a tile computes): the fit's
-    settings as :class:`specfit.config.FitConfig` validates them, and a frequency axis that
-    is positive and increasing."""
+def check_settings(stage: str, section: Any, values: dict) -> None:
+    """Validate a stage's arguments as the config's ``section`` model validates its keys,
+    when the call is made: a :class:`specfit.errors.ConfigError` naming each bad argument
+    (``specfit.<stage>: name=value: why``), never a failure later inside a task."""
     from pydantic import ValidationError
 
-    from specfit.config import FitConfig
     from specfit.errors import ConfigError
 
-    values = {"method": method, **{k: v for k, v in options.items() if k != "intervals"}}
     try:
-        FitConfig.model_validate(values)
+        section.model_validate(values)
     except ValidationError as exc:
         bad = "; ".join(
             f"{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {e['msg']}" for e in exc.errors()
         )
-        raise ConfigError(f"specfit.fit: {bad}") from None
+        raise ConfigError(f"specfit.{stage}: {bad}") from None
+
+
+def _check_fit_settings(method: str, options: dict, power: xr.DataArray) -> None:
+    """The checks a config gets, when the call is made (not when a tile computes): the fit's
+    settings as :class:`specfit.config.FitConfig` validates them, and a frequency axis that
+    is positive and increasing."""
+    from specfit.config import FitConfig
+    from specfit.errors import ConfigError
+
+    values = {"method": method, **{k: v for k, v in options.items() if k != "intervals"}}
+    check_settings("fit", FitConfig, values)
     if "freq" not in power.coords:
         raise ConfigError("specfit.fit: power has no freq coordinate (Hz); give one")
     f = np.asarray(power["freq"].values, dtype=float)

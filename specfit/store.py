@@ -881,20 +881,20 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
 
     Raises
     ------
-    FileNotFoundError, StoreError
-        If the path is not a results store, or the run has not finished.
+    NotFoundError, StoreError
+        If the path is not a results store (NotFoundError is a FileNotFoundError), or the run
+        has not finished.
     """
     import xarray as xr
 
+    from specfit.errors import NotFoundError
     from specfit.workspace import is_specfit_cube, is_specfit_results
 
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"results store {p} does not exist; run `specfit run` first")
+        raise NotFoundError(f"results store {p} does not exist; run `specfit run` first")
     if not (p / "zarr.json").exists():
-        raise FileNotFoundError(
-            f"{p} is not a results store (no zarr.json); run `specfit run` first"
-        )
+        raise NotFoundError(f"{p} is not a results store (no zarr.json); run `specfit run` first")
     if not is_specfit_results(p):
         what = "specfit's intermediate cube" if is_specfit_cube(p) else "a Zarr store"
         raise StoreError(

@@ -154,3 +154,16 @@ def test_config_diff_says_when_a_key_is_from_another_version():
         "input.quality_key: not in the stored config (another specfit version), now 'QUALITY'",
         "fit.retired_option: only in the stored config (another specfit version), 3",
     ]
+
+
+def test_a_folder_or_a_data_file_given_as_config_is_one_line(tmp_path):
+    """`specfit run FRAMES_FOLDER` (init takes the folder, run a config) or a FITS/JPG file
+    gave an IsADirectoryError / UnicodeDecodeError traceback."""
+    from specfit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"is a folder, not a config file.*specfit init .* --out"):
+        load_config(tmp_path)
+    data = tmp_path / "frame.fits"
+    data.write_bytes(b"SIMPLE  =                    T" + bytes(range(128, 256)))
+    with pytest.raises(ConfigError, match=r"frame.fits is not a text \(YAML\) config file"):
+        load_config(data)

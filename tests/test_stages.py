@@ -209,3 +209,28 @@ def test_stages_take_dims_in_any_order_and_refuse_other_arrays():
         stages.power_spectra(cube.drop_vars("time"))
     with pytest.raises(InputError, match=r"reads frames from files .* got DataArray \(160"):
         stages.ingest(cube)  # an AttributeError ('kind') before
+
+
+def test_stage_arguments_are_checked_when_called_as_specfit_errors():
+    """Bad stage arguments are a SpecfitError (ConfigError, a ValueError) naming the argument
+    when the call is made; they were builtin ValueError/KeyError, and box=2 passed the call
+    and failed inside dask at compute."""
+    import specfit
+    from specfit.errors import ConfigError, NotFoundError, SpecfitError
+
+    cube = stages.resample(_cube())
+    power = stages.power_spectra(cube)
+    cases = [
+        (lambda: stages.resample(_cube(), cadence=-1), r"specfit.resample: cadence=-1"),
+        (lambda: stages.resample(_cube(), cadence="24s"), r"cadence='24s'"),
+        (lambda: stages.power_spectra(cube, box=2), r"box=2: Value error, must be odd"),
+        (lambda: stages.power_spectra(cube, window="hamming"), r"window='hamming'"),
+        (lambda: stages.power_spectra(cube, segments=100), r"specfit.power_spectra: .*segments"),
+        (lambda: stages.fit(power, models={"m1": "nosuch"}), r"fit.models.m1: unknown model 'no"),
+    ]
+    for call, match in cases:
+        with pytest.raises(ConfigError, match=match):
+            call()
+    with pytest.raises(NotFoundError, match="does not exist") as err:
+        specfit.open_results("/nonexistent/results.zarr")
+    assert isinstance(err.value, SpecfitError) and isinstance(err.value, FileNotFoundError)

@@ -63,14 +63,16 @@ def open_store(path_or_ds: str | Path | xr.Dataset) -> xr.Dataset:
 
     Raises
     ------
-    FileNotFoundError
-        If ``path_or_ds`` is a path that does not exist.
+    NotFoundError
+        If ``path_or_ds`` is a path that does not exist (a FileNotFoundError).
     """
     if isinstance(path_or_ds, xr.Dataset):
         return path_or_ds
     path = Path(path_or_ds)
     if not path.exists():
-        raise FileNotFoundError(
+        from specfit.errors import NotFoundError
+
+        raise NotFoundError(
             f"results store {path} does not exist; run `specfit run CONFIG` or `specfit demo` first"
         )
     try:
