@@ -161,3 +161,27 @@ def test_stage_chain_maps_carry_the_wcs_of_their_grid(demo_store):
     maps = specfit.fit(power, models={"m1": "powerlaw_tail"}).compute()
     assert int(maps["x"][0]) == 5  # the stage chain keeps the input's pixel positions
     _check_wcs(specfit.to_map(maps, "m1_index"), maps)
+
+
+def test_iris_wavelength_reaches_the_maps_header():
+    """IRIS headers carry the wavelength as TWAVE1, not WAVELNTH: the maps' header gets it as
+    WAVELNTH, so sunpy's IRIS map of an exported map has a wavelength (its repr failed with
+    a TypeError on None * Unit)."""
+    import numpy as np
+    import sunpy.map
+    from astropy.io import fits
+
+    from specfit.io._base import celestial_header
+
+    h = fits.Header()
+    h["CTYPE1"], h["CTYPE2"], h["CUNIT1"], h["CUNIT2"] = "HPLN-TAN", "HPLT-TAN", "arcsec", "arcsec"
+    h["CDELT1"] = h["CDELT2"] = 0.33
+    h["CRPIX1"] = h["CRPIX2"] = 5.0
+    h["CRVAL1"], h["CRVAL2"] = 300.0, 200.0
+    h["NAXIS1"] = h["NAXIS2"] = 10
+    h["TELESCOP"], h["INSTRUME"], h["TWAVE1"] = "IRIS", "SJI", 1400.0
+    h["DATE-OBS"] = "2014-03-29T14:09:39"
+    out = celestial_header(h)
+    assert out["WAVELNTH"] == 1400.0 and out["WAVEUNIT"] == "Angstrom"
+    m = sunpy.map.Map(np.zeros((10, 10)), out)
+    assert m.wavelength.to_value("Angstrom") == 1400.0 and "1400" in repr(m)

@@ -471,6 +471,11 @@ def celestial_header(header: fits.Header, obs_time: Time | None = None) -> fits.
     for k in _WCS_KEYS:
         if k in header and header[k] is not None:
             out[k] = header[k]
+    if "WAVELNTH" not in out and header.get("TWAVE1") is not None:
+        # IRIS gives the wavelength as TWAVE1 (Angstrom): as WAVELNTH, the one key every
+        # reader of a map knows (sunpy's IRIS map fails without either)
+        out["WAVELNTH"] = header["TWAVE1"]
+        out.setdefault("WAVEUNIT", "Angstrom")
     out["WCSAXES"] = 2
     if obs_time is not None:
         out["DATE-OBS"] = obs_time.utc.isot
