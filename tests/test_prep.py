@@ -447,3 +447,18 @@ def test_coalign_smooth_fits_drift_and_trims_exactly():
     for k in good[::4]:
         sy, sx = estimate_shift(vals[k], core)
         assert abs(sy) < 0.06 and abs(sx) < 0.06
+
+
+def test_cutout_past_the_field_is_said(tmp_path):
+    """A box reaching past the image edge is shrunk to the field, with a warning naming the
+    box, the field and what the maps cover (it shrank in silence); a box inside says nothing."""
+    _write_solar_series(tmp_path / "s", nt=3, hours=0.1)
+    arr = open_input(InputConfig(path=str(tmp_path / "s")))
+    ny, nx = arr.sizes["y"], arr.sizes["x"]
+    past = CutoutConfig(x1=nx - 5, x2=nx + 20, y1=0, y2=4, units="pixel")
+    with pytest.warns(UserWarning, match=rf"reaches past the field \(x 0..{nx - 1}, .*4 x 5 px"):
+        assert cutout_box(arr, past) == (0, 4, nx - 5, nx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cutout_box(arr, CutoutConfig(x1=0, x2=nx, y1=0, y2=ny, units="pixel"))
+        cutout_box(arr, CutoutConfig(x1=-320, x2=-290, y1=340, y2=360))

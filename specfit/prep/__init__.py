@@ -84,6 +84,19 @@ def cutout_box(
             f"prep.cutout {cutout.model_dump()} does not overlap the field ({extent}); fix "
             "x1/x2/y1/y2 (or units)"
         )
+    if cutout.units == "pixel":
+        lo_x, hi_x, lo_y, hi_y = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    else:  # the field's edges: half a pixel beyond the outer pixel centres
+        px, py = 0.5 * np.nanmedian(np.abs(np.diff(hx))), 0.5 * np.nanmedian(np.abs(np.diff(hy)))
+        lo_x, hi_x = np.nanmin(hx) - px, np.nanmax(hx) + px
+        lo_y, hi_y = np.nanmin(hy) - py, np.nanmax(hy) + py
+    if cutout.x1 < lo_x or cutout.x2 > hi_x or cutout.y1 < lo_y or cutout.y2 > hi_y:
+        warnings.warn(
+            f"prep.cutout x {cutout.x1:g}..{cutout.x2:g}, y {cutout.y1:g}..{cutout.y2:g} "
+            f"{'px' if cutout.units == 'pixel' else 'arcsec'} reaches past the field ({extent}): "
+            f"the maps cover its {int(rows.size)} x {int(cols.size)} px (y by x) inside it",
+            stacklevel=3,
+        )
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
