@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -321,7 +322,7 @@ def _dispatch(args) -> int:
         )
         if args.out:
             print(report)
-            print(f"wrote {args.out}; check it, then: specfit run {args.out}")
+            print(f"wrote {args.out}; check it, then: specfit run {shlex.quote(str(args.out))}")
         else:  # the config on stdout (to redirect), the findings on stderr
             print(report, file=sys.stderr)
             print(text, end="")

@@ -15,6 +15,7 @@ import glob
 import math
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -480,7 +481,7 @@ def render_config(insp: Inspection, config_path: str | Path | None = None) -> st
     out = [
         f"# specfit config written by `specfit init {Path(insp.path).resolve()}`.",
         "# Every value that depends on the data says why it was chosen; check them, then:",
-        f"#   specfit run {Path(config_path).name if config_path else 'CONFIG.yaml'}",
+        f"#   specfit run {shlex.quote(Path(config_path).name) if config_path else 'CONFIG.yaml'}",
     ]
     out += [f"# NOTE: {n}" for n in insp.notes]
     out.append("input:")

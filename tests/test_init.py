@@ -257,3 +257,18 @@ def test_init_derotation_follows_pointing(tmp_path, tracking):
     assert derotate is (not tracking), why
     assert ("follows the Sun" in why) is tracking
     assert insp.input["time_key"][0] == "DATE-OBS" and insp.settings["resample.cadence"][0] == 60
+
+
+def test_init_quotes_the_next_command_for_paths_with_spaces(tmp_path, capsys):
+    """The command init suggests can be pasted as it is when the config's path has a space
+    (it printed `specfit run my frames.yaml`: 'unrecognized arguments')."""
+    import shlex
+
+    from specfit.synthetic import make_synthetic
+
+    frames = make_synthetic(tmp_path / "my frames", shape=(8, 8), n_frames=64, seed=1).frames
+    out = tmp_path / "my frames.yaml"
+    assert main(["init", str(frames), "--out", str(out)]) == 0
+    said = capsys.readouterr().out.strip().split("then: ")[-1]
+    assert shlex.split(said) == ["specfit", "run", str(out)]
+    assert "#   specfit run 'my frames.yaml'" in out.read_text()
