@@ -245,8 +245,6 @@ def _quiet_resource_tracker() -> None:
 
 def _resume_hint(args: argparse.Namespace) -> str:
     """How to finish an interrupted run or demo: the same command with --resume."""
-    import shlex
-
     if args.command not in ("run", "demo"):
         return ""
     cmd = ["specfit", args.command]

@@ -540,25 +540,29 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, label)) from None
     if base_dir is not None:
-        _resolve_paths(cfg, base_dir)
+        items = [overrides] if isinstance(overrides, str) else list(overrides or [])
+        _resolve_paths(cfg, base_dir, {i.split("=", 1)[0].strip() for i in items})
     return cfg
 
 
-def _resolve_paths(cfg: Config, base: Path) -> None:
-    """Make relative paths relative to the config file, so configs work from any cwd."""
+def _resolve_paths(cfg: Config, base: Path, given: set[str] = frozenset()) -> None:
+    """Make relative paths relative to the config file, so configs work from any cwd; a
+    path set on the command line (``given``: the dotted keys of ``--set``) is relative to the
+    current directory, where it was typed."""
 
-    def fix(p: str | None) -> str | None:
+    def fix(p: str | None, key: str) -> str | None:
         if p is None or "://" in p:
             return p
         q = Path(p).expanduser()
-        return str(q if q.is_absolute() else (base / q).resolve())
+        return str(q if q.is_absolute() else ((Path.cwd() if key in given else base) / q).resolve())
 
-    cfg.input.path = fix(cfg.input.path)
-    cfg.input.times_csv = fix(cfg.input.times_csv)
-    cfg.input.times = fix(cfg.input.times)
-    cfg.output.path = fix(cfg.output.path)
-    cfg.output.cube_path = fix(cfg.output.cube_path)
-    cfg.fit.user_models = [fix(m) if m.endswith(".py") else m for m in cfg.fit.user_models]
+    cfg.input.path = fix(cfg.input.path, "input.path")
+    cfg.input.times_csv = fix(cfg.input.times_csv, "input.times_csv")
+    cfg.input.times = fix(cfg.input.times, "input.times")
+    cfg.output.path = fix(cfg.output.path, "output.path")
+    cfg.output.cube_path = fix(cfg.output.cube_path, "output.cube_path")
+    models = cfg.fit.user_models
+    cfg.fit.user_models = [fix(m, "fit.user_models") if m.endswith(".py") else m for m in models]
 
 
 def config_diff(a: dict, b: dict, sections: tuple[str, ...] = SCIENCE_SECTIONS) -> list[str]:

@@ -167,3 +167,22 @@ def test_a_folder_or_a_data_file_given_as_config_is_one_line(tmp_path):
     data.write_bytes(b"SIMPLE  =                    T" + bytes(range(128, 256)))
     with pytest.raises(ConfigError, match=r"frame.fits is not a text \(YAML\) config file"):
         load_config(data)
+
+
+def test_paths_set_on_the_command_line_are_relative_to_the_current_folder(tmp_path, monkeypatch):
+    """A path in the file is relative to the file's folder (configs work from any cwd); one
+    given with --set is relative to where it was typed (it went to the config's folder:
+    with a shipped config, inside the installed package)."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "c.yaml").write_text("input:\n  path: frames\noutput:\n  path: out/results.zarr\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    cfg = load_config(conf / "c.yaml")
+    assert cfg.input.path == str(conf / "frames")
+    assert cfg.output.path == str(conf / "out" / "results.zarr")
+    cfg = load_config(conf / "c.yaml", ["output.path=mine/results.zarr"])
+    assert cfg.output.path == str(work / "mine" / "results.zarr")
+    assert cfg.input.path == str(conf / "frames")  # not given: still the file's folder
+    assert load_config(conf / "c.yaml", "input.path=here").input.path == str(work / "here")
