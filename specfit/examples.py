@@ -52,8 +52,10 @@ def config_path(name: str) -> Path:
 def copy_config(name: str, dest: str | Path) -> Path:
     """Copy the shipped config ``name`` to ``dest`` (a file, or a folder for ``NAME.yaml``).
 
-    The text is copied unchanged; its relative paths are then resolved from the new file's
-    folder, so ``input.path`` and ``output.path`` usually need editing.
+    The text is copied with its comments; the relative paths that pointed from the package's
+    folder are rewritten for the copy's: ``input.path`` to the absolute path it named when
+    that exists (the clone's data), else like ``output.path`` without its leading ``../``, so
+    beside the copy (``aia1600-results/results.zarr``, not a folder two levels up).
 
     Raises
     ------
@@ -71,5 +73,27 @@ def copy_config(name: str, dest: str | Path) -> Path:
         raise ConfigError(
             f"{target.parent} is not a folder; create it first or choose another DEST"
         )
-    target.write_text(src.read_text())
+    target.write_text(_paths_for_copy(src))
     return target
+
+
+def _paths_for_copy(src: Path) -> str:
+    """``src``'s text with its relative input/output paths rewritten for a copy elsewhere."""
+    import yaml
+
+    text = src.read_text()
+    raw = yaml.safe_load(text) or {}
+    for section in ("input", "output"):
+        value = (raw.get(section) or {}).get("path")
+        if not isinstance(value, str) or Path(value).is_absolute() or "://" in value:
+            continue
+        named = (src.parent / value).resolve()
+        parts = Path(value).parts
+        while parts and parts[0] in ("..", "."):
+            parts = parts[1:]
+        new = str(named) if section == "input" and named.exists() else str(Path(*parts))
+        text = text.replace(f"path: {value}", f"path: {new}", 1)
+    note = (
+        f"# Copied from specfit's shipped config {src.stem}: paths made for this file's folder.\n"
+    )
+    return note + text

@@ -56,7 +56,13 @@ def test_shipped_configs_resolve_their_paths_in_the_clone(name, request):
 def test_copy_writes_once_and_never_overwrites(tmp_path, capsys):
     target = copy_config("demo", tmp_path)
     assert target == tmp_path / "demo.yaml"
-    assert target.read_text() == config_path("demo").read_text()
+    # the comments and settings are the shipped ones; the paths are made for the copy's folder
+    shipped, copied = config_path("demo").read_text(), target.read_text()
+    assert copied.count("\n") == shipped.count("\n") + 1 and "Copied from" in copied
+    assert load_config(target).model_dump(exclude={"input": {"path"}, "output": {"path"}}) == (
+        load_config(config_path("demo")).model_dump(exclude={"input": {"path"}, "output": {"path"}})
+    )
+    assert load_config(target).output.path == str(tmp_path / "specfit-demo" / "results.zarr")
     with pytest.raises(ConfigError, match="exists"):
         copy_config("demo", target)
     # Deep enough that the shipped relative input.path resolves to nothing there.
@@ -64,4 +70,10 @@ def test_copy_writes_once_and_never_overwrites(tmp_path, capsys):
     deep.mkdir(parents=True)
     assert main(["config", "copy", "legacy", str(deep / "mine.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "mine.yaml" in out and "input.path" in out and "edit it" in out
+    assert "mine.yaml" in out and "input.path" in out
+    cfg = load_config(deep / "mine.yaml")
+    # the shipped input (the clone's data, when present) stays found; the output goes beside
+    # the copy (it resolved to a folder four levels up, or the filesystem's root)
+    assert cfg.output.path == str(deep / "aia1600-legacy" / "results.zarr")
+    shipped = load_config(config_path("legacy")).input.path
+    assert cfg.input.path == shipped or "edit it" in out
