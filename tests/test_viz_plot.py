@@ -84,9 +84,10 @@ def test_plot_never_overwrites_files_it_did_not_write(viz_store, tmp_path):
 
 
 def test_plot_results_rejects_unknown_map(viz_store, tmp_path):
+    from specfit.errors import ConfigError
     from specfit.viz import plot_results
 
-    with pytest.raises(KeyError, match="unknown map.*nope"):
+    with pytest.raises(ConfigError, match="unknown map.*nope"):  # a KeyError before
         plot_results(viz_store, tmp_path, maps=["nope"])
 
 
@@ -140,3 +141,19 @@ def test_plot_results_decimates_large_maps(tmp_path):
     _check_png(files[0])
     page = files[-1].read_text()
     _check_html(page, ["m1_index", "m1_status"])
+
+
+def test_an_all_nan_map_plots_without_numpy_noise(viz_store, tmp_path):
+    """A map with no finite value (every tail on its bound: no error bar) is drawn empty,
+    without numpy's 'All-NaN slice' warning from inside the plotting library."""
+    import warnings
+
+    import specfit
+    from specfit.viz import plot_results
+
+    ds = specfit.open_results(viz_store).load()
+    ds["m1_index"][:] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        files = plot_results(ds, tmp_path / "p", maps=["m1_index"], html_page=True)
+    assert {f.name for f in files} == {"m1_index.png", "maps.html"}

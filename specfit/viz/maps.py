@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -252,7 +253,9 @@ def plot_results(
     known = {s.name for s in catalog}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise KeyError(f"unknown map(s) {unknown}; available: {', '.join(sorted(known))}")
+        from specfit.errors import ConfigError
+
+        raise ConfigError(f"unknown map(s) {unknown}; available: {', '.join(sorted(known))}")
     out = Path(out_dir)
     targets = [out / f"{_safe_name(n)}.png" for n in names] if png else []
     targets += [out / "maps.html"] if html_page else []
@@ -266,16 +269,20 @@ def plot_results(
         percentiles=percentiles,
         max_pixels=max_pixels,
     )
-    if png:
-        renderer = hv.renderer("matplotlib").instance(dpi=dpi)
-        for name in names:
-            layout = heatmap(ds, name, backend="matplotlib", **kwargs)
-            target = out / f"{_safe_name(name)}.png"
-            renderer.save(layout, str(target.with_suffix("")), fmt="png")
-            written.append(target)
-            plt.close("all")
-    if html_page:
-        written.append(_write_html(ds, names, out / "maps.html", kwargs))
+    with warnings.catch_warnings():
+        # a map without one finite value (e.g. every tail on its bound: no error) is drawn
+        # empty; numpy's note on it from inside the plotting library says nothing more
+        warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+        if png:
+            renderer = hv.renderer("matplotlib").instance(dpi=dpi)
+            for name in names:
+                layout = heatmap(ds, name, backend="matplotlib", **kwargs)
+                target = out / f"{_safe_name(name)}.png"
+                renderer.save(layout, str(target.with_suffix("")), fmt="png")
+                written.append(target)
+                plt.close("all")
+        if html_page:
+            written.append(_write_html(ds, names, out / "maps.html", kwargs))
     marker = out / PLOT_MARKER
     marker.write_text(json.dumps(sorted(ours | {w.name for w in written}), indent=0) + "\n")
     return written
