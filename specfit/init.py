@@ -244,7 +244,7 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
     }.get(kind, kind)
     shown = f" ({cfg.pattern})" if kind in ("fits_series", "images") else ""
     report.append(f"  input       {kind}: {nt} {what}{shown}")
-    report.append(f"  image       {nx} x {ny} px (x by y)")
+    report.append(f"  image       {ny} x {nx} px (y by x)")
     inst = attrs.get("instrument")
     if inst or attrs.get("wavelength") is not None:
         wl = attrs.get("wavelength")

@@ -875,7 +875,7 @@ def _describe_plan(cfg: Config, plan: RunPlan) -> None:
 
     nt, ny, nx = plan.shape
     _say(
-        f"specfit {__version__}: {nt} frames of {ny} x {nx} px from "
+        f"specfit {__version__}: {nt} frames of {ny} x {nx} px (y by x) from "
         f"{plan.arr.attrs.get('source', '?')}"
     )
     _say(

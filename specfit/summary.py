@@ -99,7 +99,7 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     nf = ds.sizes.get("freq", 0)
     title = f"results {path}" if path else "results"
-    lines.append(f"{title}: {ny} x {nx} px, {nf} frequencies")
+    lines.append(f"{title}: {ny} x {nx} px (y by x), {nf} frequencies")
     written = _written(ds)  # None: every pixel (a finished store)
     if "complete" in ds.attrs:
         state = "complete" if ds.attrs["complete"] else "INCOMPLETE (resume with --resume)"

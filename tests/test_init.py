@@ -48,7 +48,7 @@ def test_init_aia_fits(shared_data, tmp_path, no_pixels):
     out = tmp_path / "cfg" / "aia.yaml"
     report, text = init_config(shared_data / "aia1600_20120606" / "fits", out)
     assert "596 single-frame FITS files" in report
-    assert "287 x 164 px" in report and "SDO/AIA" in report and "1600 angstrom" in report
+    assert "164 x 287 px (y by x)" in report and "SDO/AIA" in report and "1600 angstrom" in report
     assert "48 s (2.0 cadences)" in report and "96 s (4.0 cadences)" in report
     assert "DSUN_OBS 1.01" in report and "HPLN-TAN" in report and "units       DN" in report
     cfg = load_config(out)  # the file as written, with paths resolved from its folder
