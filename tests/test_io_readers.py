@@ -617,6 +617,9 @@ def test_frames_on_another_pixel_grid_are_refused(tmp_path):
             h[0].header["CDELT1"] = h[0].header["CDELT2"] = 0.609373
             h[0].header["CROTA2"] = 0.0196 + 6e-5 * i
     assert open_input(InputConfig(path=str(tmp_path / "s"))).shape == (6, 40, 60)
+    with fits.open(files[2], mode="update") as h:
+        h[0].header["CROTA2"] = 0.0196 - 360.0  # the same roll, written the other way round
+    assert open_input(InputConfig(path=str(tmp_path / "s"))).shape == (6, 40, 60)
     with fits.open(files[4], mode="update") as h:
         h[0].header["CDELT1"] = h[0].header["CDELT2"] = 0.6
         h[0].header["CROTA2"] = 0.0

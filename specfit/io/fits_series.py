@@ -418,7 +418,8 @@ def _check_one_grid(files: list, headers: list, shape: tuple) -> None:
 
     def offset(g) -> float:  # px by which g's grid departs from ref's at the field's edge
         scale = max(abs(g[0] / ref[0] - 1.0), abs(g[1] / ref[1] - 1.0))
-        return half * (scale + abs(math.radians(g[2] - ref[2])))
+        turn = (g[2] - ref[2] + 180.0) % 360.0 - 180.0  # 179.99 and -179.99 deg: 0.02 apart
+        return half * (scale + abs(math.radians(turn)))
 
     odd = [(f, g) for f, g in zip(files, grids, strict=True) if g is not None and offset(g) > 0.1]
     if not odd:
