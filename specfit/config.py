@@ -58,13 +58,15 @@ class SyntheticConfig(_Section):
     seed: int = 0
 
 
-# The bits of SDO level-1 QUALITY (AIA and HMI share 12-17 and 31) whose frames are not an
-# image of the Sun as usual: 12 not in science pointing, 13 eclipse, 14 no Sun presence,
-# 15 safe mode, 16 dark image, 17 image-stabilisation loop open, 20 AIA focus out of range,
-# 31 image not available. Not in it: 0-4 (missing calibration records), 8-11 (missing values
-# somewhere in the full frame; a cutout's own are NaN), 18 (a non-standard AIA sequence), 21
-# (an AIA register flag), 30 (quick-look data): frames that carry these are images as usual.
-BAD_QUALITY_BITS = (12, 13, 14, 15, 16, 17, 20, 31)
+# The bits of SDO/AIA level-1 QUALITY whose frames are not an image of the Sun as usual:
+# 12 not in science pointing, 13 eclipse, 14 no Sun presence, 15 safe mode, 16 dark image,
+# 17 image-stabilisation loop open, 20 focus out of range, 31 image not available. Not in it:
+# 0-4 (missing calibration records), 8-11 (missing values somewhere in the full frame; a
+# cutout's own are NaN), 18 (a non-standard sequence), 21 (a register flag), 30 (quick-look
+# data): frames that carry these are images as usual. Other instruments number their QUALITY
+# bits otherwise (SOHO/MDI's bit 16 is a minor telemetry dropout; HMI's observables have their
+# own list): by default they are applied to AIA frames only (TELESCOP SDO/AIA).
+AIA_BAD_QUALITY_BITS = (12, 13, 14, 15, 16, 17, 20, 31)
 
 
 class InputConfig(_Section):
@@ -103,16 +105,20 @@ class InputConfig(_Section):
         "QUALITY",
         description="Header key of a frame's quality word (SDO level 1: QUALITY); None: not read.",
     )
-    quality_bits: list[int] = Field(
-        default_factory=lambda: list(BAD_QUALITY_BITS),
-        description="Bits of the quality word that make a frame missing (a gap resample "
-        "interpolates); the default: SDO's off-pointing, eclipse, no Sun, safe mode, dark image, "
-        "ISS loop open, focus out of range, image not available. [] keeps every frame.",
+    quality_bits: list[int] | None = Field(
+        None,
+        description="Bits of the quality word that leave a frame out (the series goes on "
+        "without it); None: AIA's off-pointing, eclipse, no Sun, safe mode, dark image, ISS loop "
+        "open, focus out of range and image-not-available bits, on AIA frames only (TELESCOP "
+        "SDO/AIA; other instruments number their bits otherwise); a list: those bits, on every "
+        "frame; [] keeps every frame.",
     )
 
     @field_validator("quality_bits")
     @classmethod
-    def _bits(cls, v: list[int]) -> list[int]:
+    def _bits(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
         bad = [b for b in v if not 0 <= b <= 31]
         if bad:
             raise ValueError(f"bits are numbered 0-31 (a 32-bit quality word), got {bad}")

@@ -206,10 +206,11 @@ def test_specfit_warnings_are_one_plain_line(tmp_path):
     first = files[3]
     with fits.open(first, mode="update") as h:
         h[0].header["QUALITY"] = 1 << 13  # eclipse
+        h[0].header["TELESCOP"] = "SDO/AIA"  # whose bits these are
     r = _cli("init", str(frames))
     assert r.returncode == 0, r.stderr
     line = (
         f"specfit: WARNING: left out 1 of {len(files)} frames whose QUALITY has bit 13 (1) set "
-        f"(first: {first.name})"
+        f"(AIA's bad-frame bits; first: {first.name})"
     )
     assert line in r.stderr and "UserWarning" not in r.stderr, r.stderr

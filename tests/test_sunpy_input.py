@@ -226,6 +226,8 @@ def test_maps_flagged_by_quality_are_left_out():
 
     maps = _tiny_maps(0)
     maps[3].meta["QUALITY"] = 1 << 13
+    assert specfit.ingest(maps).sizes["time"] == 64  # not an AIA frame: its bits mean other things
+    maps[3].meta["TELESCOP"] = "SDO/AIA"
     with pytest.warns(UserWarning, match=r"left out 1 of 64 frames .*bit 13 \(1\).*data= Map 3"):
         arr = specfit.ingest(maps)
     np.testing.assert_allclose(arr["time"].values, 12.0 * np.delete(np.arange(64), 3))

@@ -166,46 +166,57 @@ def read_failure(where: str, exc: BaseException) -> InputError:
 
 def flagged_frames(headers: Sequence[Any], cfg: Any, names: Sequence[str]) -> np.ndarray:
     """Which frames to leave out for their quality word: True where header key
-    ``cfg.quality_key`` holds an integer with any of ``cfg.quality_bits`` set (frames without
-    the key, or with another value, are kept). Leaving frames out is said in one warning
-    naming the bits, how many frames carry each and the first such frame (``names``: the
-    frames' names, in header order).
+    ``cfg.quality_key`` holds an integer with a bit of ``cfg.quality_bits`` set (None: AIA's
+    :data:`specfit.config.AIA_BAD_QUALITY_BITS`, on frames whose ``TELESCOP`` is SDO/AIA only;
+    frames without the key, or with another value, are kept). Leaving frames out is said in
+    one warning naming the bits, how many frames carry each and the first such frame
+    (``names``: the frames' names, in header order).
 
     Raises
     ------
     InputError
-        Every frame is left out (the message names the bits and the keys that keep them).
+        Fewer than 2 frames are left (the message names the bits and the key that keeps them).
     """
+    from specfit.config import AIA_BAD_QUALITY_BITS
+
     n = len(headers)
     drop = np.zeros(n, dtype=bool)
-    if not cfg.quality_key or not cfg.quality_bits:
+    if not cfg.quality_key or cfg.quality_bits == []:
         return drop
-    mask = sum(1 << b for b in cfg.quality_bits)
     words = np.zeros(n, dtype=np.int64)
+    masks = np.zeros(n, dtype=np.int64)
+    given = sum(1 << b for b in cfg.quality_bits or ())
+    aia = sum(1 << b for b in AIA_BAD_QUALITY_BITS)
     for i, h in enumerate(headers):
         try:
             v = h.get(cfg.quality_key)
+            telescope = str(h.get("TELESCOP", "") or "").strip().upper()
         except Exception:  # an unparsable card: not a quality word
             continue
         if isinstance(v, int | np.integer) and not isinstance(v, bool):
             words[i] = int(v) & 0xFFFFFFFF  # a signed 32-bit word: bit 31 makes it negative
-            drop[i] = bool(words[i] & mask)
+            masks[i] = given if cfg.quality_bits is not None else (
+                aia if telescope.startswith("SDO/AIA") else 0
+            )  # fmt: skip
+            drop[i] = bool(words[i] & masks[i])
     if not drop.any():
         return drop
-    counts = {b: int(((words[drop] >> b) & 1).sum()) for b in cfg.quality_bits}
+    flagged = words[drop] & masks[drop]
+    counts = {b: int(((flagged >> b) & 1).sum()) for b in range(32)}
     bits = ", ".join(f"bit {b} ({c})" for b, c in counts.items() if c)
     first = names[int(np.flatnonzero(drop)[0])]
-    if drop.all():
+    which = "input.quality_bits" if cfg.quality_bits is not None else "AIA's bad-frame bits"
+    if n - int(drop.sum()) < 2:
         raise InputError(
-            f"every one of the {n} frames has {cfg.quality_key} {bits} set (first: {first}): "
-            "no usable image; choose another time range, or set input.quality_bits to the "
-            "bits that should drop a frame ([] keeps every frame)"
+            f"{int(drop.sum())} of the {n} frames have {cfg.quality_key} {bits} set "
+            f"({which}; first: {first}), leaving fewer than 2: no usable series; choose another "
+            "time range, or set input.quality_bits to the bits that should leave a frame out "
+            "([] keeps every frame)"
         )
     warnings.warn(
         f"left out {int(drop.sum())} of {n} frames whose {cfg.quality_key} has {bits} set "
-        f"(first: {first}): eclipse, dark, off-pointing or similar frames; the series goes on "
-        "without them (resample interpolates across a gap they leave); input.quality_bits: [] "
-        "keeps them",
+        f"({which}; first: {first}); the series goes on without them (resample interpolates "
+        "across a gap they leave); input.quality_bits: [] keeps them",
         stacklevel=3,
     )
     return drop

@@ -358,7 +358,7 @@ def _frame_keys(cfg: InputConfig) -> tuple[str, ...]:
     keys.append("WAVELNTH")  # one channel per series (_check_one_channel)
     keys += ["CDELT1", "CDELT2", "CROTA2"]  # one pixel grid per series (_check_one_grid)
     if cfg.quality_key:
-        keys.append(cfg.quality_key)  # frames flagged bad are left out (flagged_frames)
+        keys += [cfg.quality_key, "TELESCOP"]  # frames flagged bad are left out (flagged_frames)
     return tuple(dict.fromkeys(k.upper() for k in keys))
 
 

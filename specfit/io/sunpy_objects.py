@@ -91,18 +91,18 @@ def open_sunpy(obj: Any, cfg: InputConfig | None = None) -> xr.DataArray:
 def _open_maps(maps: list, cfg: InputConfig, label: str) -> xr.DataArray:
     if len(maps) < 2:
         raise InputError(f"data=: {len(maps)} Map(s); a time series needs at least 2")
+    drop = flagged_frames([m.meta for m in maps], cfg, [f"data= Map {i}" for i in range(len(maps))])
+    number = np.flatnonzero(~drop)  # each Map's index in what the user gave
+    maps = [maps[i] for i in number]
+    # flagged Maps (a dark or calibration image may have another size) are left out first
     shape = tuple(maps[0].data.shape)
     for i, m in enumerate(maps):
         if tuple(m.data.shape) != shape or len(shape) != 2:
             raise InputError(
-                f"data=: Map {i} has shape {tuple(m.data.shape)} but Map 0 has {shape}; all "
+                f"data=: Map {number[i]} has shape {tuple(m.data.shape)} but Map {number[0]} "
+                f"has {shape}; all "
                 "Maps must be 2-D and of one size (submap or resample them first)"
             )
-    drop = flagged_frames([m.meta for m in maps], cfg, [f"data= Map {i}" for i in range(len(maps))])
-    number = np.flatnonzero(~drop)  # each Map's index in what the user gave
-    maps = [maps[i] for i in number]
-    if len(maps) < 2:
-        raise InputError(f"data=: {len(maps)} Map(s) left; a time series needs at least 2")
     metas = [m.meta for m in maps]
     times_list, used = [], set()
     for i, (m, meta) in enumerate(zip(maps, metas, strict=True)):
@@ -153,7 +153,11 @@ def _open_maps(maps: list, cfg: InputConfig, label: str) -> xr.DataArray:
         attrs=attrs,
         hpc=hpc,
         max_frames=cfg.max_frames,
-        time_coords=frame_geometry([metas[i] for i in order]) if cel is not None else None,
+        time_coords=(
+            frame_geometry([metas[i] for i in order], [f"data= Map {number[i]}" for i in order])
+            if cel is not None
+            else None
+        ),
     )
 
 
