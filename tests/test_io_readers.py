@@ -618,24 +618,38 @@ def test_frames_flagged_by_quality_are_left_out(tmp_path):
 
 def test_frames_on_another_pixel_grid_are_refused(tmp_path):
     """A frame whose plate scale or roll differs (a level-1.5 AIA frame among level-1 ones:
-    CDELT 0.6 against 0.609, CROTA2 0 against 0.02) is one error naming it, before any
-    work; the roll's jitter of level-1 frames (3e-4 degrees here) is not."""
+    CDELT 0.6 against 0.609, CROTA2 0 against 0.02) is one error naming it, before any work,
+    also when it comes first (the series' median grid is the reference); the roll's jitter of
+    level-1 frames (3e-4 degrees here), a roll written as -360 + 0.02, as a PC matrix or in
+    degrees instead of arcsec is the same grid and passes."""
     _write_series(tmp_path / "s", nt=6, ny=40, nx=60)
     files = sorted((tmp_path / "s").glob("*.fits"))
-    for i, f in enumerate(files):
+
+    def grid(f, **keys):
         with fits.open(f, mode="update") as h:
-            h[0].header["CDELT1"] = h[0].header["CDELT2"] = 0.609373
-            h[0].header["CROTA2"] = 0.0196 + 6e-5 * i
+            for k in ("CDELT1", "CDELT2", "CROTA2", "CUNIT1", "CUNIT2", "PC1_1", "PC1_2"):
+                h[0].header.pop(k, None)
+            for k in ("PC2_1", "PC2_2"):
+                h[0].header.pop(k, None)
+            h[0].header.update({"CUNIT1": "arcsec", "CUNIT2": "arcsec", **keys})
+
+    for i, f in enumerate(files):
+        grid(f, CDELT1=0.609373, CDELT2=0.609373, CROTA2=0.0196 + 6e-5 * i)
     assert open_input(InputConfig(path=str(tmp_path / "s"))).shape == (6, 40, 60)
-    with fits.open(files[2], mode="update") as h:
-        h[0].header["CROTA2"] = 0.0196 - 360.0  # the same roll, written the other way round
+    t = np.radians(0.0196)
+    grid(files[2], CDELT1=0.609373, CDELT2=0.609373, CROTA2=0.0196 - 360.0)
+    grid(files[3], CDELT1=0.609373, CDELT2=0.609373, PC1_1=np.cos(t), PC1_2=-np.sin(t),
+         PC2_1=np.sin(t), PC2_2=np.cos(t))  # fmt: skip
+    grid(files[4], CDELT1=0.609373 / 3600, CDELT2=0.609373 / 3600, CROTA2=0.0196,
+         CUNIT1="deg", CUNIT2="deg")  # fmt: skip
     assert open_input(InputConfig(path=str(tmp_path / "s"))).shape == (6, 40, 60)
-    with fits.open(files[4], mode="update") as h:
-        h[0].header["CDELT1"] = h[0].header["CDELT2"] = 0.6
-        h[0].header["CROTA2"] = 0.0
-    with pytest.raises(
-        InputError,
-        match=rf"{files[4].name}: its pixel grid \(CDELT1 0.6, CDELT2 0.6, CROTA2 0\) departs "
-        r"from that of 5 other frames .* by 0.47 px at the field's edge \(1 such frame\)",
-    ):
-        open_input(InputConfig(path=str(tmp_path / "s")))
+    for odd in (files[4], files[0]):  # also the first file: the median is the reference
+        grid(odd, CDELT1=0.6, CDELT2=0.6, CROTA2=0.0)
+        with pytest.raises(
+            InputError,
+            match=rf"{odd.name}: its pixel grid \(0.6 arcsec/px, roll 0 deg\) departs from the "
+            r"series' \(0.609373 arcsec/px, roll 0.0\d+ deg, the median of 6 frames\) by 0.5\d px "
+            r"at the field's corner \(1 such frame\)",
+        ):
+            open_input(InputConfig(path=str(tmp_path / "s")))
+        grid(odd, CDELT1=0.609373, CDELT2=0.609373, CROTA2=0.0196)

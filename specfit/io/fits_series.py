@@ -356,7 +356,7 @@ def _frame_keys(cfg: InputConfig) -> tuple[str, ...]:
         keys.append(cfg.exposure_key)
     keys += [k for k, _ in GEOMETRY_KEYS.values()]
     keys.append("WAVELNTH")  # one channel per series (_check_one_channel)
-    keys += ["CDELT1", "CDELT2", "CROTA2"]  # one pixel grid per series (_check_one_grid)
+    keys += list(_GRID_KEYS)  # one pixel grid per series (_check_one_grid)
     if cfg.quality_key:
         keys += [cfg.quality_key, "TELESCOP"]  # frames flagged bad are left out (flagged_frames)
     return tuple(dict.fromkeys(k.upper() for k in keys))
@@ -397,45 +397,84 @@ def _check_one_channel(files: list, headers: list) -> None:
 
 
 def _check_one_grid(files: list, headers: list, shape: tuple) -> None:
-    """Refuse a series whose frames' pixel grids differ in scale (``CDELT1/2``) or roll
-    (``CROTA2``) by more than 0.1 px at the field's edge, e.g. level-1 and level-1.5 (aia_prep)
-    AIA frames mixed: specfit registers frames by their pointing only, so such frames would
-    put other places of the Sun on one pixel. Frames without those keys are not compared."""
-    half = 0.5 * max(int(shape[0] or 1), int(shape[1] or 1))
-
-    def grid(h) -> tuple[float, float, float] | None:
-        try:
-            v = tuple(float(h.get(k, 0.0 if k == "CROTA2" else math.nan)) for k in _GRID_KEYS)
-        except (TypeError, ValueError):
-            return None
-        return v if all(math.isfinite(x) for x in v) and v[0] != 0 and v[1] != 0 else None
-
-    grids = [grid(h) for h in headers]
-    seen = [g for g in grids if g is not None]
+    """Refuse a series whose frames' pixel grids differ by more than 0.1 px at the field's
+    corner from the series' median grid, in scale or roll (e.g. level-1 and level-1.5
+    (aia_prep) AIA frames mixed): specfit registers frames by their pointing only, so such
+    frames would put other places of the Sun on one pixel. Each frame's grid is its linear
+    pixel-to-sky matrix in arcsec (``CDi_j``, or ``CDELTi`` with ``PCi_j`` or ``CROTA2``, in
+    ``CUNITi``), so one grid written two ways is one grid; frames without one are not compared."""
+    mats = [_grid_matrix(h) for h in headers]
+    seen = [m for m in mats if m is not None]
     if len(seen) < 2:
         return
-    ref = Counter(seen).most_common(1)[0][0]  # the grid of most frames
+    ref = np.median(np.stack(seen), axis=0)
+    try:
+        inv = np.linalg.inv(ref)
+    except np.linalg.LinAlgError:
+        return
+    ny, nx = (int(shape[0] or 1), int(shape[1] or 1))
+    corners = np.array([[nx, ny], [nx, -ny]], dtype=float).T / 2.0  # (x, y) from the centre
 
-    def offset(g) -> float:  # px by which g's grid departs from ref's at the field's edge
-        scale = max(abs(g[0] / ref[0] - 1.0), abs(g[1] / ref[1] - 1.0))
-        turn = (g[2] - ref[2] + 180.0) % 360.0 - 180.0  # 179.99 and -179.99 deg: 0.02 apart
-        return half * (scale + abs(math.radians(turn)))
+    def offset(m: np.ndarray) -> float:  # px by which m's grid departs from ref's at a corner
+        shift = (inv @ m - np.eye(2)) @ corners  # (x, y) by corner
+        return float(np.hypot(shift[0], shift[1]).max())
 
-    odd = [(f, g) for f, g in zip(files, grids, strict=True) if g is not None and offset(g) > 0.1]
+    odd = [(f, m) for f, m in zip(files, mats, strict=True) if m is not None and offset(m) > 0.1]
     if not odd:
         return
-    f, g = odd[0]
+    f, m = odd[0]
+
+    def describe(g: np.ndarray) -> str:
+        scale = math.sqrt(abs(float(np.linalg.det(g))))
+        roll = math.degrees(math.atan2(float(g[1, 0]), float(g[0, 0])))
+        return f"{scale:.6g} arcsec/px, roll {roll:.4g} deg"
+
     raise InputError(
-        f"{f}: its pixel grid (CDELT1 {g[0]:g}, CDELT2 {g[1]:g}, CROTA2 {g[2]:g}) departs from "
-        f"that of {len(seen) - len(odd)} other frames (CDELT1 {ref[0]:g}, CDELT2 {ref[1]:g}, "
-        f"CROTA2 {ref[2]:g}) by {offset(g):.2g} px at the field's edge ({len(odd)} such "
-        f"frame{'s' if len(odd) > 1 else ''}); frames of one series must share one grid, e.g. "
-        "not level-1 and level-1.5 "
-        "(aia_prep) frames mixed: use one processing level for all"
+        f"{f}: its pixel grid ({describe(m)}) departs from the series' ({describe(ref)}, the "
+        f"median of {len(seen)} frames) by {offset(m):.2g} px at the field's corner ({len(odd)} "
+        f"such frame{'s' if len(odd) > 1 else ''}); frames of one series must share one grid, "
+        "e.g. not level-1 and level-1.5 (aia_prep) frames mixed: use one processing level for all"
     )
 
 
-_GRID_KEYS = ("CDELT1", "CDELT2", "CROTA2")
+_ARCSEC = {"deg": 3600.0, "arcsec": 1.0, "arcmin": 60.0, "rad": 3600.0 * 180.0 / math.pi}
+_GRID_KEYS = (
+    *(f"{k}{i}" for k in ("CDELT", "CUNIT") for i in (1, 2)),
+    "CROTA2",
+    *(f"{k}{i}_{j}" for k in ("PC", "CD") for i in (1, 2) for j in (1, 2)),
+)
+
+
+def _grid_matrix(h: Any) -> np.ndarray | None:
+    """A frame's linear pixel-to-sky matrix in arcsec ((world 1, 2) by (pixel x, y)), or None
+    where its header gives none (or gives it in an unknown unit)."""
+    try:
+        v = {k: h.get(k) for k in _GRID_KEYS}
+        rows = []
+        for i in (1, 2):
+            unit = str(v[f"CUNIT{i}"] or "deg").strip().lower()
+            if unit not in _ARCSEC:
+                return None
+            rows.append(_ARCSEC[unit])
+        if any(v[f"CD{i}_{j}"] is not None for i in (1, 2) for j in (1, 2)):
+            m = np.array([[float(v[f"CD{i}_{j}"] or 0.0) for j in (1, 2)] for i in (1, 2)])
+        elif v["CDELT1"] is not None and v["CDELT2"] is not None:
+            c = np.array([float(v["CDELT1"]), float(v["CDELT2"])])
+            if any(v[f"PC{i}_{j}"] is not None for i in (1, 2) for j in (1, 2)):
+                pc = [[v["PC1_1"], v["PC1_2"]], [v["PC2_1"], v["PC2_2"]]]
+                pc = np.array([[float(x) if x is not None else float(a == b) for b, x in
+                                enumerate(r)] for a, r in enumerate(pc)])  # fmt: skip
+                m = c[:, None] * pc
+            else:
+                t = math.radians(float(v["CROTA2"] or 0.0))
+                m = np.array([[c[0] * math.cos(t), -c[1] * math.sin(t)],
+                              [c[0] * math.sin(t), c[1] * math.cos(t)]])  # fmt: skip
+        else:
+            return None
+    except (TypeError, ValueError):
+        return None
+    m = m * np.array(rows)[:, None]
+    return m if np.all(np.isfinite(m)) and abs(np.linalg.det(m)) > 0 else None
 
 
 def _scan(
