@@ -63,7 +63,10 @@ def copy_config(name: str, dest: str | Path) -> Path:
         Unknown name, or the target file exists (never overwritten).
     """
     src = config_path(name)
+    folder = str(dest).endswith(("/", "\\"))  # "cp/": a folder, even one not there yet
     dest = Path(dest).expanduser()
+    if folder and not dest.is_dir():
+        raise ConfigError(f"{dest} is not a folder; create it first or choose another DEST")
     target = dest / src.name if dest.is_dir() else dest
     if target.exists():
         raise ConfigError(

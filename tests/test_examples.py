@@ -77,3 +77,11 @@ def test_copy_writes_once_and_never_overwrites(tmp_path, capsys):
     assert cfg.output.path == str(deep / "aia1600-legacy" / "results.zarr")
     shipped = load_config(config_path("legacy")).input.path
     assert cfg.input.path == shipped or "edit it" in out
+
+
+def test_copy_to_a_folder_that_is_not_there_is_refused(tmp_path):
+    """DEST ending in a slash names a folder: when it does not exist the copy is refused (a
+    file named like the folder was written)."""
+    with pytest.raises(ConfigError, match="is not a folder; create it first"):
+        copy_config("demo", str(tmp_path / "cp") + "/")
+    assert not (tmp_path / "cp").exists()
