@@ -221,3 +221,27 @@ def test_map_histogram_counts_values_inside_limits():
     assert counts.sum() == inside.size
     np.testing.assert_array_equal(counts, np.histogram(inside, bins=10, range=(-1, 1))[0])
     np.testing.assert_allclose(edges, np.linspace(-1, 1, 11))
+
+
+def test_pixel_titles_use_the_stores_coordinates(viz_store):
+    """After a cutout the store's x/y are the frames' pixels: the explorer's titles name a
+    pixel by them (it said the array position, which ds.sel would read as another pixel)."""
+    from specfit.viz.data import pixel_spectrum
+
+    ds = open_results(viz_store)
+    ds = ds.assign_coords(x=ds["x"] + 100, y=ds["y"] + 60)  # as a cutout's store has them
+    assert pixel_spectrum(ds, 2, 3).title.startswith("pixel x=103, y=62")
+
+
+def test_model_comparison_names_the_preferred_model(demo_store):
+    """The explorer's comparison line names the preferred model (it showed the bare code,
+    'best_model = 1')."""
+    from specfit.viz.data import pixel_spectrum
+    from specfit.viz.explorer import parameter_table
+
+    ds = open_results(demo_store)
+    aliases = ds["best_model"].attrs["flag_meanings"].split()
+    ps = pixel_spectrum(ds, 2, 3)
+    code = int(ds["best_model"].values[2, 3])
+    assert ps.extra["best_model"] == aliases[code + 1]  # flag_values start at -1 (none)
+    assert f"best_model = {aliases[code + 1]}" in parameter_table(ps)

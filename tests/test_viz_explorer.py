@@ -168,3 +168,21 @@ def test_serve_refuses_what_it_cannot_listen_on_in_one_line(viz_store, tmp_path)
     bad.write_text("def (\n")
     with pytest.raises(ConfigError, match=r"--models .*bad.py: .*invalid syntax"):
         serve(viz_store, models=[str(bad)])
+
+
+def test_the_package_gives_the_explorer_function_every_time():
+    """`specfit.viz.explorer` and `from specfit.viz import explorer` are the function, also
+    after the first access (importing the submodule of the same name bound the package's
+    attribute to the module: 'module' object is not callable in the docs' notebook example)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import specfit.viz as v; a = v.explorer; b = v.explorer\n"
+        "from specfit.viz import explorer as c\n"
+        "from specfit.viz.explorer import build_explorer\n"
+        "assert callable(a) and a is b is c and a.__module__ == 'specfit.viz.explorer'\n"
+        "print('ok')"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

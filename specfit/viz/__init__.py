@@ -31,5 +31,10 @@ __all__ = sorted(_API)
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
+        value = getattr(importlib.import_module(_API[name]), name)
+        # Importing specfit.viz.explorer binds the package's attribute `explorer` to that
+        # module, which would hide the function of the same name from the second access on
+        # (and from `from specfit.viz import explorer`): bind the function instead.
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'specfit.viz' has no attribute {name!r}")

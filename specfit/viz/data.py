@@ -605,11 +605,17 @@ class PixelSpectrum:
     comparison: dict[str, float]
     hpc: tuple[float, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # the store's y/x coordinates of the pixel (its row and column in the input frames,
+    # kept through a cutout); None: the array positions iy/ix
+    y: int | None = None
+    x: int | None = None
 
     @property
     def title(self) -> str:
-        """Title naming the pixel, as shown above the spectrum panel."""
-        t = f"pixel x={self.ix}, y={self.iy}"
+        """Title naming the pixel by the store's x/y, as shown above the spectrum panel."""
+        x = self.ix if self.x is None else self.x
+        y = self.iy if self.y is None else self.y
+        t = f"pixel x={x}, y={y}"
         if self.hpc is not None:
             t += f" ({self.hpc[0]:.1f}\u2033, {self.hpc[1]:.1f}\u2033)"
         return t
@@ -739,10 +745,19 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
         for v in (f"{a}_lrt_pvalue", f"{a}_ftest_pvalue"):
             if v in ds:
                 comparison[v] = float(pix[v].values)
+    extra: dict[str, Any] = {}
+    if "best_model" in comparison:  # the code's name, from the variable's flag attrs
+        attrs = ds["best_model"].attrs
+        values, meanings = attrs.get("flag_values", []), str(attrs.get("flag_meanings", "")).split()
+        names = dict(zip(values, meanings, strict=False)) if len(values) == len(meanings) else {}
+        code = comparison["best_model"]
+        if np.isfinite(code) and int(code) in names:
+            extra["best_model"] = names[int(code)]
     hpc = None
     if "hpc_x" in ds.coords and "hpc_y" in ds.coords:
         hpc = (float(pix["hpc_x"].values), float(pix["hpc_y"].values))
-    return PixelSpectrum(iy, ix, freq, power, sigma, models, comparison, hpc)
+    y, x = (int(pix[c].values) if c in pix.coords else None for c in ("y", "x"))
+    return PixelSpectrum(iy, ix, freq, power, sigma, models, comparison, hpc, extra, y=y, x=x)
 
 
 def open_cube(ds: xr.Dataset) -> xr.Dataset | None:

@@ -169,9 +169,18 @@ def parameter_table(ps: PixelSpectrum) -> str:
     if ps.comparison:
         lines.append(
             "**model comparison**: "
-            + ", ".join(f"{k} = {_fmt(v)}" for k, v in ps.comparison.items())
+            + ", ".join(
+                f"{k} = {ps.extra[k]}" if k in ps.extra else f"{k} = {_fmt(v)}"
+                for k, v in ps.comparison.items()
+            )
         )
     return "\n".join(lines)
+
+
+def _span(ds: xr.Dataset, dim: str, bounds: tuple[int, int]) -> str:
+    """Positions [a, b) along ``dim`` as the store's coordinates, first:last+1."""
+    values = ds[dim].values
+    return f"{int(values[bounds[0]])}:{int(values[bounds[1] - 1]) + 1}"
 
 
 def _timeseries_element(ds: xr.Dataset, cube: xr.Dataset | None, iy: int, ix: int):
@@ -181,8 +190,9 @@ def _timeseries_element(ds: xr.Dataset, cube: xr.Dataset | None, iy: int, ix: in
             "*No cube kept with this run (`output.keep_cube`): no time series.*"
         )
     t, v = ts
+    x, y = int(ds["x"].values[ix]), int(ds["y"].values[iy])  # the store's, as the spectrum's
     return hv.Curve((t, v), hv.Dimension("time", unit="s"), "intensity").opts(
-        title=f"time series x={ix}, y={iy}", responsive=True, height=200, color="black"
+        title=f"time series x={x}, y={y}", responsive=True, height=200, color="black"
     )
 
 
@@ -433,7 +443,7 @@ def build_explorer(
             ],
             [hv.Dimension("log10_count", label="log10 spectra per bin")],
         ).opts(
-            title=f"density of {n} spectra, x {x[0]}:{x[1]}, y {y[0]}:{y[1]}",
+            title=f"density of {n} spectra, x {_span(ds, 'x', x)}, y {_span(ds, 'y', y)}",
             cmap="viridis",
             colorbar=True,
             width=420,
