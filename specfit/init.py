@@ -243,6 +243,12 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
         "array": "frames in a .npy cube",
     }.get(kind, kind)
     shown = f" ({cfg.pattern})" if kind in ("fits_series", "images") else ""
+    if kind == "fits_series":
+        from specfit.io.fits_series import FITS_SUFFIXES, list_files
+
+        left_out = len(list_files(cfg, FITS_SUFFIXES)) - nt
+        if left_out > 0:  # by their quality word (the warning above names them)
+            shown += f", {left_out} more left out for their {cfg.quality_key}"
     report.append(f"  input       {kind}: {nt} {what}{shown}")
     report.append(f"  image       {ny} x {nx} px (y by x)")
     inst = attrs.get("instrument")

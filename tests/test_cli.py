@@ -214,3 +214,8 @@ def test_specfit_warnings_are_one_plain_line(tmp_path):
         f"(AIA's bad-frame bits; first: {first.name})"
     )
     assert line in r.stderr and "UserWarning" not in r.stderr, r.stderr
+    n = len(files) - 1
+    assert (
+        f"fits_series: {n} single-frame FITS files (*.fits), 1 more left out for their QUALITY"
+        in (r.stderr)
+    )
