@@ -245,3 +245,16 @@ def test_model_comparison_names_the_preferred_model(demo_store):
     code = int(ds["best_model"].values[2, 3])
     assert ps.extra["best_model"] == aliases[code + 1]  # flag_values start at -1 (none)
     assert f"best_model = {aliases[code + 1]}" in parameter_table(ps)
+
+
+def test_pixel_axes_follow_the_stores_coordinates(viz_store):
+    """Without helioprojective axes the maps' axes are the store's x/y (the frames' pixels
+    after a cutout), and a click at (x, y) picks the pixel with those coordinates."""
+    from specfit.viz.data import axis_info, pixel_index
+
+    ds = open_results(viz_store)
+    ds = ds.assign_coords(x=ds["x"] + 100, y=ds["y"] + 60)
+    axes = axis_info(ds, solar=False)
+    assert (axes.x0, axes.y0, axes.dx, axes.dy) == (100.0, 60.0, 1.0, 1.0)
+    assert pixel_index(axes, 103.2, 61.9) == (2, 3)
+    assert pixel_index(axes, 3, 2) is None  # an array position is not a coordinate

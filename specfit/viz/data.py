@@ -360,7 +360,14 @@ def axis_info(ds: xr.Dataset, solar: bool = True, tol_px: float = 0.25) -> AxisI
     pixel indices.
     """
     ny, nx = ds.sizes["y"], ds.sizes["x"]
-    pixel = AxisInfo(0.0, 1.0, 0.0, 1.0, "x (px)", "y (px)", False, nx, ny)
+    # pixel axes in the store's x/y (the frames' pixels, kept through a cutout) when they are
+    # a run of consecutive integers, else in array positions
+    origin = []
+    for dim in ("x", "y"):
+        v = np.asarray(ds[dim].values) if dim in ds.coords else np.arange(ds.sizes[dim])
+        steps_one = v.size > 0 and np.issubdtype(v.dtype, np.number) and np.all(np.diff(v) == 1)
+        origin.append(float(v[0]) if steps_one else 0.0)
+    pixel = AxisInfo(origin[0], 1.0, origin[1], 1.0, "x (px)", "y (px)", False, nx, ny)
     if not solar or "hpc_x" not in ds.coords or "hpc_y" not in ds.coords:
         return pixel
     hx, hy = ds["hpc_x"], ds["hpc_y"]
