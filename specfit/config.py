@@ -65,7 +65,7 @@ class SyntheticConfig(_Section):
 # cutout's own are NaN), 18 (a non-standard sequence), 21 (a register flag), 30 (quick-look
 # data): frames that carry these are images as usual. Other instruments number their QUALITY
 # bits otherwise (SOHO/MDI's bit 16 is a minor telemetry dropout; HMI's observables have their
-# own list): by default they are applied to AIA frames only (TELESCOP SDO/AIA).
+# own list): by default they are applied to AIA frames only (TELESCOP SDO/AIA or INSTRUME AIA_n).
 AIA_BAD_QUALITY_BITS = (12, 13, 14, 15, 16, 17, 20, 31)
 
 
@@ -110,7 +110,8 @@ class InputConfig(_Section):
         description="Bits of the quality word that leave a frame out (the series goes on "
         "without it); None: AIA's off-pointing, eclipse, no Sun, safe mode, dark image, ISS loop "
         "open, focus out of range and image-not-available bits, on AIA frames only (TELESCOP "
-        "SDO/AIA; other instruments number their bits otherwise); a list: those bits, on every "
+        "SDO/AIA or INSTRUME AIA_n; other instruments number their bits otherwise); a list: "
+        "those bits, on every "
         "frame; [] keeps every frame.",
     )
 

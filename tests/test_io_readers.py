@@ -653,3 +653,21 @@ def test_frames_on_another_pixel_grid_are_refused(tmp_path):
         ):
             open_input(InputConfig(path=str(tmp_path / "s")))
         grid(odd, CDELT1=0.609373, CDELT2=0.609373, CROTA2=0.0196)
+
+
+def test_grid_check_reads_headers_as_wcslib_does(tmp_path):
+    """PC before CD when a header has both (as wcslib and sunpy read it), and a mirrored first
+    axis named by its own roll; AIA frames known by INSTRUME alone get AIA's quality bits."""
+    _write_series(tmp_path / "s", nt=4, ny=40, nx=60)
+    files = sorted((tmp_path / "s").glob("*.fits"))
+    with fits.open(files[1], mode="update") as h:  # CD says 2"/px, CDELT x PC the same 0.5"
+        h[0].header.update(PC1_1=1.0, PC2_2=1.0, CD1_1=2.0, CD2_2=2.0)
+    assert open_input(InputConfig(path=str(tmp_path / "s"))).shape[0] == 4
+    with fits.open(files[2], mode="update") as h:
+        h[0].header.update(CDELT1=-0.5, CROTA2=10.0, QUALITY=1 << 16, INSTRUME="AIA_3")
+        for k in ("PC1_1", "PC2_2", "CD1_1", "CD2_2"):
+            h[0].header.pop(k, None)
+    with pytest.raises(InputError, match=r"its pixel grid \(0.5 arcsec/px, roll 10 deg\)"):
+        open_input(InputConfig(path=str(tmp_path / "s"), quality_bits=[]))
+    with pytest.warns(UserWarning, match=r"left out 1 of 4 frames .*bit 16 \(1\) set \(AIA's"):
+        assert open_input(InputConfig(path=str(tmp_path / "s"))).shape[0] == 3

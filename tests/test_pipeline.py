@@ -337,8 +337,8 @@ def test_profile_intervals_are_stored_and_a_refit_gives_them_again(tmp_path):
 
     labels = {m.name: m.label for m in map_catalog(ds)}
     assert labels["m2_bump_center_upper"] == "m2 bump center 68% interval, upper end"
+    from specfit.viz.app import parameter_table
     from specfit.viz.data import pixel_spectrum
-    from specfit.viz.explorer import parameter_table
 
     iy, ix = np.argwhere(ok)[0]
     ps = pixel_spectrum(ds, int(iy), int(ix))

@@ -429,7 +429,7 @@ def test_plot_cli_refuses_global_with_a_threshold(capsys):
 
 
 def test_explorer_significance_widget(null_runs):
-    from specfit.viz.explorer import build_explorer
+    from specfit.viz.app import build_explorer
 
     ds = null_runs[0]
     parts = build_explorer(ds)

@@ -236,8 +236,8 @@ def test_pixel_titles_use_the_stores_coordinates(viz_store):
 def test_model_comparison_names_the_preferred_model(demo_store):
     """The explorer's comparison line names the preferred model (it showed the bare code,
     'best_model = 1')."""
+    from specfit.viz.app import parameter_table
     from specfit.viz.data import pixel_spectrum
-    from specfit.viz.explorer import parameter_table
 
     ds = open_results(demo_store)
     aliases = ds["best_model"].attrs["flag_meanings"].split()
@@ -258,3 +258,16 @@ def test_pixel_axes_follow_the_stores_coordinates(viz_store):
     assert (axes.x0, axes.y0, axes.dx, axes.dy) == (100.0, 60.0, 1.0, 1.0)
     assert pixel_index(axes, 103.2, 61.9) == (2, 3)
     assert pixel_index(axes, 3, 2) is None  # an array position is not a coordinate
+
+
+def test_titles_and_axes_agree_when_coordinates_are_not_pixel_runs(viz_store):
+    """Coordinates that are not consecutive integers (a user's DataArray with its own x/y)
+    leave axes, clicks and titles in array positions alike (the title said x=106 where the
+    axes and a click said 3)."""
+    from specfit.viz.data import axis_info, pixel_index, pixel_spectrum
+
+    ds = open_results(viz_store)
+    ds = ds.assign_coords(x=ds["x"] * 2 + 100, y=ds["y"] - 0.5)
+    axes = axis_info(ds, solar=False)
+    assert pixel_index(axes, 3, 2) == (2, 3)
+    assert pixel_spectrum(ds, 2, 3).title.startswith("pixel x=3, y=2")

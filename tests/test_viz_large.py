@@ -22,7 +22,7 @@ import json, resource, sys, time
 import numpy as np
 from bokeh.document import Document
 from specfit.store import open_results
-from specfit.viz.explorer import build_explorer
+from specfit.viz.app import build_explorer
 
 ds = open_results(sys.argv[1])
 t = time.perf_counter()

@@ -190,15 +190,13 @@ def flagged_frames(headers: Sequence[Any], cfg: Any, names: Sequence[str]) -> np
     for i, h in enumerate(headers):
         try:
             v = h.get(cfg.quality_key)
-            telescope = str(h.get("TELESCOP", "") or "").strip().upper()
         except Exception:  # an unparsable card: not a quality word
             continue
-        if isinstance(v, int | np.integer) and not isinstance(v, bool):
-            words[i] = int(v) & 0xFFFFFFFF  # a signed 32-bit word: bit 31 makes it negative
-            masks[i] = given if cfg.quality_bits is not None else (
-                aia if telescope.startswith("SDO/AIA") else 0
-            )  # fmt: skip
-            drop[i] = bool(words[i] & masks[i])
+        if not isinstance(v, int | np.integer) or isinstance(v, bool):
+            continue
+        words[i] = int(v) & 0xFFFFFFFF  # a signed 32-bit word: bit 31 makes it negative
+        masks[i] = given if cfg.quality_bits is not None else (aia if _is_aia(h) else 0)
+        drop[i] = bool(words[i] & masks[i])
     if not drop.any():
         return drop
     flagged = words[drop] & masks[drop]
@@ -220,6 +218,16 @@ def flagged_frames(headers: Sequence[Any], cfg: Any, names: Sequence[str]) -> np
         stacklevel=3,
     )
     return drop
+
+
+def _is_aia(h: Any) -> bool:
+    """Whether a header is an SDO/AIA frame's (TELESCOP SDO/AIA, or INSTRUME AIA_n)."""
+    try:
+        telescope = str(h.get("TELESCOP", "") or "").strip().upper()
+        instrument = str(h.get("INSTRUME", "") or "").strip().upper()
+    except Exception:  # an unparsable card: not known to be AIA's
+        return False
+    return telescope.startswith("SDO/AIA") or instrument.startswith("AIA")
 
 
 def clean_frames(

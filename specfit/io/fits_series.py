@@ -358,7 +358,8 @@ def _frame_keys(cfg: InputConfig) -> tuple[str, ...]:
     keys.append("WAVELNTH")  # one channel per series (_check_one_channel)
     keys += list(_GRID_KEYS)  # one pixel grid per series (_check_one_grid)
     if cfg.quality_key:
-        keys += [cfg.quality_key, "TELESCOP"]  # frames flagged bad are left out (flagged_frames)
+        # frames flagged bad are left out (flagged_frames; AIA's bits on AIA frames)
+        keys += [cfg.quality_key, "TELESCOP", "INSTRUME"]
     return tuple(dict.fromkeys(k.upper() for k in keys))
 
 
@@ -425,8 +426,10 @@ def _check_one_grid(files: list, headers: list, shape: tuple) -> None:
     f, m = odd[0]
 
     def describe(g: np.ndarray) -> str:
-        scale = math.sqrt(abs(float(np.linalg.det(g))))
-        roll = math.degrees(math.atan2(float(g[1, 0]), float(g[0, 0])))
+        det = float(np.linalg.det(g))
+        scale = math.sqrt(abs(det))
+        flip = -1.0 if det < 0 else 1.0  # a mirrored axis (CDELT1 < 0): the roll of the rest
+        roll = math.degrees(math.atan2(flip * float(g[1, 0]), flip * float(g[0, 0])))
         return f"{scale:.6g} arcsec/px, roll {roll:.4g} deg"
 
     raise InputError(
@@ -437,7 +440,8 @@ def _check_one_grid(files: list, headers: list, shape: tuple) -> None:
     )
 
 
-_ARCSEC = {"deg": 3600.0, "arcsec": 1.0, "arcmin": 60.0, "rad": 3600.0 * 180.0 / math.pi}
+_ARCSEC = {"deg": 3600.0, "degree": 3600.0, "degrees": 3600.0, "arcsec": 1.0, "arcmin": 60.0}
+_ARCSEC.update({"mas": 1e-3, "rad": 3600.0 * 180.0 / math.pi})
 _GRID_KEYS = (
     *(f"{k}{i}" for k in ("CDELT", "CUNIT") for i in (1, 2)),
     "CROTA2",
@@ -456,11 +460,12 @@ def _grid_matrix(h: Any) -> np.ndarray | None:
             if unit not in _ARCSEC:
                 return None
             rows.append(_ARCSEC[unit])
-        if any(v[f"CD{i}_{j}"] is not None for i in (1, 2) for j in (1, 2)):
-            m = np.array([[float(v[f"CD{i}_{j}"] or 0.0) for j in (1, 2)] for i in (1, 2)])
-        elif v["CDELT1"] is not None and v["CDELT2"] is not None:
+        has_pc = any(v[f"PC{i}_{j}"] is not None for i in (1, 2) for j in (1, 2))
+        has_cd = any(v[f"CD{i}_{j}"] is not None for i in (1, 2) for j in (1, 2))
+        cdelt = v["CDELT1"] is not None and v["CDELT2"] is not None
+        if cdelt and (has_pc or not has_cd):  # PC before CD, as wcslib and sunpy take them
             c = np.array([float(v["CDELT1"]), float(v["CDELT2"])])
-            if any(v[f"PC{i}_{j}"] is not None for i in (1, 2) for j in (1, 2)):
+            if has_pc:
                 pc = [[v["PC1_1"], v["PC1_2"]], [v["PC2_1"], v["PC2_2"]]]
                 pc = np.array([[float(x) if x is not None else float(a == b) for b, x in
                                 enumerate(r)] for a, r in enumerate(pc)])  # fmt: skip
@@ -469,9 +474,11 @@ def _grid_matrix(h: Any) -> np.ndarray | None:
                 t = math.radians(float(v["CROTA2"] or 0.0))
                 m = np.array([[c[0] * math.cos(t), -c[1] * math.sin(t)],
                               [c[0] * math.sin(t), c[1] * math.cos(t)]])  # fmt: skip
+        elif has_cd:
+            m = np.array([[float(v[f"CD{i}_{j}"] or 0.0) for j in (1, 2)] for i in (1, 2)])
         else:
             return None
-    except (TypeError, ValueError):
+    except Exception:  # a value that is no number, or a card astropy cannot parse: not compared
         return None
     m = m * np.array(rows)[:, None]
     return m if np.all(np.isfinite(m)) and abs(np.linalg.det(m)) > 0 else None

@@ -17,8 +17,9 @@ from typing import Any
 _API = {
     "plot_results": "specfit.viz.maps",
     "heatmap": "specfit.viz.maps",
-    "explorer": "specfit.viz.explorer",
-    "serve": "specfit.viz.explorer",
+    "explorer": "specfit.viz.app",
+    "build_explorer": "specfit.viz.app",
+    "serve": "specfit.viz.app",
     "map_catalog": "specfit.viz.data",
     "pixel_spectrum": "specfit.viz.data",
     "load_models": "specfit.viz.data",
@@ -31,10 +32,7 @@ __all__ = sorted(_API)
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
-        # Importing specfit.viz.explorer binds the package's attribute `explorer` to that
-        # module, which would hide the function of the same name from the second access on
-        # (and from `from specfit.viz import explorer`): bind the function instead.
-        globals()[name] = value
-        return value
+        # the explorer lives in specfit.viz.app: a submodule named `explorer` would become the
+        # package's attribute of that name once imported, hiding the function
+        return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'specfit.viz' has no attribute {name!r}")

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         "--models", action="append", default=[], metavar="FILE.py", help="user model file to load"
     )
     a = p.parse_args(argv)
-    from specfit.viz.explorer import serve
+    from specfit.viz.app import serve
 
     serve(a.results, port=a.port, address=a.address, show=a.show, models=a.models)
     return 0

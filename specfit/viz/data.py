@@ -29,6 +29,7 @@ __all__ = [
     "map_catalog",
     "axis_info",
     "pixel_index",
+    "pixel_origin",
     "map_values",
     "significance_mask",
     "SIGNIFICANCE_MASKS",
@@ -350,6 +351,18 @@ class AxisInfo:
         return self.y0 + self.dy * np.arange(self.ny)
 
 
+def pixel_origin(ds: xr.Dataset, dim: str) -> int:
+    """The pixel number of position 0 along ``dim``: the store's coordinate (the frames'
+    pixel, kept through a cutout) when the coordinates are consecutive integers, else 0 (the
+    axes, the titles and a click then use array positions alike)."""
+    if dim not in ds.coords:
+        return 0
+    v = np.asarray(ds[dim].values)
+    if v.size and np.issubdtype(v.dtype, np.integer) and np.all(np.diff(v) == 1):
+        return int(v[0])
+    return 0
+
+
 def axis_info(ds: xr.Dataset, solar: bool = True, tol_px: float = 0.25) -> AxisInfo:
     """Axis mapping for the maps.
 
@@ -360,14 +373,8 @@ def axis_info(ds: xr.Dataset, solar: bool = True, tol_px: float = 0.25) -> AxisI
     pixel indices.
     """
     ny, nx = ds.sizes["y"], ds.sizes["x"]
-    # pixel axes in the store's x/y (the frames' pixels, kept through a cutout) when they are
-    # a run of consecutive integers, else in array positions
-    origin = []
-    for dim in ("x", "y"):
-        v = np.asarray(ds[dim].values) if dim in ds.coords else np.arange(ds.sizes[dim])
-        steps_one = v.size > 0 and np.issubdtype(v.dtype, np.number) and np.all(np.diff(v) == 1)
-        origin.append(float(v[0]) if steps_one else 0.0)
-    pixel = AxisInfo(origin[0], 1.0, origin[1], 1.0, "x (px)", "y (px)", False, nx, ny)
+    x0, y0 = (float(pixel_origin(ds, d)) for d in ("x", "y"))
+    pixel = AxisInfo(x0, 1.0, y0, 1.0, "x (px)", "y (px)", False, nx, ny)
     if not solar or "hpc_x" not in ds.coords or "hpc_y" not in ds.coords:
         return pixel
     hx, hy = ds["hpc_x"], ds["hpc_y"]
@@ -763,7 +770,7 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
     hpc = None
     if "hpc_x" in ds.coords and "hpc_y" in ds.coords:
         hpc = (float(pix["hpc_x"].values), float(pix["hpc_y"].values))
-    y, x = (int(pix[c].values) if c in pix.coords else None for c in ("y", "x"))
+    y, x = pixel_origin(ds, "y") + iy, pixel_origin(ds, "x") + ix
     return PixelSpectrum(iy, ix, freq, power, sigma, models, comparison, hpc, extra, y=y, x=x)
 
 

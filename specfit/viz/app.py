@@ -35,6 +35,7 @@ from specfit.viz.data import (
     open_cube,
     open_store,
     pixel_index,
+    pixel_origin,
     pixel_spectrum,
     pixel_timeseries,
     power_map,
@@ -178,9 +179,9 @@ def parameter_table(ps: PixelSpectrum) -> str:
 
 
 def _span(ds: xr.Dataset, dim: str, bounds: tuple[int, int]) -> str:
-    """Positions [a, b) along ``dim`` as the store's coordinates, first:last+1."""
-    values = ds[dim].values
-    return f"{int(values[bounds[0]])}:{int(values[bounds[1] - 1]) + 1}"
+    """Positions [a, b) along ``dim`` as pixel numbers (:func:`pixel_origin`), a:b."""
+    o = pixel_origin(ds, dim)
+    return f"{o + bounds[0]}:{o + bounds[1]}"
 
 
 def _timeseries_element(ds: xr.Dataset, cube: xr.Dataset | None, iy: int, ix: int):
@@ -190,7 +191,7 @@ def _timeseries_element(ds: xr.Dataset, cube: xr.Dataset | None, iy: int, ix: in
             "*No cube kept with this run (`output.keep_cube`): no time series.*"
         )
     t, v = ts
-    x, y = int(ds["x"].values[ix]), int(ds["y"].values[iy])  # the store's, as the spectrum's
+    x, y = pixel_origin(ds, "x") + ix, pixel_origin(ds, "y") + iy  # as the spectrum's title
     return hv.Curve((t, v), hv.Dimension("time", unit="s"), "intensity").opts(
         title=f"time series x={x}, y={y}", responsive=True, height=200, color="black"
     )
