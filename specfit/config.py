@@ -111,8 +111,7 @@ class InputConfig(_Section):
         "without it); None: AIA's off-pointing, eclipse, no Sun, safe mode, dark image, ISS loop "
         "open, focus out of range and image-not-available bits, on AIA frames only (TELESCOP "
         "SDO/AIA or INSTRUME AIA_n; other instruments number their bits otherwise); a list: "
-        "those bits, on every "
-        "frame; [] keeps every frame.",
+        "those bits, on every frame; [] keeps every frame.",
     )
 
     @field_validator("quality_bits")
@@ -457,13 +456,17 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _override_items(overrides: str | list[str] | None) -> list[str]:
+    """The ``section.key=value`` overrides as a list (one may come as a plain string:
+    iterating it would give one character per override)."""
+    return [overrides] if isinstance(overrides, str) else list(overrides or [])
+
+
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     """Apply ``section.key=value`` overrides to a raw config mapping (returns a copy); one
     override may come as a plain string."""
     data = copy.deepcopy(data) if data else {}
-    if isinstance(overrides, str):  # iterating it would give one character per override
-        overrides = [overrides]
-    for item in overrides or []:
+    for item in _override_items(overrides):
         if "=" not in item:
             raise ConfigError(
                 f"--set {item!r}: expected section.key=value, e.g. spectra.segments=2"
@@ -547,8 +550,8 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, label)) from None
     if base_dir is not None:
-        items = [overrides] if isinstance(overrides, str) else list(overrides or [])
-        _resolve_paths(cfg, base_dir, {i.split("=", 1)[0].strip() for i in items})
+        given = {item.split("=", 1)[0].strip() for item in _override_items(overrides)}
+        _resolve_paths(cfg, base_dir, given)
     return cfg
 
 

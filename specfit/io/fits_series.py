@@ -465,11 +465,10 @@ def _grid_matrix(h: Any) -> np.ndarray | None:
         cdelt = v["CDELT1"] is not None and v["CDELT2"] is not None
         if cdelt and (has_pc or not has_cd):  # PC before CD, as wcslib and sunpy take them
             c = np.array([float(v["CDELT1"]), float(v["CDELT2"])])
-            if has_pc:
-                pc = [[v["PC1_1"], v["PC1_2"]], [v["PC2_1"], v["PC2_2"]]]
-                pc = np.array([[float(x) if x is not None else float(a == b) for b, x in
-                                enumerate(r)] for a, r in enumerate(pc)])  # fmt: skip
-                m = c[:, None] * pc
+            if has_pc:  # an element not given is the identity's
+                pc = [[v[f"PC{i}_{j}"] if v[f"PC{i}_{j}"] is not None else float(i == j)
+                       for j in (1, 2)] for i in (1, 2)]  # fmt: skip
+                m = c[:, None] * np.array(pc, dtype=float)
             else:
                 t = math.radians(float(v["CROTA2"] or 0.0))
                 m = np.array([[c[0] * math.cos(t), -c[1] * math.sin(t)],
