@@ -1003,6 +1003,14 @@ class StoreLock:
             return None
         return info if isinstance(info, dict) else None
 
+    def _wait_for_info(self, seconds: float = 2.0) -> dict | None:
+        """The holder's ``lock.json``, waiting out the instant between its OS lock and the
+        file's writing (a second run that tries then would otherwise name nobody)."""
+        deadline = time.monotonic() + seconds
+        while (info := self._read_info()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return info
+
     @staticmethod
     def _describe(info: dict | None) -> str:
         if not info:
@@ -1017,13 +1025,16 @@ class StoreLock:
 
         ensure_work_dir(self.results, self.label.strip() or "output.path")
         lock = FileLock(str(self.lock_path), timeout=0)
-        for attempt in range(2):
+        took_over = False
+        for attempt in range(3):
             try:
                 lock.acquire(timeout=0)
                 break
             except Timeout:
-                holder = self._read_info()
-                if attempt == 0 and self._is_dead_local(holder):
+                holder = self._wait_for_info()
+                if holder is None and attempt < 2:
+                    continue  # the holder finished meanwhile (or never wrote lock.json): retry
+                if not took_over and self._is_dead_local(holder):
                     # A lock whose holder is gone although the OS lock is still taken: a file
                     # system without flock (filelock then falls back to the lock file's
                     # existence), left behind by a crash. Wait out the instant between a new
@@ -1036,13 +1047,14 @@ class StoreLock:
                             self._describe(holder),
                         )
                         self.lock_path.unlink(missing_ok=True)
+                        took_over = True
                         continue
                 raise StoreError(
                     f"{self.label}{self.results} is being written by another specfit run "
                     f"({self._describe(holder)}); wait for it to finish or stop that run, "
                     "then run again"
                 ) from None
-        else:  # pragma: no cover - the second attempt either breaks or raises
+        else:  # pragma: no cover - the last attempt either breaks or raises
             raise StoreError(f"{self.results}: could not take the lock {self.lock_path}")
         self._lock = lock
         stale = self._read_info()

@@ -208,6 +208,33 @@ def test_a_crashed_runs_lock_is_taken_over_with_a_warning(tmp_path, caplog):
     assert not lock.info_path.exists()  # released cleanly: no record left
 
 
+def test_a_run_starting_as_the_holder_writes_its_record_names_the_holder(tmp_path):
+    """The holder takes the OS lock, then writes lock.json: a second run trying in between
+    waits for the record and names the holder (it had said "host ?, pid ?" once in CI)."""
+    import threading
+
+    import filelock
+
+    results = tmp_path / "results.zarr"
+    first = StoreLock(results)
+    first.work.mkdir()
+    (first.work / "specfit-work.json").write_text("{}")
+    os_lock = filelock.FileLock(str(first.lock_path))
+    os_lock.acquire()
+    info = {"host": "elsewhere", "pid": 4242, "started": "2026-12-06T01:00:00+00:00"}
+    late = threading.Timer(0.4, lambda: first.info_path.write_text(json.dumps(info)))
+    late.start()
+    try:
+        with pytest.raises(StoreError, match="host elsewhere, pid 4242, started 2026-12-06"):
+            StoreLock(results).acquire()
+    finally:
+        late.join()
+        os_lock.release()
+    first.info_path.unlink()
+    with StoreLock(results) as lock:  # the holder gone: the lock is free again
+        assert json.loads(lock.info_path.read_text())["pid"] == os.getpid()
+
+
 def test_a_leftover_lock_of_a_dead_local_pid_is_taken_over(tmp_path, caplog, monkeypatch):
     """Where the lock is only the file's existence (no flock), a dead holder on this host
     would block forever: its lock is taken over with a warning."""
