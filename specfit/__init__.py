@@ -19,6 +19,7 @@ from specfit.errors import (
 from specfit.export import to_map
 from specfit.pipeline import run
 from specfit.stages import (
+    field_significance,
     fit,
     ingest,
     power_spectra,
@@ -38,6 +39,7 @@ __all__ = [
     "resample",
     "power_spectra",
     "fit",
+    "field_significance",
     # models and test data
     "models",
     "make_synthetic",

@@ -328,19 +328,36 @@ def _say(msg: str) -> None:
     print(f"specfit: {msg}", file=sys.stderr, flush=True)
 
 
-def dashboard_link(client: Any | None) -> str | None:
-    """The dashboard URL of ``client``'s scheduler, or None (no client or no dashboard)."""
+def dashboard_link(client: Any | None, listening_on: str | None = None) -> str | None:
+    """The dashboard URL of ``client``'s scheduler, or None (no client or no dashboard).
+
+    dask builds the link from the scheduler's own host, which under MPI without
+    ``cluster.interface`` is the node's network address, while the dashboard listens on
+    ``cluster.dashboard_address``'s host (127.0.0.1 by default). Given that address as
+    ``listening_on``, the link names its host (when it names one) with the port actually
+    taken, i.e. the address that answers.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
     if client is None:
         return None
     try:
         link = client.dashboard_link
     except (KeyError, AttributeError, TypeError, OSError):
         return None
-    return link or None
+    host = (listening_on or "").rpartition(":")[0].strip("[]")
+    if not link or host in ("", "0.0.0.0", "::", "*"):
+        return link or None
+    parts = urlsplit(link)
+    if parts.port is None:
+        return link
+    shown = f"[{host}]" if ":" in host else host
+    netloc = f"{shown}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _announce(client: Any, what: str) -> None:
-    link = dashboard_link(client)
+def _announce(client: Any, what: str, dashboard_address: str | None = None) -> None:
+    link = dashboard_link(client, dashboard_address)
     nthreads = total_threads(client)
     _say(
         f"{what}: {len(client.scheduler_info(n_workers=-1).get('workers', {}))} workers, "
@@ -624,6 +641,9 @@ def start_mpi(cfg: ClusterConfig) -> None:
         memory_limit=_memory_limit(cfg),
         dashboard=cfg.dashboard,
         dashboard_address=cfg.dashboard_address,
+        # each worker's own HTTP server (health and metrics) on loopback only: the cluster's
+        # traffic does not use it, and dask would otherwise open it on every interface
+        worker_options={"dashboard_address": "127.0.0.1:0"},
         exit=False,
     )
     if not is_client:
@@ -649,7 +669,11 @@ def _connect_mpi(cfg: ClusterConfig) -> Iterator[Any]:
     try:
         client = Client()  # dask_mpi.initialize put the scheduler address in dask.config
         _wait_for_workers(client, size - 2, f"MPI cluster of {size} ranks")
-        _announce(client, f"MPI cluster ({size} ranks)")
+        _announce(
+            client,
+            f"MPI cluster ({size} ranks)",
+            cfg.dashboard_address if cfg.dashboard else None,
+        )
         with _distributed_settings():
             yield client
     finally:

@@ -98,7 +98,11 @@ class InputConfig(_Section):
     )
     times: str | None = Field(None, description="For .npy/.zarr cubes: a .npy file of times (s).")
     missing_below: float | None = Field(
-        None, description="Values below this are missing (NaN), e.g. IRIS's -200 sentinel."
+        None,
+        description=(
+            "Values below this are missing (NaN). Unset: -50 for IRIS cubes (their -200 "
+            "sentinel, blurred to -200..-60 at the field edges), none for other data."
+        ),
     )
     max_frames: int | None = Field(None, ge=2, description="Use only the first N frames.")
     quality_key: str | None = Field(

@@ -168,6 +168,20 @@ def test_synchronous_runs_in_this_thread_and_yields_none():
     assert dask.config.get("scheduler", None) != "synchronous"
 
 
+def test_dashboard_link_names_the_host_the_dashboard_listens_on():
+    """Under MPI without cluster.interface dask's link carries the node's network address
+    while the dashboard listens on cluster.dashboard_address's host (127.0.0.1 by default):
+    the printed link must be the one that answers, with the port actually taken."""
+    from types import SimpleNamespace
+
+    mpi = SimpleNamespace(dashboard_link="http://192.0.2.2:8790/status")
+    assert dashboard_link(mpi, "127.0.0.1:8787") == "http://127.0.0.1:8790/status"
+    assert dashboard_link(mpi, "::1:8787") == "http://[::1]:8790/status"
+    for every_interface in (":8787", "0.0.0.0:8787", None):
+        assert dashboard_link(mpi, every_interface) == mpi.dashboard_link
+    assert dashboard_link(SimpleNamespace(dashboard_link=""), "127.0.0.1:8787") is None
+
+
 def test_performance_report_none_is_a_no_op_and_sync_warns(tmp_path):
     with performance_report(None):
         pass

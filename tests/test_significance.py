@@ -447,7 +447,7 @@ def test_explorer_significance_widget(null_runs):
 def test_stage_api_gives_the_runs_field_maps(null_runs):
     # specfit.stages.field_significance on the run's own per-pixel maps (what a lazy
     # specfit.fit returns) gives the maps the run's finalise wrote
-    from specfit.stages import field_significance
+    from specfit import field_significance
 
     ds = null_runs[1]
     field = ["lrt_qvalue", "lrt_global", "ftest_qvalue", "ftest_global", "best_model_fdr"]

@@ -102,7 +102,7 @@ def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
     cfg
         ``path`` (a file, or a folder/glob matching exactly one FITS file), ``hdu``,
         ``times``, ``time_key``, ``exposure_key``, ``normalise_exposure``,
-        ``missing_below`` (e.g. -100 for IRIS's -200 sentinel), ``max_frames``.
+        ``missing_below`` (unset: -50 for IRIS, whose sentinel is -200), ``max_frames``.
 
     Returns
     -------
