@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from specfit.errors import StoreError
+from specfit.workspace import check_product_folder
 
 __all__ = ["field_wcs_header", "map_names", "map_header", "export_fits", "to_map"]
 
@@ -181,6 +182,7 @@ def export_fits(
             f"{where} has no map(s) {', '.join(unknown)} (--maps); maps: {', '.join(map_names(ds))}"
         )
     out = Path(out_dir)
+    check_product_folder(out, ds, "--fits")
     targets = [out / f"{n}.fits" for n in names]
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:

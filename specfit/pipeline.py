@@ -46,6 +46,7 @@ from specfit.store import (
 )
 from specfit.workspace import (
     check_paths,
+    check_report_path,
     default_cube_path,
     describe_change,
     discard_new_work_dir,
@@ -819,6 +820,7 @@ def run(
     check_reachable(cfg.cluster)  # a wrong scheduler address fails now, not after the inputs
     # Every output path against every input, before any cluster starts or anything is written.
     check_paths(cfg, cube_path_for(cfg))
+    check_report_path(cfg, report or cfg.cluster.report)
     fingerprint = input_fingerprint(cfg, data)
     # One writer per store: the lock is taken before the store is looked at or written. A cube
     # of the user's choosing may be shared by runs on other stores: it gets a lock of its own.
@@ -859,13 +861,16 @@ def _run_locked(
         return open_results(results_path)
     plan = plan_run(_prepare_input(cfg), data=data)
     _describe_plan(cfg, plan)
+    # An empty folder the user made for output.cube_path stays when the cube is dropped
+    user_dir = bool(cfg.output.cube_path) and is_empty_dir(cube_path_for(cfg))
     with connect(cfg.cluster) as client, performance_report(report or cfg.cluster.report):
         tile, time_chunk = _choose_sizes(cfg, plan, client)
         if action == "resume":
             tile = int(store_attrs(results_path).get("tile_size", tile))
         t_cube = _cube(cfg, plan, tile, time_chunk, client, fingerprint)
         tiles_s, todo, _ = _tiles(cfg, plan, tile, action, client, fingerprint)
-    _finalise(cfg, {"cube_s": t_cube, "tiles_s": tiles_s, "tiles_run": todo}, t_start)
+    timings = {"cube_s": t_cube, "tiles_s": tiles_s, "tiles_run": todo}
+    _finalise(cfg, timings, t_start, keep_folder=user_dir)
     return open_results(results_path)
 
 
@@ -998,8 +1003,9 @@ def _tiles(
     return time.perf_counter() - t0, len(todo), done.size
 
 
-def _finalise(cfg: Config, timings: dict, t_start: float) -> None:
-    """Mark the store complete with this invocation's timings; drop a cube not to be kept."""
+def _finalise(cfg: Config, timings: dict, t_start: float, keep_folder: bool = False) -> None:
+    """Mark the store complete with this invocation's timings; drop a cube not to be kept
+    (leaving its folder, empty, where ``keep_folder``: the user made it)."""
     results_path = Path(cfg.output.path)
     elapsed = time.perf_counter() - t_start
     # Seconds of this (last) invocation: a resumed run reports only its own share.
@@ -1009,7 +1015,9 @@ def _finalise(cfg: Config, timings: dict, t_start: float) -> None:
         {"elapsed_s": round(elapsed, 2), "timings": {k: round(v, 2) for k, v in timings.items()}},
     )
     if not cfg.output.keep_cube:
-        remove_specfit_cube(cube_path_for(cfg))  # only ever a cube specfit wrote (its marker)
+        # only ever a cube specfit wrote (its marker)
+        if remove_specfit_cube(cube_path_for(cfg)) and keep_folder:
+            cube_path_for(cfg).mkdir()
     _say(f"  wrote {results_path} in {time.perf_counter() - t_start:.1f} s")
 
 

@@ -47,6 +47,8 @@ __all__ = [
     "refuse_foreign_entries",
     "remove_specfit_cube",
     "check_paths",
+    "check_report_path",
+    "check_product_folder",
     "input_fingerprint",
     "describe_change",
 ]
@@ -360,6 +362,90 @@ def check_paths(cfg: Config, cube_path: Path) -> None:
             f"output.path: {work} exists and was not made by specfit; specfit keeps its work "
             "files there, so move that folder away or choose another output.path"
         )
+
+
+def check_report_path(cfg: Config, report: str | os.PathLike | None) -> None:
+    """Refuse a performance report (``--report`` / ``cluster.report``) that would replace
+    anything but an earlier report, or land in an input or an output folder.
+
+    Checked with the other paths, before any work: the report is written when the run ends,
+    so a bad path found then would cost the whole run (or silently replace a user's file).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the option, the path and the fix.
+    """
+    if report is None:
+        return
+    key = "--report/cluster.report"
+    path = _resolved(Path(report).expanduser())
+    if path.is_dir():
+        raise ConfigError(
+            f"{key}: {path} is a folder; give a file name, e.g. {path / 'report.html'}"
+        )
+    if path.exists():
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(65536)
+        except OSError as exc:
+            raise ConfigError(
+                f"{key}: {path} cannot be read ({exc}); choose another file"
+            ) from None
+        if b"Dask Performance Report" not in head:
+            raise ConfigError(
+                f"{key}: {path} exists and is not a dask performance report; specfit replaces "
+                "only its own reports, so choose another file name"
+            )
+    guarded: list[tuple[str, Path]] = []
+    for k, value in (
+        ("input.path", cfg.input.path),
+        ("input.times_csv", cfg.input.times_csv),
+        ("input.times", cfg.input.times),
+        ("output.path", cfg.output.path),
+        ("output.cube_path", cfg.output.cube_path),
+    ):
+        if value and "://" not in value:
+            base = _resolved(_glob_base(value))
+            guarded.append((k, base))
+            if k == "output.path":
+                guarded.append((k, work_dir_for(base)))
+    for k, base in guarded:
+        if path == base or _inside(path, base):
+            raise ConfigError(f"{key}: {path} lies inside {k} ({base}); write the report elsewhere")
+    _check_writable(key, path.parent)
+
+
+def check_product_folder(out: str | os.PathLike, ds: Any, option: str) -> None:
+    """Refuse a folder for maps drawn or exported from a results store (``specfit plot
+    --out``, ``specfit export --fits``) that is the store itself, lies inside it or its work
+    folder, or is (or lies inside) the folder of the frames the run read (``source``).
+
+    Files put there would become part of what they came from: a store holding files specfit
+    did not write (which ``--overwrite`` then refuses), or FITS maps read as frames by the
+    next run on that folder.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the option, the folder and the fix.
+    """
+    target = _resolved(out)
+    guarded: list[tuple[str, Path]] = []
+    store = getattr(ds, "encoding", {}).get("source")
+    if store and "://" not in str(store):
+        guarded += [("the results store", _resolved(store))]
+        guarded += [("the results store's work folder", work_dir_for(_resolved(store)))]
+    source = getattr(ds, "attrs", {}).get("source")
+    if isinstance(source, str) and source and "://" not in source:
+        base = _resolved(_glob_base(source))
+        if base.is_dir():
+            guarded.append(("the folder of the run's input frames", base))
+    for what, base in guarded:
+        if target == base or _inside(target, base):
+            raise ConfigError(
+                f"{option} {out}: is or lies inside {what} ({base}); choose a folder outside it"
+            )
 
 
 # ----------------------------------------------------------------------------- fingerprints

@@ -353,3 +353,87 @@ def test_a_folder_without_write_permission_is_refused_before_work(tmp_path, monk
     with pytest.raises(ConfigError, match=r"output.path: .* no permission to write in .*locked"):
         run(cfg)
     assert list(locked.iterdir()) == [] and not (tmp_path / "synthetic").exists()
+
+
+# ----------------------------------------------------------------------------- other products
+def test_a_report_never_replaces_a_users_file_and_is_checked_before_work(tmp_path, frames):
+    """--report/cluster.report is written when the run ends: a path that would replace an
+    input frame, a user's file or the config, or is a folder, or lies in the input or the
+    store, is refused before anything is written. An earlier dask report may be replaced."""
+    from specfit.workspace import check_report_path
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    frame = sorted(frames.iterdir())[0]
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    before = snapshot(tmp_path)
+    cfg = frames_config(tmp_path, frames)
+    cases = [
+        (frame, "exists and is not a dask performance report"),
+        (notes, "exists and is not a dask performance report"),
+        (folder, "is a folder; give a file name"),
+        (frames / "new.html", "lies inside input.path"),
+        (tmp_path / "results.zarr" / "r.html", "lies inside output.path"),
+    ]
+    for report, message in cases:
+        with pytest.raises(ConfigError, match=f"--report/cluster.report: .*{message}"):
+            run(cfg, report=str(report))
+    assert snapshot(tmp_path) == before
+    assert not (tmp_path / "results.zarr").exists()
+    with pytest.raises(ConfigError, match="not a dask performance report"):
+        run({**cfg, "cluster": {**cfg["cluster"], "report": str(notes)}})
+    old = tmp_path / "old.html"
+    old.write_text("<html><h1> Dask Performance Report </h1></html>")
+    check_report_path(load_config(cfg), old)  # an earlier report: may be replaced
+    check_report_path(load_config(cfg), tmp_path / "new" / "r.html")  # a new file
+
+
+def test_an_empty_cube_folder_the_user_made_stays_when_the_cube_is_dropped(tmp_path, frames):
+    mine = tmp_path / "cube_here"
+    mine.mkdir()
+    run(frames_config(tmp_path, frames, cube_path=str(mine), keep_cube=False))
+    assert mine.is_dir() and not any(mine.iterdir())
+    made = tmp_path / "made_by_the_run"
+    cfg = frames_config(tmp_path, frames, path=str(tmp_path / "r2.zarr"), cube_path=str(made))
+    run({**cfg, "output": {**cfg["output"], "keep_cube": False}})
+    assert not made.exists()  # what the run made, it removes
+
+
+def test_plot_and_export_never_write_into_the_store_or_the_input_folder(tmp_path, frames):
+    from specfit.export import export_fits
+    from specfit.viz.maps import plot_results
+
+    results = tmp_path / "results.zarr"
+    run(frames_config(tmp_path, frames))
+    before = snapshot(tmp_path)
+    for out in (frames, frames / "maps", results, results / "maps", work_dir_for(results)):
+        with pytest.raises(ConfigError, match=r"--out .*: is or lies inside"):
+            plot_results(str(results), out, maps=["m1_index"])
+        with pytest.raises(ConfigError, match=r"--fits .*: is or lies inside"):
+            export_fits(str(results), out, maps=["m1_index"])
+    assert snapshot(tmp_path) == before
+
+
+def test_an_interrupted_plot_can_be_run_again(tmp_path, demo_store, monkeypatch):
+    """The marker naming the files specfit plot writes is written first: after Ctrl-C the
+    same command replaces its own partial output instead of refusing it as someone else's."""
+    from specfit.viz import maps as viz_maps
+
+    real = viz_maps.heatmap
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    out = tmp_path / "plots"
+    monkeypatch.setattr(viz_maps, "heatmap", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        viz_maps.plot_results(demo_store, out, maps=["m1_index", "m1_tail"], html_page=False)
+    assert (out / "m1_index.png").exists() and not (out / "m1_tail.png").exists()
+    monkeypatch.setattr(viz_maps, "heatmap", real)
+    written = viz_maps.plot_results(demo_store, out, maps=["m1_index", "m1_tail"], html_page=False)
+    assert [w.name for w in written] == ["m1_index.png", "m1_tail.png"]

@@ -256,11 +256,19 @@ def plot_results(
         from specfit.errors import ConfigError
 
         raise ConfigError(f"unknown map(s) {unknown}; available: {', '.join(sorted(known))}")
+    from specfit.workspace import check_product_folder
+
     out = Path(out_dir)
+    check_product_folder(out, ds, "--out")
     targets = [out / f"{_safe_name(n)}.png" for n in names] if png else []
     targets += [out / "maps.html"] if html_page else []
     ours = _check_plot_folder(out, targets)
     out.mkdir(parents=True, exist_ok=True)
+    marker = out / PLOT_MARKER
+    # the names about to be written go into the marker first: an interrupted plot leaves a
+    # marker that lets the same command replace what it had written
+    ours |= {t.name for t in targets}
+    marker.write_text(json.dumps(sorted(ours), indent=0) + "\n")
     written: list[Path] = []
     kwargs = dict(
         pvalue_threshold=pvalue_threshold,
@@ -283,8 +291,6 @@ def plot_results(
                 plt.close("all")
         if html_page:
             written.append(_write_html(ds, names, out / "maps.html", kwargs))
-    marker = out / PLOT_MARKER
-    marker.write_text(json.dumps(sorted(ours | {w.name for w in written}), indent=0) + "\n")
     return written
 
 
