@@ -173,6 +173,7 @@ class ResampleConfig(_Section):
     cadence: float | None = Field(
         None,
         gt=0,
+        allow_inf_nan=False,
         description=(
             "Seconds; None = of the most common, median and mean regular frame spacing, the "
             "one whose grid stays closest to the frames."

@@ -224,6 +224,7 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
     """
     from specfit.io import frame_times
     from specfit.kernels.resample import choose_cadence, find_gaps, uniform_times
+    from specfit.stages import check_grid_size
 
     section, reasons, notes = _choose_input(str(path))
     cfg = InputConfig.model_validate(section)
@@ -272,6 +273,7 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
         raise InputError(
             f"{path}: only {nt} frames; specfit needs at least 8 (more than 100 for useful spectra)"
         )
+    check_grid_size(times, None, attrs.get("files"))  # before any grid: a frame far off
     d = np.diff(times)
     cadence, gain = choose_cadence(times)  # the grid closest to the frames
     report.append(

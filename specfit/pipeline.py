@@ -265,7 +265,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     from specfit.kernels import periodogram as pg
     from specfit.kernels import resample as rs
     from specfit.kernels.periodogram import segment_samples
-    from specfit.stages import check_samples, ingest, resolve_models
+    from specfit.stages import check_grid_size, check_samples, ingest, resolve_models
 
     try:
         models = resolve_models(cfg.fit.models, cfg.fit.user_models, cfg.fit.bounds)
@@ -303,6 +303,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
             f"spectra.box={cfg.spectra.box} is larger than the image ({ny} x {nx} px): every "
             f"box would hold the whole field; choose a box of at most {edge - (edge + 1) % 2} px"
         )
+    check_grid_size(times, cfg.resample.cadence, arr.attrs.get("files"))
     new_times = rs.uniform_times(times, cfg.resample.cadence)
     check_samples(times, new_times, cfg.resample.cadence)
     dt = float(new_times[1] - new_times[0])

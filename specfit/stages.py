@@ -35,6 +35,7 @@ __all__ = [
     "fit",
     "field_significance",
     "resolve_models",
+    "check_grid_size",
 ]
 
 log = logging.getLogger("specfit")
@@ -165,6 +166,74 @@ def _seconds(arr: xr.DataArray) -> np.ndarray:
     return np.asarray(t, dtype=float)
 
 
+# A uniform grid with more samples than this per frame is mostly interpolation: a frame's
+# time far from the others, or a cadence far below the frames'.
+MAX_SAMPLES_PER_FRAME = 10
+
+
+def check_grid_size(times: np.ndarray, cadence: float | None = None, files: Any = None) -> None:
+    """Refuse, before any grid is made, a uniform grid of more than
+    :data:`MAX_SAMPLES_PER_FRAME` samples per frame, naming its cause.
+
+    Parameters
+    ----------
+    times
+        ``(nt,)`` frame times in seconds, increasing.
+    cadence
+        ``resample.cadence`` (None: the frames' median spacing stands for the cadence
+        :func:`specfit.kernels.resample.choose_cadence` would choose).
+    files
+        The frames' file names in time order (``attrs["files"]``), to name the culprits.
+
+    Raises
+    ------
+    InputError
+        When one spacing makes up most of the span: a frame whose time lies far from the
+        others (names both frames and the fix).
+    ConfigError
+        When ``resample.cadence`` is far below the frames' spacing.
+    """
+    from specfit.errors import ConfigError, InputError
+
+    t = np.asarray(times, dtype=float)
+    if t.size < 2:
+        return
+    d = np.diff(t)
+    positive = d[d > 0]
+    step = (
+        float(cadence)
+        if cadence is not None
+        else float(np.median(positive))
+        if positive.size
+        else 0.0
+    )
+    span = float(t[-1] - t[0])
+    if not (step > 0 and math.isfinite(step) and math.isfinite(span)):
+        return
+    n = span / step + 1
+    if n <= MAX_SAMPLES_PER_FRAME * t.size:
+        return
+    i = int(np.argmax(d))
+    names = list(files) if files is not None and len(files) == t.size else None
+
+    def frame(k: int) -> str:
+        return f"frame {k}" + (f" ({names[k]})" if names else "")
+
+    if d[i] > 0.5 * span:
+        raise InputError(
+            f"{frame(i)} and {frame(i + 1)} are {d[i]:.6g} s apart, {100 * d[i] / span:.1f} % of "
+            f"the series' span: a grid over it would hold {n:.3g} samples for {t.size} frames. "
+            "One frame's time is far from the others (check its DATE-OBS/T_OBS) or the frames "
+            "come from separate observations: give the frames of one observation"
+        )
+    raise ConfigError(
+        f"resample.cadence={step:g} s gives {n:.3g} samples for {t.size} frames (more than "
+        f"{MAX_SAMPLES_PER_FRAME} per frame; the frames' median spacing is "
+        f"{float(np.median(positive)):.6g} s): choose a cadence near the frames' or leave "
+        "resample.cadence unset"
+    )
+
+
 def check_samples(times: np.ndarray, new_times: np.ndarray, cadence: float | None) -> None:
     """Raise a :class:`specfit.errors.ConfigError` naming the cadence when the uniform grid
     ``new_times`` of frames at ``times`` (s) holds fewer than 8 samples (too few to take a
@@ -215,6 +284,7 @@ def resample(
     check_settings("resample", ResampleConfig, {"cadence": cadence, "max_gap": max_gap})
     arr = _frames(arr, "resample")
     times = _seconds(arr)
+    check_grid_size(times, cadence, arr.attrs.get("files"))
     new_times = _rs.uniform_times(times, cadence)
     check_samples(times, new_times, cadence)
     dt = float(new_times[1] - new_times[0])

@@ -27,6 +27,8 @@ duplicate times, empty / missing folder
 bad time value, zero exposure               test_bad_time_value_and_zero_exposure_name_...
 missing input folder (CLI)                  test_cli::test_missing_input_is_a_clear_error
 too few frames                              test_too_few_frames_is_a_config_error
+frame far off in time, tiny/inf cadence,    test_a_frame_far_off_in_time_or_a_tiny_cadence_...
+NaN time in a Zarr cube
 all-NaN frame                               test_all_nan_frame_is_named_and_treated_as_...
 long gap without drift warning              test_long_gap_alone_does_not_claim_a_drifting...
 user model: scalar / wrong shape            test_user_model_of_the_wrong_shape_is_one_...
@@ -474,6 +476,43 @@ def test_a_cadence_or_box_beyond_the_data_is_a_config_error(tmp_path):
         ConfigError, match=r"spectra.box=17 is larger than the image \(16 x 16 px\).* at most 15 px"
     ):
         run({**cfg, "spectra": {**cfg["spectra"], "box": 17}})
+
+
+def test_a_frame_far_off_in_time_or_a_tiny_cadence_is_refused_before_any_grid(tmp_path):
+    """One frame dated 1970 among frames 12 s apart would make a grid of 1e8 samples (a
+    MemoryError from deep inside); a cadence of 1e-6 s one of 1e8; an infinite cadence a
+    ValueError. Each is one line before any grid is made, naming the frames or the key."""
+    import numpy as np
+    import xarray as xr
+    from astropy.io import fits
+
+    from specfit.errors import ConfigError, InputError
+    from specfit.init import init_config
+    from specfit.pipeline import run
+
+    paths = _frames(tmp_path / "f", nt=12)
+    cfg = _fits_run_config(tmp_path, tmp_path / "f")
+    with pytest.raises(ConfigError, match=r"resample.cadence=1e-06 s gives 1.\d+e\+0[78] samples"):
+        run({**cfg, "resample": {"cadence": 1e-6}})
+    with pytest.raises(ConfigError, match="resample.cadence: Input should be a finite number"):
+        run({**cfg, "resample": {"cadence": float("inf")}})
+    fits.setval(paths[0], "T_OBS", value="1970-01-01T00:00:00")
+    far = r"frame 0 \(f000.fits\) and frame 1 \(f001.fits\) are 1.57784e\+09 s apart"
+    for cadence in (12.0, None):
+        with pytest.raises(InputError, match=far):
+            run({**cfg, "resample": {"cadence": cadence}})
+    with pytest.raises(InputError, match=far):
+        init_config(str(tmp_path / "f"), str(tmp_path / "c.yaml"))
+    assert not (tmp_path / "results.zarr").exists()
+    # a Zarr cube whose time coordinate has a NaN: named by its own index, not the sorted one
+    t = np.arange(12) * 12.0
+    t[4] = np.nan
+    xr.Dataset(
+        {"intensity": (("time", "y", "x"), np.ones((12, 8, 8), "f4"))},
+        coords={"time": ("time", t, {"start_time": "2024-01-01T00:00:00"})},
+    ).to_zarr(tmp_path / "nan.zarr", consolidated=False)
+    with pytest.raises(InputError, match=r"nan.zarr: the time coordinate .* at frame\(s\) \[4\]"):
+        run({**cfg, "input": {"kind": "zarr", "path": str(tmp_path / "nan.zarr")}})
 
 
 def test_all_nan_frame_is_named_and_treated_as_missing(tmp_path, caplog):

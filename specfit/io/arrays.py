@@ -147,6 +147,13 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
             absolute = True
         else:
             secs = np.asarray(var["time"].values, dtype=float)
+            if not np.all(np.isfinite(secs)):
+                bad = np.flatnonzero(~np.isfinite(secs))
+                raise InputError(
+                    f"{path}: the time coordinate is not a finite number at frame(s) "
+                    f"{bad[:5].tolist()}{' ...' if bad.size > 5 else ''} (of {secs.size}); "
+                    "give every frame a time, or drop those frames from the store"
+                )
             start = var.attrs.get("start_time") or ds.attrs.get("start_time")
             absolute = bool(start)
             t0 = parse_time(start, f"{path}: attrs start_time") if start else None
