@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         from specfit.cluster import end_progress_lines
 
         end_progress_lines()  # and a bar still held elsewhere: not on our line, not after it
+        if isinstance(exc, _Terminated):
+            # what SLURM (at the wall-time limit), timeout and kill send: the same line
+            print(f"specfit: stopped by SIGTERM{_resume_hint(args)}", file=sys.stderr)
+            return 143
         print(f"specfit: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     except (SpecfitError, FileNotFoundError) as exc:
@@ -204,24 +208,31 @@ def _plain_warnings() -> None:
     warnings.showwarning = show
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is (the cluster shut down, one line on how to go on)."""
+
+
 def _quiet_on_interrupt() -> None:
-    """Ctrl-C: silence the cluster's shutdown chatter first, then interrupt as usual.
+    """Ctrl-C and SIGTERM: silence the cluster's shutdown chatter first, then interrupt.
 
     Done in the handler (main thread, before KeyboardInterrupt is raised) because the dask
     client's event-loop thread starts logging the moment a waiting call is interrupted.
+    SIGTERM (SLURM at the wall-time limit, ``timeout``, ``kill``) raises :class:`_Terminated`,
+    a KeyboardInterrupt, so it takes Ctrl-C's path: the cluster is shut down and one line
+    says how to resume, instead of the process vanishing without a word.
     """
     import signal
-
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        return  # started with Ctrl-C ignored (nohup, a background job): leave it so
 
     def handler(signum: int, frame: object) -> None:
         from specfit.cluster import quiet_interrupted_cluster
 
         quiet_interrupted_cluster()
-        raise KeyboardInterrupt
+        raise _Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, handler)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # a signal the process was started to ignore (nohup, a background job) stays ignored
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, handler)
 
 
 def _quiet_resource_tracker() -> None:

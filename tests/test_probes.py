@@ -15,7 +15,7 @@ truncated FITS (frame, Rice, cube)          test_truncated_fits_frame_is_refused
                                             test_truncated_compressed_frame_and_cube_are_...
 read error at compute time (API)            test_read_error_at_compute_time_names_the_file
 deleted frame at compute time               test_io_readers::test_fits_series_sorted_...
-Ctrl-C then --resume                        test_ctrl_c_during_run_prints_one_line_... (slow)
+Ctrl-C or SIGTERM then --resume            test_ctrl_c_during_run_prints_one_line_... (slow)
 one line, exit 2, no traceback (CLI)        test_cli_prints_one_line_per_problem_and_no_...
 ``--set a..b=1``                            test_set_with_an_empty_key_part_is_refused
 bad --set syntax                            test_config::test_bad_override_syntax
@@ -287,9 +287,12 @@ def test_read_error_at_compute_time_names_the_file(tmp_path):
 # ----------------------------------------------------------------------------- Ctrl-C
 @pytest.mark.slow  # ~25 s on a busy 2-core machine: two runs and a local cluster
 @pytest.mark.timeout(180)
-def test_ctrl_c_during_run_prints_one_line_and_resume_finishes(tmp_path):
-    """SIGINT while the tiles run (local cluster): exit 130, no traceback, the last line says
-    how to resume, and that command finishes the store."""
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_during_run_prints_one_line_and_resume_finishes(tmp_path, how):
+    """SIGINT to the process group while the tiles run (local cluster; what Ctrl-C does):
+    exit 130; SIGTERM to the run alone (what timeout, kill and SLURM at the wall-time limit
+    send): exit 143. No traceback, the last line says how to resume, and that command
+    finishes the store."""
     import os
     import signal
     import subprocess
@@ -324,17 +327,21 @@ def test_ctrl_c_during_run_prints_one_line_and_resume_finishes(tmp_path):
             while "fitting" not in err_path.read_text() and time.monotonic() < deadline:
                 assert proc.poll() is None, err_path.read_text()
                 time.sleep(0.05)
-            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+            if how == "ctrl-c":
+                os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+            else:
+                os.kill(proc.pid, signal.SIGTERM)
             code = proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
     text = err_path.read_text()
-    assert code == 130, text
+    assert code == {"ctrl-c": 130, "sigterm": 143}[how], text
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
     last = text.strip().splitlines()[-1]
     resume = f"specfit run {config} --set fit.tol=1e-9 --resume"
-    assert last.startswith("specfit: interrupted") and f"`{resume}`" in last, last
+    said = {"ctrl-c": "specfit: interrupted", "sigterm": "specfit: stopped by SIGTERM"}[how]
+    assert last.startswith(said) and f"`{resume}`" in last, last
     results = tmp_path / "results.zarr"
     done, total = tile_status(results)
     assert done < total and not is_complete(results)
