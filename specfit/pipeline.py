@@ -1084,7 +1084,7 @@ def _report_empty_frames(empty: np.ndarray, arr) -> None:
     times = np.asarray(arr["time"].values, dtype=float)
     if empty.size == times.size:
         log.warning(
-            "no frame has a finite pixel (all NaN, all zero or missing): there is nothing to "
+            "no frame has a finite pixel (all NaN, all zero, beyond float32's range or missing): there is nothing to "
             "fit, every pixel is NaN with a nonfinite_input status; check the input files and "
             "input.missing_below"
         )
@@ -1097,7 +1097,7 @@ def _report_empty_frames(empty: np.ndarray, arr) -> None:
     shown = ", ".join(name(int(i)) for i in empty[:5])
     more = f" and {empty.size - 5} more" if empty.size > 5 else ""
     log.warning(
-        "%d frame(s) have no finite pixel (all NaN, all zero or missing): %s%s. They are "
+        "%d frame(s) have no finite pixel (all NaN, all zero, beyond float32's range or missing): %s%s. They are "
         "treated as "
         "missing: each pixel is interpolated across them from the neighbouring frames",
         empty.size,

@@ -25,6 +25,7 @@ corrupt header, frame shape mismatch,       test_io_readers::test_fits_series_er
 missing time key, missing exposure,         file_and_fix
 duplicate times, empty / missing folder
 bad time value, zero exposure               test_bad_time_value_and_zero_exposure_name_...
+exposure far from the others                test_an_exposure_far_from_the_others_is_named
 missing input folder (CLI)                  test_cli::test_missing_input_is_a_clear_error
 too few frames                              test_too_few_frames_is_a_config_error
 frame far off in time, tiny/inf cadence,    test_a_frame_far_off_in_time_or_a_tiny_cadence_...
@@ -441,6 +442,31 @@ def test_bad_time_value_and_zero_exposure_name_the_file(tmp_path):
     fits.setval(paths[1], "EXPTIME", value=0.0)
     with pytest.raises(InputError, match=r"f001\.fits: header key EXPTIME.*not positive"):
         open_input(InputConfig(path=str(tmp_path / "e")))
+
+
+def test_an_exposure_far_from_the_others_is_named(tmp_path):
+    """A positive but wrong EXPTIME (1e-30, or 290 s among 2 s) scales its frame by that
+    factor in every pixel's series: a warning names it; 20x (within automatic exposure
+    control's range) and an unnormalised series say nothing."""
+    import warnings
+
+    from astropy.io import fits
+
+    from specfit.config import InputConfig
+    from specfit.io import open_input
+
+    paths = _frames(tmp_path / "e", nt=6)
+    fits.setval(paths[2], "EXPTIME", value=1e-30)
+    fits.setval(paths[4], "EXPTIME", value=200.0)
+    with pytest.warns(UserWarning, match=r"EXPTIME of f002.fits \(1e-30 s\), f004.fits \(200 s\)"):
+        open_input(InputConfig(path=str(tmp_path / "e")))
+    fits.setval(paths[2], "EXPTIME", value=40.0)
+    fits.setval(paths[4], "EXPTIME", value=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        open_input(InputConfig(path=str(tmp_path / "e")))
+        fits.setval(paths[2], "EXPTIME", value=1e-30)
+        open_input(InputConfig(path=str(tmp_path / "e"), normalise_exposure=False))
 
 
 def _fits_run_config(tmp_path, folder, **sections) -> dict:

@@ -245,7 +245,8 @@ def clean_frames(
     finite become NaN; then each frame is multiplied by its ``scale``, 1 / exposure when
     normalising), so that the same frames give bit-identical cubes whichever way they came in.
     """
-    block = np.asarray(frames).astype(np.float32, copy=True)
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, made NaN below
+        block = np.asarray(frames).astype(np.float32, copy=True)
     if blank is not None:
         for j, b in enumerate(blank):
             if b is not None:
@@ -259,7 +260,10 @@ def clean_frames(
     if zero_is_missing and block.ndim == 3 and block.shape[0]:
         block[np.all((block == 0) | np.isnan(block), axis=(1, 2))] = np.nan
     if scale is not None:
-        block *= np.asarray(scale).astype(np.float32)[:, None, None]
+        with np.errstate(over="ignore"):
+            block *= np.asarray(scale, dtype=np.float64).astype(np.float32)[:, None, None]
+        # a value the scale pushed beyond float32's range is missing too, as one read there
+        block[np.isinf(block)] = np.nan
     return block
 
 

@@ -228,6 +228,8 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
                 + (f" ({int(bad.sum())} of {len(files)} files)" if bad.sum() > 1 else "")
             )
         exposure = exp[order] if not np.all(bad) else None
+        if cfg.normalise_exposure:
+            _warn_odd_exposures(exp, files, cfg.exposure_key)
     scale = 1.0 / exposure if (cfg.normalise_exposure and exposure is not None) else None
 
     blank = []
@@ -324,6 +326,31 @@ def frame_geometry(
             stacklevel=3,
         )
     return out
+
+
+# Exposures this far from the series' median are named in a warning: automatic exposure
+# control changes them by a few (AIA in flares; IRIS's SJI 0.7-8 s), not by this much.
+ODD_EXPOSURE_FACTOR = 30.0
+
+
+def _warn_odd_exposures(exp: np.ndarray, files: list[str], key: str) -> None:
+    """Warn, naming the files, of exposures more than :data:`ODD_EXPOSURE_FACTOR` times
+    from the median: each frame is divided by its exposure, so one wrong value scales that
+    frame by the same factor, which the spectra of every pixel then carry."""
+    med = float(np.median(exp))
+    ratio = np.maximum(exp / med, med / exp)
+    odd = np.flatnonzero(ratio > ODD_EXPOSURE_FACTOR)
+    if odd.size == 0:
+        return
+    shown = ", ".join(f"{os.path.basename(files[j])} ({exp[j]:g} s)" for j in odd[:3])
+    more = f" and {odd.size - 3} more" if odd.size > 3 else ""
+    warnings.warn(
+        f"{key} of {shown}{more} is more than {ODD_EXPOSURE_FACTOR:g} times from the "
+        f"series' median {med:g} s: each frame is divided by its exposure, so such a value "
+        "scales its frame by that factor in every pixel's series; check those headers or "
+        "remove the frames",
+        stacklevel=4,
+    )
 
 
 class _Keys(dict):

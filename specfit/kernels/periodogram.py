@@ -342,7 +342,8 @@ def periodogram(
     acc *= 1.0 / nseg
     if normalisation in ("density", "variance"):
         acc *= 2.0 * dt / np.dot(w, w)
-    power[good] = acc
+    with np.errstate(over="ignore"):  # beyond float32: inf, then status nonfinite_input
+        power[good] = acc
     return freq, power, meta
 
 
