@@ -249,6 +249,19 @@ def test_derotation_is_lazy_and_errors(tmp_path):
         plan_derotation(arr, "not a time")
 
 
+@pytest.mark.parametrize("bad", [1, 2])  # 2 is the reference (middle) frame of 5
+def test_a_frame_pointing_elsewhere_is_named(tmp_path, bad):
+    """One frame's CRVAL1 200" off (100 px on a 60 px field): no pixel is in every frame, and
+    the error names that frame, also when it is the reference frame all others moved from."""
+    _write_solar_series(tmp_path / "s", nt=5, hours=1.0)
+    fits.setval(tmp_path / "s" / f"s{bad:03d}.fits", "CRVAL1", value=-100.0)
+    arr = open_input(InputConfig(path=str(tmp_path / "s")))
+    with pytest.raises(
+        InputError, match=rf"in every frame: frame {bad} \(s00{bad}.fits\) lies (99|10\d) px from"
+    ):
+        apply_prep(arr, PrepConfig(derotate=True))
+
+
 def test_derotation_off_limb_is_refused(tmp_path):
     folder = tmp_path / "limb"
     folder.mkdir()

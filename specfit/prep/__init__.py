@@ -166,7 +166,7 @@ def apply_prep(da: xr.DataArray, cfg: PrepConfig) -> xr.DataArray:
 
         plan = plan_derotation(out, cfg.reference_time)
         ref = plan.ref_index
-        box = valid_box(plan, ny, nx, margin=margin)
+        box = valid_box(plan, ny, nx, margin=margin, names=out.attrs.get("files"))
         if cfg.cutout is not None:
             ref_hpc = hpc_coords(frame_header(out, ref, plan.ref_time), ny, nx)
             want = cutout_box(out, cfg.cutout, ref_hpc)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -251,10 +252,14 @@ def plan_derotation(arr: xr.DataArray, reference_time: str | None = None) -> Der
 
 
 def valid_box(
-    plan: DerotationPlan, ny: int, nx: int, margin: float = 0.0
+    plan: DerotationPlan, ny: int, nx: int, margin: float = 0.0, names: Any = None
 ) -> tuple[int, int, int, int]:
     """Largest (y0, y1, x0, x1) box (exclusive ends) of reference pixels that every frame
     covers, with ``margin`` px to spare (e.g. for co-alignment shifts).
+
+    Where no pixel is covered by every frame, the error names the frame whose position lies
+    furthest from the frames' median (``names``: the frames' files in time order), the
+    culprit when one frame's pointing is wrong.
 
     Frames larger than 1024 px are tested on a grid of every s-th pixel (plus the last), so
     that the grid has <= 1024 points a side; the box spans the valid grid points. Pixels
@@ -275,6 +280,21 @@ def valid_box(
     for i in range(plan.coef.shape[0]):
         r, c = plan.source_coords(i, rows, cols)
         ok &= (r >= m) & (r <= ny - 1 - m) & (c >= m) & (c <= nx - 1 - m)
+    if not ok.any():
+        # the frame whose shift lies furthest from the frames' median shift (the reference
+        # frame itself when its own pointing is the wrong one)
+        shift = plan.coef[:, :, 0]
+        off = np.hypot(*(shift - np.median(shift, axis=0)).T)
+        worst = int(np.argmax(off))
+        names = list(names) if names is not None and len(names) == off.size else None
+        which = f"frame {worst}" + (f" ({names[worst]})" if names else "")
+        raise InputError(
+            f"no pixel stays inside the field of view in every frame: {which} lies "
+            f"{off[worst]:.0f} px from the frames' median position (the median frame "
+            f"{float(np.median(off)):.1f} px); if its pointing (CRVAL/CRPIX) is wrong, remove "
+            "it; else use a shorter series (input.max_frames), a larger field, or a smaller "
+            "prep.coalign_max_shift"
+        )
     gy0, gy1, gx0, gx1 = largest_rectangle(ok)
     return int(ys[gy0]), int(ys[gy1 - 1]) + 1, int(xs[gx0]), int(xs[gx1 - 1]) + 1
 
