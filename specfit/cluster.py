@@ -466,28 +466,40 @@ def _quiet_workers(debug: bool = False) -> None:
             worker_log.addFilter(_DropInputErrors())
 
 
+def _local_cluster(cfg: ClusterConfig, workers: int, threads: int) -> Any:
+    import logging
+
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=threads,
+        memory_limit=_memory_limit(cfg),
+        processes=True,
+        # Scheduler, workers and dashboard listen on loopback only unless the config says
+        # otherwise: a dashboard on 0.0.0.0 shows (and lets anyone stop) the run from the
+        # network. When the port is taken (several runs) distributed picks a free one.
+        host="127.0.0.1",
+        dashboard_address=cfg.dashboard_address if cfg.dashboard else None,
+        silence_logs=logging.WARNING,
+    )
+
+
 @contextlib.contextmanager
 def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
     import logging
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     workers, threads = _local_layout(cfg)
     _quiet_logs()  # before the scheduler starts in this process
     refuse_in_worker_start()
     try:
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=threads,
-            memory_limit=_memory_limit(cfg),
-            processes=True,
-            # Scheduler, workers and dashboard listen on loopback only unless the config says
-            # otherwise: a dashboard on 0.0.0.0 shows (and lets anyone stop) the run from the
-            # network. When the port is taken (several runs) distributed picks a free one.
-            host="127.0.0.1",
-            dashboard_address=cfg.dashboard_address if cfg.dashboard else None,
-            silence_logs=logging.WARNING,
-        )
+        with warnings.catch_warnings():
+            # a dashboard port in use is replaced by a free one, and the link printed at
+            # start names it: distributed's own multi-line warning about it says no more
+            warnings.filterwarnings("ignore", r"Port \d+ is already in use", UserWarning)
+            cluster = _local_cluster(cfg, workers, threads)
     except RuntimeError as exc:
         script = getattr(sys.modules.get("__main__"), "__file__", None)
         ours = script and (

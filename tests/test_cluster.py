@@ -182,6 +182,29 @@ def test_dashboard_link_names_the_host_the_dashboard_listens_on():
     assert dashboard_link(SimpleNamespace(dashboard_link=""), "127.0.0.1:8787") is None
 
 
+def test_a_dashboard_port_in_use_is_replaced_without_distributeds_warning():
+    """The link printed at start names the port taken instead; distributed's multi-line
+    'Port ... is already in use' warning is not shown as well."""
+    import socket
+    import warnings
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = ClusterConfig(
+            n_workers=1, threads_per_worker=1, dashboard_address=f"127.0.0.1:{port}"
+        )
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with connect(cfg) as client:
+                link = dashboard_link(client)
+    assert link and f":{port}/" not in link
+    assert not [w for w in seen if "already in use" in str(w.message)], [
+        str(w.message) for w in seen
+    ]
+
+
 def test_performance_report_none_is_a_no_op_and_sync_warns(tmp_path):
     with performance_report(None):
         pass
