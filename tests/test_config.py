@@ -78,6 +78,13 @@ def test_wrong_type_and_impossible_values_name_the_key():
         load_config(None, ["spectra.fmin=0.01", "spectra.fmax=0.001"])
     with pytest.raises(ConfigError, match="cluster.address"):
         load_config(None, ["cluster.kind=address"])
+    # YAML true/false for a number is a mistake, not 1/0 (segments: true ran one segment)
+    for bad in ("spectra.segments=true", "resample.cadence=false", "spectra.fmax=true"):
+        with pytest.raises(
+            ConfigError, match=rf"{bad.split('=')[0]}: .*(true|false) is not a number"
+        ):
+            load_config(None, [bad])
+    assert load_config(None, ["output.keep_cube=false"]).output.keep_cube is False
 
 
 def test_bad_override_syntax():
