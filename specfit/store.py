@@ -1003,13 +1003,18 @@ class StoreLock:
             return None
         return info if isinstance(info, dict) else None
 
-    def _wait_for_info(self, seconds: float = 2.0) -> dict | None:
+    def _wait_for_info(self, alive: bool, seconds: float = 2.0) -> dict | None:
         """The holder's ``lock.json``, waiting out the instant between its OS lock and the
-        file's writing (a second run that tries then would otherwise name nobody)."""
+        file's writing (a second run that tries then would otherwise name nobody, or the
+        crashed run whose record the new holder has yet to replace). ``alive``: the OS
+        lock proves the holder runs, so a record naming a dead process here is stale."""
         deadline = time.monotonic() + seconds
-        while (info := self._read_info()) is None and time.monotonic() < deadline:
+        while True:
+            info = self._read_info()
+            fresh = info is not None and not (alive and self._is_dead_local(info))
+            if fresh or time.monotonic() >= deadline:
+                return info if fresh else None
             time.sleep(0.05)
-        return info
 
     @staticmethod
     def _describe(info: dict | None) -> str:
@@ -1019,26 +1024,28 @@ class StoreLock:
 
     def acquire(self) -> StoreLock:
         """Take the lock or raise :class:`StoreError` naming the run that holds it."""
-        from filelock import FileLock, Timeout
+        from filelock import FileLock, SoftFileLock, Timeout
 
         from specfit.workspace import ensure_work_dir
 
         ensure_work_dir(self.results, self.label.strip() or "output.path")
         lock = FileLock(str(self.lock_path), timeout=0)
+        # An OS lock (flock) is released when its holder ends, so a taken one proves the holder
+        # runs; only a soft lock (the lock file's existence) can outlive a crashed holder.
+        soft = isinstance(lock, SoftFileLock)
         took_over = False
         for attempt in range(3):
             try:
                 lock.acquire(timeout=0)
                 break
             except Timeout:
-                holder = self._wait_for_info()
+                holder = self._wait_for_info(alive=not soft)
                 if holder is None and attempt < 2:
                     continue  # the holder finished meanwhile (or never wrote lock.json): retry
-                if not took_over and self._is_dead_local(holder):
-                    # A lock whose holder is gone although the OS lock is still taken: a file
-                    # system without flock (filelock then falls back to the lock file's
-                    # existence), left behind by a crash. Wait out the instant between a new
-                    # holder's lock and its lock.json, then take it over.
+                if soft and not took_over and self._is_dead_local(holder):
+                    # A soft lock whose holder is gone: left behind by a crash on a file system
+                    # without flock. Wait out the instant between a new holder's lock and its
+                    # lock.json, then take it over.
                     time.sleep(0.5)
                     if self._read_info() == holder:
                         log.warning(
