@@ -862,8 +862,15 @@ def _run_locked(
         return open_results(results_path)
     plan = plan_run(_prepare_input(cfg), data=data)
     _describe_plan(cfg, plan)
-    # An empty folder the user made for output.cube_path stays when the cube is dropped
-    user_dir = bool(cfg.output.cube_path) and is_empty_dir(cube_path_for(cfg))
+    # An empty folder the user made for output.cube_path stays when the cube is dropped. A
+    # note in the cube's work folder keeps that fact for a resumed run (the folder then
+    # holds the cube the interrupted run began).
+    user_dir = False
+    if cfg.output.cube_path:
+        note = work_dir_for(cube_path_for(cfg)) / "cube-folder-was-the-users"
+        if is_empty_dir(cube_path_for(cfg)):
+            note.write_text("output.cube_path was an empty folder before specfit wrote the cube\n")
+        user_dir = note.exists()
     with connect(cfg.cluster) as client, performance_report(report or cfg.cluster.report):
         tile, time_chunk = _choose_sizes(cfg, plan, client)
         if action == "resume":
@@ -1019,6 +1026,8 @@ def _finalise(cfg: Config, timings: dict, t_start: float, keep_folder: bool = Fa
         # only ever a cube specfit wrote (its marker)
         if remove_specfit_cube(cube_path_for(cfg)) and keep_folder:
             cube_path_for(cfg).mkdir()
+    if cfg.output.cube_path:
+        (work_dir_for(cube_path_for(cfg)) / "cube-folder-was-the-users").unlink(missing_ok=True)
     _say(f"  wrote {results_path} in {time.perf_counter() - t_start:.1f} s")
 
 

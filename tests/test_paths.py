@@ -398,6 +398,28 @@ def test_an_empty_cube_folder_the_user_made_stays_when_the_cube_is_dropped(tmp_p
     cfg = frames_config(tmp_path, frames, path=str(tmp_path / "r2.zarr"), cube_path=str(made))
     run({**cfg, "output": {**cfg["output"], "keep_cube": False}})
     assert not made.exists()  # what the run made, it removes
+    # interrupted after the cube was written into the user's folder, then resumed: the
+    # folder (now holding the cube) is still the user's
+    import specfit.pipeline as pipeline
+
+    again = tmp_path / "cube_again"
+    again.mkdir()
+    cfg = frames_config(tmp_path, frames, path=str(tmp_path / "r3.zarr"), cube_path=str(again))
+    cfg["output"]["keep_cube"] = False
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real = pipeline._tiles
+    pipeline._tiles = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg)
+    finally:
+        pipeline._tiles = real
+    assert any(again.iterdir())  # the cube is in it
+    run(cfg, resume=True)
+    assert again.is_dir() and not any(again.iterdir())
 
 
 def test_plot_and_export_never_write_into_the_store_or_the_input_folder(tmp_path, frames):
