@@ -441,6 +441,15 @@ def check_product_folder(out: str | os.PathLike, ds: Any, option: str) -> None:
         base = _resolved(_glob_base(source))
         if base.is_dir():
             guarded.append(("the folder of the run's input frames", base))
+    # whatever Dataset was given (xarray operations drop ``encoding``): any specfit store,
+    # cube or work folder at or above the target
+    for p in (target, *target.parents):
+        if not p.is_dir():
+            continue
+        if is_specfit_results(p) or is_specfit_cube(p):
+            guarded.append(("a specfit store", p))
+        elif _is_work_dir(p):
+            guarded.append(("a specfit work folder", p))
     for what, base in guarded:
         if target == base or _inside(target, base):
             raise ConfigError(

@@ -434,6 +434,17 @@ def test_plot_and_export_never_write_into_the_store_or_the_input_folder(tmp_path
             plot_results(str(results), out, maps=["m1_index"])
         with pytest.raises(ConfigError, match=r"--fits .*: is or lies inside"):
             export_fits(str(results), out, maps=["m1_index"])
+    # a Dataset that lost its encoding (ds.where drops it) is guarded by the folder itself
+    from specfit.store import open_results
+
+    ds = open_results(results)
+    masked = ds.where(ds["m1_index"] > -5)
+    assert "source" not in masked.encoding
+    for out in (results / "maps", work_dir_for(results) / "maps"):
+        with pytest.raises(ConfigError, match=r"--out .*: is or lies inside a specfit"):
+            plot_results(masked, out, maps=["m1_index"])
+        with pytest.raises(ConfigError, match=r"--fits .*: is or lies inside a specfit"):
+            export_fits(masked, out, maps=["m1_index"])
     assert snapshot(tmp_path) == before
 
 
