@@ -188,8 +188,9 @@ def check_grid_size(times: np.ndarray, cadence: float | None = None, files: Any 
     Raises
     ------
     InputError
-        When one spacing makes up most of the span: a frame whose time lies far from the
-        others (names both frames and the fix).
+        When the frames' own spacing already gives such a grid, i.e. gaps make up nearly all
+        of the span: one frame far from the others (both frames named), or the largest gaps
+        (named with their frames).
     ConfigError
         When ``resample.cadence`` is far below the frames' spacing.
     """
@@ -200,38 +201,47 @@ def check_grid_size(times: np.ndarray, cadence: float | None = None, files: Any 
         return
     d = np.diff(t)
     positive = d[d > 0]
-    step = (
-        float(cadence)
-        if cadence is not None
-        else float(np.median(positive))
-        if positive.size
-        else 0.0
-    )
+    median = float(np.median(positive)) if positive.size else 0.0
     span = float(t[-1] - t[0])
-    if not (step > 0 and math.isfinite(step) and math.isfinite(span)):
+    if not (median > 0 and math.isfinite(span)):
         return
-    n = span / step + 1
-    if n <= MAX_SAMPLES_PER_FRAME * t.size:
-        return
-    i = int(np.argmax(d))
+    limit = MAX_SAMPLES_PER_FRAME * t.size
     names = list(files) if files is not None and len(files) == t.size else None
 
     def frame(k: int) -> str:
         return f"frame {k}" + (f" ({names[k]})" if names else "")
 
-    if d[i] > 0.5 * span:
+    own = span / median + 1  # the grid at the frames' own spacing
+    if own > limit:
+        i = int(np.argmax(d))
+        if d[i] > 0.5 * span:
+            raise InputError(
+                f"{frame(i)} and {frame(i + 1)} are {d[i]:.6g} s apart, "
+                f"{100 * d[i] / span:.1f} % of the series' span: a grid over it would hold "
+                f"{own:.3g} samples for {t.size} frames. One frame's time is far from the "
+                "others (check its DATE-OBS/T_OBS) or the frames come from separate "
+                "observations: give the frames of one observation"
+            )
+        gaps = np.flatnonzero(d > 1.5 * median)
+        biggest = gaps[np.argsort(d[gaps])[::-1][:3]]
+        listed = "; ".join(f"{d[k]:.6g} s after {frame(k)}" for k in sorted(biggest))
+        share = float(d[gaps].sum() - gaps.size * median) / span
         raise InputError(
-            f"{frame(i)} and {frame(i + 1)} are {d[i]:.6g} s apart, {100 * d[i] / span:.1f} % of "
-            f"the series' span: a grid over it would hold {n:.3g} samples for {t.size} frames. "
-            "One frame's time is far from the others (check its DATE-OBS/T_OBS) or the frames "
-            "come from separate observations: give the frames of one observation"
+            f"gaps make up {100 * share:.0f} % of the series' {span:.6g} s: a uniform grid at "
+            f"the frames' spacing ({median:.6g} s) would hold {own:.3g} samples for {t.size} "
+            f"frames, nearly all interpolated (largest gaps: {listed}). Give one continuous "
+            "stretch of frames (e.g. a folder per observation)"
         )
-    raise ConfigError(
-        f"resample.cadence={step:g} s gives {n:.3g} samples for {t.size} frames (more than "
-        f"{MAX_SAMPLES_PER_FRAME} per frame; the frames' median spacing is "
-        f"{float(np.median(positive)):.6g} s): choose a cadence near the frames' or leave "
-        "resample.cadence unset"
-    )
+    if cadence is None:
+        return
+    step = float(cadence)
+    n = span / step + 1
+    if step > 0 and math.isfinite(step) and n > limit:
+        raise ConfigError(
+            f"resample.cadence={step:g} s gives {n:.3g} samples for {t.size} frames (more than "
+            f"{MAX_SAMPLES_PER_FRAME} per frame; the frames' median spacing is {median:.6g} s): "
+            "choose a cadence near the frames' or leave resample.cadence unset"
+        )
 
 
 def check_samples(times: np.ndarray, new_times: np.ndarray, cadence: float | None) -> None:

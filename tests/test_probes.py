@@ -536,6 +536,15 @@ def test_a_frame_far_off_in_time_or_a_tiny_cadence_is_refused_before_any_grid(tm
             run({**cfg, "resample": {"cadence": cadence}})
     with pytest.raises(InputError, match=far):
         init_config(str(tmp_path / "f"), str(tmp_path / "c.yaml"))
+    # no single spacing dominates, but gaps are 96 % of the span (four 4-minute stretches
+    # over 6 h): the gaps are named, not resample.cadence (set or not)
+    from specfit.stages import check_grid_size
+
+    t = np.concatenate([np.arange(20) * 12.0 + k * 7200 for k in range(4)])
+    names = [f"g{i:03d}.fits" for i in range(t.size)]
+    for cadence in (None, 12.0):
+        with pytest.raises(InputError, match=r"gaps make up 96 % .* 6972 s after frame 19 \(g019"):
+            check_grid_size(t, cadence, names)
     assert not (tmp_path / "results.zarr").exists()
     # a Zarr cube whose time coordinate has a NaN: named by its own index, not the sorted one
     t = np.arange(12) * 12.0
