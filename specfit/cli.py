@@ -155,12 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     from specfit.errors import SpecfitError
 
     _plain_warnings()
+    previous: dict = {}
     if args.command in ("run", "demo"):
-        _quiet_on_interrupt()
+        previous = _quiet_on_interrupt()
         _quiet_resource_tracker()
     try:
         return _dispatch(args)
     except KeyboardInterrupt as exc:
+        from specfit.cluster import is_mpi_server
+
+        if is_mpi_server():  # the client rank says it, once for the whole job
+            return 143 if isinstance(exc, _Terminated) else 130
         # Ctrl-C is a normal way to stop: one line on how to go on, no traceback (--debug shows
         # it).
         import traceback
@@ -189,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"specfit: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        # main() called from Python: the caller's own signal handlers again
+        import signal
+
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _plain_warnings() -> None:
@@ -212,14 +223,15 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C is (the cluster shut down, one line on how to go on)."""
 
 
-def _quiet_on_interrupt() -> None:
+def _quiet_on_interrupt() -> dict:
     """Ctrl-C and SIGTERM: silence the cluster's shutdown chatter first, then interrupt.
 
     Done in the handler (main thread, before KeyboardInterrupt is raised) because the dask
     client's event-loop thread starts logging the moment a waiting call is interrupted.
     SIGTERM (SLURM at the wall-time limit, ``timeout``, ``kill``) raises :class:`_Terminated`,
     a KeyboardInterrupt, so it takes Ctrl-C's path: the cluster is shut down and one line
-    says how to resume, instead of the process vanishing without a word.
+    says how to resume, instead of the process vanishing without a word. Returns the
+    handlers replaced, for :func:`main` to put back.
     """
     import signal
 
@@ -229,10 +241,12 @@ def _quiet_on_interrupt() -> None:
         quiet_interrupted_cluster()
         raise _Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
+    previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         # a signal the process was started to ignore (nohup, a background job) stays ignored
         if signal.getsignal(sig) is not signal.SIG_IGN:
-            signal.signal(sig, handler)
+            previous[sig] = signal.signal(sig, handler)
+    return previous
 
 
 def _quiet_resource_tracker() -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "check_reachable",
     "start_mpi",
     "dashboard_link",
+    "is_mpi_server",
     "performance_report",
     "auto_tile",
     "auto_time_chunk",
@@ -606,7 +607,13 @@ def _connect_address(cfg: ClusterConfig) -> Iterator[Any]:
 
 
 # Whether this process has turned its MPI job into a dask cluster, and whether it is closed.
-_MPI_STATE = {"started": False, "closed": False, "size": 0}
+_MPI_STATE = {"started": False, "closed": False, "size": 0, "server": False}
+
+
+def is_mpi_server() -> bool:
+    """True in an MPI job's scheduler and worker ranks (all but rank 1, the client): they
+    leave quietly when stopped, the client says what happened (once, not once per rank)."""
+    return bool(_MPI_STATE["server"])
 
 
 def start_mpi(cfg: ClusterConfig) -> None:
@@ -645,6 +652,9 @@ def start_mpi(cfg: ClusterConfig) -> None:
         )
     # Every rank logs; at INFO level N ranks bury the pipeline's own messages.
     _quiet_logs()
+    _MPI_STATE["server"] = MPI.COMM_WORLD.Get_rank() != 1
+    # a dashboard port in use is replaced by a free one, which the printed link names
+    warnings.filterwarnings("ignore", r"Port \d+ is already in use", UserWarning)
     # exit=False: we, not dask-mpi's own atexit hook, decide when the cluster closes (in
     # connect()'s finally, or our exit hook below); the non-client ranks leave right here.
     is_client = dask_mpi.initialize(

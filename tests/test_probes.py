@@ -352,6 +352,27 @@ def test_ctrl_c_during_run_prints_one_line_and_resume_finishes(tmp_path, how):
     assert is_complete(results)
 
 
+def test_main_called_from_python_gives_back_the_callers_signal_handlers(tmp_path):
+    """specfit.cli.main installs its Ctrl-C/SIGTERM handlers for a run, and puts the
+    caller's back when it returns (a workflow engine's SIGTERM must not become a
+    KeyboardInterrupt in its own code afterwards)."""
+    import signal
+
+    from specfit.cli import main
+
+    def mine(signum, frame):
+        pass
+
+    before = {s: signal.signal(s, mine) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+        assert signal.getsignal(signal.SIGINT) is mine
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+
+
 def test_a_bar_left_open_by_an_interrupted_loop_ends_before_the_resume_line(capsys):
     """Ctrl-C in a loop's body leaves progress()'s generator suspended with its bar open at
     0/n; end_progress_lines (the CLI's, before its line) ends its line, and the bar stays
