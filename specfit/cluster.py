@@ -45,6 +45,7 @@ __all__ = [
     "start_mpi",
     "dashboard_link",
     "is_mpi_server",
+    "scheduler_host",
     "performance_report",
     "auto_tile",
     "auto_time_chunk",
@@ -350,15 +351,29 @@ def dashboard_link(client: Any | None, listening_on: str | None = None) -> str |
     if not link or host in ("", "0.0.0.0", "::", "*"):
         return link or None
     parts = urlsplit(link)
-    if parts.port is None:
-        return link
+    if parts.port is None or parts.hostname != scheduler_host(client):
+        return link  # a link set in dask's config (e.g. a proxy): as given
     shown = f"[{host}]" if ":" in host else host
     netloc = f"{shown}:{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def scheduler_host(client: Any) -> str | None:
+    """The host (name or address) of ``client``'s scheduler, or None."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(str(client.scheduler.address)).hostname
+    except (AttributeError, ValueError):
+        return None
+
+
 def _announce(client: Any, what: str, dashboard_address: str | None = None) -> None:
     link = dashboard_link(client, dashboard_address)
+    host = scheduler_host(client)
+    if link and host and link != dashboard_link(client):
+        # the link names the dashboard's loopback: say on which node (for an SSH tunnel)
+        link += f" on the scheduler's node {host}"
     nthreads = total_threads(client)
     _say(
         f"{what}: {len(client.scheduler_info(n_workers=-1).get('workers', {}))} workers, "

@@ -174,12 +174,21 @@ def test_dashboard_link_names_the_host_the_dashboard_listens_on():
     the printed link must be the one that answers, with the port actually taken."""
     from types import SimpleNamespace
 
-    mpi = SimpleNamespace(dashboard_link="http://192.0.2.2:8790/status")
+    scheduler = SimpleNamespace(address="tcp://192.0.2.2:40123")
+    mpi = SimpleNamespace(dashboard_link="http://192.0.2.2:8790/status", scheduler=scheduler)
     assert dashboard_link(mpi, "127.0.0.1:8787") == "http://127.0.0.1:8790/status"
     assert dashboard_link(mpi, "::1:8787") == "http://[::1]:8790/status"
     for every_interface in (":8787", "0.0.0.0:8787", None):
         assert dashboard_link(mpi, every_interface) == mpi.dashboard_link
-    assert dashboard_link(SimpleNamespace(dashboard_link=""), "127.0.0.1:8787") is None
+    # a link from dask's config (distributed.dashboard.link, e.g. a JupyterHub proxy) as given
+    proxy = SimpleNamespace(
+        dashboard_link="http://login01:8000/user/a/proxy/8787/status", scheduler=scheduler
+    )
+    assert dashboard_link(proxy, "127.0.0.1:8787") == proxy.dashboard_link
+    assert (
+        dashboard_link(SimpleNamespace(dashboard_link="", scheduler=scheduler), "127.0.0.1:8787")
+        is None
+    )
 
 
 def test_a_dashboard_port_in_use_is_replaced_without_distributeds_warning():
