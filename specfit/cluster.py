@@ -368,8 +368,11 @@ def scheduler_host(client: Any) -> str | None:
         return None
 
 
-def _announce(client: Any, what: str, dashboard_address: str | None = None) -> None:
-    link = dashboard_link(client, dashboard_address)
+def _announce(
+    client: Any, what: str, dashboard_address: str | None = None, dashboard: bool = True
+) -> None:
+    # dashboard false: the scheduler still serves its HTTP endpoints, but no dashboard pages
+    link = dashboard_link(client, dashboard_address) if dashboard else None
     host = scheduler_host(client)
     if link and host and link != dashboard_link(client):
         # the link names the dashboard's loopback: say on which node (for an SSH tunnel)
@@ -531,7 +534,7 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
     try:
         with Client(cluster) as client:
             client.run(_quiet_workers, logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
-            _announce(client, "local cluster")
+            _announce(client, "local cluster", dashboard=cfg.dashboard)
             with _distributed_settings():
                 yield client
     except KeyboardInterrupt:
@@ -706,11 +709,7 @@ def _connect_mpi(cfg: ClusterConfig) -> Iterator[Any]:
     try:
         client = Client()  # dask_mpi.initialize put the scheduler address in dask.config
         _wait_for_workers(client, size - 2, f"MPI cluster of {size} ranks")
-        _announce(
-            client,
-            f"MPI cluster ({size} ranks)",
-            cfg.dashboard_address if cfg.dashboard else None,
-        )
+        _announce(client, f"MPI cluster ({size} ranks)", cfg.dashboard_address, cfg.dashboard)
         with _distributed_settings():
             yield client
     finally:

@@ -214,6 +214,15 @@ def test_a_dashboard_port_in_use_is_replaced_without_distributeds_warning():
     ]
 
 
+def test_dashboard_false_prints_no_link(capsys):
+    """cluster.dashboard: false serves no dashboard pages, so no link is printed (one to the
+    scheduler's bare HTTP endpoints was)."""
+    with connect(ClusterConfig(n_workers=1, threads_per_worker=1, dashboard=False)):
+        pass
+    err = capsys.readouterr().err
+    assert "local cluster: 1 workers" in err and "dashboard" not in err
+
+
 def test_performance_report_none_is_a_no_op_and_sync_warns(tmp_path):
     with performance_report(None):
         pass

@@ -346,9 +346,9 @@ def _warn_odd_exposures(exp: np.ndarray, files: list[str], key: str) -> None:
     more = f" and {odd.size - 3} more" if odd.size > 3 else ""
     warnings.warn(
         f"{key} of {shown}{more} is more than {ODD_EXPOSURE_FACTOR:g} times from the "
-        f"series' median {med:g} s: each frame is divided by its exposure, so such a value "
-        "scales its frame by that factor in every pixel's series; check those headers or "
-        "remove the frames",
+        f"series' median {med:g} s. Each frame is divided by its exposure, so a wrong value "
+        "scales its frame by that factor in every pixel's series: check those headers and "
+        "remove a frame whose exposure is wrong (a real exposure needs nothing)",
         stacklevel=4,
     )
 
