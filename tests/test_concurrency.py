@@ -208,9 +208,13 @@ def test_a_crashed_runs_lock_is_taken_over_with_a_warning(tmp_path, caplog):
     assert not lock.info_path.exists()  # released cleanly: no record left
 
 
-def test_a_run_starting_as_the_holder_writes_its_record_names_the_holder(tmp_path):
-    """The holder takes the OS lock, then writes lock.json: a second run trying in between
-    waits for the record and names the holder (it had said "host ?, pid ?" once in CI)."""
+@pytest.mark.parametrize("crashed_record", [False, True])
+def test_a_run_starting_as_the_holder_writes_its_record_names_the_holder(tmp_path, crashed_record):
+    """The holder takes the OS lock, then writes lock.json (late here: 0.8 s). A run trying
+    in between waits for the record and names the holder (it had said "host ?, pid ?" once
+    in CI). With a crashed run's record still there, it waits past that one too and never
+    takes the lock over (the OS lock proves the holder runs): before, it named the dead run
+    or, after 0.5 s, unlinked the live holder's lock file and wrote beside it."""
     import threading
 
     import filelock
@@ -219,51 +223,26 @@ def test_a_run_starting_as_the_holder_writes_its_record_names_the_holder(tmp_pat
     first = StoreLock(results)
     first.work.mkdir()
     (first.work / "specfit-work.json").write_text("{}")
-    os_lock = filelock.FileLock(str(first.lock_path))
-    os_lock.acquire()
-    info = {"host": "elsewhere", "pid": 4242, "started": "2026-12-06T01:00:00+00:00"}
-    late = threading.Timer(0.4, lambda: first.info_path.write_text(json.dumps(info)))
-    late.start()
-    try:
-        with pytest.raises(StoreError, match="host elsewhere, pid 4242, started 2026-12-06"):
-            StoreLock(results).acquire()
-    finally:
-        late.join()
-        os_lock.release()
-    first.info_path.unlink()
-    with StoreLock(results) as lock:  # the holder gone: the lock is free again
-        assert json.loads(lock.info_path.read_text())["pid"] == os.getpid()
-
-
-def test_a_crashed_runs_record_is_not_taken_for_a_live_holder(tmp_path):
-    """A crashed run left lock.json; a new run holds the OS lock but has not yet replaced
-    that record (0.8 s here). A third run must wait for the new record and name its writer,
-    never take the lock over (the OS lock proves the holder runs): before, it named the dead
-    run or, after 0.5 s, unlinked the live holder's lock file and wrote beside it."""
-    import threading
-
-    import filelock
-
-    results = tmp_path / "results.zarr"
-    first = StoreLock(results)
-    first.work.mkdir()
-    (first.work / "specfit-work.json").write_text("{}")
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    crashed = {"host": socket.gethostname(), "pid": dead.pid, "started": "crashed-run"}
-    first.info_path.write_text(json.dumps(crashed))
+    if crashed_record:
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        crashed = {"host": socket.gethostname(), "pid": dead.pid, "started": "crashed-run"}
+        first.info_path.write_text(json.dumps(crashed))
     live = filelock.FileLock(str(first.lock_path))
     live.acquire()
-    info = {"host": "elsewhere", "pid": 4242, "started": "2026-12-06T02:40:00+00:00"}
+    info = {"host": "elsewhere", "pid": 4242, "started": "2026-12-06T01:00:00+00:00"}
     late = threading.Timer(0.8, lambda: first.info_path.write_text(json.dumps(info)))
     late.start()
     try:
-        with pytest.raises(StoreError, match="host elsewhere, pid 4242"):
+        with pytest.raises(StoreError, match="host elsewhere, pid 4242, started 2026-12-06"):
             StoreLock(results).acquire()
         assert first.lock_path.exists() and live.is_locked  # not taken over
     finally:
         late.join()
         live.release()
+    first.info_path.unlink()
+    with StoreLock(results) as lock:  # the holder gone: the lock is free again
+        assert json.loads(lock.info_path.read_text())["pid"] == os.getpid()
 
 
 def test_a_leftover_lock_of_a_dead_local_pid_is_taken_over(tmp_path, caplog, monkeypatch):
