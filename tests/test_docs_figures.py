@@ -522,14 +522,12 @@ def test_fitting_md_bootstrap_table_quotes_docs_recovery_json():
     )
 
 
-def test_readme_and_benchmarks_quote_the_1600_field_run_json():
+def test_benchmarks_quote_the_1600_field_run_json():
+    """The one 1600² run is a dated record in benchmarks/README.md; the README, which quotes
+    only the day's runs, points to it without its figures."""
     (row,) = json.loads((ROOT / "benchmarks" / "headline_1600x1797.json").read_text())
     readme = page_text("README.md")
-    assert (
-        f"{row['pipeline_s']:.1f} s = {row['px_per_s']:,.0f} px/s end to end "
-        f"({row['full_field_min']:.1f} min), peak RSS {row['peak_rss_gib']:.2f} GiB"
-    ) in readme
-    assert f"its cube stage took {row['cube_s']:.0f} s" in readme
+    assert f"{row['px_per_s']:,.0f} px/s" not in readme
     bench = page_text("benchmarks/README.md")
     assert (f"{row['frames']} frames ({row['freqs']} freqs), 2 workers x 1 thread: "
             f"{row['pipeline_s']:.1f} s = {row['px_per_s']:,.0f} px/s ({row['px_per_cpu_s']:.0f} px "
