@@ -485,6 +485,10 @@ def _quiet_workers(debug: bool = False) -> None:
             worker_log.addFilter(_DropInputErrors())
 
 
+# distributed's warning when a dashboard port is taken and it picks a free one
+_PORT_IN_USE = r"Port \d+ is already in use"
+
+
 def _local_cluster(cfg: ClusterConfig, workers: int, threads: int) -> Any:
     import logging
 
@@ -517,7 +521,7 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
         with warnings.catch_warnings():
             # a dashboard port in use is replaced by a free one, and the link printed at
             # start names it: distributed's own multi-line warning about it says no more
-            warnings.filterwarnings("ignore", r"Port \d+ is already in use", UserWarning)
+            warnings.filterwarnings("ignore", _PORT_IN_USE, UserWarning)
             cluster = _local_cluster(cfg, workers, threads)
     except RuntimeError as exc:
         script = getattr(sys.modules.get("__main__"), "__file__", None)
@@ -672,7 +676,7 @@ def start_mpi(cfg: ClusterConfig) -> None:
     _quiet_logs()
     _MPI_STATE["server"] = MPI.COMM_WORLD.Get_rank() != 1
     # a dashboard port in use is replaced by a free one, which the printed link names
-    warnings.filterwarnings("ignore", r"Port \d+ is already in use", UserWarning)
+    warnings.filterwarnings("ignore", _PORT_IN_USE, UserWarning)
     # exit=False: we, not dask-mpi's own atexit hook, decide when the cluster closes (in
     # connect()'s finally, or our exit hook below); the non-client ranks leave right here.
     is_client = dask_mpi.initialize(

@@ -265,7 +265,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     from specfit.kernels import periodogram as pg
     from specfit.kernels import resample as rs
     from specfit.kernels.periodogram import segment_samples
-    from specfit.stages import check_grid_size, check_samples, ingest, resolve_models
+    from specfit.stages import ingest, resolve_models, uniform_grid
 
     try:
         models = resolve_models(cfg.fit.models, cfg.fit.user_models, cfg.fit.bounds)
@@ -303,9 +303,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
             f"spectra.box={cfg.spectra.box} is larger than the image ({ny} x {nx} px): every "
             f"box would hold the whole field; choose a box of at most {edge - (edge + 1) % 2} px"
         )
-    check_grid_size(times, cfg.resample.cadence, arr.attrs.get("files"))
-    new_times = rs.uniform_times(times, cfg.resample.cadence)
-    check_samples(times, new_times, cfg.resample.cadence)
+    new_times = uniform_grid(times, cfg.resample.cadence, arr.attrs.get("files"))
     dt = float(new_times[1] - new_times[0])
     gaps = rs.find_gaps(times, dt, cfg.resample.max_gap)
     nyquist_keep = rs.interpolation_nyquist_gain(times, new_times)
@@ -867,7 +865,7 @@ def _run_locked(
     # holds the cube the interrupted run began).
     user_dir = False
     if cfg.output.cube_path:
-        note = work_dir_for(cube_path_for(cfg)) / "cube-folder-was-the-users"
+        note = _user_folder_note(cfg)
         if is_empty_dir(cube_path_for(cfg)):
             note.write_text("output.cube_path was an empty folder before specfit wrote the cube\n")
         user_dir = note.exists()
@@ -1011,6 +1009,12 @@ def _tiles(
     return time.perf_counter() - t0, len(todo), done.size
 
 
+def _user_folder_note(cfg: Config) -> Path:
+    """The note (in the cube's work folder) that ``output.cube_path`` was the user's empty
+    folder before the cube was written into it: kept across a resume, read by _finalise."""
+    return work_dir_for(cube_path_for(cfg)) / "cube-folder-was-the-users"
+
+
 def _finalise(cfg: Config, timings: dict, t_start: float, keep_folder: bool = False) -> None:
     """Mark the store complete with this invocation's timings; drop a cube not to be kept
     (leaving its folder, empty, where ``keep_folder``: the user made it)."""
@@ -1027,7 +1031,7 @@ def _finalise(cfg: Config, timings: dict, t_start: float, keep_folder: bool = Fa
         if remove_specfit_cube(cube_path_for(cfg)) and keep_folder:
             cube_path_for(cfg).mkdir()
     if cfg.output.cube_path:
-        (work_dir_for(cube_path_for(cfg)) / "cube-folder-was-the-users").unlink(missing_ok=True)
+        _user_folder_note(cfg).unlink(missing_ok=True)
     _say(f"  wrote {results_path} in {time.perf_counter() - t_start:.1f} s")
 
 
@@ -1081,6 +1085,10 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.n
     return failures, seen
 
 
+# what a frame without one finite pixel is (clean_frames makes each of these NaN)
+_EMPTY_FRAME = "all NaN, all zero, beyond float32's range or missing"
+
+
 def _report_empty_frames(empty: np.ndarray, arr) -> None:
     """Warn about frames with no finite pixel (all NaN, or masked as missing).
 
@@ -1093,8 +1101,8 @@ def _report_empty_frames(empty: np.ndarray, arr) -> None:
     times = np.asarray(arr["time"].values, dtype=float)
     if empty.size == times.size:
         log.warning(
-            "no frame has a finite pixel (all NaN, all zero, beyond float32's range or missing): there is nothing to "
-            "fit, every pixel is NaN with a nonfinite_input status; check the input files and "
+            f"no frame has a finite pixel ({_EMPTY_FRAME}): there is nothing to fit, every "
+            "pixel is NaN with a nonfinite_input status; check the input files and "
             "input.missing_below"
         )
         return
@@ -1106,8 +1114,7 @@ def _report_empty_frames(empty: np.ndarray, arr) -> None:
     shown = ", ".join(name(int(i)) for i in empty[:5])
     more = f" and {empty.size - 5} more" if empty.size > 5 else ""
     log.warning(
-        "%d frame(s) have no finite pixel (all NaN, all zero, beyond float32's range or missing): %s%s. They are "
-        "treated as "
+        f"%d frame(s) have no finite pixel ({_EMPTY_FRAME}): %s%s. They are treated as "
         "missing: each pixel is interpolated across them from the neighbouring frames",
         empty.size,
         shown,

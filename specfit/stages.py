@@ -265,6 +265,17 @@ def check_samples(times: np.ndarray, new_times: np.ndarray, cadence: float | Non
     )
 
 
+def uniform_grid(times: np.ndarray, cadence: float | None, files: Any = None) -> np.ndarray:
+    """The uniform time grid of frames at ``times`` (s), checked: refused before it is made
+    when it would be mostly interpolation (:func:`check_grid_size`), and after when it holds
+    too few samples for a spectrum (:func:`check_samples`). What ``specfit run`` and
+    :func:`resample` both use."""
+    check_grid_size(times, cadence, files)
+    new_times = _rs.uniform_times(times, cadence)
+    check_samples(times, new_times, cadence)
+    return new_times
+
+
 def resample(
     arr: xr.DataArray,
     cadence: float | None = DEFAULTS.resample.cadence,
@@ -294,9 +305,7 @@ def resample(
     check_settings("resample", ResampleConfig, {"cadence": cadence, "max_gap": max_gap})
     arr = _frames(arr, "resample")
     times = _seconds(arr)
-    check_grid_size(times, cadence, arr.attrs.get("files"))
-    new_times = _rs.uniform_times(times, cadence)
-    check_samples(times, new_times, cadence)
+    new_times = uniform_grid(times, cadence, arr.attrs.get("files"))
     dt = float(new_times[1] - new_times[0])
     gaps = _rs.find_gaps(times, dt, max_gap)
     report_gaps(gaps, dt)

@@ -287,6 +287,20 @@ def _check_writable(key: str, path: Path) -> None:
         )
 
 
+def _input_paths(cfg: Config) -> list[tuple[str, Path]]:
+    """(key, resolved path) of every local input: ``input.path`` (a glob's folder),
+    ``input.times_csv`` and ``input.times``."""
+    out = []
+    for key, value in (
+        ("input.path", cfg.input.path),
+        ("input.times_csv", cfg.input.times_csv),
+        ("input.times", cfg.input.times),
+    ):
+        if value and "://" not in value:
+            out.append((key, _resolved(_glob_base(value))))
+    return out
+
+
 def check_paths(cfg: Config, cube_path: Path) -> None:
     """Refuse any run whose outputs would touch its inputs or someone else's files.
 
@@ -308,14 +322,7 @@ def check_paths(cfg: Config, cube_path: Path) -> None:
     work = work_dir_for(out)
     cube = _resolved(cube_path)
     user_cube = bool(cfg.output.cube_path)
-    inputs: list[tuple[str, Path]] = []
-    for key, value in (
-        ("input.path", cfg.input.path),
-        ("input.times_csv", cfg.input.times_csv),
-        ("input.times", cfg.input.times),
-    ):
-        if value and "://" not in value:
-            inputs.append((key, _resolved(_glob_base(value))))
+    inputs = _input_paths(cfg)
     targets = [("output.path", out), ("output.path", work)]
     if user_cube:
         targets.append(("output.cube_path", cube))
@@ -397,14 +404,8 @@ def check_report_path(cfg: Config, report: str | os.PathLike | None) -> None:
                 f"{key}: {path} exists and is not a dask performance report; specfit replaces "
                 "only its own reports, so choose another file name"
             )
-    guarded: list[tuple[str, Path]] = []
-    for k, value in (
-        ("input.path", cfg.input.path),
-        ("input.times_csv", cfg.input.times_csv),
-        ("input.times", cfg.input.times),
-        ("output.path", cfg.output.path),
-        ("output.cube_path", cfg.output.cube_path),
-    ):
+    guarded = _input_paths(cfg)
+    for k, value in (("output.path", cfg.output.path), ("output.cube_path", cfg.output.cube_path)):
         if value and "://" not in value:
             base = _resolved(_glob_base(value))
             guarded.append((k, base))

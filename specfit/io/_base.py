@@ -261,7 +261,7 @@ def clean_frames(
         block[np.all((block == 0) | np.isnan(block), axis=(1, 2))] = np.nan
     if scale is not None:
         with np.errstate(over="ignore"):
-            block *= np.asarray(scale, dtype=np.float64).astype(np.float32)[:, None, None]
+            block *= np.asarray(scale).astype(np.float32)[:, None, None]
         # a value the scale pushed beyond float32's range is missing too, as one read there
         block[np.isinf(block)] = np.nan
     return block
