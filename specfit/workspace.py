@@ -411,10 +411,26 @@ def check_report_path(cfg: Config, report: str | os.PathLike | None) -> None:
             guarded.append((k, base))
             if k == "output.path":
                 guarded.append((k, work_dir_for(base)))
+    # another run's store, cube or work folder: a file there would make it a store holding
+    # files specfit did not write (its --overwrite then refuses it)
+    guarded += _specfit_folders_at_or_above(path.parent)
     for k, base in guarded:
         if path == base or _inside(path, base):
             raise ConfigError(f"{key}: {path} lies inside {k} ({base}); write the report elsewhere")
     _check_writable(key, path.parent)
+
+
+def _specfit_folders_at_or_above(target: Path) -> list[tuple[str, Path]]:
+    """Every specfit store, cube or work folder that ``target`` is or lies inside."""
+    found = []
+    for p in (target, *target.parents):
+        if not p.is_dir():
+            continue
+        if is_specfit_results(p) or is_specfit_cube(p):
+            found.append(("a specfit store", p))
+        elif _is_work_dir(p):
+            found.append(("a specfit work folder", p))
+    return found
 
 
 def check_product_folder(out: str | os.PathLike, ds: Any, option: str) -> None:
@@ -444,13 +460,7 @@ def check_product_folder(out: str | os.PathLike, ds: Any, option: str) -> None:
             guarded.append(("the folder of the run's input frames", base))
     # whatever Dataset was given (xarray operations drop ``encoding``): any specfit store,
     # cube or work folder at or above the target
-    for p in (target, *target.parents):
-        if not p.is_dir():
-            continue
-        if is_specfit_results(p) or is_specfit_cube(p):
-            guarded.append(("a specfit store", p))
-        elif _is_work_dir(p):
-            guarded.append(("a specfit work folder", p))
+    guarded += _specfit_folders_at_or_above(target)
     for what, base in guarded:
         if target == base or _inside(target, base):
             raise ConfigError(

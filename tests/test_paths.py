@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 
 from conftest import tiny_config
 from specfit.config import load_config
@@ -367,6 +368,10 @@ def test_a_report_never_replaces_a_users_file_and_is_checked_before_work(tmp_pat
     frame = sorted(frames.iterdir())[0]
     folder = tmp_path / "reports"
     folder.mkdir()
+    other = tmp_path / "other_run" / "results.zarr"  # another run's store, and its cube
+    zarr.open_group(str(other), mode="w").attrs["specfit_kind"] = "results"
+    cube = tmp_path / "other_run" / "cube.zarr"
+    zarr.open_group(str(cube), mode="w").attrs["specfit_kind"] = "cube"
     before = snapshot(tmp_path)
     cfg = frames_config(tmp_path, frames)
     cases = [
@@ -375,6 +380,8 @@ def test_a_report_never_replaces_a_users_file_and_is_checked_before_work(tmp_pat
         (folder, "is a folder; give a file name"),
         (frames / "new.html", "lies inside input.path"),
         (tmp_path / "results.zarr" / "r.html", "lies inside output.path"),
+        (other / "r.html", "lies inside a specfit store"),
+        (cube / "sub" / "r.html", "lies inside a specfit store"),
     ]
     for report, message in cases:
         with pytest.raises(ConfigError, match=f"--report/cluster.report: .*{message}"):
