@@ -638,6 +638,38 @@ def is_mpi_server() -> bool:
     return bool(_MPI_STATE["server"])
 
 
+# How long a scheduler or worker rank waits after its own SIGTERM/SIGINT for the client's
+# close signal before it exits by itself (batch systems send SIGKILL ~30 s after SIGTERM).
+_SERVER_GRACE_S = 20.0
+
+
+def _leave_on_the_clients_close() -> None:
+    """SIGTERM/SIGINT in an MPI job's scheduler or worker rank: leave when the client closes
+    the cluster, as on a normal end, and only after a grace period by itself.
+
+    ``mpiexec`` (and a batch system at the wall-time limit) sends the signal to every rank at
+    once. Raised inside a serving rank's event loop, the interrupt made asyncio cancel the
+    scheduler's or worker's tasks, which could wait for each other for good (the job hung
+    after the client had said how to resume), or closed the scheduler before the client had
+    reacted, whose connection then logged a traceback. The client rank reacts (one line on
+    how to resume) and sends the close signal; this rank then ends as usual, its logs quiet
+    as the client's are.
+    """
+    import signal
+    import threading
+
+    def handler(signum: int, frame: object) -> None:
+        quiet_interrupted_cluster()  # the shutdown that follows is the one asked for
+        timer = threading.Timer(_SERVER_GRACE_S, os._exit, args=(128 + signum,))
+        timer.daemon = True
+        timer.start()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # a signal the job was started to ignore (nohup, a background job) stays ignored
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, handler)
+
+
 def start_mpi(cfg: ClusterConfig) -> None:
     """Turn this MPI job into a dask cluster now; only the client rank returns.
 
@@ -675,6 +707,8 @@ def start_mpi(cfg: ClusterConfig) -> None:
     # Every rank logs; at INFO level N ranks bury the pipeline's own messages.
     _quiet_logs()
     _MPI_STATE["server"] = MPI.COMM_WORLD.Get_rank() != 1
+    if _MPI_STATE["server"]:
+        _leave_on_the_clients_close()
     # a dashboard port in use is replaced by a free one, which the printed link names
     warnings.filterwarnings("ignore", _PORT_IN_USE, UserWarning)
     # exit=False: we, not dask-mpi's own atexit hook, decide when the cluster closes (in

@@ -65,3 +65,76 @@ def test_run_joins_an_existing_scheduler(tmp_path, tmp_path_factory):
             assert_same_results(results, reference)
         # specfit only disconnected: the scheduler and its workers are still up.
         assert all(p.poll() is None for p in procs)
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigterm_to_mpiexec_stops_the_run_with_one_message_and_resume_finishes(tmp_path):
+    """What a batch system does at the wall-time limit: SIGTERM to ``mpiexec`` while the
+    tiles run. The client rank says once how to resume (the scheduler and worker ranks stay
+    silent), no rank prints a traceback, nothing hangs, and the printed command finishes the
+    store. (Before the server ranks left the shutdown to the client, 2 of 6 runs hung
+    after the client's line and others printed the scheduler's or a worker's traceback.)"""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from conftest import tiny_config
+    from conftest_cluster import kill_group
+    from specfit.store import is_complete, tile_status
+
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("mpiexec not found (pip install mpich)")
+    cfg = tiny_config(
+        tmp_path,
+        input={"synthetic": {"shape": [32, 32], "n_frames": 300, "cadence": 12.0, "seed": 3}},
+        output={"tile": 8},
+    )
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    args = ["run", str(config), "--cluster", "mpi", "--set", "cluster.interface=lo"]
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [mpiexec, "-n", "3", sys.executable, "-m", "specfit.cli", *args, "--set",
+             "fit.tol=1e-9"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 180
+            while "fitting" not in err_path.read_text() and time.monotonic() < deadline:
+                assert proc.poll() is None, err_path.read_text()[-4000:]
+                time.sleep(0.05)
+            assert "fitting" in err_path.read_text(), err_path.read_text()[-4000:]
+            proc.send_signal(signal.SIGTERM)  # to mpiexec, which forwards it to the ranks
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                ps = subprocess.run(["ps", "-eo", "pid,ppid,stat,args"], capture_output=True,
+                                    text=True).stdout  # fmt: skip
+                pytest.fail(f"still running 90 s after SIGTERM:\n{ps}\n{err_path.read_text()}")
+        finally:
+            if proc.poll() is None:
+                kill_group(proc)
+    text = err_path.read_text()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-4000:]
+    # nothing from the cluster's shutdown (workers losing tasks, heartbeats failing)
+    after = text[text.index("fitting") :]
+    assert "WARNING" not in after and "ERROR" not in after, after[-4000:]
+    said = [line for line in text.splitlines() if "stopped by SIGTERM" in line]
+    assert len(said) == 1, text[-4000:]
+    assert said[0].startswith("specfit: stopped by SIGTERM") and "--resume" in said[0], said
+    results = tmp_path / "results.zarr"
+    done, total = tile_status(results)
+    assert done < total and not is_complete(results)
+    resume = said[0].split("`")[1].split()[1:]  # the printed command, without "specfit"
+    r = cli([*resume, "--cluster", "synchronous"], timeout=200)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert is_complete(results)
