@@ -401,9 +401,9 @@ def _write_cube(
     source = da.asarray(arr.data)  # the slabs are cut from it (an in-memory array: one chunk)
     # Task-based rechunk unless DASK_ARRAY__RECHUNK__METHOD says otherwise, not the p2p shuffle
     # dask picks on a cluster for big graphs: a slab already fits a worker's memory by
-    # construction (auto_time_chunk, _column_block). benchmarks/cube_write.py, 256² x 3597,
-    # 2 workers of 4 GiB, 32 px tiles: from a Zarr cube 9.0-10.4 s against p2p's 10.4-14.6 s;
-    # from FITS frames no difference beyond the noise.
+    # construction (auto_time_chunk, _column_block). benchmarks/cube_write.py (its section in
+    # benchmarks/README.md): from a Zarr cube no slower than p2p; from FITS frames the two
+    # trade places between runs.
     method = dask.config.get("array.rechunk.method", None) or "tasks"
     with dask.config.set({"array.rechunk.method": method}):
         arr = arr.astype("float32").chunk({"time": time_chunk, "y": tile, "x": tile})
