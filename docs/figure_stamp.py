@@ -32,12 +32,28 @@ def commit_stamp(script: str) -> str:
     return head.stdout.strip() + ("+changes" if dirty else "")
 
 
+def library_versions() -> str:
+    """The numerical libraries a figure's numbers depend on, as "numpy 2.4.6, ..."."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in ("numpy", "scipy", "numba", "llvmlite"):
+        try:
+            out.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            out.append(f"{name} absent")
+    return ", ".join(out)
+
+
 def stamp(script: str, cpu_seconds: float | None = None) -> dict:
     """When, on which commit and machine a figure was measured (and its CPU time, if given)."""
     out = {
         "measured": datetime.now(UTC).strftime("%Y-%m-%d"),
         "commit": commit_stamp(script),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        # the same commit can round differently with other builds of these (2026-12-06: a
+        # fresh numba/llvmlite moved single pixels of scipy- and crawl-sensitive figures)
+        "libraries": library_versions(),
     }
     if cpu_seconds is not None:
         out["cpu_seconds"] = round(cpu_seconds, 1)
