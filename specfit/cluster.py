@@ -657,13 +657,23 @@ def _leave_on_the_clients_close() -> None:
     """
     import signal
     import threading
+    import time
+
+    received: list[int] = []  # the handler only appends: it takes no lock a thread may hold
+
+    def watchdog() -> None:
+        while not received:
+            time.sleep(0.2)
+        time.sleep(_SERVER_GRACE_S)
+        os._exit(128 + received[0])
 
     def handler(signum: int, frame: object) -> None:
         quiet_interrupted_cluster()  # the shutdown that follows is the one asked for
-        timer = threading.Timer(_SERVER_GRACE_S, os._exit, args=(128 + signum,))
-        timer.daemon = True
-        timer.start()
+        received.append(signum)
 
+    # started now, not in the handler: starting a thread takes a lock the interrupted main
+    # thread may itself hold (while it starts one of dask's threads)
+    threading.Thread(target=watchdog, name="specfit-mpi-grace", daemon=True).start()
     for sig in (signal.SIGINT, signal.SIGTERM):
         # a signal the job was started to ignore (nohup, a background job) stays ignored
         if signal.getsignal(sig) is not signal.SIG_IGN:

@@ -434,3 +434,30 @@ def test_a_script_reimported_by_a_worker_is_told_to_use_a_main_guard():
     script = {"__name__": "__mp_main__", "r": refuse_in_worker_start}
     exec(compile("def task():\n    r()\n", "s.py", "exec"), script)
     script["task"]()
+
+
+def test_an_mpi_server_rank_whose_client_never_closes_leaves_after_its_grace():
+    """A scheduler or worker rank waits for the client's close after SIGTERM/SIGINT, but not
+    for ever: with the client gone it exits by itself with 128 + the signal's number once
+    its grace period has passed (here shortened to 0.5 s), quietly."""
+    import time
+
+    script = textwrap.dedent(
+        """
+        import os, signal, time
+        import specfit.cluster as cluster
+        cluster._SERVER_GRACE_S = 0.5
+        cluster._leave_on_the_clients_close()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        print("still serving", flush=True)  # the signal alone does not stop the rank
+        time.sleep(30)
+        print("not reached", flush=True)
+        """
+    )
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    waited = time.monotonic() - t0
+    assert res.returncode == 128 + signal.SIGTERM, res.stderr
+    assert res.stdout == "still serving\n" and res.stderr == ""
+    assert waited < 25

@@ -372,6 +372,9 @@ def test_a_report_never_replaces_a_users_file_and_is_checked_before_work(tmp_pat
     zarr.open_group(str(other), mode="w").attrs["specfit_kind"] = "results"
     cube = tmp_path / "other_run" / "cube.zarr"
     zarr.open_group(str(cube), mode="w").attrs["specfit_kind"] = "cube"
+    work = tmp_path / "other_run" / "results.zarr.specfit-work"  # and its work folder
+    work.mkdir()
+    (work / "specfit-work.json").write_text("{}")
     before = snapshot(tmp_path)
     cfg = frames_config(tmp_path, frames)
     cases = [
@@ -382,6 +385,7 @@ def test_a_report_never_replaces_a_users_file_and_is_checked_before_work(tmp_pat
         (tmp_path / "results.zarr" / "r.html", "lies inside output.path"),
         (other / "r.html", "lies inside a specfit store"),
         (cube / "sub" / "r.html", "lies inside a specfit store"),
+        (work / "r.html", "lies inside a specfit work folder"),
     ]
     for report, message in cases:
         with pytest.raises(ConfigError, match=f"--report/cluster.report: .*{message}"):
