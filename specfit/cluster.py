@@ -639,13 +639,14 @@ def is_mpi_server() -> bool:
 
 
 # How long a scheduler or worker rank waits after its own SIGTERM/SIGINT for the client's
-# close signal before it exits by itself (batch systems send SIGKILL ~30 s after SIGTERM).
+# close signal before the signal ends it (batch systems send SIGKILL ~30 s after SIGTERM).
 _SERVER_GRACE_S = 20.0
 
 
 def _leave_on_the_clients_close() -> None:
     """SIGTERM/SIGINT in an MPI job's scheduler or worker rank: leave when the client closes
-    the cluster, as on a normal end, and only after a grace period by itself.
+    the cluster, as on a normal end; after a grace period (``_SERVER_GRACE_S``) without that
+    close, or at a second signal, the signal's default action ends it.
 
     ``mpiexec`` (and a batch system at the wall-time limit) sends the signal to every rank at
     once. Raised inside a serving rank's event loop, the interrupt made asyncio cancel the
@@ -665,11 +666,12 @@ def _leave_on_the_clients_close() -> None:
         while not received:
             time.sleep(0.2)
         time.sleep(_SERVER_GRACE_S)
-        os._exit(128 + received[0])
+        os.kill(os.getpid(), received[0])  # now with the signal's default action: the end
 
     def handler(signum: int, frame: object) -> None:
         quiet_interrupted_cluster()  # the shutdown that follows is the one asked for
         received.append(signum)
+        signal.signal(signum, signal.SIG_DFL)  # a second one (Ctrl-C twice) stops this rank
 
     # started now, not in the handler: starting a thread takes a lock the interrupted main
     # thread may itself hold (while it starts one of dask's threads)

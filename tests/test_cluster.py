@@ -438,8 +438,8 @@ def test_a_script_reimported_by_a_worker_is_told_to_use_a_main_guard():
 
 def test_an_mpi_server_rank_whose_client_never_closes_leaves_after_its_grace():
     """A scheduler or worker rank waits for the client's close after SIGTERM/SIGINT, but not
-    for ever: with the client gone it exits by itself with 128 + the signal's number once
-    its grace period has passed (here shortened to 0.5 s), quietly."""
+    for ever: with the client gone the signal ends it once its grace period has passed
+    (here shortened to 0.5 s), quietly."""
     import time
 
     script = textwrap.dedent(
@@ -458,6 +458,6 @@ def test_an_mpi_server_rank_whose_client_never_closes_leaves_after_its_grace():
     t0 = time.monotonic()
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     waited = time.monotonic() - t0
-    assert res.returncode == 128 + signal.SIGTERM, res.stderr
+    assert res.returncode == -signal.SIGTERM, res.stderr  # ended by the signal itself
     assert res.stdout == "still serving\n" and res.stderr == ""
     assert waited < 25

@@ -47,6 +47,13 @@ def _pyproject_requirements() -> dict[str, str | None]:
     return out
 
 
+def _pyproject_pins() -> dict[str, str]:
+    """Requirements pinned to one version (``name==x.y``), by name."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [r for items in meta.get("optional-dependencies", {}).values() for r in items]
+    return {r.split("==")[0].strip().lower(): r.replace(" ", "") for r in reqs if "==" in r}
+
+
 def test_environment_yml_matches_pyproject():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert env["channels"] == ["conda-forge"]
@@ -55,13 +62,22 @@ def test_environment_yml_matches_pyproject():
         if isinstance(dep, str):
             name, low = _req(dep)
             conda[name] = low
-    missing = sorted(set(_pyproject_requirements()) - set(conda))
+    # a package conda-forge does not have is installed by the environment's pip section
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    pinned = {r.split("==")[0].lower(): r for r in pip_section if "==" in r}
+    wanted = _pyproject_requirements()
+    missing = sorted(set(wanted) - set(conda) - set(pinned))
     assert not missing, f"environment.yml lacks {missing}; add them under dependencies"
-    for name, low in _pyproject_requirements().items():
+    for name, spec in _pyproject_pins().items():
+        assert pinned.get(name) == spec, (
+            f"{name}: pyproject {spec}, environment.yml {pinned.get(name)}"
+        )
+    for name, low in wanted.items():
+        if name in pinned:
+            continue
         assert conda[name] == low, f"{name}: pyproject >= {low}, environment.yml >= {conda[name]}"
     py_low = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert conda["python"] == py_low.removeprefix(">=")
-    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert "-e ." in pip_section and "--no-deps" in pip_section
 
 
