@@ -162,10 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except KeyboardInterrupt as exc:
-        from specfit.cluster import is_mpi_server
-
-        if is_mpi_server():  # the client rank says it, once for the whole job
-            return 143 if isinstance(exc, _Terminated) else 130
+        # (An MPI job's scheduler and worker ranks never get here: on a signal they wait for
+        # the client's close, see cluster.start_mpi, so only the client prints this line.)
         # Ctrl-C is a normal way to stop: one line on how to go on, no traceback (--debug shows
         # it).
         import traceback

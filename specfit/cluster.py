@@ -44,7 +44,6 @@ __all__ = [
     "check_reachable",
     "start_mpi",
     "dashboard_link",
-    "is_mpi_server",
     "scheduler_host",
     "performance_report",
     "auto_tile",
@@ -629,13 +628,7 @@ def _connect_address(cfg: ClusterConfig) -> Iterator[Any]:
 
 
 # Whether this process has turned its MPI job into a dask cluster, and whether it is closed.
-_MPI_STATE = {"started": False, "closed": False, "size": 0, "server": False}
-
-
-def is_mpi_server() -> bool:
-    """True in an MPI job's scheduler and worker ranks (all but rank 1, the client): they
-    leave quietly when stopped, the client says what happened (once, not once per rank)."""
-    return bool(_MPI_STATE["server"])
+_MPI_STATE = {"started": False, "closed": False, "size": 0}
 
 
 # How long a scheduler or worker rank waits after its own SIGTERM/SIGINT for the client's
@@ -660,18 +653,20 @@ def _leave_on_the_clients_close() -> None:
     import threading
     import time
 
-    received: list[int] = []  # the handler only appends: it takes no lock a thread may hold
+    received: list[int] = []
+    stopped = threading.Event()
 
     def watchdog() -> None:
-        while not received:
-            time.sleep(0.2)
+        stopped.wait()
         time.sleep(_SERVER_GRACE_S)
         os.kill(os.getpid(), received[0])  # now with the signal's default action: the end
 
     def handler(signum: int, frame: object) -> None:
+        # first: a second one (Ctrl-C twice) stops this rank, and never re-enters this handler
+        signal.signal(signum, signal.SIG_DFL)
         quiet_interrupted_cluster()  # the shutdown that follows is the one asked for
         received.append(signum)
-        signal.signal(signum, signal.SIG_DFL)  # a second one (Ctrl-C twice) stops this rank
+        stopped.set()  # its lock is only ever held briefly by the watchdog, never by this thread
 
     # started now, not in the handler: starting a thread takes a lock the interrupted main
     # thread may itself hold (while it starts one of dask's threads)
@@ -718,8 +713,7 @@ def start_mpi(cfg: ClusterConfig) -> None:
         )
     # Every rank logs; at INFO level N ranks bury the pipeline's own messages.
     _quiet_logs()
-    _MPI_STATE["server"] = MPI.COMM_WORLD.Get_rank() != 1
-    if _MPI_STATE["server"]:
+    if MPI.COMM_WORLD.Get_rank() != 1:  # the scheduler and the workers
         _leave_on_the_clients_close()
     # a dashboard port in use is replaced by a free one, which the printed link names
     warnings.filterwarnings("ignore", _PORT_IN_USE, UserWarning)
