@@ -452,15 +452,22 @@ def quiet_interrupted_cluster() -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
-class _DropInputErrors:
-    """Logging filter: no "Compute Failed" traceback for a bad input file on a worker.
+class _DropWorkerNoise:
+    """Logging filter on a local worker: two multi-line records that only bury the run's line.
 
-    The reader's InputError names the file and the fix, and the client prints it as the
-    run's one error line; the worker's multi-line record of the same error only buries it.
+    - A "Compute Failed" traceback for a bad input file: the reader's InputError names the
+      file and the fix, and the client prints it as the run's one error line.
+    - "Failed to communicate with scheduler during heartbeat" with its traceback: a local
+      cluster's scheduler lives in the client's process, so it goes away only when the client
+      closes the cluster (at the end, or after Ctrl-C or SIGTERM, where a heartbeat in flight
+      then fails; seen once in CI after SIGTERM).
     """
 
     def filter(self, record: Any) -> bool:
-        return "InputError(" not in record.getMessage()
+        message = record.getMessage()
+        return "InputError(" not in message and not message.startswith(
+            "Failed to communicate with scheduler during heartbeat"
+        )
 
 
 def _quiet_workers(debug: bool = False) -> None:
@@ -480,8 +487,8 @@ def _quiet_workers(debug: bool = False) -> None:
     if not debug:
         logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
         worker_log = logging.getLogger("distributed.worker")
-        if not any(isinstance(f, _DropInputErrors) for f in worker_log.filters):
-            worker_log.addFilter(_DropInputErrors())
+        if not any(isinstance(f, _DropWorkerNoise) for f in worker_log.filters):
+            worker_log.addFilter(_DropWorkerNoise())
 
 
 # distributed's warning when a dashboard port is taken and it picks a free one

@@ -461,3 +461,21 @@ def test_an_mpi_server_rank_whose_client_never_closes_leaves_after_its_grace():
     assert res.returncode == -signal.SIGTERM, res.stderr  # ended by the signal itself
     assert res.stdout == "still serving\n" and res.stderr == ""
     assert waited < 25
+
+
+def test_a_local_workers_filter_drops_only_the_expected_shutdown_and_input_noise():
+    """A local worker keeps its real errors; it drops the heartbeat failure that a client
+    closing the cluster causes (it printed a traceback before the resume line after SIGTERM,
+    once in CI) and the duplicate traceback of a bad input file."""
+    import logging
+
+    from specfit.cluster import _DropWorkerNoise
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("distributed.worker", logging.ERROR, "w.py", 1, msg, None, None)
+
+    keep = _DropWorkerNoise().filter
+    assert not keep(record("Failed to communicate with scheduler during heartbeat."))
+    assert not keep(record("Compute Failed ... InputError('frame 3 unreadable')"))
+    assert keep(record("Worker stream died during communication: tcp://127.0.0.1:1"))
+    assert keep(record("Compute Failed ... ValueError('bad')"))
