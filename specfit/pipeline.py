@@ -662,6 +662,16 @@ def _layout(
         "dtype": np.dtype("float32"),
         "attrs": {"long_name": "mean intensity over time", "units": bunit},
     }
+    variables["longest_gap"] = {
+        "dtype": np.dtype("float32"),
+        "attrs": {
+            "long_name": "longest stretch of the pixel's series bridged by interpolation",
+            "units": "s",
+            "description": "the longest time between two consecutive finite samples of the "
+            "pixel: the frame spacing where the pixel is complete, more where its own samples "
+            "are missing; a straight line there has no power at high frequencies",
+        },
+    }
     spectral = spectral_variables(pu, cfg.spectra.box)
     for v in spectral.values():
         v["attrs"]["coordinates"] = "dof"  # so that ds["power"] carries what a refit needs
@@ -875,6 +885,7 @@ def _run_locked(
             tile = int(store_attrs(results_path).get("tile_size", tile))
         t_cube = _cube(cfg, plan, tile, time_chunk, client, fingerprint)
         tiles_s, todo, _ = _tiles(cfg, plan, tile, action, client, fingerprint)
+    _report_pixel_gaps(results_path, plan, cfg.resample.max_gap)
     timings = {"cube_s": t_cube, "tiles_s": tiles_s, "tiles_run": todo}
     _finalise(cfg, timings, t_start, keep_folder=user_dir)
     return open_results(results_path)
@@ -1087,6 +1098,44 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.n
 
 # what a frame without one finite pixel is (clean_frames makes each of these NaN)
 _EMPTY_FRAME = "all NaN, all zero, beyond float32's range or missing"
+
+
+def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> None:
+    """Warn about pixels whose own missing samples are bridged over a long stretch.
+
+    Frames missing everywhere are reported before the run (:func:`_describe_plan`); this is
+    the rest: pixels missing over a stretch that the field's other pixels have. Read from
+    the store's ``longest_gap`` map (absent in stores of earlier versions: no warning).
+    """
+    import zarr
+
+    group = zarr.open_group(results_path, mode="r")
+    if "longest_gap" not in group:
+        return
+    gap = np.asarray(group["longest_gap"][...], dtype=float)
+    spacing = float(np.max(np.diff(plan.times))) if plan.times.size > 1 else 0.0
+    limit = max(max_gap * plan.dt, spacing) * (1 + 1e-6)
+    with np.errstate(invalid="ignore"):
+        long = gap > limit
+    n = int(long.sum())
+    if n == 0:
+        return
+    iy, ix = np.unravel_index(int(np.nanargmax(np.where(long, gap, -np.inf))), gap.shape)
+    y = int(group["y"][iy]) if "y" in group else int(iy)
+    x = int(group["x"][ix]) if "x" in group else int(ix)
+    log.warning(
+        "%d pixel(s) miss samples of their own over more than %.1f cadences (more than the "
+        "frames' own gaps; longest %.0f s = %.0f cadences, at pixel y=%d, x=%d). "
+        "Interpolation bridges those stretches with straight lines, which have no power at "
+        "high frequencies, so those pixels' spectra and fits are biased there: see the map "
+        "longest_gap (seconds) and mask where it is large",
+        n,
+        max(max_gap, spacing / plan.dt),
+        gap[iy, ix],
+        gap[iy, ix] / plan.dt,
+        y,
+        x,
+    )
 
 
 def _report_empty_frames(empty: np.ndarray, arr) -> None:

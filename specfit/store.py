@@ -11,8 +11,8 @@ Layout (a Zarr v3 group that ``xarray.open_zarr`` reads as a Dataset):
 - coordinates ``y``, ``x`` (px), ``freq`` (Hz), and ``hpc_x``, ``hpc_y`` (arcsec) where known;
 - every fit variable (``<alias>_<param>``, ``_err``, ``_status``, statistics, ``best_model``,
   ...) as (y, x), ``power`` (freq, y, x), ``power_sigma`` with box averaging, ``dof`` (y, x; a
-  coordinate of ``power``: what a refit needs, with the :func:`spectra_attrs`) and
-  ``mean_intensity`` (y, x);
+  coordinate of ``power``: what a refit needs, with the :func:`spectra_attrs`),
+  ``mean_intensity`` and ``longest_gap`` (y, x; seconds);
 - the field-wide significance maps of :func:`field_variables` (``<test>_qvalue``,
   ``<test>_global``, ``best_model_fdr``), written by :func:`finalise_store` from the whole
   field once every tile is in (docs/significance.md);

@@ -578,6 +578,38 @@ def test_a_frame_far_off_in_time_or_a_tiny_cadence_is_refused_before_any_grid(tm
         run({**cfg, "input": {"kind": "zarr", "path": str(tmp_path / "nan.zarr")}})
 
 
+def test_a_pixel_missing_over_a_stretch_is_mapped_and_named(tmp_path, caplog):
+    """A pixel whose own samples are missing over a long stretch (the other pixels have
+    them) is still fitted, across a straight line: the run says how many such pixels there
+    are and names the worst, and the map ``longest_gap`` holds each pixel's longest bridged
+    stretch (the frame spacing where it is complete)."""
+    import numpy as np
+    from astropy.io import fits
+
+    from specfit.pipeline import run
+
+    paths = _frames(tmp_path / "f", nt=40)
+    for i in range(10, 30):  # frames 10-29 lose pixel (3, 5): 21 cadences bridged
+        with fits.open(paths[i], mode="update") as h:
+            h[0].data[3, 5] = np.nan
+    with fits.open(paths[20], mode="update") as h:
+        h[0].data[9, 2] = np.nan  # one sample: bridged over 2 cadences, not reported
+    with caplog.at_level("WARNING", logger="specfit"):
+        ds = run(_fits_run_config(tmp_path, tmp_path / "f"))
+    msgs = [r.getMessage() for r in caplog.records if "miss samples of their own" in r.getMessage()]
+    assert len(msgs) == 1, [r.getMessage() for r in caplog.records]
+    assert msgs[0].startswith("1 pixel(s)") and "252 s = 21 cadences" in msgs[0], msgs[0]
+    assert "at pixel y=3, x=5" in msgs[0] and "longest_gap" in msgs[0], msgs[0]
+    gap = ds["longest_gap"].values
+    assert ds["longest_gap"].attrs["units"] == "s"
+    np.testing.assert_allclose(gap[3, 5], 21 * 12.0, rtol=1e-6)
+    np.testing.assert_allclose(gap[9, 2], 2 * 12.0, rtol=1e-6)
+    others = np.ones(gap.shape, bool)
+    others[3, 5] = others[9, 2] = False
+    np.testing.assert_allclose(gap[others], 12.0, rtol=1e-6)
+    assert np.isfinite(ds["m1_index"].values[3, 5])  # fitted, across the line
+
+
 def test_all_nan_frame_is_named_and_treated_as_missing(tmp_path, caplog):
     import numpy as np
     from astropy.io import fits

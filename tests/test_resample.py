@@ -12,6 +12,7 @@ from specfit.kernels.resample import (
     find_gaps,
     interp_linear,
     interpolation_nyquist_gain,
+    longest_gaps,
     uniform_times,
 )
 
@@ -107,6 +108,34 @@ def test_interp_linear_matches_np_interp_with_nan_masks(dtype):
     np.testing.assert_allclose(got, ref, rtol=2e-6, atol=2e-6, equal_nan=True)
     assert np.isnan(got[22]).all() and np.isnan(got[23]).all()
     assert np.isnan(got[:, 0]).all() and np.isnan(got[:, -1]).all()
+
+
+def test_longest_gaps_is_the_longest_step_between_a_pixels_finite_samples():
+    """longest_gaps against np.diff over each pixel's own finite sample times, on random
+    masks (the frames' own gaps included), and the NaN of a pixel with fewer than 2."""
+    rng = np.random.default_rng(7)
+    nt = 90
+    t = _irregular_times(rng, nt)
+    v = rng.normal(size=(nt, 6, 7)).astype(np.float32)
+    for y in range(1, 6):
+        for x in range(7):
+            v[rng.random(nt) < rng.uniform(0.05, 0.7), y, x] = np.nan
+    v[30:70, 2, 3] = np.nan  # a long stretch of one pixel
+    v[:, 4, 4] = np.nan
+    v[11, 4, 4] = 2.0  # one sample: nothing is bridged, nothing is a series
+    v[:, 5, 5] = np.inf
+    got = longest_gaps(t, v)
+    assert got.dtype == np.float32 and got.shape == (6, 7)
+    for y in range(6):
+        for x in range(7):
+            ok = np.isfinite(v[:, y, x])
+            ref = np.diff(t[ok]).max() if ok.sum() >= 2 else np.nan
+            np.testing.assert_allclose(got[y, x], ref, rtol=1e-6, equal_nan=True)
+    assert got[2, 3] >= t[70] - t[29] - 1e-3
+    # complete pixels: the longest frame spacing (the 4-frame gap of _irregular_times)
+    np.testing.assert_allclose(got[0], np.diff(t).max(), rtol=1e-6)
+    with pytest.raises(ValueError, match="same frames"):
+        longest_gaps(t, v[:-1])
 
 
 def test_interp_linear_at_sample_times_returns_samples():

@@ -17,6 +17,7 @@ __all__ = [
     "interpolation_nyquist_gain",
     "find_gaps",
     "interp_linear",
+    "longest_gaps",
 ]
 
 
@@ -262,3 +263,62 @@ def interp_linear(times: np.ndarray, values: np.ndarray, new_times: np.ndarray) 
         unsorted[:, order] = out
         out = unsorted
     return out
+
+
+@njit(cache=True, nogil=True)
+def _longest_gaps(t, v, last, out):  # pragma: no cover - compiled
+    nt, npix = v.shape
+    for p in range(npix):
+        last[p] = np.nan
+        out[p] = np.nan
+    # time outside, pixels inside: the frames are read in memory order
+    for j in range(nt):
+        tj = t[j]
+        row = v[j]
+        for p in range(npix):
+            if np.isfinite(row[p]):
+                lp = last[p]
+                if lp == lp:  # not NaN: a previous finite sample exists
+                    d = tj - lp
+                    if not d <= out[p]:  # also replaces the initial NaN
+                        out[p] = d
+                last[p] = tj
+    return out
+
+
+def longest_gaps(times: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The longest stretch of each pixel's series that :func:`interp_linear` bridges.
+
+    Per pixel, the longest time between two consecutive finite samples: the frame spacing
+    (at least one cadence, or a gap of the whole series) where the pixel is complete, more
+    where the pixel's own samples are missing (NaN) over a stretch. Interpolation makes
+    such a stretch a straight line, which has no power at high frequencies.
+
+    Parameters
+    ----------
+    times
+        ``(nt,)`` frame times in seconds, strictly increasing.
+    values
+        ``(nt, ...)`` samples, time first (a tile's frames ``(nt, ny, nx)``); NaN/inf mark
+        missing samples.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``values.shape[1:]`` float32 seconds; NaN where a pixel has fewer than 2 finite
+        samples.
+    """
+    t = _check_times(times)
+    v = np.asarray(values)
+    if v.ndim < 1 or v.shape[0] != t.size:
+        raise ValueError(
+            f"values has {v.shape[0] if v.ndim else 0} frames but times has {t.size}; "
+            "they must describe the same frames"
+        )
+    if v.dtype not in (np.float32, np.float64):
+        v = v.astype(np.float64)
+    rows = np.ascontiguousarray(v.reshape(t.size, -1))
+    npix = rows.shape[1]
+    out = np.empty(npix, dtype=np.float64)
+    _longest_gaps(t, rows, np.empty(npix, dtype=np.float64), out)
+    return out.astype(np.float32).reshape(v.shape[1:])

@@ -255,8 +255,9 @@ def run_tile(
     -------
     dict
         The fit maps (y, x), ``power`` (and ``power_sigma`` with box > 1) (freq, y, x),
-        ``dof`` and ``mean_intensity`` (y, x), and ``frame_finite`` (nt,): whether any of the
-        tile's own pixels is finite in each frame.
+        ``dof``, ``mean_intensity`` and ``longest_gap`` (y, x; :func:`specfit.kernels.resample.
+        longest_gaps`), and ``frame_finite`` (nt,): whether any of the tile's own pixels is
+        finite in each frame.
     """
     _, ny, nx = values.shape
     t, b, left, r = halo
@@ -284,5 +285,6 @@ def run_tile(
         out["power_sigma"] = spread.astype(np.float32)
     out["dof"] = dof
     out["mean_intensity"] = mean_intensity(inner)
+    out["longest_gap"] = rs.longest_gaps(spec.times, values)[ys, xs]
     out["frame_finite"] = np.isfinite(inner).any(axis=(1, 2))
     return out

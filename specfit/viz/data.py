@@ -273,6 +273,7 @@ def map_catalog(ds: xr.Dataset) -> list[MapSpec]:
         ("lrt_global", "likelihood-ratio test significant at the global level"),
         ("ftest_pvalue", "F-test p-value"),
         ("mean_intensity", "mean intensity"),
+        ("longest_gap", "longest stretch bridged by interpolation"),
     ):
         if var in ds:
             add(
