@@ -38,6 +38,22 @@ def _config_for(out: Path) -> dict:
     return cfg
 
 
+def _made_by_a_demo(results: Path, cfg: dict) -> bool:
+    """True if ``results`` is a store this demo folder's run wrote (its input is the demo's
+    synthetic frames). Any other store there (a real run's, moved or copied in) is only
+    replaced with ``--overwrite``, as ``specfit run`` does."""
+    import yaml
+
+    from specfit.store import store_attrs
+
+    try:
+        stored = yaml.safe_load(store_attrs(results).get("config", "")) or {}
+        path = (stored.get("input") or {}).get("path")
+    except Exception:  # not a store, or not readable: let the run say what it is
+        return False
+    return bool(path) and Path(path).resolve() == Path(cfg["input"]["path"]).resolve()
+
+
 def _robust(v: np.ndarray) -> tuple[float, float]:
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -230,8 +246,8 @@ def demo(
     out.mkdir(parents=True, exist_ok=True)
     cfg = _config_for(out)
     results = Path(cfg["output"]["path"])
-    if results.exists() and not (overwrite or resume):
-        overwrite = True  # the demo's own folder: rerunning it simply starts again
+    if results.exists() and not (overwrite or resume) and _made_by_a_demo(results, cfg):
+        overwrite = True  # the demo's own results: rerunning it simply starts again
     ds = run(cfg, overrides, overwrite=overwrite, resume=resume, cluster=cluster, report=report)
     print(summarise(ds, path=str(results)))
     truth = open_truth(out / "synthetic" / "truth.zarr")

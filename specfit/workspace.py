@@ -225,7 +225,7 @@ def discard_new_work_dir(results: str | Path, created: Path | None) -> None:
     that the run created (``created``: :func:`first_missing` of the work folder, taken before
     the run) while they are empty. Nothing that existed before is touched."""
     work = work_dir_for(results)
-    if created is None or Path(results).exists() or not work.is_dir():
+    if created is None or not work.is_dir():
         return
     if not {e.name for e in work.iterdir()} <= {WORK_MARKER, "lock", "lock.json"}:
         return

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import specfit.demo
-from conftest import page_text
+from conftest import page_text, tiny_config
 from specfit.config import SCIENCE_SECTIONS, load_config
 from specfit.demo import DEMO_CONFIG, recovery_table
 
@@ -108,3 +108,30 @@ def test_demo_recovers_truth(tmp_path, capsys):
             cells = f"{found} ({pb:.1f} %) | " + (f"{false} ({pn:.1f} %)" if false else "0")
             cells += f" | {share}"
         assert f"| {label} | {cells} |" in text, f"docs/significance.md: {label}"
+
+
+def test_demo_replaces_only_its_own_results(tmp_path, capsys):
+    """``specfit demo --out DIR`` reruns over its own earlier results, but a results store of
+    another run in DIR (a real run's, copied there) is kept: replacing it needs --overwrite,
+    as with ``specfit run``."""
+    import shutil
+
+    from specfit.demo import demo
+    from specfit.errors import StoreError
+    from specfit.pipeline import run
+
+    small = ["input.synthetic.shape=[16,16]", "input.synthetic.n_frames=200", "output.tile=8"]
+    cfg = {"cluster": "synchronous"}
+    demo(tmp_path / "d", small, plots=False, **cfg)
+    demo(tmp_path / "d", small, plots=False, **cfg)  # its own: starts again
+    other = tmp_path / "other"
+    run(tiny_config(other))
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    shutil.copytree(other / "results.zarr", victim / "results.zarr")
+    before = sorted(p.relative_to(victim) for p in victim.rglob("*"))
+    with pytest.raises(StoreError, match="pass --overwrite"):
+        demo(victim, small, plots=False, **cfg)
+    assert sorted(p.relative_to(victim) for p in victim.rglob("*") if "synthetic" not in p.parts
+                  ) == before  # fmt: skip
+    capsys.readouterr()
