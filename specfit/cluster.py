@@ -514,6 +514,35 @@ def _local_cluster(cfg: ClusterConfig, workers: int, threads: int) -> Any:
     )
 
 
+def _hold_ctrl_c() -> Any:
+    """Block SIGINT in this (the main) thread while the local cluster starts; returns the
+    mask to restore (None where nothing was blocked).
+
+    A terminal's Ctrl-C reaches every process of the group. A worker process that is still
+    starting (importing numpy, scipy, distributed) has not yet set it aside
+    (:func:`_quiet_workers`) and dies with a KeyboardInterrupt traceback each. With SIGINT
+    blocked, the processes started meanwhile (from this thread or the threads it starts)
+    inherit the block, so a Ctrl-C never reaches them, and the client's own Ctrl-C waits,
+    pending, until :func:`_release_ctrl_c` and is raised there: deferred, not lost.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _release_ctrl_c(held: Any) -> None:
+    """Undo :func:`_hold_ctrl_c` (once; a pending Ctrl-C is raised as KeyboardInterrupt)."""
+    import signal
+
+    if held is not None and signal.SIGINT not in held:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 @contextlib.contextmanager
 def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
     import logging
@@ -523,13 +552,17 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
     workers, threads = _local_layout(cfg)
     _quiet_logs()  # before the scheduler starts in this process
     refuse_in_worker_start()
+    held = _hold_ctrl_c()
     try:
         with warnings.catch_warnings():
             # a dashboard port in use is replaced by a free one, and the link printed at
             # start names it: distributed's own multi-line warning about it says no more
             warnings.filterwarnings("ignore", _PORT_IN_USE, UserWarning)
             cluster = _local_cluster(cfg, workers, threads)
-    except RuntimeError as exc:
+    except BaseException as exc:
+        _release_ctrl_c(held)
+        if not isinstance(exc, RuntimeError):
+            raise
         script = getattr(sys.modules.get("__main__"), "__file__", None)
         ours = script and (
             Path(script).name == "specfit" or Path(script).resolve().parent == Path(__file__).parent
@@ -543,7 +576,10 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
         raise
     try:
         with Client(cluster) as client:
-            client.run(_quiet_workers, logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
+            try:
+                client.run(_quiet_workers, logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
+            finally:
+                _release_ctrl_c(held)  # a Ctrl-C pressed meanwhile is raised here
             _announce(client, "local cluster", dashboard=cfg.dashboard)
             with _distributed_settings():
                 yield client
@@ -557,6 +593,7 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
         if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
             logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
         cluster.close()
+        _release_ctrl_c(held)  # where the start failed before the workers were quieted
 
 
 def check_reachable(cfg: ClusterConfig) -> None:

@@ -352,6 +352,59 @@ def test_ctrl_c_during_run_prints_one_line_and_resume_finishes(tmp_path, how):
     assert is_complete(results)
 
 
+@pytest.mark.slow  # ~10 s: three local clusters started and stopped
+@pytest.mark.timeout(180)
+def test_ctrl_c_while_the_local_cluster_starts_prints_one_line(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group) while the local cluster's workers are still
+    starting: before the fix, each worker still importing its libraries died with a
+    KeyboardInterrupt traceback (~130 lines, found by a first-time-user review). Now the
+    workers never see it and the client stops with its one line, exit 130; the client's
+    Ctrl-C is deferred until the workers are up, not lost."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from conftest import tiny_config
+
+    for delay in (0.0, 0.5, 1.0):
+        tmp = tmp_path / f"d{delay}"
+        tmp.mkdir()
+        cfg = tiny_config(
+            tmp,
+            cluster={"kind": "local", "n_workers": 2, "threads_per_worker": 1, "dashboard": False},
+        )
+        (tmp / "run.yaml").write_text(yaml.safe_dump(cfg))
+        err_path = tmp / "stderr.txt"
+        with open(err_path, "w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "specfit.cli", "run", str(tmp / "run.yaml")],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
+            try:
+                # the plan is printed just before the cluster starts
+                deadline = time.monotonic() + 60
+                while "frequencies" not in err_path.read_text() and time.monotonic() < deadline:
+                    assert proc.poll() is None, err_path.read_text()
+                    time.sleep(0.01)
+                time.sleep(delay)
+                os.killpg(proc.pid, signal.SIGINT)
+                code = proc.wait(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        text = err_path.read_text()
+        assert code == 130, text
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+        assert text.strip().splitlines()[-1].startswith("specfit: interrupted"), text
+
+
 def test_main_called_from_python_gives_back_the_callers_signal_handlers(tmp_path):
     """specfit.cli.main installs its Ctrl-C/SIGTERM handlers for a run, and puts the
     caller's back when it returns (a workflow engine's SIGTERM must not become a
