@@ -16,6 +16,7 @@ import math
 import os
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import yaml
 from specfit.config import InputConfig, load_config
 from specfit.errors import ConfigError, InputError
 from specfit.io import detect_kind, open_input
+from specfit.workspace import glob_base
 
 __all__ = ["Inspection", "inspect_input", "render_config", "init_config", "guess_time_pattern"]
 
@@ -468,6 +470,19 @@ def _line(key: str, value: Any, reason: str | None = None, indent: int = 2) -> s
     return text
 
 
+def _results_path(insp: Inspection, base: Path, stem: str, rel: Callable) -> tuple[str, str]:
+    """(output.path, its comment): ``<stem>-results/results.zarr`` beside the config, or
+    beside the input folder where the config's folder is (inside) the input, because a run
+    never writes inside its input."""
+    out = base / f"{stem}-results"
+    src = Path(glob_base(str(insp.input["path"]))).resolve()
+    if src.is_dir() and (out == src or src in out.parents):
+        return rel(str(src.parent / f"{stem}-results" / "results.zarr")), (
+            "outside the input folder; relative to this file"
+        )
+    return f"{stem}-results/results.zarr", "relative to this file"
+
+
 def render_config(insp: Inspection, config_path: str | Path | None = None) -> str:
     """The commented YAML config for an :class:`Inspection`.
 
@@ -517,7 +532,7 @@ def render_config(insp: Inspection, config_path: str | Path | None = None) -> st
     out.append(_line("method", "whittle", "the likelihood of periodograms"))
     out.append(_line("best_model", "lrt"))
     out.append("output:")
-    out.append(_line("path", f"{stem}-results/results.zarr", "relative to this file"))
+    out.append(_line("path", *_results_path(insp, base, stem, rel)))
     return "\n".join(out) + "\n"
 
 

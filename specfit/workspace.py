@@ -47,6 +47,7 @@ __all__ = [
     "refuse_foreign_entries",
     "remove_specfit_cube",
     "check_paths",
+    "glob_base",
     "check_report_path",
     "check_product_folder",
     "input_fingerprint",
@@ -253,7 +254,7 @@ def _resolved(p: str | Path) -> Path:
     return Path(os.path.abspath(os.path.expanduser(str(p)))).resolve()
 
 
-def _glob_base(p: str) -> str:
+def glob_base(p: str) -> str:
     """The folder part of a glob before its first wildcard (the glob itself if none)."""
     parts = Path(p).parts
     for i, part in enumerate(parts):
@@ -297,7 +298,7 @@ def _input_paths(cfg: Config) -> list[tuple[str, Path]]:
         ("input.times", cfg.input.times),
     ):
         if value and "://" not in value:
-            out.append((key, _resolved(_glob_base(value))))
+            out.append((key, _resolved(glob_base(value))))
     return out
 
 
@@ -336,13 +337,13 @@ def check_paths(cfg: Config, cube_path: Path) -> None:
                 )
             if _inside(t, i):
                 raise ConfigError(
-                    f"{tkey}: the {what} {t} lies inside the input {ikey} ({i}); choose a "
-                    f"{tkey} outside it"
+                    f"{tkey}: the {what} {t} lies inside the input ({ikey}: {i}); choose "
+                    f"an {tkey} outside it"
                 )
             if _inside(i, t):
                 raise ConfigError(
-                    f"{tkey}: the input {ikey} ({i}) lies inside the {what} {t}; choose a "
-                    f"{tkey} that does not contain the input"
+                    f"{tkey}: the input ({ikey}: {i}) lies inside the {what} {t}; choose "
+                    f"an {tkey} that does not contain the input"
                 )
     if user_cube:
         if cube == out or _inside(cube, out) or _inside(out, cube):
@@ -407,7 +408,7 @@ def check_report_path(cfg: Config, report: str | os.PathLike | None) -> None:
     guarded = _input_paths(cfg)
     for k, value in (("output.path", cfg.output.path), ("output.cube_path", cfg.output.cube_path)):
         if value and "://" not in value:
-            base = _resolved(_glob_base(value))
+            base = _resolved(glob_base(value))
             guarded.append((k, base))
             if k == "output.path":
                 guarded.append((k, work_dir_for(base)))
@@ -455,7 +456,7 @@ def check_product_folder(out: str | os.PathLike, ds: Any, option: str) -> None:
         guarded += [("the results store's work folder", work_dir_for(_resolved(store)))]
     source = getattr(ds, "attrs", {}).get("source")
     if isinstance(source, str) and source and "://" not in source:
-        base = _resolved(_glob_base(source))
+        base = _resolved(glob_base(source))
         if base.is_dir():
             guarded.append(("the folder of the run's input frames", base))
     # whatever Dataset was given (xarray operations drop ``encoding``): any specfit store,

@@ -166,6 +166,26 @@ def test_init_counts_the_frequencies_the_run_fits(tmp_path, n_frames):
             main(["init", str(frames), f"--longest-period={bad}"])
 
 
+def test_init_inside_the_frames_folder_puts_the_results_outside_it(tmp_path):
+    """``cd frames && specfit init . --out my.yaml``: the config's folder is the input, and a
+    run never writes inside its input, so output.path goes beside the frames folder and the
+    config passes the run's path checks (found by a first-time-user review: init's own
+    config was refused by `specfit run`). A config elsewhere keeps <stem>-results beside it."""
+    from specfit.pipeline import cube_path_for
+    from specfit.synthetic import make_synthetic
+    from specfit.workspace import check_paths
+
+    frames = make_synthetic(tmp_path / "s", shape=(8, 8), n_frames=60, seed=1).frames
+    inside = frames / "my.yaml"
+    init_config(frames, inside)
+    cfg = load_config(inside)
+    assert Path(cfg.output.path) == frames.parent / "my-results" / "results.zarr"
+    check_paths(cfg, cube_path_for(cfg))
+    beside = tmp_path / "c.yaml"
+    init_config(frames, beside)
+    assert Path(load_config(beside).output.path) == tmp_path / "c-results" / "results.zarr"
+
+
 def test_init_zarr_cube(demo_store, tmp_path, no_pixels):
     """A Zarr cube (specfit's own cube.zarr here) is an input init can read too."""
     from specfit.workspace import default_cube_path
