@@ -24,6 +24,17 @@ def _positive_minutes(text: str) -> float:
     return v
 
 
+def _probability(text: str) -> float:
+    """argparse type of --pvalue: a p-value (or q-value) threshold in (0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a threshold in (0, 1] (e.g. 0.05)")
+    return v
+
+
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set",
@@ -84,14 +95,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
 
     p = sub.add_parser("info", help="summarise a results store")
-    p.add_argument("results")
+    p.add_argument("results", help="a results store (the results.zarr that output.path names)")
 
     p = sub.add_parser("plot", help="PNG per map and one HTML page of all maps")
-    p.add_argument("results")
+    p.add_argument("results", help="a results store (the results.zarr that output.path names)")
     p.add_argument("--out", default=None, help="output folder (default: RESULTS_plots)")
     p.add_argument(
         "--pvalue",
-        type=float,
+        type=_probability,
         default=None,
         help="hide the richer models' maps where their model-comparison p-value exceeds this "
         "(with --mask fdr: where the q-value exceeds it)",
@@ -107,8 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("explore", help="browser explorer of a results store")
-    p.add_argument("results")
-    p.add_argument("--port", type=int, default=5006)
+    p.add_argument("results", help="a results store (the results.zarr that output.path names)")
+    p.add_argument(
+        "--port", type=int, default=5006, help="port to serve on (default 5006; 0: a free one)"
+    )
     p.add_argument("--address", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--show", action="store_true", help="open a browser tab")
     p.add_argument(
@@ -124,13 +137,13 @@ def _parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="config_command", required=True)
     csub.add_parser("list", help="names and one-line descriptions")
     c = csub.add_parser("show", help="print one shipped config")
-    c.add_argument("name")
+    c.add_argument("name", help="a name from `specfit config list`")
     c = csub.add_parser("copy", help="copy a shipped config to a file or folder, to edit")
-    c.add_argument("name")
-    c.add_argument("dest")
+    c.add_argument("name", help="a name from `specfit config list`")
+    c.add_argument("dest", help="a file, or an existing folder (NAME.yaml in it)")
 
     p = sub.add_parser("export", help="parameter maps as FITS files with the field's WCS")
-    p.add_argument("results")
+    p.add_argument("results", help="a results store (the results.zarr that output.path names)")
     p.add_argument("--fits", required=True, metavar="DIR", help="folder for one FITS file per map")
     p.add_argument(
         "--maps",

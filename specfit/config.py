@@ -549,7 +549,7 @@ def load_config(
         path = Path(source)
         label = str(path)
         if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} does not exist{_shipped_hint(path)}")
         if path.is_dir():
             raise ConfigError(
                 f"{path} is a folder, not a config file; a run takes a YAML config: "
@@ -579,6 +579,20 @@ def load_config(
         given = {item.split("=", 1)[0].strip() for item in _override_items(overrides)}
         _resolve_paths(cfg, base_dir, given)
     return cfg
+
+
+def _shipped_hint(path: Path) -> str:
+    """For a missing config named like a shipped one (``legacy``, ``aia1600.yaml``): how to
+    get a copy of it."""
+    from specfit.examples import list_configs
+
+    name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if path.parent != Path(".") or name not in list_configs():
+        return ""
+    return (
+        f"; {name!r} is a shipped config: `specfit config copy {name} .` puts a copy here "
+        f"(then `specfit run {name}.yaml`)"
+    )
 
 
 def _resolve_paths(cfg: Config, base: Path, given: set[str] = frozenset()) -> None:

@@ -16,6 +16,7 @@ __all__ = [
     "RunError",
     "ClusterError",
     "NotFoundError",
+    "missing_input",
 ]
 
 
@@ -46,3 +47,12 @@ class ClusterError(SpecfitError, RuntimeError):
 class NotFoundError(SpecfitError, FileNotFoundError):
     """A file or store the user named does not exist (or is not what it should be): a
     results store, a user-model file."""
+
+
+def missing_input(key: str, path: object) -> InputError:
+    """The error for an input path that does not exist, saying where relative paths start."""
+    return InputError(
+        f"{key} {path} does not exist; fix the path (a relative path in a config file is "
+        "taken from that file's folder; one given with --set or from Python, from the current "
+        "folder)"
+    )

@@ -76,12 +76,21 @@ def copy_config(name: str, dest: str | Path) -> Path:
         raise ConfigError(
             f"{target.parent} is not a folder; create it first or choose another DEST"
         )
-    target.write_text(_paths_for_copy(src))
+    target.write_text(_paths_for_copy(src, target.name))
     return target
 
 
-def _paths_for_copy(src: Path) -> str:
-    """``src``'s text with its relative input/output paths rewritten for a copy elsewhere."""
+# The shipped configs' note on where their relative paths start (true only in the package)
+_SHIPPED_PATHS_NOTE = (
+    "# Relative paths are resolved from this file's own folder, specfit/configs/ (the repo's\n"
+    "# configs/ links there), so ../../ is the clone's root. From an installed package:\n"
+    "#   specfit config copy NAME DEST, then edit input.path and output.path.\n"
+)
+
+
+def _paths_for_copy(src: Path, name: str | None = None) -> str:
+    """``src``'s text with its relative input/output paths rewritten for a copy elsewhere
+    (named ``name``), and the comments that describe the shipped file's place made the copy's."""
     import yaml
 
     text = src.read_text()
@@ -96,6 +105,13 @@ def _paths_for_copy(src: Path) -> str:
             parts = parts[1:]
         new = str(named) if section == "input" and named.exists() else str(Path(*parts))
         text = text.replace(f"path: {value}", f"path: {new}", 1)
+    text = text.replace(
+        _SHIPPED_PATHS_NOTE,
+        "# Relative paths are resolved from this file's own folder; input.path and output.path\n"
+        "# were rewritten for it when it was copied: check them.\n",
+    )
+    if name:
+        text = text.replace(f"specfit run configs/{src.name}", f"specfit run {name}")
     note = (
         f"# Copied from specfit's shipped config {src.stem}: paths made for this file's folder.\n"
     )

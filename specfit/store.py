@@ -894,7 +894,14 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
     if not p.exists():
         raise NotFoundError(f"results store {p} does not exist; run `specfit run` first")
     if not (p / "zarr.json").exists():
-        raise NotFoundError(f"{p} is not a results store (no zarr.json); run `specfit run` first")
+        inner = sorted(q.parent.name for q in p.glob("*/zarr.json") if is_specfit_results(q.parent))
+        if p.is_dir() and inner:
+            hint = f"it holds the results store {p / inner[0]}: give that"
+        elif p.suffix in (".yaml", ".yml"):
+            hint = "a config file names its results store in output.path: give that"
+        else:
+            hint = "run `specfit run` first"
+        raise NotFoundError(f"{p} is not a results store (no zarr.json); {hint}")
     if not is_specfit_results(p):
         what = "specfit's intermediate cube" if is_specfit_cube(p) else "a Zarr store"
         raise StoreError(

@@ -95,8 +95,12 @@ def test_bad_override_syntax():
 
 
 def test_missing_and_malformed_files(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist$"):
         load_config(tmp_path / "nope.yaml")
+    # a shipped config's name given as a file: how to get it
+    for name in ("legacy", "legacy.yaml"):
+        with pytest.raises(ConfigError, match=r"shipped config: `specfit config copy legacy \.`"):
+            load_config(name)
     bad = tmp_path / "bad.yaml"
     bad.write_text("input: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):

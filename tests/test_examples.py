@@ -58,7 +58,12 @@ def test_copy_writes_once_and_never_overwrites(tmp_path, capsys):
     assert target == tmp_path / "demo.yaml"
     # the comments and settings are the shipped ones; the paths are made for the copy's folder
     shipped, copied = config_path("demo").read_text(), target.read_text()
-    assert copied.count("\n") == shipped.count("\n") + 1 and "Copied from" in copied
+    assert copied.count("\n") == shipped.count("\n") and "Copied from" in copied
+    # the comments about the shipped file's own place are made the copy's (a review found
+    # "../../ is the clone's root" and "specfit run configs/demo.yaml" in copies)
+    assert "specfit/configs/" in shipped and "specfit run configs/demo.yaml" in shipped
+    assert "specfit/configs/" not in copied and "clone's root" not in copied
+    assert "specfit run demo.yaml" in copied
     assert load_config(target).model_dump(exclude={"input": {"path"}, "output": {"path"}}) == (
         load_config(config_path("demo")).model_dump(exclude={"input": {"path"}, "output": {"path"}})
     )

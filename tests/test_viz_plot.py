@@ -98,6 +98,34 @@ def test_plot_results_missing_store_is_clear(tmp_path):
         plot_results(tmp_path / "absent.zarr", tmp_path / "out")
 
 
+def test_a_folder_holding_a_store_or_a_config_is_named_in_the_error(viz_store, tmp_path):
+    """`specfit info FOLDER` where FOLDER holds results.zarr, or given the run's config:
+    the error says what to give instead."""
+    import shutil
+
+    from specfit.store import open_results
+
+    shutil.copytree(viz_store, tmp_path / "run" / "results.zarr")
+    with pytest.raises(FileNotFoundError, match=r"holds the results store .*results\.zarr: give"):
+        open_results(tmp_path / "run")
+    (tmp_path / "run.yaml").write_text("output: {path: run/results.zarr}\n")
+    with pytest.raises(FileNotFoundError, match="names its results store in output.path"):
+        open_results(tmp_path / "run.yaml")
+
+
+def test_pvalue_threshold_outside_0_1_is_refused(viz_store, tmp_path, capsys):
+    """--pvalue -1 blanked every bump map, --pvalue 5 masked nothing: both are refused."""
+    from specfit.cli import main
+    from specfit.viz import plot_results
+
+    for bad in ("-1", "5", "0", "nan"):
+        with pytest.raises(SystemExit):
+            main(["plot", str(viz_store), "--pvalue", bad])
+        assert "is not a threshold in (0, 1]" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\]"):
+        plot_results(viz_store, tmp_path / "p", pvalue_threshold=1.5)
+
+
 @pytest.mark.slow
 def test_cli_plot_on_demo_store(demo_store, tmp_path):
     """`specfit plot` on the lead's real pipeline store: a PNG per map + the HTML page."""

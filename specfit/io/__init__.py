@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from specfit.config import InputConfig
-from specfit.errors import InputError
+from specfit.errors import InputError, missing_input
 
 from ._base import hpc_coords, relative_seconds, whole_frames
 
@@ -75,10 +75,7 @@ def detect_kind(cfg: InputConfig) -> str:
     elif os.path.isdir(p):
         names = sorted(glob.glob(os.path.join(p, cfg.pattern)))
     else:
-        raise InputError(
-            f"input.path {p} does not exist; fix the path (relative paths are resolved from "
-            "the config file's folder)"
-        )
+        raise missing_input("input.path", p)
     names = [n for n in names if os.path.isfile(n)]
     n_fits = sum(n.lower().endswith(_FITS_SUFFIXES) for n in names)
     n_img = sum(n.lower().endswith(_IMAGE_SUFFIXES) for n in names)

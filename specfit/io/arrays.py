@@ -18,7 +18,7 @@ import xarray as xr
 from astropy.time import Time, TimeDelta
 
 from specfit.config import InputConfig
-from specfit.errors import InputError
+from specfit.errors import InputError, missing_input
 
 from ._base import CHUNK_BYTES, LazyFrames, assemble, cube_time_chunk, load_times, parse_time
 
@@ -43,10 +43,7 @@ def open_array(cfg: InputConfig, kind: str) -> xr.DataArray:
     """
     path = cfg.path
     if not path or not os.path.exists(path):
-        raise InputError(
-            f"input.path {path} does not exist; fix the path (relative paths are resolved from "
-            "the config file's folder)"
-        )
+        raise missing_input("input.path", path)
     if kind == "zarr":
         return _open_zarr(cfg)
     try:

@@ -25,7 +25,7 @@ from astropy.io import fits
 from astropy.time import Time
 
 from specfit.config import InputConfig
-from specfit.errors import InputError
+from specfit.errors import InputError, missing_input
 
 from ._base import (
     LazyFrames,
@@ -73,10 +73,7 @@ def list_files(cfg: InputConfig, suffixes: tuple[str, ...] | None = None) -> lis
         files = [path]
         where = f"file {path}"
     else:
-        raise InputError(
-            f"input.path {path} does not exist; fix the path (relative paths are resolved "
-            "from the config file's folder)"
-        )
+        raise missing_input("input.path", path)
     files = [f for f in files if os.path.isfile(f)]
     if suffixes is not None:
         files = [f for f in files if f.lower().endswith(suffixes)]

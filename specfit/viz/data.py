@@ -464,12 +464,16 @@ def significance_mask(
     Raises
     ------
     ValueError
-        For an unknown mode, or a threshold with ``global``.
+        For an unknown mode, a threshold with ``global``, or one outside (0, 1].
     specfit.errors.StoreError
         For ``fdr``/``global`` on a store without field-wide maps.
     """
     if mode not in SIGNIFICANCE_MASKS:
         raise ValueError(f"significance mask must be one of {', '.join(SIGNIFICANCE_MASKS)}")
+    if threshold is not None and not 0 < threshold <= 1:
+        raise ValueError(
+            f"the p-value (or q-value) threshold must be in (0, 1], e.g. 0.05; got {threshold}"
+        )
     if mode == "none":
         return None
     test = _test_for(ds, alias)
