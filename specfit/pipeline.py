@@ -256,16 +256,11 @@ def _prepare_input(cfg: Config) -> Config:
     return cfg
 
 
-def plan_run(cfg: Config, data: Any = None) -> RunPlan:
-    """Validate everything that can be checked before work starts; returns the :class:`RunPlan`.
-
-    ``data``: sunpy objects in memory read instead of ``input.path`` (see :func:`run`).
-    Raises a clear error naming the config key on any inconsistency.
-    """
-    from specfit.kernels import periodogram as pg
-    from specfit.kernels import resample as rs
-    from specfit.kernels.periodogram import segment_samples
-    from specfit.stages import ingest, resolve_models, uniform_grid
+def _check_fit_settings(cfg: Config) -> dict:
+    """The fit section's checks that need no data (model names, user models, intervals, lsq
+    weights); returns the resolved models. Raises ConfigError naming the key."""
+    from specfit.kernels.fitting import check_intervals
+    from specfit.stages import resolve_models
 
     try:
         models = resolve_models(cfg.fit.models, cfg.fit.user_models, cfg.fit.bounds)
@@ -274,8 +269,6 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
         raise ConfigError(
             msg if msg.startswith("fit.") else f"fit.models / fit.user_models: {msg}"
         ) from exc
-    from specfit.kernels.fitting import check_intervals
-
     try:
         check_intervals(models, cfg.fit.intervals, cfg.fit.optimizer)
     except ValueError as exc:
@@ -285,6 +278,21 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
             "fit.method=lsq weights by the spread across the box: set spectra.box to 3 or more "
             "(or use fit.method=whittle, or fit.weights=dlogf)"
         )
+    return models
+
+
+def plan_run(cfg: Config, data: Any = None) -> RunPlan:
+    """Validate everything that can be checked before work starts; returns the :class:`RunPlan`.
+
+    ``data``: sunpy objects in memory read instead of ``input.path`` (see :func:`run`).
+    Raises a clear error naming the config key on any inconsistency.
+    """
+    from specfit.kernels import periodogram as pg
+    from specfit.kernels import resample as rs
+    from specfit.kernels.periodogram import segment_samples
+    from specfit.stages import ingest, uniform_grid
+
+    models = _check_fit_settings(cfg)
     arr = ingest(cfg, data=data)
     if cfg.input.max_frames:
         arr = arr.isel(time=slice(0, cfg.input.max_frames))
@@ -844,8 +852,13 @@ def run(
     created = [(t, first_missing(work_dir_for(t))) for t in targets]
     held = False  # only a run that held the locks tidies up (never another run's folder)
     try:
-        with StoreLock(cfg.output.path), cube_lock:
+        with StoreLock(cfg.output.path), cube_lock, warnings.catch_warnings():
             held = True
+            if data is not None:
+                # frames in memory travel inside the task graph by design: dask's advice to
+                # scatter them or load them in the tasks ("Sending large graph of size ...")
+                # is not for the user, who gave them as objects
+                warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
             return _run_locked(cfg, fingerprint, overwrite, resume, report, data)
     except BaseException:
         if held:
@@ -862,7 +875,9 @@ def _run_locked(
 
     results_path = Path(cfg.output.path)
     t_start = time.perf_counter()
-    # Everything that can be checked is checked before any cluster starts or data is read.
+    # Everything that can be checked is checked before any cluster starts or data is read: a
+    # mistyped model first, so that it is not reported as a config that differs from the store's
+    _check_fit_settings(cfg)
     action = _check_store_target(cfg, overwrite, resume, fingerprint)
     _check_cube_target(cfg, fingerprint)
     if action == "done":

@@ -102,3 +102,22 @@ def test_resume_refuses_a_different_science_config(tmp_path, tmp_path_factory):
     res = cli(["run", str(config), "--resume", "--cluster", "synchronous"], timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "nothing to do" in res.stderr
+
+
+def test_a_mistyped_model_is_named_before_the_store_is_compared(tmp_path):
+    """A typo in a model name on an existing finished store: the error is the unknown model
+    (found by a first-time-user review: it was 'already holds a finished run; pass
+    --overwrite ... its config differs', and only --overwrite showed the typo)."""
+    from conftest import tiny_config
+    from specfit.errors import ConfigError
+    from specfit.pipeline import run
+
+    cfg = tiny_config(tmp_path)
+    run(cfg)
+    typo = ["fit.models.m2=powerlaw_tail_lorenzian"]
+    for kw in ({}, {"resume": True}, {"overwrite": True}):
+        with pytest.raises(ConfigError, match="fit.models.m2: unknown model 'powerlaw_tail_lorenz"):
+            run(cfg, typo, **kw)
+    from specfit.store import is_complete
+
+    assert is_complete(tmp_path / "results.zarr")  # the store is still the finished one
