@@ -1116,7 +1116,7 @@ _EMPTY_FRAME = "all NaN, all zero, beyond float32's range or missing"
 
 
 def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> None:
-    """Warn about pixels whose own missing samples are bridged over a long stretch.
+    """Warn about fitted pixels whose own missing samples are bridged over a long stretch.
 
     Frames missing everywhere are reported before the run (:func:`_describe_plan`); this is
     the rest: pixels missing over a stretch that the field's other pixels have. Read from
@@ -1128,10 +1128,22 @@ def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> Non
     if "longest_gap" not in group:
         return
     gap = np.asarray(group["longest_gap"][...], dtype=float)
-    spacing = float(np.max(np.diff(plan.times))) if plan.times.size > 1 else 0.0
-    limit = max(max_gap * plan.dt, spacing) * (1 + 1e-6)
+    if not np.isfinite(gap).any():
+        return
+    # what a complete pixel bridges: the longest spacing of the frames that hold data (a frame
+    # empty everywhere is a gap of the field, reported on its own)
+    field = float(np.nanmin(gap))
+    limit = max(max_gap * plan.dt, field) * (1 + 1e-6)
     with np.errstate(invalid="ignore"):
         long = gap > limit
+    # a pixel missing at the start or the end of the series has no spectrum and no fit
+    # (nonfinite_input): nothing of it is biased
+    from specfit.kernels.fitting import STATUS_CODES
+
+    unfitted = next(k for k, v in STATUS_CODES.items() if v.startswith("nonfinite_input"))
+    status = sorted(k for k in group.array_keys() if k.endswith("_status"))
+    if status:
+        long &= np.asarray(group[status[0]][...]) != unfitted
     n = int(long.sum())
     if n == 0:
         return
@@ -1139,13 +1151,15 @@ def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> Non
     y = int(group["y"][iy]) if "y" in group else int(iy)
     x = int(group["x"][ix]) if "x" in group else int(ix)
     log.warning(
-        "%d pixel(s) miss samples of their own over more than %.1f cadences (more than the "
-        "frames' own gaps; longest %.0f s = %.0f cadences, at pixel y=%d, x=%d). "
+        "%d pixel(s) miss samples of their own over more than %.1f cadences (longer than "
+        "the frames' own longest spacing, %.0f s; longest %.0f s = %.0f cadences, at pixel "
+        "y=%d, x=%d). "
         "Interpolation bridges those stretches with straight lines, which have no power at "
         "high frequencies, so those pixels' spectra and fits are biased there: see the map "
         "longest_gap (seconds) and mask where it is large",
         n,
-        max(max_gap, spacing / plan.dt),
+        max(max_gap, field / plan.dt),
+        field,
         gap[iy, ix],
         gap[iy, ix] / plan.dt,
         y,

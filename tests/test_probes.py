@@ -647,19 +647,26 @@ def test_a_pixel_missing_over_a_stretch_is_mapped_and_named(tmp_path, caplog):
             h[0].data[3, 5] = np.nan
     with fits.open(paths[20], mode="update") as h:
         h[0].data[9, 2] = np.nan  # one sample: bridged over 2 cadences, not reported
+    for i in range(0, 15):  # missing at the start: no spectrum, not fitted, not reported
+        with fits.open(paths[i], mode="update") as h:
+            h[0].data[1, 1] = np.nan
+    with fits.open(paths[35], mode="update") as h:
+        h[0].data[:] = np.nan  # a frame empty everywhere: every pixel bridges 2 cadences
     with caplog.at_level("WARNING", logger="specfit"):
         ds = run(_fits_run_config(tmp_path, tmp_path / "f"))
     msgs = [r.getMessage() for r in caplog.records if "miss samples of their own" in r.getMessage()]
     assert len(msgs) == 1, [r.getMessage() for r in caplog.records]
     assert msgs[0].startswith("1 pixel(s)") and "252 s = 21 cadences" in msgs[0], msgs[0]
+    assert "longest spacing, 24 s" in msgs[0], msgs[0]
     assert "at pixel y=3, x=5" in msgs[0] and "longest_gap" in msgs[0], msgs[0]
     gap = ds["longest_gap"].values
     assert ds["longest_gap"].attrs["units"] == "s"
     np.testing.assert_allclose(gap[3, 5], 21 * 12.0, rtol=1e-6)
     np.testing.assert_allclose(gap[9, 2], 2 * 12.0, rtol=1e-6)
+    assert ds["m1_status"].values[1, 1] == 2  # nonfinite_input
     others = np.ones(gap.shape, bool)
-    others[3, 5] = others[9, 2] = False
-    np.testing.assert_allclose(gap[others], 12.0, rtol=1e-6)
+    others[3, 5] = False
+    np.testing.assert_allclose(gap[others], 24.0, rtol=1e-6)  # frame 35's gap
     assert np.isfinite(ds["m1_index"].values[3, 5])  # fitted, across the line
 
 
