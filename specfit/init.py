@@ -29,7 +29,14 @@ from specfit.errors import ConfigError, InputError
 from specfit.io import detect_kind, open_input
 from specfit.workspace import glob_base
 
-__all__ = ["Inspection", "inspect_input", "render_config", "init_config", "guess_time_pattern"]
+__all__ = [
+    "Inspection",
+    "inspect_input",
+    "render_config",
+    "init_config",
+    "guess_time_pattern",
+    "check_out",
+]
 
 # Solar rotation seen at disk centre: ~13.2 deg/day synodic at the equator on a ~960" disk
 # gives ~9"/h; features elsewhere move less, so this is the largest drift to expect.
@@ -97,9 +104,10 @@ def guess_time_pattern(names: list[str]) -> str | None:
 
 
 def _list(folder: str, suffixes: tuple[str, ...]) -> list[str]:
+    # The folder's name is literal ("AIA [1600]"); only the "*" is a glob.
     return sorted(
         f
-        for f in glob.glob(os.path.join(folder, "*"))
+        for f in glob.glob(os.path.join(glob.escape(folder), "*"))
         if os.path.isfile(f) and f.lower().endswith(suffixes)
     )
 
@@ -555,16 +563,25 @@ def init_config(
     InputError
         Nothing readable at ``path``.
     ConfigError
-        ``out`` exists (and not ``force``), or the written config does not load.
+        ``out`` exists (and not ``force``), is a folder, an input file or a data file (even
+        with ``force``; see :func:`check_out`), cannot be written, or the written config
+        does not load.
     """
-    if out is not None and Path(out).exists() and not force:
-        raise ConfigError(f"{out} exists; choose another --out or pass --force to replace it")
+    if out is not None:
+        check_out(out, force)
     insp = inspect_input(path, longest_period=longest_period)
     text = render_config(insp, out)
     cfg = load_config(yaml.safe_load(text))  # the schema, before anything is written
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text)
+        _refuse_input_file(out, insp)
+        try:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(text)
+        except OSError as exc:
+            raise ConfigError(
+                f"--out {out}: cannot write the config ({exc.strerror or exc}); choose a file "
+                "in a folder you can write to"
+            ) from None
         try:
             cfg = load_config(out)  # the file as a user will run it (paths resolved from it)
         except ConfigError:
@@ -574,3 +591,97 @@ def init_config(
         raise ConfigError(f"{out or 'the config'}: input.kind did not survive the round trip")
     report = "\n".join(insp.report + [f"  note        {n}" for n in insp.notes])
     return report, text
+
+
+# Names of data, never of a config: --out is refused on them, even with --force (a YAML
+# config written over a frame destroys it; one written as a new .fits file beside the frames
+# joins the series).
+_DATA_SUFFIXES = (
+    *_FITS_SUFFIXES,
+    *_IMAGE_SUFFIXES,
+    ".gz",
+    ".bz2",
+    ".zip",
+    ".npy",
+    ".npz",
+    ".zarr",
+    ".h5",
+    ".hdf5",
+    ".nc",
+    ".csv",
+    ".sav",
+)
+# Names an existing config may have: --force replaces such a file if it holds text.
+_CONFIG_SUFFIXES = ("", ".yaml", ".yml", ".txt", ".cfg", ".conf", ".config")
+
+
+def _holds_text(path: Path) -> bool:
+    """True when the file's first bytes are text (no NUL byte, not a FITS header)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8192)
+    except OSError:
+        return False
+    return b"\0" not in head and not head.startswith(b"SIMPLE  =")
+
+
+def check_out(out: str | Path, force: bool = False) -> None:
+    """Refuse an ``--out`` that ``specfit init`` must not write its config to.
+
+    A folder, a name of data (a FITS, image, .npy, .zarr, .gz, ... name) or an existing file
+    that is not a text config is refused even with ``force``; another existing file without
+    ``force``.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``--out`` and what to give instead.
+    """
+    p = Path(out)
+    if p.is_dir():
+        raise ConfigError(
+            f"--out {out} is a folder; give the config's file name, e.g. --out {p / 'specfit.yaml'}"
+        )
+    low = p.name.lower()
+    if low.endswith(_DATA_SUFFIXES):
+        what = "an existing data file" if p.exists() else "a data file's name"
+        raise ConfigError(
+            f"--out {out} is {what}, not a config (--force replaces only a YAML config); give "
+            f"a .yaml file name, e.g. --out {p.with_name(p.name.split('.')[0] + '.yaml')}"
+        )
+    if not p.exists() and not p.is_symlink():
+        return
+    if not p.is_file() or p.suffix.lower() not in _CONFIG_SUFFIXES or not _holds_text(p):
+        raise ConfigError(
+            f"--out {out} exists and is not a YAML config (--force replaces only a config); "
+            "give another --out, e.g. a new .yaml file"
+        )
+    if not force:
+        raise ConfigError(f"{out} exists; choose another --out or pass --force to replace it")
+
+
+def _refuse_input_file(out: str | Path, insp: Inspection) -> None:
+    """Refuse an ``--out`` that is one of the files the inspected input reads (or lies
+    inside its Zarr store), even with ``--force``."""
+    target = Path(os.path.abspath(out)).resolve()
+    section = insp.input
+    src = Path(os.path.abspath(str(section["path"]))).resolve()
+    inputs = [Path(str(section[k])) for k in ("times_csv", "times") if section.get(k)]
+    if section["kind"] in ("fits_series", "images") and src.is_dir():
+        from specfit.io.fits_series import list_files
+
+        cfg = InputConfig(path=str(section["path"]), pattern=section.get("pattern", "*"))
+        inputs += [Path(f) for f in list_files(cfg)]
+    elif src.is_dir():  # a Zarr store: every file in it
+        if target == src or src in target.parents:
+            raise ConfigError(
+                f"--out {out} lies inside the input {section['path']}; write the config "
+                "outside it, e.g. --out specfit.yaml"
+            )
+    else:
+        inputs.append(src)
+    if any(Path(os.path.abspath(f)).resolve() == target for f in inputs):
+        raise ConfigError(
+            f"--out {out} is one of the input files of {section['path']}; write the config "
+            "to another file, e.g. --out specfit.yaml"
+        )

@@ -292,3 +292,62 @@ def test_init_quotes_the_next_command_for_paths_with_spaces(tmp_path, capsys):
     said = capsys.readouterr().out.strip().split("then: ")[-1]
     assert shlex.split(said) == ["specfit", "run", str(out)]
     assert "#   specfit run 'my frames.yaml'" in out.read_text()
+
+
+def test_init_out_never_overwrites_data_or_a_folder(tmp_path, capsys):
+    """--out onto a folder raised a raw IsADirectoryError; --out onto one of the input
+    frames with --force replaced the frame by YAML. Both are one-line errors now, even with
+    --force, and nothing is written; a config is still replaced with --force."""
+    from specfit.errors import ConfigError
+    from specfit.synthetic import make_synthetic
+
+    frames = make_synthetic(tmp_path / "s", shape=(8, 8), n_frames=40, seed=1).frames
+    frame = sorted(frames.glob("*.fits"))[0]
+    before = frame.read_bytes()
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    for force in ([], ["--force"]):
+        assert main(["init", str(frames), "--out", str(folder), *force]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "is a folder" in err and "Traceback" not in err, err
+        assert main(["init", str(frames), "--out", str(frame), *force]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "not a config" in err, err
+    assert frame.read_bytes() == before
+    # other data files (existing or not), and a binary file under a config's name
+    np.save(tmp_path / "cube.npy", np.zeros(3))
+    (tmp_path / "notes.txt").write_bytes(b"\x00\x01binary")
+    for out in ("cube.npy", "new.fits", "a.fits.gz", "pic.png", "store.zarr", "notes.txt"):
+        with pytest.raises(ConfigError, match=r"^--out .*(not a config|not a YAML config)"):
+            init_config(frames, tmp_path / out, force=True)
+    assert not (tmp_path / "new.fits").exists() and not (tmp_path / "store.zarr").exists()
+    # a config is replaced with --force, as before
+    out = tmp_path / "c.yaml"
+    out.write_text("# old\n")
+    init_config(frames, out, force=True)
+    assert "# old" not in out.read_text() and load_config(out).input.kind == "fits_series"
+    # a file under an unwritable path: one line, no OSError
+    with pytest.raises(ConfigError, match=r"^--out .*cannot write the config"):
+        init_config(frames, tmp_path / "notes.txt" / "c.yaml")
+
+
+def test_init_out_refuses_an_input_file(tmp_path):
+    """An input file under a config's name (the images' times.csv here) is not replaced."""
+    from PIL import Image
+
+    from specfit.errors import ConfigError
+    from specfit.init import check_out
+
+    for i in range(10):
+        Image.fromarray(np.full((8, 6), i, np.uint8)).save(tmp_path / f"frame_{i:03d}.png")
+    csv = tmp_path / "times.txt"
+    with open(csv, "w") as fh:
+        fh.write("file,time\n")
+        for i in range(10):
+            fh.write(f"frame_{i:03d}.png,2020-01-01T00:{12 * i // 60:02d}:{12 * i % 60:02d}\n")
+    (tmp_path / "times.csv").symlink_to(csv)
+    before = csv.read_text()
+    check_out(csv, force=True)  # a text file under a config's name: --force may replace it...
+    with pytest.raises(ConfigError, match=r"^--out .*times.txt is one of the input files"):
+        init_config(tmp_path, csv, force=True)  # ...unless the input reads it
+    assert csv.read_text() == before

@@ -671,3 +671,117 @@ def test_grid_check_reads_headers_as_wcslib_does(tmp_path):
         open_input(InputConfig(path=str(tmp_path / "s"), quality_bits=[]))
     with pytest.warns(UserWarning, match=r"left out 1 of 4 frames .*bit 16 \(1\) set \(AIA's"):
         assert open_input(InputConfig(path=str(tmp_path / "s"))).shape[0] == 3
+
+
+def _old_style_frames(folder: Path, times: list[str], gz: bool = False) -> None:
+    """Frames whose DATE-OBS holds the date only and TIME-OBS the time of day (FITS headers
+    before DATE-OBS carried both), written by astropy."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, t in enumerate(times):
+        date, tod = t.split("T")
+        h = fits.Header()
+        h["DATE-OBS"] = date
+        h["TIME-OBS"] = tod
+        h["EXPTIME"] = 2.0
+        name = f"frame_{i:04d}.fits" + (".gz" if gz else "")
+        fits.PrimaryHDU(np.full((3, 4), i, np.float32), header=h).writeto(folder / name)
+
+
+@pytest.mark.parametrize("gz", [False, True])  # the plain-header scanner, and astropy
+def test_date_obs_without_a_time_takes_time_obs(tmp_path, gz):
+    """DATE-OBS='2012-06-06' + TIME-OBS='05:00:12.3' is 05:00:12.3, not midnight: every frame
+    of the day was 'the same time 2012-06-06T00:00:00.000; remove the duplicate frame'."""
+    times = ["2012-06-06T05:00:12.3", "2012-06-06T05:00:24.3", "2012-06-06T05:00:36.55"]
+    _old_style_frames(tmp_path / "f", times, gz=gz)
+    arr = open_input(InputConfig(path=str(tmp_path / "f")))
+    np.testing.assert_allclose(arr["time"].values, [0.0, 12.0, 24.25], atol=1e-6)
+    assert arr.attrs["start_time"].startswith("2012-06-06T05:00:12.3")
+    assert arr.attrs["time_key"] == "DATE-OBS"
+    # DATE_OBS (underscore) too, and the pre-1997 DD/MM/YY date form
+    _old_style_frames(tmp_path / "u", ["1996-06-06T05:00:00", "1996-06-06T05:00:10"])
+    for f in sorted((tmp_path / "u").iterdir()):
+        with fits.open(f, mode="update") as hdul:
+            h = hdul[0].header
+            h["DATE_OBS"] = "06/06/96"
+            del h["DATE-OBS"]
+    arr = open_input(InputConfig(path=str(tmp_path / "u"), time_key=["DATE_OBS"]))
+    assert arr.attrs["start_time"].startswith("1996-06-06T05:00:00")
+    np.testing.assert_allclose(arr["time"].values, [0.0, 10.0])
+
+
+def test_date_only_times_are_named_not_called_duplicates(tmp_path):
+    folder = tmp_path / "d"
+    _old_style_frames(folder, ["2012-06-06T05:00:12", "2012-06-06T05:00:24"])
+    for f in sorted(folder.iterdir()):
+        with fits.open(f, mode="update") as hdul:
+            del hdul[0].header["TIME-OBS"]
+    with pytest.raises(InputError, match=r"DATE-OBS holds a date without a time of day.*TIME-OBS"):
+        open_input(InputConfig(path=str(folder)))
+    # a bad TIME-OBS is named with its key
+    _old_style_frames(tmp_path / "b", ["2012-06-06T05:00:12", "2012-06-06T25:61:00"])
+    with pytest.raises(InputError, match=r"frame_0001.fits: header key DATE-OBS \+ TIME-OBS"):
+        open_input(InputConfig(path=str(tmp_path / "b")))
+
+
+def _chunked_cube(path: Path, dtype: str) -> np.ndarray:
+    """A (6, 4, 4) cube written by xarray/zarr in (2, 2, 2) chunks, no chunk all zero."""
+    cube = (np.arange(6 * 4 * 4).reshape(6, 4, 4) % 50 + 1).astype(dtype)
+    arr = xr.DataArray(
+        cube,
+        dims=("time", "y", "x"),
+        coords={"time": np.arange(6) * 12.0},
+        name="intensity",
+        attrs={"start_time": "2020-01-01T00:00:00Z"},
+    )
+    arr.chunk({"time": 2, "y": 2, "x": 2}).to_dataset().to_zarr(path, mode="w", consolidated=False)
+    return cube
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_zarr_missing_chunk_files_are_warned_of(tmp_path, dtype, caplog):
+    """A chunk file lost in an incomplete copy read silently as the fill value (int16:
+    zeros); now a warning names how many and which, and what they read as."""
+    store = tmp_path / "c.zarr"
+    cube = _chunked_cube(store, dtype)
+    with caplog.at_level("WARNING", logger="specfit"):
+        open_input(InputConfig(path=str(store)))
+    assert not [r for r in caplog.records if "chunks" in r.getMessage()]
+    (store / "intensity" / "c" / "1" / "0" / "1").unlink()
+    with caplog.at_level("WARNING", logger="specfit"):
+        arr = open_input(InputConfig(path=str(store)))
+    said = [r.getMessage() for r in caplog.records if "chunks" in r.getMessage()]
+    assert len(said) == 1 and "\n" not in said[0], said
+    assert "1 of its 12 chunks have no file on disk (c/1/0/1)" in said[0]
+    assert str(store) in said[0]
+    if dtype == "float32":
+        assert "fill value NaN, so they count as missing pixels" in said[0]
+        assert np.isnan(arr.values[2:4, 0:2, 2:4]).all()
+    else:
+        assert "fill value 0 (int16)" in said[0]
+        assert (arr.values[2:4, 0:2, 2:4] == 0).all()
+    np.testing.assert_array_equal(arr.values[:2], cube[:2])
+
+
+def test_zarr_missing_chunks_v2_and_bare_arrays(tmp_path, caplog):
+    """Zarr v2 keys (i.j.k), a bare array with input.times, and the count of several."""
+    import zarr
+
+    from specfit.io.arrays import missing_chunks
+
+    z = zarr.open_array(
+        tmp_path / "v2.zarr", mode="w", shape=(6, 4, 4), chunks=(2, 2, 2), dtype="int16",
+        zarr_format=2,
+    )  # fmt: skip
+    z[:] = 7
+    for key in ("0.0.1", "2.1.1", "1.1.0", "2.0.0"):
+        (tmp_path / "v2.zarr" / key).unlink()
+    n, total, first, fill, dtype = missing_chunks(str(tmp_path / "v2.zarr"))
+    assert (n, total, first, dtype) == (4, 12, ["0.0.1", "1.1.0", "2.0.0"], "int16")
+    np.save(tmp_path / "t.npy", np.arange(6) * 12.0)
+    with caplog.at_level("WARNING", logger="specfit"):
+        open_input(
+            InputConfig(path=str(tmp_path / "v2.zarr"), kind="zarr", times=str(tmp_path / "t.npy"))
+        )
+    said = [r.getMessage() for r in caplog.records if "chunks" in r.getMessage()]
+    assert len(said) == 1 and "4 of its 12 chunks" in said[0]
+    assert "(0.0.1, 1.1.0, 2.0.0, ...)" in said[0]

@@ -18,16 +18,15 @@ per few frames (a FITS series: up to 16 files a task; images: one file a task).
 
 from __future__ import annotations
 
-import glob
 import os
 
 import numpy as np
 import xarray as xr
 
 from specfit.config import InputConfig
-from specfit.errors import InputError, missing_input
+from specfit.errors import InputError
 
-from ._base import hpc_coords, relative_seconds, whole_frames
+from ._base import hpc_coords, input_names, literal_glob, relative_seconds, whole_frames
 
 __all__ = [
     "open_input",
@@ -36,6 +35,8 @@ __all__ = [
     "relative_seconds",
     "hpc_coords",
     "whole_frames",
+    "input_names",
+    "literal_glob",
 ]
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -70,13 +71,8 @@ def detect_kind(cfg: InputConfig) -> str:
             f"input.path {p}: cannot tell the kind from the name; set input.kind "
             "(fits_series, fits_cube, images, array, zarr)"
         )
-    if any(ch in p for ch in "*?["):
-        names = sorted(glob.glob(p))
-    elif os.path.isdir(p):
-        names = sorted(glob.glob(os.path.join(p, cfg.pattern)))
-    else:
-        raise missing_input("input.path", p)
-    names = [n for n in names if os.path.isfile(n)]
+    # A folder (or file) that exists as written is never a glob: "AIA [1600]".
+    names, _ = input_names(p, cfg.pattern)
     n_fits = sum(n.lower().endswith(_FITS_SUFFIXES) for n in names)
     n_img = sum(n.lower().endswith(_IMAGE_SUFFIXES) for n in names)
     if n_fits == 0 and n_img == 0:

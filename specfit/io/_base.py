@@ -8,6 +8,9 @@ bad input fails before any compute, then hands a :class:`LazyFrames` object to
 
 from __future__ import annotations
 
+import glob
+import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,9 +23,13 @@ import xarray as xr
 from astropy.io import fits
 from astropy.time import Time
 
-from specfit.errors import InputError
+from specfit.errors import InputError, missing_input
 
 __all__ = [
+    "GLOB_CHARS",
+    "literal_glob",
+    "input_names",
+    "header_time_text",
     "cube_time_chunk",
     "whole_frames",
     "load_times",
@@ -41,6 +48,88 @@ __all__ = [
     "instrument_attrs",
     "series_field",
 ]
+
+
+# Characters that make input.path a glob, unless a path with them exists as written.
+GLOB_CHARS = "*?["
+
+
+def literal_glob(path: str) -> list[str]:
+    """The names matching the glob ``path``, sorted; its leading components that exist as
+    written are taken literally (a folder named ``AIA [1600]`` is that folder, not a set of
+    characters), the rest as a glob.
+
+    Parameters
+    ----------
+    path
+        A glob such as ``AIA [1600]/*.fits`` or ``frames_[0-9]/*.fits``.
+
+    Returns
+    -------
+    list of str
+        The matching names (files and folders), sorted; a path that exists as written is
+        the only match.
+    """
+    if os.path.exists(path):
+        return [path]
+    parts = Path(path).parts
+    for i in range(len(parts) - 1, 0, -1):
+        head = os.path.join(*parts[:i])
+        if os.path.exists(head):
+            return sorted(glob.glob(os.path.join(glob.escape(head), *parts[i:])))
+    return sorted(glob.glob(path))
+
+
+def input_names(path: str, pattern: str) -> tuple[list[str], str]:
+    """The files that ``input.path`` names, sorted, and how to name them in a message.
+
+    A path that exists as written is a file or a folder, never a glob (a folder named
+    ``AIA [1600]``): a folder gives its files matching ``pattern`` (the folder's name taken
+    literally), a file itself; otherwise ``path`` is a glob (see :func:`literal_glob`).
+
+    Raises
+    ------
+    InputError
+        When ``path`` does not exist and is no glob.
+    """
+    if os.path.isdir(path):
+        names = glob.glob(os.path.join(glob.escape(path), pattern))
+        where = f"folder {path} with input.pattern {pattern!r}"
+    elif os.path.exists(path):
+        names, where = [path], f"file {path}"
+    elif any(ch in path for ch in GLOB_CHARS):
+        names, where = literal_glob(path), f"glob {path!r}"
+    else:
+        raise missing_input("input.path", path)
+    return sorted(n for n in names if os.path.isfile(n)), where
+
+
+_DATE_ONLY = re.compile(r"\d{4}-\d\d-\d\d$")
+_OLD_DATE = re.compile(r"(\d\d)/(\d\d)/(\d\d)$")  # DD/MM/YY, 19YY (FITS before 1997)
+
+
+def header_time_text(header: Any, key: str) -> tuple[str, str] | None:
+    """The frame time that header ``key`` gives, as ISO 8601 text, and the key(s) it is from;
+    None when the key is absent or empty.
+
+    Old-style headers split the time: ``DATE-OBS`` (or ``DATE_OBS``) holds the date only
+    (``2012-06-06``, or ``06/06/12`` before 1997) and ``TIME-OBS`` the time of day; such a
+    date is joined with the header's ``TIME-OBS`` (``2012-06-06T05:00:12.3``, from
+    "DATE-OBS + TIME-OBS"). A trailing ``Z`` is dropped.
+    """
+    value = header.get(key)
+    if value in (None, ""):
+        return None
+    text, used = str(value).strip(), key
+    if key.upper() in ("DATE-OBS", "DATE_OBS"):
+        old = _OLD_DATE.match(text)
+        if old is not None:
+            text = f"19{old[3]}-{old[2]}-{old[1]}"
+        if _DATE_ONLY.match(text):
+            tod = header.get("TIME-OBS")
+            if tod not in (None, ""):
+                text, used = f"{text}T{str(tod).strip()}", f"{key} + TIME-OBS"
+    return (text[:-1] if text.endswith("Z") else text), used
 
 
 # A reader function takes (source, index, missing_below, scale) and returns one float32

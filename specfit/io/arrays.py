@@ -9,6 +9,10 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import logging
+import math
 import os
 from pathlib import Path
 
@@ -22,7 +26,9 @@ from specfit.errors import InputError, missing_input
 
 from ._base import CHUNK_BYTES, LazyFrames, assemble, cube_time_chunk, load_times, parse_time
 
-__all__ = ["open_array"]
+__all__ = ["open_array", "missing_chunks"]
+
+log = logging.getLogger("specfit")
 
 # Relative times with no absolute start get this nominal epoch, stated in attrs["time_note"].
 _NOMINAL_START = "2000-01-01T00:00:00"
@@ -131,6 +137,9 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
                 )
             name = cands[0]
         var = ds[name]
+        _warn_missing_chunks(
+            os.path.join(path, name), f"{path}: array {name}", var.encoding.get("_FillValue")
+        )
         if var.dims != ("time", "y", "x"):
             raise InputError(f"{path}: variable {name} has dims {var.dims}, need (time, y, x)")
         if "time" not in var.coords and not cfg.times:
@@ -176,6 +185,7 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
             ) from None
         if z.ndim != 3:
             raise InputError(f"{path}: needs a 3-D (time, y, x) array, got shape {z.shape}")
+        _warn_missing_chunks(path, f"{path}: array")
         if not cfg.times:
             raise InputError(f"{path}: a bare Zarr array has no times; give input.times")
         nt = z.shape[0]
@@ -234,3 +244,122 @@ def _consolidated(path: str) -> bool | None:
         with open(meta) as fh:
             return bool(json.load(fh).get("consolidated_metadata"))
     return None
+
+
+# Chunk keys named in the warning about absent chunks.
+_SHOWN_CHUNKS = 3
+
+
+def missing_chunks(array_dir: str) -> tuple[int, int, list[str], object, str] | None:
+    """The chunks of the Zarr array in folder ``array_dir`` that have no file on disk, from a
+    listing of the folder (nothing is read but the array's metadata).
+
+    Zarr v3 (``zarr.json``; chunk keys ``c/i/j/k`` by default, ``c.i.j.k`` or v2-style
+    ``i.j.k`` by its ``chunk_key_encoding``) and v2 (``.zarray``; ``i.j.k``, or ``i/j/k``
+    with ``dimension_separator`` "/") arrays on a regular chunk grid are compared.
+
+    Returns
+    -------
+    tuple or None
+        ``(missing, total, first keys, fill value, dtype)`` with the first few absent chunk
+        keys in grid order; None where the folder holds no array in a layout compared here
+        (another chunk grid, unreadable metadata).
+    """
+    try:
+        v3 = os.path.join(array_dir, "zarr.json")
+        v2 = os.path.join(array_dir, ".zarray")
+        if os.path.isfile(v3):
+            with open(v3) as fh:
+                meta = json.load(fh)
+            grid = meta.get("chunk_grid") or {}
+            if meta.get("node_type") != "array" or grid.get("name") != "regular":
+                return None
+            chunks = grid["configuration"]["chunk_shape"]
+            enc = meta.get("chunk_key_encoding") or {"name": "default"}
+            default = enc.get("name", "default") == "default"
+            sep = (enc.get("configuration") or {}).get("separator", "/" if default else ".")
+            prefix = ["c"] if default else []
+            fill, dtype = meta.get("fill_value"), str(meta.get("data_type"))
+        elif os.path.isfile(v2):
+            with open(v2) as fh:
+                meta = json.load(fh)
+            chunks, sep, prefix = meta["chunks"], meta.get("dimension_separator") or ".", []
+            fill, dtype = meta.get("fill_value"), str(np.dtype(meta.get("dtype")))
+        else:
+            return None
+        shape = [int(n) for n in meta["shape"]]
+        grid_n = [math.ceil(n / int(c)) for n, c in zip(shape, chunks, strict=True)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    total = math.prod(grid_n)
+    if total == 0 or not grid_n:
+        return None
+    present: set[tuple[int, ...]] = set()
+
+    def add(parts: list[str]) -> None:
+        if len(parts) == len(grid_n) and all(p.isdigit() for p in parts):
+            idx = tuple(int(p) for p in parts)
+            if all(i < n for i, n in zip(idx, grid_n, strict=True)):
+                present.add(idx)
+
+    if sep == "/":
+        root = os.path.join(array_dir, *prefix)
+        for here, dirs, files in os.walk(root):
+            rel = os.path.relpath(here, root)
+            head = [] if rel == "." else rel.split(os.sep)
+            if len(head) >= len(grid_n):
+                dirs[:] = []
+                continue
+            for f in files:
+                add([*head, f])
+    else:
+        lead = "".join(f"{p}{sep}" for p in prefix)
+        for f in os.listdir(array_dir):
+            if f.startswith(lead):
+                add(f[len(lead) :].split(sep))
+    missing = total - len(present)
+    if missing == 0:
+        return 0, total, [], fill, dtype
+    first = []
+    for idx in itertools.product(*(range(n) for n in grid_n)):
+        if idx not in present:
+            first.append(sep.join([*prefix, *(str(i) for i in idx)]))
+            if len(first) == _SHOWN_CHUNKS:
+                break
+    return missing, total, first, fill, dtype
+
+
+def _warn_missing_chunks(array_dir: str, what: str, masked: object = None) -> None:
+    """Warn (one line) when chunk files of the intensity array are absent: zarr reads them as
+    the array's fill value, and leaves such chunks out on purpose (a chunk holding nothing
+    else), but an incomplete copy of the store loses chunks too, whose pixels then silently
+    hold the fill value (zeros for integers). ``masked``: the value xarray decodes as missing
+    (its ``_FillValue``), if any."""
+    found = missing_chunks(array_dir)
+    if found is None or found[0] == 0:
+        return
+    n, total, first, fill, dtype = found
+    shown = ", ".join(first) + (", ..." if n > len(first) else "")
+
+    def is_nan(v: object) -> bool:
+        return (isinstance(v, str) and v.lower() == "nan") or (
+            isinstance(v, float) and math.isnan(v)
+        )
+
+    if is_nan(fill) or (masked is not None and not is_nan(masked) and masked == fill):
+        shown_fill = "NaN," if is_nan(fill) else f"{fill}, decoded as missing,"
+        effect = f"the array's fill value {shown_fill} so they count as missing pixels"
+    elif fill is None:
+        effect = f"zeros ({dtype}; the array sets no fill value)"
+    else:
+        effect = f"the array's fill value {fill} ({dtype})"
+    log.warning(
+        "%s: %d of its %d chunks have no file on disk (%s) and are read as %s. Zarr leaves "
+        "out a chunk that holds only the fill value, but an incomplete copy of a store loses "
+        "chunks too: if this store was copied, copy it again",
+        what,
+        n,
+        total,
+        shown,
+        effect,
+    )

@@ -31,6 +31,7 @@ from ._base import (
     celestial_header,
     check_data_size,
     cube_time_chunk,
+    header_time_text,
     hpc_coords,
     instrument_attrs,
     load_times,
@@ -71,13 +72,18 @@ def _aux_times(
                 f"cube has {nt} frames and TIME names column {col}; the file is damaged or "
                 "truncated too far: give per-frame times with input.times"
             )
-        start_key = next((k for k in ("STARTOBS", *time_keys, "DATE_OBS") if header.get(k)), None)
-        if start_key is None:
+        start = next(
+            filter(
+                None, (header_time_text(header, k) for k in ("STARTOBS", *time_keys, "DATE_OBS"))
+            ),
+            None,
+        )
+        if start is None:
             raise InputError(
                 f"{path}: the time table in HDU {i} is relative to STARTOBS, which is missing; "
                 "add STARTOBS or set input.time_key to the key of the start time"
             )
-        t0 = parse_time(header[start_key], f"{path}: header key {start_key}")
+        t0 = parse_time(start[0], f"{path}: header key {start[1]}")
         secs = table[:nt, col]
         exposure = None
         if "EXPTIMES" in h.header:
@@ -240,8 +246,9 @@ def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
 
 def _start_time(header: fits.Header, path: str, keys: list[str]) -> Time:
     for k in (*keys, "DATE_OBS", "STARTOBS"):
-        if header.get(k):
-            return parse_time(header[k], f"{path}: header key {k}")
+        found = header_time_text(header, k)  # DATE-OBS holding a date only: + TIME-OBS
+        if found is not None:
+            return parse_time(found[0], f"{path}: header key {found[1]}")
     raise InputError(
         f"{path}: no start time (tried {keys + ['DATE_OBS', 'STARTOBS']}); set input.time_key"
     )

@@ -11,7 +11,6 @@ other files (or a plain file changed since) by astropy. A read error names the f
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 import warnings
@@ -25,7 +24,7 @@ from astropy.io import fits
 from astropy.time import Time
 
 from specfit.config import InputConfig
-from specfit.errors import InputError, missing_input
+from specfit.errors import InputError
 
 from ._base import (
     LazyFrames,
@@ -34,6 +33,8 @@ from ._base import (
     check_size,
     cube_time_chunk,
     flagged_frames,
+    header_time_text,
+    input_names,
     parse_time,
     read_failure,
     series_field,
@@ -62,19 +63,8 @@ def list_files(cfg: InputConfig, suffixes: tuple[str, ...] | None = None) -> lis
     """
     if not cfg.path:
         raise InputError("input.path is not set; give a folder, a glob or a file")
-    path = cfg.path
-    if any(ch in path for ch in "*?["):
-        files = sorted(glob.glob(path))
-        where = f"glob {path!r}"
-    elif os.path.isdir(path):
-        files = sorted(glob.glob(os.path.join(path, cfg.pattern)))
-        where = f"folder {path} with input.pattern {cfg.pattern!r}"
-    elif os.path.isfile(path):
-        files = [path]
-        where = f"file {path}"
-    else:
-        raise missing_input("input.path", path)
-    files = [f for f in files if os.path.isfile(f)]
+    # A folder (or file) that exists as written is never a glob: "AIA [1600]".
+    files, where = input_names(cfg.path, cfg.pattern)
     if suffixes is not None:
         files = [f for f in files if f.lower().endswith(suffixes)]
     if not files:
@@ -98,11 +88,16 @@ def find_image_hdu(hdul: fits.HDUList, hdu: int | None, path: str) -> int:
 
 
 def header_time(header: fits.Header, keys: list[str], path: str) -> tuple[Time, str]:
-    """The frame time from the first of ``keys`` present in ``header``, and the key used."""
+    """The frame time from the first of ``keys`` present in ``header``, and the key used.
+
+    A ``DATE-OBS`` (or ``DATE_OBS``) holding a date only is joined with the header's
+    ``TIME-OBS`` (old-style headers; see :func:`header_time_text`).
+    """
     for k in keys:
-        v = header.get(k)
-        if v not in (None, ""):
-            return parse_time(v, f"{path}: header key {k}"), k
+        found = header_time_text(header, k)
+        if found is not None:
+            text, used = found
+            return parse_time(text, f"{path}: header key {used}"), k
     raise InputError(
         f"{path}: none of the time keys {keys} is in the header; set input.time_key to the "
         "key holding the frame time (e.g. [DATE-OBS])"
@@ -207,6 +202,7 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
     rel = (times[1:] - times[:-1]).to_value("s") if len(times) > 1 else np.array([])
     if np.any(rel <= 0):
         j = int(np.argmin(rel))
+        _refuse_date_only(files[order[j]], headers[order[j]], list(cfg.time_key))
         raise InputError(
             f"{files[order[j]]} and {files[order[j + 1]]} have the same time "
             f"{times[j].isot}; remove the duplicate frame"
@@ -376,6 +372,8 @@ def _number(h, key: str) -> tuple[float, str]:
 def _frame_keys(cfg: InputConfig) -> tuple[str, ...]:
     """Every header key :func:`open_fits_series` looks up in every frame (upper case)."""
     keys = ["BSCALE", "BZERO", "BLANK", *cfg.time_key]
+    if any(k.upper() in ("DATE-OBS", "DATE_OBS") for k in cfg.time_key):
+        keys.append("TIME-OBS")  # the time of day where DATE-OBS holds a date only
     if cfg.exposure_key:
         keys.append(cfg.exposure_key)
     keys += [k for k, _ in GEOMETRY_KEYS.values()]
@@ -557,10 +555,9 @@ def _header_times(files: list[str], headers: list[Any], keys: list[str]) -> tupl
     for h in headers:
         which.append(None)  # no time key: named by header_time below
         for k in keys:
-            v = h.get(k)
-            if v not in (None, ""):
-                text = str(v).strip()
-                texts.append(text[:-1] if text.endswith("Z") else text)
+            found = header_time_text(h, k)  # DATE-OBS holding a date only: + TIME-OBS
+            if found is not None:
+                texts.append(found[0])
                 used.add(k)
                 which[-1] = k
                 break
@@ -585,6 +582,25 @@ def _header_times(files: list[str], headers: list[Any], keys: list[str]) -> tupl
     # named (as header_time always did).
     times = [header_time(h, keys, f)[0] for f, h in zip(files, headers, strict=True)]
     return Time(times), used
+
+
+def _refuse_date_only(path: str, header: Any, keys: list[str]) -> None:
+    """Two frames have the same time: if it came from a key that holds a date without a time
+    of day (and no TIME-OBS completes it), say so, rather than call the frames duplicates."""
+    for k in keys:
+        found = header_time_text(header, k)
+        if found is None:
+            continue
+        if "T" not in found[0] and " " not in found[0]:
+            dated = k.upper() in ("DATE-OBS", "DATE_OBS")  # else TIME-OBS is not looked at
+            no_tod = " and the header has no TIME-OBS" if dated else ""
+            raise InputError(
+                f"{path}: header key {k} holds a date without a time of day "
+                f"({header.get(k)!r})"
+                f"{no_tod}, so the frames of one day share one time; set input.time_key to "
+                "the key holding each frame's time"
+            )
+        return
 
 
 class _ReadSeries:
