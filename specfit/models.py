@@ -427,6 +427,22 @@ class Model:
             [c.shape for c in self.components], [len(c.params) for c in self.components]
         )
 
+    def code_digest(self) -> str:
+        """sha256 (hex) of the code behind this model's values: its generated kernel (which
+        names each line shape by a hash of its source), the sources of its guess and null
+        functions, and its base model's. Part of the LRT reference's cache key, so that an
+        edited user model never reuses a reference simulated with the old one."""
+        h = hashlib.sha256(self.compiled().source.encode())
+        for fn in (self.guess_func, self.null):
+            try:
+                src = inspect.getsource(fn) if fn is not None else ""
+            except (OSError, TypeError):  # defined interactively: this process only
+                src = f"{getattr(fn, '__qualname__', '?')}@{id(fn)}"
+            h.update(b"\0" + src.encode())
+        if self.base_model is not None:
+            h.update(self.base_model.code_digest().encode())
+        return h.hexdigest()
+
     def guess(
         self,
         f: np.ndarray,
@@ -863,6 +879,27 @@ def stored_metadata(info: Mapping) -> dict:
     if model is not None:
         return model.metadata()
     return {"roles": {}, "spectrum_unit_params": [], "derived": [], "components": []}
+
+
+def user_models_digest(specs: Sequence[str]) -> dict[str, str | None]:
+    """sha256 (hex, 16) of each ``fit.user_models`` entry's source file (a ``.py`` path, or
+    the file an importable module name comes from; None where there is none): part of a run's
+    identity, so that a resume never mixes tiles fitted with an edited model file."""
+    out: dict[str, str | None] = {}
+    for spec in specs:
+        path = Path(spec).expanduser() if spec.endswith(".py") else None
+        if path is None:
+            try:
+                found = importlib.util.find_spec(spec)
+            except (ImportError, ValueError):
+                found = None
+            origin = getattr(found, "origin", None)
+            path = Path(origin) if origin and origin not in ("built-in", "frozen") else None
+        try:
+            out[spec] = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path else None
+        except OSError:
+            out[spec] = None
+    return out
 
 
 def load_user_models(specs: Sequence[str]) -> list[str]:

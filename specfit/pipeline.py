@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import math
-import shutil
 import sys
 import time
 import uuid
@@ -59,6 +58,7 @@ from specfit.workspace import (
     refuse_foreign_entries,
     refuse_foreign_store,
     remove_specfit_cube,
+    remove_specfit_tree,
     work_dir_for,
 )
 
@@ -81,8 +81,15 @@ def cube_path_for(cfg: Config) -> Path:
 
 
 def _science(cfg: Config) -> dict:
+    """The config sections results depend on, and the code of its user model files: a store
+    is reused (resumed, or found finished) only for the same."""
+    from specfit.models import user_models_digest
+
     d = cfg.model_dump(mode="json")
-    return {k: d[k] for k in SCIENCE_SECTIONS}
+    science = {k: d[k] for k in SCIENCE_SECTIONS}
+    if cfg.fit.user_models:  # under fit, where config_diff names it when it changed
+        science["fit"]["user_models_sha256"] = user_models_digest(cfg.fit.user_models)
+    return science
 
 
 # ----------------------------------------------------------------------------- planning
@@ -404,7 +411,7 @@ def _write_cube(
             )
         refuse_foreign_entries(old, "output.cube_path")
     if tmp.exists():
-        shutil.rmtree(tmp)  # specfit's own unfinished cube (checked just above)
+        remove_specfit_tree(tmp)  # specfit's own unfinished cube (checked just above)
     source_chunks = arr.chunks
     source = da.asarray(arr.data)  # the slabs are cut from it (an in-memory array: one chunk)
     # Task-based rechunk unless DASK_ARRAY__RECHUNK__METHOD says otherwise, not the p2p shuffle
@@ -589,9 +596,13 @@ def tile_spec(plan: TilePlan) -> Any:
     process: loading a user-model file again for every tile would make new function objects,
     which the solver compiles anew."""
     from specfit.kernels.tile import TileSpec
+    from specfit.models import user_models_digest
     from specfit.stages import resolve_models
 
-    key = json.dumps([plan.models, plan.user_models, plan.bounds], sort_keys=True)
+    # the files' content too: a process that serves several runs (the synchronous scheduler,
+    # an external cluster's workers) loads a user's edited model file again
+    code = user_models_digest(plan.user_models) if plan.user_models else {}
+    key = json.dumps([plan.models, plan.user_models, plan.bounds, code], sort_keys=True)
     if key not in _MODELS:
         _MODELS[key] = resolve_models(plan.models, plan.user_models, plan.bounds)
     models = _MODELS[key]
@@ -757,6 +768,9 @@ def _choose_sizes(cfg: Config, plan: RunPlan, client) -> tuple[int, int]:
         len(plan.models),
         min_tasks=2 * total_threads(client),
     )
+    # a tile larger than the field is the field: larger, each (tile, tile) chunk of the store
+    # (power: nf x tile x tile) would be allocated whole (tile 100000 asked for 37 GiB)
+    tile = min(tile, max(ny, nx))
     tchunks = arr.chunksizes.get("time", ()) if arr.chunks is not None else ()
     source_chunk = int(tchunks[0]) if len(tchunks) > 1 else None
     time_chunk = cfg.output.time_chunk or auto_time_chunk(
@@ -897,7 +911,15 @@ def _run_locked(
     with connect(cfg.cluster) as client, performance_report(report or cfg.cluster.report):
         tile, time_chunk = _choose_sizes(cfg, plan, client)
         if action == "resume":
-            tile = int(store_attrs(results_path).get("tile_size", tile))
+            stored = int(store_attrs(results_path).get("tile_size", tile))
+            if cfg.output.tile and cfg.output.tile != stored:
+                log.warning(
+                    "output.tile=%d is not used: a resumed store keeps the tiles it was started "
+                    "with (%d px); start again with --overwrite to change them",
+                    cfg.output.tile,
+                    stored,
+                )
+            tile = stored
         t_cube = _cube(cfg, plan, tile, time_chunk, client, fingerprint)
         tiles_s, todo, _ = _tiles(cfg, plan, tile, action, client, fingerprint)
     _report_pixel_gaps(results_path, plan, cfg.resample.max_gap)

@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import socket
 import time
 import warnings
@@ -553,13 +552,13 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
     """Create an empty results store (every value NaN / fill, no tile done)."""
     import zarr
 
-    from specfit.workspace import refuse_foreign_entries, refuse_foreign_store
+    from specfit.workspace import refuse_foreign_entries, refuse_foreign_store, remove_specfit_tree
 
     path = Path(path)
     if path.exists():
         refuse_foreign_store(path)  # only specfit's own stores (or an empty folder) go
         refuse_foreign_entries(path, "output.path")  # and none holding a user's files
-        shutil.rmtree(path)
+        remove_specfit_tree(path)
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
     b = layout.tile
     ny, nx, nf = layout.ny, layout.nx, layout.freq.size

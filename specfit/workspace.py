@@ -46,6 +46,7 @@ __all__ = [
     "foreign_entries",
     "refuse_foreign_entries",
     "remove_specfit_cube",
+    "remove_specfit_tree",
     "check_paths",
     "glob_base",
     "check_report_path",
@@ -117,21 +118,46 @@ def refuse_foreign_store(path: Path) -> None:
         )
 
 
+# arrays of every results store besides its declared ``variables`` (``blocks_done``: stores
+# written before tiles were named so)
+_STORE_ARRAYS = {"y", "x", "freq", "tiles_done", "tiles_run", "blocks_done"}
+_ARRAY_ENTRIES = {"zarr.json", ".zarray", ".zattrs", "c"}  # v3 chunks live under c/
+
+
+def _chunk_name(name: str) -> bool:
+    """A zarr v2 chunk file's name (``0``, ``0.3.1``)."""
+    return all(part.isdigit() for part in name.split("."))
+
+
 def foreign_entries(path: Path) -> list[str]:
-    """Names at the top of a Zarr store (a specfit results store or cube) that specfit did not
-    write there: anything but the group's metadata and its arrays (folders with metadata),
-    file browsers' bookkeeping (``.DS_Store``, ``Thumbs.db``, ``desktop.ini``) aside."""
+    """What a Zarr store (a specfit results store or cube) holds that specfit did not write:
+    at its top, anything but the group's metadata and its arrays (folders with metadata); in a
+    results store, arrays it does not declare (a user's own, added with zarr); and at the top
+    of each array's folder, anything but the array's metadata and chunks. File browsers'
+    bookkeeping (``.DS_Store``, ``Thumbs.db``, ``desktop.ini``) aside."""
     if not path.is_dir():
         return []
+    attrs = zarr_attrs(path) or {}
+    declared = attrs.get("variables") if attrs.get("specfit_kind") == "results" else None
+    known = None if not isinstance(declared, list) else {*declared, *_STORE_ARRAYS}
     out = []
     for e in sorted(path.iterdir(), key=lambda e: e.name):
         if e.name in _OS_FILES:
             continue  # a file browser's own bookkeeping, not the user's work
-        ours = e.name in _ZARR_META or (
-            e.is_dir() and any((e / m).is_file() for m in ("zarr.json", ".zarray", ".zgroup"))
-        )
-        if not ours:
+        array = e.is_dir() and any((e / m).is_file() for m in ("zarr.json", ".zarray", ".zgroup"))
+        if not (e.name in _ZARR_META or array):
             out.append(e.name + ("/" if e.is_dir() else ""))
+            continue
+        if not array:
+            continue
+        if known is not None and e.name not in known:
+            out.append(f"{e.name}/ (an array specfit did not write)")
+            continue
+        out += [
+            f"{e.name}/{f.name}"
+            for f in sorted(e.iterdir(), key=lambda f: f.name)
+            if f.name not in _ARRAY_ENTRIES and f.name not in _OS_FILES and not _chunk_name(f.name)
+        ]
     return out
 
 
@@ -244,9 +270,39 @@ def remove_specfit_cube(path: Path) -> bool:
     """Delete a cube only if specfit's marker says it wrote it and nothing else was put in it;
     returns True if deleted."""
     if path.is_dir() and is_specfit_cube(path) and not foreign_entries(path):
-        shutil.rmtree(path)
+        remove_specfit_tree(path)
         return True
     return False
+
+
+def remove_specfit_tree(path: Path) -> None:
+    """Delete a store or cube of specfit's (the caller has checked that) without ever leaving
+    a half-deleted one where it was: the folder is first renamed beside itself (atomic), then
+    deleted. A deletion that fails (a file that cannot be removed) leaves the whole renamed
+    folder, never a store at ``path`` that still says it is complete.
+
+    Raises
+    ------
+    StoreError
+        If the folder cannot be renamed or deleted, naming it and the cause.
+    """
+    path = Path(path)
+    trash = path.with_name(f".{path.name}.specfit-removing-{os.getpid()}")
+    try:
+        os.replace(path, trash)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot replace {path}: renaming it to delete it failed ({exc.strerror or exc}); "
+            "nothing was deleted: check the permissions of its folder"
+        ) from None
+    try:
+        shutil.rmtree(trash)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot delete the old {path.name}, moved to {trash} to replace it "
+            f"({exc.strerror or exc}: {exc.filename}); {path} is free: delete {trash} by hand "
+            "once its permissions allow"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- path checks
@@ -255,7 +311,10 @@ def _resolved(p: str | Path) -> Path:
 
 
 def glob_base(p: str) -> str:
-    """The folder part of a glob before its first wildcard (the glob itself if none)."""
+    """The folder part of a glob before its first wildcard (the glob itself if none). A path
+    that exists as written is not a glob (a folder named ``AIA [1600]``)."""
+    if os.path.exists(os.path.expanduser(p)):
+        return p
     parts = Path(p).parts
     for i, part in enumerate(parts):
         if any(ch in part for ch in "*?["):
@@ -480,9 +539,12 @@ def _stat_record(path: str, rel: str) -> list:
 
 def _input_files(path: str, pattern: str) -> list[str]:
     """The files a reader may read for ``input.path``: a glob, a folder's pattern, a file, or
-    every file of a Zarr store."""
-    if any(ch in path for ch in "*?["):
-        return sorted(n for n in glob.glob(path) if os.path.isfile(n))
+    every file of a Zarr store. A path that exists as written is not a glob (the readers'
+    rule, :func:`specfit.io.input_names`)."""
+    if not os.path.exists(path) and any(ch in path for ch in "*?["):
+        from specfit.io import literal_glob
+
+        return [n for n in literal_glob(path) if os.path.isfile(n)]
     if os.path.isdir(path):
         if path.rstrip("/").lower().endswith(".zarr") or any(
             os.path.exists(os.path.join(path, m)) for m in (".zarray", ".zgroup", "zarr.json")
@@ -492,7 +554,8 @@ def _input_files(path: str, pattern: str) -> list[str]:
                 dirs.sort()
                 out.extend(os.path.join(root, f) for f in sorted(files))
             return out
-        return sorted(n for n in glob.glob(os.path.join(path, pattern)) if os.path.isfile(n))
+        names = glob.glob(os.path.join(glob.escape(path), pattern))
+        return sorted(n for n in names if os.path.isfile(n))
     return [path] if os.path.exists(path) else []
 
 

@@ -295,3 +295,34 @@ def test_the_lrt_null_comes_from_the_smaller_models_declaration():
         out = fit_block(F, y, {"a": bare, "b": (bare + M.LOGNORMAL_BUMP).named("t")}, dof=18.0)
     assert any("declares no null" in str(x.message) for x in w)
     assert np.isfinite(out["lrt_pvalue"]).all()
+
+
+def test_an_edited_user_model_has_another_code_digest_and_lrt_key(tmp_path):
+    """The LRT reference's cache key holds the models' code (Model.code_digest), not only
+    their names and bounds: a user's model file edited between two runs (same model name)
+    never reuses the reference simulated with the old code (a review found it reused)."""
+    from specfit.kernels import fitting
+
+    text = _docs_example()
+    a = tmp_path / "a.py"
+    a.write_text(text)
+    M.load_user_models([str(a)])
+    old = M.get_model("my_knee")
+    # the helper's review: the shape's exponent halved (same name, same bounds)
+    edited = text.replace(
+        "r = np.exp(index * (lnf - ln_knee))", "r = np.exp(0.5 * index * (lnf - ln_knee))"
+    )
+    assert edited != text
+    b = tmp_path / "b.py"
+    b.write_text(edited)
+    M.load_user_models([str(b)])
+    new = M.get_model("my_knee")
+    assert new is not old and new.name == old.name and new.bounds == old.bounds
+    assert new.code_digest() == new.code_digest()
+    draw = "0" * 64
+    shipped = M.get_model("powerlaw_tail")
+    assert fitting._lrt_key(draw, shipped, old) == fitting._lrt_key(draw, shipped, old)
+    assert new.code_digest() != old.code_digest()
+    assert fitting._lrt_key(draw, shipped, old) != fitting._lrt_key(draw, shipped, new)
+    M.load_user_models([str(a)])  # the original again: the same code, the same digest
+    assert M.get_model("my_knee").code_digest() == old.code_digest()

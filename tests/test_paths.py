@@ -204,6 +204,57 @@ def test_user_files_put_inside_a_specfit_store_or_cube_are_never_deleted(tmp_pat
     assert snapshot(tmp_path) == before
 
 
+def test_overwrite_keeps_a_users_arrays_and_files_inside_a_store(tmp_path):
+    """An array a user added to a finished results store with zarr, and a file put inside one
+    of its arrays' folders, are the user's: --overwrite refuses and names them (a review found
+    both deleted without a word)."""
+    cfg = tiny_config(tmp_path)
+    results = tmp_path / "results.zarr"
+    run(cfg)
+    zarr.open_group(str(results), mode="r+").create_array("my_ratio", shape=(3,), dtype="f4")
+    (results / "m1_index" / "my_notes.txt").write_text("mine\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(
+        StoreError,
+        match=r"--overwrite: .*results.zarr holds files specfit did not write \(m1_index/my_notes"
+        r"\.txt, my_ratio/ \(an array specfit did not write\)\)",
+    ):
+        run(cfg, overwrite=True)
+    assert snapshot(tmp_path) == before
+
+
+def test_an_overwrite_that_cannot_delete_never_leaves_a_complete_looking_store(
+    tmp_path, monkeypatch
+):
+    """--overwrite whose deletion of the old store fails halfway (a file it may not remove):
+    before, a traceback and a half-deleted store that still said 'complete'. Now the old
+    store is renamed first, so its path is free, the error is one line naming the renamed
+    folder, and a later run writes a new store there."""
+    import shutil
+
+    from specfit import workspace
+    from specfit.store import is_complete
+
+    cfg = tiny_config(tmp_path)
+    results = tmp_path / "results.zarr"
+    run(cfg)
+    real = shutil.rmtree
+
+    def fails_halfway(path, *a, **k):
+        real(Path(path) / "m1_index")
+        raise PermissionError(13, "Permission denied", str(Path(path) / "m2_index"))
+
+    monkeypatch.setattr(workspace.shutil, "rmtree", fails_halfway)
+    with pytest.raises(StoreError, match=r"cannot delete the old results.zarr, moved to .*"
+                       r"specfit-removing.*Permission denied.*is free"):  # fmt: skip
+        run(cfg, overwrite=True)
+    assert not results.exists() and not is_complete(results)
+    (left,) = tmp_path.glob(".results.zarr.specfit-removing-*")
+    monkeypatch.setattr(workspace.shutil, "rmtree", real)
+    run(cfg, overwrite=True)
+    assert is_complete(results) and left.exists()  # the user's to delete
+
+
 def test_foreign_entries_are_what_zarr_did_not_write(tmp_path):
     from specfit.workspace import foreign_entries
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,49 @@ def test_a_mistyped_model_is_named_before_the_store_is_compared(tmp_path):
     from specfit.store import is_complete
 
     assert is_complete(tmp_path / "results.zarr")  # the store is still the finished one
+
+
+def test_a_user_model_file_edited_since_the_store_was_written_is_a_config_change(tmp_path):
+    """The code of fit.user_models files is part of a run's identity: after an edit, a resume
+    (or a rerun over the finished store) is refused naming the file, instead of finishing
+    the store with tiles fitted by two versions of the model (a review found it mixed)."""
+    import re
+
+    from conftest import tiny_config
+    from specfit.errors import StoreError
+    from specfit.pipeline import run
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "fitting.md").read_text()
+    example = re.search(r"```python\n(.*?)```", docs[docs.index("## Adding a model") :], re.S)
+    src = tmp_path / "my_models.py"
+    src.write_text(example.group(1))
+    cfg = tiny_config(tmp_path, fit={"user_models": [str(src)], "models": {"k": "my_knee"}})
+    run(cfg)
+    src.write_text(example.group(1).replace("(0.1, 8), 2.0", "(0.1, 1.5), 1.0"))
+    for kw in ({}, {"resume": True}):
+        with pytest.raises(StoreError, match=r"fit\.user_models_sha256\..*my_models\.py: '"):
+            run(cfg, **kw)
+    assert float(run(cfg, overwrite=True)["k_index"].max()) <= 1.5  # the edited model, everywhere
+
+
+def test_a_tile_larger_than_the_field_is_the_field_and_a_resume_keeps_its_tiles(tmp_path, caplog):
+    """output.tile beyond the image: the store's tiles are the field (it asked numpy for
+    37 GiB before: one chunk of power is nf x tile x tile). A resume asked for another tile
+    says that it keeps the store's (it did so silently)."""
+    import zarr
+
+    from conftest import tiny_config
+    from specfit.pipeline import run
+    from specfit.store import is_complete
+
+    cfg = tiny_config(tmp_path, output={"tile": 100000})
+    ds = run(cfg)
+    assert ds.attrs["tile_size"] == 24  # the field is 20 x 24 px
+    root = zarr.open_group(str(tmp_path / "results.zarr"), mode="r+")
+    root["tiles_done"][0, 0] = 0  # as an interrupted run leaves it
+    root.attrs["complete"] = False
+    with caplog.at_level("WARNING", logger="specfit"):
+        run(cfg, ["output.tile=8"], resume=True)
+    said = [r.getMessage() for r in caplog.records if "output.tile=8 is not used" in r.getMessage()]
+    assert len(said) == 1 and "(24 px)" in said[0], said
+    assert is_complete(tmp_path / "results.zarr")

@@ -1117,7 +1117,7 @@ def lrt_reference(
     f = np.asarray(f, dtype=np.float64)
     nsim = _LRT_NSIM if nsim is None else int(nsim)
     draw = _lrt_draw_key(f, dof, small, big, method, max_iter, tol, multistart, nsim)
-    key = _lrt_key(draw)
+    key = _lrt_key(draw, small, big)
     with _LRT_LOCK:  # threads of one worker share the reference instead of each simulating it
         ref = _LRT_CACHE.get(key)
         if ref is None:
@@ -1128,12 +1128,14 @@ def lrt_reference(
         return ref
 
 
-def _lrt_key(draw: str) -> str:
+def _lrt_key(draw: str, small: Model, big: Model) -> str:
     """sha256 of everything an LRT reference depends on (hex): its draw key
-    (:func:`_lrt_draw_key`) plus the specfit version and the fitting code's source hash, so
-    that a changed solver never reuses a cached reference fitted by the old one."""
+    (:func:`_lrt_draw_key`) plus the specfit version, the fitting code's source hash and the
+    two models' code (``Model.code_digest``), so that a changed solver or an edited model
+    (a user's file: same name, other code) never reuses a cached reference made by the old."""
     h = hashlib.sha256()
-    h.update("\0".join([draw, _VERSION[0], _solver_source_hash()]).encode())
+    parts = [draw, _VERSION[0], _solver_source_hash(), small.code_digest(), big.code_digest()]
+    h.update("\0".join(parts).encode())
     return h.hexdigest()
 
 
