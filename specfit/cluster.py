@@ -36,12 +36,13 @@ from typing import Any
 
 import dask
 
-from specfit.config import ClusterConfig
-from specfit.errors import ClusterError
+from specfit.config import MIN_WORKER_MEMORY, ClusterConfig, worker_memory_too_small
+from specfit.errors import ClusterError, ConfigError
 
 __all__ = [
     "connect",
     "check_reachable",
+    "check_worker_memory",
     "start_mpi",
     "dashboard_link",
     "scheduler_host",
@@ -112,6 +113,54 @@ def _local_layout(cfg: ClusterConfig) -> tuple[int, int]:
 def _memory_limit(cfg: ClusterConfig) -> str:
     # None and "auto" both mean: share this machine's memory between the workers.
     return cfg.memory_limit or "auto"
+
+
+def check_worker_memory(cfg: ClusterConfig) -> None:
+    """Refuse a local cluster whose workers would each get less than the memory they need.
+
+    The config refuses a ``cluster.memory_limit`` in bytes below
+    :data:`specfit.config.MIN_WORKER_MEMORY`; ``auto`` and a fraction depend on the machine,
+    and are checked here, as the local cluster's nannies will read them (this machine's
+    memory, or its cgroup's limit, times ``min(1, threads per worker / cores)`` for ``auto``).
+    Below the floor dask pauses a worker as soon as it has imported specfit's kernels and the
+    run hangs. A no-op for other kinds of cluster (their workers run on other machines or
+    exist already).
+
+    Parameters
+    ----------
+    cfg
+        The ``cluster`` section of the config.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``cluster.memory_limit``, the memory per worker, the floor and the fix.
+    """
+    import logging
+
+    from distributed import system
+    from distributed.worker_memory import parse_memory_limit
+
+    if cfg.kind != "local":
+        return
+    workers, threads = _local_layout(cfg)
+    quiet = logging.Logger("specfit.cluster.memory")  # parse_memory_limit's warnings: the nanny's
+    quiet.addHandler(logging.NullHandler())
+    size = parse_memory_limit(_memory_limit(cfg), threads, logger=quiet)
+    if size is None or size >= MIN_WORKER_MEMORY:
+        return  # no limit, or enough
+    given = cfg.memory_limit or "auto"
+    what = f"cluster.memory_limit {given!r} with {workers} worker(s) on this machine"
+    if size >= system.MEMORY_LIMIT:  # dask gives a worker at most the machine's memory
+        fix = "run on a machine (or in a container) with more memory"
+    elif given == "auto":
+        fix = "use fewer workers (cluster.n_workers=1) or set cluster.memory_limit, e.g. 2GB"
+    else:
+        fix = (
+            f"give at least {MIN_WORKER_MEMORY / 1e9:g}GB, e.g. 4GB, or a larger fraction of "
+            "the machine's memory"
+        )
+    raise ConfigError(worker_memory_too_small(what, size, fix))
 
 
 def auto_tile(
@@ -552,6 +601,7 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
     workers, threads = _local_layout(cfg)
     _quiet_logs()  # before the scheduler starts in this process
     refuse_in_worker_start()
+    check_worker_memory(cfg)
     held = _hold_ctrl_c()
     try:
         with warnings.catch_warnings():
@@ -597,21 +647,26 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
 
 
 def check_reachable(cfg: ClusterConfig) -> None:
-    """Fail fast when ``cfg`` names a scheduler that nothing answers at (or a missing file).
+    """Fail fast when ``cfg`` names a scheduler that nothing answers at (or a missing file),
+    or a local cluster whose workers would get too little memory.
 
     A plain TCP connection, tried before a run prepares its inputs: a wrong address or port,
     or a scheduler that is down, is reported in at most :data:`SCHEDULER_CONNECT_TIMEOUT`
-    seconds instead of after the cube is prepared. A no-op for every other kind of cluster
-    and for schemes other than tcp:// (tls, ucx, ... are left to the dask client).
+    seconds instead of after the cube is prepared. A no-op for schemes other than tcp://
+    (tls, ucx, ... are left to the dask client). For a local cluster, the memory of each
+    worker is checked instead (:func:`check_worker_memory`).
 
     Raises
     ------
     ClusterError
         If the scheduler file does not exist or holds no address, or the connection fails.
+    ConfigError
+        If a local cluster's workers would each get less than the memory they need.
     """
     import json
     import socket
 
+    check_worker_memory(cfg)
     if cfg.kind != "address":
         return
     address = cfg.address or ""

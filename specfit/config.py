@@ -11,6 +11,8 @@ as YAML scalars/lists (``--set fit.models='{m1: powerlaw_tail}'`` works too).
 from __future__ import annotations
 
 import copy
+import math
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +28,9 @@ __all__ = [
     "config_diff",
     "SCIENCE_SECTIONS",
     "DEFAULTS",
+    "MIN_WORKER_MEMORY",
+    "memory_limit_bytes",
+    "worker_memory_too_small",
 ]
 
 
@@ -75,7 +80,8 @@ class SyntheticConfig(_Section):
 
     shape: tuple[int, int] = (48, 64)
     n_frames: int = Field(600, ge=16)
-    cadence: float = Field(12.0, gt=0)
+    # at most a day: far longer cadences overflow the generator (its Poisson counts, its times)
+    cadence: float = Field(12.0, gt=0, le=86400.0, allow_inf_nan=False)
     seed: int = 0
 
 
@@ -166,7 +172,10 @@ class PrepConfig(_Section):
     cutout: CutoutConfig | None = None
     coalign: bool = False
     coalign_max_shift: float = Field(
-        5.0, gt=0, description="Largest co-alignment shift (px); the cutout is trimmed by it."
+        5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Largest co-alignment shift (px); the cutout is trimmed by it.",
     )
     coalign_smooth: int | None = Field(
         None,
@@ -178,7 +187,7 @@ class PrepConfig(_Section):
     )
     despike: bool = False
     despike_size: int = Field(3, ge=3, description="Median-filter width (odd) for despiking.")
-    despike_sigma: float = Field(5.0, gt=0)
+    despike_sigma: float = Field(5.0, gt=0, allow_inf_nan=False)
 
     @field_validator("despike_size")
     @classmethod
@@ -202,7 +211,10 @@ class ResampleConfig(_Section):
     )
     method: Literal["linear"] = "linear"
     max_gap: float = Field(
-        3.0, gt=0, description="Gaps longer than this many cadences are reported."
+        3.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Gaps longer than this many cadences are reported.",
     )
 
 
@@ -211,7 +223,10 @@ class SpectraConfig(_Section):
 
     segments: int = Field(1, ge=1, description="K non-overlapping segments averaged (Bartlett).")
     segment_length: float | None = Field(
-        None, gt=0, description="Seconds per segment for Welch averaging; overrides `segments`."
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds per segment for Welch averaging; overrides `segments`.",
     )
     overlap: float = Field(0.0, ge=0.0, lt=1.0, description="Welch overlap fraction (0.5 typical).")
     # Defaults measured on synthetic truth (docs/spectra.md): no taper keeps the bins
@@ -260,7 +275,7 @@ class FitConfig(_Section):
         default_factory=dict, description="model name -> parameter -> [low, high] overrides."
     )
     max_iter: int = Field(200, ge=1)
-    tol: float = Field(1e-8, gt=0)
+    tol: float = Field(1e-8, gt=0, allow_inf_nan=False)
     # Beside the global search's starts (kernels.fitting._search), 3 data-driven starts:
     # with 1, 7 of 200 legacy-lsq AIA pixels end short of the best chi^2 (1e-4 relative),
     # with 3 one does (tests/test_global_search.py); they cost ~10-15 % more fit time.
@@ -362,6 +377,89 @@ class OutputConfig(_Section):
     plots: bool = False
 
 
+# The least memory a worker may be given (cluster.memory_limit), in bytes. Measured (2 cores,
+# 23 GiB, Python 3.11, dask/distributed 2026.8, numba cache in a fresh NUMBA_CACHE_DIR or
+# warm): the RSS of a LocalCluster worker process, polled every 50 ms during `specfit run`
+# of the demo config with 1 worker x 1 thread, is 62 MiB bare, 231 MiB once numpy, scipy,
+# numba and specfit.kernels.tile are imported, a peak of 310 MiB on 16 x 16 px x 200
+# frames with the compiled kernels in numba's cache, and 480-490 MiB when they compile
+# (whittle, and lsq with spectra.box 3), 556 MiB on the 48 x 64 x 600 demo. dask pauses a
+# worker at 80 % of its limit and restarts it at 95 %: at 300 MB the imports alone keep it
+# paused (the run hangs), at 150 MB it restarts for ever. 1 GB (954 MiB) keeps the compiling
+# worker near 50 % (below dask's 60 % spill target too), with ~270 MiB to the pause for data.
+MIN_WORKER_MEMORY = 10**9
+
+
+def memory_limit_bytes(value: str | None) -> int | None:
+    """The bytes per worker that a ``cluster.memory_limit`` names, as dask reads it.
+
+    Parameters
+    ----------
+    value
+        ``"auto"`` or None (this machine's memory shared between the workers), a number of
+        bytes with or without a unit (``"4GB"``, ``"4 GiB"``, ``"4e9"``), a fraction of the
+        machine's memory (``"0.5"``: a number up to 1) or ``"0"`` (no limit).
+
+    Returns
+    -------
+    int or None
+        The bytes; None where they depend on the machine the workers run on (auto, a
+        fraction) or there is no limit (0).
+
+    Raises
+    ------
+    ValueError
+        For anything else (``"4 gigs"``, a negative or infinite size), naming what is allowed.
+    """
+    if value is None or value.strip().lower() == "auto":
+        return None
+    text = value.strip()
+    example = "give bytes with a unit like 4GB or '4 GiB', a fraction like 0.5, or auto"
+    try:
+        number: float | None = float(text)
+    except ValueError:
+        number = None
+    if number is None:
+        from dask.utils import parse_bytes
+
+        try:
+            number = float(parse_bytes(text))
+        except (ValueError, OverflowError):
+            raise ValueError(f"{text!r} is not a memory size; {example}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{text!r} is not a memory size; {example}")
+    if number <= 1:  # dask: 0 is no limit, up to 1 a fraction of the machine's memory
+        return None
+    return int(number)
+
+
+def worker_memory_too_small(what: str, size: int, fix: str | None = None) -> str:
+    """The message for a worker memory ``size`` (bytes) below :data:`MIN_WORKER_MEMORY`.
+
+    Parameters
+    ----------
+    what
+        What gives that size, e.g. ``"'300MB'"``.
+    size
+        The bytes per worker.
+    fix
+        What to change; None: a size in bytes at least the floor, or auto.
+
+    Returns
+    -------
+    str
+        One line: the size, the floor, why, and the fix.
+    """
+    from dask.utils import format_bytes
+
+    fix = fix or f"give at least {MIN_WORKER_MEMORY / 1e9:g}GB, e.g. 4GB, or auto"
+    return (
+        f"{what} ({format_bytes(size)} per worker) is below the {MIN_WORKER_MEMORY / 1e9:g} GB "
+        "a specfit worker needs (its imports and compiled kernels take ~0.5 GB and dask "
+        f"pauses a worker at 80 % of its limit: the run would hang); {fix}"
+    )
+
+
 class ClusterConfig(_Section):
     """Which dask cluster runs the work."""
 
@@ -369,7 +467,12 @@ class ClusterConfig(_Section):
     address: str | None = Field(None, description="tcp://host:port or a scheduler JSON file.")
     n_workers: int | None = Field(None, ge=1)
     threads_per_worker: int | None = Field(None, ge=1)
-    memory_limit: str | None = Field("auto", description="Per worker, e.g. '4GiB'; 'auto'.")
+    memory_limit: str | None = Field(
+        "auto",
+        description="Per worker: bytes with a unit ('4GiB', '4 GB'), a fraction of the "
+        "machine's memory (0.5), 0 (no limit) or 'auto' (the machine's memory shared between "
+        "the workers); at least 1 GB.",
+    )
     interface: str | None = Field(None, description="Network interface for mpi, e.g. 'lo'.")
     dashboard: bool = True
     dashboard_address: str = Field(
@@ -379,6 +482,19 @@ class ClusterConfig(_Section):
         "':8787' listens on every interface. A port in use is replaced by a free one.",
     )
     report: str | None = Field(None, description="Write dask's performance report HTML here.")
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _memory_limit(cls, value: Any) -> Any:
+        # a number of bytes or a fraction, as YAML reads it (4000000000, 0.5), is kept as text
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = repr(value)
+        if not isinstance(value, str):
+            return value  # pydantic says it must be a string
+        size = memory_limit_bytes(value)
+        if size is not None and size < MIN_WORKER_MEMORY:
+            raise ValueError(worker_memory_too_small(f"{value!r}", size))
+        return value
 
     @model_validator(mode="after")
     def _address(self) -> ClusterConfig:
@@ -528,7 +644,8 @@ def load_config(
     ----------
     source
         A YAML file path, a mapping, an existing :class:`Config`, or None for all defaults.
-        Relative paths in ``input``/``output`` are resolved against the YAML file's folder.
+        Relative paths in ``input``/``output`` are resolved against the YAML file's folder;
+        symbolic links in ``output.path``/``output.cube_path`` are resolved from any source.
     overrides
         ``section.key=value`` strings applied on top (as ``--set`` on the command line).
 
@@ -575,9 +692,8 @@ def load_config(
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, label)) from None
-    if base_dir is not None:
-        given = {item.split("=", 1)[0].strip() for item in _override_items(overrides)}
-        _resolve_paths(cfg, base_dir, given)
+    given = {item.split("=", 1)[0].strip() for item in _override_items(overrides)}
+    _resolve_paths(cfg, base_dir, given)
     return cfg
 
 
@@ -595,24 +711,45 @@ def _shipped_hint(path: Path) -> str:
     )
 
 
-def _resolve_paths(cfg: Config, base: Path, given: set[str] = frozenset()) -> None:
+def _resolve_paths(cfg: Config, base: Path | None, given: set[str] = frozenset()) -> None:
     """Make relative paths relative to the config file, so configs work from any cwd; a
     path set on the command line (``given``: the dotted keys of ``--set``) is relative to the
-    current directory, where it was typed."""
+    current directory, where it was typed. ``base`` None: no config file (a mapping or a
+    :class:`Config`), whose relative paths stay as given (relative to the current folder).
+
+    ``output.path`` and ``output.cube_path`` are also freed of symbolic links, from any
+    source: every later step (the work folder beside the store, its lock, a replacement with
+    ``--overwrite``) then sees the real folder, not a link that points at it."""
 
     def fix(p: str | None, key: str) -> str | None:
         if p is None or "://" in p:
             return p
         q = Path(p).expanduser()
-        return str(q if q.is_absolute() else ((Path.cwd() if key in given else base) / q).resolve())
+        if q.is_absolute():
+            return str(q)
+        if base is None:
+            return p
+        return str(((Path.cwd() if key in given else base) / q).resolve())
 
-    cfg.input.path = fix(cfg.input.path, "input.path")
-    cfg.input.times_csv = fix(cfg.input.times_csv, "input.times_csv")
-    cfg.input.times = fix(cfg.input.times, "input.times")
-    cfg.output.path = fix(cfg.output.path, "output.path")
-    cfg.output.cube_path = fix(cfg.output.cube_path, "output.cube_path")
-    models = cfg.fit.user_models
-    cfg.fit.user_models = [fix(m, "fit.user_models") if m.endswith(".py") else m for m in models]
+    def real(p: str | None, key: str) -> str | None:
+        p = fix(p, key)
+        if p is None or "://" in p:
+            return p
+        if Path(p).is_absolute():
+            return str(Path(p).resolve())
+        # relative, with no config file: made absolute only where a link is on the way
+        return os.path.realpath(p) if os.path.realpath(p) != os.path.abspath(p) else p
+
+    if base is not None:
+        cfg.input.path = fix(cfg.input.path, "input.path")
+        cfg.input.times_csv = fix(cfg.input.times_csv, "input.times_csv")
+        cfg.input.times = fix(cfg.input.times, "input.times")
+        models = cfg.fit.user_models
+        cfg.fit.user_models = [
+            fix(m, "fit.user_models") if m.endswith(".py") else m for m in models
+        ]
+    cfg.output.path = real(cfg.output.path, "output.path")
+    cfg.output.cube_path = real(cfg.output.cube_path, "output.cube_path")
 
 
 def config_diff(a: dict, b: dict, sections: tuple[str, ...] = SCIENCE_SECTIONS) -> list[str]:

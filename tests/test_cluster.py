@@ -259,6 +259,62 @@ def test_local_cluster_computes_reports_and_closes(tmp_path):
     assert client.status == "closed"
 
 
+@pytest.mark.parametrize(
+    ("memory_limit", "n_workers", "fix"),
+    [
+        ("auto", 4, "fewer workers|more memory"),  # the machine's memory over the cores
+        ("0.5", 1, "larger fraction"),  # a fraction of the machine's memory
+        ("4GB", 1, "more memory"),  # more than the machine has: dask gives it all of it
+    ],
+)
+def test_local_workers_with_too_little_memory_are_refused_before_a_cluster(
+    monkeypatch, tmp_path, memory_limit, n_workers, fix
+):
+    """auto and fractions depend on the machine: checked, as the nannies will read them, before
+    a run prepares its inputs (the config itself refuses bytes below the floor)."""
+    import distributed
+    from distributed import system
+
+    from conftest import tiny_config
+    from specfit.cluster import check_reachable, check_worker_memory
+    from specfit.config import MIN_WORKER_MEMORY
+    from specfit.errors import ConfigError
+    from specfit.pipeline import run
+
+    monkeypatch.setattr(system, "MEMORY_LIMIT", int(0.9 * MIN_WORKER_MEMORY))
+    started = []
+    monkeypatch.setattr(distributed, "LocalCluster", lambda *a, **k: started.append(k))
+    cfg = ClusterConfig(memory_limit=memory_limit, n_workers=n_workers, threads_per_worker=1)
+    for check in (check_worker_memory, check_reachable):
+        with pytest.raises(ConfigError) as e:
+            check(cfg)
+        msg = str(e.value)
+        assert f"cluster.memory_limit {memory_limit!r}" in msg and "per worker" in msg
+        assert "1 GB" in msg and any(f in msg for f in fix.split("|"))
+    with pytest.raises(ConfigError, match="cluster.memory_limit"):
+        with connect(cfg):
+            pass
+    cluster = {"kind": "local", "memory_limit": memory_limit, "n_workers": n_workers}
+    with pytest.raises(ConfigError, match="cluster.memory_limit"):
+        run(tiny_config(tmp_path, cluster=cluster))
+    assert not started and not (tmp_path / "results.zarr").exists()
+    assert not (tmp_path / "synthetic").exists()  # refused before the inputs were made
+    # other kinds of cluster are not this machine's workers; no limit is no limit
+    check_worker_memory(cfg.model_copy(update={"kind": "synchronous"}))
+    check_worker_memory(ClusterConfig(memory_limit="0"))
+
+
+def test_local_workers_with_enough_memory_pass(monkeypatch):
+    from distributed import system
+
+    from specfit.cluster import check_worker_memory
+
+    monkeypatch.setattr(system, "MEMORY_LIMIT", 4096 * GiB)
+    check_worker_memory(ClusterConfig())  # auto: 4 TiB x threads / cores
+    check_worker_memory(ClusterConfig(memory_limit="0.5"))
+    check_worker_memory(ClusterConfig(memory_limit="1GB", n_workers=8))
+
+
 # --------------------------------------------------------------------------- external scheduler
 
 

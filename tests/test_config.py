@@ -197,3 +197,47 @@ def test_paths_set_on_the_command_line_are_relative_to_the_current_folder(tmp_pa
     assert cfg.output.path == str(work / "mine" / "results.zarr")
     assert cfg.input.path == str(conf / "frames")  # not given: still the file's folder
     assert load_config(conf / "c.yaml", "input.path=here").input.path == str(work / "here")
+
+
+def test_output_paths_through_a_symlink_are_the_real_folders(tmp_path, monkeypatch):
+    """A link to the results (or the cube) is replaced by its target, from a file, a mapping
+    or a relative path: the work folder, the lock and --overwrite then act on the real folder
+    (through the link, --overwrite wrote <link>.specfit-work and then failed: "Cannot call
+    rmtree on a symbolic link")."""
+    real = tmp_path / "scratch" / "results.zarr"
+    real.mkdir(parents=True)
+    cube = tmp_path / "scratch" / "cube.zarr"
+    (tmp_path / "link.zarr").symlink_to(real)
+    (tmp_path / "cube-link").symlink_to(cube)  # to a folder yet to be made
+    (tmp_path / "dir-link").symlink_to(tmp_path / "scratch", target_is_directory=True)
+    data = {
+        "output": {"path": str(tmp_path / "link.zarr"), "cube_path": str(tmp_path / "cube-link")}
+    }
+    cfg = load_config(data)
+    assert (cfg.output.path, cfg.output.cube_path) == (str(real), str(cube))
+    assert load_config(cfg).output.path == str(real)
+    (tmp_path / "c.yaml").write_text("output:\n  path: dir-link/results.zarr\n")
+    assert load_config(tmp_path / "c.yaml").output.path == str(real)
+    monkeypatch.chdir(tmp_path)
+    assert load_config({"output": {"path": "link.zarr"}}).output.path == str(real)
+    # a relative path without a link stays as given (relative to the current folder)
+    assert load_config({"output": {"path": "plain.zarr"}}).output.path == "plain.zarr"
+
+
+def test_overwrite_through_a_symlink_to_a_finished_store(tmp_path):
+    from conftest import tiny_config
+    from specfit.pipeline import run
+    from specfit.store import is_complete
+
+    first = tmp_path / "first"
+    run(tiny_config(first))
+    store = first / "results.zarr"
+    link = tmp_path / "link.zarr"
+    link.symlink_to(store)
+    cfg = tiny_config(first)
+    cfg["output"]["path"] = str(link)
+    ds = run(cfg, overwrite=True)
+    assert "m1_index" in ds
+    assert link.is_symlink() and link.resolve() == store.resolve()
+    assert is_complete(store)
+    assert not (tmp_path / "link.zarr.specfit-work").exists()  # work beside the real store
