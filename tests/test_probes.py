@@ -44,6 +44,8 @@ killed worker                               test_a_killed_worker_costs_nothing (
 
 from __future__ import annotations
 
+import contextlib
+
 import psutil
 import pytest
 
@@ -286,6 +288,37 @@ def test_read_error_at_compute_time_names_the_file(tmp_path):
 
 
 # ----------------------------------------------------------------------------- Ctrl-C
+@contextlib.contextmanager
+def _terminal_run(args: list[str], err_path, marker: str, timeout: float = 120):
+    """``specfit ARGS`` as a terminal job (its own process group, Ctrl-C not ignored: a test
+    run under nohup or as a background job would otherwise hand SIGINT's SIG_IGN down to
+    the run), its stderr in ``err_path``; yields the process once ``marker`` is printed, and
+    kills the group if it is still running afterwards."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "specfit.cli", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while marker not in err_path.read_text() and time.monotonic() < deadline:
+                assert proc.poll() is None, err_path.read_text()
+                time.sleep(0.01)
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.mark.slow  # ~25 s on a busy 2-core machine: two runs and a local cluster
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
@@ -296,9 +329,6 @@ def test_ctrl_c_during_run_prints_one_line_and_resume_finishes(tmp_path, how):
     finishes the store."""
     import os
     import signal
-    import subprocess
-    import sys
-    import time
 
     import yaml
 
@@ -313,29 +343,13 @@ def test_ctrl_c_during_run_prints_one_line_and_resume_finishes(tmp_path, how):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(cfg))
     err_path = tmp_path / "stderr.txt"
-    with open(err_path, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "specfit.cli", "run", str(config), "--set", "fit.tol=1e-9"],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,  # its own process group, as a terminal job has
-            # and Ctrl-C not ignored, as in a terminal (a test run under nohup or as a
-            # background job would otherwise hand SIGINT's SIG_IGN down to the run)
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while "fitting" not in err_path.read_text() and time.monotonic() < deadline:
-                assert proc.poll() is None, err_path.read_text()
-                time.sleep(0.05)
-            if how == "ctrl-c":
-                os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-            else:
-                os.kill(proc.pid, signal.SIGTERM)
-            code = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+    args = ["run", str(config), "--set", "fit.tol=1e-9"]
+    with _terminal_run(args, err_path, "fitting") as proc:
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
+        code = proc.wait(timeout=60)
     text = err_path.read_text()
     assert code == {"ctrl-c": 130, "sigterm": 143}[how], text
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
@@ -362,8 +376,6 @@ def test_ctrl_c_while_the_local_cluster_starts_prints_one_line(tmp_path):
     Ctrl-C is deferred until the workers are up, not lost."""
     import os
     import signal
-    import subprocess
-    import sys
     import time
 
     import yaml
@@ -379,26 +391,11 @@ def test_ctrl_c_while_the_local_cluster_starts_prints_one_line(tmp_path):
         )
         (tmp / "run.yaml").write_text(yaml.safe_dump(cfg))
         err_path = tmp / "stderr.txt"
-        with open(err_path, "w") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "specfit.cli", "run", str(tmp / "run.yaml")],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                start_new_session=True,
-                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-            )
-            try:
-                # the plan is printed just before the cluster starts
-                deadline = time.monotonic() + 60
-                while "frequencies" not in err_path.read_text() and time.monotonic() < deadline:
-                    assert proc.poll() is None, err_path.read_text()
-                    time.sleep(0.01)
-                time.sleep(delay)
-                os.killpg(proc.pid, signal.SIGINT)
-                code = proc.wait(timeout=60)
-            finally:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
+        # the plan is printed just before the cluster starts
+        with _terminal_run(["run", str(tmp / "run.yaml")], err_path, "frequencies", 60) as proc:
+            time.sleep(delay)
+            os.killpg(proc.pid, signal.SIGINT)
+            code = proc.wait(timeout=60)
         text = err_path.read_text()
         assert code == 130, text
         assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
