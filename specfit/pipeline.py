@@ -623,8 +623,10 @@ def process_tile(plan: TilePlan, ty: int, tx: int) -> np.ndarray:
     """Run THE tile chain (:func:`specfit.kernels.tile.run_tile`) on one tile read from
     ``cube.zarr`` with its halo, and write it to the results store.
 
-    Returns, per frame, whether any of the tile's own pixels is finite (so that the client
-    can name the frames that are empty everywhere, from data already read).
+    Returns, per frame, how many of the tile's own pixels are finite and how many jump away
+    from their neighbouring samples ((2, nt) counts; :func:`specfit.kernels.resample.
+    frame_jumps`), so that the client can name the frames that are empty or damaged
+    everywhere, from data already read.
     """
     import zarr
 
@@ -638,9 +640,9 @@ def process_tile(plan: TilePlan, ty: int, tx: int) -> np.ndarray:
     cube = zarr.open_group(plan.cube_path, mode="r")["intensity"]
     vals = np.asarray(cube[:, ya:yb, xa:xb], dtype=np.float32)
     data = run_tile(vals, tile_spec(plan), halo=(y0 - ya, yb - y1, x0 - xa, xb - x1))
-    seen = data.pop("frame_finite")
+    counts = data.pop("frame_counts")
     write_tile(plan.results_path, ty, tx, t, data, run_key=plan.run_key)
-    return seen
+    return counts
 
 
 def _layout(
@@ -688,7 +690,9 @@ def _layout(
             "units": "s",
             "description": "the longest time between two consecutive finite samples of the "
             "pixel: the frame spacing where the pixel is complete, more where its own samples "
-            "are missing; a straight line there has no power at high frequencies",
+            "are missing; a straight line there has no power at high frequencies. With box "
+            "averaging, the longest of the box's pixels that enter its mean; NaN where no "
+            "spectrum enters",
         },
     }
     spectral = spectral_variables(pu, cfg.spectra.box)
@@ -1044,10 +1048,11 @@ def _tiles(
         run_key=layout.attrs["run_key"],
         box_dof=cfg.spectra.box_dof,
     )
-    failures, seen = _run_tiles(tplan, todo, client, progress)
+    failures, counts = _run_tiles(tplan, todo, client, progress)
     if not failures and len(todo) == done.size:
         # Only a run of every tile sees whole frames (a resumed one sees some tiles).
-        _report_empty_frames(np.flatnonzero(~seen), plan.arr)
+        _report_empty_frames(np.flatnonzero(counts[0] == 0), plan.arr)
+        _report_jumping_frames(counts, plan.arr)
     if failures:
         ty, tx, err = failures[0]
         raise RunError(
@@ -1101,16 +1106,17 @@ def _plan_on_cluster(client, plan: TilePlan):
 def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.ndarray]:
     """Run every tile; a failing tile is reported and the others go on.
 
-    Returns the failures and, per frame, whether any pixel of the tiles run was finite.
+    Returns the failures and, per frame, the counts of finite and of jumping pixels summed
+    over the tiles run ((2, nt), :func:`process_tile`).
     """
     failures = []
-    seen = np.zeros(plan.times.size, dtype=bool)
+    seen = np.zeros((2, plan.times.size), dtype=np.int64)
     if not todo:
         return failures, seen
     if client is None:
         for ty, tx in progress(todo, total=len(todo), desc="tiles", unit="tile"):
             try:
-                seen |= process_tile(plan, ty, tx)
+                seen += process_tile(plan, ty, tx)
             except Exception as exc:  # a bug or I/O fault in one tile must not lose the rest
                 log.exception("tile (%d, %d) failed", ty, tx)
                 failures.append((ty, tx, repr(exc)))
@@ -1128,7 +1134,7 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.n
             ty, tx = index[fut.key]
             failures.append((ty, tx, repr(fut.exception())))
         else:
-            seen |= fut.result()
+            seen += fut.result()
         fut.release()
     return failures, seen
 
@@ -1150,6 +1156,15 @@ def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> Non
     if "longest_gap" not in group:
         return
     gap = np.asarray(group["longest_gap"][...], dtype=float)
+    # a pixel missing at the start or the end of the series has no spectrum and no fit
+    # (nonfinite_input): nothing of it is biased, and its series (a stretch in the middle)
+    # says nothing of the frames' spacing
+    from specfit.kernels.fitting import STATUS_CODES
+
+    unfitted = next(k for k, v in STATUS_CODES.items() if v.startswith("nonfinite_input"))
+    status = sorted(k for k in group.array_keys() if k.endswith("_status"))
+    if status:
+        gap[np.asarray(group[status[0]][...]) == unfitted] = np.nan
     if not np.isfinite(gap).any():
         return
     # what a complete pixel bridges: the longest spacing of the frames that hold data (a frame
@@ -1158,14 +1173,6 @@ def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> Non
     limit = max(max_gap * plan.dt, field) * (1 + 1e-6)
     with np.errstate(invalid="ignore"):
         long = gap > limit
-    # a pixel missing at the start or the end of the series has no spectrum and no fit
-    # (nonfinite_input): nothing of it is biased
-    from specfit.kernels.fitting import STATUS_CODES
-
-    unfitted = next(k for k, v in STATUS_CODES.items() if v.startswith("nonfinite_input"))
-    status = sorted(k for k in group.array_keys() if k.endswith("_status"))
-    if status:
-        long &= np.asarray(group[status[0]][...]) != unfitted
     n = int(long.sum())
     if n == 0:
         return
@@ -1186,6 +1193,40 @@ def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> Non
         gap[iy, ix] / plan.dt,
         y,
         x,
+    )
+
+
+# A frame is reported when this share of its finite pixels jump (kernels.resample.frame_jumps)
+_JUMP_SHARE = 0.05
+
+
+def _report_jumping_frames(counts: np.ndarray, arr) -> None:
+    """Warn about frames in which a large share of the pixels jump away from their
+    neighbouring samples: a damaged frame (garbled bytes, a part filled with zeros, a wrong
+    exposure) or an event over much of the field. They are fitted as they are."""
+    finite, jumps = counts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(finite > 0, jumps / np.maximum(finite, 1), 0.0)
+    bad = np.flatnonzero(share >= _JUMP_SHARE)
+    if bad.size == 0:
+        return
+    files = list(arr.attrs.get("files", []))
+    times = np.asarray(arr["time"].values, dtype=float)
+
+    def name(i: int) -> str:
+        where = f", {files[i]}" if len(files) >= times.size else ""
+        return f"frame {i} (t={times[i]:.0f} s{where}: {100 * share[i]:.0f} %)"
+
+    shown = "; ".join(name(int(i)) for i in bad[:5])
+    more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+    log.warning(
+        "%d frame(s) differ sharply from the frames either side in a large share of their "
+        "pixels (more than 10x each pixel's noise): %s%s. A damaged frame (garbled or "
+        "zero-filled data, a wrong exposure) biases every pixel's spectrum: check or drop "
+        "it (input.pattern) unless it shows a real event",
+        bad.size,
+        shown,
+        more,
     )
 
 

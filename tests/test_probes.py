@@ -661,10 +661,34 @@ def test_a_pixel_missing_over_a_stretch_is_mapped_and_named(tmp_path, caplog):
     np.testing.assert_allclose(gap[3, 5], 21 * 12.0, rtol=1e-6)
     np.testing.assert_allclose(gap[9, 2], 2 * 12.0, rtol=1e-6)
     assert ds["m1_status"].values[1, 1] == 2  # nonfinite_input
+    assert np.isnan(gap[1, 1])  # no spectrum of its own enters a fit
     others = np.ones(gap.shape, bool)
-    others[3, 5] = False
+    others[3, 5] = others[1, 1] = False
     np.testing.assert_allclose(gap[others], 24.0, rtol=1e-6)  # frame 35's gap
     assert np.isfinite(ds["m1_index"].values[3, 5])  # fitted, across the line
+
+
+def test_a_damaged_frame_is_named(tmp_path, caplog):
+    """A frame whose lower half was filled with zeros (a damaged file that still reads) moved
+    hundreds of pixels' indices without a word (an adversarial review). The run names it
+    with the share of its pixels that jump away from both neighbouring frames; the sound
+    frames of the same run are not named (noise never reaches 10x a pixel's own scatter)."""
+    from astropy.io import fits
+
+    from specfit.pipeline import run
+
+    paths = _frames(tmp_path / "f", nt=40)
+    with fits.open(paths[20], mode="update") as h:
+        h[0].data[8:] = 0.0
+    with caplog.at_level("WARNING", logger="specfit"):
+        run(_fits_run_config(tmp_path, tmp_path / "f"))
+    msgs = [r.getMessage() for r in caplog.records if "differ sharply" in r.getMessage()]
+    assert len(msgs) == 1, [r.getMessage() for r in caplog.records]
+    assert msgs[0].startswith("1 frame(s)") and "frame 20 (t=240 s, " in msgs[0], msgs[0]
+    import re
+
+    share = int(re.search(r"f020\.fits: (\d+) %\)", msgs[0]).group(1))
+    assert 40 <= share <= 50, msgs[0]  # half the frame's pixels, nearly all of them caught
 
 
 def test_all_nan_frame_is_named_and_treated_as_missing(tmp_path, caplog):

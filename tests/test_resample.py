@@ -11,6 +11,7 @@ from specfit.kernels.resample import (
     choose_cadence,
     find_gaps,
     interp_linear,
+    frame_jumps,
     interpolation_nyquist_gain,
     longest_gaps,
     uniform_times,
@@ -216,3 +217,40 @@ def test_aia_1600_times_grid_gaps_and_spectra(shared_data):
     # Solar 1600 A spectra are red: far more power at 5-30 min periods than at 1-1.2 min.
     # (Measured ~270 on this patch; white noise would give ~1.)
     assert np.median(power[:, :10]) > 10 * np.median(power[:, -25:])
+
+
+def test_frame_jumps_against_a_numpy_reference():
+    """frame_jumps against a plain numpy version of its rule (residual from the mean of the
+    neighbouring finite samples, 10x the robust scatter of every 4th residual, the largest of
+    three), on noise with a damaged frame, a spiky pixel and missing samples; sound frames
+    get (almost) no jumps."""
+    rng = np.random.default_rng(3)
+    nt, npix = 200, 300
+    v = 50.0 + rng.normal(0.0, 2.0, (npix, nt))
+    v[:150, 80] = 0.0  # half a frame zeroed
+    v[7, 30] += 500.0  # a cosmic ray
+    v[rng.random((npix, nt)) < 0.05] = np.nan
+    v[5, :196] = np.nan  # 4 samples: counted finite only
+    own = np.ones(npix, bool)
+    own[-10:] = False  # a halo
+    finite, jumps = frame_jumps(v.astype(np.float32), own)
+    ref_f = np.zeros(nt, np.int64)
+    ref_j = np.zeros(nt, np.int64)
+    w = v.astype(np.float32).astype(np.float64)
+    for p in np.flatnonzero(own):
+        idx = np.flatnonzero(np.isfinite(w[p]))
+        ref_f[idx] += 1
+        if idx.size < 5:
+            continue
+        x = w[p, idx]
+        r = np.abs(x - np.concatenate([[x[1]], 0.5 * (x[:-2] + x[2:]), [x[-2]]]))
+        step = max(1, min(4, idx.size // 16))
+        lim = 10.0 * 1.4826 * np.median(r[::step])
+        left = np.concatenate([[-np.inf], r[:-1]])
+        right = np.concatenate([r[1:], [-np.inf]])
+        hit = (r > lim) & (r >= left) & (r >= right)
+        ref_j[idx[hit]] += 1
+    np.testing.assert_array_equal(finite, ref_f)
+    np.testing.assert_array_equal(jumps, ref_j)
+    share = jumps / finite
+    assert share[80] > 0.4 and np.delete(share, 80).max() < 0.02

@@ -18,6 +18,7 @@ __all__ = [
     "find_gaps",
     "interp_linear",
     "longest_gaps",
+    "frame_jumps",
 ]
 
 
@@ -322,3 +323,92 @@ def longest_gaps(times: np.ndarray, values: np.ndarray) -> np.ndarray:
     out = np.empty(npix, dtype=np.float64)
     _longest_gaps(t, rows, np.empty(npix, dtype=np.float64), out)
     return out.astype(np.float32).reshape(v.shape[1:])
+
+
+@njit(cache=True, nogil=True)
+def _frame_jumps(v, own, k, finite, jumps):  # pragma: no cover - compiled
+    npix, nt = v.shape
+    idx = np.empty(nt, dtype=np.int64)
+    r = np.empty(nt, dtype=np.float64)
+    a = np.empty(nt, dtype=np.float64)
+    for p in range(npix):
+        if not own[p]:
+            continue
+        row = v[p]
+        n = 0
+        for j in range(nt):
+            if np.isfinite(row[j]):
+                idx[n] = j
+                n += 1
+                finite[j] += 1
+        if n < 5:
+            continue
+        # each sample against the mean of its neighbours in the pixel's own series
+        for q in range(n):
+            x = np.float64(row[idx[q]])
+            if q == 0:
+                d = x - row[idx[1]]
+            elif q == n - 1:
+                d = x - row[idx[n - 2]]
+            else:
+                d = x - 0.5 * (np.float64(row[idx[q - 1]]) + np.float64(row[idx[q + 1]]))
+            r[q] = abs(d)
+        # the noise from every 4th residual (>= 16 of them): a quarter of the sorting
+        step = max(1, min(4, n // 16))
+        m = 0
+        for q in range(0, n, step):
+            a[m] = r[q]
+            m += 1
+        sigma = 1.4826 * np.median(a[:m])
+        if not sigma > 0.0:
+            continue
+        lim = k * sigma
+        for q in range(n):
+            # a jump at one sample also moves its neighbours' residuals (by half): count the
+            # sample whose residual is the largest of the three
+            if r[q] > lim and (q == 0 or r[q] >= r[q - 1]) and (q == n - 1 or r[q] >= r[q + 1]):
+                jumps[idx[q]] += 1
+    return finite, jumps
+
+
+def frame_jumps(
+    rows: np.ndarray, own: np.ndarray | None = None, k: float = 10.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: how many pixels are finite, and how many jump away from both neighbours.
+
+    A pixel's sample jumps when it differs from the mean of its neighbouring samples (in the
+    pixel's own finite series) by more than ``k`` times the pixel's robust noise of that
+    difference (1.4826 x its median absolute value) and by more than its neighbours do. In a
+    sound series that is a cosmic ray or a sudden event in a few pixels; a frame in which a
+    large share of the pixels jump is damaged (garbled bytes, a part filled with zeros) or
+    holds a field-wide event.
+
+    Parameters
+    ----------
+    rows
+        ``(npix, nt)`` samples, one row per pixel (:func:`specfit.kernels.layout.pixel_rows`);
+        NaN/inf mark missing samples.
+    own
+        ``(npix,)`` bool: the pixels to count (a tile's own, not its halo); default all.
+    k
+        The threshold in robust standard deviations (10: never reached by Gaussian or
+        Poisson noise).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``(nt,)`` int64 counts of finite pixels and of jumping pixels per frame (pixels with
+        fewer than 5 finite samples are counted as finite only).
+    """
+    v = np.asarray(rows)
+    if v.ndim != 2:
+        raise ValueError(f"rows must be 2-D (npix, nt), got shape {v.shape}")
+    if v.dtype not in (np.float32, np.float64):
+        v = v.astype(np.float64)
+    v = np.ascontiguousarray(v)
+    npix, nt = v.shape
+    own = np.ones(npix, dtype=np.bool_) if own is None else np.asarray(own, dtype=np.bool_)
+    finite = np.zeros(nt, dtype=np.int64)
+    jumps = np.zeros(nt, dtype=np.int64)
+    _frame_jumps(v, own.reshape(-1), float(k), finite, jumps)
+    return finite, jumps

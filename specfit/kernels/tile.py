@@ -31,6 +31,7 @@ __all__ = [
     "resample_values",
     "periodograms",
     "box_spectra",
+    "bridged",
     "power_dof",
     "box_dof",
     "quantise_neff",
@@ -116,6 +117,22 @@ def box_spectra(power: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray | N
     if box > 1:
         return pg.box_average(power, box)
     return power, None, np.isfinite(power).all(axis=0).astype(np.int32)
+
+
+def bridged(gap: np.ndarray, used: np.ndarray, box: int) -> np.ndarray:
+    """The longest stretch bridged by interpolation in the series behind each pixel's spectrum.
+
+    ``gap`` is each pixel's own longest gap (:func:`specfit.kernels.resample.longest_gaps`),
+    ``used`` whether its periodogram is finite (it enters the spectra); with box averaging
+    the largest over the box's pixels that enter its mean (truncated at the block's edge, as
+    :func:`box_spectra`). NaN where no spectrum enters (float32).
+    """
+    g = np.where(used, gap, -np.inf)
+    if box > 1:
+        from scipy.ndimage import maximum_filter
+
+        g = maximum_filter(g, size=box, mode="constant", cval=-np.inf)
+    return np.where(np.isfinite(g), g, np.nan).astype(np.float32)
 
 
 def power_dof(count: np.ndarray, dof_per_spectrum: float) -> np.ndarray:
@@ -256,17 +273,20 @@ def run_tile(
     dict
         The fit maps (y, x), ``power`` (and ``power_sigma`` with box > 1) (freq, y, x),
         ``dof``, ``mean_intensity`` and ``longest_gap`` (y, x; :func:`specfit.kernels.resample.
-        longest_gaps`), and ``frame_finite`` (nt,): whether any of the tile's own pixels is
-        finite in each frame.
+        longest_gaps`), and ``frame_counts`` (2, nt) int64: per frame, how many of the tile's
+        own pixels are finite and how many jump away from their neighbouring samples
+        (:func:`specfit.kernels.resample.frame_jumps`).
     """
     _, ny, nx = values.shape
     t, b, left, r = halo
     ys, xs = slice(t, ny - b), slice(left, nx - r)
-    uniform = resample_values(values, spec.times, spec.new_times)
+    rows = layout.pixel_rows(values)  # once, for the resampling and the frame check
+    uniform = layout.frames_view(rs.interp_linear(spec.times, rows, spec.new_times), ny, nx)
     freq, power, meta = periodograms(uniform, spec.dt, spec.spectra)
     single = power
     power, spread, count = box_spectra(single, spec.box)
     dof = box_dof(single, count, spec.box, meta["dof"], spec.box_dof)[ys, xs]
+    gap = bridged(rs.longest_gaps(spec.times, values), np.isfinite(single).all(axis=0), spec.box)
     del single
     # Spectra are stored (and fitted) as float32; the spread weights an lsq fit at full
     # precision, as the stage API's power_sigma does before it is stored.
@@ -285,6 +305,8 @@ def run_tile(
         out["power_sigma"] = spread.astype(np.float32)
     out["dof"] = dof
     out["mean_intensity"] = mean_intensity(inner)
-    out["longest_gap"] = rs.longest_gaps(spec.times, values)[ys, xs]
-    out["frame_finite"] = np.isfinite(inner).any(axis=(1, 2))
+    out["longest_gap"] = gap[ys, xs]
+    own = np.zeros((ny, nx), dtype=bool)
+    own[ys, xs] = True
+    out["frame_counts"] = np.stack(rs.frame_jumps(rows, own.reshape(-1)))
     return out
