@@ -1210,24 +1210,31 @@ def _report_jumping_frames(counts: np.ndarray, arr) -> None:
     bad = np.flatnonzero(share >= _JUMP_SHARE)
     if bad.size == 0:
         return
-    files = list(arr.attrs.get("files", []))
-    times = np.asarray(arr["time"].values, dtype=float)
 
-    def name(i: int) -> str:
-        where = f", {files[i]}" if len(files) >= times.size else ""
-        return f"frame {i} (t={times[i]:.0f} s{where}: {100 * share[i]:.0f} %)"
+    def name(i: int, t: float, file: str | None) -> str:
+        where = f", {file}" if file else ""
+        return f"frame {i} (t={t:.0f} s{where}: {100 * share[i]:.0f} %)"
 
-    shown = "; ".join(name(int(i)) for i in bad[:5])
-    more = f" and {bad.size - 5} more" if bad.size > 5 else ""
     log.warning(
         "%d frame(s) differ sharply from the frames either side in a large share of their "
-        "pixels (more than 10x each pixel's noise): %s%s. A damaged frame (garbled or "
+        "pixels (more than 10x each pixel's noise): %s. A damaged frame (garbled or "
         "zero-filled data, a wrong exposure) biases every pixel's spectrum: check or drop "
         "it (input.pattern) unless it shows a real event",
         bad.size,
-        shown,
-        more,
+        _name_frames(bad, arr, name, "; "),
     )
+
+
+def _name_frames(frames: np.ndarray, arr, name, sep: str = ", ") -> str:
+    """The first five of ``frames`` (indices) as ``name(index, time, file or None)`` joined
+    by ``sep``, and how many more."""
+    files = list(arr.attrs.get("files", []))
+    times = np.asarray(arr["time"].values, dtype=float)
+    known = len(files) >= times.size
+    shown = sep.join(
+        name(int(i), times[int(i)], files[int(i)] if known else None) for i in frames[:5]
+    )
+    return shown + (f" and {frames.size - 5} more" if frames.size > 5 else "")
 
 
 def _report_empty_frames(empty: np.ndarray, arr) -> None:
@@ -1238,9 +1245,7 @@ def _report_empty_frames(empty: np.ndarray, arr) -> None:
     """
     if empty.size == 0:
         return
-    files = list(arr.attrs.get("files", []))
-    times = np.asarray(arr["time"].values, dtype=float)
-    if empty.size == times.size:
+    if empty.size == arr.sizes["time"]:
         log.warning(
             f"no frame has a finite pixel ({_EMPTY_FRAME}): there is nothing to fit, every "
             "pixel is NaN with a nonfinite_input status; check the input files and "
@@ -1248,16 +1253,12 @@ def _report_empty_frames(empty: np.ndarray, arr) -> None:
         )
         return
 
-    def name(i: int) -> str:
-        where = f" ({files[i]})" if len(files) >= times.size else ""
-        return f"frame {i} at t={times[i]:.0f} s{where}"
+    def name(i: int, t: float, file: str | None) -> str:
+        return f"frame {i} at t={t:.0f} s" + (f" ({file})" if file else "")
 
-    shown = ", ".join(name(int(i)) for i in empty[:5])
-    more = f" and {empty.size - 5} more" if empty.size > 5 else ""
     log.warning(
-        f"%d frame(s) have no finite pixel ({_EMPTY_FRAME}): %s%s. They are treated as "
+        f"%d frame(s) have no finite pixel ({_EMPTY_FRAME}): %s. They are treated as "
         "missing: each pixel is interpolated across them from the neighbouring frames",
         empty.size,
-        shown,
-        more,
+        _name_frames(empty, arr, name),
     )
