@@ -1110,17 +1110,17 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.n
     over the tiles run ((2, nt), :func:`process_tile`).
     """
     failures = []
-    seen = np.zeros((2, plan.times.size), dtype=np.int64)
+    counts = np.zeros((2, plan.times.size), dtype=np.int64)
     if not todo:
-        return failures, seen
+        return failures, counts
     if client is None:
         for ty, tx in progress(todo, total=len(todo), desc="tiles", unit="tile"):
             try:
-                seen += process_tile(plan, ty, tx)
+                counts += process_tile(plan, ty, tx)
             except Exception as exc:  # a bug or I/O fault in one tile must not lose the rest
                 log.exception("tile (%d, %d) failed", ty, tx)
                 failures.append((ty, tx, repr(exc)))
-        return failures, seen
+        return failures, counts
     plan_f = _plan_on_cluster(client, plan)
     futures = [
         client.submit(
@@ -1134,9 +1134,9 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.n
             ty, tx = index[fut.key]
             failures.append((ty, tx, repr(fut.exception())))
         else:
-            seen += fut.result()
+            counts += fut.result()
         fut.release()
-    return failures, seen
+    return failures, counts
 
 
 # what a frame without one finite pixel is (clean_frames makes each of these NaN)
@@ -1144,11 +1144,12 @@ _EMPTY_FRAME = "all NaN, all zero, beyond float32's range or missing"
 
 
 def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> None:
-    """Warn about fitted pixels whose own missing samples are bridged over a long stretch.
+    """Warn about fitted pixels whose spectra bridge a longer stretch than the frames' own.
 
-    Frames missing everywhere are reported before the run (:func:`_describe_plan`); this is
-    the rest: pixels missing over a stretch that the field's other pixels have. Read from
-    the store's ``longest_gap`` map (absent in stores of earlier versions: no warning).
+    Gaps between frames are reported before the run (:func:`_describe_plan`), frames empty
+    everywhere after it (:func:`_report_empty_frames`); this is the rest: pixels missing over
+    a stretch that the field's other pixels have. Read from the store's ``longest_gap`` map
+    (absent in stores of earlier versions: no warning).
     """
     import zarr
 
@@ -1156,9 +1157,8 @@ def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> Non
     if "longest_gap" not in group:
         return
     gap = np.asarray(group["longest_gap"][...], dtype=float)
-    # a pixel missing at the start or the end of the series has no spectrum and no fit
-    # (nonfinite_input): nothing of it is biased, and its series (a stretch in the middle)
-    # says nothing of the frames' spacing
+    # longest_gap is NaN where no spectrum enters; a pixel not fitted for another reason
+    # (nonfinite_input from its sigma: lsq with one pixel in its box) has nothing biased either
     from specfit.kernels.fitting import STATUS_CODES
 
     unfitted = next(k for k, v in STATUS_CODES.items() if v.startswith("nonfinite_input"))

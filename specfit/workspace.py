@@ -20,7 +20,6 @@ an unfinished store is reused only for the inputs it was made from.
 from __future__ import annotations
 
 import datetime as _dt
-import glob
 import hashlib
 import json
 import os
@@ -538,25 +537,25 @@ def _stat_record(path: str, rel: str) -> list:
 
 
 def _input_files(path: str, pattern: str) -> list[str]:
-    """The files a reader may read for ``input.path``: a glob, a folder's pattern, a file, or
-    every file of a Zarr store. A path that exists as written is not a glob (the readers'
-    rule, :func:`specfit.io.input_names`)."""
-    if not os.path.exists(path) and any(ch in path for ch in "*?["):
-        from specfit.io import literal_glob
+    """The files a reader may read for ``input.path``: every file of a Zarr store; else a
+    glob's, a folder's (``pattern``) or a file, as the readers list them
+    (:func:`specfit.io.input_names`); none for a path that does not exist."""
+    from specfit.errors import InputError
+    from specfit.io import input_names
 
-        return [n for n in literal_glob(path) if os.path.isfile(n)]
-    if os.path.isdir(path):
-        if path.rstrip("/").lower().endswith(".zarr") or any(
-            os.path.exists(os.path.join(path, m)) for m in (".zarray", ".zgroup", "zarr.json")
-        ):
-            out = []
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                out.extend(os.path.join(root, f) for f in sorted(files))
-            return out
-        names = glob.glob(os.path.join(glob.escape(path), pattern))
-        return sorted(n for n in names if os.path.isfile(n))
-    return [path] if os.path.exists(path) else []
+    if os.path.isdir(path) and (
+        path.rstrip("/").lower().endswith(".zarr")
+        or any(os.path.exists(os.path.join(path, m)) for m in (".zarray", ".zgroup", "zarr.json"))
+    ):
+        out = []
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            out.extend(os.path.join(root, f) for f in sorted(files))
+        return out
+    try:
+        return input_names(path, pattern)[0]
+    except InputError:  # missing: the reader says so, with the fix
+        return []
 
 
 def input_fingerprint(cfg: Config, data: Any = None) -> dict[str, Any]:

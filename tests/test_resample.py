@@ -10,8 +10,8 @@ import pytest
 from specfit.kernels.resample import (
     choose_cadence,
     find_gaps,
-    interp_linear,
     frame_jumps,
+    interp_linear,
     interpolation_nyquist_gain,
     longest_gaps,
     uniform_times,

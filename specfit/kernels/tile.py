@@ -88,14 +88,21 @@ class TileSpec:
         return self.box // 2
 
 
-def resample_values(values: np.ndarray, times: np.ndarray, new_times: np.ndarray) -> np.ndarray:
+def resample_values(
+    values: np.ndarray,
+    times: np.ndarray,
+    new_times: np.ndarray,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
     """Interpolate a (nt, ny, nx) block onto ``new_times``: (len(new_times), ny, nx).
 
     The result is a frames view of the interpolated pixel rows (not C-contiguous), so that
-    :func:`periodograms` takes those rows as they are instead of transposing twice.
+    :func:`periodograms` takes those rows as they are instead of transposing twice. ``rows``:
+    the block's :func:`specfit.kernels.layout.pixel_rows`, where the caller has them already.
     """
     _, ny, nx = values.shape
-    out = rs.interp_linear(times, layout.pixel_rows(values), new_times)
+    rows = layout.pixel_rows(values) if rows is None else rows
+    out = rs.interp_linear(times, rows, new_times)
     return layout.frames_view(out, ny, nx)
 
 
@@ -281,7 +288,7 @@ def run_tile(
     t, b, left, r = halo
     ys, xs = slice(t, ny - b), slice(left, nx - r)
     rows = layout.pixel_rows(values)  # once, for the resampling and the frame check
-    uniform = layout.frames_view(rs.interp_linear(spec.times, rows, spec.new_times), ny, nx)
+    uniform = resample_values(values, spec.times, spec.new_times, rows)
     freq, power, meta = periodograms(uniform, spec.dt, spec.spectra)
     single = power
     power, spread, count = box_spectra(single, spec.box)
