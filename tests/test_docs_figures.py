@@ -536,3 +536,16 @@ def test_the_1600_field_run_is_a_record_whose_figures_are_not_quoted():
         assert "headline_1600x1797.json" in text, page
     bench = page_text("benchmarks/README.md")
     assert "python benchmarks/headline.py --sizes 1600 --frames 1800 --cadence 24" in bench
+
+
+def test_fitting_md_cluster_kinds_quotes_docs_cluster_kinds_json():
+    """docs/fitting.md's "none of the N data variables ... differs" is what docs/cluster_kinds.py
+    wrote: the variable count of that run's stores (it grows with the results contract), and no
+    differing variable in any of its runs."""
+    run = json.loads((DOCS / "cluster_kinds.json").read_text())
+    compared = {k: v for k, v in run["runs"].items() if "differing" in v}
+    assert len(compared) == 3, sorted(run["runs"])
+    assert all(v["differing"] == [] for v in compared.values()), compared
+    assert_docs_quote(
+        "fitting.md", f"**none of the {run['variables']} data variables and 6 coordinates differs**"
+    )
