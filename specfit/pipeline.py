@@ -966,6 +966,7 @@ def _describe_plan(cfg: Config, plan: RunPlan) -> None:
             cfg.spectra.box**2,
             cfg.fit.method,
         )
+    _report_exposure_mismatches(plan.arr)
     if plan.nyquist_keep < 0.9:
         log.warning(
             "linear interpolation onto a %.4g s grid keeps only %.0f%% of white-noise power at the "
@@ -1198,6 +1199,41 @@ def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> Non
 
 # A frame is reported when this share of its finite pixels jump (kernels.resample.frame_jumps)
 _JUMP_SHARE = 0.05
+
+
+def _report_exposure_mismatches(arr) -> None:
+    """Before any work: name the frames whose listed exposure the data contradict
+    (:func:`specfit.stages.exposure_mismatches`) when the run divides by it."""
+    from specfit.stages import exposure_mismatches
+
+    if not arr.attrs.get("exposure_normalised"):
+        return
+    found = [m for m in exposure_mismatches(arr) if m["contradicted"]]
+    if not found:
+        return
+    by = {m["frame"]: m for m in found}
+    frames = np.array(sorted(by))
+
+    def name(i: int, t: float, file: str | None) -> str:
+        m = by[i]
+        where = f", {file}" if file else ""
+        return (
+            f"frame {i} (t={t:.0f} s{where}: exposure {m['exposure_ratio']:.2f}x frame "
+            f"{m['reference']}'s, raw level {m['level_ratio']:.2f}x)"
+        )
+
+    scale = [1 / m["exposure_ratio"] for m in found]
+    log.warning(
+        "%d frame(s) hold the raw level of the frames of the usual exposure near them, not "
+        "that of the exposure time listed for them: %s. Dividing by the listed exposures "
+        "(input.normalise_exposure) scales them by %.2g-%.2gx against their neighbours, a jump "
+        "the data do not have: leave them out (input.max_frames, input.pattern) or set "
+        "input.normalise_exposure: false",
+        frames.size,
+        _name_frames(frames, arr, name, "; "),
+        min(scale),
+        max(scale),
+    )
 
 
 def _report_jumping_frames(counts: np.ndarray, arr) -> None:

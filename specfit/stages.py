@@ -106,6 +106,72 @@ def ingest(source: Any, prep: Any = None, *, data: Any = None) -> xr.DataArray:
     return arr
 
 
+# A frame's exposure is "other" when it differs from the series' median by more than this factor.
+EXPOSURE_STEP = 1.5
+
+
+def exposure_mismatches(arr: xr.DataArray, limit: int = 20) -> list[dict]:
+    """Frames whose exposure times the data contradict, read before any work.
+
+    A frame whose exposure (the ``exposure`` coordinate) differs from the series' median by
+    more than :data:`EXPOSURE_STEP` is compared with the nearest frame of the usual exposure
+    (within 10 % of the median): if the exposure were right, the ratio of their raw levels
+    (median over finite pixels, times the exposure where the reader divided by it) would
+    follow the ratio of their exposures on a steady scene; a frame is named when that level
+    ratio is far nearer 1 than the exposure ratio (four times nearer, in ln), i.e. the frame
+    holds the counts of a usual exposure and normalising by its listed one scales it by the
+    exposure ratio (IRIS Si IV frames under automatic exposure control, docs/data.md). A real
+    brightening that the exposure control followed moves the level too, and is not named.
+
+    Only the first ``limit`` frames of another exposure are read (two medians each). Returns
+    one dict per frame checked: ``frame``, ``reference`` (indices), ``exposure_ratio`` (the
+    frame's exposure over the reference's), ``level_ratio`` (their raw levels'; NaN where
+    either frame has no finite pixel) and ``contradicted`` (the frame is named).
+    """
+    if "exposure" not in arr.coords or "time" not in arr.dims:
+        return []
+    exposure = np.asarray(arr["exposure"].values, dtype=float)
+    ok = np.isfinite(exposure) & (exposure > 0)
+    if ok.sum() < 2:
+        return []
+    typical = float(np.median(exposure[ok]))
+    usual = np.flatnonzero(
+        ok & (np.abs(np.log(np.where(ok, exposure, 1.0) / typical)) < np.log(1.1))
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.abs(np.log(exposure / typical))
+    other = np.flatnonzero(ok & (step > np.log(EXPOSURE_STEP)))[:limit]
+    if other.size == 0 or usual.size == 0:
+        return []
+    scaled = bool(arr.attrs.get("exposure_normalised"))
+    levels: dict[int, float] = {}
+
+    def level(k: int) -> float:
+        if k not in levels:
+            frame = np.asarray(arr.isel(time=k).values, dtype=float)
+            finite = frame[np.isfinite(frame)]
+            med = float(np.median(finite)) if finite.size else math.nan
+            levels[k] = med * exposure[k] if scaled else med
+        return levels[k]
+
+    named = []
+    for i in other:
+        ref = int(usual[np.argmin(np.abs(usual - i))])
+        q = exposure[i] / exposure[ref]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = level(int(i)) / level(ref)
+        named.append(
+            {
+                "frame": int(i),
+                "reference": ref,
+                "exposure_ratio": float(q),
+                "level_ratio": float(r),
+                "contradicted": bool(r > 0 and abs(math.log(r)) * 4 < abs(math.log(r / q))),
+            }
+        )
+    return named
+
+
 def _time_contiguous(arr: xr.DataArray, tile: int | None = None) -> xr.DataArray:
     """Rechunk to one chunk along time and spatial tiles (a no-op when already so)."""
     if arr.chunks is None:

@@ -21,7 +21,7 @@ DATA = ROOT / ".." / "shared" / "data"
 @pytest.mark.parametrize(
     "name,shape,folder",
     [
-        ("iris.yaml", (54, 109, 110), "iris_sji_20140329"),
+        ("iris.yaml", (44, 109, 110), "iris_sji_20140329"),  # input.max_frames: 44
         ("iris2796.yaml", (72, 109, 110), "iris_sji_20140329"),
         pytest.param(
             "aia1600_jpg.yaml", (596, 163, 229), "aia1600_20120606", marks=pytest.mark.slow
@@ -81,33 +81,74 @@ def test_iris_missing_share_is_what_data_md_says():
 
 
 @pytest.mark.realdata
-def test_iris_run_names_the_frames_docs_name_and_no_pixel_gaps(tmp_path, caplog):
-    """The shipped IRIS Si IV run: its last frames (automatic exposure control) jump away
-    from their neighbours in a large share of their pixels, which the run names and
-    docs/data.md quotes; no pixel's spectrum bridges more than the frames' own gaps (the
-    border pixels that miss samples give no spectrum of their own; with box 3 their means
-    come from complete neighbours), as docs/spectra.md says. Both re-measured here."""
+def test_iris_exposure_control_frames_are_named_and_the_shipped_run_stops_before_them(
+    tmp_path, caplog
+):
+    """IRIS Si IV: from frame 44 on, EXPTIMES lists 0.7-3.5 s instead of 8 s, but frames 44-50
+    hold the raw level of the 8 s frames (the exposures would make it 0.09-0.43 of it), which
+    the run names before any work (stages.exposure_mismatches); frames 51-53 are not named.
+    Run on all 54 frames, the damaged-frame check names the frames that jump. The shipped
+    config stops before frame 44: neither is named there, and the pixels it names for their
+    own gaps are those docs/spectra.md quotes. docs/data.md quotes every figure, re-measured."""
     import re
 
     from specfit.pipeline import run
+    from specfit.stages import exposure_mismatches
 
     if not (DATA / "iris_sji_20140329").is_dir():
         pytest.skip(f"real data not found at {DATA / 'iris_sji_20140329'} (../shared/data)")
-    cfg = load_config(
-        ROOT / "configs" / "iris.yaml",
-        [f"output.path={tmp_path / 'results.zarr'}", "cluster.kind=synchronous"],
+    shipped = ROOT / "configs" / "iris.yaml"
+    found = exposure_mismatches(ingest(load_config(shipped, ["input.max_frames=null"])))
+    named = [m for m in found if m["contradicted"]]
+    assert [m["frame"] for m in named] == list(range(44, 51))
+    assert [m["frame"] for m in found if not m["contradicted"]] == [51, 52, 53]
+    assert {m["reference"] for m in found} == {43}
+    q = [m["exposure_ratio"] for m in named]
+    r = [m["level_ratio"] for m in named]
+    rest = [m["level_ratio"] for m in found if not m["contradicted"]]
+    assert_docs_quote(
+        "data.md",
+        f"Frames 44–50 hold {min(r):.2f}–{max(r):.2f} times the raw level (median DN) of frame 43 "
+        f"(8 s), where their listed exposures would give {min(q):.2f}–{max(q):.2f} times",
     )
-    with caplog.at_level("WARNING", logger="specfit"):
-        ds = run(cfg)
-    said = [r.getMessage() for r in caplog.records]
-    assert not [m for m in said if "miss samples of their own" in m], said
-    gap = ds["longest_gap"].values
-    assert np.nanmax(gap) == pytest.approx(np.nanmin(gap))  # every pixel: the frames' gaps
+    assert_docs_quote(
+        "data.md",
+        f"multiply them by {1 / max(q):.1f}–{1 / min(q):.1f}x against their neighbours",
+    )
+    assert_docs_quote(
+        "data.md",
+        f"frames 51–53 (3.46 s) hold {min(rest):.2f}–{max(rest):.2f} times frame 43's level",
+    )
+
+    def warnings_of(overrides, out):
+        cfg = load_config(
+            shipped, [*overrides, f"output.path={tmp_path / out}", "cluster.kind=synchronous"]
+        )
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="specfit"):
+            ds = run(cfg)
+        return [r.getMessage() for r in caplog.records], ds
+
+    said, _ = warnings_of(["input.max_frames=null"], "all.zarr")
+    (exposure,) = [m for m in said if "not that of the exposure time listed" in m]
+    assert exposure.startswith("7 frame(s)")
     jumps = [m for m in said if "differ sharply" in m]
     assert len(jumps) == 1, said
     frames = re.search(r"\): (frame .*?)\. A damaged", jumps[0]).group(1)
     assert_docs_quote(
         "data.md",
-        f"The run warns about them (`kernels.resample.frame_jumps`, above): {frames} of their pixels",
+        f"the damaged-frame check (`kernels.resample.frame_jumps`, above) names {frames} of "
+        "their pixels",
     )
-    assert_docs_quote("spectra.md", "(AIA 1600; IRIS Si IV and Mg II with box 3) no pixel is named")
+
+    said, ds = warnings_of([], "shipped.zarr")
+    assert not [m for m in said if "differ sharply" in m or "exposure time listed" in m], said
+    assert ds.attrs["n_frames"] == 44
+    (gaps,) = [m for m in said if "miss samples of their own" in m]
+    count, longest, where = re.search(
+        r"^(\d+) pixel\(s\).*longest (\d+) s = \d+ cadences, at pixel (y=\d+, x=\d+)", gaps
+    ).groups()
+    assert_docs_quote(
+        "spectra.md",
+        f"IRIS Si IV (its first 44 frames) names {count} pixels (longest {longest} s, at {where})",
+    )

@@ -785,3 +785,63 @@ def test_zarr_missing_chunks_v2_and_bare_arrays(tmp_path, caplog):
     said = [r.getMessage() for r in caplog.records if "chunks" in r.getMessage()]
     assert len(said) == 1 and "4 of its 12 chunks" in said[0]
     assert "(0.0.1, 1.1.0, 2.0.0, ...)" in said[0]
+
+
+def test_frames_whose_listed_exposure_the_data_contradict_are_named_before_work(
+    tmp_path, caplog, monkeypatch
+):
+    """A frame listed at 1/8 of the usual exposure but holding the usual counts is named
+    (stages.exposure_mismatches, and the run's warning before any cluster starts); one whose
+    counts follow its shorter listed exposure is not."""
+    from specfit.config import load_config
+    from specfit.pipeline import run
+    from specfit.stages import exposure_mismatches
+
+    nt = 40
+    rng = np.random.default_rng(5)
+    scene = rng.uniform(50, 150, (12, 12))
+    exposure = np.full(nt, 8.0)
+    exposure[[20, 30]] = [1.0, 2.0]
+    counts = scene * rng.gamma(400, 1 / 400, (nt, 12, 12))  # 8 s counts of a steady scene
+    counts[30] *= 2.0 / 8.0  # frame 30: the counts of its listed 2 s
+    path = tmp_path / "cube.fits"
+    h = fits.Header()
+    h["STARTOBS"] = "2014-03-29T14:09:38.830"
+    h["BUNIT"] = "Corrected DN"
+    aux = np.zeros((nt, 4))
+    aux[:, 0] = np.arange(nt) * 10.0
+    aux[:, 3] = exposure
+    ah = fits.Header()
+    ah["TIME"], ah["EXPTIMES"] = 0, 3
+    fits.HDUList(
+        [fits.PrimaryHDU(counts.astype(np.float32), header=h), fits.ImageHDU(aux, header=ah)]
+    ).writeto(path)
+    arr = open_input(InputConfig(path=str(path)))
+    found = {m["frame"]: m for m in exposure_mismatches(arr)}
+    assert sorted(found) == [20, 30]
+    assert found[20]["contradicted"] and not found[30]["contradicted"]
+    assert found[20]["exposure_ratio"] == pytest.approx(1 / 8)
+    assert found[20]["level_ratio"] == pytest.approx(1.0, abs=0.05)
+    assert found[30]["level_ratio"] == pytest.approx(0.25, abs=0.02)
+    assert found[20]["reference"] in (19, 21)
+    # read as it is stored (no division), the same frames compare the same way
+    raw = open_input(InputConfig(path=str(path), normalise_exposure=False))
+    assert exposure_mismatches(raw) == list(found.values())
+
+    cfg = load_config(
+        None,
+        [f"input.path={path}", f"output.path={tmp_path / 'r.zarr'}", "cluster.kind=synchronous",
+         "fit.models={m1: powerlaw_tail}", "fit.best_model=aic"],
+    )  # fmt: skip
+    import specfit.cluster
+
+    def no_cluster(*a, **k):
+        raise RuntimeError("no cluster in this test")
+
+    monkeypatch.setattr(specfit.cluster, "connect", no_cluster)
+    with caplog.at_level("WARNING", logger="specfit"), pytest.raises(RuntimeError):
+        run(cfg)  # the warning comes before any cluster starts or data is written
+    (said,) = [r.getMessage() for r in caplog.records if "exposure time listed" in r.getMessage()]
+    assert said.startswith("1 frame(s)") and "frame 20 (t=200 s" in said
+    assert "exposure 0.12x frame" in said and "scales them by 8-8x" in said
+    assert not (tmp_path / "r.zarr").exists()
