@@ -22,7 +22,7 @@ import numpy as np
 from specfit.errors import StoreError
 from specfit.workspace import check_product_folder
 
-__all__ = ["field_wcs_header", "map_names", "map_header", "export_fits", "to_map"]
+__all__ = ["field_wcs_header", "wcs_origin", "map_names", "map_header", "export_fits", "to_map"]
 
 # Keys of the reference frame's header that describe that one exposure, not a parameter map.
 _FRAME_ONLY = ("EXPTIME", "NAXIS", "NAXIS1", "NAXIS2", "T_OBS", "DATE_OBS")
@@ -71,15 +71,55 @@ def _has_hpc(ds: Any) -> bool:
     return "hpc_x" in ds.variables and "hpc_y" in ds.variables
 
 
+def wcs_origin(arr: Any) -> list[int]:
+    """The ``x``/``y`` coordinates of the first pixel of ``arr``'s grid: where the pixel 0 of
+    :func:`field_wcs_header`'s header lies in the input frame (recorded beside it as the attr
+    ``wcs_origin``, so that a slice of the maps gets its own reference pixel)."""
+    return [int(np.asarray(arr["x"].values)[0]), int(np.asarray(arr["y"].values)[0])]
+
+
 def _wcs_text(ds: Any, where: str) -> str | None:
+    """The WCS header of ``ds``'s own (y, x) grid: the recorded one, its reference pixel moved
+    when ``ds`` is a slice of the grid it describes."""
+    from astropy.io import fits
+
     text = ds.attrs.get("wcs_header")
-    if not text and _has_hpc(ds):
+    if not (text or _has_hpc(ds)):
+        return None
+    xs = np.asarray(ds["x"].values) if "x" in ds.coords else np.arange(ds.sizes["x"])
+    ys = np.asarray(ds["y"].values) if "y" in ds.coords else np.arange(ds.sizes["y"])
+    if np.any(np.diff(xs) != 1) or np.any(np.diff(ys) != 1):
+        raise StoreError(
+            f"{where}: its x/y coordinates are not a contiguous block of the field (a strided "
+            "or reversed slice, e.g. isel(x=slice(0, None, 2))), which no single linear WCS "
+            "describes; convert the whole map (specfit.to_map) and cut or resample the sunpy "
+            "Map (Map.submap, Map.superpixel), or slice with step 1"
+        )
+    if not text:
         # hpc_x/hpc_y without the header: a store written before the WCS was recorded.
         raise StoreError(
             f"{where} has hpc_x/hpc_y but no recorded WCS header (written by an older specfit); "
             "run it again with `specfit run CONFIG --overwrite` to record the field's WCS"
         )
-    return text or None
+    h = fits.Header.fromstring(text, sep="\n")
+    whole = (xs.size, ys.size) == (h.get("NAXIS1"), h.get("NAXIS2"))
+    origin = ds.attrs.get("wcs_origin")
+    if origin is None:
+        if whole:
+            return text
+        raise StoreError(
+            f"{where} is a slice of maps written before specfit recorded where their WCS "
+            "starts (attr wcs_origin), so its reference pixel cannot be moved to the slice; "
+            "convert the whole map and cut the sunpy Map (Map.submap), or re-run the store "
+            "with `specfit run CONFIG --overwrite`"
+        )
+    dx, dy = int(xs[0]) - int(origin[0]), int(ys[0]) - int(origin[1])
+    if whole and dx == 0 and dy == 0:
+        return text
+    h["CRPIX1"] = float(h.get("CRPIX1", 0.0)) - dx
+    h["CRPIX2"] = float(h.get("CRPIX2", 0.0)) - dy
+    h["NAXIS1"], h["NAXIS2"] = int(xs.size), int(ys.size)
+    return h.tostring(sep="\n")
 
 
 def _bunit(units: str, ds: Any) -> str:

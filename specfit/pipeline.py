@@ -733,13 +733,14 @@ def _layout(
         "interpolation_nyquist_gain": round(plan.nyquist_keep, 4),
         "source": str(arr.attrs.get("source", cfg.input.path)),
     }
-    from specfit.export import field_wcs_header
+    from specfit.export import field_wcs_header, wcs_origin
 
     wcs_header = field_wcs_header(arr)
     if wcs_header is not None:
         # The WCS of the results grid (derotation reference frame and time), so that maps go
-        # back to FITS and sunpy (specfit export, specfit.to_map).
+        # back to FITS and sunpy (specfit export, specfit.to_map), also from a slice of them.
         attrs["wcs_header"] = wcs_header
+        attrs["wcs_origin"] = wcs_origin(arr)
     return StoreLayout(
         ny, nx, plan.freq, tile, variables, spectral, coords2d, attrs,
         ys=arr["y"].values, xs=arr["x"].values,

@@ -820,12 +820,13 @@ def fit(
     spectra = {k: pattrs[k] for k in SPECTRA_KEYS if k in pattrs}
     out.attrs.update(fit_attrs(mods, method, power_unit, spectra))
     if "wcs_header" in pattrs:
-        from specfit.export import field_wcs_header
+        from specfit.export import field_wcs_header, wcs_origin
 
         # The WCS of this (y, x) grid, so the maps go to FITS and sunpy as a store's do.
         wcs_header = field_wcs_header(power)
         if wcs_header is not None:
             out.attrs["wcs_header"] = wcs_header
+            out.attrs["wcs_origin"] = wcs_origin(power)
     return out
 
 

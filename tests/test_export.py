@@ -185,3 +185,37 @@ def test_iris_wavelength_reaches_the_maps_header():
     assert out["WAVELNTH"] == 1400.0 and out["WAVEUNIT"] == "Angstrom"
     m = sunpy.map.Map(np.zeros((10, 10)), out)
     assert m.wavelength.to_value("Angstrom") == 1400.0 and "1400" in repr(m)
+
+
+def test_a_slice_of_the_maps_gets_the_wcs_of_its_own_grid(demo_store, tmp_path):
+    """to_map and export_fits on a slice of a store place it where its hpc_x/hpc_y say (they
+    copied the whole grid's WCS and put a slice's pixel 0 at the store's); a strided or reversed
+    slice, which no linear WCS describes, is refused with the fix, as is a slice of a store
+    that does not say where its WCS starts (the whole of such a store still converts)."""
+    import sunpy.map
+
+    import specfit
+    from specfit.export import export_fits
+
+    ds = specfit.open_results(demo_store)
+    assert ds.attrs["wcs_origin"] == [int(ds["x"][0]), int(ds["y"][0])]
+    sub = ds.isel(y=slice(10, 20), x=slice(5, 25))
+    _check_wcs(specfit.to_map(sub, "m1_index"), sub)
+    (f,) = export_fits(sub, tmp_path, maps=["m1_index"])
+    _check_wcs(sunpy.map.Map(f), sub)
+    for bad in (ds.isel(x=slice(0, None, 2)), ds.isel(y=slice(None, None, -1))):
+        with pytest.raises(StoreError, match="not a contiguous block.*Map.submap"):
+            specfit.to_map(bad, "m1_index")
+        with pytest.raises(StoreError, match="not a contiguous block"):
+            export_fits(bad, tmp_path / "no", maps=["m1_index"])
+    assert not (tmp_path / "no").exists()
+    old = ds.copy()
+    old.attrs = {k: v for k, v in ds.attrs.items() if k != "wcs_origin"}
+    _check_wcs(specfit.to_map(old, "m1_index"), old)
+    with pytest.raises(StoreError, match="wcs_origin"):
+        specfit.to_map(old.isel(x=slice(5, 25)), "m1_index")
+    # the stage chain on a strided slice has no WCS header: the error says why, not "re-run"
+    power = specfit.open_results(demo_store)["power"].isel(y=slice(0, 16, 2), x=slice(0, 16, 2))
+    maps = specfit.fit(power, models={"m1": "powerlaw_tail"}).compute()
+    with pytest.raises(StoreError, match="not a contiguous block"):
+        specfit.to_map(maps, "m1_index")
