@@ -557,7 +557,10 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
         except KeyError as exc:  # its message, without the quotes str(KeyError) adds
             raise ConfigError(f"fit.models.{alias}: {exc.args[0]}") from None
         if bounds and model.name in bounds:
-            model = model.with_bounds(dict(bounds[model.name]))
+            try:
+                model = model.with_bounds(dict(bounds[model.name]))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         out[alias] = model
     names = sorted({m.name for m in out.values()})
     stray = sorted(set(bounds or {}) - set(names))
@@ -684,6 +687,7 @@ def fit(
         names, dtypes and attrs a results store holds for them) and its attrs
         (:func:`specfit.store.fit_attrs`).
     """
+    from specfit.errors import ConfigError
     from specfit.models import check_output
     from specfit.store import (
         SPECTRA_KEYS,
@@ -694,10 +698,8 @@ def fit(
 
     bad = set(options) - set(FIT_OPTION_KEYS)
     if bad:
-        raise TypeError(f"unknown fit option(s) {sorted(bad)}; allowed: {FIT_OPTION_KEYS}")
+        raise ConfigError(f"unknown fit option(s) {sorted(bad)}; allowed: {FIT_OPTION_KEYS}")
     if not isinstance(power, xr.DataArray) or set(power.dims) != {"freq", "y", "x"}:
-        from specfit.errors import ConfigError
-
         raise ConfigError(
             "specfit.fit needs an xarray.DataArray with dims (freq, y, x), e.g. from "
             f"specfit.power_spectra; got {type(power).__name__} "
@@ -726,12 +728,10 @@ def fit(
     _check_fit_settings(method, options, power)
     if dof is not None and not isinstance(dof, xr.DataArray):
         if not (np.isfinite(dof) and float(dof) > 0):
-            from specfit.errors import ConfigError
-
             raise ConfigError(f"specfit.fit: dof={dof!r} must be a positive number")
     mods = resolve_models(models, user_models, bounds)
     if method == "lsq" and sigma is None and options["weights"] != "dlogf":
-        raise ValueError(
+        raise ConfigError(
             "method='lsq' needs sigma (e.g. power_spectra(..., box=3, with_sigma=True)) "
             "or weights='dlogf'"
         )
@@ -739,7 +739,10 @@ def fit(
     power_unit = str(pattrs.get("units") or power_units(None, "density"))
     from specfit.kernels.fitting import check_intervals
 
-    check_intervals(mods, options["intervals"], options["optimizer"])  # before any work
+    try:
+        check_intervals(mods, options["intervals"], options["optimizer"])  # before any work
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     spec = fit_variables(
         mods,
         method,
@@ -751,8 +754,11 @@ def fit(
     names = list(spec)
     freq = np.asarray(power["freq"].values, dtype=float)
 
-    for m in mods.values():
-        check_output(m, freq)  # a wrong-shaped user model fails here, not in every tile
+    for alias, m in mods.items():
+        try:
+            check_output(m, freq)  # a wrong-shaped user model fails here, not in every tile
+        except ValueError as exc:
+            raise ConfigError(f"fit.models.{alias}: {exc}") from None
     pw = _spread_over_cores(power.transpose("freq", "y", "x").chunk({"freq": -1}))
     if dof is None:
         if "dof" in power.coords:

@@ -280,3 +280,30 @@ def test_an_unconstrained_error_is_stored_as_inf_without_a_warning():
     assert r["m1_index_err"].dtype == np.float32
     assert np.isposinf(r["m1_index_err"][0])
     assert r["m1_amplitude"][0] < 1e-30 and np.isfinite(r["m1_tail_err"][0])
+
+
+def test_a_spectrum_a_kernel_cannot_take_costs_only_its_own_pixel():
+    """Power exactly zero over the lowest and the highest bins (float32 underflow of tiny
+    values) or a single nonzero bin made the starting-value kernels divide by zero, and the
+    whole block (a whole tile of a run) failed. Now such a pixel gets fit_failed (9) and NaN,
+    and every other pixel's result is bit-identical to a block without it."""
+    f = np.arange(1, 100) / 2400.0
+    rng = np.random.default_rng(0)
+    y = (1 / f**2) * rng.exponential(size=(6, f.size))
+    y[1, :10] = 0.0
+    y[1, -20:] = 0.0
+    y[4] = 0.0
+    y[4, 50] = 3.0
+    models = {"m1": "powerlaw_tail", "m2": "powerlaw_tail_lorentzian"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        got = fit_block(f, y, models, bin_rho=())
+    good = [0, 2, 3, 5]
+    want = fit_block(f, y[good], models, bin_rho=())
+    assert list(got) == list(want)
+    for k in got:
+        np.testing.assert_array_equal(got[k][good], want[k], err_msg=k)
+    for alias in models:
+        assert list(got[f"{alias}_status"][[1, 4]]) == [9, 9]
+        assert np.isnan(got[f"{alias}_index"][[1, 4]]).all()
+    assert STATUS_CODES[9].startswith("fit_failed")

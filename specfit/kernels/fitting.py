@@ -62,7 +62,8 @@ STATUS_CODES: dict[int, str] = {
     6: "singular_curvature: converged but the Fisher matrix is singular; errors are NaN",
     7: "at_bound: converged with a parameter on a bound (that parameter's error is NaN)",
     8: "stalled: no step lowered the objective before convergence; values are the best found",
-    9: "fit_failed: the model was not finite and positive at any start; not fitted",
+    9: "fit_failed: the model was not finite and positive at any start, or a kernel could "
+    "not take the spectrum (e.g. power exactly zero over its lowest and highest bins); not fitted",
     10: "optimizer_raised: fit.optimizer=original only: a curve_fit call of the original "
     "specFit's procedure raised (evaluation limit, non-finite residuals); not fitted",
 }
@@ -1336,6 +1337,64 @@ def fit_block(
         :func:`output_dtypes`, then each model's declared derived maps
         (``<alias>_<name>`` of ``Model.derived``, float32, from full-precision parameters).
     """
+    kw = dict(
+        method=method, dof=dof, bin_rho=bin_rho, sigma=sigma, max_iter=max_iter, tol=tol,
+        multistart=multistart, best_model=best_model, alpha=alpha, weights=weights,
+        nonnested=nonnested, optimizer=optimizer, intervals=intervals,
+        original_unit=original_unit, lrt_cache=lrt_cache,
+    )  # fmt: skip
+    try:
+        return _fit_block(freq, power, models, **kw)
+    except ArithmeticError:
+        # A spectrum a kernel cannot take (a division by zero in numba code, e.g. power exactly
+        # zero over the lowest and the highest bins) must not cost the block: the block is
+        # split until that pixel stands alone, which gets fit_failed. Every other pixel's
+        # result is the same as in the whole block (a pixel depends only on its spectrum).
+        return _fit_split(freq, power, models, kw)
+
+
+def _fit_split(freq, power, models, kw) -> dict[str, np.ndarray]:
+    """fit_block on the two halves of the block (one pixel: not fitted, status 9)."""
+    power = np.atleast_2d(np.asarray(power))
+    npix = power.shape[0]
+    if npix == 1:
+        res = _fit_block(freq, np.full_like(power, np.nan, dtype=np.float64), models, **kw)
+        for alias in _resolve(models):
+            res[f"{alias}_status"][:] = 9
+        return res
+    parts = []
+    for rows in (slice(0, npix // 2), slice(npix // 2, npix)):
+        part = dict(kw)
+        if np.ndim(kw["dof"]) == 1:
+            part["dof"] = np.asarray(kw["dof"])[rows]
+        if kw["sigma"] is not None:
+            part["sigma"] = np.asarray(kw["sigma"])[rows]
+        parts.append(fit_block(freq, power[rows], models, **part))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _fit_block(
+    freq,
+    power,
+    models,
+    *,
+    method,
+    dof,
+    bin_rho,
+    sigma,
+    max_iter,
+    tol,
+    multistart,
+    best_model,
+    alpha,
+    weights,
+    nonnested,
+    optimizer,
+    intervals,
+    original_unit,
+    lrt_cache,
+) -> dict[str, np.ndarray]:
+    """The body of :func:`fit_block`."""
     models = _resolve(models)
     _check_method(method, best_model)
     if nonnested not in NONNESTED_RULES:

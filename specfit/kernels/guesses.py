@@ -283,8 +283,12 @@ def _solve_amplitudes(lnf, y, count, nsel, high, n, u):
         h22 = 0.0
         g1 = 0.0
         g2 = 0.0
+        degenerate = False
         for i in range(nf):
             m = a * u[i] + c
+            if not m > 0.0:  # all-zero bins at both ends (a = c = 0): no scoring step
+                degenerate = True
+                break
             w = count[i] / (m * m)
             e = (y[i] - m) * w
             h11 += u[i] * u[i] * w
@@ -293,7 +297,7 @@ def _solve_amplitudes(lnf, y, count, nsel, high, n, u):
             g1 += e * u[i]
             g2 += e
         det = h11 * h22 - h12 * h12
-        if not det > 1e-12 * h11 * h22:
+        if degenerate or not det > 1e-12 * h11 * h22:
             break
         da = (h22 * g1 - h12 * g2) / det
         dc = (h11 * g2 - h12 * g1) / det
