@@ -114,12 +114,14 @@ def fits_unit(units: str) -> str:
     """A FITS ``BUNIT`` for a ``units`` attr: the standard form where astropy parses it.
 
     specfit writes spectral units as ``(B)^2/Hz`` or ``(B)^2``, which astropy does not parse;
-    they are read here as ``B**2 / Hz``. A unit astropy does not know (``ln(Hz)``) is kept.
+    they are read here as ``B**2 / Hz``. IRIS level 2's ``Corrected DN`` is read as ``DN``. A
+    unit astropy does not know (``ln(Hz)``) is kept.
     """
     import re
 
     import astropy.units as u
 
+    units = re.sub(r"\bCorrected DN\b", "DN", units)
     m = re.fullmatch(r"\((.+)\)\^(\d+)\s*(?:/\s*(.+))?", units.strip())
     try:
         if m:

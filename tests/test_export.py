@@ -187,6 +187,18 @@ def test_iris_wavelength_reaches_the_maps_header():
     assert m.wavelength.to_value("Angstrom") == 1400.0 and "1400" in repr(m)
 
 
+def test_iris_corrected_dn_is_a_fits_unit():
+    """IRIS level 2 says BUNIT 'Corrected DN', which astropy does not parse: the maps' BUNIT
+    was '(Corrected DN / s)^2/Hz' and sunpy dropped the unit. It is written as DN now."""
+    import astropy.units as u
+
+    from specfit.store import fits_unit
+
+    assert fits_unit("(Corrected DN / s)^2/Hz") == "DN2 / (Hz s2)"
+    assert u.Unit(fits_unit("Corrected DN / s")) == u.DN / u.s  # as sunpy reads BUNIT
+    assert fits_unit("ln(Hz)") == "ln(Hz)"
+
+
 def test_a_slice_of_the_maps_gets_the_wcs_of_its_own_grid(demo_store, tmp_path):
     """to_map and export_fits on a slice of a store place it where its hpc_x/hpc_y say (they
     copied the whole grid's WCS and put a slice's pixel 0 at the store's); a strided or reversed
