@@ -303,6 +303,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     arr = ingest(cfg, data=data)
     if cfg.input.max_frames:
         arr = arr.isel(time=slice(0, cfg.input.max_frames))
+    arr = _trim_empty_ends(arr)
     times = np.asarray(arr["time"].values, dtype=float)
     if times.size < 8:
         cut = (
@@ -1200,6 +1201,55 @@ def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> Non
 
 # A frame is reported when this share of its finite pixels jump (kernels.resample.frame_jumps)
 _JUMP_SHARE = 0.05
+
+
+_EMPTY_ENDS_MAX = 20  # frames read at each end of the series, at most, looking for data
+
+
+def _trim_empty_ends(arr):
+    """The series without the frames at its start and end that hold no finite pixel (a
+    dropout: all NaN, or all zero, which the readers mark as missing), with a warning.
+
+    Inside the series such a frame is interpolated across, like a gap; at an end nothing
+    lies beyond it, so every pixel's series would start (or end) with a missing sample and
+    no pixel could be fitted. Up to :data:`_EMPTY_ENDS_MAX` frames are read at each end.
+    """
+    nt = arr.sizes["time"]
+
+    def empty(k: int) -> bool:
+        return not np.isfinite(np.asarray(arr.isel(time=k).values)).any()
+
+    def leading(frames) -> int:
+        """How many of ``frames`` are empty before the first with data (0 if none has)."""
+        for n, k in enumerate(frames):
+            if not empty(k):
+                return n
+        return 0  # no data that near the end: not trimmed (the run's end says so)
+
+    first = leading(range(min(nt, _EMPTY_ENDS_MAX)))
+    last = nt - leading(range(nt - 1, max(first, nt - _EMPTY_ENDS_MAX) - 1, -1))
+    if first == 0 and last == nt:
+        return arr
+    dropped = np.r_[np.arange(first), np.arange(last, nt)]
+
+    def name(i: int, t: float, file: str | None) -> str:
+        return f"frame {i} at t={t:.0f} s" + (f" ({file})" if file else "")
+
+    log.warning(
+        f"%d frame(s) at the %s of the series have no finite pixel ({_EMPTY_FRAME}): %s. "
+        "Nothing lies beyond them to interpolate from, so the series is taken to run from "
+        "frame %d to frame %d",
+        dropped.size,
+        " and ".join(w for w, n in (("start", first), ("end", nt - last)) if n),
+        _name_frames(dropped, arr, name),
+        first,
+        last - 1,
+    )
+    out = arr.isel(time=slice(first, last))
+    files = list(arr.attrs.get("files", []))
+    if len(files) == nt:  # per-frame names, indexed like the frames
+        out.attrs = {**out.attrs, "files": files[first:last]}
+    return out
 
 
 def _report_exposure_mismatches(arr) -> None:

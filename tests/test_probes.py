@@ -1057,3 +1057,29 @@ def test_cli_prints_one_line_per_problem_and_no_traceback(tmp_path):
         assert r.returncode == 2, r.stderr
         assert len(lines) == 1 and lines[0].startswith("specfit: error: "), r.stderr
         assert expected in lines[0]
+
+
+def test_empty_frames_at_the_ends_are_left_out_not_every_pixel(tmp_path, caplog):
+    """A dropout at the start or the end of the series (all zero, or all NaN): nothing lies
+    beyond it to interpolate from, so every pixel's series began with a missing sample and no
+    pixel was fitted while the run ended 'complete'. The series now runs from the first to
+    the last frame with data, and the run names the frames it left out."""
+    import numpy as np
+    from astropy.io import fits
+
+    from specfit.pipeline import run
+
+    paths = _frames(tmp_path / "f", nt=40)
+    for i, fill in ((0, 0.0), (1, np.nan), (39, 0.0)):
+        with fits.open(paths[i], mode="update") as h:
+            h[0].data[:] = fill
+    with caplog.at_level("WARNING", logger="specfit"):
+        ds = run(_fits_run_config(tmp_path, tmp_path / "f"))
+    said = [r.getMessage() for r in caplog.records]
+    (msg,) = [m for m in said if "at the start and end of the series" in m]
+    assert msg.startswith("3 frame(s)") and "frame 0 at t=0 s (f000.fits)" in msg, msg
+    assert "frame 39 at t=468 s (f039.fits)" in msg and "from frame 2 to frame 38" in msg
+    assert not [m for m in said if "no frame has a finite pixel" in m]
+    assert ds.attrs["n_frames"] == 37
+    assert not np.isin(ds["m1_status"].values, [2, 3, 4, 5, 9]).any()  # before: 2 everywhere
+    assert np.isfinite(ds["m1_index"].values).all()
