@@ -271,3 +271,25 @@ def test_titles_and_axes_agree_when_coordinates_are_not_pixel_runs(viz_store):
     axes = axis_info(ds, solar=False)
     assert pixel_index(axes, 3, 2) == (2, 3)
     assert pixel_spectrum(ds, 2, 3).title.startswith("pixel x=3, y=2")
+
+
+def test_a_field_rotated_against_hpc_gets_pixel_axes_that_say_so():
+    """IRIS's roll makes hpc_x/hpc_y a rotated grid: the maps get pixel axes, and the label
+    says why (the docs promised helioprojective axes whenever the store has hpc_x/hpc_y)."""
+    import numpy as np
+    import xarray as xr
+
+    from specfit.viz.data import axis_info
+
+    iy, ix = np.mgrid[0:109, 0:110].astype(float)
+    roll = np.deg2rad(0.65)
+    hx = 400 + 0.166 * (ix * np.cos(roll) - iy * np.sin(roll))
+    hy = 200 + 0.166 * (ix * np.sin(roll) + iy * np.cos(roll))
+    ds = xr.Dataset(coords={"hpc_x": (("y", "x"), hx), "hpc_y": (("y", "x"), hy)})
+    ds["m"] = (("y", "x"), np.zeros((109, 110)))
+    axes = axis_info(ds)
+    assert not axes.solar and axes.xlabel == "x (px; hpc_x/hpc_y not along the pixel axes)"
+    straight = ds.assign_coords(
+        hpc_x=(("y", "x"), 400 + 0.166 * ix), hpc_y=(("y", "x"), 200 + 0.166 * iy)
+    )
+    assert axis_info(straight).solar

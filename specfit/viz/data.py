@@ -8,6 +8,7 @@ is computed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -395,7 +396,9 @@ def axis_info(ds: xr.Dataset, solar: bool = True, tol_px: float = 0.25) -> AxisI
     far_y = float(hy.isel(y=ny - 1, x=nx - 1).values)
     sep = abs(far_x - row[-1]) <= tol_x and abs(far_y - col[-1]) <= tol_y
     if not (lin_x and lin_y and sep):
-        return pixel
+        # e.g. IRIS's roll (0.65 deg moves a corner of 110 px by ~1 px): say why the axes
+        # are pixels although the store has coordinates
+        return dataclasses.replace(pixel, xlabel="x (px; hpc_x/hpc_y not along the pixel axes)")
     return AxisInfo(
         float(row[0]), float(dx), float(col[0]), float(dy),
         "helioprojective x (arcsec)", "helioprojective y (arcsec)", True, nx, ny,
