@@ -970,12 +970,24 @@ def _describe_plan(cfg: Config, plan: RunPlan) -> None:
         )
     _report_exposure_mismatches(plan.arr)
     if plan.nyquist_keep < 0.9:
+        steps = np.diff(plan.times)
+        long_step = float(np.percentile(steps, 90)) if steps.size else plan.dt
+        advice = "set resample.cadence to the instrument's nominal cadence"
+        if long_step > 1.3 * plan.dt:
+            # frames whose spacing alternates (IRIS SJI: 18.7 and 37.5 s) have no single
+            # cadence: only the frequencies below the long steps' Nyquist are free of it
+            advice = (
+                f"{advice}, or, where the frames' spacing alternates (here up to "
+                f"{long_step:.3g} s), keep the frequencies below its Nyquist frequency with "
+                f"spectra.fmax: {0.5 / long_step:.3g}"
+            )
         log.warning(
             "linear interpolation onto a %.4g s grid keeps only %.0f%% of white-noise power at the "
             "Nyquist frequency (the grid drifts against the frame times), which biases the fitted "
-            "tail low; set resample.cadence to the instrument's nominal cadence",
+            "tail low; %s",
             plan.dt,
             100 * plan.nyquist_keep,
+            advice,
         )
 
 

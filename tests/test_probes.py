@@ -1083,3 +1083,25 @@ def test_empty_frames_at_the_ends_are_left_out_not_every_pixel(tmp_path, caplog)
     assert ds.attrs["n_frames"] == 37
     assert not np.isin(ds["m1_status"].values, [2, 3, 4, 5, 9]).any()  # before: 2 everywhere
     assert np.isfinite(ds["m1_index"].values).all()
+
+
+def test_interpolation_warning_for_alternating_spacing_names_an_fmax(tmp_path, caplog):
+    """Frames spaced alternately 12 and 25 s (as IRIS SJI's 18.7 / 37.5 s) have no single
+    nominal cadence, so 'set resample.cadence' alone could not be followed (the helper's
+    finding): the warning also names the spectra.fmax below the long steps' Nyquist."""
+    from astropy.io import fits
+
+    from specfit.config import load_config
+    from specfit.pipeline import _describe_plan, plan_run
+
+    paths = _frames(tmp_path / "f", nt=60)
+    t = 0
+    for i, p in enumerate(paths):
+        with fits.open(p, mode="update") as h:
+            h[0].header["T_OBS"] = f"2020-01-01T00:{t // 60:02d}:{t % 60:02d}"
+        t += 12 if i % 2 == 0 else 25
+    cfg = load_config(_fits_run_config(tmp_path, tmp_path / "f", resample={"cadence": None}))
+    with caplog.at_level("WARNING", logger="specfit"):
+        _describe_plan(cfg, plan_run(cfg))
+    (msg,) = [r.getMessage() for r in caplog.records if "Nyquist" in r.getMessage()]
+    assert "spacing alternates (here up to 25 s)" in msg and "spectra.fmax: 0.02" in msg, msg
