@@ -321,6 +321,8 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
         )
     new_times = uniform_grid(times, cfg.resample.cadence, arr.attrs.get("files"))
     dt = float(new_times[1] - new_times[0])
+    if cfg.spectra.normalisation != "variance":
+        _check_float32_range(arr, dt, new_times.size)
     gaps = rs.find_gaps(times, dt, cfg.resample.max_gap)
     nyquist_keep = rs.interpolation_nyquist_gain(times, new_times)
     sp = cfg.spectra
@@ -1213,6 +1215,39 @@ def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> Non
 
 # A frame is reported when this share of its finite pixels jump (kernels.resample.frame_jumps)
 _JUMP_SHARE = 0.05
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4e38
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # 1.2e-38, the smallest normal float32
+
+
+def _check_float32_range(arr, dt: float, n: int) -> None:
+    """Before any work: refuse input whose spectra would leave float32's range.
+
+    Spectra are stored and fitted as float32. From the first frame: values up to ``big``
+    give powers up to about ``big^2 dt n``, beyond 3.4e38 they are inf; a fluctuation of
+    1e-3 of the median level gives about ``(1e-3 med)^2 dt``, below 1.2e-38 float32 keeps
+    few or no bits of it (a radio flux in W m^-2 Hz^-1, ~1e-22, squared). ``spectra.
+    normalisation: variance`` divides the scale out and is not checked.
+    """
+    frame = np.asarray(arr.isel(time=0).values, dtype=np.float64)
+    v = np.abs(frame[np.isfinite(frame)])
+    if v.size == 0:
+        return
+    big, med = float(v.max()), float(np.median(v))
+    high = big * big * dt * n > _FLOAT32_MAX
+    low = med > 0 and (1e-3 * med) ** 2 * dt < _FLOAT32_TINY * 1e2
+    if not (high or low):
+        return
+    level = f"values up to {big:.3g}" if high else f"a median level of {med:.3g}"
+    k = int(np.floor(np.log10(big))) - 3 if high else int(np.ceil(-np.log10(med)))
+    raise ConfigError(
+        f"input: {level} (first frame) would give spectra {'above' if high else 'below'} "
+        f"float32's range ({_FLOAT32_MAX:.1e} / {_FLOAT32_TINY:.1e}), in which specfit stores "
+        f"and fits them: rescale the data by 1e{-k if high else k} first (other units; from "
+        "Python, specfit.resample(specfit.ingest(...) * factor) and the stage functions), "
+        "or set spectra.normalisation: variance"
+    )
 
 
 _EMPTY_ENDS_MAX = 20  # frames read at each end of the series, at most, looking for data
