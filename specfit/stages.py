@@ -229,7 +229,13 @@ def _seconds(arr: xr.DataArray) -> np.ndarray:
         return (t - t[0]).astype("timedelta64[ns]").astype(np.float64) / 1e9
     if np.issubdtype(t.dtype, np.timedelta64):
         return t.astype("timedelta64[ns]").astype(np.float64) / 1e9
-    return np.asarray(t, dtype=float)
+    try:
+        return np.asarray(t, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"the time coordinate must be seconds or datetime64, got {t.dtype} values such as "
+            f"{t[0]!s}; convert it, e.g. arr.assign_coords(time=arr.time.astype('datetime64[ns]'))"
+        ) from None
 
 
 # A uniform grid with more samples than this per frame is mostly interpolation: a frame's
@@ -370,10 +376,15 @@ def resample(
 
     check_settings("resample", ResampleConfig, {"cadence": cadence, "max_gap": max_gap})
     arr = _frames(arr, "resample")
-    times = _seconds(arr)
-    new_times = uniform_grid(times, cadence, arr.attrs.get("files"))
-    dt = float(new_times[1] - new_times[0])
-    gaps = _rs.find_gaps(times, dt, max_gap)
+    try:
+        times = _seconds(arr)
+        new_times = uniform_grid(times, cadence, arr.attrs.get("files"))
+        dt = float(new_times[1] - new_times[0])
+        gaps = _rs.find_gaps(times, dt, max_gap)
+    except ValueError as exc:  # the time axis: duplicates, unsorted, NaN, one frame, text
+        from specfit.errors import InputError
+
+        raise InputError(f"specfit.resample: {exc}") from None
     report_gaps(gaps, dt)
     arr = _time_contiguous(arr, tile)
     data = arr.data.astype(np.float32)
@@ -545,6 +556,8 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
         M.load_user_models(list(user_models))
     if models is None:
         models = dict(DEFAULTS.fit.models)
+    if isinstance(models, Mapping) and not models:
+        raise ConfigError("fit.models: needs at least one model, e.g. {m1: powerlaw_tail}")
     if not isinstance(models, Mapping):
         raise ConfigError(
             f"fit.models must map an alias to a model, e.g. {{'m1': 'powerlaw_tail'}}; got "
@@ -786,7 +799,10 @@ def fit(
         # the original's procedure fits in its own power units, read from the spectra's attrs
         from specfit.kernels.original import check_original
 
-        check_original(mods, method, options["weights"], freq)
+        try:
+            check_original(mods, method, options["weights"], freq)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         need = [k for k in ("normalisation", "cadence", "segment_length") if k not in pattrs]
         if need:
             raise ValueError(

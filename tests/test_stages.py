@@ -234,3 +234,29 @@ def test_stage_arguments_are_checked_when_called_as_specfit_errors():
     with pytest.raises(NotFoundError, match="does not exist") as err:
         specfit.open_results("/nonexistent/results.zarr")
     assert isinstance(err.value, SpecfitError) and isinstance(err.value, FileNotFoundError)
+
+
+def test_the_stage_functions_bad_arguments_are_specfit_errors():
+    """README: every explainable error derives from SpecfitError, the stage functions' bad
+    arguments included; these raised TypeError/ValueError (the helpers' findings)."""
+    from specfit.errors import ConfigError, InputError
+
+    cube = _cube(nt=60, irregular=False)
+    for t in ([0.0, 12.0, 12.0], [0.0, 24.0, 12.0], [0.0, np.nan, 24.0]):
+        bad = cube.isel(time=slice(0, 3)).assign_coords(time=t)
+        with pytest.raises(InputError, match="specfit.resample: times"):
+            stages.resample(bad)
+    text = cube.assign_coords(time=np.array(["2020-01-01T00:00:00"] * cube.sizes["time"]))
+    with pytest.raises(InputError, match="seconds or datetime64"):
+        stages.resample(text)
+    power = stages.power_spectra(stages.resample(cube), segments=1, window="none")
+    for kw, match in [
+        ({"max_iters": 5}, "unknown fit option"),
+        ({"intervals": ["bump_centre"]}, "fit.intervals"),
+        ({"bounds": {"powerlaw_tail": {"indx": (0, 3)}}}, "indx"),
+        ({"method": "lsq"}, "needs sigma"),
+        ({"models": {}}, "at least one model"),
+        ({"optimizer": "original"}, "fit.optimizer=original"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            stages.fit(power, **kw)

@@ -36,8 +36,8 @@ def _check_times(times: np.ndarray, name: str = "times") -> np.ndarray:
     if np.any(d <= 0):
         i = int(np.flatnonzero(d <= 0)[0])
         raise ValueError(
-            f"{name} must be strictly increasing: frame {i + 1} (t={t[i + 1]!r} s) is not after "
-            f"frame {i} (t={t[i]!r} s); sort the frames and drop duplicates"
+            f"{name} must be strictly increasing: frame {i + 1} (t={float(t[i + 1]):g} s) is not "
+            f"after frame {i} (t={float(t[i]):g} s); sort the frames and drop duplicates"
         )
     return t
 
