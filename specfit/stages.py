@@ -382,8 +382,10 @@ def resample(
         dt = float(new_times[1] - new_times[0])
         gaps = _rs.find_gaps(times, dt, max_gap)
     except ValueError as exc:  # the time axis: duplicates, unsorted, NaN, one frame, text
-        from specfit.errors import InputError
+        from specfit.errors import InputError, SpecfitError
 
+        if isinstance(exc, SpecfitError):  # already names its key (resample.cadence)
+            raise
         raise InputError(f"specfit.resample: {exc}") from None
     report_gaps(gaps, dt)
     arr = _time_contiguous(arr, tile)
