@@ -1240,7 +1240,7 @@ def _check_float32_range(arr, dt: float, n: int) -> None:
     low = med > 0 and (1e-3 * med) ** 2 * dt < _FLOAT32_TINY * 1e2
     if not (high or low):
         return
-    level = f"values up to {big:.3g}" if high else f"a median level of {med:.3g}"
+    level = f"values of {big:.3g} (99th percentile)" if high else f"a median level of {med:.3g}"
     k = int(np.floor(np.log10(big))) - 3 if high else int(np.ceil(-np.log10(med)))
     raise ConfigError(
         f"input: {level} (first frame) would give spectra {'above' if high else 'below'} "
