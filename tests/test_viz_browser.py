@@ -57,6 +57,22 @@ _CURVES_JS = """
 """
 
 
+# The plots' titles and colour-bar titles.
+_LABELS_JS = """
+() => {
+  const out = {titles: [], colorbars: []};
+  for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
+    for (const m of doc.all_models) {
+      const kind = m.type || (m.constructor && m.constructor.name);
+      if (kind === "Title") out.titles.push(m.text);
+      if (kind === "ColorBar") out.colorbars.push(m.title);
+    }
+  }
+  return out;
+}
+"""
+
+
 def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -166,6 +182,25 @@ def test_explore_click_shows_pixel_spectrum(demo_store, tmp_path):
                 if os.environ.get("SPECFIT_UPDATE_DOCS_IMG") == "1":
                     (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
                     shutil.copy(shot, ROOT / "docs" / "img" / "explorer.png")
+                # Another map: the heat map's title names it and its unit; no colour bar keeps
+                # the first map's name (they are drawn once; one once read "m1 index" over
+                # the bump periods).
+                assert (
+                    "m1 index: click a pixel; box-select a region"
+                    in page.evaluate(_LABELS_JS)["titles"]
+                )
+                select = page.locator("select").first
+                values = select.evaluate("s => Array.from(s.options).map(o => o.value)")
+                select.select_option([v for v in values if "m2_bump_period" in v][0])
+                want_title = "m2 bump period [min]: click a pixel; box-select a region"
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    if want_title in page.evaluate(_LABELS_JS)["titles"]:
+                        break
+                    time.sleep(0.25)
+                labels = page.evaluate(_LABELS_JS)
+                assert want_title in labels["titles"], labels
+                assert "m1 index" not in labels["colorbars"], labels
             finally:
                 browser.close()
     finally:

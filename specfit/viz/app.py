@@ -315,7 +315,12 @@ def build_explorer(
         return map_cache[key]
 
     def image_for(name: str, pthr: float, mask: bool, sig: str = "pixel") -> hv.Image:
-        return image_element(current_map(name, pthr, mask, sig), axes)
+        # The colour bar is drawn once and would keep the first map's name: the map's name
+        # and unit are in the title, which follows the selection.
+        da = current_map(name, pthr, mask, sig)
+        units = da.attrs.get("units", "")
+        label = str(da.attrs.get("label", name)) + (f" [{units}]" if units not in ("", "1") else "")
+        return image_element(da, axes).opts(title=f"{label}: click a pixel; box-select a region")
 
     def clim_for(name: str, pthr: float, mask: bool, clip: tuple[float, float], sig="pixel"):
         da = current_map(name, pthr, mask, sig)
@@ -335,7 +340,7 @@ def build_explorer(
         tools=["hover", "tap", "box_select"],
         width=width,
         height=height,
-        title="click a pixel; box-select a region",
+        clabel=" ",  # the colour bar is drawn once: the title names the map
         xlabel=axes.xlabel,
         ylabel=axes.ylabel,
     )
@@ -416,7 +421,10 @@ def build_explorer(
         logp = np.log10(pm.where(pm > 0))
         logp.attrs = {"label": f"log10 {pm.attrs['label']}", "units": pm.attrs.get("units", "")}
         logp.name = "log10_power"
-        return image_element(logp, axes).opts(title=f"log10 {pm.attrs['label']}")
+        units = pm.attrs.get("units", "")
+        return image_element(logp, axes).opts(
+            title=f"log10 {pm.attrs['label']}" + (f" [{units}]" if units else "")
+        )
 
     power = _maybe_rasterize(
         hv.DynamicMap(
@@ -426,7 +434,14 @@ def build_explorer(
         ),
         n_pixels,
         rasterize_above,
-    ).opts(cmap="inferno", framewise=True, xlabel=axes.xlabel, ylabel=axes.ylabel, **side)
+    ).opts(
+        cmap="inferno",
+        framewise=True,
+        xlabel=axes.xlabel,
+        ylabel=axes.ylabel,
+        clabel=" ",  # drawn once: the title names the period
+        **side,
+    )
 
     def density_for(bounds):
         region = region_from_bounds(axes, bounds)
