@@ -442,6 +442,18 @@ def test_explorer_significance_widget(null_runs):
     parts.widgets["significance"].value = "global"
     glob = np.isfinite(parts.heatmap[()].dimension_values(2, flat=False))
     np.testing.assert_array_equal(glob, before & (ds["lrt_global"].values == 1))
+    assert parts.widgets["pvalue"].disabled  # global has no threshold
+    # fdr: the slider is the q threshold, moved to the run's fit.fdr_q; at 1 no mask (as the
+    # docs say; it masked at the run's q, the helper's finding)
+    parts.widgets["significance"].value = "fdr"
+    q = float(ds["lrt_qvalue"].attrs["fdr_q"])
+    assert parts.widgets["pvalue"].value == q and not parts.widgets["pvalue"].disabled
+    fdr = np.isfinite(parts.heatmap[()].dimension_values(2, flat=False))
+    np.testing.assert_array_equal(fdr, before & (ds["lrt_qvalue"].values <= q))
+    parts.widgets["pvalue"].value = 1.0
+    np.testing.assert_array_equal(
+        np.isfinite(parts.heatmap[()].dimension_values(2, flat=False)), before
+    )
 
 
 def test_stage_api_gives_the_runs_field_maps(null_runs):

@@ -293,3 +293,15 @@ def test_a_field_rotated_against_hpc_gets_pixel_axes_that_say_so():
         hpc_x=(("y", "x"), 400 + 0.166 * ix), hpc_y=(("y", "x"), 200 + 0.166 * iy)
     )
     assert axis_info(straight).solar
+
+
+def test_every_global_flag_map_is_categorical(demo_store):
+    """lrt_global came from the fixed list of maps without the suffix rule, so it was drawn
+    with a continuous colour scale while ftest_global (the same kind of map) was categorical."""
+    from specfit.store import open_results
+    from specfit.viz.data import map_catalog
+
+    specs = {s.name: s for s in map_catalog(open_results(demo_store))}
+    flags = [n for n in specs if n.endswith(("_global", "_status")) or n.startswith("best_model")]
+    assert "lrt_global" in flags and "ftest_global" in flags
+    assert all(specs[n].categorical for n in flags), [n for n in flags if not specs[n].categorical]

@@ -257,7 +257,7 @@ def build_explorer(
         label="map", options={f"{s.label} ({s.name})": s.name for s in catalog}, value=default_map
     )
     w_p = pn.widgets.FloatSlider(
-        label="p-value mask (richer models shown where p \u2264)",
+        label="p-value mask (richer models shown where p \u2264; 1 = no mask)",
         start=0.001,
         end=1.0,
         step=0.001,
@@ -271,6 +271,23 @@ def build_explorer(
         options=["pixel", "fdr", "global", "none"] if has_field else ["pixel", "none"],
         value="pixel",
     )
+
+    def _follow_mode(event) -> None:
+        # The slider is the p-value (pixel) or the q-value (fdr) threshold; selecting fdr
+        # sets it to the run's fit.fdr_q, 1 shows every pixel in both; global has none.
+        w_p.disabled = event.new in ("global", "none")
+        if event.new == "fdr":
+            q = [
+                float(ds[v].attrs.get("fdr_q", 0.05)) for v in ds.data_vars if v.endswith("_qvalue")
+            ]
+            w_p.value = q[0] if q else 0.05
+        w_p.name = (
+            "q-value mask (richer models shown where the field-wide q \u2264; 1 = no mask)"
+            if event.new == "fdr"
+            else "p-value mask (richer models shown where p \u2264; 1 = no mask)"
+        )
+
+    w_sig.param.watch(_follow_mode, "value")
     w_status = pn.widgets.Checkbox(label="hide pixels whose fit did not converge", value=True)
     w_clip = pn.widgets.RangeSlider(
         label="colour clip (percentiles)", start=0.0, end=100.0, value=(1.0, 99.0), step=0.5
@@ -301,10 +318,10 @@ def build_explorer(
         # The image, its colour limits and its histogram share one read of the selected map
         # (at most one map is held: 64 MB for 4096 x 4096 float32); datashader then works
         # on memory, which is far faster than re-reading dask chunks on every zoom.
-        # The slider at 1 shows everything in pixel mode (as before); fdr at 1 uses the
-        # run's fit.fdr_q; global has no threshold.
+        # The slider at 1 shows everything in pixel and fdr mode (the docs' "1 = no mask";
+        # selecting fdr moves it to the run's fit.fdr_q); global has no threshold.
         thr = None if pthr >= 1.0 or sig == "global" else pthr
-        if sig == "pixel" and thr is None:
+        if sig in ("pixel", "fdr") and thr is None:
             sig = "none"
         key = (name, thr, bool(mask), sig)
         if key not in map_cache:

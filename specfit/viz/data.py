@@ -279,7 +279,13 @@ def map_catalog(ds: xr.Dataset) -> list[MapSpec]:
         if var in ds:
             add(
                 MapSpec(
-                    var, label, _units(ds[var]), None, "none", var, categorical=var in _CATEGORICAL
+                    var,
+                    label,
+                    _units(ds[var]),
+                    None,
+                    "none",
+                    var,
+                    categorical=var in _CATEGORICAL or var.endswith(_CATEGORICAL_SUFFIXES),
                 )
             )
     for var in ds.data_vars:
