@@ -26,6 +26,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import inspect
+import logging
 import math
 import os
 import sys
@@ -642,8 +643,25 @@ def _connect_local(cfg: ClusterConfig) -> Iterator[Any]:
         # which it logs as a warning that says nothing about the run.
         if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
             logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
-        cluster.close()
+        _close_local(cluster)
         _release_ctrl_c(held)  # where the start failed before the workers were quieted
+
+
+def _close_local(cluster: Any) -> None:
+    """Close the local cluster, once. After a Ctrl-C while a worker was still starting, its
+    close can fail on that worker's state; distributed's own exit hook then tried again and
+    printed that failure as a traceback after the run's one-line message. What is left is
+    ended with the process, so neither is shown."""
+    try:
+        cluster.close()
+    except Exception as exc:  # noqa: BLE001 - the run is over; its result is already said
+        logging.getLogger("specfit").debug("closing the local cluster: %r", exc)
+    finally:
+        from distributed.deploy.spec import SpecCluster
+
+        instances = getattr(SpecCluster, "_instances", None)
+        if instances is not None:
+            instances.discard(cluster)  # not closed again by distributed's exit hook
 
 
 def check_reachable(cfg: ClusterConfig) -> None:
