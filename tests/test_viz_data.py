@@ -305,3 +305,18 @@ def test_every_global_flag_map_is_categorical(demo_store):
     flags = [n for n in specs if n.endswith(("_global", "_status")) or n.startswith("best_model")]
     assert "lrt_global" in flags and "ftest_global" in flags
     assert all(specs[n].categorical for n in flags), [n for n in flags if not specs[n].categorical]
+
+
+def test_log_maps_say_how_many_pixels_hold_zero(demo_store):
+    """A tail on its bound 0 (89 % of AIA 1600's M1 fits) cannot be drawn on a log scale and
+    looked like a masked pixel: the map's title now says how many pixels hold 0."""
+    from specfit.store import open_results
+    from specfit.viz.data import zero_note
+
+    ds = open_results(demo_store).load()
+    assert zero_note(ds, "m1_index") == ""  # not a log map
+    ds["m1_tail"][:] = np.where(np.arange(ds.sizes["x"]) < 16, 0.0, 1.0)
+    share = 100 * 16 / ds.sizes["x"]
+    assert zero_note(ds, "m1_tail") == (
+        f"; 0 in {share:.0f} % of pixels ({16 * ds.sizes['y']}), not drawn on a log scale"
+    )

@@ -41,6 +41,7 @@ from specfit.viz.data import (
     power_map,
     region_from_bounds,
     spectral_density,
+    zero_note,
 )
 from specfit.viz.maps import histogram_element, image_element
 
@@ -337,6 +338,7 @@ def build_explorer(
         da = current_map(name, pthr, mask, sig)
         units = da.attrs.get("units", "")
         label = str(da.attrs.get("label", name)) + (f" [{units}]" if units not in ("", "1") else "")
+        label += zero_note(ds, name)
         return image_element(da, axes).opts(title=f"{label}: click a pixel; box-select a region")
 
     def clim_for(name: str, pthr: float, mask: bool, clip: tuple[float, float], sig="pixel"):

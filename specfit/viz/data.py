@@ -571,6 +571,20 @@ def map_values(
     return out
 
 
+def zero_note(ds: xr.Dataset, name: str) -> str:
+    """For a map shown as log10: how many pixels hold exactly 0 (a parameter on its lower
+    bound, e.g. the tail of AIA 1600's M1 fits), which a log scale cannot draw and which would
+    otherwise look like masked pixels; '' when none (or not a log10 map)."""
+    spec = _spec(ds, name)
+    if spec.transform != "log10":
+        return ""
+    zeros = int((ds[spec.source] == 0).sum())
+    if zeros == 0:
+        return ""
+    share = 100.0 * zeros / (ds.sizes["y"] * ds.sizes["x"])
+    return f"; 0 in {share:.0f} % of pixels ({zeros}), not drawn on a log scale"
+
+
 def _finite_sample(values: xr.DataArray | np.ndarray, max_samples: int) -> np.ndarray:
     """The finite values of a map; a lazy (y, x) map is read with a regular stride so that at
     most about ``max_samples`` values are read (one strided read, not the whole map)."""

@@ -25,6 +25,7 @@ from specfit.viz.data import (
     map_histogram,
     map_values,
     open_store,
+    zero_note,
 )
 
 __all__ = ["image_element", "histogram_element", "heatmap", "plot_results", "decimate"]
@@ -162,6 +163,7 @@ def heatmap(
     hist = histogram_element(values, lim, img.vdims[0])
     units = f" [{spec.units}]" if spec.units not in ("", "1") else ""
     title = f"{spec.label}{units}{_flag_legend(ds[spec.source]) if spec.categorical else ''}"
+    title += zero_note(ds, name)
     if backend == "bokeh":
         img = img.opts(
             backend="bokeh", cmap=cmap, clim=lim, colorbar=True, title=title, tools=["hover"],
