@@ -712,6 +712,42 @@ def check_reachable(cfg: ClusterConfig) -> None:
         ) from exc
 
 
+# Beyond the connection timeout: how long the dask handshake with an address may take. A
+# port that accepts connections but is no dask scheduler (the dashboard's 8787, another
+# service) kept distributed's Client waiting without limit.
+_HANDSHAKE_GRACE_S = 20.0
+
+
+def _client_within(make: Any, address: str) -> Any:
+    """``make()`` (a distributed Client for ``address``) in a helper thread, given
+    :data:`SCHEDULER_CONNECT_TIMEOUT` + :data:`_HANDSHAKE_GRACE_S` seconds; an address that
+    does not answer as a dask scheduler is a one-line :class:`ClusterError`."""
+    import threading
+
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["client"] = make()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, name="specfit-connect", daemon=True)
+    thread.start()
+    limit = SCHEDULER_CONNECT_TIMEOUT + _HANDSHAKE_GRACE_S
+    thread.join(limit)
+    not_dask = f"{address} accepts connections but did not answer as a dask scheduler"
+    hint = "give the scheduler's address (tcp://host:8786 by default; 8787 is its dashboard)"
+    if thread.is_alive():
+        raise ClusterError(f"{not_dask} within {limit:.0f} s: {hint}")
+    exc = out.get("error")
+    if exc is None:
+        return out["client"]
+    if isinstance(exc, OSError | KeyboardInterrupt | ClusterError):
+        raise exc
+    raise ClusterError(f"{not_dask} ({type(exc).__name__}: {str(exc)[:120]}): {hint}") from exc
+
+
 @contextlib.contextmanager
 def _connect_address(cfg: ClusterConfig) -> Iterator[Any]:
     from distributed import Client
@@ -725,10 +761,13 @@ def _connect_address(cfg: ClusterConfig) -> Iterator[Any]:
         )
     _quiet_logs()
     try:
-        client = (
-            Client(scheduler_file=address, timeout=SCHEDULER_CONNECT_TIMEOUT)
-            if is_file
-            else Client(address, timeout=SCHEDULER_CONNECT_TIMEOUT)
+        client = _client_within(
+            lambda: (
+                Client(scheduler_file=address, timeout=SCHEDULER_CONNECT_TIMEOUT)
+                if is_file
+                else Client(address, timeout=SCHEDULER_CONNECT_TIMEOUT)
+            ),
+            address,
         )
     except OSError as exc:
         raise ClusterError(

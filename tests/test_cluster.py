@@ -350,6 +350,45 @@ def test_unreachable_address_is_a_clear_error():
                 pass
 
 
+def test_a_port_that_is_no_dask_scheduler_is_a_clear_error_not_a_hang(monkeypatch):
+    """A port that accepts connections and says nothing (the dashboard's 8787 given by
+    mistake, another service) kept distributed's Client waiting without limit (the helper's
+    finding): it is now a one-line error after the connect timeout and a grace period."""
+    import socket
+    import threading
+    import time
+
+    import specfit.cluster as cl
+
+    monkeypatch.setattr(cl, "_HANDSHAKE_GRACE_S", 2.0)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    held, stop = [], threading.Event()
+
+    def accept() -> None:  # accept and never answer
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(ClusterError, match="did not answer as a dask scheduler.*8786"):
+            with connect(ClusterConfig(kind="address", address=f"tcp://127.0.0.1:{port}")):
+                pass
+    finally:
+        stop.set()
+        server.close()
+        for c in held:
+            c.close()
+    assert time.perf_counter() - t0 < cl.SCHEDULER_CONNECT_TIMEOUT + 2.0 + 5.0
+
+
 def test_check_reachable_fails_fast_before_any_input_is_read(tmp_path):
     import json
     import time
