@@ -283,7 +283,11 @@ def _resume_hint(args: argparse.Namespace) -> str:
     """How to finish an interrupted run or demo: the same command with --resume."""
     if args.command not in ("run", "demo"):
         return ""
-    cmd = ["specfit", args.command]
+    from specfit.cluster import mpi_ranks
+
+    ranks = mpi_ranks()  # an MPI run resumes under mpiexec too
+    cmd = ["mpiexec", "-n", str(ranks)] if ranks else []
+    cmd += ["specfit", args.command]
     cmd += [args.config] if args.command == "run" else ["--out", args.out]
     for item in args.overrides:
         cmd += ["--set", item]

@@ -863,8 +863,10 @@ def start_mpi(cfg: ClusterConfig) -> None:
 
     size = MPI.COMM_WORLD.Get_size()
     if size < MIN_MPI_RANKS:
+        if MPI.COMM_WORLD.Get_rank() != 0:
+            sys.exit(2)  # rank 0 says why, once
         raise ClusterError(
-            f"--cluster mpi needs at least {MIN_MPI_RANKS} MPI ranks (scheduler, client, "
+            f"cluster.kind mpi needs at least {MIN_MPI_RANKS} MPI ranks (scheduler, client, "
             f"worker) but got {size}: run `mpiexec -n 4 specfit run CONFIG --cluster mpi`"
         )
     # Every rank logs; at INFO level N ranks bury the pipeline's own messages.
@@ -892,6 +894,11 @@ def start_mpi(cfg: ClusterConfig) -> None:
         sys.exit(0)
     _MPI_STATE.update(started=True, closed=False, size=size)
     atexit.register(_close_mpi_at_exit)
+
+
+def mpi_ranks() -> int:
+    """The number of MPI ranks of the cluster this process started (0: none)."""
+    return int(_MPI_STATE["size"]) if _MPI_STATE["started"] else 0
 
 
 def _close_mpi_at_exit() -> None:

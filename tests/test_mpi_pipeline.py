@@ -136,7 +136,10 @@ def test_sigterm_to_mpiexec_stops_the_run_with_one_message_and_resume_finishes(t
     results = tmp_path / "results.zarr"
     done, total = tile_status(results)
     assert done < total and not is_complete(results)
-    resume = said[0].split("`")[1].split()[1:]  # the printed command, without "specfit"
+    printed = said[0].split("`")[1].split()
+    # an MPI run resumes under mpiexec too (the bare command failed: "needs 3 ranks")
+    assert printed[:4] == ["mpiexec", "-n", "3", "specfit"], printed  # the job's ranks
+    resume = printed[4:]  # the command after "specfit"
     r = cli([*resume, "--cluster", "synchronous"], timeout=200)
     assert r.returncode == 0, r.stderr[-4000:]
     assert is_complete(results)
