@@ -111,9 +111,23 @@ def _local_layout(cfg: ClusterConfig) -> tuple[int, int]:
     return int(workers), int(threads)
 
 
-def _memory_limit(cfg: ClusterConfig) -> str:
-    # None and "auto" both mean: share this machine's memory between the workers.
-    return cfg.memory_limit or "auto"
+def _memory_limit(cfg: ClusterConfig, workers: int | None = None) -> str | int:
+    """None and "auto" both mean: share this machine's memory between the workers. dask's
+    own "auto" gives each worker the machine's memory times min(1, threads / cores), which
+    with more workers than cores promises more than the machine has (40 workers on 2 cores
+    and 23.5 GiB: 11.8 GiB each); for a local cluster of ``workers`` it is at most the
+    machine's memory over their number."""
+    limit = cfg.memory_limit or "auto"
+    if limit != "auto" or not workers:
+        return limit
+    from distributed import system
+    from distributed.worker_memory import parse_memory_limit
+
+    threads = _local_layout(cfg)[1]
+    share = int(system.MEMORY_LIMIT // workers)
+    quiet = logging.Logger("specfit.cluster.memory")  # parse_memory_limit's own warnings
+    quiet.addHandler(logging.NullHandler())
+    return min(parse_memory_limit("auto", threads, logger=quiet) or share, share)
 
 
 def check_worker_memory(cfg: ClusterConfig) -> None:
@@ -147,7 +161,7 @@ def check_worker_memory(cfg: ClusterConfig) -> None:
     workers, threads = _local_layout(cfg)
     quiet = logging.Logger("specfit.cluster.memory")  # parse_memory_limit's warnings: the nanny's
     quiet.addHandler(logging.NullHandler())
-    size = parse_memory_limit(_memory_limit(cfg), threads, logger=quiet)
+    size = parse_memory_limit(_memory_limit(cfg, workers), threads, logger=quiet)
     if size is None or size >= MIN_WORKER_MEMORY:
         return  # no limit, or enough
     given = cfg.memory_limit or "auto"
@@ -553,7 +567,7 @@ def _local_cluster(cfg: ClusterConfig, workers: int, threads: int) -> Any:
     return LocalCluster(
         n_workers=workers,
         threads_per_worker=threads,
-        memory_limit=_memory_limit(cfg),
+        memory_limit=_memory_limit(cfg, workers),
         processes=True,
         # Scheduler, workers and dashboard listen on loopback only unless the config says
         # otherwise: a dashboard on 0.0.0.0 shows (and lets anyone stop) the run from the

@@ -574,3 +574,24 @@ def test_a_local_workers_filter_drops_only_the_expected_shutdown_and_input_noise
     assert not keep(record("Compute Failed ... InputError('frame 3 unreadable')"))
     assert keep(record("Worker stream died during communication: tcp://127.0.0.1:1"))
     assert keep(record("Compute Failed ... ValueError('bad')"))
+
+
+def test_auto_memory_shares_the_machine_between_more_workers_than_cores():
+    """dask's 'auto' gives each worker the machine's memory x min(1, threads / cores): with
+    40 workers on 2 cores and 23.5 GiB each was promised 11.8 GiB, and the 1 GB floor could not
+    trigger (the helper's finding). A local cluster's 'auto' is now at most the machine's
+    memory over the workers, and too many workers for it are refused before any start."""
+    from distributed import system
+
+    from specfit.cluster import _memory_limit, check_worker_memory
+    from specfit.errors import ConfigError
+
+    total = system.MEMORY_LIMIT
+    many = int(total // 0.9e9) + 1  # below 1 GB each
+    for n in (1, 2, many):
+        limit = _memory_limit(ClusterConfig(kind="local", n_workers=n), n)
+        assert isinstance(limit, int) and limit <= total // n
+    with pytest.raises(ConfigError, match=f"'auto' with {many} worker"):
+        check_worker_memory(ClusterConfig(kind="local", n_workers=many))
+    check_worker_memory(ClusterConfig(kind="local", n_workers=2))
+    assert _memory_limit(ClusterConfig(kind="local", memory_limit="2GB"), 4) == "2GB"
