@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -174,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_resource_tracker()
     try:
         return _dispatch(args)
+    except BrokenPipeError:
+        # the reader of our output left (`specfit info STORE | head -3`): not an error of
+        # ours; stdout goes nowhere from here so that Python's flush at exit is quiet too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt as exc:
         # (An MPI job's scheduler and worker ranks never get here: on a signal they wait for
         # the client's close, see cluster.start_mpi, so only the client prints this line.)

@@ -219,3 +219,20 @@ def test_specfit_warnings_are_one_plain_line(tmp_path):
         f"fits_series: {n} single-frame FITS files (*.fits), 1 more left out for their QUALITY"
         in (r.stderr)
     )
+
+
+def test_output_piped_to_a_reader_that_leaves_is_not_a_traceback(demo_store):
+    """`specfit info STORE | head -3` ended with a BrokenPipeError traceback (the helper's
+    finding); the reader leaving is not an error of ours."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "specfit", "info", str(demo_store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader leaves before we write (head after its lines)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
