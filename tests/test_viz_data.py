@@ -320,3 +320,17 @@ def test_log_maps_say_how_many_pixels_hold_zero(demo_store):
     assert zero_note(ds, "m1_tail") == (
         f"; 0 in {share:.0f} % of pixels ({16 * ds.sizes['y']}), not drawn on a log scale"
     )
+
+
+def test_explorer_panels_carry_the_stores_units(demo_store):
+    """The spectrum's power axis and the spectral-density image named no unit although the
+    store has them (the helper's finding)."""
+    from specfit.store import open_results
+    from specfit.viz.app import spectrum_elements
+    from specfit.viz.data import pixel_spectrum
+
+    ds = open_results(demo_store)
+    ps = pixel_spectrum(ds, 3, 4)
+    assert ps.units == ds["power"].attrs["units"] != ""
+    spec, _ = spectrum_elements(ps)
+    assert {str(c.vdims[0].unit) for c in spec} == {ps.units}

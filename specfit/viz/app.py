@@ -79,7 +79,7 @@ def spectrum_elements(ps: PixelSpectrum) -> tuple[hv.Overlay, hv.Overlay]:
     """
     _ensure_extension()
     fdim = hv.Dimension("frequency", label="frequency", unit="Hz")
-    pdim = hv.Dimension("power", label="power")
+    pdim = hv.Dimension("power", label="power", unit=ps.units or None)
     rdim = hv.Dimension("ratio", label="data / model")
 
     def curve(y: np.ndarray, label: str, **opts) -> hv.Curve:
@@ -193,7 +193,9 @@ def _timeseries_element(ds: xr.Dataset, cube: xr.Dataset | None, iy: int, ix: in
         )
     t, v = ts
     x, y = pixel_origin(ds, "x") + ix, pixel_origin(ds, "y") + iy  # as the spectrum's title
-    return hv.Curve((t, v), hv.Dimension("time", unit="s"), "intensity").opts(
+    units = str(ds["mean_intensity"].attrs.get("units", "")) if "mean_intensity" in ds else ""
+    vdim = hv.Dimension("intensity", unit=units or None)
+    return hv.Curve((t, v), hv.Dimension("time", unit="s"), vdim).opts(
         title=f"time series x={x}, y={y}", responsive=True, height=200, color="black"
     )
 
@@ -462,6 +464,8 @@ def build_explorer(
         **side,
     )
 
+    power_units = str(ds["power"].attrs.get("units", "")) if "power" in ds else ""
+
     def density_for(bounds):
         region = region_from_bounds(axes, bounds)
         if region is None:
@@ -474,7 +478,7 @@ def build_explorer(
             (f_edges, p_edges, shown),
             [
                 hv.Dimension("log10_f", label="log10 frequency (Hz)"),
-                hv.Dimension("log10_p", label="log10 power"),
+                hv.Dimension("log10_p", label="log10 power", unit=power_units or None),
             ],
             [hv.Dimension("log10_count", label="log10 spectra per bin")],
         ).opts(

@@ -651,6 +651,7 @@ class PixelSpectrum:
     # kept through a cutout); None: the array positions iy/ix
     y: int | None = None
     x: int | None = None
+    units: str = ""  # the spectra's unit (the store's power units attr)
 
     @property
     def title(self) -> str:
@@ -799,7 +800,10 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
     if "hpc_x" in ds.coords and "hpc_y" in ds.coords:
         hpc = (float(pix["hpc_x"].values), float(pix["hpc_y"].values))
     y, x = pixel_origin(ds, "y") + iy, pixel_origin(ds, "x") + ix
-    return PixelSpectrum(iy, ix, freq, power, sigma, models, comparison, hpc, extra, y=y, x=x)
+    units = str(ds["power"].attrs.get("units", "")) if "power" in ds else ""
+    return PixelSpectrum(
+        iy, ix, freq, power, sigma, models, comparison, hpc, extra, y=y, x=x, units=units
+    )
 
 
 def open_cube(ds: xr.Dataset) -> xr.Dataset | None:
