@@ -211,6 +211,22 @@ def test_spectral_density_counts_every_spectrum_bin(ds):
     assert n_all == ds.sizes["y"] * ds.sizes["x"] - 1
 
 
+def test_spectral_density_has_no_empty_frequency_columns(demo_store):
+    """Evenly spaced frequencies are sparse in log f at the low end: equal log bins left empty
+    columns there (stripes, the helper's finding). Every frequency bin now holds a frequency,
+    and each is at least 1/bins of the log range wide except the last."""
+    from specfit.store import open_results
+
+    ds = open_results(demo_store)
+    f = ds["freq"].values
+    counts, f_edges, _, _ = D.spectral_density(ds, bins=80)
+    assert f.size > 80
+    per_bin = np.histogram(np.log10(f), bins=f_edges)[0]
+    assert (per_bin > 0).all(), per_bin
+    assert (np.diff(f_edges)[:-1] >= (f_edges[-1] - f_edges[0]) / 80 - 1e-12).all()
+    assert (counts.sum(axis=0) > 0).all()
+
+
 def test_map_histogram_counts_values_inside_limits():
     rng = np.random.default_rng(3)
     vals = rng.normal(size=(40, 50))

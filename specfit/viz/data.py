@@ -894,8 +894,9 @@ def spectral_density(
     y, x
         Half-open pixel ranges ``(start, stop)``; None means the whole axis.
     bins
-        Number of power bins; frequency bins follow the stored frequencies (one per frequency,
-        at most ``bins``).
+        Number of power bins; frequency bins follow the stored frequencies: one per
+        frequency, or, with more than ``bins`` frequencies, consecutive frequencies merged
+        until a bin spans at least 1/``bins`` of the log-frequency range (none is empty).
     max_pixels
         Regions larger than this are thinned with a regular stride to bound the read.
 
@@ -928,11 +929,17 @@ def spectral_density(
         f_edges_full = np.concatenate([[logf[0] - half[0]], inner, [logf[-1] + half[-1]]])
     else:
         f_edges_full = np.array([logf[0] - 0.5, logf[0] + 0.5])
-    f_edges = (
-        f_edges_full
-        if nfb == freq.size
-        else np.linspace(f_edges_full[0], f_edges_full[-1], nfb + 1)
-    )
+    f_edges = f_edges_full
+    if nfb < freq.size:
+        # bins at least 1/nfb of the log range wide, each from whole frequencies' own edges:
+        # evenly spaced frequencies are sparse in log f at the low end, where equal log bins
+        # were mostly empty (stripes); there each frequency keeps its own bin
+        width = (f_edges_full[-1] - f_edges_full[0]) / nfb
+        kept = [f_edges_full[0]]
+        for e in f_edges_full[1:-1]:
+            if e - kept[-1] >= width:
+                kept.append(e)
+        f_edges = np.array([*kept, f_edges_full[-1]])
     if spectra.size == 0:
         return np.zeros((bins, len(f_edges) - 1)), f_edges, np.linspace(0, 1, bins + 1), 0
     logp = np.log10(spectra)
