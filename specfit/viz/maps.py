@@ -168,14 +168,17 @@ def heatmap(
         img = img.opts(
             backend="bokeh", cmap=cmap, clim=lim, colorbar=True, title=title, tools=["hover"],
             width=520, height=max(200, int(520 * axes.ny / max(axes.nx, 1))),
-            data_aspect=1, clabel=spec.units if spec.units not in ("", "1") else None, **levels,
+            data_aspect=1, clabel=spec.units if spec.units not in ("", "1") else " ", **levels,
             clipping_colors={"NaN": _NAN_COLOUR},
         )  # fmt: skip
         hist = hist.opts(backend="bokeh", width=300, height=260, title=f"{spec.label} histogram")
     else:
+        import textwrap
+
+        title = textwrap.fill(title, 52)  # a long title ran over the histogram beside it
         img = img.opts(
             backend="matplotlib", cmap=cmap, clim=lim, colorbar=True, title=title,
-            aspect="equal", fig_inches=5, clabel=spec.units if spec.units not in ("", "1") else None, **levels,
+            aspect="equal", fig_inches=5, clabel=spec.units if spec.units not in ("", "1") else " ", **levels,
             xrotation=30, clipping_colors={"NaN": _NAN_COLOUR},
         )  # fmt: skip
         hist = hist.opts(backend="matplotlib", aspect=1.2, fig_inches=3.5, title="histogram")
