@@ -185,3 +185,18 @@ def test_an_all_nan_map_plots_without_numpy_noise(viz_store, tmp_path):
         warnings.simplefilter("error", RuntimeWarning)
         files = plot_results(ds, tmp_path / "p", maps=["m1_index"], html_page=True)
     assert {f.name for f in files} == {"m1_index.png", "maps.html"}
+
+
+def test_status_maps_tick_their_codes(demo_store):
+    """A categorical map's colour bar ticked 0.5, 1.0, 1.5 between its colours; it ticks
+    the codes now (specfit plot, matplotlib)."""
+    import holoviews as hv
+
+    from specfit.viz.maps import heatmap
+
+    layout = heatmap(demo_store, "m2_status", backend="matplotlib")
+    image = layout.Image.I
+    ticks = hv.Store.lookup_options("matplotlib", image, "plot").kwargs["cbar_ticks"]
+    codes = layout.Image.I.dimension_values(2)
+    codes = codes[np.isfinite(codes)]
+    assert ticks == list(range(int(codes.min()), int(codes.max()) + 1))

@@ -152,10 +152,12 @@ def heatmap(
         else:
             cmap, levels = _CAT_COLOURS[:n], {"color_levels": n}
         lim = (lo - 0.5, hi + 0.5)
+        codes = list(range(int(lo), int(hi) + 1))  # ticks on the codes, not 0.5, 1.0, 1.5
     else:
         lim = clip_limits(values, percentiles)
         cmap = _CMAP
         levels = {}
+        codes = None
     if not np.all(np.isfinite(lim)):
         lim = (0.0, 1.0)
     small.attrs = da.attrs
@@ -176,6 +178,8 @@ def heatmap(
         import textwrap
 
         title = textwrap.fill(title, 52)  # a long title ran over the histogram beside it
+        if codes is not None:
+            levels = {**levels, "cbar_ticks": codes}
         img = img.opts(
             backend="matplotlib", cmap=cmap, clim=lim, colorbar=True, title=title,
             aspect="equal", fig_inches=5, clabel=spec.units if spec.units not in ("", "1") else " ", **levels,
