@@ -303,7 +303,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     arr = ingest(cfg, data=data)
     if cfg.input.max_frames:
         arr = arr.isel(time=slice(0, cfg.input.max_frames))
-    arr = _trim_empty_ends(arr)
+    arr, first_frame = _trim_empty_ends(arr)
     times = np.asarray(arr["time"].values, dtype=float)
     if times.size < 8:
         cut = (
@@ -322,7 +322,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     new_times = uniform_grid(times, cfg.resample.cadence, arr.attrs.get("files"))
     dt = float(new_times[1] - new_times[0])
     if cfg.spectra.normalisation != "variance":
-        _check_float32_range(arr, dt, new_times.size)
+        _check_float32_range(first_frame, dt, new_times.size)
     gaps = rs.find_gaps(times, dt, cfg.resample.max_gap)
     nyquist_keep = rs.interpolation_nyquist_gain(times, new_times)
     sp = cfg.spectra
@@ -1213,24 +1213,21 @@ def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> Non
     )
 
 
-# A frame is reported when this share of its finite pixels jump (kernels.resample.frame_jumps)
-_JUMP_SHARE = 0.05
-
-
 _FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4e38
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # 1.2e-38, the smallest normal float32
 
 
-def _check_float32_range(arr, dt: float, n: int) -> None:
+def _check_float32_range(frame: np.ndarray, dt: float, n: int) -> None:
     """Before any work: refuse input whose spectra would leave float32's range.
 
-    Spectra are stored and fitted as float32. From the first frame: values up to ``big``
+    Spectra are stored and fitted as float32. From the series' first ``frame``: values up to
+    ``big``
     (its 99th percentile of |value|) give powers up to about ``big^2 dt n``, beyond 3.4e38 they are inf; a fluctuation of
     1e-3 of the median level gives about ``(1e-3 med)^2 dt``, below 1.2e-38 float32 keeps
     few or no bits of it (a radio flux in W m^-2 Hz^-1, ~1e-22, squared). ``spectra.
     normalisation: variance`` divides the scale out and is not checked.
     """
-    frame = np.asarray(arr.isel(time=0).values, dtype=np.float64)
+    frame = np.asarray(frame, dtype=np.float64)
     v = np.abs(frame[np.isfinite(frame)])
     if v.size == 0:
         return
@@ -1254,18 +1251,26 @@ def _check_float32_range(arr, dt: float, n: int) -> None:
 _EMPTY_ENDS_MAX = 20  # frames read at each end of the series, at most, looking for data
 
 
-def _trim_empty_ends(arr):
+def _trim_empty_ends(arr) -> tuple[Any, np.ndarray]:
     """The series without the frames at its start and end that hold no finite pixel (a
-    dropout: all NaN, or all zero, which the readers mark as missing), with a warning.
+    dropout: all NaN, or all zero, which the readers mark as missing), with a warning, and
+    the values of the series' first frame (read here, and checked by
+    :func:`_check_float32_range`).
 
     Inside the series such a frame is interpolated across, like a gap; at an end nothing
     lies beyond it, so every pixel's series would start (or end) with a missing sample and
     no pixel could be fitted. Up to :data:`_EMPTY_ENDS_MAX` frames are read at each end.
     """
     nt = arr.sizes["time"]
+    read: dict[int, np.ndarray] = {}
+
+    def frame(k: int) -> np.ndarray:
+        if k not in read:
+            read[k] = np.asarray(arr.isel(time=k).values)
+        return read[k]
 
     def empty(k: int) -> bool:
-        return not np.isfinite(np.asarray(arr.isel(time=k).values)).any()
+        return not np.isfinite(frame(k)).any()
 
     def leading(frames) -> int:
         """How many of ``frames`` are empty before the first with data (0 if none has)."""
@@ -1277,19 +1282,15 @@ def _trim_empty_ends(arr):
     first = leading(range(min(nt, _EMPTY_ENDS_MAX)))
     last = nt - leading(range(nt - 1, max(first, nt - _EMPTY_ENDS_MAX) - 1, -1))
     if first == 0 and last == nt:
-        return arr
+        return arr, frame(0)
     dropped = np.r_[np.arange(first), np.arange(last, nt)]
-
-    def name(i: int, t: float, file: str | None) -> str:
-        return f"frame {i} at t={t:.0f} s" + (f" ({file})" if file else "")
-
     log.warning(
         f"%d frame(s) at the %s of the series have no finite pixel ({_EMPTY_FRAME}): %s. "
         "Nothing lies beyond them to interpolate from, so the series is taken to run from "
         "frame %d to frame %d",
         dropped.size,
         " and ".join(w for w, n in (("start", first), ("end", nt - last)) if n),
-        _name_frames(dropped, arr, name),
+        _name_frames(dropped, arr, _frame_at),
         first,
         last - 1,
     )
@@ -1297,7 +1298,7 @@ def _trim_empty_ends(arr):
     files = list(arr.attrs.get("files", []))
     if len(files) == nt:  # per-frame names, indexed like the frames
         out.attrs = {**out.attrs, "files": files[first:last]}
-    return out
+    return out, frame(first)
 
 
 def _report_exposure_mismatches(arr) -> None:
@@ -1335,6 +1336,10 @@ def _report_exposure_mismatches(arr) -> None:
     )
 
 
+# A frame is reported when this share of its finite pixels jump (kernels.resample.frame_jumps)
+_JUMP_SHARE = 0.05
+
+
 def _report_jumping_frames(counts: np.ndarray, arr) -> None:
     """Warn about frames in which a large share of the pixels jump away from their
     neighbouring samples: a damaged frame (garbled bytes, a part filled with zeros, a wrong
@@ -1358,6 +1363,11 @@ def _report_jumping_frames(counts: np.ndarray, arr) -> None:
         bad.size,
         _name_frames(bad, arr, name, "; "),
     )
+
+
+def _frame_at(i: int, t: float, file: str | None) -> str:
+    """'frame 12 at t=288 s (file.fits)': how the empty-frame warnings name a frame."""
+    return f"frame {i} at t={t:.0f} s" + (f" ({file})" if file else "")
 
 
 def _name_frames(frames: np.ndarray, arr, name, sep: str = ", ") -> str:
@@ -1388,12 +1398,9 @@ def _report_empty_frames(empty: np.ndarray, arr) -> None:
         )
         return
 
-    def name(i: int, t: float, file: str | None) -> str:
-        return f"frame {i} at t={t:.0f} s" + (f" ({file})" if file else "")
-
     log.warning(
         f"%d frame(s) have no finite pixel ({_EMPTY_FRAME}): %s. They are treated as "
         "missing: each pixel is interpolated across them from the neighbouring frames",
         empty.size,
-        _name_frames(empty, arr, name),
+        _name_frames(empty, arr, _frame_at),
     )
