@@ -13,10 +13,11 @@ bit-identical maps, with the variables, dtypes and attrs of the results contract
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dask.array as da
@@ -135,12 +136,11 @@ def exposure_mismatches(arr: xr.DataArray, limit: int = 20) -> list[dict]:
     if ok.sum() < 2:
         return []
     typical = float(np.median(exposure[ok]))
-    usual = np.flatnonzero(
-        ok & (np.abs(np.log(np.where(ok, exposure, 1.0) / typical)) < np.log(1.1))
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        step = np.abs(np.log(exposure / typical))
-    other = np.flatnonzero(ok & (step > np.log(EXPOSURE_STEP)))[:limit]
+    step = np.full(exposure.shape, np.nan)  # |ln(exposure / median)|, NaN where unknown
+    step[ok] = np.abs(np.log(exposure[ok] / typical))
+    with np.errstate(invalid="ignore"):
+        usual = np.flatnonzero(step < np.log(1.1))
+        other = np.flatnonzero(step > np.log(EXPOSURE_STEP))[:limit]
     if other.size == 0 or usual.size == 0:
         return []
     scaled = bool(arr.attrs.get("exposure_normalised"))
@@ -154,13 +154,13 @@ def exposure_mismatches(arr: xr.DataArray, limit: int = 20) -> list[dict]:
             levels[k] = med * exposure[k] if scaled else med
         return levels[k]
 
-    named = []
+    checked = []
     for i in other:
         ref = int(usual[np.argmin(np.abs(usual - i))])
         q = exposure[i] / exposure[ref]
         with np.errstate(divide="ignore", invalid="ignore"):
             r = level(int(i)) / level(ref)
-        named.append(
+        checked.append(
             {
                 "frame": int(i),
                 "reference": ref,
@@ -169,7 +169,23 @@ def exposure_mismatches(arr: xr.DataArray, limit: int = 20) -> list[dict]:
                 "contradicted": bool(r > 0 and abs(math.log(r)) * 4 < abs(math.log(r / q))),
             }
         )
-    return named
+    return checked
+
+
+@contextlib.contextmanager
+def _specfit_errors(prefix: str = "", input_error: bool = False) -> Iterator[None]:
+    """A kernel's ValueError raised as a SpecfitError, as the stage functions promise: a
+    :class:`~specfit.errors.ConfigError` (the settings), or an
+    :class:`~specfit.errors.InputError` (the data), its message after ``prefix``. An error
+    that is a SpecfitError already (it names its key) passes as it is."""
+    from specfit.errors import ConfigError, InputError, SpecfitError
+
+    try:
+        yield
+    except ValueError as exc:
+        if isinstance(exc, SpecfitError):
+            raise
+        raise (InputError if input_error else ConfigError)(f"{prefix}{exc}") from None
 
 
 def _time_contiguous(arr: xr.DataArray, tile: int | None = None) -> xr.DataArray:
@@ -376,17 +392,13 @@ def resample(
 
     check_settings("resample", ResampleConfig, {"cadence": cadence, "max_gap": max_gap})
     arr = _frames(arr, "resample")
-    try:
+    # the time axis: duplicates, unsorted, NaN, one frame, text (resample.cadence's own
+    # ConfigError passes as it is)
+    with _specfit_errors("specfit.resample: ", input_error=True):
         times = _seconds(arr)
         new_times = uniform_grid(times, cadence, arr.attrs.get("files"))
         dt = float(new_times[1] - new_times[0])
         gaps = _rs.find_gaps(times, dt, max_gap)
-    except ValueError as exc:  # the time axis: duplicates, unsorted, NaN, one frame, text
-        from specfit.errors import InputError, SpecfitError
-
-        if isinstance(exc, SpecfitError):  # already names its key (resample.cadence)
-            raise
-        raise InputError(f"specfit.resample: {exc}") from None
     report_gaps(gaps, dt)
     arr = _time_contiguous(arr, tile)
     data = arr.data.astype(np.float32)
@@ -572,10 +584,8 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
         except KeyError as exc:  # its message, without the quotes str(KeyError) adds
             raise ConfigError(f"fit.models.{alias}: {exc.args[0]}") from None
         if bounds and model.name in bounds:
-            try:
+            with _specfit_errors():
                 model = model.with_bounds(dict(bounds[model.name]))
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
         out[alias] = model
     names = sorted({m.name for m in out.values()})
     stray = sorted(set(bounds or {}) - set(names))
@@ -754,10 +764,8 @@ def fit(
     power_unit = str(pattrs.get("units") or power_units(None, "density"))
     from specfit.kernels.fitting import check_intervals
 
-    try:
+    with _specfit_errors():
         check_intervals(mods, options["intervals"], options["optimizer"])  # before any work
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
     spec = fit_variables(
         mods,
         method,
@@ -770,10 +778,8 @@ def fit(
     freq = np.asarray(power["freq"].values, dtype=float)
 
     for alias, m in mods.items():
-        try:
+        with _specfit_errors(f"fit.models.{alias}: "):
             check_output(m, freq)  # a wrong-shaped user model fails here, not in every tile
-        except ValueError as exc:
-            raise ConfigError(f"fit.models.{alias}: {exc}") from None
     pw = _spread_over_cores(power.transpose("freq", "y", "x").chunk({"freq": -1}))
     if dof is None:
         if "dof" in power.coords:
@@ -801,10 +807,8 @@ def fit(
         # the original's procedure fits in its own power units, read from the spectra's attrs
         from specfit.kernels.original import check_original
 
-        try:
+        with _specfit_errors():
             check_original(mods, method, options["weights"], freq)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
         need = [k for k in ("normalisation", "cadence", "segment_length") if k not in pattrs]
         if need:
             raise ValueError(
