@@ -121,13 +121,19 @@ def _memory_limit(cfg: ClusterConfig, workers: int | None = None) -> str | int:
     if limit != "auto" or not workers:
         return limit
     from distributed import system
+
+    share = int(system.MEMORY_LIMIT // workers)
+    return min(_worker_bytes("auto", _local_layout(cfg)[1]) or share, share)
+
+
+def _worker_bytes(limit: str | int, threads: int) -> int | None:
+    """A worker's memory limit in bytes as dask's nanny reads it (None: no limit), without
+    the warnings parse_memory_limit logs (the nanny's to give)."""
     from distributed.worker_memory import parse_memory_limit
 
-    threads = _local_layout(cfg)[1]
-    share = int(system.MEMORY_LIMIT // workers)
-    quiet = logging.Logger("specfit.cluster.memory")  # parse_memory_limit's own warnings
+    quiet = logging.Logger("specfit.cluster.memory")
     quiet.addHandler(logging.NullHandler())
-    return min(parse_memory_limit("auto", threads, logger=quiet) or share, share)
+    return parse_memory_limit(limit, threads, logger=quiet)
 
 
 def check_worker_memory(cfg: ClusterConfig) -> None:
@@ -151,17 +157,12 @@ def check_worker_memory(cfg: ClusterConfig) -> None:
     ConfigError
         Naming ``cluster.memory_limit``, the memory per worker, the floor and the fix.
     """
-    import logging
-
     from distributed import system
-    from distributed.worker_memory import parse_memory_limit
 
     if cfg.kind != "local":
         return
     workers, threads = _local_layout(cfg)
-    quiet = logging.Logger("specfit.cluster.memory")  # parse_memory_limit's warnings: the nanny's
-    quiet.addHandler(logging.NullHandler())
-    size = parse_memory_limit(_memory_limit(cfg, workers), threads, logger=quiet)
+    size = _worker_bytes(_memory_limit(cfg, workers), threads)
     if size is None or size >= MIN_WORKER_MEMORY:
         return  # no limit, or enough
     given = cfg.memory_limit or "auto"
