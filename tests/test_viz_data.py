@@ -327,13 +327,15 @@ def test_log_maps_say_how_many_pixels_hold_zero(demo_store):
     """A tail on its bound 0 (89 % of AIA 1600's M1 fits) cannot be drawn on a log scale and
     looked like a masked pixel: the map's title now says how many pixels hold 0."""
     from specfit.store import open_results
-    from specfit.viz.data import zero_note
+    from specfit.viz.data import map_catalog, map_title
 
     ds = open_results(demo_store).load()
-    assert zero_note(ds, "m1_index") == ""  # not a log map
+    specs = {s.name: s for s in map_catalog(ds)}
+    assert map_title(ds, "m1_index") == specs["m1_index"].label  # not a log map, no unit
     ds["m1_tail"][:] = np.where(np.arange(ds.sizes["x"]) < 16, 0.0, 1.0)
     share = 100 * 16 / ds.sizes["x"]
-    assert zero_note(ds, "m1_tail") == (
+    assert map_title(ds, "m1_tail") == (
+        f"{specs['m1_tail'].label} [{specs['m1_tail'].units}]"
         f"; 0 in {share:.0f} % of pixels ({16 * ds.sizes['y']}), not drawn on a log scale"
     )
 

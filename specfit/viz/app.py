@@ -31,6 +31,7 @@ from specfit.viz.data import (
     default_map_name,
     load_models,
     map_catalog,
+    map_title,
     map_values,
     open_cube,
     open_store,
@@ -41,7 +42,6 @@ from specfit.viz.data import (
     power_map,
     region_from_bounds,
     spectral_density,
-    zero_note,
 )
 from specfit.viz.maps import histogram_element, image_element
 
@@ -334,14 +334,16 @@ def build_explorer(
             ).load()
         return map_cache[key]
 
+    titles: dict[str, str] = {}  # per map, read once (a log map's count of zeros)
+
     def image_for(name: str, pthr: float, mask: bool, sig: str = "pixel") -> hv.Image:
         # The colour bar is drawn once and would keep the first map's name: the map's name
         # and unit are in the title, which follows the selection.
-        da = current_map(name, pthr, mask, sig)
-        units = da.attrs.get("units", "")
-        label = str(da.attrs.get("label", name)) + (f" [{units}]" if units not in ("", "1") else "")
-        label += zero_note(ds, name)
-        return image_element(da, axes).opts(title=f"{label}: click a pixel; box-select a region")
+        if name not in titles:
+            titles[name] = map_title(ds, name)
+        return image_element(current_map(name, pthr, mask, sig), axes).opts(
+            title=f"{titles[name]}: click a pixel; box-select a region"
+        )
 
     def clim_for(name: str, pthr: float, mask: bool, clip: tuple[float, float], sig="pixel"):
         da = current_map(name, pthr, mask, sig)

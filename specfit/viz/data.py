@@ -571,18 +571,20 @@ def map_values(
     return out
 
 
-def zero_note(ds: xr.Dataset, name: str) -> str:
-    """For a map shown as log10: how many pixels hold exactly 0 (a parameter on its lower
-    bound, e.g. the tail of AIA 1600's M1 fits), which a log scale cannot draw and which would
-    otherwise look like masked pixels; '' when none (or not a log10 map)."""
+def map_title(ds: xr.Dataset, name: str) -> str:
+    """A map's title: its label, its unit in brackets, and for a map shown as log10 how many
+    pixels hold exactly 0 (a parameter on its lower bound, e.g. the tail of AIA 1600's M1
+    fits), which a log scale cannot draw and which would otherwise look like masked pixels.
+    Reads the map once for that count (log10 maps only)."""
     spec = _spec(ds, name)
+    title = spec.label + (f" [{spec.units}]" if spec.units not in ("", "1") else "")
     if spec.transform != "log10":
-        return ""
+        return title
     zeros = int((ds[spec.source] == 0).sum())
     if zeros == 0:
-        return ""
+        return title
     share = 100.0 * zeros / (ds.sizes["y"] * ds.sizes["x"])
-    return f"; 0 in {share:.0f} % of pixels ({zeros}), not drawn on a log scale"
+    return f"{title}; 0 in {share:.0f} % of pixels ({zeros}), not drawn on a log scale"
 
 
 def _finite_sample(values: xr.DataArray | np.ndarray, max_samples: int) -> np.ndarray:

@@ -23,9 +23,9 @@ from specfit.viz.data import (
     clip_limits,
     map_catalog,
     map_histogram,
+    map_title,
     map_values,
     open_store,
-    zero_note,
 )
 
 __all__ = ["image_element", "histogram_element", "heatmap", "plot_results", "decimate"]
@@ -163,9 +163,7 @@ def heatmap(
     small.attrs = da.attrs
     img = image_element(small, axes, factor)
     hist = histogram_element(values, lim, img.vdims[0])
-    units = f" [{spec.units}]" if spec.units not in ("", "1") else ""
-    title = f"{spec.label}{units}{_flag_legend(ds[spec.source]) if spec.categorical else ''}"
-    title += zero_note(ds, name)
+    title = map_title(ds, name) + (_flag_legend(ds[spec.source]) if spec.categorical else "")
     if backend == "bokeh":
         img = img.opts(
             backend="bokeh", cmap=cmap, clim=lim, colorbar=True, title=title, tools=["hover"],
