@@ -303,7 +303,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     arr = ingest(cfg, data=data)
     if cfg.input.max_frames:
         arr = arr.isel(time=slice(0, cfg.input.max_frames))
-    arr, first_frame = _trim_empty_ends(arr)
+    arr, end_frames = _trim_empty_ends(arr)
     times = np.asarray(arr["time"].values, dtype=float)
     if times.size < 8:
         cut = (
@@ -322,7 +322,8 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     new_times = uniform_grid(times, cfg.resample.cadence, arr.attrs.get("files"))
     dt = float(new_times[1] - new_times[0])
     if cfg.spectra.normalisation != "variance":
-        _check_float32_range(first_frame, dt, new_times.size)
+        for which, frame in zip(("first", "last"), end_frames, strict=True):
+            _check_float32_range(frame, dt, new_times.size, which)
     gaps = rs.find_gaps(times, dt, cfg.resample.max_gap)
     nyquist_keep = rs.interpolation_nyquist_gain(times, new_times)
     sp = cfg.spectra
@@ -1217,10 +1218,11 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4e38
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # 1.2e-38, the smallest normal float32
 
 
-def _check_float32_range(frame: np.ndarray, dt: float, n: int) -> None:
+def _check_float32_range(frame: np.ndarray, dt: float, n: int, which: str = "first") -> None:
     """Before any work: refuse input whose spectra would leave float32's range.
 
-    Spectra are stored and fitted as float32. From the series' first ``frame``: values up to
+    Spectra are stored and fitted as float32. From one ``frame`` of the series (``which``:
+    the first or the last, both read anyway by :func:`_trim_empty_ends`): values up to
     ``big``
     (its 99th percentile of |value|) give powers up to about ``big^2 dt n``, beyond 3.4e38 they are inf; a fluctuation of
     1e-3 of the median level gives about ``(1e-3 med)^2 dt``, below 1.2e-38 float32 keeps
@@ -1240,7 +1242,7 @@ def _check_float32_range(frame: np.ndarray, dt: float, n: int) -> None:
     level = f"values of {big:.3g} (99th percentile)" if high else f"a median level of {med:.3g}"
     k = int(np.floor(np.log10(big))) - 3 if high else int(np.ceil(-np.log10(med)))
     raise ConfigError(
-        f"input: {level} (first frame) would give spectra {'above' if high else 'below'} "
+        f"input: {level} ({which} frame) would give spectra {'above' if high else 'below'} "
         f"float32's range ({_FLOAT32_MAX:.1e} / {_FLOAT32_TINY:.1e}), in which specfit stores "
         f"and fits them: rescale the data by 1e{-k if high else k} first (other units; from "
         "Python, specfit.resample(specfit.ingest(...) * factor) and the stage functions), "
@@ -1251,10 +1253,10 @@ def _check_float32_range(frame: np.ndarray, dt: float, n: int) -> None:
 _EMPTY_ENDS_MAX = 20  # frames read at each end of the series, at most, looking for data
 
 
-def _trim_empty_ends(arr) -> tuple[Any, np.ndarray]:
+def _trim_empty_ends(arr) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
     """The series without the frames at its start and end that hold no finite pixel (a
     dropout: all NaN, or all zero, which the readers mark as missing), with a warning, and
-    the values of the series' first frame (read here, and checked by
+    the values of the series' first and last frames (read here, and checked by
     :func:`_check_float32_range`).
 
     Inside the series such a frame is interpolated across, like a gap; at an end nothing
@@ -1282,7 +1284,7 @@ def _trim_empty_ends(arr) -> tuple[Any, np.ndarray]:
     first = leading(range(min(nt, _EMPTY_ENDS_MAX)))
     last = nt - leading(range(nt - 1, max(first, nt - _EMPTY_ENDS_MAX) - 1, -1))
     if first == 0 and last == nt:
-        return arr, frame(0)
+        return arr, (frame(0), frame(nt - 1))
     dropped = np.r_[np.arange(first), np.arange(last, nt)]
     log.warning(
         f"%d frame(s) at the %s of the series have no finite pixel ({_EMPTY_FRAME}): %s. "
@@ -1298,7 +1300,7 @@ def _trim_empty_ends(arr) -> tuple[Any, np.ndarray]:
     files = list(arr.attrs.get("files", []))
     if len(files) == nt:  # per-frame names, indexed like the frames
         out.attrs = {**out.attrs, "files": files[first:last]}
-    return out, frame(first)
+    return out, (frame(first), frame(last - 1))
 
 
 def _report_exposure_mismatches(arr) -> None:

@@ -1107,27 +1107,41 @@ def test_interpolation_warning_for_alternating_spacing_names_an_fmax(tmp_path, c
     assert "spacing alternates (here up to 25 s)" in msg and "spectra.fmax: 0.02" in msg, msg
 
 
-@pytest.mark.parametrize("factor,side", [(1e-24, "below"), (1e17, "above"), (1.0, None)])
-def test_input_whose_spectra_leave_float32_range_is_refused_before_work(tmp_path, factor, side):
+@pytest.mark.parametrize(
+    "factor,side,scaled",
+    [
+        (1e-24, "below", "first"),
+        (1e17, "above", "first"),
+        (1e17, "above", "last"),
+        (1.0, None, "first"),
+    ],
+)
+def test_input_whose_spectra_leave_float32_range_is_refused_before_work(
+    tmp_path, factor, side, scaled
+):
     """Spectra are stored and fitted as float32: data ~3e-22 (a radio flux in SI units)
     underflowed (index off by 0.07-0.7 with status 0, or a ZeroDivisionError), data ~1e19
     overflowed (every pixel 'NaN or inf in the spectrum'), silently (the helper's finding).
-    Such input is now refused before any work, with the factor to rescale by."""
+    Such input is now refused before any work, with the factor to rescale by. The first and
+    the last frame are checked: a series whose last 10 frames alone are scaled is refused
+    too (with the first frame only, it ran)."""
     from astropy.io import fits
 
     from specfit.config import load_config
     from specfit.errors import ConfigError
     from specfit.pipeline import plan_run
 
-    for p in _frames(tmp_path / "f", nt=40):
+    paths = _frames(tmp_path / "f", nt=40)
+    for p in paths if scaled == "first" else paths[30:]:
         with fits.open(p, mode="update") as h:
             h[0].data = (h[0].data * factor).astype("float32")
     cfg = load_config(_fits_run_config(tmp_path, tmp_path / "f"))
     if side is None:
         plan_run(cfg)
         return
-    with pytest.raises(ConfigError, match=f"spectra {side} float32's range.*rescale the data"):
+    with pytest.raises(ConfigError, match=f"spectra {side} float32's range.*rescale the data") as e:
         plan_run(cfg)
+    assert f"({scaled} frame)" in str(e.value)
     variance = load_config(
         _fits_run_config(tmp_path, tmp_path / "f", spectra={"normalisation": "variance"})
     )
