@@ -409,6 +409,24 @@ def _fit_one(
         Fs = np.full((npix, nrun), np.inf)
         Ps = np.empty((npix, nrun, model.npar))
         coarse_iter = max_iter if _COARSE_ITER is None else min(max_iter, _COARSE_ITER)
+        if _COARSE_PRUNE is not None and nrun > _COARSE_PRUNE_KEEP:
+            # a few steps for every candidate, then only the best go on (_COARSE_PRUNE)
+            F0 = np.full((npix, nrun), np.inf)
+            P0 = np.empty((npix, nrun, model.npar))
+            for k in range(nrun):
+                rc = lm.solve(
+                    kernel, xc, yc, S[:, k : k + 1], LO, HI, method, c, active, wc,
+                    _COARSE_PRUNE, max(tol, _COARSE_TOL), 1, logp, secant=True,
+                )  # fmt: skip
+                ok = np.isfinite(rc["F"]) & np.isfinite(rc["params"]).all(axis=1)
+                F0[:, k] = np.where(ok, rc["F"], np.inf)
+                P0[:, k] = np.where(ok[:, None], rc["params"], S[:, k])
+                nfev += rc["nfev"]
+            order = np.argsort(F0, axis=1, kind="stable")[:, :_COARSE_PRUNE_KEEP]
+            S = np.take_along_axis(P0, order[:, :, None], axis=1)
+            nrun = _COARSE_PRUNE_KEEP
+            Fs = np.full((npix, nrun), np.inf)
+            Ps = np.empty((npix, nrun, model.npar))
         for k in range(nrun):
             rc = lm.solve(
                 kernel, xc, yc, S[:, k : k + 1], LO, HI, method, c, active, wc,
@@ -454,6 +472,11 @@ _COARSE_ITER = None  # a cap on the coarse stage's solver steps per candidate (N
 # Capping is not taken: unweighted lsq's optimum on simulated dof-2 spectra is often a narrow
 # bump on the lowest bins that the coarse stage reaches only after 100-200 steps; a cap of 80
 # left 17 and 24 of 800 px more than 0.1 worse (benchmarks/README.md: engine_constants.py).
+_COARSE_PRUNE = None  # solver steps every coarse candidate takes before only the
+_COARSE_PRUNE_KEEP = 4  # best this many (on the grouped objective) go on; None: all go on.
+# Not taken: after 2-4 steps the best candidates are not yet the ones that end best; keeping
+# 4-7 of 11 was 1.3-1.6x faster but left 105-223 of 10,600 pixels more than 0.1 worse
+# (benchmarks/README.md: engine_constants.py).
 _POLISH_RUN = 2  # of them polished to convergence, the second only where it is a different
 _POLISH_SAME = 1.0  # basin: its start not within this many standard errors of the first's
 # optimum in every parameter (lm.solve's ``same``). On simulated spectra at 1800 bins (dof 2
