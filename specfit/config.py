@@ -698,16 +698,17 @@ def load_config(
 
 
 def _shipped_hint(path: Path) -> str:
-    """For a missing config named like a shipped one (``legacy``, ``aia1600.yaml``): how to
-    get a copy of it."""
+    """For a missing config named like a shipped one (``legacy``, ``aia1600.yaml``, or the
+    README's ``configs/aia1600.yaml`` outside a clone): how to get a copy of it."""
     from specfit.examples import list_configs
 
     name = path.name.removesuffix(".yaml").removesuffix(".yml")
-    if path.parent != Path(".") or name not in list_configs():
+    if path.parent not in (Path("."), Path("configs")) or name not in list_configs():
         return ""
+    clone = " (`configs/` is a folder of the clone)" if path.parent == Path("configs") else ""
     return (
-        f"; {name!r} is a shipped config: `specfit config copy {name} .` puts a copy here "
-        f"(then `specfit run {name}.yaml`)"
+        f"; {name!r} is a shipped config{clone}: `specfit config copy {name} .` puts a copy "
+        f"here (then `specfit run {name}.yaml`)"
     )
 
 

@@ -54,8 +54,8 @@ def copy_config(name: str, dest: str | Path) -> Path:
 
     The text is copied with its comments; the relative paths that pointed from the package's
     folder are rewritten for the copy's: ``input.path`` to the absolute path it named when
-    that exists (the clone's data), else like ``output.path`` without its leading ``../``, so
-    beside the copy (``aia1600-results/results.zarr``, not a folder two levels up).
+    that exists (the clone's data) and is not where synthetic frames are written, else like
+    ``output.path`` without its leading ``../``, so beside the copy (``aia1600-results/results.zarr``, not a folder two levels up).
 
     Raises
     ------
@@ -103,7 +103,10 @@ def _paths_for_copy(src: Path, name: str | None = None) -> str:
         parts = Path(value).parts
         while parts and parts[0] in ("..", "."):
             parts = parts[1:]
-        new = str(named) if section == "input" and named.exists() else str(Path(*parts))
+        # a synthetic input's path is where its frames are written: beside the copy too
+        synthetic = (raw.get("input") or {}).get("kind") == "synthetic"
+        keep = section == "input" and named.exists() and not synthetic
+        new = str(named) if keep else str(Path(*parts))
         text = text.replace(f"path: {value}", f"path: {new}", 1)
     text = text.replace(
         _SHIPPED_PATHS_NOTE,

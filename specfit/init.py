@@ -203,6 +203,31 @@ def _per_frame(arr: Any, name: str, default: float) -> np.ndarray:
     return np.full(arr.sizes["time"], default)
 
 
+def _exposure_steps(exp: np.ndarray) -> list[str]:
+    """A note (header-only) on the frames whose exposure is more than
+    :data:`specfit.stages.EXPOSURE_STEP` times off the series' median: automatic exposure
+    control, or a table the data contradict (IRIS Si IV, docs/data.md). The run reads their
+    data and names the contradicted ones before any work."""
+    from specfit.stages import EXPOSURE_STEP
+
+    ok = np.isfinite(exp) & (exp > 0)
+    if ok.sum() < 2:
+        return []
+    med = float(np.median(exp[ok]))
+    off = np.flatnonzero(
+        ok & (np.abs(np.log(np.where(ok, exp, med) / med)) > np.log(EXPOSURE_STEP))
+    )
+    if off.size == 0:
+        return []
+    first, last = int(off[0]), int(off[-1])
+    where = f"frame {first}" if off.size == 1 else f"frames {first}-{last}"
+    return [
+        f"              {off.size} frame(s) ({where}) have an exposure over {EXPOSURE_STEP:g}x "
+        f"from the median {med:.4g} s: the run checks them against their data before any work "
+        "(input.max_frames can leave the last ones out)"
+    ]
+
+
 def _fmt_time(iso: str) -> str:
     return iso.replace("T", " ").rstrip("Z")[:22]
 
@@ -350,6 +375,7 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
         if exp is not None:
             src = "EXPTIMES column" if kind == "fits_cube" and exp.std() > 0 else cfg.exposure_key
             report.append(f"  exposure    {src}: {np.nanmin(exp):.4g} .. {np.nanmax(exp):.4g} s")
+            report += _exposure_steps(np.asarray(exp, dtype=float))
             input_out["exposure_key"] = cfg.exposure_key
             input_out["normalise_exposure"] = True
             reasons["normalise_exposure"] = (

@@ -418,12 +418,17 @@ def resample(
 
 
 def report_gaps(gaps: list[tuple[float, float]], dt: float) -> None:
-    """Log each long gap (the series is interpolated across it)."""
+    """Log each long gap (the series is interpolated across it). The number of cadences
+    gets three decimals where one would round it onto ``resample.max_gap`` (a gap of 24.01 s
+    at 12 s is above a max_gap of 2: "2.001", not "2.0")."""
     for a, b in gaps:
+        n = (b - a) / dt
+        digits = 1 if abs(n - round(n, 1)) < 5e-4 else 3
         log.warning(
-            "gap of %.0f s (%.1f cadences) between t=%.0f s and t=%.0f s: interpolated linearly",
+            "gap of %.0f s (%.*f cadences) between t=%.0f s and t=%.0f s: interpolated linearly",
             b - a,
-            (b - a) / dt,
+            digits,
+            n,
             a,
             b,
         )

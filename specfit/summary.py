@@ -122,8 +122,10 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
     for alias, info in models.items():
         lines.append(f"  {alias}: {info.get('name', '?')}  {info.get('formula', '')}")
     lines.append("")
+    # the units column as wide as the longest unit (IRIS's "(Corrected DN / s)^2/Hz" was cut)
+    uw = max([14] + [len(str(v.attrs.get("units", ""))) for v in ds.data_vars.values()])
     lines.append(
-        f"  {'map':28s} {'units':>14s} {'p1':>11s} {'median':>11s} {'p99':>11s} {'NaN %':>6s}"
+        f"  {'map':28s} {'units':>{uw}s} {'p1':>11s} {'median':>11s} {'p99':>11s} {'NaN %':>6s}"
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -138,8 +140,10 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
             v = v if written is None else v[written]
             p1, p50, p99 = percentiles(v)
             nan = 100.0 * np.mean(~np.isfinite(v))
-            units = str(var.attrs.get("units", ""))[:14]
-            lines.append(f"  {name:28s} {units:>14s} {p1:11.4g} {p50:11.4g} {p99:11.4g} {nan:6.1f}")
+            units = str(var.attrs.get("units", ""))
+            lines.append(
+                f"  {name:28s} {units:>{uw}s} {p1:11.4g} {p50:11.4g} {p99:11.4g} {nan:6.1f}"
+            )
     codes = ds.attrs.get("status_codes")
     codes = json.loads(codes) if isinstance(codes, str) else (codes or {})
     for alias in models:

@@ -236,3 +236,24 @@ def test_output_piped_to_a_reader_that_leaves_is_not_a_traceback(demo_store):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_info_prints_long_units_whole():
+    """IRIS's power unit "(Corrected DN / s)^2/Hz" was cut to 14 characters in the map table
+    (a reviewer's finding); the column is as wide as the longest unit."""
+    import numpy as np
+    import xarray as xr
+
+    from specfit.summary import summarise
+
+    unit = "(Corrected DN / s)^2/Hz"
+    ds = xr.Dataset(
+        {
+            "m1_amplitude": (("y", "x"), np.ones((2, 3)), {"units": unit}),
+            "m1_index": (("y", "x"), np.full((2, 3), 2.0), {"units": "1"}),
+        }
+    )
+    rows = [ln for ln in summarise(ds).splitlines() if ln.strip().startswith(("map", "m1_"))]
+    assert any(unit in ln for ln in rows), rows
+    # the columns stay aligned: every row of the table has the same width
+    assert len({len(ln) for ln in rows}) == 1, rows

@@ -94,12 +94,14 @@ def test_bad_override_syntax():
         apply_overrides({}, ["segments=2"])
 
 
-def test_missing_and_malformed_files(tmp_path):
+def test_missing_and_malformed_files(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="does not exist$"):
         load_config(tmp_path / "nope.yaml")
-    # a shipped config's name given as a file: how to get it
-    for name in ("legacy", "legacy.yaml"):
-        with pytest.raises(ConfigError, match=r"shipped config: `specfit config copy legacy \.`"):
+    # a shipped config's name given as a file, or the README's clone path outside a clone:
+    # how to get it
+    monkeypatch.chdir(tmp_path)
+    for name in ("legacy", "legacy.yaml", "configs/legacy.yaml"):
+        with pytest.raises(ConfigError, match=r"shipped config.*: `specfit config copy legacy \.`"):
             load_config(name)
     bad = tmp_path / "bad.yaml"
     bad.write_text("input: [unclosed\n")

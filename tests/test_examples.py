@@ -68,6 +68,8 @@ def test_copy_writes_once_and_never_overwrites(tmp_path, capsys):
         load_config(config_path("demo")).model_dump(exclude={"input": {"path"}, "output": {"path"}})
     )
     assert load_config(target).output.path == str(tmp_path / "specfit-demo" / "results.zarr")
+    # the synthetic frames are written, so beside the copy too (they went into the clone)
+    assert load_config(target).input.path == str(tmp_path / "specfit-demo" / "synthetic")
     with pytest.raises(ConfigError, match="exists"):
         copy_config("demo", target)
     # Deep enough that the shipped relative input.path resolves to nothing there.

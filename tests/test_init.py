@@ -91,6 +91,8 @@ def test_init_iris_folder_of_cubes(shared_data, tmp_path, no_pixels):
     assert cfg.input.kind == "fits_cube" and cfg.input.path.endswith("SJI_1400_t000.fits")
     assert "2796" in report  # the other cube is named, with how to use it
     assert "54 frames" in report and "IRIS SJI, 1400 angstrom" in report
+    # the frames under automatic exposure control are named from the headers (docs/data.md)
+    assert "10 frame(s) (frames 44-53) have an exposure over 1.5x from the median 8 s" in report
     assert not cfg.prep.derotate and "tracks solar rotation" in report
     assert cfg.input.missing_below == -50.0 and cfg.input.normalise_exposure
     assert cfg.resample.max_gap == 2.5  # the regular 37.5 s steps are not gaps

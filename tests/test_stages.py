@@ -260,3 +260,12 @@ def test_the_stage_functions_bad_arguments_are_specfit_errors():
     ]:
         with pytest.raises(ConfigError, match=match):
             stages.fit(power, **kw)
+
+
+def test_a_gap_just_above_max_gap_is_not_printed_as_max_gap(caplog):
+    """The demo's 24.014 s gap at 12 s cadence was printed "2.0 cadences" under "gaps > 2
+    cadences" (a reviewer's finding): one decimal rounds it onto the threshold."""
+    with caplog.at_level("WARNING", logger="specfit"):
+        stages.report_gaps([(0.0, 24.014), (100.0, 148.0)], 12.0)
+    a, b = (r.getMessage() for r in caplog.records)
+    assert "(2.001 cadences)" in a and "(4.0 cadences)" in b, (a, b)
