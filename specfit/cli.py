@@ -211,6 +211,24 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"specfit: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        full = _disk_full(exc)
+        if full is None:
+            raise
+        # a full disk (or quota, or file-size limit) while writing the cube or finishing the
+        # store: one line with what to do, not ~90 lines of zarr and dask internals
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        where = f" writing {full.filename}" if full.filename else ""
+        then = _resume_hint(args) or ", then run the command again"
+        print(
+            f"specfit: error: {full.strerror or full}{where}: free space (or raise the "
+            f"limit){then}",
+            file=sys.stderr,
+        )
+        return 2
     finally:
         # main() called from Python: the caller's own signal handlers again
         import signal
@@ -283,6 +301,20 @@ def _quiet_resource_tracker() -> None:
         resource_tracker.ensure_running()
     finally:
         sys.warnoptions.remove(flag)
+
+
+def _disk_full(exc: BaseException) -> OSError | None:
+    """The OSError of a full disk, an exceeded quota or file-size limit in ``exc`` or the
+    exceptions it was raised from; None if there is none."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

@@ -694,6 +694,15 @@ def load_config(
         raise ConfigError(_format_errors(exc, label)) from None
     given = {item.split("=", 1)[0].strip() for item in _override_items(overrides)}
     _resolve_paths(cfg, base_dir, given)
+    for key in ("path", "cube_path"):
+        value = getattr(cfg.output, key)
+        if value and "://" not in value:
+            where = Path(os.path.abspath(os.path.expanduser(value)))
+            if where.parent == where:  # "/": a store needs a name (its work folder is beside it)
+                raise ConfigError(
+                    f"output.{key}: {where} is the filesystem's root; give a store's path, "
+                    f"e.g. {where / ('results.zarr' if key == 'path' else 'cube.zarr')}"
+                )
     return cfg
 
 

@@ -551,17 +551,30 @@ INCOMPLETE_NOTE = (
 
 
 def prepare_store(path: str | Path, layout: StoreLayout) -> None:
-    """Create an empty results store (every value NaN / fill, no tile done)."""
+    """Create an empty results store (every value NaN / fill, no tile done).
+
+    The group is created with its marker attrs (``specfit_kind``, unfinished), so a run
+    killed (or out of disk) while creating the arrays leaves a store that ``--overwrite``
+    recognises as specfit's. An empty folder at ``path`` (the user's, perhaps with its own
+    permissions or group) is written into, not deleted and made again.
+    """
     import zarr
 
-    from specfit.workspace import refuse_foreign_entries, refuse_foreign_store, remove_specfit_tree
+    from specfit.workspace import (
+        is_empty_dir,
+        refuse_foreign_entries,
+        refuse_foreign_store,
+        remove_specfit_tree,
+    )
 
     path = Path(path)
-    if path.exists():
+    if path.exists() and not is_empty_dir(path):
         refuse_foreign_store(path)  # only specfit's own stores (or an empty folder) go
         refuse_foreign_entries(path, "output.path")  # and none holding a user's files
         remove_specfit_tree(path)
-    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    marker = {"specfit_state": INCOMPLETE_NOTE, "specfit_kind": "results", "complete": False}
+    # "w-": create, never clear (zarr's "w" deletes the folder and makes it again)
+    root = zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=marker)
     b = layout.tile
     ny, nx, nf = layout.ny, layout.nx, layout.freq.size
 

@@ -409,6 +409,16 @@ def check_paths(cfg: Config, cube_path: Path) -> None:
                 f"output.cube_path: {cube} and output.path {out} overlap; give them separate "
                 "folders"
             )
+        # another store's work folder holds that run's own cube, under that run's lock only:
+        # a cube put there by this run would be rewritten under a running fit (a reviewer
+        # made one store from two datasets that way)
+        for parent in (cube, *cube.parents):
+            if parent != work and _is_work_dir(parent):
+                raise ConfigError(
+                    f"output.cube_path: {cube} lies in {parent}, the work folder of another "
+                    "results store, where its run keeps its own cube; choose an "
+                    "output.cube_path outside it"
+                )
     _check_writable("output.path", out)
     # A run creates its work folder (and lock) before the store, so a store without its marker
     # beside a work folder may be one that another run is starting to write: that case is

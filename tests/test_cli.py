@@ -257,3 +257,23 @@ def test_info_prints_long_units_whole():
     assert any(unit in ln for ln in rows), rows
     # the columns stay aligned: every row of the table has the same width
     assert len({len(ln) for ln in rows}) == 1, rows
+
+
+def test_a_full_disk_is_one_line_with_what_to_do(tmp_path, capsys, monkeypatch):
+    """A full disk while writing the cube (or finishing the store: outside the tile tasks,
+    whose failures are per tile) ended in a ~90-line traceback of zarr and dask internals
+    (a reviewer's finding, on a small tmpfs). It is now one line naming the file, exit 2."""
+    from specfit import pipeline
+    from specfit.cli import main
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "cube.zarr" / "c" / "0"))
+
+    monkeypatch.setattr(pipeline, "_write_cube", full)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(tmp_path, cluster={"kind": "synchronous"})))
+    assert main(["run", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("specfit: error")]
+    assert len(lines) == 1 and "No space left on device writing" in lines[0], err
+    assert "cube.zarr/c/0: free space" in lines[0] and "Traceback" not in err

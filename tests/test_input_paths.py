@@ -117,3 +117,29 @@ def test_init_reads_a_bracketed_folder(tmp_path):
     init_config(folder, out)
     cfg = load_config(out)
     assert open_input(cfg.input).sizes["time"] == 12
+
+
+def test_a_frame_that_is_a_broken_link_is_named_not_dropped(tmp_path):
+    """A reviewer's folder of links into an archive disk that was not mounted: the links whose
+    target was missing were left out without a word (60 of 195 frames; rc 0). Now the kind
+    detection, the reader and init stop with the link and its target named; a broken link
+    that is no frame (notes.txt) is not the input's business."""
+    src = tmp_path / "archive"
+    _frames(src, names=[f"f{i}.fits" for i in range(8)])
+    farm = tmp_path / "farm"
+    farm.mkdir()
+    for i in range(8):
+        target = src / f"f{i}.fits" if i < 6 else tmp_path / "unmounted" / f"f{i}.fits"
+        (farm / f"f{i}.fits").symlink_to(target)
+    (farm / "notes.txt").symlink_to(tmp_path / "gone.txt")
+    cfg = InputConfig(kind="fits_series", path=str(farm))
+    for call in (
+        lambda: detect_kind(InputConfig(path=str(farm))),
+        lambda: open_input(cfg),
+        lambda: inspect_input(str(farm)),
+    ):
+        with pytest.raises(InputError, match=r"2 frame\(s\) in folder .* links whose target is"):
+            call()
+    (farm / "f6.fits").unlink()
+    (farm / "f7.fits").unlink()
+    assert open_input(cfg).sizes["time"] == 6  # the frames that are there: no error

@@ -139,6 +139,25 @@ def test_cube_path_inside_the_input_or_the_results_is_refused(tmp_path, frames):
     assert snapshot(frames) == before
 
 
+def test_cube_path_in_another_stores_work_folder_is_refused(tmp_path, frames):
+    """A reviewer pointed a second run's output.cube_path at a running first run's own cube
+    (``A.specfit-work/cube.zarr``): the second took another lock, found that cube out of date
+    and rewrote it under the first run's fit, whose store came out complete from two
+    datasets. Another store's work folder is refused, wherever in it the cube would go."""
+    from specfit.workspace import ensure_work_dir
+
+    other = ensure_work_dir(tmp_path / "A" / "results.zarr")
+    for cube in (other / "cube.zarr", other / "sub" / "c.zarr"):
+        cfg = frames_config(tmp_path / "B", frames, cube_path=str(cube))
+        with pytest.raises(ConfigError, match="output.cube_path: .* work folder of another"):
+            run(cfg)
+    assert sorted(p.name for p in other.iterdir()) == ["specfit-work.json"]
+    # the run's own work folder is where its default cube goes: naming it is allowed
+    own = frames_config(tmp_path, frames)
+    own["output"]["cube_path"] = str(work_dir_for(own["output"]["path"]) / "cube.zarr")
+    run(own, cluster="synchronous")
+
+
 def test_overwrite_replaces_only_a_specfit_store(tmp_path, frames):
     mine = tmp_path / "mine"
     before = user_folder(mine)
@@ -353,6 +372,7 @@ def _cli_run(cfg: dict, tmp_path: Path, *flags: str) -> subprocess.CompletedProc
     [
         ("below_file", "output.path"),
         ("is_file", "output.path"),
+        ("root", "output.path"),
         ("unwritable", "output.path"),
         ("cube_below_file", "output.cube_path"),
         ("cube_unwritable", "output.cube_path"),
@@ -369,6 +389,8 @@ def test_impossible_output_paths_give_one_line_before_any_cluster(tmp_path, wher
         cfg["output"]["path"] = str(afile / "results.zarr")
     elif where == "is_file":
         cfg["output"]["path"] = str(afile)
+    elif where == "root":  # a traceback (ValueError: '/' has an empty name) before
+        cfg["output"]["path"] = "/"
     elif where == "unwritable":
         cfg["output"]["path"] = "/proc/specfit-cannot-write-here/results.zarr"
     elif where == "cube_unwritable":
@@ -534,3 +556,44 @@ def test_an_interrupted_plot_can_be_run_again(tmp_path, demo_store, monkeypatch)
     monkeypatch.setattr(viz_maps, "heatmap", real)
     written = viz_maps.plot_results(demo_store, out, maps=["m1_index", "m1_tail"], html_page=False)
     assert [w.name for w in written] == ["m1_index.png", "m1_tail.png"]
+
+
+def test_an_empty_output_folder_is_written_into_not_made_again(tmp_path, frames):
+    """A user's empty folder as output.path was deleted and made again (zarr's mode "w"), so
+    its permissions and group were lost, and a shell standing in it was left in a deleted
+    folder (a reviewer's finding). It is now the same folder, with its mode."""
+    import stat
+
+    out = tmp_path / "shared" / "results.zarr"
+    out.mkdir(parents=True)
+    os.chmod(out, 0o2770)
+    inode = out.stat().st_ino
+    run(frames_config(tmp_path, frames, path=str(out)), cluster="synchronous")
+    assert out.stat().st_ino == inode
+    assert stat.S_IMODE(out.stat().st_mode) == 0o2770
+    assert xr.open_zarr(out).attrs["complete"]
+
+
+def test_a_store_cut_off_while_being_created_is_specfits_own(tmp_path, frames, monkeypatch):
+    """A run killed (or out of disk) while creating the store's arrays left a folder without
+    specfit's marker, which every later run refused as someone else's, --overwrite included
+    (a reviewer's finding). The marker is now written with the group, first."""
+    from specfit.workspace import is_specfit_results
+
+    cfg = frames_config(tmp_path, frames)
+    real = zarr.Group.create_array
+
+    def out_of_disk(self, *args, **kwargs):
+        name = args[0] if args else kwargs.get("name")
+        if str(name).startswith("m1_"):  # the store's first fit map (the cube is written)
+            raise OSError(28, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.Group, "create_array", out_of_disk)
+    with pytest.raises(OSError, match="No space left"):
+        run(cfg, cluster="synchronous")
+    monkeypatch.undo()
+    store = tmp_path / "results.zarr"
+    assert store.is_dir() and is_specfit_results(store)
+    ds = run(cfg, cluster="synchronous", overwrite=True)
+    assert ds.attrs["complete"]

@@ -27,6 +27,8 @@ from specfit.config import InputConfig
 from specfit.errors import InputError
 
 from ._base import hpc_coords, input_names, literal_glob, relative_seconds, whole_frames
+from .fits_series import FITS_SUFFIXES
+from .images import IMAGE_SUFFIXES
 
 __all__ = [
     "open_input",
@@ -38,9 +40,6 @@ __all__ = [
     "input_names",
     "literal_glob",
 ]
-
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
-_FITS_SUFFIXES = (".fits", ".fits.gz", ".fts", ".fit", ".fts.gz", ".fit.gz")
 
 
 def detect_kind(cfg: InputConfig) -> str:
@@ -63,18 +62,18 @@ def detect_kind(cfg: InputConfig) -> str:
     if low.endswith(".npy"):
         return "array"
     if os.path.isfile(p):
-        if low.endswith(_FITS_SUFFIXES):
+        if low.endswith(FITS_SUFFIXES):
             return _fits_file_kind(p)
-        if low.endswith(_IMAGE_SUFFIXES):
+        if low.endswith(IMAGE_SUFFIXES):
             return "images"
         raise InputError(
             f"input.path {p}: cannot tell the kind from the name; set input.kind "
             "(fits_series, fits_cube, images, array, zarr)"
         )
     # A folder (or file) that exists as written is never a glob: "AIA [1600]".
-    names, _ = input_names(p, cfg.pattern)
-    n_fits = sum(n.lower().endswith(_FITS_SUFFIXES) for n in names)
-    n_img = sum(n.lower().endswith(_IMAGE_SUFFIXES) for n in names)
+    names, _ = input_names(p, cfg.pattern, FITS_SUFFIXES + IMAGE_SUFFIXES)
+    n_fits = sum(n.lower().endswith(FITS_SUFFIXES) for n in names)
+    n_img = sum(n.lower().endswith(IMAGE_SUFFIXES) for n in names)
     if n_fits == 0 and n_img == 0:
         raise InputError(
             f"input.path {p} (pattern {cfg.pattern!r}) holds no FITS or image files; fix "
@@ -82,7 +81,7 @@ def detect_kind(cfg: InputConfig) -> str:
         )
     if n_fits >= n_img:
         if n_fits == 1:
-            return _fits_file_kind(next(n for n in names if n.lower().endswith(_FITS_SUFFIXES)))
+            return _fits_file_kind(next(n for n in names if n.lower().endswith(FITS_SUFFIXES)))
         return "fits_series"
     return "images"
 

@@ -80,17 +80,23 @@ def literal_glob(path: str) -> list[str]:
     return sorted(glob.glob(path))
 
 
-def input_names(path: str, pattern: str) -> tuple[list[str], str]:
+def input_names(
+    path: str, pattern: str, frames: tuple[str, ...] | None = None
+) -> tuple[list[str], str]:
     """The files that ``input.path`` names, sorted, and how to name them in a message.
 
     A path that exists as written is a file or a folder, never a glob (a folder named
     ``AIA [1600]``): a folder gives its files matching ``pattern`` (the folder's name taken
     literally), a file itself; otherwise ``path`` is a glob (see :func:`literal_glob`).
 
+    With ``frames`` (the frame files' suffixes), a name with such a suffix that is a link
+    whose target is missing (an archive disk not mounted) is an error: the frame would
+    otherwise be left out without a word.
+
     Raises
     ------
     InputError
-        When ``path`` does not exist and is no glob.
+        When ``path`` does not exist and is no glob, or names broken links to frames.
     """
     if os.path.isdir(path):
         names = glob.glob(os.path.join(glob.escape(path), pattern))
@@ -101,6 +107,19 @@ def input_names(path: str, pattern: str) -> tuple[list[str], str]:
         names, where = literal_glob(path), f"glob {path!r}"
     else:
         raise missing_input("input.path", path)
+    if frames:
+        broken = sorted(
+            n
+            for n in names
+            if n.lower().endswith(frames) and os.path.islink(n) and not os.path.exists(n)
+        )
+        if broken:
+            more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
+            raise InputError(
+                f"input.path: {len(broken)} frame(s) in {where} are links whose target is "
+                f"missing: {broken[0]} -> {os.readlink(broken[0])}{more}; mount or restore "
+                "their targets (or remove the links to run without those frames)"
+            )
     return sorted(n for n in names if os.path.isfile(n)), where
 
 

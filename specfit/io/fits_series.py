@@ -64,7 +64,7 @@ def list_files(cfg: InputConfig, suffixes: tuple[str, ...] | None = None) -> lis
     if not cfg.path:
         raise InputError("input.path is not set; give a folder, a glob or a file")
     # A folder (or file) that exists as written is never a glob: "AIA [1600]".
-    files, where = input_names(cfg.path, cfg.pattern)
+    files, where = input_names(cfg.path, cfg.pattern, suffixes)
     if suffixes is not None:
         files = [f for f in files if f.lower().endswith(suffixes)]
     if not files:
