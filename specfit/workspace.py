@@ -286,6 +286,15 @@ def remove_specfit_tree(path: Path) -> None:
         If the folder cannot be renamed or deleted, naming it and the cause.
     """
     path = Path(path)
+    # a folder whose entries cannot be deleted (no write permission) would stop rmtree half
+    # way: the old store half gone and no new one; so look first and delete nothing
+    for folder, _, _ in os.walk(path):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"cannot replace {path}: {folder} is not writable, so its files cannot be "
+                "deleted; nothing was deleted: make it writable (chmod -R u+w) or choose "
+                "another output.path"
+            )
     trash = path.with_name(f".{path.name}.specfit-removing-{os.getpid()}")
     try:
         os.replace(path, trash)

@@ -597,3 +597,24 @@ def test_a_store_cut_off_while_being_created_is_specfits_own(tmp_path, frames, m
     assert store.is_dir() and is_specfit_results(store)
     ds = run(cfg, cluster="synchronous", overwrite=True)
     assert ds.attrs["complete"]
+
+
+def test_an_overwrite_that_could_not_delete_a_folder_deletes_nothing(tmp_path, monkeypatch):
+    """A reviewer's store with a read-only array folder (a non-root user): --overwrite moved
+    the store aside, deleted 33 of its 55 entries and stopped, leaving no store. The tree is
+    now checked first: one line naming the folder, and the old store complete as it was.
+    (Root may delete anything, so the permission is simulated.)"""
+    from specfit.store import is_complete
+
+    cfg = tiny_config(tmp_path)
+    results = tmp_path / "results.zarr"
+    run(cfg)
+    before = snapshot(results)
+    locked = str(results / "m1_index")
+    real = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **kw: str(p) != locked and real(p, mode, **kw)
+    )
+    with pytest.raises(StoreError, match=r"cannot replace .*m1_index is not writable.*nothing was"):
+        run(cfg, overwrite=True)
+    assert snapshot(results) == before and is_complete(results)
