@@ -557,10 +557,11 @@ def _stat_record(path: str, rel: str) -> list:
 
 def _input_files(path: str, pattern: str) -> list[str]:
     """The files a reader may read for ``input.path``: every file of a Zarr store; else a
-    glob's, a folder's (``pattern``) or a file, as the readers list them
+    glob's or a folder's (``pattern``) frame files (FITS, images; a ``notes.txt`` beside them
+    is never read, so adding one is no change), or the file, as the readers list them
     (:func:`specfit.io.input_names`); none for a path that does not exist."""
     from specfit.errors import InputError
-    from specfit.io import input_names
+    from specfit.io import FITS_SUFFIXES, IMAGE_SUFFIXES, input_names
 
     if os.path.isdir(path) and (
         path.rstrip("/").lower().endswith(".zarr")
@@ -572,9 +573,12 @@ def _input_files(path: str, pattern: str) -> list[str]:
             out.extend(os.path.join(root, f) for f in sorted(files))
         return out
     try:
-        return input_names(path, pattern)[0]
+        names = input_names(path, pattern)[0]
     except InputError:  # missing: the reader says so, with the fix
         return []
+    if os.path.isfile(path):
+        return names
+    return [n for n in names if n.lower().endswith(FITS_SUFFIXES + IMAGE_SUFFIXES)]
 
 
 def input_fingerprint(cfg: Config, data: Any = None) -> dict[str, Any]:

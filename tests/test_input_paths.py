@@ -143,3 +143,20 @@ def test_a_frame_that_is_a_broken_link_is_named_not_dropped(tmp_path):
     (farm / "f6.fits").unlink()
     (farm / "f7.fits").unlink()
     assert open_input(cfg).sizes["time"] == 6  # the frames that are there: no error
+
+
+def test_a_folder_that_cannot_be_read_says_so(tmp_path, monkeypatch):
+    """A folder without read permission was reported as holding "no FITS or image files"
+    (a reviewer's finding). Root may read anything, so the permission is simulated."""
+    import os
+
+    folder = tmp_path / "frames"
+    _frames(folder, names=[f"f{i}.fits" for i in range(8)])
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m, **kw: str(p) != str(folder) and real(p, m, **kw))
+    for call in (
+        lambda: detect_kind(InputConfig(path=str(folder))),
+        lambda: open_input(InputConfig(kind="fits_series", path=str(folder))),
+    ):
+        with pytest.raises(InputError, match=r"cannot list the folder .*no read permission"):
+            call()

@@ -95,6 +95,10 @@ def test_fingerprint_sees_names_sizes_times_and_zarr_metadata(tmp_path):
     assert input_fingerprint(cfg)["files"] == 4
     (frames / "notes.txt").write_text("not matched by the pattern")
     assert input_fingerprint(cfg)["files"] == 4
+    # nor by the default pattern '*': no reader reads it, so it is no change (a reviewer's
+    # --resume was refused with "input changed (files 195 -> 196)" for a notes file)
+    star = load_config({"input": {"path": str(frames)}})
+    assert input_fingerprint(star)["files"] == 4
     # A Zarr store: metadata counted by content (same time and size, other attrs).
     import xarray as xr
 

@@ -99,6 +99,11 @@ def input_names(
         When ``path`` does not exist and is no glob, or names broken links to frames.
     """
     if os.path.isdir(path):
+        if not os.access(path, os.R_OK | os.X_OK):  # else it looks empty ("no FITS files")
+            raise InputError(
+                f"input.path: cannot list the folder {path} (no read permission); fix its "
+                "permissions (chmod u+rx) or copy the frames where you can read them"
+            )
         names = glob.glob(os.path.join(glob.escape(path), pattern))
         where = f"folder {path} with input.pattern {pattern!r}"
     elif os.path.exists(path):
