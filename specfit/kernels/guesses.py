@@ -152,12 +152,13 @@ def powerlaw_tail_starts(
     first = guess_powerlaw_tail(f, power, dof)
     f = np.asarray(f, np.float64)
     lnf, y, count = np.log(f), np.ascontiguousarray(power), np.ones(f.size)
-    if coarse_groups(f) is not None:
-        # Where the fit itself runs coarse-to-fine (long spectra), the profile that only
-        # picks a start in each basin runs on bins grouped over 0.1 in ln f, the group's
-        # count as weight: the lowest bins, where the steep basin lives, stay single, and
-        # the profile's cost stops growing with the number of bins.
-        groups = coarse_groups(f, max_span=0.1)
+    # Where the fit itself runs coarse-to-fine (long spectra), the profile that only picks a
+    # start in each basin runs on bins grouped over 0.1 in ln f, the group's count as
+    # weight: the lowest bins, where the steep basin lives, stay single, and the profile's
+    # cost stops growing with the number of bins. A band cut narrow (fmin/fmax: ~2 in ln f)
+    # has too few such groups: there the profile takes the bins themselves.
+    groups = coarse_groups(f, max_span=0.1) if coarse_groups(f) is not None else None
+    if groups is not None:
         fc, y = group_means(f, power, groups)
         lnf, count = np.log(fc), groups[1]
     basins = np.empty((power.shape[0], 2, 3))

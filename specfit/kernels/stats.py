@@ -114,6 +114,11 @@ def pearson_pvalue(
     for the other methods, ``v`` = 1 without a window). The sum is referred to a scaled
     chi-square ``c chi2_{nu/c}`` with that mean ``nu`` and ``c = (1 + 1/k) pearson_vif``
     (``pearson_vif`` for the other methods), which matches mean and variance (Satterthwaite).
+
+    ``lsq_log``: each term is a squared log residual standardised by its variance
+    ``psi1(k)``; ln of a Gamma variable is skewed, so a term's variance is ``2 + kappa`` with
+    ``kappa = psi3(k) / psi1(k)^2`` its excess kurtosis (2.4 at k = 1), and ``c`` is
+    multiplied by ``1 + kappa / 2`` (``tests/test_gof.py`` measures the size it gives).
     """
     chi2 = np.asarray(chi2, dtype=np.float64)
     r = np.asarray(rho, dtype=np.float64).ravel()
@@ -124,6 +129,9 @@ def pearson_pvalue(
         kk = np.asarray(k, dtype=np.float64)
         c = c * (1.0 + 1.0 / kk)
         nu = nu - v / kk
+    elif method == "lsq_log":
+        kk = np.asarray(k, dtype=np.float64)
+        c = c * (1.0 + 0.5 * special.polygamma(3, kk) / special.polygamma(1, kk) ** 2)
     nu = np.maximum(nu, 1.0)
     return stats.chi2.sf(chi2 / c, nu / c)
 
