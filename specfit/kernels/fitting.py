@@ -406,36 +406,31 @@ def _fit_one(
         # every candidate is iterated on the grouped bins; the best few go to the polish
         fc, yc, wc = coarse
         xc = model.abscissa(fc)
-        Fs = np.full((npix, nrun), np.inf)
-        Ps = np.empty((npix, nrun, model.npar))
-        coarse_iter = max_iter if _COARSE_ITER is None else min(max_iter, _COARSE_ITER)
-        if _COARSE_PRUNE is not None and nrun > _COARSE_PRUNE_KEEP:
-            # a few steps for every candidate, then only the best go on (_COARSE_PRUNE)
-            F0 = np.full((npix, nrun), np.inf)
-            P0 = np.empty((npix, nrun, model.npar))
-            for k in range(nrun):
+
+        def run_each(starts, steps):
+            """Each start alone on the grouped bins: (objectives, end points), inf / the start
+            where the solver ended non-finite."""
+            Fs = np.full(starts.shape[:2], np.inf)
+            Ps = np.empty(starts.shape)
+            for k in range(starts.shape[1]):
                 rc = lm.solve(
-                    kernel, xc, yc, S[:, k : k + 1], LO, HI, method, c, active, wc,
-                    _COARSE_PRUNE, max(tol, _COARSE_TOL), 1, logp, secant=True,
+                    kernel, xc, yc, starts[:, k : k + 1], LO, HI, method, c, active, wc,
+                    steps, max(tol, _COARSE_TOL), 1, logp, secant=True,
                 )  # fmt: skip
                 ok = np.isfinite(rc["F"]) & np.isfinite(rc["params"]).all(axis=1)
-                F0[:, k] = np.where(ok, rc["F"], np.inf)
-                P0[:, k] = np.where(ok[:, None], rc["params"], S[:, k])
-                nfev += rc["nfev"]
+                Fs[:, k] = np.where(ok, rc["F"], np.inf)
+                Ps[:, k] = np.where(ok[:, None], rc["params"], starts[:, k])
+                nfev[:] += rc["nfev"]
+            return Fs, Ps
+
+        if _COARSE_PRUNE is not None and nrun > _COARSE_PRUNE_KEEP:
+            # a few steps for every candidate, then only the best go on (_COARSE_PRUNE)
+            F0, P0 = run_each(S[:, :nrun], _COARSE_PRUNE)
             order = np.argsort(F0, axis=1, kind="stable")[:, :_COARSE_PRUNE_KEEP]
             S = np.take_along_axis(P0, order[:, :, None], axis=1)
             nrun = _COARSE_PRUNE_KEEP
-            Fs = np.full((npix, nrun), np.inf)
-            Ps = np.empty((npix, nrun, model.npar))
-        for k in range(nrun):
-            rc = lm.solve(
-                kernel, xc, yc, S[:, k : k + 1], LO, HI, method, c, active, wc,
-                coarse_iter, max(tol, _COARSE_TOL), 1, logp, secant=True,
-            )  # fmt: skip
-            ok = np.isfinite(rc["F"]) & np.isfinite(rc["params"]).all(axis=1)
-            Fs[:, k] = np.where(ok, rc["F"], np.inf)
-            Ps[:, k] = np.where(ok[:, None], rc["params"], S[:, k])
-            nfev += rc["nfev"]
+        coarse_iter = max_iter if _COARSE_ITER is None else min(max_iter, _COARSE_ITER)
+        Fs, Ps = run_each(S[:, :nrun], coarse_iter)
         keep = min(_POLISH_KEEP, nrun)
         order = np.argsort(Fs, axis=1, kind="stable")[:, :keep]
         S = np.take_along_axis(Ps, order[:, :, None], axis=1)
