@@ -68,8 +68,16 @@ def test_copy_writes_once_and_never_overwrites(tmp_path, capsys):
         load_config(config_path("demo")).model_dump(exclude={"input": {"path"}, "output": {"path"}})
     )
     assert load_config(target).output.path == str(tmp_path / "specfit-demo" / "results.zarr")
-    # the synthetic frames are written, so beside the copy too (they went into the clone)
+    # the synthetic frames are written, so beside the copy too, even where the shipped path
+    # exists (a clone that ran the demo: the copy's frames went into the clone)
     assert load_config(target).input.path == str(tmp_path / "specfit-demo" / "synthetic")
+    from specfit.examples import _paths_for_copy
+
+    pkg = tmp_path / "pkg" / "specfit" / "configs"
+    pkg.mkdir(parents=True)
+    (pkg / "demo.yaml").write_text(shipped)
+    (tmp_path / "pkg" / "specfit-demo" / "synthetic").mkdir(parents=True)
+    assert "  path: specfit-demo/synthetic\n" in _paths_for_copy(pkg / "demo.yaml", "demo.yaml")
     with pytest.raises(ConfigError, match="exists"):
         copy_config("demo", target)
     # Deep enough that the shipped relative input.path resolves to nothing there.
