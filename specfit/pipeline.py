@@ -177,6 +177,13 @@ def _check_store_target(
     if overwrite:
         refuse_foreign_entries(path, "--overwrite")  # before any work: it would delete them
         return "new"
+    names = _array_names(path)
+    if not is_complete(path) and not {"tiles_done", "blocks_done"} & names:
+        # cut off while being created (killed, disk full): no tile can have been written,
+        # so there is nothing to resume or lose; made anew (its user files still refused)
+        refuse_foreign_entries(path, "output.path")
+        log.warning("%s was cut off while it was being created; making it anew", path)
+        return "new"
     attrs = store_attrs(path)
     old = json.loads(attrs.get("config_json", "{}"))
     diff = config_diff(old, _science(cfg))
@@ -206,7 +213,7 @@ def _check_store_target(
                 else "Use the same config, or --overwrite"
             )
         )
-    if old_fp is None or "tiles_run" not in _array_names(path):
+    if old_fp is None or "tiles_run" not in names:
         raise StoreError(
             f"refusing to resume {path}: it has no record of its inputs (an earlier specfit "
             "wrote it); start again with --overwrite"

@@ -572,10 +572,20 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
         refuse_foreign_store(path)  # only specfit's own stores (or an empty folder) go
         refuse_foreign_entries(path, "output.path")  # and none holding a user's files
         remove_specfit_tree(path)
-    marker = {"specfit_state": INCOMPLETE_NOTE, "specfit_kind": "results", "complete": False}
-    # "w-": create, never clear (zarr's "w" deletes the folder and makes it again)
-    root = zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=marker)
     b = layout.tile
+    names = sorted({*layout.variables, *layout.spectral, *layout.coords2d})
+    attrs = {
+        "specfit_state": INCOMPLETE_NOTE,
+        **layout.attrs,
+        "specfit_kind": "results",
+        "variables": names,
+        "complete": False,
+        "tile_size": b,
+    }
+    # "w-": create, never clear (zarr's "w" deletes the folder and makes it again). The attrs
+    # (marker, config, inputs) come with the group, before any array: a store cut off while
+    # its arrays are made is specfit's and says what it was for.
+    root = zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=_json_safe(attrs))
     ny, nx, nf = layout.ny, layout.nx, layout.freq.size
 
     def arr(name, shape, chunks, dtype, dims, attrs):
@@ -627,19 +637,6 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
         {"long_name": "run key (config + inputs) each tile was written under"},
     )
     run[:] = 0
-    names = sorted({*layout.variables, *layout.spectral, *layout.coords2d})
-    root.attrs.update(
-        _json_safe(
-            {
-                "specfit_state": INCOMPLETE_NOTE,
-                **layout.attrs,
-                "specfit_kind": "results",
-                "variables": names,
-                "complete": False,
-                "tile_size": b,
-            }
-        )
-    )
     # The coordinate arrays need xarray's _ARRAY_DIMENSIONS-free v3 names only; consolidate so
     # that xarray.open_zarr opens a partial store without warnings too.
     _consolidate(path)
@@ -689,6 +686,11 @@ def done_tiles(path: str | Path) -> np.ndarray:
     # Stores written before the unit of work was called a tile name it "blocks_done"; reading
     # their progress costs one name, so they still open (a resume of them is refused).
     name = "tiles_done" if "tiles_done" in root else "blocks_done"
+    if name not in root:
+        raise StoreError(
+            f"{path} was cut off while it was being created (no tile was written): run the same "
+            "command again, which makes it anew"
+        )
     return np.asarray(root[name][:])
 
 

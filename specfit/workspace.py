@@ -418,15 +418,34 @@ def check_paths(cfg: Config, cube_path: Path) -> None:
                 f"output.cube_path: {cube} and output.path {out} overlap; give them separate "
                 "folders"
             )
-        # another store's work folder holds that run's own cube, under that run's lock only:
-        # a cube put there by this run would be rewritten under a running fit (a reviewer
-        # made one store from two datasets that way)
-        for parent in (cube, *cube.parents):
-            if parent != work and _is_work_dir(parent):
+        if cube.name.endswith(".partial"):
+            # the name specfit writes a cube under before it is complete (another run's
+            # "c.zarr" is written as "c.zarr.partial", under another lock)
+            raise ConfigError(
+                f"output.cube_path: {cube} ends in .partial, the name specfit gives a cube "
+                "while it writes it; choose another name"
+            )
+    # Another store's work folder holds that run's own cube, under that run's lock only: a cube
+    # put there would be rewritten under a running fit (a reviewer made one store from two
+    # datasets that way); inside a results store or cube, what this run writes would be
+    # another store's foreign files, and a work folder is documented as safe to delete.
+    for key, target in [("output.path", out)] + ([("output.cube_path", cube)] if user_cube else []):
+        for parent in target.parents:
+            if parent == work:
+                continue  # this run's own work folder (its default cube's place)
+            kind = (
+                "the work folder of another results store"
+                if _is_work_dir(parent)
+                else "a results store"
+                if is_specfit_results(parent)
+                else "a cube"
+                if is_specfit_cube(parent)
+                else None
+            )
+            if kind:
                 raise ConfigError(
-                    f"output.cube_path: {cube} lies in {parent}, the work folder of another "
-                    "results store, where its run keeps its own cube; choose an "
-                    "output.cube_path outside it"
+                    f"{key}: {target} lies in {parent}, {kind} of specfit's; choose a {key} "
+                    "outside it"
                 )
     _check_writable("output.path", out)
     # A run creates its work folder (and lock) before the store, so a store without its marker

@@ -17,6 +17,7 @@ from conftest import tiny_config
 from specfit.config import load_config
 from specfit.errors import ConfigError, StoreError
 from specfit.pipeline import cube_path_for, run
+from specfit.store import differing_variables
 from specfit.workspace import work_dir_for
 
 SMALL = {"shape": [16, 16], "n_frames": 64, "cadence": 12.0, "seed": 5}
@@ -156,6 +157,28 @@ def test_cube_path_in_another_stores_work_folder_is_refused(tmp_path, frames):
     own = frames_config(tmp_path, frames)
     own["output"]["cube_path"] = str(work_dir_for(own["output"]["path"]) / "cube.zarr")
     run(own, cluster="synchronous")
+    # a second reviewer: a cube named like another cube's partial (the other run deleted it
+    # mid-fit), a cube inside a finished store (which then held 'foreign' files and could
+    # not be overwritten), and a store inside a work folder (documented as safe to delete)
+    store = Path(own["output"]["path"])
+    for output, match in (
+        (
+            {"cube_path": str(tmp_path / "s" / "c.zarr.partial")},
+            "output.cube_path: .* ends in .partial",
+        ),
+        (
+            {"cube_path": str(store / "cube.zarr")},
+            "output.cube_path: .* lies in .*, a results store",
+        ),
+        (
+            {"path": str(other / "res.zarr")},
+            "output.path: .* lies in .*, the work folder of another",
+        ),
+    ):
+        cfg = frames_config(tmp_path / "C", frames, **output)
+        with pytest.raises(ConfigError, match=match):
+            run(cfg)
+    assert not (store / "cube.zarr").exists() and not (other / "res.zarr").exists()
 
 
 def test_overwrite_replaces_only_a_specfit_store(tmp_path, frames):
@@ -595,8 +618,18 @@ def test_a_store_cut_off_while_being_created_is_specfits_own(tmp_path, frames, m
     monkeypatch.undo()
     store = tmp_path / "results.zarr"
     assert store.is_dir() and is_specfit_results(store)
-    ds = run(cfg, cluster="synchronous", overwrite=True)
+    # no tile can have been written: info says so in one line, and a plain run (or --resume,
+    # which a reviewer found refused with "another specfit version" and 60 keys) makes it anew
+    r = subprocess.run(
+        [sys.executable, "-m", "specfit.cli", "info", str(store)], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "cut off while it was being created" in r.stderr, r.stderr
+    ds = run(cfg, cluster="synchronous", resume=True)
     assert ds.attrs["complete"]
+    again = tmp_path / "again"
+    ref = run(frames_config(again, frames), cluster="synchronous")
+    assert not differing_variables(store, again / "results.zarr", ("tiles_run",))
+    del ref
 
 
 def test_an_overwrite_that_could_not_delete_a_folder_deletes_nothing(tmp_path, monkeypatch):

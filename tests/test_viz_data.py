@@ -177,6 +177,25 @@ def test_pixel_timeseries_from_cube(ds, ds_plain):
     assert D.pixel_timeseries(ds_plain, 1, 1) is None
 
 
+def test_a_cube_rewritten_for_another_store_gives_no_time_series(demo_store):
+    """A cube shared through output.cube_path and rewritten by a run on another store (other
+    inputs, or other prep on the same inputs) holds none of this store's series: the
+    explorer showed the other run's input as this pixel's (a reviewer's finding)."""
+    import json
+
+    ds = open_results(demo_store)
+    assert D.pixel_timeseries(ds, 4, 7) is not None  # the run's own cube
+    other_inputs = ds.copy()
+    fp = json.loads(ds.attrs["input_fingerprint"])
+    other_inputs.attrs["input_fingerprint"] = json.dumps({**fp, "hash": "0" * 16})
+    assert D.pixel_timeseries(other_inputs, 4, 7) is None
+    other_prep = ds.copy()
+    science = json.loads(ds.attrs["config_json"])
+    science["prep"] = {**science["prep"], "despike": not science["prep"].get("despike")}
+    other_prep.attrs["config_json"] = json.dumps(science)
+    assert D.pixel_timeseries(other_prep, 4, 7) is None
+
+
 def test_power_map_period_and_band(ds):
     f = ds["freq"].values
     power = ds["power"].values

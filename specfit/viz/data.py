@@ -809,14 +809,32 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
 
 
 def open_cube(ds: xr.Dataset) -> xr.Dataset | None:
-    """The kept uniform cube named by the ``cube_path`` attr, or None if absent/unreadable."""
+    """The kept uniform cube named by the ``cube_path`` attr, or None if absent, unreadable,
+    or written since for other inputs or prep settings (a cube shared through
+    ``output.cube_path`` and rewritten by a run on another store: its series are not this
+    store's)."""
+    from specfit.store import config_hash
+
     path = ds.attrs.get("cube_path")
     if not path or not Path(path).exists():
         return None
     try:
-        return xr.open_zarr(path)
+        cube = xr.open_zarr(path)
     except Exception:  # a moved or partial cube only disables the time-series panel
         return None
+    try:
+        mine = json.loads(ds.attrs.get("input_fingerprint") or "null") or {}
+        theirs = json.loads(cube.attrs.get("input_fingerprint") or "null") or {}
+        science = json.loads(ds.attrs.get("config_json") or "null") or {}
+    except ValueError:
+        return None
+    if mine.get("hash") != theirs.get("hash"):
+        return None
+    if science and cube.attrs.get("config_hash") != config_hash(
+        {k: science.get(k) for k in ("input", "prep")}
+    ):
+        return None
+    return cube
 
 
 def pixel_timeseries(
