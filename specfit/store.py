@@ -796,7 +796,11 @@ def write_field_significance(root: Any) -> dict[str, dict]:
     """
     from specfit.kernels.significance import BHTable, sidak_threshold
 
-    field = {n: dict(root[n].attrs) for n in root.array_keys() if FIELD_CONTROL in root[n].attrs}
+    # sorted: the store lists its arrays in the file system's order, which differs between
+    # otherwise identical runs (and so did this attr's text)
+    field = {
+        n: dict(root[n].attrs) for n in sorted(root.array_keys()) if FIELD_CONTROL in root[n].attrs
+    }
     if not field:
         return {}
     bands = _bands(root["y"].shape[0], int(root.attrs.get("tile_size") or 256))
