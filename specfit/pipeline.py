@@ -880,16 +880,19 @@ def run(
     # refused before it writes anything (and only then; see discard_new_work_dir)
     targets = [cfg.output.path] + ([cfg.output.cube_path] if cfg.output.cube_path else [])
     created = [(t, first_missing(work_dir_for(t))) for t in targets]
-    held = False  # only a run that held the locks tidies up (never another run's folder)
+    held = False  # only a run that held the store's lock tidies up (never another run's folder)
     try:
-        with StoreLock(cfg.output.path), cube_lock, warnings.catch_warnings():
+        with StoreLock(cfg.output.path):
+            # held from here: a refusal at a shared cube's lock (another run uses the cube)
+            # removes the work folder this run made for its store (a reviewer found it left)
             held = True
-            if data is not None:
-                # frames in memory travel inside the task graph by design: dask's advice to
-                # scatter them or load them in the tasks ("Sending large graph of size ...")
-                # is not for the user, who gave them as objects
-                warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
-            return _run_locked(cfg, fingerprint, overwrite, resume, report, data)
+            with cube_lock, warnings.catch_warnings():
+                if data is not None:
+                    # frames in memory travel inside the task graph by design: dask's advice
+                    # to scatter them or load them in the tasks ("Sending large graph of size
+                    # ...") is not for the user, who gave them as objects
+                    warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
+                return _run_locked(cfg, fingerprint, overwrite, resume, report, data)
     except BaseException:
         if held:
             for t, made in created:

@@ -303,5 +303,7 @@ def test_a_shared_cube_path_is_locked_too(world, tmp_path, capsys):
         line = one_line_refusal(capsys.readouterr().err)
         assert f"output.cube_path {cube} is being written by another specfit run" in line
     assert not (tmp_path / "other.zarr").exists() and not cube.exists()
+    # nor the work folder the refused run made for its store (left behind before)
+    assert not (tmp_path / "other.zarr.specfit-work").exists()
     assert main(["run", str(path)]) == 0  # free again
     assert (cube / "zarr.json").exists()
