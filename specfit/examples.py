@@ -95,6 +95,8 @@ def _paths_for_copy(src: Path, name: str | None = None) -> str:
 
     text = src.read_text()
     raw = yaml.safe_load(text) or {}
+    # a synthetic input's path is where its frames are written: beside the copy too
+    synthetic = (raw.get("input") or {}).get("kind") == "synthetic"
     for section in ("input", "output"):
         value = (raw.get(section) or {}).get("path")
         if not isinstance(value, str) or Path(value).is_absolute() or "://" in value:
@@ -103,8 +105,6 @@ def _paths_for_copy(src: Path, name: str | None = None) -> str:
         parts = Path(value).parts
         while parts and parts[0] in ("..", "."):
             parts = parts[1:]
-        # a synthetic input's path is where its frames are written: beside the copy too
-        synthetic = (raw.get("input") or {}).get("kind") == "synthetic"
         keep = section == "input" and named.exists() and not synthetic
         new = str(named) if keep else str(Path(*parts))
         text = text.replace(f"path: {value}", f"path: {new}", 1)

@@ -208,15 +208,14 @@ def _exposure_steps(exp: np.ndarray) -> list[str]:
     :data:`specfit.stages.EXPOSURE_STEP` times off the series' median: automatic exposure
     control, or a table the data contradict (IRIS Si IV, docs/data.md). The run reads their
     data and names the contradicted ones before any work."""
-    from specfit.stages import EXPOSURE_STEP
+    from specfit.stages import EXPOSURE_STEP, exposure_offsets
 
-    ok = np.isfinite(exp) & (exp > 0)
-    if ok.sum() < 2:
+    offsets = exposure_offsets(exp)
+    if offsets is None:
         return []
-    med = float(np.median(exp[ok]))
-    off = np.flatnonzero(
-        ok & (np.abs(np.log(np.where(ok, exp, med) / med)) > np.log(EXPOSURE_STEP))
-    )
+    med, step = offsets
+    with np.errstate(invalid="ignore"):
+        off = np.flatnonzero(step > np.log(EXPOSURE_STEP))
     if off.size == 0:
         return []
     first, last = int(off[0]), int(off[-1])

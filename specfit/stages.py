@@ -111,6 +111,20 @@ def ingest(source: Any, prep: Any = None, *, data: Any = None) -> xr.DataArray:
 EXPOSURE_STEP = 1.5
 
 
+def exposure_offsets(exposure: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """(the median exposure, each frame's ``|ln(exposure / median)|``, NaN where the exposure
+    is unknown or not positive); None with fewer than two usable exposures. A frame is of
+    another exposure where the offset exceeds ``ln(EXPOSURE_STEP)``."""
+    exposure = np.asarray(exposure, dtype=float)
+    ok = np.isfinite(exposure) & (exposure > 0)
+    if ok.sum() < 2:
+        return None
+    typical = float(np.median(exposure[ok]))
+    step = np.full(exposure.shape, np.nan)
+    step[ok] = np.abs(np.log(exposure[ok] / typical))
+    return typical, step
+
+
 def exposure_mismatches(arr: xr.DataArray, limit: int = 20) -> list[dict]:
     """Frames whose exposure times the data contradict, read before any work.
 
@@ -132,12 +146,10 @@ def exposure_mismatches(arr: xr.DataArray, limit: int = 20) -> list[dict]:
     if "exposure" not in arr.coords or "time" not in arr.dims:
         return []
     exposure = np.asarray(arr["exposure"].values, dtype=float)
-    ok = np.isfinite(exposure) & (exposure > 0)
-    if ok.sum() < 2:
+    offsets = exposure_offsets(exposure)
+    if offsets is None:
         return []
-    typical = float(np.median(exposure[ok]))
-    step = np.full(exposure.shape, np.nan)  # |ln(exposure / median)|, NaN where unknown
-    step[ok] = np.abs(np.log(exposure[ok] / typical))
+    step = offsets[1]
     with np.errstate(invalid="ignore"):
         usual = np.flatnonzero(step < np.log(1.1))
         other = np.flatnonzero(step > np.log(EXPOSURE_STEP))[:limit]

@@ -429,23 +429,17 @@ def check_paths(cfg: Config, cube_path: Path) -> None:
     # put there would be rewritten under a running fit (a reviewer made one store from two
     # datasets that way); inside a results store or cube, what this run writes would be
     # another store's foreign files, and a work folder is documented as safe to delete.
+    what = {
+        "results": "a results store",
+        "cube": "a cube",
+        "work": "the work folder of another results store",
+    }
     for key, target in [("output.path", out)] + ([("output.cube_path", cube)] if user_cube else []):
-        for parent in target.parents:
-            if parent == work:
-                continue  # this run's own work folder (its default cube's place)
-            kind = (
-                "the work folder of another results store"
-                if _is_work_dir(parent)
-                else "a results store"
-                if is_specfit_results(parent)
-                else "a cube"
-                if is_specfit_cube(parent)
-                else None
-            )
-            if kind:
+        for kind, parent in _specfit_kinds_at_or_above(target.parent):
+            if parent != work:  # this run's own work folder is its default cube's place
                 raise ConfigError(
-                    f"{key}: {target} lies in {parent}, {kind} of specfit's; choose a {key} "
-                    "outside it"
+                    f"{key}: {target} lies in {parent}, {what[kind]} of specfit's; choose a "
+                    f"{key} outside it"
                 )
     _check_writable("output.path", out)
     # A run creates its work folder (and lock) before the store, so a store without its marker
@@ -519,14 +513,25 @@ def check_report_path(cfg: Config, report: str | os.PathLike | None) -> None:
 
 def _specfit_folders_at_or_above(target: Path) -> list[tuple[str, Path]]:
     """Every specfit store, cube or work folder that ``target`` is or lies inside."""
+    return [
+        ("a specfit work folder" if kind == "work" else "a specfit store", folder)
+        for kind, folder in _specfit_kinds_at_or_above(target)
+    ]
+
+
+def _specfit_kinds_at_or_above(target: Path) -> list[tuple[str, Path]]:
+    """Every specfit results store, cube or work folder that ``target`` is or lies inside,
+    nearest first, as (``"results"``, ``"cube"`` or ``"work"``, folder)."""
     found = []
     for p in (target, *target.parents):
         if not p.is_dir():
             continue
-        if is_specfit_results(p) or is_specfit_cube(p):
-            found.append(("a specfit store", p))
+        if is_specfit_results(p):
+            found.append(("results", p))
+        elif is_specfit_cube(p):
+            found.append(("cube", p))
         elif _is_work_dir(p):
-            found.append(("a specfit work folder", p))
+            found.append(("work", p))
     return found
 
 
