@@ -120,12 +120,73 @@ def refuse_foreign_store(path: Path) -> None:
 # arrays of every results store besides its declared ``variables`` (``blocks_done``: stores
 # written before tiles were named so)
 _STORE_ARRAYS = {"y", "x", "freq", "tiles_done", "tiles_run", "blocks_done"}
-_ARRAY_ENTRIES = {"zarr.json", ".zarray", ".zattrs", "c"}  # v3 chunks live under c/
 
 
-def _chunk_name(name: str) -> bool:
-    """A zarr v2 chunk file's name (``0``, ``0.3.1``)."""
-    return all(part.isdigit() for part in name.split("."))
+def _chunk_layout(array: Path) -> tuple[str, str, tuple[int, ...]] | None:
+    """How an array folder's chunks are named: (prefix, separator, chunk-grid extents), e.g.
+    ``("c", "/", (2, 3))`` for a Zarr v3 array (``c/1/2``) or ``("", ".", (2, 3))`` for v2
+    (``1.2``); None if its metadata cannot be read (then no chunk name is assumed)."""
+    try:
+        if (array / "zarr.json").is_file():
+            meta = json.loads((array / "zarr.json").read_text())
+            grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
+            enc = meta.get("chunk_key_encoding", {})
+            sep = enc.get("configuration", {}).get("separator")
+            if enc.get("name", "default") == "default":
+                prefix, sep = "c", sep or "/"
+            else:  # "v2" key encoding inside a v3 array
+                prefix, sep = "", sep or "."
+        else:
+            meta = json.loads((array / ".zarray").read_text())
+            grid = meta["chunks"]
+            prefix, sep = "", meta.get("dimension_separator") or "."
+        shape = meta["shape"]
+        extents = tuple(-(-int(n) // max(int(c), 1)) for n, c in zip(shape, grid, strict=True))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return prefix, sep, extents
+
+
+def _chunk_key(rel: str, layout: tuple[str, str, tuple[int, ...]] | None, whole: bool) -> bool:
+    """True if ``rel`` (a path inside an array folder, "/"-separated) is one of its chunks
+    (``whole``) or a folder on the way to one (not ``whole``)."""
+    if layout is None:
+        return False
+    prefix, sep, extents = layout
+    if prefix:
+        if rel == prefix:
+            return not whole or not extents  # a 0-d array's one chunk is "c" itself
+        if not rel.startswith(prefix + "/"):
+            return False
+        rel = rel[len(prefix) + 1 :]
+    parts = rel.split(sep) if rel else []
+    if sep != "/" and "/" in rel:
+        return False
+    if not extents:
+        return whole and parts == ["0"] and not prefix
+    if (len(parts) != len(extents)) if whole else not (0 < len(parts) < len(extents)):
+        return False
+    return all(p.isdigit() and int(p) < n for p, n in zip(parts, extents, strict=False))
+
+
+def _array_foreign(array: Path) -> list[str]:
+    """What an array's folder holds besides its metadata and the chunks its chunk grid can
+    have (paths relative to the folder; folders end in "/")."""
+    layout = _chunk_layout(array)
+    out = []
+    for folder, dirs, files in os.walk(array):
+        base = Path(folder).relative_to(array).as_posix()
+        base = "" if base == "." else base + "/"
+        for d in sorted(dirs):
+            if not _chunk_key(base + d, layout, whole=False):
+                out.append(base + d + "/")
+        dirs[:] = sorted(d for d in dirs if _chunk_key(base + d, layout, whole=False))
+        for f in sorted(files):
+            if f in _OS_FILES or (not base and f in _ZARR_META):
+                continue
+            if not _chunk_key(base + f, layout, whole=True):
+                out.append(base + f)
+    return sorted(out)
 
 
 def foreign_entries(path: Path) -> list[str]:
@@ -152,11 +213,7 @@ def foreign_entries(path: Path) -> list[str]:
         if known is not None and e.name not in known:
             out.append(f"{e.name}/ (an array specfit did not write)")
             continue
-        out += [
-            f"{e.name}/{f.name}"
-            for f in sorted(e.iterdir(), key=lambda f: f.name)
-            if f.name not in _ARRAY_ENTRIES and f.name not in _OS_FILES and not _chunk_name(f.name)
-        ]
+        out += [f"{e.name}/{rel}" for rel in _array_foreign(e)]
     return out
 
 

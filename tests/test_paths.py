@@ -310,6 +310,39 @@ def test_foreign_entries_are_what_zarr_did_not_write(tmp_path):
     assert foreign_entries(tmp_path / "missing") == []
 
 
+def test_foreign_entries_know_each_arrays_chunk_names(tmp_path):
+    """Inside an array's folder only the chunks its chunk grid can have are zarr's: a user's
+    file named like a chunk ("0", "1.2") beside a v3 array's metadata, a file inside its
+    ``c/`` folder, or a chunk index beyond its grid are the user's (before, a name of digits
+    and dots anywhere, and everything under ``c/``, counted as zarr's: --overwrite deleted
+    them)."""
+    import zarr
+
+    from specfit.workspace import foreign_entries
+
+    store = tmp_path / "s.zarr"
+    g = zarr.open_group(str(store), mode="w")
+    a = g.create_array("a", shape=(4, 6), chunks=(2, 3), dtype="f4")
+    a[:] = 1.0
+    g.create_array("s", shape=(), dtype="f4")[...] = 2.0
+    assert sorted((store / "a" / "c").rglob("*")) and foreign_entries(store) == []
+    (store / "a" / "0").write_text("mine")
+    (store / "a" / "1.2").write_text("mine")
+    (store / "a" / "c" / "notes.txt").write_text("mine")
+    (store / "a" / "c" / "1" / "5").write_text("beyond the grid's 2 columns")
+    (store / "a" / "c" / "0" / "7").mkdir()
+    assert foreign_entries(store) == [
+        "a/0", "a/1.2", "a/c/0/7/", "a/c/1/5", "a/c/notes.txt"
+    ]  # fmt: skip
+    v2 = tmp_path / "v2.zarr"
+    g2 = zarr.open_group(str(v2), mode="w", zarr_format=2)
+    g2.create_array("b", shape=(4,), chunks=(2,), dtype="f4")[:] = 1.0
+    assert foreign_entries(v2) == []
+    (v2 / "b" / "7").write_text("not one of its 2 chunks")
+    (v2 / "b" / "0.0").write_text("a 2-d name in a 1-d array")
+    assert foreign_entries(v2) == ["b/0.0", "b/7"]
+
+
 def test_a_refused_run_leaves_no_folders_behind(tmp_path, frames):
     """A run refused after taking its lock (here: a cadence that leaves too few samples)
     removes the work folder and the parent folders it created; folders that existed before
