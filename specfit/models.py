@@ -393,7 +393,10 @@ class Model:
         total = parts[0][0]
         for part in parts[1:]:
             total = total + part[0]  # left to right, as the compiled kernel sums
-        return np.broadcast_to(total, (p.shape[0], x.shape[1])).astype(np.float64)
+        full = (p.shape[0], x.shape[1])
+        if len(parts) > 1 and total.shape == full and total.dtype == np.float64:
+            return total  # already a new (npix, nf) array: a copy would cost ~10 % of a fit
+        return np.broadcast_to(total, full).astype(np.float64)
 
     def jacobian(self, f: np.ndarray, p: np.ndarray) -> np.ndarray:
         """Analytic derivatives with respect to each parameter, (npix, nf, npar)."""
