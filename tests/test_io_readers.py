@@ -344,6 +344,35 @@ def test_images_times_from_names_csv_exif(tmp_path):
         open_input(InputConfig(path=str(tmp_path), pattern="*.png"))
 
 
+def test_a_truncated_image_frame_is_refused_before_any_work(tmp_path):
+    """A PNG or JPEG frame cut short (an interrupted copy) was found only when the cube was
+    written, after the frames before it; now opening the input names it. Complete files
+    with data after their end (a camera's trailer) still open, and nothing is decoded for
+    files that end as they should."""
+    from PIL import Image
+
+    from specfit.io import images
+
+    rng = np.random.default_rng(3)
+    for suffix in ("png", "jpg"):
+        d = tmp_path / suffix
+        d.mkdir()
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8)).save(
+                d / f"f_20200101_00_00_{10 * i:02d}.{suffix}"
+            )
+        cfg = InputConfig(path=str(d), time_pattern=f"f_%Y%m%d_%H_%M_%S.{suffix}")
+        assert open_input(cfg).shape == (4, 40, 50)
+        last = d / f"f_20200101_00_00_30.{suffix}"
+        whole = last.read_bytes()
+        last.write_bytes(whole + b"camera trailer" * 10)
+        assert open_input(cfg).shape == (4, 40, 50)
+        last.write_bytes(whole[: len(whole) * 2 // 3])
+        assert not images._looks_complete(str(last))
+        with pytest.raises(InputError, match=rf"{last.name}: cannot read the image"):
+            open_input(cfg)
+
+
 # ----------------------------------------------------------------------------- real data
 @needs_aia
 @pytest.mark.realdata

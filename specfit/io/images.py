@@ -46,6 +46,28 @@ def to_grey(arr: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported image array shape {a.shape}")
 
 
+# What a complete file ends with: PNG's IEND chunk (its length, type and CRC); JPEG's EOI
+# marker, which cannot occur inside entropy-coded data (0xFF there is followed by 0x00 or a
+# restart marker), within the last 64 KiB (cameras may append data after it).
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_JPEG_TAIL = 1 << 16
+
+
+def _looks_complete(path: str) -> bool:
+    """True if the file ends as a complete PNG / JPEG does (from its last bytes; other
+    formats: True). A cheap check before any work; a False is confirmed by decoding."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in (".png", ".jpg", ".jpeg"):
+        return True
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        n = len(_PNG_END) if suffix == ".png" else _JPEG_TAIL
+        fh.seek(max(size - n, 0))
+        tail = fh.read()
+    return tail.endswith(_PNG_END) if suffix == ".png" else b"\xff\xd9" in tail
+
+
 def _read_image(path: str) -> np.ndarray:
     from PIL import Image
 
@@ -153,6 +175,10 @@ def open_images(cfg: InputConfig) -> xr.DataArray:
         try:
             with Image.open(f) as im:
                 size = (im.size[1], im.size[0])  # PIL gives (width, height)
+            if not _looks_complete(f):
+                # a file cut short (an interrupted copy) would otherwise fail only when the
+                # cube is written, after the frames before it: decode it now to be sure
+                _read_image(f)
         except Exception as exc:
             raise InputError(
                 f"{f}: cannot read the image ({type(exc).__name__}: {exc}); remove the file or "
