@@ -224,6 +224,22 @@ def main(argv: list[str] | None = None) -> dict:
             }
         )
 
+    # what that envelope bounds: the 5th percentile of a top-bin average of pure white noise
+    # through the same settings (its bins correlated by the window) is r5 of its mean, so the
+    # noise is at most max(envelope) / r5 DN per photon; its floor, as the two above
+    assert pw.shape[1] == f.size  # the same grid as the data's spectra
+    white_top = pw[:, top].mean(axis=1)
+    r5 = float(np.percentile(white_top, 5) / np.mean(white_top))
+    bound_dn = max(e["p5_minus_read_over_mean_dn"] for e in envelope[1:]) / r5
+    var_dn = bound_dn * np.clip(mean_dn, 0, None) + READ_NOISE_DN**2 + DARK_NOISE_DN**2
+    var_dn = var_dn + QUANT_NOISE_DN**2
+    floors["envelope_bound"] = {
+        "electrons_per_photon": bound_dn * gain,
+        "dn_per_photon": bound_dn,
+        "var_dn": var_dn,
+        "level": unit_level * (var_dn / np.mean(expo) ** 2).ravel(),
+    }
+
     results: dict[str, dict] = {}
     slope_maps = {}
     for name, p in powers.items():
@@ -327,6 +343,11 @@ def main(argv: list[str] | None = None) -> dict:
             "decades_from_bump_peak_to_top_bins": float(np.log10(med[peak] / med[top].mean())),
         },
         "top_bins_envelope_by_counts": envelope,
+        "envelope_bound": {
+            "white_top_p5_over_mean": r5,
+            "dn_per_photon_max": bound_dn,
+            "electrons_per_photon_max": bound_dn * gain,
+        },
         "results": results,
         "noise_only_region": {
             "y": [int(region[0]), int(region[1])],

@@ -438,6 +438,28 @@ def test_hf_steepening_md_reads_of_the_data_quote_docs_hf_steepening_json():
     ) in text
 
 
+def test_hf_steepening_noise_bound_quotes_docs_hf_steepening_json():
+    """The upper bound on the photon noise and its share of the top bins' power, as the
+    script derives them (a review found them worked out by hand, with 0.80 for the white
+    noise's 5th percentile where the window's correlated bins give 0.72)."""
+    hf = json.loads((DOCS / "hf_steepening.json").read_text())
+    bound = hf["envelope_bound"]
+    over = hf["results"]["raw"]["top_bins_over_floor_median"]
+    text = page_text("docs/hf_steepening.md")
+    assert (
+        f"is {bound['white_top_p5_over_mean']:.2f} of its mean, so the noise is at most "
+        f"{bound['dn_per_photon_max']:.3f} DN per photon, ≤ "
+        f"{bound['electrons_per_photon_max']:.2f} e⁻/photon"
+    ) in text
+    assert (
+        f"at that bound the top bins hold a median {over['envelope_bound']:.2f}× the floor" in text
+    )
+    assert (
+        f"photon noise is at most {1 / over['envelope_bound']:.2f} of the power in the last "
+        f"bins (the bound above; {1 / over['yield1_1e']:.2f} at 1 e⁻/photon)"
+    ) in text
+
+
 def test_hf_steepening_index_changes_quote_docs_hf_steepening_json():
     res = json.loads((DOCS / "hf_steepening.json").read_text())["results"]
     top = {k: res[k]["index_by_bins"]["60-149"] for k in ("raw", "order0", "order1", "order3")}
