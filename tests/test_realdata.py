@@ -264,6 +264,8 @@ def test_docs_quote_the_regenerated_model_figures():
         f"{models['k1']['at_bound_percent_where_preferred']['tail']:.1f} % for `knee_tail`",
         f"{models['c1']['at_bound_percent_where_preferred']['tail']:.1f} % for `kappa_tail`",
         f"(M1: {models['m1']['at_bound_percent']['tail']:.0f} % of all pixels)",
+        "The knee, break and kappa width are on a bound on at most "
+        + f"{max(models['k1']['at_bound_percent_where_preferred']['knee'], models['b1']['at_bound_percent_where_preferred']['break_freq'], models['c1']['at_bound_percent_where_preferred']['kappa_rho']):.2f} %",
         f"upper bound 10 on {models['b1']['at_bound_percent_where_preferred']['index_high']:.1f} %",
         f"upper bound 50 on {models['c1']['at_bound_percent_where_preferred']['kappa']:.1f} %",
         f"median BIC of `broken_tail` is {detail['b1_bic_below_better_of_k1_c1_median']:.1f} below",
