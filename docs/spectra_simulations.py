@@ -153,6 +153,13 @@ def _box_eigen_noise(rng, shape: tuple[int, ...], smoothing: float) -> np.ndarra
     :func:`synthetic.correlated_series` field: sum_j lambda_j E_j, E_j ~ Exp(1), with
     lambda_j the eigenvalues of the 9 pixels' correlation matrix / 9 (mean 1), drawn
     independently for every value."""
+    lam = box_eigenvalues(smoothing)
+    return (rng.exponential(size=(*shape, 9)) * lam).sum(axis=-1)
+
+
+def box_eigenvalues(smoothing: float) -> np.ndarray:
+    """The eigenvalues of a 3 x 3 box's pixels' correlation matrix over a
+    :func:`synthetic.correlated_series` field, / 9 (mean 1), ascending."""
     kern = np.pad(synthetic.mixing_kernel(smoothing), 3)
     offs = [(a, b) for a in range(3) for b in range(3)]
     r = np.array(
@@ -161,8 +168,7 @@ def _box_eigen_noise(rng, shape: tuple[int, ...], smoothing: float) -> np.ndarra
             for a1, b1 in offs
         ]
     )
-    lam = np.linalg.eigvalsh(r) / 9.0
-    return (rng.exponential(size=(*shape, 9)) * lam).sum(axis=-1)
+    return np.linalg.eigvalsh(r) / 9.0
 
 
 def box3_causes_case(n_frames: int, side: int = 160, seed: int = 5, npix: int = 4000) -> dict:

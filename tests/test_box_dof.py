@@ -119,3 +119,19 @@ def test_box3_on_a_correlated_field_gives_calibrated_pulls_and_lrt_size():
     for case in ("auto", "nominal", "gamma_true_dof"):
         for key, within in (("pull_std", 0.005), ("lrt_size", 1.0 / n), ("neff_median", 1e-6)):
             assert abs(stored["box3"]["600x256"][case][key] - r[case][key]) <= within, (case, key)
+
+
+def test_quantised_neff_values_for_box_3_are_what_the_docs_list():
+    """docs/spectra.md: 13 quarter-octave steps from 1 to 8, capped at a box's count, so a
+    box-3 map holds at most those and the counts 3, 5, 6, 7 and 9 (a review found '~13
+    values' where a full box alone gives 14)."""
+    from conftest import assert_docs_quote
+    from specfit.kernels.tile import quantise_neff
+
+    neff = np.linspace(0.5, 12.0, 20001)
+    values = set()
+    for count in range(1, 10):
+        values |= set(np.round(quantise_neff(neff, np.full_like(neff, count)), 9))
+    ladder = set(np.round(np.exp2(np.arange(13) / 4), 9))
+    assert values == ladder | {3.0, 5.0, 6.0, 7.0, 9.0}
+    assert_docs_quote("spectra.md", "13 steps from 1 to 8 plus at most the counts 3, 5, 6, 7 and 9")

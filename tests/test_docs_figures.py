@@ -571,3 +571,11 @@ def test_fitting_md_cluster_kinds_quotes_docs_cluster_kinds_json():
     assert_docs_quote(
         "fitting.md", f"**none of the {run['variables']} data variables and 6 coordinates differs**"
     )
+
+
+def test_spectra_md_box_eigenvalue_share_is_computed():
+    """The share of a box-3 mean's variance carried by its largest eigenvalue, on the field
+    of the box3_causes table (smoothing 1), as docs/spectra_simulations.py draws from it."""
+    lam = docs_script("spectra_simulations").box_eigenvalues(1.0)
+    share = 100 * lam.max() / lam.sum()
+    assert_docs_quote("spectra.md", f"one eigenvalue carries {share:.0f} % of the sum")

@@ -152,7 +152,8 @@ BOX_DOF_MODES = ("auto", "nominal")
 
 # N_eff is rounded to quarter octaves: a pixel's LRT p-value needs a simulated null reference
 # per distinct dof value, so a continuous N_eff would need one per pixel. Quarter octaves
-# give at most ~13 values for box 3 (1 to 9) with a rounding error of at most 9 % in the dof
+# give 13 steps from 1 to 8 for box 3, capped at a box's count (9, or fewer at the image's
+# edges and beside bad pixels), with a rounding error of at most 9 % in the dof
 # (4.5 % in the errors), below the estimate's own scatter (~11 %).
 _NEFF_STEPS_PER_OCTAVE = 4
 
