@@ -97,6 +97,14 @@ def test_init_iris_folder_of_cubes(shared_data, tmp_path, no_pixels):
     assert cfg.input.missing_below == -50.0 and cfg.input.normalise_exposure
     assert cfg.resample.max_gap == 2.5  # the regular 37.5 s steps are not gaps
     assert cfg.spectra.segments == 1 and cfg.spectra.box == 3
+    # docs/spectra.md quotes the grid and the Nyquist gain init reports for this cube
+    (line,) = [line for line in report.splitlines() if line.strip().startswith("cadence")]
+    kept = re.search(r"keeps (\d+) %", line).group(1)
+    assert_docs_quote(
+        "spectra.md",
+        f"on its {cfg.resample.cadence:g} s grid `specfit init` reports that interpolation "
+        f"keeps {kept} % of the Nyquist power",
+    )
 
 
 @pytest.mark.realdata
