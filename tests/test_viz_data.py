@@ -371,3 +371,29 @@ def test_explorer_panels_carry_the_stores_units(demo_store):
     assert ps.units == ds["power"].attrs["units"] != ""
     spec, _ = spectrum_elements(ps)
     assert {str(c.vdims[0].unit) for c in spec} == {ps.units}
+
+
+@pytest.mark.realdata
+def test_iris_roll_quoted_in_explore_md(shared_data):
+    """docs/explore.md's IRIS roll and what it moves at the corners, from the cube's own
+    coordinates; with it the map gets pixel axes."""
+    import math
+
+    from conftest import assert_docs_quote
+    from specfit.config import InputConfig
+    from specfit.io import open_input
+
+    cube = (
+        shared_data / "iris_sji_20140329" / "iris_l2_20140329_140938_3860258481_SJI_1400_t000.fits"
+    )
+    arr = open_input(InputConfig(path=str(cube)))
+    hx, hy = arr["hpc_x"].values, arr["hpc_y"].values
+    roll = math.atan2(hy[0, -1] - hy[0, 0], hx[0, -1] - hx[0, 0])
+    nx = arr.sizes["x"]
+    moved = nx * abs(math.sin(roll))
+    assert_docs_quote(
+        "explore.md",
+        f"(IRIS: a roll of {abs(math.degrees(roll)):.2f}°, about {moved:.0f} px at the corners of {nx} px)",
+    )
+    ds = arr.isel(time=0).to_dataset(name="m1_index")
+    assert not D.axis_info(ds).solar

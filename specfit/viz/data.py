@@ -375,8 +375,8 @@ def axis_info(ds: xr.Dataset, solar: bool = True, tol_px: float = 0.25) -> AxisI
     """Axis mapping for the maps.
 
     Uses ``hpc_x``/``hpc_y`` when the store has them and they are, to within ``tol_px``
-    pixels, a separable affine function of the pixel index (true for the cutouts specfit
-    writes: the AIA 1600 run deviates by 0.08 px from its small roll angle). Only the first
+    pixels, a separable affine function of the pixel index (the grid of a derotated
+    field with a small roll angle; not IRIS's 0.65 degrees over 110 px). Only the first
     row/column and the far corners are read, so this is cheap on any map size. Otherwise
     pixel indices.
     """
