@@ -398,6 +398,20 @@ def test_real_aia_fits_series():
         blank = h[0].header["BLANK"]
         expect = np.where(h[0].data == blank, np.nan, raw / np.float32(h[0].header["EXPTIME"]))
     np.testing.assert_allclose(da_.isel(time=10).values, expect, rtol=1e-6)
+    # docs/data.md: the frames with a nonzero QUALITY (bits 8-11/18/21, then 21 alone) have
+    # the field's mean count rates of the others
+    from conftest import assert_docs_quote
+
+    quality = np.array([fits.getheader(f).get("QUALITY", 0) for f in files])
+    rates = da_.mean(("y", "x")).values  # frames in time order; the files are named by time
+    groups = [quality & ~(1 << 21) != 0, quality == 1 << 21, quality == 0]
+    assert [int(g.sum()) for g in groups] == [112, 12, 472]
+    lo_hi = [f"{rates[g].min():.1f}–{rates[g].max():.1f}" for g in groups]
+    assert_docs_quote(
+        "data.md",
+        f"their mean count rates, {lo_hi[0]} and {lo_hi[1]} DN/s, are close to those of the "
+        f"frames with `QUALITY` 0 ({lo_hi[2]})",
+    )
     # hpc against sunpy's own WCS handling of the reference (middle) frame.
     import sunpy.map
 
