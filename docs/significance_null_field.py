@@ -8,6 +8,10 @@ global level (fit.global_level) are printed, with the M1 fits stuck at a constan
 0, index on its lower bound) that make the field-wide counts exceed their nominal rate.
 
     PYTHONPATH=. python docs/significance_null_field.py [OUT_DIR] [--seeds 1 2 3] [--cadence 12]
+
+Each field's line is also stored in ``--json`` (default docs/significance_null_field.json,
+which docs/significance.md quotes) under ``"<seed>"`` or ``"<seed>@<cadence>"``, merged with
+what the file already holds.
 """
 
 from __future__ import annotations
@@ -47,7 +51,14 @@ def main() -> None:
         default=None,
         help="resample.cadence in s (default: the run's own choice from the frame times)",
     )
+    ap.add_argument(
+        "--json",
+        default=str(Path(__file__).resolve().parent / "significance_null_field.json"),
+        help="where each field's line is stored (merged with the file's other fields)",
+    )
     a = ap.parse_args()
+    store = Path(a.json)
+    stored = json.loads(store.read_text()) if store.is_file() else {}
     synthetic.synthetic_maps = _no_bump
     out = Path(a.out)
     for seed in a.seeds:
@@ -68,24 +79,22 @@ def main() -> None:
         info = json.loads(ds.attrs["field_significance"])["lrt_pvalue"]
         stuck = int((ds["m1_amplitude"].values == 0).sum())
         p = ds["lrt_pvalue"].values
-        print(
-            json.dumps(
-                {
-                    "seed": seed,
-                    "seconds": round(time.perf_counter() - t0, 1),
-                    "cadence": ds.attrs.get("cadence"),
-                    "nyquist_kept": ds.attrs.get("interpolation_nyquist_gain"),
-                    **info,
-                    "per_pixel_percent": round(100 * info["n_pixel"] / info["n_tested"], 2),
-                    "m1_stuck_at_constant": stuck,
-                    "p_below_1e-4": int(np.sum(p < 1e-4)),
-                    "m2_fdr_pixels_with_m1_stuck": int(
-                        np.sum((ds["lrt_qvalue"].values <= 0.05) & (ds["m1_amplitude"].values == 0))
-                    ),
-                }
+        row = {
+            "seed": seed,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "cadence": ds.attrs.get("cadence"),
+            "nyquist_kept": ds.attrs.get("interpolation_nyquist_gain"),
+            **info,
+            "per_pixel_percent": round(100 * info["n_pixel"] / info["n_tested"], 2),
+            "m1_stuck_at_constant": stuck,
+            "p_below_1e-4": int(np.sum(p < 1e-4)),
+            "m2_fdr_pixels_with_m1_stuck": int(
+                np.sum((ds["lrt_qvalue"].values <= 0.05) & (ds["m1_amplitude"].values == 0))
             ),
-            flush=True,
-        )
+        }
+        print(json.dumps(row), flush=True)
+        stored[f"{seed}@{a.cadence:g}" if a.cadence else str(seed)] = row
+        store.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

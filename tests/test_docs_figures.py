@@ -579,3 +579,26 @@ def test_spectra_md_box_eigenvalue_share_is_computed():
     lam = docs_script("spectra_simulations").box_eigenvalues(1.0)
     share = 100 * lam.max() / lam.sum()
     assert_docs_quote("spectra.md", f"one eigenvalue carries {share:.0f} % of the sum")
+
+
+def test_significance_md_null_field_table_quotes_its_json():
+    """docs/significance.md's pure-noise table is docs/significance_null_field.json, as the
+    script stores each field's line (before, the script only printed them)."""
+    rows = json.loads((DOCS / "significance_null_field.json").read_text())
+    text = page_text("docs/significance.md")
+    for key, r in rows.items():
+        seed = key.replace("@", ", `--cadence ") + ("`" if "@" in key else "")
+        line = (
+            f"| {seed} | {r['cadence']:g} | {100 * r['nyquist_kept']:.0f} % | "
+            f"{r['n_pixel']:,} ({100 * r['n_pixel'] / r['n_tested']:.1f} %) | {r['n_fdr']} | "
+            f"{r['n_global']} |"
+        )
+        assert line in text, line
+    assert all(r["m1_stuck_at_constant"] == 0 for r in rows.values())
+    pct = [100 * r["n_pixel"] / r["n_tested"] for k, r in rows.items() if "@" not in k]
+    assert f"per pixel {min(pct):.1f}–{max(pct):.1f} % (nominal 5 %;" in text
+    mean, n = sum(pct) / len(pct), sum(r["n_tested"] for k, r in rows.items() if "@" not in k)
+    se = 100 * (0.05 * 0.95 / n) ** 0.5  # binomial, all fields' pixels
+    assert f"the mean {mean:.1f} % is {(mean - 5) / se:.1f} standard errors high" in text
+    secs = [r["seconds"] for r in rows.values()]
+    assert f"{min(secs):.0f}–{max(secs):.0f} s per field" in text
