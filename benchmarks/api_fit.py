@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -155,6 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--first", type=int, default=64, help="edge of the first-call array (px)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--child-first", type=int, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--json",
+        default=str(Path(__file__).resolve().parent / "api_fit.json"),
+        help="where the figures are stored (docs/fitting.md quotes them)",
+    )
     args = ap.parse_args(argv)
     if args.child_first:
         print(json.dumps(_first_call(args.child_first)))
@@ -175,10 +181,19 @@ def main(argv: list[str] | None = None) -> None:
         )
     t1, t2 = times["1 thread"][0], times["2 threads"][0]
     print(f"speed-up on 2 threads: {t1 / t2:.2f}x (maps bit-identical in every row)")
+    control = machine_control()
     print(
-        f"control: a nogil numba loop on 2 threads runs {machine_control():.2f}x faster than "
+        f"control: a nogil numba loop on 2 threads runs {control:.2f}x faster than "
         "on 1 on this machine right now (the ceiling)"
     )
+    out = {
+        "first_px": args.first**2,
+        "first_call": costs,
+        "size": args.size,
+        "threaded": {k: {"wall": w, "cpu": c} for k, (w, c) in times.items()},
+        "control_2_over_1_threads": control,
+    }
+    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":
