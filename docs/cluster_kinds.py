@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     ref = open_results(stores["local"])
     nvars = len([v for v in ref.data_vars if v not in BOOKKEEPING])
     figures["variables"] = nvars
+    figures["coordinates"] = len(ref.coords)
     figures["pixels"] = int(ref.sizes["y"] * ref.sizes["x"])
     for kind in list(kinds)[1:]:
         diff = differing(stores[kind], stores["local"])

@@ -569,7 +569,9 @@ def test_fitting_md_cluster_kinds_quotes_docs_cluster_kinds_json():
     assert len(compared) == 3, sorted(run["runs"])
     assert all(v["differing"] == [] for v in compared.values()), compared
     assert_docs_quote(
-        "fitting.md", f"**none of the {run['variables']} data variables and 6 coordinates differs**"
+        "fitting.md",
+        f"**none of the {run['variables']} data variables and {run['coordinates']} coordinates "
+        "differs**",
     )
 
 
