@@ -872,7 +872,9 @@ def run(
     # One writer per store: the lock is taken before the store is looked at or written. A cube
     # of the user's choosing may be shared by runs on other stores: it gets a lock of its own.
     cube_lock = (
-        StoreLock(cfg.output.cube_path, "output.cube_path ")
+        StoreLock(
+            cfg.output.cube_path, "output.cube_path ", "is in use (written, or read for a fit)"
+        )
         if cfg.output.cube_path
         else contextlib.nullcontext()
     )

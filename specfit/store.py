@@ -1006,13 +1006,18 @@ class StoreLock:
         ``output.cube_path`` (its lock is then in ``<cube_path>.specfit-work``).
     label
         How messages name the path, e.g. ``"output.cube_path "``.
+    busy
+        What a refusal says the holder does with it (a shared cube's holder may only read it).
     """
 
-    def __init__(self, results: str | Path, label: str = "") -> None:
+    def __init__(
+        self, results: str | Path, label: str = "", busy: str = "is being written"
+    ) -> None:
         from specfit.workspace import work_dir_for
 
         self.results = Path(results)
         self.label = label
+        self.busy = busy
         self.work = work_dir_for(self.results)
         self.lock_path = self.work / "lock"
         self.info_path = self.work / "lock.json"
@@ -1084,7 +1089,7 @@ class StoreLock:
                         took_over = True
                         continue
                 raise StoreError(
-                    f"{self.label}{self.results} is being written by another specfit run "
+                    f"{self.label}{self.results} {self.busy} by another specfit run "
                     f"({self._describe(holder)}); wait for it to finish or stop that run, "
                     "then run again"
                 ) from None

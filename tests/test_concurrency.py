@@ -301,7 +301,11 @@ def test_a_shared_cube_path_is_locked_too(world, tmp_path, capsys):
     with StoreLock(cube, "output.cube_path "):
         assert main(["run", str(path)]) == 2
         line = one_line_refusal(capsys.readouterr().err)
-        assert f"output.cube_path {cube} is being written by another specfit run" in line
+        # (a run on another store may only read the cube: not "being written", as before)
+        assert (
+            f"output.cube_path {cube} is in use (written, or read for a fit) by another specfit "
+            "run" in line
+        )
     assert not (tmp_path / "other.zarr").exists() and not cube.exists()
     # nor the work folder the refused run made for its store (left behind before)
     assert not (tmp_path / "other.zarr.specfit-work").exists()
