@@ -506,6 +506,8 @@ class Model:
         extra = self.components[len(self.base_model.components) :] if self.base_model else ()
         if self.base_model is not None and len(extra) == 1 and extra[0].seed is not None:
             return _extend_guess(self.base_model, extra[0])
+        if self.base_model is not None and extra:
+            return _extend_defaults(self.base_model, extra)
         return _default_guess(
             np.array([p.default for p in self.parameters], float), self.power_params
         )
@@ -526,6 +528,28 @@ def _default_guess(defaults: np.ndarray, is_power: np.ndarray) -> Callable:
         g = np.broadcast_to(defaults, (power.shape[0], defaults.size)).copy()
         g[:, is_power] *= scale
         return g
+
+    return guess
+
+
+def _extend_defaults(base_model: Model, extra: Sequence[Component]) -> Callable:
+    """Candidate starts for a bigger model whose new components declare no seeds: the base
+    model's start (fitted and guessed) with the new parameters at their defaults (those in
+    the spectra's unit times the pixel's mean power). The fitted base is also the background
+    the global search profiles the new part against."""
+    params = [p for c in extra for p in c.params]
+    defaults = _default_guess(
+        np.array([p.default for p in params], float),
+        np.array([p.unit == SPECTRUM_UNIT for p in params]),
+    )
+
+    def guess(f, power, dof=2.0, base=None):
+        power = np.atleast_2d(np.asarray(power, np.float64))
+        new = defaults(f, power, dof, None)
+        sets = [base_model.guess(f, power, dof)]
+        if base is not None:
+            sets.insert(0, np.asarray(base, np.float64)[:, : base_model.npar])
+        return np.stack([np.column_stack([bp, new]) for bp in sets], axis=1)
 
     return guess
 
@@ -969,9 +993,37 @@ def load_user_models(specs: Sequence[str]) -> list[str]:
     return names
 
 
+def _check_derivatives(c: Component, x: np.ndarray, p: np.ndarray, out: tuple, where: str):
+    """Raise ValueError if a shape's derivatives disagree with central differences of its
+    values at ``p`` (a sign or a factor wrong would make the solver walk the wrong way and
+    stop with garbage that looks converged)."""
+    val = np.asarray(out[0], dtype=np.float64)
+    for k, par in enumerate(c.params):
+        h = 1e-6 * max(1.0, abs(float(p[k])))
+        up, down = p.copy(), p.copy()
+        up[k] += h
+        down[k] -= h
+        with np.errstate(all="ignore"):
+            num = np.asarray(c.shape(x, *up)[0], float) - np.asarray(c.shape(x, *down)[0], float)
+            num = np.broadcast_to(num / (2 * h), x.shape)
+            ana = np.broadcast_to(np.asarray(out[k + 1], dtype=np.float64), x.shape)
+            err = np.max(np.abs(ana - num))
+            scale = max(np.max(np.abs(num)), np.max(np.abs(ana)))
+            # central differences lose ~1e-10 |value| / |p| to rounding: far below this floor
+            floor = 1e-6 * np.max(np.abs(val)) / max(1.0, abs(float(p[k])))
+        if not np.isfinite(err) or err > 1e-3 * scale + floor:
+            raise ValueError(
+                f"{where}: its derivative with respect to {par.name} disagrees with its values "
+                f"(largest difference from a central difference {err:.3g}, against derivatives "
+                f"up to {scale:.3g}, at {', '.join(f'{q.name}={v:.4g}' for q, v in zip(c.params, p, strict=True))}); "
+                "fix that derivative (a sign or a factor)"
+            )
+
+
 def check_output(model: Model, f: np.ndarray) -> None:
     """Check that a user model's shapes give one value per frequency and one derivative
-    per parameter on this grid.
+    per parameter on this grid, and that the derivatives agree with the values (central
+    differences at one admissible point).
 
     A shape returning a scalar (it ignores ``lnf``) or an array of another length would
     otherwise be broadcast into finite nonsense, or fail inside every tile. Shipped models
@@ -1019,6 +1071,7 @@ def check_output(model: Model, f: np.ndarray) -> None:
                 f"{where} returned {got} for {x.size} frequencies; it must return one value per "
                 "frequency, the shape of its first argument (write a constant as c + 0.0 * lnf)"
             )
+        _check_derivatives(c, x, p[j - n : j], out, where)
     # numba compiles the shapes into the solver: a shape numba cannot compile (a scipy call, a
     # Python object) would pass the checks above and then fail in every tile
     xs = np.ascontiguousarray(x, dtype=np.float64)
