@@ -304,7 +304,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     from specfit.kernels import periodogram as pg
     from specfit.kernels import resample as rs
     from specfit.kernels.periodogram import segment_samples
-    from specfit.stages import ingest, uniform_grid
+    from specfit.stages import check_float32_range, ingest, uniform_grid
 
     models = _check_fit_settings(cfg)
     arr = ingest(cfg, data=data)
@@ -330,7 +330,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     dt = float(new_times[1] - new_times[0])
     if cfg.spectra.normalisation != "variance":
         for which, frame in zip(("first", "last"), end_frames, strict=True):
-            _check_float32_range(frame, dt, new_times.size, which)
+            check_float32_range(frame, dt, new_times.size, which)
     gaps = rs.find_gaps(times, dt, cfg.resample.max_gap)
     nyquist_keep = rs.interpolation_nyquist_gain(times, new_times)
     sp = cfg.spectra
@@ -1226,42 +1226,6 @@ def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> Non
     )
 
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4e38
-_FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # 1.2e-38, the smallest normal float32
-
-
-def _check_float32_range(frame: np.ndarray, dt: float, n: int, which: str = "first") -> None:
-    """Before any work: refuse input whose spectra would leave float32's range.
-
-    Spectra are stored and fitted as float32. From one ``frame`` of the series (``which``:
-    the first or the last, both read anyway by :func:`_trim_empty_ends`): values up to
-    ``big``
-    (its 99th percentile of |value|) give powers up to about ``big^2 dt n``, beyond 3.4e38 they are inf; a fluctuation of
-    1e-3 of the median level gives about ``(1e-3 med)^2 dt``, below 1.2e-38 float32 keeps
-    few or no bits of it (a radio flux in W m^-2 Hz^-1, ~1e-22, squared). ``spectra.
-    normalisation: variance`` divides the scale out and is not checked.
-    """
-    frame = np.asarray(frame, dtype=np.float64)
-    v = np.abs(frame[np.isfinite(frame)])
-    if v.size == 0:
-        return
-    # the 99th percentile: a few wild pixels (a sentinel, a spike) are a status of their own
-    big, med = float(np.percentile(v, 99)), float(np.median(v))
-    high = big * big * dt * n > _FLOAT32_MAX
-    low = med > 0 and (1e-3 * med) ** 2 * dt < _FLOAT32_TINY * 1e2
-    if not (high or low):
-        return
-    level = f"values of {big:.3g} (99th percentile)" if high else f"a median level of {med:.3g}"
-    k = int(np.floor(np.log10(big))) - 3 if high else int(np.ceil(-np.log10(med)))
-    raise ConfigError(
-        f"input: {level} ({which} frame) would give spectra {'above' if high else 'below'} "
-        f"float32's range ({_FLOAT32_MAX:.1e} / {_FLOAT32_TINY:.1e}), in which specfit stores "
-        f"and fits them: rescale the data by 1e{-k if high else k} first (other units; from "
-        "Python, specfit.resample(specfit.ingest(...) * factor) and the stage functions), "
-        "or set spectra.normalisation: variance"
-    )
-
-
 _EMPTY_ENDS_MAX = 20  # frames read at each end of the series, at most, looking for data
 
 
@@ -1269,7 +1233,7 @@ def _trim_empty_ends(arr) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
     """The series without the frames at its start and end that hold no finite pixel (a
     dropout: all NaN, or all zero, which the readers mark as missing), with a warning, and
     the values of the series' first and last frames (read here, and checked by
-    :func:`_check_float32_range`).
+    :func:`specfit.stages.check_float32_range`).
 
     Inside the series such a frame is interpolated across, like a gap; at an end nothing
     lies beyond it, so every pixel's series would start (or end) with a missing sample and

@@ -449,6 +449,44 @@ def report_gaps(gaps: list[tuple[float, float]], dt: float) -> None:
 # ----------------------------------------------------------------------------- spectra
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4e38
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # 1.2e-38, the smallest normal float32
+
+
+def check_float32_range(frame: np.ndarray, dt: float, n: int, which: str = "first") -> None:
+    """Before any work: refuse input whose spectra would leave float32's range.
+
+    Spectra are stored and fitted as float32. From one ``frame`` of the series (``which``:
+    the first or the last, both read anyway by :func:`_trim_empty_ends`): values up to
+    ``big``
+    (its 99th percentile of |value|) give powers up to about ``big^2 dt n``, beyond 3.4e38 they are inf; a fluctuation of
+    1e-3 of the median level gives about ``(1e-3 med)^2 dt``, below 1.2e-38 float32 keeps
+    few or no bits of it (a radio flux in W m^-2 Hz^-1, ~1e-22, squared). ``spectra.
+    normalisation: variance`` divides the scale out and is not checked.
+    """
+    from specfit.errors import ConfigError
+
+    frame = np.asarray(frame, dtype=np.float64)
+    v = np.abs(frame[np.isfinite(frame)])
+    if v.size == 0:
+        return
+    # the 99th percentile: a few wild pixels (a sentinel, a spike) are a status of their own
+    big, med = float(np.percentile(v, 99)), float(np.median(v))
+    high = big * big * dt * n > _FLOAT32_MAX
+    low = med > 0 and (1e-3 * med) ** 2 * dt < _FLOAT32_TINY * 1e2
+    if not (high or low):
+        return
+    level = f"values of {big:.3g} (99th percentile)" if high else f"a median level of {med:.3g}"
+    k = int(np.floor(np.log10(big))) - 3 if high else int(np.ceil(-np.log10(med)))
+    raise ConfigError(
+        f"input: {level} ({which} frame) would give spectra {'above' if high else 'below'} "
+        f"float32's range ({_FLOAT32_MAX:.1e} / {_FLOAT32_TINY:.1e}), in which specfit stores "
+        f"and fits them: rescale the data by 1e{-k if high else k} first (other units; from "
+        "Python, specfit.resample(specfit.ingest(...) * factor) and the stage functions), "
+        "or set spectra.normalisation: variance"
+    )
+
+
 def power_spectra(
     arr: xr.DataArray,
     segments: int = DEFAULTS.spectra.segments,
@@ -508,6 +546,8 @@ def power_spectra(
         freq, _, meta = _pg.periodogram(np.zeros((1, times.size)), dt, **kw)
     except ValueError as exc:
         raise ConfigError(f"specfit.power_spectra: {exc}") from None
+    if normalisation != "variance":  # as a run does, from the series' first frame
+        check_float32_range(np.asarray(arr.isel(time=0).values), dt, times.size)
     arr = _time_contiguous(arr)
     data = arr.data
     nf = freq.size

@@ -1147,3 +1147,25 @@ def test_input_whose_spectra_leave_float32_range_is_refused_before_work(
     )
     plan_run(variance)  # the scale divides out
     assert not (tmp_path / "results.zarr").exists()
+
+
+@pytest.mark.parametrize("factor, side", [(1e-22, "below"), (1e19, "above")])
+def test_the_stage_api_refuses_spectra_beyond_float32_too(factor, side):
+    """specfit.power_spectra stores float32 as a run does, but did not check the range: data
+    ~1e-22 (a radio flux in W m^-2 Hz^-1) fitted with an index off by 0.12 and status 0, or
+    status 7/3 at 1e-25; ~1e17 and above read 'NaN or inf in the spectrum' (the API reviewer's
+    finding). It now refuses before any work, as a run does."""
+    import numpy as np
+    import xarray as xr
+
+    import specfit
+    from specfit.errors import ConfigError
+
+    rng = np.random.default_rng(1)
+    walk = 100.0 + np.cumsum(rng.normal(0, 1, (64, 3, 4)), axis=0)
+    arr = xr.DataArray(walk, dims=("time", "y", "x"), coords={"time": np.arange(64) * 12.0})
+    series = specfit.resample(arr)
+    specfit.power_spectra(series)  # in range: runs
+    with pytest.raises(ConfigError, match=f"spectra {side} float32's range.*rescale the data"):
+        specfit.power_spectra(series * factor)
+    specfit.power_spectra(series * factor, normalisation="variance")  # the scale divides out
