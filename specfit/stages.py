@@ -621,10 +621,18 @@ def power_spectra(
 def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None) -> dict[str, Any]:
     """alias -> Model from names (or Model objects), after loading user model files."""
     from specfit import models as M
-    from specfit.errors import ConfigError
+    from specfit.errors import ConfigError, SpecfitError
 
     if user_models:
-        M.load_user_models(list(user_models))
+        try:
+            M.load_user_models(list(user_models))
+        except (ImportError, FileNotFoundError, ValueError) as exc:
+            if isinstance(exc, SpecfitError):
+                raise
+            msg = str(exc)  # a message that names its key already is not prefixed again
+            raise ConfigError(
+                msg if msg.startswith("fit.") else f"fit.user_models: {msg}"
+            ) from None
     if models is None:
         models = dict(DEFAULTS.fit.models)
     if isinstance(models, Mapping) and not models:
@@ -640,6 +648,13 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
             model = M.get_model(m) if isinstance(m, str) else m
         except KeyError as exc:  # its message, without the quotes str(KeyError) adds
             raise ConfigError(f"fit.models.{alias}: {exc.args[0]}") from None
+        if not isinstance(model, M.Model) or not model.name:
+            what = "a Component" if isinstance(model, M.Component) else type(model).__name__
+            what = "an unnamed sum of components" if isinstance(model, M.Model) else what
+            raise ConfigError(
+                f"fit.models.{alias}: {what} is not a model; name a sum of components, e.g. "
+                "(POWER_LAW + TAIL).named('my_model'), or give a registered model's name"
+            )
         if bounds and model.name in bounds:
             with _specfit_errors():
                 model = model.with_bounds(dict(bounds[model.name]))
@@ -811,6 +826,20 @@ def fit(
     if dof is not None and not isinstance(dof, xr.DataArray):
         if not (np.isfinite(dof) and float(dof) > 0):
             raise ConfigError(f"specfit.fit: dof={dof!r} must be a positive number")
+    if isinstance(dof, xr.DataArray) and dict(dof.sizes) != {d: power.sizes[d] for d in ("y", "x")}:
+        raise ConfigError(
+            f"specfit.fit: dof must be a number or a DataArray with dims (y, x) of the "
+            f"spectra's size {power.sizes['y']} x {power.sizes['x']}; got dims {dof.dims} "
+            f"and shape {dof.shape}"
+        )
+    if sigma is not None and not (
+        isinstance(sigma, xr.DataArray) and dict(sigma.sizes) == dict(power.sizes)
+    ):
+        raise ConfigError(
+            "specfit.fit: sigma must be a DataArray with the spectra's dims and sizes "
+            f"{dict(power.sizes)} (e.g. from power_spectra(..., with_sigma=True)); got "
+            f"{type(sigma).__name__} {getattr(sigma, 'sizes', getattr(sigma, 'shape', ''))}"
+        )
     mods = resolve_models(models, user_models, bounds)
     if method == "lsq" and sigma is None and options["weights"] != "dlogf":
         raise ConfigError(

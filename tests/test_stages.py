@@ -269,3 +269,35 @@ def test_a_gap_just_above_max_gap_is_not_printed_as_max_gap(caplog):
         stages.report_gaps([(0.0, 24.014), (100.0, 148.0)], 12.0)
     a, b = (r.getMessage() for r in caplog.records)
     assert "(2.001 cadences)" in a and "(4.0 cadences)" in b, (a, b)
+
+
+def test_fit_argument_errors_are_specfit_errors(tmp_path):
+    """The README promises a SpecfitError naming the argument for every bad argument of the
+    stage functions; the API reviewer found raw ImportError / ValueError / AttributeError /
+    TypeError for these, one of them only at compute time."""
+    from specfit.errors import ConfigError
+    from specfit.models import POWER_LAW, TAIL
+
+    rng = np.random.default_rng(0)
+    power = xr.DataArray(
+        rng.exponential(size=(40, 3, 4)) + 1.0,
+        dims=("freq", "y", "x"),
+        coords={"freq": np.arange(1, 41) / 960.0},
+    )
+    raising = tmp_path / "raising_models.py"
+    raising.write_text("raise RuntimeError('my bug')\n")
+    empty = tmp_path / "no_models.py"
+    empty.write_text("X = 1\n")
+    cases = [
+        ({"user_models": [str(raising)]}, r"fit.user_models: error while importing .*my bug"),
+        ({"user_models": ["no_such_module_xyz"]}, r"fit.user_models"),
+        ({"user_models": [str(empty)]}, r"fit.user_models: .*defines no model"),
+        ({"models": {"a": POWER_LAW}}, r"fit.models.a: a Component is not a model"),
+        ({"models": {"a": POWER_LAW + TAIL}}, r"fit.models.a: an unnamed sum of components"),
+        ({"dof": xr.DataArray(np.full(3, 2.0), dims=("q",))}, r"dof must be .* dims \(y, x\)"),
+        ({"method": "lsq", "sigma": np.ones((40, 3, 4))}, r"sigma must be a DataArray"),
+        ({"method": "lsq", "sigma": power.isel(freq=slice(0, 39))}, r"sigma must be a DataArray"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            stages.fit(power, **kwargs)

@@ -57,7 +57,7 @@ STATUS_CODES: dict[int, str] = {
     1: "max_iter: not converged within max_iter steps; values are the last iterate",
     2: "nonfinite_input: NaN or inf in the spectrum (or sigma); not fitted",
     3: "constant_input: the spectrum is constant (e.g. all zero); not fitted",
-    4: "invalid_input: negative power (whittle, lsq_log), zero power (lsq_log) or sigma <= 0 (lsq); not fitted",
+    4: "invalid_input: negative power (whittle, lsq_log), zero power (lsq_log), sigma <= 0 (lsq) or a dof that is not a positive number; not fitted",
     5: "too_few_bins: fewer frequency bins than parameters + 1; not fitted",
     6: "singular_curvature: converged but the Fisher matrix is singular; errors are NaN",
     7: "at_bound: converged with a parameter on a bound (that parameter's error is NaN)",
