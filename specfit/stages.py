@@ -709,10 +709,14 @@ def check_settings(stage: str, section: Any, values: dict) -> None:
     try:
         section.model_validate(values)
     except ValidationError as exc:
-        bad = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"specfit.{stage}: {bad}") from None
+        parts = []
+        for e in exc.errors():
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["loc"]:
+                parts.append(f"{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {msg}")
+            else:  # a check across arguments (fmax above fmin): its message names them
+                parts.append(msg)
+        raise ConfigError(f"specfit.{stage}: {'; '.join(parts)}") from None
 
 
 def _check_fit_settings(method: str, options: dict, power: xr.DataArray) -> None:
