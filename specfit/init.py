@@ -112,15 +112,23 @@ def _list(folder: str, suffixes: tuple[str, ...]) -> list[str]:
     )
 
 
-def _majority_suffix(files: list[str]) -> str:
-    exts = [
-        next((s for s in _FITS_SUFFIXES + _IMAGE_SUFFIXES if f.lower().endswith(s)), "")
-        for f in files
-    ]
-    best = max(set(exts), key=exts.count)
-    # Keep the case the files use (a glob is case-sensitive).
-    sample = next(f for f, e in zip(files, exts, strict=True) if e == best)
-    return "*" + sample[len(sample) - len(best) :]
+def _suffix_pattern(files: list[str]) -> tuple[str, str]:
+    """(input.pattern, how to say it) for frames of one kind: ``*.fits`` when they share one
+    suffix (in the case the files use: a glob is case-sensitive), else ``*``, which the reader
+    narrows to the kind's suffixes, so that no frame is left out (a folder of half ``.fits``,
+    half ``.fits.gz`` frames lost one half before, and which half varied between runs)."""
+    suffixes = sorted(
+        {
+            f[len(f) - len(s) :]
+            for f in files
+            for s in (
+                next((s for s in _FITS_SUFFIXES + _IMAGE_SUFFIXES if f.lower().endswith(s)), ""),
+            )
+        }
+    )
+    if len(suffixes) == 1:
+        return "*" + suffixes[0], "*" + suffixes[0]
+    return "*", ", ".join("*" + s for s in suffixes)
 
 
 def _choose_input(path: str) -> tuple[dict[str, Any], dict[str, str], list[str]]:
@@ -157,17 +165,17 @@ def _choose_input(path: str) -> tuple[dict[str, Any], dict[str, str], list[str]]
                     )
                 p = cubes[0]
             else:
-                pattern = _majority_suffix(fits_files)
-                reasons["kind"] = f"{len(fits_files)} single-frame FITS files"
+                pattern, said = _suffix_pattern(fits_files)
+                reasons["kind"] = f"{len(fits_files)} single-frame FITS files ({said})"
                 return (
                     {"kind": "fits_series", "path": p, "pattern": pattern},
                     reasons,
                     notes,
                 )
         else:
-            pattern = _majority_suffix(img_files)
-            files = [f for f in img_files if f.endswith(pattern[1:])]
-            reasons["kind"] = f"{len(files)} {pattern[2:].upper()} images (no FITS header)"
+            pattern, said = _suffix_pattern(img_files)
+            files = img_files
+            reasons["kind"] = f"{len(files)} images ({said}; no FITS header)"
             section: dict[str, Any] = {"kind": "images", "path": p, "pattern": pattern}
             tp = guess_time_pattern(files)
             if tp is not None:
@@ -277,11 +285,18 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
         "zarr": "frames in a Zarr store",
         "array": "frames in a .npy cube",
     }.get(kind, kind)
-    shown = f" ({cfg.pattern})" if kind in ("fits_series", "images") else ""
+    shown = ""
+    if kind == "images":
+        from specfit.io.fits_series import list_files
+        from specfit.io.images import IMAGE_SUFFIXES
+
+        shown = f" ({_suffix_pattern(list_files(cfg, IMAGE_SUFFIXES))[1]})"
     if kind == "fits_series":
         from specfit.io.fits_series import FITS_SUFFIXES, list_files
 
-        left_out = len(list_files(cfg, FITS_SUFFIXES)) - nt
+        listed = list_files(cfg, FITS_SUFFIXES)
+        shown = f" ({_suffix_pattern(listed)[1]})"
+        left_out = len(listed) - nt
         if left_out > 0:  # by their quality word (the warning above names them)
             shown += f", {left_out} more left out for their {cfg.quality_key}"
     report.append(f"  input       {kind}: {nt} {what}{shown}")

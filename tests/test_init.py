@@ -361,3 +361,28 @@ def test_init_out_refuses_an_input_file(tmp_path):
     with pytest.raises(ConfigError, match=r"^--out .*times.txt is one of the input files"):
         init_config(tmp_path, csv, force=True)  # ...unless the input reads it
     assert csv.read_text() == before
+
+
+def test_init_reads_every_frame_of_a_folder_mixing_fits_suffixes(tmp_path):
+    """Half the frames gzipped (.fits and .fits.gz): init wrote the majority suffix's pattern,
+    a tie broken by set order, so one half was left out without a word (a series at twice
+    the cadence) and which half varied between runs (the first-user reviewer). Now the
+    pattern reads both, and init says which suffixes it read."""
+    import gzip
+    import shutil
+
+    from specfit.synthetic import make_synthetic
+
+    frames = make_synthetic(tmp_path / "s", shape=(8, 8), n_frames=40, seed=1).frames
+    files = sorted(frames.glob("*.fits"))
+    for i, f in enumerate(files):
+        if i % 2:
+            with open(f, "rb") as a, gzip.open(f"{f}.gz", "wb") as b:
+                shutil.copyfileobj(a, b)
+            f.unlink()
+    report, _ = init_config(frames, tmp_path / "c.yaml")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert f"{len(files)} single-frame FITS files (*.fits, *.fits.gz)" in report
+    from specfit.io import open_input
+
+    assert open_input(cfg.input).shape[0] == len(files)
