@@ -984,6 +984,11 @@ def _describe_plan(cfg: Config, plan: RunPlan) -> None:
             cfg.fit.method,
         )
     _report_exposure_mismatches(plan.arr)
+    from specfit.stages import coarse_cadence_warning
+
+    coarse = coarse_cadence_warning(plan.times, plan.dt)
+    if coarse:
+        log.warning(coarse)
     if plan.nyquist_keep < 0.9:
         steps = np.diff(plan.times)
         long_step = float(np.percentile(steps, 90)) if steps.size else plan.dt

@@ -365,6 +365,26 @@ def check_samples(times: np.ndarray, new_times: np.ndarray, cadence: float | Non
     )
 
 
+def coarse_cadence_warning(times: np.ndarray, dt: float) -> str | None:
+    """The warning for a grid coarser than the frames (``dt`` over 1.5x their median
+    spacing), or None: linear interpolation then skips frames, which are never used, and
+    the power above the grid's Nyquist frequency folds into the band unfiltered."""
+    d = np.diff(np.asarray(times, dtype=float))
+    d = d[d > 0]
+    if d.size == 0:
+        return None
+    median = float(np.median(d))
+    if not dt > 1.5 * median:
+        return None
+    return (
+        f"resample.cadence {dt:.4g} s is {dt / median:.2g}x the frames' median spacing "
+        f"{median:.4g} s: the grid skips frames (they are not used) and the power between "
+        f"its Nyquist frequency {0.5 / dt:.3g} Hz and the frames' {0.5 / median:.3g} Hz folds "
+        f"into the band; set resample.cadence: {median:.4g} (or null, the grid closest to "
+        "the frames)"
+    )
+
+
 def uniform_grid(times: np.ndarray, cadence: float | None, files: Any = None) -> np.ndarray:
     """The uniform time grid of frames at ``times`` (s), checked: refused before it is made
     when it would be mostly interpolation (:func:`check_grid_size`), and after when it holds
@@ -412,6 +432,9 @@ def resample(
         dt = float(new_times[1] - new_times[0])
         gaps = _rs.find_gaps(times, dt, max_gap)
     report_gaps(gaps, dt)
+    coarse = coarse_cadence_warning(times, dt)
+    if coarse:
+        log.warning(coarse)
     arr = _time_contiguous(arr, tile)
     data = arr.data.astype(np.float32)
     out = da.map_blocks(

@@ -318,3 +318,32 @@ def test_a_check_across_stage_arguments_names_them_in_one_line():
     with pytest.raises(ConfigError) as e:
         stages.power_spectra(series, fmin=0.01, fmax=0.001)
     assert str(e.value) == "specfit.power_spectra: fmax must be greater than fmin"
+
+
+def test_a_grid_coarser_than_the_frames_is_warned_about(tmp_path, caplog):
+    """resample.cadence 2x the frames' spacing: the grid lands on every other frame, so no
+    interpolation warning fired, half the frames went unused and the power above the grid's
+    Nyquist folded into the band without a word (the first-user reviewer). The run and
+    specfit.resample now warn, naming the frames' spacing to use."""
+    import logging
+
+    from conftest import tiny_config
+    from specfit.pipeline import run
+
+    times = np.arange(64) * 12.0
+    arr = xr.DataArray(
+        np.random.default_rng(0).random((64, 2, 2)) + 1.0,
+        dims=("time", "y", "x"),
+        coords={"time": times},
+    )
+    with caplog.at_level(logging.WARNING, logger="specfit"):
+        stages.resample(arr)
+        stages.resample(arr, cadence=15.0)  # 1.25x: interpolation, no frame skipped
+        assert "skips frames" not in caplog.text
+        stages.resample(arr, cadence=24.0)
+        assert "resample.cadence 24 s is 2x the frames' median spacing 12 s" in caplog.text
+        caplog.clear()
+        cfg = tiny_config(tmp_path)
+        cfg.setdefault("resample", {})["cadence"] = 2 * float(cfg["input"]["synthetic"]["cadence"])
+        run(cfg)
+        assert "the grid skips frames (they are not used)" in caplog.text
