@@ -211,7 +211,7 @@ def _per_frame(arr: Any, name: str, default: float) -> np.ndarray:
     return np.full(arr.sizes["time"], default)
 
 
-def _exposure_steps(exp: np.ndarray) -> list[str]:
+def _exposure_steps(exp: np.ndarray, kind: str = "fits_series") -> list[str]:
     """A note (header-only) on the frames whose exposure is more than
     :data:`specfit.stages.EXPOSURE_STEP` times off the series' median: automatic exposure
     control, or a table the data contradict (IRIS Si IV, docs/data.md). The run reads their
@@ -228,10 +228,16 @@ def _exposure_steps(exp: np.ndarray) -> list[str]:
         return []
     first, last = int(off[0]), int(off[-1])
     where = f"frame {first}" if off.size == 1 else f"frames {first}-{last}"
+    if last == exp.size - 1 and off.size == last - first + 1:  # the series' last frames
+        how = f"input.max_frames: {first} leaves them out"
+    elif kind == "fits_series":
+        how = "to leave them out, move those files out of the folder or narrow input.pattern"
+    else:  # one file: input.max_frames cuts only its end
+        how = "input.max_frames cannot leave them out: they are not the last frames"
     return [
         f"              {off.size} frame(s) ({where}) have an exposure over {EXPOSURE_STEP:g}x "
         f"from the median {med:.4g} s: the run checks them against their data before any work "
-        "(input.max_frames can leave the last ones out)"
+        f"({how})"
     ]
 
 
@@ -389,7 +395,7 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
         if exp is not None:
             src = "EXPTIMES column" if kind == "fits_cube" and exp.std() > 0 else cfg.exposure_key
             report.append(f"  exposure    {src}: {np.nanmin(exp):.4g} .. {np.nanmax(exp):.4g} s")
-            report += _exposure_steps(np.asarray(exp, dtype=float))
+            report += _exposure_steps(np.asarray(exp, dtype=float), kind)
             input_out["exposure_key"] = cfg.exposure_key
             input_out["normalise_exposure"] = True
             reasons["normalise_exposure"] = (

@@ -93,6 +93,7 @@ def test_init_iris_folder_of_cubes(shared_data, tmp_path, no_pixels):
     assert "54 frames" in report and "IRIS SJI, 1400 angstrom" in report
     # the frames under automatic exposure control are named from the headers (docs/data.md)
     assert "10 frame(s) (frames 44-53) have an exposure over 1.5x from the median 8 s" in report
+    assert "(input.max_frames: 44 leaves them out)" in report  # the series' last frames
     assert not cfg.prep.derotate and "tracks solar rotation" in report
     assert cfg.input.missing_below == -50.0 and cfg.input.normalise_exposure
     assert cfg.resample.max_gap == 2.5  # the regular 37.5 s steps are not gaps
@@ -386,3 +387,18 @@ def test_init_reads_every_frame_of_a_folder_mixing_fits_suffixes(tmp_path):
     from specfit.io import open_input
 
     assert open_input(cfg.input).shape[0] == len(files)
+
+
+def test_init_exposure_note_says_how_to_leave_the_frames_out():
+    """The note named input.max_frames, which keeps the first N frames, also for frames in the
+    middle of a series (the first-user reviewer); it now gives the value for a trailing block
+    and another way otherwise."""
+    from specfit.init import _exposure_steps
+
+    exp = np.full(40, 2.0)
+    exp[34:] = 8.0
+    assert "(input.max_frames: 34 leaves them out)" in _exposure_steps(exp)[0]
+    exp = np.full(40, 2.0)
+    exp[20:30] = 8.0
+    assert "move those files out of the folder or narrow input.pattern" in _exposure_steps(exp)[0]
+    assert "input.max_frames cannot leave them out" in _exposure_steps(exp, "fits_cube")[0]
