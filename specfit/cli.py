@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("run", "demo"):
         previous = _quiet_on_interrupt()
         _quiet_resource_tracker()
+        args.store_stamp = _store_stamp(args)
     try:
         return _dispatch(args)
     except BrokenPipeError:
@@ -337,6 +338,11 @@ def _resume_hint(args: argparse.Namespace) -> str:
         from specfit.workspace import is_specfit_results
 
         complete = is_complete(store)
+        before = getattr(args, "store_stamp", "not recorded")
+        if complete and before != "not recorded" and _store_stamp(args) != before:
+            # the interrupt came after this run had finished the store (while it said so, or
+            # shut its cluster down): nothing to redo
+            return f"; {store} was finished by this run before the interrupt: it is complete"
         if complete or not is_specfit_results(store):
             # stopped before the new store was made (an --overwrite run still in its cube
             # stage, or a first run): there is nothing of this run to resume
@@ -347,6 +353,20 @@ def _resume_hint(args: argparse.Namespace) -> str:
                 "again to start over"
             )
     return f"; the finished part is kept: run `{shlex.join([*cmd, '--resume'])}` to complete it"
+
+
+def _store_stamp(args: argparse.Namespace) -> tuple | None:
+    """(complete, modification time of its metadata) of the store a run or demo writes, to
+    tell afterwards whether this run finished it; None if there is none (yet)."""
+    store = _results_path(args)
+    if store is None:
+        return None
+    from specfit.store import is_complete
+
+    try:
+        return is_complete(store), (store / "zarr.json").stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def _results_path(args: argparse.Namespace):

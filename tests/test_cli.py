@@ -152,6 +152,15 @@ def test_interrupt_hint_follows_what_the_store_holds(demo_store, tmp_path):
     assert (
         "previous results are unchanged" in hint and "--set spectra.segments=2 --overwrite`" in hint
     )
+    # Ctrl-C after this run had finished the store (while it printed its summary, say): the
+    # hint said "stopped before any tile was saved (the previous results are unchanged)" and
+    # to run again (the first-user reviewer); the store this run wrote is complete
+    from specfit.cli import _store_stamp
+
+    args.store_stamp = None  # no store when the run began
+    assert f"{store} was finished by this run before the interrupt" in _resume_hint(args)
+    args.store_stamp = _store_stamp(args)  # the same complete store as when it began
+    assert "previous results are unchanged" in _resume_hint(args)
     meta = json.loads((store / "zarr.json").read_text())
     meta["attributes"]["complete"] = False
     (store / "zarr.json").write_text(json.dumps(meta))
