@@ -628,7 +628,8 @@ def power_spectra(
             cadence=dt,
             box_dof=box_dof,
         ),
-        "units": power_units(arr.attrs.get("bunit"), normalisation),
+        # the intensity's unit: specfit's own attr (FITS BUNIT), else xarray's convention
+        "units": power_units(arr.attrs.get("bunit") or arr.attrs.get("units"), normalisation),
     }
     dims = ("freq", "y", "x")
     power = xr.DataArray(pw, dims=dims, coords=coords, name="power", attrs=attrs)

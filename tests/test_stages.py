@@ -347,3 +347,15 @@ def test_a_grid_coarser_than_the_frames_is_warned_about(tmp_path, caplog):
         cfg.setdefault("resample", {})["cadence"] = 2 * float(cfg["input"]["synthetic"]["cadence"])
         run(cfg)
         assert "the grid skips frames (they are not used)" in caplog.text
+
+
+def test_power_spectra_take_the_unit_from_xarrays_units_attr_too():
+    """A DataArray in xarray's convention (attrs units, not specfit's bunit) got spectra in
+    '(intensity)^2/Hz' (the API reviewer)."""
+    arr = xr.DataArray(
+        np.random.default_rng(0).random((64, 2, 2)) + 1.0,
+        dims=("time", "y", "x"),
+        coords={"time": np.arange(64) * 12.0},
+        attrs={"units": "DN/s"},
+    )
+    assert stages.power_spectra(stages.resample(arr)).attrs["units"] == "(DN/s)^2/Hz"
