@@ -604,3 +604,27 @@ def test_significance_md_null_field_table_quotes_its_json():
     assert f"the mean {mean:.1f} % is {(mean - 5) / se:.1f} standard errors high" in text
     secs = [r["seconds"] for r in rows.values()]
     assert f"{min(secs):.0f}–{max(secs):.0f} s per field" in text
+
+
+def test_fitting_md_api_fit_table_quotes_benchmarks_api_fit_json():
+    """docs/fitting.md's specfit.fit table is benchmarks/api_fit.json as the script stored it
+    (before, the script only printed its figures)."""
+    r = json.loads((ROOT / "benchmarks" / "api_fit.json").read_text())
+    cold, warm = r["first_call"]["cold"], r["first_call"]["warm"]
+    th = r["threaded"]
+    one, two, chunk = th["1 thread"], th["2 threads"], th["2 threads, one chunk (before)"]
+    n = r["size"] ** 2
+    text = page_text("docs/fitting.md")
+    rows = [
+        f"| {cold['first']:.1f} s (a second call {cold['second']:.1f} s: "
+        f"{cold['first'] - cold['second']:.1f} s start-up,",
+        f"| {warm['first']:.1f} s (a second call {warm['second']:.1f} s: "
+        f"{warm['first'] - warm['second']:.1f} s start-up) |",
+        f"| {one['wall']:.1f} s ({n / one['wall']:,.0f} px/s) / {two['wall']:.1f} s "
+        f"({n / two['wall']:,.0f} px/s): **{one['wall'] / two['wall']:.2f}×** (CPU / wall "
+        f"{one['cpu'] / one['wall']:.2f} and {two['cpu'] / two['wall']:.2f} cores) |",
+        f"| {chunk['wall']:.1f} s ({n / chunk['wall']:,.0f} px/s): one core |",
+        f"| {r['control_2_over_1_threads']:.2f}× (the ceiling",
+    ]
+    for row in rows:
+        assert row in text, row
