@@ -257,6 +257,13 @@ def _seconds(arr: xr.DataArray) -> np.ndarray:
         return (t - t[0]).astype("timedelta64[ns]").astype(np.float64) / 1e9
     if np.issubdtype(t.dtype, np.timedelta64):
         return t.astype("timedelta64[ns]").astype(np.float64) / 1e9
+    unit = str(arr["time"].attrs.get("units", "s")).strip()
+    if (unit.split() or [""])[0] not in _SECONDS:  # "seconds since ...": offsets in seconds
+        # numbers in another unit (ms, min) would be read as seconds: every frequency off
+        raise ValueError(
+            f"the time coordinate's units are {unit!r}; give seconds (or datetime64), e.g. "
+            "arr.assign_coords(time=arr.time / 1000) for milliseconds"
+        )
     try:
         return np.asarray(t, dtype=float)
     except (TypeError, ValueError):
@@ -265,6 +272,10 @@ def _seconds(arr: xr.DataArray) -> np.ndarray:
             f"{t[0]!s}; convert it, e.g. arr.assign_coords(time=arr.time.astype('datetime64[ns]'))"
         ) from None
 
+
+# How a numeric coordinate may say seconds, or hertz (xarray's "units" attr; none: assumed)
+_SECONDS = ("s", "sec", "second", "seconds", "")
+_HERTZ = ("Hz", "hz", "1/s", "1 / s", "s-1", "s^-1", "s**-1", "")
 
 # A uniform grid with more samples than this per frame is mostly interpolation: a frame's
 # time far from the others, or a cadence far below the frames'.
@@ -754,6 +765,10 @@ def _check_fit_settings(method: str, options: dict, power: xr.DataArray) -> None
     check_settings("fit", FitConfig, values)
     if "freq" not in power.coords:
         raise ConfigError("specfit.fit: power has no freq coordinate (Hz); give one")
+    unit = str(power["freq"].attrs.get("units", "Hz")).strip()
+    if unit not in _HERTZ:
+        # mHz read as Hz would leave the index right and every amplitude and bump centre off
+        raise ConfigError(f"specfit.fit: the freq coordinate's units are {unit!r}; give it in Hz")
     f = np.asarray(power["freq"].values, dtype=float)
     if f.size < 2 or not (np.all(np.isfinite(f)) and f[0] > 0 and np.all(np.diff(f) > 0)):
         raise ConfigError(

@@ -359,3 +359,32 @@ def test_power_spectra_take_the_unit_from_xarrays_units_attr_too():
         attrs={"units": "DN/s"},
     )
     assert stages.power_spectra(stages.resample(arr)).attrs["units"] == "(DN/s)^2/Hz"
+
+
+def test_time_and_frequency_coordinates_in_other_units_are_refused():
+    """A time coordinate in milliseconds was read as seconds (frequencies ~1e-7 Hz) and a freq
+    coordinate in mHz as Hz (amplitudes and bump centres off), silently (the API reviewer).
+    Where the coordinate says its unit (xarray's attrs), another unit is refused."""
+    from specfit.errors import ConfigError, InputError
+
+    values = np.random.default_rng(0).random((64, 2, 2)) + 1.0
+    for unit, ok in (
+        ("ms", False),
+        ("min", False),
+        ("s", True),
+        ("seconds since 2012-06-06", True),
+    ):
+        arr = xr.DataArray(
+            values,
+            dims=("time", "y", "x"),
+            coords={"time": ("time", np.arange(64) * 12.0, {"units": unit})},
+        )
+        if ok:
+            stages.resample(arr)
+        else:
+            with pytest.raises(InputError, match=f"time coordinate's units are '{unit}'"):
+                stages.resample(arr)
+    power = stages.power_spectra(stages.resample(arr))
+    milli = power.assign_coords(freq=("freq", power["freq"].values * 1e3, {"units": "mHz"}))
+    with pytest.raises(ConfigError, match="freq coordinate's units are 'mHz'; give it in Hz"):
+        stages.fit(milli)
