@@ -360,6 +360,15 @@ def test_a_user_shape_with_a_wrong_derivative_is_refused():
     with pytest.raises(ValueError, match=r"shape lor: its derivative with respect to l_center"):
         M.check_output(bad, F)
 
+    # a shape that overflows on part of the grid at the checked point is compared elsewhere
+    def ramp(lnf, r_amp):
+        """a (ln f + 9), inf above 0.01 Hz"""
+        top = lnf > np.log(0.01)
+        return np.where(top, np.inf, r_amp * (lnf + 9.0)), np.where(top, np.inf, lnf + 9.0)
+
+    comp = M.Component("r", ramp, (M.Parameter("r_amp", M.SPECTRUM_UNIT, (0, np.inf), 1.0),))
+    M.check_output((M.get_model("powerlaw_tail") + comp).named("user_ramp"), F)
+
 
 def test_a_seedless_user_bump_starts_from_the_fitted_base_model():
     """A user bump declared without a seed started from its defaults with the base model's
