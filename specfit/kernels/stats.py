@@ -169,8 +169,13 @@ class NullReference:
     chi2_3 nor a chi2 mixture is right. The reference is therefore the empirical distribution
     of the statistic on spectra simulated under the smaller model with the same frequencies,
     dof and fitting settings. p-values are empirical, ``(1 + #{null >= t}) / (N + 1)``, down to
-    the ``ntail``-th largest null value; beyond it a scaled chi-square fitted to the positive
-    part of the sample by moments extrapolates the tail, joined continuously.
+    the ``ntail``-th largest null value; beyond it the tail is extrapolated as exponential
+    (peaks over a threshold: the excesses of chi-square-like statistics over a high threshold
+    are exponential), ``p* exp(-(t - t*) / s)``, joined continuously at that value ``t*``,
+    with ``s`` the mean excess of the largest tenth of the sample (at least 50 values) over
+    the next value. (A scaled chi-square fitted to the whole sample by moments, used before,
+    falls off faster than the simulated tail: on 150 samples of 2,000 AIA-grid null
+    statistics against 300,000 it gave p-values 0.23x the truth at p = 1e-4; this 1.5x.)
 
     Parameters
     ----------
@@ -187,14 +192,12 @@ class NullReference:
             raise ValueError(f"need at least 50 simulated statistics, got {z.size}")
         self.null = z
         self.n = z.size
-        pos = z[z > 1e-9]
-        mean, var = pos.mean(), pos.var()
-        # c chi2_nu: mean c nu, variance 2 c^2 nu
-        self.c = var / (2.0 * mean) if mean > 0 else 1.0
-        self.nu = mean / self.c if mean > 0 else 1.0
         self.ntail = min(ntail, self.n)
         self.t_star = z[self.n - self.ntail]
         self.p_star = (1.0 + self.ntail) / (self.n + 1.0)
+        nfit = min(max(50, self.n // 10), self.n - 1)
+        top = z[self.n - nfit :]
+        self.scale = float(np.mean(top - z[self.n - nfit - 1]))  # exponential: the mean excess
 
     def pvalue(self, stat: np.ndarray) -> np.ndarray:
         """p-values of observed statistics (NaN stays NaN)."""
@@ -204,9 +207,8 @@ class NullReference:
         p = (1.0 + ge) / (self.n + 1.0)
         tail = tt > self.t_star
         if np.any(tail):
-            sf_star = stats.chi2.sf(self.t_star / self.c, self.nu)
-            sf = stats.chi2.sf(tt[tail] / self.c, self.nu)
-            p[tail] = self.p_star * sf / max(sf_star, 1e-300)
+            excess = (tt[tail] - self.t_star) / max(self.scale, 1e-300)
+            p[tail] = self.p_star * np.exp(-excess)
         return np.where(np.isfinite(t), np.minimum(p, 1.0), np.nan)
 
     def quantile(self, q: float) -> float:
