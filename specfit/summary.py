@@ -153,7 +153,7 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
             s = (s if written is None else s[written]).ravel()
             vals, counts = np.unique(s, return_counts=True)
             parts = [
-                f"{codes.get(str(int(v)), str(int(v)))}: {100 * c / s.size:.1f}%"
+                f"{codes.get(str(int(v)), str(int(v)))}: {_share(c, s.size)}"
                 for v, c in zip(vals, counts, strict=True)
             ]
             lines.append(f"  {st}: " + ", ".join(parts))
@@ -223,3 +223,10 @@ def _field_lines(ds: xr.Dataset) -> list[str]:
             rule = ds[name].attrs.get("rule", "")
             lines.append(f"    {name}{f' ({rule})' if rule else ''}: " + ", ".join(parts))
     return lines
+
+
+def _share(count: int, total: int) -> str:
+    """A share in per cent to 0.1, with the count where that would read 0.0 % (a status of
+    one pixel in 37,098 is not none)."""
+    pct = 100 * count / total
+    return f"{pct:.1f}%" if pct >= 0.05 or count == 0 else f"{count} px (<0.1%)"

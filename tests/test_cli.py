@@ -286,3 +286,12 @@ def test_a_full_disk_is_one_line_with_what_to_do(tmp_path, capsys, monkeypatch):
     lines = [ln for ln in err.splitlines() if ln.startswith("specfit: error")]
     assert len(lines) == 1 and "No space left on device writing" in lines[0], err
     assert "cube.zarr/c/0: free space" in lines[0] and "Traceback" not in err
+
+
+def test_info_names_a_status_count_that_rounds_to_nothing():
+    """specfit info printed "max_iter: 0.0%" for 1 pixel of 37,098 (the significance
+    reviewer): a status that is there is not shown as none."""
+    from specfit.summary import _share
+
+    assert _share(1, 37098) == "1 px (<0.1%)"
+    assert _share(0, 37098) == "0.0%" and _share(400, 37098) == "1.1%"
