@@ -34,6 +34,7 @@ from specfit.config import SCIENCE_SECTIONS, Config, OutputConfig, config_diff, 
 from specfit.errors import ConfigError, RunError, StoreError
 from specfit.store import (
     StoreLayout,
+    code_sha256,
     config_hash,
     done_tiles,
     finalise_store,
@@ -217,6 +218,16 @@ def _check_store_target(
         raise StoreError(
             f"refusing to resume {path}: it has no record of its inputs (an earlier specfit "
             "wrote it); start again with --overwrite"
+        )
+    if attrs.get("specfit_code_sha256") != code_sha256():
+        # its finished tiles were computed by other code: finishing it with this one would
+        # give maps whose tiles differ in how they were made
+        was = str(attrs.get("specfit_code_sha256") or "not recorded")[:12]
+        raise StoreError(
+            f"refusing to resume {path}: it was started by other specfit code (specfit "
+            f"{attrs.get('specfit_version', '?')}, sources {was}; these are "
+            f"{code_sha256()[:12]}); finish it with the specfit that started it, or start "
+            "again with --overwrite"
         )
     if changed:
         # Its finished tiles describe the old inputs: mixing them with new ones would give
@@ -736,6 +747,7 @@ def _layout(
         "input_fingerprint": json.dumps(fingerprint or {}),
         "run_key": run_key(science, fingerprint),
         "specfit_version": __version__,
+        "specfit_code_sha256": code_sha256(),
         **fit_attrs(plan.models, cfg.fit.method, pu, spectra),
         "cube_path": str(cube_path) if cfg.output.keep_cube else "",
         "start_time": str(arr.attrs.get("start_time", "")),

@@ -19,7 +19,8 @@ Layout (a Zarr v3 group that ``xarray.open_zarr`` reads as a Dataset):
 - ``tiles_done`` (tile_y, tile_x) int8: 1 once a spatial tile's every variable is written;
 - ``tiles_run`` (tile_y, tile_x) int64: the run key (config + inputs) each tile was
   written under, set just before its ``tiles_done`` mark;
-- attrs: ``config`` (YAML), ``config_hash``, ``specfit_version``, ``models`` and
+- attrs: ``config`` (YAML), ``config_hash``, ``specfit_version``, ``specfit_code_sha256``
+  (:func:`code_sha256`), ``models`` and
   ``status_codes`` (JSON text), ``method``, ``fit_dof``, the :func:`spectra_attrs`, ``cube_path``, ``specfit_kind`` ("results": what lets
   ``--overwrite`` replace it), ``run_key``, ``input_fingerprint``, ``variables``, ``complete``
   (true only when every tile is in, written under this store's own run key), ``tile_size``.
@@ -66,6 +67,7 @@ __all__ = [
     "config_hash",
     "run_key_int",
     "StoreLock",
+    "code_sha256",
 ]
 
 log = logging.getLogger("specfit")
@@ -79,6 +81,23 @@ def config_hash(science: dict) -> str:
     """A stable hash of the science sections of a config (what changes the numbers)."""
     text = json.dumps(science, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_CODE_SHA256: list[str] = []
+
+
+def code_sha256() -> str:
+    """sha256 of specfit's own Python sources (every ``.py`` file of the installed package):
+    a results store records it, and a run resumes only a store begun by the same code, so that
+    an unfinished store never mixes tiles of two versions (the version string alone does not
+    change with every edit of a development install)."""
+    if not _CODE_SHA256:
+        root = Path(__file__).resolve().parent
+        h = hashlib.sha256()
+        for f in sorted(root.rglob("*.py")):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        _CODE_SHA256.append(h.hexdigest())
+    return _CODE_SHA256[0]
 
 
 def run_key_int(run_key: str) -> int:

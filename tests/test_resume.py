@@ -168,3 +168,34 @@ def test_a_tile_larger_than_the_field_is_the_field_and_a_resume_keeps_its_tiles(
     said = [r.getMessage() for r in caplog.records if "output.tile=8 is not used" in r.getMessage()]
     assert len(said) == 1 and "(24 px)" in said[0], said
     assert is_complete(tmp_path / "results.zarr")
+
+
+def test_resume_refuses_a_store_started_by_other_specfit_code(tmp_path):
+    """The run key is the config and the inputs; the version string does not change with
+    every edit of a development install, so an unfinished store begun by other code was
+    finished by this one, with tiles made two ways (found when the LRT's tail changed). The
+    store records a sha256 of specfit's sources; a resume by other code is refused."""
+    import json
+
+    from conftest import tiny_config
+    from specfit.errors import StoreError
+    from specfit.pipeline import run
+    from specfit.store import code_sha256, is_complete
+
+    cfg = tiny_config(tmp_path)
+    results = tmp_path / "results.zarr"
+    run(cfg)
+    meta_path = results / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["attributes"]["specfit_code_sha256"] == code_sha256()
+    # made unfinished, as if cut off: the same code finishes it
+    meta["attributes"]["complete"] = False
+    meta_path.write_text(json.dumps(meta))
+    assert is_complete(run(cfg, resume=True) and results)
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"]["complete"] = False
+    meta["attributes"]["specfit_code_sha256"] = "0" * 64  # begun by other code
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match=r"started by other specfit code .*sources 000000000000"):
+        run(cfg, resume=True)
+    assert not is_complete(results)
