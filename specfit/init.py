@@ -117,15 +117,12 @@ def _suffix_pattern(files: list[str]) -> tuple[str, str]:
     suffix (in the case the files use: a glob is case-sensitive), else ``*``, which the reader
     narrows to the kind's suffixes, so that no frame is left out (a folder of half ``.fits``,
     half ``.fits.gz`` frames lost one half before, and which half varied between runs)."""
-    suffixes = sorted(
-        {
-            f[len(f) - len(s) :]
-            for f in files
-            for s in (
-                next((s for s in _FITS_SUFFIXES + _IMAGE_SUFFIXES if f.lower().endswith(s)), ""),
-            )
-        }
-    )
+    known = _FITS_SUFFIXES + _IMAGE_SUFFIXES
+    found = set()
+    for f in files:
+        suffix = next((s for s in known if f.lower().endswith(s)), "")
+        found.add(f[len(f) - len(suffix) :])  # as the file spells it
+    suffixes = sorted(found)
     if len(suffixes) == 1:
         return "*" + suffixes[0], "*" + suffixes[0]
     return "*", ", ".join("*" + s for s in suffixes)

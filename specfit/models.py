@@ -997,7 +997,7 @@ def _check_derivatives(c: Component, x: np.ndarray, p: np.ndarray, out: tuple, w
     """Raise ValueError if a shape's derivatives disagree with central differences of its
     values at ``p`` (a sign or a factor wrong would make the solver walk the wrong way and
     stop with garbage that looks converged)."""
-    val = np.asarray(out[0], dtype=np.float64)
+    val = np.broadcast_to(np.asarray(out[0], dtype=np.float64), x.shape)
     for k, par in enumerate(c.params):
         h = 1e-6 * max(1.0, abs(float(p[k])))
         up, down = p.copy(), p.copy()
@@ -1009,17 +1009,13 @@ def _check_derivatives(c: Component, x: np.ndarray, p: np.ndarray, out: tuple, w
             ana = np.broadcast_to(np.asarray(out[k + 1], dtype=np.float64), x.shape)
             # compared where the values and both derivatives are finite (a shape may overflow
             # at the checked point on part of the grid; the fits mark such pixels)
-            ok = np.isfinite(num) & np.isfinite(ana) & np.isfinite(np.broadcast_to(val, x.shape))
+            ok = np.isfinite(num) & np.isfinite(ana) & np.isfinite(val)
             if not ok.any():
                 continue
             err = np.max(np.abs(ana - num)[ok])
             scale = max(np.max(np.abs(num[ok])), np.max(np.abs(ana[ok])))
             # central differences lose ~1e-10 |value| / |p| to rounding: far below this floor
-            floor = (
-                1e-6
-                * np.max(np.abs(np.broadcast_to(val, x.shape)[ok]))
-                / max(1.0, abs(float(p[k])))
-            )
+            floor = 1e-6 * np.max(np.abs(val[ok])) / max(1.0, abs(float(p[k])))
         if err > 1e-3 * scale + floor:
             raise ValueError(
                 f"{where}: its derivative with respect to {par.name} disagrees with its values "

@@ -581,7 +581,13 @@ def power_spectra(
     except ValueError as exc:
         raise ConfigError(f"specfit.power_spectra: {exc}") from None
     if normalisation != "variance":  # as a run does, from the series' first frame
-        check_float32_range(np.asarray(arr.isel(time=0).values), dt, times.size)
+        first = arr.isel(time=0)
+        if first.chunks:
+            # a lazy series (resample's) is one chunk along time: reading its first frame
+            # whole would compute every tile's series twice; its first tile's part will do
+            ys, xs = first.chunks
+            first = first.isel(y=slice(0, ys[0]), x=slice(0, xs[0]))
+        check_float32_range(np.asarray(first.values), dt, times.size)
     arr = _time_contiguous(arr)
     data = arr.data
     nf = freq.size
