@@ -521,6 +521,44 @@ def check_float32_range(frame: np.ndarray, dt: float, n: int, which: str = "firs
     )
 
 
+def check_power_range(power: xr.DataArray) -> None:
+    """Before any work: refuse float64 spectra that float32 maps cannot hold.
+
+    :func:`fit` stores every parameter and error as float32 (the results contract). Spectra
+    given in float64 (the caller's own, not :func:`power_spectra`'s, which are checked from
+    the series) whose level lies beyond float32's range gave amplitudes and tails of 0 or inf
+    with status 0. From the first tile's spectra: a 99th percentile above 3.4e38 / 1e3 (the
+    fitted amplitude and errors exceed the data by up to that) or a median below 1.2e-38 * 1e2
+    (the tail sits near the median) is refused, naming the factor to rescale by. float32
+    spectra (a results store's, power_spectra's) are in range by construction: not read.
+    """
+    from specfit.errors import ConfigError
+
+    if power.dtype.itemsize <= 4 or power.dtype.kind != "f":
+        return
+    # the first tile: a lazy array's first chunk (computing it once more), else 32 x 32 px
+    ys, xs = (power.chunksizes["y"][0], power.chunksizes["x"][0]) if power.chunks else (32, 32)
+    first = power.isel(y=slice(0, ys), x=slice(0, xs))
+    v = np.abs(np.asarray(first.values, dtype=np.float64))
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0:
+        return
+    big, med = float(np.percentile(v, 99)), float(np.median(v))
+    high = big > _FLOAT32_MAX * 1e-3
+    if not (high or med < _FLOAT32_TINY * 1e2):
+        return
+    level = f"a 99th percentile of {big:.3g}" if high else f"a median of {med:.3g}"
+    k = -int(round(np.log10(med)))  # brings the median to ~1
+    raise ConfigError(
+        f"specfit.fit: power with {level} (first tile) is too near float32's "
+        f"{'largest' if high else 'smallest'} value ({_FLOAT32_MAX if high else _FLOAT32_TINY:.1e}"
+        f"), in which specfit stores the fitted amplitudes and errors (it needs a median above "
+        f"{_FLOAT32_TINY * 1e2:.1e} and a 99th percentile below {_FLOAT32_MAX * 1e-3:.1e}): "
+        f"rescale the spectra first, e.g. specfit.fit(power * 1e{k}) (amplitudes and tails "
+        "scale by the same factor)"
+    )
+
+
 def power_spectra(
     arr: xr.DataArray,
     segments: int = DEFAULTS.spectra.segments,
@@ -872,6 +910,7 @@ def fit(
         **options,
     }
     _check_fit_settings(method, options, power)
+    check_power_range(power)
     if dof is not None and not isinstance(dof, xr.DataArray):
         if not (np.isfinite(dof) and float(dof) > 0):
             raise ConfigError(f"specfit.fit: dof={dof!r} must be a positive number")

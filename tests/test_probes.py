@@ -1169,3 +1169,30 @@ def test_the_stage_api_refuses_spectra_beyond_float32_too(factor, side):
     with pytest.raises(ConfigError, match=f"spectra {side} float32's range.*rescale the data"):
         specfit.power_spectra(series * factor)
     specfit.power_spectra(series * factor, normalisation="variance")  # the scale divides out
+
+
+@pytest.mark.parametrize("scale, side", [(1e-44, "smallest"), (1e45, "largest")])
+def test_fit_refuses_float64_spectra_that_float32_maps_cannot_hold(scale, side):
+    """specfit.fit stores every amplitude and error as float32, but did not check spectra
+    handed to it in float64: at a level of 1e-44 every amplitude and tail was stored as 0, at
+    1e45 as inf, with status 0. Such spectra are now refused before any work, with the factor
+    that brings them in range; that factor makes the same fit run."""
+    import re
+
+    import numpy as np
+    import xarray as xr
+
+    import specfit
+    from specfit.errors import ConfigError
+
+    rng = np.random.default_rng(3)
+    f = np.arange(1, 101) / (200 * 12.0)
+    level = (f / f[0]) ** -2.0 + 1e-2
+    p = level[:, None, None] * rng.exponential(size=(100, 2, 2))
+    da = xr.DataArray(p * scale, dims=("freq", "y", "x"), coords={"freq": f})
+    with pytest.raises(ConfigError, match=f"too near float32's {side} value.*rescale") as e:
+        specfit.fit(da, models={"M1": "powerlaw_tail"})
+    factor = float(re.search(r"power \* (1e-?\d+)", str(e.value)).group(1))
+    res = specfit.fit(da * factor, models={"M1": "powerlaw_tail"})
+    tail = res["M1_tail"].values
+    assert np.isfinite(tail).all() and (tail > 0).all()
