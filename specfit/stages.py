@@ -282,6 +282,13 @@ _HERTZ = ("Hz", "hz", "1/s", "1 / s", "s-1", "s^-1", "s**-1", "")
 MAX_SAMPLES_PER_FRAME = 10
 
 
+def median_spacing(times: np.ndarray) -> float:
+    """The median of the positive spacings of frame ``times`` (s); 0.0 without any."""
+    d = np.diff(np.asarray(times, dtype=float))
+    d = d[d > 0]
+    return float(np.median(d)) if d.size else 0.0
+
+
 def check_grid_size(times: np.ndarray, cadence: float | None = None, files: Any = None) -> None:
     """Refuse, before any grid is made, a uniform grid of more than
     :data:`MAX_SAMPLES_PER_FRAME` samples per frame, naming its cause.
@@ -311,8 +318,7 @@ def check_grid_size(times: np.ndarray, cadence: float | None = None, files: Any 
     if t.size < 2:
         return
     d = np.diff(t)
-    positive = d[d > 0]
-    median = float(np.median(positive)) if positive.size else 0.0
+    median = median_spacing(t)
     span = float(t[-1] - t[0])
     if not (median > 0 and math.isfinite(span)):
         return
@@ -380,12 +386,8 @@ def coarse_cadence_warning(times: np.ndarray, dt: float) -> str | None:
     """The warning for a grid coarser than the frames (``dt`` over 1.5x their median
     spacing), or None: linear interpolation then skips frames, which are never used, and
     the power above the grid's Nyquist frequency folds into the band unfiltered."""
-    d = np.diff(np.asarray(times, dtype=float))
-    d = d[d > 0]
-    if d.size == 0:
-        return None
-    median = float(np.median(d))
-    if not dt > 1.5 * median:
+    median = median_spacing(times)
+    if not (median > 0 and dt > 1.5 * median):
         return None
     return (
         f"resample.cadence {dt:.4g} s is {dt / median:.2g}x the frames' median spacing "
