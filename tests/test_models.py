@@ -370,6 +370,46 @@ def test_a_user_shape_with_a_wrong_derivative_is_refused():
     M.check_output((M.get_model("powerlaw_tail") + comp).named("user_ramp"), F)
 
 
+def test_a_kinked_user_shape_whose_kink_lands_on_a_bin_passes_the_derivative_check():
+    """A correct broken power law (np.where on the side of the break) was refused on the bins
+    of 512 or 2,048 frames, where the middle of the break's data bounds falls exactly on a
+    bin: there the derivative is one side's, the central difference the two sides' mean (code
+    reviewer). A bin may now match the forward or backward difference; the same shape with a
+    sign error is still refused on that grid."""
+
+    def bpl_shape(sign):
+        def bpl(lnf, b_amp, b_n1, b_n2, b_lnbreak):
+            """A (f / f_b)^-n1 below f_b, A (f / f_b)^-n2 above"""
+            d = lnf - b_lnbreak
+            above = d >= 0
+            v = b_amp * np.exp(-np.where(above, b_n2, b_n1) * d)
+            return (
+                v,
+                v / b_amp,
+                np.where(above, 0.0, -d * v),
+                np.where(above, -d * v, 0.0),
+                sign * np.where(above, b_n2, b_n1) * v,
+            )
+
+        return M.Component(
+            "b",
+            bpl,
+            (
+                M.Parameter("b_amp", M.SPECTRUM_UNIT, (0, np.inf), 1.0),
+                M.Parameter("b_n1", "1", (0.0, 2.0), 1.0),
+                M.Parameter("b_n2", "1", (1.0, 5.0), 3.0),
+                M.Parameter("b_lnbreak", "ln(Hz)", (-20.0, 5.0), -6.0),
+            ),
+            data_bounds=lambda f: {"b_lnbreak": (float(np.log(f[0])), float(np.log(f[-1])))},
+        )
+
+    for nframes in (500, 512, 2048):
+        f = np.arange(1, nframes // 2 + 1) / (nframes * 12.0)
+        M.check_output((bpl_shape(1.0) + M.TAIL).named(f"user_bpl_{nframes}"), f)
+        with pytest.raises(ValueError, match="derivative with respect to b_lnbreak"):
+            M.check_output((bpl_shape(-1.0) + M.TAIL).named(f"user_bpl_bad_{nframes}"), f)
+
+
 def test_a_seedless_user_bump_starts_from_the_fitted_base_model():
     """A user bump declared without a seed started from its defaults with the base model's
     parameters at theirs, and the global search profiled it against that background: on
