@@ -914,8 +914,12 @@ def fit(
     _check_fit_settings(method, options, power)
     check_power_range(power)
     if dof is not None and not isinstance(dof, xr.DataArray):
-        if not (np.isfinite(dof) and float(dof) > 0):
-            raise ConfigError(f"specfit.fit: dof={dof!r} must be a positive number")
+        if np.ndim(dof) != 0 or not (np.isfinite(dof) and float(dof) > 0):
+            what = f"an array of shape {np.shape(dof)}" if np.ndim(dof) else repr(dof)
+            raise ConfigError(
+                f"specfit.fit: dof={what} must be a positive number, or a DataArray with "
+                "dims (y, x) for one value per pixel"
+            )
     if isinstance(dof, xr.DataArray) and dict(dof.sizes) != {d: power.sizes[d] for d in ("y", "x")}:
         raise ConfigError(
             f"specfit.fit: dof must be a number or a DataArray with dims (y, x) of the "

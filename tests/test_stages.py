@@ -271,7 +271,7 @@ def test_a_gap_just_above_max_gap_is_not_printed_as_max_gap(caplog):
     assert "(2.001 cadences)" in a and "(4.0 cadences)" in b, (a, b)
 
 
-def test_fit_argument_errors_are_specfit_errors(tmp_path):
+def test_fit_argument_errors_are_specfit_errors(tmp_path, monkeypatch):
     """The README promises a SpecfitError naming the argument for every bad argument of the
     stage functions; the API reviewer found raw ImportError / ValueError / AttributeError /
     TypeError for these, one of them only at compute time."""
@@ -288,6 +288,20 @@ def test_fit_argument_errors_are_specfit_errors(tmp_path):
     raising.write_text("raise RuntimeError('my bug')\n")
     empty = tmp_path / "no_models.py"
     empty.write_text("X = 1\n")
+    raising_module = "specfit_test_raises_on_import"
+    (tmp_path / f"{raising_module}.py").write_text("raise RuntimeError('in the module')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    short = tmp_path / "short_models.py"
+    short.write_text(
+        "import numpy as np\n"
+        "from specfit.models import SPECTRUM_UNIT, POWER_LAW, TAIL, Component, Parameter\n"
+        "def sd(lnf, sd_amp):\n"
+        '    """sd_amp exp(-lnf^2)"""\n'
+        "    e = np.exp(-lnf ** 2)\n"
+        "    return sd_amp * e, e[:-1]\n"
+        "SD = Component('sd', sd, (Parameter('sd_amp', SPECTRUM_UNIT, (0, np.inf), 0.1),))\n"
+        "MODEL = (POWER_LAW + TAIL + SD).named('short_derivative')\n"
+    )
     cases = [
         ({"user_models": [str(raising)]}, r"fit.user_models: error while importing .*my bug"),
         ({"user_models": ["no_such_module_xyz"]}, r"fit.user_models"),
@@ -297,6 +311,14 @@ def test_fit_argument_errors_are_specfit_errors(tmp_path):
         ({"dof": xr.DataArray(np.full(3, 2.0), dims=("q",))}, r"dof must be .* dims \(y, x\)"),
         ({"method": "lsq", "sigma": np.ones((40, 3, 4))}, r"sigma must be a DataArray"),
         ({"method": "lsq", "sigma": power.isel(freq=slice(0, 39))}, r"sigma must be a DataArray"),
+        # (code reviewer) an importable module that raises, a numpy dof array, a derivative
+        # of another length: RuntimeError, numpy's "truth value is ambiguous", a broadcast error
+        ({"user_models": [raising_module]}, r"error while importing module .*RuntimeError: in"),
+        ({"dof": np.full((3, 4), 2.0)}, r"dof=an array of shape \(3, 4\) must be a positive"),
+        (
+            {"user_models": [str(short)], "models": {"a": "short_derivative"}},
+            r"fit.models.a: .*shape sd returned its derivative with respect to sd_amp with shape",
+        ),
     ]
     for kwargs, message in cases:
         with pytest.raises(ConfigError, match=message):
