@@ -262,7 +262,8 @@ def _seconds(arr: xr.DataArray) -> np.ndarray:
         # numbers in another unit (ms, min) would be read as seconds: every frequency off
         raise ValueError(
             f"the time coordinate's units are {unit!r}; give seconds (or datetime64), e.g. "
-            "arr.assign_coords(time=arr.time / 1000) for milliseconds"
+            'arr.assign_coords(time=("time", arr.time.values / 1000, {"units": "s"})) for '
+            "milliseconds"
         )
     try:
         return np.asarray(t, dtype=float)
@@ -601,7 +602,8 @@ def power_spectra(
     settings.update(fmin=fmin, fmax=fmax, box_dof=box_dof)
     check_settings("power_spectra", SpectraConfig, settings)
     arr = _frames(arr, "power_spectra")
-    times = _seconds(arr)
+    with _specfit_errors("specfit.power_spectra: ", input_error=True):
+        times = _seconds(arr)
     # The grid's own cadence (set by resample), exactly as a run computes it.
     dt = float(arr.attrs.get("cadence") or np.median(np.diff(times)))
     if not np.allclose(np.diff(times), dt, rtol=1e-6, atol=1e-9):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -406,6 +408,16 @@ def test_time_and_frequency_coordinates_in_other_units_are_refused():
         else:
             with pytest.raises(InputError, match=f"time coordinate's units are '{unit}'"):
                 stages.resample(arr)
+            # power_spectra says it too, as an InputError naming itself (was a bare ValueError)
+            with pytest.raises(InputError, match=r"^specfit.power_spectra: the time coordinate"):
+                stages.power_spectra(arr)
+    # the message's own fix works (the code reviewer: xarray keeps the "ms" attr through
+    # arithmetic, so the fix it used to suggest, time=arr.time / 1000, was refused again)
+    ms = arr.assign_coords(time=("time", np.arange(64) * 12000.0, {"units": "ms"}))
+    with pytest.raises(InputError) as e:
+        stages.resample(ms)
+    fix = re.search(r"e\.g\. (arr\.assign_coords\(.*\)) for milliseconds", str(e.value)).group(1)
+    stages.resample(eval(fix, {"arr": ms}))
     power = stages.power_spectra(stages.resample(arr))
     milli = power.assign_coords(freq=("freq", power["freq"].values * 1e3, {"units": "mHz"}))
     with pytest.raises(ConfigError, match="freq coordinate's units are 'mHz'; give it in Hz"):
