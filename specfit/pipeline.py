@@ -998,7 +998,7 @@ def _describe_plan(cfg: Config, plan: RunPlan) -> None:
     _report_exposure_mismatches(plan.arr)
     from specfit.stages import coarse_cadence_warning
 
-    coarse = coarse_cadence_warning(plan.times, plan.dt)
+    coarse = coarse_cadence_warning(plan.times, plan.dt, chosen=cfg.resample.cadence is None)
     if coarse:
         log.warning(coarse)
     if plan.nyquist_keep < 0.9:

@@ -383,19 +383,29 @@ def check_samples(times: np.ndarray, new_times: np.ndarray, cadence: float | Non
     )
 
 
-def coarse_cadence_warning(times: np.ndarray, dt: float) -> str | None:
+def coarse_cadence_warning(times: np.ndarray, dt: float, chosen: bool = False) -> str | None:
     """The warning for a grid coarser than the frames (``dt`` over 1.5x their median
     spacing), or None: linear interpolation then skips frames, which are never used, and
-    the power above the grid's Nyquist frequency folds into the band unfiltered."""
+    the power above the grid's Nyquist frequency folds into the band unfiltered. ``chosen``:
+    ``dt`` is the cadence specfit chose (``resample.cadence: null``), not the user's."""
     median = median_spacing(times)
     if not (median > 0 and dt > 1.5 * median):
         return None
+    what = (
+        f"resample.cadence: null chose {dt:.4g} s (the grid closest to most frames), "
+        if chosen
+        else f"resample.cadence {dt:.4g} s is "
+    )
     return (
-        f"resample.cadence {dt:.4g} s is {dt / median:.2g}x the frames' median spacing "
-        f"{median:.4g} s: the grid skips frames (they are not used) and the power between "
-        f"its Nyquist frequency {0.5 / dt:.3g} Hz and the frames' {0.5 / median:.3g} Hz folds "
-        f"into the band; set resample.cadence: {median:.4g} (or null, the grid closest to "
-        "the frames)"
+        f"{what}{dt / median:.2g}x the frames' median spacing {median:.4g} s: the grid skips "
+        f"frames (they are not used) and the power between its Nyquist frequency "
+        f"{0.5 / dt:.3g} Hz and the frames' {0.5 / median:.3g} Hz folds into the band; set "
+        f"resample.cadence: {median:.4g} to use them"
+        + (
+            " (the grid then interpolates across the longer steps)"
+            if chosen
+            else " (or null, the grid closest to the frames)"
+        )
     )
 
 
@@ -446,7 +456,7 @@ def resample(
         dt = float(new_times[1] - new_times[0])
         gaps = _rs.find_gaps(times, dt, max_gap)
     report_gaps(gaps, dt)
-    coarse = coarse_cadence_warning(times, dt)
+    coarse = coarse_cadence_warning(times, dt, chosen=cadence is None)
     if coarse:
         log.warning(coarse)
     arr = _time_contiguous(arr, tile)

@@ -371,6 +371,20 @@ def test_a_grid_coarser_than_the_frames_is_warned_about(tmp_path, caplog):
         cfg.setdefault("resample", {})["cadence"] = 2 * float(cfg["input"]["synthetic"]["cadence"])
         run(cfg)
         assert "the grid skips frames (they are not used)" in caplog.text
+        caplog.clear()
+        # a cadence specfit chose (bursts of 1-3 s steps between 10 s ones: it picks 10 s)
+        # is named as its choice, not as the user's setting with "or null" as the fix (the
+        # code reviewer: null was what had been used)
+        rng = np.random.default_rng(2)
+        steps = np.where(rng.random(300) < 0.55, rng.uniform(1, 3, 300), 10.0)
+        bursts = xr.DataArray(
+            rng.random((301, 2, 2)),
+            dims=("time", "y", "x"),
+            coords={"time": np.concatenate([[0.0], np.cumsum(steps)])},
+        )
+        stages.resample(bursts)
+        assert "resample.cadence: null chose 10 s" in caplog.text
+        assert "or null" not in caplog.text
 
 
 def test_power_spectra_take_the_unit_from_xarrays_units_attr_too():
