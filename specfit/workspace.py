@@ -155,10 +155,11 @@ def _chunk_key(rel: str, layout: tuple[str, str, tuple[int, ...]] | None, whole:
     prefix, sep, extents = layout
     if prefix:
         if rel == prefix:
-            return not whole or not extents  # a 0-d array's one chunk is "c" itself
-        if not rel.startswith(prefix + "/"):
+            # a 0-d array's one chunk is "c" itself; "c/" is the folder of "c/i/j" chunks
+            return not extents if whole else sep == "/"
+        if not rel.startswith(prefix + sep):  # "c/1/2", or "c.1.2" with separator "."
             return False
-        rel = rel[len(prefix) + 1 :]
+        rel = rel[len(prefix) + len(sep) :]
     parts = rel.split(sep) if rel else []
     if sep != "/" and "/" in rel:
         return False
@@ -166,7 +167,11 @@ def _chunk_key(rel: str, layout: tuple[str, str, tuple[int, ...]] | None, whole:
         return whole and parts == ["0"] and not prefix
     if (len(parts) != len(extents)) if whole else not (0 < len(parts) < len(extents)):
         return False
-    return all(p.isdigit() and int(p) < n for p, n in zip(parts, extents, strict=False))
+    # zarr writes indices as plain decimals: "01", "00" or "²" (isdigit, not int's) are not
+    return all(
+        p.isascii() and p.isdigit() and p == str(int(p)) and int(p) < n
+        for p, n in zip(parts, extents, strict=False)
+    )
 
 
 def _array_foreign(array: Path) -> list[str]:

@@ -343,6 +343,34 @@ def test_foreign_entries_know_each_arrays_chunk_names(tmp_path):
     assert foreign_entries(v2) == ["b/0.0", "b/7"]
 
 
+def test_foreign_entries_take_only_the_chunk_names_zarr_writes(tmp_path):
+    """Chunk indices are plain decimals: a user's "c/1/01" or "c/00/1" counted as chunk (1, 1)
+    / (0, 1) and --overwrite deleted it; "c/0/²" (a digit to str.isdigit, not to int) crashed
+    the check; a v3 array whose chunk keys use the separator "." ("c.0", "c.1") was refused as
+    foreign (code reviewer)."""
+    import zarr
+
+    from specfit.workspace import foreign_entries
+
+    store = tmp_path / "s.zarr"
+    g = zarr.open_group(str(store), mode="w", zarr_format=3)
+    g.create_array("a", shape=(4, 4), chunks=(2, 2), dtype="f4")[:] = 1.0
+    assert foreign_entries(store) == []
+    (store / "a" / "c" / "1" / "01").write_text("mine")
+    (store / "a" / "c" / "0" / "\u00b2").write_text("mine")
+    (store / "a" / "c" / "00").mkdir()
+    (store / "a" / "c" / "00" / "1").write_text("mine")
+    assert foreign_entries(store) == ["a/c/0/\u00b2", "a/c/00/", "a/c/1/01"]
+    dotted = tmp_path / "d.zarr"
+    g = zarr.open_group(str(dotted), mode="w", zarr_format=3)
+    enc = {"name": "default", "separator": "."}
+    g.create_array("b", shape=(4,), chunks=(2,), dtype="f4", chunk_key_encoding=enc)[:] = 1.0
+    assert sorted(p.name for p in (dotted / "b").iterdir()) == ["c.0", "c.1", "zarr.json"]
+    assert foreign_entries(dotted) == []
+    (dotted / "b" / "c.2").write_text("beyond the grid")
+    assert foreign_entries(dotted) == ["b/c.2"]
+
+
 def test_a_refused_run_leaves_no_folders_behind(tmp_path, frames):
     """A run refused after taking its lock (here: a cadence that leaves too few samples)
     removes the work folder and the parent folders it created; folders that existed before
