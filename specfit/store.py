@@ -908,6 +908,28 @@ def _write_choice(root: Any, name: str, attrs: dict, bands: list[slice]) -> dict
     return {"counts": out, "n_pixels": total}
 
 
+def finish_hint(path: str | Path) -> str:
+    """What to do about an incomplete store: wait for the run that is writing it now (its
+    ``lock.json`` names a live process, or one on another host), else the command that
+    resumes it (``specfit demo --out DIR --resume`` for a demo's store)."""
+    from specfit.demo import _config_for, _made_by_a_demo
+    from specfit.workspace import work_dir_for
+
+    p = Path(path)
+    lock = StoreLock(p)
+    info = lock._read_info()
+    if info and not lock._is_dead_local(info):
+        here = info.get("host") == socket.gethostname()
+        return (
+            f"a specfit run ({StoreLock._describe(info)}) "
+            + ("is writing it now" if here else "holds its lock, so may be writing it now")
+            + f": wait for it to finish (its lock: {work_dir_for(p) / 'lock.json'})"
+        )
+    if p.name == "results.zarr" and _made_by_a_demo(p, _config_for(p.parent)):
+        return f"finish it with `specfit demo --out {p.parent} --resume`"
+    return "finish it with `specfit run CONFIG --resume` (the config that wrote it)"
+
+
 def open_results(path: str | Path, *, allow_incomplete: bool = False):
     """Open a results store as a lazy ``xarray.Dataset``.
 
@@ -950,15 +972,14 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
     if not allow_incomplete and not is_complete(p):
         done, total = tile_status(p)
         raise StoreError(
-            f"{p} is incomplete ({done} of {total} tiles): finish it with `specfit run CONFIG "
-            "--resume`, or (in Python) pass allow_incomplete=True to look at what is there"
+            f"{p} is incomplete ({done} of {total} tiles): {finish_hint(p)}; or (in Python) "
+            "pass allow_incomplete=True to look at what is there"
         )
     if allow_incomplete and not is_complete(p):
         done, total = tile_status(p)
         warnings.warn(
             f"{p} is incomplete ({done} of {total} tiles written); the others read as NaN "
-            "(integer maps: -1). "
-            "Finish it with `specfit run CONFIG --resume`",
+            f"(integer maps: -1); {finish_hint(p)}",
             IncompleteStoreWarning,
             stacklevel=2,
         )

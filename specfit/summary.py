@@ -102,12 +102,17 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
     lines.append(f"{title}: {ny} x {nx} px (y by x), {nf} frequencies")
     written = _written(ds)  # None: every pixel (a finished store)
     if "complete" in ds.attrs:
-        state = "complete" if ds.attrs["complete"] else "INCOMPLETE (resume with --resume)"
+        hint = "resume with --resume"
+        if path and not ds.attrs["complete"]:
+            from specfit.store import finish_hint
+
+            hint = finish_hint(path)
+        state = "complete" if ds.attrs["complete"] else f"INCOMPLETE ({hint})"
         if written is not None:
             done = ds["tiles_done"].values
             state = (
-                f"INCOMPLETE: {int((done > 0).sum())} of {done.size} tiles written (resume "
-                "with --resume); the figures below cover the written tiles only"
+                f"INCOMPLETE: {int((done > 0).sum())} of {done.size} tiles written ({hint}); "
+                "the figures below cover the written tiles only"
             )
         lines.append(f"  state: {state}")
         if written is not None and not written.any():

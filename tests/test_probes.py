@@ -947,6 +947,32 @@ def test_unfinished_store_says_so_to_xarray_and_open_results(tmp_path):
         warnings.simplefilter("error")
         first = next(iter(xr.open_zarr(store).attrs))
     assert first == "specfit_state"
+    # What to do about it (the explorer reviewer: every message said `specfit run CONFIG
+    # --resume`, also for a demo's store, which `specfit demo --out DIR --resume` finishes,
+    # and for a store a live run was writing, where resuming only met that run's lock).
+    # This store's input is its folder's synthetic/, as a demo's is:
+    with pytest.raises(StoreError, match=f"specfit demo --out {tmp_path} --resume"):
+        open_results(store)
+    lock = tmp_path / "results.zarr.specfit-work" / "lock.json"
+    import json
+    import os
+    import socket
+
+    lock.parent.mkdir(exist_ok=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": "t"}))
+    with pytest.raises(StoreError, match=rf"pid {os.getpid()}, started t\) is writing it now"):
+        open_results(store)
+    r = _cli("info", str(store))
+    assert "is writing it now" in r.stdout, r.stdout
+    dead = json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "started": "t"})
+    lock.write_text(dead)  # a crashed run's record: resuming is the fix again
+    with pytest.raises(StoreError, match="--resume"):
+        open_results(store)
+    moved = tmp_path / "elsewhere" / "mine.zarr"
+    moved.parent.mkdir()
+    os.rename(store, moved)  # not a demo's folder layout
+    with pytest.raises(StoreError, match=r"specfit run CONFIG --resume` \(the config"):
+        open_results(moved)
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")

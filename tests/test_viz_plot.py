@@ -91,6 +91,16 @@ def test_plot_results_rejects_unknown_map(viz_store, tmp_path):
         plot_results(viz_store, tmp_path, maps=["nope"])
 
 
+def test_heatmap_names_an_unknown_map(viz_store):
+    """specfit.viz.heatmap raised a bare StopIteration for a name not in the store (the
+    explorer reviewer); it now says which maps there are, as map_values does."""
+    from specfit.viz import heatmap
+
+    ds = open_results(viz_store)
+    with pytest.raises(KeyError, match="no map 'm2_bump_periods'.*available: .*m1_index"):
+        heatmap(ds, "m2_bump_periods")
+
+
 def test_plot_results_missing_store_is_clear(tmp_path):
     from specfit.viz import plot_results
 

@@ -19,6 +19,7 @@ import xarray as xr
 
 from specfit.viz.data import (
     AxisInfo,
+    _spec,
     axis_info,
     clip_limits,
     map_catalog,
@@ -131,7 +132,7 @@ def heatmap(
     """
     _load_backend(backend)
     ds = open_store(ds)
-    spec = next(s for s in map_catalog(ds) if s.name == name)
+    spec = _spec(ds, name)  # an unknown name: a KeyError listing the maps (was StopIteration)
     da = map_values(
         ds,
         name,
