@@ -190,3 +190,17 @@ def test_the_package_gives_the_explorer_function_in_any_order():
             [sys.executable, "-c", code + check], capture_output=True, text=True, timeout=300
         )
         assert r.returncode == 0, (code, r.stderr[-500:])
+
+
+def test_code_maps_name_their_codes_and_have_no_empty_unit(viz_store):
+    """The explorer drew best_model as bare numbers ('best model', the histogram's axis
+    'm1 fit status ()'), where specfit plot's title names the codes (explorer reviewer)."""
+    ds = open_results(viz_store)
+    ds["best_model"].attrs.update(flag_values=[-1, 0, 1], flag_meanings="none m1 m2")
+    parts = build_explorer(ds)
+    parts.widgets["map"].value = "best_model"
+    title = parts.heatmap[()].opts.get().kwargs["title"]
+    assert title.startswith("best model (-1 none, 0 m1, 1 m2): click a pixel"), title
+    parts.widgets["map"].value = "m1_status"
+    axis = parts.histogram[()].kdims[0]
+    assert axis.pprint_label == "m1 fit status", axis.pprint_label

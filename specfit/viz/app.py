@@ -43,7 +43,7 @@ from specfit.viz.data import (
     region_from_bounds,
     spectral_density,
 )
-from specfit.viz.maps import histogram_element, image_element
+from specfit.viz.maps import _flag_legend, histogram_element, image_element
 
 __all__ = [
     "ExplorerParts",
@@ -340,7 +340,10 @@ def build_explorer(
         # The colour bar is drawn once and would keep the first map's name: the map's name
         # and unit are in the title, which follows the selection.
         if name not in titles:
-            titles[name] = map_title(ds, name)
+            # integer codes (best model) name their meanings, as specfit plot's titles do
+            spec = specs[name]
+            legend = _flag_legend(ds[spec.source]) if spec.categorical else ""
+            titles[name] = map_title(ds, name) + legend
         return image_element(current_map(name, pthr, mask, sig), axes).opts(
             title=f"{titles[name]}: click a pixel; box-select a region"
         )
@@ -371,7 +374,8 @@ def build_explorer(
     def hist_for(name: str, pthr: float, mask: bool, clip: tuple[float, float], sig="pixel"):
         spec = specs[name]
         lim = clim_for(name, pthr, mask, clip, sig)
-        vdim = hv.Dimension(name, label=spec.label, unit=spec.units if spec.units != "1" else None)
+        unit = spec.units if spec.units not in ("", "1") else None  # no "()" on a code's axis
+        vdim = hv.Dimension(name, label=spec.label, unit=unit)
         return histogram_element(current_map(name, pthr, mask, sig), lim, vdim).opts(
             width=320, height=260, title="histogram", color="#4c72b0", framewise=True
         )
