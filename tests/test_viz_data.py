@@ -167,6 +167,15 @@ def test_pixel_spectrum_failed_and_unknown_models_do_not_raise(ds, tmp_path):
     assert ps.models["m1"].model is not None
     with pytest.raises(IndexError, match="outside"):
         D.pixel_spectrum(ds, 99, 0)
+    # a pixel of a tile an incomplete store has not saved yet reads status -1 (the fill
+    # value): said so, not "unknown" (explorer reviewer)
+    unsaved = ds.copy()
+    for alias in ("m1", "m2"):
+        unsaved[f"{alias}_status"] = unsaved[f"{alias}_status"].copy(
+            data=np.full(ds[f"{alias}_status"].shape, -1, ds[f"{alias}_status"].dtype)
+        )
+    ps = D.pixel_spectrum(unsaved, 2, 2)
+    assert ps.models["m1"].status_text.startswith("not written yet"), ps.models["m1"].status_text
 
 
 def test_pixel_timeseries_from_cube(ds, ds_plain):

@@ -755,7 +755,13 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
             residual=None,
             params=params,
             status=status,
-            status_text=codes.get(status, "unknown") if status is not None else "not stored",
+            status_text=(
+                "not stored"
+                if status is None
+                else "not written yet: the run has not saved this pixel's tile (an incomplete store)"
+                if status == -1 and status not in codes
+                else codes.get(status, "unknown")
+            ),
             stats=stats,
             intervals=intervals,
         )
