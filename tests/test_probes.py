@@ -498,6 +498,8 @@ def test_set_with_an_empty_key_part_is_refused():
 
 
 def test_bad_time_value_and_zero_exposure_name_the_file(tmp_path):
+    import numpy as np
+
     from specfit.config import InputConfig
     from specfit.errors import InputError
     from specfit.io import open_input
@@ -509,6 +511,20 @@ def test_bad_time_value_and_zero_exposure_name_the_file(tmp_path):
     with pytest.raises(InputError, match=r"f002\.fits: header key T_OBS.*not an ISO 8601") as e:
         open_input(InputConfig(path=str(tmp_path / "t")))
     assert "\n" not in str(e.value)  # one line, not astropy's list of every format it tried
+    # seconds past the end of the minute: astropy only warned ("time is after end of day")
+    # and carried them into the next minute, moving the frame in time (input reviewer)
+    for name, bad in (("s", "2020-01-01T00:00:99.0"), ("l", "2020-01-01T00:00:60.5")):
+        paths = _frames(tmp_path / name, nt=4)
+        fits.setval(paths[1], "T_OBS", value=bad)
+        with pytest.raises(InputError, match=r"f001\.fits: header key T_OBS.*past the end of"):
+            open_input(InputConfig(path=str(tmp_path / name)))
+    paths = _frames(tmp_path / "leap", nt=4)  # a real leap second is a time
+    for i, p in enumerate(paths):
+        fits.setval(p, "T_OBS", value=f"2016-12-31T23:59:{48 + 6 * i:02d}.5")
+    fits.setval(paths[2], "T_OBS", value="2016-12-31T23:59:60.5")
+    fits.setval(paths[3], "T_OBS", value="2017-01-01T00:00:06.5")
+    arr = open_input(InputConfig(path=str(tmp_path / "leap")))
+    assert list(np.round(np.diff(arr["time"].values), 6)) == [6.0, 6.0, 7.0]  # the leap counts
     paths = _frames(tmp_path / "e", nt=4)
     fits.setval(paths[1], "EXPTIME", value=0.0)
     with pytest.raises(InputError, match=r"f001\.fits: header key EXPTIME.*not positive"):

@@ -520,19 +520,44 @@ def _file_stamps(source: Any) -> list:
     return out
 
 
+class TimeOfDayError(ValueError):
+    """A time whose seconds run past the end of its minute (not a leap second)."""
+
+
+def strict_time(value: Any, **kwargs: Any) -> Time:
+    """``Time(value, **kwargs)``, but a time of day past the end of its minute (seconds of 60
+    or more outside a leap second, e.g. 06:29:99) raises :class:`TimeOfDayError`: astropy
+    only warns (ERFA's "time is after end of day") and carries the excess into the next
+    minute, which moves the frame in time without a word."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t = Time(value, **kwargs)
+    for w in caught:
+        if "end of day" in str(w.message):
+            raise TimeOfDayError("its seconds run past the end of the minute")
+        warnings.warn(w.message, w.category, stacklevel=2)
+    return t
+
+
 def parse_time(value: Any, where: str) -> Time:
     """Parse one ISO 8601 time string (a trailing Z is allowed) as UTC.
 
     Raises
     ------
     InputError
-        Naming ``where`` (file and key) when the value is not a time.
+        Naming ``where`` (file and key) when the value is not a time, or its seconds run past
+        the end of the minute (06:29:99, or :60 on a day without a leap second).
     """
     text = str(value).strip()
     if text.endswith("Z"):
         text = text[:-1]
     try:
-        return Time(text, scale="utc", format="isot" if "T" in text else None)
+        return strict_time(text, scale="utc", format="isot" if "T" in text else None)
+    except TimeOfDayError:
+        raise InputError(
+            f"{where}: {value!r} has seconds past the end of its minute (60 or more, and no "
+            "leap second then); fix the header or choose another key with input.time_key"
+        ) from None
     except Exception:  # astropy raises several types, listing every format it tried
         raise InputError(
             f"{where}: {value!r} is not an ISO 8601 time such as 2012-06-06T05:00:18.57; fix "

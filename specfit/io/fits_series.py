@@ -38,6 +38,7 @@ from ._base import (
     parse_time,
     read_failure,
     series_field,
+    strict_time,
 )
 from ._fitshead import NotPlain, PlainLayout, read_plain, scan_plain
 
@@ -575,9 +576,9 @@ def _header_times(files: list[str], headers: list[Any], keys: list[str]) -> tupl
         )
     if len(texts) == len(headers) and all("T" in t for t in texts):
         try:
-            return Time(texts, scale="utc", format="isot"), used
+            return strict_time(texts, scale="utc", format="isot"), used
         except Exception:
-            pass  # one of them is not a time: find and name it below
+            pass  # one of them is not a time (or past the end of its minute): named below
     # Frame by frame, in file order: the first file without a time, or with a bad one, is
     # named (as header_time always did).
     times = [header_time(h, keys, f)[0] for f, h in zip(files, headers, strict=True)]
