@@ -270,6 +270,34 @@ def test_fits_cube_linear_time_axis_and_npy_times(tmp_path):
         open_input(InputConfig(path=str(tmp_path / "bare.fits")))
 
 
+def test_a_time_axis_in_minutes_or_ms_is_read_in_seconds(tmp_path):
+    """CUNIT3 of a FITS cube's linear time axis, and a Zarr time coordinate's units attr, were
+    ignored: 0.4 min per frame gave a cadence of 0.4 s (frequencies 60x too high), 24000 ms
+    one of 24000 s, silently (input reviewer). They are converted; a unit that is not one of
+    time is refused naming the key."""
+    cube = np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2)
+    for unit, step in (("min", 0.4), ("ms", 24000.0), ("s", 24.0), ("DN", 24.0)):
+        h = fits.Header()
+        h["DATE-OBS"], h["CTYPE3"], h["CUNIT3"], h["CDELT3"] = "2020-02-02", "Time", unit, step
+        path = tmp_path / f"c_{unit}.fits"
+        fits.PrimaryHDU(cube, header=h).writeto(path)
+        cfg = InputConfig(path=str(path), normalise_exposure=False)
+        if unit == "DN":
+            with pytest.raises(InputError, match=r"c_DN\.fits: header key CUNIT3.*'DN'"):
+                open_input(cfg)
+            continue
+        np.testing.assert_allclose(open_input(cfg)["time"].values, [0, 24, 48, 72])
+    arr = xr.DataArray(
+        cube,
+        dims=("time", "y", "x"),
+        coords={"time": ("time", np.arange(4) * 0.4, {"units": "min"})},
+        name="intensity",
+    )
+    arr.to_dataset().to_zarr(tmp_path / "m.zarr", mode="w", consolidated=False)
+    got = open_input(InputConfig(path=str(tmp_path / "m.zarr"), normalise_exposure=False))
+    np.testing.assert_allclose(got["time"].values, [0, 24, 48, 72])
+
+
 def test_npy_and_zarr(tmp_path):
     rng = np.random.default_rng(5)
     cube = rng.normal(size=(7, 3, 4)).astype(np.float64)

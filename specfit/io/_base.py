@@ -37,6 +37,7 @@ __all__ = [
     "assemble",
     "assemble_array",
     "parse_time",
+    "seconds_per",
     "read_failure",
     "relative_seconds",
     "hpc_coords",
@@ -562,6 +563,33 @@ def parse_time(value: Any, where: str) -> Time:
         raise InputError(
             f"{where}: {value!r} is not an ISO 8601 time such as 2012-06-06T05:00:18.57; fix "
             "the header or choose another key with input.time_key"
+        ) from None
+
+
+def seconds_per(unit: Any, where: str) -> float:
+    """Seconds in one ``unit`` of a time axis (FITS ``CUNITn``, a coordinate's ``units``):
+    1 for none or seconds, 60 for ``min``, 1e-3 for ``ms``... (astropy's unit names).
+
+    Raises
+    ------
+    InputError
+        Naming ``where`` when the unit is not a unit of time: the numbers cannot be read as
+        seconds without a word (a cadence of 0.4 s for 0.4 min).
+    """
+    import astropy.units as u
+
+    text = str(unit if unit is not None else "").strip()
+    text = text.split(" since ")[0].strip()  # CF: "seconds since 2012-06-06" is in seconds
+    aliases = {"sec": "s", "secs": "s", "seconds": "s", "minutes": "min", "mins": "min"}
+    text = aliases.get(text.lower(), text)
+    if text in ("", "s"):
+        return 1.0
+    try:
+        return float(u.Unit(text).to(u.s))
+    except Exception:
+        raise InputError(
+            f"{where}: the time axis' unit {text!r} is not a unit of time that specfit knows "
+            "(s, ms, min, h, d); give the times in seconds"
         ) from None
 
 

@@ -24,7 +24,15 @@ from astropy.time import Time, TimeDelta
 from specfit.config import InputConfig
 from specfit.errors import InputError, missing_input
 
-from ._base import CHUNK_BYTES, LazyFrames, assemble, cube_time_chunk, load_times, parse_time
+from ._base import (
+    CHUNK_BYTES,
+    LazyFrames,
+    assemble,
+    cube_time_chunk,
+    load_times,
+    parse_time,
+    seconds_per,
+)
 
 __all__ = ["open_array", "missing_chunks"]
 
@@ -152,7 +160,9 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
             times = Time(var["time"].values.astype("datetime64[ns]").astype(str), scale="utc")
             absolute = True
         else:
-            secs = np.asarray(var["time"].values, dtype=float)
+            # in the coordinate's units (min or ms were read as seconds)
+            per = seconds_per(var["time"].attrs.get("units"), f"{path}: time coordinate units")
+            secs = np.asarray(var["time"].values, dtype=float) * per
             if not np.all(np.isfinite(secs)):
                 bad = np.flatnonzero(~np.isfinite(secs))
                 raise InputError(

@@ -36,6 +36,7 @@ from ._base import (
     instrument_attrs,
     load_times,
     parse_time,
+    seconds_per,
 )
 from .fits_series import find_image_hdu, list_files
 
@@ -160,9 +161,11 @@ def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
     elif str(header.get("CTYPE3", "")).strip().upper().startswith("TIME"):
         t0 = _start_time(header, path, list(cfg.time_key))
         k = np.arange(nt, dtype=float) + 1.0 - header.get("CRPIX3", 1.0)
-        secs = header.get("CRVAL3", 0.0) + k * header.get("CDELT3", 1.0)
+        # in the axis' unit (CUNIT3: FITS' default for time is s; min or ms were read as s)
+        per = seconds_per(header.get("CUNIT3"), f"{path}: header key CUNIT3")
+        secs = (header.get("CRVAL3", 0.0) + k * header.get("CDELT3", 1.0)) * per
         times = t0 + TimeDelta(secs, format="sec")
-        time_source = "linear time axis 3 (CRVAL3, CDELT3)"
+        time_source = "linear time axis 3 (CRVAL3, CDELT3" + (", CUNIT3)" if per != 1 else ")")
     else:
         raise InputError(
             f"{path}: no per-frame times (no auxiliary TIME table, no CTYPE3='Time'); give a "
