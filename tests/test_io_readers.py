@@ -287,6 +287,15 @@ def test_a_time_axis_in_minutes_or_ms_is_read_in_seconds(tmp_path):
                 open_input(cfg)
             continue
         np.testing.assert_allclose(open_input(cfg)["time"].values, [0, 24, 48, 72])
+    # a cube whose time axis is FITS axis 1 (numpy last) was read with its rows as frames
+    # when input.times happened to match NAXIS3 (input reviewer): refused, naming the axis
+    h = fits.Header()
+    h["DATE-OBS"], h["CTYPE1"], h["CDELT1"] = "2020-02-02", "TIME", 24.0
+    fits.PrimaryHDU(np.moveaxis(cube, 0, -1), header=h).writeto(tmp_path / "last.fits")
+    np.save(tmp_path / "t3.npy", np.arange(3) * 24.0)  # as many as NAXIS3 (y)
+    for times in (None, str(tmp_path / "t3.npy")):
+        with pytest.raises(InputError, match=r"last\.fits: the time axis is FITS axis 1"):
+            open_input(InputConfig(path=str(tmp_path / "last.fits"), times=times))
     arr = xr.DataArray(
         cube,
         dims=("time", "y", "x"),

@@ -141,6 +141,15 @@ def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
                         f"{path}: HDU {hdu} is {header.get('NAXIS')}-D, not a (t, y, x) cube; use "
                         "input.kind fits_series for single frames"
                     )
+                for ax in (1, 2):
+                    if str(header.get(f"CTYPE{ax}", "")).strip().upper().startswith("TIME"):
+                        # time along another axis: its frames would be read as rows of pixels
+                        raise InputError(
+                            f"{path}: the time axis is FITS axis {ax} (CTYPE{ax} = "
+                            f"{header[f'CTYPE{ax}']!r}); specfit reads a cube's frames along axis "
+                            "3 (numpy axis 0): write it as (t, y, x), e.g. with "
+                            f"np.moveaxis(data, {3 - ax}, 0) and the header's axes to match"
+                        )
                 nt, ny, nx = header["NAXIS3"], header["NAXIS2"], header["NAXIS1"]
                 aux = None if cfg.times else _aux_times(hdul, header, nt, path, list(cfg.time_key))
     except InputError:
