@@ -499,6 +499,7 @@ def test_set_with_an_empty_key_part_is_refused():
 
 def test_bad_time_value_and_zero_exposure_name_the_file(tmp_path):
     import numpy as np
+    from astropy.time import Time
 
     from specfit.config import InputConfig
     from specfit.errors import InputError
@@ -518,6 +519,19 @@ def test_bad_time_value_and_zero_exposure_name_the_file(tmp_path):
         fits.setval(paths[1], "T_OBS", value=bad)
         with pytest.raises(InputError, match=r"f001\.fits: header key T_OBS.*past the end of"):
             open_input(InputConfig(path=str(tmp_path / name)))
+    # TIMESYS: times in TAI (34 s ahead of UTC in 2012-2015, 37 s in 2020) were read as UTC,
+    # so a folder mixing the two interleaved its frames (input reviewer); now converted
+    paths = _frames(tmp_path / "tai", nt=4)
+    for p in paths[1::2]:
+        with fits.open(p, mode="update") as h:
+            utc = h[0].header["T_OBS"]
+            h[0].header["T_OBS"] = (Time(utc, scale="utc").tai).isot
+            h[0].header["TIMESYS"] = "TAI"
+    arr = open_input(InputConfig(path=str(tmp_path / "tai")))
+    assert list(np.round(np.diff(arr["time"].values), 6)) == [12.0, 12.0, 12.0]
+    fits.setval(paths[0], "TIMESYS", value="GPS")
+    with pytest.raises(InputError, match=r"f000\.fits: header key TIMESYS = 'GPS' is not a"):
+        open_input(InputConfig(path=str(tmp_path / "tai")))
     paths = _frames(tmp_path / "leap", nt=4)  # a real leap second is a time
     for i, p in enumerate(paths):
         fits.setval(p, "T_OBS", value=f"2016-12-31T23:59:{48 + 6 * i:02d}.5")

@@ -37,6 +37,7 @@ __all__ = [
     "assemble",
     "assemble_array",
     "parse_time",
+    "header_scale",
     "seconds_per",
     "read_failure",
     "relative_seconds",
@@ -540,8 +541,33 @@ def strict_time(value: Any, **kwargs: Any) -> Time:
     return t
 
 
-def parse_time(value: Any, where: str) -> Time:
-    """Parse one ISO 8601 time string (a trailing Z is allowed) as UTC.
+# The time scales a header's TIMESYS may name that specfit converts to UTC (astropy's names).
+_TIME_SCALES = ("utc", "tai", "tt", "tdb", "tcg", "tcb", "ut1")
+
+
+def header_scale(header: Any, where: str) -> str:
+    """The time scale of a header's times: its ``TIMESYS`` (FITS; none: UTC), lower case.
+
+    Raises
+    ------
+    InputError
+        Naming ``where`` for a TIMESYS that is not one of :data:`_TIME_SCALES`.
+    """
+    value = header.get("TIMESYS") if hasattr(header, "get") else None
+    scale = str(value or "").strip().lower()
+    if scale in ("", "utc"):
+        return "utc"
+    if scale in _TIME_SCALES:
+        return scale
+    raise InputError(
+        f"{where}: header key TIMESYS = {value!r} is not a time scale specfit reads "
+        f"({', '.join(s.upper() for s in _TIME_SCALES)}); fix the header"
+    )
+
+
+def parse_time(value: Any, where: str, scale: str = "utc") -> Time:
+    """Parse one ISO 8601 time string (a trailing Z is allowed) in ``scale`` (a header's
+    TIMESYS, :func:`header_scale`), returned in UTC.
 
     Raises
     ------
@@ -553,7 +579,7 @@ def parse_time(value: Any, where: str) -> Time:
     if text.endswith("Z"):
         text = text[:-1]
     try:
-        return strict_time(text, scale="utc", format="isot" if "T" in text else None)
+        return strict_time(text, scale=scale, format="isot" if "T" in text else None).utc
     except TimeOfDayError:
         raise InputError(
             f"{where}: {value!r} has seconds past the end of its minute (60 or more, and no "

@@ -31,6 +31,7 @@ from ._base import (
     celestial_header,
     check_data_size,
     cube_time_chunk,
+    header_scale,
     header_time_text,
     hpc_coords,
     instrument_attrs,
@@ -84,7 +85,7 @@ def _aux_times(
                 f"{path}: the time table in HDU {i} is relative to STARTOBS, which is missing; "
                 "add STARTOBS or set input.time_key to the key of the start time"
             )
-        t0 = parse_time(start[0], f"{path}: header key {start[1]}")
+        t0 = parse_time(start[0], f"{path}: header key {start[1]}", header_scale(header, path))
         secs = table[:nt, col]
         exposure = None
         if "EXPTIMES" in h.header:
@@ -260,7 +261,9 @@ def _start_time(header: fits.Header, path: str, keys: list[str]) -> Time:
     for k in (*keys, "DATE_OBS", "STARTOBS"):
         found = header_time_text(header, k)  # DATE-OBS holding a date only: + TIME-OBS
         if found is not None:
-            return parse_time(found[0], f"{path}: header key {found[1]}")
+            return parse_time(
+                found[0], f"{path}: header key {found[1]}", header_scale(header, path)
+            )
     raise InputError(
         f"{path}: no start time (tried {keys + ['DATE_OBS', 'STARTOBS']}); set input.time_key"
     )

@@ -33,6 +33,7 @@ from ._base import (
     check_size,
     cube_time_chunk,
     flagged_frames,
+    header_scale,
     header_time_text,
     input_names,
     parse_time,
@@ -98,7 +99,8 @@ def header_time(header: fits.Header, keys: list[str], path: str) -> tuple[Time, 
         found = header_time_text(header, k)
         if found is not None:
             text, used = found
-            return parse_time(text, f"{path}: header key {used}"), k
+            scale = header_scale(header, str(path))  # TIMESYS: TAI times were read as UTC
+            return parse_time(text, f"{path}: header key {used}", scale), k
     raise InputError(
         f"{path}: none of the time keys {keys} is in the header; set input.time_key to the "
         "key holding the frame time (e.g. [DATE-OBS])"
@@ -372,7 +374,7 @@ def _number(h, key: str) -> tuple[float, str]:
 
 def _frame_keys(cfg: InputConfig) -> tuple[str, ...]:
     """Every header key :func:`open_fits_series` looks up in every frame (upper case)."""
-    keys = ["BSCALE", "BZERO", "BLANK", *cfg.time_key]
+    keys = ["BSCALE", "BZERO", "BLANK", *cfg.time_key, "TIMESYS"]  # TIMESYS: the times' scale
     if any(k.upper() in ("DATE-OBS", "DATE_OBS") for k in cfg.time_key):
         keys.append("TIME-OBS")  # the time of day where DATE-OBS holds a date only
     if cfg.exposure_key:
@@ -574,9 +576,10 @@ def _header_times(files: list[str], headers: list[Any], keys: list[str]) -> tupl
             "DATE-OBS its start): check those frames, or set input.time_key to one key",
             stacklevel=3,
         )
-    if len(texts) == len(headers) and all("T" in t for t in texts):
+    scales = {header_scale(h, str(f)) for f, h in zip(files, headers, strict=True)}
+    if len(texts) == len(headers) and all("T" in t for t in texts) and len(scales) == 1:
         try:
-            return strict_time(texts, scale="utc", format="isot"), used
+            return strict_time(texts, scale=scales.pop(), format="isot").utc, used
         except Exception:
             pass  # one of them is not a time (or past the end of its minute): named below
     # Frame by frame, in file order: the first file without a time, or with a bad one, is
