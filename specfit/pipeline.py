@@ -900,7 +900,14 @@ def run(
             # held from here: a refusal at a shared cube's lock (another run uses the cube)
             # removes the work folder this run made for its store (a reviewer found it left)
             held = True
-            with cube_lock, warnings.catch_warnings():
+            from specfit.store import InputFolderLock
+
+            synthetic = (
+                InputFolderLock(cfg.input.path)
+                if cfg.input.kind == "synthetic" and cfg.input.path
+                else contextlib.nullcontext()
+            )
+            with cube_lock, synthetic, warnings.catch_warnings():
                 if data is not None:
                     # frames in memory travel inside the task graph by design: dask's advice
                     # to scatter them or load them in the tasks ("Sending large graph of size

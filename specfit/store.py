@@ -34,6 +34,7 @@ tasks of one run never share a chunk. One run at a time writes a store: :class:`
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -1029,6 +1030,46 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+class InputFolderLock:
+    """One run at a time on a folder of synthetic frames (``input.kind: synthetic``): held for
+    the whole run, because a run reads the frames lazily to its end, and a run with other
+    ``input.synthetic`` settings rewrites them in place (two such runs side by side gave a
+    store marked complete from the other run's frames). An OS file lock,
+    ``<folder>/.specfit-lock``; a folder this lock created is removed again if it holds
+    nothing else when the run ends (a run refused before it made any frame)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self._lock = None
+        self._made = False
+
+    def __enter__(self) -> InputFolderLock:
+        from filelock import FileLock, Timeout
+
+        self._made = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.folder / ".specfit-lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise StoreError(
+                f"input.path {self.folder} is in use by another specfit run (its synthetic "
+                "frames are being written or read); wait for it to finish, or give this run "
+                "its own input.path"
+            ) from None
+        self._lock = lock
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        if self._made and [p.name for p in self.folder.iterdir()] == [".specfit-lock"]:
+            (self.folder / ".specfit-lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()
 
 
 class StoreLock:

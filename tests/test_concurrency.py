@@ -311,3 +311,25 @@ def test_a_shared_cube_path_is_locked_too(world, tmp_path, capsys):
     assert not (tmp_path / "other.zarr.specfit-work").exists()
     assert main(["run", str(path)]) == 0  # free again
     assert (cube / "zarr.json").exists()
+
+
+def test_runs_sharing_a_synthetic_input_folder_take_turns(tmp_path):
+    """Two runs on their own stores but one synthetic input.path, with other input.synthetic
+    settings: the second rewrote the frames while the first read them, which finished
+    'complete' from the other seed's frames (and the second crashed in truth.zarr; the
+    resume reviewer). A run now holds the folder for its whole duration; another is refused
+    with one line. A refused run leaves no folder it made."""
+    from conftest import tiny_config
+    from specfit.pipeline import run
+    from specfit.store import InputFolderLock
+
+    cfg = tiny_config(tmp_path)
+    shared = tmp_path / "shared_synthetic"
+    cfg["input"]["path"] = str(shared)
+    with InputFolderLock(shared):  # another run using the folder
+        with pytest.raises(StoreError, match=r"input.path .*shared_synthetic is in use by"):
+            run(cfg)
+    assert not (tmp_path / "results.zarr").exists()
+    assert not shared.exists()  # made only for the lock, removed again
+    ds = run(cfg)  # free again: the run makes the frames and holds the folder meanwhile
+    assert ds.attrs["complete"] and (shared / "frames").is_dir()
