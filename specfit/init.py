@@ -437,7 +437,36 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
         crpix = _per_frame(arr, "wcs_crpix1", float(h.get("CRPIX1", 0.0)))
         centre = crval + ((nx + 1) / 2.0 - crpix) * float(h.get("CDELT1", 1.0))
         moved = float(abs(centre[-1] - centre[0])) / scale
-        if moved > 0.5 * drift_px and drift_px > 1:
+        # Solar rotation moves a tracked field smoothly (~0.15"/min): a step between two
+        # frames far beyond it (here 10x, and at least 5 px) is a re-pointing or another
+        # field among the frames, not tracking (a folder of two fields read as "tracks")
+        steps = np.abs(np.diff(centre)) / scale if centre.size > 1 else np.zeros(0)
+        dt_step = span / max(centre.size - 1, 1)
+        step_limit = max(5.0, 10.0 * _ROTATION_ARCSEC_PER_H * dt_step / 3600.0 / scale)
+        jump = int(np.argmax(steps)) if steps.size and steps.max() > step_limit else None
+        if jump is not None:
+            derotate = True
+            files = list(attrs.get("files") or [])
+            named = (
+                f" ({Path(files[jump]).name} -> {Path(files[jump + 1]).name})"
+                if len(files) == centre.size
+                else ""
+            )
+            why = (
+                f"the pointing jumps {steps[jump]:.0f} px between frames {jump} and "
+                f"{jump + 1}{named}, far beyond solar rotation: derotation aligns the frames "
+                "by their WCS and refuses a frame that shows another field"
+            )
+            report.append(
+                f"  pointing    JUMPS {steps[jump]:.0f} px between frames {jump} and {jump + 1}"
+                f"{named}: not solar rotation (the frames may show different fields)"
+            )
+            notes.append(
+                f"the field centre jumps {steps[jump]:.0f} px between two frames{named}: check "
+                "that every frame shows the same field (a re-pointing, or another data set "
+                "in the folder)"
+            )
+        elif moved > 0.5 * drift_px and drift_px > 1:
             derotate = False
             why = (
                 f"the pointing follows the Sun (field centre moves {moved:.0f} px over "

@@ -254,9 +254,13 @@ def test_init_then_run_aia_subset(shared_data, tmp_path):
     assert np.isfinite(ds["m1_index"].values).mean() > 0.9
 
 
-@pytest.mark.parametrize("tracking", [False, True])
+@pytest.mark.parametrize("tracking", [False, True, "interleaved", "step"])
 def test_init_derotation_follows_pointing(tmp_path, tracking):
-    """Fixed pointing over 40 min -> derotate; a cutout that tracks (CRPIX moving) -> not."""
+    """Fixed pointing over 40 min -> derotate; a cutout that tracks (CRPIX moving) -> not.
+    Two fields in one folder (every other frame, or the second half, 300" away) were read as
+    "tracks solar rotation" and derotate: false was written, so a run fitted the mixed
+    frames (the input reviewer): a jump between frames far beyond rotation is named, with
+    derotate: true (which refuses a frame of another field)."""
     from astropy.io import fits
     from astropy.time import Time, TimeDelta
 
@@ -270,10 +274,11 @@ def test_init_derotation_follows_pointing(tmp_path, tracking):
             CUNIT2="arcsec",
             CDELT1=0.6,
             CDELT2=0.6,
-            CRVAL1=0.0,
+            CRVAL1=300.0
+            * ((tracking == "interleaved" and i % 2) or (tracking == "step" and i >= 20)),
             CRVAL2=0.0,
             # A JSOC im_patch cutout that tracks moves its reference pixel with the Sun.
-            CRPIX1=-300.0 - (0.15 * i / 0.6 if tracking else 0.0),
+            CRPIX1=-300.0 - (0.15 * i / 0.6 if tracking is True else 0.0),
             CRPIX2=-200.0,
             DSUN_OBS=1.496e11,
             HGLN_OBS=0.0,
@@ -285,6 +290,11 @@ def test_init_derotation_follows_pointing(tmp_path, tracking):
         fits.writeto(tmp_path / f"f{i:03d}.fits", np.zeros((8, 8), np.int16), h)
     insp = inspect_input(tmp_path)
     derotate, why = insp.settings["prep.derotate"]
+    if isinstance(tracking, str):
+        first = "f000.fits -> f001.fits" if tracking == "interleaved" else "f019.fits -> f020"
+        assert derotate is True and "jumps 500 px between frames" in why, why
+        assert first in why and "JUMPS 500 px" in "\n".join(insp.report), insp.report
+        return
     assert derotate is (not tracking), why
     assert ("follows the Sun" in why) is tracking
     assert insp.input["time_key"][0] == "DATE-OBS" and insp.settings["resample.cadence"][0] == 60
