@@ -27,6 +27,7 @@ import yaml
 from specfit.config import InputConfig, load_config
 from specfit.errors import ConfigError, InputError
 from specfit.io import detect_kind, open_input
+from specfit.io._base import ROTATION_ARCSEC_PER_H, pointing_jump
 from specfit.workspace import glob_base
 
 __all__ = [
@@ -38,9 +39,6 @@ __all__ = [
     "check_out",
 ]
 
-# Solar rotation seen at disk centre: ~13.2 deg/day synodic at the equator on a ~960" disk
-# gives ~9"/h; features elsewhere move less, so this is the largest drift to expect.
-_ROTATION_ARCSEC_PER_H = 9.2
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _FITS_SUFFIXES = (".fits", ".fits.gz", ".fts", ".fit", ".fts.gz", ".fit.gz")
 
@@ -429,7 +427,7 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
             if h.get(k) is not None:
                 obs.append(f"{k} {float(h[k]):.3f} deg")
         report.append("  observer    " + (", ".join(obs) if obs else "not given (Earth assumed)"))
-        drift_px = _ROTATION_ARCSEC_PER_H * span / 3600.0 / scale
+        drift_px = ROTATION_ARCSEC_PER_H * span / 3600.0 / scale
         # Where the field centre points in each frame (x only; rotation moves features in x):
         # CRVAL1 + (centre - CRPIX1) * CDELT1 with each frame's own CRVAL1/CRPIX1 where the
         # reader carries them (AIA/JSOC cutouts that track change CRPIX, IRIS changes CRVAL).
@@ -438,31 +436,29 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
         centre = crval + ((nx + 1) / 2.0 - crpix) * float(h.get("CDELT1", 1.0))
         moved = float(abs(centre[-1] - centre[0])) / scale
         # Solar rotation moves a tracked field smoothly (~0.15"/min): a step between two
-        # frames far beyond it (here 10x, and at least 5 px) is a re-pointing or another
-        # field among the frames, not tracking (a folder of two fields read as "tracks")
-        steps = np.abs(np.diff(centre)) / scale if centre.size > 1 else np.zeros(0)
-        dt_step = span / max(centre.size - 1, 1)
-        step_limit = max(5.0, 10.0 * _ROTATION_ARCSEC_PER_H * dt_step / 3600.0 / scale)
-        jump = int(np.argmax(steps)) if steps.size and steps.max() > step_limit else None
-        if jump is not None:
+        # frames far beyond it is a re-pointing or another field among the frames, not
+        # tracking (a folder of two fields was read as "tracks solar rotation")
+        found = pointing_jump(arr)
+        if found is not None:
+            jump, size = found
             derotate = True
             files = list(attrs.get("files") or [])
             named = (
                 f" ({Path(files[jump]).name} -> {Path(files[jump + 1]).name})"
-                if len(files) == centre.size
+                if len(files) == arr.sizes["time"]
                 else ""
             )
             why = (
-                f"the pointing jumps {steps[jump]:.0f} px between frames {jump} and "
+                f"the pointing jumps {size:.0f} px between frames {jump} and "
                 f"{jump + 1}{named}, far beyond solar rotation: derotation aligns the frames "
                 "by their WCS and refuses a frame that shows another field"
             )
             report.append(
-                f"  pointing    JUMPS {steps[jump]:.0f} px between frames {jump} and {jump + 1}"
+                f"  pointing    JUMPS {size:.0f} px between frames {jump} and {jump + 1}"
                 f"{named}: not solar rotation (the frames may show different fields)"
             )
             notes.append(
-                f"the field centre jumps {steps[jump]:.0f} px between two frames{named}: check "
+                f"the field centre jumps {size:.0f} px between two frames{named}: check "
                 "that every frame shows the same field (a re-pointing, or another data set "
                 "in the folder)"
             )

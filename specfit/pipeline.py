@@ -31,7 +31,7 @@ import numpy as np
 
 from specfit._version import __version__
 from specfit.config import SCIENCE_SECTIONS, Config, OutputConfig, config_diff, load_config
-from specfit.errors import ConfigError, RunError, StoreError
+from specfit.errors import ConfigError, InputError, RunError, StoreError
 from specfit.store import (
     StoreLayout,
     code_sha256,
@@ -306,6 +306,27 @@ def _check_fit_settings(cfg: Config) -> dict:
     return models
 
 
+def _refuse_pointing_jump(arr: Any) -> None:
+    """Without derotation every pixel's series is read at fixed pixel positions: frames
+    whose pointing jumps far beyond solar rotation (another field, a re-pointing) would be
+    fitted as one series (a folder of two fields ran to the end without a word)."""
+    from specfit.io._base import pointing_jump
+
+    found = pointing_jump(arr)
+    if found is None:
+        return
+    k, size = found
+    files = list(arr.attrs.get("files") or [])
+    named = f" ({files[k]} and {files[k + 1]})" if len(files) == arr.sizes["time"] else ""
+    raise InputError(
+        f"input: the pointing jumps {size:.0f} px between frames {k} and {k + 1}{named}, far "
+        "beyond solar rotation: the frames show different fields (a re-pointing, or another "
+        "data set in the folder), so a pixel's series would mix them; keep one field's frames "
+        "(input.pattern, input.max_frames), or set prep.derotate: true to align the frames by "
+        "their WCS"
+    )
+
+
 def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     """Validate everything that can be checked before work starts; returns the :class:`RunPlan`.
 
@@ -322,6 +343,8 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     if cfg.input.max_frames:
         arr = arr.isel(time=slice(0, cfg.input.max_frames))
     arr, end_frames = _trim_empty_ends(arr)
+    if not cfg.prep.derotate:
+        _refuse_pointing_jump(arr)
     times = np.asarray(arr["time"].values, dtype=float)
     if times.size < 8:
         cut = (

@@ -294,6 +294,22 @@ def test_init_derotation_follows_pointing(tmp_path, tracking):
         first = "f000.fits -> f001.fits" if tracking == "interleaved" else "f019.fits -> f020"
         assert derotate is True and "jumps 500 px between frames" in why, why
         assert first in why and "JUMPS 500 px" in "\n".join(insp.report), insp.report
+        # and a run without derotation refuses them before any work (it fitted the mix)
+        from specfit.config import load_config
+        from specfit.errors import InputError
+        from specfit.pipeline import plan_run
+
+        cfg = load_config(
+            None,
+            [
+                f"input.path={tmp_path}",
+                "input.kind=fits_series",
+                "prep.derotate=false",
+                f"output.path={tmp_path / 'out' / 'results.zarr'}",
+            ],
+        )
+        with pytest.raises(InputError, match=r"pointing jumps 500 px between frames"):
+            plan_run(cfg)
         return
     assert derotate is (not tracking), why
     assert ("follows the Sun" in why) is tracking

@@ -37,6 +37,7 @@ __all__ = [
     "assemble",
     "assemble_array",
     "parse_time",
+    "pointing_jump",
     "header_scale",
     "seconds_per",
     "read_failure",
@@ -617,6 +618,47 @@ def seconds_per(unit: Any, where: str) -> float:
             f"{where}: the time axis' unit {text!r} is not a unit of time that specfit knows "
             "(s, ms, min, h, d); give the times in seconds"
         ) from None
+
+
+# Solar rotation seen at disk centre: ~13.2 deg/day synodic at the equator on a ~960" disk
+# gives ~9"/h; features elsewhere move less, so this is the largest drift to expect.
+ROTATION_ARCSEC_PER_H = 9.2
+
+
+def pointing_jump(arr: xr.DataArray) -> tuple[int, float] | None:
+    """The largest step of the field's pointing between two consecutive frames, ``(k, px)``
+    for frames k and k + 1, when it is far beyond what solar rotation moves a tracked field
+    (10x, and at least 5 px): a re-pointing, or frames of another field among the series.
+    None without per-frame WCS (``wcs_crval1`` / ``wcs_crpix1`` coordinates) or a jump.
+
+    The step is that of CRVAL1 - CRPIX1 * CDELT1 (the sky position of a fixed pixel), so a
+    cutout (which shifts every frame's CRPIX alike) does not change it.
+    """
+    if "wcs_header" not in arr.attrs or arr.sizes.get("time", 0) < 2:
+        return None
+    if "wcs_crval1" not in arr.coords and "wcs_crpix1" not in arr.coords:
+        return None
+    h = fits.Header.fromstring(str(arr.attrs["wcs_header"]), sep="\n")
+    cdelt = float(h.get("CDELT1", 1.0))
+    scale = abs(cdelt) or 1.0
+    nt = arr.sizes["time"]
+    crval = (
+        np.asarray(arr["wcs_crval1"].values, float)
+        if "wcs_crval1" in arr.coords
+        else np.full(nt, float(h.get("CRVAL1", 0.0)))
+    )
+    crpix = (
+        np.asarray(arr["wcs_crpix1"].values, float)
+        if "wcs_crpix1" in arr.coords
+        else np.full(nt, float(h.get("CRPIX1", 0.0)))
+    )
+    steps = np.abs(np.diff(crval - crpix * cdelt)) / scale
+    t = np.asarray(arr["time"].values, dtype=float)
+    dt_step = float(t[-1] - t[0]) / max(nt - 1, 1)
+    limit = max(5.0, 10.0 * ROTATION_ARCSEC_PER_H * dt_step / 3600.0 / scale)
+    finite = np.where(np.isfinite(steps), steps, 0.0)
+    k = int(np.argmax(finite))
+    return (k, float(finite[k])) if finite[k] > limit else None
 
 
 def relative_seconds(times: Time) -> np.ndarray:
