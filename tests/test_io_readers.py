@@ -582,6 +582,14 @@ def test_rice_compressed_frames_in_hdu1(tmp_path):
     expect = np.where(raw == -32768, np.nan, raw / np.float32(2.5)).astype(np.float32)
     np.testing.assert_allclose(out.values, expect, rtol=1e-6)
     assert np.isnan(out.values[1, 2, 3])
+    # beside plain frames (image in HDU 0): each file is read from its own HDU (the folder
+    # was refused with advice to set input.hdu, which no value could follow; input reviewer)
+    for i in range(3, 5):
+        h = _hpc_header(6, 7, f"2021-01-01T00:00:{12 * i:02d}", 2.5)
+        fits.PrimaryHDU(raw[i - 3].astype(np.float32), header=h).writeto(tmp_path / f"c{i}.fits")
+    mixed = open_input(InputConfig(path=str(tmp_path))).values
+    np.testing.assert_allclose(mixed[:3], expect, rtol=1e-6)
+    np.testing.assert_allclose(mixed[3:], raw[:2] / np.float32(2.5), rtol=1e-6)
 
 
 def test_sixteen_bit_tiff_keeps_its_levels(tmp_path):

@@ -170,17 +170,15 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
         headers.append(h)
         hdus.append(i)
         layouts.append(layout)
-    if len(set(hdus)) > 1:
-        raise InputError(
-            f"{files[0]}: the image is in different HDUs across files ({sorted(set(hdus))}); "
-            "set input.hdu"
-        )
+    # Each file is read from its own image HDU: a folder may mix plain frames (HDU 0) with
+    # JSOC's RICE-compressed ones (HDU 1; it was refused, and no input.hdu reads both)
     drop = flagged_frames(headers, cfg, [os.path.basename(f) for f in files])
     if drop.any():
         keep = np.flatnonzero(~drop)
         files = [files[i] for i in keep]
         headers = [headers[i] for i in keep]
         layouts = [layouts[i] for i in keep]
+        hdus = [hdus[i] for i in keep]
     shapes = [(h.get("NAXIS2"), h.get("NAXIS1")) for h in headers]
     ref_shape = shapes[0]
     for f, s, h in zip(files, shapes, headers, strict=True):
@@ -235,7 +233,7 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
         scaled = h.get("BSCALE", 1.0) != 1.0 or h.get("BZERO", 0.0) != 0.0
         blank.append(None if scaled else b)
     ny, nx = ref_shape
-    reader = _ReadSeries(hdus[0], layouts, (ny, nx))
+    reader = _ReadSeries(hdus, layouts, (ny, nx))
     for i, h in enumerate(headers):
         scaling = (h.get("BSCALE", 1.0), h.get("BZERO", 0.0), h.get("BLANK"))
         if layouts[i] is not None and scaling[:2] != (1.0, 0.0):
@@ -608,19 +606,20 @@ def _refuse_date_only(path: str, header: Any, keys: list[str]) -> None:
 
 
 class _ReadSeries:
-    """Picklable reader bound to one HDU index (dask ships it to workers once).
+    """Picklable reader of a series' files (dask ships it to workers once).
 
+    ``hdu``: the image HDU of every file (one index), or per file in file order.
     ``layouts`` (per file, in file order): where a plain file's data are, or None for a file
     astropy reads; the layouts travel as small arrays.
     """
 
     def __init__(
         self,
-        hdu: int,
+        hdu: int | list[int],
         layouts: list[PlainLayout | None] | None = None,
         shape: tuple[int, int] | None = None,
     ) -> None:
-        self.hdu = hdu
+        self.hdu = np.asarray(hdu, dtype=np.int16)
         self.shape = shape
         layouts = layouts or []
         self.offset = np.array([lay.offset if lay else -1 for lay in layouts], dtype=np.int64)
@@ -653,6 +652,6 @@ class _ReadSeries:
         layout = self._layout(i)
         raw = None if layout is None else read_plain(path, layout, self.shape)
         if raw is None:  # not plain, or changed since the scan: astropy reads it
-            return _read_astropy(path, self.hdu)
+            return _read_astropy(path, int(self.hdu if self.hdu.ndim == 0 else self.hdu[i]))
         bscale, bzero, blank = self.scaling.get(i, (1.0, 0.0, None))
         return _scale(raw, bscale, bzero, blank, self.shape)
