@@ -607,7 +607,9 @@ def test_sixteen_bit_tiff_keeps_its_levels(tmp_path):
 
 def test_a_frame_of_another_channel_is_named(tmp_path):
     """One 304 A frame among 1600 A ones (a shared download folder) is refused before any
-    pixel is read, naming the file; frames without WAVELNTH are not judged."""
+    pixel is read, naming the file; so is an HMI frame among AIA ones, or a frame without
+    the WAVELNTH the others have (both were read as part of the series; input reviewer).
+    A series whose frames all lack it is not judged."""
     from specfit.synthetic import make_synthetic
 
     frames = make_synthetic(tmp_path / "s", shape=(8, 8), n_frames=40, seed=1).frames
@@ -616,12 +618,25 @@ def test_a_frame_of_another_channel_is_named(tmp_path):
         h[0].header["WAVELNTH"] = 304
     with pytest.raises(
         InputError,
-        match=rf"{files[7].name} \(WAVELNTH 304\), beside {len(files) - 1} frames at WAVELNTH 1600",
+        match=rf"{files[7].name} \(WAVELNTH 304\), beside {len(files) - 1} frames with WAVELNTH 1600",
     ):
         open_input(InputConfig(path=str(frames)))
     with fits.open(files[7], mode="update") as h:
         del h[0].header["WAVELNTH"]
+    with pytest.raises(InputError, match=rf"{files[7].name} \(no WAVELNTH\)"):
+        open_input(InputConfig(path=str(frames)))
+    for f in files:  # none has it: not judged
+        with fits.open(f, mode="update") as h:
+            h[0].header.pop("WAVELNTH", None)
     assert open_input(InputConfig(path=str(frames))).shape[0] == len(files)
+    with fits.open(files[3], mode="update") as h:
+        h[0].header["INSTRUME"] = "HMI_FRONT2"
+    with pytest.raises(InputError, match=rf"{files[3].name} \(INSTRUME HMI_FRONT2\), beside"):
+        open_input(InputConfig(path=str(frames)))
+    with fits.open(files[3], mode="update") as h:
+        h[0].header["INSTRUME"] = fits.getval(files[0], "INSTRUME")
+    for f in files:
+        fits.setval(f, "WAVELNTH", value=1600)
     with fits.open(files[7], mode="update") as h:
         h[0].header["WAVELNTH"] = 1600.0001  # a tunable filter's rounding: the same channel
     assert open_input(InputConfig(path=str(frames))).shape[0] == len(files)

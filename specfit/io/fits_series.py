@@ -380,43 +380,62 @@ def _frame_keys(cfg: InputConfig) -> tuple[str, ...]:
     keys += [k for k, _ in GEOMETRY_KEYS.values()]
     keys.append("WAVELNTH")  # one channel per series (_check_one_channel)
     keys += list(_GRID_KEYS)  # one pixel grid per series (_check_one_grid)
+    keys += ["TELESCOP", "INSTRUME"]  # one instrument per series (_check_one_channel)
     if cfg.quality_key:
         # frames flagged bad are left out (flagged_frames; AIA's bits on AIA frames)
-        keys += [cfg.quality_key, "TELESCOP", "INSTRUME"]
+        keys += [cfg.quality_key]
     return tuple(dict.fromkeys(k.upper() for k in keys))
 
 
 def _check_one_channel(files: list, headers: list) -> None:
-    """Refuse a series whose frames carry different ``WAVELNTH`` values (e.g. one 304 A
-    frame among 1600 A ones, from a shared download folder), naming the odd files."""
-    waves = []
+    """Refuse a series whose frames carry different ``WAVELNTH``, ``TELESCOP`` or
+    ``INSTRUME`` values (e.g. one 304 A frame among 1600 A ones, or an HMI frame among AIA
+    ones, from a shared download folder), or lack one most others have, naming the odd files."""
+    for key in ("WAVELNTH", "TELESCOP", "INSTRUME"):
+        _check_one_value(files, headers, key)
+
+
+def _check_one_value(files: list, headers: list, key: str) -> None:
+    values = []
     for h in headers:
         try:
-            waves.append(h.get("WAVELNTH"))
+            v = h.get(key)
         except Exception:  # an unparsable card: not ours to judge here
-            waves.append(None)
-    seen = [w for w in waves if w is not None]
+            v = None
+        values.append(v.strip() if isinstance(v, str) else v)
+    seen = [v for v in values if v is not None]
     counts = Counter(seen)
-    if len(counts) <= 1:
+    if not counts:
         return
-    main = counts.most_common(1)[0][0]  # the channel of most frames (first seen on a tie)
+    main = counts.most_common(1)[0][0]  # the value of most frames (first seen on a tie)
 
-    def same(w) -> bool:  # numbers within 1e-4 of each other: one channel (6563.02, 6563.03)
+    def same(v) -> bool:  # numbers within 1e-4 of each other: one channel (6563.02, 6563.03)
         try:
-            a, b = float(w), float(main)
+            a, b = float(v), float(main)
         except (TypeError, ValueError):
-            return w == main
+            return v == main
         return abs(a - b) <= 1e-4 * max(abs(a), abs(b))
 
-    odd = [(f, w) for f, w in zip(files, waves, strict=True) if w is not None and not same(w)]
+    # a frame without the label is odd where most frames carry it (else not judged)
+    unlabelled_odd = 2 * len(seen) > len(values)
+    odd = [
+        (f, v)
+        for f, v in zip(files, values, strict=True)
+        if (v is None and unlabelled_odd) or (v is not None and not same(v))
+    ]
     if not odd:
         return
-    shown = ", ".join(f"{Path(f).name} (WAVELNTH {w})" for f, w in odd[:5])
+    shown = ", ".join(
+        f"{Path(f).name} ({key} {v})" if v is not None else f"{Path(f).name} (no {key})"
+        for f, v in odd[:5]
+    )
     more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
+    what = {"WAVELNTH": "channel", "TELESCOP": "telescope", "INSTRUME": "instrument"}[key]
     raise InputError(
-        f"{odd[0][0]}: frames of another channel in the series: {shown}{more}, beside "
-        f"{len(seen) - len(odd)} frames at WAVELNTH {main}; a series is one channel: remove those files "
-        "or narrow input.pattern"
+        f"{odd[0][0]}: frames of another {what} (or without its label) in the series: "
+        f"{shown}{more}, "
+        f"beside {len(files) - len(odd)} frames with {key} {main}; a series is one channel of "
+        "one instrument: remove those files or narrow input.pattern"
     )
 
 
