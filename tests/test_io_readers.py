@@ -307,6 +307,31 @@ def test_a_time_axis_in_minutes_or_ms_is_read_in_seconds(tmp_path):
     np.testing.assert_allclose(got["time"].values, [0, 24, 48, 72])
 
 
+def test_a_zarr_cube_with_exposures_is_normalised_as_fits_input_is(tmp_path):
+    """A Zarr input's exposure coordinate was kept but not divided out, though
+    input.normalise_exposure is true by default (input reviewer): the values stayed per frame
+    while a FITS series of the same frames is per second. Now divided, bunit '/ s'; a store
+    saying exposure_normalised, or normalise_exposure: false, is left as it is."""
+    cube = np.full((4, 3, 2), 10.0, dtype=np.float32)
+    exposure = np.array([2.0, 2.0, 4.0, 2.0])
+    arr = xr.DataArray(
+        cube,
+        dims=("time", "y", "x"),
+        coords={"time": np.arange(4) * 12.0, "exposure": ("time", exposure)},
+        name="intensity",
+        attrs={"bunit": "DN"},
+    )
+    arr.to_dataset().to_zarr(tmp_path / "e.zarr", mode="w", consolidated=False)
+    got = open_input(InputConfig(path=str(tmp_path / "e.zarr")))
+    np.testing.assert_allclose(got.values[:, 0, 0], 10.0 / exposure)
+    assert got.attrs["bunit"] == "DN / s" and got.attrs["exposure_normalised"]
+    raw = open_input(InputConfig(path=str(tmp_path / "e.zarr"), normalise_exposure=False))
+    np.testing.assert_allclose(raw.values, cube)
+    arr.attrs["exposure_normalised"] = True
+    arr.to_dataset().to_zarr(tmp_path / "n.zarr", mode="w", consolidated=False)
+    np.testing.assert_allclose(open_input(InputConfig(path=str(tmp_path / "n.zarr"))).values, cube)
+
+
 def test_npy_and_zarr(tmp_path):
     rng = np.random.default_rng(5)
     cube = rng.normal(size=(7, 3, 4)).astype(np.float64)

@@ -221,6 +221,18 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
     tc, cy, cx = (c[0] for c in data.chunks)
     if tc * cy * cx * 4 > CHUNK_BYTES:
         data = data.rechunk({0: max(1, CHUNK_BYTES // (cy * cx * 4))})
+    if exposure is not None and cfg.normalise_exposure and not attrs.get("exposure_normalised"):
+        # per-frame exposures in the store: divided out as for FITS input (they were kept as a
+        # coordinate only, the values left in counts per frame without a word)
+        exp = np.asarray(exposure, dtype=float)
+        if not np.all(np.isfinite(exp) & (exp > 0)):
+            raise InputError(
+                f"{path}: some values of the exposure coordinate are missing or not positive; "
+                "set input.normalise_exposure: false"
+            )
+        data = data / exp.astype(np.float32)[:, None, None]
+        unit = str(attrs.get("bunit") or "").strip()
+        attrs = {**attrs, "exposure_normalised": True, "bunit": f"{unit} / s" if unit else "1 / s"}
     times = times[order]
     out = xr.DataArray(
         data,
