@@ -1037,19 +1037,22 @@ class InputFolderLock:
     the whole run, because a run reads the frames lazily to its end, and a run with other
     ``input.synthetic`` settings rewrites them in place (two such runs side by side gave a
     store marked complete from the other run's frames). An OS file lock,
-    ``<folder>/.specfit-lock``; a folder this lock created is removed again if it holds
-    nothing else when the run ends (a run refused before it made any frame)."""
+    ``<folder>/.specfit-lock``. Where no frames were made when the run ends (a run refused
+    first, e.g. by a folder of someone else's files), the lock file goes again, and the
+    folder too if the lock made it: specfit leaves no file in a folder it does not use."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self._lock = None
         self._made = False
+        self._new_file = False
 
     def __enter__(self) -> InputFolderLock:
         from filelock import FileLock, Timeout
 
         self._made = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._new_file = not (self.folder / ".specfit-lock").exists()
         lock = FileLock(str(self.folder / ".specfit-lock"), timeout=0)
         try:
             lock.acquire()
@@ -1066,10 +1069,12 @@ class InputFolderLock:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-        if self._made and [p.name for p in self.folder.iterdir()] == [".specfit-lock"]:
-            (self.folder / ".specfit-lock").unlink(missing_ok=True)
+        if self._new_file and not (self.folder / ".complete").exists():
+            # no synthetic frames were made here (the marker is written first): not our folder
             with contextlib.suppress(OSError):
-                self.folder.rmdir()
+                (self.folder / ".specfit-lock").unlink()
+                if self._made:
+                    self.folder.rmdir()
 
 
 class StoreLock:
