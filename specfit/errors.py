@@ -49,6 +49,12 @@ class NotFoundError(SpecfitError, FileNotFoundError):
     results store, a user-model file."""
 
 
+class TimeOfDayError(ValueError):
+    """A time whose seconds run past the end of its minute outside a leap second (raised by
+    :func:`specfit.io._base.strict_time`; the readers turn it into an :class:`InputError`
+    naming the file and key)."""
+
+
 def missing_input(key: str, path: object) -> InputError:
     """The error for an input path that does not exist, saying where relative paths start."""
     return InputError(

@@ -26,8 +26,7 @@ import yaml
 
 from specfit.config import InputConfig, load_config
 from specfit.errors import ConfigError, InputError
-from specfit.io import detect_kind, open_input
-from specfit.io._base import ROTATION_ARCSEC_PER_H, pointing_jump
+from specfit.io import ROTATION_ARCSEC_PER_H, detect_kind, open_input, pointing_jump
 from specfit.workspace import glob_base
 
 __all__ = [

@@ -310,7 +310,7 @@ def _refuse_pointing_jump(arr: Any) -> None:
     """Without derotation every pixel's series is read at fixed pixel positions: frames
     whose pointing jumps far beyond solar rotation (another field, a re-pointing) would be
     fitted as one series (a folder of two fields ran to the end without a word)."""
-    from specfit.io._base import pointing_jump
+    from specfit.io import pointing_jump
 
     found = pointing_jump(arr)
     if found is None:

@@ -913,7 +913,8 @@ def finish_hint(path: str | Path) -> str:
     """What to do about an incomplete store: wait for the run that is writing it now (its
     ``lock.json`` names a live process, or one on another host), else the command that
     resumes it (``specfit demo --out DIR --resume`` for a demo's store)."""
-    from specfit.demo import _config_for, _made_by_a_demo
+    import yaml
+
     from specfit.workspace import work_dir_for
 
     p = Path(path)
@@ -926,7 +927,17 @@ def finish_hint(path: str | Path) -> str:
             + ("is writing it now" if here else "holds its lock, so may be writing it now")
             + f": wait for it to finish (its lock: {work_dir_for(p) / 'lock.json'})"
         )
-    if p.name == "results.zarr" and _made_by_a_demo(p, _config_for(p.parent)):
+    # a demo's store: DIR/results.zarr from the synthetic frames in DIR/synthetic
+    try:
+        stored = yaml.safe_load(store_attrs(p).get("config", "")) or {}
+        source = (stored.get("input") or {}).get("path")
+    except Exception:  # unreadable attrs: the general advice
+        source = None
+    if (
+        p.name == "results.zarr"
+        and source
+        and Path(source).resolve() == (p.parent / "synthetic").resolve()
+    ):
         return f"finish it with `specfit demo --out {p.parent} --resume`"
     return "finish it with `specfit run CONFIG --resume` (the config that wrote it)"
 

@@ -26,7 +26,15 @@ import xarray as xr
 from specfit.config import InputConfig
 from specfit.errors import InputError
 
-from ._base import hpc_coords, input_names, literal_glob, relative_seconds, whole_frames
+from ._base import (
+    ROTATION_ARCSEC_PER_H,
+    hpc_coords,
+    input_names,
+    literal_glob,
+    pointing_jump,
+    relative_seconds,
+    whole_frames,
+)
 from .fits_series import FITS_SUFFIXES
 from .images import IMAGE_SUFFIXES
 
@@ -39,6 +47,8 @@ __all__ = [
     "whole_frames",
     "input_names",
     "literal_glob",
+    "pointing_jump",
+    "ROTATION_ARCSEC_PER_H",
 ]
 
 

@@ -23,7 +23,7 @@ import xarray as xr
 from astropy.io import fits
 from astropy.time import Time
 
-from specfit.errors import InputError, missing_input
+from specfit.errors import InputError, TimeOfDayError, missing_input
 
 __all__ = [
     "GLOB_CHARS",
@@ -521,10 +521,6 @@ def _file_stamps(source: Any) -> list:
         except OSError:
             out.append((str(p), None, None))
     return out
-
-
-class TimeOfDayError(ValueError):
-    """A time whose seconds run past the end of its minute (not a leap second)."""
 
 
 def strict_time(value: Any, **kwargs: Any) -> Time:

@@ -43,7 +43,7 @@ from specfit.viz.data import (
     region_from_bounds,
     spectral_density,
 )
-from specfit.viz.maps import _flag_legend, histogram_element, image_element
+from specfit.viz.maps import flag_legend, histogram_element, image_element
 
 __all__ = [
     "ExplorerParts",
@@ -342,7 +342,7 @@ def build_explorer(
         if name not in titles:
             # integer codes (best model) name their meanings, as specfit plot's titles do
             spec = specs[name]
-            legend = _flag_legend(ds[spec.source]) if spec.categorical else ""
+            legend = flag_legend(ds[spec.source]) if spec.categorical else ""
             titles[name] = map_title(ds, name) + legend
         return image_element(current_map(name, pthr, mask, sig), axes).opts(
             title=f"{titles[name]}: click a pixel; box-select a region"

@@ -327,7 +327,7 @@ def default_map_name(ds: xr.Dataset, catalog: Sequence[MapSpec] | None = None) -
     return catalog[0].name
 
 
-def _spec(ds: xr.Dataset, name: str) -> MapSpec:
+def map_spec(ds: xr.Dataset, name: str) -> MapSpec:
     for s in map_catalog(ds):
         if s.name == name:
             return s
@@ -546,7 +546,7 @@ def map_values(
     xarray.DataArray
         Float (y, x) with NaN where masked; ``attrs`` hold ``label`` and ``units``.
     """
-    spec = _spec(ds, name)
+    spec = map_spec(ds, name)
     da = ds[spec.source]
     if spec.categorical:
         out = da.astype("float32")
@@ -576,7 +576,7 @@ def map_title(ds: xr.Dataset, name: str) -> str:
     pixels hold exactly 0 (a parameter on its lower bound, e.g. the tail of AIA 1600's M1
     fits), which a log scale cannot draw and which would otherwise look like masked pixels.
     Reads the map once for that count (log10 maps only)."""
-    spec = _spec(ds, name)
+    spec = map_spec(ds, name)
     title = spec.label + (f" [{spec.units}]" if spec.units not in ("", "1") else "")
     if spec.transform != "log10":
         return title

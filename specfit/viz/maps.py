@@ -19,11 +19,11 @@ import xarray as xr
 
 from specfit.viz.data import (
     AxisInfo,
-    _spec,
     axis_info,
     clip_limits,
     map_catalog,
     map_histogram,
+    map_spec,
     map_title,
     map_values,
     open_store,
@@ -132,7 +132,7 @@ def heatmap(
     """
     _load_backend(backend)
     ds = open_store(ds)
-    spec = _spec(ds, name)  # an unknown name: a KeyError listing the maps (was StopIteration)
+    spec = map_spec(ds, name)  # an unknown name: a KeyError listing the maps (was StopIteration)
     da = map_values(
         ds,
         name,
@@ -164,7 +164,7 @@ def heatmap(
     small.attrs = da.attrs
     img = image_element(small, axes, factor)
     hist = histogram_element(values, lim, img.vdims[0])
-    title = map_title(ds, name) + (_flag_legend(ds[spec.source]) if spec.categorical else "")
+    title = map_title(ds, name) + (flag_legend(ds[spec.source]) if spec.categorical else "")
     if backend == "bokeh":
         img = img.opts(
             backend="bokeh", cmap=cmap, clim=lim, colorbar=True, title=title, tools=["hover"],
@@ -191,7 +191,7 @@ def heatmap(
     return layout
 
 
-def _flag_legend(da: xr.DataArray, max_flags: int = 4) -> str:
+def flag_legend(da: xr.DataArray, max_flags: int = 4) -> str:
     """' (0 m1, 1 m2)' from CF flag attrs when there are few flags, else ''."""
     values = da.attrs.get("flag_values")
     meanings = str(da.attrs.get("flag_meanings", "")).split()
