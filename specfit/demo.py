@@ -42,15 +42,9 @@ def _made_by_a_demo(results: Path, cfg: dict) -> bool:
     """True if ``results`` is a store this demo folder's run wrote (its input is the demo's
     synthetic frames). Any other store there (a real run's, moved or copied in) is only
     replaced with ``--overwrite``, as ``specfit run`` does."""
-    import yaml
+    from specfit.store import stored_input_path
 
-    from specfit.store import store_attrs
-
-    try:
-        stored = yaml.safe_load(store_attrs(results).get("config", "")) or {}
-        path = (stored.get("input") or {}).get("path")
-    except Exception:  # not a store, or not readable: let the run say what it is
-        return False
+    path = stored_input_path(results)
     return bool(path) and Path(path).resolve() == Path(cfg["input"]["path"]).resolve()
 
 

@@ -909,12 +909,22 @@ def _write_choice(root: Any, name: str, attrs: dict, bands: list[slice]) -> dict
     return {"counts": out, "n_pixels": total}
 
 
+def stored_input_path(path: str | Path) -> str | None:
+    """The ``input.path`` of the config stored in the results store at ``path``; None when
+    the store holds none or cannot be read (not a store: its reader says what it is)."""
+    import yaml
+
+    try:
+        stored = yaml.safe_load(store_attrs(Path(path)).get("config", "")) or {}
+        return (stored.get("input") or {}).get("path") or None
+    except Exception:
+        return None
+
+
 def finish_hint(path: str | Path) -> str:
     """What to do about an incomplete store: wait for the run that is writing it now (its
     ``lock.json`` names a live process, or one on another host), else the command that
     resumes it (``specfit demo --out DIR --resume`` for a demo's store)."""
-    import yaml
-
     from specfit.workspace import work_dir_for
 
     p = Path(path)
@@ -928,11 +938,7 @@ def finish_hint(path: str | Path) -> str:
             + f": wait for it to finish (its lock: {work_dir_for(p) / 'lock.json'})"
         )
     # a demo's store: DIR/results.zarr from the synthetic frames in DIR/synthetic
-    try:
-        stored = yaml.safe_load(store_attrs(p).get("config", "")) or {}
-        source = (stored.get("input") or {}).get("path")
-    except Exception:  # unreadable attrs: the general advice
-        source = None
+    source = stored_input_path(p)
     if (
         p.name == "results.zarr"
         and source
