@@ -310,21 +310,14 @@ def _refuse_pointing_jump(arr: Any) -> None:
     """Without derotation every pixel's series is read at fixed pixel positions: frames
     whose pointing jumps far beyond solar rotation (another field, a re-pointing) would be
     fitted as one series (a folder of two fields ran to the end without a word)."""
-    from specfit.io import pointing_jump
+    from specfit.stages import pointing_jump_message
 
-    found = pointing_jump(arr)
-    if found is None:
-        return
-    k, size = found
-    files = list(arr.attrs.get("files") or [])
-    named = f" ({files[k]} and {files[k + 1]})" if len(files) == arr.sizes["time"] else ""
-    raise InputError(
-        f"input: the pointing jumps {size:.0f} px between frames {k} and {k + 1}{named}, far "
-        "beyond solar rotation: the frames show different fields (a re-pointing, or another "
-        "data set in the folder), so a pixel's series would mix them; keep one field's frames "
-        "(input.pattern, input.max_frames), or set prep.derotate: true to align the frames by "
-        "their WCS"
-    )
+    msg = pointing_jump_message(arr)
+    if msg is not None:
+        raise InputError(
+            f"{msg}; keep one field's frames (input.pattern, input.max_frames), or set "
+            "prep.derotate: true to align the frames by their WCS"
+        )
 
 
 def plan_run(cfg: Config, data: Any = None) -> RunPlan:
@@ -339,7 +332,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     from specfit.stages import check_float32_range, ingest, uniform_grid
 
     models = _check_fit_settings(cfg)
-    arr = ingest(cfg, data=data)
+    arr = ingest(cfg, data=data, check_pointing=False)  # refused below, after max_frames
     if cfg.input.max_frames:
         arr = arr.isel(time=slice(0, cfg.input.max_frames))
     arr, end_frames = _trim_empty_ends(arr)
