@@ -693,6 +693,7 @@ def _layout(
     """The results store's layout, all of it from the contract in :mod:`specfit.store`."""
     from specfit.store import (
         DOF_ATTRS,
+        NO_UNIT,
         field_variables,
         fit_attrs,
         fit_variables,
@@ -703,7 +704,7 @@ def _layout(
 
     arr = plan.arr
     _, ny, nx = plan.shape
-    bunit = arr.attrs.get("bunit") or "intensity"  # the readers' unit of the values themselves
+    bunit = arr.attrs.get("bunit") or NO_UNIT  # the readers' unit of the values themselves
     pu = power_units(bunit, cfg.spectra.normalisation)
     variables = fit_variables(
         plan.models,
@@ -772,6 +773,9 @@ def _layout(
         "interpolation_nyquist_gain": round(plan.nyquist_keep, 4),
         "source": str(arr.attrs.get("source", cfg.input.path)),
     }
+    if arr.attrs.get("time_note"):
+        # relative times only: start_time is nominal, and the store says so (info, export)
+        attrs["time_note"] = str(arr.attrs["time_note"])
     from specfit.export import field_wcs_header, wcs_origin
 
     wcs_header = field_wcs_header(arr)

@@ -115,13 +115,17 @@ def run_key_int(run_key: str) -> int:
 POWER_ROLE = "power"
 
 
+# The unit text of values whose input gave no unit (a .npy cube, a DataArray without units).
+NO_UNIT = "intensity"
+
+
 def power_units(bunit: str | None, normalisation: str) -> str:
     """The unit of the power spectra of data in ``bunit`` under a ``spectra.normalisation``.
 
     ``density``: ``(B)^2/Hz``; ``raw``: ``(B)^2``; ``variance`` (power / variance of the
     series): ``1/Hz``. ``bunit`` None or empty reads as ``intensity``.
     """
-    b = bunit or "intensity"
+    b = bunit or NO_UNIT
     try:
         return {"density": f"({b})^2/Hz", "variance": "1/Hz", "raw": f"({b})^2"}[normalisation]
     except KeyError:
