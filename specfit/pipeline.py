@@ -298,6 +298,12 @@ def _check_fit_settings(cfg: Config) -> dict:
         check_intervals(models, cfg.fit.intervals, cfg.fit.optimizer)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if cfg.fit.weights == "dlogf" and cfg.fit.method != "lsq":
+        # found by the first tile's fit, after the cube was written (config reviewer)
+        raise ConfigError(
+            f"fit.weights=dlogf weights least squares, but fit.method is {cfg.fit.method}: set "
+            "fit.method: lsq, or drop fit.weights"
+        )
     if cfg.fit.method == "lsq" and cfg.fit.weights == "sigma" and cfg.spectra.box < 2:
         raise ConfigError(
             "fit.method=lsq weights by the spread across the box: set spectra.box to 3 or more "
@@ -985,7 +991,22 @@ def _run_locked(
     _report_pixel_gaps(results_path, plan, cfg.resample.max_gap)
     timings = {"cube_s": t_cube, "tiles_s": tiles_s, "tiles_run": todo}
     _finalise(cfg, timings, t_start, keep_folder=user_dir)
+    if cfg.output.plots:
+        _plot(results_path)
     return open_results(results_path)
+
+
+def _plot(results_path: Path) -> None:
+    """``output.plots``: the maps as ``specfit plot`` draws them, beside the store (the key
+    was accepted and did nothing)."""
+    out = Path(str(results_path.with_suffix("")) + "_plots")
+    try:
+        from specfit.viz import plot_results
+    except ImportError as exc:  # the viz extras are not installed: the results stand
+        log.warning("output.plots: no plots (%s); pip install 'specfit-solar[viz]'", exc)
+        return
+    files = plot_results(results_path, out)
+    _say(f"output.plots: {len(files)} files in {out}")
 
 
 def _describe_plan(cfg: Config, plan: RunPlan) -> None:

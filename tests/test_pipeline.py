@@ -380,3 +380,21 @@ def test_a_cube_slab_graph_does_not_grow_with_the_cube():
         return sum(len(v) for k, v in layers.items() if k.startswith("rechunk"))
 
     assert rechunk_tasks(128) == rechunk_tasks(1024) > 0
+
+
+def test_fit_weights_dlogf_needs_lsq_before_any_work_and_output_plots_plots(tmp_path):
+    """`fit.weights: dlogf` with the default whittle was found by each tile's fit after the
+    cube was written (a traceback per tile, and the advice to resume could not be followed);
+    `output.plots: true` was accepted and did nothing (the config reviewer)."""
+    from specfit.errors import ConfigError
+    from specfit.pipeline import run
+
+    cfg = tiny_config(tmp_path, fit={"weights": "dlogf"})
+    with pytest.raises(ConfigError, match=r"fit.weights=dlogf .* fit.method is whittle"):
+        run(cfg)
+    assert not (tmp_path / "results.zarr").exists()
+    assert not (tmp_path / "results.zarr.specfit-work").exists()
+    cfg = tiny_config(tmp_path, output={"plots": True})
+    run(cfg)
+    plots = tmp_path / "results_plots"
+    assert (plots / "maps.html").is_file() and (plots / "m1_index.png").is_file()
