@@ -238,13 +238,19 @@ def demo(
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    from specfit.config import load_config
+
     cfg = _config_for(out)
-    results = Path(cfg["output"]["path"])
+    # where the run writes once --set is applied (output.path, input.path may be among them:
+    # the summary, the truth and the plots were looked for in the defaults after the run)
+    resolved = load_config(cfg, overrides)
+    results = Path(resolved.output.path)
+    cfg["input"]["path"] = str(resolved.input.path)
     if results.exists() and not (overwrite or resume) and _made_by_a_demo(results, cfg):
         overwrite = True  # the demo's own results: rerunning it simply starts again
     ds = run(cfg, overrides, overwrite=overwrite, resume=resume, cluster=cluster, report=report)
     print(summarise(ds, path=str(results)))
-    truth = open_truth(out / "synthetic" / "truth.zarr")
+    truth = open_truth(Path(resolved.input.path) / "truth.zarr")
     print("\nrecovered vs true (synthetic truth):")
     print(format_table(recovery_table(ds, truth)))
     if plots:
