@@ -215,7 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         full = _disk_full(exc)
         if full is None:
-            raise
+            said = _path_refused(exc)
+            if said is None:
+                raise
+            # a folder that cannot be written (read-only, not a folder, no permission) for
+            # plot, config copy or demo --out: one line naming it (it was a traceback)
+            if args.debug:
+                import traceback
+
+                traceback.print_exc()
+            print(f"specfit: error: {said}", file=sys.stderr)
+            return 2
         # a full disk (or quota, or file-size limit) while writing the cube or finishing the
         # store: one line with what to do, not ~90 lines of zarr and dask internals
         if args.debug:
@@ -302,6 +312,22 @@ def _quiet_resource_tracker() -> None:
         resource_tracker.ensure_running()
     finally:
         sys.warnoptions.remove(flag)
+
+
+def _path_refused(exc: OSError) -> str | None:
+    """One line for an OSError that says a path cannot be written or made (read-only file
+    system, no permission, a file where a folder is needed), naming it; None for others."""
+    import errno
+
+    codes = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
+    if exc.errno not in codes or not exc.filename:
+        return None
+    what = {
+        errno.ENOTDIR: "a file is in the way of a folder",
+        errno.EEXIST: "a file is in the way of a folder",
+        errno.EISDIR: "it is a folder",
+    }.get(exc.errno, exc.strerror or str(exc))
+    return f"cannot write {exc.filename}: {what}; choose another path (or fix its permissions)"
 
 
 def _disk_full(exc: BaseException) -> OSError | None:

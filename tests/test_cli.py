@@ -295,3 +295,23 @@ def test_info_names_a_status_count_that_rounds_to_nothing():
 
     assert _share(1, 37098) == "1 px (<0.1%)"
     assert _share(0, 37098) == "0.0%" and _share(400, 37098) == "1.1%"
+
+
+def test_a_path_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    """A file where `specfit demo --out` or `config copy` needs a folder was a Python
+    traceback (FileExistsError, NotADirectoryError; the config reviewer): one line naming
+    the path, and the file is left as it was."""
+    from specfit.cli import main
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("precious\n")
+    for argv in (
+        ["demo", "--out", str(afile)],
+        ["demo", "--out", str(afile / "sub")],
+        ["config", "copy", "demo", str(afile / "x.yaml")],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("specfit: error: ") and str(afile) in err, err
+        assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert afile.read_text() == "precious\n"
