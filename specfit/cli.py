@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="specfit: %(levelname)s: %(message)s",
     )
-    from specfit.errors import SpecfitError
+    from specfit.errors import SpecfitError, disk_full
 
     _plain_warnings()
     previous: dict = {}
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"specfit: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        full = _disk_full(exc)
+        full = disk_full(exc)
         if full is None:
             said = _path_refused(exc)
             if said is None:
@@ -328,20 +328,6 @@ def _path_refused(exc: OSError) -> str | None:
         errno.EISDIR: "it is a folder",
     }.get(exc.errno, exc.strerror or str(exc))
     return f"cannot write {exc.filename}: {what}; choose another path (or fix its permissions)"
-
-
-def _disk_full(exc: BaseException) -> OSError | None:
-    """The OSError of a full disk, an exceeded quota or file-size limit in ``exc`` or the
-    exceptions it was raised from; None if there is none."""
-    import errno
-
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

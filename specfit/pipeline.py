@@ -31,7 +31,7 @@ import numpy as np
 
 from specfit._version import __version__
 from specfit.config import SCIENCE_SECTIONS, Config, OutputConfig, config_diff, load_config
-from specfit.errors import ConfigError, InputError, RunError, StoreError
+from specfit.errors import ConfigError, InputError, RunError, StoreError, disk_full
 from specfit.store import (
     StoreLayout,
     code_sha256,
@@ -1150,9 +1150,19 @@ def _tiles(
         _report_jumping_frames(counts, plan.arr)
     if failures:
         ty, tx, err = failures[0]
+        full = next((disk_full(e) for _, _, e in failures if disk_full(e) is not None), None)
+        if full is not None:
+            # a full disk while tiles are written: the cause and the fix once, naming the file
+            where = f" writing {full.filename}" if full.filename else ""
+            raise RunError(
+                f"{len(failures)} of {len(todo)} tile(s) failed: {full.strerror or full}{where}. "
+                f"Everything else is saved in {results_path}; free space (or raise the limit), "
+                "then run again with --resume"
+            )
         raise RunError(
-            f"{len(failures)} of {len(todo)} tile(s) failed (first: tile ({ty}, {tx}): {err}). "
-            f"Everything else is saved in {results_path}; fix the cause and run again with --resume"
+            f"{len(failures)} of {len(todo)} tile(s) failed (first: tile ({ty}, {tx}): "
+            f"{err!r}). Everything else is saved in {results_path}; fix the cause and run "
+            "again with --resume"
         )
     return time.perf_counter() - t0, len(todo), done.size
 
@@ -1213,8 +1223,11 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.n
             try:
                 counts += process_tile(plan, ty, tx)
             except Exception as exc:  # a bug or I/O fault in one tile must not lose the rest
-                log.exception("tile (%d, %d) failed", ty, tx)
-                failures.append((ty, tx, repr(exc)))
+                if disk_full(exc) is None:
+                    log.exception("tile (%d, %d) failed", ty, tx)
+                else:  # the same cause for every tile: the summary below says it once
+                    log.error("tile (%d, %d) failed: %s", ty, tx, disk_full(exc))
+                failures.append((ty, tx, exc))
         return failures, counts
     plan_f = _plan_on_cluster(client, plan)
     futures = [
@@ -1227,7 +1240,7 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.n
     for fut in progress(futures, total=len(futures), desc="tiles", unit="tile"):
         if fut.status == "error":
             ty, tx = index[fut.key]
-            failures.append((ty, tx, repr(fut.exception())))
+            failures.append((ty, tx, fut.exception()))
         else:
             counts += fut.result()
         fut.release()

@@ -398,3 +398,27 @@ def test_fit_weights_dlogf_needs_lsq_before_any_work_and_output_plots_plots(tmp_
     run(cfg)
     plots = tmp_path / "results_plots"
     assert (plots / "maps.html").is_file() and (plots / "m1_index.png").is_file()
+
+
+def test_a_disk_that_fills_while_tiles_are_written_is_said_once(tmp_path, monkeypatch, caplog):
+    """A full disk while tiles were written gave a traceback per tile and a RunError quoting
+    OSError(28, ...) (the config reviewer; the README promises one line naming the file).
+    Now one line per tile and one message with the file, the fix and --resume."""
+    import errno
+    import logging
+
+    import specfit.pipeline as pipeline
+    from specfit.errors import RunError
+
+    def full(plan, ty, tx):
+        raise OSError(errno.ENOSPC, "No space left on device", f"/full/c/{ty}/{tx}")
+
+    monkeypatch.setattr(pipeline, "process_tile", full)
+    with caplog.at_level(logging.ERROR, logger="specfit"):
+        with pytest.raises(RunError) as info:
+            pipeline.run(tiny_config(tmp_path))
+    msg = str(info.value)
+    assert "tile(s) failed: No space left on device writing /full/c/0/0" in msg, msg
+    assert "free space (or raise the limit), then run again with --resume" in msg
+    assert "Traceback" not in caplog.text and "OSError(" not in msg
+    assert "tile (0, 1) failed: [Errno 28] No space left on device" in caplog.text
