@@ -398,10 +398,21 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
             raise ConfigError(str(exc)) from None
     npar = max(len(m.param_names) for m in models.values())
     if freq.size <= npar + 1:
+        # only advice that applies: one whole segment and no range left the series itself
+        fixes = []
+        if sp.segments > 1 or sp.segment_length:
+            fixes.append("fewer or longer segments")
+        if sp.fmin is not None or sp.fmax is not None:
+            fixes.append("a wider frequency range (spectra.fmin, spectra.fmax)")
+        if not fixes:
+            fixes.append(
+                f"a longer series: {new_times.size} samples at {dt:.6g} s give "
+                f"{freq.size} frequencies (input.max_frames, more frames)"
+            )
         raise ConfigError(
             f"spectra: only {freq.size} frequencies remain (segments={sp.segments}, "
-            f"fmin={sp.fmin}, fmax={sp.fmax}); the models need more than {npar + 1}. Use fewer "
-            "segments or a wider frequency range"
+            f"fmin={sp.fmin}, fmax={sp.fmax}); the models need more than {npar + 1}. Use "
+            + " or ".join(fixes)
         )
     return RunPlan(
         arr=arr,

@@ -100,8 +100,12 @@ def test_bad_inputs_fail_before_work_with_clear_messages(tmp_path):
     assert not (tmp_path / "results.zarr").exists()
     with pytest.raises(ConfigError, match="spectra.box"):
         run(tiny_config(tmp_path), ["fit.method=lsq"])
-    with pytest.raises(ConfigError, match="frequencies remain"):
+    with pytest.raises(ConfigError, match="frequencies remain.* Use fewer or longer segments$"):
         run(tiny_config(tmp_path), ["spectra.segments=60"])
+    # one segment and no range: only a longer series helps (it said "fewer segments or a
+    # wider frequency range", neither possible; the config reviewer)
+    with pytest.raises(ConfigError, match=r"remain .*Use a longer series: \d+ samples at 12 s"):
+        run(tiny_config(tmp_path), ["input.max_frames=12", "input.path=" + str(tmp_path / "s12")])
     with pytest.raises(ConfigError, match="fit.models"):
         run(tiny_config(tmp_path), ["fit.models={m1: no_such_model}"])
 
