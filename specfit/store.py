@@ -1008,6 +1008,16 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
         ds = xr.open_zarr(p, consolidated=True)
+    # The consolidated metadata lists every array: one whose folder is gone (deleted, an
+    # incomplete copy) read as all NaN and was summarised and exported without a word.
+    gone = [str(n) for n in ds.variables if not (p / str(n) / "zarr.json").is_file()]
+    if gone:
+        raise StoreError(
+            f"{p} is damaged: the array(s) {', '.join(gone[:5])}"
+            f"{' ...' if len(gone) > 5 else ''} listed in its metadata are missing (no "
+            f"{gone[0]}/zarr.json); copy the store again, or run `specfit run` again with "
+            "--overwrite"
+        )
     coords = [c for c in ("hpc_x", "hpc_y", "dof") if c in ds.data_vars]
     if coords:
         ds = ds.set_coords(coords)

@@ -315,3 +315,23 @@ def test_a_path_that_cannot_be_written_is_one_line(tmp_path, capsys):
         assert err.startswith("specfit: error: ") and str(afile) in err, err
         assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert afile.read_text() == "precious\n"
+
+
+def test_a_store_missing_an_array_is_refused_not_read_as_nan(tmp_path, capsys):
+    """A store whose m1_index folder was deleted (or not copied) was summarised with
+    m1_index all NaN and exported as an all-NaN map without a word (the config reviewer):
+    the consolidated metadata still listed it. Refused naming the array."""
+    import shutil
+
+    from specfit.cli import main
+    from specfit.pipeline import run
+
+    run(tiny_config(tmp_path))
+    broken = tmp_path / "copy.zarr"
+    shutil.copytree(tmp_path / "results.zarr", broken)
+    shutil.rmtree(broken / "m1_index")
+    for argv in (["info", str(broken)], ["export", str(broken), "--fits", str(tmp_path / "f")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "is damaged: the array(s) m1_index listed in its metadata are missing" in err
+    assert not (tmp_path / "f").exists()
