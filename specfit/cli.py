@@ -315,8 +315,9 @@ def _quiet_resource_tracker() -> None:
 
 
 def _path_refused(exc: OSError) -> str | None:
-    """One line for an OSError that says a path cannot be written or made (read-only file
-    system, no permission, a file where a folder is needed), naming it; None for others."""
+    """One line for an OSError that says a path cannot be used (read-only file system, no
+    permission, a file where a folder is needed), naming it; None for others. The same
+    words whether it was read or written."""
     import errno
 
     codes = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
@@ -327,7 +328,7 @@ def _path_refused(exc: OSError) -> str | None:
         errno.EEXIST: "a file is in the way of a folder",
         errno.EISDIR: "it is a folder",
     }.get(exc.errno, exc.strerror or str(exc))
-    return f"cannot write {exc.filename}: {what}; choose another path (or fix its permissions)"
+    return f"cannot use {exc.filename}: {what}; choose another path (or fix its permissions)"
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

@@ -180,6 +180,9 @@ class PrepConfig(_Section):
     @classmethod
     def _time_as_text(cls, value: Any) -> Any:
         # YAML reads an unquoted 2012-06-06T07:00:00 (the docs' own example) as a datetime
+        if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+            # 2012-06-06T07:00:00Z: UTC without the offset astropy's ISO parser refuses
+            value = value.astimezone(datetime.UTC).replace(tzinfo=None)
         if isinstance(value, datetime.date):
             return value.isoformat()
         return value
@@ -362,16 +365,6 @@ class FitConfig(_Section):
         for alias in v:
             if not alias.isidentifier():
                 raise ValueError(f"alias {alias!r} must be a plain identifier like m1")
-        for a in v:
-            for b in v:
-                if b.startswith(a + "_"):
-                    # a's maps are a_<name>: a_bump_amplitude would be both a's bump_amplitude
-                    # and a_bump's amplitude, one of them lost without a word
-                    raise ValueError(
-                        f"aliases {a!r} and {b!r} would name the same maps ({a}'s are "
-                        f"{a}_<parameter>, so {b}_<parameter> can be either's): choose aliases "
-                        "where none begins with another and '_', e.g. m1, m2"
-                    )
         return v
 
 
@@ -402,7 +395,8 @@ class OutputConfig(_Section):
     plots: bool = Field(
         False,
         description="After the run, write a PNG per map and one HTML page (as `specfit plot`) "
-        "to <path without .zarr>_plots; needs the viz extras.",
+        "to <path without .zarr>_plots; needs the viz extras (a failure is a warning: the "
+        "results stand).",
     )
 
 

@@ -284,7 +284,7 @@ def _prepare_input(cfg: Config) -> Config:
 def _check_fit_settings(cfg: Config) -> dict:
     """The fit section's checks that need no data (model names, user models, intervals, lsq
     weights); returns the resolved models. Raises ConfigError naming the key."""
-    from specfit.kernels.fitting import check_intervals
+    from specfit.kernels.fitting import check_intervals, output_dtypes
     from specfit.stages import resolve_models
 
     try:
@@ -296,6 +296,8 @@ def _check_fit_settings(cfg: Config) -> dict:
         ) from exc
     try:
         check_intervals(models, cfg.fit.intervals, cfg.fit.optimizer)
+        # every map name once (two aliases could name one map), as the store will name them
+        output_dtypes(models, cfg.fit.method, cfg.fit.best_model, cfg.fit.intervals)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if cfg.fit.weights == "dlogf" and cfg.fit.method != "lsq":
@@ -402,12 +404,17 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
         fixes = []
         if sp.segments > 1 or sp.segment_length:
             fixes.append("fewer or longer segments")
-        if sp.fmin is not None or sp.fmax is not None:
+        whole = {**spectra_kw, "fmin": None, "fmax": None}
+        unclipped, _, _ = pg.periodogram(np.zeros((1, new_times.size)), dt, **whole)
+        if unclipped.size > freq.size:  # the range cut some: a wider one gives them back
             fixes.append("a wider frequency range (spectra.fmin, spectra.fmax)")
+        if times.size > 1 and dt > 1.5 * float(np.median(np.diff(times))):
+            fixes.append(f"a finer resample.cadence than {dt:.6g} s (the frames' is finer)")
         if not fixes:
+            cut = " (input.max_frames cuts it)" if cfg.input.max_frames else ""
             fixes.append(
                 f"a longer series: {new_times.size} samples at {dt:.6g} s give "
-                f"{freq.size} frequencies (input.max_frames, more frames)"
+                f"{freq.size} frequencies{cut}"
             )
         raise ConfigError(
             f"spectra: only {freq.size} frequencies remain (segments={sp.segments}, "
@@ -1010,13 +1017,20 @@ def _run_locked(
 def _plot(results_path: Path) -> None:
     """``output.plots``: the maps as ``specfit plot`` draws them, beside the store (the key
     was accepted and did nothing)."""
-    out = Path(str(results_path.with_suffix("")) + "_plots")
+    name = results_path.name.removesuffix(".zarr")  # res.v1 and res.v2: their own folders
+    out = results_path.with_name(name + "_plots")
     try:
         from specfit.viz import plot_results
-    except ImportError as exc:  # the viz extras are not installed: the results stand
-        log.warning("output.plots: no plots (%s); pip install 'specfit-solar[viz]'", exc)
+
+        files = plot_results(results_path, out)
+    except Exception as exc:  # the results are complete: a plot failure does not undo them
+        log.warning(
+            "output.plots: no plots (%s); the results are complete: draw them with "
+            "`specfit plot %s --out DIR`",
+            exc,
+            results_path,
+        )
         return
-    files = plot_results(results_path, out)
     _say(f"output.plots: {len(files)} files in {out}")
 
 
@@ -1238,7 +1252,7 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.n
                     log.exception("tile (%d, %d) failed", ty, tx)
                 else:  # the same cause for every tile: the summary below says it once
                     log.error("tile (%d, %d) failed: %s", ty, tx, disk_full(exc))
-                failures.append((ty, tx, exc))
+                failures.append((ty, tx, exc.with_traceback(None)))  # not the tile's arrays
         return failures, counts
     plan_f = _plan_on_cluster(client, plan)
     futures = [

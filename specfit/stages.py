@@ -980,6 +980,11 @@ def fit(
             f"{type(sigma).__name__} {getattr(sigma, 'sizes', getattr(sigma, 'shape', ''))}"
         )
     mods = resolve_models(models, user_models, bounds)
+    if options["weights"] == "dlogf" and method != "lsq":
+        raise ConfigError(
+            f"weights='dlogf' weights least squares, but method is {method!r}: pass "
+            "method='lsq', or drop weights"
+        )
     if method == "lsq" and sigma is None and options["weights"] != "dlogf":
         raise ConfigError(
             "method='lsq' needs sigma (e.g. power_spectra(..., box=3, with_sigma=True)) "
@@ -991,14 +996,15 @@ def fit(
 
     with _specfit_errors():
         check_intervals(mods, options["intervals"], options["optimizer"])  # before any work
-    spec = fit_variables(
-        mods,
-        method,
-        options["best_model"],
-        power_unit,
-        options["nonnested"],
-        intervals=options["intervals"],
-    )
+    with _specfit_errors():  # e.g. two aliases naming one map
+        spec = fit_variables(
+            mods,
+            method,
+            options["best_model"],
+            power_unit,
+            options["nonnested"],
+            intervals=options["intervals"],
+        )
     names = list(spec)
     freq = np.asarray(power["freq"].values, dtype=float)
 

@@ -310,8 +310,8 @@ def test_init_derotation_follows_pointing(tmp_path, tracking, caplog):
         )
         with pytest.raises(InputError, match=r"pointing jumps 500 px between frames"):
             plan_run(cfg)
-        # the library's ingest warns (it returned the mixed frames without a word), not
-        # when it derotates
+        # the library's ingest warns (it returned the mixed frames without a word), and not
+        # when told not to check (the pipeline, which refuses above)
         import logging
 
         import specfit
