@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="specfit: %(levelname)s: %(message)s",
     )
-    from specfit.errors import SpecfitError
+    from specfit.errors import SpecfitError, disk_full
 
     _plain_warnings()
     previous: dict = {}
@@ -213,9 +213,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"specfit: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        full = _disk_full(exc)
+        full = disk_full(exc)
         if full is None:
-            raise
+            said = _path_refused(exc)
+            if said is None:
+                raise
+            # a folder that cannot be written (read-only, not a folder, no permission) for
+            # plot, config copy or demo --out: one line naming it (it was a traceback)
+            if args.debug:
+                import traceback
+
+                traceback.print_exc()
+            print(f"specfit: error: {said}", file=sys.stderr)
+            return 2
         # a full disk (or quota, or file-size limit) while writing the cube or finishing the
         # store: one line with what to do, not ~90 lines of zarr and dask internals
         if args.debug:
@@ -304,18 +314,21 @@ def _quiet_resource_tracker() -> None:
         sys.warnoptions.remove(flag)
 
 
-def _disk_full(exc: BaseException) -> OSError | None:
-    """The OSError of a full disk, an exceeded quota or file-size limit in ``exc`` or the
-    exceptions it was raised from; None if there is none."""
+def _path_refused(exc: OSError) -> str | None:
+    """One line for an OSError that says a path cannot be used (read-only file system, no
+    permission, a file where a folder is needed), naming it; None for others. The same
+    words whether it was read or written."""
     import errno
 
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
+    codes = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
+    if exc.errno not in codes or not exc.filename:
+        return None
+    what = {
+        errno.ENOTDIR: "a file is in the way of a folder",
+        errno.EEXIST: "a file is in the way of a folder",
+        errno.EISDIR: "it is a folder",
+    }.get(exc.errno, exc.strerror or str(exc))
+    return f"cannot use {exc.filename}: {what}; choose another path (or fix its permissions)"
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

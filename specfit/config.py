@@ -11,10 +11,11 @@ as YAML scalars/lists (``--set fit.models='{m1: powerlaw_tail}'`` works too).
 from __future__ import annotations
 
 import copy
+import datetime
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -53,9 +54,14 @@ class _Section(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_a_number(cls, value: Any, info: Any) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation
         # pydantic takes true as 1 and false as 0: `segments: true` would run with 1 segment
-        if isinstance(value, bool) and _numeric_only(cls.model_fields[info.field_name].annotation):
+        if isinstance(value, bool) and _numeric_only(annotation):
             raise ValueError(f"{str(value).lower()} is not a number")
+        # a section whose keys are all commented out (`spectra:` alone) reads as None in
+        # YAML: empty, so every key keeps its default (it was refused as "not a dictionary")
+        if value is None and isinstance(annotation, type) and issubclass(annotation, _Section):
+            return {}
         return value
 
 
@@ -78,11 +84,11 @@ class CutoutConfig(_Section):
 class SyntheticConfig(_Section):
     """Built-in synthetic frames (``input.kind: synthetic``), made once in ``input.path``."""
 
-    shape: tuple[int, int] = (48, 64)
+    shape: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (48, 64)
     n_frames: int = Field(600, ge=16)
     # at most a day: far longer cadences overflow the generator (its Poisson counts, its times)
     cadence: float = Field(12.0, gt=0, le=86400.0, allow_inf_nan=False)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 # The bits of SDO/AIA level-1 QUALITY whose frames are not an image of the Sun as usual:
@@ -169,6 +175,18 @@ class PrepConfig(_Section):
         3, ge=1, le=5, description="Spline order of the resampling in derotate/coalign."
     )
     reference_time: str | None = Field(None, description="ISO time; None = the middle frame.")
+
+    @field_validator("reference_time", mode="before")
+    @classmethod
+    def _time_as_text(cls, value: Any) -> Any:
+        # YAML reads an unquoted 2012-06-06T07:00:00 (the docs' own example) as a datetime
+        if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+            # 2012-06-06T07:00:00Z: UTC without the offset astropy's ISO parser refuses
+            value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+        if isinstance(value, datetime.date):
+            return value.isoformat()
+        return value
+
     cutout: CutoutConfig | None = None
     coalign: bool = False
     coalign_max_shift: float = Field(
@@ -374,7 +392,12 @@ class OutputConfig(_Section):
         "and read), zstd (zarr's default: smaller, slower to write), none. The values are the "
         "same whichever is chosen.",
     )
-    plots: bool = False
+    plots: bool = Field(
+        False,
+        description="After the run, write a PNG per map and one HTML page (as `specfit plot`) "
+        "to <path without .zarr>_plots; needs the viz extras (a failure is a warning: the "
+        "results stand).",
+    )
 
 
 # The least memory a worker may be given (cluster.memory_limit), in bytes. Measured (2 cores,

@@ -42,15 +42,9 @@ def _made_by_a_demo(results: Path, cfg: dict) -> bool:
     """True if ``results`` is a store this demo folder's run wrote (its input is the demo's
     synthetic frames). Any other store there (a real run's, moved or copied in) is only
     replaced with ``--overwrite``, as ``specfit run`` does."""
-    import yaml
+    from specfit.store import stored_input_path
 
-    from specfit.store import store_attrs
-
-    try:
-        stored = yaml.safe_load(store_attrs(results).get("config", "")) or {}
-        path = (stored.get("input") or {}).get("path")
-    except Exception:  # not a store, or not readable: let the run say what it is
-        return False
+    path = stored_input_path(results)
     return bool(path) and Path(path).resolve() == Path(cfg["input"]["path"]).resolve()
 
 
@@ -244,13 +238,19 @@ def demo(
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    from specfit.config import load_config
+
     cfg = _config_for(out)
-    results = Path(cfg["output"]["path"])
+    # where the run writes once --set is applied (output.path, input.path may be among them:
+    # the summary, the truth and the plots were looked for in the defaults after the run)
+    resolved = load_config(cfg, overrides)
+    results = Path(resolved.output.path)
+    cfg["input"]["path"] = str(resolved.input.path)
     if results.exists() and not (overwrite or resume) and _made_by_a_demo(results, cfg):
         overwrite = True  # the demo's own results: rerunning it simply starts again
     ds = run(cfg, overrides, overwrite=overwrite, resume=resume, cluster=cluster, report=report)
     print(summarise(ds, path=str(results)))
-    truth = open_truth(out / "synthetic" / "truth.zarr")
+    truth = open_truth(Path(resolved.input.path) / "truth.zarr")
     print("\nrecovered vs true (synthetic truth):")
     print(format_table(recovery_table(ds, truth)))
     if plots:

@@ -17,6 +17,7 @@ __all__ = [
     "ClusterError",
     "NotFoundError",
     "missing_input",
+    "disk_full",
 ]
 
 
@@ -62,3 +63,17 @@ def missing_input(key: str, path: object) -> InputError:
         "taken from that file's folder; one given with --set or from Python, from the current "
         "folder)"
     )
+
+
+def disk_full(exc: BaseException | None) -> OSError | None:
+    """The OSError of a full disk, an exceeded quota or file-size limit in ``exc`` or the
+    exceptions it was raised from; None if there is none."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -13,6 +13,7 @@ solar position for it.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -155,11 +156,21 @@ def map_header(ds: Any, name: str, where: str = "results") -> Any:
             if card.keyword not in _FRAME_ONLY:
                 h.append(card)
     ny, nx = var.shape
-    h["BUNIT"] = _bunit(str(var.attrs.get("units", "")), ds)
+    from specfit.store import NO_UNIT
+
+    units = _bunit(str(var.attrs.get("units", "")), ds)
+    if re.search(rf"\b{NO_UNIT}\b", units):
+        # the input gave no unit ("intensity" stands for it): not a unit FITS readers parse
+        h["COMMENT"] = f"{name} in {units}: the input gave no unit, so BUNIT is not set"
+    else:
+        h["BUNIT"] = units
     h["BTYPE"] = (name, "specfit map")
     if var.attrs.get("long_name"):
         h["COMMENT"] = f"{name}: {var.attrs['long_name']}"
-    if ds.attrs.get("start_time"):
+    if ds.attrs.get("time_note"):
+        # relative times only: the store's start_time is nominal, not a time of observation
+        h["COMMENT"] = f"times: {ds.attrs['time_note']}; DATE-BEG not set"
+    elif ds.attrs.get("start_time"):
         h["DATE-BEG"] = (str(ds.attrs["start_time"]).rstrip("Z"), "first frame of the series")
     h["ORIGIN"] = "specfit"
     h["SPECFITV"] = (str(ds.attrs.get("specfit_version", __version__)), "specfit version")

@@ -31,7 +31,7 @@ import numpy as np
 
 from specfit._version import __version__
 from specfit.config import SCIENCE_SECTIONS, Config, OutputConfig, config_diff, load_config
-from specfit.errors import ConfigError, InputError, RunError, StoreError
+from specfit.errors import ConfigError, InputError, RunError, StoreError, disk_full
 from specfit.store import (
     StoreLayout,
     code_sha256,
@@ -284,7 +284,7 @@ def _prepare_input(cfg: Config) -> Config:
 def _check_fit_settings(cfg: Config) -> dict:
     """The fit section's checks that need no data (model names, user models, intervals, lsq
     weights); returns the resolved models. Raises ConfigError naming the key."""
-    from specfit.kernels.fitting import check_intervals
+    from specfit.kernels.fitting import check_intervals, output_dtypes
     from specfit.stages import resolve_models
 
     try:
@@ -296,8 +296,16 @@ def _check_fit_settings(cfg: Config) -> dict:
         ) from exc
     try:
         check_intervals(models, cfg.fit.intervals, cfg.fit.optimizer)
+        # every map name once (two aliases could name one map), as the store will name them
+        output_dtypes(models, cfg.fit.method, cfg.fit.best_model, cfg.fit.intervals)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if cfg.fit.weights == "dlogf" and cfg.fit.method != "lsq":
+        # found by the first tile's fit, after the cube was written (config reviewer)
+        raise ConfigError(
+            f"fit.weights=dlogf weights least squares, but fit.method is {cfg.fit.method}: set "
+            "fit.method: lsq, or drop fit.weights"
+        )
     if cfg.fit.method == "lsq" and cfg.fit.weights == "sigma" and cfg.spectra.box < 2:
         raise ConfigError(
             "fit.method=lsq weights by the spread across the box: set spectra.box to 3 or more "
@@ -310,21 +318,14 @@ def _refuse_pointing_jump(arr: Any) -> None:
     """Without derotation every pixel's series is read at fixed pixel positions: frames
     whose pointing jumps far beyond solar rotation (another field, a re-pointing) would be
     fitted as one series (a folder of two fields ran to the end without a word)."""
-    from specfit.io import pointing_jump
+    from specfit.stages import pointing_jump_message
 
-    found = pointing_jump(arr)
-    if found is None:
-        return
-    k, size = found
-    files = list(arr.attrs.get("files") or [])
-    named = f" ({files[k]} and {files[k + 1]})" if len(files) == arr.sizes["time"] else ""
-    raise InputError(
-        f"input: the pointing jumps {size:.0f} px between frames {k} and {k + 1}{named}, far "
-        "beyond solar rotation: the frames show different fields (a re-pointing, or another "
-        "data set in the folder), so a pixel's series would mix them; keep one field's frames "
-        "(input.pattern, input.max_frames), or set prep.derotate: true to align the frames by "
-        "their WCS"
-    )
+    msg = pointing_jump_message(arr)
+    if msg is not None:
+        raise InputError(
+            f"{msg}; keep one field's frames (input.pattern, input.max_frames), or set "
+            "prep.derotate: true to align the frames by their WCS"
+        )
 
 
 def plan_run(cfg: Config, data: Any = None) -> RunPlan:
@@ -339,7 +340,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     from specfit.stages import check_float32_range, ingest, uniform_grid
 
     models = _check_fit_settings(cfg)
-    arr = ingest(cfg, data=data)
+    arr = ingest(cfg, data=data, check_pointing=False)  # refused below, after max_frames
     if cfg.input.max_frames:
         arr = arr.isel(time=slice(0, cfg.input.max_frames))
     arr, end_frames = _trim_empty_ends(arr)
@@ -399,10 +400,26 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
             raise ConfigError(str(exc)) from None
     npar = max(len(m.param_names) for m in models.values())
     if freq.size <= npar + 1:
+        # only advice that applies: one whole segment and no range left the series itself
+        fixes = []
+        if sp.segments > 1 or sp.segment_length:
+            fixes.append("fewer or longer segments")
+        whole = {**spectra_kw, "fmin": None, "fmax": None}
+        unclipped, _, _ = pg.periodogram(np.zeros((1, new_times.size)), dt, **whole)
+        if unclipped.size > freq.size:  # the range cut some: a wider one gives them back
+            fixes.append("a wider frequency range (spectra.fmin, spectra.fmax)")
+        if times.size > 1 and dt > 1.5 * float(np.median(np.diff(times))):
+            fixes.append(f"a finer resample.cadence than {dt:.6g} s (the frames' is finer)")
+        if not fixes:
+            cut = " (input.max_frames cuts it)" if cfg.input.max_frames else ""
+            fixes.append(
+                f"a longer series: {new_times.size} samples at {dt:.6g} s give "
+                f"{freq.size} frequencies{cut}"
+            )
         raise ConfigError(
             f"spectra: only {freq.size} frequencies remain (segments={sp.segments}, "
-            f"fmin={sp.fmin}, fmax={sp.fmax}); the models need more than {npar + 1}. Use fewer "
-            "segments or a wider frequency range"
+            f"fmin={sp.fmin}, fmax={sp.fmax}); the models need more than {npar + 1}. Use "
+            + " or ".join(fixes)
         )
     return RunPlan(
         arr=arr,
@@ -700,6 +717,7 @@ def _layout(
     """The results store's layout, all of it from the contract in :mod:`specfit.store`."""
     from specfit.store import (
         DOF_ATTRS,
+        NO_UNIT,
         field_variables,
         fit_attrs,
         fit_variables,
@@ -710,7 +728,7 @@ def _layout(
 
     arr = plan.arr
     _, ny, nx = plan.shape
-    bunit = arr.attrs.get("bunit") or "intensity"  # the readers' unit of the values themselves
+    bunit = arr.attrs.get("bunit") or NO_UNIT  # the readers' unit of the values themselves
     pu = power_units(bunit, cfg.spectra.normalisation)
     variables = fit_variables(
         plan.models,
@@ -779,6 +797,9 @@ def _layout(
         "interpolation_nyquist_gain": round(plan.nyquist_keep, 4),
         "source": str(arr.attrs.get("source", cfg.input.path)),
     }
+    if arr.attrs.get("time_note"):
+        # relative times only: start_time is nominal, and the store says so (info, export)
+        attrs["time_note"] = str(arr.attrs["time_note"])
     from specfit.export import field_wcs_header, wcs_origin
 
     wcs_header = field_wcs_header(arr)
@@ -988,7 +1009,29 @@ def _run_locked(
     _report_pixel_gaps(results_path, plan, cfg.resample.max_gap)
     timings = {"cube_s": t_cube, "tiles_s": tiles_s, "tiles_run": todo}
     _finalise(cfg, timings, t_start, keep_folder=user_dir)
+    if cfg.output.plots:
+        _plot(results_path)
     return open_results(results_path)
+
+
+def _plot(results_path: Path) -> None:
+    """``output.plots``: the maps as ``specfit plot`` draws them, beside the store (the key
+    was accepted and did nothing)."""
+    name = results_path.name.removesuffix(".zarr")  # res.v1 and res.v2: their own folders
+    out = results_path.with_name(name + "_plots")
+    try:
+        from specfit.viz import plot_results
+
+        files = plot_results(results_path, out)
+    except Exception as exc:  # the results are complete: a plot failure does not undo them
+        log.warning(
+            "output.plots: no plots (%s); the results are complete: draw them with "
+            "`specfit plot %s --out DIR`",
+            exc,
+            results_path,
+        )
+        return
+    _say(f"output.plots: {len(files)} files in {out}")
 
 
 def _describe_plan(cfg: Config, plan: RunPlan) -> None:
@@ -1132,9 +1175,19 @@ def _tiles(
         _report_jumping_frames(counts, plan.arr)
     if failures:
         ty, tx, err = failures[0]
+        full = next((disk_full(e) for _, _, e in failures if disk_full(e) is not None), None)
+        if full is not None:
+            # a full disk while tiles are written: the cause and the fix once, naming the file
+            where = f" writing {full.filename}" if full.filename else ""
+            raise RunError(
+                f"{len(failures)} of {len(todo)} tile(s) failed: {full.strerror or full}{where}. "
+                f"Everything else is saved in {results_path}; free space (or raise the limit), "
+                "then run again with --resume"
+            )
         raise RunError(
-            f"{len(failures)} of {len(todo)} tile(s) failed (first: tile ({ty}, {tx}): {err}). "
-            f"Everything else is saved in {results_path}; fix the cause and run again with --resume"
+            f"{len(failures)} of {len(todo)} tile(s) failed (first: tile ({ty}, {tx}): "
+            f"{err!r}). Everything else is saved in {results_path}; fix the cause and run "
+            "again with --resume"
         )
     return time.perf_counter() - t0, len(todo), done.size
 
@@ -1195,8 +1248,11 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.n
             try:
                 counts += process_tile(plan, ty, tx)
             except Exception as exc:  # a bug or I/O fault in one tile must not lose the rest
-                log.exception("tile (%d, %d) failed", ty, tx)
-                failures.append((ty, tx, repr(exc)))
+                if disk_full(exc) is None:
+                    log.exception("tile (%d, %d) failed", ty, tx)
+                else:  # the same cause for every tile: the summary below says it once
+                    log.error("tile (%d, %d) failed: %s", ty, tx, disk_full(exc))
+                failures.append((ty, tx, exc.with_traceback(None)))  # not the tile's arrays
         return failures, counts
     plan_f = _plan_on_cluster(client, plan)
     futures = [
@@ -1209,7 +1265,7 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.n
     for fut in progress(futures, total=len(futures), desc="tiles", unit="tile"):
         if fut.status == "error":
             ty, tx = index[fut.key]
-            failures.append((ty, tx, repr(fut.exception())))
+            failures.append((ty, tx, fut.exception()))
         else:
             counts += fut.result()
         fut.release()

@@ -43,7 +43,9 @@ log = logging.getLogger("specfit")
 
 
 # ----------------------------------------------------------------------------- ingest
-def ingest(source: Any, prep: Any = None, *, data: Any = None) -> xr.DataArray:
+def ingest(
+    source: Any, prep: Any = None, *, data: Any = None, check_pointing: bool = True
+) -> xr.DataArray:
     """Open image frames lazily as a (time, y, x) ``intensity`` DataArray, then preprocess.
 
     Parameters
@@ -58,6 +60,10 @@ def ingest(source: Any, prep: Any = None, *, data: Any = None) -> xr.DataArray:
     data
         sunpy data in memory (as above) read with the ``input`` settings of ``source``
         (exposure key, normalisation, missing values); ``input.path`` must then be unset.
+    check_pointing
+        Without derotation (``prep.derotate``), log a warning when the frames' pointing
+        jumps far beyond solar rotation between two frames (two fields in one series,
+        :func:`pointing_jump_message`). ``specfit run`` refuses such input itself.
 
     Raises
     ------
@@ -104,7 +110,34 @@ def ingest(source: Any, prep: Any = None, *, data: Any = None) -> xr.DataArray:
             from specfit.prep import apply_prep
 
             arr = apply_prep(arr, prep)
+    if check_pointing and (prep is None or not prep.derotate):
+        jump = pointing_jump_message(arr)
+        if jump is not None:
+            log.warning(
+                f"{jump}; keep one field's frames, or ingest with prep derotate: true to "
+                "align the frames by their WCS"
+            )
     return arr
+
+
+def pointing_jump_message(arr: xr.DataArray) -> str | None:
+    """What is wrong when the pointing of ``arr``'s frames jumps far beyond solar rotation
+    between two frames (:func:`specfit.io.pointing_jump`), naming the frames (and their
+    files where known); None when it does not. Read at fixed pixel positions, such frames
+    mix two fields in one pixel's series."""
+    from specfit.io import pointing_jump
+
+    found = pointing_jump(arr)
+    if found is None:
+        return None
+    k, size = found
+    files = list(arr.attrs.get("files") or [])
+    named = f" ({files[k]} and {files[k + 1]})" if len(files) == arr.sizes["time"] else ""
+    return (
+        f"input: the pointing jumps {size:.0f} px between frames {k} and {k + 1}{named}, far "
+        "beyond solar rotation: the frames show different fields (a re-pointing, or another "
+        "data set in the folder), so a pixel's series would mix them"
+    )
 
 
 # A frame's exposure is "other" when it differs from the series' median by more than this factor.
@@ -947,6 +980,11 @@ def fit(
             f"{type(sigma).__name__} {getattr(sigma, 'sizes', getattr(sigma, 'shape', ''))}"
         )
     mods = resolve_models(models, user_models, bounds)
+    if options["weights"] == "dlogf" and method != "lsq":
+        raise ConfigError(
+            f"weights='dlogf' weights least squares, but method is {method!r}: pass "
+            "method='lsq', or drop weights"
+        )
     if method == "lsq" and sigma is None and options["weights"] != "dlogf":
         raise ConfigError(
             "method='lsq' needs sigma (e.g. power_spectra(..., box=3, with_sigma=True)) "
@@ -958,14 +996,15 @@ def fit(
 
     with _specfit_errors():
         check_intervals(mods, options["intervals"], options["optimizer"])  # before any work
-    spec = fit_variables(
-        mods,
-        method,
-        options["best_model"],
-        power_unit,
-        options["nonnested"],
-        intervals=options["intervals"],
-    )
+    with _specfit_errors():  # e.g. two aliases naming one map
+        spec = fit_variables(
+            mods,
+            method,
+            options["best_model"],
+            power_unit,
+            options["nonnested"],
+            intervals=options["intervals"],
+        )
     names = list(spec)
     freq = np.asarray(power["freq"].values, dtype=float)
 

@@ -115,13 +115,17 @@ def run_key_int(run_key: str) -> int:
 POWER_ROLE = "power"
 
 
+# The unit text of values whose input gave no unit (a .npy cube, a DataArray without units).
+NO_UNIT = "intensity"
+
+
 def power_units(bunit: str | None, normalisation: str) -> str:
     """The unit of the power spectra of data in ``bunit`` under a ``spectra.normalisation``.
 
     ``density``: ``(B)^2/Hz``; ``raw``: ``(B)^2``; ``variance`` (power / variance of the
     series): ``1/Hz``. ``bunit`` None or empty reads as ``intensity``.
     """
-    b = bunit or "intensity"
+    b = bunit or NO_UNIT
     try:
         return {"density": f"({b})^2/Hz", "variance": "1/Hz", "raw": f"({b})^2"}[normalisation]
     except KeyError:
@@ -909,12 +913,22 @@ def _write_choice(root: Any, name: str, attrs: dict, bands: list[slice]) -> dict
     return {"counts": out, "n_pixels": total}
 
 
+def stored_input_path(path: str | Path) -> str | None:
+    """The ``input.path`` of the config stored in the results store at ``path``; None when
+    the store holds none or cannot be read (not a store: its reader says what it is)."""
+    import yaml
+
+    try:
+        stored = yaml.safe_load(store_attrs(Path(path)).get("config", "")) or {}
+        return (stored.get("input") or {}).get("path") or None
+    except Exception:
+        return None
+
+
 def finish_hint(path: str | Path) -> str:
     """What to do about an incomplete store: wait for the run that is writing it now (its
     ``lock.json`` names a live process, or one on another host), else the command that
     resumes it (``specfit demo --out DIR --resume`` for a demo's store)."""
-    import yaml
-
     from specfit.workspace import work_dir_for
 
     p = Path(path)
@@ -928,11 +942,7 @@ def finish_hint(path: str | Path) -> str:
             + f": wait for it to finish (its lock: {work_dir_for(p) / 'lock.json'})"
         )
     # a demo's store: DIR/results.zarr from the synthetic frames in DIR/synthetic
-    try:
-        stored = yaml.safe_load(store_attrs(p).get("config", "")) or {}
-        source = (stored.get("input") or {}).get("path")
-    except Exception:  # unreadable attrs: the general advice
-        source = None
+    source = stored_input_path(p)
     if (
         p.name == "results.zarr"
         and source
@@ -998,6 +1008,16 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
         ds = xr.open_zarr(p, consolidated=True)
+    # The consolidated metadata lists every array: one whose folder is gone (deleted, an
+    # incomplete copy) read as all NaN and was summarised and exported without a word.
+    gone = [str(n) for n in ds.variables if not (p / str(n) / "zarr.json").is_file()]
+    if gone:
+        raise StoreError(
+            f"{p} is damaged: the array(s) {', '.join(gone[:5])}"
+            f"{' ...' if len(gone) > 5 else ''} listed in its metadata are missing (no "
+            f"{gone[0]}/zarr.json); copy the store again, or run `specfit run` again with "
+            "--overwrite"
+        )
     coords = [c for c in ("hpc_x", "hpc_y", "dof") if c in ds.data_vars]
     if coords:
         ds = ds.set_coords(coords)

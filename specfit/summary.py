@@ -119,7 +119,12 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
             return "\n".join(lines)  # nothing written yet: no figures to give
     for key in ("source", "start_time", "cadence", "n_frames", "segments", "box", "method"):
         if key in ds.attrs and ds.attrs[key] not in ("", None):
-            lines.append(f"  {key}: {ds.attrs[key]}")
+            note = (
+                f" ({ds.attrs['time_note']})"
+                if key == "start_time" and ds.attrs.get("time_note")
+                else ""
+            )
+            lines.append(f"  {key}: {ds.attrs[key]}{note}")
     if "freq" in ds.coords and nf:
         f = ds["freq"].values
         lines.append(f"  frequencies: {f[0]:.4g} - {f[-1]:.4g} Hz")

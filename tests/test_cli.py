@@ -295,3 +295,43 @@ def test_info_names_a_status_count_that_rounds_to_nothing():
 
     assert _share(1, 37098) == "1 px (<0.1%)"
     assert _share(0, 37098) == "0.0%" and _share(400, 37098) == "1.1%"
+
+
+def test_a_path_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    """A file where `specfit demo --out` or `config copy` needs a folder was a Python
+    traceback (FileExistsError, NotADirectoryError; the config reviewer): one line naming
+    the path, and the file is left as it was."""
+    from specfit.cli import main
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("precious\n")
+    for argv in (
+        ["demo", "--out", str(afile)],
+        ["demo", "--out", str(afile / "sub")],
+        ["config", "copy", "demo", str(afile / "x.yaml")],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("specfit: error: ") and str(afile) in err, err
+        assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert afile.read_text() == "precious\n"
+
+
+def test_a_store_missing_an_array_is_refused_not_read_as_nan(tmp_path, capsys):
+    """A store whose m1_index folder was deleted (or not copied) was summarised with
+    m1_index all NaN and exported as an all-NaN map without a word (the config reviewer):
+    the consolidated metadata still listed it. Refused naming the array."""
+    import shutil
+
+    from specfit.cli import main
+    from specfit.pipeline import run
+
+    run(tiny_config(tmp_path))
+    broken = tmp_path / "copy.zarr"
+    shutil.copytree(tmp_path / "results.zarr", broken)
+    shutil.rmtree(broken / "m1_index")
+    for argv in (["info", str(broken)], ["export", str(broken), "--fits", str(tmp_path / "f")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "is damaged: the array(s) m1_index listed in its metadata are missing" in err
+    assert not (tmp_path / "f").exists()

@@ -243,3 +243,28 @@ def test_overwrite_through_a_symlink_to_a_finished_store(tmp_path):
     assert link.is_symlink() and link.resolve() == store.resolve()
     assert is_complete(store)
     assert not (tmp_path / "link.zarr.specfit-work").exists()  # work beside the real store
+
+
+def test_config_mistakes_the_config_reviewer_found(tmp_path):
+    """Each was a traceback, a wrong key in the message, a silent loss or a refusal of valid
+    YAML (the config reviewer): now one line naming the key, or accepted."""
+    # synthetic shape and seed: a numpy traceback, or "spectra.box ... at most -1 px"
+    for item, key in (
+        ("input.synthetic.shape=[-1,5]", "input.synthetic.shape.0"),
+        ("input.synthetic.shape=[4,0]", "input.synthetic.shape.1"),
+        ("input.synthetic.seed=-1", "input.synthetic.seed"),
+    ):
+        with pytest.raises(ConfigError, match=rf"{key}: Input should be greater"):
+            load_config(None, [item])
+    # the docs' own unquoted ISO time is a datetime to YAML: it was refused as not a string
+    cfg = load_config(None, ["prep.reference_time=2012-06-06T07:00:00"])
+    assert cfg.prep.reference_time == "2012-06-06T07:00:00"
+    # with a zone: UTC, in the form the derotation parses (not +00:00, which it refused late)
+    for text in ("2012-06-06T07:00:00Z", "2012-06-06T09:00:00+02:00"):
+        cfg = load_config(None, [f"prep.reference_time={text}"])
+        assert cfg.prep.reference_time == "2012-06-06T07:00:00", text
+    # a section whose keys are all commented out is empty, as the module says, not an error
+    (tmp_path / "c.yaml").write_text("spectra:\n  # segments: 2\ninput:\n  synthetic:\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.spectra.segments == load_config(None).spectra.segments
+    assert cfg.input.synthetic.shape == (48, 64)

@@ -647,3 +647,19 @@ def test_fitting_md_lrt_tail_check_quotes_docs_lrt_tail_json():
     ) in text
     assert f"gave {old['median'][2]:.2f}× at 10⁻³ and {old['median'][-1]:.2f}× at 3 × 10⁻⁵" in text
     assert 0.8 < min(new["median"]) and max(new["median"]) < 1.25
+
+
+def test_rerun_figures_runs_every_figure_script_in_docs():
+    """docs/rerun_figures.py re-runs the figures the docs quote on the day they are quoted:
+    a figure script added to docs/ without a step there would keep its old figures."""
+    rerun = docs_script("rerun_figures")
+    listed = {
+        part.removeprefix("docs/")
+        for chain in rerun.CHAINS
+        for _, cmd in chain
+        for part in cmd
+        if part.startswith("docs/") and part.endswith(".py")
+    }
+    scripts = {p.name for p in DOCS.glob("*.py")} - {"figure_stamp.py", "rerun_figures.py"}
+    assert scripts - listed == set(), f"no step in docs/rerun_figures.py for {scripts - listed}"
+    assert listed - scripts == set(), f"steps for missing scripts {listed - scripts}"

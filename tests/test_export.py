@@ -231,3 +231,38 @@ def test_a_slice_of_the_maps_gets_the_wcs_of_its_own_grid(demo_store, tmp_path):
     maps = specfit.fit(power, models={"m1": "powerlaw_tail"}).compute()
     with pytest.raises(StoreError, match="not a contiguous block"):
         specfit.to_map(maps, "m1_index")
+
+
+def test_relative_times_and_no_unit_are_not_passed_off_as_real(tmp_path, capsys):
+    """A .npy cube with times in seconds and no unit: the store kept start_time 2000-01-01
+    without the reader's note that it is nominal, `specfit info` printed it as a time and
+    every exported map carried DATE-BEG = 2000-01-01 as the first frame; amplitudes got
+    BUNIT '(intensity)^2/Hz', which FITS readers refuse (the results reviewer). The store
+    and info say the start is nominal, the export sets neither DATE-BEG nor a unit it
+    cannot give, and says why in a COMMENT."""
+    import astropy.units as u
+    from astropy.io import fits
+
+    import specfit
+    from specfit.export import export_fits
+
+    rng = np.random.default_rng(1)
+    cube = np.cumsum(rng.normal(size=(128, 8, 8)), axis=0) + 100.0
+    np.save(tmp_path / "cube.npy", cube.astype(np.float32))
+    np.save(tmp_path / "t.npy", np.arange(128) * 12.0)
+    cfg = tiny_config(tmp_path)
+    cfg["input"] = {"path": str(tmp_path / "cube.npy"), "times": str(tmp_path / "t.npy")}
+    ds = specfit.run(cfg)
+    assert "nominal" in ds.attrs["time_note"], ds.attrs
+    info = _cli(capsys, "info", str(tmp_path / "results.zarr")).stdout
+    assert "start_time: 2000-01-01T00:00:00.000Z (relative times only" in info, info
+    files = {f.stem: f for f in export_fits(ds, tmp_path / "fits")}
+    amp = fits.getheader(files["m1_amplitude"])
+    assert "DATE-BEG" not in amp and "BUNIT" not in amp, repr(amp)
+    comments = "\n".join(str(c) for c in amp["COMMENT"])
+    assert "no unit" in comments and "DATE-BEG not set" in comments, comments
+    # units that are units stay: minutes, and every BUNIT written parses
+    assert fits.getheader(files["m2_bump_period"])["BUNIT"] == "min"
+    for f in files.values():
+        unit = fits.getheader(f).get("BUNIT", "")
+        assert unit in ("", "ln(Hz)") or u.Unit(unit, format="fits"), (f.name, unit)

@@ -255,7 +255,7 @@ def test_init_then_run_aia_subset(shared_data, tmp_path):
 
 
 @pytest.mark.parametrize("tracking", [False, True, "interleaved", "step"])
-def test_init_derotation_follows_pointing(tmp_path, tracking):
+def test_init_derotation_follows_pointing(tmp_path, tracking, caplog):
     """Fixed pointing over 40 min -> derotate; a cutout that tracks (CRPIX moving) -> not.
     Two fields in one folder (every other frame, or the second half, 300" away) were read as
     "tracks solar rotation" and derotate: false was written, so a run fitted the mixed
@@ -310,6 +310,20 @@ def test_init_derotation_follows_pointing(tmp_path, tracking):
         )
         with pytest.raises(InputError, match=r"pointing jumps 500 px between frames"):
             plan_run(cfg)
+        # the library's ingest warns (it returned the mixed frames without a word), and not
+        # when told not to check (the pipeline, which refuses above)
+        import logging
+
+        import specfit
+
+        with caplog.at_level(logging.WARNING, logger="specfit"):
+            specfit.ingest(tmp_path)
+        assert "pointing jumps 500 px between frames" in caplog.text, caplog.text
+        assert first.replace(" -> ", " and ").split(" and ")[0] in caplog.text
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="specfit"):
+            specfit.ingest(tmp_path, check_pointing=False)
+        assert "pointing jumps" not in caplog.text
         return
     assert derotate is (not tracking), why
     assert ("follows the Sun" in why) is tracking

@@ -346,6 +346,14 @@ def test_npy_and_zarr(tmp_path):
     assert np.isnan(out[2, 1, 1]) and np.isfinite(out).sum() == out.size - 1
     with pytest.raises(InputError, match="input.times"):
         open_input(InputConfig(path=str(tmp_path / "c.npy")))
+    # relative times listed out of order: the earliest frame is at the nominal start that
+    # time_note names (it was one listed step before it)
+    assert da_.attrs["start_time"].startswith("2000-01-01T00:00:00")
+    np.save(tmp_path / "t_shuffled.npy", np.array([9.0, 0.0, 3.0, 6.0, 12.0, 15.0, 18.0]))
+    shuffled = open_input(InputConfig(path=cfg.path, times=str(tmp_path / "t_shuffled.npy")))
+    assert shuffled.attrs["start_time"].startswith("2000-01-01T00:00:00"), shuffled.attrs
+    assert "2000-01-01T00:00:00" in shuffled.attrs["time_note"]
+    np.testing.assert_array_equal(shuffled.values[0], out[1])
     # a computed cube keeps an all-zero frame (a base difference's first), unlike a FITS dropout
     np.save(tmp_path / "d.npy", cube - cube[:1])
     diff = open_input(InputConfig(path=str(tmp_path / "d.npy"), times=cfg.times)).values

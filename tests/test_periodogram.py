@@ -342,6 +342,45 @@ def test_box_average_of_a_tile_with_halo_is_bit_identical_to_the_whole_image():
             np.testing.assert_array_equal(inner, w[..., y0:y1, x0:x1])
 
 
+def test_dead_pixels_are_left_out_of_box_means():
+    """A constant series (a dead or saturated pixel) has a spectrum of exact zeros: alone it is
+    not fitted (status constant_input), but box 3 averaged its zeros into every neighbour's
+    mean (a third lower with two dead pixels among six; the results reviewer). It is left out
+    of every box, as a NaN pixel is, in the means, the spreads, the counts and N_eff, through
+    the stage API as in the tile chain."""
+    import xarray as xr
+
+    import specfit
+    from specfit.kernels.periodogram import box_neff
+
+    rng = np.random.default_rng(4)
+    p = rng.exponential(size=(40, 6, 7))
+    p[:, 0, 1] = 0.0  # dead
+    p[:, 2, 4] = 0.0
+    dead = np.zeros((6, 7), bool)
+    dead[0, 1] = dead[2, 4] = True
+    m_ref, s_ref, c_ref = _box_brute(np.where(dead, np.nan, p), 3)
+    mean, spread, count = box_average(p, 3)
+    np.testing.assert_array_equal(count, c_ref)
+    np.testing.assert_allclose(mean, m_ref, rtol=1e-6)
+    np.testing.assert_allclose(spread, s_ref, rtol=1e-5, equal_nan=True)
+    np.testing.assert_array_equal(box_neff(p, 3), box_neff(np.where(dead, np.nan, p), 3))
+    # box 1 keeps the zeros (the fit says constant_input)
+    assert (box_average(p, 1)[0][:, 0, 1] == 0).all()
+    # the same through the stage API from a series with a constant pixel
+    values = np.cumsum(rng.normal(size=(256, 6, 7)), axis=0) + 50.0
+    values[:, 0, 1] = 7.0
+    series = xr.DataArray(values, dims=("time", "y", "x"), coords={"time": np.arange(256) * 12.0})
+    boxed = specfit.power_spectra(series, box=3, box_dof="nominal")
+    alone = specfit.power_spectra(series).values
+    assert (alone[:, 0, 1] == 0).all()
+    live = [(0, 0), (1, 0), (1, 1)]  # the corner's box without the dead (0, 1)
+    np.testing.assert_allclose(
+        boxed.values[:, 0, 0], np.mean([alone[:, y, x] for y, x in live], axis=0), rtol=1e-5
+    )
+    assert int(boxed["dof"].values[0, 0]) == 2 * len(live)
+
+
 def test_box_average_large_offset_keeps_spread_precision():
     rng = np.random.default_rng(21)
     p = 1e8 + rng.normal(size=(2, 6, 6))  # std 1 on a mean of 1e8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -100,8 +101,12 @@ def test_bad_inputs_fail_before_work_with_clear_messages(tmp_path):
     assert not (tmp_path / "results.zarr").exists()
     with pytest.raises(ConfigError, match="spectra.box"):
         run(tiny_config(tmp_path), ["fit.method=lsq"])
-    with pytest.raises(ConfigError, match="frequencies remain"):
+    with pytest.raises(ConfigError, match="frequencies remain.* Use fewer or longer segments$"):
         run(tiny_config(tmp_path), ["spectra.segments=60"])
+    # one segment and no range: only a longer series helps (it said "fewer segments or a
+    # wider frequency range", neither possible; the config reviewer)
+    with pytest.raises(ConfigError, match=r"remain .*Use a longer series: \d+ samples at 12 s"):
+        run(tiny_config(tmp_path), ["input.max_frames=12", "input.path=" + str(tmp_path / "s12")])
     with pytest.raises(ConfigError, match="fit.models"):
         run(tiny_config(tmp_path), ["fit.models={m1: no_such_model}"])
 
@@ -380,3 +385,77 @@ def test_a_cube_slab_graph_does_not_grow_with_the_cube():
         return sum(len(v) for k, v in layers.items() if k.startswith("rechunk"))
 
     assert rechunk_tasks(128) == rechunk_tasks(1024) > 0
+
+
+def test_fit_weights_dlogf_needs_lsq_before_any_work_and_output_plots_plots(tmp_path, caplog):
+    """`fit.weights: dlogf` with the default whittle was found by each tile's fit after the
+    cube was written (a traceback per tile, and the advice to resume could not be followed);
+    `output.plots: true` was accepted and did nothing (the config reviewer)."""
+    from specfit.errors import ConfigError
+    from specfit.pipeline import run
+
+    cfg = tiny_config(tmp_path, fit={"weights": "dlogf"})
+    with pytest.raises(ConfigError, match=r"fit.weights=dlogf .* fit.method is whittle"):
+        run(cfg)
+    assert not (tmp_path / "results.zarr").exists()
+    assert not (tmp_path / "results.zarr.specfit-work").exists()
+    cfg = tiny_config(tmp_path, output={"plots": True})
+    run(cfg)
+    plots = tmp_path / "results_plots"
+    assert (plots / "maps.html").is_file() and (plots / "m1_index.png").is_file()
+    # a store not named .zarr keeps its whole name (res.v1, res.v2: one folder each), and a
+    # plot that cannot be made is a warning: the run is complete (it raised after finishing)
+    mine = tmp_path / "res.v1_plots"
+    mine.mkdir()
+    (mine / "m1_index.png").write_text("the user's own file")
+    cfg["output"]["path"] = str(tmp_path / "res.v1")
+    with caplog.at_level(logging.WARNING, logger="specfit"):
+        ds = run(cfg)
+    assert ds.attrs["complete"] and (mine / "m1_index.png").read_text() == "the user's own file"
+    assert "output.plots: no plots" in caplog.text and "specfit plot" in caplog.text
+    assert not (tmp_path / "res_plots").exists()
+
+
+def test_two_aliases_that_would_name_one_map_are_refused_before_any_work(tmp_path, demo_store):
+    """fit.models {a: powerlaw_tail_lorentzian, a_bump: powerlaw_tail}: a's bump_amplitude and
+    a_bump's amplitude were both stored as a_bump_amplitude, one lost without a word (the
+    config reviewer), in runs and in specfit.fit. Aliases that only look alike are fine."""
+    import specfit
+    from specfit.errors import ConfigError
+    from specfit.pipeline import run
+
+    clash = ["fit.models={a: powerlaw_tail_lorentzian, a_bump: powerlaw_tail}"]
+    with pytest.raises(ConfigError, match=r"aliases 'a' and 'a_bump' would both write the map"):
+        run(tiny_config(tmp_path), clash)
+    assert not (tmp_path / "results.zarr").exists()
+    power = specfit.open_results(demo_store)["power"]
+    with pytest.raises(ConfigError, match=r"'a_bump_amplitude'"):
+        specfit.fit(power, models={"a": "powerlaw_tail_lorentzian", "a_bump": "powerlaw_tail"})
+    with pytest.raises(ConfigError, match=r"weights='dlogf' weights least squares"):
+        specfit.fit(power, weights="dlogf")
+    ds = specfit.fit(power, models={"pl": "powerlaw_tail", "pl_2": "powerlaw_tail_lorentzian"})
+    assert {"pl_index", "pl_2_index", "pl_2_bump_amplitude"} <= set(ds.data_vars)
+
+
+def test_a_disk_that_fills_while_tiles_are_written_is_said_once(tmp_path, monkeypatch, caplog):
+    """A full disk while tiles were written gave a traceback per tile and a RunError quoting
+    OSError(28, ...) (the config reviewer; the README promises one line naming the file).
+    Now one line per tile and one message with the file, the fix and --resume."""
+    import errno
+    import logging
+
+    import specfit.pipeline as pipeline
+    from specfit.errors import RunError
+
+    def full(plan, ty, tx):
+        raise OSError(errno.ENOSPC, "No space left on device", f"/full/c/{ty}/{tx}")
+
+    monkeypatch.setattr(pipeline, "process_tile", full)
+    with caplog.at_level(logging.ERROR, logger="specfit"):
+        with pytest.raises(RunError) as info:
+            pipeline.run(tiny_config(tmp_path))
+    msg = str(info.value)
+    assert "tile(s) failed: No space left on device writing /full/c/0/0" in msg, msg
+    assert "free space (or raise the limit), then run again with --resume" in msg
+    assert "Traceback" not in caplog.text and "OSError(" not in msg
+    assert "tile (0, 1) failed: [Errno 28] No space left on device" in caplog.text

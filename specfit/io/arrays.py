@@ -97,7 +97,8 @@ def open_array(cfg: InputConfig, kind: str) -> xr.DataArray:
 def _as_time(t: np.ndarray | Time) -> Time:
     if isinstance(t, Time):
         return t
-    return Time(_NOMINAL_START, scale="utc") + TimeDelta(t - t[0], format="sec")
+    # the earliest time (not the first listed) is the nominal start the time_note names
+    return Time(_NOMINAL_START, scale="utc") + TimeDelta(t - np.min(t), format="sec")
 
 
 def _check_real(dtype, path: str) -> None:

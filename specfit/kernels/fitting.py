@@ -158,6 +158,26 @@ def pair_variables(models: Mapping[str, Model]) -> dict[tuple[str, str], dict[st
     return {(a, b): {k: f"{b}_{k}" for k in keys} for a, b in pairs}
 
 
+def _check_distinct_names(models: Mapping[str, Model], intervals: Sequence[str]) -> None:
+    """Refuse aliases whose maps would share a name (``a`` with ``bump_amplitude`` and
+    ``a_bump`` with ``amplitude``: one map would overwrite the other without a word)."""
+    stats = ("status", "loglike", "chi2red", "aic", "bic", "nfev", "gof_pvalue")
+    owner: dict[str, str] = {}
+    for alias, m in models.items():
+        ends = [*stats, *(d.name for d in getattr(m, "derived", ()))]
+        for pname in m.param_names:
+            ends += [pname, f"{pname}_err"]
+            ends += [f"{pname}_{e}" for e in ("lower", "upper") if pname in intervals]
+        for end in ends:
+            name = f"{alias}_{end}"
+            other = owner.setdefault(name, alias)
+            if other != alias:
+                raise ValueError(
+                    f"fit.models: aliases {other!r} and {alias!r} would both write the map "
+                    f"{name!r} (one model's values lost): rename one alias"
+                )
+
+
 def output_dtypes(
     models: Mapping[str, Model | str],
     method: str,
@@ -176,6 +196,7 @@ def output_dtypes(
     f32, f64 = np.dtype("float32"), np.dtype("float64")
     i8, i32 = np.dtype("int8"), np.dtype("int32")
     out: dict[str, np.dtype] = {}
+    _check_distinct_names(models, intervals)
     for alias, m in models.items():
         for pname in m.param_names:
             out[f"{alias}_{pname}"] = f32

@@ -19,6 +19,7 @@ from numba import njit
 __all__ = [
     "periodogram",
     "box_average",
+    "box_members",
     "box_neff",
     "segment_layout",
     "segment_samples",
@@ -399,12 +400,28 @@ def _box_count(valid, r):
     return count
 
 
+def box_members(power: np.ndarray) -> np.ndarray:
+    """Which pixels' ``(nf, ny, nx)`` spectra enter box averages: ``(ny, nx)`` bool.
+
+    Left out: a spectrum with any NaN/inf (a bad pixel), and one that is the same at every
+    frequency, which a detrended constant series (a dead or saturated pixel) gives as exact
+    zeros; alone (box 1) it is not fitted (status ``constant_input``), and in a box its zeros
+    pulled the neighbours' means down (a third lower with two dead pixels of six).
+    """
+    p = np.asarray(power)
+    members = np.isfinite(p).all(axis=0)
+    if p.shape[0] > 1:
+        members &= ~(p == p[:1]).all(axis=0)
+    return members
+
+
 def box_average(power: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Average each pixel's spectrum with its neighbours in a ``box`` x ``box`` square.
 
     The box is centred on each pixel and truncated at the array edge. A pixel whose spectrum
-    has any NaN/inf is left out of every box (it is a bad pixel), including its own; its output
-    is the average of its finite neighbours, and ``count`` says how many there were.
+    has any NaN/inf, or is constant (:func:`box_members`), is left out of every box, including
+    its own; its output is the average of its neighbours, and ``count`` says how many there
+    were.
 
     Parameters
     ----------
@@ -435,6 +452,7 @@ def box_average(power: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray, np
         # Exactly the input (no rounding through the centring below).
         mean = np.where(valid, p, np.nan).astype(np.float32)
         return mean, np.full(p.shape, np.nan, dtype=np.float32), valid.astype(np.int32)
+    valid = box_members(p)
     count = _box_count(valid, r)
     mean = np.empty(p.shape, dtype=np.float32)
     spread = np.empty(p.shape, dtype=np.float32)
@@ -518,7 +536,7 @@ def box_neff(power: np.ndarray, box: int) -> np.ndarray:
     ----------
     power
         ``(nf, ny, nx)`` spectra of single pixels (before box averaging). A pixel with any
-        NaN/inf is left out of every box, as in :func:`box_average`.
+        NaN/inf, or a constant spectrum, is left out of every box (:func:`box_members`).
     box
         Odd box width in pixels; the box is centred on each pixel and truncated at the edge.
 
@@ -533,7 +551,7 @@ def box_neff(power: np.ndarray, box: int) -> np.ndarray:
         raise ValueError(f"power must be 3-D (nf, ny, nx), got shape {p.shape}")
     if int(box) != box or box < 1 or box % 2 == 0:
         raise ValueError(f"spectra.box must be an odd positive integer (1, 3, 5, ...), got {box!r}")
-    valid = np.isfinite(p).all(axis=0)
+    valid = box_members(p)
     out = np.empty(p.shape[1:], dtype=np.float64)
     _box_neff(np.ascontiguousarray(p), valid, int(box) // 2, out)
     return out

@@ -118,7 +118,8 @@ def periodograms(
 def box_spectra(power: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Box-average (nf, ny, nx) spectra: ``mean, spread (None for box 1), count (ny, nx)``.
 
-    ``count`` is how many finite spectra each average holds (box 1: 1 or 0); the box is
+    ``count`` is how many spectra each average holds (finite and not constant,
+    :func:`specfit.kernels.periodogram.box_members`; box 1: 1 or 0 finite); the box is
     truncated at the block's edge, so a tile passes its neighbours in a halo of ``box // 2``.
     """
     if box > 1:
@@ -294,7 +295,8 @@ def run_tile(
     single = power
     power, spread, count = box_spectra(single, spec.box)
     dof = box_dof(single, count, spec.box, meta["dof"], spec.box_dof)[ys, xs]
-    gap = bridged(rs.longest_gaps(spec.times, values), np.isfinite(single).all(axis=0), spec.box)
+    used = pg.box_members(single) if spec.box > 1 else np.isfinite(single).all(axis=0)
+    gap = bridged(rs.longest_gaps(spec.times, values), used, spec.box)
     del single
     # Spectra are stored (and fitted) as float32; the spread weights an lsq fit at full
     # precision, as the stage API's power_sigma does before it is stored.
