@@ -304,7 +304,7 @@ def _check_fit_settings(cfg: Config) -> dict:
         # found by the first tile's fit, after the cube was written (config reviewer)
         raise ConfigError(
             f"fit.weights=dlogf weights least squares, but fit.method is {cfg.fit.method}: set "
-            "fit.method: lsq, or drop fit.weights"
+            "fit.method=lsq, or drop fit.weights"
         )
     if cfg.fit.method == "lsq" and cfg.fit.weights == "sigma" and cfg.spectra.box < 2:
         raise ConfigError(
