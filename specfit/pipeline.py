@@ -1175,7 +1175,7 @@ def _tiles(
         _report_jumping_frames(counts, plan.arr)
     if failures:
         ty, tx, err = failures[0]
-        full = next((disk_full(e) for _, _, e in failures if disk_full(e) is not None), None)
+        full = next(filter(None, (disk_full(e) for _, _, e in failures)), None)
         if full is not None:
             # a full disk while tiles are written: the cause and the fix once, naming the file
             where = f" writing {full.filename}" if full.filename else ""
@@ -1248,10 +1248,11 @@ def _run_tiles(plan: TilePlan, todo: list, client, progress) -> tuple[list, np.n
             try:
                 counts += process_tile(plan, ty, tx)
             except Exception as exc:  # a bug or I/O fault in one tile must not lose the rest
-                if disk_full(exc) is None:
+                full = disk_full(exc)
+                if full is None:
                     log.exception("tile (%d, %d) failed", ty, tx)
                 else:  # the same cause for every tile: the summary below says it once
-                    log.error("tile (%d, %d) failed: %s", ty, tx, disk_full(exc))
+                    log.error("tile (%d, %d) failed: %s", ty, tx, full)
                 failures.append((ty, tx, exc.with_traceback(None)))  # not the tile's arrays
         return failures, counts
     plan_f = _plan_on_cluster(client, plan)

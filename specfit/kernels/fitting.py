@@ -158,26 +158,6 @@ def pair_variables(models: Mapping[str, Model]) -> dict[tuple[str, str], dict[st
     return {(a, b): {k: f"{b}_{k}" for k in keys} for a, b in pairs}
 
 
-def _check_distinct_names(models: Mapping[str, Model], intervals: Sequence[str]) -> None:
-    """Refuse aliases whose maps would share a name (``a`` with ``bump_amplitude`` and
-    ``a_bump`` with ``amplitude``: one map would overwrite the other without a word)."""
-    stats = ("status", "loglike", "chi2red", "aic", "bic", "nfev", "gof_pvalue")
-    owner: dict[str, str] = {}
-    for alias, m in models.items():
-        ends = [*stats, *(d.name for d in getattr(m, "derived", ()))]
-        for pname in m.param_names:
-            ends += [pname, f"{pname}_err"]
-            ends += [f"{pname}_{e}" for e in ("lower", "upper") if pname in intervals]
-        for end in ends:
-            name = f"{alias}_{end}"
-            other = owner.setdefault(name, alias)
-            if other != alias:
-                raise ValueError(
-                    f"fit.models: aliases {other!r} and {alias!r} would both write the map "
-                    f"{name!r} (one model's values lost): rename one alias"
-                )
-
-
 def output_dtypes(
     models: Mapping[str, Model | str],
     method: str,
@@ -196,21 +176,38 @@ def output_dtypes(
     f32, f64 = np.dtype("float32"), np.dtype("float64")
     i8, i32 = np.dtype("int8"), np.dtype("int32")
     out: dict[str, np.dtype] = {}
-    _check_distinct_names(models, intervals)
+    owner: dict[str, str] = {}
+
+    def put(alias: str, end: str, dtype: np.dtype | None) -> None:
+        # Two aliases can name one map (a's bump_amplitude, a_bump's amplitude): one model's
+        # values would overwrite the other's without a word. dtype None: a name the store
+        # derives (a model's derived outputs), not returned here but not to be shared either.
+        name = f"{alias}_{end}"
+        other = owner.setdefault(name, alias)
+        if other != alias:
+            raise ValueError(
+                f"fit.models: aliases {other!r} and {alias!r} would both write the map "
+                f"{name!r} (one model's values lost): rename one alias"
+            )
+        if dtype is not None:
+            out[name] = dtype
+
     for alias, m in models.items():
         for pname in m.param_names:
-            out[f"{alias}_{pname}"] = f32
-            out[f"{alias}_{pname}_err"] = f32
+            put(alias, pname, f32)
+            put(alias, f"{pname}_err", f32)
             if pname in intervals:
-                out[f"{alias}_{pname}_lower"] = f32
-                out[f"{alias}_{pname}_upper"] = f32
-        out[f"{alias}_status"] = i8
-        out[f"{alias}_loglike"] = f64
-        out[f"{alias}_chi2red"] = f32
-        out[f"{alias}_aic"] = f64
-        out[f"{alias}_bic"] = f64
-        out[f"{alias}_nfev"] = i32
-        out[f"{alias}_gof_pvalue"] = f32
+                put(alias, f"{pname}_lower", f32)
+                put(alias, f"{pname}_upper", f32)
+        put(alias, "status", i8)
+        put(alias, "loglike", f64)
+        put(alias, "chi2red", f32)
+        put(alias, "aic", f64)
+        put(alias, "bic", f64)
+        put(alias, "nfev", i32)
+        put(alias, "gof_pvalue", f32)
+        for d in m.derived:
+            put(alias, d.name, None)
     out["best_model"] = i8
     for names in pair_variables(models).values():
         for name in names.values():

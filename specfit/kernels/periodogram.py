@@ -447,9 +447,10 @@ def box_average(power: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray, np
     if int(box) != box or box < 1 or box % 2 == 0:
         raise ValueError(f"spectra.box must be an odd positive integer (1, 3, 5, ...), got {box!r}")
     r = int(box) // 2
-    valid = np.isfinite(p).all(axis=0)
     if r == 0:
-        # Exactly the input (no rounding through the centring below).
+        # Exactly the input (no rounding through the centring below); a constant spectrum
+        # stays (the fit says constant_input).
+        valid = np.isfinite(p).all(axis=0)
         mean = np.where(valid, p, np.nan).astype(np.float32)
         return mean, np.full(p.shape, np.nan, dtype=np.float32), valid.astype(np.int32)
     valid = box_members(p)
