@@ -100,7 +100,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="PNG per map and one HTML page of all maps")
     p.add_argument("results", help="a results store (the results.zarr that output.path names)")
-    p.add_argument("--out", default=None, help="output folder (default: RESULTS_plots)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: RESULTS_plots beside it, .zarr left out)",
+    )
     p.add_argument(
         "--pvalue",
         type=_probability,
@@ -458,7 +462,9 @@ def _dispatch(args) -> int:
                 file=sys.stderr,
             )
             return 2
-        out = args.out or str(Path(args.results).with_suffix("")) + "_plots"
+        from specfit.store import plots_folder
+
+        out = args.out or str(plots_folder(args.results))
         files = plot_results(
             args.results, out, pvalue_threshold=args.pvalue, significance=args.mask
         )

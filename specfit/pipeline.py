@@ -40,6 +40,7 @@ from specfit.store import (
     finalise_store,
     is_complete,
     open_results,
+    plots_folder,
     prepare_store,
     store_attrs,
     write_tile,
@@ -1017,8 +1018,7 @@ def _run_locked(
 def _plot(results_path: Path) -> None:
     """``output.plots``: the maps as ``specfit plot`` draws them, beside the store (the key
     was accepted and did nothing)."""
-    name = results_path.name.removesuffix(".zarr")  # res.v1 and res.v2: their own folders
-    out = results_path.with_name(name + "_plots")
+    out = plots_folder(results_path)
     try:
         from specfit.viz import plot_results
 

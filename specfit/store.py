@@ -913,6 +913,14 @@ def _write_choice(root: Any, name: str, attrs: dict, bands: list[slice]) -> dict
     return {"counts": out, "n_pixels": total}
 
 
+def plots_folder(results: str | Path) -> Path:
+    """Where the maps of a store are drawn by default (``specfit plot``, ``output.plots``):
+    ``RESULTS_plots`` beside it, ``.zarr`` left out; any other suffix kept, so that
+    ``res.v1`` and ``res.v2`` get their own folders."""
+    path = Path(results)
+    return path.with_name(path.name.removesuffix(".zarr") + "_plots")
+
+
 def stored_input_path(path: str | Path) -> str | None:
     """The ``input.path`` of the config stored in the results store at ``path``; None when
     the store holds none or cannot be read (not a store: its reader says what it is)."""

@@ -149,6 +149,33 @@ def test_cli_plot_on_demo_store(demo_store, tmp_path):
     _check_html((out / "maps.html").read_text(), names)
 
 
+def test_cli_plot_default_folder_keeps_a_version_suffix(tmp_path, monkeypatch, capsys):
+    """`specfit plot res.v1` draws into res.v1_plots, as output.plots does (it was res_plots,
+    shared by res.v1 and res.v2); `.zarr` is left out of the name. (The drawing itself is
+    tested above; here only where it goes.)"""
+    import specfit.viz
+    import specfit.viz.maps
+    from specfit.cli import main
+    from specfit.viz.__main__ import main as viz_main
+
+    drawn = []
+
+    def record(results, out, **_):
+        drawn.append((Path(results).name, Path(out)))
+        return []
+
+    monkeypatch.setattr(specfit.viz, "plot_results", record)
+    monkeypatch.setattr(specfit.viz.maps, "plot_results", record)
+    assert main(["plot", str(tmp_path / "res.v1")]) == 0
+    assert main(["plot", str(tmp_path / "res.v2.zarr") + "/"]) == 0
+    assert viz_main(["plot", str(tmp_path / "other.v3.zarr")]) == 0
+    assert drawn == [
+        ("res.v1", tmp_path / "res.v1_plots"),
+        ("res.v2.zarr", tmp_path / "res.v2_plots"),
+        ("other.v3.zarr", tmp_path / "other.v3_plots"),
+    ]
+
+
 def test_decimate_block_means_and_codes():
     import xarray as xr
 

@@ -16,14 +16,19 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "plot":
         p = argparse.ArgumentParser(prog="python -m specfit.viz plot")
         p.add_argument("results", help="results.zarr")
-        p.add_argument("--out", default=None, help="output folder (default: RESULTS_plots)")
+        p.add_argument(
+            "--out",
+            default=None,
+            help="output folder (default: RESULTS_plots beside it, .zarr left out)",
+        )
         p.add_argument(
             "--pvalue", type=float, default=None, help="mask richer models where p > this"
         )
         a = p.parse_args(argv[1:])
+        from specfit.store import plots_folder
         from specfit.viz.maps import plot_results
 
-        out = a.out or str(a.results).rstrip("/").removesuffix(".zarr") + "_plots"
+        out = a.out or plots_folder(a.results)
         for path in plot_results(a.results, out, pvalue_threshold=a.pvalue):
             print(path)
         return 0
