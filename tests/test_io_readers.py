@@ -981,3 +981,109 @@ def test_frames_whose_listed_exposure_the_data_contradict_are_named_before_work(
     assert said.startswith("1 frame(s)") and "frame 20 (t=200 s" in said
     assert "exposure 0.12x frame" in said and "scales them by 8-8x" in said
     assert not (tmp_path / "r.zarr").exists()
+
+
+# ------------------------------------------------------- input reviewer, 2026-12-07
+def test_a_nan_time_in_an_iris_time_table_is_refused(tmp_path):
+    """A NaN in the auxiliary TIME column was accepted: the frame sorted last with a NaN time,
+    and the run then failed on a made-up pointing jump, or (derotating) with a traceback."""
+    path = tmp_path / "c.fits"
+    _write_iris_like(path)
+    with fits.open(path, mode="update") as hdul:
+        hdul[1].data[2, 0] = np.nan
+    with pytest.raises(InputError, match=r"c\.fits: the time table in HDU 1.*frame\(s\) \[2\]"):
+        open_input(InputConfig(path=str(path), missing_below=-100))
+
+
+def test_input_times_must_give_one_time_per_frame(tmp_path):
+    """A (y, x, time) .npy cube with its times (40 of them, the cube's last axis) ran to the
+    end on a scrambled cube: the times list was cut to the first axis' 16."""
+    np.save(tmp_path / "yxt.npy", np.zeros((16, 16, 40), np.float32))
+    np.save(tmp_path / "t.npy", np.arange(40) * 24.0)
+    with pytest.raises(InputError, match=r"40 times but the cube has 16 frames.*np\.moveaxis"):
+        open_input(InputConfig(path=str(tmp_path / "yxt.npy"), times=str(tmp_path / "t.npy")))
+    # one time too many on a right cube: named too (it was cut silently)
+    np.save(tmp_path / "txy.npy", np.zeros((39, 4, 5), np.float32))
+    with pytest.raises(InputError, match=r"40 times but the cube has 39 frames.*one time per"):
+        open_input(InputConfig(path=str(tmp_path / "txy.npy"), times=str(tmp_path / "t.npy")))
+    np.save(
+        tmp_path / "nat.npy", np.array(["2020-01-01T00:00", "NaT"] + ["2020-01-02"] * 37, "M8[s]")
+    )
+    with pytest.raises(InputError, match=r"frame\(s\) \[1\] have no time"):
+        open_input(InputConfig(path=str(tmp_path / "txy.npy"), times=str(tmp_path / "nat.npy")))
+
+
+def test_a_time_slice_of_a_zarr_cube_keeps_its_frames_times(tmp_path):
+    """`time` is seconds since start_time: a slice starting at 240 s began at start_time."""
+    t = np.arange(20) * 24.0
+    da_ = xr.DataArray(
+        np.random.default_rng(0).normal(size=(20, 3, 4)).astype(np.float32),
+        dims=("time", "y", "x"),
+        coords={"time": t},
+        name="intensity",
+        attrs={"start_time": "2012-06-06T06:15:54.570Z"},
+    )
+    da_.isel(time=slice(10, None)).to_dataset().to_zarr(tmp_path / "s.zarr", consolidated=False)
+    back = open_input(InputConfig(path=str(tmp_path / "s.zarr")))
+    assert back.attrs["start_time"].startswith("2012-06-06T06:19:54.570"), back.attrs
+    np.testing.assert_allclose(back["time"].values, t[:10])
+
+
+def test_image_colour_modes_and_csv_times_of_2000(tmp_path):
+    """CMYK JPEGs were read as RGB (intensities inverted); ISO times from the year 2000 were
+    called nominal (and their DATE-BEG left out of exports)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 255, (3, 8, 9, 3), dtype=np.uint8)
+    for i, a in enumerate(rgb):
+        Image.fromarray(a).save(tmp_path / f"rgb{i}.png")
+        Image.fromarray(a).convert("CMYK").save(tmp_path / f"cmyk{i}.jpg", quality=100)
+        Image.fromarray(a).convert("LAB").save(tmp_path / f"lab{i}.tiff")
+    csv = tmp_path / "t.csv"
+    kinds = (("rgb", "png"), ("cmyk", "jpg"), ("lab", "tiff"))
+    rows = [f"{p}{i}.{e},2000-03-15T10:0{i}:00" for p, e in kinds for i in range(3)]
+    csv.write_text("file,time\n" + "\n".join(rows))
+    kw = {"path": str(tmp_path), "times_csv": str(csv), "time_source": "csv"}
+    grey = open_input(InputConfig(pattern="rgb*.png", **kw))
+    assert "time_note" not in grey.attrs and grey.attrs["start_time"].startswith("2000-03-15T10")
+    cmyk = open_input(InputConfig(pattern="cmyk*.jpg", **kw)).values
+    r = np.corrcoef(cmyk.ravel(), grey.values.ravel())[0, 1]
+    assert r > 0.99, r  # was -1 (inverted); JPEG's loss keeps it below 1
+    with pytest.raises(InputError, match=r"lab0\.tiff: its colour mode LAB"):
+        open_input(InputConfig(pattern="lab*.tiff", **kw))
+
+
+def _primary_with_keys(ny=6, nx=7, i=0) -> fits.Header:
+    return _hpc_header(ny, nx, f"2021-01-01T00:00:{12 * i:02d}", 2.5)
+
+
+def test_keys_inherited_from_the_primary_header_are_read(tmp_path):
+    """INHERIT = T: time, exposure and WCS in the primary header, the image in HDU 1; the
+    advice was to set input.time_key to DATE-OBS, which was what the files had."""
+    rng = np.random.default_rng(9)
+    raw = rng.normal(100, 5, (3, 6, 7)).astype(np.float32)
+    for i in range(3):
+        ext = fits.Header()
+        ext["INHERIT"] = True
+        hdul = fits.HDUList(
+            [fits.PrimaryHDU(header=_primary_with_keys(i=i)), fits.ImageHDU(raw[i], header=ext)]
+        )
+        hdul.writeto(tmp_path / f"f{i}.fits")
+    out = open_input(InputConfig(path=str(tmp_path)))
+    np.testing.assert_allclose(out["time"].values, [0, 12, 24])
+    np.testing.assert_allclose(out.values, raw / np.float32(2.5), rtol=1e-6)
+    assert out["hpc_x"].shape == (6, 7)
+
+
+def test_a_truncated_compressed_frame_is_named_as_truncated(tmp_path):
+    """A RICE file cut short lost its image HDU in astropy: 'no image HDU; set input.hdu',
+    and with input.hdu=1 'the file has 1 HDUs'. Both now say the file is truncated."""
+    raw = np.random.default_rng(8).integers(0, 3000, (64, 64)).astype(np.int16)
+    path = tmp_path / "c0.fits"
+    comp = fits.CompImageHDU(raw, header=_primary_with_keys(64, 64), compression_type="RICE_1")
+    fits.HDUList([fits.PrimaryHDU(), comp]).writeto(path)
+    path.write_bytes(path.read_bytes()[: 2880 + 1000])  # cut inside HDU 1's header
+    for hdu in (None, 1):
+        with pytest.raises(InputError, match=r"c0\.fits: the file is truncated"):
+            open_input(InputConfig(path=str(tmp_path), hdu=hdu))

@@ -115,6 +115,9 @@ def _fits_file_kind(path: str) -> str:
         raise InputError(
             f"{path}: cannot read the FITS header ({type(exc).__name__}: {exc}); replace the file"
         ) from None
+    from specfit.io.fits_series import refuse_cut_short
+
+    refuse_cut_short(path)
     raise InputError(f"{path}: no image HDU with data; set input.hdu or input.kind")
 
 

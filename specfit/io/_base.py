@@ -812,13 +812,17 @@ def whole_frames(data):
     return data.rechunk({1: ny, 2: nx})
 
 
-def load_times(path: str, nt: int | None = None) -> np.ndarray | Time:
+def load_times(
+    path: str, nt: int | None = None, shape: tuple[int, ...] | None = None
+) -> np.ndarray | Time:
     """Frame times from a .npy: float seconds (returned as ndarray) or datetime64 (as Time).
 
     Raises
     ------
     InputError
-        If the file is missing, not 1-D, or shorter than ``nt``.
+        If the file is missing, not 1-D, or has not exactly ``nt`` times (one per frame; the
+        cube's ``shape``, where given, is named, and an axis of that length other than the
+        first suggests a cube stored with its time axis elsewhere).
     """
     if not Path(path).is_file():
         raise InputError(f"input.times {path} does not exist; give a .npy of frame times (s)")
@@ -828,13 +832,23 @@ def load_times(path: str, nt: int | None = None) -> np.ndarray | Time:
         raise InputError(f"input.times {path}: not a readable .npy ({exc})") from None
     if t.ndim != 1:
         raise InputError(f"input.times {path}: must be 1-D (one time per frame), got {t.shape}")
-    if nt is not None and t.shape[0] < nt:
+    if nt is not None and t.shape[0] != nt:
+        cube = f" (cube shape {tuple(shape)})" if shape is not None else ""
+        hint = "give one time per frame"
+        if shape is not None and t.shape[0] in shape[1:]:
+            hint = (
+                f"the cube has an axis of {t.shape[0]}: store it as (time, y, x), e.g. "
+                "np.moveaxis(cube, -1, 0), or give one time per frame"
+            )
         raise InputError(
-            f"input.times {path} has {t.shape[0]} times but the cube has {nt} frames; give one "
-            "time per frame"
+            f"input.times {path} has {t.shape[0]} times but the cube has {nt} frames{cube}; {hint}"
         )
-    t = t[:nt] if nt is not None else t
     if np.issubdtype(t.dtype, np.datetime64):
+        if np.any(np.isnat(t)):
+            raise InputError(
+                f"input.times {path}: frame(s) {np.flatnonzero(np.isnat(t))[:5].tolist()} have "
+                "no time (NaT); give every frame a time"
+            )
         return Time(t.astype("datetime64[ns]").astype(str), scale="utc", format="isot")
     if not np.issubdtype(t.dtype, np.number) or not np.all(np.isfinite(t)):
         raise InputError(f"input.times {path}: must hold finite numbers (seconds) or datetime64")

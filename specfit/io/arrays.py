@@ -72,7 +72,8 @@ def open_array(cfg: InputConfig, kind: str) -> xr.DataArray:
             f"{path}: a .npy cube has no frame times; give input.times (a .npy of seconds)"
         )
     nt, ny, nx = arr.shape
-    times = _as_time(load_times(cfg.times, nt))
+    lt = load_times(cfg.times, nt, arr.shape)
+    times = _as_time(lt)
     order = np.argsort((times - times[0]).to_value("s"), kind="stable")
     _check_increasing(times[order], cfg.times)
     frames = LazyFrames(
@@ -83,7 +84,7 @@ def open_array(cfg: InputConfig, kind: str) -> xr.DataArray:
         missing_below=cfg.missing_below,
         zero_is_missing=False,  # a computed array (e.g. a base difference) keeps its zeros
     )
-    attrs = _plain_attrs(path, "array", isinstance(load_times(cfg.times, nt), Time))
+    attrs = _plain_attrs(path, "array", isinstance(lt, Time))
     return assemble(
         frames,
         times=times[order],
@@ -155,8 +156,8 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
             raise InputError(f"{path}: no time coordinate; give input.times (a .npy of seconds)")
         nt = var.sizes["time"]
         if cfg.times:
-            times = _as_time(load_times(cfg.times, nt))
-            absolute = isinstance(load_times(cfg.times, nt), Time)
+            lt = load_times(cfg.times, nt, var.shape)
+            times, absolute = _as_time(lt), isinstance(lt, Time)
         elif np.issubdtype(var["time"].dtype, np.datetime64):
             times = Time(var["time"].values.astype("datetime64[ns]").astype(str), scale="utc")
             absolute = True
@@ -174,9 +175,8 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
             start = var.attrs.get("start_time") or ds.attrs.get("start_time")
             absolute = bool(start)
             t0 = parse_time(start, f"{path}: attrs start_time") if start else None
-            times = (
-                t0 + TimeDelta(secs - secs[0], format="sec") if t0 is not None else _as_time(secs)
-            )
+            # seconds since start_time (time 0): a time slice of a cube keeps its frames' times
+            times = t0 + TimeDelta(secs, format="sec") if t0 is not None else _as_time(secs)
         data = var.data
         attrs = {k: v for k, v in var.attrs.items() if k not in ("start_time",)}
         attrs.update(_plain_attrs(path, "zarr", absolute))
@@ -200,7 +200,7 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
         if not cfg.times:
             raise InputError(f"{path}: a bare Zarr array has no times; give input.times")
         nt = z.shape[0]
-        lt = load_times(cfg.times, nt)
+        lt = load_times(cfg.times, nt, z.shape)
         times, absolute = _as_time(lt), isinstance(lt, Time)
         data = da.from_zarr(z)
         attrs = _plain_attrs(path, "zarr", absolute)

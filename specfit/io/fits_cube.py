@@ -39,7 +39,7 @@ from ._base import (
     parse_time,
     seconds_per,
 )
-from .fits_series import find_image_hdu, list_files
+from .fits_series import find_image_hdu, inherited_header, list_files
 
 __all__ = ["open_fits_cube", "IRIS_MISSING_BELOW"]
 
@@ -87,6 +87,13 @@ def _aux_times(
             )
         t0 = parse_time(start[0], f"{path}: header key {start[1]}", header_scale(header, path))
         secs = table[:nt, col]
+        if not np.all(np.isfinite(secs)):
+            bad = np.flatnonzero(~np.isfinite(secs))
+            raise InputError(
+                f"{path}: the time table in HDU {i} (column {col}) has no finite time for "
+                f"frame(s) {bad[:5].tolist()}{' ...' if bad.size > 5 else ''} of {nt}; the table "
+                "is damaged: give per-frame times with input.times"
+            )
         exposure = None
         if "EXPTIMES" in h.header:
             exposure = table[:nt, int(h.header["EXPTIMES"])].astype(float)
@@ -135,7 +142,7 @@ def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
             warnings.filterwarnings("ignore", message="File may have been truncated")
             with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
                 hdu = find_image_hdu(hdul, cfg.hdu, path)
-                header = hdul[hdu].header.copy()
+                header = inherited_header(hdul, hdu)
                 check_data_size(hdul, hdu, path)
                 if header.get("NAXIS") != 3:
                     raise InputError(

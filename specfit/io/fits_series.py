@@ -49,6 +49,8 @@ __all__ = [
     "open_fits_series",
     "header_time",
     "find_image_hdu",
+    "inherited_header",
+    "refuse_cut_short",
     "frame_geometry",
 ]
 
@@ -78,15 +80,49 @@ def list_files(cfg: InputConfig, suffixes: tuple[str, ...] | None = None) -> lis
 
 
 def find_image_hdu(hdul: fits.HDUList, hdu: int | None, path: str) -> int:
-    """Index of the HDU holding the image: ``hdu`` if given, else the first with data."""
+    """Index of the HDU holding the image: ``hdu`` if given, else the first with data.
+
+    A file cut short inside an HDU (astropy then drops that HDU, often the compressed image
+    after an empty primary one) is named as truncated, not as lacking the HDU."""
     if hdu is not None:
         if hdu >= len(hdul):
+            refuse_cut_short(path)
             raise InputError(f"{path}: input.hdu={hdu} but the file has {len(hdul)} HDUs")
         return hdu
     for i, h in enumerate(hdul):
         if h.is_image and h.header.get("NAXIS", 0) >= 2:
             return i
+    refuse_cut_short(path)
     raise InputError(f"{path}: no image HDU with data; set input.hdu to the HDU to read")
+
+
+# Cards of the primary header that describe the primary HDU itself, never inherited
+_OWN_CARDS = ("SIMPLE", "BITPIX", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "COMMENT", "HISTORY")
+
+
+def inherited_header(hdul: fits.HDUList, index: int) -> fits.Header:
+    """A copy of HDU ``index``'s header; for an extension with ``INHERIT = T`` (the FITS
+    convention for keywords kept in the primary header), with the primary header's cards it
+    does not have itself (its time, exposure and pointing keys)."""
+    header = hdul[index].header.copy()
+    if index > 0 and header.get("INHERIT") is True:
+        for card in hdul[0].header.cards:
+            key = card.keyword
+            if key and key not in header and key not in _OWN_CARDS and not key.startswith("NAXIS"):
+                header.append(card)
+    return header
+
+
+def refuse_cut_short(path: str) -> None:
+    """Refuse a (not gzipped) FITS file whose size is not a whole number of 2880-byte blocks."""
+    if str(path).lower().endswith(".gz"):
+        return
+    size = os.path.getsize(path)
+    if size % 2880:
+        raise InputError(
+            f"{path}: the file is truncated ({size} bytes, not a whole number of 2880-byte FITS "
+            "blocks); copy or download it again, or remove it / narrow input.pattern"
+        )
 
 
 def header_time(header: fits.Header, keys: list[str], path: str) -> tuple[Time, str]:
@@ -550,9 +586,11 @@ def _scan(
         with warnings.catch_warnings():
             # astropy's own truncation warning; check_data_size reports it as an error.
             warnings.filterwarnings("ignore", message="File may have been truncated")
+            # and its note on a file cut inside a header: find_image_hdu names it truncated
+            warnings.filterwarnings("ignore", message="Error validating header for HDU")
             with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
                 i = find_image_hdu(hdul, hdu, path)
-                header = hdul[i].header.copy()
+                header = inherited_header(hdul, i)
                 check_data_size(hdul, i, path)
         return header, i, None
     except InputError:

@@ -68,11 +68,26 @@ def _looks_complete(path: str) -> bool:
     return tail.endswith(_PNG_END) if suffix == ".png" else b"\xff\xd9" in tail
 
 
+# PIL modes whose array is grey (+ alpha) or R, G, B (+ alpha) as to_grey reads it (the
+# integer and float greys I, I;16..., F keep their full range), and those converted to RGB
+# first: palette images, so that the grey levels are real; CMYK and YCbCr, whose bands are
+# not R, G, B (CMYK read as RGB inverts the intensities). Others (LAB, HSV) are refused.
+_DIRECT_MODES = ("1", "L", "LA", "RGB", "RGBA", "F")
+_TO_RGB_MODES = ("P", "PA", "CMYK", "YCbCr", "RGBX", "RGBa", "La")
+
+
+def _mode_error(mode: str) -> str | None:
+    """Why an image of PIL ``mode`` cannot be read as intensities, or None."""
+    if mode in _DIRECT_MODES or mode in _TO_RGB_MODES or mode.startswith("I"):
+        return None
+    return f"its colour mode {mode} has no grey level here; save it as grey or RGB"
+
+
 def _read_image(path: str) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        if im.mode == "P":  # palette images: expand so the grey levels are real
+        if im.mode in _TO_RGB_MODES:
             im = im.convert("RGB")
         return to_grey(np.asarray(im))
 
@@ -126,7 +141,9 @@ def filename_time(path: str, pattern: str) -> Time:
     return Time(dt.strftime("%Y-%m-%dT%H:%M:%S.%f"), scale="utc")
 
 
-def _csv_times(files: list[str], csv_path: str) -> Time:
+def _csv_times(files: list[str], csv_path: str) -> tuple[Time, bool]:
+    """The frames' times from ``input.times_csv`` and whether they are absolute (ISO text)
+    or relative (plain seconds, from a nominal start)."""
     if not os.path.isfile(csv_path):
         raise InputError(f"input.times_csv {csv_path} does not exist; fix the path")
     table: dict[str, str] = {}
@@ -151,11 +168,20 @@ def _csv_times(files: list[str], csv_path: str) -> Time:
     try:
         secs = np.array([float(v) for v in values])
     except ValueError:
-        return Time(
-            [parse_time(v, f"{csv_path}: time of {f}") for v, f in zip(values, files, strict=True)]
+        times = [
+            parse_time(v, f"{csv_path}: time of {f}") for v, f in zip(values, files, strict=True)
+        ]
+        return Time(times), True
+    if not np.all(np.isfinite(secs)):
+        f = files[int(np.flatnonzero(~np.isfinite(secs))[0])]
+        raise InputError(
+            f"input.times_csv {csv_path}: the time of {os.path.basename(f)} is not a finite "
+            "number; give every frame a time in seconds (or ISO 8601)"
         )
-    # Plain numbers are seconds; the absolute start is then nominal.
-    return Time("2000-01-01T00:00:00", scale="utc") + TimeDelta(secs - secs.min(), format="sec")
+    # Plain numbers are seconds; the absolute start is then nominal (whatever its year: a
+    # real observation from 2000 given in ISO text is absolute).
+    start = Time("2000-01-01T00:00:00", scale="utc")
+    return start + TimeDelta(secs - secs.min(), format="sec"), False
 
 
 def open_images(cfg: InputConfig) -> xr.DataArray:
@@ -175,6 +201,7 @@ def open_images(cfg: InputConfig) -> xr.DataArray:
         try:
             with Image.open(f) as im:
                 size = (im.size[1], im.size[0])  # PIL gives (width, height)
+                mode = im.mode
             if not _looks_complete(f):
                 # a file cut short (an interrupted copy) would otherwise fail only when the
                 # cube is written, after the frames before it: decode it now to be sure
@@ -184,6 +211,8 @@ def open_images(cfg: InputConfig) -> xr.DataArray:
                 f"{f}: cannot read the image ({type(exc).__name__}: {exc}); remove the file or "
                 "narrow input.pattern"
             ) from None
+        if _mode_error(mode):
+            raise InputError(f"{f}: {_mode_error(mode)}, or narrow input.pattern")
         if shape is None:
             shape = size
         elif size != shape:
@@ -202,8 +231,7 @@ def open_images(cfg: InputConfig) -> xr.DataArray:
     elif source == "csv":
         if not cfg.times_csv:
             raise InputError("input.time_source is csv but input.times_csv is not set")
-        times = _csv_times(files, cfg.times_csv)
-        absolute = "T" in times[0].isot and times[0].isot[:4] != "2000"
+        times, absolute = _csv_times(files, cfg.times_csv)
     elif source == "exif":
         ts = []
         for f in files:
