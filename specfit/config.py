@@ -582,7 +582,7 @@ def _allowed_keys(section_path: list[str]) -> list[str]:
     return sorted(model.model_fields)
 
 
-def _check_unique_keys(text: str) -> None:
+def _check_unique_keys(text: str, lines: bool = True) -> None:
     """Refuse a key given twice in one mapping of a YAML text (YAML would keep the last one
     silently: a second ``fit:`` section would replace the first). Checked on the composed
     node tree, before merge keys (``<<``) are expanded, so an override of a merged key is
@@ -595,26 +595,35 @@ def _check_unique_keys(text: str) -> None:
             continue
         seen_nodes.add(id(node))
         if isinstance(node, yaml.MappingNode):
-            lines: dict = {}
+            found: dict = {}
             for key, value in node.value:
                 todo.append(value)
                 if key.tag == "tag:yaml.org,2002:merge" or not isinstance(key, yaml.ScalarNode):
                     continue
                 k = (key.tag, key.value)
-                if k in lines:
+                if k in found:
                     raise yaml.constructor.ConstructorError(
                         None,
                         None,
-                        f"key {key.value!r} is given twice (lines {lines[k]} and "
-                        f"{key.start_mark.line + 1}); YAML would keep only the last: merge them",
+                        f"key {key.value!r} is given twice"
+                        + (f" (lines {found[k]} and {key.start_mark.line + 1})" if lines else "")
+                        + "; YAML would keep only the last: merge them",
                         key.start_mark,
                     )
-                lines[k] = key.start_mark.line + 1
+                found[k] = key.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode):
             todo.extend(node.value)
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(text: str, item: str) -> Any:
+    """An override's value as YAML reads it (text that is not YAML stays text); a mapping
+    that gives a key twice is refused, as in a config file (YAML keeps the last)."""
+    try:
+        _check_unique_keys(text, lines=False)
+    except yaml.constructor.ConstructorError as exc:
+        raise ConfigError(f"--set {item!r}: {exc.problem}") from None
+    except yaml.YAMLError:
+        return text
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -653,7 +662,7 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
             if not isinstance(node[p], dict):
                 raise ConfigError(f"--set {item!r}: {p} is not a section")
             node = node[p]
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = _parse_value(value, item)
     return data
 
 

@@ -142,6 +142,10 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
 
     _check_unique_keys("base: &b {x: 1}\ndefs:\n  a: &a\n    <<: *b\n    x: 5\nb:\n  <<: *a\n")
     _check_unique_keys("? [a, b]\n: 1\nc: 2\n")  # a non-scalar key is not compared
+    # a --set mapping likewise (it kept the last model silently)
+    with pytest.raises(ConfigError, match=r"--set 'fit.models=.*key 'a' is given twice; YAML"):
+        load_config(None, ["fit.models={a: powerlaw_tail, a: powerlaw_tail_lorentzian}"])
+    assert load_config(None, ["fit.models={a: powerlaw_tail}"]).fit.models
 
 
 def test_bounds_of_a_model_the_fit_does_not_use_are_refused():
