@@ -1087,3 +1087,29 @@ def test_a_truncated_compressed_frame_is_named_as_truncated(tmp_path):
     for hdu in (None, 1):
         with pytest.raises(InputError, match=r"c0\.fits: the file is truncated"):
             open_input(InputConfig(path=str(tmp_path), hdu=hdu))
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_a_damaged_zarr_chunk_is_named_not_a_codec_traceback(tmp_path, bare):
+    """A truncated chunk file of a Zarr input failed the cube stage with zstd's traceback from
+    a worker; now an InputError names the store and the frames."""
+    cube = np.random.default_rng(0).normal(100, 5, (20, 8, 8)).astype(np.float32)
+    path = tmp_path / "in.zarr"
+    if bare:
+        import zarr
+
+        zarr.create_array(str(path), data=cube, chunks=(5, 8, 8))
+        np.save(tmp_path / "t.npy", np.arange(20) * 12.0)
+        cfg = InputConfig(path=str(path), times=str(tmp_path / "t.npy"))
+        chunk = path / "c" / "1" / "0" / "0"
+    else:
+        da_ = xr.DataArray(cube, dims=("time", "y", "x"), coords={"time": np.arange(20) * 12.0})
+        da_.attrs["start_time"] = "2012-06-06T00:00:00Z"
+        enc = {"intensity": {"chunks": (5, 8, 8)}}
+        da_.to_dataset(name="intensity").to_zarr(path, encoding=enc, consolidated=False)
+        cfg = InputConfig(path=str(path))
+        chunk = path / "intensity" / "c" / "1" / "0" / "0"
+    np.testing.assert_array_equal(open_input(cfg).values, cube)  # read as before
+    chunk.write_bytes(chunk.read_bytes()[:40])
+    with pytest.raises(InputError, match=r"in\.zarr: array.* \(frames 5-9\): cannot read the data"):
+        open_input(cfg).load()

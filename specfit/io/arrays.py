@@ -15,6 +15,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -177,7 +178,9 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
             t0 = parse_time(start, f"{path}: attrs start_time") if start else None
             # seconds since start_time (time 0): a time slice of a cube keeps its frames' times
             times = t0 + TimeDelta(secs, format="sec") if t0 is not None else _as_time(secs)
-        data = var.data
+        # read through the lazily opened (CF-decoded) variable, each chunk checked
+        lazy = xr.open_zarr(path, consolidated=_consolidated(path), chunks=None)[name].variable
+        data = _checked_read(lazy, var.data.chunks, f"{path}: array {name}")
         attrs = {k: v for k, v in var.attrs.items() if k not in ("start_time",)}
         attrs.update(_plain_attrs(path, "zarr", absolute))
         for k in ("bunit", "instrument", "wavelength", "wcs_header", "exposure_normalised"):
@@ -202,7 +205,7 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
         nt = z.shape[0]
         lt = load_times(cfg.times, nt, z.shape)
         times, absolute = _as_time(lt), isinstance(lt, Time)
-        data = da.from_zarr(z)
+        data = _checked_read(z, z.chunks, f"{path}: array")
         attrs = _plain_attrs(path, "zarr", absolute)
         extra, exposure = {}, None
     order = np.argsort((times - times[0]).to_value("s"), kind="stable")
@@ -254,6 +257,38 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
     if cfg.max_frames is not None:
         out = out.isel(time=slice(0, cfg.max_frames))
     return out
+
+
+class _CheckedChunks:
+    """Picklable reader of a Zarr array, or of a lazily opened xarray variable of one, for
+    ``da.from_array``: a chunk that cannot be decoded (a damaged or truncated chunk file) is
+    an InputError naming the store and the frames, not a codec traceback from a worker."""
+
+    def __init__(self, source: Any, where: str) -> None:
+        self.source, self.where = source, where
+        self.shape, self.dtype, self.ndim = tuple(source.shape), np.dtype(source.dtype), 3
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            block = self.source[key]
+            return np.asarray(getattr(block, "values", block))
+        except Exception as exc:
+            t = key[0] if isinstance(key, tuple) and key else key
+            frames = ""
+            if isinstance(t, slice) and t.start is not None and t.stop is not None:
+                frames = f" (frames {t.start}-{t.stop - 1})"
+            raise InputError(
+                f"{self.where}{frames}: cannot read the data ({type(exc).__name__}: {exc}); a "
+                "chunk file of the store is damaged or truncated: copy the store again"
+            ) from None
+
+
+def _checked_read(source: Any, chunks: Any, where: str) -> da.Array:
+    """``source`` as a dask array of ``chunks`` whose reads name the store on a failure."""
+    from dask.base import tokenize
+
+    name = "zarr-read-" + tokenize(where, tuple(source.shape), str(source.dtype), chunks)
+    return da.from_array(_CheckedChunks(source, where), chunks=chunks, name=name)
 
 
 def _consolidated(path: str) -> bool | None:
