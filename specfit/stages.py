@@ -1078,6 +1078,10 @@ def fit(
         )
     spectra = {k: pattrs[k] for k in SPECTRA_KEYS if k in pattrs}
     out.attrs.update(fit_attrs(mods, method, power_unit, spectra))
+    # the field-wide settings field_significance takes by default: the run's, for a store's
+    # spectra (its fit_settings), else the config's; alpha as this fit used it
+    field = {k: run.get(k, getattr(DEFAULTS.fit, k)) for k in _FIELD_KEYS}
+    out.attrs["field_settings"] = json.dumps({**field, "alpha": options["alpha"]})
     if "wcs_header" in pattrs:
         from specfit.export import field_wcs_header, wcs_origin
 
@@ -1117,12 +1121,32 @@ class _MapGroup:
         return self.arrays[name]
 
 
+_FIELD_KEYS = ("alpha", "fdr_q", "global_level")
+
+
+def _field_settings(results: xr.Dataset, given: dict) -> dict:
+    """``alpha``, ``fdr_q``, ``global_level`` for :func:`field_significance`: those given,
+    else those of the fit (its ``field_settings`` attr) or of the store's run (its config),
+    else the config defaults; validated as the config's ``fit`` section validates them."""
+    from specfit.config import FitConfig
+
+    recorded = json.loads(results.attrs.get("field_settings") or "{}")
+    if not recorded and results.attrs.get("config_json"):
+        recorded = json.loads(results.attrs["config_json"]).get("fit", {})
+    values = {
+        k: given[k] if given[k] is not None else recorded.get(k, getattr(DEFAULTS.fit, k))
+        for k in _FIELD_KEYS
+    }
+    check_settings("field_significance", FitConfig, values)
+    return values
+
+
 def field_significance(
     results: xr.Dataset,
     *,
-    alpha: float = DEFAULTS.fit.alpha,
-    fdr_q: float = DEFAULTS.fit.fdr_q,
-    global_level: float = DEFAULTS.fit.global_level,
+    alpha: float | None = None,
+    fdr_q: float | None = None,
+    global_level: float | None = None,
 ) -> xr.Dataset:
     """Add the field-wide significance maps to a fit's results (docs/significance.md).
 
@@ -1137,7 +1161,9 @@ def field_significance(
         A Dataset with the fit variables of the results contract (from :func:`fit` or a
         store); its p-value maps are read into memory.
     alpha, fdr_q, global_level
-        As ``fit.alpha``, ``fit.fdr_q`` and ``fit.global_level`` (default: the config's).
+        As ``fit.alpha``, ``fit.fdr_q`` and ``fit.global_level``. Default: those of the fit
+        (a refit of a store's spectra: its run's; ``alpha`` as the fit used it) or of the
+        store's run, else the config's.
 
     Returns
     -------
@@ -1145,10 +1171,16 @@ def field_significance(
         ``results`` with the field-wide maps added (in memory) and the ``field_significance``
         attr (JSON counts per control).
     """
-    import json
-
+    from specfit.errors import ConfigError
     from specfit.store import field_variables, write_field_significance
 
+    if not isinstance(results, xr.Dataset):
+        raise ConfigError(
+            "specfit.field_significance needs the Dataset of a fit (specfit.fit or "
+            f"specfit.open_results), got {type(results).__name__}"
+        )
+    given = {"alpha": alpha, "fdr_q": fdr_q, "global_level": global_level}
+    alpha, fdr_q, global_level = _field_settings(results, given).values()
     rule = results["best_model"].attrs.get("rule", "") if "best_model" in results else ""
     maps = {str(n): v for n, v in results.data_vars.items() if v.dims == ("y", "x")}
     variables = {n: {"dtype": v.dtype, "attrs": dict(v.attrs)} for n, v in maps.items()}

@@ -1033,7 +1033,23 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
         # so that specfit.fit(ds["power"]) refits with the run's models and options
         fit_cfg = json.loads(ds.attrs["config_json"]).get("fit", {})
         ds["power"].attrs["fit_settings"] = json.dumps(fit_cfg)
+    if "power" in ds and ds.attrs.get("wcs_header"):
+        # the input frame's WCS, as the readers give it, so that a refit's maps carry their
+        # grid's WCS (specfit.to_map, export) as the store's do
+        ds["power"].attrs["wcs_header"] = _frame_wcs(ds.attrs["wcs_header"], ds.attrs)
     return ds
+
+
+def _frame_wcs(text: str, attrs: Mapping) -> str:
+    """The WCS header of the input frame from a store's ``wcs_header`` (its own grid's, whose
+    pixel 0 lies at ``wcs_origin`` of the frame): the reference pixel moved back."""
+    from astropy.io import fits
+
+    x0, y0 = (list(attrs.get("wcs_origin") or []) + [0, 0])[:2]
+    h = fits.Header.fromstring(text, sep="\n")
+    h["CRPIX1"] = float(h.get("CRPIX1", 0.0)) + float(x0)
+    h["CRPIX2"] = float(h.get("CRPIX2", 0.0)) + float(y0)
+    return h.tostring(sep="\n")
 
 
 def differing_variables(

@@ -105,6 +105,12 @@ def test_synthetic_derotated_cutout_export_cli(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["m1_index.fits", "mean_intensity.fits"]
     m = sunpy.map.Map(out / "m1_index.fits")
     _check_wcs(m, ds)
+    # a refit of the store's spectra carries the same WCS (to_map refused it, naming an
+    # "older specfit"): open_results gives power the input frame's header
+    refit = specfit.fit(ds["power"]).compute()
+    assert refit.attrs["wcs_header"] == ds.attrs["wcs_header"]
+    assert refit.attrs["wcs_origin"] == list(ds.attrs["wcs_origin"]) == [8, int(ds["y"][0])]
+    _check_wcs(specfit.to_map(refit, "m1_index"), ds)
     assert sunpy.map.Map(out / "mean_intensity.fits").unit.to_string() == "DN / s"
     # The run's config is in HISTORY (long lines continue on the next card).
     hist = list(m.fits_header["HISTORY"])

@@ -474,6 +474,36 @@ def test_stage_api_gives_the_runs_field_maps(null_runs):
     assert json.loads(got.attrs["field_significance"]) == json.loads(ds.attrs["field_significance"])
 
 
+def test_stage_api_takes_the_runs_field_settings_and_checks_its_arguments(tmp_path):
+    """field_significance used the config defaults whatever the run's fit.fdr_q,
+    global_level and alpha (the API's maps then disagreed with the run's), accepted
+    fdr_q=2 (every pixel a bump) and failed with numpy's errors on a DataArray."""
+    from specfit import field_significance, fit
+    from specfit.errors import ConfigError
+
+    cfg = tiny_config(tmp_path, fit={"fdr_q": 0.3, "global_level": 0.6, "alpha": 0.2})
+    run(cfg)
+    ds = open_results(tmp_path / "results.zarr").load()
+    field = ["lrt_qvalue", "lrt_global", "ftest_qvalue", "ftest_global", "best_model_fdr"]
+    for got in (field_significance(fit(ds["power"])), field_significance(ds.drop_vars(field))):
+        for name in field:
+            np.testing.assert_array_equal(got[name].values, ds[name].values, err_msg=name)
+            assert got[name].attrs == ds[name].attrs, name
+        assert json.loads(got.attrs["field_significance"]) == json.loads(
+            ds.attrs["field_significance"]
+        )
+    assert ds["lrt_global"].attrs["global_level"] == 0.6
+    assert ds["lrt_qvalue"].attrs["fdr_q"] == 0.3
+    # an argument given wins, and is checked as the config checks it
+    other = field_significance(ds, global_level=0.999)
+    assert other["lrt_global"].attrs["global_level"] == 0.999
+    for bad in ({"fdr_q": 2}, {"fdr_q": float("nan")}, {"alpha": 0}, {"global_level": 1.5}):
+        with pytest.raises(ConfigError, match=f"specfit.field_significance: {next(iter(bad))}="):
+            field_significance(ds, **bad)
+    with pytest.raises(ConfigError, match="needs the Dataset of a fit.*got DataArray"):
+        field_significance(ds["power"])
+
+
 def test_field_wide_choice_weighs_a_demoted_family_against_the_others_again():
     """best_model_fdr runs the fit's own rule on q-values: when BH demotes m2 to m1, m1 is
     compared with the other family's winner by BIC again (not kept just because it is m2's
