@@ -896,11 +896,12 @@ def fit(
         ``whittle`` (the config's default), ``lsq_log`` or ``lsq`` (needs ``sigma``, or
         ``weights='dlogf'``).
     dof
-        chi^2 degrees of freedom the fit uses for each power value. Default: the ``dof``
-        coordinate of ``power`` (set by :func:`power_spectra` and present on a results store's
-        ``power``), else ``power.attrs["dof_per_spectrum"]``, else 2; for ``whittle`` with a
-        tapered ``window`` (read from ``power.attrs``) divided by the window's variance
-        inflation (:func:`specfit.kernels.tile.fit_dof`), as ``specfit run`` does. So
+        chi^2 degrees of freedom of each power value (a number, or a (y, x) DataArray on the
+        spectra's pixels). Default: the ``dof`` coordinate of ``power`` (set by
+        :func:`power_spectra` and present on a results store's ``power``), else
+        ``power.attrs["dof_per_spectrum"]``, else 2. Given or not, for ``whittle`` with a
+        tapered ``window`` (read from ``power.attrs``) the fit divides it by the window's
+        variance inflation (:func:`specfit.kernels.tile.fit_dof`), as ``specfit run`` does. So
         ``fit(open_results(path)["power"])`` refits a store's spectra as its run did. The
         window's bin correlation (from ``power.attrs``; none without a window) calibrates
         ``<m>_chi2red`` and ``<m>_gof_pvalue`` (:func:`specfit.kernels.tile.bin_rho`).
@@ -971,6 +972,13 @@ def fit(
             f"spectra's size {power.sizes['y']} x {power.sizes['x']}; got dims {dof.dims} "
             f"and shape {dof.shape}"
         )
+    for d in ("y", "x") if isinstance(dof, xr.DataArray) else ():
+        # pixels are matched by their labels, not their positions (a flipped map was used)
+        if d in dof.coords and d in power.coords and not np.array_equal(dof[d], power[d]):
+            raise ConfigError(
+                f"specfit.fit: dof's {d} coordinate differs from the spectra's; give dof on "
+                f"the same pixels (e.g. dof.sel({d}=power.{d}))"
+            )
     if sigma is not None and not (
         isinstance(sigma, xr.DataArray) and dict(sigma.sizes) == dict(power.sizes)
     ):
@@ -1017,9 +1025,9 @@ def fit(
             dof = power.coords["dof"]
         else:
             dof = float(pattrs.get("dof_per_spectrum", 2.0))
-        dof = _tile.fit_dof(
-            dof, method, pattrs.get("window", "none"), pattrs.get("segment_length", 0)
-        )
+    # given or not, dof means what the dof coordinate does (fit(power, dof=power.dof) is
+    # fit(power)): the fit's own dof follow by the window's rule
+    dof = _tile.fit_dof(dof, method, pattrs.get("window", "none"), pattrs.get("segment_length", 0))
     dof_arr = (
         dof.transpose("y", "x").chunk(dict(zip(("y", "x"), pw.chunks[1:], strict=True))).data
         if isinstance(dof, xr.DataArray)
