@@ -9,7 +9,7 @@ import pytest
 import specfit.demo
 from conftest import page_text, tiny_config
 from specfit.config import SCIENCE_SECTIONS, load_config
-from specfit.demo import DEMO_CONFIG, recovery_table
+from specfit.demo import DEMO_CONFIG, format_table, recovery_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,3 +154,30 @@ def test_demo_follows_output_and_input_paths_set_on_the_command_line(tmp_path, c
     # run again over its own store elsewhere: starts again, as in DIR
     demo(tmp_path / "d", small + sets, cluster="synchronous", plots=False)
     capsys.readouterr()
+
+
+def test_recovery_table_leaves_out_what_it_cannot_compare_and_says_so(demo_store):
+    """`specfit demo --set fit.models=...` with a knee model ended in a KeyError traceback
+    after the run; --set spectra.normalisation=variance compared 1/Hz fits with (DN/s)^2/Hz
+    truths (-3 dex "errors")."""
+    import json
+
+    from specfit.store import open_results
+    from specfit.synthetic import open_truth
+
+    ds = open_results(demo_store)
+    truth = open_truth(demo_store.parent / "synthetic" / "truth.zarr")
+    plain = [r["parameter"] for r in recovery_table(ds, truth) if "parameter" in r]
+    assert "m1_power_1mHz" in plain and "m1_index" in plain
+    other = ds.copy()
+    other.attrs = {**ds.attrs, "normalisation": "variance"}
+    rows = recovery_table(other, truth)
+    assert "m1_index" in [r.get("parameter") for r in rows]
+    assert not [r for r in rows if r.get("units") == "dex"]
+    assert "'variance', the truth as 'density'" in rows[-1]["note"]
+    models = json.loads(ds.attrs["models"])
+    models["m1"]["name"] = "knee_tail"  # the store's m1 maps read as a knee model's
+    other.attrs = {**ds.attrs, "models": json.dumps(models)}
+    rows = recovery_table(other, truth)
+    assert "m1_power_1mHz" in rows[-1]["note"] and "truth does not" in rows[-1]["note"]
+    assert "(not compared: m1_power_1mHz" in format_table(rows)
