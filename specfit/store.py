@@ -956,8 +956,42 @@ def finish_hint(path: str | Path) -> str:
         and source
         and Path(source).resolve() == (p.parent / "synthetic").resolve()
     ):
-        return f"finish it with `specfit demo --out {p.parent} --resume`"
+        sets = "".join(f" --set {o}" for o in _demo_overrides(p))
+        return f"finish it with `specfit demo --out {p.parent} --resume{sets}`"
     return "finish it with `specfit run CONFIG --resume` (the config that wrote it)"
+
+
+def _demo_overrides(path: Path) -> list[str]:
+    """The ``--set`` options (shell-quoted) a demo's store at ``path`` was run with: the
+    science settings of its stored config that differ from the shipped demo config's (a
+    resume without them is refused as another configuration)."""
+    import shlex
+
+    import yaml
+
+    from specfit.config import SCIENCE_SECTIONS, load_config
+    from specfit.examples import config_path
+
+    try:
+        stored = json.loads(store_attrs(path).get("config_json") or "{}")
+        base = yaml.safe_load(config_path("demo").read_text())
+        base["input"]["path"] = stored["input"]["path"]  # where it ran, not how
+        default = load_config(base).model_dump(mode="json")
+    except Exception:  # not readable as a demo's: the plain command
+        return []
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{key}.{k}")
+        elif a != b:
+            text = yaml.safe_dump(a, default_flow_style=True, width=10**6)
+            out.append(shlex.quote(f"{key}={text.strip().removesuffix('...').strip()}"))
+
+    for section in SCIENCE_SECTIONS:
+        walk(stored.get(section), default.get(section), section)
+    return out
 
 
 def open_results(path: str | Path, *, allow_incomplete: bool = False):

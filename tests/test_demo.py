@@ -181,3 +181,24 @@ def test_recovery_table_leaves_out_what_it_cannot_compare_and_says_so(demo_store
     rows = recovery_table(other, truth)
     assert "m1_power_1mHz" in rows[-1]["note"] and "truth does not" in rows[-1]["note"]
     assert "(not compared: m1_power_1mHz" in format_table(rows)
+
+
+def test_the_finish_hint_of_a_demo_store_gives_its_set_options(demo_store):
+    """An interrupted `specfit demo --set spectra.segments=2` store said "finish it with
+    `specfit demo --out DIR --resume`", which is refused as another configuration: the hint
+    now carries the run's --set options, and they give back its science settings."""
+    import json
+    import shlex
+
+    from specfit.config import apply_overrides, config_diff
+    from specfit.store import finish_hint, store_attrs
+
+    hint = finish_hint(demo_store)
+    command = hint.split("`")[1]
+    assert command.startswith(f"specfit demo --out {demo_store.parent} --resume --set ")
+    words = shlex.split(command)
+    sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+    stored = json.loads(store_attrs(demo_store)["config_json"])
+    cfg = dict(DEMO_CONFIG, input={**DEMO_CONFIG["input"], "path": stored["input"]["path"]})
+    again = load_config(apply_overrides(cfg, sets)).model_dump(mode="json")
+    assert config_diff(stored, again) == [], sets
