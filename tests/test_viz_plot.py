@@ -78,6 +78,14 @@ def test_plot_never_overwrites_files_it_did_not_write(viz_store, tmp_path):
     first = plot_results(viz_store, out, maps=["m1_index"])
     again = plot_results(viz_store, out, maps=["m1_index", "m1_tail"])  # its own: replaced
     assert {f.name for f in first} < {f.name for f in again}
+    # a file specfit wrote, replaced since by the user's own of the same name, is theirs (the
+    # marker held names only: it was overwritten; docs reviewer)
+    (out / "m1_tail.png").unlink()
+    (out / "m1_tail.png").write_bytes(b"mine now")
+    with pytest.raises(StoreError, match=r"m1_tail.png, not written by specfit plot"):
+        plot_results(viz_store, out, maps=["m1_index", "m1_tail"])
+    assert (out / "m1_tail.png").read_bytes() == b"mine now"
+    plot_results(viz_store, out, maps=["m1_index"])  # its own files: still replaced
     (tmp_path / "file").write_text("")
     with pytest.raises(StoreError, match="is a file, not a folder"):
         plot_results(viz_store, tmp_path / "file", maps=["m1_index"])

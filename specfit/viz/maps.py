@@ -275,8 +275,8 @@ def plot_results(
     marker = out / PLOT_MARKER
     # the names about to be written go into the marker first: an interrupted plot leaves a
     # marker that lets the same command replace what it had written
-    ours |= {t.name for t in targets}
-    marker.write_text(json.dumps(sorted(ours), indent=0) + "\n")
+    ours.update({t.name: None for t in targets})
+    marker.write_text(json.dumps(ours, indent=0, sort_keys=True) + "\n")
     written: list[Path] = []
     kwargs = dict(
         pvalue_threshold=pvalue_threshold,
@@ -299,24 +299,43 @@ def plot_results(
                 plt.close("all")
         if html_page:
             written.append(_write_html(ds, names, out / "maps.html", kwargs))
+    # each file as written (size, mtime): one replaced since by someone else is not ours
+    ours.update({t.name: _stamp(t) for t in written})
+    marker.write_text(json.dumps(ours, indent=0, sort_keys=True) + "\n")
     return written
 
 
 PLOT_MARKER = ".specfit-plots.json"  # the files specfit plot wrote in a folder (it may replace)
 
 
-def _check_plot_folder(out: Path, targets: list[Path]) -> set[str]:
-    """The names specfit plot wrote in ``out`` before (its marker); raise a StoreError naming
-    the files it would overwrite that it did not write (specfit never overwrites those)."""
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _check_plot_folder(out: Path, targets: list[Path]) -> dict[str, list[int] | None]:
+    """The files specfit plot wrote in ``out`` before (its marker: name -> size and mtime as
+    written, None while being written); raise a StoreError naming the files it would
+    overwrite that it did not write, or that were replaced since (specfit never overwrites
+    those)."""
     from specfit.errors import StoreError
 
     if out.exists() and not out.is_dir():
         raise StoreError(f"plot output {out} is a file, not a folder; choose another --out")
     try:
-        ours = set(json.loads((out / PLOT_MARKER).read_text()))
+        raw = json.loads((out / PLOT_MARKER).read_text())
+        ours = dict(raw) if isinstance(raw, dict) else dict.fromkeys(raw)  # a list: names only
     except (OSError, ValueError, TypeError):
-        ours = set()
-    theirs = [t.name for t in targets if t.exists() and t.name not in ours]
+        ours = {}
+
+    def not_ours(t: Path) -> bool:
+        if not t.exists():
+            return False
+        if t.name not in ours:
+            return True
+        return ours[t.name] is not None and list(ours[t.name]) != _stamp(t)
+
+    theirs = [t.name for t in targets if not_ours(t)]
     if theirs:
         shown = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
         raise StoreError(
