@@ -650,6 +650,14 @@ def power_spectra(
     # The grid's own cadence (set by resample), exactly as a run computes it.
     dt = float(arr.attrs.get("cadence") or np.median(np.diff(times)))
     if not np.allclose(np.diff(times), dt, rtol=1e-6, atol=1e-9):
+        step = np.diff(times)
+        if "cadence" in arr.attrs and step.size and np.allclose(step, step[0], rtol=1e-6):
+            # e.g. every other frame of a resampled series: uniform, but not at the attr's step
+            raise InputError(
+                f"power_spectra: the series is uniform at {step[0]:g} s but its cadence attr "
+                f"says {dt:g} s (a strided selection keeps the attr): resample the frames "
+                f"to {step[0]:g} s instead, specfit.resample(frames, {step[0]:g})"
+            )
         raise InputError("power_spectra needs a uniform cadence: call specfit.resample first")
     try:  # settings that do not fit this series (segments too short, fmin above fmax...)
         kw = dict(

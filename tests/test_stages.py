@@ -10,6 +10,7 @@ import xarray as xr
 
 from specfit import stages
 from specfit.config import DEFAULTS
+from specfit.errors import InputError
 from specfit.kernels import periodogram as pg
 from specfit.kernels import resample as rs
 from specfit.kernels.periodogram import window_rho, window_vif
@@ -70,6 +71,14 @@ def test_power_spectra_uneven_chunks_equal_serial(box):
     np.testing.assert_allclose(got, full, rtol=2e-6, equal_nan=True)
     np.testing.assert_allclose(lazy["freq"].values, f)
     assert lazy.attrs["segments"] == 2 and lazy.attrs["box"] == box
+
+
+def test_a_strided_resampled_series_is_named_by_its_stale_cadence():
+    """Every other frame of a resampled series is uniform: the message said to call
+    specfit.resample first, as if it were not; it names the cadence attr now."""
+    arr = stages.resample(_cube(irregular=False))
+    with pytest.raises(InputError, match=r"uniform at 20 s but its cadence attr says 10 s"):
+        stages.power_spectra(arr.isel(time=slice(0, None, 2)))
 
 
 def test_power_spectra_refuses_irregular_times():
