@@ -1111,16 +1111,6 @@ def differing_variables(
 
 
 # ----------------------------------------------------------------------------- one writer
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
 class InputFolderLock:
     """One run at a time on a folder of synthetic frames (``input.kind: synthetic``): held for
     the whole run, because a run reads the frames lazily to its end, and a run with other
@@ -1288,7 +1278,9 @@ class StoreLock:
         if not holder or holder.get("host") != socket.gethostname():
             return False
         try:
-            return not _pid_alive(int(holder["pid"]))
+            from specfit.workspace import pid_alive
+
+            return not pid_alive(int(holder["pid"]))
         except (KeyError, TypeError, ValueError):
             return False
 

@@ -19,9 +19,12 @@ an unfinished store is reused only for the inputs it was made from.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -58,6 +61,8 @@ WORK_SUFFIX = ".specfit-work"
 WORK_MARKER = "specfit-work.json"
 _ZARR_META = {"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"}
 _OS_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}  # written by file browsers
+
+log = logging.getLogger("specfit")
 
 
 def work_dir_for(results: str | Path) -> Path:
@@ -268,16 +273,18 @@ def ensure_work_dir(results: str | Path, key: str = "output.path") -> Path:
         If the folder exists and is not specfit's, or cannot be created.
     """
     work = work_dir_for(results)
+    sweep_removals(Path(results))
     if work.exists() and not (_is_work_dir(work) or is_empty_dir(work)):
         raise ConfigError(
             f"{key}: {work} exists and was not made by specfit; specfit keeps its work "
             f"files there, so move that folder away or choose another {key}"
         )
+    created = not work.exists()
+    tmp = work / f".{WORK_MARKER}.{os.getpid()}"
     try:
         work.mkdir(parents=True, exist_ok=True)
         marker = work / WORK_MARKER
         if not marker.exists():
-            tmp = work / f".{WORK_MARKER}.{os.getpid()}"
             tmp.write_text(
                 json.dumps(
                     {
@@ -292,9 +299,18 @@ def ensure_work_dir(results: str | Path, key: str = "output.path") -> Path:
             )
             os.replace(tmp, marker)
     except OSError as exc:
-        raise ConfigError(
-            f"{key}: cannot create {work} ({exc.strerror or exc}); choose a folder you can write to"
-        ) from None
+        # what this call made goes again (a full disk left the folder with an empty temporary
+        # marker, which every later run then refused as "not made by specfit")
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+            if created:
+                work.rmdir()
+        fix = (
+            "free space on that disk (or raise the quota), or choose another folder"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "choose a folder you can write to"
+        )
+        raise ConfigError(f"{key}: cannot create {work} ({exc.strerror or exc}); {fix}") from None
     return work
 
 
@@ -336,6 +352,43 @@ def remove_specfit_cube(path: Path) -> bool:
     return False
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (whoever owns it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+_REMOVING = ".specfit-removing-"
+
+
+def sweep_removals(path: Path) -> None:
+    """Delete what an interrupted :func:`remove_specfit_tree` of ``path`` left: the folders
+    ``.<name>.specfit-removing-<pid>`` beside it whose process is gone (a store renamed by
+    specfit to be deleted; Ctrl-C during the deletion left it, hidden, at full size). Those
+    of a live process are its deletion going on, and are left to it."""
+    path = Path(path)
+    prefix = f".{path.name}{_REMOVING}"
+    try:
+        found = [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.is_dir()]
+    except OSError:
+        return
+    for trash in found:
+        pid = trash.name[len(prefix) :]
+        if not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        try:
+            shutil.rmtree(trash)
+        except OSError as exc:
+            log.warning("could not delete %s, left by an interrupted run (%s)", trash, exc)
+        else:
+            log.info("deleted %s, the rest of a replacement an interrupted run began", trash)
+
+
 def remove_specfit_tree(path: Path) -> None:
     """Delete a store or cube of specfit's (the caller has checked that) without ever leaving
     a half-deleted one where it was: the folder is first renamed beside itself (atomic), then
@@ -357,7 +410,8 @@ def remove_specfit_tree(path: Path) -> None:
                 "deleted; nothing was deleted: make it writable (chmod -R u+w) or choose "
                 "another output.path"
             )
-    trash = path.with_name(f".{path.name}.specfit-removing-{os.getpid()}")
+    sweep_removals(path)
+    trash = path.with_name(f".{path.name}{_REMOVING}{os.getpid()}")
     try:
         os.replace(path, trash)
     except OSError as exc:

@@ -712,3 +712,46 @@ def test_an_overwrite_that_could_not_delete_a_folder_deletes_nothing(tmp_path, m
     with pytest.raises(StoreError, match=r"cannot replace .*m1_index is not writable.*nothing was"):
         run(cfg, overwrite=True)
     assert snapshot(results) == before and is_complete(results)
+
+
+def test_a_full_disk_while_marking_the_work_folder_leaves_nothing(tmp_path, monkeypatch):
+    """A full disk at the work folder's marker left the folder with an empty temporary marker,
+    which every later run (--overwrite too) refused as "not made by specfit"."""
+    import errno
+
+    from specfit.workspace import ensure_work_dir
+
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if "specfit-work" in self.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    results = tmp_path / "out" / "results.zarr"
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(ConfigError, match=r"No space left on device\); free space on that disk"):
+        ensure_work_dir(results)
+    assert not work_dir_for(results).exists()
+    monkeypatch.undo()
+    assert ensure_work_dir(results).is_dir()  # the next run goes on
+
+
+def test_the_rest_of_an_interrupted_replacement_is_deleted_by_the_next_run(tmp_path):
+    """Ctrl-C while --overwrite deleted the old store (renamed .results.zarr.specfit-removing-
+    <pid>) left it hidden at full size for good; the next run on that output deletes it,
+    and leaves one of a live process (its deletion going on) and anything else alone."""
+    from specfit.workspace import ensure_work_dir, remove_specfit_tree
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
+                          capture_output=True, check=True).stdout.strip()  # fmt: skip
+    left = tmp_path / f".results.zarr.specfit-removing-{dead}"
+    live = tmp_path / f".results.zarr.specfit-removing-{os.getpid()}"
+    other = tmp_path / f".other.zarr.specfit-removing-{dead}"
+    for p in (left, live, other):
+        (p / "m1_index").mkdir(parents=True)
+    ensure_work_dir(tmp_path / "results.zarr")
+    assert not left.exists() and live.exists() and other.exists()
+    (tmp_path / "other.zarr").mkdir()
+    remove_specfit_tree(tmp_path / "other.zarr")
+    assert not other.exists() and not (tmp_path / "other.zarr").exists()
