@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         where = f" writing {full.filename}" if full.filename else ""
+        store = None if full.filename else _results_path(args)
+        if store is not None:  # zarr's own writes name no file: where the run was writing
+            where = f" writing {store} (or its cube)"
         then = _resume_hint(args) or ", then run the command again"
         print(
             f"specfit: error: {full.strerror or full}{where}: free space (or raise the "
@@ -356,6 +359,14 @@ def _resume_hint(args: argparse.Namespace) -> str:
 
         complete = is_complete(store)
         before = getattr(args, "store_stamp", "not recorded")
+        if getattr(args, "overwrite", False) and before not in (None, "not recorded"):
+            if not complete and _store_stamp(args) == before:
+                # an --overwrite run stopped before it replaced an unfinished store (another
+                # config's, say): resuming that one is not what was asked
+                return (
+                    f"; stopped before {store} was replaced (it is as it was): run "
+                    f"`{shlex.join(cmd)} --overwrite` again to start over"
+                )
         if complete and before != "not recorded" and _store_stamp(args) != before:
             # the interrupt came after this run had finished the store (while it said so, or
             # shut its cluster down): nothing to redo
@@ -389,10 +400,13 @@ def _store_stamp(args: argparse.Namespace) -> tuple | None:
 def _results_path(args: argparse.Namespace):
     """The results store an interrupted run or demo was writing, or None if unknown."""
     try:
-        if args.command == "demo":
-            return Path(args.out) / "results.zarr"
         from specfit.config import load_config
 
+        if args.command == "demo":  # where its --set options put it (output.path among them)
+            from specfit.demo import config_for
+
+            config = config_for(Path(args.out).resolve())
+            return Path(load_config(config, args.overrides).output.path)
         return Path(load_config(args.config, args.overrides).output.path)
     except Exception:
         return None

@@ -29,7 +29,8 @@ def _shipped_demo_config() -> dict[str, Any]:
 DEMO_CONFIG: dict[str, Any] = _shipped_demo_config()
 
 
-def _config_for(out: Path) -> dict:
+def config_for(out: Path) -> dict:
+    """The demo's config for the folder ``out`` (the shipped demo.yaml, its paths in ``out``)."""
     import copy
 
     cfg = copy.deepcopy(DEMO_CONFIG)
@@ -260,7 +261,7 @@ def demo(
     out.mkdir(parents=True, exist_ok=True)
     from specfit.config import load_config
 
-    cfg = _config_for(out)
+    cfg = config_for(out)
     # where the run writes once --set is applied (output.path, input.path may be among them:
     # the summary, the truth and the plots were looked for in the defaults after the run)
     resolved = load_config(cfg, overrides)

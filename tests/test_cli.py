@@ -165,6 +165,28 @@ def test_interrupt_hint_follows_what_the_store_holds(demo_store, tmp_path):
     meta["attributes"]["complete"] = False
     (store / "zarr.json").write_text(json.dumps(meta))
     assert "--set spectra.segments=2 --resume` to complete it" in _resume_hint(args)
+    # an --overwrite run stopped before it replaced an unfinished store (another config's):
+    # the hint said --resume, which that store's config difference refuses (lifecycle reviewer)
+    args.store_stamp = _store_stamp(args)  # the unfinished store, as when this run began
+    hint = _resume_hint(args)
+    assert f"stopped before {store} was replaced" in hint and "--resume" not in hint
+    assert "--set spectra.segments=2 --overwrite` again" in hint
+
+
+def test_the_demo_interrupt_hint_follows_output_path(tmp_path, monkeypatch):
+    """`specfit demo --set output.path=elsewhere.zarr`, interrupted with tiles saved: the hint
+    looked at DIR/results.zarr, said "no results" and to run again, which replaced them."""
+    import argparse
+
+    from specfit.cli import _results_path
+
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(
+        command="demo", out=str(tmp_path / "d3"), overrides=["output.path=elsewhere.zarr"]
+    )
+    assert _results_path(args).resolve() == tmp_path / "elsewhere.zarr"
+    args.overrides = []
+    assert _results_path(args) == tmp_path / "d3" / "results.zarr"
 
 
 def test_commands_on_a_zarr_that_is_not_a_results_store_say_so(tmp_path):
@@ -286,6 +308,16 @@ def test_a_full_disk_is_one_line_with_what_to_do(tmp_path, capsys, monkeypatch):
     lines = [ln for ln in err.splitlines() if ln.startswith("specfit: error")]
     assert len(lines) == 1 and "No space left on device writing" in lines[0], err
     assert "cube.zarr/c/0: free space" in lines[0] and "Traceback" not in err
+    # zarr's own writes raise it without a file name: the store the run writes is named
+    # (it said only "No space left on device"; lifecycle reviewer)
+
+    def unnamed(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "_write_cube", unnamed)
+    assert main(["run", str(cfg)]) == 2
+    line = next(ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("specfit: e"))
+    assert f"No space left on device writing {tmp_path / 'results.zarr'} (or its cube)" in line
 
 
 def test_info_names_a_status_count_that_rounds_to_nothing():
