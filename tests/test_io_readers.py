@@ -1009,7 +1009,7 @@ def test_input_times_must_give_one_time_per_frame(tmp_path):
     np.save(
         tmp_path / "nat.npy", np.array(["2020-01-01T00:00", "NaT"] + ["2020-01-02"] * 37, "M8[s]")
     )
-    with pytest.raises(InputError, match=r"frame\(s\) \[1\] have no time"):
+    with pytest.raises(InputError, match=r"no time \(NaT\) at frame\(s\) \[1\]"):
         open_input(InputConfig(path=str(tmp_path / "txy.npy"), times=str(tmp_path / "nat.npy")))
 
 

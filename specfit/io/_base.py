@@ -33,6 +33,7 @@ __all__ = [
     "cube_time_chunk",
     "whole_frames",
     "load_times",
+    "check_finite_times",
     "LazyFrames",
     "assemble",
     "assemble_array",
@@ -812,6 +813,17 @@ def whole_frames(data):
     return data.rechunk({1: ny, 2: nx})
 
 
+def check_finite_times(secs: np.ndarray, what: str, fix: str) -> None:
+    """Refuse frame times that are not all finite: ``{what} ... frame(s) [..] ...; {fix}``."""
+    finite = np.isfinite(secs) if secs.dtype.kind != "M" else ~np.isnat(secs)
+    if not np.all(finite):
+        bad = np.flatnonzero(~finite)
+        raise InputError(
+            f"{what} at frame(s) {bad[:5].tolist()}{' ...' if bad.size > 5 else ''} (of "
+            f"{secs.size}); {fix}"
+        )
+
+
 def load_times(
     path: str, nt: int | None = None, shape: tuple[int, ...] | None = None
 ) -> np.ndarray | Time:
@@ -844,11 +856,7 @@ def load_times(
             f"input.times {path} has {t.shape[0]} times but the cube has {nt} frames{cube}; {hint}"
         )
     if np.issubdtype(t.dtype, np.datetime64):
-        if np.any(np.isnat(t)):
-            raise InputError(
-                f"input.times {path}: frame(s) {np.flatnonzero(np.isnat(t))[:5].tolist()} have "
-                "no time (NaT); give every frame a time"
-            )
+        check_finite_times(t, f"input.times {path}: no time (NaT)", "give every frame a time")
         return Time(t.astype("datetime64[ns]").astype(str), scale="utc", format="isot")
     if not np.issubdtype(t.dtype, np.number) or not np.all(np.isfinite(t)):
         raise InputError(f"input.times {path}: must hold finite numbers (seconds) or datetime64")

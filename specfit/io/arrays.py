@@ -29,6 +29,7 @@ from ._base import (
     CHUNK_BYTES,
     LazyFrames,
     assemble,
+    check_finite_times,
     cube_time_chunk,
     load_times,
     parse_time,
@@ -166,13 +167,11 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
             # in the coordinate's units (min or ms were read as seconds)
             per = seconds_per(var["time"].attrs.get("units"), f"{path}: time coordinate units")
             secs = np.asarray(var["time"].values, dtype=float) * per
-            if not np.all(np.isfinite(secs)):
-                bad = np.flatnonzero(~np.isfinite(secs))
-                raise InputError(
-                    f"{path}: the time coordinate is not a finite number at frame(s) "
-                    f"{bad[:5].tolist()}{' ...' if bad.size > 5 else ''} (of {secs.size}); "
-                    "give every frame a time, or drop those frames from the store"
-                )
+            check_finite_times(
+                secs,
+                f"{path}: the time coordinate is not a finite number",
+                "give every frame a time, or drop those frames from the store",
+            )
             start = var.attrs.get("start_time") or ds.attrs.get("start_time")
             absolute = bool(start)
             t0 = parse_time(start, f"{path}: attrs start_time") if start else None

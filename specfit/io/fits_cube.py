@@ -30,6 +30,7 @@ from ._base import (
     assemble,
     celestial_header,
     check_data_size,
+    check_finite_times,
     cube_time_chunk,
     header_scale,
     header_time_text,
@@ -87,13 +88,11 @@ def _aux_times(
             )
         t0 = parse_time(start[0], f"{path}: header key {start[1]}", header_scale(header, path))
         secs = table[:nt, col]
-        if not np.all(np.isfinite(secs)):
-            bad = np.flatnonzero(~np.isfinite(secs))
-            raise InputError(
-                f"{path}: the time table in HDU {i} (column {col}) has no finite time for "
-                f"frame(s) {bad[:5].tolist()}{' ...' if bad.size > 5 else ''} of {nt}; the table "
-                "is damaged: give per-frame times with input.times"
-            )
+        check_finite_times(
+            secs,
+            f"{path}: the time table in HDU {i} (column {col}) has no finite time",
+            "the table is damaged: give per-frame times with input.times",
+        )
         exposure = None
         if "EXPTIMES" in h.header:
             exposure = table[:nt, int(h.header["EXPTIMES"])].astype(float)
