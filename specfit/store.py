@@ -917,7 +917,7 @@ def plots_folder(results: str | Path) -> Path:
     """Where the maps of a store are drawn by default (``specfit plot``, ``output.plots``):
     ``RESULTS_plots`` beside it, ``.zarr`` left out; any other suffix kept, so that
     ``res.v1`` and ``res.v2`` get their own folders."""
-    path = Path(results)
+    path = Path(results).resolve()  # "." (a store's own folder) has no name to build on
     return path.with_name(path.name.removesuffix(".zarr") + "_plots")
 
 

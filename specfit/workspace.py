@@ -368,9 +368,11 @@ _REMOVING = ".specfit-removing-"
 
 def sweep_removals(path: Path) -> None:
     """Delete what an interrupted :func:`remove_specfit_tree` of ``path`` left: the folders
-    ``.<name>.specfit-removing-<pid>`` beside it whose process is gone (a store renamed by
+    ``.<name>.specfit-removing-<host>-<pid>`` beside it whose process on this host is gone (a store renamed by
     specfit to be deleted; Ctrl-C during the deletion left it, hidden, at full size). Those
     of a live process are its deletion going on, and are left to it."""
+    import socket
+
     path = Path(path)
     prefix = f".{path.name}{_REMOVING}"
     try:
@@ -378,8 +380,13 @@ def sweep_removals(path: Path) -> None:
     except OSError:
         return
     for trash in found:
-        pid = trash.name[len(prefix) :]
-        if not pid.isdigit() or pid_alive(int(pid)):
+        host, _, pid = trash.name[len(prefix) :].rpartition("-")
+        if host and host != socket.gethostname():
+            continue  # another machine's (a shared file system): its pid says nothing here
+        # this process has none going on (it deletes its own in the call that makes it): one
+        # of its pid is an earlier process's (pid 1 in every container run)
+        live = pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid))
+        if not pid.isdigit() or live:
             continue
         try:
             shutil.rmtree(trash)
@@ -411,7 +418,9 @@ def remove_specfit_tree(path: Path) -> None:
                 "another output.path"
             )
     sweep_removals(path)
-    trash = path.with_name(f".{path.name}{_REMOVING}{os.getpid()}")
+    import socket
+
+    trash = path.with_name(f".{path.name}{_REMOVING}{socket.gethostname()}-{os.getpid()}")
     try:
         os.replace(path, trash)
     except OSError as exc:

@@ -739,19 +739,31 @@ def test_a_full_disk_while_marking_the_work_folder_leaves_nothing(tmp_path, monk
 
 def test_the_rest_of_an_interrupted_replacement_is_deleted_by_the_next_run(tmp_path):
     """Ctrl-C while --overwrite deleted the old store (renamed .results.zarr.specfit-removing-
-    <pid>) left it hidden at full size for good; the next run on that output deletes it,
-    and leaves one of a live process (its deletion going on) and anything else alone."""
+    HOST-PID) left it hidden at full size for good; the next run on that output deletes it,
+    also one with this process's pid (an earlier process's: pid 1 in every container run, or
+    the rename onto it failed), and leaves a live process's (its deletion going on), another
+    host's and anything else alone."""
+    import socket
+
     from specfit.workspace import ensure_work_dir, remove_specfit_tree
 
+    host = socket.gethostname()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
                           capture_output=True, check=True).stdout.strip()  # fmt: skip
-    left = tmp_path / f".results.zarr.specfit-removing-{dead}"
-    live = tmp_path / f".results.zarr.specfit-removing-{os.getpid()}"
-    other = tmp_path / f".other.zarr.specfit-removing-{dead}"
-    for p in (left, live, other):
-        (p / "m1_index").mkdir(parents=True)
-    ensure_work_dir(tmp_path / "results.zarr")
-    assert not left.exists() and live.exists() and other.exists()
-    (tmp_path / "other.zarr").mkdir()
-    remove_specfit_tree(tmp_path / "other.zarr")
-    assert not other.exists() and not (tmp_path / "other.zarr").exists()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        name = ".results.zarr.specfit-removing-"
+        left = [tmp_path / f"{name}{dead}", tmp_path / f"{name}{host}-{dead}"]
+        left.append(tmp_path / f"{name}{host}-{os.getpid()}")
+        kept = [tmp_path / f"{name}{host}-{alive.pid}", tmp_path / f"{name}elsewhere-{dead}"]
+        other = tmp_path / f".other.zarr.specfit-removing-{host}-{os.getpid()}"
+        for p in (*left, *kept, other):
+            (p / "m1_index").mkdir(parents=True)
+        ensure_work_dir(tmp_path / "results.zarr")
+        assert [p.exists() for p in left] == [False] * 3
+        assert all(p.exists() for p in kept) and other.exists()
+        (tmp_path / "other.zarr").mkdir()
+        remove_specfit_tree(tmp_path / "other.zarr")  # its rename target was in the way
+        assert not other.exists() and not (tmp_path / "other.zarr").exists()
+    finally:
+        alive.kill()

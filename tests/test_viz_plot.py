@@ -86,6 +86,11 @@ def test_plot_never_overwrites_files_it_did_not_write(viz_store, tmp_path):
         plot_results(viz_store, out, maps=["m1_index", "m1_tail"])
     assert (out / "m1_tail.png").read_bytes() == b"mine now"
     plot_results(viz_store, out, maps=["m1_index"])  # its own files: still replaced
+    # a copy of the folder that does not keep file times is still specfit's to replace
+    import shutil
+
+    copy = shutil.copytree(out, tmp_path / "copy", copy_function=shutil.copy)
+    plot_results(viz_store, copy, maps=["m1_index"])
     (tmp_path / "file").write_text("")
     with pytest.raises(StoreError, match="is a file, not a folder"):
         plot_results(viz_store, tmp_path / "file", maps=["m1_index"])
@@ -182,6 +187,10 @@ def test_cli_plot_default_folder_keeps_a_version_suffix(tmp_path, monkeypatch, c
         ("res.v2.zarr", tmp_path / "res.v2_plots"),
         ("other.v3.zarr", tmp_path / "other.v3_plots"),
     ]
+    (tmp_path / "res.v1").mkdir()
+    monkeypatch.chdir(tmp_path / "res.v1")  # `specfit plot .` inside the store: a traceback
+    assert main(["plot", "."]) == 0
+    assert drawn[-1][1] == tmp_path / "res.v1_plots"
 
 
 def test_decimate_block_means_and_codes():

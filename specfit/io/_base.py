@@ -848,9 +848,10 @@ def load_times(
         cube = f" (cube shape {tuple(shape)})" if shape is not None else ""
         hint = "give one time per frame"
         if shape is not None and t.shape[0] in shape[1:]:
+            axis = 1 + list(shape[1:]).index(t.shape[0])
             hint = (
-                f"the cube has an axis of {t.shape[0]}: store it as (time, y, x), e.g. "
-                "np.moveaxis(cube, -1, 0), or give one time per frame"
+                f"the cube's axis {axis} has {t.shape[0]}: store it as (time, y, x), e.g. "
+                f"np.moveaxis(cube, {axis}, 0), or give one time per frame"
             )
         raise InputError(
             f"input.times {path} has {t.shape[0]} times but the cube has {nt} frames{cube}; {hint}"

@@ -161,6 +161,11 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
             lt = load_times(cfg.times, nt, var.shape)
             times, absolute = _as_time(lt), isinstance(lt, Time)
         elif np.issubdtype(var["time"].dtype, np.datetime64):
+            check_finite_times(
+                var["time"].values,
+                f"{path}: the time coordinate has no time (NaT)",
+                "give every frame a time, or drop those frames from the store",
+            )
             times = Time(var["time"].values.astype("datetime64[ns]").astype(str), scale="utc")
             absolute = True
         else:

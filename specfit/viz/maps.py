@@ -308,14 +308,17 @@ def plot_results(
 PLOT_MARKER = ".specfit-plots.json"  # the files specfit plot wrote in a folder (it may replace)
 
 
-def _stamp(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
+def _stamp(path: Path) -> list:
+    """A written file's size and content hash (not its time: a copy of the folder keeps
+    specfit's files specfit's)."""
+    import hashlib
+
+    return [path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()[:32]]
 
 
 def _check_plot_folder(out: Path, targets: list[Path]) -> dict[str, list[int] | None]:
-    """The files specfit plot wrote in ``out`` before (its marker: name -> size and mtime as
-    written, None while being written); raise a StoreError naming the files it would
+    """The files specfit plot wrote in ``out`` before (its marker: name -> size and content
+    hash as written, None while being written); raise a StoreError naming the files it would
     overwrite that it did not write, or that were replaced since (specfit never overwrites
     those)."""
     from specfit.errors import StoreError
@@ -339,8 +342,9 @@ def _check_plot_folder(out: Path, targets: list[Path]) -> dict[str, list[int] | 
     if theirs:
         shown = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
         raise StoreError(
-            f"{out} already holds {shown}, not written by specfit plot; specfit never overwrites "
-            "files it did not write: choose another --out or move them"
+            f"{out} already holds {shown}, not written by specfit plot (or changed since it "
+            "wrote them); specfit never overwrites files it did not write: choose another "
+            "--out or move them"
         )
     return ours
 
