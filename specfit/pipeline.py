@@ -790,7 +790,7 @@ def _layout(
         "run_key": run_key(science, fingerprint),
         "specfit_version": __version__,
         "specfit_code_sha256": code_sha256(),
-        **fit_attrs(plan.models, cfg.fit.method, pu, spectra),
+        **fit_attrs(plan.models, cfg.fit.method, pu, spectra, cfg.fit.model_dump()),
         "cube_path": str(cube_path) if cfg.output.keep_cube else "",
         "start_time": str(arr.attrs.get("start_time", "")),
         "n_frames": int(plan.times.size),

@@ -930,6 +930,7 @@ def fit(
     from specfit.errors import ConfigError
     from specfit.models import check_output
     from specfit.store import (
+        FIELD_KEYS,
         SPECTRA_KEYS,
         fit_attrs,
         fit_variables,
@@ -1093,11 +1094,11 @@ def fit(
             stacked[i].astype(spec[n]["dtype"]), dims=("y", "x"), attrs=dict(spec[n]["attrs"])
         )
     spectra = {k: pattrs[k] for k in SPECTRA_KEYS if k in pattrs}
-    out.attrs.update(fit_attrs(mods, method, power_unit, spectra))
     # the field-wide settings field_significance takes by default: the run's, for a store's
     # spectra (its fit_settings), else the config's; alpha as this fit used it
-    field = {k: run.get(k, getattr(DEFAULTS.fit, k)) for k in _FIELD_KEYS}
-    out.attrs["field_settings"] = json.dumps({**field, "alpha": options["alpha"]})
+    field = {k: run.get(k, getattr(DEFAULTS.fit, k)) for k in FIELD_KEYS}
+    field["alpha"] = options["alpha"]
+    out.attrs.update(fit_attrs(mods, method, power_unit, spectra, field))
     if "wcs_header" in pattrs:
         from specfit.export import field_wcs_header, wcs_origin
 
@@ -1137,21 +1138,19 @@ class _MapGroup:
         return self.arrays[name]
 
 
-_FIELD_KEYS = ("alpha", "fdr_q", "global_level")
-
-
 def _field_settings(results: xr.Dataset, given: dict) -> dict:
     """``alpha``, ``fdr_q``, ``global_level`` for :func:`field_significance`: those given,
-    else those of the fit (its ``field_settings`` attr) or of the store's run (its config),
-    else the config defaults; validated as the config's ``fit`` section validates them."""
+    else those of the fit or store (its ``field_settings`` attr; a store of an older specfit:
+    its run's config), else the config defaults; validated as the config's ``fit`` section validates them."""
     from specfit.config import FitConfig
+    from specfit.store import FIELD_KEYS
 
     recorded = json.loads(results.attrs.get("field_settings") or "{}")
     if not recorded and results.attrs.get("config_json"):
         recorded = json.loads(results.attrs["config_json"]).get("fit", {})
     values = {
         k: given[k] if given[k] is not None else recorded.get(k, getattr(DEFAULTS.fit, k))
-        for k in _FIELD_KEYS
+        for k in FIELD_KEYS
     }
     check_settings("field_significance", FitConfig, values)
     return values

@@ -491,10 +491,16 @@ def spectra_attrs(
     }
 
 
-def fit_attrs(models: dict[str, Any], method: str, power_unit: str, spectra: dict) -> dict:
+FIELD_KEYS = ("alpha", "fdr_q", "global_level")
+
+
+def fit_attrs(
+    models: dict[str, Any], method: str, power_unit: str, spectra: dict, field: Mapping
+) -> dict:
     """The Dataset attrs a fit returns (and a results store holds): the models, status
-    codes, method, ``fit_dof`` (how the fit's dof follow from the ``dof`` coordinate) and
-    :func:`spectra_attrs`."""
+    codes, method, ``fit_dof`` (how the fit's dof follow from the ``dof`` coordinate),
+    ``field_settings`` (``field``'s :data:`FIELD_KEYS`, the settings of the field-wide maps,
+    as JSON) and :func:`spectra_attrs`."""
     from specfit.kernels.fitting import STATUS_CODES
     from specfit.kernels.tile import fit_dof_rule
 
@@ -503,6 +509,7 @@ def fit_attrs(models: dict[str, Any], method: str, power_unit: str, spectra: dic
         "status_codes": json.dumps({str(k): v for k, v in STATUS_CODES.items()}),
         "method": method,
         "fit_dof": fit_dof_rule(method, spectra.get("window", "none")),
+        "field_settings": json.dumps({k: float(field[k]) for k in FIELD_KEYS}),
         **spectra,
     }
 
