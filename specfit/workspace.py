@@ -242,7 +242,16 @@ def refuse_foreign_entries(path: Path, key: str, error=StoreError) -> None:
 
 
 def _is_work_dir(path: Path) -> bool:
-    return (path / WORK_MARKER).is_file()
+    """Specfit's work folder: it has the marker, or only temporary markers (a run marking it
+    at this moment: a second run started with it saw "not made by specfit")."""
+    if (path / WORK_MARKER).is_file():
+        return True
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    tmp = f".{WORK_MARKER}."
+    return bool(names) and all(n.startswith(tmp) and n[len(tmp) :].isdigit() for n in names)
 
 
 def lrt_cache_dir(results: str | Path | None = None) -> Path:

@@ -737,6 +737,17 @@ def test_a_full_disk_while_marking_the_work_folder_leaves_nothing(tmp_path, monk
     assert not work_dir_for(results).exists()
     monkeypatch.undo()
     assert ensure_work_dir(results).is_dir()  # the next run goes on
+    # a folder holding only another run's temporary marker (that run marking it at this
+    # moment: two runs started together, CI) is specfit's, not "not made by specfit"
+    other = tmp_path / "two" / "results.zarr"
+    work = work_dir_for(other)
+    work.mkdir(parents=True)
+    (work / ".specfit-work.json.12345").write_text("{}")
+    assert ensure_work_dir(other) == work and (work / "specfit-work.json").is_file()
+    (work / "specfit-work.json").unlink()
+    (work / "mine.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not made by specfit"):
+        ensure_work_dir(other)
 
 
 def test_the_rest_of_an_interrupted_replacement_is_deleted_by_the_next_run(tmp_path):
