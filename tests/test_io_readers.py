@@ -625,6 +625,22 @@ def test_rice_compressed_frames_in_hdu1(tmp_path):
     np.testing.assert_allclose(mixed[3:], raw[:2] / np.float32(2.5), rtol=1e-6)
 
 
+def test_a_preview_image_in_the_primary_hdu_is_passed_over(tmp_path):
+    """A small preview image in the primary HDU before the frame in HDU 1: the frame is read
+    (the first image HDU was taken, here a 2 x 2 'series'); the largest image HDU wins."""
+    rng = np.random.default_rng(4)
+    raw = rng.normal(100.0, 5.0, (4, 6, 7)).astype(np.float32)
+    for i in range(4):
+        h = _hpc_header(6, 7, f"2021-01-01T00:00:{12 * i:02d}", 2.5)
+        thumb = fits.PrimaryHDU(np.ones((2, 2), np.float32), header=h)
+        fits.HDUList([thumb, fits.ImageHDU(raw[i], header=h)]).writeto(tmp_path / f"p{i}.fits")
+    out = open_input(InputConfig(path=str(tmp_path)))
+    assert out.shape == (4, 6, 7)
+    np.testing.assert_allclose(out.values, raw / np.float32(2.5), rtol=1e-6)
+    # input.hdu still chooses
+    assert open_input(InputConfig(path=str(tmp_path), hdu=0)).shape == (4, 2, 2)
+
+
 def test_sixteen_bit_tiff_keeps_its_levels(tmp_path):
     from PIL import Image
 

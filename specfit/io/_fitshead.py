@@ -14,9 +14,9 @@ HDU, standard 80-character cards. For those this module
   the data are later read with one ``readinto`` (:func:`read_plain`) after checking that the
   header on disk is still byte for byte the one scanned.
 
-Anything unusual (gzip, no image in the primary HDU, random groups, HIERARCH cards, a wanted
-key continued on CONTINUE cards, a malformed keyword, no END card, non-ASCII bytes) raises :class:`NotPlain` at scan
-time and :func:`read_plain` returns None when the file changed or is short: the caller then
+Anything unusual (gzip, no image in the primary HDU, more HDUs after it, random groups,
+HIERARCH cards, a wanted key continued on CONTINUE cards, a malformed keyword, no END card,
+non-ASCII bytes) raises :class:`NotPlain` at scan time and :func:`read_plain` returns None when the file changed or is short: the caller then
 reads that file with astropy exactly as before, with the same checks and error messages.
 """
 
@@ -184,6 +184,8 @@ def scan_plain(path: str, keys: tuple[str, ...]) -> tuple[dict, PlainLayout, int
         if name not in values:
             get(name)
     nbytes = abs(bitpix) // 8 * int(np.prod(axes))
+    if size > offset + -(-nbytes // BLOCK) * BLOCK:
+        raise NotPlain("more HDUs after the primary one")  # the image may be one of those
     layout = PlainLayout(offset, nbytes, bitpix, _digest(raw[:offset]))
     return values, layout, size
 

@@ -80,7 +80,9 @@ def list_files(cfg: InputConfig, suffixes: tuple[str, ...] | None = None) -> lis
 
 
 def find_image_hdu(hdul: fits.HDUList, hdu: int | None, path: str) -> int:
-    """Index of the HDU holding the image: ``hdu`` if given, else the first with data.
+    """Index of the HDU holding the image: ``hdu`` if given, else the image HDU with the most
+    pixels (the first of equals): a small preview image in the primary HDU before the frame
+    in an extension is passed over.
 
     A file cut short inside an HDU (astropy then drops that HDU, often the compressed image
     after an empty primary one) is named as truncated, not as lacking the HDU."""
@@ -89,9 +91,15 @@ def find_image_hdu(hdul: fits.HDUList, hdu: int | None, path: str) -> int:
             refuse_cut_short(path)
             raise InputError(f"{path}: input.hdu={hdu} but the file has {len(hdul)} HDUs")
         return hdu
+    best, most = None, 0
     for i, h in enumerate(hdul):
-        if h.is_image and h.header.get("NAXIS", 0) >= 2:
-            return i
+        naxis = h.header.get("NAXIS", 0) if h.is_image else 0
+        if naxis >= 2:
+            size = math.prod(int(h.header.get(f"NAXIS{k}", 0)) for k in range(1, naxis + 1))
+            if best is None or size > most:
+                best, most = i, size
+    if best is not None:
+        return best
     refuse_cut_short(path)
     raise InputError(f"{path}: no image HDU with data; set input.hdu to the HDU to read")
 
