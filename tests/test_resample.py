@@ -67,6 +67,18 @@ def test_default_cadence_is_the_grid_closest_to_jittered_frames(seed):
     assert gain == pytest.approx(interpolation_nyquist_gain(t, uniform_times(t)))
 
 
+@pytest.mark.parametrize("step", [0.05, 0.25, 0.033, 0.002])
+def test_sub_second_cadences_keep_every_frame(step):
+    """Frames 50 ms apart got a 0.1 s grid (the most common step, in 0.1 s bins, was 0.1 s;
+    its grid lands on every other frame, so it tied with 0.05 s at gain 1 and won): half the
+    frames unused and 5-10 Hz folded into the band (spectra reviewer). The bins scale with
+    the cadence below 1 s."""
+    t = np.arange(400) * step
+    cadence, gain = choose_cadence(t)
+    assert cadence == pytest.approx(step, rel=1e-3) and gain > 0.999
+    assert uniform_times(t).size == 400
+
+
 def test_uniform_times_exact_multiple_keeps_last_point():
     # 0.1 * k accumulates rounding; the last frame time is an exact multiple of the cadence.
     t = np.arange(301) * 0.1

@@ -102,8 +102,9 @@ def interpolation_nyquist_gain(times: np.ndarray, new_times: np.ndarray) -> floa
 def choose_cadence(times: np.ndarray) -> tuple[float, float]:
     """The grid spacing for frames at ``times`` when none is configured, and its Nyquist gain.
 
-    Candidates: the most common spacing (0.1 s bins; a median can land on a long step when
-    the observing pattern alternates), the median spacing, and the mean of the regular steps
+    Candidates: the most common spacing (0.1 s bins, finer below a median of 1 s: a tenth of
+    its leading decimal; a median can land on a long step when the observing pattern
+    alternates), the median spacing, and the mean of the regular steps
     (jittered cadences, e.g. IRIS 2796 at 18.53-18.91 s, sit best on their mean), each to four
     significant digits (readable at any cadence, ms cameras included). The one whose grid stays
     closest to the frames (largest :func:`interpolation_nyquist_gain`, to 3 decimals; ties: the
@@ -118,7 +119,9 @@ def choose_cadence(times: np.ndarray) -> tuple[float, float]:
     """
     t = _check_times(times)
     d = np.diff(t)
-    values, counts = np.unique(np.round(d, 1), return_counts=True)
+    # 0.1 s bins put 0.05 s steps at 0.1 s, whose grid takes every other frame (Nyquist gain 1)
+    digits = max(1, 1 - int(np.floor(np.log10(np.median(d)))))
+    values, counts = np.unique(np.round(d, digits), return_counts=True)
     regular = d[d < 1.5 * np.median(d)]
     candidates = [float(values[np.argmax(counts)]), float(np.median(d))]
     if regular.size:
