@@ -370,17 +370,17 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     gaps = rs.find_gaps(times, dt, cfg.resample.max_gap)
     nyquist_keep = rs.interpolation_nyquist_gain(times, new_times)
     sp = cfg.spectra
-    spectra_kw = dict(
-        segments=sp.segments,
-        segment_length=segment_samples(sp.segment_length, dt),
-        overlap=sp.overlap,
-        window=sp.window,
-        detrend=sp.detrend,
-        normalisation=sp.normalisation,
-        fmin=sp.fmin,
-        fmax=sp.fmax,
-    )
     try:
+        spectra_kw = dict(
+            segments=sp.segments,
+            segment_length=segment_samples(sp.segment_length, dt),
+            overlap=sp.overlap,
+            window=sp.window,
+            detrend=sp.detrend,
+            normalisation=sp.normalisation,
+            fmin=sp.fmin,
+            fmax=sp.fmax,
+        )
         freq, _, meta = pg.periodogram(np.zeros((1, new_times.size)), dt, **spectra_kw)
     except ValueError as exc:
         raise ConfigError(f"spectra: {exc}") from exc

@@ -610,6 +610,9 @@ def test_a_cadence_or_box_beyond_the_data_is_a_config_error(tmp_path):
         ConfigError, match=r"spectra.box=17 is larger than the image \(16 x 16 px\).* at most 15 px"
     ):
         run({**cfg, "spectra": {**cfg["spectra"], "box": 17}})
+    # a Welch segment under 3 samples: the seconds, the cadence and the shortest that works
+    with pytest.raises(ConfigError, match=r"spectra: segment_length of 12 s is 1 samples"):
+        run({**cfg, "spectra": {**cfg["spectra"], "segment_length": 12.0}})
 
 
 def test_a_frame_far_off_in_time_or_a_tiny_cadence_is_refused_before_any_grid(tmp_path):

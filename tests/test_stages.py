@@ -10,7 +10,7 @@ import xarray as xr
 
 from specfit import stages
 from specfit.config import DEFAULTS
-from specfit.errors import InputError
+from specfit.errors import ConfigError, InputError
 from specfit.kernels import periodogram as pg
 from specfit.kernels import resample as rs
 from specfit.kernels.periodogram import window_rho, window_vif
@@ -81,6 +81,16 @@ def test_a_strided_resampled_series_is_named_by_its_stale_cadence():
         stages.power_spectra(arr.isel(time=slice(0, None, 2)))
 
 
+def test_a_segment_shorter_than_three_samples_is_refused():
+    """A Welch segment of 10 s at a 10 s cadence was raised to 4 samples (40 s segments, one
+    frequency) without a word (spectra reviewer); it is refused with the shortest that works."""
+    arr = stages.resample(_cube(irregular=False))
+    with pytest.raises(ConfigError, match=r"10 s is 1 samples at the 10 s cadence.*at least 30 s"):
+        stages.power_spectra(arr, segment_length=10.0)
+    power = stages.power_spectra(arr, segment_length=30.0)
+    assert power.sizes["freq"] == 1 and power.attrs["segment_length"] == 3  # samples
+
+
 def test_power_spectra_refuses_irregular_times():
     with pytest.raises(ValueError, match="resample"):
         stages.power_spectra(_cube())
@@ -126,7 +136,6 @@ def test_a_given_dof_means_what_the_coordinate_does_and_is_matched_by_label():
     """fit(power, dof=power.dof) skipped the window's variance inflation that fit(power)
     applies (errors 30 % too small, LRT p-values off, on Hann spectra), and a dof map was
     matched by position: a flipped map was used without a word."""
-    from specfit.errors import ConfigError
 
     arr = _cube(nt=200, ny=8, nx=6, irregular=False)
     power = stages.power_spectra(stages.resample(arr), window="hann", segments=2).compute()

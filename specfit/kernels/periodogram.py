@@ -122,7 +122,13 @@ def segment_samples(segment_length: float | None, dt: float) -> int | None:
     """Welch segment length in samples from seconds (``spectra.segment_length``), or None."""
     if segment_length is None:
         return None
-    return max(4, int(round(segment_length / dt)))
+    n = int(round(segment_length / dt))
+    if n < 3:  # raised to 4 before, without a word: 12 s at a 12 s cadence gave 48 s segments
+        raise ValueError(
+            f"segment_length of {segment_length:g} s is {n} samples at the {dt:g} s cadence; "
+            f"a segment needs at least 3 (one frequency): use at least {3 * dt:g} s"
+        )
+    return n
 
 
 def segment_layout(
