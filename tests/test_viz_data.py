@@ -80,6 +80,34 @@ def test_map_values_masks_and_transforms(ds):
     assert np.isfinite(nomask).sum() == nomask.size - 1
 
 
+def test_test_maps_of_several_pairs_are_never_masked(ds):
+    """With three models each pair's test maps carry the bigger model's alias (m3_lrt_pvalue):
+    they were masked by that model's status and by their own significance (`plot --pvalue`
+    showed 6 of 92 p-values; export reviewer), where a two-model store's lrt_pvalue never is."""
+    models = json.loads(ds.attrs["models"])
+    models["m3"] = models["m2"]
+    three = ds.copy()
+    three.attrs["models"] = json.dumps(models)
+    for v in list(ds.data_vars):
+        if str(v).startswith("m2_"):
+            three["m3_" + str(v)[3:]] = ds[v]
+    three["m3_status"] = xr.full_like(ds["m2_status"], 99)  # no m3 fit converged
+    three["lrt_stat"] = -2 * np.log(ds["lrt_pvalue"])  # (this fixture stores no statistic)
+    for t in ("lrt_pvalue", "lrt_stat", "ftest_pvalue"):
+        three[f"m2_{t}"] = three[f"m3_{t}"] = three[t]
+        three = three.drop_vars(t)
+    three["best_model"].attrs["nested_pairs"] = "m1:m2 m1:m3"
+    names = {spec.name: spec for spec in D.map_catalog(three)}
+    finite = np.isfinite(ds["lrt_pvalue"].values)
+    for var in ("m2_lrt_pvalue", "m3_lrt_pvalue", "m3_lrt_stat", "m3_ftest_pvalue"):
+        assert names[var].alias is None
+        assert names[var].label.startswith(f"{var[:2]} vs m1: ")
+        got = D.map_values(three, var, pvalue_threshold=0.05, mask_status=True).values
+        np.testing.assert_array_equal(np.isfinite(got), finite)
+    # the model's own maps stay masked by its status
+    assert np.isnan(D.map_values(three, "m3_index", mask_status=True).values).all()
+
+
 def test_map_values_unknown_name_is_clear(ds):
     with pytest.raises(KeyError, match="no map 'm3_index'.*available: .*m1_index"):
         D.map_values(ds, "m3_index")

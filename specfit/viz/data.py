@@ -185,6 +185,17 @@ def _units(da: xr.DataArray) -> str:
     return str(da.attrs.get("units", "") or "")
 
 
+_TESTS = {  # a nested pair's test maps, in the order shown
+    "lrt_pvalue": "likelihood-ratio test p-value",
+    "lrt_qvalue": "likelihood-ratio test q-value (field-wide FDR)",
+    "lrt_global": "likelihood-ratio test significant at the global level",
+    "lrt_stat": "likelihood-ratio statistic",
+    "ftest_pvalue": "F-test p-value",
+    "ftest_qvalue": "F-test q-value (field-wide FDR)",
+    "ftest_global": "F-test significant at the global level",
+}
+
+
 def map_catalog(ds: xr.Dataset) -> list[MapSpec]:
     """Every map the store holds, in a readable order, with labels and units.
 
@@ -266,13 +277,20 @@ def map_catalog(ds: xr.Dataset) -> list[MapSpec]:
         var = f"{alias}_status"
         if var in ds:
             add(MapSpec(var, f"{alias} fit status", "", alias, "none", var, categorical=True))
+    # With several nested pairs each pair's test maps carry the bigger model's alias
+    # (m2_lrt_pvalue): comparisons, never masked by that model's status or significance.
+    smaller = {}
+    if "best_model" in ds:
+        for pair in str(ds["best_model"].attrs.get("nested_pairs", "")).split():
+            a, _, b = pair.partition(":")
+            smaller[b] = a
+    tests = list(_TESTS.items())
+    for big, small in smaller.items():
+        tests += [(f"{big}_{var}", f"{big} vs {small}: {label}") for var, label in _TESTS.items()]
     for var, label in (
         ("best_model", "best model"),
         ("best_model_fdr", "best model, field-wide (FDR)"),
-        ("lrt_pvalue", "likelihood-ratio test p-value"),
-        ("lrt_qvalue", "likelihood-ratio test q-value (field-wide FDR)"),
-        ("lrt_global", "likelihood-ratio test significant at the global level"),
-        ("ftest_pvalue", "F-test p-value"),
+        *tests,
         ("mean_intensity", "mean intensity"),
         ("longest_gap", "longest stretch bridged by interpolation"),
     ):
