@@ -241,6 +241,24 @@ def test_an_all_nan_map_plots_without_numpy_noise(viz_store, tmp_path):
     assert {f.name for f in files} == {"m1_index.png", "maps.html"}
 
 
+@pytest.mark.parametrize(
+    "cut", [{"y": slice(2, 3)}, {"x": slice(1, 2)}, {"y": slice(2, 3), "x": slice(1, 2)}]
+)
+def test_a_single_row_or_column_plots(viz_store, tmp_path, cut):
+    """A store of one row or column (a slit-like cutout): holoviews took the pixel size from
+    the centres' spacing, NaN for one centre, and plot and explore failed ('cannot convert
+    float NaN to integer'; 1 x 1: 'Axis limits cannot be NaN'; export reviewer)."""
+    import specfit
+    from specfit.viz import plot_results
+    from specfit.viz.app import build_explorer
+
+    ds = specfit.open_results(viz_store).isel(cut)
+    files = plot_results(ds, tmp_path / "p", maps=["m1_index", "best_model"])
+    assert {f.name for f in files} == {"m1_index.png", "best_model.png", "maps.html"}
+    _check_html(files[-1].read_text(), ["m1_index", "best_model"])
+    assert build_explorer(ds) is not None
+
+
 def test_status_maps_tick_their_codes(demo_store):
     """A categorical map's colour bar ticked 0.5, 1.0, 1.5 between its colours; it ticks
     the codes now (specfit plot, matplotlib)."""

@@ -85,10 +85,16 @@ def image_element(
     units = da.attrs.get("units", "")
     units = "" if units == "1" else units  # dimensionless: no "(1)" on the axis
     vdim = hv.Dimension(vname, label=label or da.attrs.get("label", vname), unit=units or None)
+    # The bounds from the pixel size: holoviews infers them from the centres' spacing, which
+    # a single row or column does not have (a 1 x N store failed with 'cannot convert float
+    # NaN to integer').
+    hx, hy = abs(axes.dx) * factor / 2.0, abs(axes.dy) * factor / 2.0
+    bounds = (xs.min() - hx, ys.min() - hy, xs.max() + hx, ys.max() + hy)
     return hv.Image(
         da,
         kdims=[hv.Dimension("x", label=axes.xlabel), hv.Dimension("y", label=axes.ylabel)],
         vdims=[vdim],
+        bounds=tuple(float(b) for b in bounds),
     )
 
 
