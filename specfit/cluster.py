@@ -760,7 +760,9 @@ def _client_within(make: Any, address: str) -> Any:
         return out["client"]
     if isinstance(exc, OSError | KeyboardInterrupt | ClusterError):
         raise exc
-    raise ClusterError(f"{not_dask} ({type(exc).__name__}: {str(exc)[:120]}): {hint}") from exc
+    # a MemoryError's text is distributed's reading of another protocol's bytes as a length
+    said = "" if isinstance(exc, MemoryError) else f": {str(exc)[:120]}"
+    raise ClusterError(f"{not_dask} ({type(exc).__name__}{said}): {hint}") from exc
 
 
 @contextlib.contextmanager

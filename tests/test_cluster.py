@@ -389,6 +389,41 @@ def test_a_port_that_is_no_dask_scheduler_is_a_clear_error_not_a_hang(monkeypatc
     assert time.perf_counter() - t0 < cl.SCHEDULER_CONNECT_TIMEOUT + 2.0 + 5.0
 
 
+def test_a_service_that_talks_another_protocol_is_named_without_its_bytes(monkeypatch):
+    """A port whose service answers in another protocol (an SSH banner): distributed read its
+    bytes as a frame length and the message quoted 'Unable to allocate 3.07 EiB' (cluster
+    reviewer); the error names the address and the fix only."""
+    import socket
+    import threading
+
+    import specfit.cluster as cl
+
+    monkeypatch.setattr(cl, "_HANDSHAKE_GRACE_S", 2.0)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+
+    def banner() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n" * 4)
+            except OSError:
+                return
+
+    threading.Thread(target=banner, daemon=True).start()
+    try:
+        with pytest.raises(ClusterError) as err:
+            with connect(ClusterConfig(kind="address", address=f"tcp://127.0.0.1:{port}")):
+                pass
+    finally:
+        server.close()
+    said = str(err.value)
+    assert f"127.0.0.1:{port} accepts connections but did not answer as a dask" in said
+    assert "allocate" not in said and "8787 is its dashboard" in said
+
+
 def test_check_reachable_fails_fast_before_any_input_is_read(tmp_path):
     import json
     import time
