@@ -765,6 +765,43 @@ def _client_within(make: Any, address: str) -> Any:
     raise ClusterError(f"{not_dask} ({type(exc).__name__}{said}): {hint}") from exc
 
 
+def _code_here() -> str:
+    """The sha256 of the specfit code this process runs (called on the scheduler and workers;
+    where specfit does not import, the call itself fails there and is reported as such)."""
+    from specfit.store import code_sha256
+
+    return code_sha256()
+
+
+def _said(got: Any) -> str:
+    if isinstance(got, str):
+        return f"specfit code {got[:12]}"
+    return f"no specfit ({type(got).__name__}: {str(got)[:80]})"
+
+
+def check_same_code(client: Any, what: str) -> None:
+    """Refuse a scheduler or worker that runs other specfit code than this process, or none:
+    the scheduler unpickles the task graph and the workers run the kernels, so another
+    version changes results (or fails deserialising the graph, ~40 lines of traceback)."""
+    from specfit import __version__
+
+    here = _code_here()
+    try:
+        found = {"the scheduler": client.run_on_scheduler(_code_here)}
+    except Exception as exc:  # noqa: BLE001 - it could not run the function: no specfit there
+        found = {"the scheduler": exc}
+    for worker, got in client.run(_code_here, on_error="return").items():
+        found[f"worker {worker}"] = got
+    other = [f"{k} runs {_said(v)}" for k, v in found.items() if v != here]
+    if other:
+        more = f" (and {len(other) - 3} more)" if len(other) > 3 else ""
+        raise ClusterError(
+            f"{what}: {'; '.join(other[:3])}{more}, but this process runs specfit "
+            f"{__version__} (code {here[:12]}): install this specfit on the scheduler and on "
+            "every worker, so that results do not depend on where they were computed"
+        )
+
+
 @contextlib.contextmanager
 def _connect_address(cfg: ClusterConfig) -> Iterator[Any]:
     from distributed import Client
@@ -795,6 +832,7 @@ def _connect_address(cfg: ClusterConfig) -> Iterator[Any]:
     # Never shut down a scheduler we did not start: only disconnect from it.
     with client:
         _wait_for_workers(client, 1, f"scheduler {address}")
+        check_same_code(client, f"scheduler {address}")
         _announce(client, f"scheduler {client.scheduler.address}")
         with _distributed_settings():
             yield client

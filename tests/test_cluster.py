@@ -342,6 +342,30 @@ def test_address_and_scheduler_file_join_without_shutting_down(external_schedule
         assert client.submit(sum, [1, 2, 3]).result() == 6
 
 
+@pytest.mark.timeout(180)
+def test_a_scheduler_or_worker_with_other_specfit_code_is_refused(external_scheduler, monkeypatch):
+    """The scheduler unpickles the task graph and the workers run the kernels: one without
+    specfit failed with ~40 lines of 'Error during deserialization of the task graph', one
+    with other code would change results without a word (cluster reviewer). Both are named
+    when specfit connects."""
+    import specfit.store
+
+    address, _ = external_scheduler
+    monkeypatch.setattr(specfit.store, "_CODE_SHA256", ["0123456789ab" + "0" * 52])
+    with pytest.raises(ClusterError) as err:
+        with connect(cluster_config_from_flag(address)):
+            pass
+    said = str(err.value)
+    assert said.startswith(f"scheduler {address}: the scheduler runs specfit code ")
+    assert (
+        "; worker tcp://" in said and "this process runs specfit 0.1.0 (code 0123456789ab)" in said
+    )
+    assert "install this specfit on the scheduler and on every worker" in said
+    monkeypatch.undo()
+    with connect(cluster_config_from_flag(address)) as client:  # the same code: joins
+        assert client.submit(sum, [1, 2]).result() == 3
+
+
 def test_unreachable_address_is_a_clear_error():
     port = free_port()  # nothing listens there
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
