@@ -266,6 +266,29 @@ def test_empty_block_and_integer_input():
     np.testing.assert_allclose(periodogram(xi, 1.0)[1], periodogram(xi.astype(float), 1.0)[1])
 
 
+@pytest.mark.parametrize("detrend", ["mean", "linear"])
+@pytest.mark.parametrize("window", ["none", "hann"])
+def test_a_constant_series_has_exactly_zero_power(detrend, window):
+    """A dead or saturated pixel's series: its rounded mean left ~1e-13 that a Hann window
+    spread into bin 1 (3.9e-22 for 1000.1 in float64), so the 'spectrum' was fitted instead
+    of being reported constant (status constant_input). Other rows are unchanged."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(100.0, 3.0, (6, 301))
+    x[0] = 1000.1
+    x[1] = np.float32(1000.1)
+    x[2] = 1e-7 / 3
+    kw = dict(segments=1, overlap=0.0, window=window, detrend=detrend)
+    _, p, _ = periodogram(x, 12.0, **kw)
+    assert (p[:3] == 0).all()
+    _, rest, _ = periodogram(x[3:], 12.0, **kw)
+    np.testing.assert_array_equal(p[3:], rest)
+    _, ref = scipy.signal.periodogram(
+        x[3:], fs=1 / 12.0, window="hann" if window == "hann" else "boxcar",
+        detrend="constant" if detrend == "mean" else "linear",
+    )  # fmt: skip
+    np.testing.assert_allclose(p[3:], ref[:, 1 : p.shape[1] + 1], rtol=1e-5)
+
+
 def test_bad_arguments_name_the_key():
     x = np.zeros((2, 100))
     with pytest.raises(ValueError, match="segment_length"):

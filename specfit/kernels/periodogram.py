@@ -59,13 +59,21 @@ def _detrend_window(x, start, w, tc, mode, out, var):  # pragma: no cover - comp
         if mode >= 1:
             sx = 0.0
             stx = 0.0
+            x0 = np.float64(x[p, start])
+            flat = True
             for j in range(length):
                 v = np.float64(x[p, start + j])
                 sx += v
                 stx += tc[j] * v
+                flat = flat and v == x0
             a = sx / length
             if mode == 2:
                 b = stx / tc2
+            if flat:
+                # exactly zero: the rounded mean of a constant segment left ~1e-13 that a
+                # window spread into bin 1 (3.9e-22), fitted as if it were a spectrum
+                a = x0
+                b = 0.0
         ss = 0.0
         for j in range(length):
             d = np.float64(x[p, start + j]) - a - b * tc[j]
