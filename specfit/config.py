@@ -114,7 +114,9 @@ class InputConfig(_Section):
         None, description="A folder, a glob, or a single file (cube, .npy, .zarr)."
     )
     pattern: str = Field("*", description="Glob of file names inside `path` when it is a folder.")
-    hdu: int | None = Field(None, description="FITS HDU holding the image; None = first with data.")
+    hdu: int | None = Field(
+        None, description="FITS HDU holding the image; None = the image HDU with the most pixels."
+    )
     time_key: list[str] = Field(
         default_factory=lambda: ["T_OBS", "DATE-OBS"],
         description="FITS header keys tried in order for the frame time.",
