@@ -114,6 +114,24 @@ class Parameter:
     role: str = ""
     grid: int = 0
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.name, str) and self.name.isidentifier()):
+            raise ValueError(
+                f"Parameter {self.name!r}: a name must be a Python identifier (it names the "
+                "shape's argument and the result maps <alias>_<name>)"
+            )
+        try:
+            low, high = (float(b) for b in self.bounds)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"Parameter {self.name!r}: bounds must be (low, high), got {self.bounds!r}"
+            ) from None
+        if not low < high:  # NaN included
+            raise ValueError(
+                f"Parameter {self.name!r}: bounds need low < high (-inf / inf for none), got "
+                f"{self.bounds!r}; every fit would end on a bound"
+            )
+
     @property
     def long_name(self) -> str:
         """The description, or the name with spaces."""
@@ -242,6 +260,12 @@ class Model:
                 self, "parameters", tuple(p for c in self.components for p in c.params)
             )
         names = [p.name for p in self.parameters]
+        if self.components and not names:
+            who = self.name or "of " + " + ".join(repr(c.label) for c in self.components)
+            raise ValueError(
+                f"model {who}: no parameters; a model needs at least one "
+                "free parameter (a fixed level is a Parameter with tight bounds)"
+            )
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"model {self.name or '(unnamed)'}: parameter names repeat: {dup}")
@@ -942,7 +966,8 @@ def load_user_models(specs: Sequence[str]) -> list[str]:
         Names of the models the modules registered or defined.
     """
     names: list[str] = []
-    for spec in specs:
+    origin: dict[str, str] = {}  # which entry defined each name
+    for spec in dict.fromkeys(specs):  # an entry given twice is loaded once
         before = dict(_REGISTRY)
         if spec.endswith(".py"):
             path = Path(spec).expanduser()
@@ -978,8 +1003,13 @@ def load_user_models(specs: Sequence[str]) -> list[str]:
                 ) from exc
         for obj in vars(module).values():
             if isinstance(obj, Model) and obj.name and _REGISTRY.get(obj.name) is not obj:
-                if obj.name not in _SHIPPED:
-                    register_model(obj)
+                if obj.name in _SHIPPED:  # (the shipped model itself, imported, is skipped)
+                    raise ValueError(
+                        f"fit.user_models: {spec} defines a model named {obj.name!r}, a "
+                        "shipped model's name (the shipped one would be fitted): choose "
+                        "another name"
+                    )
+                register_model(obj)
         new = [n for n, m in _REGISTRY.items() if before.get(n) is not m]
         for obj in vars(module).values():
             if (
@@ -994,6 +1024,13 @@ def load_user_models(specs: Sequence[str]) -> list[str]:
                 f"fit.user_models: {spec} defines no model; declare one, e.g. "
                 "register_model((POWER_LAW + TAIL + MY_BUMP).named('my_model'))"
             )
+        for n in new:
+            if n in origin:
+                raise ValueError(
+                    f"fit.user_models: a model named {n!r} is defined in {origin[n]} and in "
+                    f"{spec} (the last would be fitted): rename one"
+                )
+            origin[n] = spec
         names.extend(n for n in new if n not in names)
     return names
 
@@ -1087,6 +1124,13 @@ def check_output(model: Model, f: np.ndarray) -> None:
             raise ValueError(
                 f"{where} returned {got} for {x.size} frequencies; it must return one value per "
                 "frequency, the shape of its first argument (write a constant as c + 0.0 * lnf)"
+            )
+        if not np.isfinite(val).any():
+            at = ", ".join(f"{q.name}={v:.4g}" for q, v in zip(c.params, p[j - n : j], strict=True))
+            raise ValueError(
+                f"{where} returns no finite value on the frequency grid at {at or 'its'} "
+                "(inside its bounds); a shape must be finite wherever its bounds allow: fix "
+                "the shape or narrow the bounds"
             )
         for par, der in zip(c.params, out[1:], strict=True):
             shape = np.shape(der)

@@ -271,9 +271,9 @@ def fit_variables(
     for (a, b), names in pairs.items():
         ref = (
             "simulated null (pure smaller model, same grid/dof/settings)"
-            if method != "lsq"
+            if method != "lsq" and models[a].null is not None
             else "chi2 with the number of extra parameters (approximate)"
-        )
+        )  # (a smaller model declaring no null: the fit falls back to chi2 and warns)
         # test, null_model, alternative_model: what the field-wide step (field_variables)
         # reads to turn a test's significance into a choice between the pair's models
         pair_attrs = {"null_model": a, "alternative_model": b}

@@ -185,6 +185,76 @@ def test_unknown_model_and_bad_declarations_are_clear_errors():
         M.register_model(M.POWER_LAW + M.TAIL)
 
 
+def test_declarations_that_lose_or_bend_results_are_refused():
+    """Each was accepted and gave wrong or missing maps without a word (models reviewer): a
+    derived output named like a parameter replaced its map (k_index held index + 1 beside the
+    index's error); a parameter named bic lost its values to the BIC; bounds (8, 0.1) put
+    every pixel on a bound; a model of no parameters failed in generated numba code; a shape
+    with no finite value passed the checks (status fit_failed everywhere); a model claiming a
+    base it does not contain got LRT p-values against it."""
+    from specfit.kernels.fitting import nested_pairs, output_dtypes
+
+    base = M.get_model("powerlaw_tail")
+    plus_one = M.Derived("index", "1", "index plus one", lambda p: p["index"] + 1.0)
+    bent = M.Model(name="bent", components=(M.Component(
+        "pl", M.POWER_LAW.shape, M.POWER_LAW.params, derived=(plus_one,)), M.TAIL))  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"model 'bent': its parameter 'index' and its derived output 'index' "
+        r"would both be stored as 'k_index'",
+    ):  # fmt: skip
+        output_dtypes({"k": bent}, "whittle", "lrt", [])
+
+    def level(lnf, bic):
+        """a constant level"""
+        return bic + 0.0 * lnf, 1.0 + 0.0 * lnf
+
+    named_bic = M.POWER_LAW + M.Component("c", level, (M.Parameter("bic", M.SPECTRUM_UNIT),))
+    with pytest.raises(ValueError, match=r"its parameter 'bic' and its fit statistic 'bic'"):
+        output_dtypes({"k": named_bic.named("with_bic")}, "whittle", "lrt", [])
+    with pytest.raises(ValueError, match=r"Parameter 'x': bounds need low < high.*\(8, 0.1\)"):
+        M.Parameter("x", bounds=(8, 0.1))
+    with pytest.raises(ValueError, match=r"bounds need low < high"):
+        M.Parameter("x", bounds=(0.0, float("nan")))
+    with pytest.raises(ValueError, match=r"a name must be a Python identifier"):
+        M.Parameter("bump width")
+
+    def flat(lnf):
+        """1"""
+        return (1.0 + 0.0 * lnf,)
+
+    with pytest.raises(ValueError, match=r"model of 'flat': no parameters"):
+        M.Component("flat", flat, ()).named("flat_only")
+
+    def broken(lnf, amp):
+        """a shape with a bug"""
+        return amp * np.nan * lnf, np.nan * lnf
+
+    comp = M.Component("nan", broken, (M.Parameter("amp", M.SPECTRUM_UNIT, (0.0, 10.0)),))
+    with pytest.raises(ValueError, match=r"shape broken returns no finite value.*at amp=5"):
+        M.check_output((base + comp).named("user_nan"), F)
+    fake = M.Model(name="fake_big", components=(M.KNEE, M.TAIL), base="powerlaw_tail")
+    with pytest.raises(ValueError, match=r"'fake_big' declares 'powerlaw_tail' as its base but"):
+        nested_pairs({"m1": base, "m2": fake})
+    assert nested_pairs({"m1": base, "m2": M.get_model("powerlaw_tail_lorentzian")}) == [
+        ("m1", "m2")
+    ]
+
+
+def test_the_lrt_reference_attr_says_chi2_where_the_base_declares_no_null():
+    """A user base model without a null falls back to chi2 (and warns); the p-value map's
+    'reference' attr said 'simulated null' (models reviewer)."""
+    from specfit.store import fit_variables
+
+    small = (M.POWER_LAW + M.TAIL).named("no_null_base")
+    big = (small + M.LORENTZIAN_BUMP).named("no_null_big")
+    assert small.null is None
+    ref = fit_variables({"a": small, "b": big}, "whittle", "lrt", "DN2 / Hz")["lrt_pvalue"]
+    assert ref["attrs"]["reference"].startswith("chi2 with the number of extra parameters")
+    shipped = {"m1": M.get_model("powerlaw_tail"), "m2": M.get_model("powerlaw_tail_lorentzian")}
+    ref = fit_variables(shipped, "whittle", "lrt", "DN2 / Hz")["lrt_pvalue"]
+    assert ref["attrs"]["reference"].startswith("simulated null")
+
+
 def test_user_model_file_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="fit.user_models"):
         M.load_user_models([str(tmp_path / "nope.py")])
@@ -194,6 +264,19 @@ def test_user_model_file_errors(tmp_path):
     empty.write_text("x = 1\n")
     with pytest.raises(ValueError, match="defines no model"):
         M.load_user_models([str(empty)])
+    # a shipped name left at the top level was skipped and the shipped model fitted; one name
+    # in two files: the last won (models reviewer)
+    head = "from specfit.models import LORENTZIAN_BUMP, POWER_LAW, TAIL, powerlaw_tail\n"
+    shipped = tmp_path / "shipped.py"
+    shipped.write_text(head + "mine = (POWER_LAW + TAIL).named('powerlaw_tail')\n")
+    with pytest.raises(ValueError, match=r"shipped.py defines a model named 'powerlaw_tail'"):
+        M.load_user_models([str(shipped)])
+    one, two = tmp_path / "one.py", tmp_path / "two.py"
+    one.write_text(head + "a = (POWER_LAW + TAIL).named('twice_named')\n")
+    two.write_text(head + "b = (POWER_LAW + TAIL + LORENTZIAN_BUMP).named('twice_named')\n")
+    with pytest.raises(ValueError, match=r"'twice_named' is defined in .*one.py and in .*two.py"):
+        M.load_user_models([str(one), str(two)])
+    assert M.load_user_models([str(one), str(one)]) == ["twice_named"]  # the same file twice
 
 
 def _docs_example() -> str:

@@ -133,6 +133,15 @@ def nested_pairs(models: Mapping[str, Model]) -> list[tuple[str, str]]:
     for b in models:
         for a in models:
             if a != b and models[b].base == models[a].name:
+                small, big = models[a].param_names, models[b].param_names
+                if big[: len(small)] != small or len(big) <= len(small):
+                    # the tests compare the two fits as nested: a model that only says so
+                    # would get LRT p-values against a model it does not contain
+                    raise ValueError(
+                        f"model {models[b].name!r} declares {models[a].name!r} as its base but "
+                        f"does not extend its parameters {list(small)} (it has {list(big)}): "
+                        "build it as the base model + a component"
+                    )
                 out.append((a, b))
                 break
     return out
@@ -158,6 +167,18 @@ def pair_variables(models: Mapping[str, Model]) -> dict[tuple[str, str], dict[st
     return {(a, b): {k: f"{b}_{k}" for k in keys} for a, b in pairs}
 
 
+# Every model's own statistics maps (<alias>_<name>), in the order stored.
+_STAT_DTYPES = {
+    "status": np.dtype("int8"),
+    "loglike": np.dtype("float64"),
+    "chi2red": np.dtype("float32"),
+    "aic": np.dtype("float64"),
+    "bic": np.dtype("float64"),
+    "nfev": np.dtype("int32"),
+    "gof_pvalue": np.dtype("float32"),
+}
+
+
 def output_dtypes(
     models: Mapping[str, Model | str],
     method: str,
@@ -173,42 +194,44 @@ def output_dtypes(
     models = _resolve(models)
     _check_method(method, best_model)
     check_intervals(models, intervals)
-    f32, f64 = np.dtype("float32"), np.dtype("float64")
-    i8, i32 = np.dtype("int8"), np.dtype("int32")
+    f32 = np.dtype("float32")
     out: dict[str, np.dtype] = {}
-    owner: dict[str, str] = {}
+    owner: dict[str, tuple[str, str]] = {}
 
-    def put(alias: str, end: str, dtype: np.dtype | None) -> None:
-        # Two aliases can name one map (a's bump_amplitude, a_bump's amplitude): one model's
-        # values would overwrite the other's without a word. dtype None: a name the store
-        # derives (a model's derived outputs), not returned here but not to be shared either.
+    def put(alias: str, end: str, dtype: np.dtype | None, what: str) -> None:
+        # Two aliases can name one map (a's bump_amplitude, a_bump's amplitude), and so can
+        # two outputs of one model (a parameter called bic, a derived output named like a
+        # parameter): one's values would overwrite the other's without a word. dtype None: a
+        # name the store derives (a model's derived outputs), not returned here but not to
+        # be shared either.
         name = f"{alias}_{end}"
-        other = owner.setdefault(name, alias)
-        if other != alias:
+        other = owner.setdefault(name, (alias, what))
+        if other[0] != alias:
             raise ValueError(
-                f"fit.models: aliases {other!r} and {alias!r} would both write the map "
+                f"fit.models: aliases {other[0]!r} and {alias!r} would both write the map "
                 f"{name!r} (one model's values lost): rename one alias"
+            )
+        if other[1] != what:
+            raise ValueError(
+                f"model {models[alias].name!r}: its {other[1]} and its {what} would both be "
+                f"stored as {name!r} (one's values lost): rename the parameter or the derived "
+                "output"
             )
         if dtype is not None:
             out[name] = dtype
 
     for alias, m in models.items():
         for pname in m.param_names:
-            put(alias, pname, f32)
-            put(alias, f"{pname}_err", f32)
+            put(alias, pname, f32, f"parameter {pname!r}")
+            put(alias, f"{pname}_err", f32, f"error of {pname!r}")
             if pname in intervals:
-                put(alias, f"{pname}_lower", f32)
-                put(alias, f"{pname}_upper", f32)
-        put(alias, "status", i8)
-        put(alias, "loglike", f64)
-        put(alias, "chi2red", f32)
-        put(alias, "aic", f64)
-        put(alias, "bic", f64)
-        put(alias, "nfev", i32)
-        put(alias, "gof_pvalue", f32)
+                put(alias, f"{pname}_lower", f32, f"interval of {pname!r}")
+                put(alias, f"{pname}_upper", f32, f"interval of {pname!r}")
+        for stat, dtype in _STAT_DTYPES.items():
+            put(alias, stat, dtype, f"fit statistic {stat!r}")
         for d in m.derived:
-            put(alias, d.name, None)
-    out["best_model"] = i8
+            put(alias, d.name, None, f"derived output {d.name!r}")
+    out["best_model"] = np.dtype("int8")
     for names in pair_variables(models).values():
         for name in names.values():
             if name in out:  # a parameter called e.g. lrt_stat would be overwritten
