@@ -389,7 +389,8 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
         if exp is not None:
             src = "EXPTIMES column" if kind == "fits_cube" and exp.std() > 0 else cfg.exposure_key
             report.append(f"  exposure    {src}: {np.nanmin(exp):.4g} .. {np.nanmax(exp):.4g} s")
-            report += _exposure_steps(np.asarray(exp, dtype=float), kind)
+            # a note: in the config too (the report alone was lost once the config was saved)
+            notes += [line.strip() for line in _exposure_steps(np.asarray(exp, float), kind)]
             input_out["exposure_key"] = cfg.exposure_key
             input_out["normalise_exposure"] = True
             reasons["normalise_exposure"] = (
@@ -495,6 +496,16 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
     k = max(1, min(k, n // 64))
     seg = n // k
     nfreq = (seg - 1) // 2  # the run drops the DC bin and (seg even) the Nyquist bin
+    from specfit.config import DEFAULTS
+    from specfit.models import get_model
+
+    npar = max(get_model(m).npar for m in DEFAULTS.fit.models.values())
+    if nfreq <= npar + 1:  # the run would refuse the config init wrote (its planner's rule)
+        raise InputError(
+            f"{path}: {n} samples at {cadence:g} s give {nfreq} frequencies, and the default "
+            f"models need more than {npar + 1}: at least {2 * npar + 5} samples (about "
+            f"{_hms((2 * npar + 4) * cadence)} of frames); more than 100 for useful spectra"
+        )
     tail = (
         f"lowest frequency {1e3 / (seg * cadence):.3g} mHz, {nfreq} frequencies, {2 * k} dof each"
     )
@@ -562,12 +573,15 @@ def render_config(insp: Inspection, config_path: str | Path | None = None) -> st
     """The commented YAML config for an :class:`Inspection`.
 
     ``input.path`` and ``output.path`` are written relative to the config file's folder
-    (specfit resolves them from there), so the folder can be moved together.
+    (specfit resolves them from there), so the folder can be moved together. Without
+    ``config_path`` (the config is printed, to be saved anywhere) the input is absolute.
     """
     base = Path(config_path).resolve().parent if config_path else Path.cwd()
     stem = Path(config_path).stem if config_path else "specfit"
 
     def rel(p: str) -> str:
+        if config_path is None:  # relative to the current folder it would break elsewhere
+            return str(Path(p).resolve())
         try:
             r = os.path.relpath(Path(p).resolve(), base)
         except ValueError:  # another drive (Windows)

@@ -86,8 +86,10 @@ def test_init_aia_jpg(shared_data, tmp_path, no_pixels):
 @pytest.mark.realdata
 def test_init_iris_folder_of_cubes(shared_data, tmp_path, no_pixels):
     out = tmp_path / "iris.yaml"
-    report, _ = init_config(shared_data / "iris_sji_20140329", out)
+    report, text = init_config(shared_data / "iris_sji_20140329", out)
     cfg = load_config(out)
+    # and in the config, where the report alone was lost (init reviewer)
+    assert "# NOTE: 10 frame(s) (frames 44-53) have an exposure over 1.5x" in text
     assert cfg.input.kind == "fits_cube" and cfg.input.path.endswith("SJI_1400_t000.fits")
     assert "2796" in report  # the other cube is named, with how to use it
     assert "54 frames" in report and "IRIS SJI, 1400 angstrom" in report
@@ -177,6 +179,29 @@ def test_init_counts_the_frequencies_the_run_fits(tmp_path, n_frames):
             main(["init", str(frames), f"--longest-period={bad}"])
 
 
+def test_init_refuses_a_series_the_run_would_refuse_and_prints_absolute_paths(
+    tmp_path, capsys, monkeypatch
+):
+    """16 frames (15 samples on the grid): init wrote a config the run refused ('only 7 frequencies remain; the models
+    need more than 7'); 17 are enough for the default models' planner. A config printed (no
+    --out, to be saved anywhere) named its input relative to the current folder, which broke
+    once saved elsewhere (init reviewer)."""
+    from specfit.pipeline import plan_run
+    from specfit.synthetic import make_synthetic
+
+    short = make_synthetic(tmp_path / "s16", shape=(8, 8), n_frames=16, seed=1).frames
+    with pytest.raises(InputError, match=r"15 samples at 12 s give 7 frequencies.*at least 17"):
+        inspect_input(short)
+    enough = make_synthetic(tmp_path / "s17", shape=(8, 8), n_frames=17, seed=1).frames
+    out = tmp_path / "c.yaml"
+    init_config(enough, out)
+    assert plan_run(load_config(out, ["output.path=" + str(tmp_path / "r.zarr")])).freq.size >= 8
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", str(enough.relative_to(tmp_path))]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["input"]["path"] == str(enough.resolve())
+
+
 def test_init_inside_the_frames_folder_puts_the_results_outside_it(tmp_path):
     """``cd frames && specfit init . --out my.yaml``: the config's folder is the input, and a
     run never writes inside its input, so output.path goes beside the frames folder and the
@@ -211,19 +236,19 @@ def test_init_zarr_cube(demo_store, tmp_path, no_pixels):
 def test_init_images_without_times(tmp_path):
     from PIL import Image
 
-    for i in range(10):
+    for i in range(20):  # 17 samples at least: the run's models need more than 7 frequencies
         Image.fromarray(np.full((8, 6), i, np.uint8)).save(tmp_path / f"frame_{i:03d}.png")
     out = tmp_path / "cfg.yaml"
     with pytest.raises(InputError, match="times.csv"):
         init_config(tmp_path, out)
     with open(tmp_path / "times.csv", "w") as fh:
         fh.write("file,time\n")
-        for i in range(10):
+        for i in range(20):
             fh.write(f"frame_{i:03d}.png,2020-01-01T00:{12 * i // 60:02d}:{12 * i % 60:02d}\n")
     report, _ = init_config(tmp_path, out)
     cfg = load_config(out)
     assert cfg.input.time_source == "csv" and os.path.basename(cfg.input.times_csv) == "times.csv"
-    assert "10 image files" in report
+    assert "20 image files" in report
 
 
 @pytest.mark.slow  # a real run: derotation, ~100 frames (~20 s)
@@ -389,12 +414,12 @@ def test_init_out_refuses_an_input_file(tmp_path):
     from specfit.errors import ConfigError
     from specfit.init import check_out
 
-    for i in range(10):
+    for i in range(20):  # 17 samples at least: the run's models need more than 7 frequencies
         Image.fromarray(np.full((8, 6), i, np.uint8)).save(tmp_path / f"frame_{i:03d}.png")
     csv = tmp_path / "times.txt"
     with open(csv, "w") as fh:
         fh.write("file,time\n")
-        for i in range(10):
+        for i in range(20):
             fh.write(f"frame_{i:03d}.png,2020-01-01T00:{12 * i // 60:02d}:{12 * i % 60:02d}\n")
     (tmp_path / "times.csv").symlink_to(csv)
     before = csv.read_text()

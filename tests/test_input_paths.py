@@ -109,14 +109,14 @@ def test_init_reads_a_bracketed_folder(tmp_path):
     from specfit.config import load_config
 
     folder = tmp_path / "AIA [1600]"
-    names = [f"frame_{i:04d}.fits" for i in range(12)]
+    names = [f"frame_{i:04d}.fits" for i in range(20)]
     _frames(folder, names=names)
     insp = inspect_input(folder)
-    assert insp.input["kind"] == "fits_series" and "12 single-frame FITS files" in insp.report[1]
+    assert insp.input["kind"] == "fits_series" and "20 single-frame FITS files" in insp.report[1]
     out = tmp_path / "c.yaml"
     init_config(folder, out)
     cfg = load_config(out)
-    assert open_input(cfg.input).sizes["time"] == 12
+    assert open_input(cfg.input).sizes["time"] == 20
 
 
 def test_a_frame_that_is_a_broken_link_is_named_not_dropped(tmp_path):
