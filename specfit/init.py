@@ -332,7 +332,17 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
     long_steps = d > 1.5 * cadence
     max_gap = 1.5
     gap_reason = "report every spacing longer than 1.5 cadences"
-    if long_steps.mean() > 0.1:
+    where = np.flatnonzero(long_steps)
+    every = np.diff(where)
+    # regular: one distance between long steps for most of them (IRIS 1400: every 3rd step);
+    # frames missing at random (geometric distances) are gaps, each reported
+    regular = every.size >= 2 and np.bincount(every).max() >= 0.75 * every.size
+    if long_steps.mean() > 0.1 and not regular:
+        gap_reason = (
+            f"{100 * long_steps.mean():.0f} % of the spacings are long steps at irregular "
+            "places (frames missing, not an observing pattern): every one is a gap"
+        )
+    elif long_steps.mean() > 0.1:
         # A regular pattern of long steps is the observing sequence, not a gap worth a
         # warning each time: report only steps longer than the usual long step.
         usual = float(np.percentile(d[long_steps], 90)) / cadence
@@ -350,6 +360,11 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
             f"{_fmt_time(str(abs_times[i]))} (frame {i})"
         )
     report.append(f"  gaps        {len(gaps)} longer than {max_gap:g} cadences")
+    if len(gap_lines) > 12:  # frames missing at random: the longest, in time order
+        longest = sorted(np.argsort([a - b for a, b in gaps], kind="stable")[:9])
+        gap_lines = [gap_lines[i] for i in longest] + [
+            f"... and {len(gap_lines) - 9} more, none longer"
+        ]
     report.extend(f"                {g}" for g in gap_lines)
     grid = uniform_times(times, cadence)
     cad_reason = (

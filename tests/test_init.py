@@ -202,6 +202,29 @@ def test_init_refuses_a_series_the_run_would_refuse_and_prints_absolute_paths(
     assert printed["input"]["path"] == str(enough.resolve())
 
 
+def test_init_tells_frames_missing_at_random_from_an_observing_pattern(tmp_path):
+    """A fifth of the frames missing at random was taken for 'the observing pattern' and the
+    gap threshold raised past them (the run then under-reported the interpolated share; init
+    reviewer). Long steps at one regular distance (IRIS 1400: every third) still are one."""
+    from specfit.synthetic import make_synthetic
+
+    frames = make_synthetic(tmp_path / "s", shape=(8, 8), n_frames=200, seed=1).frames
+    files = sorted(frames.glob("*.fits"))
+    rng = np.random.default_rng(3)
+    for f in files[1:-1]:
+        if rng.random() < 0.2:
+            f.unlink()
+    insp = inspect_input(frames)
+    value, why = insp.settings["resample.max_gap"]
+    assert value == 1.5 and "irregular places (frames missing" in why
+    assert insp.gaps[-1].endswith("more, none longer") and len(insp.gaps) == 10
+    pattern = make_synthetic(tmp_path / "p", shape=(8, 8), n_frames=200, seed=1).frames
+    for f in sorted(pattern.glob("*.fits"))[2:-1:3]:
+        f.unlink()
+    value, why = inspect_input(pattern).settings["resample.max_gap"]
+    assert value > 2 and "(the observing pattern)" in why
+
+
 def test_init_inside_the_frames_folder_puts_the_results_outside_it(tmp_path):
     """``cd frames && specfit init . --out my.yaml``: the config's folder is the input, and a
     run never writes inside its input, so output.path goes beside the frames folder and the
