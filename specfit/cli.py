@@ -84,7 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "init", help="inspect a folder of frames (metadata only) and write a commented config"
     )
-    p.add_argument("folder", help="folder of FITS frames or images, or a FITS cube file")
+    p.add_argument(
+        "folder",
+        help="folder of FITS frames or images, a quoted glob of them ('frames/*_1600_*.fits'), "
+        "or a cube file",
+    )
     p.add_argument("--out", default=None, help="config file to write (default: print it)")
     p.add_argument(
         "--longest-period",

@@ -100,11 +100,11 @@ def guess_time_pattern(names: list[str]) -> str | None:
     return pattern
 
 
-def _list(folder: str, suffixes: tuple[str, ...]) -> list[str]:
-    # The folder's name is literal ("AIA [1600]"); only the "*" is a glob.
+def _list(folder: str, suffixes: tuple[str, ...], pattern: str = "*") -> list[str]:
+    # The folder's name is literal ("AIA [1600]"); only the pattern is a glob.
     return sorted(
         f
-        for f in glob.glob(os.path.join(glob.escape(folder), "*"))
+        for f in glob.glob(os.path.join(glob.escape(folder), pattern))
         if os.path.isfile(f) and f.lower().endswith(suffixes)
     )
 
@@ -130,11 +130,20 @@ def _choose_input(path: str) -> tuple[dict[str, Any], dict[str, str], list[str]]
     p = path.rstrip("/") or path
     notes: list[str] = []
     reasons: dict[str, str] = {}
-    if not os.path.exists(p):
+    given = None  # the file-name pattern of a glob (frames/*_1600_*.fits): input.pattern
+    folder, name = os.path.split(p)
+    if not os.path.exists(p) and glob.has_magic(name) and os.path.isdir(folder or "."):
+        p, given = folder or ".", name
+    elif not os.path.exists(p):
         raise InputError(f"{p} does not exist; give a folder of frames or a cube file")
     if os.path.isdir(p):
-        fits_files = _list(p, _FITS_SUFFIXES)
-        img_files = _list(p, _IMAGE_SUFFIXES)
+        fits_files = _list(p, _FITS_SUFFIXES, given or "*")
+        img_files = _list(p, _IMAGE_SUFFIXES, given or "*")
+        if given and not fits_files and not img_files:
+            raise InputError(
+                f"{path}: no FITS or image file in {p} matches {given!r}; give a glob of "
+                "frames, e.g. 'frames/*_1600_*.fits'"
+            )
         if not fits_files and not img_files:
             try:
                 zarr_store = detect_kind(InputConfig(path=p, pattern="*")) == "zarr"
@@ -160,6 +169,8 @@ def _choose_input(path: str) -> tuple[dict[str, Any], dict[str, str], list[str]]
                 p = cubes[0]
             else:
                 pattern, said = _suffix_pattern(fits_files)
+                if given:
+                    pattern, said = given, f"matching {given}"
                 reasons["kind"] = f"{len(fits_files)} single-frame FITS files ({said})"
                 return (
                     {"kind": "fits_series", "path": p, "pattern": pattern},
@@ -168,6 +179,8 @@ def _choose_input(path: str) -> tuple[dict[str, Any], dict[str, str], list[str]]
                 )
         else:
             pattern, said = _suffix_pattern(img_files)
+            if given:
+                pattern, said = given, f"matching {given}"
             files = img_files
             reasons["kind"] = f"{len(files)} images ({said}; no FITS header)"
             section: dict[str, Any] = {"kind": "images", "path": p, "pattern": pattern}

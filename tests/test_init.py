@@ -225,6 +225,36 @@ def test_init_tells_frames_missing_at_random_from_an_observing_pattern(tmp_path)
     assert value > 2 and "(the observing pattern)" in why
 
 
+def test_init_takes_a_glob_of_frames(tmp_path):
+    """A folder mixing two channels is refused with advice to narrow input.pattern, which
+    init could not take ('does not exist' for a glob; init reviewer). A glob's file-name part
+    becomes input.pattern, and the config reads those frames only."""
+    import shutil
+
+    from astropy.io import fits
+
+    from specfit.synthetic import make_synthetic
+
+    frames = make_synthetic(tmp_path / "s", shape=(8, 8), n_frames=30, seed=1).frames
+    for f in sorted(frames.glob("synth_*.fits")):
+        other = frames / f.name.replace("synth_", "other_")
+        shutil.copy(f, other)
+        with fits.open(other, mode="update") as h:
+            h[0].header["WAVELNTH"] = 1700
+    with pytest.raises(InputError, match=r"WAVELNTH 1700"):
+        inspect_input(frames)
+    out = tmp_path / "c.yaml"
+    report, _ = init_config(frames / "synth_*.fits", out)
+    cfg = load_config(out)
+    from specfit.io import open_input
+
+    n = len(list(frames.glob("synth_*.fits")))  # (the synthetic series leaves gaps)
+    assert cfg.input.pattern == "synth_*.fits" and f"{n} single-frame FITS files" in report
+    assert open_input(cfg.input).sizes["time"] == n
+    with pytest.raises(InputError, match=r"no FITS or image file in .* matches 'nope_\*.fits'"):
+        inspect_input(frames / "nope_*.fits")
+
+
 def test_init_inside_the_frames_folder_puts_the_results_outside_it(tmp_path):
     """``cd frames && specfit init . --out my.yaml``: the config's folder is the input, and a
     run never writes inside its input, so output.path goes beside the frames folder and the

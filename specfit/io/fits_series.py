@@ -479,7 +479,8 @@ def _check_one_value(files: list, headers: list, key: str) -> None:
         f"{odd[0][0]}: frames of another {what} (or without its label) in the series: "
         f"{shown}{more}, "
         f"beside {len(files) - len(odd)} frames with {key} {main}; a series is one channel of "
-        "one instrument: remove those files or narrow input.pattern"
+        "one instrument: remove those files or narrow input.pattern (specfit init: give a "
+        "quoted glob of one channel's files, 'FOLDER/*_1600_*.fits')"
     )
 
 
