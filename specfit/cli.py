@@ -98,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
         help="longest period of interest in minutes; sets spectra.segments (default 30)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.add_argument(
+        "--times",
+        default=None,
+        metavar="FILE",
+        help="frame times of a .npy cube (a .npy of seconds or datetime64, one per frame)",
+    )
 
     p = sub.add_parser("info", help="summarise a results store")
     p.add_argument("results", help="a results store (the results.zarr that output.path names)")
@@ -449,7 +455,11 @@ def _dispatch(args) -> int:
         from specfit.init import init_config
 
         report, text = init_config(
-            args.folder, args.out, longest_period=60.0 * args.longest_period, force=args.force
+            args.folder,
+            args.out,
+            longest_period=60.0 * args.longest_period,
+            force=args.force,
+            times=args.times,
         )
         if args.out:
             print(report)

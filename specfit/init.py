@@ -257,7 +257,9 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m{s % 60:02d}s"
 
 
-def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspection:
+def inspect_input(
+    path: str | Path, longest_period: float = 1800.0, times: str | Path | None = None
+) -> Inspection:
     """Read the metadata of a data set and suggest settings for it.
 
     Parameters
@@ -267,6 +269,9 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
     longest_period
         The longest period of interest in seconds; it sets the number of segments (each
         segment must hold at least four such periods).
+    times
+        The frame times of a ``.npy`` cube (``input.times``: a ``.npy`` of seconds, or
+        datetime64), which has none of its own.
 
     Returns
     -------
@@ -282,6 +287,17 @@ def inspect_input(path: str | Path, longest_period: float = 1800.0) -> Inspectio
     from specfit.stages import check_grid_size
 
     section, reasons, notes = _choose_input(str(path))
+    if section["kind"] == "array":
+        if times is None:
+            raise InputError(
+                f"{path}: a .npy cube has no frame times; give them: specfit init "
+                f"{shlex.quote(str(path))} --times TIMES.npy (seconds or datetime64, one per "
+                "frame)"
+            )
+        section["times"] = str(times)
+        reasons["times"] = "the frame times given (--times)"
+    elif times is not None:
+        raise InputError(f"--times is for a .npy cube, which has no times; {path} has its own")
     cfg = InputConfig.model_validate(section)
     arr = open_input(cfg)  # headers, names and EXIF only: the pixels stay on disk
     attrs = arr.attrs
@@ -627,7 +643,8 @@ def render_config(insp: Inspection, config_path: str | Path | None = None) -> st
     out.append("input:")
     r = insp.input_reasons
     for key, value in insp.input.items():
-        out.append(_line(key, rel(value) if key in ("path", "times_csv") else value, r.get(key)))
+        paths = ("path", "times_csv", "times")
+        out.append(_line(key, rel(value) if key in paths else value, r.get(key)))
     out.append("prep:")
     out.append(_line("derotate", s["prep.derotate"][0], s["prep.derotate"][1]))
     if s["prep.derotate"][0]:
@@ -659,6 +676,7 @@ def init_config(
     *,
     longest_period: float = 1800.0,
     force: bool = False,
+    times: str | Path | None = None,
 ) -> tuple[str, str]:
     """Inspect ``path``, write the config to ``out`` (if given) and validate it.
 
@@ -678,7 +696,7 @@ def init_config(
     """
     if out is not None:
         check_out(out, force)
-    insp = inspect_input(path, longest_period=longest_period)
+    insp = inspect_input(path, longest_period=longest_period, times=times)
     text = render_config(insp, out)
     cfg = load_config(yaml.safe_load(text))  # the schema, before anything is written
     if out is not None:

@@ -255,6 +255,22 @@ def test_init_takes_a_glob_of_frames(tmp_path):
         inspect_input(frames / "nope_*.fits")
 
 
+def test_init_reads_a_npy_cube_with_its_times(tmp_path, capsys):
+    """A .npy cube has no times: init said 'give input.times', a key init could not take
+    (init reviewer). --times gives them; without it the message says how."""
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "fast.npy", rng.normal(100, 1, (400, 6, 5)).astype(np.float32))
+    np.save(tmp_path / "t.npy", np.arange(400) * 0.05)
+    assert main(["init", str(tmp_path / "fast.npy")]) == 2
+    assert "--times TIMES.npy" in capsys.readouterr().err
+    out = tmp_path / "c.yaml"
+    assert main(["init", str(tmp_path / "fast.npy"), "--times", str(tmp_path / "t.npy"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    cfg = load_config(out)
+    assert cfg.input.kind == "array" and cfg.input.times == str(tmp_path / "t.npy")
+    assert cfg.resample.cadence == 0.05
+
+
 def test_init_inside_the_frames_folder_puts_the_results_outside_it(tmp_path):
     """``cd frames && specfit init . --out my.yaml``: the config's folder is the input, and a
     run never writes inside its input, so output.path goes beside the frames folder and the
