@@ -639,6 +639,17 @@ def test_a_preview_image_in_the_primary_hdu_is_passed_over(tmp_path):
     np.testing.assert_allclose(out.values, raw / np.float32(2.5), rtol=1e-6)
     # input.hdu still chooses
     assert open_input(InputConfig(path=str(tmp_path), hdu=0)).shape == (4, 2, 2)
+    # a frame followed by a larger mask or map is still the frame (the largest HDU was read,
+    # without the frame's time keys; diff reviewer): a later HDU wins only with over 4x
+    for i in range(4):
+        h = _hpc_header(6, 7, f"2021-01-01T00:00:{12 * i:02d}", 2.5)
+        mask = fits.ImageHDU(np.zeros((12, 12), np.int16))  # 3.4x the frame
+        fits.HDUList([fits.PrimaryHDU(raw[i], header=h), mask]).writeto(
+            tmp_path / f"p{i}.fits", overwrite=True
+        )
+    np.testing.assert_allclose(
+        open_input(InputConfig(path=str(tmp_path))).values, raw / np.float32(2.5), rtol=1e-6
+    )
 
 
 def test_sixteen_bit_tiff_keeps_its_levels(tmp_path):

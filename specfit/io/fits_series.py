@@ -80,9 +80,10 @@ def list_files(cfg: InputConfig, suffixes: tuple[str, ...] | None = None) -> lis
 
 
 def find_image_hdu(hdul: fits.HDUList, hdu: int | None, path: str) -> int:
-    """Index of the HDU holding the image: ``hdu`` if given, else the image HDU with the most
-    pixels (the first of equals): a small preview image in the primary HDU before the frame
-    in an extension is passed over.
+    """Index of the HDU holding the image: ``hdu`` if given, else the first image HDU, unless
+    a later one has more than 4x its pixels (then the largest, the first of equals): a small
+    preview image in the primary HDU before the frame in an extension is passed over, and a
+    frame followed by a larger mask or map is still the frame.
 
     A file cut short inside an HDU (astropy then drops that HDU, often the compressed image
     after an empty primary one) is named as truncated, not as lacking the HDU."""
@@ -91,15 +92,15 @@ def find_image_hdu(hdul: fits.HDUList, hdu: int | None, path: str) -> int:
             refuse_cut_short(path)
             raise InputError(f"{path}: input.hdu={hdu} but the file has {len(hdul)} HDUs")
         return hdu
-    best, most = None, 0
+    images = []
     for i, h in enumerate(hdul):
         naxis = h.header.get("NAXIS", 0) if h.is_image else 0
         if naxis >= 2:
             size = math.prod(int(h.header.get(f"NAXIS{k}", 0)) for k in range(1, naxis + 1))
-            if best is None or size > most:
-                best, most = i, size
-    if best is not None:
-        return best
+            images.append((i, size))
+    if images:
+        largest = max(images, key=lambda found: found[1])  # the first of equals
+        return largest[0] if largest[1] > 4 * images[0][1] else images[0][0]
     refuse_cut_short(path)
     raise InputError(f"{path}: no image HDU with data; set input.hdu to the HDU to read")
 

@@ -102,9 +102,9 @@ def interpolation_nyquist_gain(times: np.ndarray, new_times: np.ndarray) -> floa
 def choose_cadence(times: np.ndarray) -> tuple[float, float]:
     """The grid spacing for frames at ``times`` when none is configured, and its Nyquist gain.
 
-    Candidates: the most common spacing (0.1 s bins, finer below a median of 1 s: a tenth of
-    its leading decimal; a median can land on a long step when the observing pattern
-    alternates), the median spacing, and the mean of the regular steps
+    Candidates: the most common spacing (in bins of a tenth of the median's leading decimal
+    below a median of 1 s, then in 0.1 s bins; a median can land on a long step when the
+    observing pattern alternates), the median spacing, and the mean of the regular steps
     (jittered cadences, e.g. IRIS 2796 at 18.53-18.91 s, sit best on their mean), each to four
     significant digits (readable at any cadence, ms cameras included). The one whose grid stays
     closest to the frames (largest :func:`interpolation_nyquist_gain`, to 3 decimals; ties: the
@@ -119,11 +119,15 @@ def choose_cadence(times: np.ndarray) -> tuple[float, float]:
     """
     t = _check_times(times)
     d = np.diff(t)
-    # 0.1 s bins put 0.05 s steps at 0.1 s, whose grid takes every other frame (Nyquist gain 1)
-    digits = max(1, 1 - int(np.floor(np.log10(np.median(d)))))
-    values, counts = np.unique(np.round(d, digits), return_counts=True)
+    candidates = []
+    for digits in sorted({1, max(1, 1 - int(np.floor(np.log10(np.median(d)))))}, reverse=True):
+        # 0.1 s bins put 0.05 s steps at 0.1 s, whose grid takes every other frame (Nyquist
+        # gain 1, a tie): below a median of 1 s the finer bins' mode comes first; the 0.1 s
+        # one stays (jittered ~1 s steps: their finer mode is noise, 1.02 s or 0.95 s)
+        values, counts = np.unique(np.round(d, digits), return_counts=True)
+        candidates.append(float(values[np.argmax(counts)]))
     regular = d[d < 1.5 * np.median(d)]
-    candidates = [float(values[np.argmax(counts)]), float(np.median(d))]
+    candidates.append(float(np.median(d)))
     if regular.size:
         candidates.append(float(regular.mean()))
     candidates = [float(f"{c:.4g}") for c in candidates if c > 0]

@@ -7,6 +7,7 @@ alone is too small: a median-filter residual of Gaussian noise has heavy tails, 
 per brightness class (the pixels between consecutive eighths of ``m``; one class below
 :data:`_CLASS_PIXELS` pixels a class): photon noise grows with brightness, and one scale per
 frame replaced 1.5 % of the clean pixels of a Poisson image, nearly all in its bright part.
+A class whose residuals are mostly exactly 0 (a dark or flat background) takes the frame's.
 Pixels with ``|r| > sigma * s`` are replaced by ``m``. Spatial only, so each frame is its own
 dask task (time chunks are kept).
 """
@@ -59,7 +60,12 @@ def despike_frame(
     edges = np.quantile(med[good], np.linspace(0.0, 1.0, n + 1)[1:-1])
     cls = np.searchsorted(edges, med, side="right")  # 0 .. n-1
     scale = np.array([_clipped_scale(r[good & (cls == k)]) for k in range(n)])
-    limit = np.where(scale > 0, sigma * scale, np.inf)[cls]  # a class without noise: kept
+    # a class without noise of its own (a dark, flat or quantised background: residuals
+    # mostly exactly 0) takes the frame's scale, which still catches its spikes; a frame
+    # without noise at all is kept as it is
+    whole = _clipped_scale(r[good]) if n > 1 else scale[0]
+    scale = np.where(scale > 0, scale, whole)
+    limit = np.where(scale > 0, sigma * scale, np.inf)[cls]
     spike = (np.abs(r) > limit) & good
     return np.where(spike, med, f).astype(np.float32)
 
