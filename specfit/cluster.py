@@ -783,7 +783,7 @@ def check_same_code(client: Any, what: str) -> None:
     """Refuse a scheduler or worker that runs other specfit code than this process, or none:
     the scheduler unpickles the task graph and the workers run the kernels, so another
     version changes results (or fails deserialising the graph, ~40 lines of traceback)."""
-    from specfit import __version__
+    from specfit._version import __version__
 
     here = _code_here()
     try:
