@@ -152,9 +152,16 @@ def _choose_input(path: str) -> tuple[dict[str, Any], dict[str, str], list[str]]
             if zarr_store:
                 reasons["kind"] = "a Zarr store (an xarray dataset with a time coordinate)"
                 return {"kind": "zarr", "path": p}, reasons, notes
+            inside = []  # a parent folder given by mistake: name the folders of frames
+            for sub in sorted(glob.glob(os.path.join(glob.escape(p), "*"))):
+                if os.path.isdir(sub):
+                    n = len(_list(sub, _FITS_SUFFIXES)) + len(_list(sub, _IMAGE_SUFFIXES))
+                    if n:
+                        inside.append(f"{os.path.basename(sub)}/ ({n} files)")
+            hint = f"; its subfolders {', '.join(inside[:5])} do: give one" if inside else ""
             raise InputError(
-                f"{p} holds no FITS or image files (.fits, .fts, .jpg, .png, .tif); give the "
-                "folder of frames (or a cube file)"
+                f"{p} holds no FITS or image files (.fits, .fts, .jpg, .png, .tif){hint}; give "
+                "the folder of frames (or a cube file)"
             )
         if len(fits_files) >= len(img_files):
             first_kind = detect_kind(InputConfig(path=fits_files[0]))

@@ -155,6 +155,14 @@ def test_init_errors(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("no frames here")
     assert main(["init", str(tmp_path)]) == 2
     assert "holds no FITS or image files" in capsys.readouterr().err
+    # a parent folder of the frames' folders: they are named (init reviewer)
+    for name in ("jpg", "fits"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            (tmp_path / name / f"f{i}.{name}").write_bytes(b"")
+    assert main(["init", str(tmp_path)]) == 2
+    said = capsys.readouterr().err
+    assert "its subfolders fits/ (3 files), jpg/ (3 files) do: give one" in said
     with pytest.raises(InputError, match="does not exist"):
         inspect_input(tmp_path / "missing")
 
