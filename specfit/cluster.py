@@ -733,6 +733,30 @@ def check_reachable(cfg: ClusterConfig) -> None:
 _HANDSHAKE_GRACE_S = 20.0
 
 
+def _default_client() -> Any:
+    """distributed's default client, or None."""
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def _undo_client(client_before: Any, scheduler_before: Any) -> None:
+    """Undo what a Client whose connection failed left behind: its constructor made it dask's
+    default scheduler before connecting, so every later dask computation of this process (a
+    notebook's, the next run's) waited on it for good. It is closed and the setting restored."""
+    made = _default_client()
+    if made is not None and made is not client_before:
+        with contextlib.suppress(Exception):
+            made.close(timeout=2)
+    if scheduler_before is None:
+        dask.config.config.pop("scheduler", None)
+    else:
+        dask.config.set(scheduler=scheduler_before)
+
+
 def _client_within(make: Any, address: str) -> Any:
     """``make()`` (a distributed Client for ``address``) in a helper thread, given
     :data:`SCHEDULER_CONNECT_TIMEOUT` + :data:`_HANDSHAKE_GRACE_S` seconds; an address that
@@ -747,6 +771,7 @@ def _client_within(make: Any, address: str) -> Any:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             out["error"] = exc
 
+    before = _default_client(), dask.config.get("scheduler", None)
     thread = threading.Thread(target=target, name="specfit-connect", daemon=True)
     thread.start()
     limit = SCHEDULER_CONNECT_TIMEOUT + _HANDSHAKE_GRACE_S
@@ -754,10 +779,12 @@ def _client_within(make: Any, address: str) -> Any:
     not_dask = f"{address} accepts connections but did not answer as a dask scheduler"
     hint = "give the scheduler's address (tcp://host:8786 by default; 8787 is its dashboard)"
     if thread.is_alive():
+        _undo_client(*before)
         raise ClusterError(f"{not_dask} within {limit:.0f} s: {hint}")
     exc = out.get("error")
     if exc is None:
         return out["client"]
+    _undo_client(*before)
     if isinstance(exc, OSError | KeyboardInterrupt | ClusterError):
         raise exc
     # a MemoryError's text is distributed's reading of another protocol's bytes as a length

@@ -400,6 +400,7 @@ def test_a_port_that_is_no_dask_scheduler_is_a_clear_error_not_a_hang(monkeypatc
                 pass
 
     threading.Thread(target=accept, daemon=True).start()
+    before = dask.config.get("scheduler", None)
     t0 = time.perf_counter()
     try:
         with pytest.raises(ClusterError, match="did not answer as a dask scheduler.*8786"):
@@ -411,6 +412,7 @@ def test_a_port_that_is_no_dask_scheduler_is_a_clear_error_not_a_hang(monkeypatc
         for c in held:
             c.close()
     assert time.perf_counter() - t0 < cl.SCHEDULER_CONNECT_TIMEOUT + 2.0 + 5.0
+    assert dask.config.get("scheduler", None) == before  # no half-made client left as default
 
 
 def test_a_service_that_talks_another_protocol_is_named_without_its_bytes(monkeypatch):
@@ -437,6 +439,7 @@ def test_a_service_that_talks_another_protocol_is_named_without_its_bytes(monkey
                 return
 
     threading.Thread(target=banner, daemon=True).start()
+    scheduler_before = dask.config.get("scheduler", None)
     try:
         with pytest.raises(ClusterError) as err:
             with connect(ClusterConfig(kind="address", address=f"tcp://127.0.0.1:{port}")):
@@ -446,6 +449,10 @@ def test_a_service_that_talks_another_protocol_is_named_without_its_bytes(monkey
     said = str(err.value)
     assert f"127.0.0.1:{port} accepts connections but did not answer as a dask" in said
     assert "allocate" not in said and "8787 is its dashboard" in said
+    # the failed Client stayed dask's default scheduler: every later computation of the
+    # process waited on it (CI hung in the next module's tests)
+    assert dask.config.get("scheduler", None) == scheduler_before
+    assert float(da.ones(4, chunks=2).sum().compute()) == 4.0
 
 
 def test_check_reachable_fails_fast_before_any_input_is_read(tmp_path):
