@@ -548,14 +548,14 @@ def inspect_input(
     seg = n // k
     nfreq = (seg - 1) // 2  # the run drops the DC bin and (seg even) the Nyquist bin
     from specfit.config import DEFAULTS
-    from specfit.models import get_model
+    from specfit.models import frequencies_needed, get_model
 
-    npar = max(get_model(m).npar for m in DEFAULTS.fit.models.values())
-    if nfreq <= npar + 1:  # the run would refuse the config init wrote (its planner's rule)
+    need = frequencies_needed(get_model(m) for m in DEFAULTS.fit.models.values())
+    if nfreq < need:  # the run would refuse the config init wrote
         raise InputError(
             f"{path}: {n} samples at {cadence:g} s give {nfreq} frequencies, and the default "
-            f"models need more than {npar + 1}: at least {2 * npar + 5} samples (about "
-            f"{_hms((2 * npar + 4) * cadence)} of frames); more than 100 for useful spectra"
+            f"models need more than {need - 1}: at least {2 * need + 1} samples (about "
+            f"{_hms(2 * need * cadence)} of frames); more than 100 for useful spectra"
         )
     tail = (
         f"lowest frequency {1e3 / (seg * cadence):.3g} mHz, {nfreq} frequencies, {2 * k} dof each"

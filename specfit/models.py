@@ -30,7 +30,7 @@ import importlib.util
 import inspect
 import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -67,6 +67,7 @@ __all__ = [
     "available_models",
     "load_user_models",
     "check_output",
+    "frequencies_needed",
     "stored_metadata",
 ]
 
@@ -904,6 +905,12 @@ def get_model(name: str | Model) -> Model:
 
 _fitting.set_model_lookup(get_model)
 _fitting.set_version(__version__)
+
+
+def frequencies_needed(models: Iterable[Model]) -> int:
+    """The fewest frequencies a run fits ``models`` on: more than the most parameters + 1
+    (a run's planner refuses fewer, and ``specfit init`` a series that would give fewer)."""
+    return max(m.npar for m in models) + 2
 
 
 def available_models() -> list[str]:

@@ -384,7 +384,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
         freq, _, meta = pg.periodogram(np.zeros((1, new_times.size)), dt, **spectra_kw)
     except ValueError as exc:
         raise ConfigError(f"spectra: {exc}") from exc
-    from specfit.models import check_output
+    from specfit.models import check_output, frequencies_needed
 
     for alias, model in models.items():
         try:
@@ -399,8 +399,8 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
             original_unit(sp.normalisation, dt, meta["segment_length"])
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-    npar = max(len(m.param_names) for m in models.values())
-    if freq.size <= npar + 1:
+    need = frequencies_needed(models.values())
+    if freq.size < need:
         # only advice that applies: one whole segment and no range left the series itself
         fixes = []
         if sp.segments > 1 or sp.segment_length:
@@ -419,7 +419,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
             )
         raise ConfigError(
             f"spectra: only {freq.size} frequencies remain (segments={sp.segments}, "
-            f"fmin={sp.fmin}, fmax={sp.fmax}); the models need more than {npar + 1}. Use "
+            f"fmin={sp.fmin}, fmax={sp.fmax}); the models need more than {need - 1}. Use "
             + " or ".join(fixes)
         )
     return RunPlan(
