@@ -1086,12 +1086,9 @@ def performance_report(path: str | os.PathLike | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    from distributed import default_client
     from distributed import performance_report as _report
 
-    try:
-        default_client()
-    except ValueError:
+    if _default_client() is None:
         warnings.warn(
             f"--report {path}: a performance report needs a dask cluster; "
             "none is active (synchronous scheduler), so no report is written",
