@@ -116,7 +116,10 @@ class InputConfig(_Section):
     pattern: str = Field("*", description="Glob of file names inside `path` when it is a folder.")
     hdu: int | None = Field(
         None,
-        description="FITS HDU holding the image; None = the first image HDU (a later one with over 4x its pixels if any).",
+        description=(
+            "FITS HDU holding the image; None = the first image HDU (a later one with over "
+            "4x its pixels if any)."
+        ),
     )
     time_key: list[str] = Field(
         default_factory=lambda: ["T_OBS", "DATE-OBS"],

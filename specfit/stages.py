@@ -1141,7 +1141,8 @@ class _MapGroup:
 def _field_settings(results: xr.Dataset, given: dict) -> dict:
     """``alpha``, ``fdr_q``, ``global_level`` for :func:`field_significance`: those given,
     else those of the fit or store (its ``field_settings`` attr; a store of an older specfit:
-    its run's config), else the config defaults; validated as the config's ``fit`` section validates them."""
+    its run's config), else the config defaults; validated as the config's ``fit`` section
+    validates them."""
     from specfit.config import FitConfig
     from specfit.store import FIELD_KEYS
 

@@ -190,10 +190,10 @@ def test_init_counts_the_frequencies_the_run_fits(tmp_path, n_frames):
 def test_init_refuses_a_series_the_run_would_refuse_and_prints_absolute_paths(
     tmp_path, capsys, monkeypatch
 ):
-    """16 frames (15 samples on the grid): init wrote a config the run refused ('only 7 frequencies remain; the models
-    need more than 7'); 17 are enough for the default models' planner. A config printed (no
-    --out, to be saved anywhere) named its input relative to the current folder, which broke
-    once saved elsewhere (init reviewer)."""
+    """16 frames (15 samples on the grid): init wrote a config the run refused ('only 7
+    frequencies remain; the models need more than 7'); 17 are enough for the default models'
+    planner. A config printed (no --out, to be saved anywhere) named its input relative to the
+    current folder, which broke once saved elsewhere (init reviewer)."""
     from specfit.pipeline import plan_run
     from specfit.synthetic import make_synthetic
 

@@ -16,8 +16,9 @@ HDU, standard 80-character cards. For those this module
 
 Anything unusual (gzip, no image in the primary HDU, more HDUs after it, random groups,
 HIERARCH cards, a wanted key continued on CONTINUE cards, a malformed keyword, no END card,
-non-ASCII bytes) raises :class:`NotPlain` at scan time and :func:`read_plain` returns None when the file changed or is short: the caller then
-reads that file with astropy exactly as before, with the same checks and error messages.
+non-ASCII bytes) raises :class:`NotPlain` at scan time and :func:`read_plain` returns None
+when the file changed or is short: the caller then reads that file with astropy exactly as
+before, with the same checks and error messages.
 """
 
 from __future__ import annotations
