@@ -1,9 +1,9 @@
 """The simulations docs/spectra.md quotes: interpolation, box-3 dof, windows (issue 12 item 5).
 
-    python docs/spectra_simulations.py [--only interpolation,box3,box3_causes,windows]
+    python docs/spectra_simulations.py [--only interpolation,box3,box3_causes,windows,lrt_taper]
                                        [--json docs/spectra_simulations.json]
 
-Four simulations with known truth, each through specfit's own functions (the tile chain's
+Five simulations with known truth, each through specfit's own functions (the tile chain's
 ``resample_values``, ``periodograms``, ``box_spectra``, ``box_dof`` and ``fit_maps`` with the
 default fit options); about 4 minutes on one core. ``--only`` re-runs some and keeps the
 others' entries in the JSON.
@@ -29,6 +29,13 @@ others' entries in the JSON.
   true dof (fitted with the exact and the rounded dof) and from a box mean's exact law (a
   weighted sum of exponentials). Printed as for ``box3``, plus the LRT reference's and the
   statistic's 95 % points for the Gamma rows.
+- ``lrt_taper``: is the LRT p-value calibrated under a Hann taper? 6,000 M1 spectra (truths
+  drawn as the reference draws them, 300-sample segments, 149 bins) times Hann-windowed
+  periodograms of white noise written out with numpy's FFT (1 segment with the mean removed,
+  2 segments with the mean or a line removed; and as a control no window, 2 segments),
+  fitted as a run fits them. Printed: the share of p-values below 0.01 / 0.05 / 0.2 / 0.5
+  and a KS test of their uniformity, with the run's reference (correlated bins) and with the
+  one specfit used before (independent bins at dof / vif), applied to the same statistics.
 - ``windows``: 4,000 pure-M1 series (index 2, no bump) of 600 frames at 12 s (299 bins), cut
   from the middle of series four times longer, so that red-noise leakage is as in real data;
   fitted with each window / detrend and the dof correction the pipeline applies
@@ -42,9 +49,11 @@ from pathlib import Path
 
 import numpy as np
 from figure_stamp import run_parts  # docs/, beside this script
+from scipy import stats
 
 from specfit import synthetic
 from specfit.config import DEFAULTS
+from specfit.kernels import fitting as FT
 from specfit.kernels import resample as rs
 from specfit.kernels import tile as T
 from specfit.pipeline import fit_options
@@ -265,8 +274,64 @@ def windows(npix: int = 4000, n_frames: int = 600, seed: int = 5) -> dict:
         spectra = {**SPECTRA, "window": window, "detrend": detrend}
         freq, power, meta = T.periodograms(values, 12.0, spectra)
         dof = T.fit_dof(meta["dof"], "whittle", window, n_frames) if corrected else meta["dof"]
-        res = _fit(freq, power.astype(np.float32), np.float32(dof), T.bin_rho(window, n_frames))
+        # uncorrected: the bins taken as independent, by the fit and by its LRT reference
+        rho = T.bin_rho(window, n_frames) if corrected else np.zeros(0)
+        res = _fit(freq, power.astype(np.float32), np.float32(dof), rho)
         out[label] = {"frequencies": int(freq.size), "dof": float(dof), **calibration(res)}
+    return out
+
+
+def _tapered_noise(rng, npix, length: int, segments: int, window: str, detrend: str) -> np.ndarray:
+    """(npix, length // 2 - 1) mean of ``segments`` periodograms of unit white noise (mean or
+    line removed, then Hann-windowed or not) over the white-noise expectation: written out
+    with numpy's FFT here, independently of specfit's periodogram and of its LRT reference."""
+    w = np.ones(length)
+    if window == "hann":
+        w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
+    t = np.arange(length) - (length - 1) / 2.0
+    acc = np.zeros((npix, length // 2 - 1))
+    for _ in range(segments):
+        x = rng.standard_normal((npix, length))
+        x -= x.mean(axis=1, keepdims=True)
+        if detrend == "linear":
+            x -= np.outer((x * t).sum(axis=1) / (t * t).sum(), t)
+        acc += np.abs(np.fft.rfft(x * w, axis=1)[:, 1 : length // 2]) ** 2 / (w * w).sum()
+    return acc / segments
+
+
+def lrt_taper(npix: int = 6000, length: int = 300, seed: int = 11) -> dict:
+    models = resolve_models(dict(DEFAULTS.fit.models))
+    opts = fit_options(DEFAULTS)
+    m1, m2 = models.values()
+    freq = np.arange(1, length // 2) / (length * 12.0)
+    levels = (0.01, 0.05, 0.2, 0.5)
+    out: dict = {"pixels": npix, "frequencies": int(freq.size), "levels": list(levels)}
+    cases = (("hann", 1, "mean"), ("hann", 2, "mean"), ("hann", 2, "linear"), ("none", 2, "mean"))
+    for i, (window, segments, detrend) in enumerate(cases):
+        rng = np.random.default_rng(seed + i)
+        truth = m1.null(freq, rng, npix)  # M1 truths as the reference draws them
+        noise = _tapered_noise(rng, npix, length, segments, window, detrend)
+        power = m1.evaluate(freq, truth) * noise
+        dof = T.fit_dof(2.0 * segments, "whittle", window, length)
+        rho = T.bin_rho(window, length)
+        res = FT.fit_block(freq, power, models, method="whittle", dof=dof, bin_rho=rho, **opts)
+        # the reference before the bins' correlation was simulated: independent at dof / vif
+        old = FT.lrt_reference(
+            freq, float(dof), m1, m2, "whittle", opts["max_iter"], opts["tol"], opts["multistart"]
+        )
+        row = {"dof": 2 * segments, "fit_dof": float(dof)}
+        for name, p in (
+            ("correlated", res["lrt_pvalue"]),
+            ("independent", old.pvalue(res["lrt_stat"])),
+        ):
+            p = p[np.isfinite(p)]
+            row[name] = {
+                "rates": [float(np.mean(p < a)) for a in levels],
+                "ks_pvalue": float(stats.kstest(p, "uniform").pvalue),
+            }
+        if window == "none":  # the control: independent bins, one reference
+            del row["independent"]
+        out[f"{window}, {segments} segment(s), {detrend}"] = row
     return out
 
 
@@ -275,6 +340,7 @@ PARTS = {
     "box3": box3,
     "box3_causes": box3_causes,
     "windows": windows,
+    "lrt_taper": lrt_taper,
 }
 
 

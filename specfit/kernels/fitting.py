@@ -1158,12 +1158,18 @@ def lrt_reference(
     multistart: int,
     nsim: int | None = None,
     cache_dir: str | os.PathLike | None = None,
+    bin_rho: np.ndarray | Sequence[float] = (),
 ) -> st.NullReference:
     """Null distribution of the LRT statistic for ``small`` inside ``big`` by simulation.
 
-    Spectra are simulated under ``small`` with this frequency grid and ``dof`` (Gamma noise,
-    shape dof/2) and fitted with both models exactly as :func:`fit_block` does. The truths
-    come from the smaller model's declared ``null(f, rng, nsim)`` (for ``powerlaw_tail``:
+    Spectra are simulated under ``small`` with this frequency grid and fitted with both models
+    exactly as :func:`fit_block` fits the data, with the likelihood's ``dof``. Their noise is
+    the data's: Gamma-distributed with mean 1 and each bin's marginal dof (``dof``, or
+    ``dof x vif`` for ``whittle`` with a window, :func:`fit_dof`), and with ``bin_rho`` (a
+    tapered window's bin correlations, :func:`specfit.kernels.periodogram.window_rho`) the
+    bins ``j`` apart correlated by ``bin_rho[j-1]`` (:func:`_correlated_gamma`); without it
+    the bins are independent. The truths come from the smaller model's declared
+    ``null(f, rng, nsim)`` (for ``powerlaw_tail``:
     :func:`specfit.kernels.guesses.powerlaw_tail_null`).
 
     The reference depends only on its key: (frequency grid, dof, models and their bounds,
@@ -1176,14 +1182,16 @@ def lrt_reference(
     """
     f = np.asarray(f, dtype=np.float64)
     nsim = _LRT_NSIM if nsim is None else int(nsim)
-    draw = _lrt_draw_key(f, dof, small, big, method, max_iter, tol, multistart, nsim)
+    lags = _noise_lags(bin_rho)
+    draw = _lrt_draw_key(f, dof, small, big, method, max_iter, tol, multistart, nsim, lags)
     key = _lrt_key(draw, small, big)
     with _LRT_LOCK:  # threads of one worker share the reference instead of each simulating it
         ref = _LRT_CACHE.get(key)
         if ref is None:
             ref = _lrt_reference_cached(
-                key, draw, f, dof, small, big, method, max_iter, tol, multistart, nsim, cache_dir
-            )
+                key, draw, f, dof, small, big, method, max_iter, tol, multistart, nsim,
+                cache_dir, lags,
+            )  # fmt: skip
             _LRT_CACHE[key] = ref
         return ref
 
@@ -1199,11 +1207,22 @@ def _lrt_key(draw: str, small: Model, big: Model) -> str:
     return h.hexdigest()
 
 
-def _lrt_draw_key(f, dof, small, big, method, max_iter, tol, multistart, nsim) -> str:
+def _noise_lags(bin_rho) -> np.ndarray:
+    """The bin correlations the reference's noise reproduces: ``bin_rho`` rounded to 6
+    decimals, up to the last lag at or above 1e-6 (Hann: 0.444444, 0.027778; the later lags
+    are zero up to rounding); empty for independent bins."""
+    rho = np.round(np.asarray(bin_rho, dtype=np.float64).ravel(), 6)
+    keep = np.flatnonzero(rho >= 1e-6)
+    return rho[: keep[-1] + 1] if keep.size else np.zeros(0)
+
+
+def _lrt_draw_key(f, dof, small, big, method, max_iter, tol, multistart, nsim, lags=()) -> str:
     """sha256 (hex) of what the reference's definition is, without the code that fits it: the
     random spectra are drawn from a generator seeded by this, so an edit to the solver refits
     the same simulated spectra instead of drawing new ones (which would move every p-value
-    by the reference's sampling error, ~1 point at the median for nsim 2000)."""
+    by the reference's sampling error, ~1 point at the median for nsim 2000). The noise's bin
+    correlations (:func:`_noise_lags`) are part of it when there are any; a reference of
+    independent bins has the key it had before they were."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(f, dtype="<f8").tobytes())
     parts = [
@@ -1218,6 +1237,8 @@ def _lrt_draw_key(f, dof, small, big, method, max_iter, tol, multistart, nsim) -
         repr(int(multistart)),
         repr(int(nsim)),
     ]
+    if len(lags):
+        parts.append("bin_rho " + repr([float(r) for r in lags]))
     h.update("\0".join(parts).encode())
     return h.hexdigest()
 
@@ -1241,7 +1262,7 @@ _SOURCE_HASH: list[str] = []
 
 
 def _lrt_reference_cached(
-    key, draw, f, dof, small, big, method, max_iter, tol, multistart, nsim, cache_dir
+    key, draw, f, dof, small, big, method, max_iter, tol, multistart, nsim, cache_dir, lags
 ):
     path = None
     if cache_dir is not None:
@@ -1250,7 +1271,7 @@ def _lrt_reference_cached(
             return st.NullReference(np.load(path, allow_pickle=False))
         except (OSError, ValueError):  # absent, or unreadable: simulate (and rewrite) it
             pass
-    null = _lrt_simulate(draw, f, dof, small, big, method, max_iter, tol, multistart, nsim)
+    null = _lrt_simulate(draw, f, dof, small, big, method, max_iter, tol, multistart, nsim, lags)
     ref = st.NullReference(null)
     if path is not None:
         try:
@@ -1263,7 +1284,9 @@ def _lrt_reference_cached(
     return ref
 
 
-def _lrt_simulate(draw, f, dof, small, big, method, max_iter, tol, multistart, nsim) -> np.ndarray:
+def _lrt_simulate(
+    draw, f, dof, small, big, method, max_iter, tol, multistart, nsim, lags=()
+) -> np.ndarray:
     if small.null is None:
         raise NotImplementedError(
             f"LRT calibration: model {small.name!r} declares no null (Model.named(null=...))"
@@ -1271,7 +1294,7 @@ def _lrt_simulate(draw, f, dof, small, big, method, max_iter, tol, multistart, n
     if method not in ("lsq_log", "whittle"):  # pragma: no cover - lsq uses the chi2 reference
         raise ValueError("lsq has no simulated reference")
     dof = round(float(dof), 6)
-    _, sim = _lrt_null_spectra(draw, f, dof, small, nsim)
+    _, sim = _lrt_null_spectra(draw, f, dof, small, nsim, lags, method)
     dofs = np.full(nsim, float(dof))
     fits, _, _ = _fit_models(
         f, sim, {"a": small, "b": big}, method, dofs, None, max_iter, tol, multistart
@@ -1282,15 +1305,51 @@ def _lrt_simulate(draw, f, dof, small, big, method, max_iter, tol, multistart, n
     return stat[np.isfinite(stat)]
 
 
-def _lrt_null_spectra(draw, f, dof, small, nsim) -> tuple[np.ndarray, np.ndarray]:
+def _lrt_null_spectra(
+    draw, f, dof, small, nsim, lags=(), method="whittle"
+) -> tuple[np.ndarray, np.ndarray]:
     """The reference's truths (nsim, npar) and simulated spectra (nsim, nf): truths from
-    ``small.null``, Gamma noise of shape dof/2 and mean 1, from the generator seeded by
-    ``_LRT_SEED`` and the draw key (:func:`_lrt_draw_key`)."""
+    ``small.null``, Gamma noise of mean 1 from the generator seeded by ``_LRT_SEED`` and the
+    draw key (:func:`_lrt_draw_key`). Independent bins (no ``lags``): shape dof/2. Correlated
+    bins: each bin's marginal shape (``dof x vif / 2`` for ``whittle``, whose likelihood
+    counts ``dof / vif``; ``dof / 2`` for ``lsq_log``) and correlation ``lags[j-1]`` between
+    bins ``j`` apart (:func:`_correlated_gamma`)."""
     rng = np.random.default_rng([_LRT_SEED, *(int(draw[i : i + 8], 16) for i in range(0, 32, 8))])
     truth = small.null(f, rng, nsim)
     m = small.evaluate(f, truth)
     k = round(float(dof), 6) / 2.0
-    return truth, m * rng.gamma(k, 1.0 / k, size=m.shape)
+    if not len(lags):
+        return truth, m * rng.gamma(k, 1.0 / k, size=m.shape)
+    lags = np.asarray(lags, dtype=np.float64)
+    if method == "whittle":
+        k = k * (1.0 + 2.0 * float(lags.sum()))
+    return truth, m * _correlated_gamma(rng, k, lags, m.shape)
+
+
+def _correlated_gamma(rng, k: float, lags: np.ndarray, shape) -> np.ndarray:
+    """(nsim, nf) Gamma(k) values of mean 1 whose bins ``j`` apart have correlation
+    ``lags[j-1]``, a tapered periodogram's noise (white noise through a window: Hann 0.444 at
+    lag 1, 0.028 at lag 2). Each value is a sum of independent Gamma parts (shapes add): one
+    of its own, of shape ``k (1 - 2 sum(lags))``, and for each lag ``j`` one shared with the
+    bin ``j`` below and one with the bin ``j`` above, of shape ``k lags[j-1]``; the sum has
+    shape ``k`` and two bins share exactly ``k lags[j-1]`` of it. Bins at the ends share
+    parts with bins beyond the grid, so every bin has the same law. Marginal law and bin
+    correlations are those of the data; the periodogram's higher joint moments are not, which
+    the LRT's distribution hardly depends on (its score is linear in the powers)."""
+    own = 1.0 - 2.0 * float(lags.sum())
+    if own <= 0.0:
+        raise ValueError(
+            f"bin correlations summing to {lags.sum():.3f} (>= 0.5) cannot be simulated as "
+            "shared Gamma parts"
+        )
+    nsim, nf = shape
+    x = rng.gamma(k * own, 1.0, size=shape)
+    for j, r in enumerate(lags, start=1):
+        if r <= 0.0:
+            continue
+        part = rng.gamma(k * r, 1.0, size=(nsim, nf + j))  # part c is shared by bins c-j and c
+        x += part[:, :nf] + part[:, j:]
+    return x / k
 
 
 def _loglike_from_fit(r, method, power, dof, ln_scale, sigma):
@@ -1614,6 +1673,7 @@ def _fit_block(
                     tol,
                     multistart,
                     cache_dir=lrt_cache,
+                    bin_rho=rho,
                 )
                 p_lrt[sel] = ref.pvalue(lrt[sel])
         _, p_f = st.ftest(
