@@ -37,7 +37,9 @@ def _by_role(info: dict) -> tuple[str | None, str | None]:
 
 def headline(ds: xr.Dataset) -> dict[str, float]:
     """The figures the original specFit reported: the power-law index distribution, the
-    median bump period and how often the bump model is preferred.
+    median bump period and how often the bump model is preferred, and the share of those
+    preferred pixels whose fit did not converge (``<alias>_unconverged_percent``: counted in
+    the figures, hidden by ``specfit plot`` and the explorer).
 
     Which parameter is "the index" and which output is "the period" is read from the
     models' metadata (roles), not from their names.
@@ -61,6 +63,13 @@ def headline(ds: xr.Dataset) -> dict[str, float]:
             out[f"{alias}_{period}_median"] = percentiles(v)[1]
         if best is not None:
             out[f"{alias}_preferred_percent"] = 100.0 * float(np.mean(best == i))
+            status = f"{alias}_status"
+            if status in ds and np.any(best == i):
+                from specfit.viz.data import converged_codes
+
+                s = np.asarray(ds[status].values)[best == i]
+                bad = ~np.isin(s, converged_codes(ds, alias))
+                out[f"{alias}_unconverged_percent"] = 100.0 * float(np.mean(bad))
     return out
 
 
@@ -83,6 +92,12 @@ def _headline_lines(ds: xr.Dataset) -> list[str]:
             )
         if f"{alias}_preferred_percent" in h:
             parts.append(f"preferred in {h[f'{alias}_preferred_percent']:.1f}% of pixels")
+        if h.get(f"{alias}_unconverged_percent", 0.0) > 0.0:
+            # counted in these figures, hidden by `specfit plot` and the explorer
+            parts.append(
+                f"{h[f'{alias}_unconverged_percent']:.1f}% of those did not converge "
+                "(included here; plot and explore hide them)"
+            )
         lines.append(f"    {alias}: " + "; ".join(parts))
     return lines
 

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import tiny_config
@@ -327,6 +328,49 @@ def test_info_names_a_status_count_that_rounds_to_nothing():
 
     assert _share(1, 37098) == "1 px (<0.1%)"
     assert _share(0, 37098) == "0.0%" and _share(400, 37098) == "1.1%"
+
+
+def _headline_line(summary: str, alias: str) -> str:
+    lines = summary.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.strip().startswith("headline"))
+    return next(ln for ln in lines[start:] if ln.strip().startswith(f"{alias}:"))
+
+
+def test_info_headline_says_how_many_preferred_fits_did_not_converge(tmp_path):
+    """specfit info's headline medians count every preferred pixel, while `specfit plot` and
+    the explorer hide those whose fit did not converge; the summary said nothing about them
+    (stop 42's note). It names their share; a store where all converged keeps its line."""
+    import json
+
+    import numpy as np
+
+    from specfit.pipeline import run
+    from specfit.store import open_results
+    from specfit.summary import headline, summarise
+
+    cfg = tiny_config(tmp_path, cluster={"kind": "synchronous"})
+    run(cfg)
+    ds = open_results(tmp_path / "results.zarr").load()
+    codes = {int(k): v for k, v in json.loads(ds.attrs["status_codes"]).items()}
+    not_converged = next(c for c, t in codes.items() if "not converged" in t.lower())
+    best = ds["best_model"].values
+    m1_pixels = np.argwhere(best == 0)
+    assert len(m1_pixels) >= 4
+    line = _headline_line(summarise(ds), "m1")
+    assert "did not converge" not in line or headline(ds)["m1_unconverged_percent"] > 0
+    status = ds["m1_status"].values.copy()
+    status[best == 0] = 0
+    for y, x in m1_pixels[:2]:
+        status[y, x] = not_converged
+    ds["m1_status"].values = status
+    share = 100.0 * 2 / len(m1_pixels)
+    assert headline(ds)["m1_unconverged_percent"] == pytest.approx(share)
+    line = _headline_line(summarise(ds), "m1")
+    assert f"{share:.1f}% of those did not converge" in line, line
+    status[best == 0] = 0
+    ds["m1_status"].values = status
+    line = _headline_line(summarise(ds), "m1")
+    assert "did not converge" not in line, line
 
 
 def test_a_path_that_cannot_be_written_is_one_line(tmp_path, capsys):

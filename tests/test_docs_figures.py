@@ -287,6 +287,24 @@ def test_spectra_md_simulated_tables_quote_docs_spectra_simulations_json():
     ) in text
 
 
+def test_fitting_md_taper_table_quotes_docs_spectra_simulations_json():
+    """docs/fitting.md's table of LRT rates under a Hann taper (spectra_simulations lrt_taper)."""
+    sims = json.loads((DOCS / "spectra_simulations.json").read_text())["lrt_taper"]
+    rows = _table((DOCS / "fitting.md").read_text(), "| spectra | p < 0.01 |")
+    before = "Hann, 2 segments, mean removed, reference of independent bins at dof / vif (before)"
+    for label, key, ref in (
+        ("Hann, 1 segment, mean removed", "hann, 1 segment(s), mean", "correlated"),
+        ("Hann, 2 segments, mean removed", "hann, 2 segment(s), mean", "correlated"),
+        ("Hann, 2 segments, line removed", "hann, 2 segment(s), linear", "correlated"),
+        ("no window, 2 segments (control)", "none, 2 segment(s), mean", "correlated"),
+        (before, "hann, 2 segment(s), mean", "independent"),
+    ):
+        r = sims[key][ref]
+        rates = [f"{100 * r['rates'][0]:.2f} %"] + [f"{100 * x:.1f} %" for x in r["rates"][1:]]
+        assert rows[label] == [*rates, f"{r['ks_pvalue']:.1g}"], label
+    assert sims["levels"] == [0.01, 0.05, 0.2, 0.5] and sims["pixels"] == 6000
+
+
 def test_docs_spectra_simulations_interpolation_is_what_a_run_gives():
     """The interpolation part is cheap (< 1 s): re-run it and compare with the stored JSON."""
     module = docs_script("spectra_simulations")
