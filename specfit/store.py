@@ -270,7 +270,7 @@ def fit_variables(
         out["best_model"]["attrs"]["nonnested"] = nonnested
     for (a, b), names in pairs.items():
         ref = (
-            "simulated null (pure smaller model, same grid/dof/settings)"
+            "simulated null (pure smaller model; same grid, dof, bin correlations and settings)"
             if method != "lsq" and models[a].null is not None
             else "chi2 with the number of extra parameters (approximate)"
         )  # (a smaller model declaring no null: the fit falls back to chi2 and warns)
