@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_scale import PeakRSS, _warm_up, fit_dof, floor  # noqa: E402  (the one floor)
+from pipeline_scale import PeakRSS, _warm_up, bin_rho, fit_dof, floor  # noqa: E402  (one floor)
 
 CADENCE = 12.0
 BLOCK = 32  # px: one synthetic field (its memory is ~1 GB at 3600 frames with oversample 4)
@@ -260,7 +260,7 @@ def _run_case(client, cfg, inputs, kind, size, nworkers, floor_on, out) -> dict:
     models = dict(config.fit.models)
     freq, dof = np.asarray(plan.freq), fit_dof(plan)
     t0 = time.perf_counter()
-    client.run(_warm_up, models, freq, dof, opts)
+    client.run(_warm_up, models, freq, dof, opts, bin_rho(plan))
     t_warm = time.perf_counter() - t0
     with PeakRSS() as mem:
         t0 = time.perf_counter()

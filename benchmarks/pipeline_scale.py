@@ -204,10 +204,11 @@ def _chunk_spans(span: slice, chunk: int) -> list[tuple[int, int]]:
 
 
 def _fit_tile(
-    power: np.ndarray, freq: np.ndarray, models: dict, dof: float, opts: dict, part=None
+    power: np.ndarray, freq: np.ndarray, models: dict, dof: float, opts: dict, part=None, rho=()
 ) -> int:
     """The fit kernel alone on one tile's in-memory spectra, with the pipeline's models (by
-    name), likelihood dof and solver options: the same fits the pipeline makes. ``part``
+    name), likelihood dof, window bin correlations (``rho``, :func:`bin_rho`) and solver
+    options: the same fits, and the same LRT reference, as the pipeline's. ``part``
     ``(y0, y1, x0, x1, block width)`` cuts the tile from a read block's spectra."""
     from specfit.kernels.fitting import fit_block
     from specfit.stages import resolve_models
@@ -216,12 +217,10 @@ def _fit_tile(
         y0, y1, x0, x1, width = part
         power = power.reshape(-1, width, power.shape[-1])[y0:y1, x0:x1]
         power = power.reshape(-1, power.shape[-1])
-    # bin_rho only calibrates chi2red / gof_pvalue (cost nil), so () times the same fits
     models = resolve_models(models)
     rows = np.ascontiguousarray(power, dtype=np.float64)
-    res = fit_block(
-        freq, rows, models, method="whittle", dof=np.full(rows.shape[0], dof), bin_rho=(), **opts
-    )
+    dofs = np.full(rows.shape[0], dof)
+    res = fit_block(freq, rows, models, method="whittle", dof=dofs, bin_rho=rho, **opts)
     return len(res)
 
 
@@ -231,6 +230,15 @@ def fit_dof(plan) -> float:
 
     meta = plan.meta
     return float(tile_fit_dof(meta["dof"], "whittle", meta["window"], meta["segment_length"]))
+
+
+def bin_rho(plan) -> np.ndarray:
+    """The window's bin correlations the pipeline hands to the fit: they set its LRT
+    reference (a Hann run's differs from a windowless one's), so the warm-up and the floor
+    must use them too."""
+    from specfit.kernels.tile import bin_rho as tile_bin_rho
+
+    return tile_bin_rho(plan.meta["window"], plan.meta["segment_length"])
 
 
 def read_side(path: Path, tile: int) -> int:
@@ -255,7 +263,7 @@ def floor(client, path: Path, size: int, tile: int, models: dict, info, opts: di
     the pipeline's tiles. Frames off the uniform grid are interpolated onto it first (see
     :func:`_read_rfft`).
     """
-    freq, dof = np.asarray(info.freq), fit_dof(info)
+    freq, dof, rho = np.asarray(info.freq), fit_dof(info), bin_rho(info)
     times, new_times = np.asarray(info.times), np.asarray(info.new_times)
     side = read_side(path, tile)
     blocks = [
@@ -278,7 +286,7 @@ def floor(client, path: Path, size: int, tile: int, models: dict, info, opts: di
     t_read = time.perf_counter() - t0
     t0 = time.perf_counter()
     fits = [
-        client.submit(_fit_tile, s, freq, models, dof, opts, part, pure=False)
+        client.submit(_fit_tile, s, freq, models, dof, opts, part, rho, pure=False)
         for s, (ys, xs) in zip(spectra, blocks, strict=True)
         for part in _parts(ys, xs, tile)
     ]
@@ -299,7 +307,7 @@ def _parts(ys: slice, xs: slice, tile: int) -> list[tuple[int, int, int, int, in
     ]
 
 
-def _warm_up(models: dict, freq: np.ndarray, dof: float, opts: dict) -> int:
+def _warm_up(models: dict, freq: np.ndarray, dof: float, opts: dict, rho=()) -> int:
     """Compile the numba kernels and build the LRT null reference in this process.
 
     Both are per process and per frequency grid (the LRT reference is simulated once and
@@ -317,7 +325,7 @@ def _warm_up(models: dict, freq: np.ndarray, dof: float, opts: dict) -> int:
         resolve_models(models),
         method="whittle",
         dof=np.full(4, dof),
-        bin_rho=(),
+        bin_rho=rho,
         **opts,
     )
     return 0
@@ -358,7 +366,7 @@ def run_size(
     opts = fit_options(config)
     freq, dof = np.asarray(info.freq), fit_dof(info)
     t0 = time.perf_counter()
-    client.run(_warm_up, models, freq, dof, opts)
+    client.run(_warm_up, models, freq, dof, opts, bin_rho(info))
     t_warm = time.perf_counter() - t0
     with PeakRSS() as mem_pipe:
         t0 = time.perf_counter()

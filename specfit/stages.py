@@ -1066,7 +1066,8 @@ def fit(
         kernel_options = _tile.with_original_unit(
             kernel_options, pattrs["normalisation"], float(pattrs["cadence"]), pattrs
         )
-    # the window's bin correlation calibrates the goodness of fit (chi2red, gof_pvalue)
+    # the window's bin correlation calibrates the goodness of fit (chi2red, gof_pvalue) and
+    # the LRT reference (its simulated noise has the same correlations)
     rho = _tile.bin_rho(pattrs.get("window", "none"), pattrs.get("segment_length", 0))
 
     def kernel(p, d, s=None):

@@ -207,20 +207,9 @@ def fit_variables(
     parameters whose role is ``power``). ``intervals``: the parameters with
     profile-likelihood intervals (``fit.intervals``).
     """
-    from specfit.kernels.fitting import output_dtypes, pair_variables
+    from specfit.kernels.fitting import FIT_STATISTICS, output_dtypes, pair_variables
 
     dtypes = output_dtypes(models, method, best_model, intervals)
-    per_alias = {
-        "status": ("1", "fit status code"),
-        "loglike": ("1", f"log-likelihood ({method})"),
-        # each bin's Pearson term uses its marginal dof (the ``dof`` coordinate), not the
-        # likelihood's dof / window_vif: ~1 for a model that fits, with or without a window
-        "chi2red": ("1", "Pearson chi-square (marginal dof per bin) / (n_bins - n_params)"),
-        "aic": ("1", "AIC"),
-        "bic": ("1", "BIC"),
-        "nfev": ("1", "model evaluations"),
-        "gof_pvalue": ("1", "goodness-of-fit p-value (Pearson; for correlated bins)"),
-    }
     out: dict[str, dict] = {}
     for alias, m in models.items():
         for pname, unit, long in zip(m.param_names, m.units, m.long_names, strict=True):
@@ -242,8 +231,8 @@ def fit_variables(
                         "dtype": dtypes[f"{alias}_{pname}_{end}"],
                         "attrs": {"units": u, "long_name": long},
                     }
-        for stat, (unit, long) in per_alias.items():
-            attrs = {"units": unit, "long_name": f"{alias}: {long}"}
+        for stat, (_, unit, long) in FIT_STATISTICS.items():
+            attrs = {"units": unit, "long_name": f"{alias}: {long.format(method=method)}"}
             if stat == "status":
                 attrs.update(_status_attrs())
             out[f"{alias}_{stat}"] = {"dtype": dtypes[f"{alias}_{stat}"], "attrs": attrs}

@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # the Model type lives in specfit.models; kernels only use it
     from specfit.models import Model
 
 __all__ = [
+    "FIT_STATISTICS",
     "STATUS_CODES",
     "fit_block",
     "output_dtypes",
@@ -167,16 +168,24 @@ def pair_variables(models: Mapping[str, Model]) -> dict[tuple[str, str], dict[st
     return {(a, b): {k: f"{b}_{k}" for k in keys} for a, b in pairs}
 
 
-# Every model's own statistics maps (<alias>_<name>), in the order stored.
-_STAT_DTYPES = {
-    "status": np.dtype("int8"),
-    "loglike": np.dtype("float64"),
-    "chi2red": np.dtype("float32"),
-    "aic": np.dtype("float64"),
-    "bic": np.dtype("float64"),
-    "nfev": np.dtype("int32"),
-    "gof_pvalue": np.dtype("float32"),
-}
+#: Every model's own statistics maps (``<alias>_<name>``), in the order stored: name ->
+#: (dtype, units, long name; ``{method}`` is the fit's). The results contract
+#: (:func:`specfit.store.fit_variables`) takes their attrs from here too.
+FIT_STATISTICS: dict[str, tuple[np.dtype, str, str]] = {
+    "status": (np.dtype("int8"), "1", "fit status code"),
+    "loglike": (np.dtype("float64"), "1", "log-likelihood ({method})"),
+    # each bin's Pearson term uses its marginal dof (the ``dof`` coordinate), not the
+    # likelihood's dof / window_vif: ~1 for a model that fits, with or without a window
+    "chi2red": (
+        np.dtype("float32"), "1", "Pearson chi-square (marginal dof per bin) / (n_bins - n_params)"
+    ),
+    "aic": (np.dtype("float64"), "1", "AIC"),
+    "bic": (np.dtype("float64"), "1", "BIC"),
+    "nfev": (np.dtype("int32"), "1", "model evaluations"),
+    "gof_pvalue": (
+        np.dtype("float32"), "1", "goodness-of-fit p-value (Pearson; for correlated bins)"
+    ),
+}  # fmt: skip
 
 
 def output_dtypes(
@@ -227,7 +236,7 @@ def output_dtypes(
             if pname in intervals:
                 put(alias, f"{pname}_lower", f32, f"interval of {pname!r}")
                 put(alias, f"{pname}_upper", f32, f"interval of {pname!r}")
-        for stat, dtype in _STAT_DTYPES.items():
+        for stat, (dtype, _, _) in FIT_STATISTICS.items():
             put(alias, stat, dtype, f"fit statistic {stat!r}")
         for d in m.derived:
             put(alias, d.name, None, f"derived output {d.name!r}")
@@ -1210,8 +1219,11 @@ def _lrt_key(draw: str, small: Model, big: Model) -> str:
 def _noise_lags(bin_rho) -> np.ndarray:
     """The bin correlations the reference's noise reproduces: ``bin_rho`` rounded to 6
     decimals, up to the last lag at or above 1e-6 (Hann: 0.444444, 0.027778; the later lags
-    are zero up to rounding); empty for independent bins."""
+    are zero up to rounding); empty for independent bins. A window's power correlations are
+    ``|.|^2``, never negative: a negative one is refused, not simulated as 0."""
     rho = np.round(np.asarray(bin_rho, dtype=np.float64).ravel(), 6)
+    if np.any(rho < 0.0) or not np.all(np.isfinite(rho)):
+        raise ValueError(f"bin_rho must be finite correlations >= 0, got {rho[:4]} ...")
     keep = np.flatnonzero(rho >= 1e-6)
     return rho[: keep[-1] + 1] if keep.size else np.zeros(0)
 
@@ -1400,11 +1412,13 @@ def fit_block(
         (:func:`specfit.kernels.tile.fit_dof`).
     bin_rho
         Correlation of the powers of bins ``1, 2, ...`` apart made by the window
-        (:func:`specfit.kernels.periodogram.window_rho`; empty for independent bins). Only
-        the goodness-of-fit summary uses it: ``<m>_chi2red`` is the Pearson chi-square with
-        each bin's marginal dof (``dof x vif`` for ``whittle``), over ``n - p`` (~1 for a
-        model that fits, with or without a window), and ``<m>_gof_pvalue`` accounts for the
-        correlation of its terms (:func:`specfit.kernels.stats.pearson_vif`).
+        (:func:`specfit.kernels.periodogram.window_rho`; empty for independent bins). The
+        fits themselves do not use it (``dof`` carries the correction); the statistics do:
+        ``<m>_chi2red`` is the Pearson chi-square with each bin's marginal dof (``dof x vif``
+        for ``whittle``), over ``n - p`` (~1 for a model that fits, with or without a
+        window), ``<m>_gof_pvalue`` accounts for the correlation of its terms
+        (:func:`specfit.kernels.stats.pearson_vif`), and the LRT reference simulates bins
+        with these correlations (:func:`lrt_reference`).
     sigma
         (npix, nf) uncertainties for ``lsq`` (None: unit weights, variance estimated).
     max_iter, tol
