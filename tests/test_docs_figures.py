@@ -288,21 +288,28 @@ def test_spectra_md_simulated_tables_quote_docs_spectra_simulations_json():
 
 
 def test_fitting_md_taper_table_quotes_docs_spectra_simulations_json():
-    """docs/fitting.md's table of LRT rates under a Hann taper (spectra_simulations lrt_taper)."""
+    """docs/fitting.md's table of LRT rates under a Hann taper (spectra_simulations lrt_taper):
+    each cell is the run's reference / 16,000 statistics / the reference used before."""
     sims = json.loads((DOCS / "spectra_simulations.json").read_text())["lrt_taper"]
-    rows = _table((DOCS / "fitting.md").read_text(), "| spectra | p < 0.01 |")
-    before = "Hann, 2 segments, mean removed, reference of independent bins at dof / vif (before)"
-    for label, key, ref in (
-        ("Hann, 1 segment, mean removed", "hann, 1 segment(s), mean", "correlated"),
-        ("Hann, 2 segments, mean removed", "hann, 2 segment(s), mean", "correlated"),
-        ("Hann, 2 segments, line removed", "hann, 2 segment(s), linear", "correlated"),
-        ("no window, 2 segments (control)", "none, 2 segment(s), mean", "correlated"),
-        (before, "hann, 2 segment(s), mean", "independent"),
+    rows = _table((DOCS / "fitting.md").read_text(), "| spectra, method | p < 0.01 |")
+    for label, key in (
+        ("Hann, 1 segment, mean removed, whittle", "whittle, hann, 1 segment(s), mean"),
+        ("Hann, 2 segments, mean removed, whittle", "whittle, hann, 2 segment(s), mean"),
+        ("Hann, 2 segments, line removed, whittle", "whittle, hann, 2 segment(s), linear"),
+        ("Hann, 2 segments, mean removed, lsq_log", "lsq_log, hann, 2 segment(s), mean"),
+        ("no window, 2 segments, whittle (control)", "whittle, none, 2 segment(s), mean"),
     ):
-        r = sims[key][ref]
-        rates = [f"{100 * r['rates'][0]:.2f} %"] + [f"{100 * x:.1f} %" for x in r["rates"][1:]]
-        assert rows[label] == [*rates, f"{r['ks_pvalue']:.1g}"], label
-    assert sims["levels"] == [0.01, 0.05, 0.2, 0.5] and sims["pixels"] == 6000
+        refs = [
+            sims[key][r] for r in ("correlated", "correlated_big", "independent") if r in sims[key]
+        ]
+        want = [
+            " / ".join(f"{100 * r['rates'][i]:.{2 if i == 0 else 1}f}" for r in refs) + " %"
+            for i in range(4)
+        ]
+        want.append(" / ".join(f"{r['ks_pvalue']:.1g}" for r in refs))
+        assert rows[label] == want, label
+    assert sims["levels"] == [0.01, 0.05, 0.2, 0.5]
+    assert (sims["pixels"], sims["big"]) == (6000, 16000)
 
 
 def test_docs_spectra_simulations_interpolation_is_what_a_run_gives():
