@@ -9,7 +9,7 @@ p-values that references built from 2,000 of them give: specfit's
 (:class:`specfit.kernels.stats.NullReference`: an exponential tail) and the scaled chi-square
 fitted by moments to the whole sample that it used before.
 
-    PYTHONPATH=. python docs/lrt_tail.py [--batches 150] [--json docs/lrt_tail.json]
+    PYTHONPATH=. python docs/lrt_tail.py [--batches 600] [--json docs/lrt_tail.json]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def moment_chi2_pvalue(z: np.ndarray, t: np.ndarray, ntail: int = 20) -> np.ndar
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batches", type=int, default=150, help="samples of 2,000 null statistics")
+    ap.add_argument("--batches", type=int, default=600, help="samples of 2,000 null statistics")
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "lrt_tail.json"))
     args = ap.parse_args(argv)
     t0 = time.perf_counter()

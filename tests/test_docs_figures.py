@@ -656,14 +656,14 @@ def test_fitting_md_api_fit_table_quotes_benchmarks_api_fit_json():
 
 
 def test_fitting_md_lrt_tail_check_quotes_docs_lrt_tail_json():
-    """The LRT reference's tail against 300,000 pooled null statistics, as docs/lrt_tail.py
+    """The LRT reference's tail against 1,200,000 pooled null statistics, as docs/lrt_tail.py
     stored it: specfit's exponential tail near the truth, the moment-fitted scaled chi2 it
     used before too small."""
     r = json.loads((DOCS / "lrt_tail.json").read_text())
     new = r["ratio_to_pooled"]["exponential (specfit)"]
     old = r["ratio_to_pooled"]["scaled chi2 by moments (before)"]
     levels = r["levels"]
-    assert r["pooled"] == 300_000 and levels[2] == 1e-3 and levels[-1] == 3e-5
+    assert r["pooled"] == 1_200_000 and levels[2] == 1e-3 and levels[-1] == 3e-5
     text = page_text("docs/fitting.md")
     assert (
         f"references from 2,000 of them give median {min(new['median']):.2f}–"
