@@ -3,11 +3,11 @@
 The LRT p-values of M2 against M1 come from 2,000 simulated null statistics; below
 p = 21/2001 (the 20th-largest value) they are extrapolated. This script draws many more null
 statistics on the AIA 1600 run's grid (149 frequencies, Hann, 2 segments: the fit's dof
-4 / 1.944, the noise's bins correlated as Hann's) exactly as the reference does (``specfit.kernels.fitting`` simulates and fits
-them), pools them as the truth, and compares, at pooled p-values 1e-2 ... 3e-5, the
-p-values that references built from 2,000 of them give: specfit's
-(:class:`specfit.kernels.stats.NullReference`: an exponential tail) and the scaled chi-square
-fitted by moments to the whole sample that it used before.
+4 / 1.944, the noise's bins correlated as Hann's) exactly as the reference does
+(``specfit.kernels.fitting`` simulates and fits them), pools them as the truth, and compares,
+at pooled p-values 1e-2 ... 3e-5, the p-values that references built from 2,000 of them
+give: specfit's (:class:`specfit.kernels.stats.NullReference`: an exponential tail) and the
+scaled chi-square fitted by moments to the whole sample that it used before.
 
     PYTHONPATH=. python docs/lrt_tail.py [--batches 600] [--json docs/lrt_tail.json]
 """

@@ -912,7 +912,8 @@ def fit(
         variance inflation (:func:`specfit.kernels.tile.fit_dof`), as ``specfit run`` does. So
         ``fit(open_results(path)["power"])`` refits a store's spectra as its run did. The
         window's bin correlation (from ``power.attrs``; none without a window) calibrates
-        ``<m>_chi2red`` and ``<m>_gof_pvalue`` (:func:`specfit.kernels.tile.bin_rho`).
+        ``<m>_chi2red``, ``<m>_gof_pvalue`` and the LRT reference's simulated noise
+        (:func:`specfit.kernels.tile.bin_rho`).
     **options
         ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2|chi2sum),
         ``alpha``, ``weights``, ``nonnested`` (bic|aic), ``optimizer`` (specfit|original),

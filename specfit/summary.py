@@ -37,9 +37,10 @@ def _by_role(info: dict) -> tuple[str | None, str | None]:
 
 def headline(ds: xr.Dataset) -> dict[str, float]:
     """The figures the original specFit reported: the power-law index distribution, the
-    median bump period and how often the bump model is preferred, and the share of those
-    preferred pixels whose fit did not converge (``<alias>_unconverged_percent``: counted in
-    the figures, hidden by ``specfit plot`` and the explorer).
+    median bump period and how often the bump model is preferred, and how many of those
+    preferred pixels have a fit that did not converge (``<alias>_unconverged_percent``,
+    ``_unconverged_pixels`` of ``_preferred_pixels``: counted in the figures, hidden by
+    ``specfit plot`` and the explorer).
 
     Which parameter is "the index" and which output is "the period" is read from the
     models' metadata (roles), not from their names.
@@ -70,6 +71,8 @@ def headline(ds: xr.Dataset) -> dict[str, float]:
                 s = np.asarray(ds[status].values)[best == i]
                 bad = ~np.isin(s, converged_codes(ds, alias))
                 out[f"{alias}_unconverged_percent"] = 100.0 * float(np.mean(bad))
+                out[f"{alias}_unconverged_pixels"] = float(bad.sum())
+                out[f"{alias}_preferred_pixels"] = float(bad.size)
     return out
 
 
@@ -92,11 +95,14 @@ def _headline_lines(ds: xr.Dataset) -> list[str]:
             )
         if f"{alias}_preferred_percent" in h:
             parts.append(f"preferred in {h[f'{alias}_preferred_percent']:.1f}% of pixels")
-        if h.get(f"{alias}_unconverged_percent", 0.0) > 0.0:
-            # counted in these figures, hidden by `specfit plot` and the explorer
+        if h.get(f"{alias}_unconverged_pixels", 0.0) > 0.0:
+            # counted in these figures, hidden by `specfit plot` and the explorer; one pixel
+            # of many is "1 px (<0.1%)", not "0.0%"
+            share = _share(
+                int(h[f"{alias}_unconverged_pixels"]), int(h[f"{alias}_preferred_pixels"])
+            )
             parts.append(
-                f"{h[f'{alias}_unconverged_percent']:.1f}% of those did not converge "
-                "(included here; plot and explore hide them)"
+                f"{share} of those did not converge (included here; plot and explore hide them)"
             )
         lines.append(f"    {alias}: " + "; ".join(parts))
     return lines

@@ -371,6 +371,21 @@ def test_info_headline_says_how_many_preferred_fits_did_not_converge(tmp_path):
     ds["m1_status"].values = status
     line = _headline_line(summarise(ds), "m1")
     assert "did not converge" not in line, line
+    # one pixel of many is named as such, not rounded to "0.0%" (the diff reviewer)
+    from specfit import summary
+
+    real = summary.headline
+
+    def one_of_many(d):
+        h = real(d)
+        h.update(m1_unconverged_percent=100 / 33415, m1_unconverged_pixels=1.0)
+        h.update(m1_preferred_pixels=33415.0)
+        return h
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(summary, "headline", one_of_many)
+        line = _headline_line(summarise(ds), "m1")
+    assert "1 px (<0.1%) of those did not converge" in line, line
 
 
 def test_a_path_that_cannot_be_written_is_one_line(tmp_path, capsys):
