@@ -310,6 +310,17 @@ def test_fitting_md_taper_table_quotes_docs_spectra_simulations_json():
         assert rows[label] == want, label
     assert sims["levels"] == [0.01, 0.05, 0.2, 0.5]
     assert (sims["pixels"], sims["big"]) == (6000, 16000)
+    # the index pulls of the same fits
+    cases = {k: v for k, v in sims.items() if isinstance(v, dict) and "method" in v}
+    pulls = {k: v["m1_index_pull_std"] for k, v in cases.items()}
+    hann_w = [v for k, v in pulls.items() if k.startswith("whittle, hann")]
+    text = page_text("docs/fitting.md")
+    assert (
+        f"M1's index pulls spread {min(hann_w):.2f}–{max(hann_w):.2f} under the taper with "
+        f"`whittle` (whose dof / vif corrects them; no-window control "
+        f"{pulls['whittle, none, 2 segment(s), mean']:.2f}) but "
+        f"{pulls['lsq_log, hann, 2 segment(s), mean']:.2f} with `lsq_log`"
+    ) in text
 
 
 def test_docs_spectra_simulations_interpolation_is_what_a_run_gives():
