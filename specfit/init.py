@@ -100,12 +100,15 @@ def guess_time_pattern(names: list[str]) -> str | None:
     return pattern
 
 
-def _list(folder: str, suffixes: tuple[str, ...], pattern: str = "*") -> list[str]:
-    # The folder's name is literal ("AIA [1600]"); only the pattern is a glob.
-    return sorted(
-        f
-        for f in glob.glob(os.path.join(glob.escape(folder), pattern))
-        if os.path.isfile(f) and f.lower().endswith(suffixes)
+def _frames(folder: str, pattern: str = "*") -> tuple[list[str], list[str]]:
+    """The FITS files and the image files in ``folder`` matching ``pattern``, sorted, from one
+    listing of the folder (its name is literal, "AIA [1600]"; only the pattern is a glob)."""
+    files = sorted(
+        f for f in glob.glob(os.path.join(glob.escape(folder), pattern)) if os.path.isfile(f)
+    )
+    return (
+        [f for f in files if f.lower().endswith(_FITS_SUFFIXES)],
+        [f for f in files if f.lower().endswith(_IMAGE_SUFFIXES)],
     )
 
 
@@ -137,8 +140,7 @@ def _choose_input(path: str) -> tuple[dict[str, Any], dict[str, str], list[str]]
     elif not os.path.exists(p):
         raise InputError(f"{p} does not exist; give a folder of frames or a cube file")
     if os.path.isdir(p):
-        fits_files = _list(p, _FITS_SUFFIXES, given or "*")
-        img_files = _list(p, _IMAGE_SUFFIXES, given or "*")
+        fits_files, img_files = _frames(p, given or "*")
         if given and not fits_files and not img_files:
             raise InputError(
                 f"{path}: no FITS or image file in {p} matches {given!r}; give a glob of "
@@ -155,7 +157,7 @@ def _choose_input(path: str) -> tuple[dict[str, Any], dict[str, str], list[str]]
             inside = []  # a parent folder given by mistake: name the folders of frames
             for sub in sorted(glob.glob(os.path.join(glob.escape(p), "*"))):
                 if os.path.isdir(sub):
-                    n = len(_list(sub, _FITS_SUFFIXES)) + len(_list(sub, _IMAGE_SUFFIXES))
+                    n = sum(len(found) for found in _frames(sub))
                     if n:
                         inside.append(f"{os.path.basename(sub)}/ ({n} files)")
             hint = f"; its subfolders {', '.join(inside[:5])} do: give one" if inside else ""
