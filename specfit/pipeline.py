@@ -1068,14 +1068,6 @@ def _describe_plan(cfg: Config, plan: RunPlan) -> None:
             cfg.spectra.box**2,
             cfg.fit.method,
         )
-    if cfg.fit.method == "lsq_log" and cfg.spectra.window != "none":
-        log.warning(
-            "fit.method=lsq_log with spectra.window=%s: lsq_log's parameter errors leave out "
-            "the window's correlation of neighbouring bins and come out too small (index "
-            "pulls spread 1.27 on simulated 2-segment Hann spectra, docs/fitting.md); its LRT "
-            "p-values are calibrated. fit.method=whittle (the default) corrects its errors",
-            cfg.spectra.window,
-        )
     _report_exposure_mismatches(plan.arr)
     from specfit.stages import coarse_cadence_warning
 

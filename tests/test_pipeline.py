@@ -437,28 +437,6 @@ def test_two_aliases_that_would_name_one_map_are_refused_before_any_work(tmp_pat
     assert {"pl_index", "pl_2_index", "pl_2_bump_amplitude"} <= set(ds.data_vars)
 
 
-def test_lsq_log_with_a_taper_warns_that_its_errors_are_too_small(tmp_path, caplog):
-    """lsq_log's errors ignore a taper's bin correlation (index pulls 1.27 on simulated Hann
-    spectra, docs/spectra_simulations.py lrt_taper); the run said nothing. It warns before
-    work, naming the fix; whittle with the same window and lsq_log without one do not."""
-    from specfit.pipeline import run
-
-    for i, (method, window, warned) in enumerate(
-        (("lsq_log", "hann", True), ("whittle", "hann", False), ("lsq_log", "none", False))
-    ):
-        caplog.clear()
-        cfg = tiny_config(
-            tmp_path / str(i),
-            spectra={"window": window},
-            fit={"method": method},
-            cluster={"kind": "synchronous"},
-        )
-        with caplog.at_level(logging.WARNING, logger="specfit"):
-            run(cfg)
-        said = "lsq_log's parameter errors leave out" in caplog.text
-        assert said == warned, (method, window, caplog.text)
-
-
 def test_a_disk_that_fills_while_tiles_are_written_is_said_once(tmp_path, monkeypatch, caplog):
     """A full disk while tiles were written gave a traceback per tile and a RunError quoting
     OSError(28, ...) (the config reviewer; the README promises one line naming the file).

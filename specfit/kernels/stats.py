@@ -19,6 +19,7 @@ from scipy import special, stats
 __all__ = [
     "log_bias",
     "log_variance",
+    "log_power_rho",
     "loglike",
     "pearson_pvalue",
     "pearson_vif",
@@ -38,6 +39,28 @@ def log_variance(dof: float | np.ndarray) -> np.ndarray:
     """Variance of ``ln(chi2_dof / dof)``: ``psi1(dof/2)`` (pi^2/6 at dof=2)."""
     k = np.asarray(dof, dtype=np.float64) / 2.0
     return special.polygamma(1, k)
+
+
+def log_power_rho(rho: np.ndarray | float, dof: float | np.ndarray) -> np.ndarray:
+    """Correlation of ``ln y`` between bins whose powers correlate ``rho`` (each Gamma with
+    shape ``k = dof / 2``; a tapered periodogram's bins, :func:`specfit.kernels.periodogram.
+    window_rho`).
+
+    Powers that sum ``k`` correlated complex-Gaussian pairs follow Kibble's bivariate Gamma,
+    whose Laguerre expansion gives ``cov(ln x, ln y) = sum_m rho^m B(m, k) / m`` (``B`` the
+    Beta function; ``Li2(rho)`` at ``k = 1``) over ``var(ln y) = psi1(k)``: lower than
+    ``rho`` (Hann lag 1, 0.444: 0.308 at k = 1, 0.375 at k = 2; a simulation of 20,000 Hann
+    periodograms gave 0.306 / 0.375). ``rho`` and ``dof`` broadcast against each other.
+    """
+    r = np.asarray(rho, dtype=np.float64)[..., None]
+    k = np.asarray(dof, dtype=np.float64)[..., None] / 2.0
+    m = np.arange(1.0, _LOG_RHO_TERMS + 1.0)
+    with np.errstate(divide="ignore", under="ignore"):
+        cov = np.sum(np.where(r > 0, r**m, 0.0) * special.beta(m, k) / m, axis=-1)
+    return cov / special.polygamma(1, k[..., 0])
+
+
+_LOG_RHO_TERMS = 400  # rho^400 < 1e-140 at Hann's 0.444; < 1e-18 up to rho = 0.9
 
 
 def loglike(
