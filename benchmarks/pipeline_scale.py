@@ -225,11 +225,10 @@ def _fit_tile(
 
 
 def fit_dof(plan) -> float:
-    """The dof the pipeline hands to the Whittle fit (chi^2 dof over the window's VIF)."""
+    """The dof the pipeline hands to the Whittle fit (chi^2 dof over the bins' VIF)."""
     from specfit.kernels.tile import fit_dof as tile_fit_dof
 
-    meta = plan.meta
-    return float(tile_fit_dof(meta["dof"], "whittle", meta["window"], meta["segment_length"]))
+    return float(tile_fit_dof(plan.meta["dof"], "whittle", *_layout(plan.meta)))
 
 
 def bin_rho(plan) -> np.ndarray:
@@ -238,7 +237,12 @@ def bin_rho(plan) -> np.ndarray:
     must use them too."""
     from specfit.kernels.tile import bin_rho as tile_bin_rho
 
-    return tile_bin_rho(plan.meta["window"], plan.meta["segment_length"])
+    return tile_bin_rho(*_layout(plan.meta))
+
+
+def _layout(meta) -> tuple:
+    """(window, segment_length, overlap, segments): what sets the bins' correlation."""
+    return meta["window"], meta["segment_length"], meta["overlap"], meta["segments"]
 
 
 def read_side(path: Path, tile: int) -> int:

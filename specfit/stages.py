@@ -1037,7 +1037,13 @@ def fit(
             dof = float(pattrs.get("dof_per_spectrum", 2.0))
     # given or not, dof means what the dof coordinate does (fit(power, dof=power.dof) is
     # fit(power)): the fit's own dof follow by the window's rule
-    dof = _tile.fit_dof(dof, method, pattrs.get("window", "none"), pattrs.get("segment_length", 0))
+    layout = (
+        pattrs.get("window", "none"),
+        pattrs.get("segment_length", 0),
+        float(pattrs.get("overlap", 0.0)),
+        int(pattrs.get("segments", 1)),
+    )
+    dof = _tile.fit_dof(dof, method, *layout)
     dof_arr = (
         dof.transpose("y", "x").chunk(dict(zip(("y", "x"), pw.chunks[1:], strict=True))).data
         if isinstance(dof, xr.DataArray)
@@ -1067,9 +1073,10 @@ def fit(
         kernel_options = _tile.with_original_unit(
             kernel_options, pattrs["normalisation"], float(pattrs["cadence"]), pattrs
         )
-    # the window's bin correlation calibrates the goodness of fit (chi2red, gof_pvalue) and
-    # the LRT reference (its simulated noise has the same correlations)
-    rho = _tile.bin_rho(pattrs.get("window", "none"), pattrs.get("segment_length", 0))
+    # the bins' correlation (window, overlap) calibrates the goodness of fit (chi2red,
+    # gof_pvalue), the LRT reference (its simulated noise has the same correlations) and
+    # lsq_log's errors
+    rho = _tile.bin_rho(*layout)
 
     def kernel(p, d, s=None):
         maps = _tile.fit_maps(freq, p, d, s, mods, method, kernel_options, rho)

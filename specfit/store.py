@@ -457,7 +457,7 @@ def spectra_attrs(
     """What a refit of stored spectra needs, as attrs of ``power`` and of a results Dataset.
 
     ``dof_per_spectrum`` is the chi-square dof of one spectrum before box averaging (``2 K`` or Welch's
-    equivalent); ``window_vif`` the variance inflation of the window's correlated bins;
+    equivalent); ``window_vif`` the variance inflation of the bins' correlation (window and overlap);
     ``box_dof`` how the box's pixels were counted (``auto``: effective number estimated per
     box, :func:`specfit.kernels.tile.box_dof`; ``nominal``: every pixel). The per-pixel ``dof``
     coordinate holds the result; a Whittle fit uses ``dof / window_vif`` (see
@@ -473,7 +473,7 @@ def spectra_attrs(
         "detrend": str(detrend),
         "normalisation": str(normalisation),
         "dof_per_spectrum": float(dof_per_spectrum),
-        "window_vif": float(window_vif(window, int(segment_length))),
+        "window_vif": float(window_vif(window, int(segment_length), overlap, segments)),
         "box": int(box),
         "box_dof": str(box_dof),
         "cadence": float(cadence),
@@ -497,7 +497,12 @@ def fit_attrs(
         "models": models_attr(models, power_unit),
         "status_codes": json.dumps({str(k): v for k, v in STATUS_CODES.items()}),
         "method": method,
-        "fit_dof": fit_dof_rule(method, spectra.get("window", "none")),
+        "fit_dof": fit_dof_rule(
+            method,
+            spectra.get("window", "none"),
+            float(spectra.get("overlap", 0.0)),
+            int(spectra.get("segments", 1)),
+        ),
         "field_settings": json.dumps({k: float(field[k]) for k in FIELD_KEYS}),
         **spectra,
     }

@@ -100,30 +100,53 @@ def _accumulate(spec, k_lo, var, by_variance, acc):  # pragma: no cover - compil
     return acc
 
 
-def window_vif(window: str, segment_length: int) -> float:
-    """Variance inflation of a sum over frequency bins caused by the window's bin correlation.
+def window_vif(window: str, segment_length: int, overlap: float = 0.0, segments: int = 1) -> float:
+    """Variance inflation of a sum over frequency bins caused by the bins' correlation.
 
-    A taper makes neighbouring periodogram bins correlated: for white noise the power at bins
-    k and k+j has correlation ``rho_j = |sum w^2 exp(-2 pi i j n / L)|^2 / (sum w^2)^2``
-    (Hann: rho_1 = 0.444, rho_2 = 0.028). A likelihood that treats the bins as independent
-    then under-states parameter errors by ``sqrt(vif)`` with ``vif = 1 + 2 sum_j rho_j``
-    (1 for no window, 1.94 for Hann). Dividing the Whittle log-likelihood by ``vif`` (a
-    composite-likelihood correction) restores calibrated errors and likelihood-ratio tests.
+    A taper makes neighbouring periodogram bins correlated, and so do overlapping Welch
+    segments (with or without a taper): for white noise the powers at bins k and k+j
+    correlate ``rho_j`` (:func:`window_rho`; Hann: rho_1 = 0.444, rho_2 = 0.028). A
+    likelihood that treats the bins as independent then under-states parameter errors by
+    ``sqrt(vif)`` with ``vif = 1 + 2 sum_j rho_j`` (1 for no window and no overlap, 1.94 for
+    Hann; at 50 % overlap over 5 segments 1.99 for Hann and 1.29 for no window).
+    Dividing the Whittle log-likelihood by ``vif`` (a composite-likelihood correction)
+    restores calibrated errors and likelihood-ratio tests.
     """
-    return float(1.0 + 2.0 * window_rho(window, segment_length).sum())
+    return float(1.0 + 2.0 * window_rho(window, segment_length, overlap, segments).sum())
 
 
-def window_rho(window: str, segment_length: int) -> np.ndarray:
-    """Correlation of white-noise periodogram powers ``j = 1, 2, ...`` bins apart.
+def window_rho(
+    window: str, segment_length: int, overlap: float = 0.0, segments: int = 1
+) -> np.ndarray:
+    """Correlation of white-noise powers ``j = 1, 2, ...`` bins apart (lags ``1 .. L/2 - 1``)
+    of the average of ``segments`` windowed periodograms whose segments start every
+    ``L - floor(overlap L)`` samples (:func:`segment_layout`).
 
-    ``rho_j = |sum w^2 exp(-2 pi i j n / L)|^2 / (sum w^2)^2`` for lags ``1 .. L/2 - 1``
-    (all 0 for no window; Hann: 0.444, 0.028, then ~0). :func:`window_vif` is
-    ``1 + 2 sum rho_j``; the fit's goodness-of-fit test needs the lags themselves
-    (:func:`specfit.kernels.stats.pearson_vif`).
+    Segments ``a`` and ``b`` that share samples (``d = |b - a| step < L`` apart) have DFT
+    values at bins k and k+j with covariance ``|C_d(j)| = |sum_n w_n w_(n-d) exp(2 pi i j n /
+    L)|`` (n over the shared samples), so for complex Gaussian values ``rho_j = sum_(a,b)
+    |C_d(j)|^2 / sum_(a,b) |C_d(0)|^2``. One segment's (no overlap): ``|sum w^2 exp(-2 pi i
+    j n / L)|^2 / (sum w^2)^2``, all 0 for no window, Hann 0.444, 0.028, then ~0. At 50 %
+    overlap Hann gives 0.456, 0.037 and no window 0.116, 0, 0.013 at lags 1-3 for 5
+    segments (20,000 simulated Welch averages: 0.454, 0.038 / 0.115, 0.000, 0.013).
+    :func:`window_vif` is ``1 + 2 sum rho_j``; the fit's goodness-of-fit test needs the lags
+    themselves (:func:`specfit.kernels.stats.pearson_vif`).
     """
-    w2 = _window(window, segment_length) ** 2
-    c = np.fft.fft(w2)
-    return np.abs(c[1 : segment_length // 2]) ** 2 / np.abs(c[0]) ** 2
+    length = int(segment_length)
+    w = _window(window, length)
+    step = length - int(np.floor(overlap * length))
+    shared = [m for m in range(1, int(segments)) if m * step < length]
+    if not shared:
+        c = np.fft.fft(w * w)
+        return np.abs(c[1 : length // 2]) ** 2 / np.abs(c[0]) ** 2
+    acc = float(segments) * np.abs(np.fft.fft(w * w)) ** 2
+    for m in shared:
+        d = m * step
+        v = np.zeros(length)
+        v[d:] = w[d:] * w[: length - d]
+        # (K - m) pairs m segments apart, each way round
+        acc += 2.0 * (int(segments) - m) * np.abs(np.fft.fft(v)) ** 2
+    return acc[1 : length // 2] / acc[0]
 
 
 def segment_samples(segment_length: float | None, dt: float) -> int | None:

@@ -196,32 +196,46 @@ def box_dof(
     return (dof_per_spectrum * neff).astype(np.float32)
 
 
-def fit_dof(dof: Any, method: str, window: str, segment_length: int) -> Any:
-    """The dof a fit uses: the marginal chi^2 dof, divided for ``whittle`` by the window's
-    bin-correlation variance inflation (:func:`specfit.kernels.periodogram.window_vif`), so
-    that errors and likelihood-ratio tests stay calibrated with tapered windows."""
-    if method != "whittle" or window == "none":
+def fit_dof(
+    dof: Any,
+    method: str,
+    window: str,
+    segment_length: int,
+    overlap: float = 0.0,
+    segments: int = 1,
+) -> Any:
+    """The dof a fit uses: the marginal chi^2 dof, divided for ``whittle`` by the bins'
+    variance inflation from the window and overlapping segments
+    (:func:`specfit.kernels.periodogram.window_vif`; 1 for neither), so that errors and
+    likelihood-ratio tests stay calibrated with tapers and Welch overlap."""
+    if method != "whittle" or not _correlated(window, overlap, segments):
         return dof
-    return dof / pg.window_vif(window, int(segment_length))
+    return dof / pg.window_vif(window, int(segment_length), overlap, segments)
 
 
-def fit_dof_rule(method: str, window: str) -> str:
+def fit_dof_rule(method: str, window: str, overlap: float = 0.0, segments: int = 1) -> str:
     """:func:`fit_dof` in words, for the results' attrs."""
-    if method != "whittle" or window == "none":
+    if method != "whittle" or not _correlated(window, overlap, segments):
         return "dof"
     return "dof / window_vif"
 
 
-def bin_rho(window: str, segment_length: int) -> np.ndarray:
-    """Correlation of the window's neighbouring bins, for the fit's goodness of fit and its
-    LRT reference (:func:`specfit.kernels.periodogram.window_rho`; empty without a window).
-    With Welch overlap it is one segment's, an approximation: averaged overlapping Hann
-    segments correlate their bins a little more (50 % overlap, white noise: about 0.45-0.46
-    at lag 1 and 0.03-0.04 at lag 2, against 0.444 / 0.028), and :func:`fit_dof`'s vif
-    assumes one segment's too."""
-    if window == "none":
+def _correlated(window: str, overlap: float, segments: int) -> bool:
+    """Whether the bins correlate: a taper, or segments that share samples."""
+    return window != "none" or (overlap > 0.0 and segments > 1)
+
+
+def bin_rho(
+    window: str, segment_length: int, overlap: float = 0.0, segments: int = 1
+) -> np.ndarray:
+    """Correlation of neighbouring bins made by the window and by overlapping Welch segments
+    (the ``segments`` averaged, starting every ``L - floor(overlap L)`` samples), for the
+    fit's goodness of fit, its LRT reference and lsq_log's errors
+    (:func:`specfit.kernels.periodogram.window_rho`; empty for independent bins: no window
+    and no overlap). Exact for white noise, as :func:`fit_dof`'s vif."""
+    if not _correlated(window, overlap, segments):
         return np.zeros(0)
-    return pg.window_rho(window, int(segment_length))
+    return pg.window_rho(window, int(segment_length), overlap, segments)
 
 
 def fit_maps(
@@ -306,11 +320,12 @@ def run_tile(
     # precision, as the stage API's power_sigma does before it is stored.
     power = power[:, ys, xs].astype(np.float32)
     spread = None if spread is None else spread[:, ys, xs]
-    fdof = fit_dof(dof, spec.method, meta["window"], meta["segment_length"])
+    bins = (meta["window"], meta["segment_length"], meta["overlap"], meta["segments"])
+    fdof = fit_dof(dof, spec.method, *bins)
     # lsq weights by the box spread unless the fit weights by delta log10 f (fit.weights=dlogf)
     weighted = spec.method == "lsq" and spec.fit_options.get("weights", "sigma") == "sigma"
     sigma = spread if weighted else None
-    rho = bin_rho(meta["window"], meta["segment_length"])
+    rho = bin_rho(*bins)
     options = with_original_unit(spec.fit_options, spec.spectra["normalisation"], spec.dt, meta)
     out = fit_maps(freq, power, fdof, sigma, spec.models, spec.method, options, rho)
     inner = values[:, ys, xs]
