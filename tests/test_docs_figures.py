@@ -318,9 +318,36 @@ def test_fitting_md_taper_table_quotes_docs_spectra_simulations_json():
     assert (
         f"M1's index pulls spread {min(hann_w):.2f}–{max(hann_w):.2f} under the taper with "
         f"`whittle` (whose dof / vif corrects them; no-window control "
-        f"{pulls['whittle, none, 2 segment(s), mean']:.2f}) but "
+        f"{pulls['whittle, none, 2 segment(s), mean']:.2f}) and "
         f"{pulls['lsq_log, hann, 2 segment(s), mean']:.2f} with `lsq_log`"
     ) in text
+
+
+def test_fitting_md_welch_overlap_table_quotes_docs_spectra_simulations_json():
+    """docs/fitting.md's Welch-overlap table (spectra_simulations welch_overlap): per window,
+    the correlations the run uses and the one-segment ones specfit used before; each LRT
+    cell is the run's reference / 16,000 statistics. docs/spectra.md quotes the lag-1 values."""
+    sims = json.loads((DOCS / "spectra_simulations.json").read_text())["welch_overlap"]
+    assert (sims["pixels"], sims["segments"], sims["overlap"], sims["big"]) == (6000, 5, 0.5, 16000)
+    rows = _table((DOCS / "fitting.md").read_text(), "| window, bin correlations | ρ at lags")
+    for window, label in (("none", "no window"), ("hann", "Hann")):
+        for key, which in (("overlap", "the overlap's"), ("one_segment", "one segment's (before)")):
+            case = sims[window][key]
+            refs = [case[r] for r in ("run", "big") if r in case]
+            # _plain drops the commas (thousands separators) of every cell
+            want = [" ".join(f"{r:.3f}" for r in case["rho"]), f"{case['vif']:.2f}"]
+            want.append(f"{case['m1_index_pull_std']:.2f}")
+            want += [
+                " / ".join(f"{100 * r['rates'][i]:.{2 if i == 0 else 1}f}" for r in refs) + " %"
+                for i in range(4)
+            ]
+            want.append(" / ".join(f"{r['ks_pvalue']:.1g}" for r in refs))
+            assert rows[f"{label}, {which}"] == want, (window, key)
+    lag1 = {w: sims[w]["overlap"]["rho"][0] for w in ("none", "hann")}
+    assert (
+        f"(50 % overlap, 5 segments: {lag1['none']:.3f} at lag 1 without a window, "
+        f"{lag1['hann']:.3f} with Hann)"
+    ) in " ".join((DOCS / "spectra.md").read_text().split())
 
 
 def test_docs_spectra_simulations_interpolation_is_what_a_run_gives():
