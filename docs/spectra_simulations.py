@@ -310,13 +310,18 @@ def _tapered_noise(rng, npix, length: int, segments: int, window: str, detrend: 
     return acc / segments
 
 
-def lrt_taper(npix: int = 6000, length: int = 300, seed: int = 11, big: int = 16000) -> dict:
+def _null_setup(length: int):
+    """The default models and fit options, the solver settings of an LRT reference, M1 and
+    M2, the frequencies of ``length``-sample segments at 12 s, and the p-value levels."""
     models = resolve_models(dict(DEFAULTS.fit.models))
     opts = fit_options(DEFAULTS)
     solver = (opts["max_iter"], opts["tol"], opts["multistart"])
-    m1, m2 = models.values()
     freq = np.arange(1, length // 2) / (length * 12.0)
-    levels = (0.01, 0.05, 0.2, 0.5)
+    return models, opts, solver, *models.values(), freq, (0.01, 0.05, 0.2, 0.5)
+
+
+def lrt_taper(npix: int = 6000, length: int = 300, seed: int = 11, big: int = 16000) -> dict:
+    models, opts, solver, m1, m2, freq, levels = _null_setup(length)
     out: dict = {
         "pixels": npix, "frequencies": int(freq.size), "levels": list(levels), "big": big,
     }  # fmt: skip
@@ -384,12 +389,7 @@ def welch_overlap(
 ) -> dict:  # fmt: skip
     from specfit.kernels import periodogram as pg
 
-    models = resolve_models(dict(DEFAULTS.fit.models))
-    opts = fit_options(DEFAULTS)
-    solver = (opts["max_iter"], opts["tol"], opts["multistart"])
-    m1, m2 = models.values()
-    freq = np.arange(1, length // 2) / (length * 12.0)
-    levels = (0.01, 0.05, 0.2, 0.5)
+    models, opts, solver, m1, m2, freq, levels = _null_setup(length)
     step = length - int(np.floor(overlap * length))
     out: dict = {
         "pixels": npix, "frequencies": int(freq.size), "segments": segments,
