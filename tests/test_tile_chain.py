@@ -16,7 +16,9 @@ from conftest import tiny_config
 from specfit import stages
 from specfit.config import load_config
 
-# TINY as is, and with a box and a tapered window: the halo and the window correction.
+# TINY as is, with a box and a tapered window (the halo and the window correction), and with
+# overlapping Welch segments fitted by lsq_log (the overlap's bin correlations, lsq_log's
+# sandwich errors).
 CASES = {
     "tiny": {},
     "box3_hann": {
@@ -27,6 +29,10 @@ CASES = {
             "multistart": 2,
             "best_model": "aic",
         },
+    },
+    "welch_lsq_log": {
+        "spectra": {"segment_length": 1200.0, "overlap": 0.5, "window": "none", "detrend": "mean"},
+        "fit": {"method": "lsq_log"},
     },
 }
 
@@ -131,8 +137,9 @@ def test_store_records_what_a_refit_needs(run_store):
     correlated = cfg.spectra.window != "none" or (
         cfg.spectra.overlap > 0 and p.attrs["segments"] > 1
     )
-    want_rule = "dof / window_vif" if correlated else "dof"
+    want_rule = "dof / window_vif" if correlated and cfg.fit.method == "whittle" else "dof"
     assert ds.attrs["fit_dof"] == want_rule
+    assert (ds.attrs["window_vif"] > 1.01) == correlated  # Hann 1.94; 5 Welch segments 1.29
     box = cfg.spectra.box
     assert ds.attrs["box_dof"] == cfg.spectra.box_dof
     # dof = one spectrum's x N_eff: N_eff on the quarter-octave grid or the box's pixel count
