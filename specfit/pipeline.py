@@ -1068,6 +1068,18 @@ def _describe_plan(cfg: Config, plan: RunPlan) -> None:
             cfg.spectra.box**2,
             cfg.fit.method,
         )
+    from specfit.kernels.tile import bin_rho
+
+    m = plan.meta
+    correlated = bin_rho(m["window"], m["segment_length"], m["overlap"], m["segments"]).size
+    if cfg.fit.method == "lsq" and correlated:
+        log.warning(
+            "fit.method=lsq with correlated frequency bins (spectra.window=%s, overlap %g): "
+            "lsq's parameter errors treat the bins as independent and come out too small; "
+            "fit.method=whittle (the default) or lsq_log account for the correlation",
+            cfg.spectra.window,
+            cfg.spectra.overlap,
+        )
     _report_exposure_mismatches(plan.arr)
     from specfit.stages import coarse_cadence_warning
 
