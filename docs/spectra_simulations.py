@@ -39,8 +39,8 @@ others' entries in the JSON.
   reference's own sampling error), and the one specfit used before (independent bins at the
   likelihood's dof), applied to the same statistics; and the spread of M1's index pulls
   against the truth (status-0 fits).
-- ``welch_overlap``: Welch averaging with 50 % overlap (5 segments of 300 samples), without
-  a window and with Hann: 6,000 M1 spectra (truths as the reference draws them, 149 bins)
+- ``welch_overlap``: Welch averaging of 300-sample segments, 5 at 50 % overlap without a
+  window and with Hann, 9 at 75 % with Hann: 6,000 M1 spectra (truths as the reference draws them, 149 bins)
   times Welch averages of white noise written out with numpy's FFT, Whittle fits with the
   dof and bin correlations a run passes for that layout (``tile.fit_dof`` / ``tile.bin_rho``
   with the overlap) and, as before 2026-12-07, with one segment's (none without a window).
@@ -383,26 +383,24 @@ def _welch_noise(rng, npix, length: int, segments: int, overlap: float, window: 
     return acc / segments
 
 
-def welch_overlap(
-    npix: int = 6000, length: int = 300, segments: int = 5, overlap: float = 0.5,
-    seed: int = 41, big: int = 16000,
-) -> dict:  # fmt: skip
+WELCH_CASES = (("none", 0.5, 5), ("hann", 0.5, 5), ("hann", 0.75, 9))
+
+
+def welch_overlap(npix: int = 6000, length: int = 300, seed: int = 41, big: int = 16000) -> dict:
     from specfit.kernels import periodogram as pg
 
     models, opts, solver, m1, m2, freq, levels = _null_setup(length)
-    step = length - int(np.floor(overlap * length))
     out: dict = {
-        "pixels": npix, "frequencies": int(freq.size), "segments": segments,
-        "overlap": overlap, "levels": list(levels), "big": big,
+        "pixels": npix, "frequencies": int(freq.size), "levels": list(levels), "big": big,
     }  # fmt: skip
-    for i, window in enumerate(("none", "hann")):
+    for i, (window, overlap, segments) in enumerate(WELCH_CASES):
         rng = np.random.default_rng(seed + i)
         truth = m1.null(freq, rng, npix)
-        power = m1.evaluate(freq, truth) * _welch_noise(
-            rng, npix, length, segments, overlap, window
-        )
+        noise = _welch_noise(rng, npix, length, segments, overlap, window)
+        power = m1.evaluate(freq, truth) * noise
+        step = length - int(np.floor(overlap * length))
         dof = pg.welch_dof(window, length, step, segments)
-        row: dict = {"welch_dof": float(dof)}
+        row: dict = {"segments": segments, "overlap": overlap, "welch_dof": float(dof)}
         for label, bins in (
             ("overlap", (window, length, overlap, segments)),
             ("one_segment", (window, length)),  # what specfit passed before
@@ -431,7 +429,7 @@ def welch_overlap(
                     "ks_pvalue": float(stats.kstest(p, "uniform").pvalue),
                 }
             row[label] = case
-        out[window] = row
+        out[f"{window}, {overlap:g}, {segments}"] = row
     return out
 
 

@@ -907,13 +907,14 @@ def fit(
         chi^2 degrees of freedom of each power value (a number, or a (y, x) DataArray on the
         spectra's pixels). Default: the ``dof`` coordinate of ``power`` (set by
         :func:`power_spectra` and present on a results store's ``power``), else
-        ``power.attrs["dof_per_spectrum"]``, else 2. Given or not, for ``whittle`` with a
-        tapered ``window`` (read from ``power.attrs``) the fit divides it by the window's
-        variance inflation (:func:`specfit.kernels.tile.fit_dof`), as ``specfit run`` does. So
-        ``fit(open_results(path)["power"])`` refits a store's spectra as its run did. The
-        window's bin correlation (from ``power.attrs``; none without a window) calibrates
-        ``<m>_chi2red``, ``<m>_gof_pvalue`` and the LRT reference's simulated noise
-        (:func:`specfit.kernels.tile.bin_rho`).
+        ``power.attrs["dof_per_spectrum"]``, else 2. Given or not, for ``whittle`` with
+        correlated bins (a tapered ``window`` or overlapping Welch segments, read from
+        ``power.attrs``: ``window``, ``segment_length``, ``overlap``, ``segments``) the fit
+        divides it by their variance inflation (:func:`specfit.kernels.tile.fit_dof`), as
+        ``specfit run`` does. So ``fit(open_results(path)["power"])`` refits a store's
+        spectra as its run did. The bins' correlation (none without a window or overlap)
+        calibrates ``<m>_chi2red``, ``<m>_gof_pvalue``, the LRT reference's simulated noise
+        and ``lsq_log``'s errors (:func:`specfit.kernels.tile.bin_rho`).
     **options
         ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2|chi2sum),
         ``alpha``, ``weights``, ``nonnested`` (bic|aic), ``optimizer`` (specfit|original),
@@ -1103,6 +1104,8 @@ def fit(
             stacked[i].astype(spec[n]["dtype"]), dims=("y", "x"), attrs=dict(spec[n]["attrs"])
         )
     spectra = {k: pattrs[k] for k in SPECTRA_KEYS if k in pattrs}
+    if "window_vif" in spectra:  # what this fit used (a store of an older version may differ)
+        spectra["window_vif"] = float(_pg.window_vif(*layout))
     # the field-wide settings field_significance takes by default: the run's, for a store's
     # spectra (its fit_settings), else the config's; alpha as this fit used it
     field = {k: run.get(k, getattr(DEFAULTS.fit, k)) for k in FIELD_KEYS}

@@ -500,6 +500,7 @@ def fit_attrs(
         "fit_dof": fit_dof_rule(
             method,
             spectra.get("window", "none"),
+            int(spectra.get("segment_length", 0)),
             float(spectra.get("overlap", 0.0)),
             int(spectra.get("segments", 1)),
         ),

@@ -126,6 +126,16 @@ def test_refit_of_stored_spectra_equals_stored_maps(run_store):
     assert "lorentzian" in other.attrs["models"] and "lognormal" not in other.attrs["models"]
 
 
+def test_a_refit_states_the_window_vif_it_used(run_store):
+    """A refit's attrs carry the vif its fit used, not what the spectra's attrs say (a store
+    of an older version with Welch overlap said 1.0 where the fit now uses 1.29)."""
+    _, _, ds = run_store
+    p = ds["power"].copy()
+    p.attrs["window_vif"] = 123.0
+    out = specfit.fit(p)
+    assert out.attrs["window_vif"] == ds.attrs["window_vif"] != 123.0
+
+
 def test_store_records_what_a_refit_needs(run_store):
     cfg, _, ds = run_store
     p = ds["power"]

@@ -21,6 +21,7 @@ each is fitted by the block solver generated from its components
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import math
@@ -894,7 +895,12 @@ def _fit_models(
     npix, nf = power.shape
     status_in, scale, sum_ln_y, y, weights, c = _prepare(power, sigma, method, dof, absolute_sigma)
     rho = np.asarray(rho, dtype=np.float64).ravel()
-    sandwich = method == "lsq_log" and rho.size > 0
+    keep = np.flatnonzero(rho >= 1e-6)  # Hann's lags beyond 2 are ~1e-33: no sandwich term
+    rho = rho[: keep[-1] + 1] if keep.size else rho[:0]
+    lags = None
+    if method == "lsq_log" and rho.size:
+        dofs, which = np.unique(np.asarray(dof, dtype=np.float64), return_inverse=True)
+        lags = (st.log_power_rho(rho[None, :], dofs[:, None]), which.ravel())
     fits: dict[str, dict] = {}
     by_name: dict[str, str] = {}
     # nested base models first, whatever the requested order: their fits seed the bumps
@@ -946,32 +952,39 @@ def _fit_models(
                 tol,
             )
         inflate = None
-        if sandwich:
-            inflate = _log_sandwich(model, f, r["params"], r["errors"], dof, rho)
-            r["errors"] *= np.sqrt(inflate)
+        if lags is not None:
+            inflate = _log_sandwich(model, f, r["params"], r["errors"], *lags)
         r["intervals"] = _intervals(
             model, f, y, weights, c, scale, method, active, r, intervals, max_iter, tol, inflate
         )
         _settle(r, active, status_in, too_few, sum_ln_y)
+        r["inflate"] = inflate
         fits[alias] = r
         by_name.setdefault(model.name, alias)
+    # widened last: a bigger model that keeps its nested model's answer (_ensure_nested)
+    # copies that model's errors, which must not be widened twice
+    for r in fits.values():
+        inflate = r.pop("inflate")
+        if inflate is not None:
+            r["errors"] *= np.sqrt(inflate)
     return {a: fits[a] for a in models}, status_in, scale
 
 
-def _log_sandwich(model, f, params, errors, dof, rho, rows: int = 256) -> np.ndarray:
+def _log_sandwich(model, f, params, errors, lag_table, which, rows: int = 256) -> np.ndarray:
     """(npix, npar) factors by which ``lsq_log``'s parameter variances grow when the log
-    powers of bins ``j`` apart correlate (powers correlated ``rho[j-1]``, a window's; in log
-    :func:`specfit.kernels.stats.log_power_rho`): the sandwich ``A J^T R J A`` over ``A``,
-    with ``J`` the derivatives of ``ln m`` on the parameters with an error, ``A = (J^T
-    J)^-1`` and ``R`` the log powers' correlation matrix, diagonal by diagonal. It depends
-    on where the model learns its parameters: for M1 on 149 Hann bins, 2 segments, the
-    index's variance grows 1.4-1.7x, the tail's 1.7-1.75x, where a scalar ``1 + 2 sum
-    rho_log`` (1.79) would over-correct the index. 1 where a pixel or parameter has no
-    error."""
+    powers of bins ``j`` apart correlate ``lag_table[which[p], j-1]`` (from the powers'
+    correlation by :func:`specfit.kernels.stats.log_power_rho`, per distinct dof): the
+    sandwich ``A J^T R J A`` over ``A``, with ``J`` the derivatives of ``ln m`` on the
+    parameters with an error, ``A = (J^T J)^-1`` and ``R`` the log powers' correlation
+    matrix, diagonal by diagonal. It depends on where the model learns its parameters: for
+    M1 on 149 Hann bins, 2 segments, the index's variance grows 1.4-1.7x, the tail's
+    1.7-1.75x, where a scalar ``1 + 2 sum rho_log`` (1.79) would over-correct the index.
+    With Welch overlap the average is not Kibble's bivariate Gamma and the log correlation
+    an approximation (a reviewer's simulations: index pulls 0.93-1.03 for 50-75 % overlap,
+    against 1.07-1.33 uncorrected). 1 where a pixel or parameter has no error or the
+    system is singular."""
     npix, npar = params.shape
     out = np.ones((npix, npar))
-    dofs, which = np.unique(np.asarray(dof, dtype=np.float64), return_inverse=True)
-    lag = st.log_power_rho(rho[None, :], dofs[:, None])[which.ravel()]
     for lo in range(0, npix, rows):
         sl = slice(lo, min(lo + rows, npix))
         free = np.isfinite(errors[sl]) & (errors[sl] > 0)
@@ -983,20 +996,34 @@ def _log_sandwich(model, f, params, errors, dof, rho, rows: int = 256) -> np.nda
         with np.errstate(all="ignore"):
             J = model.jacobian(f, P) / model.evaluate(f, P)[:, :, None]
         J = np.where(free[:, None, :] & np.isfinite(J), J, 0.0)
+        lag = lag_table[which[sl]]
         RJ = J.copy()
         for j in range(lag.shape[1]):
-            w = lag[sl, j][:, None, None]
+            w = lag[:, j][:, None, None]
             RJ[:, j + 1 :] += w * J[:, : -j - 1]
             RJ[:, : -j - 1] += w * J[:, j + 1 :]
         H = np.einsum("pia,pib->pab", J, J) + np.eye(npar)[None] * ~free[:, None, :]
+        H = np.where(ok[:, None, None], H, np.eye(npar))
         M = np.einsum("pia,pib->pab", J, RJ)
         with np.errstate(all="ignore"):
-            A = np.linalg.inv(np.where(ok[:, None, None], H, np.eye(npar)))
+            A = _inverses(H)
             S = np.einsum("pab,pbc,pcd->pad", A, M, A)
             ratio = np.diagonal(S, axis1=1, axis2=2) / np.diagonal(A, axis1=1, axis2=2)
         good = ok[:, None] & free & np.isfinite(ratio) & (ratio > 0)
         out[sl] = np.where(good, ratio, 1.0)
     return out
+
+
+def _inverses(H: np.ndarray) -> np.ndarray:
+    """Inverses of a stack of matrices; NaN for any that is singular."""
+    try:
+        return np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        out = np.full(H.shape, np.nan)
+        for i, h in enumerate(H):
+            with contextlib.suppress(np.linalg.LinAlgError):
+                out[i] = np.linalg.inv(h)
+        return out
 
 
 def _intervals(
@@ -1398,23 +1425,53 @@ def _lrt_null_spectra(
 
 def _correlated_gamma(rng, k: float, lags: np.ndarray, shape) -> np.ndarray:
     """(nsim, nf) Gamma(k) values of mean 1 whose bins ``j`` apart have correlation
-    ``lags[j-1]``, a tapered periodogram's noise (white noise through a window: Hann 0.444 at
-    lag 1, 0.028 at lag 2). Each value is a sum of independent Gamma parts (shapes add): one
-    of its own, of shape ``k (1 - 2 sum(lags))``, and for each lag ``j`` one shared with the
-    bin ``j`` below and one with the bin ``j`` above, of shape ``k lags[j-1]``; the sum has
-    shape ``k`` and two bins share exactly ``k lags[j-1]`` of it. Bins at the ends share
-    parts with bins beyond the grid, so every bin has the same law. Marginal law and bin
-    correlations are those of the data; the periodogram's higher joint moments are not, which
-    the LRT's distribution hardly depends on (its score is linear in the powers)."""
+    ``lags[j-1]``, a tapered or Welch-overlapped periodogram's noise (white noise through a
+    window: Hann 0.444 at lag 1, 0.028 at lag 2). Each value is a sum of independent Gamma
+    parts (shapes add): one of its own, of shape ``k (1 - 2 sum(lags))``, and for each lag
+    ``j`` one shared with the bin ``j`` below and one with the bin ``j`` above, of shape ``k
+    lags[j-1]``; the sum has shape ``k`` and two bins share exactly ``k lags[j-1]`` of it.
+    Correlations summing to 0.5 or more (Hann with Welch overlap above ~50 %) leave no own
+    part: then each part spans consecutive bins instead (:func:`_spanning_gamma`). Bins at
+    the ends share parts with bins beyond the grid, so every bin has the same law. Marginal
+    law and bin correlations are those of the data; the periodogram's higher joint moments
+    are not, which the LRT's distribution hardly depends on (its score is linear in the
+    powers)."""
     own = 1.0 - 2.0 * float(lags.sum())
     if own <= 0.0:
-        raise ValueError(
-            f"bin correlations summing to {lags.sum():.3f} (>= 0.5) cannot be simulated as "
-            "shared Gamma parts"
-        )
+        return _spanning_gamma(rng, k, lags, shape)
     nsim, nf = shape
     x = rng.gamma(k * own, 1.0, size=shape)
     for j, r in enumerate(lags, start=1):
+        if r <= 0.0:
+            continue
+        part = rng.gamma(k * r, 1.0, size=(nsim, nf + j))  # part c is shared by bins c-j and c
+        x += part[:, :nf] + part[:, j:]
+    return x / k
+
+
+def _spanning_gamma(rng, k: float, lags: np.ndarray, shape) -> np.ndarray:
+    """:func:`_correlated_gamma` for correlations summing to 0.5 or more: lag 2's share comes
+    from parts that span three consecutive bins (shape ``k lags[1]``; they add ``2 lags[1]``
+    to lag 1 and ``lags[1]`` to lag 2), the rest of lag 1 and every further lag from parts
+    shared by two bins as there, so that each bin's own part keeps ``k (1 - 2 lags[0] +
+    lags[1] - 2 sum(lags[2:]))`` (Hann at 75 % overlap, 9 segments: 0.07 k, where two-bin
+    parts alone would need -0.07 k). Refused (ValueError) where that is not positive."""
+    r1 = float(lags[0]) - 2.0 * float(lags[1]) if len(lags) > 1 else float(lags[0])
+    r2 = float(lags[1]) if len(lags) > 1 else 0.0
+    rest = np.asarray(lags[2:], dtype=np.float64)
+    own = 1.0 - 2.0 * r1 - 3.0 * r2 - 2.0 * float(rest.sum())
+    if own <= 0.0 or r1 < 0.0:
+        raise ValueError(
+            f"bin correlations {np.round(lags[:3], 4)} ... cannot be simulated as Gamma parts "
+            "shared by neighbouring bins; use less Welch overlap (spectra.overlap)"
+        )
+    nsim, nf = shape
+    x = rng.gamma(k * own, 1.0, size=shape)
+    span = rng.gamma(k * r2, 1.0, size=(nsim, nf + 2))  # part c spans bins c-2 .. c
+    x += span[:, :nf] + span[:, 1 : nf + 1] + span[:, 2:]
+    for j, r in enumerate([r1, *rest], start=1):
+        if j > 1:
+            j += 1  # rest starts at lag 3
         if r <= 0.0:
             continue
         part = rng.gamma(k * r, 1.0, size=(nsim, nf + j))  # part c is shared by bins c-j and c

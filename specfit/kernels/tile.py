@@ -208,21 +208,24 @@ def fit_dof(
     variance inflation from the window and overlapping segments
     (:func:`specfit.kernels.periodogram.window_vif`; 1 for neither), so that errors and
     likelihood-ratio tests stay calibrated with tapers and Welch overlap."""
-    if method != "whittle" or not _correlated(window, overlap, segments):
+    if method != "whittle" or not _correlated(window, segment_length, overlap, segments):
         return dof
     return dof / pg.window_vif(window, int(segment_length), overlap, segments)
 
 
-def fit_dof_rule(method: str, window: str, overlap: float = 0.0, segments: int = 1) -> str:
+def fit_dof_rule(
+    method: str, window: str, segment_length: int = 0, overlap: float = 0.0, segments: int = 1
+) -> str:
     """:func:`fit_dof` in words, for the results' attrs."""
-    if method != "whittle" or not _correlated(window, overlap, segments):
+    if method != "whittle" or not _correlated(window, segment_length, overlap, segments):
         return "dof"
     return "dof / window_vif"
 
 
-def _correlated(window: str, overlap: float, segments: int) -> bool:
+def _correlated(window: str, segment_length: int, overlap: float, segments: int) -> bool:
     """Whether the bins correlate: a taper, or segments that share samples."""
-    return window != "none" or (overlap > 0.0 and segments > 1)
+    length = int(segment_length)
+    return window != "none" or (segments > 1 and int(np.floor(overlap * length)) > 0)
 
 
 def bin_rho(
@@ -233,7 +236,7 @@ def bin_rho(
     fit's goodness of fit, its LRT reference and lsq_log's errors
     (:func:`specfit.kernels.periodogram.window_rho`; empty for independent bins: no window
     and no overlap). Exact for white noise, as :func:`fit_dof`'s vif."""
-    if not _correlated(window, overlap, segments):
+    if not _correlated(window, segment_length, overlap, segments):
         return np.zeros(0)
     return pg.window_rho(window, int(segment_length), overlap, segments)
 
