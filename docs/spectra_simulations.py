@@ -400,7 +400,7 @@ def welch_overlap(npix: int = 6000, length: int = 300, seed: int = 41, big: int 
         power = m1.evaluate(freq, truth) * noise
         step = length - int(np.floor(overlap * length))
         dof = pg.welch_dof(window, length, step, segments)
-        row: dict = {"segments": segments, "overlap": overlap, "welch_dof": float(dof)}
+        row: dict = {"segments": segments, "welch_dof": float(dof)}  # the key names the overlap
         for label, bins in (
             ("overlap", (window, length, overlap, segments)),
             ("one_segment", (window, length)),  # what specfit passed before

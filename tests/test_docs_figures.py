@@ -324,15 +324,27 @@ def test_fitting_md_taper_table_quotes_docs_spectra_simulations_json():
 
 
 def test_fitting_md_welch_overlap_table_quotes_docs_spectra_simulations_json():
-    """docs/fitting.md's Welch-overlap table (spectra_simulations welch_overlap): per window,
+    """docs/fitting.md's Welch-overlap table (spectra_simulations welch_overlap): per layout,
     the correlations the run uses and the one-segment ones specfit used before; each LRT
     cell is the run's reference / 16,000 statistics. docs/spectra.md quotes the lag-1 values."""
     sims = json.loads((DOCS / "spectra_simulations.json").read_text())["welch_overlap"]
-    assert (sims["pixels"], sims["segments"], sims["overlap"], sims["big"]) == (6000, 5, 0.5, 16000)
-    rows = _table((DOCS / "fitting.md").read_text(), "| window, bin correlations | ρ at lags")
-    for window, label in (("none", "no window"), ("hann", "Hann")):
-        for key, which in (("overlap", "the overlap's"), ("one_segment", "one segment's (before)")):
-            case = sims[window][key]
+    assert (sims["pixels"], sims["big"]) == (6000, 16000)
+    rows = _table((DOCS / "fitting.md").read_text(), "| layout, bin correlations | ρ at lags")
+    cases = {k: v for k, v in sims.items() if isinstance(v, dict) and "one_segment" in v}
+    assert set(cases) == {"none, 0.5, 5", "hann, 0.5, 5", "hann, 0.75, 9"}
+    assert len(rows) == 2 * len(cases)
+    for key, row in cases.items():
+        window, overlap, segments = key.split(", ")
+        assert int(segments) == row["segments"]
+        layout = (
+            f"{'no window' if window == 'none' else 'Hann'}, {100 * float(overlap):.0f} %, "
+            f"{segments} segments"
+        )
+        for which, label in (
+            ("overlap", "the overlap's"),
+            ("one_segment", "one segment's (before)"),
+        ):
+            case = row[which]
             refs = [case[r] for r in ("run", "big") if r in case]
             # _plain drops the commas (thousands separators) of every cell
             want = [" ".join(f"{r:.3f}" for r in case["rho"]), f"{case['vif']:.2f}"]
@@ -342,11 +354,11 @@ def test_fitting_md_welch_overlap_table_quotes_docs_spectra_simulations_json():
                 for i in range(4)
             ]
             want.append(" / ".join(f"{r['ks_pvalue']:.1g}" for r in refs))
-            assert rows[f"{label}, {which}"] == want, (window, key)
-    lag1 = {w: sims[w]["overlap"]["rho"][0] for w in ("none", "hann")}
+            assert rows[f"{layout}, {label}"] == want, (key, which)
+    lag1 = {k: v["overlap"]["rho"][0] for k, v in cases.items()}
     assert (
-        f"(50 % overlap, 5 segments: {lag1['none']:.3f} at lag 1 without a window, "
-        f"{lag1['hann']:.3f} with Hann)"
+        f"(50 % overlap, 5 segments: {lag1['none, 0.5, 5']:.3f} at lag 1 without a window, "
+        f"{lag1['hann, 0.5, 5']:.3f} with Hann)"
     ) in " ".join((DOCS / "spectra.md").read_text().split())
 
 
