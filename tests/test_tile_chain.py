@@ -17,8 +17,8 @@ from specfit import stages
 from specfit.config import load_config
 
 # TINY as is, with a box and a tapered window (the halo and the window correction), and with
-# overlapping Welch segments fitted by lsq_log (the overlap's bin correlations, lsq_log's
-# sandwich errors).
+# overlapping Welch segments fitted by lsq_log (the overlap's bin correlations reach the fit
+# the same way on every path).
 CASES = {
     "tiny": {},
     "box3_hann": {
@@ -128,7 +128,7 @@ def test_refit_of_stored_spectra_equals_stored_maps(run_store):
 
 def test_a_refit_states_the_window_vif_it_used(run_store):
     """A refit's attrs carry the vif its fit used, not what the spectra's attrs say (a store
-    of an older version with Welch overlap said 1.0 where the fit now uses 1.29)."""
+    of an older version with Welch overlap said 1.0 where the fit now uses 1.27)."""
     _, _, ds = run_store
     p = ds["power"].copy()
     p.attrs["window_vif"] = 123.0
@@ -149,7 +149,7 @@ def test_store_records_what_a_refit_needs(run_store):
     )
     want_rule = "dof / window_vif" if correlated and cfg.fit.method == "whittle" else "dof"
     assert ds.attrs["fit_dof"] == want_rule
-    assert (ds.attrs["window_vif"] > 1.01) == correlated  # Hann 1.94; 5 Welch segments 1.29
+    assert (ds.attrs["window_vif"] > 1.01) == correlated  # Hann 1.94; 4 Welch segments 1.27
     box = cfg.spectra.box
     assert ds.attrs["box_dof"] == cfg.spectra.box_dof
     # dof = one spectrum's x N_eff: N_eff on the quarter-octave grid or the box's pixel count

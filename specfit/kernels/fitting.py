@@ -887,15 +887,15 @@ def _fit_models(
 
     ``intervals``: parameter names whose profile-likelihood interval each model that has
     them adds to its result (``r["intervals"][name] = (lower, upper)``, natural units).
-    ``rho``: the bins' power correlations (a window's); ``lsq_log``, whose objective treats
-    the log powers as independent, then widens each error by the sandwich estimate of its
-    variance with the log powers' correlation (:func:`_log_sandwich`), and divides the
-    profile intervals' likelihood by the same factor, as ``whittle`` divides its dof by the
-    window's vif; the fits, objectives and statistics are the uncorrected ones."""
+    ``rho``: the bins' power correlations (a window's, Welch overlap's); ``lsq_log``, whose
+    objective treats the log powers as independent, then widens each error by the sandwich
+    estimate of its variance with the log powers' correlation (:func:`_log_sandwich`), and
+    divides the profile intervals' likelihood by the same factor, as ``whittle`` divides its
+    dof by the bins' vif; the fits, objectives and statistics are the uncorrected ones."""
     npix, nf = power.shape
     status_in, scale, sum_ln_y, y, weights, c = _prepare(power, sigma, method, dof, absolute_sigma)
     rho = np.asarray(rho, dtype=np.float64).ravel()
-    keep = np.flatnonzero(rho >= 1e-6)  # Hann's lags beyond 2 are ~1e-33: no sandwich term
+    keep = np.flatnonzero(rho >= _LAG_FLOOR)  # Hann's lags beyond 2 are ~1e-33
     rho = rho[: keep[-1] + 1] if keep.size else rho[:0]
     lags = None
     if method == "lsq_log" and rho.size:
@@ -977,12 +977,12 @@ def _log_sandwich(model, f, params, errors, lag_table, which, rows: int = 256) -
     sandwich ``A J^T R J A`` over ``A``, with ``J`` the derivatives of ``ln m`` on the
     parameters with an error, ``A = (J^T J)^-1`` and ``R`` the log powers' correlation
     matrix, diagonal by diagonal. It depends on where the model learns its parameters: for
-    M1 on 149 Hann bins, 2 segments, the index's variance grows 1.4-1.7x, the tail's
-    1.7-1.75x, where a scalar ``1 + 2 sum rho_log`` (1.79) would over-correct the index.
-    With Welch overlap the average is not Kibble's bivariate Gamma and the log correlation
-    an approximation (a reviewer's simulations: index pulls 0.93-1.03 for 50-75 % overlap,
-    against 1.07-1.33 uncorrected). 1 where a pixel or parameter has no error or the
-    system is singular."""
+    M1 on 149 Hann bins, 2 segments, the index's variance grows 1.3-1.7x, the tail's
+    1.7-1.8x (5-95 %), where a scalar ``1 + 2 sum rho_log`` (1.79) would over-correct the
+    index. With Welch overlap the average is not Kibble's bivariate Gamma and the log
+    correlation an approximation (reviewers' simulations of 50-75 % overlap: index pulls
+    0.93-1.05, against 1.07-1.38 uncorrected). 1 where a pixel or parameter has no error or
+    the system is singular."""
     npix, npar = params.shape
     out = np.ones((npix, npar))
     for lo in range(0, npix, rows):
@@ -1259,8 +1259,9 @@ def lrt_reference(
     Spectra are simulated under ``small`` with this frequency grid and fitted with both models
     exactly as :func:`fit_block` fits the data, with the likelihood's ``dof``. Their noise is
     the data's: Gamma-distributed with mean 1 and each bin's marginal dof (``dof``, or
-    ``dof x vif`` for ``whittle`` with a window, :func:`fit_dof`), and with ``bin_rho`` (a
-    tapered window's bin correlations, :func:`specfit.kernels.periodogram.window_rho`) the
+    ``dof x vif`` for ``whittle`` with correlated bins, :func:`fit_dof`), and with
+    ``bin_rho`` (the correlations a taper or Welch overlap makes,
+    :func:`specfit.kernels.periodogram.window_rho`) the
     bins ``j`` apart correlated by ``bin_rho[j-1]`` (:func:`_correlated_gamma`); without it
     the bins are independent. The truths come from the smaller model's declared
     ``null(f, rng, nsim)`` (for ``powerlaw_tail``:
@@ -1303,14 +1304,20 @@ def _lrt_key(draw: str, small: Model, big: Model) -> str:
 
 def _noise_lags(bin_rho) -> np.ndarray:
     """The bin correlations the reference's noise reproduces: ``bin_rho`` rounded to 6
-    decimals, up to the last lag at or above 1e-6 (Hann: 0.444444, 0.027778; the later lags
-    are zero up to rounding); empty for independent bins. A window's power correlations are
+    decimals, up to the last lag at or above :data:`_LAG_FLOOR` (Hann: 0.444444, 0.027778;
+    the later lags are zero up to rounding); empty for independent bins. Without a window,
+    Welch overlap's correlations fall off only as 1/j^2 (0.116, 0, 0.013, 0, 0.005, ... at
+    50 %): the floor keeps ~17 of them, not hundreds of tiny Gamma parts (12x the
+    reference's cost), and leaves out ~0.3 % of the vif. A window's power correlations are
     ``|.|^2``, never negative: a negative one is refused, not simulated as 0."""
     rho = np.round(np.asarray(bin_rho, dtype=np.float64).ravel(), 6)
     if np.any(rho < 0.0) or not np.all(np.isfinite(rho)):
         raise ValueError(f"bin_rho must be finite correlations >= 0, got {rho[:4]} ...")
-    keep = np.flatnonzero(rho >= 1e-6)
+    keep = np.flatnonzero(rho >= _LAG_FLOOR)
     return rho[: keep[-1] + 1] if keep.size else np.zeros(0)
+
+
+_LAG_FLOOR = 1e-4  # bin correlations below this are left out of simulations and sandwiches
 
 
 def _lrt_draw_key(f, dof, small, big, method, max_iter, tol, multistart, nsim, lags=()) -> str:
@@ -1526,7 +1533,8 @@ def fit_block(
         the bins' variance inflation ``vif = 1 + 2 sum(bin_rho)``
         (:func:`specfit.kernels.tile.fit_dof`).
     bin_rho
-        Correlation of the powers of bins ``1, 2, ...`` apart made by the window
+        Correlation of the powers of bins ``1, 2, ...`` apart made by the window or by
+        Welch overlap
         (:func:`specfit.kernels.periodogram.window_rho`; empty for independent bins). The
         fits themselves do not use it (for ``whittle`` ``dof`` carries the correction;
         ``lsq_log`` widens its errors and intervals by a sandwich estimate with the log

@@ -52,15 +52,17 @@ def log_power_rho(rho: np.ndarray | float, dof: float | np.ndarray) -> np.ndarra
     ``rho`` (Hann lag 1, 0.444: 0.308 at k = 1, 0.375 at k = 2; a simulation of 20,000 Hann
     periodograms gave 0.306 / 0.375). ``rho`` and ``dof`` broadcast against each other.
     """
-    r = np.asarray(rho, dtype=np.float64)[..., None]
-    k = np.asarray(dof, dtype=np.float64)[..., None] / 2.0
-    m = np.arange(1.0, _LOG_RHO_TERMS + 1.0)
-    with np.errstate(divide="ignore", under="ignore"):
-        cov = np.sum(np.where(r > 0, r**m, 0.0) * special.beta(m, k) / m, axis=-1)
-    return cov / special.polygamma(1, k[..., 0])
-
-
-_LOG_RHO_TERMS = 400  # rho^400 < 1e-140 at Hann's 0.444; < 1e-18 up to rho = 0.9
+    r, k = np.broadcast_arrays(np.asarray(rho, np.float64), np.asarray(dof, np.float64) / 2.0)
+    top = float(np.max(r, initial=0.0))
+    # terms until rho^m < 1e-17 (B(m, k) / m <= 1): 48 at Hann's 0.444, at most 400
+    terms = 400 if top >= 0.9 else max(1, int(np.ceil(np.log(1e-17) / np.log(max(top, 1e-300)))))
+    cov = np.zeros(r.shape)
+    rm = np.ones(r.shape)
+    with np.errstate(under="ignore"):
+        for m in range(1, min(terms, 400) + 1):
+            rm = rm * r
+            cov += rm * special.beta(m, k) / m
+    return cov / special.polygamma(1, k)
 
 
 def loglike(
