@@ -464,10 +464,10 @@ def test_whittle_is_calibrated_with_welch_overlap(hann, overlap, segments):
     bins) times Welch averages of white noise (300-sample segments, numpy's FFT), fitted with
     the dof and bin correlations a run passes for the layout: M1's index pulls spread
     0.9-1.1 and the LRT flags M2 at 0.05 / 0.2 / 0.5 within 3.5 SE (_rate_se: 2.2 / 4.0 /
-    5.1 points) of the level. Measured: no window 0.97, 3.8 / 18.7 / 49.9 % (with a
+    5.1 points) of the level. Measured: no window 0.97, 4.8 / 18.2 / 48.0 % (with a
     16,000-statistic reference on 6,000 other spectra, docs/spectra_simulations.py
-    welch_overlap: 4.6 / 19.3 / 48.1 %); the old dof and reference gave pulls 1.10 and 10.5
-    / 32.7 / 64.2 % (fails). Hann at 75 %: 0.99, 4.5 / 19.2 / 49.3 %. That case guards the
+    welch_overlap: 4.8 / 18.9 / 47.9 %); the old dof and reference gave pulls 1.10 and 10.5
+    / 32.7 / 64.2 % (fails). Hann at 75 %: 0.99, 4.7 / 19.5 / 50.6 %. That case guards the
     three-bin parts of the reference's noise, which a first version of the overlap's
     correlations lacked (it raised ValueError); the one-segment correlations used before give
     1.02, 6.3 / 22.2 / 54.3 %, inside the tolerance: it does not tell those apart."""
