@@ -273,6 +273,17 @@ def _hann_white_periodograms(rng, npix, length, segments):
     return acc / segments
 
 
+def _assert_index_pulls_calibrated(out, truth, m1):
+    """M1's index pulls against the truth (status-0 fits, > 90 % of the pixels) spread
+    0.9-1.1; returns the status-0 mask and their true indices."""
+    ok = out["m1_status"] == 0
+    assert ok.mean() > 0.9
+    index = truth[ok, m1.param_names.index("index")]
+    pull = (out["m1_index"][ok] - index) / out["m1_index_err"][ok]
+    assert 0.9 <= np.std(pull) <= 1.1, np.std(pull)
+    return ok, index
+
+
 def _assert_lrt_calibrated(pvalues):
     """LRT p-values of null spectra (> 99 % finite) below 0.05 / 0.2 / 0.5 within 3.5 SE
     (:func:`_rate_se`) of the level."""
@@ -363,11 +374,7 @@ def test_lsq_log_errors_are_calibrated_under_a_hann_taper(segments):
         f, power, {"m1": m1}, method="lsq_log", dof=2.0 * segments,
         bin_rho=tile.bin_rho("hann", length), **opts,
     )  # fmt: skip
-    ok = out["m1_status"] == 0
-    assert ok.mean() > 0.9
-    index = truth[ok, m1.param_names.index("index")]
-    pull = (out["m1_index"][ok] - index) / out["m1_index_err"][ok]
-    assert 0.9 <= np.std(pull) <= 1.1, np.std(pull)
+    ok, index = _assert_index_pulls_calibrated(out, truth, m1)
     inside = (out["m1_index_lower"][ok] <= index) & (index <= out["m1_index_upper"][ok])
     assert abs(inside.mean() - 0.683) <= 4 * np.sqrt(0.683 * 0.317 / ok.sum()), inside.mean()
 
@@ -488,11 +495,7 @@ def test_whittle_is_calibrated_with_welch_overlap(hann, overlap, segments):
         f, power, {"m1": m1, "m2": m2}, method="whittle", dof=tile.fit_dof(dof, "whittle", *layout),
         bin_rho=tile.bin_rho(*layout), **fit_options(DEFAULTS),
     )  # fmt: skip
-    ok = out["m1_status"] == 0
-    assert ok.mean() > 0.9
-    index = truth[ok, m1.param_names.index("index")]
-    pull = (out["m1_index"][ok] - index) / out["m1_index_err"][ok]
-    assert 0.9 <= np.std(pull) <= 1.1, np.std(pull)
+    _assert_index_pulls_calibrated(out, truth, m1)
     _assert_lrt_calibrated(out["lrt_pvalue"])
 
 
