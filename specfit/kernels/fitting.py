@@ -1474,11 +1474,11 @@ def _spanning_gamma(rng, k: float, lags: np.ndarray, shape) -> np.ndarray:
         )
     nsim, nf = shape
     x = rng.gamma(k * own, 1.0, size=shape)
-    span = rng.gamma(k * r2, 1.0, size=(nsim, nf + 2))  # part c spans bins c-2 .. c
-    x += span[:, :nf] + span[:, 1 : nf + 1] + span[:, 2:]
-    for j, r in enumerate([r1, *rest], start=1):
-        if j > 1:
-            j += 1  # rest starts at lag 3
+    if r2 > 0.0:
+        span = rng.gamma(k * r2, 1.0, size=(nsim, nf + 2))  # part c spans bins c-2 .. c
+        x += span[:, :nf] + span[:, 1 : nf + 1] + span[:, 2:]
+    two_bin = [(1, r1)] + [(j, float(r)) for j, r in enumerate(rest, start=3)]
+    for j, r in two_bin:
         if r <= 0.0:
             continue
         part = rng.gamma(k * r, 1.0, size=(nsim, nf + j))  # part c is shared by bins c-j and c
