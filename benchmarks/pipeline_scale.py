@@ -226,23 +226,20 @@ def _fit_tile(
 
 def fit_dof(plan) -> float:
     """The dof the pipeline hands to the Whittle fit (chi^2 dof over the bins' VIF)."""
+    from specfit.kernels.tile import bin_layout
     from specfit.kernels.tile import fit_dof as tile_fit_dof
 
-    return float(tile_fit_dof(plan.meta["dof"], "whittle", *_layout(plan.meta)))
+    return float(tile_fit_dof(plan.meta["dof"], "whittle", *bin_layout(plan.meta)))
 
 
 def bin_rho(plan) -> np.ndarray:
     """The window's bin correlations the pipeline hands to the fit: they set its LRT
     reference (a Hann run's differs from a windowless one's), so the warm-up and the floor
     must use them too."""
+    from specfit.kernels.tile import bin_layout
     from specfit.kernels.tile import bin_rho as tile_bin_rho
 
-    return tile_bin_rho(*_layout(plan.meta))
-
-
-def _layout(meta) -> tuple:
-    """(window, segment_length, overlap, segments): what sets the bins' correlation."""
-    return meta["window"], meta["segment_length"], meta["overlap"], meta["segments"]
+    return tile_bin_rho(*bin_layout(plan.meta))
 
 
 def read_side(path: Path, tile: int) -> int:

@@ -398,7 +398,7 @@ def welch_overlap(npix: int = 6000, length: int = 300, seed: int = 41, big: int 
         truth = m1.null(freq, rng, npix)
         noise = _welch_noise(rng, npix, length, segments, overlap, window)
         power = m1.evaluate(freq, truth) * noise
-        step = length - int(np.floor(overlap * length))
+        step = pg.segment_step(length, overlap)
         dof = pg.welch_dof(window, length, step, segments)
         row: dict = {"segments": segments, "welch_dof": float(dof)}  # the key names the overlap
         for label, bins in (

@@ -1068,11 +1068,9 @@ def _describe_plan(cfg: Config, plan: RunPlan) -> None:
             cfg.spectra.box**2,
             cfg.fit.method,
         )
-    from specfit.kernels.tile import bin_rho
+    from specfit.kernels.tile import bin_layout, bin_rho
 
-    m = plan.meta
-    correlated = bin_rho(m["window"], m["segment_length"], m["overlap"], m["segments"]).size
-    if cfg.fit.method == "lsq" and correlated:
+    if cfg.fit.method == "lsq" and bin_rho(*bin_layout(plan.meta)).size:
         log.warning(
             "fit.method=lsq with correlated frequency bins (spectra.window=%s, overlap %g): "
             "lsq's parameter errors treat the bins as independent and come out too small; "

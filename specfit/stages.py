@@ -1038,12 +1038,7 @@ def fit(
             dof = float(pattrs.get("dof_per_spectrum", 2.0))
     # given or not, dof means what the dof coordinate does (fit(power, dof=power.dof) is
     # fit(power)): the fit's own dof follow by the window's rule
-    layout = (
-        pattrs.get("window", "none"),
-        pattrs.get("segment_length", 0),
-        float(pattrs.get("overlap", 0.0)),
-        int(pattrs.get("segments", 1)),
-    )
+    layout = _tile.bin_layout(pattrs)
     dof = _tile.fit_dof(dof, method, *layout)
     dof_arr = (
         dof.transpose("y", "x").chunk(dict(zip(("y", "x"), pw.chunks[1:], strict=True))).data

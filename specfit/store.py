@@ -491,19 +491,13 @@ def fit_attrs(
     ``field_settings`` (``field``'s :data:`FIELD_KEYS`, the settings of the field-wide maps,
     as JSON) and :func:`spectra_attrs`."""
     from specfit.kernels.fitting import STATUS_CODES
-    from specfit.kernels.tile import fit_dof_rule
+    from specfit.kernels.tile import bin_layout, fit_dof_rule
 
     return {
         "models": models_attr(models, power_unit),
         "status_codes": json.dumps({str(k): v for k, v in STATUS_CODES.items()}),
         "method": method,
-        "fit_dof": fit_dof_rule(
-            method,
-            spectra.get("window", "none"),
-            int(spectra.get("segment_length", 0)),
-            float(spectra.get("overlap", 0.0)),
-            int(spectra.get("segments", 1)),
-        ),
+        "fit_dof": fit_dof_rule(method, *bin_layout(spectra)),
         "field_settings": json.dumps({k: float(field[k]) for k in FIELD_KEYS}),
         **spectra,
     }

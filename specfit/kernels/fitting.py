@@ -894,9 +894,7 @@ def _fit_models(
     dof by the bins' vif; the fits, objectives and statistics are the uncorrected ones."""
     npix, nf = power.shape
     status_in, scale, sum_ln_y, y, weights, c = _prepare(power, sigma, method, dof, absolute_sigma)
-    rho = np.asarray(rho, dtype=np.float64).ravel()
-    keep = np.flatnonzero(rho >= _LAG_FLOOR)  # Hann's lags beyond 2 are ~1e-33
-    rho = rho[: keep[-1] + 1] if keep.size else rho[:0]
+    rho = _trim_lags(np.asarray(rho, dtype=np.float64).ravel())  # Hann: 2 lags, then ~1e-33
     lags = None
     if method == "lsq_log" and rho.size:
         dofs, which = np.unique(np.asarray(dof, dtype=np.float64), return_inverse=True)
@@ -1313,11 +1311,16 @@ def _noise_lags(bin_rho) -> np.ndarray:
     rho = np.round(np.asarray(bin_rho, dtype=np.float64).ravel(), 6)
     if np.any(rho < 0.0) or not np.all(np.isfinite(rho)):
         raise ValueError(f"bin_rho must be finite correlations >= 0, got {rho[:4]} ...")
-    keep = np.flatnonzero(rho >= _LAG_FLOOR)
-    return rho[: keep[-1] + 1] if keep.size else np.zeros(0)
+    return _trim_lags(rho)
 
 
 _LAG_FLOOR = 1e-4  # bin correlations below this are left out of simulations and sandwiches
+
+
+def _trim_lags(rho: np.ndarray) -> np.ndarray:
+    """``rho`` up to its last lag at or above :data:`_LAG_FLOOR` (empty if none is)."""
+    keep = np.flatnonzero(rho >= _LAG_FLOOR)
+    return rho[: keep[-1] + 1] if keep.size else np.zeros(0)
 
 
 def _lrt_draw_key(f, dof, small, big, method, max_iter, tol, multistart, nsim, lags=()) -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "box_members",
     "box_neff",
     "segment_layout",
+    "segment_step",
     "segment_samples",
     "welch_dof",
     "window_rho",
@@ -135,9 +136,9 @@ def window_rho(
     """
     length = int(segment_length)
     w = _window(window, length)
-    step = length - int(np.floor(overlap * length))
+    step = segment_step(length, overlap)
     shared = [m for m in range(1, int(segments)) if m * step < length]
-    if not shared:
+    if not shared:  # one segment's formula as it always was (the sum below rounds otherwise)
         c = np.fft.fft(w * w)
         return np.abs(c[1 : length // 2]) ** 2 / np.abs(c[0]) ** 2
     acc = float(segments) * np.abs(np.fft.fft(w * w)) ** 2
@@ -161,6 +162,12 @@ def segment_samples(segment_length: float | None, dt: float) -> int | None:
             f"a segment needs at least 3 (one frequency): use at least {3 * dt:g} s"
         )
     return n
+
+
+def segment_step(length: int, overlap: float) -> int:
+    """Samples between the starts of Welch segments of ``length`` samples overlapping by the
+    fraction ``overlap``: ``L - floor(overlap L)`` (``L``: no sample shared)."""
+    return int(length) - int(np.floor(overlap * int(length)))
 
 
 def segment_layout(
@@ -216,7 +223,7 @@ def segment_layout(
             f"segment_length of {length} samples is longer than the series ({n} samples); "
             "shorten spectra.segment_length"
         )
-    step = length - int(np.floor(overlap * length))
+    step = segment_step(length, overlap)
     k = 1 + (n - length) // step
     return length, step, k
 

@@ -59,7 +59,7 @@ def log_power_rho(rho: np.ndarray | float, dof: float | np.ndarray) -> np.ndarra
     cov = np.zeros(r.shape)
     rm = np.ones(r.shape)
     with np.errstate(under="ignore"):
-        for m in range(1, min(terms, 400) + 1):
+        for m in range(1, terms + 1):
             rm = rm * r
             cov += rm * special.beta(m, k) / m
     return cov / special.polygamma(1, k)

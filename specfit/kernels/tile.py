@@ -38,6 +38,7 @@ __all__ = [
     "BOX_DOF_MODES",
     "fit_dof",
     "fit_dof_rule",
+    "bin_layout",
     "bin_rho",
     "fit_maps",
     "with_original_unit",
@@ -225,7 +226,19 @@ def fit_dof_rule(
 def _correlated(window: str, segment_length: int, overlap: float, segments: int) -> bool:
     """Whether the bins correlate: a taper, or segments that share samples."""
     length = int(segment_length)
-    return window != "none" or (segments > 1 and int(np.floor(overlap * length)) > 0)
+    return window != "none" or (segments > 1 and pg.segment_step(length, overlap) < length)
+
+
+def bin_layout(attrs: Mapping[str, Any]) -> tuple[str, int, float, int]:
+    """(window, segment_length, overlap, segments) from spectra's attrs or a periodogram's
+    meta: what sets the bins' correlation (:func:`fit_dof`, :func:`bin_rho`); spectra
+    without them count as one segment without a window."""
+    return (
+        str(attrs.get("window", "none")),
+        int(attrs.get("segment_length", 0)),
+        float(attrs.get("overlap", 0.0)),
+        int(attrs.get("segments", 1)),
+    )
 
 
 def bin_rho(
@@ -323,7 +336,7 @@ def run_tile(
     # precision, as the stage API's power_sigma does before it is stored.
     power = power[:, ys, xs].astype(np.float32)
     spread = None if spread is None else spread[:, ys, xs]
-    bins = (meta["window"], meta["segment_length"], meta["overlap"], meta["segments"])
+    bins = bin_layout(meta)
     fdof = fit_dof(dof, spec.method, *bins)
     # lsq weights by the box spread unless the fit weights by delta log10 f (fit.weights=dlogf)
     weighted = spec.method == "lsq" and spec.fit_options.get("weights", "sigma") == "sigma"
