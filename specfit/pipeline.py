@@ -344,6 +344,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     arr = ingest(cfg, data=data, check_pointing=False)  # refused below, after max_frames
     if cfg.input.max_frames:
         arr = arr.isel(time=slice(0, cfg.input.max_frames))
+    n_read = arr.sizes["time"]
     arr, end_frames = _trim_empty_ends(arr)
     if not cfg.prep.derotate:
         _refuse_pointing_jump(arr)
@@ -354,7 +355,15 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
             if cfg.input.max_frames
             else ""
         )
-        raise ConfigError(f"input: only {times.size} frames found{cut}; at least 8 are needed")
+        if times.size < n_read:
+            cut += (
+                f" (of {n_read} frames, {n_read - times.size} at the ends of the series hold no "
+                "finite pixel)"
+            )
+        raise ConfigError(
+            f"input: only {times.size} frame{'' if times.size == 1 else 's'} found{cut}; at "
+            "least 8 are needed"
+        )
     _, ny, nx = arr.shape
     if cfg.spectra.box > min(ny, nx):
         edge = min(ny, nx)
@@ -1340,7 +1349,8 @@ def _report_pixel_gaps(results_path: Path, plan: RunPlan, max_gap: float) -> Non
     )
 
 
-_EMPTY_ENDS_MAX = 20  # frames read at each end of the series, at most, looking for data
+_EMPTY_ENDS_MAX = 20  # frames read one by one at each end of the series, looking for data
+_EMPTY_ENDS_BLOCK = 64  # beyond them, frames checked per lazy reduction (bounded memory)
 
 
 def _trim_empty_ends(arr) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
@@ -1351,7 +1361,10 @@ def _trim_empty_ends(arr) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
 
     Inside the series such a frame is interpolated across, like a gap; at an end nothing
     lies beyond it, so every pixel's series would start (or end) with a missing sample and
-    no pixel could be fitted. Up to :data:`_EMPTY_ENDS_MAX` frames are read at each end.
+    no pixel could be fitted. The first :data:`_EMPTY_ENDS_MAX` frames at each end are read
+    one by one; where all of them are empty (a long dropout), the scan goes on in blocks of
+    :data:`_EMPTY_ENDS_BLOCK` frames, each reduced lazily to one flag per frame. A series
+    with no frame holding data is left whole (the run's empty-frame check says so).
     """
     nt = arr.sizes["time"]
     read: dict[int, np.ndarray] = {}
@@ -1364,15 +1377,24 @@ def _trim_empty_ends(arr) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
     def empty(k: int) -> bool:
         return not np.isfinite(frame(k)).any()
 
-    def leading(frames) -> int:
-        """How many of ``frames`` are empty before the first with data (0 if none has)."""
-        for n, k in enumerate(frames):
+    def leading(frames: range) -> int | None:
+        """How many of ``frames`` are empty before the first with data (None if none has)."""
+        for n, k in enumerate(frames[:_EMPTY_ENDS_MAX]):
             if not empty(k):
                 return n
-        return 0  # no data that near the end: not trimmed (the run's end says so)
+        for n in range(_EMPTY_ENDS_MAX, len(frames), _EMPTY_ENDS_BLOCK):
+            block = frames[n : n + _EMPTY_ENDS_BLOCK]
+            lo, hi = min(block[0], block[-1]), max(block[0], block[-1])
+            has = np.asarray(np.isfinite(arr.isel(time=slice(lo, hi + 1))).any(("y", "x")))
+            hits = np.flatnonzero(has if block.step > 0 else has[::-1])
+            if hits.size:
+                return n + int(hits[0])
+        return None
 
-    first = leading(range(min(nt, _EMPTY_ENDS_MAX)))
-    last = nt - leading(range(nt - 1, max(first, nt - _EMPTY_ENDS_MAX) - 1, -1))
+    first = leading(range(nt))
+    if first is None:  # no frame has data: left whole (the run's empty-frame check says so)
+        return arr, (frame(0), frame(nt - 1))
+    last = nt - leading(range(nt - 1, first - 1, -1))  # frame ``first`` has data
     if first == 0 and last == nt:
         return arr, (frame(0), frame(nt - 1))
     dropped = np.r_[np.arange(first), np.arange(last, nt)]

@@ -484,7 +484,13 @@ def resample(
     # the time axis: duplicates, unsorted, NaN, one frame, text (resample.cadence's own
     # ConfigError passes as it is)
     with _specfit_errors("specfit.resample: ", input_error=True):
-        times = _seconds(arr)
+        times = _rs.check_times(_seconds(arr))
+        if times.size < 8:  # as specfit run: a finer cadence would only interpolate them
+            n = times.size
+            raise ValueError(
+                f"only {n} frame{'' if n == 1 else 's'}; at least 8 are needed for a spectrum "
+                "(a shorter cadence would only interpolate between them): give more frames"
+            )
         new_times = uniform_grid(times, cadence, arr.attrs.get("files"))
         dt = float(new_times[1] - new_times[0])
         gaps = _rs.find_gaps(times, dt, max_gap)
@@ -575,7 +581,9 @@ def check_power_range(power: xr.DataArray) -> None:
     the series) whose level lies beyond float32's range gave amplitudes and tails of 0 or inf
     with status 0. From the first tile's spectra: a 99th percentile above 3.4e38 / 1e3 (the
     fitted amplitude and errors exceed the data by up to that) or a median below 1.2e-38 * 1e2
-    (the tail sits near the median) is refused, naming the factor to rescale by. float32
+    (the tail sits near the median) is refused, naming the factor to rescale by. Pixels in
+    other tiles whose mean power is beyond that range are not fitted (status 4,
+    ``fitting.fit_block``), so one out-of-range tile never stores 0 or inf as a fit. float32
     spectra (a results store's, power_spectra's) are in range by construction: not read.
     """
     from specfit.errors import ConfigError

@@ -415,16 +415,17 @@ def test_images_times_from_names_csv_exif(tmp_path):
 
 
 def test_a_truncated_image_frame_is_refused_before_any_work(tmp_path):
-    """A PNG or JPEG frame cut short (an interrupted copy) was found only when the cube was
-    written, after the frames before it; now opening the input names it. Complete files
-    with data after their end (a camera's trailer) still open, and nothing is decoded for
-    files that end as they should."""
+    """A PNG, JPEG or TIFF frame cut short (an interrupted copy) was found only when the cube
+    was written, after the frames before it; now opening the input names it (TIFF from the
+    strips its directory lists: a helper found a cut TIFF failing the run after ingest had
+    begun). Complete files with data after their end (a camera's trailer) still open, and
+    nothing is decoded for files that end as they should."""
     from PIL import Image
 
     from specfit.io import images
 
     rng = np.random.default_rng(3)
-    for suffix in ("png", "jpg"):
+    for suffix in ("png", "jpg", "tif"):
         d = tmp_path / suffix
         d.mkdir()
         for i in range(4):

@@ -27,7 +27,12 @@ duplicate times, empty / missing folder
 bad time value, zero exposure               test_bad_time_value_and_zero_exposure_name_...
 exposure far from the others                test_an_exposure_far_from_the_others_is_named
 missing input folder (CLI)                  test_cli::test_missing_input_is_a_clear_error
-too few frames                              test_too_few_frames_is_a_config_error
+too few frames                              test_too_few_frames_is_a_config_error,
+                                            test_stages::test_the_stage_functions_bad_...
+long dropout at the ends of the series      test_a_long_dropout_at_the_ends_is_left_out_...
+float64 spectra out of float32's range      test_fit_refuses_float64_spectra_that_...,
+                                            test_fit_leaves_out_of_range_pixels_beyond_...
+truncated PNG / JPEG / TIFF frame           test_io_readers::test_a_truncated_image_...
 frame far off in time, tiny/inf cadence,    test_a_frame_far_off_in_time_or_a_tiny_cadence_...
 NaN time in a Zarr cube
 all-NaN frame                               test_all_nan_frame_is_named_and_treated_as_...
@@ -1144,6 +1149,42 @@ def test_empty_frames_at_the_ends_are_left_out_not_every_pixel(tmp_path, caplog)
     assert np.isfinite(ds["m1_index"].values).all()
 
 
+def test_a_long_dropout_at_the_ends_is_left_out_and_too_little_left_is_refused(tmp_path, caplog):
+    """More empty frames at an end than are read one by one (pipeline._EMPTY_ENDS_MAX): the
+    scan stopped there, trimmed nothing, and every pixel came out status 2 under a warning
+    that they would be interpolated (a helper's finding: 20 empty leading frames of 128).
+    The scan now goes on to the first frame with data; when fewer than 8 frames are left,
+    the run is refused before any work, saying why."""
+    import numpy as np
+    from astropy.io import fits
+
+    from specfit.errors import ConfigError
+    from specfit.pipeline import _EMPTY_ENDS_BLOCK, _EMPTY_ENDS_MAX, run
+
+    lead, tail, nt = _EMPTY_ENDS_MAX + _EMPTY_ENDS_BLOCK + 3, _EMPTY_ENDS_MAX + 1, 130
+    paths = _frames(tmp_path / "f", nt=nt, ny=8, nx=8)
+    for i in [*range(lead), *range(nt - tail, nt)]:
+        with fits.open(paths[i], mode="update") as h:
+            h[0].data[:] = np.nan if i % 2 else 0.0
+    with caplog.at_level("WARNING", logger="specfit"):
+        ds = run(_fits_run_config(tmp_path, tmp_path / "f"))
+    said = [r.getMessage() for r in caplog.records]
+    (msg,) = [m for m in said if "at the start and end of the series" in m]
+    assert msg.startswith(f"{lead + tail} frame(s)"), msg
+    assert f"from frame {lead} to frame {nt - tail - 1}" in msg, msg
+    assert not [m for m in said if "interpolated across them" in m]
+    assert ds.attrs["n_frames"] == nt - lead - tail
+    assert (ds["m1_status"].values != 2).all() and np.isfinite(ds["m1_index"].values).all()
+    # the same with fewer than 8 frames between the dropouts: refused, naming the cause
+    for i in range(nt - tail - 16, nt - tail):
+        with fits.open(paths[i], mode="update") as h:
+            h[0].data[:] = np.nan
+    cfg = _fits_run_config(tmp_path, tmp_path / "f", output={"path": str(tmp_path / "r2.zarr")})
+    with pytest.raises(ConfigError, match=rf"only 6 frames found \(of {nt} frames, {nt - 6} at"):
+        run(cfg)
+    assert not (tmp_path / "r2.zarr").exists()
+
+
 def test_interpolation_warning_for_alternating_spacing_names_an_fmax(tmp_path, caplog):
     """Frames spaced alternately 12 and 25 s (as IRIS SJI's 18.7 / 37.5 s) have no single
     nominal cadence, so 'set resample.cadence' alone could not be followed (the helper's
@@ -1255,3 +1296,43 @@ def test_fit_refuses_float64_spectra_that_float32_maps_cannot_hold(scale, side):
     res = specfit.fit(da * factor, models={"M1": "powerlaw_tail"})
     tail = res["M1_tail"].values
     assert np.isfinite(tail).all() and (tail > 0).all()
+
+
+@pytest.mark.parametrize("scale", [1e-45, 1e45])
+def test_fit_leaves_out_of_range_pixels_beyond_the_first_tile_unfitted(scale):
+    """The range check before work reads the first tile only: spectra out of float32's range
+    in another tile (here beside a first tile that is all NaN, or in range) were fitted and
+    stored with amplitudes of 0 (or inf) and status 0 (a helper's finding). Such pixels now
+    get status 4, not fitted, and every other pixel's maps are the same as without them."""
+    import numpy as np
+    import xarray as xr
+
+    import specfit
+
+    rng = np.random.default_rng(4)
+    f = np.arange(1, 101) / (200 * 12.0)
+    level = (f / f[0]) ** -2.0 + 1e-2
+    p = level[:, None, None] * rng.exponential(size=(100, 16, 16))
+    bad = np.zeros((16, 16), bool)
+    bad[8:, 8:] = True  # the last of four 8 x 8 tiles
+    scaled = np.where(bad, p * scale, p)
+    models = {"M1": "powerlaw_tail"}
+    for first in ("in range", "all NaN"):
+        q = scaled.copy()
+        if first == "all NaN":
+            q[:, :8, :8] = np.nan
+        da = xr.DataArray(q, dims=("freq", "y", "x"), coords={"freq": f})
+        res = specfit.fit(da.chunk({"freq": -1, "y": 8, "x": 8}), models=models).compute()
+        clean = specfit.fit(
+            da.where(~xr.DataArray(bad, dims=("y", "x"))).chunk({"freq": -1, "y": 8, "x": 8}),
+            models=models,
+        ).compute()
+        st = res["M1_status"].values
+        assert (st[bad] == 4).all(), np.unique(st[bad])
+        assert np.isnan(res["M1_amplitude"].values[bad]).all()
+        for v in res.data_vars:
+            a, b = res[v].values[~bad], clean[v].values[~bad]
+            if v != "M1_status":
+                np.testing.assert_array_equal(a, b, err_msg=f"{v}, first tile {first}")
+        assert (clean["M1_status"].values[bad] == 2).all()
+        assert np.array_equal(st[~bad], clean["M1_status"].values[~bad])

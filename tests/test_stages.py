@@ -287,6 +287,12 @@ def test_the_stage_functions_bad_arguments_are_specfit_errors():
         bad = cube.isel(time=slice(0, 3)).assign_coords(time=t)
         with pytest.raises(InputError, match="specfit.resample: times"):
             stages.resample(bad)
+    # Fewer than 8 frames: a finer cadence only interpolated between them (3 frames at 1.2 s
+    # gave 21 samples and status-0 fits of straight lines; a helper's finding)
+    for n in (2, 3, 7):
+        with pytest.raises(InputError, match=f"specfit.resample: only {n} frames; at least 8"):
+            stages.resample(cube.isel(time=slice(0, n)), cadence=1.2)
+    stages.resample(cube.isel(time=slice(0, 8)))
     text = cube.assign_coords(time=np.array(["2020-01-01T00:00:00"] * cube.sizes["time"]))
     with pytest.raises(InputError, match="seconds or datetime64"):
         stages.resample(text)

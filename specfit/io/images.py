@@ -54,9 +54,12 @@ _JPEG_TAIL = 1 << 16
 
 
 def _looks_complete(path: str) -> bool:
-    """True if the file ends as a complete PNG / JPEG does (from its last bytes; other
-    formats: True). A cheap check before any work; a False is confirmed by decoding."""
+    """True if the file ends as a complete PNG / JPEG does (from its last bytes) or holds
+    every byte its TIFF directory points to (:func:`_tiff_complete`). A cheap check before any
+    work; a False is confirmed by decoding."""
     suffix = os.path.splitext(path)[1].lower()
+    if suffix in (".tif", ".tiff"):
+        return _tiff_complete(path)
     if suffix not in (".png", ".jpg", ".jpeg"):
         return True
     with open(path, "rb") as fh:
@@ -66,6 +69,28 @@ def _looks_complete(path: str) -> bool:
         fh.seek(max(size - n, 0))
         tail = fh.read()
     return tail.endswith(_PNG_END) if suffix == ".png" else b"\xff\xd9" in tail
+
+
+# TIFF tags: the offsets and byte counts of the image's strips (or tiles)
+_TIFF_PARTS = ((273, 279), (324, 325))
+
+
+def _tiff_complete(path: str) -> bool:
+    """True if the first image's strips (or tiles), as its directory lists them, all end
+    within the file; False if one does not or the directory is unreadable or lists none."""
+    from PIL import Image
+
+    size = os.path.getsize(path)
+    try:
+        with Image.open(path) as im:
+            tags = im.tag_v2
+            for offsets, counts in _TIFF_PARTS:
+                if offsets in tags and counts in tags:
+                    ends = [o + c for o, c in zip(tags[offsets], tags[counts], strict=False)]
+                    return bool(ends) and max(ends) <= size
+    except Exception:
+        return False
+    return False
 
 
 # PIL modes whose array is grey (+ alpha) or R, G, B (+ alpha) as to_grey reads it (the

@@ -59,7 +59,7 @@ STATUS_CODES: dict[int, str] = {
     1: "max_iter: not converged within max_iter steps; values are the last iterate",
     2: "nonfinite_input: NaN or inf in the spectrum (or sigma); not fitted",
     3: "constant_input: the spectrum is constant (e.g. all zero); not fitted",
-    4: "invalid_input: negative power (whittle, lsq_log), zero power (lsq_log), sigma <= 0 (lsq) or a dof that is not a positive number; not fitted",
+    4: "invalid_input: negative power (whittle, lsq_log), zero power (lsq_log), sigma <= 0 (lsq), a dof that is not a positive number, or a mean power beyond what float32 maps hold (above 3.4e35 or below 1.2e-36); not fitted",
     5: "too_few_bins: fewer frequency bins than parameters + 1; not fitted",
     6: "singular_curvature: converged but the Fisher matrix is singular; errors are NaN",
     7: "at_bound: converged with a parameter on a bound (that parameter's error is NaN)",
@@ -80,6 +80,10 @@ NONNESTED_RULES = ("bic", "aic")
 # level is estimated from the residuals, as scipy's curve_fit does by default)
 WEIGHTS = ("sigma", "dlogf")
 _NOT_FITTED = (2, 3, 4, 5, 9, original.RAISED)
+# the mean power a fitted pixel may have (status 4 beyond): float32's range with 1e3 / 1e2 of
+# room for amplitudes and errors above the data and for a tail below its mean
+_POWER_MAX = float(np.finfo(np.float32).max) * 1e-3
+_POWER_MIN = float(np.finfo(np.float32).tiny) * 1e2
 
 # LRT calibration: simulated pure-small-model spectra per (grid, dof, models, settings)
 _LRT_NSIM = 2000
@@ -844,6 +848,11 @@ def _prepare(power, sigma, method, dof, absolute_sigma=True):
     k = dof / 2.0
     pn = np.empty((npix, nf))
     status, scale, sum_ln_y = _scan_rows(power, {"lsq": 0, "lsq_log": 1, "whittle": 2}[method], pn)
+    # Parameters and errors are stored as float32 and scale with the power: a pixel whose
+    # level float32 cannot hold would store amplitudes of 0 or inf with status 0 (float64
+    # spectra handed to specfit.fit; stages.check_power_range refuses them from the first
+    # tile only)
+    status[(status == 0) & ((scale > _POWER_MAX) | (scale < _POWER_MIN))] = 4
     if sigma is not None:
         with np.errstate(invalid="ignore"):
             bad_sigma = ~np.isfinite(sigma).all(axis=1)

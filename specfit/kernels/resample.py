@@ -12,6 +12,7 @@ import numpy as np
 from numba import njit
 
 __all__ = [
+    "check_times",
     "uniform_times",
     "choose_cadence",
     "interpolation_nyquist_gain",
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 
-def _check_times(times: np.ndarray, name: str = "times") -> np.ndarray:
+def check_times(times: np.ndarray, name: str = "times") -> np.ndarray:
     """Return ``times`` as a 1-D float64 array, or raise a ValueError saying what is wrong."""
     t = np.asarray(times, dtype=np.float64)
     if t.ndim != 1:
@@ -59,7 +60,7 @@ def uniform_times(times: np.ndarray, cadence: float | None = None) -> np.ndarray
         ``t0 + k * cadence`` for ``k = 0 .. floor((t_end - t0) / cadence)``, float64. The last
         point never lies after the last frame.
     """
-    t = _check_times(times)
+    t = check_times(times)
     if cadence is None:
         cadence = choose_cadence(t)[0]
     cadence = float(cadence)
@@ -117,7 +118,7 @@ def choose_cadence(times: np.ndarray) -> tuple[float, float]:
     (cadence, gain)
         Seconds, and the fraction of Nyquist white-noise power its grid keeps.
     """
-    t = _check_times(times)
+    t = check_times(times)
     d = np.diff(t)
     candidates = []
     for digits in sorted({1, max(1, 1 - int(np.floor(np.log10(np.median(d)))))}, reverse=True):
@@ -154,7 +155,7 @@ def find_gaps(times: np.ndarray, cadence: float, max_gap: float) -> list[tuple[f
     list of (float, float)
         ``(start, end)`` times of the frames on either side of each gap, in time order.
     """
-    t = _check_times(times)
+    t = check_times(times)
     if not (np.isfinite(cadence) and cadence > 0):
         raise ValueError(f"cadence must be a positive number of seconds, got {cadence!r}")
     if not (np.isfinite(max_gap) and max_gap > 0):
@@ -235,7 +236,7 @@ def interp_linear(times: np.ndarray, values: np.ndarray, new_times: np.ndarray) 
     numpy.ndarray
         ``(npix, m)`` float32.
     """
-    t = _check_times(times)
+    t = check_times(times)
     v = np.asarray(values)
     if v.ndim != 2:
         raise ValueError(f"values must be 2-D (npix, nt), got shape {v.shape}")
@@ -316,7 +317,7 @@ def longest_gaps(times: np.ndarray, values: np.ndarray) -> np.ndarray:
         ``values.shape[1:]`` float32 seconds; NaN where a pixel has fewer than 2 finite
         samples.
     """
-    t = _check_times(times)
+    t = check_times(times)
     v = np.asarray(values)
     if v.ndim < 1 or v.shape[0] != t.size:
         raise ValueError(
