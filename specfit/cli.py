@@ -174,8 +174,41 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+class _ReaderMayLeave:
+    """A text stream for ``run`` and ``demo`` that goes on when its reader leaves: a closed
+    pipe (``specfit run ... 2>&1 | head``, a ``tee`` or pager that exits) made the next
+    progress line raise BrokenPipeError, which stopped the run half way with exit status 0.
+    From the first such write on, the stream's file descriptor writes to os.devnull, and the
+    run finishes its store."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _gone(self) -> None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    streams = sys.stdout, sys.stderr
+    if args.command in ("run", "demo"):
+        sys.stdout, sys.stderr = _ReaderMayLeave(sys.stdout), _ReaderMayLeave(sys.stderr)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="specfit: %(levelname)s: %(message)s",
@@ -258,11 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     finally:
-        # main() called from Python: the caller's own signal handlers again
+        # main() called from Python: the caller's own signal handlers and streams again
         import signal
 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        sys.stdout, sys.stderr = streams
 
 
 def _plain_warnings() -> None:

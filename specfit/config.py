@@ -588,6 +588,20 @@ def _allowed_keys(section_path: list[str]) -> list[str]:
     return sorted(model.model_fields)
 
 
+def _yaml_problem(exc: Exception) -> str:
+    """One line for a YAML error, after the file's name: where (line and column in the
+    file) and what (PyYAML's own text spans 4-8 lines, quoting the source)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return " is not valid YAML: " + " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    what = f"{problem} ({context})" if context else problem
+    if "'\\t'" in what:  # PyYAML names a tab as its repr
+        what += "; indent with spaces, not tabs"
+    return f", line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {what}"
+
+
 def _check_unique_keys(text: str, lines: bool = True) -> None:
     """Refuse a key given twice in one mapping of a YAML text (YAML would keep the last one
     silently: a second ``fit:`` section would replace the first). Checked on the composed
@@ -721,7 +735,7 @@ def load_config(
             _check_unique_keys(text)
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"{path}{_yaml_problem(exc)}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         base_dir = path.resolve().parent
@@ -767,14 +781,17 @@ def _resolve_paths(cfg: Config, base: Path | None, given: set[str] = frozenset()
 
     ``output.path`` and ``output.cube_path`` are also freed of symbolic links, from any
     source: every later step (the work folder beside the store, its lock, a replacement with
-    ``--overwrite``) then sees the real folder, not a link that points at it."""
+    ``--overwrite``) then sees the real folder, not a link that points at it. An absolute
+    path in a config file or ``--set`` is freed of them too, as a relative one is: the same
+    input given through a link and by its real path is one configuration (a resume or a
+    finished store was refused as "input.path differs" and "the input changed")."""
 
     def fix(p: str | None, key: str) -> str | None:
         if p is None or "://" in p:
             return p
         q = Path(p).expanduser()
         if q.is_absolute():
-            return str(q)
+            return str(q.resolve())
         if base is None:
             return p
         return str(((Path.cwd() if key in given else base) / q).resolve())
@@ -788,14 +805,11 @@ def _resolve_paths(cfg: Config, base: Path | None, given: set[str] = frozenset()
         # relative, with no config file: made absolute only where a link is on the way
         return os.path.realpath(p) if os.path.realpath(p) != os.path.abspath(p) else p
 
-    if base is not None:
-        cfg.input.path = fix(cfg.input.path, "input.path")
-        cfg.input.times_csv = fix(cfg.input.times_csv, "input.times_csv")
-        cfg.input.times = fix(cfg.input.times, "input.times")
-        models = cfg.fit.user_models
-        cfg.fit.user_models = [
-            fix(m, "fit.user_models") if m.endswith(".py") else m for m in models
-        ]
+    cfg.input.path = fix(cfg.input.path, "input.path")
+    cfg.input.times_csv = fix(cfg.input.times_csv, "input.times_csv")
+    cfg.input.times = fix(cfg.input.times, "input.times")
+    models = cfg.fit.user_models
+    cfg.fit.user_models = [fix(m, "fit.user_models") if m.endswith(".py") else m for m in models]
     cfg.output.path = real(cfg.output.path, "output.path")
     cfg.output.cube_path = real(cfg.output.cube_path, "output.cube_path")
 

@@ -348,7 +348,12 @@ def inspect_input(
         report.append("  instrument  not given (no TELESCOP/INSTRUME keys)")
 
     # --- times, cadence, gaps
-    t_source = attrs.get("time_key") or attrs.get("time_source") or "?"
+    t_source = (
+        attrs.get("time_key")
+        or attrs.get("time_source")
+        or (Path(section["times"]).name if section.get("times") else None)
+        or "the cube's time coordinate"
+    )
     report.append(
         f"  times       from {t_source}: {_fmt_time(str(abs_times[0]))} .. "
         f"{_fmt_time(str(abs_times[-1]))} UTC ({_hms(span)})"
@@ -764,9 +769,9 @@ def _holds_text(path: Path) -> bool:
 def check_out(out: str | Path, force: bool = False) -> None:
     """Refuse an ``--out`` that ``specfit init`` must not write its config to.
 
-    A folder, a name of data (a FITS, image, .npy, .zarr, .gz, ... name) or an existing file
-    that is not a text config is refused even with ``force``; another existing file without
-    ``force``.
+    A folder, a name of data (a FITS, image, .npy, .zarr, .gz, ... name), a file inside a
+    specfit store, cube or work folder, or an existing file that is not a text config is
+    refused even with ``force``; another existing file without ``force``.
 
     Raises
     ------
@@ -785,6 +790,9 @@ def check_out(out: str | Path, force: bool = False) -> None:
             f"--out {out} is {what}, not a config (--force replaces only a YAML config); give "
             f"a .yaml file name, e.g. --out {p.with_name(p.name.split('.')[0] + '.yaml')}"
         )
+    from specfit.workspace import refuse_inside_specfit_folder
+
+    refuse_inside_specfit_folder(p, "--out")
     if not p.exists() and not p.is_symlink():
         return
     if not p.is_file() or p.suffix.lower() not in _CONFIG_SUFFIXES or not _holds_text(p):

@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import socket
+import stat as _stat
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -576,7 +577,9 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
     The group is created with its marker attrs (``specfit_kind``, unfinished), so a run
     killed (or out of disk) while creating the arrays leaves a store that ``--overwrite``
     recognises as specfit's. An empty folder at ``path`` (the user's, perhaps with its own
-    permissions or group) is written into, not deleted and made again.
+    permissions or group) is written into, not deleted and made again; an old store replaced
+    (``--overwrite``) leaves its folder's permissions and group to the new one, so a shared
+    project folder given as ``output.path`` stays shared.
     """
     import zarr
 
@@ -591,7 +594,12 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
     if path.exists() and not is_empty_dir(path):
         refuse_foreign_store(path)  # only specfit's own stores (or an empty folder) go
         refuse_foreign_entries(path, "output.path")  # and none holding a user's files
+        was = path.stat()
         remove_specfit_tree(path)
+        path.mkdir()
+        with contextlib.suppress(OSError):  # a group the user may not give: the default one
+            os.chown(path, -1, was.st_gid)
+        os.chmod(path, _stat.S_IMODE(was.st_mode))  # after chown, which may clear setgid
     b = layout.tile
     names = sorted({*layout.variables, *layout.spectral, *layout.coords2d})
     attrs = {

@@ -81,6 +81,9 @@ def _headline_lines(ds: xr.Dataset) -> list[str]:
     lines = ["  headline (where each model is preferred):"]
     for alias, info in _models(ds).items():
         index, period = _by_role(info)
+        if h.get(f"{alias}_preferred_percent") == 0.0:  # no pixel: no medians to show (NaN)
+            lines.append(f"    {alias}: preferred in no pixel")
+            continue
         parts = []
         if f"{alias}_{index}_median" in h:
             parts.append(

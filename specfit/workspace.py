@@ -53,6 +53,7 @@ __all__ = [
     "glob_base",
     "check_report_path",
     "check_product_folder",
+    "refuse_inside_specfit_folder",
     "input_fingerprint",
     "describe_change",
 ]
@@ -651,6 +652,15 @@ def _specfit_folders_at_or_above(target: Path) -> list[tuple[str, Path]]:
         ("a specfit work folder" if kind == "work" else "a specfit store", folder)
         for kind, folder in _specfit_kinds_at_or_above(target)
     ]
+
+
+def refuse_inside_specfit_folder(path: str | os.PathLike, option: str) -> None:
+    """Refuse a file (``specfit init --out``) that would land in a specfit store, cube or
+    work folder: that store would then hold a file specfit did not write, which its
+    ``--overwrite`` refuses. ConfigError naming ``option``, the folder and the fix."""
+    target = _resolved(path)
+    for what, folder in _specfit_folders_at_or_above(target.parent):
+        raise ConfigError(f"{option} {path} lies inside {what} ({folder}); write it elsewhere")
 
 
 def _specfit_kinds_at_or_above(target: Path) -> list[tuple[str, Path]]:

@@ -270,6 +270,28 @@ def test_output_piped_to_a_reader_that_leaves_is_not_a_traceback(demo_store):
     assert "Traceback" not in err and "BrokenPipe" not in err, err
 
 
+def test_a_run_whose_output_reader_leaves_finishes_its_store(tmp_path):
+    """`specfit run CONFIG 2>&1 | head -6`: the reader left, the next progress line raised
+    BrokenPipeError, and the run stopped half way with exit status 0 and an unfinished store
+    (a helper's finding). The run now goes on with its output to nowhere and finishes."""
+    import subprocess
+    import sys
+
+    import xarray as xr
+
+    cfg = _tiny(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "specfit", "run", str(cfg), "--cluster", "synchronous"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader leaves before the first line
+    proc.stderr.close()
+    assert proc.wait(timeout=600) == 0
+    ds = xr.open_zarr(tmp_path / "results.zarr")
+    assert ds.attrs["complete"] and int(ds["tiles_done"].sum()) > 0
+
+
 def test_info_prints_long_units_whole():
     """IRIS's power unit "(Corrected DN / s)^2/Hz" was cut to 14 characters in the map table
     (a reviewer's finding); the column is as wide as the longest unit."""
@@ -386,6 +408,22 @@ def test_info_headline_says_how_many_preferred_fits_did_not_converge(tmp_path):
         mp.setattr(summary, "headline", one_of_many)
         line = _headline_line(summarise(ds), "m1")
     assert "1 px (<0.1%) of those did not converge" in line, line
+
+
+def test_info_headline_of_a_model_preferred_nowhere_says_so(demo_store):
+    """A model preferred in no pixel printed "index median nan (1st-99th percentile nan-nan);
+    preferred in 0.0% of pixels" (a helper's finding, legacy.yaml on a 20 px cutout)."""
+    import numpy as np
+
+    from specfit.store import open_results
+    from specfit.summary import summarise
+
+    ds = open_results(demo_store).load()
+    ds["best_model"].values = np.where(np.isfinite(ds["m1_index"].values), 1, -1).astype(
+        ds["best_model"].dtype
+    )
+    assert _headline_line(summarise(ds), "m1").strip() == "m1: preferred in no pixel"
+    assert "nan" not in _headline_line(summarise(ds), "m2")
 
 
 def test_a_path_that_cannot_be_written_is_one_line(tmp_path, capsys):

@@ -661,3 +661,26 @@ def test_auto_memory_shares_the_machine_between_more_workers_than_cores():
         check_worker_memory(ClusterConfig(kind="local", n_workers=many))
     check_worker_memory(ClusterConfig(kind="local", n_workers=2))
     assert _memory_limit(ClusterConfig(kind="local", memory_limit="2GB"), 4) == "2GB"
+
+
+def test_local_layout_defaults_are_the_documented_ones(monkeypatch):
+    """docs/cluster.md said threads_per_worker defaults to 1 (2 above 4 cores) while a set
+    n_workers shares the cores between them (a helper's finding: 1 worker on 2 cores ran 2
+    threads); the docs now say so, and this checks the rule they state."""
+    from specfit import cluster
+    from specfit.config import ClusterConfig
+
+    for cores, n_workers, threads, expected in [
+        (2, None, None, (2, 1)),
+        (4, None, None, (4, 1)),
+        (16, None, None, (8, 2)),
+        (2, 1, None, (1, 2)),
+        (16, 2, None, (2, 8)),
+        (16, None, 4, (4, 4)),
+        (2, 3, 1, (3, 1)),
+    ]:
+        monkeypatch.setattr(cluster, "_cpu_count", lambda c=cores: c)
+        cfg = ClusterConfig(n_workers=n_workers, threads_per_worker=threads)
+        assert cluster._local_layout(cfg) == expected, (cores, n_workers, threads)
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cluster.md").read_text()
+    assert "cores / n_workers if n_workers is set, else 1, 2 above 4 cores" in text

@@ -107,6 +107,19 @@ def test_missing_and_malformed_files(tmp_path, monkeypatch):
     bad.write_text("input: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+    # one line with the file's line and column (PyYAML's own text quoted the source over
+    # 4-8 lines, naming "<unicode string>"; a helper's finding)
+    for text, where, what in (
+        ("input:\n\tpath: x\n", "line 2, column 1", "indent with spaces, not tabs"),
+        ("spectra:\n  box: 1\n  box: 3\n", "line 3, column 3", "key 'box' is given twice"),
+        ("input:\n  path: [x\n", "line 3, column 1", "expected ',' or ']'"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            load_config(bad)
+        msg = str(e.value)
+        assert msg.startswith(f"{bad}, {where}: not valid YAML: ") and what in msg, msg
+        assert "\n" not in msg and "unicode string" not in msg, msg
 
 
 def test_config_diff_names_changed_science_keys_only():

@@ -274,6 +274,8 @@ def test_init_reads_a_npy_cube_with_its_times(tmp_path, capsys):
     out = tmp_path / "c.yaml"
     assert main(["init", str(tmp_path / "fast.npy"), "--times", str(tmp_path / "t.npy"),
                  "--out", str(out)]) == 0  # fmt: skip
+    # the report names where the times came from (it said "from ?"; a helper's finding)
+    assert "  times       from t.npy: " in capsys.readouterr().out
     cfg = load_config(out)
     assert cfg.input.kind == "array" and cfg.input.times == str(tmp_path / "t.npy")
     assert cfg.resample.cadence == 0.05
@@ -504,6 +506,25 @@ def test_init_out_refuses_an_input_file(tmp_path):
     with pytest.raises(ConfigError, match=r"^--out .*times.txt is one of the input files"):
         init_config(tmp_path, csv, force=True)  # ...unless the input reads it
     assert csv.read_text() == before
+
+
+def test_init_out_refuses_a_place_inside_a_specfit_store(demo_store):
+    """`specfit init --out STORE/c.yaml` wrote into a results store, which then held a file
+    specfit did not write, so its --overwrite was refused (a helper's finding); plot --out,
+    export --fits and --report already refused such places."""
+    from specfit.errors import ConfigError
+    from specfit.init import check_out
+    from specfit.workspace import work_dir_for
+
+    for inside in (demo_store / "c.yaml", demo_store / "m1_index" / "c.yaml"):
+        with pytest.raises(ConfigError, match=rf"^--out {inside} lies inside a specfit store"):
+            check_out(inside, force=True)
+        assert not inside.exists()
+    work = work_dir_for(demo_store)
+    if work.exists():
+        with pytest.raises(ConfigError, match="lies inside a specfit work folder"):
+            check_out(work / "c.yaml")
+    check_out(demo_store.parent / "beside.yaml")  # beside the store: fine
 
 
 def test_init_reads_every_frame_of_a_folder_mixing_fits_suffixes(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+import yaml
 import zarr
 
 from conftest import tiny_config
@@ -647,7 +648,9 @@ def test_an_interrupted_plot_can_be_run_again(tmp_path, demo_store, monkeypatch)
 def test_an_empty_output_folder_is_written_into_not_made_again(tmp_path, frames):
     """A user's empty folder as output.path was deleted and made again (zarr's mode "w"), so
     its permissions and group were lost, and a shell standing in it was left in a deleted
-    folder (a reviewer's finding). It is now the same folder, with its mode."""
+    folder (a reviewer's finding). It is now the same folder, with its mode. Replacing that
+    store (--overwrite, another setting) made the folder anew with the default mode and group
+    (a helper's finding); the new folder now has the old one's mode and group."""
     import stat
 
     out = tmp_path / "shared" / "results.zarr"
@@ -658,6 +661,12 @@ def test_an_empty_output_folder_is_written_into_not_made_again(tmp_path, frames)
     assert out.stat().st_ino == inode
     assert stat.S_IMODE(out.stat().st_mode) == 0o2770
     assert xr.open_zarr(out).attrs["complete"]
+    group = out.stat().st_gid
+    cfg = frames_config(tmp_path, frames, path=str(out))
+    cfg["spectra"] = {**cfg.get("spectra", {}), "detrend": "linear"}
+    run(cfg, cluster="synchronous", overwrite=True)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o2770 and out.stat().st_gid == group
+    assert xr.open_zarr(out).attrs["complete"] and xr.open_zarr(out).attrs["detrend"] == "linear"
 
 
 def test_a_store_cut_off_while_being_created_is_specfits_own(tmp_path, frames, monkeypatch):
@@ -780,3 +789,26 @@ def test_the_rest_of_an_interrupted_replacement_is_deleted_by_the_next_run(tmp_p
         assert not other.exists() and not (tmp_path / "other.zarr").exists()
     finally:
         alive.kill()
+
+
+@pytest.mark.parametrize("source", ["file", "mapping"])
+def test_the_same_input_through_a_link_is_the_same_run(tmp_path, frames, source):
+    """input.path given as an absolute path through a symbolic link counted as another
+    configuration and as changed input: a finished store was refused ("input.path: '/real'
+    != '/link'", "the input changed") and a killed run could not be resumed, while a relative
+    link was resolved (a helper's finding). Absolute paths are now freed of links too."""
+    link = tmp_path / "frames_link"
+    link.symlink_to(frames, target_is_directory=True)
+    cfg = frames_config(tmp_path, frames)
+    via = frames_config(tmp_path, frames)
+    via["input"]["path"] = str(link)
+    if source == "file":
+        (tmp_path / "real.yaml").write_text(yaml.safe_dump(cfg))
+        (tmp_path / "link.yaml").write_text(yaml.safe_dump(via))
+        cfg, via = str(tmp_path / "real.yaml"), str(tmp_path / "link.yaml")
+    first = run(cfg, cluster="synchronous")
+    stamp = (tmp_path / "results.zarr" / "zarr.json").stat().st_mtime_ns
+    again = run(via, cluster="synchronous", resume=True)  # refused before
+    assert again.attrs["complete"] and first.attrs["config"] == again.attrs["config"]
+    assert (tmp_path / "results.zarr" / "zarr.json").stat().st_mtime_ns == stamp  # not redone
+    assert str(frames.resolve()) in again.attrs["config"]
