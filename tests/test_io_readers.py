@@ -241,6 +241,38 @@ def test_fits_cube_iris_layout(tmp_path):
     assert da_["hpc_x"].values[0, 0] == pytest.approx(500.0, abs=1e-6)
 
 
+def test_max_frames_gives_the_reference_of_the_frames_kept(tmp_path):
+    """input.max_frames cut the series after the reader had taken the middle of all the
+    frames as the reference: its WCS, hpc_x/hpc_y and reference_index (which coalign reads:
+    beyond the frames kept it failed with an IndexError) came from a frame the run does not
+    use, so a run with max_frames differed from one on those frames alone (a helper's
+    finding: m1_index up to 0.0011 on AIA). Now the middle of the frames kept."""
+    t0 = Time("2020-01-01T00:00:00", scale="utc")
+    rng = np.random.default_rng(4)
+    for name, n in (("all", 12), ("first", 5)):
+        (tmp_path / name).mkdir()
+        for i in range(n):
+            h = _hpc_header(5, 7, (t0 + TimeDelta(12.0 * i, format="sec")).isot)
+            h["CRVAL1"] = 100.0 + 3.0 * i  # the pointing drifts
+            data = rng.normal(100, 10, (5, 7)).astype(np.float32)
+            fits.PrimaryHDU(data, header=h).writeto(tmp_path / name / f"f{i:03d}.fits")
+    cut = open_input(InputConfig(path=str(tmp_path / "all"), max_frames=5))
+    alone = open_input(InputConfig(path=str(tmp_path / "first")))
+    assert cut.attrs["reference_index"] == alone.attrs["reference_index"] == 2
+    assert cut.attrs["wcs_header"] == alone.attrs["wcs_header"]
+    np.testing.assert_array_equal(cut["hpc_x"].values, alone["hpc_x"].values)
+    # a cube (IRIS layout): its reference time and index from the frames kept too
+    _write_iris_like(tmp_path / "c.fits", nt=12, extra_rows=0)
+    whole = open_input(InputConfig(path=str(tmp_path / "c.fits")))
+    cut = open_input(InputConfig(path=str(tmp_path / "c.fits"), max_frames=4))
+    assert whole.attrs["reference_index"] == 6 and cut.attrs["reference_index"] == 2
+    assert cut.attrs["wcs_header"] != whole.attrs["wcs_header"]  # its DATE-OBS
+    from specfit.prep.coalign import coalign
+
+    aligned = coalign(cut).values  # an IndexError before: frame 6 of 4
+    assert aligned.shape == cut.shape and np.isfinite(aligned).any()
+
+
 def test_fits_cube_linear_time_axis_and_npy_times(tmp_path):
     cube = np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2)
     h = fits.Header()

@@ -51,6 +51,7 @@ __all__ = [
     "flagged_frames",
     "instrument_attrs",
     "series_field",
+    "reference_frame",
 ]
 
 
@@ -764,17 +765,29 @@ def instrument_attrs(h: Any, attrs: dict) -> None:
             break
 
 
+def reference_frame(nt: int, max_frames: int | None = None) -> int:
+    """The reference (middle) frame of a series of ``nt`` frames of which ``input.max_frames``
+    keeps the first: the middle of the frames kept, so that a run with ``max_frames`` has the
+    reference (WCS, ``hpc_x``/``hpc_y``, coalignment) of a run on those frames alone."""
+    return (min(nt, max_frames) if max_frames else nt) // 2
+
+
 def series_field(
-    headers: Sequence[Any], times: np.ndarray, ny: int, nx: int, normalised: bool
+    headers: Sequence[Any],
+    times: np.ndarray,
+    ny: int,
+    nx: int,
+    normalised: bool,
+    max_frames: int | None = None,
 ) -> tuple[fits.Header | None, tuple[np.ndarray, np.ndarray] | None, dict]:
     """What a time-sorted series of frame headers (any mappings) says about its field.
 
-    The middle frame is the reference: its celestial WCS (at its time) gives the
-    helioprojective coordinates; the first frame's unit (``/ s`` once normalised by exposure)
-    and instrument keys go in the attrs. Returns ``(celestial header or None, (hpc_x, hpc_y)
-    or None, attrs)``.
+    The middle frame (of the first ``max_frames``, :func:`reference_frame`) is the
+    reference: its celestial WCS (at its time) gives the helioprojective coordinates; the
+    first frame's unit (``/ s`` once normalised by exposure) and instrument keys go in the
+    attrs. Returns ``(celestial header or None, (hpc_x, hpc_y) or None, attrs)``.
     """
-    ref = len(headers) // 2
+    ref = reference_frame(len(headers), max_frames)
     cel = celestial_header(headers[ref], times[ref])
     hpc = hpc_coords(cel, ny, nx) if cel is not None else None
     h0 = headers[0]

@@ -38,6 +38,7 @@ from ._base import (
     instrument_attrs,
     load_times,
     parse_time,
+    reference_frame,
     seconds_per,
 )
 from .fits_series import find_image_hdu, inherited_header, list_files
@@ -221,12 +222,13 @@ def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
         scale=scale,
         missing_below=missing_below,
     )
-    cel = celestial_header(header, times[nt // 2])
+    ref = reference_frame(nt, cfg.max_frames)
+    cel = celestial_header(header, times[ref])
     pointing = {k: v[order] for k, v in pointing.items()}
     if cel is not None:
         for name, key in (("wcs_crval1", "CRVAL1"), ("wcs_crval2", "CRVAL2")):
             if name in pointing:
-                cel[key] = float(pointing[name][nt // 2])
+                cel[key] = float(pointing[name][ref])
     hpc = hpc_coords(cel, ny, nx) if cel is not None else None
     bunit = str(header.get("BUNIT", "") or "").strip()
     attrs = {
@@ -236,7 +238,7 @@ def open_fits_cube(cfg: InputConfig) -> xr.DataArray:
         "exposure_normalised": scale is not None,
         "time_source": time_source,
         "files": [os.path.basename(path)],
-        "reference_index": nt // 2,
+        "reference_index": ref,
     }
     if cel is not None:
         attrs["wcs_header"] = cel.tostring(sep="\n")

@@ -38,6 +38,7 @@ from ._base import (
     input_names,
     parse_time,
     read_failure,
+    reference_frame,
     series_field,
     strict_time,
 )
@@ -294,10 +295,12 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
     )
     sorted_headers = [headers[i] for i in order]
     # series_field reads the first and the middle (reference) frame's whole header.
-    for j in {0, len(order) // 2}:
+    for j in {0, reference_frame(len(order), cfg.max_frames)}:
         if isinstance(sorted_headers[j], _Keys):
             sorted_headers[j] = _scan(files[order[j]], cfg.hdu, keys, whole=True)[0]
-    cel, hpc, field = series_field(sorted_headers, times, ny, nx, scale is not None)
+    cel, hpc, field = series_field(
+        sorted_headers, times, ny, nx, scale is not None, max_frames=cfg.max_frames
+    )
     attrs = {
         "source": str(Path(cfg.path).resolve()) if cfg.path else "",
         "kind": "fits_series",

@@ -32,6 +32,7 @@ from ._base import (
     flagged_frames,
     hpc_coords,
     instrument_attrs,
+    reference_frame,
     relative_seconds,
     series_field,
 )
@@ -138,7 +139,9 @@ def _open_maps(maps: list, cfg: InputConfig, label: str) -> xr.DataArray:
     blank_sorted = [blank[i] for i in order]
     data = _cleaned(raw, blank_sorted, cfg.missing_below, scale)
     ny, nx = shape
-    cel, hpc, field = series_field([metas[i] for i in order], times, ny, nx, scale is not None)
+    cel, hpc, field = series_field(
+        [metas[i] for i in order], times, ny, nx, scale is not None, max_frames=cfg.max_frames
+    )
     attrs: dict[str, Any] = {
         "source": f"in-memory {label} of {len(maps)} Maps",
         "kind": "memory",
@@ -222,7 +225,7 @@ def _open_ndcube(cube: Any, cfg: InputConfig) -> xr.DataArray:
             for k in ("DSUN_OBS", "HGLN_OBS", "HGLT_OBS", "RSUN_REF", "TELESCOP", "INSTRUME"):
                 if _meta_get(meta, k) is not None:
                     h[k] = _meta_get(meta, k)
-            cel = celestial_header(h, times[nt // 2])
+            cel = celestial_header(h, times[reference_frame(nt, cfg.max_frames)])
     except Exception:  # a WCS that astropy cannot express as FITS: no arcsec coordinates
         cel = None
     hpc = hpc_coords(cel, ny, nx) if cel is not None else None
@@ -233,7 +236,7 @@ def _open_ndcube(cube: Any, cfg: InputConfig) -> xr.DataArray:
         "bunit": (f"{bunit} / s" if bunit else "1 / s") if scale is not None else bunit,
         "exposure_normalised": scale is not None,
         "time_key": "NDCube time axis",
-        "reference_index": nt // 2,
+        "reference_index": reference_frame(nt, cfg.max_frames),
     }
     if cel is not None:
         attrs["wcs_header"] = cel.tostring(sep="\n")

@@ -18,6 +18,7 @@ import xarray as xr
 from scipy import ndimage
 
 from specfit.config import DEFAULTS
+from specfit.errors import ConfigError
 from specfit.io import whole_frames
 
 __all__ = ["estimate_shift", "coalign", "shift_frame", "measure_shifts", "smooth_shifts"]
@@ -205,6 +206,10 @@ def coalign(
     nt, ny, nx = arr.shape
     if ref_index is None:
         ref_index = int(arr.attrs.get("reference_index", nt // 2))
+        if not 0 <= ref_index < nt:  # the attr of a longer series this one was cut from
+            ref_index = nt // 2
+    elif not 0 <= ref_index < nt:
+        raise ConfigError(f"coalign: ref_index {ref_index} is not a frame of these {nt} frames")
     data = _frames(arr)
     meta = np.empty((0, 0, 0), np.float32)
     if shifts is None:
