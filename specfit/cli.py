@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shlex
@@ -183,22 +184,31 @@ class _ReaderMayLeave:
 
     def __init__(self, stream):
         self._stream = stream
+        self._gone = False
 
-    def _gone(self) -> None:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+    def _leave(self) -> None:
+        self._gone = True
+        with contextlib.suppress(OSError, ValueError):  # no file descriptor: writes dropped
+            fd = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(fd, self._stream.fileno())
+            finally:
+                os.close(fd)
 
     def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except BrokenPipeError:
-            self._gone()
-            return len(text)
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._leave()
+        return len(text)
 
     def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except BrokenPipeError:
-            self._gone()
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._leave()
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -208,7 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     streams = sys.stdout, sys.stderr
     if args.command in ("run", "demo"):
-        sys.stdout, sys.stderr = _ReaderMayLeave(sys.stdout), _ReaderMayLeave(sys.stderr)
+        # (a stream that is None, closed at start: `>&-`, stays None, as Python made it)
+        sys.stdout, sys.stderr = (s if s is None else _ReaderMayLeave(s) for s in streams)
+    try:
+        return _command(args)
+    finally:  # main() called from Python: the caller's own streams again
+        sys.stdout, sys.stderr = streams
+
+
+def _command(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="specfit: %(levelname)s: %(message)s",
@@ -291,12 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     finally:
-        # main() called from Python: the caller's own signal handlers and streams again
+        # main() called from Python: the caller's own signal handlers again
         import signal
 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        sys.stdout, sys.stderr = streams
 
 
 def _plain_warnings() -> None:

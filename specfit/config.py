@@ -588,15 +588,30 @@ def _allowed_keys(section_path: list[str]) -> list[str]:
     return sorted(model.model_fields)
 
 
-def _yaml_problem(exc: Exception) -> str:
-    """One line for a YAML error, after the file's name: where (line and column in the
-    file) and what (PyYAML's own text spans 4-8 lines, quoting the source)."""
+def _yaml_problem(exc: Exception, text: str) -> str:
+    """One line for a YAML error in ``text``, after the file's name: where (line and column
+    in the file) and what, the construct it was in first with that one's line (PyYAML's own
+    text spans 4-8 lines, quoting the source)."""
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None)
+    position = getattr(exc, "position", None)
+    if (mark is None or not problem) and isinstance(position, int):  # a reader error
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+        reason = getattr(exc, "reason", None) or " ".join(str(exc).split())
+        char = getattr(exc, "character", None)
+        if isinstance(char, int):
+            char = f"#x{char:04x}"
+        what = f"{reason}: {char}" if char is not None else reason
+        return f", line {line}, column {column}: not valid YAML: {what}"
     if mark is None or not problem:
         return " is not valid YAML: " + " ".join(str(exc).split())
     context = getattr(exc, "context", None)
-    what = f"{problem} ({context})" if context else problem
+    where = getattr(exc, "context_mark", None)
+    what = problem
+    if context:
+        at = f" (line {where.line + 1})" if where is not None and where.line != mark.line else ""
+        what = f"{context}{at}: {problem}"
     if "'\\t'" in what:  # PyYAML names a tab as its repr
         what += "; indent with spaces, not tabs"
     return f", line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {what}"
@@ -735,7 +750,7 @@ def load_config(
             _check_unique_keys(text)
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}{_yaml_problem(exc)}") from exc
+            raise ConfigError(f"{path}{_yaml_problem(exc, text)}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         base_dir = path.resolve().parent
@@ -781,20 +796,23 @@ def _resolve_paths(cfg: Config, base: Path | None, given: set[str] = frozenset()
 
     ``output.path`` and ``output.cube_path`` are also freed of symbolic links, from any
     source: every later step (the work folder beside the store, its lock, a replacement with
-    ``--overwrite``) then sees the real folder, not a link that points at it. An absolute
-    path in a config file or ``--set`` is freed of them too, as a relative one is: the same
-    input given through a link and by its real path is one configuration (a resume or a
-    finished store was refused as "input.path differs" and "the input changed")."""
+    ``--overwrite``) then sees the real folder, not a link that points at it. The input
+    paths (absolute, or relative to a config file) are freed of links in their folders, and
+    a link to a folder is followed: the same input given through a link and by its real
+    path is one configuration (a resume or a finished store was refused as "input.path
+    differs" and "the input changed"). A link to a file keeps its own name, which says the
+    file's kind (a content-addressed cache, DVC's or git-annex's, names its files by hash)."""
 
     def fix(p: str | None, key: str) -> str | None:
         if p is None or "://" in p:
             return p
         q = Path(p).expanduser()
-        if q.is_absolute():
-            return str(q.resolve())
-        if base is None:
-            return p
-        return str(((Path.cwd() if key in given else base) / q).resolve())
+        if not q.is_absolute():
+            if base is None:
+                return p
+            q = (Path.cwd() if key in given else base) / q
+        q = q.parent.resolve() / q.name
+        return str(q.resolve() if q.is_dir() else q)
 
     def real(p: str | None, key: str) -> str | None:
         p = fix(p, key)

@@ -494,7 +494,12 @@ class Model:
                     f"fit.bounds.{self.name}: unknown parameter {pname!r}; "
                     f"parameters are {', '.join(self.param_names)}"
                 )
-            lo, hi = (float(v) for v in b)
+            try:
+                lo, hi = (float(v) for v in b)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"fit.bounds.{self.name}.{pname}: give [low, high] (numbers), got {b!r}"
+                ) from None
             if not lo < hi:
                 raise ValueError(f"fit.bounds.{self.name}.{pname}: needs low < high, got {b}")
             i = self.param_names.index(pname)

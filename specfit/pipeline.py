@@ -351,7 +351,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
     times = np.asarray(arr["time"].values, dtype=float)
     if times.size < 8:
         cut = (
-            f" (input.max_frames={cfg.input.max_frames} keeps the first {times.size})"
+            f" (input.max_frames={cfg.input.max_frames} keeps the first {n_read})"
             if cfg.input.max_frames
             else ""
         )

@@ -486,10 +486,9 @@ def resample(
     with _specfit_errors("specfit.resample: ", input_error=True):
         times = _rs.check_times(_seconds(arr))
         if times.size < 8:  # as specfit run: a finer cadence would only interpolate them
-            n = times.size
-            raise ValueError(
-                f"only {n} frame{'' if n == 1 else 's'}; at least 8 are needed for a spectrum "
-                "(a shorter cadence would only interpolate between them): give more frames"
+            raise ValueError(  # (check_times has refused a single frame)
+                f"only {times.size} frames; at least 8 are needed for a spectrum (a shorter "
+                "cadence would only interpolate between them): give more frames"
             )
         new_times = uniform_grid(times, cadence, arr.attrs.get("files"))
         dt = float(new_times[1] - new_times[0])
@@ -652,6 +651,11 @@ def power_spectra(
     settings.update(window=window, detrend=detrend, normalisation=normalisation, box=box)
     settings.update(fmin=fmin, fmax=fmax, box_dof=box_dof)
     check_settings("power_spectra", SpectraConfig, settings)
+    if with_sigma and box == 1:
+        raise ConfigError(
+            "specfit.power_spectra: with_sigma=True needs box > 1 (the spread is taken across "
+            "the box)"
+        )
     arr = _frames(arr, "power_spectra")
     with _specfit_errors("specfit.power_spectra: ", input_error=True):
         times = _seconds(arr)
@@ -798,8 +802,14 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
                 "(POWER_LAW + TAIL).named('my_model'), or give a registered model's name"
             )
         if bounds and model.name in bounds:
+            given = bounds[model.name]
+            if not isinstance(given, Mapping):
+                raise ConfigError(
+                    f"fit.bounds.{model.name}: give a mapping of parameter: [low, high], e.g. "
+                    f"{{{model.param_names[0]!r}: [0, 1]}}; got {given!r}"
+                )
             with _specfit_errors():
-                model = model.with_bounds(dict(bounds[model.name]))
+                model = model.with_bounds(dict(given))
         out[alias] = model
     names = sorted({m.name for m in out.values()})
     stray = sorted(set(bounds or {}) - set(names))
@@ -956,6 +966,11 @@ def fit(
             f"specfit.power_spectra; got {type(power).__name__} "
             f"{getattr(power, 'dims', getattr(power, 'shape', ''))}"
         )
+    if power.dtype.kind not in "fiu":  # complex: numpy would drop the imaginary part
+        raise ConfigError(
+            f"specfit.fit needs real power (|FFT|^2), got dtype {power.dtype}; take "
+            "abs(x) ** 2 of a complex spectrum first"
+        )
     # One set of defaults for the config and the Python API; a store's spectra bring the
     # settings of the run that fitted them.
     run = json.loads(power.attrs.get("fit_settings") or "{}")
@@ -1070,13 +1085,14 @@ def fit(
             check_original(mods, method, options["weights"], freq)
         need = [k for k in ("normalisation", "cadence", "segment_length") if k not in pattrs]
         if need:
-            raise ValueError(
+            raise ConfigError(
                 f"optimizer='original' needs power.attrs {need} (set by power_spectra and "
                 "on a results store's power) to convert to the original's power units"
             )
-        kernel_options = _tile.with_original_unit(
-            kernel_options, pattrs["normalisation"], float(pattrs["cadence"]), pattrs
-        )
+        with _specfit_errors():
+            kernel_options = _tile.with_original_unit(
+                kernel_options, pattrs["normalisation"], float(pattrs["cadence"]), pattrs
+            )
     # the bins' correlation (window, overlap) calibrates the goodness of fit (chi2red,
     # gof_pvalue), the LRT reference (its simulated noise has the same correlations) and
     # lsq_log's errors

@@ -597,9 +597,12 @@ def prepare_store(path: str | Path, layout: StoreLayout) -> None:
         was = path.stat()
         remove_specfit_tree(path)
         path.mkdir()
-        with contextlib.suppress(OSError):  # a group the user may not give: the default one
+        # a group the user may not give, or a file system without modes (some CIFS/NFS
+        # mounts): the defaults, as for any new folder
+        with contextlib.suppress(OSError):
             os.chown(path, -1, was.st_gid)
-        os.chmod(path, _stat.S_IMODE(was.st_mode))  # after chown, which may clear setgid
+        with contextlib.suppress(OSError):
+            os.chmod(path, _stat.S_IMODE(was.st_mode))  # after chown, which may clear setgid
     b = layout.tile
     names = sorted({*layout.variables, *layout.spectral, *layout.coords2d})
     attrs = {

@@ -274,6 +274,7 @@ def test_a_run_whose_output_reader_leaves_finishes_its_store(tmp_path):
     """`specfit run CONFIG 2>&1 | head -6`: the reader left, the next progress line raised
     BrokenPipeError, and the run stopped half way with exit status 0 and an unfinished store
     (a helper's finding). The run now goes on with its output to nowhere and finishes."""
+    import shlex
     import subprocess
     import sys
 
@@ -290,6 +291,15 @@ def test_a_run_whose_output_reader_leaves_finishes_its_store(tmp_path):
     assert proc.wait(timeout=600) == 0
     ds = xr.open_zarr(tmp_path / "results.zarr")
     assert ds.attrs["complete"] and int(ds["tiles_done"].sum()) > 0
+    # stdout closed from the start (`>&-`: Python's sys.stdout is None) runs as before (the
+    # first version of the fix wrapped that None and failed; the diff reviewer's finding)
+    other = tmp_path / "closed" / "results.zarr"
+    cmd = (
+        f"{shlex.quote(sys.executable)} -m specfit run {shlex.quote(str(cfg))} --cluster "
+        f"synchronous --set output.path={shlex.quote(str(other))} >&- 2>/dev/null"
+    )
+    assert subprocess.run(["bash", "-c", cmd], timeout=600).returncode == 0
+    assert xr.open_zarr(other).attrs["complete"]
 
 
 def test_info_prints_long_units_whole():

@@ -112,7 +112,9 @@ def test_missing_and_malformed_files(tmp_path, monkeypatch):
     for text, where, what in (
         ("input:\n\tpath: x\n", "line 2, column 1", "indent with spaces, not tabs"),
         ("spectra:\n  box: 1\n  box: 3\n", "line 3, column 3", "key 'box' is given twice"),
-        ("input:\n  path: [x\n", "line 3, column 1", "expected ',' or ']'"),
+        ("input:\n  path: [x\n", "line 3, column 1", "flow sequence (line 2): expected ','"),
+        ("input: 1\x07\n", "line 1, column 9", "special characters are not allowed: #x0007"),
+        ("a: 1\n---\nb: 2\n", "line 2, column 1", "single document in the stream (line 1)"),
     ):
         bad.write_text(text)
         with pytest.raises(ConfigError) as e:
@@ -285,3 +287,26 @@ def test_config_mistakes_the_config_reviewer_found(tmp_path):
     cfg = load_config(tmp_path / "c.yaml")
     assert cfg.spectra.segments == load_config(None).spectra.segments
     assert cfg.input.synthetic.shape == (48, 64)
+
+
+def test_input_paths_follow_folder_links_not_file_links(tmp_path):
+    """input.path through a link to a folder is the folder's real path (one configuration
+    whichever way it is given); a link to a file keeps its name, which tells the file's kind
+    (a content-addressed cache names its files by hash: resolving it lost '.npy'; the diff
+    reviewer's finding)."""
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "3f2a9c").write_bytes(b"x")
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "cube.npy").symlink_to(tmp_path / "cache" / "3f2a9c")
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "frames", target_is_directory=True)
+    for given, stored in [
+        (tmp_path / "proj" / "cube.npy", tmp_path / "proj" / "cube.npy"),
+        (tmp_path / "link", tmp_path / "frames"),
+        (tmp_path / "link" / "*.fits", tmp_path / "frames" / "*.fits"),
+        (tmp_path / "proj" / ".." / "link", tmp_path / "frames"),
+    ]:
+        assert load_config({"input": {"path": str(given)}}).input.path == str(stored)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("input:\n  path: link\n")  # relative to the config file
+    assert load_config(cfg).input.path == str(tmp_path / "frames")

@@ -304,9 +304,27 @@ def test_the_stage_functions_bad_arguments_are_specfit_errors():
         ({"method": "lsq"}, "needs sigma"),
         ({"models": {}}, "at least one model"),
         ({"optimizer": "original"}, "fit.optimizer=original"),
+        # malformed bounds: a traceback (TypeError) or no key named before (an API helper)
+        ({"bounds": {"powerlaw_tail": {"index": 3}}}, r"bounds.powerlaw_tail.index: give \[low"),
+        ({"bounds": {"powerlaw_tail": {"index": [3]}}}, r"powerlaw_tail.index: give \[low"),
+        ({"bounds": {"powerlaw_tail": [0, 3]}}, r"fit.bounds.powerlaw_tail: give a mapping"),
     ]:
         with pytest.raises(ConfigError, match=match):
             stages.fit(power, **kw)
+    # the original's procedure on spectra without its attrs, or not variance-normalised:
+    # plain ValueErrors before
+    b = {"powerlaw_tail": {"amplitude": [0, 1], "index": [0, 5], "tail": [0, 10]}}
+    kw = dict(models={"m1": "powerlaw_tail"}, method="lsq", weights="dlogf", bounds=b)
+    bare = power.copy()
+    bare.attrs = {}
+    with pytest.raises(ConfigError, match="needs power.attrs"):
+        stages.fit(bare, optimizer="original", **kw)
+    with pytest.raises(ConfigError, match="normalisation"):
+        stages.fit(power, optimizer="original", **kw)
+    with pytest.raises(ConfigError, match="needs real power"):  # complex: imaginary dropped
+        stages.fit(power.astype(np.complex64), models={"m1": "powerlaw_tail"})
+    with pytest.raises(ConfigError, match="with_sigma=True needs box > 1"):
+        stages.power_spectra(stages.resample(cube), with_sigma=True)
 
 
 def test_a_gap_just_above_max_gap_is_not_printed_as_max_gap(caplog):

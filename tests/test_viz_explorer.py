@@ -204,3 +204,36 @@ def test_code_maps_name_their_codes_and_have_no_empty_unit(viz_store):
     parts.widgets["map"].value = "m1_status"
     axis = parts.histogram[()].kdims[0]
     assert axis.pprint_label == "m1 fit status", axis.pprint_label
+
+
+def test_missing_pixels_are_not_drawn_as_the_brightest(viz_store):
+    """The mean-intensity and power-map panels drew NaN pixels (masked, off-limb, tiles not
+    yet written) white: the brightest value of the grey scale (an explorer helper's
+    finding). They have the main map's NaN colour, and the grey image one it lacks."""
+    from specfit.viz.maps import NAN_COLOUR, NAN_ON_GREY
+
+    parts = build_explorer(open_results(viz_store))
+    assert parts.mean.opts.get().kwargs["clipping_colors"] == {"NaN": NAN_ON_GREY}
+    assert parts.power[()].opts.get().kwargs["clipping_colors"] == {"NaN": NAN_COLOUR}
+    assert parts.heatmap[()].opts.get().kwargs["clipping_colors"] == {"NaN": NAN_COLOUR}
+
+
+def test_field_wide_masks_of_an_unfinished_store_say_why_the_map_is_empty(demo_store):
+    """On a store still being written, q-values and the global level do not exist yet (they
+    are made from the whole field at the end): the fdr and global masks blanked every
+    richer-model map with no word why (an explorer helper's finding)."""
+    ds = open_results(demo_store).load()
+    ds.attrs["complete"] = False
+    for v in ds.data_vars:
+        if v.endswith("_qvalue"):
+            ds[v][:] = np.nan
+        if v.endswith("_global"):
+            ds[v][:] = -1
+    parts = build_explorer(ds)
+    parts.widgets["map"].value = "m2_index"
+    for sig in ("fdr", "global"):
+        parts.widgets["significance"].value = sig
+        title = parts.heatmap[()].opts.get().kwargs["title"]
+        assert f"the {sig} mask needs the finished run" in title, title
+    parts.widgets["significance"].value = "pixel"
+    assert "click a pixel" in parts.heatmap[()].opts.get().kwargs["title"]

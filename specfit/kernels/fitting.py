@@ -59,7 +59,7 @@ STATUS_CODES: dict[int, str] = {
     1: "max_iter: not converged within max_iter steps; values are the last iterate",
     2: "nonfinite_input: NaN or inf in the spectrum (or sigma); not fitted",
     3: "constant_input: the spectrum is constant (e.g. all zero); not fitted",
-    4: "invalid_input: negative power (whittle, lsq_log), zero power (lsq_log), sigma <= 0 (lsq), a dof that is not a positive number, or a mean power beyond what float32 maps hold (above 3.4e35 or below 1.2e-36); not fitted",
+    4: "invalid_input: negative power (whittle, lsq_log), zero power (lsq_log), sigma <= 0 (lsq), a dof that is not a positive number, or (float64 spectra) a mean power beyond what float32 maps hold (above 3.4e35 or below 1.2e-36); not fitted",
     5: "too_few_bins: fewer frequency bins than parameters + 1; not fitted",
     6: "singular_curvature: converged but the Fisher matrix is singular; errors are NaN",
     7: "at_bound: converged with a parameter on a bound (that parameter's error is NaN)",
@@ -841,18 +841,20 @@ def _score_points(y, w, use_w, mode, m0, J, free, BT, lin, sep, keep):
     return best, alpha, dth
 
 
-def _prepare(power, sigma, method, dof, absolute_sigma=True):
+def _prepare(power, sigma, method, dof, absolute_sigma=True, wide=False):
     """Input status, per-pixel scale, sum ln(power), normalised data, weights and the factor
-    c turning the curvature into an inverse covariance (negative: estimated from the fit)."""
+    c turning the curvature into an inverse covariance (negative: estimated from the fit).
+    ``wide``: the caller's spectra were float64, whose level may lie beyond what the float32
+    maps hold (status 4 there); float32 spectra are in range by construction."""
     npix, nf = power.shape
     k = dof / 2.0
     pn = np.empty((npix, nf))
     status, scale, sum_ln_y = _scan_rows(power, {"lsq": 0, "lsq_log": 1, "whittle": 2}[method], pn)
-    # Parameters and errors are stored as float32 and scale with the power: a pixel whose
-    # level float32 cannot hold would store amplitudes of 0 or inf with status 0 (float64
-    # spectra handed to specfit.fit; stages.check_power_range refuses them from the first
-    # tile only)
-    status[(status == 0) & ((scale > _POWER_MAX) | (scale < _POWER_MIN))] = 4
+    if wide:
+        # Parameters and errors are stored as float32 and scale with the power: a pixel
+        # whose level float32 cannot hold would store amplitudes of 0 or inf with status 0
+        # (stages.check_power_range refuses such spectra from the first tile only)
+        status[(status == 0) & ((scale > _POWER_MAX) | (scale < _POWER_MIN))] = 4
     if sigma is not None:
         with np.errstate(invalid="ignore"):
             bad_sigma = ~np.isfinite(sigma).all(axis=1)
@@ -891,6 +893,7 @@ def _fit_models(
     absolute_sigma: bool = True,
     intervals: Sequence[str] = (),
     rho: np.ndarray | Sequence[float] = (),
+    wide: bool = False,
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """Fit every model; returns per-alias raw results, input status and per-pixel scale.
 
@@ -902,7 +905,9 @@ def _fit_models(
     divides the profile intervals' likelihood by the same factor, as ``whittle`` divides its
     dof by the bins' vif; the fits, objectives and statistics are the uncorrected ones."""
     npix, nf = power.shape
-    status_in, scale, sum_ln_y, y, weights, c = _prepare(power, sigma, method, dof, absolute_sigma)
+    status_in, scale, sum_ln_y, y, weights, c = _prepare(
+        power, sigma, method, dof, absolute_sigma, wide
+    )
     rho = _trim_lags(np.asarray(rho, dtype=np.float64).ravel())  # Hann: 2 lags, then ~1e-33
     lags = None
     if method == "lsq_log" and rho.size:
@@ -928,8 +933,9 @@ def _fit_models(
             # the nested model is not requested: fit it anyway, its residuals seed the bump
             bm = _base_of(model)
             hidden, _, _ = _fit_models(
-                f, power, {"_base": bm}, method, dof, sigma, max_iter, tol, 1, absolute_sigma
-            )
+                f, power, {"_base": bm}, method, dof, sigma, max_iter, tol, 1, absolute_sigma,
+                wide=wide,
+            )  # fmt: skip
             base = hidden["_base"]["params"]
         # guesses are only computed on pixels we fit, with harmless stand-ins elsewhere
         pg = np.where(active[:, None], power, 1.0 + np.arange(nf)[None, ::-1])
@@ -1186,13 +1192,13 @@ def profile_interval(
     return ends[0], ends[1]
 
 
-def _fit_models_original(f, power, models, method, dof, sigma, unit):
+def _fit_models_original(f, power, models, method, dof, sigma, unit, wide=False):
     """:func:`_fit_models` with the original specFit's procedure (``fit.optimizer=original``):
     the same input screening and result fields, each model fitted pixel by pixel by
     :func:`specfit.kernels.original.fit_rows` (no nested restart: the original's choice
     compares its own local fits)."""
     npix, nf = power.shape
-    status_in, scale, sum_ln_y, _, _, _ = _prepare(power, sigma, method, dof, False)
+    status_in, scale, sum_ln_y, _, _, _ = _prepare(power, sigma, method, dof, False, wide)
     fits = {}
     for alias, model in models.items():
         too_few = nf < model.npar + 1
@@ -1525,6 +1531,7 @@ def fit_block(
     intervals: Sequence[str],
     original_unit: float | None = None,
     lrt_cache: str | os.PathLike | None = None,
+    wide_input: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Fit every model to every pixel of a block of spectra.
 
@@ -1588,6 +1595,10 @@ def fit_block(
         Folder where LRT null references are cached on disk and shared between processes
         (see :func:`lrt_reference`); None: cached in this process only. Values never depend
         on it.
+    wide_input
+        The spectra were float64 before any cast (None: ``power``'s own dtype says): pixels
+        whose mean power lies beyond what the float32 maps hold are then not fitted (status
+        4); float32 spectra are in range by construction.
     intervals
         Parameter names (e.g. ``["bump_center"]``) whose 68.3 % profile-likelihood interval
         is returned as ``<alias>_<name>_lower`` / ``_upper`` by every model that has them
@@ -1610,7 +1621,7 @@ def fit_block(
         method=method, dof=dof, bin_rho=bin_rho, sigma=sigma, max_iter=max_iter, tol=tol,
         multistart=multistart, best_model=best_model, alpha=alpha, weights=weights,
         nonnested=nonnested, optimizer=optimizer, intervals=intervals,
-        original_unit=original_unit, lrt_cache=lrt_cache,
+        original_unit=original_unit, lrt_cache=lrt_cache, wide_input=wide_input,
     )  # fmt: skip
     try:
         return _fit_block(freq, power, models, **kw)
@@ -1662,6 +1673,7 @@ def _fit_block(
     intervals,
     original_unit,
     lrt_cache,
+    wide_input,
 ) -> dict[str, np.ndarray]:
     """The body of :func:`fit_block`."""
     models = _resolve(models)
@@ -1679,6 +1691,10 @@ def _fit_block(
         raise ValueError("freq must be a 1-D array of positive finite frequencies in Hz (drop f=0)")
     if np.any(np.diff(f) <= 0):
         raise ValueError("freq must be strictly increasing")
+    power = np.asarray(power)
+    wide = (
+        power.dtype.kind == "f" and power.dtype.itemsize > 4 if wide_input is None else wide_input
+    )
     power = np.asarray(power, dtype=np.float64)
     if power.ndim != 2 or power.shape[1] != f.size:
         raise ValueError(f"power must be (npix, {f.size}) to match freq; got {power.shape}")
@@ -1727,12 +1743,12 @@ def _fit_block(
                 "(specfit.kernels.original.original_unit)"
             )
         fits, status_in, scale = _fit_models_original(
-            f, power, models, method, dof, sigma, float(original_unit)
+            f, power, models, method, dof, sigma, float(original_unit), wide
         )
     else:
         fits, status_in, scale = _fit_models(
             f, power, models, method, dof, sigma, max_iter, tol, multistart, not relative,
-            intervals, rho,
+            intervals, rho, wide,
         )  # fmt: skip
     spec = output_dtypes(models, method, best_model, intervals)
     out: dict[str, np.ndarray] = {}

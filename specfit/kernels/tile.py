@@ -273,7 +273,10 @@ def fit_maps(
     if sigma is not None:
         srows = layout.pixel_rows(sigma, np.float64)
     d = np.broadcast_to(np.asarray(dof, dtype=float), (ny, nx)).reshape(-1)
-    res = fit_block(freq, rows, models, method=method, dof=d, bin_rho=rho, sigma=srows, **options)
+    res = fit_block(
+        freq, rows, models, method=method, dof=d, bin_rho=rho, sigma=srows,
+        wide_input=power.dtype.itemsize > 4, **options,
+    )  # fmt: skip
     return {k: np.asarray(v).reshape(ny, nx) for k, v in res.items()}
 
 

@@ -43,7 +43,13 @@ from specfit.viz.data import (
     region_from_bounds,
     spectral_density,
 )
-from specfit.viz.maps import flag_legend, histogram_element, image_element
+from specfit.viz.maps import (
+    NAN_COLOUR,
+    NAN_ON_GREY,
+    flag_legend,
+    histogram_element,
+    image_element,
+)
 
 __all__ = [
     "ExplorerParts",
@@ -229,6 +235,7 @@ class ExplorerParts:
     widgets: dict[str, pn.widgets.Widget]
     axes: AxisInfo
     pixel: dict[str, tuple[int, int]] = field(default_factory=dict)
+    mean: Any = None  # the mean-intensity image (None: the store has no mean_intensity)
 
 
 def build_explorer(
@@ -344,9 +351,13 @@ def build_explorer(
             spec = specs[name]
             legend = flag_legend(ds[spec.source]) if spec.categorical else ""
             titles[name] = map_title(ds, name) + legend
-        return image_element(current_map(name, pthr, mask, sig), axes).opts(
-            title=f"{titles[name]}: click a pixel; box-select a region"
-        )
+        shown = current_map(name, pthr, mask, sig)
+        note = "click a pixel; box-select a region"
+        if sig in ("fdr", "global") and not ds.attrs.get("complete", True):
+            if not np.isfinite(np.asarray(shown.values, dtype=float)).any():
+                # q-values and the global level are made from the whole field at the end
+                note = f"the {sig} mask needs the finished run (use 'pixel' until then)"
+        return image_element(shown, axes).opts(title=f"{titles[name]}: {note}")
 
     def clim_for(name: str, pthr: float, mask: bool, clip: tuple[float, float], sig="pixel"):
         da = current_map(name, pthr, mask, sig)
@@ -362,7 +373,7 @@ def build_explorer(
     heat = heat.apply.opts(clim=bound_clim).opts(
         cmap="viridis",
         colorbar=True,
-        clipping_colors={"NaN": "#dddddd"},
+        clipping_colors={"NaN": NAN_COLOUR},
         tools=["hover", "tap", "box_select"],
         width=width,
         height=height,
@@ -426,6 +437,9 @@ def build_explorer(
         mean_view = _maybe_rasterize(image_element(mi, axes), n_pixels, rasterize_above)
         mean_view = mean_view.opts(
             cmap="gray",
+            # missing pixels (masked, off-limb, tiles not yet written) were drawn white, the
+            # colour of the brightest: a colour the grey scale does not have
+            clipping_colors={"NaN": NAN_ON_GREY},
             clim=lim if np.all(np.isfinite(lim)) else (0, 1),
             title="mean intensity",
             xlabel=axes.xlabel,
@@ -463,6 +477,7 @@ def build_explorer(
         rasterize_above,
     ).opts(
         cmap="inferno",
+        clipping_colors={"NaN": NAN_COLOUR},  # as the main map (white read as the highest)
         framewise=True,
         xlabel=axes.xlabel,
         ylabel=axes.ylabel,
@@ -569,6 +584,7 @@ def build_explorer(
         widgets,
         axes,
         state,
+        mean_view,
     )
 
 

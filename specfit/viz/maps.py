@@ -33,7 +33,8 @@ __all__ = ["image_element", "histogram_element", "heatmap", "plot_results", "dec
 
 _CMAP = "viridis"
 # Masked / failed pixels: light grey, so they read as "no value", not as a colour.
-_NAN_COLOUR = "#dddddd"
+NAN_COLOUR = "#dddddd"  # missing pixels on the colour maps (no colour of viridis or inferno)
+NAN_ON_GREY = "#6a8fc7"  # missing pixels on a grey-scale image (a colour it does not have)
 # One distinct colour per integer code (status, best model).
 _CAT_COLOURS = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -176,7 +177,7 @@ def heatmap(
             backend="bokeh", cmap=cmap, clim=lim, colorbar=True, title=title, tools=["hover"],
             width=520, height=max(200, int(520 * axes.ny / max(axes.nx, 1))),
             data_aspect=1, clabel=spec.units if spec.units not in ("", "1") else " ", **levels,
-            clipping_colors={"NaN": _NAN_COLOUR},
+            clipping_colors={"NaN": NAN_COLOUR},
         )  # fmt: skip
         hist = hist.opts(backend="bokeh", width=300, height=260, title=f"{spec.label} histogram")
     else:
@@ -188,7 +189,7 @@ def heatmap(
         img = img.opts(
             backend="matplotlib", cmap=cmap, clim=lim, colorbar=True, title=title,
             aspect="equal", fig_inches=5, clabel=spec.units if spec.units not in ("", "1") else " ", **levels,
-            xrotation=30, clipping_colors={"NaN": _NAN_COLOUR},
+            xrotation=30, clipping_colors={"NaN": NAN_COLOUR},
         )  # fmt: skip
         hist = hist.opts(backend="matplotlib", aspect=1.2, fig_inches=3.5, title="histogram")
     layout = (img + hist).opts(backend=backend, shared_axes=False)
