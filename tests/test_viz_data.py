@@ -434,3 +434,14 @@ def test_iris_roll_quoted_in_explore_md(shared_data):
     )
     ds = arr.isel(time=0).to_dataset(name="m1_index")
     assert not D.axis_info(ds).solar
+
+
+def test_an_unwritten_pixels_counts_are_not_shown_as_minus_one(demo_store):
+    """A pixel of a tile not yet written showed "nfev = -1" in the explorer's table, the
+    integer maps' fill value (an explorer helper's finding): a count that is not there."""
+    ds = open_results(demo_store).load()
+    nfev = ds["m1_nfev"].values.copy()
+    nfev[0, 0] = -1
+    ds["m1_nfev"].values = nfev
+    assert np.isnan(D.pixel_spectrum(ds, 0, 0).models["m1"].stats["nfev"])
+    assert D.pixel_spectrum(ds, 0, 1).models["m1"].stats["nfev"] == float(nfev[0, 1]) > 0

@@ -200,7 +200,9 @@ def test_code_maps_name_their_codes_and_have_no_empty_unit(viz_store):
     parts = build_explorer(ds)
     parts.widgets["map"].value = "best_model"
     title = parts.heatmap[()].opts.get().kwargs["title"]
-    assert title.startswith("best model (-1 none, 0 m1, 1 m2): click a pixel"), title
+    # the codes the map shows (no pixel is -1 here)
+    assert set(np.unique(ds["best_model"].values)) == {0, 1}
+    assert title.startswith("best model (0 m1, 1 m2): click a pixel"), title
     parts.widgets["map"].value = "m1_status"
     axis = parts.histogram[()].kdims[0]
     assert axis.pprint_label == "m1 fit status", axis.pprint_label
@@ -237,3 +239,18 @@ def test_field_wide_masks_of_an_unfinished_store_say_why_the_map_is_empty(demo_s
         assert f"the {sig} mask needs the finished run" in title, title
     parts.widgets["significance"].value = "pixel"
     assert "click a pixel" in parts.heatmap[()].opts.get().kwargs["title"]
+
+
+def test_a_status_map_names_the_codes_it_shows(demo_store):
+    """The status map declares 11 codes, more than a title can list, so it named none; it
+    shows two or three (an explorer helper's finding): those are named now."""
+    ds = open_results(demo_store)
+    parts = build_explorer(ds)
+    parts.widgets["map"].value = "m2_status"
+    parts.widgets["status"].value = False  # show every code
+    title = parts.heatmap[()].opts.get().kwargs["title"]
+    codes = sorted(int(c) for c in np.unique(ds["m2_status"].values))
+    attrs = ds["m2_status"].attrs
+    names = dict(zip(attrs["flag_values"], attrs["flag_meanings"].split(), strict=True))
+    assert 1 <= len(codes) <= 6
+    assert "(" + ", ".join(f"{c} {names[c]}" for c in codes) + ")" in title, title

@@ -347,17 +347,20 @@ def build_explorer(
         # The colour bar is drawn once and would keep the first map's name: the map's name
         # and unit are in the title, which follows the selection.
         if name not in titles:
-            # integer codes (best model) name their meanings, as specfit plot's titles do
-            spec = specs[name]
-            legend = flag_legend(ds[spec.source]) if spec.categorical else ""
-            titles[name] = map_title(ds, name) + legend
+            titles[name] = map_title(ds, name)
         shown = current_map(name, pthr, mask, sig)
+        legend = ""
+        if specs[name].categorical:
+            # integer codes (status, best model) name the meanings of those the map shows
+            codes = np.unique(np.asarray(shown.values, dtype=float))
+            codes = [int(c) for c in codes[np.isfinite(codes)]]
+            legend = flag_legend(ds[specs[name].source], max_flags=6, present=codes)
         note = "click a pixel; box-select a region"
         if sig in ("fdr", "global") and not ds.attrs.get("complete", True):
             if not np.isfinite(np.asarray(shown.values, dtype=float)).any():
                 # q-values and the global level are made from the whole field at the end
                 note = f"the {sig} mask needs the finished run (use 'pixel' until then)"
-        return image_element(shown, axes).opts(title=f"{titles[name]}: {note}")
+        return image_element(shown, axes).opts(title=f"{titles[name]}{legend}: {note}")
 
     def clim_for(name: str, pthr: float, mask: bool, clip: tuple[float, float], sig="pixel"):
         da = current_map(name, pthr, mask, sig)

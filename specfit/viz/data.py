@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,13 @@ _STATS = {
 _CATEGORICAL_SUFFIXES = ("_status", "_global")
 _CATEGORICAL = {"best_model", "best_model_fdr"}
 _PVALUE_VARS = ("lrt_pvalue", "ftest_pvalue")
+
+
+def _stat_value(v: xr.DataArray) -> float:
+    """A pixel's statistic as a float; an integer map's fill -1 (a tile not written yet:
+    counts such as nfev are never negative) as NaN, not as a count of -1."""
+    value = float(v.values)
+    return math.nan if v.dtype.kind in "iu" and value < 0 else value
 
 
 def open_store(path_or_ds: str | Path | xr.Dataset) -> xr.Dataset:
@@ -764,7 +772,7 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
                 intervals[p] = (float(ends[0]), float(ends[1]))
         status = int(pix[f"{alias}_status"].values) if f"{alias}_status" in ds else None
         names = [*_STATS, *(d["name"] for d in stored_metadata(info)["derived"])]
-        stats = {s: float(pix[f"{alias}_{s}"].values) for s in names if f"{alias}_{s}" in ds}
+        stats = {s: _stat_value(pix[f"{alias}_{s}"]) for s in names if f"{alias}_{s}" in ds}
         curves = ModelCurves(
             alias=alias,
             name=info.get("name"),

@@ -198,13 +198,20 @@ def heatmap(
     return layout
 
 
-def flag_legend(da: xr.DataArray, max_flags: int = 4) -> str:
-    """' (0 m1, 1 m2)' from CF flag attrs when there are few flags, else ''."""
+def flag_legend(da: xr.DataArray, max_flags: int = 4, present=None) -> str:
+    """' (0 m1, 1 m2)' from CF flag attrs when there are few flags, else ''. ``present``:
+    the codes a map holds; only those are named (a status map declares 11 codes, of which a
+    map shows two or three)."""
     values = da.attrs.get("flag_values")
     meanings = str(da.attrs.get("flag_meanings", "")).split()
-    if values is None or len(meanings) != len(values) or len(values) > max_flags:
+    if values is None or len(meanings) != len(values):
         return ""
-    return " (" + ", ".join(f"{v} {m}" for v, m in zip(values, meanings, strict=True)) + ")"
+    pairs = list(zip(values, meanings, strict=True))
+    if present is not None:
+        pairs = [(v, m) for v, m in pairs if v in set(present)]
+    if not pairs or len(pairs) > max_flags:
+        return ""
+    return " (" + ", ".join(f"{v} {m}" for v, m in pairs) + ")"
 
 
 def _load_backend(backend: str) -> None:
