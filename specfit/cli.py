@@ -148,6 +148,11 @@ def _parser() -> argparse.ArgumentParser:
         help="user model file (or module) to load for the spectrum view (repeatable); files "
         "named inside the store are never imported",
     )
+    p.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="show a run still being written, as far as it has got (its other pixels missing)",
+    )
 
     p = sub.add_parser("config", help="the example configs shipped with specfit")
     csub = p.add_subparsers(dest="config_command", required=True)
@@ -553,8 +558,9 @@ def _dispatch(args) -> int:
         from specfit.viz import serve
 
         serve(
-            args.results, port=args.port, address=args.address, show=args.show, models=args.models
-        )
+            args.results, port=args.port, address=args.address, show=args.show,
+            models=args.models, allow_incomplete=args.allow_incomplete,
+        )  # fmt: skip
         return 0
     if args.command == "config":
         return _config_command(args)

@@ -1043,8 +1043,9 @@ def open_results(path: str | Path, *, allow_incomplete: bool = False):
     if not allow_incomplete and not is_complete(p):
         done, total = tile_status(p)
         raise StoreError(
-            f"{p} is incomplete ({done} of {total} tiles): {finish_hint(p)}; or (in Python) "
-            "pass allow_incomplete=True to look at what is there"
+            f"{p} is incomplete ({done} of {total} tiles): {finish_hint(p)}; or, to look at "
+            "what is there, `specfit explore --allow-incomplete` (in Python, "
+            "allow_incomplete=True)"
         )
     if allow_incomplete and not is_complete(p):
         done, total = tile_status(p)

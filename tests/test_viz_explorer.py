@@ -254,3 +254,33 @@ def test_a_status_map_names_the_codes_it_shows(demo_store):
     names = dict(zip(attrs["flag_values"], attrs["flag_meanings"].split(), strict=True))
     assert 1 <= len(codes) <= 6
     assert "(" + ", ".join(f"{c} {names[c]}" for c in codes) + ")" in title, title
+
+
+def test_explore_shows_a_run_still_being_written_when_asked(demo_store, tmp_path, monkeypatch):
+    """`specfit explore` refused a store still being written, pointing only at Python's
+    allow_incomplete=True, while `specfit info` reads it (an explorer helper's finding):
+    --allow-incomplete now serves what is there."""
+    import shutil
+    import subprocess
+    import sys
+
+    import zarr
+
+    from specfit.viz import app
+
+    store = tmp_path / "results.zarr"
+    shutil.copytree(demo_store, store)
+    root = zarr.open_group(str(store), mode="r+")
+    root["tiles_done"][0, 0] = 0
+    root.attrs["complete"] = False
+    zarr.consolidate_metadata(str(store))
+    r = subprocess.run(
+        [sys.executable, "-m", "specfit", "explore", str(store), "--port", "0"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2 and "specfit explore --allow-incomplete" in r.stderr, r.stderr
+    served = {}
+    monkeypatch.setattr(app.pn, "serve", lambda pages, **kw: served.update(page=pages["/"]))
+    with pytest.warns(UserWarning, match="incomplete"):
+        app.serve(store, port=0, allow_incomplete=True)
+    assert "page" in served

@@ -657,6 +657,7 @@ def serve(
     address: str = "127.0.0.1",
     show: bool = False,
     models: Sequence[str] = (),
+    allow_incomplete: bool = False,
 ) -> None:
     """Serve the explorer over HTTP (blocking until interrupted).
 
@@ -664,6 +665,8 @@ def serve(
     and each browser session builds its own explorer on it. ``models`` are user model files
     (or modules) to load for the spectrum view: files named inside the store are never
     imported, so its user models show as unavailable unless given here.
+    ``allow_incomplete``: a run still being written is shown as far as it has got (its
+    other pixels missing; the field-wide masks wait for the finished run).
     """
     from specfit.errors import ConfigError
 
@@ -672,7 +675,7 @@ def serve(
             load_models(models)
         except (ImportError, SyntaxError, OSError, ValueError, KeyError) as exc:
             raise ConfigError(f"--models {' '.join(map(str, models))}: {exc}") from None
-    ds = open_store(path)
+    ds = open_store(path, allow_incomplete=allow_incomplete)
     port = _free_to_bind(address, port)
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
     print(f"specfit explorer: http://{address}:{port}/", flush=True)

@@ -68,8 +68,9 @@ def _stat_value(v: xr.DataArray) -> float:
     return math.nan if v.dtype.kind in "iu" and value < 0 else value
 
 
-def open_store(path_or_ds: str | Path | xr.Dataset) -> xr.Dataset:
-    """Open a results store lazily (or pass a Dataset through).
+def open_store(path_or_ds: str | Path | xr.Dataset, allow_incomplete: bool = False) -> xr.Dataset:
+    """Open a results store lazily (or pass a Dataset through); ``allow_incomplete``: a run
+    still being written too (its tiles not yet written read as missing).
 
     Raises
     ------
@@ -89,7 +90,7 @@ def open_store(path_or_ds: str | Path | xr.Dataset) -> xr.Dataset:
         from specfit.store import open_results  # the contract's own reader, when present
     except ImportError:
         return xr.open_zarr(path)
-    return open_results(path)
+    return open_results(path, allow_incomplete=allow_incomplete)
 
 
 def _json_attr(ds: xr.Dataset, key: str) -> dict:
