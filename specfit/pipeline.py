@@ -53,6 +53,7 @@ from specfit.workspace import (
     discard_new_work_dir,
     first_missing,
     foreign_entries,
+    glob_base,
     input_fingerprint,
     is_empty_dir,
     is_specfit_cube,
@@ -280,6 +281,21 @@ def _prepare_input(cfg: Config) -> Config:
     cfg.input.path = str(data.frames)
     cfg.input.pattern = "synth_*.fits"
     return cfg
+
+
+def _check_input_named(cfg: Config) -> None:
+    """input.path set and naming something that exists, checked before the results store:
+    an unset or mistyped path was reported as a config that differs from a finished store's
+    (``input.path: '/data/aia' != None``). Raises InputError naming the key."""
+    from specfit.errors import InputError, missing_input
+
+    path = cfg.input.path
+    if cfg.input.kind == "synthetic" or (path and "://" in path):
+        return
+    if not path:
+        raise InputError("input.path is not set; give a folder, a glob or a file")
+    if not Path(glob_base(path)).expanduser().exists():
+        raise missing_input("input.path", glob_base(path))
 
 
 def _check_fit_settings(cfg: Config) -> dict:
@@ -986,6 +1002,8 @@ def _run_locked(
     # Everything that can be checked is checked before any cluster starts or data is read: a
     # mistyped model first, so that it is not reported as a config that differs from the store's
     _check_fit_settings(cfg)
+    if data is None:
+        _check_input_named(cfg)
     action = _check_store_target(cfg, overwrite, resume, fingerprint)
     _check_cube_target(cfg, fingerprint)
     if action == "done":

@@ -812,3 +812,19 @@ def test_the_same_input_through_a_link_is_the_same_run(tmp_path, frames, source)
     assert again.attrs["complete"] and first.attrs["config"] == again.attrs["config"]
     assert (tmp_path / "results.zarr" / "zarr.json").stat().st_mtime_ns == stamp  # not redone
     assert str(frames.resolve()) in again.attrs["config"]
+
+
+def test_an_unset_or_missing_input_is_said_so_before_the_stores_config(tmp_path, frames):
+    """On an existing finished store, an unset or mistyped input.path was reported as a
+    config that differs from the store's ("input.path: '/real' != None", pass --overwrite),
+    because the store was checked before the input (a helper's finding)."""
+    from specfit.errors import InputError
+
+    cfg = frames_config(tmp_path, frames)
+    run(cfg, cluster="synchronous")
+    for path, said in ((None, "input.path is not set"), (str(tmp_path / "nope"), "nope")):
+        bad = frames_config(tmp_path, frames)
+        bad["input"]["path"] = path
+        with pytest.raises(InputError, match=said) as e:
+            run(bad, cluster="synchronous")
+        assert "--overwrite" not in str(e.value)
