@@ -58,9 +58,20 @@ def field_wcs_header(arr: Any) -> str | None:
 
 
 def _open(results: Any):
+    """The results Dataset of a path or a Dataset, its maps in (y, x) order."""
+    import xarray as xr
+
     from specfit.store import open_results
 
-    return open_results(results) if isinstance(results, str | Path) else results
+    if isinstance(results, xr.DataArray):
+        raise StoreError(
+            f"give the results Dataset (or its path) and a map name, not one DataArray "
+            f"({results.name!r}): e.g. specfit.to_map(ds, {results.name!r})"
+        )
+    ds = open_results(results) if isinstance(results, str | Path) else results
+    if "y" in ds.dims and "x" in ds.dims:  # a transposed Dataset: its maps are (y, x) again
+        ds = ds.transpose(..., "y", "x")
+    return ds
 
 
 def map_names(ds: Any) -> list[str]:
@@ -87,6 +98,13 @@ def _wcs_text(ds: Any, where: str) -> str | None:
     text = ds.attrs.get("wcs_header")
     if not (text or _has_hpc(ds)):
         return None
+    if ds.attrs.get("wcs_origin") is not None and not {"x", "y"} <= set(ds.coords):
+        # they say where a slice lies in the field: without them the reference pixel would
+        # be moved by the whole field's origin (72" off on a cutout)
+        raise StoreError(
+            f"{where} has lost its x/y coordinates (drop_vars, reset_coords), which say where "
+            "its pixels lie in the field; keep them (slice with isel/sel instead)"
+        )
     xs = np.asarray(ds["x"].values) if "x" in ds.coords else np.arange(ds.sizes["x"])
     ys = np.asarray(ds["y"].values) if "y" in ds.coords else np.arange(ds.sizes["y"])
     if np.any(np.diff(xs) != 1) or np.any(np.diff(ys) != 1):
@@ -226,7 +244,7 @@ def export_fits(
 
     where = str(results) if isinstance(results, str | Path) else "results"
     ds = _open(results)
-    names = list(maps) if maps else map_names(ds)
+    names = list(dict.fromkeys(maps)) if maps else map_names(ds)  # a name given twice: once
     unknown = [n for n in names if n not in map_names(ds)]
     if unknown:
         raise StoreError(

@@ -239,6 +239,25 @@ def test_a_slice_of_the_maps_gets_the_wcs_of_its_own_grid(demo_store, tmp_path):
         specfit.to_map(maps, "m1_index")
 
 
+def test_export_refuses_what_it_would_place_wrong_and_takes_a_name_once(demo_store, tmp_path):
+    """An export probe's findings: a Dataset whose x/y coordinates were dropped converted
+    silently with its reference pixel moved by the field's origin; one DataArray raised an
+    AttributeError, a transposed Dataset had "no map" (listing none); a map named twice in
+    --maps wrote it, then failed with a traceback on the second."""
+    import specfit
+    from specfit.export import export_fits
+
+    ds = specfit.open_results(demo_store)
+    sub = ds.isel(y=slice(10, 20), x=slice(5, 25))
+    with pytest.raises(StoreError, match="lost its x/y coordinates"):
+        specfit.to_map(sub.drop_vars(["x", "y"]), "m1_index")
+    with pytest.raises(StoreError, match=r"not one DataArray .*to_map\(ds, 'm1_index'\)"):
+        specfit.to_map(ds["m1_index"], "m1_index")
+    _check_wcs(specfit.to_map(sub.transpose("x", "y", ...), "m1_index"), sub)
+    files = export_fits(ds, tmp_path / "e", maps=["m1_index", "m1_tail", "m1_index"])
+    assert [f.name for f in files] == ["m1_index.fits", "m1_tail.fits"]
+
+
 def test_relative_times_and_no_unit_are_not_passed_off_as_real(tmp_path, capsys):
     """A .npy cube with times in seconds and no unit: the store kept start_time 2000-01-01
     without the reader's note that it is nominal, `specfit info` printed it as a time and
