@@ -811,7 +811,17 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
             with _specfit_errors():
                 model = model.with_bounds(dict(given))
         out[alias] = model
-    names = sorted({m.name for m in out.values()})
+    seen: dict[str, str] = {}
+    for alias, model in out.items():
+        if model.name in seen:
+            # the same fit twice; worse, the second copy is no nested partner of the bump
+            # model and was weighed against it by BIC, overriding the LRT (a helper's finding)
+            raise ConfigError(
+                f"fit.models: {seen[model.name]} and {alias} are both {model.name}; give each "
+                "model once"
+            )
+        seen[model.name] = alias
+    names = sorted(seen)
     stray = sorted(set(bounds or {}) - set(names))
     if stray:  # a misspelt model name would leave its bounds unused without a word
         raise ConfigError(
@@ -1029,8 +1039,8 @@ def fit(
         )
     if method == "lsq" and sigma is None and options["weights"] != "dlogf":
         raise ConfigError(
-            "method='lsq' needs sigma (e.g. power_spectra(..., box=3, with_sigma=True)) "
-            "or weights='dlogf'"
+            "method='lsq' needs sigma (e.g. power_spectra(..., box=3, with_sigma=True); a "
+            "results store's is ds['power_sigma']) or weights='dlogf'"
         )
     pattrs = dict(power.attrs)
     power_unit = str(pattrs.get("units") or power_units(None, "density"))

@@ -308,6 +308,18 @@ def test_the_stage_functions_bad_arguments_are_specfit_errors():
         ({"bounds": {"powerlaw_tail": {"index": 3}}}, r"bounds.powerlaw_tail.index: give \[low"),
         ({"bounds": {"powerlaw_tail": {"index": [3]}}}, r"powerlaw_tail.index: give \[low"),
         ({"bounds": {"powerlaw_tail": [0, 3]}}, r"fit.bounds.powerlaw_tail: give a mapping"),
+        # one model under two aliases: the copy was no nested partner of the bump model and
+        # was weighed against it by BIC, overriding the LRT (a probe's finding)
+        (
+            {
+                "models": {
+                    "a": "powerlaw_tail",
+                    "b": "powerlaw_tail",
+                    "m2": "powerlaw_tail_lorentzian",
+                }
+            },
+            "fit.models: a and b are both powerlaw_tail; give each model once",
+        ),
     ]:
         with pytest.raises(ConfigError, match=match):
             stages.fit(power, **kw)
