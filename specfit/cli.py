@@ -193,7 +193,8 @@ class _ReaderMayLeave:
 
     def _leave(self) -> None:
         self._gone = True
-        with contextlib.suppress(OSError, ValueError):  # no file descriptor: writes dropped
+        # no file descriptor (or no fileno at all): the writes are dropped
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             fd = os.open(os.devnull, os.O_WRONLY)
             try:
                 os.dup2(fd, self._stream.fileno())

@@ -123,7 +123,8 @@ class InputConfig(_Section):
     )
     time_key: list[str] = Field(
         default_factory=lambda: ["T_OBS", "DATE-OBS"],
-        description="FITS header keys tried in order for the frame time.",
+        description="FITS header keys tried in order for the frame time (one key: a list of "
+        "one, or the key itself).",
     )
     exposure_key: str | None = Field("EXPTIME", description="Header key of the exposure time (s).")
     normalise_exposure: bool = True
@@ -156,6 +157,12 @@ class InputConfig(_Section):
         "SDO/AIA or INSTRUME AIA_n; other instruments number their bits otherwise); a list: "
         "those bits, on every frame; [] keeps every frame.",
     )
+
+    @field_validator("time_key", mode="before")
+    @classmethod
+    def _one_key(cls, v: Any) -> Any:
+        # `time_key: DATE-OBS` was refused ("should be a valid list"; a helper's finding)
+        return [v] if isinstance(v, str) else v
 
     @field_validator("quality_bits")
     @classmethod

@@ -310,3 +310,13 @@ def test_input_paths_follow_folder_links_not_file_links(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("input:\n  path: link\n")  # relative to the config file
     assert load_config(cfg).input.path == str(tmp_path / "frames")
+
+
+def test_one_time_key_may_be_given_as_itself():
+    """`input.time_key: DATE-OBS` was refused ("should be a valid list"; a helper's finding):
+    one key is the list of it; a list and the default are as before."""
+    assert load_config({"input": {"time_key": "DATE-OBS"}}).input.time_key == ["DATE-OBS"]
+    assert load_config({"input": {"time_key": ["A", "B"]}}).input.time_key == ["A", "B"]
+    assert load_config().input.time_key == ["T_OBS", "DATE-OBS"]
+    with pytest.raises(ConfigError, match="input.time_key"):
+        load_config({"input": {"time_key": 3}})
