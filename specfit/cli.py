@@ -172,7 +172,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME,...",
         help="comma-separated map names (default: every (y, x) map of the store)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace FITS files of the same names")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace FITS maps an earlier export wrote"
+    )
     for p in sub.choices.values():
         # --debug after the command too (`specfit run CONFIG --debug`); SUPPRESS keeps the
         # subcommand from resetting a --debug given before it.

@@ -209,6 +209,21 @@ def _map_data(var: Any) -> np.ndarray:
     return data
 
 
+def _exported_map(path: Path) -> bool:
+    """Whether ``path`` is a regular FITS file whose primary header says specfit wrote it
+    (``ORIGIN = 'specfit'``, as ``map_header`` sets)."""
+    from astropy.io import fits
+
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fits.getheader(path, 0).get("ORIGIN") == "specfit"
+    except Exception:  # not FITS, truncated, unreadable: not ours
+        return False
+
+
 def export_fits(
     results: Any,
     out_dir: str | Path,
@@ -226,8 +241,8 @@ def export_fits(
     maps
         Map names (default: every (y, x) map of the store).
     overwrite
-        Replace existing files of the same names (otherwise they stop the export before
-        anything is written).
+        Replace existing maps of the same names that an earlier export wrote (otherwise they
+        stop the export before anything is written); files specfit did not write always do.
 
     Returns
     -------
@@ -253,11 +268,19 @@ def export_fits(
     out = Path(out_dir)
     check_product_folder(out, ds, "--fits")
     targets = [out / f"{n}.fits" for n in names]
-    existing = [str(t) for t in targets if t.exists()]
+    existing = [str(t) for t in targets if t.exists() or t.is_symlink()]
     if existing and not overwrite:
         raise StoreError(
             f"{existing[0]} exists ({len(existing)} file(s) in all); pass --overwrite "
             "(overwrite=True) to replace them, or choose another folder"
+        )
+    theirs = [t for t in existing if not _exported_map(Path(t))]
+    if theirs:  # --overwrite replaces only maps an earlier export wrote
+        more = f" (and {len(theirs) - 1} more)" if len(theirs) > 1 else ""
+        raise StoreError(
+            f"{theirs[0]}{more} was not written by specfit export (no FITS header with "
+            "ORIGIN = 'specfit'); specfit never overwrites files it did not write: move it "
+            "or choose another folder"
         )
     headers = [map_header(ds, n, where) for n in names]  # errors before any file is written
     try:

@@ -125,6 +125,26 @@ def test_synthetic_derotated_cutout_export_cli(tmp_path, capsys):
         capsys, "export", str(results), "--fits", str(out), "--maps", "m1_index", "--overwrite"
     )
     assert r.returncode == 0, r.stderr
+    # --overwrite replaces maps an export wrote, never a user's file of the same name (a
+    # text file, another program's FITS, a link): refused before anything is written
+    from astropy.io import fits
+
+    mine = fits.PrimaryHDU(np.zeros((2, 2), np.float32))
+    mine.writeto(out / "mean_intensity.fits", overwrite=True)
+    (out / "m1_index.fits").write_text("my notes")
+    r = _cli(capsys, "export", str(results), "--fits", str(out), "--overwrite")
+    assert r.returncode == 2 and "not written by specfit" in r.stderr, r.stderr
+    assert "_in" in r.stderr and "(and 1 more)" in r.stderr, r.stderr
+    assert (out / "m1_index.fits").read_text() == "my notes"
+    assert fits.getdata(out / "mean_intensity.fits").shape == (2, 2)
+    assert sorted(p.name for p in out.iterdir()) == ["m1_index.fits", "mean_intensity.fits"]
+    (out / "m1_index.fits").unlink()
+    (out / "m1_index.fits").symlink_to(out / "mean_intensity.fits")
+    r = _cli(
+        capsys, "export", str(results), "--fits", str(out), "--maps", "m1_index", "--overwrite"
+    )
+    assert r.returncode == 2 and "m1_index.fits was not written" in r.stderr, r.stderr
+    assert (out / "m1_index.fits").is_symlink()
 
 
 def test_store_without_wcs(demo_store, tmp_path):
