@@ -816,9 +816,15 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
         if model.name in seen:
             # the same fit twice; worse, the second copy is no nested partner of the bump
             # model and was weighed against it by BIC, overriding the LRT (a helper's finding)
+            differ = model.bounds != out[seen[model.name]].bounds
             raise ConfigError(
-                f"fit.models: {seen[model.name]} and {alias} are both {model.name}; give each "
-                "model once"
+                f"fit.models: {seen[model.name]} and {alias} are both {model.name}; "
+                + (
+                    f"to fit it with other bounds too, name that copy apart, e.g. "
+                    f"{alias}: <model>.with_bounds(...).named('{model.name}_{alias}')"
+                    if differ
+                    else "give each model once"
+                )
             )
         seen[model.name] = alias
     names = sorted(seen)

@@ -281,6 +281,7 @@ def test_the_stage_functions_bad_arguments_are_specfit_errors():
     """README: every explainable error derives from SpecfitError, the stage functions' bad
     arguments included; these raised TypeError/ValueError (the helpers' findings)."""
     from specfit.errors import ConfigError, InputError
+    from specfit.models import get_model
 
     cube = _cube(nt=60, irregular=False)
     for t in ([0.0, 12.0, 12.0], [0.0, 24.0, 12.0], [0.0, np.nan, 24.0]):
@@ -297,6 +298,7 @@ def test_the_stage_functions_bad_arguments_are_specfit_errors():
     with pytest.raises(InputError, match="seconds or datetime64"):
         stages.resample(text)
     power = stages.power_spectra(stages.resample(cube), segments=1, window="none")
+    _pl = get_model("powerlaw_tail")
     for kw, match in [
         ({"max_iters": 5}, "unknown fit option"),
         ({"intervals": ["bump_centre"]}, "fit.intervals"),
@@ -320,9 +322,18 @@ def test_the_stage_functions_bad_arguments_are_specfit_errors():
             },
             "fit.models: a and b are both powerlaw_tail; give each model once",
         ),
+        # the same model with other bounds: the message says how to fit both (named apart,
+        # which runs: below)
+        (
+            {"models": {"a": _pl, "b": _pl.with_bounds({"tail": [0, 10]})}},
+            r"name that copy apart, e.g. b: <model>.with_bounds\(...\).named\('powerlaw_tail_b'\)",
+        ),
     ]:
         with pytest.raises(ConfigError, match=match):
             stages.fit(power, **kw)
+    both = {"a": _pl, "b": _pl.with_bounds({"tail": [0, 10]}).named("powerlaw_tail_b")}
+    out = stages.fit(power.isel(y=slice(0, 2), x=slice(0, 2)), models=both).compute()
+    assert "a_index" in out and "b_index" in out and out["b_status"].attrs
     # the original's procedure on spectra without its attrs, or not variance-normalised:
     # plain ValueErrors before
     b = {"powerlaw_tail": {"amplitude": [0, 1], "index": [0, 5], "tail": [0, 10]}}
