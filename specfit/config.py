@@ -795,6 +795,17 @@ def _shipped_hint(path: Path) -> str:
     )
 
 
+def _no_link_loop(p: str | Path, key: str) -> None:
+    """Refuse a path whose symbolic links point at each other (every later step failed on it
+    with a RuntimeError traceback)."""
+    try:
+        Path(os.path.abspath(os.path.expanduser(str(p)))).resolve()
+    except (RuntimeError, OSError) as exc:  # Python 3.11-3.12 raise RuntimeError, 3.13 OSError
+        raise ConfigError(
+            f"{key}: {p} is a loop of symbolic links ({exc}); point it at a real file or folder"
+        ) from None
+
+
 def _resolve_paths(cfg: Config, base: Path | None, given: set[str] = frozenset()) -> None:
     """Make relative paths relative to the config file, so configs work from any cwd; a
     path set on the command line (``given``: the dotted keys of ``--set``) is relative to the
@@ -816,8 +827,10 @@ def _resolve_paths(cfg: Config, base: Path | None, given: set[str] = frozenset()
         q = Path(p).expanduser()
         if not q.is_absolute():
             if base is None:
+                _no_link_loop(p, key)  # relative to the current folder, as used
                 return p
             q = (Path.cwd() if key in given else base) / q
+        _no_link_loop(q, key)
         q = q.parent.resolve() / q.name
         return str(q.resolve() if q.is_dir() else q)
 

@@ -312,6 +312,29 @@ def test_input_paths_follow_folder_links_not_file_links(tmp_path):
     assert load_config(cfg).input.path == str(tmp_path / "frames")
 
 
+def test_a_loop_of_symbolic_links_is_refused_naming_the_key(tmp_path, monkeypatch):
+    """Links that point at each other: one line naming the key (a RuntimeError traceback from
+    pathlib, "Symlink loop from ...", for input.path, output.path and the cube)."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    for key, value in [
+        ("input.path", str(tmp_path / "a")),
+        ("input.path", str(tmp_path / "a" / "*.fits")),
+        ("output.path", str(tmp_path / "b")),
+        ("output.cube_path", str(tmp_path / "a" / "cube.zarr")),
+        ("input.times_csv", str(tmp_path / "a")),
+    ]:
+        section, name = key.split(".")
+        with pytest.raises(ConfigError, match=f"{key}: .* is a loop of symbolic links"):
+            load_config({section: {name: value}})
+    (tmp_path / "c.yaml").write_text("output:\n  path: a/results.zarr\n")
+    with pytest.raises(ConfigError, match="output.path: .*a/results.zarr is a loop"):
+        load_config(tmp_path / "c.yaml")
+    monkeypatch.chdir(tmp_path)  # no config file: relative to the current folder
+    with pytest.raises(ConfigError, match="output.path: b is a loop"):
+        load_config({"output": {"path": "b"}})
+
+
 def test_one_time_key_may_be_given_as_itself():
     """`input.time_key: DATE-OBS` was refused ("should be a valid list"; a helper's finding):
     one key is the list of it; a list and the default are as before."""
