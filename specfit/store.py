@@ -731,6 +731,20 @@ def store_attrs(path: str | Path) -> dict:
     return dict(zarr.open_group(str(path), mode="r").attrs)
 
 
+def written_pixels(ds: Any) -> np.ndarray | None:
+    """(y, x) True where an unfinished store's tile is written; None for a finished store
+    (or one without tile bookkeeping). Unwritten tiles read as NaN, integer maps as -1 (which
+    a flag map such as ``best_model`` also uses for a meaning of its own: "none")."""
+    if ds.attrs.get("complete", True) or "tiles_done" not in ds:
+        return None
+    b = int(ds.attrs.get("tile_size", 0))
+    if b <= 0:
+        return None
+    done = np.asarray(ds["tiles_done"].values) > 0
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    return np.repeat(np.repeat(done, b, axis=0), b, axis=1)[:ny, :nx]
+
+
 def is_complete(path: str | Path) -> bool:
     """True if the store exists and every tile was written."""
     p = Path(path)

@@ -119,12 +119,14 @@ def _derived(info: dict) -> list[dict]:
 
 def summarise(ds: xr.Dataset, path: str | None = None) -> str:
     """A readable multi-line summary: size, settings, per-map percentiles, status, best model."""
+    from specfit.store import written_pixels
+
     lines = []
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     nf = ds.sizes.get("freq", 0)
     title = f"results {path}" if path else "results"
     lines.append(f"{title}: {ny} x {nx} px (y by x), {nf} frequencies")
-    written = _written(ds)  # None: every pixel (a finished store)
+    written = written_pixels(ds)  # None: every pixel (a finished store)
     if "complete" in ds.attrs:
         hint = "resume with --resume"
         if path and not ds.attrs["complete"]:
@@ -207,19 +209,6 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
     if written is None:
         lines += _field_lines(ds)
     return "\n".join(lines)
-
-
-def _written(ds: xr.Dataset) -> np.ndarray | None:
-    """(y, x) True where an unfinished store's tile is written; None for a finished store
-    (or one without tile bookkeeping). Unwritten tiles read as NaN, integer maps as -1."""
-    if ds.attrs.get("complete", True) or "tiles_done" not in ds:
-        return None
-    b = int(ds.attrs.get("tile_size", 0))
-    if b <= 0:
-        return None
-    done = np.asarray(ds["tiles_done"].values) > 0
-    ny, nx = ds.sizes["y"], ds.sizes["x"]
-    return np.repeat(np.repeat(done, b, axis=0), b, axis=1)[:ny, :nx]
 
 
 def _field_lines(ds: xr.Dataset) -> list[str]:

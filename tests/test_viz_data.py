@@ -445,3 +445,29 @@ def test_an_unwritten_pixels_counts_are_not_shown_as_minus_one(demo_store):
     ds["m1_nfev"].values = nfev
     assert np.isnan(D.pixel_spectrum(ds, 0, 0).models["m1"].stats["nfev"])
     assert D.pixel_spectrum(ds, 0, 1).models["m1"].stats["nfev"] == float(nfev[0, 1]) > 0
+
+
+def test_an_unfinished_stores_unwritten_tiles_are_nan_in_every_map(demo_store):
+    """`specfit explore --allow-incomplete`: an unwritten tile reads -1 in integer maps, which
+    best_model's legend called "-1 none" (no model preferred) and the status maps an unknown
+    code; they are NaN (not written) in every map now, and the written tiles are unchanged."""
+    ds = open_results(demo_store).load()
+    b = int(ds.attrs["tile_size"])
+    assert ds.sizes["y"] > b and ds.sizes["x"] > b  # more than one tile
+    part = ds.copy(deep=True)
+    part.attrs["complete"] = False
+    part["tiles_done"][0, 0] = 0
+    for v in part.data_vars.values():  # tile (0, 0) as an unwritten one reads
+        if {"y", "x"} <= set(v.dims):
+            fill = -1 if v.dtype.kind == "i" else np.nan
+            v[dict(y=slice(0, b), x=slice(0, b))] = fill
+    written = np.ones((ds.sizes["y"], ds.sizes["x"]), bool)
+    written[:b, :b] = False
+    for name in ("best_model", "m1_status", "m1_index", "m2_bump_period"):
+        got = D.map_values(part, name, mask_status=False).values
+        want = D.map_values(ds, name, mask_status=False).values
+        assert np.isnan(got[~written]).all(), name
+        np.testing.assert_array_equal(got[written], want[written], err_msg=name)
+    # a finished store (and a Dataset without tile bookkeeping) is as before
+    bare = part.drop_vars("tiles_done")
+    assert (D.map_values(bare, "best_model", mask_status=False).values[~written] == -1).all()

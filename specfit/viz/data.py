@@ -573,6 +573,8 @@ def map_values(
     xarray.DataArray
         Float (y, x) with NaN where masked; ``attrs`` hold ``label`` and ``units``.
     """
+    from specfit.store import written_pixels
+
     spec = map_spec(ds, name)
     da = ds[spec.source]
     if spec.categorical:
@@ -592,6 +594,11 @@ def map_values(
         keep = significance_mask(ds, spec.alias, mode, pvalue_threshold)
         if keep is not None:
             out = out.where(keep)
+    written = written_pixels(ds)
+    if written is not None and written.shape == out.shape:
+        # an unfinished store's unwritten tiles: NaN in every map (integer maps read -1 there,
+        # which best_model's legend named "none")
+        out = out.where(xr.DataArray(written, dims=("y", "x")))
     out = out.drop_vars([c for c in out.coords if c not in ("y", "x")])
     out.name = spec.name
     out.attrs = {"label": spec.label, "units": spec.units}
