@@ -287,13 +287,13 @@ def _check_input_named(cfg: Config) -> None:
     """input.path set and naming something that exists, checked before the results store:
     an unset or mistyped path was reported as a config that differs from a finished store's
     (``input.path: '/data/aia' != None``). Raises InputError naming the key."""
-    from specfit.errors import InputError, missing_input
+    from specfit.errors import missing_input
+    from specfit.io import input_path_set
 
     path = cfg.input.path
     if cfg.input.kind == "synthetic" or (path and "://" in path):
         return
-    if not path:
-        raise InputError("input.path is not set; give a folder, a glob or a file")
+    input_path_set(path)
     if not Path(glob_base(path)).expanduser().exists():
         raise missing_input("input.path", glob_base(path))
 

@@ -30,6 +30,7 @@ from ._base import (
     ROTATION_ARCSEC_PER_H,
     hpc_coords,
     input_names,
+    input_path_set,
     literal_glob,
     pointing_jump,
     relative_seconds,
@@ -46,6 +47,7 @@ __all__ = [
     "hpc_coords",
     "whole_frames",
     "input_names",
+    "input_path_set",
     "literal_glob",
     "pointing_jump",
     "ROTATION_ARCSEC_PER_H",
@@ -62,10 +64,7 @@ def detect_kind(cfg: InputConfig) -> str:
     """
     if cfg.kind != "auto":
         return cfg.kind
-    path = cfg.path
-    if not path:
-        raise InputError("input.path is not set; give a folder, a glob or a file")
-    p = path.rstrip("/")
+    p = input_path_set(cfg.path).rstrip("/")
     low = p.lower()
     if low.endswith(".zarr") or (os.path.isdir(p) and _looks_like_zarr(p)):
         return "zarr"

@@ -85,6 +85,14 @@ def literal_glob(path: str) -> list[str]:
     return sorted(glob.glob(path))
 
 
+def input_path_set(path: str | None) -> str:
+    """``input.path`` itself, or an InputError saying it is not set (every reader and the
+    run's early check say it in these words)."""
+    if not path:
+        raise InputError("input.path is not set; give a folder, a glob or a file")
+    return path
+
+
 def input_names(
     path: str, pattern: str, frames: tuple[str, ...] | None = None
 ) -> tuple[list[str], str]:

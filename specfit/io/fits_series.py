@@ -36,6 +36,7 @@ from ._base import (
     header_scale,
     header_time_text,
     input_names,
+    input_path_set,
     parse_time,
     read_failure,
     reference_frame,
@@ -66,8 +67,7 @@ def list_files(cfg: InputConfig, suffixes: tuple[str, ...] | None = None) -> lis
     InputError
         When the folder does not exist or nothing matches.
     """
-    if not cfg.path:
-        raise InputError("input.path is not set; give a folder, a glob or a file")
+    input_path_set(cfg.path)
     # A folder (or file) that exists as written is never a glob: "AIA [1600]".
     files, where = input_names(cfg.path, cfg.pattern, suffixes)
     if suffixes is not None:
