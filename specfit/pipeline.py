@@ -201,6 +201,13 @@ def _check_store_target(
             + (f" ({changed} since it was written)" if changed else "")
         )
     if not resume:
+        if diff or changed:  # --resume would be refused too: say why, and what will do
+            why = f"its config differs: {'; '.join(diff)}" if diff else f"{changed} since"
+            raise StoreError(
+                f"{path} holds an unfinished run of other settings or data ({why}); "
+                "--resume finishes it only with the config and inputs that started it: pass "
+                "--overwrite to start again with these, or choose another output.path"
+            )
         raise StoreError(
             f"{path} holds an unfinished run; pass --resume to finish it or --overwrite to "
             "start again"

@@ -84,8 +84,13 @@ def test_resume_refuses_a_different_config(tmp_path):
     root = zarr.open_group(str(tmp_path / "results.zarr"), mode="r+")
     root["tiles_done"][0, 0] = 0
     root.attrs["complete"] = False
-    with pytest.raises(StoreError, match="unfinished run"):
+    with pytest.raises(StoreError, match="unfinished run; pass --resume"):
         run(cfg)
+    # with other settings it did not send the user to --resume, which refuses them
+    with pytest.raises(
+        StoreError, match=r"other settings .*spectra\.segments: 1 != 2.*--overwrite"
+    ):
+        run(cfg, ["spectra.segments=2"])
     with pytest.raises(StoreError, match=r"spectra\.segments: 1 != 2"):
         run(cfg, ["spectra.segments=2"], resume=True)
     before = xr.open_zarr(tmp_path / "results.zarr")["m1_index"].values
