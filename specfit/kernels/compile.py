@@ -35,7 +35,8 @@ from . import lm
 __all__ = ["CompiledModel", "compiled", "cache_dir"]
 
 # bump when the generated text changes shape in a way the hash of its parts would not see
-_GENERATOR_VERSION = 4  # 4: user shapes compiled with numpy's error model
+_GENERATOR_VERSION = 5  # 5: no reference counting in the solver of shipped shapes
+_SHIPPED = "specfit.kernels.lineshapes."  # the registry keys of specfit's own shapes
 _SHAPES: dict[str, Callable] = {}  # key -> shape function, looked up by generated modules
 _COMPILED: dict[tuple, CompiledModel] = {}
 _LOCK = threading.Lock()
@@ -79,7 +80,7 @@ def shape_function(key: str) -> Callable:
     # A user's shape divides as numpy does (x / 0 -> inf or nan, which the solver rejects as
     # a step or marks per pixel), not as Python (ZeroDivisionError, which would fail a tile).
     # The shipped shapes keep the compiled code their figures were made with.
-    shipped = key.startswith("specfit.kernels.lineshapes.")
+    shipped = key.startswith(_SHIPPED)
     jitted = numba.njit(nogil=True) if shipped else numba.njit(nogil=True, error_model="numpy")
     jitted = jitted(fn)
     _SHAPES[key] = jitted
@@ -109,7 +110,7 @@ def _generate(keys: Sequence[str], nparams: Sequence[int]) -> str:
         "from specfit.kernels.compile import shape_function",
         "from specfit.kernels.lm import (",
         "    _AT_BOUND, _CONVERGED, _FAILED, _MAX_ITER, _SINGULAR, _STALLED,",
-        "    _chol_inv_diag, _chol_solve, _free_set,",
+        "    _chol_inv_diag, _chol_solve, _free_set, hess_pass,",
         ")",
         "",
     ]
@@ -117,7 +118,7 @@ def _generate(keys: Sequence[str], nparams: Sequence[int]) -> str:
     lines += [
         "",
         "",
-        "@numba.njit(nogil=True, cache=True)",
+        "@numba.njit(nogil=True, cache=True, _nrt=False)",
         "def kernel(x, p, m, J, want_jac):",
     ]
     calls, jac, j = [], [], 0
@@ -148,16 +149,100 @@ def _generate(keys: Sequence[str], nparams: Sequence[int]) -> str:
     lines += [
         "",
         "",
-        "@numba.njit(nogil=True, cache=True)",
+        "@numba.njit(nogil=True, cache=True, _nrt=False)",
         "def EVAL(kid, x, p, m, J, want_jac):",
         "    kernel(x, p, m, J, want_jac)",
         "",
     ]
     lines += _generate_accum(j)
+    lines += _generate_accum_f()
+    lines += ["", f"HPASS = hess_pass({j})"]
     for fn in lm.SOLVER_TEMPLATES:
-        lines += ["", "@numba.njit(nogil=True, cache=True)", inspect.getsource(fn).rstrip(), ""]
+        # the per-pixel solver allocates nothing: compiled without the runtime's reference
+        # counting (atomic increments on every array passed or swapped in its loop)
+        nrt = "" if fn.__name__ == "_lm_block" else ", _nrt=False"
+        lines += [
+            "",
+            f"@numba.njit(nogil=True, cache=True{nrt})",
+            inspect.getsource(fn).rstrip(),
+            "",
+        ]
     lines.append("solve_block = _lm_block")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if not all(key.startswith(_SHIPPED) for key in keys):
+        # a user's shape may allocate (np.where on a bin's scalar returns an array), which
+        # needs the runtime: its model's kernel and solver keep reference counting
+        text = text.replace(", _nrt=False", "")
+    return text
+
+
+# The objective's loop over the bins up to its sums F and s2: ACCUM's and ACCUM_F's, one text
+_OBJECTIVE_LOOP = [
+    "    F = 0.0",
+    "    s2 = 0.0",
+    "    prod = 1.0",
+    "    cnt = 0",
+    "    for i in range(y.shape[0]):",
+    "        mi = m[i]",
+    "        if not math.isfinite(mi):",
+    "            return math.inf, math.inf",
+    "        if obj == 0:",
+    "            e = y[i] - mi",
+    "            a_ = w[i] if use_w else 1.0",
+    "            F += 0.5 * a_ * e * e",
+    "        else:",
+    "            if mi <= 0.0:",
+    "                return math.inf, math.inf",
+    "            inv = 1.0 / mi",
+    "            a_ = inv * inv",
+    "            if obj == 2 and use_w:",
+    "                e = y[i] - mi",
+    "                a_ *= w[i]",
+    "                F += w[i] * (y[i] * inv + math.log(mi))",
+    "            elif obj == 2:",
+    "                e = y[i] - mi",
+    "                F += y[i] * inv",
+    "                if 1e-30 < mi < 1e30:",
+    "                    prod *= mi",
+    "                    cnt += 1",
+    "                    if cnt == 8:",
+    "                        F += math.log(prod)",
+    "                        prod = 1.0",
+    "                        cnt = 0",
+    "                else:",
+    "                    F += math.log(mi)",
+    "            else:",
+    "                r = y[i] - math.log(mi)",
+    "                e = mi * r",
+    "                if use_w:",
+    "                    a_ *= w[i]",
+    "                    F += 0.5 * w[i] * r * r",
+    "                else:",
+    "                    F += 0.5 * r * r",
+    "        s2 += a_ * e * e",
+]
+
+
+def _generate_accum_f() -> list[str]:
+    """``ACCUM_F``: ACCUM's F and s2 (the same text), keeping each bin's ``a_`` and ``a_ e``
+    for ``HPASS`` (:func:`specfit.kernels.lm.hess_pass`), which then sums H and g."""
+    L = [
+        "",
+        "",
+        "@numba.njit(nogil=True, cache=True, _nrt=False)",
+        "def ACCUM_F(y, w, use_w, obj, m, abuf, aebuf):",
+        '    """ACCUM without H and g: F, s2, and a_, a_ e per bin into abuf, aebuf."""',
+    ]
+    L += _OBJECTIVE_LOOP
+    L += [
+        "        abuf[i] = a_",
+        "        aebuf[i] = a_ * e",
+        "    if cnt > 0:",
+        "        F += math.log(prod)",
+        "    return F, s2",
+        "",
+    ]
+    return L
 
 
 def _generate_accum(npar: int) -> list[str]:
@@ -172,7 +257,7 @@ def _generate_accum(npar: int) -> list[str]:
     L = [
         "",
         "",
-        "@numba.njit(nogil=True, cache=True)",
+        "@numba.njit(nogil=True, cache=True, _nrt=False)",
         "def ACCUM(y, w, use_w, obj, m, J, logp, pn, H, g, want):",
         '    """lm._accum on the jacobian of ln-parametrised columns (lm._chain_log), unrolled."""',
     ]
@@ -180,49 +265,8 @@ def _generate_accum(npar: int) -> list[str]:
     L += [f"    f{a} = pn[{a}] if logp[{a}] else 1.0" for a in range(npar)]
     L += [f"    g{a} = 0.0" for a in range(npar)]
     L += [f"    h{a}_{b} = 0.0" for a, b in pairs]
+    L += _OBJECTIVE_LOOP
     L += [
-        "    F = 0.0",
-        "    s2 = 0.0",
-        "    prod = 1.0",
-        "    cnt = 0",
-        "    for i in range(y.shape[0]):",
-        "        mi = m[i]",
-        "        if not math.isfinite(mi):",
-        "            return math.inf, math.inf",
-        "        if obj == 0:",
-        "            e = y[i] - mi",
-        "            a_ = w[i] if use_w else 1.0",
-        "            F += 0.5 * a_ * e * e",
-        "        else:",
-        "            if mi <= 0.0:",
-        "                return math.inf, math.inf",
-        "            inv = 1.0 / mi",
-        "            a_ = inv * inv",
-        "            if obj == 2 and use_w:",
-        "                e = y[i] - mi",
-        "                a_ *= w[i]",
-        "                F += w[i] * (y[i] * inv + math.log(mi))",
-        "            elif obj == 2:",
-        "                e = y[i] - mi",
-        "                F += y[i] * inv",
-        "                if 1e-30 < mi < 1e30:",
-        "                    prod *= mi",
-        "                    cnt += 1",
-        "                    if cnt == 8:",
-        "                        F += math.log(prod)",
-        "                        prod = 1.0",
-        "                        cnt = 0",
-        "                else:",
-        "                    F += math.log(mi)",
-        "            else:",
-        "                r = y[i] - math.log(mi)",
-        "                e = mi * r",
-        "                if use_w:",
-        "                    a_ *= w[i]",
-        "                    F += 0.5 * w[i] * r * r",
-        "                else:",
-        "                    F += 0.5 * r * r",
-        "        s2 += a_ * e * e",
         "        if want:",
         "            ae = a_ * e",
     ]

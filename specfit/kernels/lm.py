@@ -43,6 +43,11 @@ EVAL = None
 # The objective's sums from EVAL's output: lm._chain_log then lm._accum, unrolled for the
 # model's number of parameters (generated with EVAL; bit-identical to those two).
 ACCUM = None
+# The same objective in two passes (generated with EVAL): ACCUM_F sums F and s2 and keeps each
+# bin's weight a and a e; HPASS (:func:`hess_pass`) then sums H and g from them and J, in
+# SIMD lanes. Every lane does ACCUM's scalar operations in ACCUM's order: bit-identical.
+ACCUM_F = None
+HPASS = None
 
 __all__ = ["solve", "OBJECTIVES", "LMResult", "SOLVER_TEMPLATES"]
 
@@ -51,6 +56,109 @@ OBJECTIVES = {"lsq": 0, "lsq_log": 1, "whittle": 2}
 # status codes shared with fitting.STATUS_CODES (kept in one place there; numbers used here)
 _CONVERGED, _MAX_ITER, _STALLED, _FAILED = 0, 1, 8, 9
 _SINGULAR, _AT_BOUND = 6, 7
+
+
+def hess_pass(npar: int):
+    """A numba intrinsic ``HPASS(a, ae, J, fa, H, g)`` for ``npar`` parameters: with
+    ``j = J[i] * fa`` per bin, ``g = sum ae[i] j`` and the lower triangle of
+    ``H = sum (a[i] j) j^T`` (then mirrored), summed over the bins in order.
+
+    The generated ACCUM's sums, operation for operation (``j{a} = J[i, a] * f{a}``,
+    ``g{a} += ae * j{a}``, ``aj{a} = a_ * j{a}``, ``h{a}_{b} += aj{a} * j{b}``), with the
+    parameters in the lanes of one vector per column of H instead of 27 scalar chains: each
+    lane's operations and their order are the scalar code's, so the sums are bit-identical
+    (numba compiles without fast-math: no contraction into FMAs, no reassociation)."""
+    from numba.core import cgutils, types
+    from numba.extending import intrinsic
+
+    ir = cgutils.ir  # numba's own llvmlite IR module: an intrinsic's codegen is written in it
+
+    width = 2
+    while width < npar:
+        width *= 2
+    dbl = ir.DoubleType()
+    vec = ir.VectorType(dbl, width)
+
+    def splat(builder, v):
+        one = builder.insert_element(ir.Constant(vec, None), v, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(
+            one,
+            ir.Constant(vec, None),
+            ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width),
+        )
+
+    def lane(k):
+        return ir.Constant(ir.IntType(32), k)
+
+    @intrinsic
+    def _hpass(typingctx, a, ae, J, fa, H, g):
+        arrays = (a, ae, J, fa, H, g)
+        dims = (1, 1, 2, 1, 2, 1)
+        if not all(
+            isinstance(t, types.Array) and t.dtype == types.float64 and t.layout == "C"
+            and t.ndim == n
+            for t, n in zip(arrays, dims, strict=True)
+        ):  # fmt: skip
+            return None  # the codegen below indexes C-contiguous float64 buffers
+        sig = types.void(a, ae, J, fa, H, g)
+
+        def codegen(context, builder, signature, args):
+            ta, tae, tJ, tfa, tH, tg = signature.args
+            arr_a = context.make_array(ta)(context, builder, args[0])
+            arr_ae = context.make_array(tae)(context, builder, args[1])
+            arr_J = context.make_array(tJ)(context, builder, args[2])
+            arr_fa = context.make_array(tfa)(context, builder, args[3])
+            arr_H = context.make_array(tH)(context, builder, args[4])
+            arr_g = context.make_array(tg)(context, builder, args[5])
+            nf = cgutils.unpack_tuple(builder, arr_J.shape, 2)[0]
+            zero = ir.Constant(vec, [0.0] * width)
+            fv = zero
+            for k in range(npar):
+                fk = builder.load(builder.gep(arr_fa.data, [ir.Constant(ir.IntType(64), k)]))
+                fv = builder.insert_element(fv, fk, lane(k))
+            gacc = cgutils.alloca_once_value(builder, zero)
+            cols = [cgutils.alloca_once_value(builder, zero) for _ in range(npar)]
+            with cgutils.for_range(builder, nf) as loop:
+                i = loop.index
+                ai = builder.load(builder.gep(arr_a.data, [i]))
+                aei = builder.load(builder.gep(arr_ae.data, [i]))
+                row = builder.mul(i, ir.Constant(i.type, npar))
+                jr = zero
+                for k in range(npar):
+                    idx = builder.add(row, ir.Constant(i.type, k))
+                    jr = builder.insert_element(
+                        jr, builder.load(builder.gep(arr_J.data, [idx])), lane(k)
+                    )
+                jv = builder.fmul(jr, fv)  # j{a} = J[i, a] * f{a}
+                builder.store(  # g{a} += ae * j{a}
+                    builder.fadd(builder.load(gacc), builder.fmul(splat(builder, aei), jv)), gacc
+                )
+                ajv = builder.fmul(splat(builder, ai), jv)  # aj{a} = a_ * j{a}
+                for b in range(npar):  # h{a}_{b} += aj{a} * j{b} (lanes a >= b used)
+                    jb = splat(builder, builder.extract_element(jv, lane(b)))
+                    builder.store(
+                        builder.fadd(builder.load(cols[b]), builder.fmul(ajv, jb)), cols[b]
+                    )
+            gv = builder.load(gacc)
+            for k in range(npar):
+                ptr = builder.gep(arr_g.data, [ir.Constant(ir.IntType(64), k)])
+                builder.store(builder.extract_element(gv, lane(k)), ptr)
+            for b in range(npar):
+                cv = builder.load(cols[b])
+                for k in range(b, npar):
+                    v = builder.extract_element(cv, lane(k))
+                    builder.store(
+                        v, builder.gep(arr_H.data, [ir.Constant(ir.IntType(64), k * npar + b)])
+                    )
+                    if k != b:
+                        builder.store(
+                            v, builder.gep(arr_H.data, [ir.Constant(ir.IntType(64), b * npar + k)])
+                        )
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return _hpass
 
 
 @numba.njit(nogil=True, cache=True)
@@ -123,7 +231,7 @@ def _accum(y, w, use_w, obj, m, J, npar, H, g, want):
     return F, s2
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, _nrt=False)
 def _chol_solve(A, b, free, npar, L, out, damp, idx, work):
     """Solve (A + damp diag A)_ff x = b_f by Cholesky on the free set; x = 0 elsewhere.
 
@@ -175,7 +283,7 @@ def _chol_solve(A, b, free, npar, L, out, damp, idx, work):
     return dec
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, _nrt=False)
 def _chol_inv_diag(A, free, npar, L, scale, out, idx, work):
     """sqrt(diag((scale A_ff)^-1)) into out (NaN where not free). False if not PD."""
     dsq = work[0]
@@ -227,7 +335,7 @@ def _chain_log(logp, pn, J, npar, want):
                     J[i, a] *= pn[a]
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, _nrt=False)
 def _free_set(p, lo, hi, H, g, npar, free):
     maxd = 0.0
     for a in range(npar):
@@ -249,17 +357,20 @@ def _free_set(p, lo, hi, H, g, npar, free):
 
 def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, secant, bufs):
     """Fit one pixel in place (p holds the start); returns (F, s2, status, nfev, c_eff)."""
-    m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn, idx, work, B, A = bufs
+    m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn, idx, work, B, A, d0, ab, aeb, fa = bufs
     npar = p.shape[0]
     for a in range(npar):
         p[a] = min(max(p[a], lo[a]), hi[a])
     for a in range(npar):
         pn[a] = math.exp(p[a]) if logp[a] else p[a]
     EVAL(kid, x, pn, m, J, True)
-    F, s2 = ACCUM(y, w, use_w, obj, m, J, logp, pn, H, g, True)
+    F, s2 = ACCUM_F(y, w, use_w, obj, m, ab, aeb)
     nfev = 1
     if not math.isfinite(F):
         return F, s2, _FAILED, nfev, c
+    for a in range(npar):
+        fa[a] = pn[a] if logp[a] else 1.0
+    HPASS(ab, aeb, J, fa, H, g)
     lam = 1e-3
     nu = 2.0
     prev_dec = -1.0
@@ -271,10 +382,19 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, secan
     for a in range(npar):
         for b in range(npar):
             B[a, b] = 0.0
+    # the undamped step on H (in d0, decrement dec0) is solved once per point: after a
+    # rejected step p, H and g are unchanged and so would it be
+    fresh = True
+    dec0 = 0.0
     for _ in range(max_iter):
         ceff = c if c > 0 else (nfit - npar) / max(2.0 * F, 1e-300)
-        _free_set(p, lo, hi, H, g, npar, free)
-        dec = _chol_solve(H, g, free, npar, L, d, 0.0, idx, work)
+        if fresh:
+            _free_set(p, lo, hi, H, g, npar, free)
+            dec0 = _chol_solve(H, g, free, npar, L, d0, 0.0, idx, work)
+            fresh = False
+        dec = dec0
+        for a in range(npar):
+            d[a] = d0[a]
         if dec >= 0.0 and ceff * dec < tol:
             status = _CONVERGED
             break
@@ -304,7 +424,9 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, secan
                 for a in range(npar):
                     for b in range(npar):
                         B[a, b] = 0.0
-                dec = _chol_solve(H, g, free, npar, L, d, 0.0, idx, work)
+                dec = dec0
+                for a in range(npar):
+                    d[a] = d0[a]
         if not use_b and not final and lam > 1e-9:
             # damped step; Marquardt's scaling by diag(H) keeps it invariant to units
             # (with lam this small the undamped step already in d is the same)
@@ -328,9 +450,15 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, secan
         for a in range(npar):
             pn[a] = math.exp(pt[a]) if logp[a] else pt[a]
         EVAL(kid, x, pn, mt, Jt, True)
-        Ft, s2t = ACCUM(y, w, use_w, obj, mt, Jt, logp, pn, Ht, gt, True)
+        # the objective first; H and g at the trial point only where the step is taken (the
+        # same sums either way: ACCUM's F and s2 do not depend on ``want``)
+        Ft, s2t = ACCUM_F(y, w, use_w, obj, mt, ab, aeb)
         nfev += 1
         if math.isfinite(Ft) and Ft < F:
+            for a in range(npar):
+                fa[a] = pn[a] if logp[a] else 1.0
+            HPASS(ab, aeb, Jt, fa, Ht, gt)
+            fresh = True
             rho = (F - Ft) / pred if pred > 0.0 else 0.0
             F, s2 = Ft, s2t
             for a in range(npar):
@@ -453,7 +581,11 @@ def _lm_block(
     work = np.empty((3, npar))
     B = np.empty((npar, npar))
     A = np.empty((npar, npar))
-    bufs = (m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn, idx, work, B, A)
+    d0 = np.empty(npar)
+    ab = np.empty(nf)
+    aeb = np.empty(nf)
+    fa = np.empty(npar)
+    bufs = (m, J, mt, Jt, H, g, Ht, gt, L, d, pt, free, logp, pn, idx, work, B, A, d0, ab, aeb, fa)
     p = np.empty(npar)
     w0 = np.ones(1)
     Fc = np.empty(nstart)
