@@ -175,6 +175,17 @@ def test_unknown_model_and_bad_declarations_are_clear_errors():
         m1.with_bounds({"slope": (0, 1)})
     with pytest.raises(ValueError, match="needs low < high"):
         m1.with_bounds({"index": (3, 1)})
+    # a bound where the model divides by zero: the solver clamps onto it, every pixel lost
+    # every model's fit (status 9, "power exactly zero"; a probe's finding)
+    for name, pname in [
+        ("powerlaw_tail_lorentzian", "bump_width"),
+        ("powerlaw_tail_lognormal", "bump_width"),
+        ("kappa_tail", "kappa"),
+    ]:
+        with pytest.raises(ValueError, match=rf"{name}.{pname}: .* at {pname} = 0 \(its low"):
+            M.get_model(name).with_bounds({pname: (0, 5)})
+        M.get_model(name).with_bounds({pname: (1e-3, 5)})  # defined there
+    m1.with_bounds({"amplitude": (0, 10), "tail": (-1, 10), "index": (0, 10)})  # finite at 0
     with pytest.raises(ValueError, match="does not match its parameters"):
         M.Component("x", lineshapes.constant, (M.Parameter("level"),))
     with pytest.raises(ValueError, match="parameter names repeat"):

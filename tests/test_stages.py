@@ -310,6 +310,10 @@ def test_the_stage_functions_bad_arguments_are_specfit_errors():
         ({"bounds": {"powerlaw_tail": {"index": 3}}}, r"bounds.powerlaw_tail.index: give \[low"),
         ({"bounds": {"powerlaw_tail": {"index": [3]}}}, r"powerlaw_tail.index: give \[low"),
         ({"bounds": {"powerlaw_tail": [0, 3]}}, r"fit.bounds.powerlaw_tail: give a mapping"),
+        (
+            {"bounds": {"powerlaw_tail_lorentzian": {"bump_width": [0, 5]}}},
+            r"fit.bounds.powerlaw_tail_lorentzian.bump_width: the model has no finite value",
+        ),
         # one model under two aliases: the copy was no nested partner of the bump model and
         # was weighed against it by BIC, overriding the LRT (a probe's finding)
         (
