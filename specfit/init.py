@@ -497,7 +497,11 @@ def inspect_input(
         # frames far beyond it is a re-pointing or another field among the frames, not
         # tracking (a folder of two fields was read as "tracks solar rotation")
         found = pointing_jump(arr)
-        if found is not None:
+        if attrs.get("derotated_to"):
+            derotate = False
+            why = f"already derotated (to {attrs['derotated_to']}): a specfit cube"
+            report.append(f"  pointing    already derotated to {attrs['derotated_to']}")
+        elif found is not None:
             jump, size = found
             derotate = True
             files = list(attrs.get("files") or [])

@@ -147,6 +147,57 @@ def test_synthetic_derotated_cutout_export_cli(tmp_path, capsys):
     assert (out / "m1_index.fits").is_symlink()
 
 
+def test_a_derotated_cutout_cube_read_back_keeps_its_wcs_and_is_not_derotated_again(
+    tmp_path, capsys
+):
+    """A specfit cube fed back as Zarr input (docs/data.md): its WCS header is the frames'
+    with y/x from the cutout's corner, which the reader renumbered from 0, so exported maps
+    and to_map lay 8 x 2 px (here) off the store's hpc_x/hpc_y; and init and the run
+    derotated it a second time (a probe's findings)."""
+    import sunpy.map
+
+    import specfit
+    from specfit.errors import InputError
+    from specfit.init import init_config
+
+    first = tmp_path / "first"
+    cfg = tiny_config(
+        first,
+        prep={
+            "derotate": True,
+            "cutout": {"x1": 3, "x2": 16, "y1": 2, "y2": 15, "units": "pixel"},
+        },
+        fit={"models": {"m1": "powerlaw_tail"}},
+    )
+    specfit.run(cfg)
+    cube = first / "results.zarr.specfit-work" / "cube.zarr"
+    assert cube.is_dir()
+    again = {
+        "input": {"kind": "zarr", "path": str(cube)},
+        "prep": {"derotate": True},
+        "resample": {"cadence": 12.0},
+        "spectra": {"segments": 1, "window": "none", "detrend": "mean"},
+        "fit": {"models": {"m1": "powerlaw_tail"}},
+        "output": {"path": str(tmp_path / "again.zarr"), "tile": 8},
+        "cluster": {"kind": "synchronous"},
+    }
+    with pytest.raises(InputError, match="already derotated .*set prep.derotate: false"):
+        specfit.run(again)
+    assert not (tmp_path / "again.zarr").exists()
+    report, text = init_config(str(cube), tmp_path / "init.yaml")
+    assert "already derotated" in report and "derotate: false" in text, report
+    again["prep"]["derotate"] = False
+    ds = specfit.run(again)
+    assert int(ds["x"][0]) == 0 and int(ds["y"][0]) == 0
+    out = tmp_path / "maps"
+    r = _cli(
+        capsys, "export", str(tmp_path / "again.zarr"), "--fits", str(out), "--maps", "m1_index"
+    )
+    assert r.returncode == 0, r.stderr
+    _check_wcs(sunpy.map.Map(out / "m1_index.fits"), ds)
+    _check_wcs(specfit.to_map(ds, "m1_index"), ds)
+
+
 def test_store_without_wcs(demo_store, tmp_path):
     from astropy.io import fits
 

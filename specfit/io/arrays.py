@@ -119,6 +119,26 @@ def _check_increasing(times: Time, where: str) -> None:
         raise InputError(f"{where}: two frames have the same time; give distinct frame times")
 
 
+def _header_on_own_grid(text: str, var: xr.DataArray) -> str:
+    """A cube's WCS header moved to the cube's own pixel grid. A specfit cube of a cutout
+    keeps the frames' header with ``y``/``x`` = the frames' pixel indices (starting at the
+    cutout's corner); the reader numbers the pixels from 0, so the reference pixel moves by
+    that corner (else exported maps and derotation were off by it: 80 x 40 px on a cutout)."""
+    from astropy.io import fits
+
+    origin = []
+    for dim in ("x", "y"):
+        v = np.asarray(var[dim].values) if dim in var.coords else np.zeros(1)
+        whole = v.dtype.kind in "iu" or (v.dtype.kind == "f" and np.all(v == np.round(v)))
+        origin.append(int(v[0]) if v.size and whole and np.all(np.diff(v) == 1) else 0)
+    if origin == [0, 0]:
+        return text
+    h = fits.Header.fromstring(str(text), sep="\n")
+    h["CRPIX1"] = float(h.get("CRPIX1", 0.0)) - origin[0]
+    h["CRPIX2"] = float(h.get("CRPIX2", 0.0)) - origin[1]
+    return h.tostring(sep="\n")
+
+
 def _plain_attrs(path: str, kind: str, absolute: bool) -> dict:
     attrs = {
         "source": str(Path(path).resolve()),
@@ -187,9 +207,12 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
         data = _checked_read(lazy, var.data.chunks, f"{path}: array {name}")
         attrs = {k: v for k, v in var.attrs.items() if k not in ("start_time",)}
         attrs.update(_plain_attrs(path, "zarr", absolute))
-        for k in ("bunit", "instrument", "wavelength", "wcs_header", "exposure_normalised"):
+        keep = ("bunit", "instrument", "wavelength", "wcs_header", "exposure_normalised")
+        for k in (*keep, "derotated_to"):  # derotated_to: a specfit cube, not derotated twice
             if k in var.attrs:
                 attrs[k] = var.attrs[k]
+        if "wcs_header" in attrs:
+            attrs["wcs_header"] = _header_on_own_grid(attrs["wcs_header"], var)
         extra = {c: var[c].values for c in ("hpc_x", "hpc_y") if c in var.coords}
         exposure = var["exposure"].values if "exposure" in var.coords else None
     else:

@@ -177,6 +177,13 @@ def plan_derotation(arr: xr.DataArray, reference_time: str | None = None) -> Der
     """
     from sunpy.coordinates import HeliographicStonyhurst, propagate_with_solar_surface
 
+    if arr.attrs.get("derotated_to"):
+        # a specfit cube read back: derotating it again moved the field by the rotation
+        # between the two reference times (and shrank it to the overlap once more)
+        raise InputError(
+            f"input.path {arr.attrs.get('source', '')}: these frames are already derotated "
+            f"(to {arr.attrs['derotated_to']}, a specfit cube); set prep.derotate: false"
+        )
     nt, ny, nx = arr.sizes["time"], arr.sizes["y"], arr.sizes["x"]
     times = _times(arr)
     ref = reference_index(arr, reference_time)
