@@ -570,7 +570,8 @@ def _dispatch(args) -> int:
     if args.command == "export":
         from specfit.export import export_fits
 
-        maps = [m.strip() for m in args.maps.split(",") if m.strip()] if args.maps else None
+        given = args.maps is not None  # "--maps ," names no map: refused, not every map
+        maps = [m.strip() for m in args.maps.split(",") if m.strip()] if given else None
         files = export_fits(args.results, args.fits, maps=maps, overwrite=args.overwrite)
         print(f"wrote {len(files)} FITS file(s) to {args.fits}")
         return 0

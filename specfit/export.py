@@ -259,6 +259,11 @@ def export_fits(
 
     where = str(results) if isinstance(results, str | Path) else "results"
     ds = _open(results)
+    if maps is not None and not list(maps):
+        raise StoreError(
+            "--maps names no map; give names such as m1_index,m2_bump_period, or leave it out "
+            "to export every map"
+        )
     names = list(dict.fromkeys(maps)) if maps else map_names(ds)  # a name given twice: once
     unknown = [n for n in names if n not in map_names(ds)]
     if unknown:

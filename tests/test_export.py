@@ -119,6 +119,8 @@ def test_synthetic_derotated_cutout_export_cli(tmp_path, capsys):
     # Existing files are not replaced without --overwrite; unknown names are named.
     r = _cli(capsys, "export", str(results), "--fits", str(out), "--maps", "m1_index")
     assert r.returncode == 2 and "--overwrite" in r.stderr and "m1_index.fits" in r.stderr
+    r = _cli(capsys, "export", str(results), "--fits", str(out), "--maps", ",", "--overwrite")
+    assert r.returncode == 2 and "--maps names no map" in r.stderr  # it exported every map
     r = _cli(capsys, "export", str(results), "--fits", str(out), "--maps", "m1_indx", "--overwrite")
     assert r.returncode == 2 and "m1_indx" in r.stderr and "m1_index" in r.stderr
     r = _cli(
