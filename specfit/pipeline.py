@@ -1015,6 +1015,8 @@ def _run_locked(
     _check_cube_target(cfg, fingerprint)
     if action == "done":
         _say(f"{results_path} is already complete; nothing to do")
+        if cfg.output.plots and not plots_folder(results_path).exists():
+            _plot(results_path)  # asked for now (not a science setting): it was said nowhere
         return open_results(results_path)
     plan = plan_run(_prepare_input(cfg), data=data)
     _describe_plan(cfg, plan)
@@ -1417,8 +1419,12 @@ def _trim_empty_ends(arr) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
         return None
 
     first = leading(range(nt))
-    if first is None:  # no frame has data: left whole (the run's empty-frame check says so)
-        return arr, (frame(0), frame(nt - 1))
+    if first is None:  # no frame has data: nothing to fit, said before any work
+        raise InputError(
+            f"input: no frame of the {nt} has a finite pixel ({_EMPTY_FRAME}): there is "
+            "nothing to fit; check the input files and input.missing_below (values below it "
+            "are read as missing)"
+        )
     last = nt - leading(range(nt - 1, first - 1, -1))  # frame ``first`` has data
     if first == 0 and last == nt:
         return arr, (frame(0), frame(nt - 1))

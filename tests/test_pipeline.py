@@ -408,6 +408,13 @@ def test_fit_weights_dlogf_needs_lsq_before_any_work_and_output_plots_plots(tmp_
     run(cfg)
     plots = tmp_path / "results_plots"
     assert (plots / "maps.html").is_file() and (plots / "m1_index.png").is_file()
+    # asked for on a finished store (--resume --set output.plots=true): drawn, not "nothing to
+    # do" in silence (a probe's finding); drawn again only if the folder is gone
+    import shutil
+
+    shutil.rmtree(plots)
+    run(cfg, resume=True)
+    assert (plots / "maps.html").is_file()
     # a store not named .zarr keeps its whole name (res.v1, res.v2: one folder each), and a
     # plot that cannot be made is a warning: the run is complete (it raised after finishing)
     mine = tmp_path / "res.v1_plots"
