@@ -798,12 +798,16 @@ def _shipped_hint(path: Path) -> str:
 def _no_link_loop(p: str | Path, key: str) -> None:
     """Refuse a path whose symbolic links point at each other (every later step failed on it
     with a RuntimeError traceback)."""
-    try:
-        Path(os.path.abspath(os.path.expanduser(str(p)))).resolve()
-    except (RuntimeError, OSError) as exc:  # Python 3.11-3.12 raise RuntimeError, 3.13 OSError
-        raise ConfigError(
-            f"{key}: {p} is a loop of symbolic links ({exc}); point it at a real file or folder"
-        ) from None
+    import errno
+
+    try:  # stat follows every link on the way (resolve() stopped raising on loops in 3.13)
+        os.stat(os.path.abspath(os.path.expanduser(str(p))))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(
+                f"{key}: {p} is a loop of symbolic links ({exc.strerror}); point it at a real "
+                "file or folder"
+            ) from None  # a path that does not exist (yet) is the later checks' business
 
 
 def _resolve_paths(cfg: Config, base: Path | None, given: set[str] = frozenset()) -> None:

@@ -1391,7 +1391,7 @@ def _trim_empty_ends(arr) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
     no pixel could be fitted. The first :data:`_EMPTY_ENDS_MAX` frames at each end are read
     one by one; where all of them are empty (a long dropout), the scan goes on in blocks of
     :data:`_EMPTY_ENDS_BLOCK` frames, each reduced lazily to one flag per frame. A series
-    with no frame holding data is left whole (the run's empty-frame check says so).
+    with no frame holding data is refused (InputError): there is nothing to fit.
     """
     nt = arr.sizes["time"]
     read: dict[int, np.ndarray] = {}

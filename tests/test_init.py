@@ -391,7 +391,7 @@ def test_init_derotation_follows_pointing(tmp_path, tracking, caplog):
             BUNIT="DN",
         )
         h["DATE-OBS"] = (t0 + TimeDelta(60.0 * i, format="sec")).isot
-        fits.writeto(tmp_path / f"f{i:03d}.fits", np.zeros((8, 8), np.int16), h)
+        fits.writeto(tmp_path / f"f{i:03d}.fits", np.full((8, 8), 5, np.int16), h)
     insp = inspect_input(tmp_path)
     derotate, why = insp.settings["prep.derotate"]
     if isinstance(tracking, str):

@@ -731,6 +731,16 @@ def solve(
         (int8), ``nfev`` (int32).
     """
     npix, nstart, npar = starts.shape
+    # the compiled loops index by these shapes without bounds checks: a mismatch is refused
+    # here, not read or written past a buffer
+    if np.ndim(y) != 2 or np.shape(y) != (npix, np.shape(x)[0]):
+        raise ValueError(
+            f"lm.solve: y must be (npix, nf) = ({npix}, {np.shape(x)[0]}); got {np.shape(y)}"
+        )
+    if np.shape(lo) != (npix, npar) or np.shape(hi) != (npix, npar):
+        raise ValueError(f"lm.solve: lo and hi must be (npix, npar) = ({npix}, {npar})")
+    if weights is not None and np.shape(weights) != np.shape(y):
+        raise ValueError("lm.solve: weights must have y's shape")
     logp = np.zeros(npar, dtype=np.bool_) if log_params is None else np.asarray(log_params, bool)
     if logp.any():
         # strictly positive scale parameters are solved in ln space: a power law that must
