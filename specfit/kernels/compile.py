@@ -154,7 +154,6 @@ def _generate(keys: Sequence[str], nparams: Sequence[int]) -> str:
         "    kernel(x, p, m, J, want_jac)",
         "",
     ]
-    lines += _generate_accum(j)
     lines += _generate_accum_f()
     lines += ["", f"HPASS = hess_pass({j})"]
     for fn in lm.SOLVER_TEMPLATES:
@@ -176,7 +175,8 @@ def _generate(keys: Sequence[str], nparams: Sequence[int]) -> str:
     return text
 
 
-# The objective's loop over the bins up to its sums F and s2: ACCUM's and ACCUM_F's, one text
+# The objective's loop over the bins up to its sums F and s2 (``lm._accum``'s, operation for
+# operation, so F and s2 are bit-identical to it; tests/test_lm.py checks)
 _OBJECTIVE_LOOP = [
     "    F = 0.0",
     "    s2 = 0.0",
@@ -224,14 +224,18 @@ _OBJECTIVE_LOOP = [
 
 
 def _generate_accum_f() -> list[str]:
-    """``ACCUM_F``: ACCUM's F and s2 (the same text), keeping each bin's ``a_`` and ``a_ e``
-    for ``HPASS`` (:func:`specfit.kernels.lm.hess_pass`), which then sums H and g."""
+    """``ACCUM_F``: the objective F and s2 of ``lm._accum`` from EVAL's model values, keeping
+    each bin's ``a_`` and ``a_ e`` for ``HPASS`` (:func:`specfit.kernels.lm.hess_pass`), which
+    then sums H and g (``lm._chain_log`` then ``lm._accum``'s sums, bit-identical). The model
+    and its jacobian stay a separate pass (``EVAL``): fused into this loop, the shapes' exp()
+    calls would spill every accumulator around each call (all float registers are
+    caller-saved), which measured slower than two passes."""
     L = [
         "",
         "",
         "@numba.njit(nogil=True, cache=True, _nrt=False)",
         "def ACCUM_F(y, w, use_w, obj, m, abuf, aebuf):",
-        '    """ACCUM without H and g: F, s2, and a_, a_ e per bin into abuf, aebuf."""',
+        '    """lm._accum\'s F and s2, and a_, a_ e per bin into abuf, aebuf."""',
     ]
     L += _OBJECTIVE_LOOP
     L += [
@@ -242,51 +246,6 @@ def _generate_accum_f() -> list[str]:
         "    return F, s2",
         "",
     ]
-    return L
-
-
-def _generate_accum(npar: int) -> list[str]:
-    """``ACCUM``: ``lm._chain_log`` then ``lm._accum`` for this model's number of parameters,
-    unrolled, with H and g summed in locals (registers) and written once at the end.
-
-    The same operations in the same order for every sum, so bit-identical to those two
-    (tests/test_lm.py checks). The model and its jacobian stay a separate pass (``EVAL``):
-    fused into this loop, the shapes' exp() calls would spill every accumulator around each
-    call (all float registers are caller-saved), which measured slower than two passes."""
-    pairs = [(a, b) for a in range(npar) for b in range(a + 1)]
-    L = [
-        "",
-        "",
-        "@numba.njit(nogil=True, cache=True, _nrt=False)",
-        "def ACCUM(y, w, use_w, obj, m, J, logp, pn, H, g, want):",
-        '    """lm._accum on the jacobian of ln-parametrised columns (lm._chain_log), unrolled."""',
-    ]
-    # dm/dln(p) = p dm/dp for ln-parametrised parameters (x 1.0 is exact for the others)
-    L += [f"    f{a} = pn[{a}] if logp[{a}] else 1.0" for a in range(npar)]
-    L += [f"    g{a} = 0.0" for a in range(npar)]
-    L += [f"    h{a}_{b} = 0.0" for a, b in pairs]
-    L += _OBJECTIVE_LOOP
-    L += [
-        "        if want:",
-        "            ae = a_ * e",
-    ]
-    for a in range(npar):
-        L.append(f"            j{a} = J[i, {a}] * f{a}")
-    for a in range(npar):
-        L.append(f"            g{a} += ae * j{a}")
-        L.append(f"            aj{a} = a_ * j{a}")
-        L += [f"            h{a}_{b} += aj{a} * j{b}" for b in range(a + 1)]
-    L += [
-        "    if cnt > 0:",
-        "        F += math.log(prod)",
-        "    if want:",
-    ]
-    L += [f"        g[{a}] = g{a}" for a in range(npar)]
-    for a, b in pairs:
-        L.append(f"        H[{a}, {b}] = h{a}_{b}")
-        if a != b:
-            L.append(f"        H[{b}, {a}] = h{a}_{b}")
-    L += ["    return F, s2", ""]
     return L
 
 

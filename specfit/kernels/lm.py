@@ -40,12 +40,10 @@ import numpy as np
 # solver's source: kernels.compile copies them into a module generated per model, where EVAL
 # is that model's fused kernel, and compiles them there (cached on disk by numba).
 EVAL = None
-# The objective's sums from EVAL's output: lm._chain_log then lm._accum, unrolled for the
-# model's number of parameters (generated with EVAL; bit-identical to those two).
-ACCUM = None
-# The same objective in two passes (generated with EVAL): ACCUM_F sums F and s2 and keeps each
-# bin's weight a and a e; HPASS (:func:`hess_pass`) then sums H and g from them and J, in
-# SIMD lanes. Every lane does ACCUM's scalar operations in ACCUM's order: bit-identical.
+# The objective's sums from EVAL's output, lm._chain_log then lm._accum in two passes
+# (generated with EVAL): ACCUM_F sums F and s2 and keeps each bin's weight a and a e; HPASS
+# (:func:`hess_pass`) then sums H and g from them and J, in SIMD lanes. Every lane does
+# _accum's scalar operations in _accum's order: bit-identical to those two.
 ACCUM_F = None
 HPASS = None
 
@@ -63,9 +61,10 @@ def hess_pass(npar: int):
     ``j = J[i] * fa`` per bin, ``g = sum ae[i] j`` and the lower triangle of
     ``H = sum (a[i] j) j^T`` (then mirrored), summed over the bins in order.
 
-    The generated ACCUM's sums, operation for operation (``j{a} = J[i, a] * f{a}``,
-    ``g{a} += ae * j{a}``, ``aj{a} = a_ * j{a}``, ``h{a}_{b} += aj{a} * j{b}``), with the
-    parameters in the lanes of one vector per column of H instead of 27 scalar chains: each
+    ``lm._accum``'s sums on ``lm._chain_log``'s jacobian, operation for operation
+    (``j{a} = J[i, a] * f{a}``, ``g{a} += ae * j{a}``, ``aj{a} = a_ * j{a}``,
+    ``h{a}_{b} += aj{a} * j{b}``), with the parameters in the lanes of one vector per column
+    of H instead of 27 scalar chains: each
     lane's operations and their order are the scalar code's, so the sums are bit-identical
     (numba compiles without fast-math: no contraction into FMAs, no reassociation)."""
     from numba.core import cgutils, types
@@ -451,7 +450,7 @@ def _lm_pixel(kid, x, y, w, use_w, obj, c, nfit, p, lo, hi, max_iter, tol, secan
             pn[a] = math.exp(pt[a]) if logp[a] else pt[a]
         EVAL(kid, x, pn, mt, Jt, True)
         # the objective first; H and g at the trial point only where the step is taken (the
-        # same sums either way: ACCUM's F and s2 do not depend on ``want``)
+        # same sums either way: _accum's F and s2 do not depend on ``want``)
         Ft, s2t = ACCUM_F(y, w, use_w, obj, mt, ab, aeb)
         nfev += 1
         if math.isfinite(Ft) and Ft < F:
@@ -604,7 +603,7 @@ def _lm_block(
                 for a in range(npar):
                     pn[a] = math.exp(p[a]) if logp[a] else p[a]
                 EVAL(kid, x, pn, m, J, False)
-                Fc[s], _ = ACCUM(Y[i], w, use_w, obj, m, J, logp, pn, H, g, False)
+                Fc[s], _ = ACCUM_F(Y[i], w, use_w, obj, m, ab, aeb)
                 tot += 1
             order = np.argsort(Fc)
         for r in range(min(nrun, nstart)):
