@@ -78,19 +78,24 @@ def test_real_aia_export_round_trip(shared_data, tmp_path):
     _check_wcs(specfit.to_map(ds, "m1_index"), ds)
 
 
-def test_synthetic_derotated_cutout_export_cli(tmp_path, capsys):
-    import sunpy.map
-
-    import specfit
-
-    cfg = tiny_config(
-        tmp_path,
+def _derotated_cutout_config(tmp) -> dict:
+    """A small synthetic run, derotated, with a pixel cutout (so the WCS is shifted)."""
+    return tiny_config(
+        tmp,
         prep={
             "derotate": True,
             "cutout": {"x1": 3, "x2": 16, "y1": 2, "y2": 15, "units": "pixel"},
         },
         fit={"models": {"m1": "powerlaw_tail"}},
     )
+
+
+def test_synthetic_derotated_cutout_export_cli(tmp_path, capsys):
+    import sunpy.map
+
+    import specfit
+
+    cfg = _derotated_cutout_config(tmp_path)
     specfit.run(cfg)
     results = tmp_path / "results.zarr"
     ds = specfit.open_results(results)
@@ -163,14 +168,7 @@ def test_a_derotated_cutout_cube_read_back_keeps_its_wcs_and_is_not_derotated_ag
     from specfit.init import init_config
 
     first = tmp_path / "first"
-    cfg = tiny_config(
-        first,
-        prep={
-            "derotate": True,
-            "cutout": {"x1": 3, "x2": 16, "y1": 2, "y2": 15, "units": "pixel"},
-        },
-        fit={"models": {"m1": "powerlaw_tail"}},
-    )
+    cfg = _derotated_cutout_config(first)
     specfit.run(cfg)
     cube = first / "results.zarr.specfit-work" / "cube.zarr"
     assert cube.is_dir()
