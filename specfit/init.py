@@ -441,9 +441,16 @@ def inspect_input(
                 reasons["time_key"] = f"{key} is in every header"
         exp = arr["exposure"].values if "exposure" in arr.coords else None
         bunit = str(attrs.get("bunit", ""))
-        raw_unit = (
-            bunit[:-4] if attrs.get("exposure_normalised") and bunit.endswith(" / s") else bunit
+        # a Zarr cube may hold rates already (a specfit cube): the reader then leaves it as is
+        stored_rate = bool(
+            kind == "zarr"
+            and attrs.get("exposure_normalised")
+            and open_input(cfg.model_copy(update={"normalise_exposure": False})).attrs.get(
+                "exposure_normalised"
+            )
         )
+        divided = attrs.get("exposure_normalised") and not stored_rate
+        raw_unit = bunit[:-4] if divided and bunit.endswith(" / s") else bunit
         if exp is not None:
             src = "EXPTIMES column" if kind == "fits_cube" and exp.std() > 0 else cfg.exposure_key
             report.append(f"  exposure    {src}: {np.nanmin(exp):.4g} .. {np.nanmax(exp):.4g} s")
@@ -452,7 +459,10 @@ def inspect_input(
             input_out["exposure_key"] = cfg.exposure_key
             input_out["normalise_exposure"] = True
             reasons["normalise_exposure"] = (
-                f"values / exposure: {raw_unit or 'counts'} -> {bunit}"
+                f"the store holds rates ({bunit or '1 / s'}), already divided by the exposures: "
+                "the run does not divide again"
+                if stored_rate
+                else f"values / exposure: {raw_unit or 'counts'} -> {bunit}"
                 + (" (exposures vary by frame)" if np.nanmax(exp) > 1.01 * np.nanmin(exp) else "")
             )
         else:

@@ -310,6 +310,10 @@ def test_init_zarr_cube(demo_store, tmp_path, no_pixels):
     cfg = load_config(tmp_path / "z.yaml")
     assert cfg.input.kind == "zarr" and Path(cfg.input.path) == cube.resolve()
     assert "frames in a Zarr store" in report and cfg.resample.cadence == 12.0
+    # its values are rates already: the config says so (it said "DN -> DN / s")
+    text = (tmp_path / "z.yaml").read_text()
+    assert "already divided by the exposures" in text and "-> DN / s" not in text
+    assert "units       DN / s" in report
 
 
 def test_init_images_without_times(tmp_path):
