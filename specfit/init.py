@@ -231,7 +231,7 @@ def _exposure_steps(exp: np.ndarray, kind: str = "fits_series") -> list[str]:
     """A note (header-only) on the frames whose exposure is more than
     :data:`specfit.stages.EXPOSURE_STEP` times off the series' median: automatic exposure
     control, or a table the data contradict (IRIS Si IV, docs/data.md). The run reads their
-    data and names the contradicted ones before any work."""
+    data and refuses the contradicted ones before any work."""
     from specfit.stages import EXPOSURE_STEP, exposure_offsets
 
     offsets = exposure_offsets(exp)
@@ -253,7 +253,7 @@ def _exposure_steps(exp: np.ndarray, kind: str = "fits_series") -> list[str]:
     return [
         f"              {off.size} frame(s) ({where}) have an exposure over {EXPOSURE_STEP:g}x "
         f"from the median {med:.4g} s: the run checks them against their data before any work "
-        f"({how})"
+        f"and refuses those the data contradict ({how})"
     ]
 
 

@@ -1114,7 +1114,7 @@ def _describe_plan(cfg: Config, plan: RunPlan) -> None:
             cfg.spectra.window,
             cfg.spectra.overlap,
         )
-    _report_exposure_mismatches(plan.arr)
+    _refuse_exposure_mismatches(plan.arr)
     from specfit.stages import coarse_cadence_warning
 
     coarse = coarse_cadence_warning(plan.times, plan.dt, chosen=cfg.resample.cadence is None)
@@ -1446,9 +1446,11 @@ def _trim_empty_ends(arr) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
     return out, (frame(first), frame(last - 1))
 
 
-def _report_exposure_mismatches(arr) -> None:
-    """Before any work: name the frames whose listed exposure the data contradict
-    (:func:`specfit.stages.exposure_mismatches`) when the run divides by it."""
+def _refuse_exposure_mismatches(arr) -> None:
+    """Before any work: refuse frames whose listed exposure the data contradict
+    (:func:`specfit.stages.exposure_mismatches`) when the run divides by it. Dividing would
+    scale them by the exposure ratio against their neighbours, a jump the data do not have,
+    which the spectra would then fit as power (IRIS Si IV, docs/data.md)."""
     from specfit.stages import exposure_mismatches
 
     if not arr.attrs.get("exposure_normalised"):
@@ -1468,16 +1470,14 @@ def _report_exposure_mismatches(arr) -> None:
         )
 
     scale = [1 / m["exposure_ratio"] for m in found]
-    log.warning(
-        "%d frame(s) hold the raw level of the frames of the usual exposure near them, not "
-        "that of the exposure time listed for them: %s. Dividing by the listed exposures "
-        "(input.normalise_exposure) scales them by %.2g-%.2gx against their neighbours, a jump "
-        "the data do not have: leave them out (input.max_frames, input.pattern) or set "
-        "input.normalise_exposure: false",
-        frames.size,
-        _name_frames(frames, arr, name, "; "),
-        min(scale),
-        max(scale),
+    raise InputError(
+        f"{frames.size} frame(s) hold the raw level of the frames of the usual exposure near "
+        f"them, not that of the exposure time listed for them: "
+        f"{_name_frames(frames, arr, name, '; ')}. Dividing by the listed exposures "
+        f"(input.normalise_exposure) would scale them by {min(scale):.2g}-{max(scale):.2g}x "
+        "against their neighbours, a jump the data do not have, and the spectra would fit it. "
+        "Leave them out (input.max_frames keeps the input's first N frames; input.pattern) or "
+        "set input.normalise_exposure: false"
     )
 
 

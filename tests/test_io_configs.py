@@ -10,6 +10,7 @@ import pytest
 
 from conftest import assert_docs_quote
 from specfit.config import InputConfig, load_config
+from specfit.errors import InputError
 from specfit.io import open_input
 from specfit.stages import ingest
 
@@ -129,16 +130,20 @@ def test_iris_exposure_control_frames_are_named_and_the_shipped_run_stops_before
             ds = run(cfg)
         return [r.getMessage() for r in caplog.records], ds
 
-    said, _ = warnings_of(["input.max_frames=null"], "all.zarr")
-    (exposure,) = [m for m in said if "not that of the exposure time listed" in m]
-    assert exposure.startswith("7 frame(s)")
-    jumps = [m for m in said if "differ sharply" in m]
-    assert len(jumps) == 1, said
-    frames = re.search(r"\): (frame .*?)\. A damaged", jumps[0]).group(1)
+    # all 54 frames: refused before any work, the contradicted frames named
+    with pytest.raises(InputError, match=r"^7 frame\(s\) hold the raw level") as err:
+        warnings_of(["input.max_frames=null"], "all.zarr")
+    assert "frame 44 (t=1110 s" in str(err.value) and "input.normalise_exposure: false" in str(
+        err.value
+    )
+    assert not (tmp_path / "all.zarr").exists()
+    # read as stored (no division), no frame jumps
+    said, ds = warnings_of(["input.max_frames=null", "input.normalise_exposure=false"], "raw.zarr")
+    assert ds.attrs["n_frames"] == 54
+    assert not [m for m in said if "differ sharply" in m or "exposure time listed" in m], said
     assert_docs_quote(
         "data.md",
-        f"the damaged-frame check (`kernels.resample.frame_jumps`, above) names {frames} of "
-        "their pixels",
+        "the damaged-frame check (`kernels.resample.frame_jumps`, above) names none of the 54",
     )
 
     said, ds = warnings_of([], "shipped.zarr")

@@ -987,7 +987,7 @@ def test_frames_whose_listed_exposure_the_data_contradict_are_named_before_work(
     tmp_path, caplog, monkeypatch
 ):
     """A frame listed at 1/8 of the usual exposure but holding the usual counts is named
-    (stages.exposure_mismatches, and the run's warning before any cluster starts); one whose
+    (stages.exposure_mismatches, and the run's refusal before any cluster starts); one whose
     counts follow its shorter listed exposure is not."""
     from specfit.config import load_config
     from specfit.pipeline import run
@@ -1024,23 +1024,27 @@ def test_frames_whose_listed_exposure_the_data_contradict_are_named_before_work(
     raw = open_input(InputConfig(path=str(path), normalise_exposure=False))
     assert exposure_mismatches(raw) == list(found.values())
 
-    cfg = load_config(
-        None,
-        [f"input.path={path}", f"output.path={tmp_path / 'r.zarr'}", "cluster.kind=synchronous",
-         "fit.models={m1: powerlaw_tail}", "fit.best_model=aic"],
-    )  # fmt: skip
+    overrides = [
+        f"input.path={path}", f"output.path={tmp_path / 'r.zarr'}", "cluster.kind=synchronous",
+        "fit.models={m1: powerlaw_tail}", "fit.best_model=aic",
+    ]  # fmt: skip
+    cfg = load_config(None, overrides)
     import specfit.cluster
 
     def no_cluster(*a, **k):
         raise RuntimeError("no cluster in this test")
 
     monkeypatch.setattr(specfit.cluster, "connect", no_cluster)
-    with caplog.at_level("WARNING", logger="specfit"), pytest.raises(RuntimeError):
-        run(cfg)  # the warning comes before any cluster starts or data is written
-    (said,) = [r.getMessage() for r in caplog.records if "exposure time listed" in r.getMessage()]
+    with pytest.raises(InputError, match="exposure time listed") as err:
+        run(cfg)  # refused before any cluster starts or data is written
+    said = str(err.value)
     assert said.startswith("1 frame(s)") and "frame 20 (t=200 s" in said
-    assert "exposure 0.12x frame" in said and "scales them by 8-8x" in said
+    assert "exposure 0.12x frame" in said and "scale them by 8-8x" in said
+    assert "input.normalise_exposure: false" in said
     assert not (tmp_path / "r.zarr").exists()
+    # as the message says: read as stored, the run goes on past that check (to the cluster)
+    with pytest.raises(RuntimeError, match="no cluster"):
+        run(load_config(None, [*overrides, "input.normalise_exposure=false"]))
 
 
 # ------------------------------------------------------- input reviewer, 2026-12-07
