@@ -66,6 +66,7 @@ __all__ = [
     "get_model",
     "available_models",
     "load_user_models",
+    "check_bounds_on",
     "check_output",
     "frequencies_needed",
     "stored_metadata",
@@ -277,10 +278,13 @@ class Model:
     # ---- composition
     def __add__(self, other: Component | Model) -> Model:
         extra = (other,) if isinstance(other, Component) else tuple(other.components)
+        more = other.params if isinstance(other, Component) else other.parameters
         base = self if self.name else None
         return Model(
             name="",
             components=self.components + extra,
+            # the parameters as declared here: bounds set by with_bounds stay set
+            parameters=self.parameters + tuple(more),
             base=base.name if base else None,
             base_model=base,
         )
@@ -460,12 +464,16 @@ class Model:
         names each line shape by a hash of its source), the sources of its guess and null
         functions, and its base model's. Part of the LRT reference's cache key, so that an
         edited user model never reuses a reference simulated with the old one."""
+        from specfit.kernels.compile import captured_values
+
         h = hashlib.sha256(self.compiled().source.encode())
         for fn in (self.guess_func, self.null):
             try:
                 src = inspect.getsource(fn) if fn is not None else ""
             except (OSError, TypeError):  # defined interactively: this process only
                 src = f"{getattr(fn, '__qualname__', '?')}@{id(fn)}"
+            # the values a closure or module constant gives it (where they can be written)
+            src += f"\n{captured_values(fn)}" if fn is not None else ""
             h.update(b"\0" + src.encode())
         if self.base_model is not None:
             h.update(self.base_model.code_digest().encode())
@@ -689,7 +697,7 @@ _BUMP_PARAMS = (
     ),
     Parameter(
         "bump_width",
-        "ln(Hz)",
+        "1",  # a width in ln f: a ratio of frequencies, no unit
         _BUMP_WIDTH,
         0.3,
         description="bump width sigma (in ln f)",
@@ -1129,6 +1137,39 @@ def _check_derivatives(c: Component, x: np.ndarray, p: np.ndarray, out: tuple, w
                 f"up to {scale:.3g}, at {', '.join(f'{q.name}={v:.4g}' for q, v in zip(c.params, p, strict=True))}); "
                 "fix that derivative (a sign or a factor)"
             )
+
+
+def check_bounds_on(model: Model, f: np.ndarray) -> None:
+    """Refuse declared bounds that leave a parameter no value on this frequency grid: a
+    bump centre bounded outside the fitted band (its data bounds) was clamped onto one of
+    them, and stored beyond the bounds the user declared.
+
+    Raises
+    ------
+    ValueError
+        Naming the model, the parameter, its declared bounds and the band's.
+    """
+    lo, hi = model.bounds_for(f)
+    for i, name in enumerate(model.param_names):
+        if lo[i] > hi[i]:
+            declared = model.bounds[i]
+            raise ValueError(
+                f"{model.name}: {name} is bounded to [{declared[0]:g}, {declared[1]:g}], but "
+                f"on these spectra (frequencies {f[0]:.4g}-{f[-1]:.4g} Hz) it can only lie in "
+                f"[{_band(model, f, i)}]: widen its bounds or "
+                "fit another band (spectra.fmin / fmax)"
+            )
+
+
+def _band(model: Model, f: np.ndarray, i: int) -> str:
+    """The data bounds of parameter ``i`` on grid ``f``, as text."""
+    lo, hi = -INF, INF
+    for c in model.components:
+        if c.data_bounds is not None:
+            b = c.data_bounds(np.asarray(f, np.float64)).get(model.param_names[i])
+            if b is not None:
+                lo, hi = max(lo, b[0]), min(hi, b[1])
+    return f"{lo:.4g}, {hi:.4g}"
 
 
 def check_output(model: Model, f: np.ndarray) -> None:

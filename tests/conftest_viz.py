@@ -56,7 +56,7 @@ UNITS = {
     "tail": POWER_UNITS,
     "bump_amplitude": POWER_UNITS,
     "bump_center": "ln(Hz)",
-    "bump_width": "ln(Hz)",
+    "bump_width": "1",
 }
 # The rest of the contract's ``models`` attr (see specfit.store.models_attr).
 for _alias, _base in (("m1", None), ("m2", "powerlaw_tail")):

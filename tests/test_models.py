@@ -155,7 +155,7 @@ def test_metadata_declared_once():
     assert m1.log_params == ("amplitude",) and m1.base is None and m1.null is not None
     assert m2.param_names[:3] == m1.param_names and m2.base == "powerlaw_tail"
     assert m2.base_model is m1
-    assert m2.units[3:] == (M.SPECTRUM_UNIT, "ln(Hz)", "ln(Hz)")
+    assert m2.units[3:] == (M.SPECTRUM_UNIT, "ln(Hz)", "1")  # a width in ln f has no unit
     assert m2.bounds[5] == (0.05, 2.0) and m2.bounds_for(F)[1][4] == pytest.approx(np.log(F[-1]))
     assert [d.name for d in m2.derived] == ["bump_period"] and m1.derived == ()
     assert m2.param_with_role("index") == "index" and m2.param_with_role("nope") is None
@@ -529,3 +529,72 @@ def test_a_seedless_user_bump_starts_from_the_fitted_base_model():
     worse = shipped["m2_loglike"] - mine["m2_loglike"]
     assert np.sum(worse > 0.1) <= 4, np.sort(worse)[-6:]
     assert np.sum(shipped["best_model"] != mine["best_model"]) <= 2
+
+
+def _fixed_power_law(n: float) -> M.Component:
+    """A power law of fixed index ``n`` (a closure's value), as a factory of components."""
+
+    def shape(lnf, amplitude):
+        """A f^-n"""
+        v = np.exp(-n * lnf)
+        return amplitude * v, v
+
+    amp = M.Parameter("amplitude", M.SPECTRUM_UNIT, (0, np.inf), 1e-5, log_scaled=True)
+    return M.Component("pl", shape, (amp,))
+
+
+def _kernel_values(model, p):
+    m, J = np.empty(F.size), np.empty((F.size, len(p)))
+    model.compiled().kernel(np.log(F), np.asarray(p, float), m, J, True)
+    return m
+
+
+def test_shapes_of_one_source_that_read_other_values_are_other_code(tmp_path, monkeypatch):
+    """numba compiles a shape's closure values and module constants in as constants, but the
+    shape's key held its source only: two components from one factory ran the first one's
+    machine code (a probe: the index-2 power law fitted as index 4), in later processes too,
+    through the disk cache; and a module constant changed in a notebook was not seen."""
+    import importlib
+    import sys
+
+    p = [1e-5, 1.0]
+    m4 = (_fixed_power_law(4.0) + M.TAIL).named("test_fixed4")
+    m2 = (_fixed_power_law(2.0) + M.TAIL).named("test_fixed2")
+    np.testing.assert_allclose(_kernel_values(m4, p), 1e-5 * F**-4.0 + 1.0, rtol=1e-12)
+    np.testing.assert_allclose(_kernel_values(m2, p), 1e-5 * F**-2.0 + 1.0, rtol=1e-12)
+    assert m4.code_digest() != m2.code_digest()  # and so their LRT references
+
+    (tmp_path / "my_shape.py").write_text(
+        "import numpy as np\n\nSLOPE = 4.0\n\n\n"
+        "def shape(lnf, amplitude):\n    v = np.exp(-SLOPE * lnf)\n    return amplitude * v, v\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("my_shape")
+    try:
+        amp = M.Parameter("amplitude", M.SPECTRUM_UNIT, (0, np.inf), 1e-5, log_scaled=True)
+        first = (M.Component("pl", mod.shape, (amp,)) + M.TAIL).named("test_slope_a")
+        np.testing.assert_allclose(_kernel_values(first, p), 1e-5 * F**-4.0 + 1.0, rtol=1e-12)
+        mod.SLOPE = 2.0  # the constant edited and the cell run again
+        again = (M.Component("pl", mod.shape, (amp,)) + M.TAIL).named("test_slope_b")
+        np.testing.assert_allclose(_kernel_values(again, p), 1e-5 * F**-2.0 + 1.0, rtol=1e-12)
+    finally:
+        sys.modules.pop("my_shape", None)
+
+
+def test_a_bigger_model_keeps_the_bounds_set_on_its_base():
+    """``base.with_bounds(...) + component`` rebuilt the sum from the components' own
+    records: the bigger model of a nested pair fitted the index outside the bounds its
+    smaller model was given (a probe: m1 index in [2, 10], m2's down to -1)."""
+    pl = M.get_model("powerlaw_tail").with_bounds({"index": [2, 10], "tail": [0, 5]})
+    pl = pl.named("test_pl_steep")
+    big = (pl + M.LORENTZIAN_BUMP).named("test_pl_steep_bump")
+    assert big.bounds[:3] == pl.bounds and big.bounds[1] == (2.0, 10.0)
+    assert big.bounds[3:] == M.get_model("powerlaw_tail_lorentzian").bounds[3:]
+    bump = M.LORENTZIAN_BUMP.named("test_bump").with_bounds({"bump_width": [0.1, 0.5]})
+    both = dict(zip((pl + bump).param_names, (pl + bump).bounds, strict=True))
+    assert both["index"] == (2.0, 10.0) and both["bump_width"] == (0.1, 0.5)
+    y = M.get_model("powerlaw_tail").evaluate(F, np.array([[1e-6, 1.2, 1.0]])).repeat(4, 0)
+    y = y * np.random.default_rng(1).gamma(4.0, 1 / 4.0, y.shape)
+    out = fit_block(F, y, {"m1": pl, "m2": big}, dof=8.0)
+    for alias in ("m1", "m2"):  # the truth (1.2) lies below the bound: both stop on it
+        assert (out[f"{alias}_index"] >= 2.0).all(), out[f"{alias}_index"]

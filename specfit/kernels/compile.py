@@ -88,14 +88,91 @@ def shape_function(key: str) -> Callable:
 
 
 def _shape_key(fn: Callable) -> tuple[str, str | None]:
-    """(registry key, source or None): the key changes whenever the shape's source does."""
+    """(registry key, source or None): the key changes whenever the shape's source does, or
+    a value its code reads from outside (a closure's cell, a module constant, a function it
+    calls): numba compiles those in as constants, so two shapes of one source that read
+    different values are different machine code. A shape reading a value that cannot be
+    written down (any other object) has no source here: compiled per process, never cached,
+    keyed by the function object itself."""
     try:
         src = inspect.getsource(fn)
     except (OSError, TypeError):
         src = None
+    captured = captured_values(fn) if src is not None else None
+    if captured is None:
+        src = None
     ident = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-    digest = hashlib.sha256((src or f"id{id(fn)}").encode()).hexdigest()[:12]
+    text = f"{src}\n{captured}" if src is not None else f"id{id(fn)}"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     return f"{ident}:{digest}", src
+
+
+def _code_names(code) -> set[str]:
+    """Global names a code object and the code nested in it (lambdas, comprehensions) read."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _code_names(const)
+    return names
+
+
+def captured_values(fn: Callable, depth: int = 0) -> str | None:
+    """Text of every outside value ``fn``'s code reads (closure cells, then globals), or None
+    when one of them is not a number, string, array, tuple, module or plain function."""
+    import numpy as np
+
+    if depth > 8:
+        return None
+    fn = getattr(fn, "py_func", fn)  # a numba dispatcher: its Python function
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+
+    def text(v) -> str | None:
+        if v is None or isinstance(v, bool | int | float | complex | str | bytes):
+            return repr(v)
+        if isinstance(v, np.generic):
+            return f"{type(v).__name__}({v!r})"
+        if isinstance(v, np.ndarray):
+            data = np.ascontiguousarray(v)
+            return f"array({data.dtype},{data.shape},{hashlib.sha256(data.tobytes()).hexdigest()})"
+        if isinstance(v, tuple | list):
+            items = [text(u) for u in v]
+            return None if None in items else f"{type(v).__name__}({','.join(items)})"
+        if inspect.ismodule(v):
+            return f"module {v.__name__}"
+        if inspect.isbuiltin(v) or isinstance(v, np.ufunc):
+            return f"builtin {getattr(v, '__module__', '')}.{getattr(v, '__name__', repr(v))}"
+        inner = getattr(v, "py_func", v)
+        if inspect.isfunction(inner):
+            try:
+                body = inspect.getsource(inner)
+            except (OSError, TypeError):
+                return None
+            sub = captured_values(inner, depth + 1)
+            return None if sub is None else f"function {inner.__qualname__}\n{body}\n{sub}"
+        return None
+
+    parts = [text(tuple(fn.__defaults__ or ()))]
+    if parts[0] is None:
+        return None
+    for name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=True):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            return None
+        t = text(value)
+        if t is None:
+            return None
+        parts.append(f"{name}={t}")
+    g = fn.__globals__
+    for name in sorted(_code_names(code)):
+        if name in g:
+            t = text(g[name])
+            if t is None:
+                return None
+            parts.append(f"{name}={t}")
+    return ";".join(parts)
 
 
 def _generate(keys: Sequence[str], nparams: Sequence[int]) -> str:
