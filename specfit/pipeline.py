@@ -416,10 +416,11 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
         freq, _, meta = pg.periodogram(np.zeros((1, new_times.size)), dt, **spectra_kw)
     except ValueError as exc:
         raise ConfigError(f"spectra: {exc}") from exc
-    from specfit.models import check_output, frequencies_needed
+    from specfit.models import check_bounds_on, check_output, frequencies_needed
 
     for alias, model in models.items():
         try:
+            check_bounds_on(model, freq)
             check_output(model, freq)
         except ValueError as exc:
             raise ConfigError(f"fit.models.{alias}: {exc}") from None

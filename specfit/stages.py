@@ -578,7 +578,8 @@ def check_power_range(power: xr.DataArray) -> None:
     :func:`fit` stores every parameter and error as float32 (the results contract). Spectra
     given in float64 (the caller's own, not :func:`power_spectra`'s, which are checked from
     the series) whose level lies beyond float32's range gave amplitudes and tails of 0 or inf
-    with status 0. From the first tile's spectra: a 99th percentile above 3.4e38 / 1e3 (the
+    with status 0. From the spectra of the first 32 x 32 px (whatever the chunks, so that
+    the answer depends on the data only): a 99th percentile above 3.4e38 / 1e3 (the
     fitted amplitude and errors exceed the data by up to that) or a median below 1.2e-38 * 1e2
     (the tail sits near the median) is refused, naming the factor to rescale by. Pixels in
     other tiles whose mean power is beyond that range are not fitted (status 4,
@@ -589,9 +590,9 @@ def check_power_range(power: xr.DataArray) -> None:
 
     if power.dtype.itemsize <= 4 or power.dtype.kind != "f":
         return
-    # the first tile: a lazy array's first chunk (computing it once more), else 32 x 32 px
-    ys, xs = (power.chunksizes["y"][0], power.chunksizes["x"][0]) if power.chunks else (32, 32)
-    first = power.isel(y=slice(0, ys), x=slice(0, xs))
+    # the first 32 x 32 px, whatever the chunks (computing them once more): the first chunk
+    # made the answer depend on the chunking (one odd pixel in a 1 x 1 px first chunk)
+    first = power.isel(y=slice(0, 32), x=slice(0, 32))
     v = np.abs(np.asarray(first.values, dtype=np.float64))
     v = v[np.isfinite(v) & (v > 0)]
     if v.size == 0:
@@ -603,7 +604,7 @@ def check_power_range(power: xr.DataArray) -> None:
     level = f"a 99th percentile of {big:.3g}" if high else f"a median of {med:.3g}"
     k = -int(round(np.log10(med)))  # brings the median to ~1
     raise ConfigError(
-        f"specfit.fit: power with {level} (first tile) is too near float32's "
+        f"specfit.fit: power with {level} (first 32 x 32 px) is too near float32's "
         f"{'largest' if high else 'smallest'} value ({_FLOAT32_MAX if high else _FLOAT32_TINY:.1e}"
         f"), in which specfit stores the fitted amplitudes and errors (it needs a median above "
         f"{_FLOAT32_TINY * 1e2:.1e} and a 99th percentile below {_FLOAT32_MAX * 1e-3:.1e}): "
@@ -769,6 +770,11 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
     from specfit import models as M
     from specfit.errors import ConfigError, SpecfitError
 
+    if isinstance(user_models, str) or hasattr(user_models, "__fspath__"):
+        raise ConfigError(
+            f"fit.user_models: give a list of files or modules, e.g. [{str(user_models)!r}]; "
+            f"got the string {str(user_models)!r}"
+        )
     if user_models:
         try:
             M.load_user_models(list(user_models))
@@ -790,6 +796,11 @@ def resolve_models(models: Mapping[str, Any] | None, user_models=(), bounds=None
         )
     out = {}
     for alias, m in models.items():
+        if not isinstance(alias, str) or not alias:
+            raise ConfigError(
+                f"fit.models: the alias {alias!r} must be a name (text), e.g. {{'m1': ...}}: "
+                "it prefixes the maps' names"
+            )
         try:
             model = M.get_model(m) if isinstance(m, str) else m
         except KeyError as exc:  # its message, without the quotes str(KeyError) adds
@@ -866,16 +877,17 @@ FIT_OPTION_KEYS = (
 )
 
 
-def check_settings(stage: str, section: Any, values: dict) -> None:
+def check_settings(stage: str, section: Any, values: dict) -> Any:
     """Validate a stage's arguments as the config's ``section`` model validates its keys,
     when the call is made: a :class:`specfit.errors.ConfigError` naming each bad argument
-    (``specfit.<stage>: name=value: why``), never a failure later inside a task."""
+    (``specfit.<stage>: name=value: why``), never a failure later inside a task. Returns
+    the validated section (its values converted as a config's are: ``"3"`` -> 3)."""
     from pydantic import ValidationError
 
     from specfit.errors import ConfigError
 
     try:
-        section.model_validate(values)
+        return section.model_validate(values)
     except ValidationError as exc:
         parts = []
         for e in exc.errors():
@@ -895,7 +907,13 @@ def _check_fit_settings(method: str, options: dict, power: xr.DataArray) -> None
     from specfit.errors import ConfigError
 
     values = {"method": method, **{k: v for k, v in options.items() if k != "intervals"}}
-    check_settings("fit", FitConfig, values)
+    checked = check_settings("fit", FitConfig, values)
+    for k in values:
+        # the numbers as a config reads them (multistart "3" or 3.0 -> 3): the raw value
+        # failed later, inside a task
+        v = getattr(checked, k, None)
+        if k in options and isinstance(v, int | float) and not isinstance(v, bool):
+            options[k] = v
     if "freq" not in power.coords:
         raise ConfigError("specfit.fit: power has no freq coordinate (Hz); give one")
     unit = str(power["freq"].attrs.get("units", "Hz")).strip()
@@ -908,6 +926,58 @@ def _check_fit_settings(method: str, options: dict, power: xr.DataArray) -> None
             "specfit.fit: power's freq must be positive and strictly increasing, with at least 2 "
             "values (DC dropped), as specfit.power_spectra gives it"
         )
+
+
+_DOF_VALUES_WARN = 64  # distinct dof values above which specfit.fit warns (one LRT reference each)
+
+
+def _attr_number(attrs: Mapping[str, Any], key: str, default: float) -> float:
+    """A positive number from the spectra's attrs, or a ConfigError naming the attr."""
+    from specfit.errors import ConfigError
+
+    value = attrs.get(key, default)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = math.nan
+    if not (math.isfinite(out) and out > 0):
+        raise ConfigError(
+            f"specfit.fit: power.attrs[{key!r}] = {value!r}; it must be a positive number"
+        )
+    return out
+
+
+def _bin_layout_checked(attrs: Mapping[str, Any]) -> tuple[str, int, float, int]:
+    """The spectra's window and segments (:func:`specfit.kernels.tile.bin_layout`), refused
+    with the attr to fix where the fit would misread them (any window name but ``none`` was
+    taken as Hann; Hann without a segment length failed inside a task)."""
+    from specfit.errors import ConfigError
+    from specfit.kernels.periodogram import WINDOWS
+
+    window = attrs.get("window", "none")
+    if window not in WINDOWS:
+        raise ConfigError(
+            f"specfit.fit: power.attrs['window'] = {window!r}; specfit knows "
+            f"{', '.join(map(repr, WINDOWS))} (the taper the spectra were made with, which "
+            "sets the bins' correlation)"
+        )
+    if window != "none":
+        if "segment_length" not in attrs:
+            raise ConfigError(
+                f"specfit.fit: spectra made with window {window!r} need "
+                "power.attrs['segment_length'] (samples per segment), which sets the bins' "
+                "correlation"
+            )
+        _attr_number(attrs, "segment_length", 0)
+    for key in ("segments", "overlap"):
+        if key in attrs:
+            try:
+                float(attrs[key])
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"specfit.fit: power.attrs[{key!r}] = {attrs[key]!r}; give a number"
+                ) from None
+    return _tile.bin_layout(attrs)
 
 
 def fit(
@@ -948,7 +1018,12 @@ def fit(
         ``specfit run`` does. So ``fit(open_results(path)["power"])`` refits a store's
         spectra as its run did. The bins' correlation (none without a window or overlap)
         calibrates ``<m>_chi2red``, ``<m>_gof_pvalue``, the LRT reference's simulated noise
-        and ``lsq_log``'s errors (:func:`specfit.kernels.tile.bin_rho`).
+        and ``lsq_log``'s errors (:func:`specfit.kernels.tile.bin_rho`). The LRT simulates
+        one null reference per distinct dof value (about half a second each at 150 bins on
+        one core, cached on disk): a dof map of continuous estimates would need one per
+        pixel, so round it first, as ``specfit run`` rounds its box estimates to quarter
+        octaves (:func:`specfit.kernels.tile.quantise_neff`); a warning says when a map
+        holds more than 64 values.
     **options
         ``max_iter``, ``tol``, ``multistart``, ``best_model`` (lrt|aic|bic|ftest|chi2|chi2sum),
         ``alpha``, ``weights``, ``nonnested`` (bic|aic), ``optimizer`` (specfit|original),
@@ -964,7 +1039,7 @@ def fit(
         (:func:`specfit.store.fit_attrs`).
     """
     from specfit.errors import ConfigError
-    from specfit.models import check_output
+    from specfit.models import check_bounds_on, check_output
     from specfit.store import (
         FIELD_KEYS,
         SPECTRA_KEYS,
@@ -1009,8 +1084,17 @@ def fit(
     }
     _check_fit_settings(method, options, power)
     check_power_range(power)
+    if dof is None and "dof" in power.coords and set(power.coords["dof"].dims) != {"y", "x"}:
+        raise ConfigError(
+            f"specfit.fit: power's dof coordinate has dims {power.coords['dof'].dims}; it must "
+            "be a (y, x) map (as power_spectra sets it), or pass dof= a number"
+        )
     if dof is not None and not isinstance(dof, xr.DataArray):
-        if np.ndim(dof) != 0 or not (np.isfinite(dof) and float(dof) > 0):
+        try:
+            number = float(dof) if np.ndim(dof) == 0 and not isinstance(dof, str) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (math.isfinite(number) and number > 0):
             what = f"an array of shape {np.shape(dof)}" if np.ndim(dof) else repr(dof)
             raise ConfigError(
                 f"specfit.fit: dof={what} must be a positive number, or a DataArray with "
@@ -1022,6 +1106,15 @@ def fit(
             f"spectra's size {power.sizes['y']} x {power.sizes['x']}; got dims {dof.dims} "
             f"and shape {dof.shape}"
         )
+    if isinstance(dof, xr.DataArray) and not isinstance(dof.data, da.Array):
+        distinct = np.unique(np.asarray(dof.values, dtype=float)).size
+        if distinct > _DOF_VALUES_WARN:
+            log.warning(
+                "specfit.fit: dof takes %d distinct values; the LRT simulates a null reference "
+                "for each (about half a second each at 150 bins). Round the map first, e.g. "
+                "to quarter octaves as specfit run does (specfit.kernels.tile.quantise_neff)",
+                distinct,
+            )
     for d in ("y", "x") if isinstance(dof, xr.DataArray) else ():
         # pixels are matched by their labels, not their positions (a flipped map was used)
         if d in dof.coords and d in power.coords and not np.array_equal(dof[d], power[d]):
@@ -1036,6 +1129,25 @@ def fit(
             "specfit.fit: sigma must be a DataArray with the spectra's dims and sizes "
             f"{dict(power.sizes)} (e.g. from power_spectra(..., with_sigma=True)); got "
             f"{type(sigma).__name__} {getattr(sigma, 'sizes', getattr(sigma, 'shape', ''))}"
+        )
+    for d in ("freq", "y", "x") if sigma is not None else ():
+        # matched by labels, as dof is: a transposed, flipped or other-grid sigma was used
+        if d in sigma.coords and d in power.coords and not np.array_equal(sigma[d], power[d]):
+            raise ConfigError(
+                f"specfit.fit: sigma's {d} coordinate differs from the spectra's; give sigma "
+                f"on the same {'frequencies' if d == 'freq' else 'pixels'} (e.g. "
+                f"sigma.sel({d}=power.{d}))"
+            )
+    if sigma is not None and options["weights"] == "dlogf":
+        raise ConfigError(
+            "specfit.fit: weights='dlogf' builds its weights from the frequencies; pass no "
+            "sigma, or drop weights to weight by sigma"
+        )
+    if sigma is not None and method != "lsq":
+        raise ConfigError(
+            f"specfit.fit: sigma weights least squares, but method is {method!r}: pass "
+            "method='lsq' with sigma, or drop sigma (whittle and lsq_log take their errors "
+            "from the spectra's dof)"
         )
     mods = resolve_models(models, user_models, bounds)
     if options["weights"] == "dlogf" and method != "lsq":
@@ -1068,16 +1180,17 @@ def fit(
 
     for alias, m in mods.items():
         with _specfit_errors(f"fit.models.{alias}: "):
+            check_bounds_on(m, freq)
             check_output(m, freq)  # a wrong-shaped user model fails here, not in every tile
     pw = _spread_over_cores(power.transpose("freq", "y", "x").chunk({"freq": -1}))
     if dof is None:
         if "dof" in power.coords:
             dof = power.coords["dof"]
         else:
-            dof = float(pattrs.get("dof_per_spectrum", 2.0))
+            dof = _attr_number(pattrs, "dof_per_spectrum", 2.0)
     # given or not, dof means what the dof coordinate does (fit(power, dof=power.dof) is
     # fit(power)): the fit's own dof follow by the window's rule
-    layout = _tile.bin_layout(pattrs)
+    layout = _bin_layout_checked(pattrs)
     dof = _tile.fit_dof(dof, method, *layout)
     dof_arr = (
         dof.transpose("y", "x").chunk(dict(zip(("y", "x"), pw.chunks[1:], strict=True))).data

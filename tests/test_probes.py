@@ -1298,14 +1298,25 @@ def test_fit_refuses_float64_spectra_that_float32_maps_cannot_hold(scale, side):
     res = specfit.fit(da * factor, models={"M1": "powerlaw_tail"})
     tail = res["M1_tail"].values
     assert np.isfinite(tail).all() and (tail > 0).all()
+    # the answer depends on the data, not the chunks: one odd pixel among in-range ones is
+    # status 4 in one chunk and in 1 x 1 px chunks alike (the first chunk was the sample)
+    many = level[:, None, None] * rng.exponential(size=(100, 16, 16))
+    odd = xr.DataArray(many, dims=("freq", "y", "x"), coords={"freq": f})
+    odd[:, 0, 0] *= scale
+    whole = specfit.fit(odd, models={"M1": "powerlaw_tail"}).compute()
+    pixels = specfit.fit(odd.chunk({"y": 1, "x": 1}), models={"M1": "powerlaw_tail"}).compute()
+    assert whole["M1_status"].values[0, 0] == 4
+    for v in whole.data_vars:
+        np.testing.assert_array_equal(whole[v].values, pixels[v].values, err_msg=v)
 
 
 @pytest.mark.parametrize("scale", [1e-45, 1e45])
 def test_fit_leaves_out_of_range_pixels_beyond_the_first_tile_unfitted(scale):
-    """The range check before work reads the first tile only: spectra out of float32's range
-    in another tile (here beside a first tile that is all NaN, or in range) were fitted and
-    stored with amplitudes of 0 (or inf) and status 0 (a helper's finding). Such pixels now
-    get status 4, not fitted, and every other pixel's maps are the same as without them."""
+    """The range check before work reads the first 32 x 32 px only (whatever the chunks):
+    spectra out of float32's range in other tiles (here beside a first tile that is all NaN,
+    or in range) were fitted and stored with amplitudes of 0 (or inf) and status 0 (a
+    helper's finding). Such pixels now get status 4, not fitted, and every other pixel's
+    maps are the same as without them."""
     import numpy as np
     import xarray as xr
 
@@ -1314,9 +1325,9 @@ def test_fit_leaves_out_of_range_pixels_beyond_the_first_tile_unfitted(scale):
     rng = np.random.default_rng(4)
     f = np.arange(1, 101) / (200 * 12.0)
     level = (f / f[0]) ** -2.0 + 1e-2
-    p = level[:, None, None] * rng.exponential(size=(100, 16, 16))
-    bad = np.zeros((16, 16), bool)
-    bad[8:, 8:] = True  # the last of four 8 x 8 tiles
+    p = level[:, None, None] * rng.exponential(size=(100, 16, 48))
+    bad = np.zeros((16, 48), bool)
+    bad[8:, 40:] = True  # the last of 12 8 x 8 tiles, beyond the checked 32 x 32 px
     scaled = np.where(bad, p * scale, p)
     models = {"M1": "powerlaw_tail"}
     for first in ("in range", "all NaN"):

@@ -526,3 +526,109 @@ def test_time_and_frequency_coordinates_in_other_units_are_refused():
     milli = power.assign_coords(freq=("freq", power["freq"].values * 1e3, {"units": "mHz"}))
     with pytest.raises(ConfigError, match="freq coordinate's units are 'mHz'; give it in Hz"):
         stages.fit(milli)
+
+
+def _gamma_power(ny=1, nx=3, dof=8.0, seed=0):
+    """(freq, y, x) Gamma-noise spectra of 1e-5 f^-2 + 1 on 149 bins of a 24 s series."""
+    f = np.arange(1, 150) / (2 * 149 * 24.0)
+    truth = (1e-5 * f**-2 + 1.0)[:, None, None]
+    noise = np.random.default_rng(seed).gamma(dof / 2, 2 / dof, (f.size, ny, nx))
+    return xr.DataArray(
+        truth * noise,
+        dims=("freq", "y", "x"),
+        coords={"freq": f, "y": np.arange(ny), "x": np.arange(nx)},
+    )
+
+
+def test_fit_refuses_what_it_would_misread_when_called():
+    """API probe, 2026-12-07: each of these ran and gave other numbers than asked for (sigma
+    matched by position, an unknown window read as Hann, a bump centre bounded outside the
+    band stored outside its bounds, numbers given as text failing inside a task)."""
+    import specfit
+
+    power = _gamma_power()
+    sigma = power * 0.5
+    cases = [
+        ({"method": "lsq", "sigma": sigma.isel(y=[0], x=[2, 1, 0])}, "sigma's x coordinate"),
+        (
+            {"method": "lsq", "sigma": sigma.assign_coords(freq=power.freq * 3)},
+            "sigma's freq coordinate",
+        ),
+        ({"sigma": sigma}, "sigma weights least squares, but method is 'whittle'"),
+        ({"method": "lsq", "sigma": sigma, "weights": "dlogf"}, "pass no sigma"),
+        (
+            {"bounds": {"powerlaw_tail_lorentzian": {"bump_center": [-3, -1]}}},
+            r"bump_center is bounded to \[-3, -1\], but .* can only lie in \[-8.875, -3.871\]",
+        ),
+    ]
+    # raw TypeErrors / xarray errors before, at call time
+    cases += [
+        ({"dof": "4"}, r"dof='4' must be a positive number"),
+        ({"models": {1: "powerlaw_tail"}}, r"the alias 1 must be a name"),
+        ({"user_models": "my_models.py"}, r"give a list of files or modules"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            specfit.fit(power, **kwargs)
+    along_freq = power.assign_coords(dof=("freq", np.full(power.sizes["freq"], 8.0)))
+    with pytest.raises(ConfigError, match=r"dof coordinate has dims \('freq',\)"):
+        specfit.fit(along_freq)
+    for attrs, message in (
+        ({"window": "hamming", "segment_length": 298}, r"attrs\['window'\] = 'hamming'"),
+        ({"window": "hann"}, r"need power.attrs\['segment_length'\]"),
+        ({"dof_per_spectrum": "x"}, r"attrs\['dof_per_spectrum'\] = 'x'"),
+        ({"dof_per_spectrum": 0}, r"attrs\['dof_per_spectrum'\] = 0"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            specfit.fit(power.assign_attrs(attrs))
+    # numbers given as text are read as a config reads them, with the same results
+    as_text = specfit.fit(power, multistart="3", tol="1e-8", alpha="0.05").compute()
+    plain = specfit.fit(power, multistart=3, tol=1e-8, alpha=0.05).compute()
+    for name in ("m1_index", "m2_index", "best_model"):
+        np.testing.assert_array_equal(as_text[name].values, plain[name].values, err_msg=name)
+
+
+def test_a_users_guess_the_solver_cannot_start_from_falls_back_to_the_defaults():
+    """A user's guess with an amplitude (solved as ln p) of 0, or NaN, stopped where it
+    began, reported as converged (status 6 / 7: 0 +- 0); it now starts from the declared
+    defaults there, and reaches the optimum found from a good guess."""
+    import specfit
+    from specfit.models import POWER_LAW, TAIL
+
+    power = _gamma_power(nx=4, dof=50.0, seed=2)
+
+    def guess(f, p, dof, base):
+        out = np.tile([1e-5, 2.0, 1.0], (p.shape[0], 1))
+        out[1, 0] = 0.0  # np.maximum(estimate, 0) on a noisy pixel
+        out[2] = np.nan
+        out[3, 0] = -1e-5
+        return out
+
+    model = (POWER_LAW + TAIL).named("test_zero_guess", guess=guess)
+    got = specfit.fit(power, models={"m": model}).compute()
+    ref = specfit.fit(power, models={"m1": "powerlaw_tail"}).compute()
+    assert (got["m_status"].values == 0).all(), got["m_status"].values
+    np.testing.assert_allclose(got["m_loglike"].values, ref["m1_loglike"].values, atol=1e-6)
+    np.testing.assert_allclose(got["m_amplitude"].values, ref["m1_amplitude"].values, rtol=1e-3)
+
+    def wrong_shape(f, p, dof, base):
+        return np.ones((p.shape[0], 2))
+
+    bad = (POWER_LAW + TAIL).named("test_wrong_guess", guess=wrong_shape)
+    with pytest.raises(Exception, match=r"guess function .*wrong_shape returned shape \(3, 2\)"):
+        specfit.fit(_gamma_power(), models={"m": bad}).compute()
+
+
+def test_a_dof_map_of_many_values_is_warned_about(caplog):
+    """One LRT null reference per distinct dof value (a probe: 20 values took 8x as long as
+    one): a continuous map is named before any work, with the rounding to use."""
+    import specfit
+
+    power = _gamma_power(nx=70)
+    many = xr.DataArray(8.0 + np.arange(70)[None, :] / 100, dims=("y", "x"), coords={"x": power.x})
+    with caplog.at_level("WARNING", logger="specfit"):
+        specfit.fit(power, dof=many.assign_coords(y=power.y))  # lazy: nothing computed
+        specfit.fit(power, dof=many.round(0).assign_coords(y=power.y))
+    said = [r.getMessage() for r in caplog.records if "distinct values" in r.getMessage()]
+    assert len(said) == 1 and "dof takes 70 distinct values" in said[0], said
+    assert "quantise_neff" in said[0]

@@ -373,6 +373,15 @@ def _starts(
         out = np.asarray(g(f, power, dof, base, nstart=nstart), dtype=np.float64)
     else:
         out = np.asarray(g(f, power, dof, base), dtype=np.float64)
+    npix = power.shape[0]
+    if not (out.ndim in (2, 3) and out.shape[0] == npix and out.shape[-1] == model.npar):
+        raise ValueError(
+            f"model {model.name}: its guess function {getattr(g, '__qualname__', g)} returned "
+            f"shape {out.shape}; it must return ({npix}, {model.npar}) starts (one row per "
+            f"spectrum, one column per parameter: {', '.join(model.param_names)}) or "
+            f"({npix}, candidates, {model.npar})"
+        )
+    out = _usable_starts(model, out)
     if out.ndim == 3:  # candidate starts: the solver ranks them and runs the best nstart
         return out
     out = out[:, None, :]
@@ -384,6 +393,22 @@ def _starts(
             extra.append(out[:, 0, :] * (1.0 + 0.25 * ((s + 1) // 2) * sign))
         out = np.concatenate([out, np.stack(extra, axis=1)], axis=1)
     return out
+
+
+def _usable_starts(model: Model, starts: np.ndarray) -> np.ndarray:
+    """``starts`` with each value the solver cannot start from (not finite, or not above 0 for
+    a parameter solved as ln p) replaced by the parameter's default, inside its bounds. A
+    user's guess of 0 for an amplitude (``np.maximum(estimate, 0)`` on a noisy pixel) gave
+    that pixel a fit that stopped where it began, reported as converged."""
+    logp = np.array([n in model.log_params for n in model.param_names])
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(starts) | (logp & ~(starts > 0))
+    if not bad.any():
+        return starts
+    fallback = np.array(
+        [min(max(q.default, q.bounds[0]), q.bounds[1]) for q in model.parameters], float
+    )
+    return np.where(bad, fallback, starts)
 
 
 def _solver_bounds(model: Model, f: np.ndarray, scale: np.ndarray):
@@ -853,7 +878,7 @@ def _prepare(power, sigma, method, dof, absolute_sigma=True, wide=False):
     if wide:
         # Parameters and errors are stored as float32 and scale with the power: a pixel
         # whose level float32 cannot hold would store amplitudes of 0 or inf with status 0
-        # (stages.check_power_range refuses such spectra from the first tile only)
+        # (stages.check_power_range refuses such spectra from the first 32 x 32 px only)
         status[(status == 0) & ((scale > _POWER_MAX) | (scale < _POWER_MIN))] = 4
     if sigma is not None:
         with np.errstate(invalid="ignore"):
