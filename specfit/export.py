@@ -299,7 +299,42 @@ def export_fits(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)  # long HISTORY lines
             hdu.writeto(t, overwrite=overwrite)
+    _warn_other_runs(out, targets, headers[0] if headers else None)
     return targets
+
+
+def _warn_other_runs(out: Path, targets: list[Path], header: Any) -> None:
+    """Name the maps in ``out`` that an export of another run wrote (their HISTORY holds
+    another config): they stay, beside this run's maps of other names (a probe found a 16 x
+    16 px m1_index beside a 164 x 287 px m2_index). Maps of this run exported before under
+    other names are not named."""
+    import logging
+
+    from astropy.io import fits
+
+    if header is None:
+        return
+    mine = list(header.get("HISTORY", []))
+    written = {t.name for t in targets}
+    other = []
+    for path in sorted(out.glob("*.fits")):
+        if path.name in written or not _exported_map(path):
+            continue
+        try:
+            theirs = list(fits.getheader(path, 0).get("HISTORY", []))
+        except (OSError, ValueError):
+            continue
+        if theirs != mine:
+            other.append(path.name)
+    if other:
+        shown = ", ".join(other[:4]) + (f" and {len(other) - 4} more" if len(other) > 4 else "")
+        logging.getLogger("specfit").warning(
+            "%s also holds %d map(s) exported from another run (another config in their "
+            "HISTORY: %s); they stay: remove them, or export into an empty folder",
+            out,
+            len(other),
+            shown,
+        )
 
 
 def to_map(results: Any, name: str) -> Any:

@@ -362,3 +362,25 @@ def test_relative_times_and_no_unit_are_not_passed_off_as_real(tmp_path, capsys)
     for f in files.values():
         unit = fits.getheader(f).get("BUNIT", "")
         assert unit in ("", "ln(Hz)") or u.Unit(unit, format="fits"), (f.name, unit)
+
+
+def test_maps_of_another_run_left_in_the_folder_are_named(demo_store, tmp_path, caplog):
+    """export --overwrite of one store into a folder holding another run's export replaced the
+    maps of the same names and left the others, two fields in one folder, without a word (a
+    probe). They stay (not this export's to remove) and are named; this run's own maps
+    exported earlier under other names are not."""
+    import specfit
+    from specfit.export import export_fits
+
+    out = tmp_path / "fits"
+    export_fits(demo_store, out, maps=["m1_index", "m2_index"])
+    with caplog.at_level("WARNING", logger="specfit"):
+        export_fits(demo_store, out, maps=["m1_tail"])  # the same run: nothing to say
+    assert not [r for r in caplog.records if "another run" in r.getMessage()]
+    other = specfit.open_results(demo_store)
+    other.attrs = {**other.attrs, "config": other.attrs["config"] + "\n# another run"}
+    with caplog.at_level("WARNING", logger="specfit"):
+        export_fits(other, out, maps=["m1_index"], overwrite=True)
+    (said,) = [r.getMessage() for r in caplog.records if "another run" in r.getMessage()]
+    assert "2 map(s)" in said and "m1_tail.fits, m2_index.fits" in said
+    assert (out / "m2_index.fits").is_file()

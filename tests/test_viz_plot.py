@@ -272,3 +272,24 @@ def test_status_maps_tick_their_codes(demo_store):
     codes = layout.Image.I.dimension_values(2)
     codes = codes[np.isfinite(codes)]
     assert ticks == list(range(int(codes.min()), int(codes.max()) + 1))
+
+
+def test_pngs_an_earlier_plot_left_are_named(viz_store, tmp_path, caplog):
+    """A second plot into one folder replaced only the maps it drew: PNGs of maps it did not
+    draw (a replaced run's m2 maps, another store's) stayed beside its own without a word (a
+    probe). They stay (not this plot's to remove), and are named."""
+    from specfit.viz import plot_results
+
+    out = tmp_path / "plots"
+    plot_results(viz_store, out, maps=["m1_index", "m1_tail"], html_page=False)
+    (out / "m1_tail.png").write_bytes(b"the user's own now")  # changed since: not named
+    with caplog.at_level("WARNING", logger="specfit"):
+        plot_results(viz_store, out, maps=["m1_index"], html_page=False)
+    assert not [r for r in caplog.records if "earlier specfit plot" in r.getMessage()]
+    plot_results(viz_store, tmp_path / "p2", maps=["m1_index", "m1_tail"], html_page=False)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="specfit"):
+        plot_results(viz_store, tmp_path / "p2", maps=["m1_index"], html_page=False)
+    (said,) = [r.getMessage() for r in caplog.records if "earlier specfit plot" in r.getMessage()]
+    assert "1 PNG(s)" in said and "(m1_tail.png)" in said
+    assert (tmp_path / "p2" / "m1_tail.png").is_file()

@@ -316,7 +316,35 @@ def plot_results(
     # each file as written (size, mtime): one replaced since by someone else is not ours
     ours.update({t.name: _stamp(t) for t in written})
     marker.write_text(json.dumps(ours, indent=0, sort_keys=True) + "\n")
+    _warn_earlier_pngs(out, ours, {t.name for t in written})
     return written
+
+
+def _warn_earlier_pngs(out: Path, ours: dict, now: set[str]) -> None:
+    """Name the PNGs an earlier plot wrote into ``out`` that this one did not redraw (maps
+    the store no longer has, or of another store): they stay, beside maps they may not
+    belong with (a probe found m2 maps of a replaced run beside the new run's m1 maps)."""
+    import logging
+
+    left = sorted(
+        n
+        for n in ours
+        if n.endswith(".png")
+        and n not in now
+        and (out / n).is_file()
+        and ours[n] is not None
+        and list(ours[n]) == _stamp(out / n)  # as specfit wrote it, not the user's since
+    )
+    if left:
+        shown = ", ".join(left[:4]) + (f" and {len(left) - 4} more" if len(left) > 4 else "")
+        logging.getLogger("specfit").warning(
+            "%s also holds %d PNG(s) an earlier specfit plot wrote that this one did not draw "
+            "(%s): they may belong to another run or store; they stay: remove them, or plot "
+            "into an empty folder",
+            out,
+            len(left),
+            shown,
+        )
 
 
 PLOT_MARKER = ".specfit-plots.json"  # the files specfit plot wrote in a folder (it may replace)
