@@ -416,6 +416,7 @@ def plan_run(cfg: Config, data: Any = None) -> RunPlan:
         freq, _, meta = pg.periodogram(np.zeros((1, new_times.size)), dt, **spectra_kw)
     except ValueError as exc:
         raise ConfigError(f"spectra: {exc}") from exc
+    _warn_unused_samples(new_times.size, dt, spectra_kw)
     from specfit.models import check_bounds_on, check_output, frequencies_needed
 
     for alias, model in models.items():
@@ -1477,8 +1478,7 @@ def _refuse_exposure_mismatches(arr) -> None:
         f"{_name_frames(frames, arr, name, '; ')}. Dividing by the listed exposures "
         f"(input.normalise_exposure) would scale them by {min(scale):.2g}-{max(scale):.2g}x "
         "against their neighbours, a jump the data do not have, and the spectra would fit it. "
-        "Leave them out (input.max_frames keeps the input's first N frames; input.pattern) or "
-        "set input.normalise_exposure: false"
+        f"Leave them out ({_how_to_leave_out(arr)}) or set input.normalise_exposure: false"
     )
 
 
@@ -1504,10 +1504,50 @@ def _report_jumping_frames(counts: np.ndarray, arr) -> None:
     log.warning(
         "%d frame(s) differ sharply from the frames either side in a large share of their "
         "pixels (more than 10x each pixel's noise): %s. A damaged frame (garbled or "
-        "zero-filled data, a wrong exposure) biases every pixel's spectrum: check or drop "
-        "it (input.pattern) unless it shows a real event",
+        "zero-filled data, a wrong exposure) biases every pixel's spectrum: check it, and "
+        "unless it shows a real event leave it out (%s)",
         bad.size,
         _name_frames(bad, arr, name, "; "),
+        _how_to_leave_out(arr),
+    )
+
+
+def _warn_unused_samples(n: int, dt: float, spectra_kw: dict) -> None:
+    """Warn when Welch segments (``spectra.segment_length``) leave a tenth or more of the
+    series out: as many segments as fit are used, the rest of the series is in none (a
+    probe: 1000 s segments of a 24-minute series used 42 of its 60 samples, silently)."""
+    from specfit.kernels.periodogram import segment_layout
+
+    if spectra_kw["segment_length"] is None:
+        return  # back-to-back segments of n // K samples: under K samples are left out
+    length, step, k = segment_layout(
+        n, spectra_kw["segments"], spectra_kw["segment_length"], spectra_kw["overlap"]
+    )
+    unused = n - ((k - 1) * step + length)
+    if unused >= 0.1 * n:
+        log.warning(
+            "spectra.segment_length: %d segment(s) of %d samples, %d apart, cover %d of the "
+            "%d samples; the last %d (%.0f s, %.0f %% of the series) are in no segment. "
+            "Choose a segment length that tiles the series (or spectra.segments for "
+            "back-to-back segments)",
+            k,
+            length,
+            step,
+            n - unused,
+            n,
+            unused,
+            unused * dt,
+            100.0 * unused / n,
+        )
+
+
+def _how_to_leave_out(arr) -> str:
+    """How the input's kind lets a user leave frames out, for the warnings that name them."""
+    if arr.attrs.get("kind") in ("fits_series", "images"):
+        return "move its file out of the folder, or narrow input.pattern"
+    return (
+        "input.max_frames keeps the first N frames; a frame inside one cube or array cannot "
+        "be left out otherwise"
     )
 
 

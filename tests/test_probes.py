@@ -727,6 +727,13 @@ def test_a_damaged_frame_is_named(tmp_path, caplog):
 
     share = int(re.search(r"f020\.fits: (\d+) %\)", msgs[0]).group(1))
     assert 40 <= share <= 50, msgs[0]  # half the frame's pixels, nearly all of them caught
+    # the fix for a folder of frames (a cube's, max_frames, is said for cubes: a probe found
+    # input.pattern offered for an IRIS cube, where it cannot leave a frame out)
+    assert "move its file out of the folder, or narrow input.pattern" in msgs[0], msgs[0]
+    from specfit.pipeline import _how_to_leave_out
+
+    cube = type("A", (), {"attrs": {"kind": "fits_cube"}})()
+    assert _how_to_leave_out(cube).startswith("input.max_frames keeps the first N frames")
 
 
 def test_all_nan_frame_is_named_and_treated_as_missing(tmp_path, caplog):
@@ -1356,3 +1363,24 @@ def test_fit_leaves_out_of_range_pixels_beyond_the_first_tile_unfitted(scale):
     da32 = xr.DataArray((p * near).astype(np.float32), dims=("freq", "y", "x"), coords={"freq": f})
     res32 = specfit.fit(da32.chunk({"freq": -1, "y": 8, "x": 8}), models=models).compute()
     assert not (res32["M1_status"].values == 4).any()
+
+
+def test_welch_segments_that_leave_much_of_the_series_out_are_named(tmp_path, caplog):
+    """spectra.segment_length of 500 s on 60 frames at 12 s: one 42-sample segment, the last
+    18 samples (3.6 minutes) in none, without a word (a probe). The run says so before any
+    work; segments that tile the series are not named."""
+    from specfit.pipeline import run
+
+    _frames(tmp_path / "f", nt=60)
+    for length, named in ((500.0, True), (360.0, False)):
+        cfg = _fits_run_config(
+            tmp_path, tmp_path / "f", spectra={"segment_length": length, "segments": 1}
+        )
+        cfg["output"]["path"] = str(tmp_path / f"r{int(length)}.zarr")
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="specfit"):
+            run(cfg)
+        said = [r.getMessage() for r in caplog.records if "in no segment" in r.getMessage()]
+        assert bool(said) == named, said
+        if named:
+            assert "cover 42 of the 60 samples; the last 18 (216 s, 30 %" in said[0], said[0]
