@@ -116,17 +116,19 @@ def _code_names(code) -> set[str]:
     return names
 
 
-def captured_values(fn: Callable, depth: int = 0) -> str | None:
+def captured_values(fn: Callable, _seen: tuple = ()) -> str | None:
     """Text of every outside value ``fn``'s code reads (closure cells, then globals), or None
-    when one of them is not a number, string, array, tuple, module or plain function."""
+    when one of them is not a number, string, array, tuple, module or plain function. A
+    function met again below itself (recursion, or a global of the same name as an
+    attribute it reads, ``lnf.shape`` in a module defining ``shape``) is named, not
+    followed."""
     import numpy as np
 
-    if depth > 8:
-        return None
     fn = getattr(fn, "py_func", fn)  # a numba dispatcher: its Python function
     code = getattr(fn, "__code__", None)
-    if code is None:
+    if code is None or len(_seen) > 8:
         return None
+    seen = (*_seen, fn)
 
     def text(v) -> str | None:
         if v is None or isinstance(v, bool | int | float | complex | str | bytes):
@@ -145,11 +147,13 @@ def captured_values(fn: Callable, depth: int = 0) -> str | None:
             return f"builtin {getattr(v, '__module__', '')}.{getattr(v, '__name__', repr(v))}"
         inner = getattr(v, "py_func", v)
         if inspect.isfunction(inner):
+            if any(inner is f for f in seen):
+                return f"function {inner.__qualname__} (above)"
             try:
                 body = inspect.getsource(inner)
             except (OSError, TypeError):
                 return None
-            sub = captured_values(inner, depth + 1)
+            sub = captured_values(inner, seen)
             return None if sub is None else f"function {inner.__qualname__}\n{body}\n{sub}"
         return None
 
