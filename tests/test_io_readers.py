@@ -1189,3 +1189,99 @@ def test_a_damaged_zarr_chunk_is_named_not_a_codec_traceback(tmp_path, bare):
     chunk.write_bytes(chunk.read_bytes()[:40])
     with pytest.raises(InputError, match=r"in\.zarr: array.* \(frames 5-9\): cannot read the data"):
         open_input(cfg).load()
+
+
+# ------------------------------------------------------- non-FITS input probe, 2026-12-07
+def _png16_rgb(path, rgb: np.ndarray) -> None:
+    """A 16-bit RGB PNG written by hand (PIL writes none): IHDR bit depth 16, colour type 2."""
+    import struct
+    import zlib
+
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )  # fmt: skip
+
+
+def test_images_cut_to_8_bits_or_mixed_depths_and_doubled_csv_rows_are_refused(tmp_path):
+    """16-bit RGB PNG frames were read as 8 bits by PIL (20036 read as 78) and a series of
+    16-bit and 8-bit frames was mixed, both silently; a frame listed twice in times_csv took
+    the last row's time; a header 'file, time' was refused; a %z offset in file names was
+    dropped (times 2 h off, frames out of order across a daylight-saving change)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    v = rng.integers(15000, 25000, (4, 6, 5)).astype(np.uint16)
+    rgb16 = tmp_path / "rgb16"
+    rgb16.mkdir()
+    for i in range(4):
+        _png16_rgb(rgb16 / f"f{i}.png", np.stack([v[i]] * 3, axis=-1))
+    pattern = "f%S.png"
+    with pytest.raises(InputError, match=r"f0.png: its 16-bit RGB samples would be read as 8"):
+        open_input(InputConfig(path=str(rgb16), time_pattern=pattern))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for i in range(4):
+        a = v[i] if i < 2 else (v[i] // 256).astype(np.uint8)
+        Image.fromarray(a).save(mixed / f"f{i}.png")
+    with pytest.raises(InputError, match=r"f2.png: 8-bit samples, where .*f0.png has 16-bit"):
+        open_input(InputConfig(path=str(mixed), time_pattern=pattern))
+    grey16 = tmp_path / "grey16"
+    grey16.mkdir()
+    for i in range(4):
+        Image.fromarray(v[i]).save(grey16 / f"f{i}.png")
+    np.testing.assert_array_equal(
+        open_input(InputConfig(path=str(grey16), time_pattern=pattern)).values, v
+    )
+    csv = tmp_path / "t.csv"
+    csv.write_text("file, time\n" + "".join(f"f{i}.png,{12 * i}\n" for i in range(4)))
+    got = open_input(InputConfig(path=str(grey16), times_csv=str(csv)))
+    np.testing.assert_allclose(got["time"].values, [0, 12, 24, 36])
+    csv.write_text(csv.read_text() + "sub/f1.png,66\n")
+    with pytest.raises(InputError, match=r"f1.png is listed twice \(row 6"):
+        open_input(InputConfig(path=str(grey16), times_csv=str(csv)))
+    tz = tmp_path / "tz"
+    tz.mkdir()
+    names = ["f_20121028T010000+0200", "f_20121028T010500+0200", "f_20121028T001000+0100"]
+    for i, n in enumerate(names):
+        Image.fromarray(v[i]).save(tz / f"{n}.png")
+    got = open_input(InputConfig(path=str(tz), time_pattern="f_%Y%m%dT%H%M%S%z"))
+    assert got.attrs["start_time"].startswith("2012-10-27T23:00:00")
+    np.testing.assert_allclose(got["time"].values, [0, 300, 600])  # 23:00, 23:05, 23:10 UTC
+
+
+def test_timedelta_times_are_seconds_not_nanoseconds(tmp_path):
+    """timedelta64 frame times (a .npy of times, or a Zarr store whose time coordinate xarray
+    decodes as durations) were read as numbers of nanoseconds taken for seconds: a 12 s
+    cadence became 1.2e10 s, and the chain ran to the end on it."""
+    import xarray as xr
+
+    cube = np.random.default_rng(0).normal(100, 5, (20, 3, 4)).astype(np.float32)
+    np.save(tmp_path / "c.npy", cube)
+    durations = (np.arange(20) * np.timedelta64(12, "s")).astype("timedelta64[ns]")
+    np.save(tmp_path / "t.npy", durations)
+    got = open_input(InputConfig(path=str(tmp_path / "c.npy"), times=str(tmp_path / "t.npy")))
+    np.testing.assert_allclose(got["time"].values, 12.0 * np.arange(20))
+    xr.Dataset({"intensity": (("time", "y", "x"), cube)}, coords={"time": durations}).to_zarr(
+        tmp_path / "z.zarr", mode="w"
+    )
+    got = open_input(InputConfig(path=str(tmp_path / "z.zarr")))
+    np.testing.assert_allclose(got["time"].values, 12.0 * np.arange(20))
+    # a numeric time coordinate in hours (CF's name; "h" was read, "hours" refused)
+    hours = xr.DataArray(np.arange(20) * 12 / 3600, dims="time", attrs={"units": "hours"})
+    xr.Dataset({"intensity": (("time", "y", "x"), cube)}, coords={"time": hours}).to_zarr(
+        tmp_path / "h.zarr", mode="w"
+    )
+    got = open_input(InputConfig(path=str(tmp_path / "h.zarr")))
+    np.testing.assert_allclose(got["time"].values, 12.0 * np.arange(20), rtol=1e-12)
+    np.save(tmp_path / "nat.npy", np.where(np.arange(20) == 3, np.timedelta64("NaT"), durations))
+    with pytest.raises(InputError, match=r"no time \(NaT\) at frame\(s\) \[3\]"):
+        open_input(InputConfig(path=str(tmp_path / "c.npy"), times=str(tmp_path / "nat.npy")))

@@ -235,3 +235,32 @@ def test_maps_flagged_by_quality_are_left_out():
     del maps[5].meta["EXPTIME"]  # later messages keep the user's numbering of the Maps
     with pytest.warns(UserWarning, match="left out 1"), pytest.raises(InputError, match="Map 5:"):
         specfit.ingest(maps)
+
+
+def test_maps_without_a_readable_date_or_of_another_channel_are_refused():
+    """A probe: a Map without a date sunpy reads (none, or DATE-OBS with a UTC offset) got
+    sunpy's fallback, the current time, as its frame time: undated Maps ran to the end on a
+    made-up 4e-5 s cadence, one undated Map moved to the end of the series. And Maps skipped
+    the checks a folder of the same frames gets (one channel, one pixel grid)."""
+    import sunpy.map
+
+    import specfit
+
+    maps = _tiny_maps(1, n=24)
+    for change, message in (
+        ({"DATE-OBS": None}, r"data= Map 7: no observation time sunpy can read"),
+        ({"DATE-OBS": "2020-01-01T00:01:24+02:00"}, r"data= Map 7: no observation time"),
+        ({"WAVELNTH": 304}, r"data= Map 7"),
+        ({"CDELT1": 1.2, "CDELT2": 1.2}, r"data= Map 7: its pixel grid"),
+    ):
+        odd = list(maps)
+        meta = dict(maps[7].meta)
+        for k, v in change.items():
+            meta.pop(k.lower(), None)
+            if v is not None:
+                meta[k] = v
+        if "WAVELNTH" in change:  # the others carry one too, as an AIA series does
+            odd = [sunpy.map.Map(m.data, {**dict(m.meta), "WAVELNTH": 1600}) for m in maps]
+        odd[7] = sunpy.map.Map(maps[7].data, meta)
+        with pytest.raises(InputError, match=message):
+            specfit.ingest(odd)

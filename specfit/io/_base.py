@@ -613,7 +613,13 @@ def seconds_per(unit: Any, where: str) -> float:
 
     text = str(unit if unit is not None else "").strip()
     text = text.split(" since ")[0].strip()  # CF: "seconds since 2012-06-06" is in seconds
-    aliases = {"sec": "s", "secs": "s", "seconds": "s", "minutes": "min", "mins": "min"}
+    aliases = {
+        **dict.fromkeys(("sec", "secs", "second", "seconds"), "s"),
+        **dict.fromkeys(("minute", "minutes", "mins"), "min"),
+        **dict.fromkeys(("hour", "hours", "hr", "hrs"), "h"),
+        **dict.fromkeys(("day", "days"), "d"),
+        **dict.fromkeys(("millisecond", "milliseconds", "msec"), "ms"),
+    }  # CF's and everyday names of the units the message lists
     text = aliases.get(text.lower(), text)
     if text in ("", "s"):
         return 1.0
@@ -848,7 +854,8 @@ def check_finite_times(secs: np.ndarray, what: str, fix: str) -> None:
 def load_times(
     path: str, nt: int | None = None, shape: tuple[int, ...] | None = None
 ) -> np.ndarray | Time:
-    """Frame times from a .npy: float seconds (returned as ndarray) or datetime64 (as Time).
+    """Frame times from a .npy: float seconds or timedelta64 durations (returned as ndarray of
+    seconds) or datetime64 (as Time).
 
     Raises
     ------
@@ -880,6 +887,11 @@ def load_times(
     if np.issubdtype(t.dtype, np.datetime64):
         check_finite_times(t, f"input.times {path}: no time (NaT)", "give every frame a time")
         return Time(t.astype("datetime64[ns]").astype(str), scale="utc", format="isot")
+    if np.issubdtype(t.dtype, np.timedelta64):
+        # durations (numpy counts them in their own unit: ns read as s was 1e9 x the times)
+        secs = t / np.timedelta64(1, "s")  # NaT -> NaN
+        check_finite_times(secs, f"input.times {path}: no time (NaT)", "give every frame a time")
+        return secs
     if not np.issubdtype(t.dtype, np.number) or not np.all(np.isfinite(t)):
         raise InputError(f"input.times {path}: must hold finite numbers (seconds) or datetime64")
     return np.asarray(t, dtype=float)

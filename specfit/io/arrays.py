@@ -189,9 +189,14 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
             times = Time(var["time"].values.astype("datetime64[ns]").astype(str), scale="utc")
             absolute = True
         else:
-            # in the coordinate's units (min or ms were read as seconds)
-            per = seconds_per(var["time"].attrs.get("units"), f"{path}: time coordinate units")
-            secs = np.asarray(var["time"].values, dtype=float) * per
+            if np.issubdtype(var["time"].dtype, np.timedelta64):
+                # durations (xarray decodes a coordinate in "hours"... as timedelta64[ns]:
+                # read as numbers they were 1e9 x the seconds); NaT -> NaN
+                secs = var["time"].values / np.timedelta64(1, "s")
+            else:
+                # in the coordinate's units (min or ms were read as seconds)
+                per = seconds_per(var["time"].attrs.get("units"), f"{path}: time coordinate units")
+                secs = np.asarray(var["time"].values, dtype=float) * per
             check_finite_times(
                 secs,
                 f"{path}: the time coordinate is not a finite number",

@@ -54,6 +54,8 @@ __all__ = [
     "inherited_header",
     "refuse_cut_short",
     "frame_geometry",
+    "check_one_channel",
+    "check_one_grid",
 ]
 
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fts", ".fit", ".fts.gz", ".fit.gz")
@@ -239,8 +241,8 @@ def open_fits_series(cfg: InputConfig) -> xr.DataArray:
                 f"{f}: frame shape {s} differs from {ref_shape} of {files[0]}; all frames of a "
                 "series must have the same size (remove the odd file or narrow input.pattern)"
             )
-    _check_one_channel(files, headers)
-    _check_one_grid(files, headers, ref_shape)
+    check_one_channel(files, headers)
+    check_one_grid(files, headers, ref_shape)
     times, used_keys = _header_times(files, headers, list(cfg.time_key))
     order = np.argsort(
         times.tai.jd1 - times.tai.jd1[0] + (times.tai.jd2 - times.tai.jd2[0]), kind="stable"
@@ -426,16 +428,16 @@ def _frame_keys(cfg: InputConfig) -> tuple[str, ...]:
     if cfg.exposure_key:
         keys.append(cfg.exposure_key)
     keys += [k for k, _ in GEOMETRY_KEYS.values()]
-    keys.append("WAVELNTH")  # one channel per series (_check_one_channel)
-    keys += list(_GRID_KEYS)  # one pixel grid per series (_check_one_grid)
-    keys += ["TELESCOP", "INSTRUME"]  # one instrument per series (_check_one_channel)
+    keys.append("WAVELNTH")  # one channel per series (check_one_channel)
+    keys += list(_GRID_KEYS)  # one pixel grid per series (check_one_grid)
+    keys += ["TELESCOP", "INSTRUME"]  # one instrument per series (check_one_channel)
     if cfg.quality_key:
         # frames flagged bad are left out (flagged_frames; AIA's bits on AIA frames)
         keys += [cfg.quality_key]
     return tuple(dict.fromkeys(k.upper() for k in keys))
 
 
-def _check_one_channel(files: list, headers: list) -> None:
+def check_one_channel(files: list, headers: list) -> None:
     """Refuse a series whose frames carry different ``WAVELNTH``, ``TELESCOP`` or
     ``INSTRUME`` values (e.g. one 304 A frame among 1600 A ones, or an HMI frame among AIA
     ones, from a shared download folder), or lack one most others have, naming the odd files."""
@@ -488,7 +490,7 @@ def _check_one_value(files: list, headers: list, key: str) -> None:
     )
 
 
-def _check_one_grid(files: list, headers: list, shape: tuple) -> None:
+def check_one_grid(files: list, headers: list, shape: tuple) -> None:
     """Refuse a series whose frames' pixel grids differ by more than 0.1 px at the field's
     corner from the series' median grid, in scale or roll (e.g. level-1 and level-1.5
     (aia_prep) AIA frames mixed): specfit registers frames by their pointing only, so such

@@ -108,6 +108,31 @@ def _mode_error(mode: str) -> str | None:
     return f"its colour mode {mode} has no grey level here; save it as grey or RGB"
 
 
+def _bit_depth(im, path: str) -> int:
+    """Bits per sample the file holds (PNG's header, TIFF's BitsPerSample), else what PIL's
+    mode gives: PIL reads 16-bit RGB(A) PNG and TIFF as 8 bits."""
+    depth = None
+    if im.format == "PNG":
+        with open(path, "rb") as fh:
+            head = fh.read(26)
+        if len(head) == 26 and head[12:16] == b"IHDR":
+            depth = head[24]
+    elif im.format == "TIFF":
+        bits = getattr(im, "tag_v2", {}).get(258)
+        if bits is not None:
+            depth = max(bits) if isinstance(bits, tuple | list) else int(bits)
+    if depth is None:
+        depth = {"1": 1, "F": 32, "I": 32}.get(im.mode, 16 if im.mode.startswith("I;16") else 8)
+    return int(depth)
+
+
+def _decoded_depth(mode: str) -> int:
+    """Bits per sample of PIL's array for ``mode``."""
+    if mode in ("F", "I"):
+        return 32
+    return 16 if mode.startswith("I;16") else 8
+
+
 def _read_image(path: str) -> np.ndarray:
     from PIL import Image
 
@@ -163,6 +188,8 @@ def filename_time(path: str, pattern: str) -> Time:
                 "pattern (strptime codes, e.g. '1600_%Y%m%d_%H_%M_%S.jpg') or narrow "
                 "input.pattern to exclude the file"
             ) from None
+    if dt.tzinfo is not None:  # %z / %Z in the pattern: the name's offset, to UTC
+        dt = dt.astimezone(UTC)
     return Time(dt.strftime("%Y-%m-%dT%H:%M:%S.%f"), scale="utc")
 
 
@@ -174,13 +201,22 @@ def _csv_times(files: list[str], csv_path: str) -> tuple[Time, bool]:
     table: dict[str, str] = {}
     with open(csv_path, newline="") as fh:
         reader = csv.DictReader(fh)
+        if reader.fieldnames is not None:  # "file, time": the spaces are not part of the names
+            reader.fieldnames = [str(n).strip() for n in reader.fieldnames]
         if reader.fieldnames is None or not {"file", "time"} <= set(reader.fieldnames):
             raise InputError(
                 f"input.times_csv {csv_path}: needs a header row with columns file,time "
                 f"(got {reader.fieldnames})"
             )
-        for row in reader:
-            table[os.path.basename(row["file"].strip())] = row["time"].strip()
+        for line, row in enumerate(reader, start=2):
+            name = os.path.basename((row["file"] or "").strip())
+            if name in table:  # the last row won, silently
+                raise InputError(
+                    f"input.times_csv {csv_path}: {name} is listed twice (row {line} and "
+                    "before; rows are matched by the file's name, without its folder); give "
+                    "each frame one row"
+                )
+            table[name] = (row["time"] or "").strip()
     values = []
     for f in files:
         v = table.get(os.path.basename(f))
@@ -221,12 +257,13 @@ def open_images(cfg: InputConfig) -> xr.DataArray:
     from PIL import Image
 
     files = list_files(cfg, IMAGE_SUFFIXES)
-    shape = None
+    shape = depth0 = None
     for f in files:
         try:
             with Image.open(f) as im:
                 size = (im.size[1], im.size[0])  # PIL gives (width, height)
                 mode = im.mode
+                depth = _bit_depth(im, f)
             if not _looks_complete(f):
                 # a file cut short (an interrupted copy) would otherwise fail only when the
                 # cube is written, after the frames before it: decode it now to be sure
@@ -238,6 +275,19 @@ def open_images(cfg: InputConfig) -> xr.DataArray:
             ) from None
         if _mode_error(mode):
             raise InputError(f"{f}: {_mode_error(mode)}, or narrow input.pattern")
+        if depth > _decoded_depth(mode) and mode not in ("1", "P", "PA"):
+            raise InputError(
+                f"{f}: its {depth}-bit {mode} samples would be read as "
+                f"{_decoded_depth(mode)} bits (PIL reads colour images of more than 8 bits "
+                "so); save the frames as 16-bit grey PNG or TIFF, or as FITS"
+            )
+        if depth0 is None:
+            depth0 = depth
+        elif depth != depth0:
+            raise InputError(
+                f"{f}: {depth}-bit samples, where {files[0]} has {depth0}-bit ones; the levels "
+                "of one series must be on one scale: convert the frames to one bit depth"
+            )
         if shape is None:
             shape = size
         elif size != shape:

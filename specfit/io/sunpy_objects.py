@@ -89,6 +89,25 @@ def open_sunpy(obj: Any, cfg: InputConfig | None = None) -> xr.DataArray:
     )
 
 
+def _map_date(m: Any, index: int, why: Exception) -> Time:
+    """sunpy's own time of a Map (its choice of keys for the instrument), where the keys
+    ``input.time_key`` names do not give one. sunpy falls back to the current time, with a
+    warning, when the Map's metadata holds no time it reads (none, or DATE-OBS with a UTC
+    offset): that is refused, naming the Map, not taken as the frame's time."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        date = m.date
+    if any("observation time" in str(w.message) for w in said):
+        raise InputError(
+            f"data= Map {index}: no observation time sunpy can read in its metadata ({why}); "
+            "set meta['DATE-OBS'] to an ISO time in UTC without an offset (e.g. "
+            "2012-06-06T06:01:24.5), or name the key with input.time_key"
+        )
+    return Time(date)
+
+
 def _open_maps(maps: list, cfg: InputConfig, label: str) -> xr.DataArray:
     if len(maps) < 2:
         raise InputError(f"data=: {len(maps)} Map(s); a time series needs at least 2")
@@ -105,12 +124,18 @@ def _open_maps(maps: list, cfg: InputConfig, label: str) -> xr.DataArray:
                 "Maps must be 2-D and of one size (submap or resample them first)"
             )
     metas = [m.meta for m in maps]
+    from specfit.io.fits_series import check_one_channel, check_one_grid
+
+    # the checks a folder of the same frames as FITS files gets (one channel, one grid)
+    names = [f"data= Map {number[i]}" for i in range(len(maps))]
+    check_one_channel(names, metas)
+    check_one_grid(names, metas, shape)
     times_list, used = [], set()
     for i, (m, meta) in enumerate(zip(maps, metas, strict=True)):
         try:
             t, k = header_time(meta, list(cfg.time_key), f"data= Map {number[i]}")
-        except InputError:
-            t, k = Time(m.date), "Map.date"  # sunpy's own choice of time for this instrument
+        except InputError as exc:
+            t, k = _map_date(m, number[i], exc), "Map.date"
         times_list.append(t)
         used.add(k)
     times = Time(times_list)
