@@ -1245,6 +1245,12 @@ def test_images_cut_to_8_bits_or_mixed_depths_and_doubled_csv_rows_are_refused(t
     csv.write_text("file, time\n" + "".join(f"f{i}.png,{12 * i}\n" for i in range(4)))
     got = open_input(InputConfig(path=str(grey16), times_csv=str(csv)))
     np.testing.assert_allclose(got["time"].values, [0, 12, 24, 36])
+    iso = tmp_path / "iso.csv"  # a UTC offset: refused with the CSV's fix, not a header's
+    iso.write_text(
+        "file,time\n" + "".join(f"f{i}.png,2012-06-06T06:0{i}:00+02:00\n" for i in range(4))
+    )
+    with pytest.raises(InputError, match=r"in UTC .*fix its row of input.times_csv"):
+        open_input(InputConfig(path=str(grey16), times_csv=str(iso)))
     csv.write_text(csv.read_text() + "sub/f1.png,66\n")
     with pytest.raises(InputError, match=r"f1.png is listed twice \(row 6"):
         open_input(InputConfig(path=str(grey16), times_csv=str(csv)))
@@ -1282,6 +1288,11 @@ def test_timedelta_times_are_seconds_not_nanoseconds(tmp_path):
     )
     got = open_input(InputConfig(path=str(tmp_path / "h.zarr")))
     np.testing.assert_allclose(got["time"].values, 12.0 * np.arange(20), rtol=1e-12)
+    xr.Dataset({"intensity": (("y", "x", "time"), cube.transpose(1, 2, 0))}).to_zarr(
+        tmp_path / "yxt.zarr", mode="w"
+    )
+    with pytest.raises(InputError, match=r"need \(time, y, x\); store it transposed"):
+        open_input(InputConfig(path=str(tmp_path / "yxt.zarr")))
     np.save(tmp_path / "nat.npy", np.where(np.arange(20) == 3, np.timedelta64("NaT"), durations))
     with pytest.raises(InputError, match=r"no time \(NaT\) at frame\(s\) \[3\]"):
         open_input(InputConfig(path=str(tmp_path / "c.npy"), times=str(tmp_path / "nat.npy")))

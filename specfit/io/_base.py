@@ -572,9 +572,13 @@ def header_scale(header: Any, where: str) -> str:
     )
 
 
-def parse_time(value: Any, where: str, scale: str = "utc") -> Time:
+_HEADER_FIX = "fix the header or choose another key with input.time_key"
+
+
+def parse_time(value: Any, where: str, scale: str = "utc", fix: str = _HEADER_FIX) -> Time:
     """Parse one ISO 8601 time string (a trailing Z is allowed) in ``scale`` (a header's
-    TIMESYS, :func:`header_scale`), returned in UTC.
+    TIMESYS, :func:`header_scale`), returned in UTC. ``fix``: what the message tells the
+    user to do (a header's by default; a CSV's or a store's attribute where they are read).
 
     Raises
     ------
@@ -590,12 +594,12 @@ def parse_time(value: Any, where: str, scale: str = "utc") -> Time:
     except TimeOfDayError:
         raise InputError(
             f"{where}: {value!r} has seconds past the end of its minute (60 or more, and no "
-            "leap second then); fix the header or choose another key with input.time_key"
+            f"leap second then); {fix}"
         ) from None
     except Exception:  # astropy raises several types, listing every format it tried
         raise InputError(
-            f"{where}: {value!r} is not an ISO 8601 time such as 2012-06-06T05:00:18.57; fix "
-            "the header or choose another key with input.time_key"
+            f"{where}: {value!r} is not an ISO 8601 time in UTC such as 2012-06-06T05:00:18.57 "
+            f"(no offset); {fix}"
         ) from None
 
 

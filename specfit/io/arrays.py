@@ -173,7 +173,14 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
             os.path.join(path, name), f"{path}: array {name}", var.encoding.get("_FillValue")
         )
         if var.dims != ("time", "y", "x"):
-            raise InputError(f"{path}: variable {name} has dims {var.dims}, need (time, y, x)")
+            hint = (
+                f"; store it transposed, e.g. ds[{name!r}].transpose('time', 'y', 'x')"
+                if set(var.dims) == {"time", "y", "x"}
+                else "; name its dims time, y and x"
+            )
+            raise InputError(
+                f"{path}: variable {name} has dims {var.dims}, need (time, y, x){hint}"
+            )
         if "time" not in var.coords and not cfg.times:
             raise InputError(f"{path}: no time coordinate; give input.times (a .npy of seconds)")
         nt = var.sizes["time"]
@@ -204,7 +211,11 @@ def _open_zarr(cfg: InputConfig) -> xr.DataArray:
             )
             start = var.attrs.get("start_time") or ds.attrs.get("start_time")
             absolute = bool(start)
-            t0 = parse_time(start, f"{path}: attrs start_time") if start else None
+            t0 = (
+                parse_time(start, f"{path}: attrs start_time", fix="fix the store's attribute")
+                if start
+                else None
+            )
             # seconds since start_time (time 0): a time slice of a cube keeps its frames' times
             times = t0 + TimeDelta(secs, format="sec") if t0 is not None else _as_time(secs)
         # read through the lazily opened (CF-decoded) variable, each chunk checked

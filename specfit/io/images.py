@@ -230,7 +230,10 @@ def _csv_times(files: list[str], csv_path: str) -> tuple[Time, bool]:
         secs = np.array([float(v) for v in values])
     except ValueError:
         times = [
-            parse_time(v, f"{csv_path}: time of {f}") for v, f in zip(values, files, strict=True)
+            parse_time(
+                v, f"{csv_path}: time of {f}", fix="fix its row of input.times_csv (UTC times)"
+            )
+            for v, f in zip(values, files, strict=True)
         ]
         return Time(times), True
     if not np.all(np.isfinite(secs)):
