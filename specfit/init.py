@@ -324,16 +324,21 @@ def inspect_input(
         "array": "frames in a .npy cube",
     }.get(kind, kind)
     shown = ""
+
+    def matched(listed: list[str]) -> str:  # the glob given (init 'dir/*_06t05_*.fits'), else
+        pattern, said = _suffix_pattern(listed)  # the files' suffixes
+        return f" ({cfg.pattern if cfg.pattern and cfg.pattern not in (pattern, '*') else said})"
+
     if kind == "images":
         from specfit.io.fits_series import list_files
         from specfit.io.images import IMAGE_SUFFIXES
 
-        shown = f" ({_suffix_pattern(list_files(cfg, IMAGE_SUFFIXES))[1]})"
+        shown = matched(list_files(cfg, IMAGE_SUFFIXES))
     if kind == "fits_series":
         from specfit.io.fits_series import FITS_SUFFIXES, list_files
 
         listed = list_files(cfg, FITS_SUFFIXES)
-        shown = f" ({_suffix_pattern(listed)[1]})"
+        shown = matched(listed)
         left_out = len(listed) - nt
         if left_out > 0:  # by their quality word (the warning above names them)
             shown += f", {left_out} more left out for their {cfg.quality_key}"

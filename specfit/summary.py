@@ -136,9 +136,12 @@ def summarise(ds: xr.Dataset, path: str | None = None) -> str:
         state = "complete" if ds.attrs["complete"] else f"INCOMPLETE ({hint})"
         if written is not None:
             done = ds["tiles_done"].values
+            n = int((done > 0).sum())
             state = (
-                f"INCOMPLETE: {int((done > 0).sum())} of {done.size} tiles written ({hint}); "
+                f"INCOMPLETE: {n} of {done.size} tiles written ({hint}); "
                 "the figures below cover the written tiles only"
+                if n < done.size
+                else f"INCOMPLETE: every tile written, the field-wide maps not yet ({hint})"
             )
         lines.append(f"  state: {state}")
         if written is not None and not written.any():

@@ -257,7 +257,8 @@ def test_init_takes_a_glob_of_frames(tmp_path):
     from specfit.io import open_input
 
     n = len(list(frames.glob("synth_*.fits")))  # (the synthetic series leaves gaps)
-    assert cfg.input.pattern == "synth_*.fits" and f"{n} single-frame FITS files" in report
+    assert cfg.input.pattern == "synth_*.fits"
+    assert f"{n} single-frame FITS files (synth_*.fits)" in report  # the glob, not *.fits
     assert open_input(cfg.input).sizes["time"] == n
     with pytest.raises(InputError, match=r"no FITS or image file in .* matches 'nope_\*.fits'"):
         inspect_input(frames / "nope_*.fits")

@@ -985,6 +985,11 @@ def test_unfinished_store_says_so_to_xarray_and_open_results(tmp_path):
     assert "-1" not in status and "%" in status, status
     index = next(line for line in r.stdout.splitlines() if line.strip().startswith("m1_index"))
     assert index.split()[-1] == "0.0", index  # no NaN share from the unwritten tile
+    root["tiles_done"][1, 0] = 1  # every tile written, killed before it was finalised
+    _consolidate(store)
+    r = _cli("info", str(store))  # it read "2 of 2 tiles written" as the reason (docs probe)
+    assert "INCOMPLETE: every tile written, the field-wide maps not yet" in r.stdout, r.stdout
+    root["tiles_done"][1, 0] = 0
     root["tiles_done"][0, 0] = 0  # nothing written yet: the state line alone
     _consolidate(store)
     r = _cli("info", str(store))
