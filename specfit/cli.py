@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         "--times",
         default=None,
         metavar="FILE",
-        help="frame times of a .npy cube (a .npy of seconds or datetime64, one per frame)",
+        help="frame times of a .npy cube (a .npy of seconds, timedelta64 or datetime64, one per frame)",
     )
 
     p = sub.add_parser("info", help="summarise a results store")

@@ -300,7 +300,7 @@ def inspect_input(
         if times is None:
             raise InputError(
                 f"{path}: a .npy cube has no frame times; give them: specfit init "
-                f"{shlex.quote(str(path))} --times TIMES.npy (seconds or datetime64, one per "
+                f"{shlex.quote(str(path))} --times TIMES.npy (seconds, timedelta64 or datetime64, one per "
                 "frame)"
             )
         section["times"] = str(times)
