@@ -381,7 +381,7 @@ def _starts(
             f"spectrum, one column per parameter: {', '.join(model.param_names)}) or "
             f"({npix}, candidates, {model.npar})"
         )
-    out = _usable_starts(model, out)
+    out = _usable_starts(model, out, power)
     if out.ndim == 3:  # candidate starts: the solver ranks them and runs the best nstart
         return out
     out = out[:, None, :]
@@ -395,19 +395,26 @@ def _starts(
     return out
 
 
-def _usable_starts(model: Model, starts: np.ndarray) -> np.ndarray:
+def _usable_starts(model: Model, starts: np.ndarray, power: np.ndarray) -> np.ndarray:
     """``starts`` with each value the solver cannot start from (not finite, or not above 0 for
-    a parameter solved as ln p) replaced by the parameter's default, inside its bounds. A
-    user's guess of 0 for an amplitude (``np.maximum(estimate, 0)`` on a noisy pixel) gave
+    a parameter solved as ln p) replaced by the parameter's default (those in the spectra's
+    unit times the pixel's mean power, as a model without a guess starts), inside its bounds.
+    A user's guess of 0 for an amplitude (``np.maximum(estimate, 0)`` on a noisy pixel) gave
     that pixel a fit that stopped where it began, reported as converged."""
     logp = np.array([n in model.log_params for n in model.param_names])
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(starts) | (logp & ~(starts > 0))
     if not bad.any():
         return starts
-    fallback = np.array(
-        [min(max(q.default, q.bounds[0]), q.bounds[1]) for q in model.parameters], float
+    fallback = np.repeat(
+        np.array([q.default for q in model.parameters], float)[None, :], power.shape[0], axis=0
     )
+    with np.errstate(invalid="ignore"):
+        fallback[:, model.power_params] *= np.nanmean(power, axis=1, keepdims=True)
+    lo, hi = (np.array(b, float) for b in zip(*model.bounds, strict=True))
+    fallback = np.clip(fallback, lo, hi)
+    if starts.ndim == 3:
+        fallback = fallback[:, None, :]
     return np.where(bad, fallback, starts)
 
 
