@@ -128,6 +128,13 @@ class InputConfig(_Section):
     )
     exposure_key: str | None = Field("EXPTIME", description="Header key of the exposure time (s).")
     normalise_exposure: bool = True
+    exposure_check: bool = Field(
+        True,
+        description="Refuse frames whose listed exposure their data contradict (they hold "
+        "the raw level of the usual exposure: dividing by theirs makes a jump). false: warn "
+        "and divide anyway, for a scene that really brightened as much as the exposure fell "
+        "(a flare under automatic exposure control).",
+    )
     time_source: Literal["auto", "header", "filename", "exif", "csv", "array"] = "auto"
     time_pattern: str | None = Field(
         None,

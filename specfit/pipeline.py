@@ -1116,7 +1116,7 @@ def _describe_plan(cfg: Config, plan: RunPlan) -> None:
             cfg.spectra.window,
             cfg.spectra.overlap,
         )
-    _refuse_exposure_mismatches(plan.arr)
+    _refuse_exposure_mismatches(plan.arr, cfg.input.exposure_check)
     from specfit.stages import coarse_cadence_warning
 
     coarse = coarse_cadence_warning(plan.times, plan.dt, chosen=cfg.resample.cadence is None)
@@ -1448,7 +1448,7 @@ def _trim_empty_ends(arr) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
     return out, (frame(first), frame(last - 1))
 
 
-def _refuse_exposure_mismatches(arr) -> None:
+def _refuse_exposure_mismatches(arr, refuse: bool = True) -> None:
     """Before any work: refuse frames whose listed exposure the data contradict
     (:func:`specfit.stages.exposure_mismatches`) when the run divides by it. Dividing would
     scale them by the exposure ratio against their neighbours, a jump the data do not have,
@@ -1472,13 +1472,21 @@ def _refuse_exposure_mismatches(arr) -> None:
         )
 
     scale = [1 / m["exposure_ratio"] for m in found]
-    raise InputError(
+    said = (
         f"{frames.size} frame(s) hold the raw level of the frames of the usual exposure near "
         f"them, not that of the exposure time listed for them: "
         f"{_name_frames(frames, arr, name, '; ')}. Dividing by the listed exposures "
-        f"(input.normalise_exposure) would scale them by {min(scale):.2g}-{max(scale):.2g}x "
-        "against their neighbours, a jump the data do not have, and the spectra would fit it. "
-        f"Leave them out ({_how_to_leave_out(arr)}) or set input.normalise_exposure: false"
+        f"(input.normalise_exposure) scales them by {min(scale):.2g}-{max(scale):.2g}x "
+        "against their neighbours, a jump the data do not have unless the scene brightened "
+        "as much as the exposure fell"
+    )
+    if not refuse:
+        log.warning("%s (input.exposure_check: false: divided as listed)", said)
+        return
+    raise InputError(
+        f"{said}, and the spectra would fit it. Leave them out ({_how_to_leave_out(arr)}) or "
+        "set input.normalise_exposure: false; where the scene did brighten so (a flare under "
+        "automatic exposure control), set input.exposure_check: false"
     )
 
 

@@ -1039,12 +1039,17 @@ def test_frames_whose_listed_exposure_the_data_contradict_are_named_before_work(
         run(cfg)  # refused before any cluster starts or data is written
     said = str(err.value)
     assert said.startswith("1 frame(s)") and "frame 20 (t=200 s" in said
-    assert "exposure 0.12x frame" in said and "scale them by 8-8x" in said
-    assert "input.normalise_exposure: false" in said
+    assert "exposure 0.12x frame" in said and "scales them by 8-8x" in said
+    assert "input.normalise_exposure: false" in said and "input.exposure_check: false" in said
     assert not (tmp_path / "r.zarr").exists()
     # as the message says: read as stored, the run goes on past that check (to the cluster)
     with pytest.raises(RuntimeError, match="no cluster"):
         run(load_config(None, [*overrides, "input.normalise_exposure=false"]))
+    # a scene that did brighten so (a flare under exposure control): divided, with a warning
+    with caplog.at_level("WARNING", logger="specfit"), pytest.raises(RuntimeError):
+        run(load_config(None, [*overrides, "input.exposure_check=false"]))
+    (said,) = [r.getMessage() for r in caplog.records if "exposure time listed" in r.getMessage()]
+    assert said.startswith("1 frame(s)") and "divided as listed" in said
 
 
 # ------------------------------------------------------- input reviewer, 2026-12-07
