@@ -62,6 +62,9 @@ WORK_SUFFIX = ".specfit-work"
 WORK_MARKER = "specfit-work.json"
 _ZARR_META = {"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"}
 _OS_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}  # written by file browsers
+# written by remove_specfit_tree into a folder of specfit's it is about to delete (and kept to
+# the end of the deletion): what lets a later run finish an interrupted deletion
+REMOVING_MARKER = ".specfit-removing"
 
 log = logging.getLogger("specfit")
 
@@ -213,8 +216,8 @@ def foreign_entries(path: Path) -> list[str]:
     known = None if not isinstance(declared, list) else {*declared, *_STORE_ARRAYS}
     out = []
     for e in sorted(path.iterdir(), key=lambda e: e.name):
-        if e.name in _OS_FILES:
-            continue  # a file browser's own bookkeeping, not the user's work
+        if e.name in _OS_FILES or e.name == REMOVING_MARKER:
+            continue  # a file browser's own bookkeeping (or specfit's), not the user's work
         array = e.is_dir() and any((e / m).is_file() for m in ("zarr.json", ".zarray", ".zgroup"))
         if not (e.name in _ZARR_META or array):
             out.append(e.name + ("/" if e.is_dir() else ""))
@@ -398,12 +401,36 @@ def sweep_removals(path: Path) -> None:
         live = pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid))
         if not pid.isdigit() or live:
             continue
+        if not (trash / REMOVING_MARKER).is_file():
+            # a folder of that name that specfit did not mark (a user's, or one left by a
+            # version before the marker): specfit never deletes what it did not create
+            log.warning(
+                "left %s: named like the rest of an interrupted replacement, but it does not "
+                "carry specfit's mark (%s); delete it yourself if it is not yours",
+                trash,
+                REMOVING_MARKER,
+            )
+            continue
         try:
-            shutil.rmtree(trash)
+            _delete_marked(trash)
         except OSError as exc:
             log.warning("could not delete %s, left by an interrupted run (%s)", trash, exc)
         else:
             log.info("deleted %s, the rest of a replacement an interrupted run began", trash)
+
+
+def _delete_marked(trash: Path) -> None:
+    """Delete a folder marked with :data:`REMOVING_MARKER`, the mark last: a deletion cut
+    short leaves a folder that still says it is specfit's to delete."""
+    for entry in trash.iterdir():
+        if entry.name == REMOVING_MARKER:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    (trash / REMOVING_MARKER).unlink(missing_ok=True)
+    trash.rmdir()
 
 
 def remove_specfit_tree(path: Path) -> None:
@@ -432,6 +459,9 @@ def remove_specfit_tree(path: Path) -> None:
 
     trash = path.with_name(f".{path.name}{_REMOVING}{socket.gethostname()}-{os.getpid()}")
     try:
+        # the mark travels with the rename: an interrupted deletion is then recognisably
+        # specfit's (sweep_removals deletes only marked folders)
+        (path / REMOVING_MARKER).write_text(f"{path}\n")
         os.replace(path, trash)
     except OSError as exc:
         raise StoreError(
@@ -439,7 +469,7 @@ def remove_specfit_tree(path: Path) -> None:
             "nothing was deleted: check the permissions of its folder"
         ) from None
     try:
-        shutil.rmtree(trash)
+        _delete_marked(trash)
     except OSError as exc:
         raise StoreError(
             f"cannot delete the old {path.name}, moved to {trash} to replace it "

@@ -282,10 +282,13 @@ def test_an_overwrite_that_cannot_delete_never_leaves_a_complete_looking_store(
     results = tmp_path / "results.zarr"
     run(cfg)
     real = shutil.rmtree
+    calls = []
 
-    def fails_halfway(path, *a, **k):
-        real(Path(path) / "m1_index")
-        raise PermissionError(13, "Permission denied", str(Path(path) / "m2_index"))
+    def fails_halfway(path, *a, **k):  # the first array goes, the second may not be removed
+        calls.append(path)
+        if len(calls) == 1:
+            return real(path, *a, **k)
+        raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(workspace.shutil, "rmtree", fails_halfway)
     with pytest.raises(StoreError, match=r"cannot delete the old results.zarr, moved to .*"
@@ -767,7 +770,7 @@ def test_the_rest_of_an_interrupted_replacement_is_deleted_by_the_next_run(tmp_p
     host's and anything else alone."""
     import socket
 
-    from specfit.workspace import ensure_work_dir, remove_specfit_tree
+    from specfit.workspace import REMOVING_MARKER, ensure_work_dir, remove_specfit_tree
 
     host = socket.gethostname()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
@@ -779,11 +782,19 @@ def test_the_rest_of_an_interrupted_replacement_is_deleted_by_the_next_run(tmp_p
         left.append(tmp_path / f"{name}{host}-{os.getpid()}")
         kept = [tmp_path / f"{name}{host}-{alive.pid}", tmp_path / f"{name}elsewhere-{dead}"]
         other = tmp_path / f".other.zarr.specfit-removing-{host}-{os.getpid()}"
-        for p in (*left, *kept, other):
+        # a folder of that name that specfit did not mark is the user's (a probe's finding:
+        # one holding a thesis was deleted), as is one of an older version's interrupted
+        # deletion (left, with a warning)
+        users = tmp_path / f"{name}{host}-{dead}0"
+        for p in (*left, *kept, other, users):
             (p / "m1_index").mkdir(parents=True)
+            if p is not users:
+                (p / REMOVING_MARKER).write_text("")
+        (users / "thesis.txt").write_text("mine")
         ensure_work_dir(tmp_path / "results.zarr")
         assert [p.exists() for p in left] == [False] * 3
         assert all(p.exists() for p in kept) and other.exists()
+        assert (users / "thesis.txt").read_text() == "mine"
         (tmp_path / "other.zarr").mkdir()
         remove_specfit_tree(tmp_path / "other.zarr")  # its rename target was in the way
         assert not other.exists() and not (tmp_path / "other.zarr").exists()
