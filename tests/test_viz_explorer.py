@@ -284,3 +284,64 @@ def test_explore_shows_a_run_still_being_written_when_asked(demo_store, tmp_path
     with pytest.warns(UserWarning, match="incomplete"):
         app.serve(store, port=0, allow_incomplete=True)
     assert "page" in served
+
+
+def test_large_maps_show_stored_codes_and_every_code_in_the_colour_range(tmp_path):
+    """Explorer probe: on a rasterised (large) map the status codes were averaged into values
+    that are no code (1.65 of 0, 1, 7), and zoomed in neighbours were blended (the hover
+    disagreed with the clicked pixel); the colour range of a code map came from a strided
+    sample, which missed rare codes (fit_failed drawn in the colour of converged)."""
+    import zarr
+
+    from conftest_viz import make_large_store
+
+    store = make_large_store(tmp_path / "big.zarr", n=1100, nfreq=8, chunk=550)
+    status = np.zeros((1100, 1100), np.int8)
+    status[::2, ::2] = 7  # half the pixels' codes differ from their neighbours'
+    status[1, 1] = 9  # one rare code, off the sample's stride
+    zarr.open_group(str(store), mode="r+")["m1_status"][:] = status
+    parts = build_explorer(open_results(store))
+    parts.widgets["map"].value = "m1_status"
+    img = parts.heatmap[()]
+    shown = img.dimension_values(2)
+    assert set(np.unique(shown[np.isfinite(shown)])) <= {0.0, 7.0, 9.0}, np.unique(shown)[:8]
+    lo, hi = img.opts.get().kwargs["clim"]
+    assert lo <= 0 and hi >= 9, (lo, hi)
+
+
+def test_a_many_model_legend_fits_and_derived_values_carry_units(viz_store):
+    """With many models the spectrum legend (25 entries for the shipped seven-model config)
+    ran up over the map and took its clicks: it now wraps into columns of at most 12. The
+    statistics line gave periods without their unit (minutes)."""
+    from specfit.viz.app import parameter_table, spectrum_elements
+    from specfit.viz.data import pixel_spectrum
+
+    ds = open_results(viz_store)
+    ps = pixel_spectrum(ds, 3, 4)
+    spectrum, _ = spectrum_elements(ps)
+    n = len(spectrum)
+    assert spectrum.opts.get().kwargs["legend_cols"] == max(1, -(-n // 12))
+    many = dict(ps.models)
+    for i in range(6):  # the same curves under more aliases, as a many-model store has
+        for alias, mc in ps.models.items():
+            many[f"{alias}_{i}"] = mc
+    ps.models = many
+    spectrum, _ = spectrum_elements(ps)
+    assert len(spectrum) > 24 and spectrum.opts.get().kwargs["legend_cols"] >= 3
+    table = parameter_table(pixel_spectrum(ds, 3, 4))
+    if "m2_bump_period" in ds:
+        assert "bump_period = " in table and " min" in table.split("bump_period = ")[1][:20]
+
+
+def test_python_m_specfit_viz_gives_one_line_errors(tmp_path):
+    """python -m specfit.viz printed a traceback for a missing or unfinished store, where
+    specfit explore prints one line."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "specfit.viz", str(tmp_path / "none.zarr")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("python -m specfit.viz: error: results store"), r.stderr

@@ -49,5 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _main_one_line(argv: list[str] | None = None) -> int:
+    """:func:`main`, with specfit's errors (a missing or unfinished store, a busy port) as one
+    line and exit status 2, as ``specfit explore`` and ``specfit plot`` give them."""
+    from specfit.errors import SpecfitError
+
+    try:
+        return main(argv)
+    except (SpecfitError, FileNotFoundError) as exc:
+        print(f"python -m specfit.viz: error: {exc}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_main_one_line())

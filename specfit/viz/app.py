@@ -62,7 +62,12 @@ __all__ = [
 
 # Maps with more pixels than this are rasterised by datashader to the screen's resolution.
 RASTERIZE_ABOVE = 512 * 512
-_MODEL_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b"]
+# ten distinct colours (matplotlib's tab10 without its grey): the shipped seven-model config
+# drew two pairs of models alike with five
+_MODEL_COLOURS = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b",
+    "#e377c2", "#bcbd22", "#17becf", "#ff7f0e", "#393b79",
+]  # fmt: skip
 # a model's additive parts in the order it declares them: one dash style each
 _COMPONENT_DASHES = ("dashed", "dotted", "dashdot", "dotdash", "dashed")
 
@@ -131,9 +136,12 @@ def spectrum_elements(ps: PixelSpectrum) -> tuple[hv.Overlay, hv.Overlay]:
     # spectrum, such as a tiny tail, must not squash the data into the top of the plot.
     good = ps.power[np.isfinite(ps.power) & (ps.power > 0)]
     ylim = (float(good.min()) / 10.0, float(good.max()) * 3.0) if good.size else (None, None)
+    # at most 12 legend rows in the 360 px plot: the seven-model config's 25 entries ran up
+    # over the map beside it and took its clicks (a probe)
+    cols = max(1, -(-len(spec) // 12))
     spectrum = hv.Overlay(spec).opts(
-        title=ps.title, legend_position="right", responsive=True, height=360,
-        logx=True, logy=True, ylim=ylim, framewise=True, backend="bokeh",
+        title=ps.title, legend_position="right", legend_cols=cols, responsive=True,
+        height=360, logx=True, logy=True, ylim=ylim, framewise=True, backend="bokeh",
     )  # fmt: skip
     residuals = hv.Overlay([*resid, hv.HLine(1.0).opts(color="grey", line_dash="dotted")]).opts(
         title="residuals (data / model)", responsive=True, height=200, logx=True,
@@ -172,7 +180,12 @@ def parameter_table(ps: PixelSpectrum) -> str:
                 lines.append(f"| {p} | {_fmt(val)} | {_fmt(err)} | {units} |")
         if mc.stats:
             lines.append("")
-            lines.append(", ".join(f"{k} = {_fmt(v)}" for k, v in mc.stats.items()))
+            lines.append(
+                ", ".join(
+                    f"{k} = {_fmt(v)}" + (f" {mc.stat_units[k]}" if k in mc.stat_units else "")
+                    for k, v in mc.stats.items()
+                )
+            )
         lines.append("")
     if ps.comparison:
         lines.append(
@@ -206,12 +219,12 @@ def _timeseries_element(ds: xr.Dataset, cube: xr.Dataset | None, iy: int, ix: in
     )
 
 
-def _maybe_rasterize(obj, n_pixels: int, threshold: int = RASTERIZE_ABOVE):
+def _maybe_rasterize(obj, n_pixels: int, threshold: int = RASTERIZE_ABOVE, aggregator="mean"):
     if n_pixels <= threshold:
         return obj
     from holoviews.operation.datashader import rasterize
 
-    return rasterize(obj, aggregator="mean")
+    return rasterize(obj, aggregator=aggregator)
 
 
 @dataclass
@@ -365,14 +378,21 @@ def build_explorer(
     def clim_for(name: str, pthr: float, mask: bool, clip: tuple[float, float], sig="pixel"):
         da = current_map(name, pthr, mask, sig)
         if specs[name].categorical:
-            lo, hi = clip_limits(da, (0.0, 100.0))
-            return (lo - 0.5, hi + 0.5) if np.isfinite(lo) else (0.0, 1.0)
+            # every code present, from the whole map (a strided sample of a large one missed
+            # rare ones: fit_failed pixels drawn in the colour of converged ones)
+            codes = np.asarray(da.values, dtype=float)
+            if not np.isfinite(codes).any():
+                return (0.0, 1.0)
+            return (float(np.nanmin(codes)) - 0.5, float(np.nanmax(codes)) + 0.5)
         lim = clip_limits(da, tuple(clip))
         return lim if np.all(np.isfinite(lim)) else (0.0, 1.0)
 
     bound_image = pn.bind(image_for, name=w_map, pthr=w_p, mask=w_status, sig=w_sig)
     bound_clim = pn.bind(clim_for, name=w_map, pthr=w_p, mask=w_status, clip=w_clip, sig=w_sig)
-    heat = _maybe_rasterize(hv.DynamicMap(bound_image), n_pixels, rasterize_above)
+    # "first": every screen cell shows one stored pixel's value. A mean mixed status and
+    # best-model codes into values that are no code (1.65 for codes 0, 1, 7), and zoomed in it
+    # blended neighbours, so the hover disagreed with the clicked pixel's spectrum (a probe)
+    heat = _maybe_rasterize(hv.DynamicMap(bound_image), n_pixels, rasterize_above, "first")
     heat = heat.apply.opts(clim=bound_clim).opts(
         cmap="viridis",
         colorbar=True,

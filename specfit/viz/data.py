@@ -668,6 +668,8 @@ class ModelCurves:
     error: str | None = None
     # name -> (lower, upper) ends of the 68.3 % profile-likelihood interval (fit.intervals)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # name -> units of the statistics and derived values that have one (periods in min)
+    stat_units: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -781,6 +783,8 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
         status = int(pix[f"{alias}_status"].values) if f"{alias}_status" in ds else None
         names = [*_STATS, *(d["name"] for d in stored_metadata(info)["derived"])]
         stats = {s: _stat_value(pix[f"{alias}_{s}"]) for s in names if f"{alias}_{s}" in ds}
+        stat_units = {s: _units(ds[f"{alias}_{s}"]) for s in stats}
+        stat_units = {s: u for s, u in stat_units.items() if u not in ("", "1")}
         curves = ModelCurves(
             alias=alias,
             name=info.get("name"),
@@ -798,6 +802,7 @@ def pixel_spectrum(ds: xr.Dataset, iy: int, ix: int) -> PixelSpectrum:
             ),
             stats=stats,
             intervals=intervals,
+            stat_units=stat_units,
         )
         models[alias] = curves
         if info.get("name") not in registry.available_models():
