@@ -345,3 +345,20 @@ def test_python_m_specfit_viz_gives_one_line_errors(tmp_path):
     )  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("python -m specfit.viz: error: results store"), r.stderr
+
+
+def test_the_time_series_of_a_box_averaged_store_says_it_is_the_centre_pixel(viz_store):
+    """With box 3 the spectrum averages 9 pixels while the time series is the centre pixel
+    alone; the panel did not say so (explorer probe)."""
+    from specfit.viz.app import _ensure_extension, _timeseries_element
+    from specfit.viz.data import open_cube
+
+    _ensure_extension()
+    ds = open_results(viz_store)
+    cube = open_cube(ds)
+    assert cube is not None
+    plain = _timeseries_element(ds, cube, 4, 7).opts.get().kwargs["title"]
+    assert "box" not in plain
+    ds.attrs["box"] = 3
+    boxed = _timeseries_element(ds, cube, 4, 7).opts.get().kwargs["title"]
+    assert boxed.endswith("(the centre of the 3 x 3 box the spectrum averages)"), boxed

@@ -214,8 +214,11 @@ def _timeseries_element(ds: xr.Dataset, cube: xr.Dataset | None, iy: int, ix: in
     x, y = pixel_origin(ds, "x") + ix, pixel_origin(ds, "y") + iy  # as the spectrum's title
     units = str(ds["mean_intensity"].attrs.get("units", "")) if "mean_intensity" in ds else ""
     vdim = hv.Dimension("intensity", unit=units or None)
+    box = int(ds.attrs.get("box", 1) or 1)
+    # the spectrum averages a box: the series is its centre pixel's alone (a probe)
+    note = f" (the centre of the {box} x {box} box the spectrum averages)" if box > 1 else ""
     return hv.Curve((t, v), hv.Dimension("time", unit="s"), vdim).opts(
-        title=f"time series x={x}, y={y}", responsive=True, height=200, color="black"
+        title=f"time series x={x}, y={y}{note}", responsive=True, height=200, color="black"
     )
 
 
