@@ -362,3 +362,17 @@ def test_the_time_series_of_a_box_averaged_store_says_it_is_the_centre_pixel(viz
     ds.attrs["box"] = 3
     boxed = _timeseries_element(ds, cube, 4, 7).opts.get().kwargs["title"]
     assert boxed.endswith("(the centre of the 3 x 3 box the spectrum averages)"), boxed
+
+
+def test_code_maps_are_drawn_in_distinct_colours(viz_store):
+    """The explorer drew status and best-model codes on viridis, where at_bound (7) and
+    stalled (8) were two yellows (explorer probe); specfit plot used distinct colours."""
+    from specfit.viz.maps import CODE_COLOURS
+
+    parts = build_explorer(open_results(viz_store))
+    parts.widgets["map"].value = "m1_status"
+    opts = parts.heatmap[()].opts.get().kwargs
+    lo, hi = opts["clim"]
+    assert opts["cmap"] == list(CODE_COLOURS[: int(round(hi - lo))])
+    parts.widgets["map"].value = "m1_index"
+    assert parts.heatmap[()].opts.get().kwargs["cmap"] == "viridis"

@@ -44,6 +44,7 @@ from specfit.viz.data import (
     spectral_density,
 )
 from specfit.viz.maps import (
+    CODE_COLOURS,
     NAN_COLOUR,
     NAN_ON_GREY,
     flag_legend,
@@ -390,14 +391,24 @@ def build_explorer(
         lim = clip_limits(da, tuple(clip))
         return lim if np.all(np.isfinite(lim)) else (0.0, 1.0)
 
+    def cmap_for(name: str, pthr: float, mask: bool, sig="pixel"):
+        # code maps (status, best model) in distinct colours, as specfit plot draws them: on
+        # viridis at_bound (7) and stalled (8) were two yellows (a probe)
+        if specs[name].categorical:
+            lo, hi = clim_for(name, pthr, mask, (0.0, 100.0), sig)
+            n = int(round(hi - lo))
+            if 1 <= n <= len(CODE_COLOURS):
+                return list(CODE_COLOURS[:n])
+        return "viridis"
+
     bound_image = pn.bind(image_for, name=w_map, pthr=w_p, mask=w_status, sig=w_sig)
     bound_clim = pn.bind(clim_for, name=w_map, pthr=w_p, mask=w_status, clip=w_clip, sig=w_sig)
+    bound_cmap = pn.bind(cmap_for, name=w_map, pthr=w_p, mask=w_status, sig=w_sig)
     # "first": every screen cell shows one stored pixel's value. A mean mixed status and
     # best-model codes into values that are no code (1.65 for codes 0, 1, 7), and zoomed in it
     # blended neighbours, so the hover disagreed with the clicked pixel's spectrum (a probe)
     heat = _maybe_rasterize(hv.DynamicMap(bound_image), n_pixels, rasterize_above, "first")
-    heat = heat.apply.opts(clim=bound_clim).opts(
-        cmap="viridis",
+    heat = heat.apply.opts(clim=bound_clim, cmap=bound_cmap).opts(
         colorbar=True,
         clipping_colors={"NaN": NAN_COLOUR},
         tools=["hover", "tap", "box_select"],

@@ -36,7 +36,7 @@ _CMAP = "viridis"
 NAN_COLOUR = "#dddddd"  # missing pixels on the colour maps (no colour of viridis or inferno)
 NAN_ON_GREY = "#6a8fc7"  # missing pixels on a grey-scale image (a colour it does not have)
 # One distinct colour per integer code (status, best model).
-_CAT_COLOURS = [
+CODE_COLOURS = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 ]  # fmt: skip
@@ -155,10 +155,10 @@ def heatmap(
         finite = values[np.isfinite(values)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         n = int(hi - lo) + 1
-        if n > len(_CAT_COLOURS):  # too many codes for distinct colours: a plain ramp
+        if n > len(CODE_COLOURS):  # too many codes for distinct colours: a plain ramp
             cmap, levels = _CMAP, {}
         else:
-            cmap, levels = _CAT_COLOURS[:n], {"color_levels": n}
+            cmap, levels = CODE_COLOURS[:n], {"color_levels": n}
         lim = (lo - 0.5, hi + 0.5)
         codes = list(range(int(lo), int(hi) + 1))  # ticks on the codes, not 0.5, 1.0, 1.5
     else:
