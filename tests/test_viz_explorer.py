@@ -307,6 +307,9 @@ def test_large_maps_show_stored_codes_and_every_code_in_the_colour_range(tmp_pat
     assert set(np.unique(shown[np.isfinite(shown)])) <= {0.0, 7.0, 9.0}, np.unique(shown)[:8]
     lo, hi = img.opts.get().kwargs["clim"]
     assert lo <= 0 and hi >= 9, (lo, hi)
+    # its histogram counts a sample, and says so (its counts read as pixels)
+    axis = parts.histogram[()].vdims[0]
+    assert axis.pprint_label == "count (1 px in 2 along y and x)", axis.pprint_label
 
 
 def test_a_many_model_legend_fits_and_derived_values_carry_units(viz_store):

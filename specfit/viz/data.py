@@ -621,12 +621,20 @@ def map_title(ds: xr.Dataset, name: str) -> str:
     return f"{title}; 0 in {share:.0f} % of pixels ({zeros}), not drawn on a log scale"
 
 
+def sample_step(values: xr.DataArray | np.ndarray, max_samples: int = 1_000_000) -> int:
+    """The stride in y and x at which a (y, x) DataArray is sampled for colour limits and
+    histograms (1: every pixel; a numpy array is always read whole)."""
+    if not isinstance(values, xr.DataArray):
+        return 1
+    ny, nx = values.sizes["y"], values.sizes["x"]
+    return max(1, int(np.ceil(np.sqrt(ny * nx / max_samples))))
+
+
 def _finite_sample(values: xr.DataArray | np.ndarray, max_samples: int) -> np.ndarray:
     """The finite values of a map; a lazy (y, x) map is read with a regular stride so that at
     most about ``max_samples`` values are read (one strided read, not the whole map)."""
     if isinstance(values, xr.DataArray):
-        ny, nx = values.sizes["y"], values.sizes["x"]
-        step = max(1, int(np.ceil(np.sqrt(ny * nx / max_samples))))
+        step = sample_step(values, max_samples)
         arr = np.asarray(values.isel(y=slice(None, None, step), x=slice(None, None, step)).values)
     else:
         arr = np.asarray(values)

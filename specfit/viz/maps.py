@@ -27,6 +27,7 @@ from specfit.viz.data import (
     map_title,
     map_values,
     open_store,
+    sample_step,
 )
 
 __all__ = ["image_element", "histogram_element", "heatmap", "plot_results", "decimate"]
@@ -102,9 +103,13 @@ def image_element(
 def histogram_element(
     values: xr.DataArray | np.ndarray, lim: tuple[float, float], vdim: hv.Dimension, bins: int = 50
 ) -> hv.Histogram:
-    """Histogram of a map's finite values inside the colour limits (outside ones left out)."""
+    """Histogram of a map's finite values inside the colour limits (outside ones left out).
+    A large map is counted on a regular sample (:func:`specfit.viz.data.map_histogram`): the
+    axis says so (its counts read as pixels before; a probe)."""
     counts, edges = map_histogram(values, lim, bins)
-    return hv.Histogram((edges, counts), kdims=[vdim], vdims=["count"])
+    step = sample_step(values)
+    label = f"count (1 px in {step} along y and x)" if step > 1 else "count"
+    return hv.Histogram((edges, counts), kdims=[vdim], vdims=[hv.Dimension("count", label=label)])
 
 
 def heatmap(
