@@ -569,8 +569,8 @@ def inspect_input(
     # --- segments and box from the span and the longest period of interest
     n = grid.size
     # 2 % slack: a "4 h" series spans 3 h 59 min from first to last frame.
-    k = max(1, int(1.02 * span / (4.0 * longest_period)))
-    k = max(1, min(k, n // 64))
+    wanted = max(1, int(1.02 * span / (4.0 * longest_period)))
+    k = max(1, min(wanted, n // 64))
     seg = n // k
     nfreq = (seg - 1) // 2  # the run drops the DC bin and (seg even) the Nyquist bin
     from specfit.config import DEFAULTS
@@ -592,9 +592,11 @@ def inspect_input(
             f"period of interest ({longest_period / 60:g} min, --longest-period); {tail}"
         )
     else:
+        held = seg * cadence / longest_period  # 3.9 within the 2 % slack for the span
+        cap = f" (not {wanted}: at least 64 samples per segment)" if k < wanted else ""
         why_k = (
-            f"{k} x {_hms(seg * cadence)}: each holds >= 4 periods of the longest period of "
-            f"interest ({longest_period / 60:g} min, --longest-period); {tail}"
+            f"{k} x {_hms(seg * cadence)}{cap}: each holds {held:.3g} periods of the longest "
+            f"period of interest ({longest_period / 60:g} min, --longest-period); {tail}"
         )
     settings["spectra.segments"] = (k, why_k)
     box = 3 if nfreq < 50 else 1

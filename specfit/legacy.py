@@ -116,6 +116,9 @@ def register(reference: np.ndarray, field: np.ndarray, max_shift: int | None = N
     return best[1], best[2], best[0]
 
 
+_REGISTER_WARN = 0.7  # compare_original warns below this correlation of the index maps
+
+
 def compare_original(ds: xr.Dataset, original_dir: str | Path) -> dict:
     """The run against the original's ``param.npy``, on the original's own pixel grid.
 
@@ -140,8 +143,27 @@ def compare_original(ds: xr.Dataset, original_dir: str | Path) -> dict:
     n = preferred_index(ds)
     big = np.asarray(ds["best_model"].values) == 1
     period = np.asarray(ds["m2_bump_period"].values, dtype=float)
-    dy, dx, corr = register(o_index, n)
     h, w = o_index.shape
+    if n.shape[0] < h or n.shape[1] < w:
+        raise ValueError(
+            f"the run's field {n.shape} is smaller than the original's grid {o_index.shape} "
+            "(param.npy): compare a run of configs/legacy.yaml's whole cutout (its "
+            "prep.cutout), on which the two are registered"
+        )
+    dy, dx, corr = register(o_index, n)
+    if corr < _REGISTER_WARN:
+        import logging
+
+        # one placement only (a field of the original's size) cannot tell a misplaced
+        # cutout; the right one correlates above 0.8 on AIA 1600 (tests/test_realdata.py)
+        logging.getLogger("specfit").warning(
+            "compare_original: the run's index map correlates only %.2f with the original's "
+            "at the best placement [%d, %d]: the run's cutout may not be the original's "
+            "field (configs/legacy.yaml's prep.cutout)",
+            corr,
+            dy,
+            dx,
+        )
     sl = (slice(dy, dy + h), slice(dx, dx + w))
     return {
         "offset": [int(dy), int(dx)],

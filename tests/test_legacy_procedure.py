@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from specfit.legacy import ORIGINAL_SCALE, original_procedure
 
@@ -44,3 +45,55 @@ def test_a_wrong_frequency_count_is_one_clear_error():
     f, p = _field(bump=0.0)
     with pytest.raises(ValueError, match="149 frequencies, freq 148"):
         original_procedure(f[:-1], p)
+
+
+def _fake_original(tmp_path, shape=(40, 50), seed=0):
+    """A param.npy of the original's layout (index at 1, bump amplitude at 3, centre at 4)
+    with a spatially smooth index map, and a results Dataset holding the same maps."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    index = 1.4 + gaussian_filter(rng.normal(size=shape), 1.0)
+    param = np.full((*shape, 6), np.nan)
+    param[..., 1] = index
+    param[..., 3] = np.where(rng.random(shape) < 0.9, 1e-3, np.nan)
+    param[..., 4] = np.log(1 / 270.0)
+    (tmp_path / "orig").mkdir()
+    np.save(tmp_path / "orig" / "param.npy", param)
+    return index, param
+
+
+def _fake_store(index: np.ndarray, big: np.ndarray):
+    dims = ("y", "x")
+    best = xr.DataArray(big.astype(np.int8), dims=dims, attrs={"flag_meanings": "none m1 m2"})
+    return xr.Dataset(
+        {
+            "best_model": best,
+            "m1_index": (dims, index),
+            "m2_index": (dims, index),
+            "m2_bump_period": (dims, np.full(index.shape, 4.5)),
+            "m2_bump_width": (dims, np.full(index.shape, 0.3)),
+        }
+    )
+
+
+def test_compare_original_says_when_the_field_cannot_be_the_originals(tmp_path, caplog):
+    """compare_original places param.npy by correlation: on a field of its size there is one
+    placement only, so a misplaced cutout gave offset [0, 0] and its figures without a word;
+    a smaller cutout raised 'the reference is larger than the field' (legacy probe)."""
+    from specfit.legacy import compare_original
+
+    index, param = _fake_original(tmp_path)
+    big = np.isfinite(param[..., 3])
+    with caplog.at_level("WARNING", logger="specfit"):
+        right = compare_original(_fake_store(index, big), tmp_path / "orig")
+    assert right["offset"] == [0, 0] and right["correlation"] > 0.99
+    assert not [r for r in caplog.records if "correlates only" in r.getMessage()]
+    shifted = np.roll(index, (3, 4), axis=(0, 1))  # the cutout 3 rows and 4 columns off
+    with caplog.at_level("WARNING", logger="specfit"):
+        wrong = compare_original(_fake_store(shifted, big), tmp_path / "orig")
+    assert wrong["offset"] == [0, 0] and wrong["correlation"] < 0.7
+    (said,) = [r.getMessage() for r in caplog.records if "correlates only" in r.getMessage()]
+    assert "may not be the original's field" in said
+    with pytest.raises(ValueError, match=r"smaller than the original's grid .*whole cutout"):
+        compare_original(_fake_store(index[:20, :20], big[:20, :20]), tmp_path / "orig")
