@@ -414,6 +414,11 @@ def inspect_input(
             f"... and {len(gap_lines) - 9} more, none longer"
         ]
     report.extend(f"                {g}" for g in gap_lines)
+    from specfit.stages import gap_share_warning
+
+    much = gap_share_warning(gaps, float(times[-1] - times[0]) if times.size > 1 else 0.0)
+    if much:  # as the run would say it, before the config is used (a probe)
+        notes.append(much.replace("the gaps above", "the gaps"))
     grid = uniform_times(times, cadence)
     cad_reason = (
         "of the most common, median and mean regular spacing, the grid closest to the frames; "

@@ -1087,15 +1087,12 @@ def _describe_plan(cfg: Config, plan: RunPlan) -> None:
         f"{len(plan.gaps)} gap(s) > {cfg.resample.max_gap:g} cadences"
     )
     report_gaps(plan.gaps, plan.dt)
+    from specfit.stages import gap_share_warning
+
     span = float(plan.new_times[-1] - plan.new_times[0]) if plan.new_times.size > 1 else 0.0
-    share = sum(b - a for a, b in plan.gaps) / span if span > 0 else 0.0
-    if share > 0.1:
-        log.warning(
-            "the gaps above cover %.0f %% of the series: every pixel's spectrum is that much "
-            "linear interpolation (which has no power at high frequencies), not data; fit a "
-            "stretch without long gaps (input.pattern, input.max_frames) unless that is meant",
-            100 * share,
-        )
+    much = gap_share_warning(plan.gaps, span)
+    if much:
+        log.warning(much)
     if cfg.spectra.box > 1 and cfg.fit.method != "lsq" and cfg.spectra.box_dof == "nominal":
         log.warning(
             "spectra.box=%d with spectra.box_dof=nominal: the dof assume the %d pixels of a box "
@@ -1220,7 +1217,7 @@ def _tiles(
     if not failures and len(todo) == done.size:
         # Only a run of every tile sees whole frames (a resumed one sees some tiles).
         _report_empty_frames(np.flatnonzero(counts[0] == 0), plan.arr)
-        _report_jumping_frames(counts, plan.arr)
+        _report_jumping_frames(counts, plan.arr, plan.gaps)
     if failures:
         ty, tx, err = failures[0]
         full = next(filter(None, (disk_full(e) for _, _, e in failures)), None)
@@ -1494,14 +1491,21 @@ def _refuse_exposure_mismatches(arr, refuse: bool = True) -> None:
 _JUMP_SHARE = 0.05
 
 
-def _report_jumping_frames(counts: np.ndarray, arr) -> None:
+def _report_jumping_frames(counts: np.ndarray, arr, gaps=()) -> None:
     """Warn about frames in which a large share of the pixels jump away from their
     neighbouring samples: a damaged frame (garbled bytes, a part filled with zeros, a wrong
-    exposure) or an event over much of the field. They are fitted as they are."""
+    exposure) or an event over much of the field. They are fitted as they are. The frames on
+    either side of a reported gap (``gaps``: (start, end) seconds) are not named: their
+    neighbour across it is far in time, and the Sun changed in between (a probe: two sound
+    frames beside a 2 h 40 min gap were called damaged)."""
     finite, jumps = counts
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(finite > 0, jumps / np.maximum(finite, 1), 0.0)
-    bad = np.flatnonzero(share >= _JUMP_SHARE)
+    times = np.asarray(arr["time"].values, dtype=float)
+    beside = {int(np.searchsorted(times, t)) for gap in gaps for t in gap}
+    bad = np.array(
+        [i for i in np.flatnonzero(share >= _JUMP_SHARE) if int(i) not in beside], dtype=int
+    )
     if bad.size == 0:
         return
 

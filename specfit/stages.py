@@ -416,6 +416,20 @@ def check_samples(times: np.ndarray, new_times: np.ndarray, cadence: float | Non
     )
 
 
+def gap_share_warning(gaps: list, span: float) -> str | None:
+    """The warning for gaps that cover more than a tenth of the series (``gaps``: the
+    reported (start, end) seconds, ``span``: the series' seconds), or None; said by the run
+    and by ``specfit init`` alike."""
+    share = sum(b - a for a, b in gaps) / span if span > 0 else 0.0
+    if share <= 0.1:
+        return None
+    return (
+        f"the gaps above cover {100 * share:.0f} % of the series: every pixel's spectrum is "
+        "that much linear interpolation (which has no power at high frequencies), not data; "
+        "fit a stretch without long gaps (input.pattern, input.max_frames) unless that is meant"
+    )
+
+
 def coarse_cadence_warning(times: np.ndarray, dt: float, chosen: bool = False) -> str | None:
     """The warning for a grid coarser than the frames (``dt`` over 1.5x their median
     spacing), or None: linear interpolation then skips frames, which are never used, and

@@ -570,3 +570,16 @@ def test_init_exposure_note_says_how_to_leave_the_frames_out():
     exp[20:30] = 8.0
     assert "move those files out of the folder or narrow input.pattern" in _exposure_steps(exp)[0]
     assert "input.max_frames cannot leave them out" in _exposure_steps(exp, "fits_cube")[0]
+
+
+def test_init_says_when_gaps_cover_much_of_the_series(tmp_path):
+    """init listed a gap that left two thirds of the series to interpolation without a word;
+    the run then warned (a probe). init now notes it as the run says it."""
+    from specfit.synthetic import make_synthetic
+
+    frames = make_synthetic(tmp_path / "s", shape=(8, 8), n_frames=120, seed=1).frames
+    for f in sorted(frames.glob("synth_*.fits"))[30:90]:
+        f.unlink()  # half the series' span in one gap
+    report, text = init_config(frames, tmp_path / "c.yaml")
+    assert "the gaps cover" in report and "% of the series" in report
+    assert "# NOTE: the gaps cover" in text

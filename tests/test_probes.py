@@ -1389,3 +1389,32 @@ def test_welch_segments_that_leave_much_of_the_series_out_are_named(tmp_path, ca
         assert bool(said) == named, said
         if named:
             assert "cover 42 of the 60 samples; the last 18 (216 s, 30 %" in said[0], said[0]
+
+
+def test_frames_beside_a_long_gap_are_not_called_damaged(tmp_path, caplog):
+    """Two sound frames either side of a long gap, across which the scene changed, were named
+    as damaged frames (a probe: 100 + 100 AIA frames 2 h 40 min apart); a damaged frame away
+    from the gap still is."""
+    import numpy as np
+    from astropy.io import fits
+
+    from specfit.pipeline import run
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    times = [12.0 * i for i in range(30)] + [12.0 * i + 3600.0 for i in range(30, 60)]
+    for i, t in enumerate(times):
+        h = fits.Header()
+        h["T_OBS"] = f"2020-01-01T{int(t // 3600):02d}:{int(t % 3600 // 60):02d}:{t % 60:06.3f}"
+        h["EXPTIME"] = 2.0
+        level = 100.0 if i < 30 else 400.0  # the scene changed during the gap
+        data = rng.normal(level, 5, (16, 16))
+        if i == 45:
+            data[8:] = 0.0  # a damaged frame, away from the gap
+        fits.PrimaryHDU(data.astype(np.float32), header=h).writeto(folder / f"f{i:03d}.fits")
+    with caplog.at_level("WARNING", logger="specfit"):
+        run(_fits_run_config(tmp_path, folder))
+    msgs = [r.getMessage() for r in caplog.records if "differ sharply" in r.getMessage()]
+    assert len(msgs) == 1 and msgs[0].startswith("1 frame(s)"), msgs
+    assert "frame 45 (" in msgs[0] and "frame 29 (" not in msgs[0] and "frame 30 (" not in msgs[0]
