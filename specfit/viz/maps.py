@@ -49,7 +49,7 @@ def decimate(
     """Shrink a map so neither side exceeds ``max_pixels``; lazy.
 
     Values are block-averaged (NaN-aware); integer codes (``categorical``) are subsampled
-    instead, since the mean of two status codes means nothing. Returns the map and the
+    instead (each block's centre pixel), since the mean of two status codes means nothing. Returns the map and the
     integer factor used (1 = untouched). Exported pages and PNGs use this so a 4096 x 4096
     run does not embed 16 M values per map.
     """
@@ -60,8 +60,10 @@ def decimate(
         return da, 1
     ny, nx = (da.sizes["y"] // factor) * factor, (da.sizes["x"] // factor) * factor
     if categorical:
-        # The code at each block's first pixel, on the same grid as the block means.
-        return da.isel(y=slice(0, ny, factor), x=slice(0, nx, factor)), factor
+        # The code at each block's centre pixel (image_element places the block at its
+        # centre: the first pixel was drawn (factor - 1) / 2 px off; a probe)
+        c = factor // 2
+        return da.isel(y=slice(c, ny, factor), x=slice(c, nx, factor)), factor
     # coarsen's mean skips NaN for floats: a block with one good pixel keeps its value.
     return da.coarsen(y=factor, x=factor, boundary="trim").mean(), factor
 
