@@ -247,7 +247,8 @@ def refuse_foreign_entries(path: Path, key: str, error=StoreError) -> None:
 
 def _is_work_dir(path: Path) -> bool:
     """Specfit's work folder: it has the marker, or only temporary markers (a run marking it
-    at this moment: a second run started with it saw "not made by specfit")."""
+    at this moment: a second run started with it saw "not made by specfit"), beside the
+    mark of a run about to delete it."""
     if (path / WORK_MARKER).is_file():
         return True
     try:
@@ -255,7 +256,9 @@ def _is_work_dir(path: Path) -> bool:
     except OSError:
         return False
     tmp = f".{WORK_MARKER}."
-    return bool(names) and all(n.startswith(tmp) and n[len(tmp) :].isdigit() for n in names)
+    # (and the mark of a run deleting it: it writes REMOVING_MARKER before its rename)
+    making = [n for n in names if n != REMOVING_MARKER]
+    return bool(making) and all(n.startswith(tmp) and n[len(tmp) :].isdigit() for n in making)
 
 
 def lrt_cache_dir(results: str | Path | None = None) -> Path:

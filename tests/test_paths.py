@@ -839,3 +839,24 @@ def test_an_unset_or_missing_input_is_said_so_before_the_stores_config(tmp_path,
         with pytest.raises(InputError, match=said) as e:
             run(bad, cluster="synchronous")
         assert "--overwrite" not in str(e.value)
+
+
+def test_a_work_folder_another_run_is_making_is_not_called_foreign(tmp_path):
+    """Two runs started at the same moment, the second with --overwrite: it marked the first
+    run's half-made work folder for deletion (REMOVING_MARKER) beside that run's temporary
+    marker, and the first then refused the folder as 'not made by specfit' (ci35's flaky
+    concurrency test); it then meets the other at the store's lock."""
+    from specfit.errors import ConfigError
+    from specfit.workspace import REMOVING_MARKER, WORK_MARKER, ensure_work_dir, work_dir_for
+
+    results = tmp_path / "results.zarr"
+    work = work_dir_for(results)
+    work.mkdir()
+    (work / f".{WORK_MARKER}.12345").write_text("")  # the first run's, half made
+    (work / REMOVING_MARKER).write_text("")  # the second's mark, before its rename
+    assert ensure_work_dir(results) == work and (work / WORK_MARKER).is_file()
+    mine = tmp_path / "mine.zarr"
+    work_dir_for(mine).mkdir()
+    (work_dir_for(mine) / "notes.txt").write_text("mine")  # a user's folder: still refused
+    with pytest.raises(ConfigError, match="was not made by specfit"):
+        ensure_work_dir(mine)
